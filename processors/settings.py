@@ -1,0 +1,120 @@
+"""Plain settings the engine is built from (the exporter's YAML config maps onto these)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+DirectionPolicy = Literal["both", "up", "down"]
+LearnGating = Literal["clip", "skip", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """How a detector's output becomes a band, a score, a flag and events.
+
+    Parameters
+    ----------
+    direction
+        Which deviations count: ``up``, ``down`` or ``both``.
+    band
+        Half-width of the band in the detector's spread units (e.g. robust sigmas).
+    min_relative_deviation
+        The band is never narrower than this fraction of ``|expected|`` (noise tolerance).
+    min_absolute_deviation
+        The band is never narrower than this, in the series' own unit.
+    open_threshold
+        Score at or above which a point counts as anomalous.
+    close_threshold
+        Score below which a point counts as normal again (hysteresis).
+    min_duration
+        Anomalous points in a row before an anomaly opens (and the flag goes to 1).
+    close_after
+        Normal points in a row before an open anomaly closes.
+    update_interval_s
+        At most one ``update`` event per open anomaly per this many seconds of event time.
+    learn_gating
+        ``clip``: learn anomalous points clipped to the band edge; ``skip``: do not learn
+        them; ``off``: learn everything as it is.
+    """
+
+    direction: DirectionPolicy = "both"
+    band: float = 4.0
+    min_relative_deviation: float = 0.01
+    min_absolute_deviation: float = 0.0
+    open_threshold: float = 1.0
+    close_threshold: float = 0.8
+    min_duration: int = 3
+    close_after: int = 3
+    update_interval_s: float = 60.0
+    learn_gating: LearnGating = "clip"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorRule:
+    """Which detector scores which series: the first rule whose glob matches wins.
+
+    ``match`` holds ``fnmatch`` globs on the series' ``metric`` name (e.g. ``*:p99``).
+    """
+
+    name: str = "default"
+    match: tuple[str, ...] = ("*",)
+    detector: str = "ewma_zscore"
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    alert: AlertPolicy = field(default_factory=AlertPolicy)
+
+
+SPAN_DURATION_METRIC = "traces_span_duration_milliseconds"
+
+DEFAULT_RULES: tuple[DetectorRule, ...] = (
+    # One slow span is itself worth reporting (with its trace id), so no min duration;
+    # only slower-than-usual matters, and the band is wide because span latency is skewed.
+    DetectorRule(
+        name="span_outliers",
+        match=(SPAN_DURATION_METRIC,),
+        detector="ewma_zscore",
+        params=MappingProxyType({"log_transform": True}),
+        alert=AlertPolicy(direction="up", band=6.0, min_duration=1, close_after=1),
+    ),
+    DetectorRule(
+        name="error_ratios",
+        match=("*:ratio",),
+        alert=AlertPolicy(direction="up", min_absolute_deviation=0.02),
+    ),
+    DetectorRule(name="default"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Everything the engine needs; ``clock`` returns seconds and is injected (never read here).
+
+    Parameters
+    ----------
+    clock
+        Ingest-time clock in seconds, used only for series expiry (TTL), never for scoring.
+    rules
+        Detector routing, first match wins; the last rule should match ``*``.
+    max_series
+        Hard cap on scored series; points of new series beyond it are rejected.
+    series_ttl_s
+        A series not updated for this long (ingest time) is evicted and its state freed.
+    traces_window_s, logs_window_s
+        Width of the event-time windows that RED and log-rate features are computed over.
+    lateness_s
+        How long after a window's end late spans or records are still accepted.
+    span_outliers
+        Score every span's duration against its operation's baseline.
+    """
+
+    clock: Callable[[], float]
+    rules: tuple[DetectorRule, ...] = DEFAULT_RULES
+    max_series: int = 100_000
+    series_ttl_s: float = 3600.0
+    traces_window_s: float = 10.0
+    logs_window_s: float = 10.0
+    lateness_s: float = 5.0
+    span_outliers: bool = True
+    promote_resource_attributes: tuple[str, ...] = ()

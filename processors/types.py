@@ -1,0 +1,182 @@
+"""Value types shared by every stage: series identity, batches of points, scores, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+Labels = tuple[tuple[str, str], ...]
+"""Attributes as a tuple of ``(name, value)`` pairs sorted by name: hashable, order-free."""
+
+
+class SeriesKey(NamedTuple):
+    """Identity of one scored series.
+
+    ``metric`` is the Prometheus-normalised name of the scored feature (for derived
+    features the source name, a colon and the feature, e.g.
+    ``http_server_duration_milliseconds:p99``). A tuple, so it hashes and compares fast on
+    the hot path.
+    """
+
+    metric: str
+    resource: Labels
+    attributes: Labels
+
+
+def empty_f64(n: int = 0) -> NDArray[np.float64]:
+    """Return a float64 array of ``n`` NaNs."""
+    return np.full(n, np.nan, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesBatch:
+    """Points of many series: ``slots[i]`` had ``values[i]`` at ``ts_unix_nano[i]``.
+
+    All arrays have equal length. Rows of one slot are in arrival order.
+    """
+
+    slots: NDArray[np.intp]
+    ts_unix_nano: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n = len(self.slots)
+        if len(self.ts_unix_nano) != n or len(self.values) != n:
+            msg = (
+                "SeriesBatch arrays must have equal length; got "
+                f"slots={n}, ts_unix_nano={len(self.ts_unix_nano)}, values={len(self.values)}"
+            )
+            raise ValueError(msg)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def take(self, rows: NDArray[np.intp]) -> SeriesBatch:
+        """Return the sub-batch of the given row indices."""
+        return SeriesBatch(self.slots[rows], self.ts_unix_nano[rows], self.values[rows])
+
+    @classmethod
+    def of(
+        cls,
+        slots: list[int] | NDArray[np.intp],
+        values: list[float] | NDArray[np.float64],
+        ts_unix_nano: list[int] | NDArray[np.int64] | None = None,
+    ) -> SeriesBatch:
+        """Build a batch from lists; timestamps default to 0, 1, 2... seconds."""
+        slot_arr = np.asarray(slots, dtype=np.intp)
+        if ts_unix_nano is None:
+            ts = np.arange(len(slot_arr), dtype=np.int64) * 1_000_000_000
+        else:
+            ts = np.asarray(ts_unix_nano, dtype=np.int64)
+        return cls(slot_arr, ts, np.asarray(values, dtype=np.float64))
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreBatch:
+    """What scoring produced for each row of a ``SeriesBatch``.
+
+    ``score`` is band-normalised: 0 at the expected value, 1 at the band edge, above 1
+    outside it (the meaning of vmanomaly's ``anomaly_score``). NaN where the input was not
+    finite. ``flag`` is True while the series is in an open anomaly (after hysteresis).
+    """
+
+    slots: NDArray[np.intp]
+    ts_unix_nano: NDArray[np.int64]
+    values: NDArray[np.float64]
+    expected: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    score: NDArray[np.float64]
+    flag: NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    @classmethod
+    def empty(cls) -> ScoreBatch:
+        """Return a batch with no rows."""
+        f = empty_f64()
+        return cls(
+            np.empty(0, np.intp), np.empty(0, np.int64), f, f, f, f, f, np.empty(0, np.bool_)
+        )
+
+    @classmethod
+    def concat(cls, batches: list[ScoreBatch]) -> ScoreBatch:
+        """Concatenate batches row-wise."""
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        return cls(
+            *(
+                np.concatenate([getattr(b, name) for b in batches])
+                for name in (
+                    "slots", "ts_unix_nano", "values", "expected", "lower", "upper", "score",
+                    "flag",
+                )
+            )
+        )
+
+
+EventKind = Literal["open", "update", "close"]
+Direction = Literal["up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """An anomaly opened, went on, or closed on one series.
+
+    ``ts_unix_nano`` is the event time of the point that caused it. ``trace_id`` and
+    ``span_id`` are set (16 and 8 bytes) for span-duration outliers.
+    """
+
+    kind: EventKind
+    slot: int
+    key: SeriesKey
+    ts_unix_nano: int
+    direction: Direction
+    score: float
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    detector: str
+    explanation: str
+    trace_id: bytes = b""
+    span_id: bytes = b""
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """Outcome of one ingested request, for the receiver's reply and the outputs.
+
+    ``accepted + sum(rejected.values())`` equals the number of points, spans or log records
+    in the request. ``rejected`` maps a reason (``non_finite``, ``unsupported_type``,
+    ``out_of_order``, ``series_limit``, ``late``...) to a count.
+    """
+
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    scores: ScoreBatch = field(default_factory=ScoreBatch.empty)
+    events: list[AnomalyEvent] = field(default_factory=list)
+    evicted: NDArray[np.intp] = field(default_factory=lambda: np.empty(0, np.intp))
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` items rejected for ``reason``."""
+        if count:
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    @property
+    def rejected_total(self) -> int:
+        """Total rejected items, all reasons."""
+        return sum(self.rejected.values())
+
+    def error_message(self) -> str:
+        """One line naming every reason and its count, for OTLP ``partial_success``."""
+        if not self.rejected:
+            return ""
+        parts = [f"{count} {reason}" for reason, count in sorted(self.rejected.items())]
+        return "rejected: " + ", ".join(parts)
