@@ -15,9 +15,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
+from otel_anomaly.processors.otlp_logs import LogsExtractor
+from otel_anomaly.processors.otlp_metrics import MetricsExtractor
+from otel_anomaly.processors.red import TracesExtractor
+from otel_anomaly.processors.scoring import Scorer
+from otel_anomaly.processors.series import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.types import IngestResult, Labels, SeriesKey
+from otel_anomaly.processors.sources import SourceTable
+from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesBatch, SeriesKey
+from otel_anomaly.processors.windows import WindowAggregator
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +37,49 @@ class EngineStats:
 
 
 class Engine:
-    """Turns OTLP requests into scored series (stub: API only, implementation follows)."""
+    """Turns OTLP requests into scored series.
+
+    Every signal ends in the same place: extracted points become ``Observations`` and go
+    through ``ingest_series``'s scoring path, which backtests use directly.
+    """
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
+        self.index = SeriesIndex(settings.max_series)
+        self.scorer = Scorer(settings.rules, settings.promote_resource_attributes)
+        self._sources = SourceTable(settings.max_series)
+        self._metrics = MetricsExtractor(self._sources)
+        self._traces = TracesExtractor(
+            self._windows(settings.traces_window_s), settings.span_outliers
+        )
+        self._logs = LogsExtractor(
+            self._windows(settings.logs_window_s), self._windows(settings.logs_window_s)
+        )
+        self._evicted_total = 0
+
+    def _windows(self, window_s: float) -> WindowAggregator:
+        return WindowAggregator(int(window_s * 1e9), int(self.settings.lateness_s * 1e9))
 
     def ingest_metrics(self, request: ExportMetricsServiceRequest) -> IngestResult:
         """Extract, score and learn every data point of a metrics request."""
-        raise NotImplementedError
+        result, out = IngestResult(), Observations()
+        self._metrics.extract(request, out, result, self.settings.clock())
+        self._score(out, result)
+        return result
 
     def ingest_traces(self, request: ExportTraceServiceRequest) -> IngestResult:
         """Aggregate spans into RED windows (scored when they close) and score span outliers."""
-        raise NotImplementedError
+        result, out = IngestResult(), Observations()
+        self._traces.extract(request, out, result)
+        self._score(out, result)
+        return result
 
     def ingest_logs(self, request: ExportLogsServiceRequest) -> IngestResult:
         """Aggregate log records into per-service rate and error-ratio windows."""
-        raise NotImplementedError
+        result, out = IngestResult(), Observations()
+        self._logs.extract(request, out, result)
+        self._score(out, result)
+        return result
 
     def ingest_series(
         self,
@@ -54,21 +87,67 @@ class Engine:
         ts_unix_nano: NDArray[np.int64],
         values: NDArray[np.float64],
     ) -> IngestResult:
-        """Score already-extracted points (the path backtests and every signal share)."""
-        raise NotImplementedError
+        """Score already-extracted points (the path backtests and every signal share).
+
+        Non-finite values are rejected as ``non_finite``; they are not learned.
+        """
+        result, out = IngestResult(), Observations()
+        finite = np.isfinite(values)
+        result.reject("non_finite", int((~finite).sum()))
+        result.accepted = int(finite.sum())
+        for key, ts, value, ok in zip(keys, ts_unix_nano.tolist(), values.tolist(), finite.tolist(),
+                                      strict=True):
+            if ok:
+                out.add(key, ts, value)
+        self._score(out, result)
+        return result
+
+    def _score(self, out: Observations, result: IngestResult) -> None:
+        if not len(out):
+            return
+        slots, created = self.index.lookup(out.keys, self.settings.clock())
+        for slot in created.tolist():
+            self.scorer.assign(slot, self.index.key(slot))
+        kept = np.flatnonzero(slots >= 0)
+        result.skip("series_limit", len(slots) - len(kept))
+        if not len(kept):
+            return
+        batch = SeriesBatch(
+            slots[kept],
+            np.asarray(out.ts, np.int64)[kept],
+            np.asarray(out.values, np.float64)[kept],
+        )
+        exemplars = {
+            int(new): out.exemplars[int(old)]
+            for new, old in enumerate(kept.tolist())
+            if int(old) in out.exemplars
+        } if out.exemplars else {}
+        result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars)
 
     def evict_expired(self) -> NDArray[np.intp]:
         """Free series idle for longer than ``series_ttl_s``; return their slots."""
-        raise NotImplementedError
+        now = self.settings.clock()
+        stale = self.index.expire(now, self.settings.series_ttl_s)
+        self._sources.expire(now, self.settings.series_ttl_s)
+        if len(stale):
+            self.scorer.forget(stale)
+            self._evicted_total += len(stale)
+        return stale
 
     def series_key(self, slot: int) -> SeriesKey:
         """Identity of the series in ``slot``."""
-        raise NotImplementedError
+        return self.index.key(slot)
 
     def series_labels(self, slot: int) -> Labels:
         """Prometheus labels of the series in ``slot`` (``metric``, ``detector``, ``job``...)."""
-        raise NotImplementedError
+        return self.scorer.labels(slot)
 
     def stats(self) -> EngineStats:
         """Current counts for self-metrics."""
-        raise NotImplementedError
+        live = self.index.live_slots()
+        return EngineStats(
+            series_active=len(live),
+            series_warming=self.scorer.count_warming(live),
+            series_evicted_total=self._evicted_total,
+            points_scored_total=self.scorer.points_scored,
+        )

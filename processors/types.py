@@ -155,11 +155,14 @@ class IngestResult:
 
     ``accepted + sum(rejected.values())`` equals the number of points, spans or log records
     in the request. ``rejected`` maps a reason (``non_finite``, ``unsupported_type``,
-    ``out_of_order``, ``series_limit``, ``late``...) to a count.
+    ``out_of_order``, ``series_limit``...) to a count. ``skipped`` counts accepted items that
+    produced no score, by reason (``counter_reset``, ``first_point``, ``late``...), for
+    self-metrics only.
     """
 
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
     scores: ScoreBatch = field(default_factory=ScoreBatch.empty)
     events: list[AnomalyEvent] = field(default_factory=list)
     evicted: NDArray[np.intp] = field(default_factory=lambda: np.empty(0, np.intp))
@@ -168,6 +171,11 @@ class IngestResult:
         """Count ``count`` items rejected for ``reason``."""
         if count:
             self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` accepted items that produced no score, for ``reason``."""
+        if count:
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
 
     @property
     def rejected_total(self) -> int:
@@ -180,3 +188,27 @@ class IngestResult:
             return ""
         parts = [f"{count} {reason}" for reason, count in sorted(self.rejected.items())]
         return "rejected: " + ", ".join(parts)
+
+
+class Observations:
+    """Points gathered from one request, before they get slots: parallel lists.
+
+    ``exemplars`` maps a row to the ``(trace_id, span_id)`` it came from (span outliers).
+    """
+
+    __slots__ = ("exemplars", "keys", "ts", "values")
+
+    def __init__(self) -> None:
+        self.keys: list[SeriesKey] = []
+        self.ts: list[int] = []
+        self.values: list[float] = []
+        self.exemplars: dict[int, tuple[bytes, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: SeriesKey, ts_unix_nano: int, value: float) -> None:
+        """Append one point."""
+        self.keys.append(key)
+        self.ts.append(ts_unix_nano)
+        self.values.append(value)

@@ -1,0 +1,114 @@
+"""The detector contract: online, many univariate series, state in per-slot arrays."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+from otel_anomaly.processors.types import SeriesBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """What a detector expects of each row: a value and a band around it (original units).
+
+    ``lower``/``upper`` are NaN while the row's series is warming up.
+    """
+
+    expected: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+
+
+def occurrence_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
+    """Split row indices into rounds in which every slot occurs at most once.
+
+    Round ``r`` holds each slot's ``r``-th row, so processing rounds in order is the same
+    as processing rows one at a time, and each round can be vectorised.
+
+    Examples
+    --------
+    >>> [r.tolist() for r in occurrence_rounds(np.array([3, 1, 3, 3, 2]))]
+    [[0, 1, 4], [2], [3]]
+    """
+    n = len(slots)
+    if n == 0:
+        return []
+    order = np.argsort(slots, kind="stable")
+    sorted_slots = slots[order]
+    starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+    if len(starts) == n:  # the common case: no repeats
+        return [np.arange(n, dtype=np.intp)]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    rank = np.empty(n, np.intp)
+    rank[order] = np.arange(n) - group_start
+    return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
+
+
+class Detector(abc.ABC):
+    """Online detector over many univariate series; state lives in per-slot arrays.
+
+    Subclasses implement the single-occurrence kernels (``_predict``, ``_learn_unique``);
+    the base class makes ``learn`` equal to learning rows one at a time.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def predict(self, batch: SeriesBatch, band: float) -> Prediction:
+        """Expected value and band ``band`` spread units wide per row. Must not change state."""
+
+    @abc.abstractmethod
+    def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
+        """Raw score per row, higher = more anomalous; 0 while warming; NaN if not finite."""
+
+    @abc.abstractmethod
+    def _learn_unique(self, batch: SeriesBatch) -> None:
+        """Learn rows whose slots are all distinct and whose values are all finite."""
+
+    @abc.abstractmethod
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget everything about ``slots`` (evicted or reused)."""
+
+    @abc.abstractmethod
+    def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """True for slots that have not yet seen enough points to score."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """All state as named arrays (copies)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore state saved by ``state_dict``."""
+
+    def learn(self, batch: SeriesBatch) -> None:
+        """Update state exactly as if rows were learned one at a time, in order.
+
+        Non-finite values are skipped (never learned).
+        """
+        finite = np.isfinite(batch.values)
+        if not finite.all():
+            batch = batch.take(np.flatnonzero(finite))
+        for rows in occurrence_rounds(batch.slots):
+            self._learn_unique(batch.take(rows) if len(rows) != len(batch) else batch)
+
+    @classmethod
+    def _test_params(cls) -> Iterator[dict[str, Any]]:
+        """Parameter sets the conformance suite runs this detector with."""
+        yield {}
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters, as stored under the same names."""
+        import inspect  # noqa: PLC0415 - only the conformance suite and repr need it
+
+        sig = inspect.signature(type(self).__init__)
+        return {name: getattr(self, name) for name in sig.parameters if name != "self"}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"

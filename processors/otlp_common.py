@@ -1,0 +1,45 @@
+"""OTLP attribute helpers shared by the metrics, traces and logs extractors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from otel_anomaly.processors.types import Labels
+
+
+def any_value_text(value: AnyValue) -> str:
+    """Render an attribute value as the label text Prometheus' OTLP translator would."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    if kind == "array_value":
+        return json.dumps([any_value_text(v) for v in value.array_value.values])
+    if kind == "kvlist_value":
+        return json.dumps({kv.key: any_value_text(kv.value) for kv in value.kvlist_value.values})
+    return ""
+
+
+def labels_of(attributes: Iterable[KeyValue]) -> Labels:
+    """Attributes as sorted ``(name, text)`` pairs; a repeated name keeps its first value."""
+    seen: dict[str, str] = {}
+    for kv in attributes:
+        if kv.key not in seen:
+            seen[kv.key] = any_value_text(kv.value)
+    return tuple(sorted(seen.items()))
+
+
+def service_labels(resource_labels: Labels) -> Labels:
+    """The part of a resource that names a service (what RED and log features key on)."""
+    return tuple(
+        (k, v) for k, v in resource_labels if k in ("service.name", "service.namespace")
+    )

@@ -1,0 +1,291 @@
+"""OTLP metrics to scored points: gauges as they are, sums as rates, histograms as features."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    DataPointFlags,
+    Metric,
+)
+from otel_anomaly.processors.naming import prometheus_metric_name
+from otel_anomaly.processors.otlp_common import labels_of
+from otel_anomaly.processors.quantiles import (
+    downscale,
+    explicit_bucket_quantiles,
+    exponential_bucket_quantiles,
+    subtract_buckets,
+)
+from otel_anomaly.processors.sources import FIRST, OUT_OF_ORDER, RESET, SourceTable, per_second
+from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
+
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+_NO_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+HISTOGRAM_QUANTILES = np.array([0.5, 0.95, 0.99])
+_QUANTILE_FEATURES = ("p50", "p95", "p99")
+
+
+def count_points(metric: Metric) -> int:
+    """Data points in a metric; a metric of an unknown type counts as one."""
+    kind = metric.WhichOneof("data")
+    return len(getattr(metric, kind).data_points) if kind else 1
+
+
+class MetricsExtractor:
+    """Walks metrics requests; keeps the previous point of each cumulative stream."""
+
+    def __init__(self, sources: SourceTable) -> None:
+        self.sources = sources
+
+    def extract(
+        self, request: ExportMetricsServiceRequest, out: Observations, result: IngestResult,
+        now: float,
+    ) -> None:
+        """Append every scored point of ``request`` to ``out``; count the rest in ``result``."""
+        for rm in request.resource_metrics:
+            resource = labels_of(rm.resource.attributes)
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    _Walk(self.sources, resource, out, result, now).metric(metric)
+
+
+class _Walk:
+    """One metric's points; a small object so the per-kind methods share their context."""
+
+    __slots__ = ("now", "out", "resource", "result", "sources")
+
+    def __init__(
+        self, sources: SourceTable, resource: Labels, out: Observations, result: IngestResult,
+        now: float,
+    ) -> None:
+        self.sources, self.resource, self.out, self.result, self.now = (
+            sources, resource, out, result, now,
+        )
+
+    def metric(self, metric: Metric) -> None:
+        kind = metric.WhichOneof("data")
+        if kind == "gauge":
+            name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=True)
+            self.gauge_points(name, metric.gauge.data_points, "gauge")
+        elif kind == "sum":
+            self.sum(metric)
+        elif kind in ("histogram", "exponential_histogram"):
+            self.histogram(metric, kind)
+        elif kind == "summary":
+            self.summary(
+                prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=False),
+                metric,
+            )
+        else:
+            self.result.reject("unsupported_type")
+
+    def _valid(self, point: Any) -> bool:
+        """Common checks; counts the point as rejected or skipped when it is not usable."""
+        if point.time_unix_nano == 0:
+            self.result.reject("missing_timestamp")
+            return False
+        if point.flags & _NO_VALUE:
+            self.result.accepted += 1
+            self.result.skip("no_recorded_value")
+            return False
+        return True
+
+    def _advance(
+        self, key: Any, point: Any, payload: Any, cumulative: bool = False
+    ) -> tuple[str, int, Any]:
+        # Only a cumulative stream restarts when its start time moves; a delta stream's
+        # start time moves with every point.
+        start = point.start_time_unix_nano if cumulative else 0
+        status, prev_ts, prev = self.sources.advance(
+            key, start, point.time_unix_nano, payload, self.now
+        )
+        if status in (OUT_OF_ORDER, "series_limit"):
+            self.result.reject(status)
+        else:
+            self.result.accepted += 1
+            if status in (FIRST, RESET):
+                self.result.skip(status)
+        return status, prev_ts, prev
+
+    def gauge_points(self, name: str, points: Any, tag: str) -> None:
+        for p in points:
+            if not self._valid(p):
+                continue
+            value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
+            if not math.isfinite(value):
+                self.result.reject("non_finite")
+                continue
+            attrs = labels_of(p.attributes)
+            status, _, _ = self._advance((tag, name, self.resource, attrs), p, None)
+            if status not in (OUT_OF_ORDER, "series_limit"):
+                self.out.add(SeriesKey(name, self.resource, attrs), p.time_unix_nano, value)
+
+    def sum(self, metric: Metric) -> None:
+        data = metric.sum
+        if not data.is_monotonic and data.aggregation_temporality == CUMULATIVE:
+            # An up-down counter's cumulative value is a level, like a gauge.
+            name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=True)
+            self.gauge_points(name, data.data_points, "updown")
+            return
+        if data.aggregation_temporality not in (CUMULATIVE, DELTA):
+            self.result.reject("unsupported_temporality", len(data.data_points))
+            return
+        name = prometheus_metric_name(
+            metric.name, metric.unit, monotonic_sum=data.is_monotonic, gauge=False
+        ) + ":rate"
+        cumulative = data.aggregation_temporality == CUMULATIVE
+        for p in data.data_points:
+            if not self._valid(p):
+                continue
+            value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
+            if not math.isfinite(value):
+                self.result.reject("non_finite")
+                continue
+            attrs = labels_of(p.attributes)
+            key = ("sum", name, self.resource, attrs)
+            status, prev_ts, prev = self._advance(key, p, value, cumulative)
+            if not _has_interval(status, cumulative, p):
+                continue
+            if cumulative:
+                if value < prev:  # a counter only goes down when it restarted
+                    self.result.skip(RESET)
+                    continue
+                rate = per_second(value - prev, p.time_unix_nano - prev_ts)
+            else:
+                start = p.start_time_unix_nano or prev_ts
+                rate = per_second(value, p.time_unix_nano - start)
+            if math.isfinite(rate):
+                self.out.add(SeriesKey(name, self.resource, attrs), p.time_unix_nano, rate)
+
+    def summary(self, name: str, metric: Metric) -> None:
+        for p in metric.summary.data_points:
+            if not self._valid(p):
+                continue
+            attrs = labels_of(p.attributes)
+            status, _, _ = self._advance(("summary", name, self.resource, attrs), p, None)
+            if status in (OUT_OF_ORDER, "series_limit"):
+                continue
+            for q in p.quantile_values:
+                if math.isfinite(q.value):
+                    labels = tuple(sorted((*attrs, ("quantile", repr(q.quantile)))))
+                    self.out.add(SeriesKey(name, self.resource, labels), p.time_unix_nano, q.value)
+
+    def histogram(self, metric: Metric, kind: str) -> None:
+        data = getattr(metric, kind)
+        if data.aggregation_temporality not in (CUMULATIVE, DELTA):
+            self.result.reject("unsupported_temporality", len(data.data_points))
+            return
+        name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=False)
+        cumulative = data.aggregation_temporality == CUMULATIVE
+        exponential = kind == "exponential_histogram"
+        for p in data.data_points:
+            if not self._valid(p):
+                continue
+            snap = _exp_snapshot(p) if exponential else _explicit_snapshot(p)
+            attrs = labels_of(p.attributes)
+            key = (kind, name, self.resource, attrs)
+            status, prev_ts, prev = self._advance(key, p, snap, cumulative)
+            if not _has_interval(status, cumulative, p):
+                continue
+            if cumulative:
+                delta = _exp_delta(snap, prev) if exponential else _explicit_delta(snap, prev)
+                if delta is None:
+                    self.result.skip(RESET)
+                    continue
+                dt = p.time_unix_nano - prev_ts
+            else:
+                delta, dt = snap, p.time_unix_nano - (p.start_time_unix_nano or prev_ts)
+            self._histogram_features(name, attrs, p, delta, dt, exponential, cumulative)
+
+    def _histogram_features(
+        self, name: str, attrs: Labels, p: Any, delta: dict[str, Any], dt: int,
+        exponential: bool, cumulative: bool,
+    ) -> None:
+        ts = p.time_unix_nano
+        count = delta["count"]
+        rate = per_second(count, dt)
+        if math.isfinite(rate):
+            self.out.add(SeriesKey(name + ":rate", self.resource, attrs), ts, rate)
+        if count <= 0:
+            return
+        if delta["sum"] is not None and math.isfinite(delta["sum"]):
+            self.out.add(SeriesKey(name + ":mean", self.resource, attrs), ts, delta["sum"] / count)
+        if exponential:
+            qs = exponential_bucket_quantiles(
+                delta["scale"], delta["zero"], delta["pos"], delta["neg"], HISTOGRAM_QUANTILES
+            )
+        else:
+            # min/max of a cumulative point cover its whole life, not this interval.
+            low = p.min if p.HasField("min") and not cumulative else np.nan
+            high = p.max if p.HasField("max") and not cumulative else np.nan
+            qs = explicit_bucket_quantiles(
+                delta["bounds"], delta["counts"], HISTOGRAM_QUANTILES, low, high
+            )
+        for feature, value in zip(_QUANTILE_FEATURES, qs.tolist(), strict=True):
+            if math.isfinite(value):
+                self.out.add(SeriesKey(f"{name}:{feature}", self.resource, attrs), ts, value)
+
+
+def _has_interval(status: str, cumulative: bool, point: Any) -> bool:
+    """Whether a point closes an interval a rate can be computed over."""
+    if status == "ok":
+        return True
+    # A delta point carries its own interval when it has a start time.
+    return status == FIRST and not cumulative and point.start_time_unix_nano > 0
+
+
+def _explicit_snapshot(p: Any) -> dict[str, Any]:
+    return {
+        "bounds": np.asarray(p.explicit_bounds, np.float64),
+        "counts": np.asarray(p.bucket_counts, np.float64),
+        "count": float(p.count),
+        "sum": p.sum if p.HasField("sum") else None,
+    }
+
+
+def _explicit_delta(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any] | None:
+    """Difference of two cumulative points, or None when they are not one sequence."""
+    if not np.array_equal(cur["bounds"], prev["bounds"]) or len(cur["counts"]) != len(
+        prev["counts"]
+    ):
+        return None
+    counts = cur["counts"] - prev["counts"]
+    count = cur["count"] - prev["count"]
+    if count < 0 or (counts < 0).any():
+        return None
+    total = None if cur["sum"] is None or prev["sum"] is None else cur["sum"] - prev["sum"]
+    return {"bounds": cur["bounds"], "counts": counts, "count": count, "sum": total}
+
+
+def _exp_snapshot(p: Any) -> dict[str, Any]:
+    return {
+        "scale": int(p.scale),
+        "zero": float(p.zero_count),
+        "pos": (int(p.positive.offset), np.asarray(p.positive.bucket_counts, np.float64)),
+        "neg": (int(p.negative.offset), np.asarray(p.negative.bucket_counts, np.float64)),
+        "count": float(p.count),
+        "sum": p.sum if p.HasField("sum") else None,
+    }
+
+
+def _exp_delta(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any] | None:
+    """Difference of two cumulative exponential points, at the coarser of their scales."""
+    scale = min(cur["scale"], prev["scale"])
+    parts = {}
+    for side in ("pos", "neg"):
+        c = downscale(cur[side][0], cur[side][1], cur["scale"] - scale)
+        p = downscale(prev[side][0], prev[side][1], prev["scale"] - scale)
+        parts[side] = subtract_buckets(c, p)
+    zero = cur["zero"] - prev["zero"]
+    count = cur["count"] - prev["count"]
+    if count < 0 or zero < 0 or any((v[1] < 0).any() for v in parts.values()):
+        return None
+    total = None if cur["sum"] is None or prev["sum"] is None else cur["sum"] - prev["sum"]
+    return {"scale": scale, "zero": zero, "count": count, "sum": total, **parts}

@@ -1,0 +1,128 @@
+"""Quantiles estimated from histogram buckets (explicit and exponential)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def explicit_bucket_quantiles(
+    bounds: NDArray[np.float64],
+    counts: NDArray[np.float64],
+    qs: NDArray[np.float64],
+    low: float = np.nan,
+    high: float = np.nan,
+) -> NDArray[np.float64]:
+    """Quantiles of an explicit-bounds histogram, interpolating linearly inside a bucket.
+
+    Follows Prometheus' ``histogram_quantile``: the first bucket starts at 0 when its upper
+    bound is positive, and a rank in the overflow bucket returns the highest finite bound.
+    Known ``low``/``high`` (the histogram's min and max) replace those guesses.
+
+    Examples
+    --------
+    >>> bounds = np.array([10.0, 20.0, 40.0])
+    >>> counts = np.array([0.0, 50.0, 50.0, 0.0])
+    >>> explicit_bucket_quantiles(bounds, counts, np.array([0.5, 0.75, 0.99]))
+    array([20. , 30. , 39.6])
+    """
+    total = counts.sum()
+    if total <= 0 or len(counts) != len(bounds) + 1:
+        return np.full(len(qs), np.nan)
+    first_low = 0.0 if len(bounds) and bounds[0] > 0 else -np.inf
+    lows = np.concatenate(([first_low], bounds))
+    highs = np.concatenate((bounds, [np.inf]))
+    if np.isfinite(low):
+        lows[0] = min(low, highs[0])
+    if np.isfinite(high):
+        highs[-1] = max(high, lows[-1])
+    cumulative = np.cumsum(counts)
+    ranks = qs * total
+    idx = np.minimum(np.searchsorted(cumulative, ranks, side="left"), len(counts) - 1)
+    before = np.where(idx > 0, cumulative[idx - 1], 0.0)
+    in_bucket = np.maximum(counts[idx], 1e-300)
+    frac = np.clip((ranks - before) / in_bucket, 0.0, 1.0)
+    lo, hi = lows[idx], highs[idx]
+    out = lo + (hi - lo) * frac
+    # Unbounded edges: answer with the finite side, as histogram_quantile does.
+    out = np.where(np.isinf(hi), lo, out)
+    return np.asarray(np.where(np.isinf(lo), hi, out), np.float64)
+
+
+def exponential_bucket_quantiles(
+    scale: int,
+    zero_count: float,
+    positive: tuple[int, NDArray[np.float64]],
+    negative: tuple[int, NDArray[np.float64]],
+    qs: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Quantiles of an OTLP exponential histogram, interpolating log-linearly in a bucket.
+
+    ``positive``/``negative`` are ``(offset, counts)``; bucket ``i`` covers
+    ``(base**i, base**(i+1)]`` in magnitude with ``base = 2 ** 2 ** -scale``.
+
+    Examples
+    --------
+    >>> # scale 0: buckets (1,2], (2,4], (4,8]; 10 points in each.
+    >>> exponential_bucket_quantiles(0, 0.0, (0, np.array([10.0, 10, 10])), (0, np.zeros(0)),
+    ...                              np.array([0.5]))
+    array([2.82...])
+    """
+    base = 2.0 ** (2.0 ** -scale)
+    n_off, n_counts = negative
+    p_off, p_counts = positive
+    # Ascending value order: negative buckets from the largest magnitude down, zero, positive.
+    neg_idx = np.arange(n_off, n_off + len(n_counts))[::-1]
+    pos_idx = np.arange(p_off, p_off + len(p_counts))
+    counts = np.concatenate((n_counts[::-1], [zero_count], p_counts))
+    lows = np.concatenate((-(base ** (neg_idx + 1.0)), [0.0], base**pos_idx))
+    highs = np.concatenate((-(base**neg_idx), [0.0], base ** (pos_idx + 1.0)))
+    total = counts.sum()
+    if total <= 0:
+        return np.full(len(qs), np.nan)
+    cumulative = np.cumsum(counts)
+    ranks = qs * total
+    idx = np.minimum(np.searchsorted(cumulative, ranks, side="left"), len(counts) - 1)
+    before = np.where(idx > 0, cumulative[idx - 1], 0.0)
+    frac = np.clip((ranks - before) / np.maximum(counts[idx], 1e-300), 0.0, 1.0)
+    lo, hi = lows[idx], highs[idx]
+    positive_side = lo > 0
+    negative_side = hi < 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geometric = lo * (hi / lo) ** frac
+        geometric_neg = hi * (lo / hi) ** (1.0 - frac)
+    return np.where(positive_side, geometric, np.where(negative_side, geometric_neg, 0.0))
+
+
+def downscale(offset: int, counts: NDArray[np.float64], by: int) -> tuple[int, NDArray[np.float64]]:
+    """Merge exponential buckets to a scale ``by`` steps coarser.
+
+    Examples
+    --------
+    >>> downscale(3, np.array([1.0, 2.0, 3.0]), 1)
+    (1, array([1., 5.]))
+    """
+    if by <= 0 or len(counts) == 0:
+        return offset, counts
+    idx = np.arange(offset, offset + len(counts)) >> by
+    new_offset = int(idx[0])
+    merged = np.bincount(idx - new_offset, weights=counts).astype(np.float64)
+    return new_offset, merged
+
+
+def subtract_buckets(
+    cur: tuple[int, NDArray[np.float64]], prev: tuple[int, NDArray[np.float64]]
+) -> tuple[int, NDArray[np.float64]]:
+    """``cur - prev`` for two bucket runs at the same scale with possibly other offsets."""
+    c_off, c = cur
+    p_off, p = prev
+    if len(p) == 0:
+        return c_off, c
+    if len(c) == 0:
+        return p_off, -p
+    start = min(c_off, p_off)
+    end = max(c_off + len(c), p_off + len(p))
+    out = np.zeros(end - start)
+    out[c_off - start : c_off - start + len(c)] += c
+    out[p_off - start : p_off - start + len(p)] -= p
+    return start, out

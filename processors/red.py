@@ -1,0 +1,75 @@
+"""Traces to RED features per operation (as the spanmetrics connector) and span outliers."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from otel_anomaly.processors.otlp_common import labels_of, service_labels
+from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
+from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
+from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
+
+CALLS_METRIC = "traces_span_metrics_calls_total:rate"
+ERROR_RATIO_METRIC = "traces_span_metrics_error:ratio"
+DURATION_METRIC = "traces_span_metrics_duration_milliseconds"
+_QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+_KIND_NAMES: dict[int, str] = {int(v): str(k) for k, v in Span.SpanKind.items()}
+
+
+def span_kind_name(kind: int) -> str:
+    """``SPAN_KIND_SERVER`` and so on, as spanmetrics writes the ``span.kind`` dimension."""
+    return _KIND_NAMES.get(kind, "SPAN_KIND_UNSPECIFIED")
+
+
+class TracesExtractor:
+    """Feeds spans into per-operation windows and yields span-duration outlier points."""
+
+    def __init__(self, windows: WindowAggregator, span_outliers: bool) -> None:
+        self.windows = windows
+        self.span_outliers = span_outliers
+        self.window_s = windows.window_ns / 1e9
+
+    def extract(
+        self, request: ExportTraceServiceRequest, out: Observations, result: IngestResult
+    ) -> None:
+        """Count every span into its window; append span outliers' points to ``out``."""
+        for rs in request.resource_spans:
+            service = service_labels(labels_of(rs.resource.attributes))
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    self._span(service, span, out, result)
+        self.closed_features(self.windows.close_ready(), out)
+
+    def _span(self, service: Labels, span: Span, out: Observations, result: IngestResult) -> None:
+        end = span.end_time_unix_nano
+        if end == 0 or span.start_time_unix_nano == 0:
+            result.reject("missing_timestamp")
+            return
+        if end < span.start_time_unix_nano:
+            result.reject("negative_duration")
+            return
+        result.accepted += 1
+        duration_ms = (end - span.start_time_unix_nano) / 1e6
+        operation = (("span.kind", span_kind_name(span.kind)), ("span.name", span.name))
+        error = span.status.code == Status.STATUS_CODE_ERROR
+        if not self.windows.add((service, operation), end, error=error, duration=duration_ms):
+            result.skip("late")
+        if self.span_outliers:
+            out.exemplars[len(out)] = (bytes(span.trace_id), bytes(span.span_id))
+            out.add(SeriesKey(SPAN_DURATION_METRIC, service, operation), end, duration_ms)
+
+    def closed_features(self, cells: list[ClosedCell], out: Observations) -> None:
+        """RED features of closed windows: call rate, error ratio, duration quantiles."""
+        for cell in cells:
+            service, operation = cast(tuple[Labels, Labels], cell.group)
+            ts = cell.end_unix_nano
+            out.add(SeriesKey(CALLS_METRIC, service, operation), ts, cell.count / self.window_s)
+            if cell.count == 0:
+                continue
+            out.add(SeriesKey(ERROR_RATIO_METRIC, service, operation), ts, cell.errors / cell.count)
+            qs = np.quantile(cell.durations, [q for _, q in _QUANTILES])
+            for (feature, _), value in zip(_QUANTILES, qs.tolist(), strict=True):
+                out.add(SeriesKey(f"{DURATION_METRIC}:{feature}", service, operation), ts, value)

@@ -1,0 +1,95 @@
+"""Hysteresis: scores become flags, and flags become open / update / close transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from otel_anomaly.processors.series import grown
+from otel_anomaly.processors.settings import AlertPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    """Per row: the flag after the row, and which rows opened, updated or closed."""
+
+    flag: NDArray[np.bool_]
+    opened: NDArray[np.bool_]
+    updated: NDArray[np.bool_]
+    closed: NDArray[np.bool_]
+
+
+class Hysteresis:
+    """Per-slot alert state: an anomaly opens after ``min_duration`` high scores in a row.
+
+    It closes after ``close_after`` scores below ``close_threshold`` in a row; while open it
+    asks for at most one update per ``update_interval_s`` of event time. NaN scores (invalid
+    points) leave the state as it is.
+
+    Examples
+    --------
+    >>> h = Hysteresis()
+    >>> policy = AlertPolicy(min_duration=2, close_after=1)
+    >>> slots = np.array([0])
+    >>> [bool(h.step(slots, np.array([s]), np.array([0]), policy).flag[0])
+    ...  for s in (0.2, 1.5, 1.6, 0.9, 0.1)]
+    [False, False, True, True, False]
+    """
+
+    def __init__(self) -> None:
+        self._above = np.zeros(0, np.int64)
+        self._below = np.zeros(0, np.int64)
+        self._open = np.zeros(0, np.bool_)
+        self._last_event_ts = np.zeros(0, np.int64)
+
+    def _ensure(self, slots: NDArray[np.intp]) -> None:
+        if len(slots):
+            needed = int(slots.max()) + 1
+            self._above = grown(self._above, needed, 0)  # type: ignore[assignment]
+            self._below = grown(self._below, needed, 0)  # type: ignore[assignment]
+            self._open = grown(self._open, needed, False)  # type: ignore[assignment]
+            self._last_event_ts = grown(self._last_event_ts, needed, 0)  # type: ignore[assignment]
+
+    def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Whether each slot has an open anomaly."""
+        self._ensure(slots)
+        return self._open[slots].copy()
+
+    def step(
+        self,
+        slots: NDArray[np.intp],
+        score: NDArray[np.float64],
+        ts_unix_nano: NDArray[np.int64],
+        policy: AlertPolicy,
+    ) -> Transitions:
+        """Advance distinct ``slots`` by one scored point each."""
+        self._ensure(slots)
+        valid = ~np.isnan(score)
+        high = valid & (score >= policy.open_threshold)
+        low = valid & (score < policy.close_threshold)
+        above = np.where(high, self._above[slots] + 1, np.where(valid, 0, self._above[slots]))
+        below = np.where(low, self._below[slots] + 1, np.where(valid, 0, self._below[slots]))
+        was_open = self._open[slots]
+        opened = ~was_open & (above >= policy.min_duration)
+        closed = was_open & (below >= policy.close_after)
+        interval_ns = int(policy.update_interval_s * 1e9)
+        updated = (
+            was_open & ~closed & high
+            & (ts_unix_nano - self._last_event_ts[slots] >= interval_ns)
+        )
+        now_open = (was_open | opened) & ~closed
+        self._above[slots] = above
+        self._below[slots] = below
+        self._open[slots] = now_open
+        evented = opened | updated | closed
+        self._last_event_ts[slots[evented]] = ts_unix_nano[evented]
+        return Transitions(now_open, opened, updated, closed)
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget ``slots`` (no close event is produced)."""
+        self._ensure(slots)
+        self._above[slots] = 0
+        self._below[slots] = 0
+        self._open[slots] = False
+        self._last_event_ts[slots] = 0
