@@ -43,7 +43,8 @@ def explicit_bucket_quantiles(
     in_bucket = np.maximum(counts[idx], 1e-300)
     frac = np.clip((ranks - before) / in_bucket, 0.0, 1.0)
     lo, hi = lows[idx], highs[idx]
-    out = lo + (hi - lo) * frac
+    with np.errstate(invalid="ignore"):  # inf - inf in unbounded buckets, replaced below
+        out = lo + (hi - lo) * frac
     # Unbounded edges: answer with the finite side, as histogram_quantile does.
     out = np.where(np.isinf(hi), lo, out)
     return np.asarray(np.where(np.isinf(lo), hi, out), np.float64)

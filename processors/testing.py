@@ -1,0 +1,185 @@
+"""Test helpers shipped with the package: a fake clock, synthetic series, OTLP builders.
+
+Users testing their own rules get the same tools the project's tests use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Metric,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+SECOND = 1_000_000_000
+AttrValue = str | int | float | bool
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        """Return the current fake time in seconds."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Synthetic:
+    """A synthetic series and the 0/1 label of each point (1 = injected anomaly)."""
+
+    values: NDArray[np.float64]
+    labels: NDArray[np.int8]
+
+
+def spiky_series(
+    n: int = 600, *, seed: int = 0, level: float = 100.0, noise: float = 5.0,
+    spikes: int = 5, spike_sigmas: float = 8.0, warmup: int = 100,
+) -> Synthetic:
+    """Gaussian noise around a level, with single-point spikes after ``warmup``."""
+    rng = np.random.default_rng(seed)
+    values = level + noise * rng.standard_normal(n)
+    labels = np.zeros(n, np.int8)
+    at = rng.choice(np.arange(warmup, n), size=spikes, replace=False)
+    signs = rng.choice([-1.0, 1.0], size=spikes)
+    values[at] += signs * spike_sigmas * noise
+    labels[at] = 1
+    return Synthetic(values, labels)
+
+
+def kv(attributes: Mapping[str, AttrValue]) -> list[KeyValue]:
+    """OTLP attributes from a mapping."""
+    out = []
+    for key, value in attributes.items():
+        if isinstance(value, bool):
+            any_value = AnyValue(bool_value=value)
+        elif isinstance(value, int):
+            any_value = AnyValue(int_value=value)
+        elif isinstance(value, float):
+            any_value = AnyValue(double_value=value)
+        else:
+            any_value = AnyValue(string_value=str(value))
+        out.append(KeyValue(key=key, value=any_value))
+    return out
+
+
+def metrics_request(
+    metrics: Iterable[Metric], resource: Mapping[str, AttrValue] | None = None
+) -> ExportMetricsServiceRequest:
+    """Wrap metrics in one resource and scope."""
+    res = Resource(attributes=kv(resource or {"service.name": "test"}))
+    scope = ScopeMetrics(metrics=list(metrics))
+    return ExportMetricsServiceRequest(
+        resource_metrics=[ResourceMetrics(resource=res, scope_metrics=[scope])]
+    )
+
+
+def gauge(
+    name: str, points: Sequence[tuple[int, float]],
+    attributes: Mapping[str, AttrValue] | None = None, unit: str = "",
+) -> Metric:
+    """A gauge metric with ``(time_unix_nano, value)`` points."""
+    metric = Metric(name=name, unit=unit)
+    for ts, value in points:
+        p = metric.gauge.data_points.add(time_unix_nano=ts, as_double=value)
+        p.attributes.extend(kv(attributes or {}))
+    return metric
+
+
+def counter(
+    name: str, points: Sequence[tuple[int, float]], *, start: int = 1, cumulative: bool = True,
+    attributes: Mapping[str, AttrValue] | None = None, unit: str = "",
+) -> Metric:
+    """A monotonic sum with ``(time_unix_nano, value)`` points sharing ``start``."""
+    metric = Metric(name=name, unit=unit)
+    metric.sum.is_monotonic = True
+    metric.sum.aggregation_temporality = 2 if cumulative else 1
+    for ts, value in points:
+        p = metric.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=ts,
+                                       as_double=value)
+        p.attributes.extend(kv(attributes or {}))
+    return metric
+
+
+def histogram(
+    name: str, points: Sequence[tuple[int, Sequence[float]]], bounds: Sequence[float], *,
+    start: int = 1, cumulative: bool = True, attributes: Mapping[str, AttrValue] | None = None,
+    unit: str = "ms",
+) -> Metric:
+    """An explicit-bucket histogram; each point is ``(time_unix_nano, raw samples)``.
+
+    With ``cumulative`` the samples accumulate from point to point, as an SDK reports them.
+    """
+    metric = Metric(name=name, unit=unit)
+    metric.histogram.aggregation_temporality = 2 if cumulative else 1
+    edges = np.asarray(bounds, np.float64)
+    counts = np.zeros(len(edges) + 1)
+    total, n = 0.0, 0
+    for ts, samples in points:
+        arr = np.asarray(samples, np.float64)
+        here = np.bincount(np.searchsorted(edges, arr, side="left"), minlength=len(counts))
+        if cumulative:
+            counts, total, n = counts + here, total + float(arr.sum()), n + len(arr)
+        else:
+            counts, total, n = here.astype(np.float64), float(arr.sum()), len(arr)
+        p = metric.histogram.data_points.add(
+            start_time_unix_nano=start, time_unix_nano=ts, count=n, sum=total,
+            explicit_bounds=list(edges), bucket_counts=[int(c) for c in counts],
+        )
+        p.attributes.extend(kv(attributes or {}))
+    return metric
+
+
+def span(
+    name: str, start_ns: int, duration_ms: float, *, error: bool = False,
+    trace_id: bytes = b"\x01" * 16, span_id: bytes = b"\x02" * 8, kind: int = 2,
+) -> Span:
+    """A span of ``duration_ms`` starting at ``start_ns``."""
+    s = Span(
+        name=name, kind=kind, trace_id=trace_id, span_id=span_id,  # type: ignore[arg-type]
+        start_time_unix_nano=start_ns, end_time_unix_nano=start_ns + int(duration_ms * 1e6),
+    )
+    if error:
+        s.status.code = 2  # type: ignore[assignment]
+    return s
+
+
+def traces_request(
+    spans: Iterable[Span], resource: Mapping[str, AttrValue] | None = None
+) -> ExportTraceServiceRequest:
+    """Wrap spans in one resource and scope."""
+    res = Resource(attributes=kv(resource or {"service.name": "test"}))
+    return ExportTraceServiceRequest(resource_spans=[
+        ResourceSpans(resource=res, scope_spans=[ScopeSpans(spans=list(spans))])
+    ])
+
+
+def logs_request(
+    records: Iterable[tuple[int, int]], resource: Mapping[str, AttrValue] | None = None
+) -> ExportLogsServiceRequest:
+    """Log records from ``(time_unix_nano, severity_number)`` pairs."""
+    res = Resource(attributes=kv(resource or {"service.name": "test"}))
+    logs = [LogRecord(time_unix_nano=ts, severity_number=sev) for ts, sev in records]  # type: ignore[arg-type]
+    return ExportLogsServiceRequest(resource_logs=[
+        ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=logs)])
+    ])

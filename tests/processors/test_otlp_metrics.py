@@ -1,0 +1,181 @@
+"""Metrics to series: rates, resets, ordering, histogram quantiles, bad values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.testing import (
+    SECOND,
+    FakeClock,
+    counter,
+    gauge,
+    histogram,
+    metrics_request,
+)
+from otel_anomaly.processors.types import IngestResult
+
+
+def _engine() -> Engine:
+    return Engine(EngineSettings(clock=FakeClock()))
+
+
+def _series(result: IngestResult, engine: Engine) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for slot, value in zip(result.scores.slots.tolist(), result.scores.values.tolist(),
+                           strict=True):
+        out.setdefault(engine.series_key(slot).metric, []).append(value)
+    return out
+
+
+def test_gauge_points_are_scored_as_they_are() -> None:
+    engine = _engine()
+    result = engine.ingest_metrics(metrics_request([
+        gauge("system.cpu.utilization", [(1 * SECOND, 0.5), (2 * SECOND, 0.7)], unit="1")
+    ]))
+    assert result.accepted == 2 and result.rejected == {}
+    assert _series(result, engine) == {"system_cpu_utilization_ratio": [0.5, 0.7]}
+
+
+def test_cumulative_counter_becomes_rate_without_spike_at_reset() -> None:
+    engine = _engine()
+    points = [(10 * SECOND, 100.0), (20 * SECOND, 150.0), (30 * SECOND, 250.0),
+              (40 * SECOND, 5.0),  # the process restarted: the counter went down
+              (50 * SECOND, 55.0)]
+    result = engine.ingest_metrics(metrics_request([counter("app.requests", points)]))
+    assert result.accepted == 5
+    assert _series(result, engine) == {"app_requests_total:rate": [5.0, 10.0, 5.0]}
+    assert result.skipped == {"first_point": 1, "counter_reset": 1}
+
+
+def test_start_time_change_starts_a_new_sequence() -> None:
+    engine = _engine()
+    first = counter("c", [(10 * SECOND, 100.0), (20 * SECOND, 200.0)], start=1)
+    # Same value range, new start time: a restart the value alone would not reveal.
+    second = counter("c", [(30 * SECOND, 500.0), (40 * SECOND, 600.0)], start=25 * SECOND)
+    engine.ingest_metrics(metrics_request([first]))
+    result = engine.ingest_metrics(metrics_request([second]))
+    assert _series(result, engine) == {"c_total:rate": [10.0]}
+    assert result.skipped == {"counter_reset": 1}
+
+
+def test_delta_counter_rate_uses_its_own_interval() -> None:
+    engine = _engine()
+    metric = counter("d", [], cumulative=False)
+    for start, end, value in [(0, 10, 50.0), (10, 20, 100.0)]:
+        metric.sum.data_points.add(start_time_unix_nano=start * SECOND + 1,
+                                   time_unix_nano=end * SECOND + 1, as_double=value)
+    result = engine.ingest_metrics(metrics_request([metric]))
+    assert _series(result, engine) == {"d_total:rate": [5.0, 10.0]}
+
+
+def test_out_of_order_and_duplicate_points_are_refused_and_series_intact() -> None:
+    engine = _engine()
+    engine.ingest_metrics(metrics_request([gauge("g", [(10 * SECOND, 1.0), (20 * SECOND, 2.0)])]))
+    result = engine.ingest_metrics(metrics_request([
+        gauge("g", [(20 * SECOND, 9.0), (15 * SECOND, 9.0), (30 * SECOND, 3.0)])
+    ]))
+    assert result.rejected == {"out_of_order": 2}
+    assert result.accepted == 1
+    assert _series(result, engine) == {"g": [3.0]}
+    assert "2 out_of_order" in result.error_message()
+
+
+def test_counter_out_of_order_does_not_corrupt_rate() -> None:
+    engine = _engine()
+    engine.ingest_metrics(metrics_request([counter("c", [(10 * SECOND, 100.0),
+                                                         (20 * SECOND, 200.0)])]))
+    late = engine.ingest_metrics(metrics_request([counter("c", [(15 * SECOND, 150.0)])]))
+    assert late.rejected == {"out_of_order": 1}
+    result = engine.ingest_metrics(metrics_request([counter("c", [(30 * SECOND, 300.0)])]))
+    assert _series(result, engine) == {"c_total:rate": [10.0]}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_are_rejected_by_reason(value: float) -> None:
+    engine = _engine()
+    result = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, value), (2 * SECOND, 1.0)])]))
+    assert result.rejected == {"non_finite": 1}
+    assert result.accepted == 1
+    assert result.error_message() == "rejected: 1 non_finite"
+
+
+def test_unknown_metric_type_is_rejected() -> None:
+    engine = _engine()
+    result = engine.ingest_metrics(metrics_request([Metric(name="empty")]))
+    assert result.rejected == {"unsupported_type": 1}
+
+
+def test_empty_request_gives_empty_result() -> None:
+    result = _engine().ingest_metrics(metrics_request([]))
+    assert result.accepted == 0 and result.rejected == {} and len(result.scores) == 0
+
+
+@pytest.mark.parametrize(
+    ("sampler", "bounds"),
+    [
+        (lambda rng, n: rng.normal(300.0, 40.0, n), np.arange(100.0, 600.0, 10.0)),
+        (lambda rng, n: rng.lognormal(np.log(100.0), 0.5, n), np.geomspace(5, 5000, 60)),
+    ],
+    ids=["normal", "lognormal"],
+)
+def test_histogram_quantiles_match_the_distribution(sampler, bounds) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    engine = _engine()
+    batches = [sampler(rng, 20_000) for _ in range(3)]
+    points = [((i + 1) * 10 * SECOND, b) for i, b in enumerate(batches)]
+    result = engine.ingest_metrics(metrics_request([histogram("lat", points, bounds)]))
+    series = _series(result, engine)
+    # Cumulative: the first point is the baseline, two intervals follow.
+    assert len(series["lat_milliseconds:p99"]) == 2
+    truth = np.quantile(batches[2], [0.5, 0.95, 0.99])
+    got = [series[f"lat_milliseconds:{q}"][-1] for q in ("p50", "p95", "p99")]
+    widths = np.diff(bounds)
+    for want, have in zip(truth, got, strict=True):
+        bucket_width = widths[min(np.searchsorted(bounds, want), len(widths) - 1)]
+        assert abs(have - want) <= bucket_width, f"quantile {have:.1f} vs true {want:.1f}"
+    assert series["lat_milliseconds:rate"][-1] == pytest.approx(20_000 / 10)
+    assert series["lat_milliseconds:mean"][-1] == pytest.approx(batches[2].mean())
+
+
+def test_exponential_histogram_quantiles() -> None:
+    rng = np.random.default_rng(1)
+    samples = rng.lognormal(np.log(50.0), 0.3, 50_000)
+    scale = 4
+    base = 2 ** (2.0 ** -scale)
+    idx = np.ceil(np.log(samples) / np.log(base)).astype(int) - 1
+    offset = int(idx.min())
+    counts = np.bincount(idx - offset)
+    metric = Metric(name="lat", unit="ms")
+    metric.exponential_histogram.aggregation_temporality = 1  # delta
+    p = metric.exponential_histogram.data_points.add(
+        start_time_unix_nano=SECOND, time_unix_nano=11 * SECOND, count=len(samples),
+        sum=float(samples.sum()), scale=scale,
+    )
+    p.positive.offset = offset
+    p.positive.bucket_counts.extend(int(c) for c in counts)
+    engine = _engine()
+    series = _series(engine.ingest_metrics(metrics_request([metric])), engine)
+    truth = np.quantile(samples, 0.99)
+    assert abs(series["lat_milliseconds:p99"][0] / truth - 1) < base - 1
+    assert series["lat_milliseconds:rate"][0] == pytest.approx(5000.0)
+
+
+def test_histogram_bucket_layout_change_is_a_reset() -> None:
+    engine = _engine()
+    engine.ingest_metrics(metrics_request([histogram("h", [(10 * SECOND, [1.0, 2.0])], [1.5])]))
+    result = engine.ingest_metrics(metrics_request([
+        histogram("h", [(20 * SECOND, [1.0, 2.0, 3.0])], [1.5, 2.5])
+    ]))
+    assert result.skipped == {"counter_reset": 1}
+    assert len(result.scores) == 0
+
+
+def test_series_identity_ignores_attribute_order() -> None:
+    engine = _engine()
+    a = gauge("g", [(SECOND, 1.0)], attributes={"a": "1", "b": "2"})
+    b = gauge("g", [(2 * SECOND, 2.0)], attributes={"b": "2", "a": "1"})
+    result = engine.ingest_metrics(metrics_request([a, b]))
+    assert len(set(result.scores.slots.tolist())) == 1

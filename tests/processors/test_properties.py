@@ -1,0 +1,96 @@
+"""Properties over generated OTLP metrics requests."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.otlp_metrics import count_points
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.testing import FakeClock, kv, metrics_request
+
+values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**40, 2**40))
+timestamps = st.integers(min_value=0, max_value=2**62)
+attr_maps = st.dictionaries(st.sampled_from(["a", "b", "c.d", "0x"]),
+                            st.one_of(st.text(max_size=3), st.integers(-2**63, 2**63 - 1), st.booleans()),
+                            max_size=3)
+
+
+@st.composite
+def metrics(draw: st.DrawFn) -> Metric:
+    kind = draw(st.sampled_from(["gauge", "sum", "histogram", "exponential_histogram",
+                                 "summary", "none"]))
+    metric = Metric(name=draw(st.sampled_from(["m", "m.x", "é"])), unit=draw(st.sampled_from(["", "ms", "1"])))
+    if kind == "none":
+        return metric
+    data = getattr(metric, kind)
+    if kind in ("sum", "histogram", "exponential_histogram"):
+        data.aggregation_temporality = draw(st.integers(0, 2))
+    if kind == "sum":
+        data.is_monotonic = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 4))):
+        p = data.data_points.add(time_unix_nano=draw(timestamps),
+                                 start_time_unix_nano=draw(timestamps))
+        p.attributes.extend(kv(draw(attr_maps)))
+        v = draw(values)
+        if kind in ("gauge", "sum"):
+            if isinstance(v, int):
+                p.as_int = v
+            else:
+                p.as_double = v
+        elif kind == "histogram":
+            n = draw(st.integers(0, 3))
+            p.explicit_bounds.extend(sorted(draw(st.lists(st.floats(-1e6, 1e6), min_size=n, max_size=n))))
+            p.bucket_counts.extend(draw(st.lists(st.integers(0, 100), min_size=n + 1, max_size=n + 1)))
+            p.count = draw(st.integers(0, 400))
+            if draw(st.booleans()):
+                p.sum = float(draw(st.floats(allow_nan=True)))
+        elif kind == "exponential_histogram":
+            p.scale = draw(st.integers(-4, 8))
+            p.positive.offset = draw(st.integers(-50, 50))
+            p.positive.bucket_counts.extend(draw(st.lists(st.integers(0, 50), max_size=5)))
+            p.zero_count = draw(st.integers(0, 10))
+            p.count = draw(st.integers(0, 400))
+        else:
+            q = p.quantile_values.add(quantile=0.5, value=float(draw(st.floats(allow_nan=True))))
+            del q
+    return metric
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(metrics(), max_size=4), min_size=1, max_size=3))
+def test_parsing_never_raises_and_every_point_is_accounted(requests: list[list[Metric]]) -> None:
+    engine = Engine(EngineSettings(clock=FakeClock()))
+    for batch in requests:
+        request = metrics_request(batch)
+        result = engine.ingest_metrics(request)
+        points = sum(count_points(m) for m in batch)
+        assert result.accepted + result.rejected_total == points, (result, points)
+        assert len(result.scores) >= 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(attr_maps, st.randoms())
+def test_series_key_is_invariant_under_attribute_order(attrs: dict[str, object], rnd) -> None:  # type: ignore[no-untyped-def]
+    items = list(attrs.items())
+    shuffled = items[:]
+    rnd.shuffle(shuffled)
+    engine = Engine(EngineSettings(clock=FakeClock()))
+    first = Metric(name="g")
+    first.gauge.data_points.add(time_unix_nano=1, as_double=1.0).attributes.extend(kv(dict(items)))
+    second = Metric(name="g")
+    second.gauge.data_points.add(time_unix_nano=2, as_double=1.0).attributes.extend(
+        kv(dict(shuffled))
+    )
+    result = engine.ingest_metrics(metrics_request([first, second]))
+    assert len(set(result.scores.slots.tolist())) == 1
+
+
+def test_request_of_random_garbage_structure_is_handled() -> None:
+    engine = Engine(EngineSettings(clock=FakeClock()))
+    result = engine.ingest_metrics(ExportMetricsServiceRequest())
+    assert result.accepted == 0

@@ -1,0 +1,36 @@
+"""processors stays pure: importing it loads no I/O, threading or exporter modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+FORBIDDEN = ("grpc", "prometheus_client", "opentelemetry.sdk", "threading_extras",
+             "socket", "aiohttp", "otel_anomaly.exporter", "logging.config", "yaml")
+
+
+def test_processors_import_is_pure() -> None:
+    code = (
+        "import sys, json\n"
+        "import otel_anomaly.processors, otel_anomaly.processors.engine, "
+        "otel_anomaly.processors.testing\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout)
+    bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    assert not bad, f"processors loaded forbidden modules: {bad}"
+
+
+def test_processors_source_never_reads_wall_clock_or_env() -> None:
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "processors"
+    offenders = []
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for needle in ("time.time(", "datetime.now(", "os.environ", "threading.", "import logging"):
+            if needle in text:
+                offenders.append(f"{path.name}: {needle}")
+    assert not offenders, offenders
