@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
     Metric,
     ResourceMetrics,
     ScopeMetrics,
@@ -26,6 +27,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 SECOND = 1_000_000_000
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 AttrValue = str | int | float | bool
 
 
@@ -113,7 +116,7 @@ def counter(
     """A monotonic sum with ``(time_unix_nano, value)`` points sharing ``start``."""
     metric = Metric(name=name, unit=unit)
     metric.sum.is_monotonic = True
-    metric.sum.aggregation_temporality = 2 if cumulative else 1
+    metric.sum.aggregation_temporality = CUMULATIVE if cumulative else DELTA
     for ts, value in points:
         p = metric.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=ts,
                                        as_double=value)
@@ -131,7 +134,7 @@ def histogram(
     With ``cumulative`` the samples accumulate from point to point, as an SDK reports them.
     """
     metric = Metric(name=name, unit=unit)
-    metric.histogram.aggregation_temporality = 2 if cumulative else 1
+    metric.histogram.aggregation_temporality = CUMULATIVE if cumulative else DELTA
     edges = np.asarray(bounds, np.float64)
     counts = np.zeros(len(edges) + 1)
     total, n = 0.0, 0
