@@ -38,7 +38,7 @@ def load(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 def engine_settings(config: str | None) -> EngineSettings:
     if config is None:
         return EngineSettings(clock=lambda: 0.0)
-    from otel_anomaly.exporter.config import load_config, engine_settings_from  # type: ignore[attr-defined]
+    from otel_anomaly.exporter.config import engine_settings_from, load_config  # type: ignore[attr-defined]
 
     return engine_settings_from(load_config(config, {}), clock=lambda: 0.0)
 

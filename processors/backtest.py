@@ -52,7 +52,7 @@ def backtest(
     >>> values = np.r_[np.tile([10.0, 11.0, 9.0], 20), 40.0]
     >>> ts = np.arange(len(values), dtype=np.int64) * 60 * 10**9
     >>> [out] = backtest(engine, [RecordedSeries(SeriesKey("x", (), ()), ts, values)])
-    >>> out.score[-1] > 1, out.score[:30].max()
+    >>> bool(out.score[-1] > 1), float(out.score[:30].max())
     (True, 0.0)
     """
     sizes = [len(s.values) for s in series]

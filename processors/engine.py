@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from otel_anomaly.processors.otlp_logs import LogsExtractor
 from otel_anomaly.processors.otlp_metrics import MetricsExtractor
 from otel_anomaly.processors.red import TracesExtractor

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
 from otel_anomaly.processors.types import Labels
 
 

@@ -6,6 +6,7 @@ from typing import cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
+
 from otel_anomaly.processors.otlp_common import labels_of, service_labels
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator

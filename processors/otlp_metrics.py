@@ -14,6 +14,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     DataPointFlags,
     Metric,
 )
+
 from otel_anomaly.processors.naming import prometheus_metric_name
 from otel_anomaly.processors.otlp_common import labels_of
 from otel_anomaly.processors.quantiles import (

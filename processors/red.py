@@ -7,6 +7,7 @@ from typing import cast
 import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
 from otel_anomaly.processors.otlp_common import labels_of, service_labels
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey

@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 from numpy.typing import NDArray
+
 from otel_anomaly.processors.calibration import Calibrated, calibrate, clip_to_band
 from otel_anomaly.processors.detectors import DETECTORS, Detector, occurrence_rounds
 from otel_anomaly.processors.explain import explain

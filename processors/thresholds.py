@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
 from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.settings import AlertPolicy
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+
 from otel_anomaly.processors.types import SeriesBatch
 
 

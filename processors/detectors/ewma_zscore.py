@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+
 from otel_anomaly.processors.detectors.base import Detector, Prediction
 from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.types import SeriesBatch

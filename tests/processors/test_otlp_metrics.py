@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.testing import (

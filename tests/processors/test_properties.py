@@ -8,6 +8,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.otlp_metrics import count_points
 from otel_anomaly.processors.settings import EngineSettings

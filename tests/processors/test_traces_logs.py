@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC, EngineSettings
 from otel_anomaly.processors.testing import (

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.testing import spiky_series
 from otel_anomaly.processors.types import SeriesBatch
