@@ -1,0 +1,44 @@
+# The two commands a new user needs: `make demo` and `make test` (see README.md).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo run test pytest lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## run the sidecar on its embedded default config and feed it demo traffic
+	$(BIN)/otel-anomaly demo
+
+run: setup  ## run the sidecar on its embedded default config
+	$(BIN)/otel-anomaly run
+
+test: setup lint typecheck pytest  ## the whole suite, as CI runs it
+
+pytest: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+# The packages live in exporter/ and processors/ but import as otel_anomaly.*:
+# give mypy a folder with that layout.
+typecheck: setup
+	mkdir -p build/typecheck/otel_anomaly
+	ln -sfn ../../../exporter build/typecheck/otel_anomaly/exporter
+	ln -sfn ../../../processors build/typecheck/otel_anomaly/processors
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml \
+		-p otel_anomaly.exporter -p otel_anomaly.processors
+
+bench: setup  ## long benchmarks, not part of the suite
+	$(BIN)/python benchmarks/nab.py
+
+clean:
+	rm -rf build $(VENV) out
