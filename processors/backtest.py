@@ -82,7 +82,7 @@ def backtest(
             progress(len(rows))
     bounds = np.cumsum([0, *sizes])
     return [
-        BacktestResult(*(fields[k][a:b] for k in ("score", "expected", "lower", "upper")),
-                       flag[a:b])
+        BacktestResult(score=fields["score"][a:b], expected=fields["expected"][a:b],
+                       lower=fields["lower"][a:b], upper=fields["upper"][a:b], flag=flag[a:b])
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Prediction
+from otel_anomaly.processors.detectors.base import Detector, Prediction
 from otel_anomaly.processors.settings import AlertPolicy
+from otel_anomaly.processors.tail_quantile import DeviationScale
+from otel_anomaly.processors.types import SeriesBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +24,15 @@ class Calibrated:
 
 
 def calibrate(
-    values: NDArray[np.float64], prediction: Prediction, policy: AlertPolicy
+    values: NDArray[np.float64], prediction: Prediction, policy: AlertPolicy,
+    floor: NDArray[np.float64] | float = 0.0,
 ) -> Calibrated:
     """Widen the band to the policy's noise tolerance and score each row against it.
 
-    The score is the distance from the expected value in units of the band's half-width on
-    that side, so an asymmetric band (log-scale detectors) scores each side fairly. A
+    Each side of the band is at least ``min_absolute_deviation``, ``min_relative_deviation
+    * |expected|`` and ``floor`` wide. The score is the distance from the expected value in
+    units of the band's half-width on that side, so an asymmetric band (log-scale
+    detectors) scores each side fairly. A
     deviation in a direction the policy ignores scores 0. Rows still warming up (NaN band)
     score 0; non-finite values score NaN.
 
@@ -39,9 +44,10 @@ def calibrate(
     """
     expected = prediction.expected
     floor = np.maximum(
-        policy.min_absolute_deviation, policy.min_relative_deviation * np.abs(expected)
+        np.maximum(policy.min_absolute_deviation, floor),
+        policy.min_relative_deviation * np.abs(expected),
     )
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         up_width = np.maximum(prediction.upper - expected, floor)
         down_width = np.maximum(expected - prediction.lower, floor)
         up_width = np.maximum(up_width, np.finfo(np.float64).tiny)
@@ -66,3 +72,74 @@ def clip_to_band(values: NDArray[np.float64], calibrated: Calibrated) -> NDArray
     lower = np.where(np.isnan(calibrated.lower), -np.inf, calibrated.lower)
     upper = np.where(np.isnan(calibrated.upper), np.inf, calibrated.upper)
     return np.clip(values, lower, upper)
+
+
+class Calibrator:
+    """Per-slot band width from each series' own running distribution of deviations.
+
+    A detector's spread (a robust sigma) is only right for well-behaved series: on bursty
+    or heavy-tailed ones a fixed ``band`` of sigmas fires all the time, on near-constant
+    ones it is hair-trigger. With ``policy.tail_calibration`` the calibrator keeps a
+    ``DeviationScale`` per slot and makes the band ``policy.band * multiplier`` spread
+    units wide, never narrower than that many times the scale's ``floor``: a series with
+    Gaussian-like residuals keeps ``band``, one whose usual extreme is ten times wider gets
+    a ten times wider band. Detectors that calibrate themselves (``self_calibrating``, e.g.
+    the ensemble, whose members each have their own scale) get ``band`` as it is.
+
+    ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
+    open anomaly (unless learn gating is off), so an incident's first point teaches "such
+    excursions happen" but a lasting incident does not widen the band under itself.
+
+    Examples
+    --------
+    >>> from otel_anomaly.processors.detectors import EwmaZScore
+    >>> det, cal = EwmaZScore(warmup=5), Calibrator(AlertPolicy(tail_window=200))
+    >>> rng = np.random.default_rng(0)
+    >>> heavy = 100.0 + rng.standard_t(1.5, 400)  # bursty: many "4 sigma" points
+    >>> for i, v in enumerate(heavy):
+    ...     batch = SeriesBatch.of([0], [v], [i])
+    ...     cal.learn(det, batch, cal.step(det, batch))
+    ...     det.learn(batch)
+    >>> float(cal.multiplier(np.array([0]))[0]) > 2 * 4.0  # band widened for this series
+    True
+    """
+
+    def __init__(self, policy: AlertPolicy) -> None:
+        self.policy = policy
+        self.scale = DeviationScale(q=policy.tail_quantile, window=policy.tail_window)
+
+    def multiplier(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        """Band half-width in spread units per slot."""
+        if not self.policy.tail_calibration:
+            return np.full(len(slots), self.policy.band)
+        return self.policy.band * self.scale.multiplier(slots)
+
+    def step(self, detector: Detector, batch: SeriesBatch) -> Calibrated:
+        """Band and score of each row of distinct slots. Pure (see ``learn``)."""
+        if not self._active(detector):
+            return calibrate(batch.values, detector.predict(batch, self.policy.band), self.policy)
+        slots = batch.slots
+        k = self.multiplier(slots)
+        prediction = detector.predict(batch, k)
+        return calibrate(batch.values, prediction, self.policy, k * self.scale.floor(slots))
+
+    def learn(
+        self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
+        mask: NDArray[np.bool_] | None = None,
+    ) -> None:
+        """Learn the deviations of scored rows (``mask``: only those rows)."""
+        if not self._active(detector):
+            return
+        k = self.multiplier(batch.slots)
+        ready = ~np.isnan(calibrated.upper) & np.isfinite(calibrated.score)
+        if mask is not None:
+            ready &= mask
+        self.scale.update(batch.slots[ready], (calibrated.score * k)[ready],
+                          np.abs(batch.values - calibrated.expected)[ready])
+
+    def _active(self, detector: Detector) -> bool:
+        return self.policy.tail_calibration and not detector.self_calibrating
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget ``slots``."""
+        self.scale.reset(slots)

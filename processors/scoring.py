@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.calibration import Calibrated, calibrate, clip_to_band
+from otel_anomaly.processors.calibration import Calibrated, Calibrator, clip_to_band
 from otel_anomaly.processors.detectors import DETECTORS, Detector, occurrence_rounds
 from otel_anomaly.processors.explain import explain
 from otel_anomaly.processors.naming import prometheus_labels
@@ -44,6 +44,7 @@ class Scorer:
         self.detectors: list[Detector] = [
             DETECTORS[rule.detector](**dict(rule.params)) for rule in self.rules
         ]
+        self.calibrators = [Calibrator(rule.alert) for rule in self.rules]
         self.hysteresis = Hysteresis()
         self._rule_of = np.zeros(0, np.intp)
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
@@ -68,14 +69,13 @@ class Scorer:
             self._labels.append(())
         self._labels[slot] = prometheus_labels(key, self.rules[rule].detector, self.promote)
         one = np.array([slot], np.intp)
-        for detector in self.detectors:
-            detector.reset(one)
-        self.hysteresis.reset(one)
+        self.forget(one)
 
     def forget(self, slots: NDArray[np.intp]) -> None:
         """Drop the state of evicted slots."""
-        for detector in self.detectors:
+        for detector, calibrator in zip(self.detectors, self.calibrators, strict=True):
             detector.reset(slots)
+            calibrator.reset(slots)
         self.hysteresis.reset(slots)
 
     def labels(self, slot: int) -> Labels:
@@ -124,9 +124,19 @@ class Scorer:
         """One round of distinct slots: predict, calibrate, alert, then learn."""
         rule = self.rules[rule_index]
         detector = self.detectors[rule_index]
-        calibrated = calibrate(part.values, detector.predict(part, rule.alert.band), rule.alert)
+        calibrator = self.calibrators[rule_index]
+        calibrated = calibrator.step(detector, part)
+        was_open = self.hysteresis.is_open(part.slots)
         moves = self.hysteresis.step(part.slots, calibrated.score, part.ts_unix_nano, rule.alert)
-        detector.learn(_gated(part, calibrated, rule.alert))
+        settled = (
+            self.hysteresis.open_for(part.slots) > rule.alert.relearn_after
+            if rule.alert.relearn_after > 0 else np.zeros(len(part), np.bool_)
+        )
+        # Learn gating (one policy, also for the calibration): an open anomaly does not
+        # teach the models, until it outlasts ``relearn_after``.
+        gating = rule.alert.learn_gating != "off"
+        calibrator.learn(detector, part, calibrated, ~was_open | settled if gating else None)
+        detector.learn(_gated(part, calibrated, rule.alert, settled))
         return calibrated, moves
 
     def _events(
@@ -161,11 +171,20 @@ class Scorer:
         return events
 
 
-def _gated(part: SeriesBatch, cal: Calibrated, policy: AlertPolicy) -> SeriesBatch:
-    """What the detector learns: anomalous points clipped, skipped or as they are."""
+def _gated(
+    part: SeriesBatch, cal: Calibrated, policy: AlertPolicy,
+    settled: NDArray[np.bool_] | None = None,
+) -> SeriesBatch:
+    """What the detector learns: anomalous points clipped, skipped or as they are.
+
+    Rows marked ``settled`` (their anomaly outlasted ``relearn_after``) are learned as they
+    are, so a lasting shift becomes the new normal.
+    """
     if policy.learn_gating == "off":
         return part
     anomalous = cal.score >= policy.open_threshold
+    if settled is not None:
+        anomalous &= ~settled
     if not anomalous.any():
         return part
     if policy.learn_gating == "skip":

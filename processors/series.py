@@ -20,6 +20,16 @@ def grown(array: NDArray[np.generic], needed: int, fill: object) -> NDArray[np.g
     return out
 
 
+def grown_rows(array: NDArray[np.generic], needed: int, fill: object) -> NDArray[np.generic]:
+    """Like ``grown`` for a 2-D array with one row per slot."""
+    if needed <= len(array):
+        return array
+    size = max(needed, 2 * len(array), 64)
+    out = np.full((size, *array.shape[1:]), fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
 class SeriesIndex:
     """Maps ``SeriesKey`` to a dense slot; frees slots of series idle past the TTL.
 

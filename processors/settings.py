@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -38,6 +38,25 @@ class AlertPolicy:
     learn_gating
         ``clip``: learn anomalous points clipped to the band edge; ``skip``: do not learn
         them; ``off``: learn everything as it is.
+    tail_calibration
+        Widen each series' band by how heavy its own deviations' tail is: the band is
+        ``band * max(q, g) / g`` spread units, ``q`` the series' running ``tail_quantile``
+        of its deviation (in spread units) and ``g`` that quantile for a normal
+        distribution. One threshold then fits series of any shape; off, the band is
+        ``band`` spread units everywhere.
+    tail_quantile
+        Quantile of the deviations that defines a series' usual extreme, in (0, 1).
+    tail_window
+        Points the tail quantile effectively remembers (exponential decay), >= 2.
+    instant_threshold
+        A single point scoring at or above this opens an anomaly at once, without waiting
+        for ``min_duration`` points (an extreme spike is an incident on its own).
+    cooldown
+        Points after an anomaly closes during which a new one cannot open: the tail of
+        the same event does not become a second anomaly. 0 disables.
+    relearn_after
+        Points an anomaly may stay open before the detector learns the values as they are
+        (learn gating stops), so a lasting level shift becomes the new normal. 0: never.
     """
 
     direction: DirectionPolicy = "both"
@@ -50,6 +69,12 @@ class AlertPolicy:
     close_after: int = 3
     update_interval_s: float = 60.0
     learn_gating: LearnGating = "clip"
+    tail_calibration: bool = True
+    tail_quantile: float = 0.999
+    tail_window: int = 2000
+    instant_threshold: float = 2.0
+    cooldown: int = 0
+    relearn_after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +93,16 @@ class DetectorRule:
 
 SPAN_DURATION_METRIC = "traces_span_duration_milliseconds"
 
+SEASONAL_ALERT = AlertPolicy(
+    band=3.0, min_duration=2, instant_threshold=1.5, close_threshold=1.0, close_after=1,
+    cooldown=60, learn_gating="off",
+)
+"""Alerting for the default ensemble rules (tuned once on NAB's DEV files, see
+``benchmarks/nab.py``): the ensemble calibrates itself (3 Gaussian-equivalent sigmas), its
+members cap what one point teaches them (so gating is off), an anomaly opens on 2 points
+out of band or one at 1.5x the band, closes as soon as a point is back inside, and the
+next 60 points cannot open another one (the same event)."""
+
 DEFAULT_RULES: tuple[DetectorRule, ...] = (
     # One slow span is itself worth reporting (with its trace id), so no min duration;
     # only slower-than-usual matters, and the band is wide because span latency is skewed.
@@ -81,9 +116,10 @@ DEFAULT_RULES: tuple[DetectorRule, ...] = (
     DetectorRule(
         name="error_ratios",
         match=("*:ratio",),
-        alert=AlertPolicy(direction="up", min_absolute_deviation=0.02),
+        detector="ensemble",
+        alert=replace(SEASONAL_ALERT, direction="up", min_absolute_deviation=0.02),
     ),
-    DetectorRule(name="default"),
+    DetectorRule(name="default", detector="ensemble", alert=SEASONAL_ALERT),
 )
 
 

@@ -186,3 +186,104 @@ def logs_request(
     return ExportLogsServiceRequest(resource_logs=[
         ResourceLogs(resource=res, scope_logs=[ScopeLogs(log_records=logs)])
     ])
+
+
+DAY_S = 86_400
+BASE_KINDS = ("requests", "latency", "error_ratio", "gauge", "noise")
+INCIDENT_KINDS = ("spike", "level_shift", "slow_leak", "throughput_drop",
+                  "latency_regression", "error_burst", "deploy_step")
+# Which base series each incident is injected into, its length (s) and its size.
+_INCIDENTS: dict[str, tuple[str, float, float]] = {
+    "spike": ("gauge", 0.0, 3.0),  # one point at 3x
+    "level_shift": ("gauge", -1.0, 1.3),  # +30% from onset on (-1: lasts)
+    "slow_leak": ("gauge", 6 * 3600.0, 1.6),  # linear ramp to +60% over 6 h
+    "throughput_drop": ("requests", 3600.0, 0.5),  # half the traffic for 1 h
+    "latency_regression": ("latency", 2 * 3600.0, 1.5),  # p99 x1.5 for 2 h
+    "error_burst": ("error_ratio", 1200.0, 0.05),  # +5 points of errors for 20 min
+    "deploy_step": ("latency", -1.0, 1.25),  # a release makes p99 25% slower, for good
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A synthetic production series; ``start``/``end`` index the injected incident.
+
+    ``start == end == -1`` for a control series (no incident).
+    """
+
+    kind: str
+    ts_unix_nano: NDArray[np.int64]
+    values: NDArray[np.float64]
+    start: int
+    end: int
+
+
+def production_series(
+    base: str, *, days: float = 14.0, step_s: float = 60.0, seed: int = 0
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """A realistic metric with daily and weekly seasonality, per ``base`` kind.
+
+    ``requests``: a counter's rate (req/s), Poisson noise, weekends at 60%; ``latency``: a
+    p99 in ms, log-normal (skewed) and busier-is-slower; ``error_ratio``: errors / requests;
+    ``gauge``: a CPU-like percentage with autocorrelated noise; ``noise``: Gaussian noise
+    around a constant (a control with no pattern).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(days * DAY_S / step_s)
+    t = np.arange(n) * step_s + 3 * DAY_S + float(rng.integers(0, DAY_S))  # a random phase
+    day = np.sin(2 * np.pi * (t % DAY_S) / DAY_S - np.pi / 2)  # trough at midnight UTC
+    weekday = ((t // DAY_S) % 7 < 5).astype(np.float64)  # epoch day 0 was a Thursday
+    load = (1.0 + 0.6 * day) * (0.6 + 0.4 * weekday)
+    if base == "requests":
+        values = rng.poisson(50.0 * load * step_s) / step_s
+    elif base == "latency":
+        values = 120.0 * (1.0 + 0.3 * load) * np.exp(0.15 * rng.standard_normal(n))
+    elif base == "error_ratio":
+        requests = np.maximum(rng.poisson(50.0 * load * step_s), 1)
+        values = rng.binomial(requests, 0.002) / requests
+    elif base == "gauge":
+        ar = np.zeros(n)
+        shocks = rng.standard_normal(n)
+        for i in range(1, n):  # AR(1) noise: smooth, like a real utilisation
+            ar[i] = 0.8 * ar[i - 1] + shocks[i]
+        values = 40.0 + 12.0 * load + 1.5 * ar
+    elif base == "noise":
+        values = 100.0 + 5.0 * rng.standard_normal(n)
+    else:
+        msg = f"unknown base kind {base!r}; expected one of {BASE_KINDS}"
+        raise ValueError(msg)
+    ts = (t * SECOND).astype(np.int64)
+    return ts, values.astype(np.float64)
+
+
+def incident_series(
+    kind: str | None, *, base: str = "noise", days: float = 14.0, step_s: float = 60.0,
+    at_day: float = 10.0, seed: int = 0,
+) -> Incident:
+    """A ``production_series`` with one incident of ``kind`` at ``at_day`` (None: control).
+
+    Each incident kind has its own base series (``_INCIDENTS``); ``base`` is used only for
+    controls. The onset is moved by up to a day at random (seeded), so it hits any phase.
+    """
+    if kind is None:
+        ts, values = production_series(base, days=days, step_s=step_s, seed=seed)
+        return Incident("control:" + base, ts, values, -1, -1)
+    if kind not in _INCIDENTS:
+        msg = f"unknown incident kind {kind!r}; expected one of {INCIDENT_KINDS}"
+        raise ValueError(msg)
+    base, duration_s, size = _INCIDENTS[kind]
+    ts, values = production_series(base, days=days, step_s=step_s, seed=seed)
+    rng = np.random.default_rng(seed + 1_000_003)
+    start = int((at_day + rng.uniform(0.0, 1.0)) * DAY_S / step_s)
+    end = len(values) if duration_s < 0 else start + max(int(duration_s / step_s), 1)
+    values = values.copy()
+    part = slice(start, end)
+    if kind == "slow_leak":
+        values[part] *= np.linspace(1.0, size, end - start)
+        values[end:] *= size
+        end = len(values)
+    elif kind == "error_burst":
+        values[part] += size
+    else:
+        values[part] *= size
+    return Incident(kind, ts, values, start, end)

@@ -10,6 +10,8 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.settings import AlertPolicy
 
+_LONG_AGO = 1 << 40  # "points since the last close" of a slot that never closed
+
 
 @dataclass(frozen=True, slots=True)
 class Transitions:
@@ -24,9 +26,11 @@ class Transitions:
 class Hysteresis:
     """Per-slot alert state: an anomaly opens after ``min_duration`` high scores in a row.
 
-    It closes after ``close_after`` scores below ``close_threshold`` in a row; while open it
-    asks for at most one update per ``update_interval_s`` of event time. NaN scores (invalid
-    points) leave the state as it is.
+    One score at or above ``instant_threshold`` opens it at once. It closes after
+    ``close_after`` scores below ``close_threshold`` in a row; while open it asks for at
+    most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
+    a close no new anomaly opens (the rest of one event stays one anomaly). NaN scores
+    (invalid points) leave the state as it is.
 
     Examples
     --------
@@ -43,6 +47,8 @@ class Hysteresis:
         self._below = np.zeros(0, np.int64)
         self._open = np.zeros(0, np.bool_)
         self._last_event_ts = np.zeros(0, np.int64)
+        self._open_for = np.zeros(0, np.int64)  # points since the anomaly opened
+        self._since_close = np.zeros(0, np.int64)  # points since the last close
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         if len(slots):
@@ -51,11 +57,18 @@ class Hysteresis:
             self._below = grown(self._below, needed, 0)  # type: ignore[assignment]
             self._open = grown(self._open, needed, False)  # type: ignore[assignment]
             self._last_event_ts = grown(self._last_event_ts, needed, 0)  # type: ignore[assignment]
+            self._open_for = grown(self._open_for, needed, 0)  # type: ignore[assignment]
+            self._since_close = grown(self._since_close, needed, _LONG_AGO)  # type: ignore[assignment]
 
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Whether each slot has an open anomaly."""
         self._ensure(slots)
         return self._open[slots].copy()
+
+    def open_for(self, slots: NDArray[np.intp]) -> NDArray[np.int64]:
+        """Points each slot's open anomaly has lasted (0 when none is open)."""
+        self._ensure(slots)
+        return np.where(self._open[slots], self._open_for[slots], 0)
 
     def step(
         self,
@@ -72,7 +85,11 @@ class Hysteresis:
         above = np.where(high, self._above[slots] + 1, np.where(valid, 0, self._above[slots]))
         below = np.where(low, self._below[slots] + 1, np.where(valid, 0, self._below[slots]))
         was_open = self._open[slots]
-        opened = ~was_open & (above >= policy.min_duration)
+        since_close = np.where(valid, self._since_close[slots] + 1, self._since_close[slots])
+        may_open = ~was_open & (since_close > policy.cooldown)
+        opened = may_open & (
+            (above >= policy.min_duration) | (valid & (score >= policy.instant_threshold))
+        )
         closed = was_open & (below >= policy.close_after)
         interval_ns = int(policy.update_interval_s * 1e9)
         updated = (
@@ -83,6 +100,10 @@ class Hysteresis:
         self._above[slots] = above
         self._below[slots] = below
         self._open[slots] = now_open
+        self._open_for[slots] = np.where(
+            opened, 1, np.where(now_open & valid, self._open_for[slots] + 1, 0)
+        )
+        self._since_close[slots] = np.where(closed, 0, since_close)
         evented = opened | updated | closed
         self._last_event_ts[slots[evented]] = ts_unix_nano[evented]
         return Transitions(now_open, opened, updated, closed)
@@ -94,3 +115,5 @@ class Hysteresis:
         self._below[slots] = 0
         self._open[slots] = False
         self._last_event_ts[slots] = 0
+        self._open_for[slots] = 0
+        self._since_close[slots] = _LONG_AGO

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction, occurrence_rounds
+from otel_anomaly.processors.detectors.ensemble import Ensemble
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
+from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
 
 DETECTORS: dict[str, type[Detector]] = {
     "ewma_zscore": EwmaZScore,
+    "seasonal_profile": SeasonalProfile,
+    "ensemble": Ensemble,
 }
 """Detector classes by their config ``type`` name."""
 
-__all__ = ["DETECTORS", "Detector", "EwmaZScore", "Prediction", "occurrence_rounds"]
+__all__ = [
+    "DETECTORS", "Detector", "Ensemble", "EwmaZScore", "Prediction", "SeasonalProfile",
+    "occurrence_rounds",
+]

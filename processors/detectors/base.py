@@ -58,14 +58,28 @@ class Detector(abc.ABC):
     """
 
     name: ClassVar[str]
+    self_calibrating: ClassVar[bool] = False
+    """True if scores are already in Gaussian-equivalent sigmas per series (the calibrator
+    then applies the policy's band as it is instead of learning a tail scale)."""
 
     @abc.abstractmethod
-    def predict(self, batch: SeriesBatch, band: float) -> Prediction:
-        """Expected value and band ``band`` spread units wide per row. Must not change state."""
+    def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
+        """Expected value and a band ``band`` spread units wide per row. Must not change state.
+
+        ``band`` is a scalar or one value per row. A row's raw ``score`` equals ``band``
+        exactly at the edge of the band predicted for it (on the side of the value).
+        """
 
     @abc.abstractmethod
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Raw score per row, higher = more anomalous; 0 while warming; NaN if not finite."""
+
+    def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
+        """True for rows the detector scores (past warm-up); pure.
+
+        Detectors whose warm-up depends on the row (e.g. its phase) override this.
+        """
+        return ~self.warming(batch.slots)
 
     @abc.abstractmethod
     def _learn_unique(self, batch: SeriesBatch) -> None:
@@ -95,8 +109,11 @@ class Detector(abc.ABC):
         finite = np.isfinite(batch.values)
         if not finite.all():
             batch = batch.take(np.flatnonzero(finite))
-        for rows in occurrence_rounds(batch.slots):
-            self._learn_unique(batch.take(rows) if len(rows) != len(batch) else batch)
+        # Finite but absurd magnitudes (near 1e308) may overflow in the kernels: they
+        # saturate instead of raising warnings on the hot path.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for rows in occurrence_rounds(batch.slots):
+                self._learn_unique(batch.take(rows) if len(rows) != len(batch) else batch)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

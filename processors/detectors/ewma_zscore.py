@@ -90,13 +90,14 @@ class EwmaZScore(Detector):
         sigma = np.maximum(self._dev[slots] * _MAD_TO_SIGMA, _TINY * (1.0 + np.abs(mean)))
         return self._n[slots], mean, sigma
 
-    def predict(self, batch: SeriesBatch, band: float) -> Prediction:
+    def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """Expected value and band per row (NaN band while warming). Pure."""
         n, mean, sigma = self._state(batch.slots)
         ready = n >= self.warmup
-        expected = np.where(n > 0, self._inverse(mean), np.nan)
-        lower = np.where(ready, self._inverse(mean - band * sigma), np.nan)
-        upper = np.where(ready, self._inverse(mean + band * sigma), np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
+            expected = np.where(n > 0, self._inverse(mean), np.nan)
+            lower = np.where(ready, self._inverse(mean - band * sigma), np.nan)
+            upper = np.where(ready, self._inverse(mean + band * sigma), np.nan)
         return Prediction(expected, lower, upper)
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from otel_anomaly.processors.detectors import DETECTORS, Detector
-from otel_anomaly.processors.testing import spiky_series
+from otel_anomaly.processors.testing import SECOND, spiky_series
 from otel_anomaly.processors.types import SeriesBatch
 
 CASES = [
@@ -27,11 +27,14 @@ def _fresh(name: str, params: dict[str, Any]) -> Detector:
 
 
 def _stream(n_series: int = 4, n: int = 80, seed: int = 0) -> SeriesBatch:
-    """Rows of several series interleaved, with one series repeated within rounds."""
+    """Rows of several series interleaved, with one series repeated within rounds.
+
+    One row per second of event time (seasonal detectors declare short cycles to match).
+    """
     rng = np.random.default_rng(seed)
     slots = rng.integers(0, n_series, size=n * n_series).astype(np.intp)
     values = 50.0 + 5.0 * rng.standard_normal(len(slots))
-    return SeriesBatch.of(slots, values, np.arange(len(slots), dtype=np.int64))
+    return SeriesBatch.of(slots, values, np.arange(len(slots), dtype=np.int64) * SECOND)
 
 
 def _learn_loop(det: Detector, batch: SeriesBatch) -> None:
@@ -184,7 +187,7 @@ def check_prequential_auc(name: str, params: dict[str, Any]) -> None:
     series = spiky_series(n=800, spikes=20, seed=11)
     scores = np.empty(len(series.values))
     for i, value in enumerate(series.values):
-        row = SeriesBatch.of([0], [value], [i])
+        row = SeriesBatch.of([0], [value], [i * SECOND])
         scores[i] = det.score(row)[0]
         det.learn(row)
     pos, neg = scores[series.labels == 1], scores[series.labels == 0]

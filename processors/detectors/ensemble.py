@@ -1,0 +1,225 @@
+"""Ensemble: several detectors on the same series, each judged against its own usual tail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
+from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
+from otel_anomaly.processors.tail_quantile import DeviationScale
+from otel_anomaly.processors.types import SeriesBatch
+
+MemberSpec = tuple[str, tuple[tuple[str, Any], ...]]
+"""A member: a detector type name and its parameters as ``(name, value)`` pairs."""
+
+MEMBER_TYPES: dict[str, type[Detector]] = {
+    "ewma_zscore": EwmaZScore,
+    "seasonal_profile": SeasonalProfile,
+}
+"""Detector types an ensemble can hold (any single-series detector)."""
+
+_TINY = 1e-12
+
+DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
+    ("ewma_zscore", (("alpha", 0.02),)),
+    ("seasonal_profile", ()),
+    ("seasonal_profile", (("period_s", 604800.0), ("buckets", 168))),
+)
+
+
+class _View(NamedTuple):
+    """One member's view of a round: per row its expected value and unit spreads."""
+
+    ready: NDArray[np.bool_]
+    expected: NDArray[np.float64]
+    up: NDArray[np.float64]  # one spread unit above, floored, times the tail multiplier
+    down: NDArray[np.float64]
+
+
+class Ensemble(Detector):
+    """Several detectors on one series, each judged against its own usual deviations.
+
+    Every member's deviation is put in Gaussian-equivalent sigmas by a per-member
+    ``DeviationScale``: divided by the member's spread (floored at half its plain mean
+    absolute deviation, so resting-at-zero series stay finite) and by its tail multiplier
+    ``max(q, g) / g`` (``q`` the member's running ``tail_quantile`` of deviations over about
+    ``tail_window`` points, ``g`` that of a normal). A member that fits the series well
+    keeps its sigmas; one that fits badly (a level model on a seasonal series, any model
+    on a bursty one) is scaled down until its usual extremes look like a normal tail. The
+    calibrator therefore applies the alert band to the ensemble as it is.
+
+    ``combine="max"``: a row is as anomalous as its most surprised member; the band is the
+    intersection of the members' bands (so the score equals ``band`` at its edge).
+    ``combine="fallback"``: the last member in ``members`` past its warm-up decides alone
+    (list the most specific model last): e.g. a level model carries a new series until
+    its daily profile has two days of history. ``expected`` comes from the last ready
+    member either way, kept inside the band.
+
+    Cost per row: the members' cost plus one histogram lookup per member; state: the
+    members' state plus 90 floats per member and slot.
+
+    Parameters
+    ----------
+    members
+        Member detectors as ``(type, ((param, value), ...))`` pairs; types from
+        ``MEMBER_TYPES``. The default: a level (EWMA, alpha 0.02), then a daily profile
+        (5 min phases), then a weekly one (hourly phases).
+    combine
+        ``max`` or ``fallback`` (see above).
+    tail_quantile
+        Quantile of each member's deviations that defines its usual extreme, in (0, 1).
+    tail_window
+        Points the tail statistics effectively remember (exponential decay), >= 2.
+
+    Examples
+    --------
+    >>> det = Ensemble(members=(("ewma_zscore", (("warmup", 5),)),), tail_window=100)
+    >>> det.learn(SeriesBatch.of([0] * 40, [10.0, 11.0, 9.0, 10.0] * 10))
+    >>> det.score(SeriesBatch.of([0, 0], [10.2, 30.0])).round(1)
+    array([ 0.3, 30.4])
+
+    References
+    ----------
+    [^1]: Aggarwal, C. C., & Sathe, S. (2017). Outlier Ensembles: An Introduction.
+        Springer. (Score normalisation before combination.)
+    [^2]: Ahmad, S., Lavin, A., Purdy, S., & Agha, Z. (2017). Unsupervised real-time
+        anomaly detection for streaming data. Neurocomputing, 262, 134-147.
+    """
+
+    name: ClassVar[str] = "ensemble"
+    self_calibrating: ClassVar[bool] = True
+
+    def __init__(
+        self, *, members: tuple[MemberSpec, ...] = DEFAULT_MEMBERS, combine: str = "max",
+        tail_quantile: float = 0.999, tail_window: int = 2000,
+    ) -> None:
+        if not members:
+            msg = "ensemble: members must name at least one detector"
+            raise ValueError(msg)
+        unknown = [m[0] for m in members if m[0] not in MEMBER_TYPES]
+        if unknown:
+            msg = (f"ensemble: unknown member type(s) {unknown}; expected one of "
+                   f"{sorted(MEMBER_TYPES)}")
+            raise ValueError(msg)
+        if combine not in ("max", "fallback"):
+            msg = f"ensemble: combine must be 'max' or 'fallback'; got {combine!r}"
+            raise ValueError(msg)
+        self.members = members
+        self.combine = combine
+        self.tail_quantile = tail_quantile
+        self.tail_window = tail_window
+        self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
+        self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
+
+    def _views(self, batch: SeriesBatch, scaled: bool = True) -> list[_View]:
+        views = []
+        for member, scale in zip(self._members, self._scales, strict=True):
+            p = member.predict(batch, 1.0)
+            ready = ~np.isnan(p.upper)
+            mult = scale.multiplier(batch.slots) if scaled else 1.0
+            with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
+                floor = np.maximum(scale.floor(batch.slots), _TINY * (1.0 + np.abs(p.expected)))
+                up = np.where(ready, np.fmax(p.upper - p.expected, floor) * mult, np.nan)
+                down = np.where(ready, np.fmax(p.expected - p.lower, floor) * mult, np.nan)
+            views.append(_View(ready, p.expected, up, down))
+        return views
+
+    @staticmethod
+    def _z(view: _View, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            dev = values - view.expected
+            z = np.where(dev >= 0, dev / view.up, -dev / view.down)
+        return np.where(view.ready, z, 0.0)
+
+    def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
+        """The combined band, ``band`` Gaussian-equivalent sigmas wide. Pure."""
+        n = len(batch)
+        lower, upper = np.full(n, np.nan), np.full(n, np.nan)
+        expected, first = np.full(n, np.nan), np.full(n, np.nan)
+        for view in self._views(batch):
+            with np.errstate(over="ignore", invalid="ignore"):
+                lo, hi = view.expected - band * view.down, view.expected + band * view.up
+            if self.combine == "max":
+                lower, upper = np.fmax(lower, lo), np.fmin(upper, hi)
+            else:
+                lower, upper = np.where(view.ready, lo, lower), np.where(view.ready, hi, upper)
+            expected = np.where(view.ready, view.expected, expected)
+            first = np.where(np.isnan(first), view.expected, first)
+        expected = np.where(np.isnan(expected), first, expected)
+        # Members disagreeing by more than their bands (max): the band shrinks to a point.
+        crossed = lower > upper
+        lower = np.where(crossed, expected, lower)
+        upper = np.where(crossed, expected, upper)
+        expected = np.fmin(np.fmax(expected, lower), upper)
+        return Prediction(expected, lower, upper)
+
+    def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
+        """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""
+        out = np.zeros(len(batch))
+        for view in self._views(batch):
+            z = self._z(view, batch.values)
+            out = np.maximum(out, z) if self.combine == "max" else np.where(view.ready, z, out)
+        return np.where(np.isfinite(batch.values), out, np.nan)
+
+    def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
+        """True where any member scores the row."""
+        out = np.zeros(len(batch), np.bool_)
+        for member in self._members:
+            out |= member.scored(batch)
+        return out
+
+    def _learn_unique(self, batch: SeriesBatch) -> None:
+        views = self._views(batch, scaled=False)
+        for member, scale, view in zip(self._members, self._scales, views, strict=True):
+            ready = view.ready
+            if ready.any():
+                z = self._z(view, batch.values)
+                resid = np.abs(batch.values - view.expected)
+                scale.update(batch.slots[ready], z[ready], resid[ready])
+            member._learn_unique(batch)  # noqa: SLF001 - same contract, rows already unique
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget ``slots`` in every member."""
+        for member, scale in zip(self._members, self._scales, strict=True):
+            member.reset(slots)
+            scale.reset(slots)
+
+    def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """True while every member warms up."""
+        out = np.ones(len(slots), np.bool_)
+        for member in self._members:
+            out &= member.warming(slots)
+        return out
+
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """Members' and scales' arrays, prefixed ``m<i>.`` and ``s<i>.``."""
+        out: dict[str, NDArray[Any]] = {}
+        for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
+            out |= {f"m{i}.{k}": v for k, v in member.state_dict().items()}
+            out |= {f"s{i}.{k}": v for k, v in scale.state_dict().items()}
+        return out
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore arrays from ``state_dict``."""
+        for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
+            member.load_state_dict(_prefixed(state, f"m{i}."))
+            scale.load_state_dict(_prefixed(state, f"s{i}."))
+
+    @classmethod
+    def _test_params(cls) -> Iterator[dict[str, Any]]:
+        yield {"members": (("ewma_zscore", (("warmup", 10),)),
+                           ("seasonal_profile", (("period_s", 60.0), ("buckets", 12),
+                                                 ("warmup_cycles", 1.0)))),
+               "combine": "max"}
+        yield {"members": (("ewma_zscore", (("alpha", 0.2), ("warmup", 3))),
+                           ("seasonal_profile", (("period_s", 20.0), ("buckets", 4)))),
+               "tail_quantile": 0.9, "tail_window": 50}
+
+
+def _prefixed(state: dict[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

@@ -1,0 +1,146 @@
+"""Calibration (tail quantiles, spread floor), hysteresis, suppression and learn gating."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+from otel_anomaly.processors.backtest import RecordedSeries, backtest
+from otel_anomaly.processors.calibration import Calibrator
+from otel_anomaly.processors.detectors import Ensemble, EwmaZScore
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import AlertPolicy, DetectorRule, EngineSettings
+from otel_anomaly.processors.tail_quantile import (
+    DeviationScale,
+    TailQuantile,
+    gaussian_abs_quantile,
+)
+from otel_anomaly.processors.testing import SECOND
+from otel_anomaly.processors.thresholds import Hysteresis
+from otel_anomaly.processors.types import SeriesBatch, SeriesKey
+
+ONE = np.array([0], np.intp)
+
+
+def _feed(tq: TailQuantile, values: np.ndarray) -> None:
+    for v in values:
+        tq.update(ONE, np.array([v]))
+
+
+def test_tail_quantile_matches_a_known_distribution() -> None:
+    tq = TailQuantile(q=0.999, window=5000)
+    _feed(tq, np.abs(np.random.default_rng(1).standard_normal(20_000)))
+    assert tq.quantile(ONE)[0] == pytest.approx(gaussian_abs_quantile(0.999), rel=0.15)
+
+
+def test_tail_quantile_forgets_an_old_regime() -> None:
+    tq = TailQuantile(q=0.99, window=500)
+    rng = np.random.default_rng(2)
+    _feed(tq, 100.0 * np.abs(rng.standard_normal(2000)))
+    _feed(tq, np.abs(rng.standard_normal(5000)))
+    assert tq.quantile(ONE)[0] < 5.0
+
+
+def test_tail_quantile_slots_are_independent_and_state_round_trips() -> None:
+    tq = TailQuantile(q=0.9, window=100)
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        tq.update(np.array([0, 3]), np.abs(rng.standard_normal(2)) * np.array([1.0, 50.0]))
+    q0, q3 = tq.quantile(np.array([0, 3]))
+    assert q3 > 20 * q0
+    copy = TailQuantile(q=0.9, window=100)
+    copy.load_state_dict(tq.state_dict())
+    np.testing.assert_array_equal(copy.quantile(np.array([0, 3])), [q0, q3])
+
+
+def test_spread_floor_keeps_resting_series_finite() -> None:
+    scale = DeviationScale(window=200)
+    values = np.zeros(400)
+    values[::20] = 5.0  # a rate at 0 with regular bursts
+    for v in values:
+        scale.update(ONE, np.array([0.0]), np.array([v]))
+    assert scale.floor(ONE)[0] > 0.05
+
+
+def _run_calibrator(policy: AlertPolicy, values: np.ndarray) -> Calibrator:
+    det, cal = EwmaZScore(warmup=10), Calibrator(policy)
+    for i, v in enumerate(values):
+        batch = SeriesBatch.of([0], [v], [i * SECOND])
+        cal.learn(det, batch, cal.step(det, batch))
+        det.learn(batch)
+    return cal
+
+
+def test_calibrator_keeps_the_band_for_gaussian_series_and_widens_it_for_heavy_tails() -> None:
+    rng = np.random.default_rng(4)
+    policy = AlertPolicy(tail_window=1000)
+    gaussian = _run_calibrator(policy, 100.0 + rng.standard_normal(3000))
+    heavy = _run_calibrator(policy, 100.0 + rng.standard_t(1.2, 3000))
+    assert gaussian.multiplier(ONE)[0] < 1.5 * policy.band
+    assert heavy.multiplier(ONE)[0] > 3 * policy.band
+
+
+def test_calibrator_off_or_self_calibrating_uses_the_band_as_is() -> None:
+    off = _run_calibrator(AlertPolicy(tail_calibration=False),
+                          100.0 + np.random.default_rng(5).standard_t(1.2, 500))
+    assert off.multiplier(ONE)[0] == AlertPolicy().band
+    cal, det = Calibrator(AlertPolicy()), Ensemble()
+    assert det.self_calibrating
+    batch = SeriesBatch.of([0], [1.0])
+    cal.learn(det, batch, cal.step(det, batch))
+    assert cal.scale.tails.count(ONE)[0] == 0
+
+
+def _flags(policy: AlertPolicy, scores: list[float]) -> list[bool]:
+    h = Hysteresis()
+    return [bool(h.step(ONE, np.array([s]), np.array([i]), policy).flag[0])
+            for i, s in enumerate(scores)]
+
+
+def test_min_duration_and_instant_threshold() -> None:
+    policy = AlertPolicy(min_duration=3, close_after=1, instant_threshold=2.0)
+    assert _flags(policy, [1.5, 0.1, 1.5, 1.5, 1.5, 0.1]) == [
+        False, False, False, False, True, False]
+    assert _flags(policy, [0.1, 2.5, 0.1]) == [False, True, False]
+
+
+def test_cooldown_keeps_one_event_one_anomaly() -> None:
+    scores = [3.0, 0.1, 3.0, 0.1, 0.1, 0.1, 3.0]
+    policy = AlertPolicy(min_duration=1, close_after=1)
+    assert _flags(policy, scores) == [True, False, True, False, False, False, True]
+    quiet = AlertPolicy(min_duration=1, close_after=1, cooldown=3)
+    assert _flags(quiet, scores) == [True, False, False, False, False, False, True]
+
+
+def test_open_for_counts_points_of_the_open_anomaly() -> None:
+    h, policy = Hysteresis(), AlertPolicy(min_duration=1, close_after=1)
+    for i, s in enumerate([0.0, 2.0, 2.0, 2.0]):
+        h.step(ONE, np.array([s]), np.array([i]), policy)
+    assert h.open_for(ONE)[0] == 3
+
+
+def _shifted_scores(**alert: object) -> np.ndarray:
+    rule = DetectorRule(detector="ewma_zscore", params=MappingProxyType({"alpha": 0.05}),
+                        alert=AlertPolicy(**alert))  # type: ignore[arg-type]
+    engine = Engine(EngineSettings(clock=lambda: 0.0, rules=(rule,)))
+    rng = np.random.default_rng(6)
+    values = 100.0 + rng.standard_normal(1200)
+    values[600:] += 30.0  # a lasting level shift
+    ts = np.arange(len(values), dtype=np.int64) * 60 * SECOND
+    [out] = backtest(engine, [RecordedSeries(SeriesKey("x", (), ()), ts, values)])
+    return out.score
+
+
+@pytest.mark.parametrize("gating", ["clip", "skip", "off"])
+def test_an_incident_is_flagged_whatever_the_learn_gating(gating: str) -> None:
+    scores = _shifted_scores(learn_gating=gating)
+    assert scores[600] > 1.0
+
+
+def test_learning_is_protected_during_an_incident_until_relearn_after() -> None:
+    protected = _shifted_scores(learn_gating="skip")
+    relearned = _shifted_scores(learn_gating="skip", relearn_after=30)
+    assert protected[660:700].min() > 1.0  # an hour later it is still an anomaly
+    assert relearned[900:].max() < 1.0  # the new level became normal
