@@ -1,1 +1,20 @@
+"""otel-anomaly's exporter: OTLP receivers, the pipeline, Prometheus and event outputs."""
+
 from __future__ import annotations
+
+from otel_anomaly.exporter.app import Sidecar, SidecarSettings
+from otel_anomaly.exporter.config import Config, load_config
+from otel_anomaly.exporter.errors import ConfigError, ExporterError, StartupError
+from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ExporterError",
+    "OtlpSink",
+    "Sidecar",
+    "SidecarSettings",
+    "SinkRecord",
+    "StartupError",
+    "load_config",
+]

@@ -1,0 +1,223 @@
+"""Sidecar: builds the components from the config and runs their lifecycle. No logic."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from google.protobuf.internal import api_implementation
+from prometheus_client import CollectorRegistry
+
+from otel_anomaly.exporter.config import Config
+from otel_anomaly.exporter.errors import StartupError
+from otel_anomaly.exporter.events import EventsExporter
+from otel_anomaly.exporter.http_receiver import HttpReceiver
+from otel_anomaly.exporter.intake import Intake
+from otel_anomaly.exporter.loop import IoLoop
+from otel_anomaly.exporter.pipeline import Pipeline
+from otel_anomaly.exporter.prometheus import MetricsServer, ScoreCollector
+from otel_anomaly.exporter.receiver import GrpcReceiver
+from otel_anomaly.exporter.score_metrics import ScoreMetricsExporter
+from otel_anomaly.exporter.scores import ScoreTable
+from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
+
+logger = logging.getLogger(__name__)
+
+_State = Literal["new", "starting", "running", "stopping", "stopped"]
+
+
+class Component(Protocol):
+    """What every long-lived part of the sidecar implements."""
+
+    def start(self) -> None:
+        """Start serving; return quickly."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop; idempotent, safe before ``start``, bounded by ``timeout``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """What code injects (as opposed to ``Config``, which users write).
+
+    Parameters
+    ----------
+    clock
+        Ingest-time clock in seconds (series TTL, eviction schedule).
+    registry
+        Registry for scores and self-metrics; a new one when ``None`` (never the global).
+    engine_factory
+        Builds the engine from its settings (tests inject doubles here).
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    registry: CollectorRegistry | None = None
+    engine_factory: Callable[[EngineSettings], Engine] = Engine
+
+
+def _evict_interval(ttl_s: float) -> float:
+    """Check for idle series ten times per TTL, between every second and every minute."""
+    return min(60.0, max(1.0, ttl_s / 10.0))
+
+
+class Sidecar:
+    """The whole sidecar: receivers -> pipeline -> scores, Prometheus and events.
+
+    Parameters
+    ----------
+    config
+        The validated configuration.
+    settings
+        Injected dependencies.
+    """
+
+    def __init__(self, config: Config, settings: SidecarSettings | None = None) -> None:
+        settings = settings or SidecarSettings()
+        self.config = config
+        self.registry = settings.registry or CollectorRegistry()
+        self.telemetry = Telemetry(self.registry)
+        engine = settings.engine_factory(config.engine_settings(settings.clock))
+        self.scores = ScoreTable(engine.series_labels)
+        self.io = IoLoop()
+        self.events = EventsExporter(config.events, self.telemetry)
+        self.pipeline = Pipeline(
+            engine, self.scores, self.telemetry, self.events.publish,
+            queue_size=config.pipeline.queue_size,
+            clock=settings.clock,
+            evict_interval_s=_evict_interval(config.series.ttl),
+        )
+        intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
+        grpc, http = config.receivers.grpc, config.receivers.http
+        self.grpc = GrpcReceiver(grpc, intake, self.io) if grpc.enabled else None
+        self.http = HttpReceiver(http, intake, self.io) if http.enabled else None
+        max_exported = config.exposition.max_exported_series
+        self.registry.register(ScoreCollector(self.scores, max_exported, self.telemetry))
+        self.metrics = MetricsServer(
+            config.exposition.endpoint, self.registry, self.io, lambda: self.ready
+        )
+        self._components = self._start_order()
+        self._started: list[Component] = []
+        self._state: _State = "new"
+        self._lock = threading.Lock()
+
+    def _start_order(self) -> list[tuple[str, Component]]:
+        # Shutdown runs this backwards: receivers stop first, the pipeline then drains
+        # what they queued, the events exporter flushes what it produced, the loop goes last.
+        components: list[tuple[str, Component]] = [
+            ("I/O loop", self.io),
+            ("events exporter", self.events),
+        ]
+        if self.config.events.export_scores_as_metrics:
+            max_exported = self.config.exposition.max_exported_series
+            exporter = ScoreMetricsExporter(self.config.events, self.scores, max_exported)
+            components.append(("score metrics exporter", exporter))
+        components += [("pipeline", self.pipeline), ("metrics endpoint", self.metrics)]
+        if self.grpc is not None:
+            components.append(("OTLP/gRPC receiver", self.grpc))
+        if self.http is not None:
+            components.append(("OTLP/HTTP receiver", self.http))
+        return components
+
+    @property
+    def grpc_port(self) -> int | None:
+        """Bound OTLP/gRPC port (``None`` if disabled or not started)."""
+        return self.grpc.port if self.grpc else None
+
+    @property
+    def http_port(self) -> int | None:
+        """Bound OTLP/HTTP port (``None`` if disabled or not started)."""
+        return self.http.port if self.http else None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """Bound Prometheus endpoint port (``None`` before start)."""
+        return self.metrics.port
+
+    @property
+    def ready(self) -> bool:
+        """True once every receiver listens and the pipeline runs, until shutdown begins."""
+        receivers = [r for r in (self.grpc, self.http) if r is not None]
+        return (
+            self._state == "running"
+            and self.pipeline.running
+            and all(receiver.listening for receiver in receivers)
+        )
+
+    def start(self) -> None:
+        """Start every component; on failure stop those already started and raise.
+
+        Raises
+        ------
+        StartupError
+            Naming the component (and endpoint) that failed.
+        """
+        with self._lock:
+            if self._state != "new":
+                msg = f"Sidecar.start() called in state {self._state!r}; create a new Sidecar"
+                raise StartupError(msg)
+            self._state = "starting"
+        _check_protobuf_backend()
+        for name, component in self._components:
+            try:
+                component.start()
+            except Exception as exc:
+                self._stop_started(timeout=5.0)
+                self._state = "stopped"
+                if isinstance(exc, StartupError):
+                    raise
+                msg = f"{name} failed to start: {type(exc).__name__}: {exc}"
+                raise StartupError(msg) from exc
+            self._started.append(component)
+        self._state = "running"
+        logger.info(
+            "otel-anomaly started: OTLP/gRPC %s, OTLP/HTTP %s, metrics %s, events %s",
+            _where(self.config.receivers.grpc.endpoint, self.grpc_port),
+            _where(self.config.receivers.http.endpoint, self.http_port),
+            _where(self.config.exposition.endpoint, self.metrics_port),
+            self.config.events.endpoint or "disabled",
+        )
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop everything in reverse start order within ``timeout``; idempotent."""
+        with self._lock:
+            if self._state in ("stopping", "stopped"):
+                return
+            was_running = self._state == "running"
+            self._state = "stopping"
+        self._stop_started(timeout)
+        self._state = "stopped"
+        if was_running:
+            logger.info("otel-anomaly stopped")
+
+    def _stop_started(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._started:
+            component = self._started.pop()
+            try:
+                component.shutdown(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                # Keep stopping the rest: a failed stop must not leak ports or threads.
+                logger.exception("shutdown of %s failed", type(component).__name__)
+
+
+def _where(endpoint: str, port: int | None) -> str:
+    if port is None:
+        return "disabled"
+    host = endpoint.rpartition(":")[0]
+    return f"{host}:{port}"
+
+
+def _check_protobuf_backend() -> None:
+    backend = api_implementation.Type()
+    if backend != "upb":
+        logger.warning(
+            "protobuf runs on its %r backend, not 'upb': decoding will be ~40x slower "
+            "(install a protobuf wheel for this platform)",
+            backend,
+        )

@@ -1,0 +1,177 @@
+"""The ``otel-anomaly`` command: ``run``, ``check-config`` and ``demo``.
+
+The only module that sets up logging or decides the exit status: 0 ok, 1 startup failure,
+2 invalid configuration (every problem listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from otel_anomaly.exporter.app import Sidecar
+from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
+from otel_anomaly.exporter.demo import DemoOptions, run_demo
+from otel_anomaly.exporter.errors import ConfigError, ExporterError
+
+EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
+_LEVELS = ("debug", "info", "warning", "error")
+_PROG = "otel-anomaly"
+
+
+def _endpoint_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, key in (
+        ("--grpc-endpoint", "receivers.grpc.endpoint"),
+        ("--http-endpoint", "receivers.http.endpoint"),
+        ("--metrics-endpoint", "exposition.endpoint"),
+        ("--events-endpoint", "events.endpoint"),
+    ):
+        parser.add_argument(flag, metavar="HOST:PORT", help=f"sets {key}")
+    parser.add_argument("--log-level", choices=_LEVELS, help=f"default ${ENV_LOG_LEVEL} or info")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG, description="OpenTelemetry-native anomaly detection sidecar."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the sidecar until SIGINT or SIGTERM")
+    run.add_argument("--config", metavar="FILE", help="YAML config (default $OTEL_ANOMALY_CONFIG)")
+    _endpoint_flags(run)
+    run.add_argument(
+        "--shutdown-timeout", type=float, default=20.0, metavar="SECONDS",
+        help="time allowed to drain and flush on shutdown (default 20)",
+    )
+    check = commands.add_parser(
+        "check-config", help="validate a config file (with OTEL_ANOMALY_* applied) and exit"
+    )
+    check.add_argument("file", metavar="FILE")
+    demo = commands.add_parser("demo", help="run a sidecar and feed it simulated incidents")
+    demo.add_argument("--duration", type=float, default=180.0, metavar="SECONDS")
+    demo.add_argument("--seed", type=int, default=42)
+    _endpoint_flags(demo)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "receivers.grpc.endpoint": args.grpc_endpoint,
+        "receivers.http.endpoint": args.http_endpoint,
+        "exposition.endpoint": args.metrics_endpoint,
+        "events.endpoint": args.events_endpoint,
+    }
+
+
+def _setup_logging(level: str | None) -> None:
+    name = (level or os.environ.get(ENV_LOG_LEVEL) or "info").lower()
+    if name not in _LEVELS:
+        msg = f"{ENV_LOG_LEVEL}: expected one of {', '.join(_LEVELS)}; got {name!r}"
+        raise ConfigError(None, [msg])
+    logging.basicConfig(
+        level=name.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(stream: TextIO, message: str) -> None:
+    stream.write(f"{_PROG}: error: {message}\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config or os.environ.get(ENV_CONFIG_FILE), _overrides(args))
+    stop = threading.Event()
+    previous = _trap_signals(stop)
+    try:
+        try:
+            sidecar = Sidecar(config)
+            sidecar.start()
+        except Exception as exc:  # noqa: BLE001 - one clear line, exit 1
+            _fail(sys.stderr, f"cannot start: {exc}")
+            return EXIT_STARTUP
+        stop.wait()
+        _restore_signals(previous)  # a second signal now stops the process at once
+        sidecar.shutdown(args.shutdown_timeout)
+    finally:
+        _restore_signals(previous)
+    return EXIT_OK
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_Handlers = dict[signal.Signals, Any]
+
+
+def _trap_signals(stop: threading.Event) -> _Handlers:
+    return {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _SIGNALS}
+
+
+def _restore_signals(previous: _Handlers) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    sys.stdout.write(f"ok: {args.file}\n{summary(config)}")
+    return EXIT_OK
+
+
+def summary(config: Config) -> str:
+    """A few lines describing what a config does (for ``check-config``)."""
+    receivers = config.receivers
+    listen = [
+        f"{name} {r.endpoint}"
+        for name, r in (("grpc", receivers.grpc), ("http", receivers.http))
+        if r.enabled
+    ]
+    rules = config.detector_rules()
+    origin = "configured" if config.detectors else "built-in"
+    exposition = config.exposition
+    return (
+        f"  receivers: {', '.join(listen) or 'none'}\n"
+        f"  metrics:   {exposition.endpoint} "
+        f"(at most {exposition.max_exported_series} series per scrape)\n"
+        f"  events:    {config.events.endpoint or 'disabled'}\n"
+        f"  detectors: {len(rules)} rules ({origin}): {', '.join(r.name for r in rules)}\n"
+        f"  series:    at most {config.series.max_series}, ttl {config.series.ttl:g}s\n"
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    config = load_config(None, _overrides(args))
+    stop = threading.Event()
+    previous = _trap_signals(stop)
+    try:
+        options = DemoOptions(duration_s=args.duration, seed=args.seed)
+        run_demo(config, options, sys.stdout, stop)
+    except ExporterError as exc:
+        _fail(sys.stderr, f"cannot start: {exc}")
+        return EXIT_STARTUP
+    finally:
+        _restore_signals(previous)
+    return EXIT_OK
+
+
+_COMMANDS = {"run": _run, "check-config": _check_config, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``otel-anomaly``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command != "check-config":
+            _setup_logging(args.log_level)
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

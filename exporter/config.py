@@ -1,0 +1,312 @@
+"""The YAML configuration tree, its defaults, and ``load_config()``.
+
+Precedence, highest first: command-line flag, ``OTEL_ANOMALY_*`` environment variable,
+config file, the embedded ``default_config.yaml``. Every problem is reported at once by
+one ``ConfigError`` (see ``config_errors``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from otel_anomaly.exporter.config_detectors import (
+    DETECTOR_TYPES,
+    AlertConfig,
+    DetectorConfig,
+    EwmaZscoreParams,
+    EwmaZscoreRule,
+    SeasonalProfileParams,
+    SeasonalProfileRule,
+)
+from otel_anomaly.exporter.config_errors import format_validation_error
+from otel_anomaly.exporter.config_types import (
+    Duration,
+    Endpoint,
+    Model,
+    Positive,
+    check_endpoint,
+    parse_duration,
+)
+from otel_anomaly.exporter.errors import ConfigError
+from otel_anomaly.processors.settings import DEFAULT_RULES, DetectorRule, EngineSettings
+
+__all__ = [
+    "DETECTOR_TYPES",
+    "ENV_VARS",
+    "AlertConfig",
+    "Config",
+    "DetectorConfig",
+    "EventsConfig",
+    "EwmaZscoreParams",
+    "EwmaZscoreRule",
+    "ExpositionConfig",
+    "GrpcReceiverConfig",
+    "HttpReceiverConfig",
+    "LogsConfig",
+    "PipelineConfig",
+    "ReceiversConfig",
+    "SeasonalProfileParams",
+    "SeasonalProfileRule",
+    "SeriesConfig",
+    "TracesConfig",
+    "load_config",
+    "parse_duration",
+]
+
+
+class GrpcReceiverConfig(Model):
+    """OTLP/gRPC receiver (``receivers.grpc``)."""
+
+    enabled: bool = True
+    endpoint: Endpoint = "localhost:4317"
+    max_recv_msg_size_mib: Positive = 64
+
+
+class HttpReceiverConfig(Model):
+    """OTLP/HTTP receiver (``receivers.http``)."""
+
+    enabled: bool = True
+    endpoint: Endpoint = "localhost:4318"
+    max_request_body_size_mib: Positive = 64
+
+
+class ReceiversConfig(Model):
+    """Both OTLP receivers."""
+
+    grpc: GrpcReceiverConfig = GrpcReceiverConfig()
+    http: HttpReceiverConfig = HttpReceiverConfig()
+
+
+class PipelineConfig(Model):
+    """The bounded intake queue in front of the scoring worker."""
+
+    queue_size: Positive = 64
+    retry_after: Duration = Field(default=1.0, gt=0)
+
+
+class SeriesConfig(Model):
+    """Limits on scored series."""
+
+    max_series: Positive = 100_000
+    ttl: Duration = Field(default=3600.0, gt=0)
+
+
+class TracesConfig(Model):
+    """Trace-derived features (RED windows, span outliers)."""
+
+    window: Duration = Field(default=10.0, gt=0)
+    lateness: Duration = Field(default=5.0, ge=0)
+    span_outliers: bool = True
+
+
+class LogsConfig(Model):
+    """Log-derived features (rate and error ratio windows)."""
+
+    window: Duration = Field(default=10.0, gt=0)
+
+
+class ExpositionConfig(Model):
+    """The Prometheus endpoint."""
+
+    endpoint: Endpoint = "localhost:9464"
+    max_exported_series: Positive = 10_000
+    promote_resource_attributes: tuple[str, ...] = ()
+
+
+class EventsConfig(Model):
+    """Anomaly events as OTLP log records (and optionally scores as OTLP metrics)."""
+
+    endpoint: str | None = None
+    insecure: bool = True
+    headers: dict[str, str] = {}
+    queue_size: Positive = 2048
+    timeout: Duration = Field(default=10.0, gt=0)
+    export_scores_as_metrics: bool = False
+    metrics_interval: Duration = Field(default=60.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_or_empty(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        check_endpoint(re.sub(r"^https?://", "", value).rstrip("/"))
+        return value
+
+
+class Config(Model):
+    """The whole configuration, as users write it."""
+
+    receivers: ReceiversConfig = ReceiversConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    series: SeriesConfig = SeriesConfig()
+    traces: TracesConfig = TracesConfig()
+    logs: LogsConfig = LogsConfig()
+    detectors: tuple[DetectorConfig, ...] | None = ()
+    exposition: ExpositionConfig = ExpositionConfig()
+    events: EventsConfig = EventsConfig()
+
+    def detector_rules(self) -> tuple[DetectorRule, ...]:
+        """The engine's rules; ``DEFAULT_RULES`` when the config names none."""
+        if not self.detectors:
+            return DEFAULT_RULES
+        return tuple(
+            DetectorRule(
+                name=rule.name,
+                match=rule.match,
+                detector=rule.type,
+                params=rule.params.engine_params(),
+                alert=rule.alert.policy(),
+            )
+            for rule in self.detectors
+        )
+
+    def engine_settings(self, clock: Callable[[], float] = time.monotonic) -> EngineSettings:
+        """Map onto the engine's settings, with an injected ingest-time ``clock``."""
+        return EngineSettings(
+            clock=clock,
+            rules=self.detector_rules(),
+            max_series=self.series.max_series,
+            series_ttl_s=self.series.ttl,
+            traces_window_s=self.traces.window,
+            logs_window_s=self.logs.window,
+            lateness_s=self.traces.lateness,
+            span_outliers=self.traces.span_outliers,
+            promote_resource_attributes=self.exposition.promote_resource_attributes,
+        )
+
+
+ENV_PREFIX = "OTEL_ANOMALY_"
+ENV_VARS: Mapping[str, str] = {
+    "OTEL_ANOMALY_GRPC_ENDPOINT": "receivers.grpc.endpoint",
+    "OTEL_ANOMALY_HTTP_ENDPOINT": "receivers.http.endpoint",
+    "OTEL_ANOMALY_METRICS_ENDPOINT": "exposition.endpoint",
+    "OTEL_ANOMALY_EVENTS_ENDPOINT": "events.endpoint",
+    "OTEL_ANOMALY_MAX_SERIES": "series.max_series",
+    "OTEL_ANOMALY_QUEUE_SIZE": "pipeline.queue_size",
+}
+"""Environment variables that set a config key (below flags, above the file)."""
+ENV_CONFIG_FILE = "OTEL_ANOMALY_CONFIG"
+ENV_LOG_LEVEL = "OTEL_ANOMALY_LOG_LEVEL"
+_ENV_OTHER = (ENV_CONFIG_FILE, ENV_LOG_LEVEL)
+
+
+def default_config_text() -> str:
+    """Return the embedded ``default_config.yaml`` (every key, documented)."""
+    return resources.files(__package__).joinpath("default_config.yaml").read_text("utf-8")
+
+
+def load_config(
+    path: str | None,
+    overrides: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load, merge and validate the configuration.
+
+    Parameters
+    ----------
+    path
+        YAML file; ``None`` for the embedded defaults only.
+    overrides
+        Command-line values by dotted key (``{"receivers.grpc.endpoint": "..."}``); ``None``
+        values are ignored (flag not given).
+    environ
+        Environment to read ``OTEL_ANOMALY_*`` from (``os.environ`` when ``None``).
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem, each prefixed by its dotted path.
+    """
+    env = os.environ if environ is None else environ
+    data = _merge(_read_yaml(default_config_text(), "default_config.yaml"), _read_file(path))
+    problems: list[str] = []
+    sources: dict[str, str] = {}
+    for name, text in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in _ENV_OTHER:
+            continue
+        if name not in ENV_VARS:
+            problems.append(_unknown_env(name))
+            continue
+        _set_dotted(data, ENV_VARS[name], text)
+        sources[ENV_VARS[name]] = f"environment variable {name}"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+            sources[key] = "command line"
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(format_validation_error(exc, Config, sources))
+        raise ConfigError(path, problems) from None
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def _unknown_env(name: str) -> str:
+    import difflib  # noqa: PLC0415 - error path only
+
+    known = [*ENV_VARS, *_ENV_OTHER]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}?" if close else "known: " + ", ".join(sorted(known))
+    return f"{name}: unknown environment variable ({hint})"
+
+
+def _read_file(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read file: {exc.strerror or exc}"]) from exc
+    return _read_yaml(text, path)
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"invalid YAML{where}: {problem}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        got = type(data).__name__
+        raise ConfigError(source, [f"(root): expected a mapping of keys; got a {got}"])
+    return data
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; anything else in ``top`` (lists too) replaces ``base``."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for name in parents:
+        child = node.get(name)
+        if not isinstance(child, dict):
+            child = {}
+            node[name] = child
+        node = child
+    node[leaf] = value

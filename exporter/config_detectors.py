@@ -1,0 +1,150 @@
+"""Detector rules: the alert policy and one params class plus one rule class per detector type.
+
+Adding a detector type: write its params class (defaults and ranges as the detector's) and
+its rule class, and add the rule class to ``DetectorConfig`` and ``DETECTOR_TYPES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
+
+from otel_anomaly.exporter.config_types import Duration, Model, Positive
+from otel_anomaly.processors.settings import AlertPolicy, DirectionPolicy, LearnGating
+
+_ALERT = AlertPolicy()
+
+
+class AlertConfig(Model):
+    """How scores become flags and events; maps 1:1 onto ``AlertPolicy``."""
+
+    direction: DirectionPolicy = _ALERT.direction
+    band: float = Field(default=_ALERT.band, gt=0)
+    min_relative_deviation: float = Field(default=_ALERT.min_relative_deviation, ge=0)
+    min_absolute_deviation: float = Field(default=_ALERT.min_absolute_deviation, ge=0)
+    open_threshold: float = Field(default=_ALERT.open_threshold, gt=0)
+    close_threshold: float = Field(default=_ALERT.close_threshold, ge=0)
+    min_duration: Positive = _ALERT.min_duration
+    close_after: Positive = _ALERT.close_after
+    update_interval: Duration = Field(default=_ALERT.update_interval_s, gt=0)
+    learn_gating: LearnGating = _ALERT.learn_gating
+    tail_calibration: bool = _ALERT.tail_calibration
+    tail_quantile: float = Field(default=_ALERT.tail_quantile, gt=0, lt=1)
+    tail_window: int = Field(default=_ALERT.tail_window, ge=2)
+    instant_threshold: float = Field(default=_ALERT.instant_threshold, gt=0)
+    cooldown: int = Field(default=_ALERT.cooldown, ge=0)
+    relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> AlertConfig:
+        problems = []
+        if self.close_threshold > self.open_threshold:
+            problems.append(
+                "`close_threshold` must be <= `open_threshold`; got "
+                f"close_threshold={self.close_threshold}, open_threshold={self.open_threshold}"
+            )
+        if self.instant_threshold < self.open_threshold:
+            problems.append(
+                "`instant_threshold` must be >= `open_threshold`; got "
+                f"instant_threshold={self.instant_threshold}, "
+                f"open_threshold={self.open_threshold}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def policy(self) -> AlertPolicy:
+        """Return the engine's ``AlertPolicy``."""
+        fields = self.model_dump()
+        fields["update_interval_s"] = fields.pop("update_interval")
+        return AlertPolicy(**fields)
+
+
+# --- Detector types: a params class and a rule class per type, both listed below. ---
+
+
+def _unit_interval(value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        msg = f"must be in (0, 1]; got {value}"
+        raise ValueError(msg)
+    return value
+
+
+Alpha = Annotated[float, AfterValidator(_unit_interval)]
+
+
+class _Params(Model):
+    def engine_params(self) -> dict[str, Any]:
+        """Keyword arguments of the detector class (durations become ``*_s`` seconds)."""
+        return self.model_dump()
+
+
+class EwmaZscoreParams(_Params):
+    """Parameters of ``ewma_zscore`` (see ``processors.detectors.EwmaZScore``)."""
+
+    alpha: Alpha = 0.05
+    warmup: Positive = 30
+    log_transform: bool = False
+
+
+class SeasonalProfileParams(_Params):
+    """Parameters of ``seasonal_profile`` (see ``processors.detectors.SeasonalProfile``)."""
+
+    period: Duration = Field(default=86400.0, gt=0)
+    buckets: Positive = 288
+    alpha: Alpha = 0.25
+    warmup_cycles: float = Field(default=2.0, ge=0)
+    spread_mix: float = Field(default=0.1, ge=0)
+
+    def engine_params(self) -> dict[str, Any]:
+        """Keyword arguments of ``SeasonalProfile``."""
+        params = self.model_dump()
+        params["period_s"] = params.pop("period")
+        return params
+
+
+class _RuleConfig(Model):
+    name: str = Field(min_length=1)
+    match: tuple[str, ...] = Field(default=("*",), min_length=1)
+    alert: AlertConfig = AlertConfig()
+
+
+class EwmaZscoreRule(_RuleConfig):
+    """A detector rule of ``type: ewma_zscore``."""
+
+    type: Literal["ewma_zscore"] = "ewma_zscore"
+    params: EwmaZscoreParams = EwmaZscoreParams()
+
+
+class SeasonalProfileRule(_RuleConfig):
+    """A detector rule of ``type: seasonal_profile``."""
+
+    type: Literal["seasonal_profile"]
+    params: SeasonalProfileParams = SeasonalProfileParams()
+
+
+DEFAULT_DETECTOR_TYPE = "ewma_zscore"
+
+
+def _detector_type(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        found = value.get("type", DEFAULT_DETECTOR_TYPE)
+        return found if isinstance(found, str) else None
+    return getattr(value, "type", DEFAULT_DETECTOR_TYPE)
+
+
+DETECTOR_TYPES: tuple[str, ...] = ("ewma_zscore", "seasonal_profile")
+DetectorConfig = Annotated[
+    Annotated[EwmaZscoreRule, Tag("ewma_zscore")]
+    | Annotated[SeasonalProfileRule, Tag("seasonal_profile")],
+    Discriminator(
+        _detector_type,
+        custom_error_type="unknown_detector_type",
+        custom_error_message="unknown detector type",
+        custom_error_context={"expected": ", ".join(DETECTOR_TYPES)},
+    ),
+]
+"""A detector rule: the union of every type's rule class, discriminated by ``type``."""
+

@@ -1,0 +1,54 @@
+"""Building blocks of the config models: the frozen base model, durations, endpoints."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from otel_anomaly.exporter.net import split_endpoint
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> object:
+    """Turn ``"1h"``, ``"1m30s"``, ``"250ms"`` or a number of seconds into seconds.
+
+    Examples
+    --------
+    >>> parse_duration("1m30s"), parse_duration("250ms"), parse_duration(5)
+    (90.0, 0.25, 5)
+    """
+    if not isinstance(value, str):
+        return value  # numbers (and wrong types) go on to pydantic's float check
+    text = value.strip()
+    try:
+        return float(text)  # "90" from an environment variable or a quoted YAML value
+    except ValueError:
+        pass
+    parts = list(_DURATION.finditer(text))
+    if not text or "".join(part.group(0) for part in parts) != text:
+        msg = f"expected a duration such as '30s', '5m', '1h' or a number of seconds; got {value!r}"
+        raise ValueError(msg)
+    return sum(float(part.group(1)) * _UNIT_SECONDS[part.group(2)] for part in parts)
+
+
+def check_endpoint(value: str) -> str:
+    """Validate ``HOST:PORT`` (``ValueError`` says what was expected)."""
+    split_endpoint(value)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; written in YAML as a number or a string like ``30s``."""
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
+Positive = Annotated[int, Field(ge=1)]
+
+
+class Model(BaseModel):
+    """Frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+

@@ -1,0 +1,194 @@
+"""Anomaly events as OTLP log records, through the SDK's batch processor and OTLP exporter.
+
+The SDK's ``OTLPLogExporter`` brings jittered retries and honours RetryInfo; its
+``BatchLogRecordProcessor`` is the bounded queue. ``publish`` never blocks the pipeline:
+when the queue is full an event is dropped and counted (the SDK's processor would drop
+silently, so we keep our own count of records not yet handed to the exporter).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from opentelemetry import trace
+from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from otel_anomaly.exporter.config import EventsConfig
+from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors.types import AnomalyEvent
+
+SERVICE_NAME = "otel-anomaly"
+SCOPE_NAME = "otel_anomaly.exporter.events"
+_SCHEDULE_DELAY_MS = 500
+_MAX_BATCH = 512
+_SEVERITY = {
+    "open": (SeverityNumber.WARN, "WARN"),
+    "update": (SeverityNumber.WARN, "WARN"),
+    "close": (SeverityNumber.INFO, "INFO"),
+}
+
+
+class _CountingExporter(LogRecordExporter):
+    """Counts records handed to the real exporter and how each export ended."""
+
+    def __init__(self, inner: LogRecordExporter, telemetry: Telemetry) -> None:
+        self._inner = inner
+        self._telemetry = telemetry
+        self._lock = threading.Lock()
+        self.handed = 0
+        self.deadline = float("inf")  # monotonic; set by shutdown
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        with self._lock:
+            self.handed += len(batch)
+        if time.monotonic() > self.deadline:
+            self._telemetry.events_dropped("shutdown_timeout", len(batch))
+            return LogRecordExportResult.FAILURE
+        try:
+            result = self._inner.export(batch)
+        except Exception:  # noqa: BLE001 - the SDK would log and drop it; we count it
+            result = LogRecordExportResult.FAILURE
+        if result is LogRecordExportResult.SUCCESS:
+            self._telemetry.events_sent(len(batch))
+        else:
+            self._telemetry.events_dropped("export_failed", len(batch))
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def event_attributes(event: AnomalyEvent) -> dict[str, AttributeValue]:
+    """The record's attributes: the series' resource and point attributes, then ``anomaly.*``."""
+    attributes: dict[str, AttributeValue] = dict(event.key.resource)
+    attributes.update(event.key.attributes)
+    attributes.update(
+        {
+            "anomaly.direction": event.direction,
+            "anomaly.score": event.score,
+            "anomaly.value": event.value,
+            "anomaly.expected": event.expected,
+            "anomaly.lower": event.lower,
+            "anomaly.upper": event.upper,
+            "anomaly.detector": event.detector,
+            "anomaly.metric": event.key.metric,
+        }
+    )
+    return attributes
+
+
+def _context(event: AnomalyEvent) -> Context:
+    """An explicit context: carries the event's trace and span ids when it has them."""
+    if not event.trace_id:
+        return Context()
+    span_context = SpanContext(
+        trace_id=int.from_bytes(event.trace_id, "big"),
+        span_id=int.from_bytes(event.span_id, "big") if event.span_id else 0,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
+
+
+class EventsExporter:
+    """Sends ``AnomalyEvent``s as OTLP log records with ``event_name`` ``anomaly.<kind>``.
+
+    Parameters
+    ----------
+    config
+        ``events`` (endpoint, insecure, headers, queue_size, timeout).
+    telemetry
+        Counts sent and dropped events.
+    now_ns
+        Wall clock for ``observed_timestamp`` (the record's ``timestamp`` is event time).
+    """
+
+    def __init__(
+        self,
+        config: EventsConfig,
+        telemetry: Telemetry,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._config = config
+        self._telemetry = telemetry
+        self._now_ns = now_ns
+        self._provider: LoggerProvider | None = None
+        self._counting: _CountingExporter | None = None
+        self._logger: Logger | None = None
+        self._emitted = 0
+        self._closed = False
+
+    def start(self) -> None:
+        """Create the SDK pipeline (its batch thread starts here, not in ``__init__``)."""
+        if self._provider is not None or self._closed or not self._config.endpoint:
+            return
+        otlp = OTLPLogExporter(
+            endpoint=self._config.endpoint,
+            insecure=self._config.insecure,
+            headers=dict(self._config.headers),
+            timeout=self._config.timeout,
+        )
+        self._counting = _CountingExporter(otlp, self._telemetry)
+        processor = BatchLogRecordProcessor(
+            self._counting,
+            schedule_delay_millis=_SCHEDULE_DELAY_MS,
+            max_export_batch_size=min(_MAX_BATCH, self._config.queue_size),
+            max_queue_size=self._config.queue_size,
+        )
+        provider = LoggerProvider(
+            resource=Resource.create({"service.name": SERVICE_NAME}), shutdown_on_exit=False
+        )
+        provider.add_log_record_processor(processor)
+        self._logger = provider.get_logger(SCOPE_NAME)
+        self._provider = provider
+
+    def publish(self, events: Sequence[AnomalyEvent]) -> None:
+        """Queue events for export; never blocks. Drops (counted) when the queue is full."""
+        logger, counting = self._logger, self._counting
+        if logger is None or counting is None or self._closed:
+            return
+        for event in events:
+            if self._emitted - counting.handed >= self._config.queue_size:
+                self._telemetry.events_dropped("queue_full", 1)
+                continue
+            self._emitted += 1
+            severity, severity_text = _SEVERITY[event.kind]
+            logger.emit(
+                timestamp=event.ts_unix_nano,
+                observed_timestamp=self._now_ns(),
+                context=_context(event),
+                severity_number=severity,
+                severity_text=severity_text,
+                body=event.explanation,
+                attributes=event_attributes(event),
+                event_name=f"anomaly.{event.kind}",
+            )
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Flush what is queued and stop.
+
+        Batches still queued after ``timeout`` are dropped (counted as
+        ``shutdown_timeout``); one export already in flight may take up to
+        ``events.timeout``, as the SDK's batch processor offers no deadline of its own.
+        """
+        self._closed = True
+        provider, self._provider = self._provider, None
+        if provider is not None and self._counting is not None:
+            self._counting.deadline = time.monotonic() + timeout
+            provider.shutdown()

@@ -1,0 +1,109 @@
+"""OTLP/HTTP bodies: media types, Content-Encoding, decoding requests, encoding replies."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Literal
+
+from aiohttp import web
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
+
+from otel_anomaly.exporter import otlp_json
+from otel_anomaly.exporter.errors import ExporterError
+from otel_anomaly.exporter.signals import SignalSpec
+
+Encoding = Literal["protobuf", "json"]
+MEDIA_TYPES: dict[str, Encoding] = {
+    "application/x-protobuf": "protobuf",
+    "application/protobuf": "protobuf",
+    "application/json": "json",
+}
+_CONTENT_TYPES: dict[Encoding, str] = {
+    "protobuf": "application/x-protobuf",
+    "json": "application/json",
+}
+_RPC_CODES = {
+    400: code_pb2.INVALID_ARGUMENT,
+    413: code_pb2.RESOURCE_EXHAUSTED,
+    415: code_pb2.INVALID_ARGUMENT,
+    500: code_pb2.INTERNAL,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+class HttpError(ExporterError):
+    """Answer the request with ``status`` and ``message`` (a ``google.rpc.Status``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def status_response(
+    status: int, message: str, encoding: Encoding | None, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An error reply: a ``google.rpc.Status`` in the request's encoding (else plain text)."""
+    if encoding is None:  # the client's encoding is unknown: plain text
+        return web.Response(status=status, text=message + "\n", headers=headers)
+    body = status_pb2.Status(code=_RPC_CODES.get(status, code_pb2.UNKNOWN), message=message)
+    return message_response(body, encoding, status, headers)
+
+
+def message_response(
+    message: Message, encoding: Encoding, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A reply carrying ``message`` in the request's encoding."""
+    data = otlp_json.dumps(message) if encoding == "json" else message.SerializeToString()
+    all_headers = {"Content-Type": _CONTENT_TYPES[encoding], **(headers or {})}
+    return web.Response(status=status, body=data, headers=all_headers)
+
+
+def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (gzip, deflate, identity), never producing over ``limit``.
+
+    Examples
+    --------
+    >>> import gzip
+    >>> decompress(gzip.compress(b"otlp"), "gzip", limit=10)
+    b'otlp'
+    """
+    coding = content_encoding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif coding == "deflate":
+        # HTTP "deflate" is zlib-wrapped; some clients send raw deflate.
+        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+    else:
+        msg = f"unsupported Content-Encoding {content_encoding!r}: expected gzip or deflate"
+        raise HttpError(415, msg)
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        msg = f"cannot decompress {coding} body: {exc}"
+        raise HttpError(400, msg) from exc
+    if len(data) > limit:
+        msg = f"decompressed body exceeds {limit} bytes (max_request_body_size_mib)"
+        raise HttpError(413, msg)
+    if not inflater.eof:
+        msg = f"truncated {coding} body"
+        raise HttpError(400, msg)
+    return data
+
+
+def decode(spec: SignalSpec, encoding: Encoding, body: bytes, content_encoding: str,
+           limit: int) -> Message:
+    """Decompress and decode a request body; ``HttpError`` (400, 413, 415) says why not."""
+    data = decompress(body, content_encoding, limit)
+    name = spec.request_type.DESCRIPTOR.name
+    try:
+        if encoding == "json":
+            return otlp_json.parse(data, spec.request_type)
+        return spec.parse(data)
+    except Exception as exc:  # noqa: BLE001 - any decode failure is the client's error
+        msg = f"cannot decode {name} ({encoding}): {exc}"
+        raise HttpError(400, msg) from exc

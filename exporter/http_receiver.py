@@ -1,0 +1,174 @@
+"""OTLP/HTTP receiver: ``POST /v1/metrics``, ``/v1/traces``, ``/v1/logs`` on aiohttp.
+
+Bodies are ``application/x-protobuf`` or ``application/json`` (ids as hex), optionally
+gzip- or deflate-encoded; the size limit applies after decompression. Replies use the
+request's encoding: 200 with ``partial_success``; 400 undecodable; 413 too large; 415
+unsupported type or encoding; 503 + ``Retry-After`` when the queue is full; 500 when
+processing failed. Error bodies are a ``google.rpc.Status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import socket
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+from google.protobuf.message import Message
+
+from otel_anomaly.exporter.config import HttpReceiverConfig
+from otel_anomaly.exporter.http_codec import (
+    MEDIA_TYPES,
+    Encoding,
+    HttpError,
+    decode,
+    message_response,
+    status_response,
+)
+from otel_anomaly.exporter.intake import Intake
+from otel_anomaly.exporter.loop import IoLoop
+from otel_anomaly.exporter.net import listen_sockets
+from otel_anomaly.exporter.signals import SPECS, SignalSpec
+
+DECODE_THREAD_PREFIX = "otel-anomaly-decode"
+_MIB = 1024 * 1024
+_INLINE_BYTES = 256 * 1024  # small uncompressed protobuf bodies decode on the loop
+_START_TIMEOUT_S = 10.0
+_SHUTDOWN_GRACE_S = 5.0  # in-flight requests may finish within this
+
+
+class HttpReceiver:
+    """The OTLP/HTTP server component, running on the shared ``IoLoop``.
+
+    Parameters
+    ----------
+    config
+        ``receivers.http``.
+    intake
+        Where decoded requests go.
+    io
+        The event loop the server runs on.
+    """
+
+    def __init__(self, config: HttpReceiverConfig, intake: Intake, io: IoLoop) -> None:
+        self._config = config
+        self._intake = intake
+        self._io = io
+        self._limit = config.max_request_body_size_mib * _MIB
+        self._runner: web.AppRunner | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._port: int | None = None
+        self._stopped = False
+
+    @property
+    def port(self) -> int | None:
+        """The bound port once started (useful with port 0)."""
+        return self._port
+
+    @property
+    def listening(self) -> bool:
+        """True while the server accepts requests."""
+        return self._runner is not None and not self._stopped
+
+    def start(self) -> None:
+        """Bind and start serving; raises ``StartupError`` naming the endpoint."""
+        if self._runner is not None or self._stopped:
+            return
+        sockets = listen_sockets(
+            self._config.endpoint, "OTLP/HTTP receiver (receivers.http.endpoint)"
+        )
+        self._port = sockets[0].getsockname()[1]
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=DECODE_THREAD_PREFIX)
+        try:
+            self._runner = self._io.run(self._start(sockets), _START_TIMEOUT_S)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            self._executor.shutdown(wait=False)
+            raise
+
+    async def _start(self, sockets: list[socket.socket]) -> web.AppRunner:
+        app = web.Application(client_max_size=self._limit)
+        for spec in SPECS.values():
+            app.router.add_post(spec.http_path, self._route(spec))
+        # auto_decompress off: we decompress ourselves to bound the decompressed size.
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=_SHUTDOWN_GRACE_S,
+            auto_decompress=False,
+        )
+        await runner.setup()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
+        return runner
+
+    def _route(
+        self, spec: SignalSpec
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._handle(spec, request)
+
+        return handle
+
+    async def _handle(self, spec: SignalSpec, request: web.Request) -> web.Response:
+        telemetry = self._intake.telemetry
+        encoding = MEDIA_TYPES.get(request.content_type)
+        try:
+            if encoding is None:
+                msg = (
+                    f"unsupported Content-Type {request.content_type!r}: expected "
+                    "application/x-protobuf or application/json"
+                )
+                raise HttpError(415, msg)
+            message = await self._decode(spec, encoding, request)
+        except HttpError as exc:
+            kind = {400: "malformed", 413: "too_large"}.get(exc.status, "unsupported")
+            telemetry.request("http", spec.signal, kind)
+            return status_response(exc.status, exc.message, encoding)
+        outcome = await self._intake.export("http", spec, message)
+        if outcome.status == "unavailable":
+            retry_after = str(max(1, math.ceil(self._intake.retry_after_s)))
+            return status_response(503, outcome.message, encoding, {"Retry-After": retry_after})
+        if outcome.status == "internal" or outcome.response is None:
+            return status_response(500, outcome.message, encoding)
+        return message_response(outcome.response, encoding)
+
+    async def _decode(
+        self, spec: SignalSpec, encoding: Encoding, request: web.Request
+    ) -> Message:
+        body = await self._read(request)
+        content_encoding = request.headers.get("Content-Encoding", "")
+        if encoding == "protobuf" and not content_encoding and len(body) <= _INLINE_BYTES:
+            return decode(spec, encoding, body, content_encoding, self._limit)
+        # JSON is hundreds of times slower to decode than protobuf, and decompression of
+        # a large body takes a while too: off the event loop, so gRPC intake keeps flowing.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, decode, spec, encoding, body, content_encoding, self._limit
+        )
+
+    async def _read(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self._limit:
+            msg = f"body of {length} bytes exceeds {self._limit} (max_request_body_size_mib)"
+            raise HttpError(413, msg)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            msg = f"body exceeds {self._limit} bytes (max_request_body_size_mib)"
+            raise HttpError(413, msg) from exc
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop accepting requests and close connections."""
+        runner, self._runner = self._runner, None
+        self._stopped = True
+        if runner is not None:
+            with contextlib.suppress(TimeoutError):  # the loop's shutdown cancels the rest
+                self._io.run(runner.cleanup(), timeout)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

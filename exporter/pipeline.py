@@ -1,0 +1,243 @@
+"""The bounded intake queue and the one worker thread that owns the engine.
+
+Receivers (on the event loop) ``submit`` decoded requests and await the returned future;
+the worker ingests each request, publishes its scores, evictions and events, and resolves
+the future with the ``IngestResult`` (or the exception processing raised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from otel_anomaly.exporter.errors import ExporterError
+from otel_anomaly.exporter.scores import ScoreTable
+from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, Signal, TracesRequest
+from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.types import AnomalyEvent, IngestResult
+
+logger = logging.getLogger(__name__)
+
+THREAD_NAME = "otel-anomaly-pipeline"
+_IDLE_WAIT_S = 1.0
+_STATS_EVERY_S = 1.0
+
+
+class PipelineClosedError(ExporterError):
+    """The pipeline stopped before it processed a request."""
+
+
+@dataclass(slots=True)
+class _Item:
+    signal: Signal
+    request: Message
+    count: int
+    future: Future[IngestResult]
+
+
+_STOP = object()
+
+
+class Pipeline:
+    """Bounded queue + worker: ``submit`` never blocks; a full queue returns ``None``.
+
+    Parameters
+    ----------
+    engine
+        Used only by the worker thread once started.
+    scores
+        Receives every result's scores and evictions.
+    telemetry
+        Self-metrics.
+    publish_events
+        Hands events to the events exporter; must not block.
+    queue_size
+        Requests that may wait for the worker.
+    clock
+        Ingest-time clock (the engine's), for the eviction schedule.
+    evict_interval_s
+        How often (by ``clock``) idle series are evicted.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        scores: ScoreTable,
+        telemetry: Telemetry,
+        publish_events: Callable[[Sequence[AnomalyEvent]], None],
+        *,
+        queue_size: int,
+        clock: Callable[[], float],
+        evict_interval_s: float,
+    ) -> None:
+        self._engine = engine
+        self._scores = scores
+        self._telemetry = telemetry
+        self._publish_events = publish_events
+        self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=queue_size)
+        self._clock = clock
+        self._evict_interval_s = evict_interval_s
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._logged_errors: set[str] = set()
+        self._last_evict = 0.0
+        self._last_stats = -float("inf")
+        telemetry.track_queue(lambda: self.queued, queue_size)
+
+    @property
+    def running(self) -> bool:
+        """True between ``start`` and ``shutdown`` while the worker is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._closed
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            self._last_evict = self._clock()
+            self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+            self._thread.start()
+
+    def submit(self, signal: Signal, request: Message, count: int) -> Future[IngestResult] | None:
+        """Queue a request of ``count`` items; ``None`` if the queue is full or closed."""
+        future: Future[IngestResult] = Future()
+        with self._lock:
+            if self._closed or self._thread is None:
+                return None
+            try:
+                self._queue.put_nowait(_Item(signal, request, count, future))
+            except queue.Full:
+                return None
+        return future
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the worker."""
+        return self._queue.qsize()
+
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began (a refused submit then means "shutting down")."""
+        return not self._closed
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop intake, finish queued requests, join the worker (at most ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
+        try:
+            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            pass  # the worker is stuck; what is still queued is failed below
+        thread.join(max(0.0, deadline - time.monotonic()))
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Item):
+                self._telemetry.dropped(item.signal, "shutting_down", item.count)
+                item.future.set_exception(PipelineClosedError("the pipeline has stopped"))
+        # A worker still busy in the engine must find the stop marker when it gets back.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_STOP)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=_IDLE_WAIT_S)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if isinstance(item, _Item):
+                self._process(item)
+            self._maybe_evict()
+
+    def _process(self, item: _Item) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            self._telemetry.dropped(item.signal, "cancelled", item.count)
+            return
+        started = time.perf_counter()
+        try:
+            result = self._ingest(item.request)
+            self._publish(item.signal, result, time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - any engine failure answers this request only
+            self._failed(item.signal, exc)
+            self._telemetry.dropped(item.signal, "internal_error", item.count)
+            item.future.set_exception(exc)
+            return
+        item.future.set_result(result)
+
+    def _ingest(self, request: Message) -> IngestResult:
+        if isinstance(request, MetricsRequest):
+            return self._engine.ingest_metrics(request)
+        if isinstance(request, TracesRequest):
+            return self._engine.ingest_traces(request)
+        if isinstance(request, LogsRequest):
+            return self._engine.ingest_logs(request)
+        msg = f"unsupported request type {type(request).__name__}"
+        raise TypeError(msg)
+
+    def _publish(self, signal: Signal, result: IngestResult, seconds: float) -> None:
+        # Evictions first: a slot freed in this call may already hold a new series.
+        self._scores.remove(result.evicted)
+        self._scores.update(result.scores)
+        if result.events:
+            for event in result.events:
+                self._telemetry.events(event.kind)
+            self._publish_events(result.events)
+        self._telemetry.processed(signal, seconds, result)
+        self._telemetry.evicted(len(result.evicted))
+        self._refresh_stats()
+
+    def _maybe_evict(self) -> None:
+        now = self._clock()
+        if now - self._last_evict < self._evict_interval_s:
+            return
+        self._last_evict = now
+        try:
+            evicted = self._engine.evict_expired()
+            self._scores.remove(evicted)
+            self._telemetry.evicted(len(evicted))
+            self._refresh_stats(force=True)
+        except Exception as exc:  # noqa: BLE001 - eviction retries on the next interval
+            self._failed("evict", exc)
+
+    def _refresh_stats(self, *, force: bool = False) -> None:
+        # Series counts walk every live series: refreshed at most once a second, not per
+        # request (a scrape every few seconds does not need more).
+        now = time.monotonic()
+        if force or now - self._last_stats >= _STATS_EVERY_S:
+            self._last_stats = now
+            self._telemetry.series(self._engine.stats())
+
+    def _failed(self, stage: str, exc: Exception) -> None:
+        error = type(exc).__name__
+        self._telemetry.failed(stage, error)
+        if error not in self._logged_errors:
+            self._logged_errors.add(error)
+            logger.error(
+                "pipeline: %s processing raised %s (logged once per error type; see "
+                "otel_anomaly_pipeline_errors_total)",
+                stage, error, exc_info=exc,
+            )

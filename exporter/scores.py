@@ -1,0 +1,210 @@
+"""ScoreTable: the latest score row and the label set of every scored series, by slot."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.types import Labels, ScoreBatch
+
+# Snapshot column -> ScoreBatch field.
+_FLOAT_COLUMNS = {
+    "value": "values",
+    "expected": "expected",
+    "lower": "lower",
+    "upper": "upper",
+    "score": "score",
+}
+_T = TypeVar("_T", bound=np.generic)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSnapshot:
+    """Copies of the table's rows at one instant, row ``i`` for the series ``labels[i]``.
+
+    ``labels`` dicts are shared with the table and must not be modified. ``total`` is the
+    number of series in the table, which can exceed the rows when a limit applied or
+    ``duplicates`` series were left out for having the same labels as another one.
+    """
+
+    slots: NDArray[np.intp]
+    labels: list[dict[str, str]]
+    ts_unix_nano: NDArray[np.int64]
+    value: NDArray[np.float64]
+    expected: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    score: NDArray[np.float64]
+    flag: NDArray[np.bool_]
+    total: int
+    duplicates: int = 0
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+
+class ScoreTable:
+    """Latest ``(value, expected, lower, upper, score, flag, ts)`` per slot, in numpy arrays.
+
+    Written only by the pipeline worker (``update``, ``remove``); read by scrapes and
+    exporters through ``snapshot``, which copies under the lock, so a reader never holds
+    the lock while it formats output. Arrays grow geometrically to the highest slot seen.
+    A series' labels are computed once, when its slot is first seen, and dropped when it
+    is removed (a reused slot gets its new series' labels).
+
+    Two series can have the same labels (e.g. two replicas of a service without
+    ``service.instance.id``, whose other resource attributes are not labels). A scrape with
+    duplicate samples is rejected as a whole, so snapshots keep one series per label set
+    (an open anomaly first) and count the others as ``duplicates``.
+
+    Parameters
+    ----------
+    labels_of
+        Prometheus labels of the series in a slot (``Engine.series_labels``); called from
+        ``update`` only, so on the pipeline worker thread.
+
+    Examples
+    --------
+    >>> from otel_anomaly.processors.types import ScoreBatch
+    >>> table = ScoreTable(lambda slot: (("metric", f"m{slot}"),))
+    >>> f = np.array([1.0, 2.0, 3.0])
+    >>> table.update(ScoreBatch(np.array([0, 2, 0]), np.array([1, 2, 3]), f, f, f, f, f,
+    ...                         np.array([False, True, False])))
+    >>> snap = table.snapshot()
+    >>> snap.labels, snap.value.tolist(), snap.flag.tolist()
+    ([{'metric': 'm0'}, {'metric': 'm2'}], [3.0, 2.0], [False, True])
+    >>> table.remove(np.array([0])); len(table)
+    1
+    """
+
+    def __init__(self, labels_of: Callable[[int], Labels]) -> None:
+        self._labels_of = labels_of
+        self._lock = threading.Lock()
+        self._labels: list[dict[str, str] | None] = []
+        self._keys: list[Labels | None] = []
+        self._key_counts: dict[Labels, int] = {}
+        self._duplicates = 0
+        self._present = np.zeros(0, np.bool_)
+        self._ts = np.zeros(0, np.int64)
+        self._flag = np.zeros(0, np.bool_)
+        self._floats = {name: np.zeros(0, np.float64) for name in _FLOAT_COLUMNS}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def update(self, batch: ScoreBatch) -> None:
+        """Keep the last row of each slot in ``batch`` as that series' latest state."""
+        if not len(batch):
+            return
+        reversed_slots = batch.slots[::-1]
+        slots, first_from_end = np.unique(reversed_slots, return_index=True)
+        rows = len(batch) - 1 - first_from_end
+        keep = slots >= 0
+        slots, rows = slots[keep], rows[keep]
+        # Label lookups happen outside the lock; only this (the writer) thread mutates
+        # _labels, so reading it here without the lock is safe.
+        fresh = {
+            slot: tuple(self._labels_of(slot))
+            for slot in slots.tolist()
+            if slot >= len(self._labels) or self._labels[slot] is None
+        }
+        with self._lock:
+            if len(slots):
+                self._grow(int(slots[-1]) + 1)
+            for slot, key in fresh.items():
+                self._add_key(slot, key)
+            self._count += len(fresh)
+            self._present[slots] = True
+            self._ts[slots] = batch.ts_unix_nano[rows]
+            self._flag[slots] = batch.flag[rows]
+            for name, column in self._floats.items():
+                column[slots] = getattr(batch, _FLOAT_COLUMNS[name])[rows]
+
+    def remove(self, slots: NDArray[np.intp]) -> None:
+        """Forget evicted series: they vanish from the next snapshot."""
+        if not len(slots):
+            return
+        with self._lock:
+            for slot in np.unique(slots).tolist():
+                if 0 <= slot < len(self._labels) and self._labels[slot] is not None:
+                    self._drop_key(slot)
+                    self._present[slot] = False
+                    self._count -= 1
+
+    def _add_key(self, slot: int, key: Labels) -> None:
+        self._labels[slot] = dict(key)
+        self._keys[slot] = key
+        seen = self._key_counts.get(key, 0)
+        self._key_counts[key] = seen + 1
+        if seen:
+            self._duplicates += 1
+
+    def _drop_key(self, slot: int) -> None:
+        key = self._keys[slot]
+        self._labels[slot] = None
+        self._keys[slot] = None
+        if key is None:
+            return
+        seen = self._key_counts.pop(key, 1)
+        if seen > 1:
+            self._key_counts[key] = seen - 1
+            self._duplicates -= 1
+
+    def snapshot(self, limit: int | None = None) -> ScoreSnapshot:
+        """Copy up to ``limit`` rows (flagged series first, then by slot) under the lock."""
+        with self._lock:
+            live = np.flatnonzero(self._present)
+            total = len(live)
+            if self._duplicates or (limit is not None and total > limit):
+                flagged = self._flag[live]
+                live = np.concatenate([live[flagged], live[~flagged]])
+            if self._duplicates:
+                live = self._first_of_each_key(live)
+            if limit is not None:
+                live = live[:limit]
+            labels = [self._labels[slot] or {} for slot in live.tolist()]
+            floats = {name: column[live] for name, column in self._floats.items()}
+            return ScoreSnapshot(
+                slots=live,
+                labels=labels,
+                ts_unix_nano=self._ts[live],
+                flag=self._flag[live],
+                total=total,
+                duplicates=self._duplicates,
+                **floats,
+            )
+
+    def _first_of_each_key(self, slots: NDArray[np.intp]) -> NDArray[np.intp]:
+        seen: set[Labels | None] = set()
+        keep = []
+        for slot in slots.tolist():
+            key = self._keys[slot]
+            if key not in seen:
+                seen.add(key)
+                keep.append(slot)
+        return np.asarray(keep, np.intp)
+
+    def _grow(self, needed: int) -> None:
+        size = len(self._present)
+        if needed <= size:
+            return
+        size = max(needed, 2 * size, 64)
+        self._labels.extend([None] * (size - len(self._labels)))
+        self._keys.extend([None] * (size - len(self._keys)))
+        self._present = _resized(self._present, size, False)
+        self._ts = _resized(self._ts, size, 0)
+        self._flag = _resized(self._flag, size, False)
+        for name, column in self._floats.items():
+            self._floats[name] = _resized(column, size, np.nan)
+
+
+def _resized(array: NDArray[_T], size: int, fill: object) -> NDArray[_T]:
+    out = np.full(size, fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out

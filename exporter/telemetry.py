@@ -1,0 +1,183 @@
+"""Self-metrics: what the sidecar received, rejected, dropped, scored, evicted and sent.
+
+Ordinary ``prometheus_client`` metrics with a handful of low-cardinality labels, on the
+sidecar's own registry (never the default one), behind a small typed facade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from otel_anomaly.exporter.signals import SIGNALS, Signal
+from otel_anomaly.processors.engine import EngineStats
+from otel_anomaly.processors.types import IngestResult
+
+_PROCESSING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Telemetry:
+    """The sidecar's self-metrics, registered on ``registry``.
+
+    Parameters
+    ----------
+    registry
+        The sidecar's own registry; the metrics appear on its ``/metrics`` endpoint.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._received = Counter(
+            "otel_anomaly_points_received",
+            "Data points, spans or log records in decodable, non-empty requests.",
+            ["signal"], registry=registry,
+        )
+        self._rejected = Counter(
+            "otel_anomaly_points_rejected",
+            "Items the engine rejected (reported to clients as partial success), by reason.",
+            ["signal", "reason"], registry=registry,
+        )
+        self._skipped = Counter(
+            "otel_anomaly_points_skipped",
+            "Accepted items that produced no score (first point, counter reset, late...).",
+            ["signal", "reason"], registry=registry,
+        )
+        self._dropped = Counter(
+            "otel_anomaly_points_dropped",
+            "Items not processed: queue full, shutting down, cancelled or internal error.",
+            ["signal", "reason"], registry=registry,
+        )
+        self._requests = Counter(
+            "otel_anomaly_requests",
+            "Export requests by transport, signal and outcome.",
+            ["transport", "signal", "outcome"], registry=registry,
+        )
+        self._processing = Histogram(
+            "otel_anomaly_request_processing_seconds",
+            "Time the pipeline worker spent on one request (ingest, scores, events).",
+            ["signal"], buckets=_PROCESSING_BUCKETS, registry=registry,
+        )
+        self._errors = Counter(
+            "otel_anomaly_pipeline_errors",
+            "Processing failures by stage (a signal, or evict) and exception type.",
+            ["stage", "error"], registry=registry,
+        )
+        self._init_series(registry)
+        self._init_outputs(registry)
+        for signal in SIGNALS:
+            self._received.labels(signal)
+
+    def _init_series(self, registry: CollectorRegistry) -> None:
+        self._series_active = Gauge(
+            "otel_anomaly_series_active", "Series currently scored.", registry=registry
+        )
+        self._series_warming = Gauge(
+            "otel_anomaly_series_warming", "Series still in warm-up.", registry=registry
+        )
+        self._evicted = Counter(
+            "otel_anomaly_series_evicted", "Series evicted (idle or replaced).", registry=registry
+        )
+        self._scored = Counter(
+            "otel_anomaly_points_scored", "Points that received a score.", registry=registry
+        )
+
+    def _init_outputs(self, registry: CollectorRegistry) -> None:
+        self._events = Counter(
+            "otel_anomaly_events", "Anomaly events produced, by kind.", ["kind"],
+            registry=registry,
+        )
+        self._events_sent = Counter(
+            "otel_anomaly_events_sent", "Anomaly events the OTLP endpoint accepted.",
+            registry=registry,
+        )
+        self._events_dropped = Counter(
+            "otel_anomaly_events_dropped", "Anomaly events not delivered, by reason.",
+            ["reason"], registry=registry,
+        )
+        self._collect_seconds = Gauge(
+            "otel_anomaly_collect_duration_seconds",
+            "Time the last scrape spent copying and formatting scores.", registry=registry,
+        )
+        self._exported = Gauge(
+            "otel_anomaly_exported_series", "Scored series in the last scrape.",
+            registry=registry,
+        )
+        self._unexported = Gauge(
+            "otel_anomaly_unexported_series",
+            "Scored series left out of the last scrape (max_exported_series, duplicates).",
+            registry=registry,
+        )
+        self._duplicates = Gauge(
+            "otel_anomaly_duplicate_series",
+            "Scored series whose labels equal another's, left out of scrapes (promote a "
+            "distinguishing resource attribute, e.g. set service.instance.id).",
+            registry=registry,
+        )
+
+    def track_queue(self, depth: Callable[[], int], capacity: int) -> None:
+        """Publish the intake queue's depth (read at scrape time) and capacity."""
+        Gauge(
+            "otel_anomaly_queue_requests", "Requests waiting in the intake queue.",
+            registry=self.registry,
+        ).set_function(lambda: float(depth()))
+        Gauge(
+            "otel_anomaly_queue_capacity_requests", "Capacity of the intake queue.",
+            registry=self.registry,
+        ).set(capacity)
+
+    def request(self, transport: str, signal: Signal, outcome: str) -> None:
+        """Count one export request and how it ended."""
+        self._requests.labels(transport, signal, outcome).inc()
+
+    def received(self, signal: Signal, count: int) -> None:
+        """Count items of a decodable request."""
+        self._received.labels(signal).inc(count)
+
+    def dropped(self, signal: Signal, reason: str, count: int) -> None:
+        """Count items that were not processed."""
+        if count:
+            self._dropped.labels(signal, reason).inc(count)
+
+    def processed(self, signal: Signal, seconds: float, result: IngestResult) -> None:
+        """Record one request the worker finished: time, rejects, skips, scored points."""
+        self._processing.labels(signal).observe(seconds)
+        for reason, count in result.rejected.items():
+            self._rejected.labels(signal, reason).inc(count)
+        for reason, count in result.skipped.items():
+            self._skipped.labels(signal, reason).inc(count)
+        self._scored.inc(len(result.scores))
+
+    def failed(self, stage: str, error: str) -> None:
+        """Count a processing failure: ``stage`` is a signal or ``evict``."""
+        self._errors.labels(stage, error).inc()
+
+    def series(self, stats: EngineStats) -> None:
+        """Publish the engine's series counts."""
+        self._series_active.set(stats.series_active)
+        self._series_warming.set(stats.series_warming)
+
+    def evicted(self, count: int) -> None:
+        """Count evicted series."""
+        if count:
+            self._evicted.inc(count)
+
+    def events(self, kind: str, count: int = 1) -> None:
+        """Count anomaly events the engine produced."""
+        self._events.labels(kind).inc(count)
+
+    def events_sent(self, count: int) -> None:
+        """Count events delivered to the OTLP endpoint."""
+        self._events_sent.inc(count)
+
+    def events_dropped(self, reason: str, count: int) -> None:
+        """Count events that will not be delivered."""
+        if count:
+            self._events_dropped.labels(reason).inc(count)
+
+    def scraped(self, seconds: float, exported: int, total: int, duplicates: int) -> None:
+        """Record one ``ScoreCollector.collect``."""
+        self._collect_seconds.set(seconds)
+        self._exported.set(exported)
+        self._unexported.set(total - exported)
+        self._duplicates.set(duplicates)

@@ -1,0 +1,130 @@
+"""The otel-anomaly command: exit codes and output of check-config and run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import wait_for
+from helpers.sidecars import grpc_clients, http_get
+
+from otel_anomaly.exporter.cli import main
+from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+
+CONFIGS = Path(__file__).resolve().parents[1] / "testdata" / "config"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OTEL_ANOMALY_"):
+            monkeypatch.delenv(name)
+
+
+def test_check_config_ok_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(CONFIGS / "valid.yaml")
+    assert main(["check-config", path]) == 0
+    out, err = capsys.readouterr()
+    assert out == (
+        f"ok: {path}\n"
+        "  receivers: grpc 127.0.0.1:14317\n"
+        "  metrics:   localhost:9464 (at most 10000 series per scrape)\n"
+        "  events:    collector:4319\n"
+        "  detectors: 2 rules (configured): latency, default\n"
+        "  series:    at most 5000, ttl 1800s\n"
+    )
+    assert err == ""
+
+
+def test_check_config_error_lists_every_problem_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = str(CONFIGS / "several_errors.yaml")
+    assert main(["check-config", path]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"invalid configuration in {path} (6 errors):\n")
+    assert err.count("\n  ") == 6
+
+
+def test_check_config_applies_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_ANOMALY_GRPC_ENDPIONT", "x:1")
+    assert main(["check-config", str(CONFIGS / "valid.yaml")]) == 2
+    assert "did you mean OTEL_ANOMALY_GRPC_ENDPOINT?" in capsys.readouterr().err
+
+
+def test_run_with_invalid_config_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(CONFIGS / "bad_range.yaml")]) == 2
+    assert "detectors[0].params.alpha: must be in (0, 1]; got 1.5" in capsys.readouterr().err
+
+
+def test_run_with_invalid_flag_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--grpc-endpoint", "nowhere"]) == 2
+    assert "receivers.grpc.endpoint: expected HOST:PORT such as 'localhost:4317'; got " \
+        "'nowhere' (from command line)" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_run(*extra: str, grpc: int, http: int, metrics: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "otel_anomaly.exporter.cli", "run",
+         "--grpc-endpoint", f"127.0.0.1:{grpc}", "--http-endpoint", f"127.0.0.1:{http}",
+         "--metrics-endpoint", f"127.0.0.1:{metrics}", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.fixture
+def ports() -> Iterator[dict[str, int]]:
+    yield {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+
+
+def test_run_serves_until_sigterm_then_exits_0(ports: dict[str, int]) -> None:
+    process = start_run(**ports)
+    try:
+        def ready() -> bool:
+            try:
+                return http_get(ports["metrics"], "/readyz")[0] == 200
+            except OSError:
+                return process.poll() is not None
+        wait_for(ready, 30, lambda: f"sidecar not ready (exit code {process.poll()})")
+        assert process.poll() is None
+        with grpc_clients(ports["grpc"]) as clients:
+            clients.metrics.Export(metrics_request([gauge("cpu", [(SECOND, 0.5)])]), timeout=5)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert out == ""
+    assert err.count("otel-anomaly started: OTLP/gRPC 127.0.0.1:") == 1
+    assert err.count("otel-anomaly stopped") == 1
+
+
+def test_run_on_a_taken_port_exits_1_with_one_clear_line(ports: dict[str, int]) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports["grpc"]))
+        blocker.listen()
+        process = start_run(**ports)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert err.splitlines()[-1] == (
+        "otel-anomaly: error: cannot start: OTLP/gRPC receiver (receivers.grpc.endpoint): "
+        f"cannot listen on '127.0.0.1:{ports['grpc']}': Address already in use"
+    )

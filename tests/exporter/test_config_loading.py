@@ -1,0 +1,241 @@
+"""Configuration: exact error texts per scenario file, precedence, defaults, mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from otel_anomaly.exporter.config import (
+    DETECTOR_TYPES,
+    ENV_VARS,
+    AlertConfig,
+    Config,
+    EwmaZscoreParams,
+    SeasonalProfileParams,
+    default_config_text,
+    load_config,
+    parse_duration,
+)
+from otel_anomaly.exporter.errors import ConfigError
+from otel_anomaly.processors.detectors import DETECTORS
+from otel_anomaly.processors.settings import DEFAULT_RULES, AlertPolicy
+
+CONFIGS = Path(__file__).resolve().parents[1] / "testdata" / "config"
+
+EXPECTED_ERRORS = {
+    "unknown_key": """\
+invalid configuration in {path} (1 error):
+  receivers.grpc: unknown key 'endpiont' (did you mean 'endpoint'?)""",
+    "bad_range": """\
+invalid configuration in {path} (1 error):
+  detectors[0].params.alpha: must be in (0, 1]; got 1.5""",
+    "cross_field": """\
+invalid configuration in {path} (1 error):
+  detectors[0].alert: `close_threshold` must be <= `open_threshold`; got close_threshold=1.5, \
+open_threshold=1.0""",
+    "several_errors": """\
+invalid configuration in {path} (6 errors):
+  receivers.grpc: unknown key 'endpiont' (did you mean 'endpoint'?)
+  receivers.http.endpoint: expected HOST:PORT such as 'localhost:4317'; got 'localhost'
+  pipeline.queue_size: must be >= 1; got 0
+  detectors[0].params.alpha: must be in (0, 1]; got 1.5
+  detectors[1].type: unknown detector type 'ewma_zscor' (did you mean 'ewma_zscore'?)
+  exposition.max_exported_series: expected an integer; got 'lots'""",
+    "bad_duration": """\
+invalid configuration in {path} (2 errors):
+  series.ttl: expected a duration such as '30s', '5m', '1h' or a number of seconds; got '1 hour'
+  traces.window: must be > 0; got -5""",
+    "unknown_section": """\
+invalid configuration in {path} (1 error):
+  (root): unknown key 'exporters' (expected one of: receivers, pipeline, series, traces, logs, \
+detectors, exposition, events)""",
+    "cross_field_instant": """\
+invalid configuration in {path} (1 error):
+  detectors[0].alert: `close_threshold` must be <= `open_threshold`; got close_threshold=3.0, \
+open_threshold=2.5; `instant_threshold` must be >= `open_threshold`; got instant_threshold=2.0, \
+open_threshold=2.5""",
+    "unknown_detector_type": """\
+invalid configuration in {path} (2 errors):
+  detectors[0].type: unknown detector type 'seasonal' (did you mean 'seasonal_profile'?)
+  detectors[1].type: unknown detector type 'isolation_forest' (expected one of: ewma_zscore, \
+seasonal_profile)""",
+    "invalid_yaml": """\
+invalid configuration in {path} (1 error):
+  invalid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'""",
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPECTED_ERRORS))
+def test_invalid_config_reports_every_problem_exactly(scenario: str) -> None:
+    path = str(CONFIGS / f"{scenario}.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {}, environ={})
+    assert str(caught.value) == EXPECTED_ERRORS[scenario].format(path=path)
+
+
+def test_valid_config_maps_onto_engine_settings() -> None:
+    config = load_config(str(CONFIGS / "valid.yaml"), {}, environ={})
+    settings = config.engine_settings(clock=lambda: 42.0)
+    assert settings.clock() == 42.0
+    assert settings.max_series == 5000
+    assert settings.series_ttl_s == 1800.0
+    latency, default = settings.rules
+    assert latency.name == "latency"
+    assert latency.match == ("*_milliseconds:p99", "*_milliseconds:p95")
+    assert latency.detector == "ewma_zscore"
+    assert dict(latency.params) == {"alpha": 0.1, "warmup": 20, "log_transform": True}
+    assert latency.alert == AlertPolicy(direction="up", band=5.0, update_interval_s=120.0)
+    assert default.alert == AlertPolicy()
+    assert config.receivers.http.enabled is False
+    assert config.events.headers == {"authorization": "Bearer x"}
+
+
+def test_no_detectors_means_the_built_in_rules() -> None:
+    assert load_config(None, {}, environ={}).engine_settings().rules == DEFAULT_RULES
+
+
+def test_embedded_default_config_loads_and_equals_the_model_defaults() -> None:
+    assert load_config(None, {}, environ={}) == Config()
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += _leaf_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def test_alert_keys_map_one_to_one_onto_the_engine_alert_policy() -> None:
+    config_keys = set(AlertConfig.model_fields)
+    policy_keys = {name.removesuffix("_s") for name in AlertPolicy.__dataclass_fields__}
+    assert config_keys == policy_keys
+    assert AlertConfig().policy() == AlertPolicy()
+
+
+@pytest.mark.parametrize("detector_type", DETECTOR_TYPES)
+def test_every_detector_type_builds_its_detector_from_default_params(detector_type: str) -> None:
+    config = load_config(None, {"detectors": [{"name": "x", "type": detector_type}]}, environ={})
+    rule, = config.detector_rules()
+    assert rule.detector == detector_type
+    DETECTORS[detector_type](**rule.params)
+
+
+def test_seasonal_profile_params_map_durations_to_seconds() -> None:
+    rule = {"name": "daily", "type": "seasonal_profile", "params": {"period": "7d", "buckets": 7}}
+    config = load_config(None, {"detectors": [rule]}, environ={})
+    params = dict(config.detector_rules()[0].params)
+    assert params == {"period_s": 604800.0, "buckets": 7, "alpha": 0.25, "warmup_cycles": 2.0,
+                      "spread_mix": 0.1}
+
+
+def test_embedded_default_config_lists_every_key() -> None:
+    data = yaml.safe_load(default_config_text())
+    missing = []
+    for dotted in _leaf_keys(Config):
+        node: Any = data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(dotted)
+                break
+            node = node[part]
+    assert not missing, f"keys missing from default_config.yaml: {missing}"
+    # The detector example documents every params and alert key.
+    text = default_config_text()
+    params = [*EwmaZscoreParams.model_fields, *SeasonalProfileParams.model_fields]
+    for key in (*params, *AlertConfig.model_fields):
+        assert f"#       {key}: " in text, f"{key} is not documented"
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("receivers:\n  grpc:\n    endpoint: file:1\n")
+    env = {"OTEL_ANOMALY_GRPC_ENDPOINT": "env:2"}
+    flag = {"receivers.grpc.endpoint": "flag:3"}
+
+    def grpc_endpoint(path_: str | None, flags: dict[str, object], environ: dict[str, str]) -> str:
+        return load_config(path_, flags, environ).receivers.grpc.endpoint
+
+    assert grpc_endpoint(str(path), flag, env) == "flag:3"
+    assert grpc_endpoint(str(path), {"receivers.grpc.endpoint": None}, env) == "env:2"
+    assert grpc_endpoint(str(path), {}, {}) == "file:1"
+    assert grpc_endpoint(None, {}, {}) == "localhost:4317"
+
+
+def test_file_merges_key_by_key_over_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("receivers:\n  grpc:\n    max_recv_msg_size_mib: 4\n")
+    config = load_config(str(path), {}, environ={})
+    assert config.receivers.grpc.max_recv_msg_size_mib == 4
+    assert config.receivers.grpc.endpoint == "localhost:4317"
+
+
+@pytest.mark.parametrize(("name", "key"), sorted(ENV_VARS.items()))
+def test_every_env_var_sets_its_key(name: str, key: str) -> None:
+    value = "127.0.0.1:7" if key.endswith("endpoint") else "7"
+    config = load_config(None, {}, environ={name: value})
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    assert str(node) == value
+
+
+def test_unknown_env_var_and_bad_env_value_are_errors_naming_the_variable() -> None:
+    environ = {"OTEL_ANOMALY_GRPC_ENDPIONT": "x:1", "OTEL_ANOMALY_MAX_SERIES": "many"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {}, environ=environ)
+    assert str(caught.value) == (
+        "invalid configuration (2 errors):\n"
+        "  OTEL_ANOMALY_GRPC_ENDPIONT: unknown environment variable "
+        "(did you mean OTEL_ANOMALY_GRPC_ENDPOINT?)\n"
+        "  series.max_series: expected an integer; got 'many' "
+        "(from environment variable OTEL_ANOMALY_MAX_SERIES)"
+    )
+
+
+def test_flag_errors_name_the_command_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {"exposition.endpoint": "nowhere"}, environ={})
+    assert caught.value.problems == [
+        "exposition.endpoint: expected HOST:PORT such as 'localhost:4317'; got 'nowhere' "
+        "(from command line)"
+    ]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="cannot read file: No such file or directory"):
+        load_config(path, {}, environ={})
+
+
+@pytest.mark.parametrize(("events_endpoint", "expected"), [
+    ("", None), (None, None), ("collector:4319", "collector:4319"),
+    ("http://collector:4319", "http://collector:4319"),
+])
+def test_empty_events_endpoint_disables_events(
+    events_endpoint: str | None, expected: str | None
+) -> None:
+    config = load_config(None, {}, environ={"OTEL_ANOMALY_EVENTS_ENDPOINT": events_endpoint}
+                         if events_endpoint is not None else {})
+    assert config.events.endpoint == expected
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1m30s", 90.0), ("250ms", 0.25),
+    ("1.5s", 1.5), ("90", 90.0), (12, 12), (0.5, 0.5),
+])
+def test_durations(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1 hour", "s", "5x", "1h-2m", "nan s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration(text)

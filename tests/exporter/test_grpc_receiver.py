@@ -1,0 +1,191 @@
+"""OTLP/gRPC receiver semantics, with real grpc clients (the generated stubs)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+
+import grpc
+import hypothesis
+import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from helpers import wait_for
+from helpers.engines import EngineHolder, FailingEngine, GatedEngine, RecordingEngine
+from helpers.sidecars import grpc_clients, loopback_config, running, sample_value, scrape
+from hypothesis import strategies as st
+
+from otel_anomaly.exporter.app import SidecarSettings
+from otel_anomaly.exporter.receiver import retry_trailers
+from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, TracesRequest
+from otel_anomaly.processors.testing import (
+    SECOND,
+    gauge,
+    logs_request,
+    metrics_request,
+    span,
+    traces_request,
+)
+
+CPU = metrics_request([gauge("cpu", [(SECOND, 0.5), (2 * SECOND, 0.6)], unit="1")],
+                      {"service.name": "checkout"})
+
+
+def settings(holder: EngineHolder) -> SidecarSettings:
+    return SidecarSettings(engine_factory=holder)
+
+
+def test_every_signal_reaches_the_engine() -> None:
+    holder = EngineHolder(RecordingEngine)
+    with running(loopback_config(), settings(holder)) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        response = clients.metrics.Export(CPU, timeout=5)
+        assert not response.HasField("partial_success")
+        clients.metrics.Export(MetricsRequest(), timeout=5)
+        clients.traces.Export(traces_request([span("GET /", SECOND, 5.0)]), timeout=5)
+        clients.logs.Export(logs_request([(SECOND, 9), (SECOND, 17)]), timeout=5)
+        assert holder.engine is not None
+        assert [signal for signal, _ in holder.engine.requests] == ["metrics", "traces", "logs"]
+        families = scrape(sidecar.metrics_port)
+        assert sample_value(families, "otel_anomaly_points_received_total", signal="logs") == 2
+        assert sample_value(families, "otel_anomaly_requests_total", transport="grpc",
+                            signal="metrics", outcome="empty") == 1
+
+
+def test_empty_request_is_answered_without_the_engine() -> None:
+    holder = EngineHolder(RecordingEngine)
+    with running(loopback_config(), settings(holder)) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        empty_resource = MetricsRequest()
+        empty_resource.resource_metrics.add().scope_metrics.add().metrics.add(name="no_points")
+        for request in (MetricsRequest(), empty_resource):
+            response = clients.metrics.Export(request, timeout=5)
+            assert not response.HasField("partial_success")
+        assert clients.traces.Export(TracesRequest(), timeout=5) is not None
+        assert clients.logs.Export(LogsRequest(), timeout=5) is not None
+        assert holder.engine is not None and holder.engine.requests == []
+
+
+def test_gzip_request_is_accepted() -> None:
+    holder = EngineHolder(RecordingEngine)
+    with running(loopback_config(), settings(holder)) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(CPU, timeout=5, compression=grpc.Compression.Gzip)
+        assert holder.engine is not None
+        assert holder.engine.requests == [("metrics", CPU)]
+
+
+def test_rejected_points_come_back_as_partial_success() -> None:
+    request = metrics_request([gauge("cpu", [(SECOND, 0.5), (2 * SECOND, math.nan),
+                                             (0, 0.7)])])
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        response = clients.metrics.Export(request, timeout=5)
+        assert response.partial_success.rejected_data_points == 2
+        assert response.partial_success.error_message == \
+            "rejected: 1 missing_timestamp, 1 non_finite"
+        families = scrape(sidecar.metrics_port)
+        assert sample_value(families, "otel_anomaly_points_rejected_total", signal="metrics",
+                            reason="non_finite") == 1
+
+
+def test_undecodable_bytes_are_invalid_argument_and_the_server_survives() -> None:
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(CPU, timeout=5)
+        before = scrape(sidecar.metrics_port)["otel_anomaly_value"].samples
+        for garbage in (b"\xff\xff\xff\xff", b"\x0a\x05ab", bytes(range(256))):
+            with pytest.raises(grpc.RpcError) as caught:
+                clients.raw_metrics(garbage)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "cannot decode ExportMetricsServiceRequest" in caught.value.details()
+        assert scrape(sidecar.metrics_port)["otel_anomaly_value"].samples == before
+        clients.metrics.Export(CPU, timeout=5)
+        assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_requests_total",
+                            transport="grpc", signal="metrics", outcome="malformed") == 3
+
+
+def _retry_delay(metadata: dict[str, bytes]) -> tuple[int, float]:
+    status = status_pb2.Status.FromString(metadata["grpc-status-details-bin"])
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info)
+    direct = error_details_pb2.RetryInfo.FromString(metadata["google.rpc.retryinfo-bin"])
+    assert direct == info
+    return status.code, info.retry_delay.ToTimedelta().total_seconds()
+
+
+def test_full_queue_is_unavailable_with_retry_info_in_both_forms() -> None:
+    holder = EngineHolder(GatedEngine)
+    config = loopback_config({"pipeline.queue_size": 1, "pipeline.retry_after": "2s"})
+    with running(config, settings(holder)) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        engine = holder.engine
+        assert isinstance(engine, GatedEngine)
+        pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="test-client")
+        try:
+            first = pool.submit(clients.metrics.Export, CPU, timeout=10)
+            wait_for(engine.entered.is_set, 5, "the worker never took the first request")
+            queued = pool.submit(clients.metrics.Export, CPU, timeout=10)
+            wait_for(lambda: sidecar.pipeline.queued == 1, 5, "second request not queued")
+            with pytest.raises(grpc.RpcError) as caught:
+                clients.metrics.Export(CPU, timeout=5)
+            error = caught.value
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert "intake queue is full" in error.details()
+            code, delay = _retry_delay(dict(error.trailing_metadata()))
+            assert (code, delay) == (code_pb2.UNAVAILABLE, 2.0)
+            engine.gate.set()
+            assert first.result(10) is not None and queued.result(10) is not None
+        finally:
+            engine.gate.set()
+            pool.shutdown()
+        families = scrape(sidecar.metrics_port)
+        assert sample_value(families, "otel_anomaly_points_dropped_total", signal="metrics",
+                            reason="queue_full") == 2
+
+
+def test_engine_failure_is_internal_with_the_message_and_the_next_call_works() -> None:
+    holder = EngineHolder(FailingEngine)
+    with running(loopback_config(), settings(holder)) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        with pytest.raises(grpc.RpcError) as caught:
+            clients.metrics.Export(CPU, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert caught.value.details() == (
+            "processing the metrics request failed: ValueError: boom: detector state is "
+            "inconsistent"
+        )
+        engine = holder.engine
+        assert isinstance(engine, FailingEngine)
+        engine.failure = None
+        clients.metrics.Export(CPU, timeout=5)
+
+
+def test_request_over_the_size_limit_is_resource_exhausted() -> None:
+    config = loopback_config({"receivers.grpc.max_recv_msg_size_mib": 1})
+    big = metrics_request([gauge("cpu", [(SECOND, 1.0)], {"blob": "x" * (2 << 20)})])
+    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        with pytest.raises(grpc.RpcError) as caught:
+            clients.metrics.Export(big, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        clients.metrics.Export(CPU, timeout=5)
+
+
+def test_retry_info_duration_is_exact() -> None:
+    trailers = dict(retry_trailers("slow down", 1.5))
+    code, delay = _retry_delay(trailers)
+    assert code == code_pb2.UNAVAILABLE and delay == 1.5
+
+
+def test_random_bytes_never_crash_the_receiver() -> None:
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+
+        @hypothesis.settings(max_examples=60, deadline=None,
+                             suppress_health_check=[hypothesis.HealthCheck.too_slow])
+        @hypothesis.given(st.binary(max_size=512))
+        def send(data: bytes) -> None:
+            try:
+                clients.raw_metrics(data)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+
+        send()
+        assert sidecar.ready
+        clients.metrics.Export(CPU, timeout=5)

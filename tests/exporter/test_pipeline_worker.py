@@ -1,0 +1,214 @@
+"""Pipeline: bounded intake, one named worker, failures resolve futures, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from google.protobuf.message import Message
+from helpers import wait_for
+from helpers.engines import FailingEngine, GatedEngine, RecordingEngine
+from helpers.sidecars import sample_value
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_anomaly.exporter.pipeline import THREAD_NAME, Pipeline, PipelineClosedError
+from otel_anomaly.exporter.scores import ScoreTable
+from otel_anomaly.exporter.signals import Signal
+from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors.engine import EngineStats
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.testing import FakeClock, gauge, metrics_request
+from otel_anomaly.processors.types import AnomalyEvent, IngestResult, ScoreBatch, SeriesKey
+
+REQUEST = metrics_request([gauge("cpu", [(1, 0.5), (2, 0.6)])])
+
+
+class Harness:
+    def __init__(self, engine: RecordingEngine, queue_size: int = 4) -> None:
+        self.engine = engine
+        self.registry = CollectorRegistry()
+        self.telemetry = Telemetry(self.registry)
+        self.scores = ScoreTable(engine.series_labels)
+        self.published: list[AnomalyEvent] = []
+        self.clock = engine.settings.clock
+        self.pipeline = Pipeline(
+            engine, self.scores, self.telemetry, self.published.extend,
+            queue_size=queue_size, clock=self.clock, evict_interval_s=10.0,
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(generate_latest(self.registry).decode())
+        }
+        return sample_value(families, name, **labels)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
+
+
+@pytest.fixture
+def harness(clock: FakeClock) -> Iterator[Harness]:
+    h = Harness(RecordingEngine(EngineSettings(clock=clock)))
+    h.pipeline.start()
+    yield h
+    h.pipeline.shutdown(5)
+
+
+def test_submit_resolves_with_the_engine_result_on_the_named_worker(harness: Harness) -> None:
+    future = harness.pipeline.submit("metrics", REQUEST, 2)
+    assert future is not None
+    assert future.result(5).accepted == 2
+    assert harness.engine.threads == {THREAD_NAME}
+    assert harness.metric("otel_anomaly_request_processing_seconds_count", signal="metrics") == 1
+
+
+def test_full_queue_refuses_without_blocking(clock: FakeClock) -> None:
+    h = Harness(GatedEngine(EngineSettings(clock=clock)), queue_size=1)
+    engine = h.engine
+    assert isinstance(engine, GatedEngine)
+    h.pipeline.start()
+    try:
+        first = h.pipeline.submit("metrics", REQUEST, 2)
+        wait_for(engine.entered.is_set, 5, "the worker never took the first request")
+        queued = h.pipeline.submit("metrics", REQUEST, 2)
+        assert queued is not None
+        assert h.pipeline.submit("metrics", REQUEST, 2) is None
+        assert h.pipeline.accepting
+        engine.gate.set()
+        assert first is not None and first.result(5).accepted == 2
+        assert queued.result(5).accepted == 2
+    finally:
+        engine.gate.set()
+        h.pipeline.shutdown(5)
+
+
+def test_engine_failure_fails_only_that_request_and_is_logged_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(FailingEngine(EngineSettings(clock=clock)))
+    engine = h.engine
+    assert isinstance(engine, FailingEngine)
+    h.pipeline.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="otel_anomaly.exporter.pipeline"):
+            for _ in range(3):
+                future = h.pipeline.submit("metrics", REQUEST, 2)
+                assert future is not None
+                with pytest.raises(ValueError, match="boom"):
+                    future.result(5)
+        assert len([r for r in caplog.records if "ValueError" in r.getMessage()]) == 1
+        engine.failure = None
+        future = h.pipeline.submit("metrics", REQUEST, 2)
+        assert future is not None and future.result(5).accepted == 2
+        assert h.metric("otel_anomaly_pipeline_errors_total", stage="metrics",
+                        error="ValueError") == 3
+        assert h.metric("otel_anomaly_points_dropped_total", signal="metrics",
+                        reason="internal_error") == 6
+    finally:
+        h.pipeline.shutdown(5)
+
+
+def test_results_feed_scores_events_and_self_metrics(clock: FakeClock) -> None:
+    key = SeriesKey("cpu", (("service.name", "a"),), ())
+    event = AnomalyEvent("open", 0, key, 5, "up", 3.0, 9.0, 1.0, 0.0, 2.0, "default", "cpu up")
+    v = np.array([9.0])
+
+    class Scoring(RecordingEngine):
+        def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+            result = IngestResult(accepted=1, rejected={"non_finite": 1},
+                                  skipped={"first_point": 1})
+            result.scores = ScoreBatch(np.array([0]), np.array([5]), v, v, v, v, v,
+                                       np.array([True]))
+            result.events = [event]
+            return result
+
+        def stats(self) -> EngineStats:
+            return EngineStats(7, 3, 0, 1)
+
+    h = Harness(Scoring(EngineSettings(clock=clock)))
+    h.pipeline.start()
+    try:
+        future = h.pipeline.submit("metrics", REQUEST, 2)
+        assert future is not None
+        future.result(5)
+        assert h.scores.snapshot().flag.tolist() == [True]
+        assert h.published == [event]
+        assert h.metric("otel_anomaly_points_rejected_total", signal="metrics",
+                        reason="non_finite") == 1
+        assert h.metric("otel_anomaly_points_skipped_total", signal="metrics",
+                        reason="first_point") == 1
+        assert h.metric("otel_anomaly_events_total", kind="open") == 1
+        assert h.metric("otel_anomaly_series_active") == 7
+        assert h.metric("otel_anomaly_series_warming") == 3
+        assert h.metric("otel_anomaly_points_scored_total") == 1
+    finally:
+        h.pipeline.shutdown(5)
+
+
+def test_idle_series_are_evicted_on_the_engine_clock(harness: Harness, clock: FakeClock) -> None:
+    future = harness.pipeline.submit("metrics", REQUEST, 2)
+    assert future is not None
+    future.result(5)
+    before = harness.engine.evict_calls
+    clock.advance(11.0)
+    future = harness.pipeline.submit("metrics", REQUEST, 2)
+    assert future is not None
+    future.result(5)
+    wait_for(lambda: harness.engine.evict_calls > before, 5, "no eviction after the interval")
+
+
+def test_cancelled_request_is_skipped_and_counted(clock: FakeClock) -> None:
+    h = Harness(GatedEngine(EngineSettings(clock=clock)))
+    engine = h.engine
+    assert isinstance(engine, GatedEngine)
+    h.pipeline.start()
+    try:
+        first = h.pipeline.submit("metrics", REQUEST, 2)
+        wait_for(engine.entered.is_set, 5, "the worker never took the first request")
+        second = h.pipeline.submit("metrics", REQUEST, 2)
+        assert first is not None and second is not None
+        assert second.cancel()
+        engine.gate.set()
+        first.result(5)
+        wait_for(lambda: h.metric("otel_anomaly_points_dropped_total", signal="metrics",
+                                  reason="cancelled") == 2, 5, "cancelled points not counted")
+        assert len(engine.requests) == 1
+    finally:
+        engine.gate.set()
+        h.pipeline.shutdown(5)
+
+
+def test_shutdown_drains_queued_requests_then_refuses(clock: FakeClock) -> None:
+    h = Harness(GatedEngine(EngineSettings(clock=clock)))
+    engine = h.engine
+    assert isinstance(engine, GatedEngine)
+    h.pipeline.start()
+    futures = [h.pipeline.submit("metrics", REQUEST, 2) for _ in range(3)]
+    engine.gate.set()
+    h.pipeline.shutdown(5)
+    assert all(f is not None and f.result(0).accepted == 2 for f in futures)
+    assert h.pipeline.submit("metrics", REQUEST, 2) is None
+    assert not h.pipeline.accepting and not h.pipeline.running
+
+
+def test_shutdown_timeout_fails_what_is_still_queued(clock: FakeClock) -> None:
+    h = Harness(GatedEngine(EngineSettings(clock=clock)))
+    engine = h.engine
+    assert isinstance(engine, GatedEngine)
+    h.pipeline.start()
+    first = h.pipeline.submit("metrics", REQUEST, 2)
+    wait_for(engine.entered.is_set, 5, "the worker never took the first request")
+    stuck = h.pipeline.submit("metrics", REQUEST, 2)
+    h.pipeline.shutdown(0.2)  # the worker is blocked in the engine
+    assert stuck is not None
+    with pytest.raises(PipelineClosedError):
+        stuck.result(0)
+    engine.gate.set()
+    assert first is not None and first.result(5).accepted == 2

@@ -1,0 +1,100 @@
+"""Engine doubles for receiver and pipeline tests (injected via ``SidecarSettings``).
+
+They subclass the real ``Engine`` and override its public API, so the exporter sees the
+declared interface; receiver semantics can then be tested without depending on scoring.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from google.protobuf.message import Message
+from numpy.typing import NDArray
+
+from otel_anomaly.exporter.signals import (
+    SPECS,
+    LogsRequest,
+    MetricsRequest,
+    Signal,
+    TracesRequest,
+)
+from otel_anomaly.processors.engine import Engine, EngineStats
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.types import IngestResult, Labels, SeriesKey
+
+
+class RecordingEngine(Engine):
+    """Accepts every item, scores nothing, and keeps every request it was given."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        self.requests: list[tuple[Signal, Message]] = []
+        self.threads: set[str] = set()
+        self.evict_calls = 0
+
+    def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+        self.threads.add(threading.current_thread().name)
+        self.requests.append((signal, request))
+        return IngestResult(accepted=SPECS[signal].count(request))
+
+    def ingest_metrics(self, request: MetricsRequest) -> IngestResult:
+        return self._ingest("metrics", request)
+
+    def ingest_traces(self, request: TracesRequest) -> IngestResult:
+        return self._ingest("traces", request)
+
+    def ingest_logs(self, request: LogsRequest) -> IngestResult:
+        return self._ingest("logs", request)
+
+    def evict_expired(self) -> NDArray[np.intp]:
+        self.evict_calls += 1
+        return np.empty(0, np.intp)
+
+    def series_key(self, slot: int) -> SeriesKey:
+        return SeriesKey(f"m{slot}", (), ())
+
+    def series_labels(self, slot: int) -> Labels:
+        return (("metric", f"m{slot}"),)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(0, 0, 0, 0)
+
+
+class GatedEngine(RecordingEngine):
+    """Blocks in every ingest until ``gate`` is set; ``entered`` is set on the first call."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+        self.entered.set()
+        self.gate.wait(30)
+        return super()._ingest(signal, request)
+
+
+class FailingEngine(RecordingEngine):
+    """Raises ``failure`` from ingest while it is set (then behaves like RecordingEngine)."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        self.failure: Exception | None = ValueError("boom: detector state is inconsistent")
+
+    def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+        if self.failure is not None:
+            raise self.failure
+        return super()._ingest(signal, request)
+
+
+class EngineHolder:
+    """A factory for ``SidecarSettings.engine_factory`` that remembers what it built."""
+
+    def __init__(self, cls: type[RecordingEngine]) -> None:
+        self.cls = cls
+        self.engine: RecordingEngine | None = None
+
+    def __call__(self, settings: EngineSettings) -> Engine:
+        self.engine = self.cls(settings)
+        return self.engine
