@@ -21,6 +21,8 @@ from otel_anomaly.exporter.config_detectors import (
     DETECTOR_TYPES,
     AlertConfig,
     DetectorConfig,
+    EnsembleParams,
+    EnsembleRule,
     EwmaZscoreParams,
     EwmaZscoreRule,
     SeasonalProfileParams,
@@ -44,6 +46,8 @@ __all__ = [
     "AlertConfig",
     "Config",
     "DetectorConfig",
+    "EnsembleParams",
+    "EnsembleRule",
     "EventsConfig",
     "EwmaZscoreParams",
     "EwmaZscoreRule",
@@ -193,6 +197,12 @@ ENV_VARS: Mapping[str, str] = {
     "OTEL_ANOMALY_QUEUE_SIZE": "pipeline.queue_size",
 }
 """Environment variables that set a config key (below flags, above the file)."""
+# Kubernetes injects these for any Service whose name starts with "otel-anomaly" (service
+# links): they are not settings, so they are ignored rather than rejected.
+_SERVICE_LINK_ENV = re.compile(
+    r"OTEL_ANOMALY_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+)
 ENV_CONFIG_FILE = "OTEL_ANOMALY_CONFIG"
 ENV_LOG_LEVEL = "OTEL_ANOMALY_LOG_LEVEL"
 _ENV_OTHER = (ENV_CONFIG_FILE, ENV_LOG_LEVEL)
@@ -230,7 +240,8 @@ def load_config(
     problems: list[str] = []
     sources: dict[str, str] = {}
     for name, text in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name in _ENV_OTHER:
+        if (not name.startswith(ENV_PREFIX) or name in _ENV_OTHER
+                or _SERVICE_LINK_ENV.fullmatch(name)):
             continue
         if name not in ENV_VARS:
             problems.append(_unknown_env(name))

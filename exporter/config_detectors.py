@@ -12,7 +12,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from otel_anomaly.exporter.config_types import Duration, Model, Positive
-from otel_anomaly.processors.settings import AlertPolicy, DirectionPolicy, LearnGating
+from otel_anomaly.processors.settings import (
+    SEASONAL_ALERT,
+    AlertPolicy,
+    DirectionPolicy,
+    LearnGating,
+)
 
 _ALERT = AlertPolicy()
 
@@ -37,6 +42,13 @@ class AlertConfig(Model):
     cooldown: int = Field(default=_ALERT.cooldown, ge=0)
     relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _follow_open_threshold(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return fill_alert_keys(_alert_keys(_ALERT), data)
+        return data
+
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> AlertConfig:
         problems = []
@@ -60,6 +72,29 @@ class AlertConfig(Model):
         fields = self.model_dump()
         fields["update_interval_s"] = fields.pop("update_interval")
         return AlertPolicy(**fields)
+
+
+def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
+    fields = {name: getattr(policy, name) for name in policy.__dataclass_fields__}
+    fields["update_interval"] = fields.pop("update_interval_s")
+    return fields
+
+
+def fill_alert_keys(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` over ``defaults``; an ``open_threshold`` set alone carries the other two.
+
+    Raising ``open_threshold`` without touching ``close_threshold``/``instant_threshold``
+    should not be an ordering error, so those defaults follow it (close at most, instant
+    at least the new open threshold); values the user sets are kept and validated.
+    """
+    out = {**defaults, **given}
+    opened = given.get("open_threshold")
+    if isinstance(opened, int | float) and not isinstance(opened, bool):
+        if "close_threshold" not in given:
+            out["close_threshold"] = min(defaults["close_threshold"], opened)
+        if "instant_threshold" not in given:
+            out["instant_threshold"] = max(defaults["instant_threshold"], opened)
+    return out
 
 
 # --- Detector types: a params class and a rule class per type, both listed below. ---
@@ -105,16 +140,90 @@ class SeasonalProfileParams(_Params):
         return params
 
 
+Member = Annotated[
+    Annotated["EwmaZscoreMember", Tag("ewma_zscore")]
+    | Annotated["SeasonalProfileMember", Tag("seasonal_profile")],
+    Discriminator(
+        lambda v: v.get("type") if isinstance(v, Mapping) else getattr(v, "type", None),
+        custom_error_type="unknown_detector_type",
+        custom_error_message="unknown detector type",
+        custom_error_context={"expected": "ewma_zscore, seasonal_profile"},
+    ),
+]
+
+
+class EwmaZscoreMember(Model):
+    """An ensemble member of ``type: ewma_zscore``."""
+
+    type: Literal["ewma_zscore"]
+    params: EwmaZscoreParams = EwmaZscoreParams()
+
+
+class SeasonalProfileMember(Model):
+    """An ensemble member of ``type: seasonal_profile``."""
+
+    type: Literal["seasonal_profile"]
+    params: SeasonalProfileParams = SeasonalProfileParams()
+
+
+class EnsembleParams(_Params):
+    """Parameters of ``ensemble`` (see ``processors.detectors.Ensemble``).
+
+    Keys left out take the detector's own defaults (``members`` unset means its built-in
+    members: a level, a daily and a weekly profile).
+    """
+
+    members: tuple[Member, ...] | None = Field(default=None, min_length=1)
+    combine: Literal["max", "fallback"] | None = None
+    tail_quantile: float | None = Field(default=None, gt=0, lt=1)
+    tail_window: int | None = Field(default=None, ge=2)
+
+    def engine_params(self) -> dict[str, Any]:
+        """Keyword arguments of ``Ensemble``: only the keys the config sets."""
+        params: dict[str, Any] = {
+            key: value
+            for key, value in (("combine", self.combine), ("tail_quantile", self.tail_quantile),
+                               ("tail_window", self.tail_window))
+            if value is not None
+        }
+        if self.members is not None:
+            params["members"] = tuple(
+                (member.type, tuple(member.params.engine_params().items()))
+                for member in self.members
+            )
+        return params
+
+
+
 class _RuleConfig(Model):
     name: str = Field(min_length=1)
     match: tuple[str, ...] = Field(default=("*",), min_length=1)
     alert: AlertConfig = AlertConfig()
 
 
+class EnsembleRule(_RuleConfig):
+    """A detector rule of ``type: ensemble`` (the default type).
+
+    Its ``alert`` keys default to ``SEASONAL_ALERT``, the policy the ensemble was tuned
+    with, rather than to the single-detector defaults.
+    """
+
+    type: Literal["ensemble"] = "ensemble"
+    params: EnsembleParams = EnsembleParams()
+    alert: AlertConfig = AlertConfig(**_alert_keys(SEASONAL_ALERT))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seasonal_alert_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("alert"), Mapping):
+            data = {**data, "alert": fill_alert_keys(_alert_keys(SEASONAL_ALERT), data["alert"])}
+        return data
+
+
 class EwmaZscoreRule(_RuleConfig):
     """A detector rule of ``type: ewma_zscore``."""
 
-    type: Literal["ewma_zscore"] = "ewma_zscore"
+    type: Literal["ewma_zscore"]
     params: EwmaZscoreParams = EwmaZscoreParams()
 
 
@@ -125,7 +234,7 @@ class SeasonalProfileRule(_RuleConfig):
     params: SeasonalProfileParams = SeasonalProfileParams()
 
 
-DEFAULT_DETECTOR_TYPE = "ewma_zscore"
+DEFAULT_DETECTOR_TYPE = "ensemble"
 
 
 def _detector_type(value: Any) -> str | None:
@@ -135,9 +244,10 @@ def _detector_type(value: Any) -> str | None:
     return getattr(value, "type", DEFAULT_DETECTOR_TYPE)
 
 
-DETECTOR_TYPES: tuple[str, ...] = ("ewma_zscore", "seasonal_profile")
+DETECTOR_TYPES: tuple[str, ...] = ("ensemble", "ewma_zscore", "seasonal_profile")
 DetectorConfig = Annotated[
-    Annotated[EwmaZscoreRule, Tag("ewma_zscore")]
+    Annotated[EnsembleRule, Tag("ensemble")]
+    | Annotated[EwmaZscoreRule, Tag("ewma_zscore")]
     | Annotated[SeasonalProfileRule, Tag("seasonal_profile")],
     Discriminator(
         _detector_type,
@@ -147,4 +257,3 @@ DetectorConfig = Annotated[
     ),
 ]
 """A detector rule: the union of every type's rule class, discriminated by ``type``."""
-

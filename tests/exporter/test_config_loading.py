@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from otel_anomaly.exporter.config import (
     ENV_VARS,
     AlertConfig,
     Config,
+    EnsembleParams,
     EwmaZscoreParams,
     SeasonalProfileParams,
     default_config_text,
@@ -22,7 +24,7 @@ from otel_anomaly.exporter.config import (
 )
 from otel_anomaly.exporter.errors import ConfigError
 from otel_anomaly.processors.detectors import DETECTORS
-from otel_anomaly.processors.settings import DEFAULT_RULES, AlertPolicy
+from otel_anomaly.processors.settings import DEFAULT_RULES, SEASONAL_ALERT, AlertPolicy
 
 CONFIGS = Path(__file__).resolve().parents[1] / "testdata" / "config"
 
@@ -61,8 +63,8 @@ open_threshold=2.5""",
     "unknown_detector_type": """\
 invalid configuration in {path} (2 errors):
   detectors[0].type: unknown detector type 'seasonal' (did you mean 'seasonal_profile'?)
-  detectors[1].type: unknown detector type 'isolation_forest' (expected one of: ewma_zscore, \
-seasonal_profile)""",
+  detectors[1].type: unknown detector type 'isolation_forest' (expected one of: ensemble, \
+ewma_zscore, seasonal_profile)""",
     "invalid_yaml": """\
 invalid configuration in {path} (1 error):
   invalid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'""",
@@ -89,7 +91,8 @@ def test_valid_config_maps_onto_engine_settings() -> None:
     assert latency.detector == "ewma_zscore"
     assert dict(latency.params) == {"alpha": 0.1, "warmup": 20, "log_transform": True}
     assert latency.alert == AlertPolicy(direction="up", band=5.0, update_interval_s=120.0)
-    assert default.alert == AlertPolicy()
+    assert default.detector == "ensemble"
+    assert default.alert == SEASONAL_ALERT
     assert config.receivers.http.enabled is False
     assert config.events.headers == {"authorization": "Bearer x"}
 
@@ -149,7 +152,8 @@ def test_embedded_default_config_lists_every_key() -> None:
     assert not missing, f"keys missing from default_config.yaml: {missing}"
     # The detector example documents every params and alert key.
     text = default_config_text()
-    params = [*EwmaZscoreParams.model_fields, *SeasonalProfileParams.model_fields]
+    params = [*EwmaZscoreParams.model_fields, *SeasonalProfileParams.model_fields,
+              *EnsembleParams.model_fields]
     for key in (*params, *AlertConfig.model_fields):
         assert f"#       {key}: " in text, f"{key} is not documented"
 
@@ -239,3 +243,54 @@ def test_durations(text: str | float, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="expected a duration"):
         parse_duration(text)
+
+
+def test_ensemble_members_map_onto_the_detectors_member_specs() -> None:
+    rule = {"name": "mix", "params": {"combine": "fallback", "members": [
+        {"type": "ewma_zscore", "params": {"alpha": 0.1}},
+        {"type": "seasonal_profile", "params": {"period": "1h", "buckets": 12}},
+    ]}}
+    config = load_config(None, {"detectors": [rule]}, environ={})
+    (engine_rule,) = config.detector_rules()
+    assert engine_rule.detector == "ensemble"
+    params = dict(engine_rule.params)
+    assert params["combine"] == "fallback"
+    (ewma, ewma_params), (profile, profile_params) = params["members"]
+    assert (ewma, dict(ewma_params)["alpha"]) == ("ewma_zscore", 0.1)
+    assert (profile, dict(profile_params)["period_s"], dict(profile_params)["buckets"]) == (
+        "seasonal_profile", 3600.0, 12)
+    DETECTORS["ensemble"](**params)
+
+
+def test_ensemble_rule_alert_defaults_are_the_tuned_seasonal_policy() -> None:
+    rule = {"name": "x", "alert": {"band": 5}}
+    (engine_rule,) = load_config(None, {"detectors": [rule]}, environ={}).detector_rules()
+    assert engine_rule.alert == replace(SEASONAL_ALERT, band=5.0)
+
+
+def test_unknown_ensemble_member_type_is_named() -> None:
+    rule = {"name": "x", "params": {"members": [{"type": "prophet"}]}}
+    with pytest.raises(ConfigError, match=r"detectors\[0\]\.params\.members\[0\].*prophet"):
+        load_config(None, {"detectors": [rule]}, environ={})
+
+
+@pytest.mark.parametrize("detector_type", ["ensemble", "ewma_zscore"])
+def test_open_threshold_alone_carries_close_and_instant_thresholds(detector_type: str) -> None:
+    rule = {"name": "x", "type": detector_type, "alert": {"open_threshold": 2.5}}
+    (engine_rule,) = load_config(None, {"detectors": [rule]}, environ={}).detector_rules()
+    alert = engine_rule.alert
+    assert alert.close_threshold <= alert.open_threshold == 2.5 <= alert.instant_threshold
+
+
+def test_kubernetes_service_link_variables_are_not_settings() -> None:
+    env = {
+        "OTEL_ANOMALY_SERVICE_HOST": "10.0.0.7",
+        "OTEL_ANOMALY_SERVICE_PORT": "4317",
+        "OTEL_ANOMALY_SERVICE_PORT_OTLP_GRPC": "4317",
+        "OTEL_ANOMALY_PORT": "tcp://10.0.0.7:4317",
+        "OTEL_ANOMALY_PORT_4317_TCP_ADDR": "10.0.0.7",
+        "OTEL_ANOMALY_HEADLESS_SERVICE_HOST": "10.0.0.8",
+    }
+    assert load_config(None, {}, environ=env) == Config()
+    with pytest.raises(ConfigError, match="OTEL_ANOMALY_SERVICE_HOSTS: unknown"):
+        load_config(None, {}, environ={"OTEL_ANOMALY_SERVICE_HOSTS": "x"})

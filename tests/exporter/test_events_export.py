@@ -83,7 +83,7 @@ def test_a_spike_opens_and_closes_an_anomaly(sink: OtlpSink) -> None:
 
 def test_span_outlier_event_carries_the_trace_id_sent_as_hex_json(sink: OtlpSink) -> None:
     spans_rule = {
-        "name": "spans", "match": ["traces_span_duration_milliseconds"],
+        "name": "spans", "type": "ewma_zscore", "match": ["traces_span_duration_milliseconds"],
         "params": {"warmup": 5, "log_transform": True},
         "alert": {"direction": "up", "min_duration": 1, "close_after": 1},
     }

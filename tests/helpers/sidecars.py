@@ -25,7 +25,7 @@ LOOPBACK: dict[str, object] = {
 }
 
 FAST_DETECTOR = {
-    "name": "fast",
+    "name": "fast", "type": "ewma_zscore",
     "match": ["*"],
     "params": {"warmup": 5, "alpha": 0.2},
     "alert": {"min_duration": 1, "close_after": 1, "band": 4.0},
