@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import wait_for
+from helpers.processes import free_port, start_run
 from helpers.sidecars import grpc_clients, http_get
 
 from otel_anomaly.exporter.cli import main
@@ -70,22 +69,6 @@ def test_run_with_invalid_flag_value_exits_2(capsys: pytest.CaptureFixture[str])
     assert main(["run", "--grpc-endpoint", "nowhere"]) == 2
     assert "receivers.grpc.endpoint: expected HOST:PORT such as 'localhost:4317'; got " \
         "'nowhere' (from command line)" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_run(*extra: str, grpc: int, http: int, metrics: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "otel_anomaly.exporter.cli", "run",
-         "--grpc-endpoint", f"127.0.0.1:{grpc}", "--http-endpoint", f"127.0.0.1:{http}",
-         "--metrics-endpoint", f"127.0.0.1:{metrics}", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
 
 
 @pytest.fixture

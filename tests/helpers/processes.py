@@ -1,0 +1,66 @@
+"""`otel-anomaly run` as a real subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from helpers.sidecars import http_get
+from helpers.wait import wait_for
+
+
+def free_port() -> int:
+    """A loopback port free right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_run(*extra: str, grpc: int, http: int, metrics: int) -> subprocess.Popen[str]:
+    """Start ``otel-anomaly run`` on the given ports, without any OTEL_ANOMALY_* variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "otel_anomaly.exporter.cli", "run",
+         "--grpc-endpoint", f"127.0.0.1:{grpc}", "--http-endpoint", f"127.0.0.1:{http}",
+         "--metrics-endpoint", f"127.0.0.1:{metrics}", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@dataclass(frozen=True)
+class RunningCli:
+    """A ready ``otel-anomaly run`` process and its ports."""
+
+    process: subprocess.Popen[str]
+    grpc_port: int
+    http_port: int
+    metrics_port: int
+
+
+@contextmanager
+def running_cli(*extra: str) -> Iterator[RunningCli]:
+    """``otel-anomaly run`` until ready (``/readyz`` 200); SIGTERM and exit 0 on leaving."""
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    process = start_run(*extra, **ports)
+    try:
+        def ready() -> bool:
+            try:
+                return http_get(ports["metrics"], "/readyz")[0] == 200
+            except OSError:
+                return process.poll() is not None
+        wait_for(ready, 30, lambda: f"sidecar not ready (exit code {process.poll()})")
+        assert process.poll() is None, process.communicate()[1]
+        yield RunningCli(process, ports["grpc"], ports["http"], ports["metrics"])
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
