@@ -13,8 +13,10 @@ from helpers import wait_for
 from helpers.engines import EngineHolder, FailingEngine, GatedEngine, RecordingEngine
 from helpers.sidecars import grpc_clients, loopback_config, running, sample_value, scrape
 from hypothesis import strategies as st
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otel_anomaly.exporter.app import SidecarSettings
+from otel_anomaly.exporter.prometheus import OUTPUTS
 from otel_anomaly.exporter.receiver import retry_trailers
 from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, TracesRequest
 from otel_anomaly.processors.testing import (
@@ -28,6 +30,8 @@ from otel_anomaly.processors.testing import (
 
 CPU = metrics_request([gauge("cpu", [(SECOND, 0.5), (2 * SECOND, 0.6)], unit="1")],
                       {"service.name": "checkout"})
+
+OUTPUT_FAMILIES = {name for name, _, _ in OUTPUTS}
 
 
 def settings(holder: EngineHolder) -> SidecarSettings:
@@ -189,3 +193,25 @@ def test_random_bytes_never_crash_the_receiver() -> None:
         send()
         assert sidecar.ready
         clients.metrics.Export(CPU, timeout=5)
+
+
+def test_bad_points_and_unknown_metric_types_leave_earlier_series_intact() -> None:
+    steady = metrics_request([gauge("cpu", [(i * SECOND, 0.5 + i % 2 * 0.01)
+                                            for i in range(1, 40)])])
+    bad = metrics_request([gauge("cpu", [(50 * SECOND, math.inf), (51 * SECOND, -math.inf),
+                                         (52 * SECOND, math.nan)])])
+    unknown = metrics_pb2.Metric(name="mystery")  # no data field: a type this build lacks
+    bad.resource_metrics[0].scope_metrics[0].metrics.append(unknown)
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(steady, timeout=5)
+        before = {k: v for k, v in scrape(sidecar.metrics_port).items()
+                  if k.startswith("otel_anomaly_") and k in OUTPUT_FAMILIES}
+        response = clients.metrics.Export(bad, timeout=5)
+        assert response.partial_success.rejected_data_points == 4
+        assert response.partial_success.error_message == \
+            "rejected: 3 non_finite, 1 unsupported_type"
+        empty = clients.metrics.Export(MetricsRequest(), timeout=5)
+        assert not empty.HasField("partial_success")
+        after = scrape(sidecar.metrics_port)
+        for name, family in before.items():
+            assert after[name].samples == family.samples, name
