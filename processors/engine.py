@@ -92,37 +92,48 @@ class Engine:
 
         Non-finite values are rejected as ``non_finite``; they are not learned.
         """
-        result, out = IngestResult(), Observations()
-        finite = np.isfinite(values)
-        result.reject("non_finite", int((~finite).sum()))
-        result.accepted = int(finite.sum())
-        for key, ts, value, ok in zip(keys, ts_unix_nano.tolist(), values.tolist(), finite.tolist(),
-                                      strict=True):
-            if ok:
-                out.add(key, ts, value)
-        self._score(out, result)
+        # Copies: the scores returned must not alias the caller's arrays.
+        ts = np.array(ts_unix_nano, np.int64)
+        vals = np.array(values, np.float64)
+        if not len(keys) == len(ts) == len(vals):
+            msg = (f"ingest_series: keys, ts_unix_nano and values must have equal length; "
+                   f"got {len(keys)}, {len(ts)}, {len(vals)}")
+            raise ValueError(msg)
+        result = IngestResult()
+        finite = np.isfinite(vals)
+        result.accepted = int(np.count_nonzero(finite))
+        result.reject("non_finite", len(vals) - result.accepted)
+        if result.accepted < len(vals):
+            rows = np.flatnonzero(finite)
+            keys = [keys[i] for i in rows.tolist()]
+            ts, vals = ts[rows], vals[rows]
+        self._score_points(keys, ts, vals, {}, result)
         return result
 
     def _score(self, out: Observations, result: IngestResult) -> None:
-        if not len(out):
+        self._score_points(out.keys, np.array(out.ts, np.int64),
+                           np.array(out.values, np.float64), out.exemplars, result)
+
+    def _score_points(
+        self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
+        exemplars: dict[int, tuple[bytes, bytes]], result: IngestResult,
+    ) -> None:
+        if not len(keys):
             return
-        slots, created = self.index.lookup(out.keys, self.settings.clock())
-        for slot in created.tolist():
-            self.scorer.assign(slot, self.index.key(slot))
-        kept = np.flatnonzero(slots >= 0)
-        result.skip("series_limit", len(slots) - len(kept))
-        if not len(kept):
+        slots, created = self.index.lookup(keys, self.settings.clock())
+        self.scorer.assign_many(created, [self.index.key(slot) for slot in created.tolist()])
+        kept = slots >= 0
+        n_kept = int(np.count_nonzero(kept))
+        result.skip("series_limit", len(slots) - n_kept)
+        if not n_kept:
             return
-        batch = SeriesBatch(
-            slots[kept],
-            np.asarray(out.ts, np.int64)[kept],
-            np.asarray(out.values, np.float64)[kept],
-        )
-        exemplars = {
-            int(new): out.exemplars[int(old)]
-            for new, old in enumerate(kept.tolist())
-            if int(old) in out.exemplars
-        } if out.exemplars else {}
+        if n_kept < len(slots):
+            rows = np.flatnonzero(kept)
+            slots, ts, values = slots[rows], ts[rows], values[rows]
+            exemplars = {
+                new: exemplars[old] for new, old in enumerate(rows.tolist()) if old in exemplars
+            } if exemplars else {}
+        batch = SeriesBatch(slots, ts, values)
         result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars)
 
     def evict_expired(self) -> NDArray[np.intp]:

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.calibration import Calibrated, Calibrator, clip_to_band
-from otel_anomaly.processors.detectors import DETECTORS, Detector, occurrence_rounds
+from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.explain import explain
 from otel_anomaly.processors.naming import prometheus_labels
 from otel_anomaly.processors.series import grown
@@ -30,6 +30,7 @@ from otel_anomaly.processors.types import (
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
+_ROUTE_CACHE_SIZE = 4096
 
 
 class Scorer:
@@ -49,6 +50,7 @@ class Scorer:
         self._rule_of = np.zeros(0, np.intp)
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
         self._labels: list[Labels] = []
+        self._route_cache: dict[str, int] = {}
         self.points_scored = 0
 
     def rule_for(self, metric: str) -> int:
@@ -60,16 +62,33 @@ class Scorer:
 
     def assign(self, slot: int, key: SeriesKey) -> None:
         """Set up a new (or reused) slot for ``key``: route it and clear its state."""
-        rule = self.rule_for(key.metric)
-        self._rule_of = grown(self._rule_of, slot + 1, 0)  # type: ignore[assignment]
-        self._direction = grown(self._direction, slot + 1, 0)  # type: ignore[assignment]
-        self._rule_of[slot] = rule
-        self._direction[slot] = 0
-        while len(self._labels) <= slot:
-            self._labels.append(())
-        self._labels[slot] = prometheus_labels(key, self.rules[rule].detector, self.promote)
-        one = np.array([slot], np.intp)
-        self.forget(one)
+        self.assign_many(np.array([slot], np.intp), [key])
+
+    def assign_many(self, slots: NDArray[np.intp], keys: Sequence[SeriesKey]) -> None:
+        """Set up new (or reused) distinct ``slots`` for ``keys``: route them, clear state."""
+        if not len(slots):
+            return
+        needed = int(slots.max()) + 1
+        self._rule_of = grown(self._rule_of, needed, 0)  # type: ignore[assignment]
+        self._direction = grown(self._direction, needed, 0)  # type: ignore[assignment]
+        rules = [self._route(key.metric) for key in keys]
+        self._rule_of[slots] = rules
+        self._direction[slots] = 0
+        if len(self._labels) < needed:
+            self._labels += [()] * (needed - len(self._labels))
+        for slot, key, rule in zip(slots.tolist(), keys, rules, strict=True):
+            self._labels[slot] = prometheus_labels(key, self.rules[rule].detector, self.promote)
+        self.forget(slots)
+
+    def _route(self, metric: str) -> int:
+        # Many series share a metric name: glob matching runs once per name. The cache is
+        # bounded because names come from clients.
+        rule = self._route_cache.get(metric)
+        if rule is None:
+            if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
+                self._route_cache.clear()
+            rule = self._route_cache[metric] = self.rule_for(metric)
+        return rule
 
     def forget(self, slots: NDArray[np.intp]) -> None:
         """Drop the state of evicted slots."""
@@ -100,54 +119,65 @@ class Scorer:
     ) -> tuple[ScoreBatch, list[AnomalyEvent]]:
         """Score then learn every row; return per-row outputs and the events raised."""
         n = len(batch)
-        out = {name: np.full(n, np.nan) for name in _FIELDS}
-        flag = np.zeros(n, np.bool_)
+        # Rows are reordered once so that every round is a contiguous slice (views, no
+        # per-round gathers or scatters); outputs are put back in row order at the end.
+        perm, bounds, round_rules = _rounds(self._rule_of[batch.slots], batch.slots)
+        ordered = batch if perm is None else batch.take(perm)
+        slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
+        out = np.empty((len(_FIELDS), n))
+        flag = np.empty(n, np.bool_)
         events: list[AnomalyEvent] = []
-        rules = self._rule_of[batch.slots]
-        for rule_index in np.unique(rules).tolist():
-            rule_rows = np.flatnonzero(rules == rule_index)
-            for sub in occurrence_rounds(batch.slots[rule_rows]):
-                rows = rule_rows[sub]
-                part = batch.take(rows)
-                calibrated, moves = self._step(rule_index, part)
-                for name in _FIELDS:
-                    out[name][rows] = getattr(calibrated, name)
-                flag[rows] = moves.flag
-                events += self._events(rule_index, part, rows, calibrated, moves, key_of,
-                                       exemplars)
+        for rule_index, a, b in zip(round_rules, bounds[:-1], bounds[1:], strict=True):
+            part = SeriesBatch(slots[a:b], ts[a:b], values[a:b])
+            calibrated, moves = self._step(rule_index, part)
+            for i, name in enumerate(_FIELDS):
+                out[i, a:b] = getattr(calibrated, name)
+            flag[a:b] = moves.flag
+            evented = moves.opened | moves.updated | moves.closed
+            if evented.any():
+                rows = np.arange(a, b) if perm is None else perm[a:b]
+                events += self._events(rule_index, part, rows, calibrated, moves, evented,
+                                       key_of, exemplars)
+        if perm is not None:
+            out[:, perm], flag[perm] = out.copy(), flag.copy()
         self.points_scored += n
-        scores = ScoreBatch(batch.slots, batch.ts_unix_nano, batch.values, out["expected"],
-                            out["lower"], out["upper"], out["score"], flag)
+        expected, lower, upper, score = out
+        scores = ScoreBatch(batch.slots, batch.ts_unix_nano, batch.values, expected, lower,
+                            upper, score, flag)
         return scores, events
 
     def _step(self, rule_index: int, part: SeriesBatch) -> tuple[Calibrated, Transitions]:
         """One round of distinct slots: predict, calibrate, alert, then learn."""
         rule = self.rules[rule_index]
+        policy = rule.alert
         detector = self.detectors[rule_index]
         calibrator = self.calibrators[rule_index]
         calibrated = calibrator.step(detector, part)
-        was_open = self.hysteresis.is_open(part.slots)
-        moves = self.hysteresis.step(part.slots, calibrated.score, part.ts_unix_nano, rule.alert)
+        gating = policy.learn_gating != "off"
+        was_open = self.hysteresis.is_open(part.slots) if gating else None
+        moves = self.hysteresis.step(part.slots, calibrated.score, part.ts_unix_nano, policy)
         settled = (
-            self.hysteresis.open_for(part.slots) > rule.alert.relearn_after
-            if rule.alert.relearn_after > 0 else np.zeros(len(part), np.bool_)
+            self.hysteresis.open_for(part.slots) > policy.relearn_after
+            if policy.relearn_after > 0 else None
         )
         # Learn gating (one policy, also for the calibration): an open anomaly does not
         # teach the models, until it outlasts ``relearn_after``.
-        gating = rule.alert.learn_gating != "off"
-        calibrator.learn(detector, part, calibrated, ~was_open | settled if gating else None)
-        detector.learn(_gated(part, calibrated, rule.alert, settled))
+        if was_open is None:
+            mask = None
+        else:
+            mask = ~was_open if settled is None else ~was_open | settled
+        calibrator.learn(detector, part, calibrated, mask)
+        detector.learn(_gated(part, calibrated, policy, settled))
         return calibrated, moves
 
     def _events(
         self, rule_index: int, part: SeriesBatch, rows: NDArray[np.intp], cal: Calibrated,
-        moves: Transitions, key_of: Callable[[int], SeriesKey],
+        moves: Transitions, evented: NDArray[np.bool_], key_of: Callable[[int], SeriesKey],
         exemplars: dict[int, tuple[bytes, bytes]],
     ) -> list[AnomalyEvent]:
-        evented = np.flatnonzero(moves.opened | moves.updated | moves.closed)
         detector = self.rules[rule_index].detector
         events = []
-        for i in evented.tolist():
+        for i in np.flatnonzero(evented).tolist():
             slot = int(part.slots[i])
             kind: EventKind = (
                 "open" if moves.opened[i] else "close" if moves.closed[i] else "update"
@@ -169,6 +199,45 @@ class Scorer:
                 trace_id=trace_id, span_id=span_id, **fields,
             ))
         return events
+
+
+def _rounds(
+    rules: NDArray[np.intp], slots: NDArray[np.intp]
+) -> tuple[NDArray[np.intp] | None, list[int], list[int]]:
+    """Plan a batch's rounds: a row order, round boundaries in it, and each round's rule.
+
+    Rounds go by rule, then by occurrence rank (a slot's ``r``-th row is in its rule's
+    ``r``-th round), rows in each round in batch order: the order ``occurrence_rounds``
+    gives per rule. The row order is ``None`` when it is the batch's own (one rule, no
+    repeated slot: a live request).
+
+    Examples
+    --------
+    >>> perm, bounds, rules = _rounds(np.array([1, 0, 1, 1, 0]), np.array([3, 1, 3, 3, 2]))
+    >>> [(rule, perm[a:b].tolist()) for rule, a, b in zip(rules, bounds, bounds[1:])]
+    [(0, [1, 4]), (1, [0]), (1, [2]), (1, [3])]
+    >>> _rounds(np.array([0, 0]), np.array([5, 2]))
+    (None, [0, 2], [0])
+    """
+    n = len(slots)
+    if n == 0:
+        return None, [0], []
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    first_rule = int(rules[0])
+    one_rule = bool((rules == first_rule).all())
+    if len(starts) == n and one_rule:
+        return None, [0, n], [first_rule]
+    rank = np.empty(n, np.intp)
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    key = rank if one_rule else rules * (int(rank.max()) + 1) + rank
+    perm = np.argsort(key, kind="stable")
+    ordered_key = key[perm]
+    cuts = np.flatnonzero(ordered_key[1:] != ordered_key[:-1]) + 1
+    bounds = [0, *cuts.tolist(), n]
+    round_rules = rules[perm[bounds[:-1]]].tolist()
+    return perm, bounds, round_rules
 
 
 def _gated(

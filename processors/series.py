@@ -67,21 +67,34 @@ class SeriesIndex:
         self, keys: Sequence[SeriesKey], now: float
     ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """Return the slot of each key (-1 past ``max_series``) and the slots created now."""
-        slot_of = self._slot_of
-        slots = np.empty(len(keys), np.intp)
+        found = list(map(self._slot_of.get, keys))
         created: list[int] = []
-        for i, key in enumerate(keys):
+        try:
+            # The common case, every key known: one dict probe per row, no Python loop.
+            slots = np.array(found, np.intp)
+            live = slots
+        except TypeError:  # a None: some keys are new, insert them in row order
+            slots = self._insert_missing(keys, found, created)
+            live = slots[slots >= 0]
+        if len(live):
+            self.last_seen = grown(self.last_seen, self.capacity, 0.0)  # type: ignore[assignment]
+            self.last_seen[live] = now
+        return slots, np.asarray(created, np.intp)
+
+    def _insert_missing(
+        self, keys: Sequence[SeriesKey], found: list[int | None], created: list[int]
+    ) -> NDArray[np.intp]:
+        slot_of = self._slot_of
+        for i in [i for i, slot in enumerate(found) if slot is None]:
+            key = keys[i]
+            # A key new in this batch may occur again further on.
             slot = slot_of.get(key)
             if slot is None:
                 slot = self._insert(key)
                 if slot >= 0:
                     created.append(slot)
-            slots[i] = slot
-        live = slots[slots >= 0]
-        if len(live):
-            self.last_seen = grown(self.last_seen, self.capacity, 0.0)  # type: ignore[assignment]
-            self.last_seen[live] = now
-        return slots, np.asarray(created, np.intp)
+            found[i] = slot
+        return np.array(found, np.intp)
 
     def _insert(self, key: SeriesKey) -> int:
         if len(self._slot_of) >= self.max_series:
