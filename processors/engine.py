@@ -16,6 +16,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otel_anomaly.processors.deploys import DeployTracker
+from otel_anomaly.processors.otlp_common import service_labels
 from otel_anomaly.processors.otlp_logs import LogsExtractor
 from otel_anomaly.processors.otlp_metrics import MetricsExtractor
 from otel_anomaly.processors.red import TracesExtractor
@@ -56,6 +58,7 @@ class Engine:
         self._logs = LogsExtractor(
             self._windows(settings.logs_window_s), self._windows(settings.logs_window_s)
         )
+        self.deploys = DeployTracker(settings.deploy_grace_s)
         self._evicted_total = 0
 
     def _windows(self, window_s: float) -> WindowAggregator:
@@ -110,7 +113,18 @@ class Engine:
         self._score_points(keys, ts, vals, {}, result)
         return result
 
+    def observe_version(self, service: Labels, version: str, ts_unix_nano: int) -> None:
+        """Note that ``service`` ran ``version`` at ``ts_unix_nano`` (event time).
+
+        The first sight of a version not seen before for the service is a deploy: its
+        series raise no flag for ``deploy_grace_s`` while they learn the new level. The
+        OTLP paths call this from each resource's ``service.version``; backtests may too.
+        """
+        self.deploys.observe(service, version, ts_unix_nano)
+
     def _score(self, out: Observations, result: IngestResult) -> None:
+        for service, version, ts in out.versions:
+            self.deploys.observe(service, version, ts)
         self._score_points(out.keys, np.array(out.ts, np.int64),
                            np.array(out.values, np.float64), out.exemplars, result)
 
@@ -121,7 +135,9 @@ class Engine:
         if not len(keys):
             return
         slots, created = self.index.lookup(keys, self.settings.clock())
-        self.scorer.assign_many(created, [self.index.key(slot) for slot in created.tolist()])
+        created_keys = [self.index.key(slot) for slot in created.tolist()]
+        self.scorer.assign_many(created, created_keys)
+        self.deploys.track(created, [service_labels(key.resource) for key in created_keys])
         kept = slots >= 0
         n_kept = int(np.count_nonzero(kept))
         result.skip("series_limit", len(slots) - n_kept)
@@ -134,7 +150,8 @@ class Engine:
                 new: exemplars[old] for new, old in enumerate(rows.tolist()) if old in exemplars
             } if exemplars else {}
         batch = SeriesBatch(slots, ts, values)
-        result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars)
+        grace = self.deploys.in_grace(slots, ts)
+        result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace)
 
     def evict_expired(self) -> NDArray[np.intp]:
         """Free series idle for longer than ``series_ttl_s``; return their slots."""
@@ -143,6 +160,7 @@ class Engine:
         self._sources.expire(now, self.settings.series_ttl_s)
         if len(stale):
             self.scorer.forget(stale)
+            self.deploys.forget(stale)
             self._evicted_total += len(stale)
         return stale
 

@@ -7,6 +7,7 @@ from typing import cast
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
+from otel_anomaly.processors.deploys import split_version
 from otel_anomaly.processors.otlp_common import labels_of, service_labels
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
@@ -47,10 +48,16 @@ class LogsExtractor:
     ) -> None:
         """Count every record; append the features of windows that closed to ``out``."""
         for rl in request.resource_logs:
-            service = service_labels(labels_of(rl.resource.attributes))
+            resource, version = split_version(labels_of(rl.resource.attributes))
+            service = service_labels(resource)
             for sl in rl.scope_logs:
                 for record in sl.log_records:
                     self._record(service, record, result)
+            if version:
+                times = [r.time_unix_nano or r.observed_time_unix_nano
+                         for sl in rl.scope_logs for r in sl.log_records]
+                if any(times):
+                    out.versions.append((service, version, min(t for t in times if t)))
         for cell in self.by_severity.close_ready():
             service, severity = cast(tuple[Labels, Labels], cell.group)
             out.add(SeriesKey(RATE_METRIC, service, severity), cell.end_unix_nano,

@@ -15,8 +15,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Metric,
 )
 
+from otel_anomaly.processors.deploys import split_version
 from otel_anomaly.processors.naming import prometheus_metric_name
-from otel_anomaly.processors.otlp_common import labels_of
+from otel_anomaly.processors.otlp_common import labels_of, service_labels
 from otel_anomaly.processors.quantiles import (
     downscale,
     explicit_bucket_quantiles,
@@ -51,10 +52,14 @@ class MetricsExtractor:
     ) -> None:
         """Append every scored point of ``request`` to ``out``; count the rest in ``result``."""
         for rm in request.resource_metrics:
-            resource = labels_of(rm.resource.attributes)
+            # The version is not identity: a release must not restart every series.
+            resource, version = split_version(labels_of(rm.resource.attributes))
+            first = len(out)
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
                     _Walk(self.sources, resource, out, result, now).metric(metric)
+            if version and len(out) > first:
+                out.versions.append((service_labels(resource), version, min(out.ts[first:])))
 
 
 class _Walk:

@@ -8,6 +8,7 @@ import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from otel_anomaly.processors.deploys import split_version
 from otel_anomaly.processors.otlp_common import labels_of, service_labels
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
@@ -38,10 +39,16 @@ class TracesExtractor:
     ) -> None:
         """Count every span into its window; append span outliers' points to ``out``."""
         for rs in request.resource_spans:
-            service = service_labels(labels_of(rs.resource.attributes))
+            resource, version = split_version(labels_of(rs.resource.attributes))
+            service = service_labels(resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     self._span(service, span, out, result)
+            if version:
+                ends = [s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans
+                        if s.end_time_unix_nano]
+                if ends:
+                    out.versions.append((service, version, min(ends)))
         self.closed_features(self.windows.close_ready(), out)
 
     def _span(self, service: Labels, span: Span, out: Observations, result: IngestResult) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.calibration import Calibrated, Calibrator, clip_to_band
+from otel_anomaly.processors.deploys import LevelOffsets
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.explain import explain
 from otel_anomaly.processors.naming import prometheus_labels
@@ -47,6 +48,7 @@ class Scorer:
         ]
         self.calibrators = [Calibrator(rule.alert) for rule in self.rules]
         self.hysteresis = Hysteresis()
+        self.offsets = LevelOffsets()
         self._rule_of = np.zeros(0, np.intp)
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
         self._labels: list[Labels] = []
@@ -96,6 +98,7 @@ class Scorer:
             detector.reset(slots)
             calibrator.reset(slots)
         self.hysteresis.reset(slots)
+        self.offsets.reset(slots)
 
     def labels(self, slot: int) -> Labels:
         """Prometheus labels of a slot, computed once when the slot was assigned."""
@@ -116,20 +119,29 @@ class Scorer:
         batch: SeriesBatch,
         key_of: Callable[[int], SeriesKey],
         exemplars: dict[int, tuple[bytes, bytes]],
+        grace: NDArray[np.bool_] | None = None,
     ) -> tuple[ScoreBatch, list[AnomalyEvent]]:
-        """Score then learn every row; return per-row outputs and the events raised."""
+        """Score then learn every row; return per-row outputs and the events raised.
+
+        Rows marked in ``grace`` (their service was just deployed) open no anomaly; their
+        gap to the expected value moves the series' level offset instead of teaching the
+        detector (``processors.deploys``).
+        """
         n = len(batch)
         # Rows are reordered once so that every round is a contiguous slice (views, no
         # per-round gathers or scatters); outputs are put back in row order at the end.
         perm, bounds, round_rules = _rounds(self._rule_of[batch.slots], batch.slots)
         ordered = batch if perm is None else batch.take(perm)
+        if grace is not None and perm is not None:
+            grace = grace[perm]
         slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         out = np.empty((len(_FIELDS), n))
         flag = np.empty(n, np.bool_)
         events: list[AnomalyEvent] = []
         for rule_index, a, b in zip(round_rules, bounds[:-1], bounds[1:], strict=True):
             part = SeriesBatch(slots[a:b], ts[a:b], values[a:b])
-            calibrated, moves = self._step(rule_index, part)
+            calibrated, moves = self._step(
+                rule_index, part, None if grace is None else grace[a:b])
             for i, name in enumerate(_FIELDS):
                 out[i, a:b] = getattr(calibrated, name)
             flag[a:b] = moves.flag
@@ -146,16 +158,22 @@ class Scorer:
                             upper, score, flag)
         return scores, events
 
-    def _step(self, rule_index: int, part: SeriesBatch) -> tuple[Calibrated, Transitions]:
+    def _step(
+        self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,
+    ) -> tuple[Calibrated, Transitions]:
         """One round of distinct slots: predict, calibrate, alert, then learn."""
         rule = self.rules[rule_index]
         policy = rule.alert
         detector = self.detectors[rule_index]
         calibrator = self.calibrators[rule_index]
-        calibrated = calibrator.step(detector, part)
+        shift = self.offsets.of(part.slots) if self.offsets.active else None
+        seen = part if shift is None else SeriesBatch(
+            part.slots, part.ts_unix_nano, part.values - shift)
+        calibrated = calibrator.step(detector, seen)
         gating = policy.learn_gating != "off"
         was_open = self.hysteresis.is_open(part.slots) if gating else None
-        moves = self.hysteresis.step(part.slots, calibrated.score, part.ts_unix_nano, policy)
+        alerting = calibrated.score if grace is None else np.where(grace, 0.0, calibrated.score)
+        moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
         settled = (
             self.hysteresis.open_for(part.slots) > policy.relearn_after
             if policy.relearn_after > 0 else None
@@ -166,8 +184,21 @@ class Scorer:
             mask = None
         else:
             mask = ~was_open if settled is None else ~was_open | settled
-        calibrator.learn(detector, part, calibrated, mask)
-        detector.learn(_gated(part, calibrated, policy, settled))
+        if grace is None:
+            calibrator.learn(detector, seen, calibrated, mask)
+            detector.learn(_gated(seen, calibrated, policy, settled))
+        else:
+            # A deploy's level change goes into the offset; the detector keeps its shape.
+            self.offsets.absorb(part.slots[grace], (seen.values - calibrated.expected)[grace])
+            keep = np.flatnonzero(~grace)
+            kept = _take(calibrated, keep)
+            calibrator.learn(detector, seen.take(keep), kept,
+                             None if mask is None else mask[keep])
+            detector.learn(_gated(seen.take(keep), kept, policy,
+                                  None if settled is None else settled[keep]))
+        if shift is not None:
+            calibrated = Calibrated(calibrated.expected + shift, calibrated.lower + shift,
+                                    calibrated.upper + shift, calibrated.score)
         return calibrated, moves
 
     def _events(
@@ -238,6 +269,10 @@ def _rounds(
     bounds = [0, *cuts.tolist(), n]
     round_rules = rules[perm[bounds[:-1]]].tolist()
     return perm, bounds, round_rules
+
+
+def _take(cal: Calibrated, rows: NDArray[np.intp]) -> Calibrated:
+    return Calibrated(cal.expected[rows], cal.lower[rows], cal.upper[rows], cal.score[rows])
 
 
 def _gated(

@@ -143,6 +143,10 @@ class EngineSettings:
         How long after a window's end late spans or records are still accepted.
     span_outliers
         Score every span's duration against its operation's baseline.
+    deploy_grace_s
+        After a service reports a ``service.version`` not seen before, its series raise no
+        flag for this long (event time) while their level offsets learn the new level;
+        0 disables deploy awareness.
     """
 
     clock: Callable[[], float]
@@ -153,4 +157,5 @@ class EngineSettings:
     logs_window_s: float = 10.0
     lateness_s: float = 5.0
     span_outliers: bool = True
+    deploy_grace_s: float = 900.0
     promote_resource_attributes: tuple[str, ...] = ()

@@ -194,15 +194,18 @@ class Observations:
     """Points gathered from one request, before they get slots: parallel lists.
 
     ``exemplars`` maps a row to the ``(trace_id, span_id)`` it came from (span outliers).
+    ``versions`` lists ``(service labels, service.version, earliest point time)`` per
+    resource that carried a version (deploy awareness).
     """
 
-    __slots__ = ("exemplars", "keys", "ts", "values")
+    __slots__ = ("exemplars", "keys", "ts", "values", "versions")
 
     def __init__(self) -> None:
         self.keys: list[SeriesKey] = []
         self.ts: list[int] = []
         self.values: list[float] = []
         self.exemplars: dict[int, tuple[bytes, bytes]] = {}
+        self.versions: list[tuple[Labels, str, int]] = []
 
     def __len__(self) -> int:
         return len(self.keys)

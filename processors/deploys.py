@@ -1,0 +1,165 @@
+"""Deploy awareness: a new ``service.version`` opens a grace period for the service's series.
+
+A release often moves a level for good (p99 +20 %, memory +100 MB). That is a change, not
+an incident: during the grace period the service's series raise no flags, and each series'
+level offset follows the gap between what it sees and what its detector expects, so when
+the grace period ends the detector carries on from the new level with its learned shape
+(daily and weekly profiles) intact.
+
+The version is not part of a series' identity (a release must not start every series of
+the service from scratch); a deploy is the first sight of a version not seen before for
+that service (``service.namespace`` + ``service.name``), so the old and new versions
+interleaving during a rolling update mark one deploy, not many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.types import Labels
+
+VERSION_ATTRIBUTE = "service.version"
+_NEVER = np.int64(-(2**62))  # far enough from int64's limits to add a grace period to
+_VERSIONS_KEPT = 32  # per service: older versions are forgotten (a rollback re-deploys)
+OFFSET_RATE = 0.3
+"""Share of each grace-period residual the level offset absorbs (~97 % after 10 points)."""
+
+
+def split_version(resource: Labels, attribute: str = VERSION_ATTRIBUTE) -> tuple[Labels, str]:
+    """``resource`` without its version attribute, and the version ("" if none).
+
+    >>> split_version((("service.name", "cart"), ("service.version", "1.4.2")))
+    ((('service.name', 'cart'),), '1.4.2')
+    """
+    for i, (name, value) in enumerate(resource):
+        if name == attribute:
+            return resource[:i] + resource[i + 1 :], value
+    return resource, ""
+
+
+class DeployTracker:
+    """Which services were deployed when, and which series are in their grace period.
+
+    Parameters
+    ----------
+    grace_s
+        Length of the grace period after a deploy, in event-time seconds; 0 disables.
+
+    Examples
+    --------
+    >>> tracker = DeployTracker(grace_s=600)
+    >>> cart = (("service.name", "cart"),)
+    >>> tracker.track(np.array([0]), [cart])
+    >>> tracker.observe(cart, "1.0", 0)  # first sight: not a deploy
+    >>> tracker.observe(cart, "1.1", 1_000 * 10**9)
+    >>> tracker.in_grace(np.array([0, 0]), np.array([1_100, 1_700]) * 10**9).tolist()
+    [True, False]
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_ns = np.int64(int(grace_s * 1e9))
+        self.deploys_total = 0
+        self._versions: dict[Labels, dict[str, None]] = {}
+        self._deployed_at: dict[Labels, int] = {}
+        self._service_of: dict[int, Labels] = {}
+        self._slots_of: dict[Labels, set[int]] = {}
+        self._slot_deploy = np.full(0, _NEVER, np.int64)
+
+    def observe(self, service: Labels, version: str, ts_unix_nano: int) -> None:
+        """Note that ``service`` ran ``version`` at ``ts_unix_nano``."""
+        if not version or self.grace_ns <= 0:
+            return
+        seen = self._versions.get(service)
+        if seen is None:
+            self._versions[service] = {version: None}
+            return
+        if version in seen:
+            return
+        seen[version] = None
+        if len(seen) > _VERSIONS_KEPT:
+            del seen[next(iter(seen))]
+        self.deploys_total += 1
+        self._deployed_at[service] = ts_unix_nano
+        slots = self._slots_of.get(service)
+        if slots:
+            self._slot_deploy[np.fromiter(slots, np.intp, len(slots))] = ts_unix_nano
+
+    def track(self, slots: NDArray[np.intp], services: Sequence[Labels]) -> None:
+        """Remember the service of new ``slots`` (a series created after a deploy inherits it)."""
+        if self.grace_ns <= 0 or not len(slots):
+            return
+        top = int(slots.max()) + 1
+        if top > len(self._slot_deploy):
+            grown = np.full(max(top, 2 * len(self._slot_deploy)), _NEVER, np.int64)
+            grown[: len(self._slot_deploy)] = self._slot_deploy
+            self._slot_deploy = grown
+        for slot, service in zip(slots.tolist(), services, strict=True):
+            self._service_of[slot] = service
+            self._slots_of.setdefault(service, set()).add(slot)
+            self._slot_deploy[slot] = self._deployed_at.get(service, _NEVER)
+
+    def forget(self, slots: NDArray[np.intp]) -> None:
+        """Drop evicted ``slots``."""
+        for slot in slots.tolist():
+            service = self._service_of.pop(slot, None)
+            if service is not None:
+                mine = self._slots_of.get(service)
+                if mine is not None:
+                    mine.discard(slot)
+                    if not mine:
+                        del self._slots_of[service]
+            if slot < len(self._slot_deploy):
+                self._slot_deploy[slot] = _NEVER
+
+    def in_grace(
+        self, slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64]
+    ) -> NDArray[np.bool_] | None:
+        """Per row, whether its point falls in its service's grace period; ``None``: no row does."""
+        if not self._deployed_at or not len(slots):
+            return None
+        known = slots < len(self._slot_deploy)
+        deployed = np.where(known, self._slot_deploy[np.where(known, slots, 0)], _NEVER)
+        grace = (deployed <= ts_unix_nano) & (ts_unix_nano < deployed + self.grace_ns)
+        return grace if grace.any() else None
+
+
+class LevelOffsets:
+    """Per-slot additive level corrections learned during grace periods.
+
+    Detectors see ``value - offset``; their expected value and band are shifted back by
+    ``offset`` for the outside world, so scores are unchanged by the correction itself.
+    """
+
+    def __init__(self) -> None:
+        self._offset = np.zeros(0)
+        self.active = False  # no slot has an offset: every method is a no-op
+
+    def of(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        """The offset of each row's slot (0 for slots never corrected)."""
+        known = slots < len(self._offset)
+        return np.where(known, self._offset[np.where(known, slots, 0)], 0.0)
+
+    def absorb(
+        self, slots: NDArray[np.intp], residuals: NDArray[np.float64],
+        rate: float = OFFSET_RATE,
+    ) -> None:
+        """Move the offsets of ``slots`` (distinct) by ``rate`` times their finite residuals."""
+        finite = np.isfinite(residuals)
+        if not finite.any():
+            return
+        slots, residuals = slots[finite], residuals[finite]
+        top = int(slots.max()) + 1
+        if top > len(self._offset):
+            grown = np.zeros(max(top, 2 * len(self._offset)))
+            grown[: len(self._offset)] = self._offset
+            self._offset = grown
+        self._offset[slots] += rate * residuals
+        self.active = True
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget the offsets of ``slots`` (evicted or reassigned)."""
+        slots = slots[slots < len(self._offset)]
+        self._offset[slots] = 0.0

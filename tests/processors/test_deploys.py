@@ -1,0 +1,75 @@
+"""Deploy awareness: a new service.version re-learns a level shift instead of alerting."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+from otel_anomaly.processors.types import IngestResult
+
+STEP_S = 10
+BEFORE = 400  # points at the old level: past every warm-up of the default rules
+AFTER = 400
+
+
+def level(i: int, rng: np.random.Generator) -> float:
+    base = 100.0 if i < BEFORE else 130.0  # +30 % at the release, for good
+    return base + float(rng.normal(0.0, 2.0))
+
+
+def feed(engine: Engine, versions: tuple[str, str], spike_at: int | None = None) -> list[IngestResult]:
+    rng = np.random.default_rng(3)
+    results = []
+    for i in range(BEFORE + AFTER):
+        value = 400.0 if i == spike_at else level(i, rng)
+        version = versions[0] if i < BEFORE else versions[1]
+        request = metrics_request(
+            [gauge("process.memory.usage", [((1_000 + i * STEP_S) * SECOND, value)])],
+            {"service.name": "cart", "service.version": version},
+        )
+        results.append(engine.ingest_metrics(request))
+    return results
+
+
+def opened_at(results: list[IngestResult]) -> list[int]:
+    return [i for i, r in enumerate(results) for e in r.events if e.kind == "open"]
+
+
+def test_the_same_step_alerts_without_a_release_and_not_with_one() -> None:
+    without = feed(Engine(EngineSettings(clock=lambda: 0.0)), ("1.0", "1.0"))
+    assert any(BEFORE <= i < BEFORE + 10 for i in opened_at(without)), opened_at(without)
+    released = feed(Engine(EngineSettings(clock=lambda: 0.0)), ("1.0", "1.1"))
+    assert opened_at(released) == []
+    last = released[-1].scores
+    assert last.score[0] < 1.0
+    assert abs(last.expected[0] - 130.0) < 5.0, last.expected
+
+
+def test_the_version_is_not_part_of_the_series_identity() -> None:
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    results = feed(engine, ("1.0", "1.1"))
+    assert engine.stats().series_active == 1
+    assert {int(r.scores.slots[0]) for r in results} == {0}
+    assert dict(engine.series_key(0).resource) == {"service.name": "cart"}
+
+
+def test_an_incident_after_the_grace_period_still_alerts() -> None:
+    grace_points = int(EngineSettings(clock=lambda: 0.0).deploy_grace_s / STEP_S)
+    spike = BEFORE + grace_points + 50
+    results = feed(Engine(EngineSettings(clock=lambda: 0.0)), ("1.0", "1.1"), spike_at=spike)
+    assert opened_at(results) == [spike]
+
+
+def test_zero_grace_disables_deploy_awareness() -> None:
+    results = feed(Engine(EngineSettings(clock=lambda: 0.0, deploy_grace_s=0.0)), ("1.0", "1.1"))
+    assert any(BEFORE <= i < BEFORE + 10 for i in opened_at(results)), opened_at(results)
+
+
+def test_replay_gives_the_same_scores() -> None:
+    first = feed(Engine(EngineSettings(clock=lambda: 0.0)), ("1.0", "1.1"))
+    second = feed(Engine(EngineSettings(clock=lambda: 0.0)), ("1.0", "1.1"))
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.scores.score, b.scores.score)
+        np.testing.assert_array_equal(a.scores.expected, b.scores.expected)
