@@ -17,30 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from otel_anomaly.processors.backtest import RecordedSeries, backtest
-from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.types import SeriesKey
+from otel_anomaly.exporter.backtest_input import read_inputs
+from otel_anomaly.exporter.backtest_run import replay
+from otel_anomaly.exporter.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    stamps, values = [], []
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            stamps.append(row["timestamp"])
-            values.append(float(row["value"]))
-    ts = np.array(stamps, dtype="datetime64[ns]").astype(np.int64)
-    return stamps, ts, np.asarray(values)
-
-
-def engine_settings(config: str | None) -> EngineSettings:
-    if config is None:
-        return EngineSettings(clock=lambda: 0.0)
-    from otel_anomaly.exporter.config import engine_settings_from, load_config  # type: ignore[attr-defined]
-
-    return engine_settings_from(load_config(config, {}), clock=lambda: 0.0)
 
 
 def main() -> int:
@@ -50,29 +31,26 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "out" / "nab"))
     args = parser.parse_args()
     nab, out = Path(args.nab), Path(args.out)
-    files = sorted((nab / "data").glob("*/*.csv"))
-    loaded = {f: load(f) for f in files}
-    # Every file is its own series; all are backtested together, as live traffic would be.
-    series = [
-        RecordedSeries(SeriesKey("value", (("file", str(i)),), ()), ts, values)
-        for i, (_, ts, values) in enumerate(loaded.values())
-    ]
-    engine = Engine(engine_settings(args.config))
+    # The backtest command's own reader and replay: every file is its own series, all
+    # backtested together in one engine, as live traffic would be.
+    inputs = read_inputs(nab / "data")
     started = time.perf_counter()
-    results = backtest(engine, series)
+    results = replay(load_config(args.config), inputs,
+                     progress=sys.stderr if sys.stderr.isatty() else None)
     elapsed = time.perf_counter() - started
-    rows = sum(len(s.values) for s in series)
+    rows = sum(len(s) for s in inputs)
     for detector, column in (("otel_anomaly", "score"), ("otel_anomaly_flag", "flag")):
-        for f, res in zip(files, results, strict=True):
-            target = out / detector / f.parent.name / f"{detector}_{f.name}"
+        for series, res in zip(inputs, results, strict=True):
+            name = Path(series.name)
+            target = out / detector / name.parent / f"{detector}_{name.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
-            stamps = loaded[f][0]
+            stamps = series.stamps
             scores = np.nan_to_num(getattr(res, column).astype(float), nan=0.0)
             with target.open("w", newline="") as fh:
                 w = csv.writer(fh)
                 w.writerow(["timestamp", "anomaly_score"])
                 w.writerows(zip(stamps, scores.tolist(), strict=True))
-    sys.stdout.write(f"backtested {len(files)} files, {rows} rows in {elapsed:.2f}s "
+    sys.stdout.write(f"backtested {len(inputs)} files, {rows} rows in {elapsed:.2f}s "
                      f"({rows / elapsed:,.0f} points/s)\n")
     score = [sys.executable, str(nab / "score.py"), "--data", str(nab / "data"),
              "--labels", str(nab / "labels" / "combined_windows.json"), "--profile", "all"]

@@ -1,7 +1,7 @@
-"""The ``otel-anomaly`` command: ``run``, ``check-config`` and ``demo``.
+"""The ``otel-anomaly`` command: ``run``, ``check-config``, ``backtest`` and ``demo``.
 
 The only module that sets up logging or decides the exit status: 0 ok, 1 startup failure,
-2 invalid configuration (every problem listed).
+2 invalid configuration (every problem listed) or unusable backtest input.
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from otel_anomaly.exporter.app import Sidecar
+from otel_anomaly.exporter.backtest_input import BacktestInputError
+from otel_anomaly.exporter.backtest_run import BacktestJob, run_backtest
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
 from otel_anomaly.exporter.demo import DemoOptions, run_demo
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
 
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130
 _LEVELS = ("debug", "info", "warning", "error")
 _PROG = "otel-anomaly"
 
@@ -52,11 +56,45 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate a config file (with OTEL_ANOMALY_* applied) and exit"
     )
     check.add_argument("file", metavar="FILE")
+    _backtest_parser(commands)
     demo = commands.add_parser("demo", help="run a sidecar and feed it simulated incidents")
     demo.add_argument("--duration", type=float, default=180.0, metavar="SECONDS")
     demo.add_argument("--seed", type=int, default=42)
     _endpoint_flags(demo)
     return parser
+
+
+def _backtest_parser(commands: Any) -> None:  # argparse's subparsers type is private
+    backtest = commands.add_parser(
+        "backtest",
+        help="replay CSV files (timestamp,value) through the live scoring path",
+        description="Replay recorded series through exactly the live scoring path (same "
+        "detectors, calibration, thresholds and hysteresis, points in time order) and "
+        "report per row: timestamp,value,anomaly_score,expected,lower,upper,flag.",
+    )
+    backtest.add_argument(
+        "input", metavar="INPUT",
+        help="a CSV file with timestamp and value columns, or a folder of them (recursive; "
+        "each file is one series, all replayed together)",
+    )
+    backtest.add_argument(
+        "--output", metavar="OUT",
+        help="CSV file to write (a directory for a folder INPUT: one CSV per input); "
+        "without it, print a summary per file",
+    )
+    backtest.add_argument(
+        "--plot", metavar="PNG",
+        help="draw value, band, score and flags as a PNG (a directory for a folder INPUT)",
+    )
+    backtest.add_argument(
+        "--config", metavar="FILE", help="YAML config, as for run (default $OTEL_ANOMALY_CONFIG)"
+    )
+    backtest.add_argument(
+        "--metric", default="value", metavar="NAME",
+        help="metric name the series are scored as; selects the detector rule (default value)",
+    )
+    backtest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    backtest.add_argument("--log-level", choices=_LEVELS, help=f"default ${ENV_LOG_LEVEL} or info")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -143,6 +181,27 @@ def summary(config: Config) -> str:
     )
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    config = load_config(args.config or os.environ.get(ENV_CONFIG_FILE))
+    progress = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
+    job = BacktestJob(
+        input=Path(args.input),
+        output=Path(args.output) if args.output else None,
+        plot=Path(args.plot) if args.plot else None,
+        metric=args.metric,
+        progress=progress,
+    )
+    try:
+        run_backtest(config, job, sys.stdout)
+    except BacktestInputError as exc:
+        _fail(sys.stderr, str(exc))
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        _fail(sys.stderr, "interrupted")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     config = load_config(None, _overrides(args))
     stop = threading.Event()
@@ -158,7 +217,9 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"run": _run, "check-config": _check_config, "demo": _demo}
+_COMMANDS = {
+    "run": _run, "check-config": _check_config, "backtest": _backtest, "demo": _demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

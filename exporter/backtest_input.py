@@ -1,0 +1,218 @@
+"""Backtest input: CSV files with ``timestamp`` and ``value`` columns (the NAB layout).
+
+A file's header must name a ``timestamp`` and a ``value`` column (any case, any position;
+other columns are ignored). Each following non-blank line is one point:
+
+- ``timestamp`` is ISO 8601 (``2014-07-01T00:00:00Z``, ``2014-07-01 00:00:00`` as in NAB,
+  with or without an offset; naive times are read as UTC), or Unix time as a number.
+  Which one is decided by the file's first row. The unit of Unix times is decided by the
+  largest magnitude in the file: below 1e11 seconds, below 1e14 milliseconds, below 1e17
+  microseconds, else nanoseconds (so any time between 1973 and 2262 reads right).
+- ``value`` is a number. An empty cell, ``nan``, ``na``, ``n/a``, ``null`` or ``none`` (any
+  case) is a missing point: it is kept as a row, scored as not finite (empty output
+  cells), and never learned. Anything else (``abc``) is an error.
+
+Rows need not be sorted and timestamps may repeat; errors name ``file:line`` and the cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.exporter.errors import ExporterError
+
+if TYPE_CHECKING:
+    from _csv import Reader
+
+__all__ = ["BacktestInputError", "InputSeries", "find_inputs", "read_inputs", "read_series"]
+
+MISSING_VALUES = frozenset({"", "nan", "na", "n/a", "null", "none"})
+"""Value cells (lower-cased) that mean "no value at this time"."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_INT64_MAX = 2**63 - 1
+# Upper bounds of |t| for Unix seconds, milliseconds and microseconds; above: nanoseconds.
+_UNIT_LIMITS = ((1e11, 10**9), (1e14, 10**6), (1e17, 10**3))
+
+
+class BacktestInputError(ExporterError):
+    """An input (or output) path cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputSeries:
+    """One input file, parsed: one entry per data row, in file order.
+
+    ``name`` is the path relative to the INPUT folder (the file name for a single file);
+    ``stamps`` and ``texts`` are the timestamp and value cells as given (``texts`` is empty
+    where the value is missing).
+    """
+
+    name: str
+    path: Path
+    stamps: list[str]
+    texts: list[str]
+    ts_unix_nano: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+
+def find_inputs(path: Path) -> list[tuple[Path, str]]:
+    """The CSV files to backtest and their names: ``path`` itself, or every ``*.csv`` under it.
+
+    Raises
+    ------
+    BacktestInputError
+        If ``path`` does not exist, or is a folder without CSV files.
+    """
+    if path.is_file():
+        return [(path, path.name)]
+    if not path.is_dir():
+        msg = f"INPUT {str(path)!r} does not exist (expected a CSV file or a folder of them)"
+        raise BacktestInputError(msg)
+    files = sorted(
+        p for p in path.rglob("*") if p.suffix.lower() == ".csv" and p.is_file()
+    )
+    if not files:
+        msg = f"INPUT folder {str(path)!r} has no *.csv files"
+        raise BacktestInputError(msg)
+    return [(p, p.relative_to(path).as_posix()) for p in files]
+
+
+def read_inputs(path: Path) -> list[InputSeries]:
+    """Read ``path`` (a CSV file or a folder of them, recursively), every file a series."""
+    return [read_series(file, name) for file, name in find_inputs(path)]
+
+
+def read_series(path: Path, name: str | None = None) -> InputSeries:
+    """Read one CSV file.
+
+    Raises
+    ------
+    BacktestInputError
+        Naming the file (and ``file:line`` with the bad cell) if it cannot be read, has no
+        ``timestamp``/``value`` header, or has a cell that is not a timestamp or a number.
+    """
+    source = str(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return _parse(csv.reader(handle), source, name or path.name, path)
+    except OSError as exc:
+        msg = f"{source}: cannot read: {exc.strerror or exc}"
+        raise BacktestInputError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise BacktestInputError(msg) from exc
+    except csv.Error as exc:
+        msg = f"{source}: malformed CSV: {exc}"
+        raise BacktestInputError(msg) from exc
+
+
+def _columns(header: list[str], source: str) -> tuple[int, int]:
+    names = [cell.strip().lower() for cell in header]
+    if "timestamp" not in names or "value" not in names:
+        msg = (f"{source}: the header must have `timestamp` and `value` columns; "
+               f"got {header!r}")
+        raise BacktestInputError(msg)
+    return names.index("timestamp"), names.index("value")
+
+
+def _parse(reader: Reader, source: str, name: str, path: Path) -> InputSeries:
+    header = next(reader, None)
+    if header is None:
+        msg = f"{source}: empty file (expected a header with `timestamp` and `value`)"
+        raise BacktestInputError(msg)
+    t_col, v_col = _columns(header, source)
+    width = max(t_col, v_col) + 1
+    stamps: list[str] = []
+    texts: list[str] = []
+    raw: list[int | float] = []
+    values: list[float] = []
+    numeric: bool | None = None
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        where = f"{source}:{reader.line_num}"
+        if len(row) < width:
+            msg = f"{where}: expected at least {width} columns; got {len(row)}: {row!r}"
+            raise BacktestInputError(msg)
+        stamp, text = row[t_col].strip(), row[v_col].strip()
+        if numeric is None:
+            numeric = _unix_time(stamp) is not None
+        raw.append(_stamp(stamp, numeric, where))
+        value = _value(text, where)
+        stamps.append(row[t_col])
+        texts.append("" if math.isnan(value) else text)
+        values.append(value)
+    ts = _to_unix_nano(raw, numeric is True, source)
+    return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64))
+
+
+def _value(text: str, where: str) -> float:
+    if text.lower() in MISSING_VALUES:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        msg = (f"{where}: value {text!r} is not a number "
+               f"(a missing point is an empty cell or nan)")
+        raise BacktestInputError(msg) from None
+
+
+def _unix_time(stamp: str) -> int | float | None:
+    try:
+        return int(stamp)
+    except ValueError:
+        pass
+    try:
+        number = float(stamp)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _stamp(stamp: str, numeric: bool, where: str) -> int | float:
+    """Unix time as found (unit decided later), or ISO 8601 as integer nanoseconds."""
+    if numeric:
+        number = _unix_time(stamp)
+        if number is None:
+            msg = (f"{where}: timestamp {stamp!r} is not a number (the file's first "
+                   f"timestamp is Unix time, so every one must be)")
+            raise BacktestInputError(msg)
+        return number
+    try:
+        parsed = datetime.fromisoformat(stamp)
+    except ValueError:
+        msg = (f"{where}: timestamp {stamp!r} is not ISO 8601 "
+               f"(e.g. 2014-07-01 00:00:00 or 2014-07-01T00:00:00Z) or Unix time")
+        raise BacktestInputError(msg) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    nanos = (parsed - _EPOCH) // _MICROSECOND * 1000
+    if not -_INT64_MAX <= nanos <= _INT64_MAX:
+        msg = f"{where}: timestamp {stamp!r} is outside 1677-09-22..2262-04-11"
+        raise BacktestInputError(msg)
+    return nanos
+
+
+def _to_unix_nano(raw: list[int | float], numeric: bool, source: str) -> NDArray[np.int64]:
+    if not numeric or not raw:
+        return np.asarray(raw, np.int64)
+    largest = max(abs(x) for x in raw)
+    scale = next((s for limit, s in _UNIT_LIMITS if largest < limit), 1)
+    nanos = [x * scale if isinstance(x, int) else round(x * scale) for x in raw]
+    if max(abs(x) for x in nanos) > _INT64_MAX:
+        msg = f"{source}: Unix timestamps beyond the year 2262"
+        raise BacktestInputError(msg)
+    return np.asarray(nanos, np.int64)

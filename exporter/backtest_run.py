@@ -1,0 +1,236 @@
+"""The ``backtest`` command's work: read CSV inputs, replay them through the live path, write.
+
+Every input file is one series, all replayed together in one engine built from the same
+configuration as ``run``; outputs are written only after every input has been read and
+every output path checked, so a bad cell or path fails before the long part.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from tqdm import tqdm
+
+from otel_anomaly.exporter.backtest_input import BacktestInputError, InputSeries, read_inputs
+from otel_anomaly.exporter.config import Config
+from otel_anomaly.processors.backtest import BacktestResult, RecordedSeries, backtest
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.types import SeriesKey
+
+__all__ = [
+    "COLUMNS",
+    "PROGRESS_MIN_ROWS",
+    "BacktestJob",
+    "SeriesSummary",
+    "replay",
+    "run_backtest",
+    "series_key",
+    "write_csv",
+]
+
+_log = logging.getLogger(__name__)
+
+COLUMNS = ("timestamp", "value", "anomaly_score", "expected", "lower", "upper", "flag")
+"""Output columns; ``anomaly_score`` means what the exported ``otel_anomaly_score`` means."""
+PROGRESS_MIN_ROWS = 5_000
+"""Inputs shorter than this finish too fast to need a progress bar."""
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestJob:
+    """What to backtest and where results go.
+
+    ``output`` and ``plot`` are files for a single input file and folders (mirroring the
+    input's relative paths) for an input folder. ``progress`` is where a progress bar is
+    drawn (``None``: no bar). ``metric`` is the metric name every series is scored as: it
+    selects the detector rule, exactly as a live metric's name would.
+    """
+
+    input: Path
+    output: Path | None = None
+    plot: Path | None = None
+    metric: str = "value"
+    progress: TextIO | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """Counts for one backtested series (or the total of a folder)."""
+
+    name: str
+    rows: int
+    missing: int
+    flagged: int
+    opened: int
+    max_score: float
+
+    @classmethod
+    def of(cls, series: InputSeries, result: BacktestResult) -> SeriesSummary:
+        """Summarise ``result``; anomalies opened are counted in time order."""
+        order = np.argsort(series.ts_unix_nano, kind="stable")
+        finite = np.isfinite(series.values[order])
+        flag = result.flag[order][finite]
+        opened = int(np.count_nonzero(flag[1:] & ~flag[:-1])) + int(flag[:1].sum())
+        scores = result.score[np.isfinite(result.score)]
+        return cls(
+            name=series.name, rows=len(series), missing=int((~finite).sum()),
+            flagged=int(result.flag.sum()), opened=opened,
+            max_score=float(scores.max()) if len(scores) else math.nan,
+        )
+
+    @property
+    def max_score_text(self) -> str:
+        """``max_score`` for people: 2 decimals, 3 significant digits when huge, or n/a."""
+        if math.isnan(self.max_score):
+            return "n/a"
+        return f"{self.max_score:.2f}" if self.max_score < 1e5 else f"{self.max_score:.3g}"
+
+    def line(self) -> str:
+        """One human-readable line."""
+        score = self.max_score_text
+        missing = f", {self.missing} missing values" if self.missing else ""
+        return (f"{self.name}: {self.rows} rows, {self.flagged} flagged, "
+                f"{self.opened} anomalies opened, max score {score}{missing}")
+
+
+def series_key(metric: str, name: str) -> SeriesKey:
+    """Identity of an input file's series: the file only labels it, it never routes it."""
+    return SeriesKey(metric, (), (("file", name),))
+
+
+def _replay_clock() -> float:
+    # A replay has no ingest time: the clock only drives TTL eviction, which never runs.
+    return 0.0
+
+
+def replay(
+    config: Config,
+    inputs: Sequence[InputSeries],
+    metric: str = "value",
+    progress: TextIO | None = None,
+) -> list[BacktestResult]:
+    """Backtest every input together in one engine built from ``config``.
+
+    ``max_series`` is raised to the number of inputs if needed: it bounds a live sidecar's
+    memory, and a replay must score every file it was given.
+    """
+    settings = config.engine_settings(clock=_replay_clock)
+    engine = Engine(replace(settings, max_series=max(settings.max_series, len(inputs))))
+    series = [
+        RecordedSeries(series_key(metric, s.name), s.ts_unix_nano, s.values) for s in inputs
+    ]
+    total = sum(len(s) for s in inputs)
+    hidden = progress is None or total < PROGRESS_MIN_ROWS
+    with tqdm(total=total, file=progress, disable=hidden, unit="pt", unit_scale=True,
+              desc="backtest", mininterval=0.5, dynamic_ncols=True) as bar:
+        return backtest(engine, series, progress=bar.update)
+
+
+def run_backtest(config: Config, job: BacktestJob, out: TextIO) -> list[SeriesSummary]:
+    """Read, replay, write CSVs and plots, and print one summary line per series to ``out``.
+
+    Raises
+    ------
+    BacktestInputError
+        For an unusable input or output path or a bad input cell (nothing is written).
+    """
+    folder = job.input.is_dir()
+    _check_target("--output", job.output, folder, ".csv")
+    _check_target("--plot", job.plot, folder, ".png")
+    inputs = read_inputs(job.input)
+    csvs = [_target(job.output, s.name, folder, ".csv") for s in inputs] if job.output else []
+    _check_not_an_input(csvs, inputs)
+    started = time.perf_counter()
+    results = replay(config, inputs, job.metric, job.progress)
+    elapsed = time.perf_counter() - started
+    rows = sum(len(s) for s in inputs)
+    _log.info("backtested %d rows of %d series in %.2fs (%.0f points/s)",
+              rows, len(inputs), elapsed, rows / elapsed if elapsed > 0 else math.inf)
+    for path, s, r in zip(csvs, inputs, results, strict=False):
+        write_csv(path, s, r)
+    summaries = [SeriesSummary.of(s, r) for s, r in zip(inputs, results, strict=True)]
+    if job.plot is not None:
+        from otel_anomaly.exporter.backtest_plot import plot_series  # noqa: PLC0415 - slow
+
+        for s, r, summary in zip(inputs, results, summaries, strict=True):
+            plot_series(_target(job.plot, s.name, folder, ".png"), s, r, summary)
+    out.writelines(f"{s.line()}\n" for s in summaries)
+    if folder:
+        out.write(f"{_total(summaries).line()}\n")
+    return summaries
+
+
+def _total(summaries: Sequence[SeriesSummary]) -> SeriesSummary:
+    scores = [s.max_score for s in summaries if not math.isnan(s.max_score)]
+    return SeriesSummary(
+        name=f"total ({len(summaries)} files)", rows=sum(s.rows for s in summaries),
+        missing=sum(s.missing for s in summaries), flagged=sum(s.flagged for s in summaries),
+        opened=sum(s.opened for s in summaries), max_score=max(scores, default=math.nan),
+    )
+
+
+def _check_target(flag: str, path: Path | None, folder: bool, suffix: str) -> None:
+    if path is None:
+        return
+    if folder and (path.is_file() or (not path.exists() and path.suffix.lower() == suffix)):
+        msg = (f"{flag}: for an INPUT folder this must be a directory (one file per input); "
+               f"got {str(path)!r}")
+        raise BacktestInputError(msg)
+    if not folder and path.is_dir():
+        msg = f"{flag}: for an INPUT file this must be a file path; got directory {str(path)!r}"
+        raise BacktestInputError(msg)
+    if not folder and suffix == ".png" and path.suffix.lower() != suffix:
+        msg = f"{flag}: expected a .png file path; got {str(path)!r}"
+        raise BacktestInputError(msg)
+
+
+def _check_not_an_input(targets: Sequence[Path], inputs: Sequence[InputSeries]) -> None:
+    sources = {s.path.resolve() for s in inputs}
+    for target in targets:
+        if target.resolve() in sources:
+            msg = f"--output: {str(target)!r} is an input file; refusing to overwrite it"
+            raise BacktestInputError(msg)
+
+
+def _target(base: Path, name: str, folder: bool, suffix: str) -> Path:
+    """Where one input's output goes: ``base`` itself, or its relative path under ``base``."""
+    return base / Path(name).with_suffix(suffix) if folder else base
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot create {str(path.parent)!r}: {exc.strerror or exc}"
+        raise BacktestInputError(msg) from exc
+
+
+def _cells(values: np.ndarray) -> list[str]:
+    # repr is the shortest text that reads back as the same float; NaN cells stay empty.
+    return ["" if v != v else repr(v) for v in values.tolist()]  # noqa: PLR0124 - NaN test
+
+
+def write_csv(path: Path, series: InputSeries, result: BacktestResult) -> None:
+    """Write one row per input row, in input order: the ``COLUMNS``, timestamps as given."""
+    columns = zip(
+        series.stamps, series.texts, _cells(result.score), _cells(result.expected),
+        _cells(result.lower), _cells(result.upper),
+        ["1" if f else "0" for f in result.flag.tolist()], strict=True,
+    )
+    _make_parent(path)
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(columns)
+    except OSError as exc:
+        msg = f"{path}: cannot write: {exc.strerror or exc}"
+        raise BacktestInputError(msg) from exc

@@ -1,0 +1,353 @@
+"""``otel-anomaly backtest``: CSV in, one scored row per input row out, through the live path."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from otel_anomaly.exporter import backtest_run
+from otel_anomaly.exporter.backtest_run import COLUMNS, series_key
+from otel_anomaly.exporter.cli import main
+from otel_anomaly.exporter.config import load_config
+from otel_anomaly.processors.backtest import RecordedSeries, backtest
+from otel_anomaly.processors.engine import Engine
+
+T0 = datetime(2014, 7, 1, tzinfo=UTC)
+FIELDS = ("anomaly_score", "expected", "lower", "upper")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("OTEL_ANOMALY_"):
+            monkeypatch.delenv(name)
+
+
+def stamp(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def series(n: int, *, seed: int = 0, spike_at: int | None = None) -> np.ndarray:
+    """A NAB-like series: a daily cycle at 5-minute spacing plus noise, maybe one spike."""
+    rng = np.random.default_rng(seed)
+    values = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 1, n)
+    if spike_at is not None:
+        values[spike_at] += 80
+    return values
+
+
+def write(path: Path, rows: list[tuple[str, str]], header: str = "timestamp,value") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "".join(f"{t},{v}\n" for t, v in rows))
+    return path
+
+
+def regular(values: np.ndarray, step_s: float = 300) -> list[tuple[str, str]]:
+    return [(stamp(i * step_s), repr(float(v))) for i, v in enumerate(values)]
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
+
+
+def column(rows: list[dict[str, str]], name: str) -> np.ndarray:
+    return np.array([float(r[name]) if r[name] else math.nan for r in rows])
+
+
+def run(*args: str | Path) -> int:
+    return main(["backtest", "--no-progress", *map(str, args)])
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+
+
+def test_single_file_flags_the_spike_and_keeps_every_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write(tmp_path / "spike.csv", regular(series(320, spike_at=300)))
+    assert run(src, "--output", tmp_path / "out.csv") == 0
+    rows = read(tmp_path / "out.csv")
+    assert len(rows) == 320
+    assert [r["timestamp"] for r in rows] == [t for t, _ in regular(series(320))]
+    flags = column(rows, "flag")
+    assert flags[300:303].max() == 1, "the spike must be flagged"
+    assert flags[:290].sum() == 0, "nothing before the spike is flagged"
+    assert column(rows, "anomaly_score")[300] > 1
+    out = capsys.readouterr().out
+    assert out.startswith("spike.csv: 320 rows, ")
+    assert "1 anomalies opened" in out
+
+
+def test_output_equals_the_live_path_point_by_point(tmp_path: Path) -> None:
+    """Unsorted rows, repeated timestamps, irregular steps and missing values: the CSV
+    matches feeding the points to ``Engine.ingest_series`` one request at a time."""
+    rng = np.random.default_rng(3)
+    n = 160
+    values = series(n, seed=3, spike_at=140)
+    values[[20, 75]] = math.nan
+    seconds = np.cumsum(rng.integers(1, 600, n)).astype(float)
+    seconds[50:53] = seconds[49]  # repeated timestamps
+    rows = [(stamp(s), "" if math.isnan(v) else repr(float(v)))
+            for s, v in zip(seconds.tolist(), values.tolist(), strict=True)]
+    shuffled = rng.permutation(n)
+    src = write(tmp_path / "mixed.csv", [rows[i] for i in shuffled])
+    assert run(src, "--output", tmp_path / "out.csv") == 0
+    got = read(tmp_path / "out.csv")
+
+    ts = (seconds[shuffled] * 1e9).astype(np.int64) + int(T0.timestamp()) * 10**9
+    vals = values[shuffled]
+    engine = Engine(load_config(None).engine_settings(clock=lambda: 0.0))
+    key = series_key("value", "mixed.csv")
+    want = {name: np.full(n, math.nan) for name in (*FIELDS, "flag")}
+    want["flag"][:] = 0
+    for i in np.argsort(ts, kind="stable").tolist():
+        scored = engine.ingest_series([key], ts[i : i + 1], vals[i : i + 1]).scores
+        for name, field in zip((*FIELDS, "flag"), ("score", "expected", "lower", "upper",
+                                                   "flag"), strict=True):
+            if len(scored):
+                want[name][i] = getattr(scored, field)[0]
+    for name in (*FIELDS, "flag"):
+        assert same(column(got, name), want[name]), name
+    assert [r["timestamp"] for r in got] == [rows[i][0] for i in shuffled]
+
+    [direct] = backtest(Engine(load_config(None).engine_settings(clock=lambda: 0.0)),
+                        [RecordedSeries(key, ts, vals)])
+    assert same(column(got, "anomaly_score"), direct.score)
+    assert same(column(got, "flag"), direct.flag.astype(float))
+
+
+def test_unsorted_rows_score_as_sorted_and_keep_input_order(tmp_path: Path) -> None:
+    rows = regular(series(150, seed=1, spike_at=130))
+    order = np.random.default_rng(1).permutation(len(rows))
+    assert run(write(tmp_path / "a" / "s.csv", rows), "--output", tmp_path / "sorted.csv") == 0
+    assert run(write(tmp_path / "b" / "s.csv", [rows[i] for i in order]),
+               "--output", tmp_path / "shuffled.csv") == 0
+    sorted_rows, shuffled_rows = read(tmp_path / "sorted.csv"), read(tmp_path / "shuffled.csv")
+    assert shuffled_rows == [sorted_rows[i] for i in order]
+
+
+def test_gaps_of_days_and_irregular_spacing(tmp_path: Path) -> None:
+    values = series(200, seed=2)
+    seconds = np.arange(200) * 300.0
+    seconds[100:] += 3 * 86_400  # three days without data
+    seconds[150:] += 11 * 86_400 + 17
+    rows = [(stamp(s), repr(float(v))) for s, v in zip(seconds.tolist(), values.tolist(),
+                                                      strict=True)]
+    assert run(write(tmp_path / "gaps.csv", rows), "--output", tmp_path / "out.csv") == 0
+    got = read(tmp_path / "out.csv")
+    assert len(got) == 200
+    assert np.isfinite(column(got, "anomaly_score")).all()
+
+
+def test_folder_is_backtested_together_with_the_results_of_each_file_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    write(data / "one" / "x.csv", regular(series(120, seed=4, spike_at=110)))
+    later = [(stamp(86_400 * 400 + i * 60), repr(float(v)))
+             for i, v in enumerate(series(80, seed=5))]
+    write(data / "two" / "deeper" / "y.csv", later)
+    assert run(data, "--output", tmp_path / "out") == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in summary] == [
+        "one/x.csv", "two/deeper/y.csv", "total (2 files)"]
+    assert summary[-1].startswith("total (2 files): 200 rows, ")
+    for name in ("one/x.csv", "two/deeper/y.csv"):
+        assert run(data / name, "--output", tmp_path / "alone.csv") == 0
+        assert read(tmp_path / "out" / name) == read(tmp_path / "alone.csv")
+
+
+def test_folder_without_output_prints_a_summary_per_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    write(data / "a.csv", regular(series(3)))  # too short to leave warm-up: scores 0
+    write(data / "b.csv", [(stamp(0), "1.5"), (stamp(60), "")])
+    assert run(data) == 0
+    assert capsys.readouterr().out == (
+        "a.csv: 3 rows, 0 flagged, 0 anomalies opened, max score 0.00\n"
+        "b.csv: 2 rows, 0 flagged, 0 anomalies opened, max score 0.00, 1 missing values\n"
+        "total (2 files): 5 rows, 0 flagged, 0 anomalies opened, max score 0.00, "
+        "1 missing values\n"
+    )
+
+
+def test_missing_values_are_kept_as_rows_with_empty_cells(tmp_path: Path) -> None:
+    values = [repr(float(v)) for v in series(60)]
+    values[10], values[11], values[12] = "", "nan", "NaN"
+    rows = [(stamp(i * 300), v) for i, v in enumerate(values)]
+    assert run(write(tmp_path / "m.csv", rows), "--output", tmp_path / "out.csv") == 0
+    got = read(tmp_path / "out.csv")
+    assert len(got) == 60
+    for row in got[10:13]:
+        assert {k: row[k] for k in COLUMNS[1:]} == {
+            "value": "", "anomaly_score": "", "expected": "", "lower": "", "upper": "",
+            "flag": "0"}
+    assert got[13]["anomaly_score"] != ""
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (["timestamp,value", "2014-07-01 00:00:00,1", "2014-07-01 00:05:00,abc"],
+     "bad.csv:3: value 'abc' is not a number"),
+    (["timestamp,value", "2014-07-01 00:00:00,1", "", "yesterday,2"],
+     "bad.csv:4: timestamp 'yesterday' is not ISO 8601"),
+    (["timestamp,value", "1404172800,1", "2014-07-01 00:05:00,2"],
+     "bad.csv:3: timestamp '2014-07-01 00:05:00' is not a number"),
+    (["time,val", "2014-07-01 00:00:00,1"],
+     "bad.csv: the header must have `timestamp` and `value` columns; got ['time', 'val']"),
+    (["value,timestamp", "1"], "bad.csv:2: expected at least 2 columns; got 1"),
+    ([], "bad.csv: empty file"),
+])
+def test_bad_input_exits_2_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], message: str
+) -> None:
+    src = tmp_path / "bad.csv"
+    src.write_text("".join(f"{line}\n" for line in lines))
+    assert run(src, "--output", tmp_path / "out.csv", "--plot", tmp_path / "p.png") == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("otel-anomaly: error: ")
+    assert message in err
+    assert str(src) in err
+    assert not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_bad_cell_from_the_installed_command_has_no_traceback(tmp_path: Path) -> None:
+    src = tmp_path / "data" / "sub" / "bad.csv"
+    write(src, [(stamp(0), "1"), (stamp(60), "2"), (stamp(120), "1O")])
+    command = [str(Path(sys.executable).with_name("otel-anomaly")), "backtest",
+               str(tmp_path / "data")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"otel-anomaly: error: {src}:4: value '1O' is not a number "
+        "(a missing point is an empty cell or nan)\n")
+
+
+@pytest.mark.parametrize(("scale", "fmt"), [(1, "{}"), (1000, "{}"), (10**9, "{}"),
+                                            (1, "{}.0")])
+def test_unix_timestamps_read_by_magnitude(tmp_path: Path, scale: int, fmt: str) -> None:
+    values = series(50)
+    iso = write(tmp_path / "iso.csv", regular(values))
+    start = int(T0.timestamp())
+    unix = write(tmp_path / "unix.csv", [
+        (fmt.format((start + i * 300) * scale), repr(float(v))) for i, v in enumerate(values)])
+    assert run(iso, "--output", tmp_path / "iso_out.csv") == 0
+    assert run(unix, "--output", tmp_path / "unix_out.csv") == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "timestamp"} for r in rows]  # noqa: E731
+    assert strip(read(tmp_path / "unix_out.csv")) == strip(read(tmp_path / "iso_out.csv"))
+
+
+def test_iso_timestamps_with_offsets_and_case_insensitive_header(tmp_path: Path) -> None:
+    src = tmp_path / "tz.csv"
+    src.write_text("Value,extra,TIMESTAMP\n1,x,2014-07-01T02:00:00+02:00\n2,y,2014-07-01T00:01:00Z\n")
+    assert run(src, "--output", tmp_path / "out.csv") == 0
+    assert [r["timestamp"] for r in read(tmp_path / "out.csv")] == [
+        "2014-07-01T02:00:00+02:00", "2014-07-01T00:01:00Z"]
+
+
+def test_plot_is_a_png(tmp_path: Path) -> None:
+    src = write(tmp_path / "spike.csv", regular(series(120, spike_at=110)))
+    assert run(src, "--plot", tmp_path / "plots" / "spike.png") == 0
+    png = (tmp_path / "plots" / "spike.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 10_000
+
+
+def test_folder_plot_is_one_png_per_file(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "a" / "x.csv", regular(series(30)))
+    write(tmp_path / "data" / "y.csv", regular(series(20)))
+    assert run(tmp_path / "data", "--plot", tmp_path / "plots") == 0
+    for name in ("a/x.png", "y.png"):
+        assert (tmp_path / "plots" / name).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--plot", "{tmp}/out.png"], "--plot: for an INPUT folder this must be a directory"),
+    (["--output", "{tmp}/out.csv"], "--output: for an INPUT folder this must be a directory"),
+])
+def test_folder_outputs_must_be_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    write(tmp_path / "data" / "x.csv", regular(series(5)))
+    assert run(tmp_path / "data", *(a.format(tmp=tmp_path) for a in args)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write(tmp_path / "x.csv", regular(series(5)))
+    assert run(tmp_path / "nowhere") == 2
+    assert "INPUT '" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty") == 2
+    assert "has no *.csv files" in capsys.readouterr().err
+    assert run(src, "--output", src) == 2
+    assert "refusing to overwrite it" in capsys.readouterr().err
+    assert run(tmp_path, "--output", tmp_path) == 2  # a folder onto itself
+    assert f"{tmp_path / 'x.csv'}' is an input file; refusing" in capsys.readouterr().err
+    assert run(src, "--plot", tmp_path / "x.svg") == 2
+    assert "expected a .png file path" in capsys.readouterr().err
+    assert run(src, "--output", tmp_path) == 2
+    assert "must be a file path; got directory" in capsys.readouterr().err
+
+
+def test_config_file_selects_the_detectors(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "detectors:\n"
+        "  - name: fast\n"
+        "    type: ewma_zscore\n"
+        "    params: {alpha: 0.2, warmup: 5}\n"
+    )
+    values = series(60, spike_at=50)
+    src = write(tmp_path / "x.csv", regular(values))
+    assert run(src, "--config", config, "--output", tmp_path / "out.csv") == 0
+    ts = np.array([int((T0 + timedelta(seconds=i * 300)).timestamp()) * 10**9
+                   for i in range(60)], np.int64)
+    engine = Engine(load_config(str(config)).engine_settings(clock=lambda: 0.0))
+    [want] = backtest(engine, [RecordedSeries(series_key("value", "x.csv"), ts, values)])
+    got = column(read(tmp_path / "out.csv"), "anomaly_score")
+    assert same(got, want.score)
+    assert run(src, "--output", tmp_path / "default.csv") == 0
+    assert not same(got, column(read(tmp_path / "default.csv"), "anomaly_score"))
+
+
+def test_invalid_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write(tmp_path / "x.csv", regular(series(5)))
+    config = tmp_path / "bad.yaml"
+    config.write_text("detectors:\n  - name: x\n    type: nope\n")
+    assert run(src, "--config", config) == 2
+    assert capsys.readouterr().err.startswith(f"invalid configuration in {config}")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_drawn_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = write(tmp_path / "x.csv", regular(series(30)))
+    monkeypatch.setattr(backtest_run, "PROGRESS_MIN_ROWS", 10)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["backtest", str(src), "--log-level", "warning"]) == 0
+    assert "backtest: 100%" in terminal.getvalue()
+    terminal.truncate(0)
+    assert main(["backtest", str(src), "--no-progress", "--log-level", "warning"]) == 0
+    assert terminal.getvalue() == ""
