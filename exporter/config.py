@@ -101,6 +101,7 @@ class SeriesConfig(Model):
 
     max_series: Positive = 100_000
     ttl: Duration = Field(default=3600.0, gt=0)
+    deploy_grace: Duration = Field(default=900.0, ge=0)
 
 
 class TracesConfig(Model):
@@ -179,6 +180,7 @@ class Config(Model):
             rules=self.detector_rules(),
             max_series=self.series.max_series,
             series_ttl_s=self.series.ttl,
+            deploy_grace_s=self.series.deploy_grace,
             traces_window_s=self.traces.window,
             logs_window_s=self.logs.window,
             lateness_s=self.traces.lateness,
