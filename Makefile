@@ -37,8 +37,12 @@ typecheck: setup
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml \
 		-p otel_anomaly.exporter -p otel_anomaly.processors
 
-bench: setup  ## long benchmarks, not part of the suite
+bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/nab.py
+	$(BIN)/python benchmarks/incidents.py
+	$(BIN)/python benchmarks/backtest_speed.py
+	$(BIN)/python benchmarks/engine_speed.py
+	$(BIN)/python benchmarks/ingest.py
 
 clean:
 	rm -rf build $(VENV) out
