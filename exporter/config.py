@@ -38,6 +38,7 @@ from otel_anomaly.exporter.config_types import (
     parse_duration,
 )
 from otel_anomaly.exporter.errors import ConfigError
+from otel_anomaly.processors.multivariate import ModelName, MultivariateSettings
 from otel_anomaly.processors.settings import DEFAULT_RULES, DetectorRule, EngineSettings
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "GrpcReceiverConfig",
     "HttpReceiverConfig",
     "LogsConfig",
+    "MultivariateConfig",
     "PipelineConfig",
     "ReceiversConfig",
     "SeasonalProfileParams",
@@ -118,6 +120,23 @@ class LogsConfig(Model):
     window: Duration = Field(default=10.0, gt=0)
 
 
+_MULTIVARIATE = MultivariateSettings()
+
+
+class MultivariateConfig(Model):
+    """Per-service multivariate score over RED and log features (``multivariate``)."""
+
+    model: ModelName = _MULTIVARIATE.model
+    max_services: Positive = _MULTIVARIATE.max_services
+    warmup: Positive = _MULTIVARIATE.warmup
+    alpha: float = Field(default=_MULTIVARIATE.alpha, gt=0, le=1)
+
+    def settings(self) -> MultivariateSettings:
+        """Return the engine's ``MultivariateSettings``."""
+        return MultivariateSettings(model=self.model, max_services=self.max_services,
+                                    warmup=self.warmup, alpha=self.alpha)
+
+
 class ExpositionConfig(Model):
     """The Prometheus endpoint."""
 
@@ -154,6 +173,7 @@ class Config(Model):
     series: SeriesConfig = SeriesConfig()
     traces: TracesConfig = TracesConfig()
     logs: LogsConfig = LogsConfig()
+    multivariate: MultivariateConfig = MultivariateConfig()
     detectors: tuple[DetectorConfig, ...] | None = ()
     exposition: ExpositionConfig = ExpositionConfig()
     events: EventsConfig = EventsConfig()
@@ -186,6 +206,7 @@ class Config(Model):
             lateness_s=self.traces.lateness,
             span_outliers=self.traces.span_outliers,
             promote_resource_attributes=self.exposition.promote_resource_attributes,
+            multivariate=self.multivariate.settings(),
         )
 
 

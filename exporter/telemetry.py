@@ -81,6 +81,22 @@ class Telemetry:
         self._scored = Counter(
             "otel_anomaly_points_scored", "Points that received a score.", registry=registry
         )
+        self._deploys = Counter(
+            "otel_anomaly_deploys",
+            "Deploys seen: a service reported a service.version not seen before.",
+            registry=registry,
+        )
+        self._multivariate_services = Gauge(
+            "otel_anomaly_multivariate_services",
+            "Services with a multivariate model (at most multivariate.max_services).",
+            registry=registry,
+        )
+        self._multivariate_skipped = Counter(
+            "otel_anomaly_multivariate_skipped",
+            "Service feature vectors not modelled because of multivariate.max_services.",
+            registry=registry,
+        )
+        self._published = {"deploys": 0, "multivariate_skipped": 0}
 
     def _init_outputs(self, registry: CollectorRegistry) -> None:
         self._events = Counter(
@@ -156,6 +172,16 @@ class Telemetry:
         """Publish the engine's series counts."""
         self._series_active.set(stats.series_active)
         self._series_warming.set(stats.series_warming)
+        self._multivariate_services.set(stats.multivariate_services)
+        # The engine keeps running totals; counters advance by what is new since last time.
+        for name, counter, total in (
+            ("deploys", self._deploys, stats.deploys_total),
+            ("multivariate_skipped", self._multivariate_skipped,
+             stats.multivariate_skipped_total),
+        ):
+            if total > self._published[name]:
+                counter.inc(total - self._published[name])
+                self._published[name] = total
 
     def evicted(self, count: int) -> None:
         """Count evicted series."""

@@ -6,7 +6,7 @@ Not thread-safe by design: the exporter's pipeline worker is its only caller.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +17,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_anomaly.processors.deploys import DeployTracker
+from otel_anomaly.processors.explain import explain_multivariate
+from otel_anomaly.processors.multivariate import (
+    MULTIVARIATE_METRIC,
+    Attribution,
+    MultivariateSettings,
+    MultivariateStage,
+)
 from otel_anomaly.processors.otlp_common import service_labels
 from otel_anomaly.processors.otlp_logs import LogsExtractor
 from otel_anomaly.processors.otlp_metrics import MetricsExtractor
@@ -25,7 +32,14 @@ from otel_anomaly.processors.scoring import Scorer
 from otel_anomaly.processors.series import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.sources import SourceTable
-from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesBatch, SeriesKey
+from otel_anomaly.processors.types import (
+    AnomalyEvent,
+    IngestResult,
+    Labels,
+    Observations,
+    SeriesBatch,
+    SeriesKey,
+)
 from otel_anomaly.processors.windows import WindowAggregator
 
 
@@ -37,6 +51,9 @@ class EngineStats:
     series_warming: int
     series_evicted_total: int
     points_scored_total: int
+    multivariate_services: int = 0
+    multivariate_skipped_total: int = 0
+    deploys_total: int = 0
 
 
 class Engine:
@@ -49,7 +66,9 @@ class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.index = SeriesIndex(settings.max_series)
-        self.scorer = Scorer(settings.rules, settings.promote_resource_attributes)
+        multivariate = settings.multivariate or MultivariateSettings()
+        self.scorer = Scorer(multivariate.rules(settings.rules),
+                             settings.promote_resource_attributes)
         self._sources = SourceTable(settings.max_series)
         self._metrics = MetricsExtractor(self._sources)
         self._traces = TracesExtractor(
@@ -59,6 +78,10 @@ class Engine:
             self._windows(settings.logs_window_s), self._windows(settings.logs_window_s)
         )
         self.deploys = DeployTracker(settings.deploy_grace_s)
+        # Per-service vectors span traces and logs: they share the traces window.
+        self.multivariate = MultivariateStage(
+            multivariate, int(settings.traces_window_s * 1e9)
+        ) if multivariate.enabled else None
         self._evicted_total = 0
 
     def _windows(self, window_s: float) -> WindowAggregator:
@@ -125,8 +148,11 @@ class Engine:
     def _score(self, out: Observations, result: IngestResult) -> None:
         for service, version, ts in out.versions:
             self.deploys.observe(service, version, ts)
+        why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
         self._score_points(out.keys, np.array(out.ts, np.int64),
                            np.array(out.values, np.float64), out.exemplars, result)
+        if why and result.events:
+            result.events = [_explained(event, why) for event in result.events]
 
     def _score_points(
         self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
@@ -158,6 +184,8 @@ class Engine:
         now = self.settings.clock()
         stale = self.index.expire(now, self.settings.series_ttl_s)
         self._sources.expire(now, self.settings.series_ttl_s)
+        if self.multivariate is not None:
+            self.multivariate.expire(now, self.settings.series_ttl_s)
         if len(stale):
             self.scorer.forget(stale)
             self.deploys.forget(stale)
@@ -180,4 +208,22 @@ class Engine:
             series_warming=self.scorer.count_warming(live),
             series_evicted_total=self._evicted_total,
             points_scored_total=self.scorer.points_scored,
+            multivariate_services=len(self.multivariate.models) if self.multivariate else 0,
+            multivariate_skipped_total=(
+                self.multivariate.skipped_points if self.multivariate else 0
+            ),
+            deploys_total=self.deploys.deploys_total,
         )
+
+
+def _explained(
+    event: AnomalyEvent, why: dict[tuple[SeriesKey, int], Attribution]
+) -> AnomalyEvent:
+    """A multivariate event explained by its top features; any other event as it is."""
+    if event.key.metric != MULTIVARIATE_METRIC:
+        return event
+    attribution = why.get((event.key, event.ts_unix_nano))
+    if attribution is None:
+        return event
+    text = explain_multivariate(event.kind, event.key, score=event.score, why=attribution)
+    return replace(event, explanation=text)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # it imports this module
+    from otel_anomaly.processors.multivariate import MultivariateSettings
 
 DirectionPolicy = Literal["both", "up", "down"]
 LearnGating = Literal["clip", "skip", "off"]
@@ -159,3 +162,4 @@ class EngineSettings:
     span_outliers: bool = True
     deploy_grace_s: float = 900.0
     promote_resource_attributes: tuple[str, ...] = ()
+    multivariate: MultivariateSettings | None = None  # None: MultivariateSettings()

@@ -34,3 +34,17 @@ def test_processors_source_never_reads_wall_clock_or_env() -> None:
             if needle in text:
                 offenders.append(f"{path.name}: {needle}")
     assert not offenders, offenders
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = {folder: name for name, folder in setuptools["package-dir"].items()}
+    for top in ("exporter", "processors"):
+        for init in (root / top).rglob("__init__.py"):
+            folder = init.parent.relative_to(root).as_posix()
+            assert folder in mapped, f"{folder} is missing from [tool.setuptools] package-dir"
+            assert mapped[folder] in setuptools["packages"], f"{mapped[folder]} not in packages"

@@ -1,0 +1,193 @@
+"""Per-service feature vectors, assembled from the RED and log features of closed windows.
+
+Every service (``service.namespace`` + ``service.name``) gets one vector per window, of
+fixed dimension whatever its operations:
+
+========================  ==================================================  =========
+feature                   value                                               unit
+========================  ==================================================  =========
+``call_rate``             ``log1p`` of the calls per second, all operations   calls/s
+``error_ratio``           errors / calls, all operations                      ratio
+``p95_latency``           ``log1p`` of the call-weighted mean of the
+                          operations' p95 duration                            ms
+``log_rate``              ``log1p`` of the log records per second            records/s
+``log_error_ratio``       error-or-worse records / records                    ratio
+========================  ==================================================  =========
+
+A feature the window lacks (no calls, so no error ratio; a service without logs) is NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.otlp_common import service_labels
+from otel_anomaly.processors.otlp_logs import ERROR_RATIO_METRIC as LOG_ERROR_METRIC
+from otel_anomaly.processors.otlp_logs import RATE_METRIC as LOG_RATE_METRIC
+from otel_anomaly.processors.red import CALLS_METRIC, DURATION_METRIC, ERROR_RATIO_METRIC
+from otel_anomaly.processors.types import Labels, SeriesKey
+
+P95_METRIC = f"{DURATION_METRIC}:p95"
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One coordinate of a service vector: its name, how people read it, its noise floor.
+
+    ``floor`` is the smallest standard deviation the models assume (in the transformed
+    unit), so a feature that has been constant (an error ratio of 0) does not make the
+    first small change look infinitely unusual. ``log`` features are modelled as ``log1p``.
+    """
+
+    name: str
+    label: str
+    floor: float
+    log: bool
+
+    def show(self, value: float) -> str:
+        """The model-space ``value`` in the feature's own unit, for an explanation."""
+        return f"{np.expm1(value) if self.log else value:.3g}"
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("call_rate", "call rate", 0.05, log=True),
+    Feature("error_ratio", "error ratio", 0.01, log=False),
+    Feature("p95_latency", "p95 latency (ms)", 0.05, log=True),
+    Feature("log_rate", "log rate", 0.05, log=True),
+    Feature("log_error_ratio", "log error ratio", 0.01, log=False),
+)
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+FLOORS = np.array([f.floor for f in FEATURES])
+_SOURCES = frozenset({CALLS_METRIC, ERROR_RATIO_METRIC, P95_METRIC, LOG_RATE_METRIC,
+                      LOG_ERROR_METRIC})
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceVector:
+    """One service's features over the window that ends at ``end_unix_nano``."""
+
+    service: Labels
+    end_unix_nano: int
+    x: NDArray[np.float64]
+
+
+def vector_of(points: dict[tuple[str, Labels], float]) -> NDArray[np.float64]:
+    """Aggregate one window's ``(metric, attributes) -> value`` points into a vector.
+
+    Examples
+    --------
+    >>> a, b = (("span.name", "a"),), (("span.name", "b"),)
+    >>> points = {(CALLS_METRIC, a): 9.0, (CALLS_METRIC, b): 1.0,
+    ...           (ERROR_RATIO_METRIC, a): 0.0, (ERROR_RATIO_METRIC, b): 1.0}
+    >>> vector_of(points).round(3).tolist()
+    [2.398, 0.1, nan, nan, nan]
+    """
+    calls: dict[Labels, float] = {}
+    by_metric: dict[str, list[tuple[Labels, float]]] = {}
+    for (metric, attributes), value in points.items():
+        if metric == CALLS_METRIC:
+            calls[attributes] = value
+        by_metric.setdefault(metric, []).append((attributes, value))
+    x = np.full(len(FEATURES), np.nan)
+    if calls:
+        x[0] = np.log1p(sum(calls.values()))
+    x[1] = _call_weighted(by_metric.get(ERROR_RATIO_METRIC, []), calls)
+    x[2] = np.log1p(_call_weighted(by_metric.get(P95_METRIC, []), calls))
+    if LOG_RATE_METRIC in by_metric:
+        x[3] = np.log1p(sum(value for _, value in by_metric[LOG_RATE_METRIC]))
+    if LOG_ERROR_METRIC in by_metric:
+        x[4] = by_metric[LOG_ERROR_METRIC][-1][1]
+    return x
+
+
+def _call_weighted(rows: list[tuple[Labels, float]], calls: dict[Labels, float]) -> float:
+    weights = [calls.get(attributes, 0.0) for attributes, _ in rows]
+    total = sum(weights)
+    if not rows or total <= 0:
+        return float("nan")
+    return sum(w * value for w, (_, value) in zip(weights, rows, strict=True)) / total
+
+
+class ServiceVectors:
+    """Collects derived points into per-service windows and hands out finished vectors.
+
+    A window's vector is finished once the service has a point ``slack`` windows later
+    (traces and logs close their windows separately, so the last of them can come a little
+    after the first); points for a finished window are ignored.
+
+    Examples
+    --------
+    >>> sv = ServiceVectors(window_ns=10)  # a point at 30 is in window (20, 30]
+    >>> svc = (("service.name", "api"),)
+    >>> sv.add([SeriesKey(CALLS_METRIC, svc, ())], [10], [4.0], now=0.0)
+    []
+    >>> done = sv.add([SeriesKey(CALLS_METRIC, svc, ())], [30], [1.0], now=1.0)
+    >>> [(v.end_unix_nano, round(float(v.x[0]), 3)) for v in done]
+    [(10, 1.609)]
+    """
+
+    def __init__(self, window_ns: int, max_services: int = 500, slack: int = 1) -> None:
+        self.window_ns = window_ns
+        self.max_services = max_services
+        self.slack = slack
+        self.skipped_points = 0  # points of services beyond ``max_services``
+        # service -> window index -> (metric, attributes) -> value (the latest wins)
+        self._pending: dict[Labels, dict[int, dict[tuple[str, Labels], float]]] = {}
+        self._finished: dict[Labels, int] = {}  # service -> newest finished window index
+        self._seen: dict[Labels, float] = {}  # service -> ingest time it last had a point
+
+    def add(
+        self, keys: Sequence[SeriesKey], ts: Sequence[int], values: Sequence[float], now: float
+    ) -> list[ServiceVector]:
+        """Take a request's derived points; return the vectors they finished, oldest first.
+
+        ``now`` (ingest-time seconds) marks the services seen, for ``expire``.
+        """
+        touched: dict[Labels, int] = {}
+        for key, t, value in zip(keys, ts, values, strict=True):
+            if key.metric not in _SOURCES:
+                continue
+            service = service_labels(key.resource)
+            if service not in self._finished and not self._admit(service):
+                self.skipped_points += 1
+                continue
+            window = (t - 1) // self.window_ns
+            if window <= self._finished[service]:
+                continue
+            windows = self._pending.setdefault(service, {})
+            windows.setdefault(window, {})[(key.metric, key.attributes)] = value
+            touched[service] = max(window, touched.get(service, window))
+        out = []
+        for service, newest in touched.items():
+            self._seen[service] = now
+            windows = self._pending[service]
+            for window in sorted(w for w in windows if w <= newest - self.slack):
+                x = vector_of(windows.pop(window))
+                self._finished[service] = window
+                out.append(ServiceVector(service, (window + 1) * self.window_ns, x))
+        out.sort(key=lambda v: v.end_unix_nano)
+        return out
+
+    def _admit(self, service: Labels) -> bool:
+        if len(self._finished) >= self.max_services:
+            return False
+        self._finished[service] = -(2**62)
+        return True
+
+    @property
+    def services(self) -> list[Labels]:
+        """Services being assembled (at most ``max_services``)."""
+        return list(self._finished)
+
+    def expire(self, now: float, ttl_s: float) -> list[Labels]:
+        """Forget services without a point for ``ttl_s``; return them."""
+        stale = [s for s, seen in self._seen.items() if now - seen > ttl_s]
+        for service in stale:
+            self._pending.pop(service, None)
+            self._finished.pop(service, None)
+            del self._seen[service]
+        return stale

@@ -1,0 +1,105 @@
+"""The engine's multivariate stage: closed windows in, one score point per service out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.multivariate.features import FEATURES, FLOORS, ServiceVectors
+from otel_anomaly.processors.multivariate.models import MODELS, MultivariateModel
+from otel_anomaly.processors.multivariate.settings import MULTIVARIATE_METRIC, MultivariateSettings
+from otel_anomaly.processors.types import Labels, Observations, SeriesKey
+
+TOP_FEATURES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureShare:
+    """One feature's part in a multivariate score, for people: shares are in [0, 1]."""
+
+    label: str
+    share: float
+    value: str
+    usual: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Why a service's window scored as it did: the model and its top features."""
+
+    model: str
+    top: tuple[FeatureShare, ...]
+
+
+class MultivariateStage:
+    """Per-service models over ``ServiceVectors``; their scores become derived points.
+
+    Each finished vector is scored by its service's model (once warm), the score is added
+    to the request's observations as ``service_multivariate:score{model=...}`` (calibrated
+    and alerted on like any series), then the vector is learned.
+
+    Examples
+    --------
+    >>> from otel_anomaly.processors.red import CALLS_METRIC
+    >>> stage = MultivariateStage(MultivariateSettings(warmup=2), window_ns=10)
+    >>> svc = (("service.name", "api"),)
+    >>> for t, calls in enumerate([5.0, 6.0, 5.0, 50.0, 5.0], start=1):
+    ...     out = Observations()
+    ...     out.add(SeriesKey(CALLS_METRIC, svc, ()), t * 10, calls)
+    ...     why = stage.observe(out, now=0.0)
+    ...     rows = zip(out.keys, out.ts, out.values, strict=True)
+    ...     print([(k.metric, ts, round(v, 1)) for k, ts, v in rows][1:])
+    []
+    []
+    []
+    [('service_multivariate:score', 30, 1.0)]
+    [('service_multivariate:score', 40, 28.7)]
+    >>> print(next(iter(why.values())).top[0])
+    FeatureShare(label='call rate', share=1.0, value='50', usual='5.4')
+    """
+
+    def __init__(self, settings: MultivariateSettings, window_ns: int) -> None:
+        self.settings = settings
+        self.vectors = ServiceVectors(window_ns, settings.max_services)
+        self.models: dict[Labels, MultivariateModel] = {}
+        self._model = MODELS[settings.model]
+        self._attributes: Labels = (("model", settings.model),)
+
+    @property
+    def skipped_points(self) -> int:
+        """Derived points of services beyond ``max_services``, not modelled."""
+        return self.vectors.skipped_points
+
+    def observe(self, out: Observations, now: float) -> dict[tuple[SeriesKey, int], Attribution]:
+        """Append the score points of the windows ``out`` finished; return why each scored."""
+        why: dict[tuple[SeriesKey, int], Attribution] = {}
+        for vector in self.vectors.add(list(out.keys), list(out.ts), list(out.values), now):
+            model = self.models.get(vector.service)
+            if model is None:
+                model = self.models[vector.service] = self._model(FLOORS, self.settings.alpha)
+            if model.n_learned >= self.settings.warmup:
+                score, shares = model.score_one(vector.x)
+                key = SeriesKey(MULTIVARIATE_METRIC, vector.service, self._attributes)
+                out.add(key, vector.end_unix_nano, score)
+                why[(key, vector.end_unix_nano)] = self._attribution(model, vector.x, shares)
+            model.learn_one(vector.x)
+        return why
+
+    def _attribution(
+        self, model: MultivariateModel, x: NDArray[np.float64], shares: NDArray[np.float64]
+    ) -> Attribution:
+        order = np.argsort(-shares, kind="stable")[:TOP_FEATURES]
+        usual = model.usual
+        top = tuple(
+            FeatureShare(FEATURES[j].label, float(shares[j]), FEATURES[j].show(float(x[j])),
+                         FEATURES[j].show(float(usual[j])))
+            for j in order.tolist() if shares[j] > 0
+        )
+        return Attribution(self.settings.model, top)
+
+    def expire(self, now: float, ttl_s: float) -> None:
+        """Free the models of services without a point for ``ttl_s``."""
+        for service in self.vectors.expire(now, ttl_s):
+            self.models.pop(service, None)
