@@ -10,7 +10,9 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
+from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
+from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.tail_quantile import DeviationScale
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -20,6 +22,7 @@ MemberSpec = tuple[str, tuple[tuple[str, Any], ...]]
 MEMBER_TYPES: dict[str, type[Detector]] = {
     "ewma_zscore": EwmaZScore,
     "seasonal_profile": SeasonalProfile,
+    "forecast_residual": ForecastResidual,
 }
 """Detector types an ensemble can hold (any single-series detector)."""
 
@@ -27,7 +30,7 @@ _TINY = 1e-12
 
 DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
     ("ewma_zscore", (("alpha", 0.02),)),
-    ("seasonal_profile", ()),
+    ("seasonal_profile", (("phase_tolerance", 4),)),
     ("seasonal_profile", (("period_s", 604800.0), ("buckets", 168))),
 )
 
@@ -68,13 +71,25 @@ class Ensemble(Detector):
     members
         Member detectors as ``(type, ((param, value), ...))`` pairs; types from
         ``MEMBER_TYPES``. The default: a level (EWMA, alpha 0.02), then a daily profile
-        (5 min phases), then a weekly one (hourly phases).
+        (5 min phases, tolerant to 20 min of phase jitter), then a weekly one (hourly
+        phases).
     combine
         ``max`` or ``fallback`` (see above).
     tail_quantile
         Quantile of each member's deviations that defines its usual extreme, in (0, 1).
     tail_window
         Points the tail statistics effectively remember (exponential decay), >= 2.
+    refractory_level
+        After an excursion, the band stretches by ``max(1, peak / refractory_level)``
+        (``peak`` the excursion's combined score), so the rest of one event does not score
+        as a new anomaly while a bigger one still does. 0 disables it.
+    refractory_hold
+        Points the stretch holds at full strength after the peak, >= 0.
+    refractory_decay
+        Per-point decay of the stretch after the hold, in (0, 1].
+    refractory_grace
+        Points right after the peak that are still scored unstretched (an anomaly that
+        needs ``min_duration`` points to open is not suppressed by its own start), >= 0.
 
     Examples
     --------
@@ -96,7 +111,8 @@ class Ensemble(Detector):
 
     def __init__(
         self, *, members: tuple[MemberSpec, ...] = DEFAULT_MEMBERS, combine: str = "max",
-        tail_quantile: float = 0.999, tail_window: int = 2000,
+        tail_quantile: float = 0.999, tail_window: int = 2000, refractory_level: float = 3.0,
+        refractory_hold: int = 10, refractory_decay: float = 0.95, refractory_grace: int = 2,
     ) -> None:
         if not members:
             msg = "ensemble: members must name at least one detector"
@@ -113,6 +129,18 @@ class Ensemble(Detector):
         self.combine = combine
         self.tail_quantile = tail_quantile
         self.tail_window = tail_window
+        if (refractory_level < 0 or refractory_hold < 0 or refractory_grace < 0
+                or not 0.0 < refractory_decay <= 1.0):
+            msg = (f"ensemble: refractory_level, refractory_hold and refractory_grace must be "
+                   f">= 0 and refractory_decay in (0, 1]; got {refractory_level}, "
+                   f"{refractory_hold}, {refractory_grace}, {refractory_decay}")
+            raise ValueError(msg)
+        self.refractory_level = refractory_level
+        self.refractory_hold = refractory_hold
+        self.refractory_decay = refractory_decay
+        self.refractory_grace = refractory_grace
+        self._peak = np.zeros(0, np.float64)
+        self._age = np.zeros(0, np.int64)
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
 
@@ -129,6 +157,28 @@ class Ensemble(Detector):
             views.append(_View(ready, p.expected, up, down))
         return views
 
+    def _ensure(self, slots: NDArray[np.intp]) -> None:
+        if len(slots):
+            needed = int(slots.max()) + 1
+            self._peak = grown(self._peak, needed, 0.0)  # type: ignore[assignment]
+            self._age = grown(self._age, needed, 0)  # type: ignore[assignment]
+
+    def _recent_peak(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        """The last excursion's score, held ``refractory_hold`` points then decaying."""
+        self._ensure(slots)
+        late = np.maximum(self._age[slots] - self.refractory_hold, 0).astype(np.float64)
+        out: NDArray[np.float64] = self._peak[slots] * self.refractory_decay ** late
+        return out
+
+    def _widening(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``."""
+        if self.refractory_level <= 0:
+            return np.ones(len(slots))
+        stretch = np.maximum(1.0, self._recent_peak(slots) / self.refractory_level)
+        # The points right after an excursion's peak are scored in full: an anomaly that
+        # needs several points in a row to open is not stretched away by its own start.
+        return np.where(self._age[slots] < self.refractory_grace, 1.0, stretch)
+
     @staticmethod
     def _z(view: _View, values: NDArray[np.float64]) -> NDArray[np.float64]:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -141,6 +191,7 @@ class Ensemble(Detector):
         n = len(batch)
         lower, upper = np.full(n, np.nan), np.full(n, np.nan)
         expected, first = np.full(n, np.nan), np.full(n, np.nan)
+        band = band * self._widening(batch.slots)
         for view in self._views(batch):
             with np.errstate(over="ignore", invalid="ignore"):
                 lo, hi = view.expected - band * view.down, view.expected + band * view.up
@@ -158,12 +209,16 @@ class Ensemble(Detector):
         expected = np.fmin(np.fmax(expected, lower), upper)
         return Prediction(expected, lower, upper)
 
-    def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
-        """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""
+    def _combined(self, batch: SeriesBatch) -> NDArray[np.float64]:
         out = np.zeros(len(batch))
         for view in self._views(batch):
             z = self._z(view, batch.values)
             out = np.maximum(out, z) if self.combine == "max" else np.where(view.ready, z, out)
+        return out
+
+    def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
+        """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""
+        out = self._combined(batch) / self._widening(batch.slots)
         return np.where(np.isfinite(batch.values), out, np.nan)
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
@@ -174,6 +229,14 @@ class Ensemble(Detector):
         return out
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
+        if self.refractory_level > 0:
+            # The excursion memory learns the unstretched score: a bigger excursion than
+            # the last one becomes the new peak, smaller ones let the old one fade.
+            z = self._combined(batch)
+            recent = self._recent_peak(batch.slots)
+            new = z >= recent
+            self._peak[batch.slots] = np.where(new, z, self._peak[batch.slots])
+            self._age[batch.slots] = np.where(new, 0, self._age[batch.slots] + 1)
         views = self._views(batch, scaled=False)
         for member, scale, view in zip(self._members, self._scales, views, strict=True):
             ready = view.ready
@@ -188,6 +251,9 @@ class Ensemble(Detector):
         for member, scale in zip(self._members, self._scales, strict=True):
             member.reset(slots)
             scale.reset(slots)
+        self._ensure(slots)
+        self._peak[slots] = 0.0
+        self._age[slots] = 0
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True while every member warms up."""
@@ -198,7 +264,7 @@ class Ensemble(Detector):
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Members' and scales' arrays, prefixed ``m<i>.`` and ``s<i>.``."""
-        out: dict[str, NDArray[Any]] = {}
+        out: dict[str, NDArray[Any]] = {"peak": self._peak.copy(), "age": self._age.copy()}
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             out |= {f"m{i}.{k}": v for k, v in member.state_dict().items()}
             out |= {f"s{i}.{k}": v for k, v in scale.state_dict().items()}
@@ -206,6 +272,8 @@ class Ensemble(Detector):
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
+        self._peak = state["peak"].astype(np.float64, copy=True)
+        self._age = state["age"].astype(np.int64, copy=True)
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             member.load_state_dict(_prefixed(state, f"m{i}."))
             scale.load_state_dict(_prefixed(state, f"s{i}."))

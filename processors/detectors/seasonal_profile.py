@@ -78,7 +78,7 @@ class SeasonalProfile(Detector):
 
     def __init__(
         self, *, period_s: float = 86400.0, buckets: int = 288, alpha: float = 0.25,
-        warmup_cycles: float = 2.0, spread_mix: float = 0.1,
+        warmup_cycles: float = 2.0, spread_mix: float = 0.1, phase_tolerance: int = 0,
     ) -> None:
         if not period_s > 0:
             msg = f"seasonal_profile: period_s must be > 0; got {period_s}"
@@ -98,6 +98,11 @@ class SeasonalProfile(Detector):
         self.alpha = alpha
         self.warmup_cycles = warmup_cycles
         self.spread_mix = spread_mix
+        if not 0 <= phase_tolerance < buckets:
+            msg = (f"seasonal_profile: phase_tolerance must be in [0, buckets); got "
+                   f"{phase_tolerance}")
+            raise ValueError(msg)
+        self.phase_tolerance = phase_tolerance
         self._period_ns = int(round(period_s * 1e9))
         self._bucket_ns = self._period_ns / buckets
         self._warm_ns = int(round(warmup_cycles * period_s * 1e9))
@@ -135,20 +140,53 @@ class SeasonalProfile(Detector):
         ready = (self._n[slots] > 0) & (history >= self._warm_ns) & (count >= 2)
         return bucket, count, mean, sigma, ready
 
+    def _neighbours(
+        self, batch: SeriesBatch, bucket: NDArray[np.intp]
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Mean and spread, one column per phase within ``phase_tolerance`` of each row's.
+
+        Phases seen fewer than twice get an infinite spread (they never widen a band).
+        """
+        offsets = np.arange(-self.phase_tolerance, self.phase_tolerance + 1)
+        cols = (bucket[:, None] + offsets[None, :]) % self.buckets
+        rows = batch.slots[:, None]
+        mean = self._mean[rows, cols].astype(np.float64)
+        global_sigma = self.spread_mix * self._gdev[batch.slots, None] * _MAD_TO_SIGMA
+        phase_sigma = self._dev[rows, cols].astype(np.float64) * _MAD_TO_SIGMA
+        sigma = np.hypot(phase_sigma, global_sigma) + _TINY * (1.0 + np.abs(mean))
+        sigma = np.where(self._count[rows, cols] >= 2, sigma, np.inf)
+        return mean, sigma
+
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
-        """The phase's mean and ``mean +- band * spread`` (NaN band while warming). Pure."""
-        _, count, mean, sigma, ready = self._state(batch)
+        """The phase's mean; the band is the union of the phases' ``mean +- band * spread``.
+
+        The union runs over the phases within ``phase_tolerance`` (NaN band while warming).
+        Pure.
+        """
+        bucket, count, mean, sigma, ready = self._state(batch)
         expected = np.where(count > 0, mean, np.nan)
         with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
-            lower = np.where(ready, mean - band * sigma, np.nan)
-            upper = np.where(ready, mean + band * sigma, np.nan)
+            lower, upper = mean - band * sigma, mean + band * sigma
+            if self.phase_tolerance:
+                means, sigmas = self._neighbours(batch, bucket)
+                width = np.where(np.isinf(sigmas), np.nan, np.asarray(band)[..., None] * sigmas)
+                lower = np.fmin(lower, np.nanmin(means - width, axis=1, initial=np.inf))
+                upper = np.fmax(upper, np.nanmax(means + width, axis=1, initial=-np.inf))
+            lower = np.where(ready, lower, np.nan)
+            upper = np.where(ready, upper, np.nan)
         return Prediction(expected, lower, upper)
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
-        """Return ``|x - profile| / spread`` per row (0 while warming, NaN if not finite)."""
-        _, _, mean, sigma, ready = self._state(batch)
-        with np.errstate(invalid="ignore"):
+        """Return ``|x - profile| / spread`` per row (0 while warming, NaN if not finite).
+
+        The smallest over the phases within ``phase_tolerance``.
+        """
+        bucket, _, mean, sigma, ready = self._state(batch)
+        with np.errstate(invalid="ignore", over="ignore"):
             z = np.abs(batch.values - mean) / sigma
+            if self.phase_tolerance:
+                means, sigmas = self._neighbours(batch, bucket)
+                z = np.fmin(z, (np.abs(batch.values[:, None] - means) / sigmas).min(axis=1))
         z = np.where(ready, z, 0.0)
         return np.where(np.isfinite(batch.values), z, np.nan)
 
