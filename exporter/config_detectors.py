@@ -7,11 +7,12 @@ its rule class, and add the rule class to ``DetectorConfig`` and ``DETECTOR_TYPE
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from otel_anomaly.exporter.config_types import Duration, Model, Positive
+from otel_anomaly.processors.detectors import DETECTORS
 from otel_anomaly.processors.settings import (
     SEASONAL_ALERT,
     AlertPolicy,
@@ -111,13 +112,27 @@ Alpha = Annotated[float, AfterValidator(_unit_interval)]
 
 
 class _Params(Model):
+    detector_type: ClassVar[str]
+
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of the detector class (durations become ``*_s`` seconds)."""
         return self.model_dump()
 
+    @model_validator(mode="after")
+    def _detector_accepts(self) -> _Params:
+        # Cross-parameter rules (warmup > order, tolerance < buckets...) live in the
+        # detector itself; building one here reports them at start-up, in its words.
+        try:
+            DETECTORS[self.detector_type](**self.engine_params())
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix(f"{self.detector_type}: ")) from None
+        return self
+
 
 class EwmaZscoreParams(_Params):
     """Parameters of ``ewma_zscore`` (see ``processors.detectors.EwmaZScore``)."""
+
+    detector_type: ClassVar[str] = "ewma_zscore"
 
     alpha: Alpha = 0.05
     warmup: Positive = 30
@@ -127,11 +142,13 @@ class EwmaZscoreParams(_Params):
 class SeasonalProfileParams(_Params):
     """Parameters of ``seasonal_profile`` (see ``processors.detectors.SeasonalProfile``)."""
 
+    detector_type: ClassVar[str] = "seasonal_profile"
     period: Duration = Field(default=86400.0, gt=0)
     buckets: Positive = 288
     alpha: Alpha = 0.25
     warmup_cycles: float = Field(default=2.0, ge=0)
     spread_mix: float = Field(default=0.1, ge=0)
+    phase_tolerance: int = Field(default=0, ge=0)
 
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of ``SeasonalProfile``."""
@@ -140,14 +157,37 @@ class SeasonalProfileParams(_Params):
         return params
 
 
+class ForecastResidualParams(_Params):
+    """Parameters of ``forecast_residual`` (see ``processors.detectors.ForecastResidual``)."""
+
+    detector_type: ClassVar[str] = "forecast_residual"
+    order: Positive = 4
+    forgetting: Alpha = 0.999
+    alpha: Alpha = 0.02
+    warmup: Positive = 50
+
+
+class HalfSpaceTreesParams(_Params):
+    """Parameters of ``half_space_trees`` (see ``processors.detectors.HalfSpaceTrees``)."""
+
+    detector_type: ClassVar[str] = "half_space_trees"
+    window: Positive = 4
+    trees: Positive = 16
+    height: int = Field(default=7, ge=1, le=12)
+    memory: int = Field(default=1000, ge=2)
+    warmup: Positive = 100
+    seed: int = Field(default=0, ge=0)
+
+
 Member = Annotated[
     Annotated["EwmaZscoreMember", Tag("ewma_zscore")]
-    | Annotated["SeasonalProfileMember", Tag("seasonal_profile")],
+    | Annotated["SeasonalProfileMember", Tag("seasonal_profile")]
+    | Annotated["ForecastResidualMember", Tag("forecast_residual")],
     Discriminator(
         lambda v: v.get("type") if isinstance(v, Mapping) else getattr(v, "type", None),
         custom_error_type="unknown_detector_type",
         custom_error_message="unknown detector type",
-        custom_error_context={"expected": "ewma_zscore, seasonal_profile"},
+        custom_error_context={"expected": "ewma_zscore, seasonal_profile, forecast_residual"},
     ),
 ]
 
@@ -166,27 +206,37 @@ class SeasonalProfileMember(Model):
     params: SeasonalProfileParams = SeasonalProfileParams()
 
 
+class ForecastResidualMember(Model):
+    """An ensemble member of ``type: forecast_residual``."""
+
+    type: Literal["forecast_residual"]
+    params: ForecastResidualParams = ForecastResidualParams()
+
+
 class EnsembleParams(_Params):
     """Parameters of ``ensemble`` (see ``processors.detectors.Ensemble``).
 
-    Keys left out take the detector's own defaults (``members`` unset means its built-in
-    members: a level, a daily and a weekly profile).
+    Keys left out take the detector's own defaults (``members`` unset or empty means its
+    built-in members: a level, a daily and a weekly profile).
     """
 
-    members: tuple[Member, ...] | None = Field(default=None, min_length=1)
+    detector_type: ClassVar[str] = "ensemble"
+    members: tuple[Member, ...] = ()  # empty: the ensemble's built-in members
     combine: Literal["max", "fallback"] | None = None
     tail_quantile: float | None = Field(default=None, gt=0, lt=1)
     tail_window: int | None = Field(default=None, ge=2)
+    refractory_level: float | None = Field(default=None, ge=0)
+    refractory_hold: int | None = Field(default=None, ge=0)
+    refractory_decay: float | None = Field(default=None, gt=0, le=1)
+    refractory_grace: int | None = Field(default=None, ge=0)
 
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of ``Ensemble``: only the keys the config sets."""
         params: dict[str, Any] = {
-            key: value
-            for key, value in (("combine", self.combine), ("tail_quantile", self.tail_quantile),
-                               ("tail_window", self.tail_window))
+            key: value for key, value in self.model_dump(exclude={"members"}).items()
             if value is not None
         }
-        if self.members is not None:
+        if self.members:
             params["members"] = tuple(
                 (member.type, tuple(member.params.engine_params().items()))
                 for member in self.members
@@ -234,6 +284,20 @@ class SeasonalProfileRule(_RuleConfig):
     params: SeasonalProfileParams = SeasonalProfileParams()
 
 
+class ForecastResidualRule(_RuleConfig):
+    """A detector rule of ``type: forecast_residual``."""
+
+    type: Literal["forecast_residual"]
+    params: ForecastResidualParams = ForecastResidualParams()
+
+
+class HalfSpaceTreesRule(_RuleConfig):
+    """A detector rule of ``type: half_space_trees``."""
+
+    type: Literal["half_space_trees"]
+    params: HalfSpaceTreesParams = HalfSpaceTreesParams()
+
+
 DEFAULT_DETECTOR_TYPE = "ensemble"
 
 
@@ -244,11 +308,15 @@ def _detector_type(value: Any) -> str | None:
     return getattr(value, "type", DEFAULT_DETECTOR_TYPE)
 
 
-DETECTOR_TYPES: tuple[str, ...] = ("ensemble", "ewma_zscore", "seasonal_profile")
+DETECTOR_TYPES: tuple[str, ...] = (
+    "ensemble", "ewma_zscore", "seasonal_profile", "forecast_residual", "half_space_trees",
+)
 DetectorConfig = Annotated[
     Annotated[EnsembleRule, Tag("ensemble")]
     | Annotated[EwmaZscoreRule, Tag("ewma_zscore")]
-    | Annotated[SeasonalProfileRule, Tag("seasonal_profile")],
+    | Annotated[SeasonalProfileRule, Tag("seasonal_profile")]
+    | Annotated[ForecastResidualRule, Tag("forecast_residual")]
+    | Annotated[HalfSpaceTreesRule, Tag("half_space_trees")],
     Discriminator(
         _detector_type,
         custom_error_type="unknown_detector_type",

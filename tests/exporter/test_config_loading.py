@@ -17,6 +17,8 @@ from otel_anomaly.exporter.config import (
     Config,
     EnsembleParams,
     EwmaZscoreParams,
+    ForecastResidualParams,
+    HalfSpaceTreesParams,
     SeasonalProfileParams,
     default_config_text,
     load_config,
@@ -64,7 +66,7 @@ open_threshold=2.5""",
 invalid configuration in {path} (2 errors):
   detectors[0].type: unknown detector type 'seasonal' (did you mean 'seasonal_profile'?)
   detectors[1].type: unknown detector type 'isolation_forest' (expected one of: ensemble, \
-ewma_zscore, seasonal_profile)""",
+ewma_zscore, seasonal_profile, forecast_residual, half_space_trees)""",
     "invalid_yaml": """\
 invalid configuration in {path} (1 error):
   invalid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'""",
@@ -136,7 +138,7 @@ def test_seasonal_profile_params_map_durations_to_seconds() -> None:
     config = load_config(None, {"detectors": [rule]}, environ={})
     params = dict(config.detector_rules()[0].params)
     assert params == {"period_s": 604800.0, "buckets": 7, "alpha": 0.25, "warmup_cycles": 2.0,
-                      "spread_mix": 0.1}
+                      "spread_mix": 0.1, "phase_tolerance": 0}
 
 
 def test_embedded_default_config_lists_every_key() -> None:
@@ -153,7 +155,8 @@ def test_embedded_default_config_lists_every_key() -> None:
     # The detector example documents every params and alert key.
     text = default_config_text()
     params = [*EwmaZscoreParams.model_fields, *SeasonalProfileParams.model_fields,
-              *EnsembleParams.model_fields]
+              *EnsembleParams.model_fields, *ForecastResidualParams.model_fields,
+              *HalfSpaceTreesParams.model_fields]
     for key in (*params, *AlertConfig.model_fields):
         assert f"#       {key}: " in text, f"{key} is not documented"
 
@@ -294,3 +297,9 @@ def test_kubernetes_service_link_variables_are_not_settings() -> None:
     assert load_config(None, {}, environ=env) == Config()
     with pytest.raises(ConfigError, match="OTEL_ANOMALY_SERVICE_HOSTS: unknown"):
         load_config(None, {}, environ={"OTEL_ANOMALY_SERVICE_HOSTS": "x"})
+
+
+def test_cross_parameter_rules_of_a_detector_are_reported_at_load() -> None:
+    rule = {"name": "x", "type": "forecast_residual", "params": {"order": 8, "warmup": 5}}
+    with pytest.raises(ConfigError, match=r"detectors\[0\]\.params: .*warmup"):
+        load_config(None, {"detectors": [rule]}, environ={})
