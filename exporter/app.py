@@ -23,6 +23,7 @@ from otel_anomaly.exporter.prometheus import MetricsServer, ScoreCollector
 from otel_anomaly.exporter.receiver import GrpcReceiver
 from otel_anomaly.exporter.score_metrics import ScoreMetricsExporter
 from otel_anomaly.exporter.scores import ScoreTable
+from otel_anomaly.exporter.state import StateStore
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
@@ -82,7 +83,10 @@ class Sidecar:
         self.config = config
         self.registry = settings.registry or CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
-        engine = settings.engine_factory(config.engine_settings(settings.clock))
+        engine_settings = config.engine_settings(settings.clock)
+        self.state = StateStore(config.state.path, self.telemetry) if config.state.path else None
+        restored = self.state.restore(engine_settings) if self.state else None
+        engine = restored or settings.engine_factory(engine_settings)
         self.scores = ScoreTable(engine.series_labels)
         self.io = IoLoop()
         self.events = EventsExporter(config.events, self.telemetry)
@@ -91,6 +95,8 @@ class Sidecar:
             queue_size=config.pipeline.queue_size,
             clock=settings.clock,
             evict_interval_s=_evict_interval(config.series.ttl),
+            checkpoint=self.state.save if self.state else None,
+            checkpoint_interval_s=config.state.interval,
         )
         intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
         grpc, http = config.receivers.grpc, config.receivers.http

@@ -70,6 +70,7 @@ __all__ = [
     "SeasonalProfileParams",
     "SeasonalProfileRule",
     "SeriesConfig",
+    "StateConfig",
     "TracesConfig",
     "load_config",
     "parse_duration",
@@ -153,6 +154,13 @@ class ExpositionConfig(Model):
     promote_resource_attributes: tuple[str, ...] = ()
 
 
+class StateConfig(Model):
+    """Checkpoints of the learned state, so a restart resumes instead of warming up."""
+
+    path: str = ""
+    interval: Duration = Field(default=300.0, gt=0)
+
+
 class EventsConfig(Model):
     """Anomaly events as OTLP log records (and optionally scores as OTLP metrics)."""
 
@@ -185,6 +193,7 @@ class Config(Model):
     detectors: tuple[DetectorConfig, ...] | None = ()
     exposition: ExpositionConfig = ExpositionConfig()
     events: EventsConfig = EventsConfig()
+    state: StateConfig = StateConfig()
 
     def detector_rules(self) -> tuple[DetectorRule, ...]:
         """The engine's rules; ``DEFAULT_RULES`` when the config names none."""
@@ -226,6 +235,7 @@ ENV_VARS: Mapping[str, str] = {
     "OTEL_ANOMALY_EVENTS_ENDPOINT": "events.endpoint",
     "OTEL_ANOMALY_MAX_SERIES": "series.max_series",
     "OTEL_ANOMALY_QUEUE_SIZE": "pipeline.queue_size",
+    "OTEL_ANOMALY_STATE_PATH": "state.path",
 }
 """Environment variables that set a config key (below flags, above the file)."""
 # Kubernetes injects these for any Service whose name starts with "otel-anomaly" (service

@@ -66,6 +66,9 @@ class Pipeline:
         Ingest-time clock (the engine's), for the eviction schedule.
     evict_interval_s
         How often (by ``clock``) idle series are evicted.
+    checkpoint
+        Saves the engine's state (on the worker thread, which owns the engine): every
+        ``checkpoint_interval_s`` by ``clock`` and once more when the worker stops.
     """
 
     def __init__(
@@ -78,6 +81,8 @@ class Pipeline:
         queue_size: int,
         clock: Callable[[], float],
         evict_interval_s: float,
+        checkpoint: Callable[[Engine], None] | None = None,
+        checkpoint_interval_s: float = 300.0,
     ) -> None:
         self._engine = engine
         self._scores = scores
@@ -91,6 +96,9 @@ class Pipeline:
         self._closed = False
         self._logged_errors: set[str] = set()
         self._last_evict = 0.0
+        self._checkpoint = checkpoint
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._last_checkpoint = 0.0
         self._last_stats = -float("inf")
         telemetry.track_queue(lambda: self.queued, queue_size)
 
@@ -105,7 +113,7 @@ class Pipeline:
         with self._lock:
             if self._thread is not None or self._closed:
                 return
-            self._last_evict = self._clock()
+            self._last_evict = self._last_checkpoint = self._clock()
             self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
             self._thread.start()
 
@@ -168,10 +176,21 @@ class Pipeline:
             except queue.Empty:
                 item = None
             if item is _STOP:
+                if self._checkpoint is not None:
+                    self._checkpoint(self._engine)
                 return
             if isinstance(item, _Item):
                 self._process(item)
             self._maybe_evict()
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        if self._checkpoint is None:
+            return
+        now = self._clock()
+        if now - self._last_checkpoint >= self._checkpoint_interval_s:
+            self._last_checkpoint = now
+            self._checkpoint(self._engine)
 
     def _process(self, item: _Item) -> None:
         if not item.future.set_running_or_notify_cancel():

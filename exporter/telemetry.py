@@ -97,6 +97,22 @@ class Telemetry:
             registry=registry,
         )
         self._published = {"deploys": 0, "multivariate_skipped": 0}
+        self._checkpoints = Counter(
+            "otel_anomaly_checkpoints", "State checkpoints written, by outcome (ok, failed).",
+            ["outcome"], registry=registry,
+        )
+        self._checkpoint_seconds = Gauge(
+            "otel_anomaly_checkpoint_duration_seconds",
+            "Time the last checkpoint took (scoring pauses meanwhile).", registry=registry,
+        )
+        self._checkpoint_bytes = Gauge(
+            "otel_anomaly_checkpoint_size_bytes", "Size of the last checkpoint written.",
+            registry=registry,
+        )
+        self._restored = Gauge(
+            "otel_anomaly_series_restored",
+            "Series restored from the checkpoint at start-up.", registry=registry,
+        )
 
     def _init_outputs(self, registry: CollectorRegistry) -> None:
         self._events = Counter(
@@ -182,6 +198,17 @@ class Telemetry:
             if total > self._published[name]:
                 counter.inc(total - self._published[name])
                 self._published[name] = total
+
+    def checkpoint(self, outcome: str, seconds: float, size: int) -> None:
+        """Count a checkpoint and record its duration (and size when written)."""
+        self._checkpoints.labels(outcome).inc()
+        self._checkpoint_seconds.set(seconds)
+        if size:
+            self._checkpoint_bytes.set(size)
+
+    def restored(self, series: int) -> None:
+        """Record how many series the start-up restore brought back."""
+        self._restored.set(series)
 
     def evicted(self, count: int) -> None:
         """Count evicted series."""

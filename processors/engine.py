@@ -192,6 +192,16 @@ class Engine:
             self._evicted_total += len(stale)
         return stale
 
+    def shift_ingest_clock(self, delta: float) -> None:
+        """Move every ingest-time "last seen" by ``delta`` seconds.
+
+        After a restore the ingest clock has restarted: each series keeps its idle time.
+        """
+        self.index.last_seen += delta
+        self._sources.shift_clock(delta)
+        if self.multivariate is not None:
+            self.multivariate.vectors.shift_clock(delta)
+
     def series_key(self, slot: int) -> SeriesKey:
         """Identity of the series in ``slot``."""
         return self.index.key(slot)

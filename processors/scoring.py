@@ -55,6 +55,21 @@ class Scorer:
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
 
+    def __getstate__(self) -> dict[str, object]:
+        # Rules come from the settings a checkpoint is restored under (see ``retune``).
+        return {**self.__dict__, "rules": ()}
+
+    def retune(self, rules: Sequence[DetectorRule]) -> None:
+        """Adopt new alert policies for the same detectors and routing (after a restore)."""
+        same = [(r.name, r.match, r.detector) for r in rules] == [
+            (r.name, r.match, r.detector) for r in self.rules]
+        if self.rules and not same:
+            msg = "retune: rules must keep their names, matches and detectors"
+            raise ValueError(msg)
+        self.rules = tuple(rules)
+        for calibrator, rule in zip(self.calibrators, self.rules, strict=True):
+            calibrator.policy = rule.alert
+
     def rule_for(self, metric: str) -> int:
         """Index of the first rule matching ``metric`` (the last rule if none does)."""
         for i, rule in enumerate(self.rules):

@@ -62,6 +62,11 @@ class SourceTable:
         state.start, state.last_ts, state.payload, state.last_seen = start, ts, payload, now
         return (RESET if restarted else "ok"), prev_ts, prev_payload
 
+    def shift_clock(self, delta: float) -> None:
+        """Move every ingest-time "last seen" by ``delta`` seconds (after a restore)."""
+        for state in self._states.values():
+            state.last_seen += delta
+
     def expire(self, now: float, ttl: float) -> int:
         """Drop streams idle longer than ``ttl``; return how many."""
         stale = [k for k, s in self._states.items() if s.last_seen < now - ttl]

@@ -71,3 +71,4 @@ def test_chart_default_values_are_a_valid_sidecar_config(tmp_path: Path) -> None
     path.write_text(yaml.safe_dump(values["config"]))
     config = load_config(str(path), environ={})
     assert config.receivers.grpc.endpoint == "0.0.0.0:4317"
+    assert config.state.path.startswith("/var/lib/otel-anomaly/")  # the chart's state volume

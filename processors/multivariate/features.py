@@ -183,6 +183,10 @@ class ServiceVectors:
         """Services being assembled (at most ``max_services``)."""
         return list(self._finished)
 
+    def shift_clock(self, delta: float) -> None:
+        """Move every ingest-time "last seen" by ``delta`` seconds (after a restore)."""
+        self._seen = {service: seen + delta for service, seen in self._seen.items()}
+
     def expire(self, now: float, ttl_s: float) -> list[Labels]:
         """Forget services without a point for ``ttl_s``; return them."""
         stale = [s for s, seen in self._seen.items() if now - seen > ttl_s]

@@ -60,6 +60,10 @@ class MultivariateStage:
     FeatureShare(label='call rate', share=1.0, value='50', usual='5.4')
     """
 
+    def __getstate__(self) -> dict[str, object]:
+        # Settings come from those a checkpoint is restored under (they are fingerprinted).
+        return {**self.__dict__, "settings": None}
+
     def __init__(self, settings: MultivariateSettings, window_ns: int) -> None:
         self.settings = settings
         self.vectors = ServiceVectors(window_ns, settings.max_services)

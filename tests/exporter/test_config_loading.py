@@ -56,7 +56,7 @@ invalid configuration in {path} (2 errors):
     "unknown_section": """\
 invalid configuration in {path} (1 error):
   (root): unknown key 'exporters' (expected one of: receivers, pipeline, series, traces, logs, \
-multivariate, detectors, exposition, events)""",
+multivariate, detectors, exposition, events, state)""",
     "cross_field_instant": """\
 invalid configuration in {path} (1 error):
   detectors[0].alert: `close_threshold` must be <= `open_threshold`; got close_threshold=3.0, \

@@ -1,0 +1,84 @@
+"""Restarts: the learned state is checkpointed and restored, and a bad checkpoint is survivable."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from helpers import wait_for
+from helpers.sidecars import grpc_clients, loopback_config, running, sample_value, scrape
+
+from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+
+RESOURCE = {"service.name": "shop"}
+
+
+def points(start: int, values: list[float]):  # noqa: ANN201 - a metrics request
+    return metrics_request(
+        [gauge("queue.depth", [((1_000 + 10 * (start + i)) * SECOND, v)
+                               for i, v in enumerate(values)])], RESOURCE)
+
+
+STEADY = [50.0 + (i % 5) * 0.5 for i in range(80)]
+
+
+def spike_score(port: int | None) -> float:
+    return sample_value(scrape(port), "otel_anomaly_score", metric="queue_depth")
+
+
+def test_a_restarted_sidecar_resumes_without_a_second_warm_up(tmp_path: Path) -> None:
+    state = tmp_path / "state.ckpt"
+    config = loopback_config({"state.path": str(state)})
+    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(points(0, STEADY), timeout=5)
+    assert state.stat().st_size > 0
+    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_series_restored") == 1
+        clients.metrics.Export(points(len(STEADY), [90.0]), timeout=5)
+        assert spike_score(sidecar.metrics_port) > 1.0
+        assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_flag",
+                            metric="queue_depth") == 1.0
+    # Without the checkpoint the same point meets a detector that knows nothing yet.
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(points(len(STEADY), [90.0]), timeout=5)
+        assert spike_score(sidecar.metrics_port) == 0.0
+
+
+def test_checkpoints_are_written_periodically_while_running(tmp_path: Path) -> None:
+    state = tmp_path / "state.ckpt"
+    config = loopback_config({"state.path": str(state), "state.interval": "100ms"})
+    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(points(0, STEADY[:5]), timeout=5)
+        wait_for(lambda: sample_value(scrape(sidecar.metrics_port),
+                                      "otel_anomaly_checkpoints_total", outcome="ok") >= 1,
+                 10, "no periodic checkpoint was written")
+        assert state.exists()
+        assert sample_value(scrape(sidecar.metrics_port),
+                            "otel_anomaly_checkpoint_size_bytes") == state.stat().st_size
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"otel-anomaly-checkpoint\n" + b"x" * 64])
+def test_a_bad_checkpoint_is_logged_and_the_sidecar_starts_fresh(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = tmp_path / "state.ckpt"
+    state.write_bytes(content)
+    config = loopback_config({"state.path": str(state)})
+    with caplog.at_level(logging.WARNING), running(config) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(points(0, STEADY[:3]), timeout=5)
+        assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_series_restored") == 0
+    assert any("starting fresh" in r.getMessage() for r in caplog.records), caplog.text
+    assert state.read_bytes().startswith(b"otel-anomaly-checkpoint\n")  # replaced at shutdown
+
+
+def test_an_unwritable_state_path_is_counted_not_fatal(tmp_path: Path) -> None:
+    config = loopback_config({"state.path": str(tmp_path / "missing" / "state.ckpt"),
+                              "state.interval": "100ms"})
+    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        wait_for(lambda: sample_value(scrape(sidecar.metrics_port),
+                                      "otel_anomaly_checkpoints_total", outcome="failed") >= 1,
+                 10, "the failed checkpoint was not counted")
+        clients.metrics.Export(points(0, STEADY[:3]), timeout=5)
+        assert sidecar.ready
