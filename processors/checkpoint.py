@@ -39,15 +39,17 @@ _RETUNABLE = ("clock", "series_ttl_s", "deploy_grace_s")
 def fingerprint(settings: EngineSettings) -> str:
     """What the learned state depends on: detectors and routing, windows, limits.
 
-    Alert policies are left out (thresholds can be retuned without losing what was
-    learned); so are the TTL and the deploy grace period.
+    Alert thresholds are left out (they can be retuned without losing what was learned);
+    so are the TTL and the deploy grace period.
     """
     fields: dict[str, Any] = {
         name: getattr(settings, name)
         for name in settings.__dataclass_fields__
         if name not in _RETUNABLE
     }
-    fields["rules"] = [(r.name, r.match, r.detector, sorted(dict(r.params).items()))
+    # The tail keys size the calibration state; the other alert keys can change freely.
+    fields["rules"] = [(r.name, r.match, r.detector, sorted(dict(r.params).items()),
+                        r.alert.tail_calibration, r.alert.tail_quantile, r.alert.tail_window)
                        for r in settings.rules]
     return repr(sorted(fields.items()))
 
