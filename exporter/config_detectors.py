@@ -42,6 +42,7 @@ class AlertConfig(Model):
     instant_threshold: float = Field(default=_ALERT.instant_threshold, gt=0)
     cooldown: int = Field(default=_ALERT.cooldown, ge=0)
     relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
+    hold: Duration = Field(default=_ALERT.hold_s, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -72,12 +73,14 @@ class AlertConfig(Model):
         """Return the engine's ``AlertPolicy``."""
         fields = self.model_dump()
         fields["update_interval_s"] = fields.pop("update_interval")
+        fields["hold_s"] = fields.pop("hold")
         return AlertPolicy(**fields)
 
 
 def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
     fields = {name: getattr(policy, name) for name in policy.__dataclass_fields__}
     fields["update_interval"] = fields.pop("update_interval_s")
+    fields["hold"] = fields.pop("hold_s")
     return fields
 
 

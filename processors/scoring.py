@@ -17,6 +17,7 @@ from otel_anomaly.processors.calibration import Calibrated, Calibrator, clip_to_
 from otel_anomaly.processors.deploys import LevelOffsets
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.explain import explain
+from otel_anomaly.processors.held_band import HeldBands
 from otel_anomaly.processors.naming import prometheus_labels
 from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule
@@ -49,6 +50,7 @@ class Scorer:
         self.calibrators = [Calibrator(rule.alert) for rule in self.rules]
         self.hysteresis = Hysteresis()
         self.offsets = LevelOffsets()
+        self.held = HeldBands()
         self._rule_of = np.zeros(0, np.intp)
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
         self._labels: list[Labels] = []
@@ -114,6 +116,7 @@ class Scorer:
             calibrator.reset(slots)
         self.hysteresis.reset(slots)
         self.offsets.reset(slots)
+        self.held.reset(slots)
 
     def labels(self, slot: int) -> Labels:
         """Prometheus labels of a slot, computed once when the slot was assigned."""
@@ -155,7 +158,7 @@ class Scorer:
         events: list[AnomalyEvent] = []
         for rule_index, a, b in zip(round_rules, bounds[:-1], bounds[1:], strict=True):
             part = SeriesBatch(slots[a:b], ts[a:b], values[a:b])
-            calibrated, moves = self._step(
+            calibrated, held, moves = self._step(
                 rule_index, part, None if grace is None else grace[a:b])
             for i, name in enumerate(_FIELDS):
                 out[i, a:b] = getattr(calibrated, name)
@@ -163,7 +166,7 @@ class Scorer:
             evented = moves.opened | moves.updated | moves.closed
             if evented.any():
                 rows = np.arange(a, b) if perm is None else perm[a:b]
-                events += self._events(rule_index, part, rows, calibrated, moves, evented,
+                events += self._events(rule_index, part, rows, held, moves, evented,
                                        key_of, exemplars)
         if perm is not None:
             out[:, perm], flag[perm] = out.copy(), flag.copy()
@@ -175,8 +178,11 @@ class Scorer:
 
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,
-    ) -> tuple[Calibrated, Transitions]:
-        """One round of distinct slots: predict, calibrate, alert, then learn."""
+    ) -> tuple[Calibrated, Calibrated, Transitions]:
+        """One round of distinct slots: predict, calibrate, alert, then learn.
+
+        Returns the exported band and score, the ones the alert followed, and the moves.
+        """
         rule = self.rules[rule_index]
         policy = rule.alert
         detector = self.detectors[rule_index]
@@ -185,10 +191,24 @@ class Scorer:
         seen = part if shift is None else SeriesBatch(
             part.slots, part.ts_unix_nano, part.values - shift)
         calibrated = calibrator.step(detector, seen)
+        shown = calibrated if shift is None else Calibrated(
+            calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
+            calibrated.score)
         gating = policy.learn_gating != "off"
-        was_open = self.hysteresis.is_open(part.slots) if gating else None
-        alerting = calibrated.score if grace is None else np.where(grace, 0.0, calibrated.score)
+        was_open = self.hysteresis.is_open(part.slots) if gating or self.held.active else None
+        # The flag and the events follow the band the anomaly opened against; the exported
+        # score and band stay the detector's own (see ``processors.held_band``).
+        held = shown
+        if self.held.active and was_open is not None:
+            held = self.held.apply(part.slots, part.values, shown, was_open,
+                                   part.ts_unix_nano, policy.hold_s)
+        alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
+        if moves.opened.any():
+            rows = np.flatnonzero(moves.opened)
+            self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
+        if not gating:
+            was_open = None
         settled = (
             self.hysteresis.open_for(part.slots) > policy.relearn_after
             if policy.relearn_after > 0 else None
@@ -211,10 +231,7 @@ class Scorer:
                              None if mask is None else mask[keep])
             detector.learn(_gated(seen.take(keep), kept, policy,
                                   None if settled is None else settled[keep]))
-        if shift is not None:
-            calibrated = Calibrated(calibrated.expected + shift, calibrated.lower + shift,
-                                    calibrated.upper + shift, calibrated.score)
-        return calibrated, moves
+        return shown, held, moves
 
     def _events(
         self, rule_index: int, part: SeriesBatch, rows: NDArray[np.intp], cal: Calibrated,

@@ -60,6 +60,11 @@ class AlertPolicy:
     relearn_after
         Points an anomaly may stay open before the detector learns the values as they are
         (learn gating stops), so a lasting level shift becomes the new normal. 0: never.
+    hold_s
+        For this long (event time) after it opened, an anomaly stays open while the value
+        is outside the band it opened against, even where the detector's own band has
+        widened to take it in: an outage stays flagged while it lasts. After it, the
+        detector's band decides. 0: the detector's band always decides.
     """
 
     direction: DirectionPolicy = "both"
@@ -78,6 +83,7 @@ class AlertPolicy:
     instant_threshold: float = 2.0
     cooldown: int = 0
     relearn_after: int = 0
+    hold_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
