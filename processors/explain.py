@@ -17,27 +17,79 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+# Unit suffixes of Prometheus-normalised names, as a person writes them.
+_UNITS = (("_milliseconds", "ms"), ("_seconds", "s"), ("_bytes", "B"), ("_percent", "%"))
+_FEATURES = {"mean": "mean", "rate": "rate", "ratio": "ratio"}
+
+
+def metric_unit(metric: str) -> tuple[str, str, float]:
+    """What a ``metric`` label's value is: a short feature name, its unit and display scale.
+
+    >>> metric_unit("http_server_duration_milliseconds:p99")
+    ('p99', 'ms', 1.0)
+    >>> metric_unit("traces_span_metrics_error:ratio")
+    ('ratio', '%', 100.0)
+    >>> metric_unit("http_server_requests_total:rate")
+    ('rate', '/s', 1.0)
+    >>> metric_unit("queue_depth")
+    ('value', '', 1.0)
+    """
+    base, _, feature = metric.partition(":")
+    if feature == "rate":
+        return "rate", "/s", 1.0
+    if feature == "ratio" or base.endswith("_ratio"):
+        return _FEATURES.get(feature, feature or "value"), "%", 100.0
+    label = feature if feature.startswith("p") and feature[1:].isdigit() else (
+        _FEATURES.get(feature, feature or "value"))
+    for suffix, unit in _UNITS:
+        if base.endswith(suffix):
+            return label, unit, 1.0
+    return label, "", 1.0
+
+
+def _change(value: float, expected: float) -> str:
+    """``+171%``, ``-45%`` or ``3.2x`` next to the expected value (empty if meaningless)."""
+    if not expected > 0 or not value >= 0:
+        return ""
+    ratio = value / expected
+    return f"{ratio:.2g}x" if ratio >= 2 else f"{ratio - 1:+.0%}"
+
+
 def explain(
     kind: str, key: SeriesKey, *, value: float, expected: float, lower: float, upper: float,
     score: float, detector: str,
 ) -> str:
-    """Describe an open, update or close event in one line.
+    """Describe an open, update or close event in one line, in the series' own unit.
 
     Examples
     --------
     >>> key = SeriesKey("http_server_duration_milliseconds:p99", (("service.name", "api"),), ())
     >>> print(explain("open", key, value=840, expected=310, lower=250, upper=390, score=7.6,
-    ...               detector="ewma_zscore"))
-    http_server_duration_milliseconds:p99{service.name="api"} is 840, above the expected 310
-    (band 250 to 390): 7.6x the band half-width, by ewma_zscore
+    ...               detector="ensemble"))
+    http_server_duration_milliseconds:p99{service.name="api"}: p99 840 ms, above the expected
+    310 ms (2.7x; band 250 to 390 ms), 7.6x the band half-width, by ensemble
+    >>> key = SeriesKey("traces_span_metrics_error:ratio", (("service.name", "cart"),), ())
+    >>> print(explain("close", key, value=0.01, expected=0.012, lower=0, upper=0.05, score=0.1,
+    ...               detector="ensemble"))
+    traces_span_metrics_error:ratio{service.name="cart"}: back to normal, ratio 1% vs expected
+    1.2% (band 0 to 5%)
     """
     name = series_name(key)
-    band = f"(band {_num(lower)} to {_num(upper)})"
+    feature, unit, scale = metric_unit(key.metric)
+    space = "" if unit in ("%", "/s") else " "
+
+    def show(x: float) -> str:
+        return f"{_num(x * scale)}{space}{unit}".rstrip()
+
+    band = f"band {_num(lower * scale)} to {show(upper)}"
     if kind == "close":
-        return f"{name} is back to normal: {_num(value)} vs expected {_num(expected)} {band}"
+        return (f"{name}: back to normal, {feature} {show(value)} vs expected {show(expected)} "
+                f"({band})")
     side = "above" if value >= expected else "below"
+    change = _change(value, expected)
+    detail = f"{change}; {band}" if change else band
     return (
-        f"{name} is {_num(value)}, {side} the expected {_num(expected)} {band}: "
+        f"{name}: {feature} {show(value)}, {side} the expected {show(expected)} ({detail}), "
         f"{score:.2g}x the band half-width, by {detector}"
     )
 
