@@ -32,6 +32,9 @@ from otel_anomaly.processors.types import (
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
+YOUNG_POINTS = 100
+"""A series' first scored points alert only on larger deviations, fading to normal over
+this many points: its spreads and tails are still estimated from little data."""
 _ROUTE_CACHE_SIZE = 4096
 
 
@@ -53,6 +56,7 @@ class Scorer:
         self.held = HeldBands()
         self._rule_of = np.zeros(0, np.intp)
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
+        self._age = np.zeros(0, np.int64)  # points scored since the slot was assigned
         self._labels: list[Labels] = []
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
@@ -90,9 +94,11 @@ class Scorer:
         needed = int(slots.max()) + 1
         self._rule_of = grown(self._rule_of, needed, 0)  # type: ignore[assignment]
         self._direction = grown(self._direction, needed, 0)  # type: ignore[assignment]
+        self._age = grown(self._age, needed, 0)  # type: ignore[assignment]
         rules = [self._route(key.metric) for key in keys]
         self._rule_of[slots] = rules
         self._direction[slots] = 0
+        self._age[slots] = 0
         if len(self._labels) < needed:
             self._labels += [()] * (needed - len(self._labels))
         for slot, key, rule in zip(slots.tolist(), keys, rules, strict=True):
@@ -203,6 +209,7 @@ class Scorer:
             held = self.held.apply(part.slots, part.values, shown, was_open,
                                    part.ts_unix_nano, policy.hold_s)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
+        alerting = self._young_damped(part.slots, alerting, ~np.isnan(calibrated.upper))
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
@@ -232,6 +239,17 @@ class Scorer:
             detector.learn(_gated(seen.take(keep), kept, policy,
                                   None if settled is None else settled[keep]))
         return shown, held, moves
+
+    def _young_damped(
+        self, slots: NDArray[np.intp], score: NDArray[np.float64], ready: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """Scores of young series divided by up to 2, fading out over ``YOUNG_POINTS``."""
+        age = self._age[slots]
+        self._age[slots] = age + ready
+        young = age < YOUNG_POINTS
+        if not young.any():
+            return score
+        return score / (1.0 + np.maximum(0.0, 1.0 - age / YOUNG_POINTS))
 
     def _events(
         self, rule_index: int, part: SeriesBatch, rows: NDArray[np.intp], cal: Calibrated,
