@@ -8,6 +8,11 @@ rates, skewed latencies, error ratios, noise-only controls) goes through
 would. An incident counts as detected when the ``flag`` is raised between its onset and
 its end plus one hour; the delay is in points from the onset. False alarms are anomaly
 openings on the control series after their first three days (warm-up), per series-day.
+
+Every series is its own service (resource ``service.name``). A ``deploy_step`` is a
+release: its service reports ``service.version`` "1" from the start and "2" at the onset
+(``Engine.observe_version``), so the step should raise no flag at all, neither during the
+grace period nor after it; it is reported as the anomalies opened from the onset on.
 Seeded: the same arguments print the same table.
 """
 
@@ -16,8 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TextIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
@@ -62,45 +69,78 @@ def main() -> int:
         for i in range(args.series):
             cases.append((base, incident_series(
                 None, base=base, days=args.days, step_s=args.step, seed=100 * i + 3)))
+    services = [(("service.name", f"svc{i}"),) for i in range(len(cases))]
     series = [
-        RecordedSeries(SeriesKey(METRIC[base], (("series", str(i)),), ()), c.ts_unix_nano,
-                       c.values)
-        for i, (base, c) in enumerate(cases)
+        RecordedSeries(SeriesKey(METRIC[base], service, ()), c.ts_unix_nano, c.values)
+        for service, (base, c) in zip(services, cases, strict=True)
     ]
     engine = Engine(EngineSettings(clock=lambda: 0.0))
+    # The grace period only compares event times, so the releases can be announced first.
+    for service, (_, case) in zip(services, cases, strict=True):
+        if case.kind == "deploy_step":
+            engine.observe_version(service, "1", int(case.ts_unix_nano[0]))
+            engine.observe_version(service, "2", int(case.ts_unix_nano[case.start]))
     started = time.perf_counter()
     results = backtest(engine, series)
     elapsed = time.perf_counter() - started
     rows = sum(len(s.values) for s in series)
-    grace = int(GRACE_S / args.step)
     out = sys.stdout
     out.write(f"{len(series)} series, {rows} points in {elapsed:.1f}s "
               f"({rows / elapsed:,.0f} points/s), one point per {args.step:g}s\n\n")
+    outcome = [(base, case, res.flag) for (base, case), res in zip(cases, results, strict=True)]
+    _detections(out, outcome, int(GRACE_S / args.step))
+    _deploys(out, outcome)
+    _controls(out, outcome, args.step)
+    return 0
+
+
+Outcome = list[tuple[str, Incident, NDArray[np.bool_]]]
+
+
+def _detections(out: TextIO, outcome: Outcome, grace: int) -> None:
     out.write(f"{'incident':20s} {'base':12s} {'detected':>9s} {'rate':>6s} "
               f"{'median delay (points)':>22s}\n")
     for kind in INCIDENT_KINDS:
+        if kind == "deploy_step":  # not an incident: reported on its own
+            continue
         delays = []
-        mine = [(c, r) for (_, c), r in zip(cases, results, strict=True) if c.kind == kind]
-        for case, res in mine:
-            window = res.flag[case.start : min(case.end + grace, len(res.flag))]
-            hits = np.flatnonzero(window)
+        mine = [(case, flag) for _, case, flag in outcome if case.kind == kind]
+        for case, flag in mine:
+            hits = np.flatnonzero(flag[case.start : min(case.end + grace, len(flag))])
             if len(hits):
                 delays.append(int(hits[0]))
         delay = f"{np.median(delays):.0f}" if delays else "-"
         out.write(f"{kind:20s} {BASE_OF[kind]:12s} {len(delays):>4d}/{len(mine):<4d} "
                   f"{len(delays) / len(mine):>6.0%} {delay:>22s}\n")
+
+
+def _deploys(out: TextIO, outcome: Outcome) -> None:
+    # Anomalies opened from the onset to the end (a flag already up before it is not one).
+    after = [_opens(flag[case.start - 1 :], count_first=False)
+             for _, case, flag in outcome if case.kind == "deploy_step"]
+    out.write(f"\n{'deploy':20s} {'base':12s} {'flags after the deploy (should be 0)':>37s}\n")
+    out.write(f"{'deploy_step':20s} {BASE_OF['deploy_step']:12s} {sum(after):>15d} in "
+              f"{sum(a > 0 for a in after)}/{len(after)} series\n")
+
+
+def _controls(out: TextIO, outcome: Outcome, step: float) -> None:
     out.write(f"\n{'control':20s} {'opens':>6s} {'series-days':>12s} {'false/series-day':>17s}\n")
-    skip = int(WARMUP_DAYS * DAY_S / args.step)
+    skip = int(WARMUP_DAYS * DAY_S / step)
     for base in BASE_KINDS:
         opens, days = 0, 0.0
-        for (b, case), res in zip(cases, results, strict=True):
-            if case.start >= 0 or b != base:
-                continue
-            flag = res.flag[skip:].astype(np.int8)
-            opens += int((np.diff(flag) == 1).sum() + flag[0])
-            days += len(flag) * args.step / DAY_S
+        for b, case, flag in outcome:
+            if case.start < 0 and b == base:
+                opens += _opens(flag[skip:])
+                days += len(flag[skip:]) * step / DAY_S
         out.write(f"{base:20s} {opens:>6d} {days:>12.0f} {opens / days:>17.3f}\n")
-    return 0
+
+
+def _opens(flag: NDArray[np.bool_], *, count_first: bool = True) -> int:
+    """Anomalies opened in ``flag``: its rising edges, and its first point if it is up."""
+    up = flag.astype(np.int8)
+    if not len(up):
+        return 0
+    return int((np.diff(up) == 1).sum()) + (int(up[0]) if count_first else 0)
 
 
 if __name__ == "__main__":

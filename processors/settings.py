@@ -103,13 +103,16 @@ class DetectorRule:
 SPAN_DURATION_METRIC = "traces_span_duration_milliseconds"
 
 SEASONAL_ALERT = AlertPolicy(
-    band=3.0, min_duration=2, instant_threshold=1.5, close_threshold=1.0, close_after=1,
+    band=3.5, min_duration=2, instant_threshold=1.5, close_threshold=1.0, close_after=1,
     cooldown=60, learn_gating="off",
 )
 """Alerting for the default ensemble rules (tuned once on NAB's DEV files, see
-``benchmarks/nab.py``): the ensemble calibrates itself (3 Gaussian-equivalent sigmas), its
-members cap what one point teaches them (so gating is off), an anomaly opens on 2 points
-out of band or one at 1.5x the band, closes as soon as a point is back inside, and the
+``benchmarks/nab.py``, then the band widened from 3 to 3.5 for ``benchmarks/incidents.py``:
+autocorrelated gauges false-flagged 0.26 times a series-day at 3, 0.03 at 3.5, while the
+ensemble's persistence narrowing keeps sustained regressions detected): the ensemble
+calibrates itself (3.5 Gaussian-equivalent sigmas), its members cap what one point teaches
+them (so gating is off), an anomaly opens on 2 points out of band or one at 1.5x the band,
+closes as soon as a point is back inside, and the
 next 60 points cannot open another one (the same event)."""
 
 DEFAULT_RULES: tuple[DetectorRule, ...] = (

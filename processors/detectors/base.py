@@ -50,6 +50,48 @@ def occurrence_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:
     return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
 
 
+class RoundMemo:
+    """What a pure method computed from a batch's slots and timestamps, until state changes.
+
+    Score, then learn: a round's prediction needs the same per-row state (gathered from
+    per-slot arrays) as learning that round. The detector keeps it here, keyed by the rows'
+    slots and timestamps (copied, never referenced), and calls ``clear`` whenever its state
+    changes, so a hit is always what recomputing would give.
+
+    Examples
+    --------
+    >>> memo, batch = RoundMemo(), SeriesBatch.of([0, 1], [1.0, 2.0])
+    >>> memo.put(batch, "gathered")
+    >>> memo.get(SeriesBatch.of([0, 1], [5.0, 6.0])), memo.get(SeriesBatch.of([1, 0], [1.0, 2.0]))
+    ('gathered', None)
+    """
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self) -> None:
+        self._key: tuple[bytes, bytes, str, str] | None = None
+        self._value: Any = None
+
+    @staticmethod
+    def _key_of(batch: SeriesBatch) -> tuple[bytes, bytes, str, str]:
+        slots, ts = batch.slots, batch.ts_unix_nano
+        return slots.tobytes(), ts.tobytes(), slots.dtype.str, ts.dtype.str
+
+    def get(self, batch: SeriesBatch) -> Any:
+        """The value put for these rows since the last ``clear``, else None."""
+        if self._value is None or self._key != self._key_of(batch):
+            return None
+        return self._value
+
+    def put(self, batch: SeriesBatch, value: Any) -> None:
+        """Remember ``value`` for these rows (it must not be mutated afterwards)."""
+        self._key, self._value = self._key_of(batch), value
+
+    def clear(self) -> None:
+        """Forget the value (the detector's state changed)."""
+        self._key = self._value = None
+
+
 class Detector(abc.ABC):
     """Online detector over many univariate series; state lives in per-slot arrays.
 
@@ -109,6 +151,10 @@ class Detector(abc.ABC):
         finite = np.isfinite(batch.values)
         if not finite.all():
             batch = batch.take(np.flatnonzero(finite))
+        if len(batch) == 1:  # one row, one round: the backtest of a single series
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._learn_unique(batch)
+            return
         # Finite but absurd magnitudes (near 1e308) may overflow in the kernels: they
         # saturate instead of raising warnings on the hot path.
         with np.errstate(over="ignore", invalid="ignore"):

@@ -8,9 +8,10 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
+from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
 from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.tail_quantile import DeviationScale
@@ -57,14 +58,16 @@ class Ensemble(Detector):
     calibrator therefore applies the alert band to the ensemble as it is.
 
     ``combine="max"``: a row is as anomalous as its most surprised member; the band is the
-    intersection of the members' bands (so the score equals ``band`` at its edge).
+    intersection of the members' bands (so the score equals ``band`` at its edge), and the
+    expected value is kept within its middle half (members that disagree could otherwise
+    leave it next to an edge, where a value just past the edge would score far out).
     ``combine="fallback"``: the last member in ``members`` past its warm-up decides alone
     (list the most specific model last): e.g. a level model carries a new series until
     its daily profile has two days of history. ``expected`` comes from the last ready
     member either way, kept inside the band.
 
     Cost per row: the members' cost plus one histogram lookup per member; state: the
-    members' state plus 90 floats per member and slot.
+    members' state plus 92 floats per member and slot.
 
     Parameters
     ----------
@@ -90,6 +93,20 @@ class Ensemble(Detector):
     refractory_grace
         Points right after the peak that are still scored unstretched (an anomaly that
         needs ``min_duration`` points to open is not suppressed by its own start), >= 0.
+    persistence_alpha
+        Weight of the newest point in each member's running average of its signed
+        deviations, in [0, 1) (about ``1 / alpha`` points of memory); 0 disables. While
+        that average stays beyond ``persistence_level`` times its usual size (a level shift,
+        a latency regression: deviations that keep one sign), the member's band narrows on
+        that side only, by ``persistence_level * usual / |average|``; bursty noise, which
+        changes sign, averages out and is not affected.
+    persistence_level
+        How many times its usual size the average must reach before the band narrows, > 0.
+    persistence_shrink
+        The narrowest the band gets on the shifted side, as a share of its width, in (0, 1].
+    persistence_window
+        Points the usual size of the average effectively remembers, >= 2: a shift that
+        lasts well beyond it (that the members do not re-learn) stops narrowing the band.
 
     Examples
     --------
@@ -107,12 +124,15 @@ class Ensemble(Detector):
     """
 
     name: ClassVar[str] = "ensemble"
+    _CENTRE: ClassVar[float] = 0.25  # the expected value stays this share inside the band
     self_calibrating: ClassVar[bool] = True
 
     def __init__(
         self, *, members: tuple[MemberSpec, ...] = DEFAULT_MEMBERS, combine: str = "max",
-        tail_quantile: float = 0.999, tail_window: int = 2000, refractory_level: float = 3.0,
+        tail_quantile: float = 0.999, tail_window: int = 2000, refractory_level: float = 3.5,
         refractory_hold: int = 10, refractory_decay: float = 0.95, refractory_grace: int = 2,
+        persistence_alpha: float = 0.1, persistence_level: float = 4.0,
+        persistence_shrink: float = 0.3, persistence_window: int = 1200,
     ) -> None:
         if not members:
             msg = "ensemble: members must name at least one detector"
@@ -139,22 +159,73 @@ class Ensemble(Detector):
         self.refractory_hold = refractory_hold
         self.refractory_decay = refractory_decay
         self.refractory_grace = refractory_grace
+        if (not 0.0 <= persistence_alpha < 1.0 or persistence_level <= 0
+                or not 0.0 < persistence_shrink <= 1.0 or persistence_window < 2):
+            msg = (f"ensemble: persistence_alpha must be in [0, 1), persistence_level > 0, "
+                   f"persistence_shrink in (0, 1] and persistence_window >= 2; got "
+                   f"{persistence_alpha}, {persistence_level}, {persistence_shrink}, "
+                   f"{persistence_window}")
+            raise ValueError(msg)
+        self.persistence_alpha = persistence_alpha
+        self.persistence_level = persistence_level
+        self.persistence_shrink = persistence_shrink
+        self.persistence_window = persistence_window
+        self._persistence = Persistence(
+            columns=len(members), alpha=persistence_alpha, level=persistence_level,
+            shrink=persistence_shrink, window=persistence_window)
         self._peak = np.zeros(0, np.float64)
         self._age = np.zeros(0, np.int64)
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
+        # The members' views of a round, computed to score it and reused to learn it.
+        self._memo = RoundMemo()
 
-    def _views(self, batch: SeriesBatch, scaled: bool = True) -> list[_View]:
-        views = []
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints pickled before the round memo and persistence existed load as well
+        # (persistence then starts from scratch with the default parameters).
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_memo", RoundMemo())
+        if "_persistence" not in state:
+            defaults = type(self).__init__.__kwdefaults__ or {}
+            for name in ("persistence_alpha", "persistence_level", "persistence_shrink",
+                         "persistence_window"):
+                setattr(self, name, defaults[name])
+            self._persistence = Persistence(
+                columns=len(self.members), alpha=self.persistence_alpha,
+                level=self.persistence_level, shrink=self.persistence_shrink,
+                window=self.persistence_window)
+
+    def _unscaled(self, batch: SeriesBatch) -> list[tuple[_View, NDArray[np.float64]]]:
+        """Per member: its view with unit spreads (floored), and its tail multiplier."""
+        out = self._memo.get(batch)
+        if out is not None:
+            return out  # type: ignore[no-any-return]
+        out = []
         for member, scale in zip(self._members, self._scales, strict=True):
             p = member.predict(batch, 1.0)
             ready = ~np.isnan(p.upper)
-            mult = scale.multiplier(batch.slots) if scaled else 1.0
             with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
                 floor = np.maximum(scale.floor(batch.slots), _TINY * (1.0 + np.abs(p.expected)))
-                up = np.where(ready, np.fmax(p.upper - p.expected, floor) * mult, np.nan)
-                down = np.where(ready, np.fmax(p.expected - p.lower, floor) * mult, np.nan)
-            views.append(_View(ready, p.expected, up, down))
+                up = np.where(ready, np.fmax(p.upper - p.expected, floor), np.nan)
+                down = np.where(ready, np.fmax(p.expected - p.lower, floor), np.nan)
+            out.append((_View(ready, p.expected, up, down), scale.multiplier(batch.slots)))
+        self._memo.put(batch, out)
+        return out
+
+    def _views(
+        self, batch: SeriesBatch, scaled: bool = True, narrowed: bool = True
+    ) -> list[_View]:
+        unscaled = self._unscaled(batch)
+        if not scaled:
+            return [view for view, _ in unscaled]
+        with np.errstate(over="ignore", invalid="ignore"):
+            views = [view._replace(up=view.up * mult, down=view.down * mult)
+                     for view, mult in unscaled]
+            if narrowed and self.persistence_alpha > 0:
+                # A lasting one-sided deviation narrows that side of the member's band.
+                up, down = self._persistence.factor(batch.slots)
+                views = [view._replace(up=view.up * up[:, i], down=view.down * down[:, i])
+                         for i, view in enumerate(views)]
         return views
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
@@ -206,13 +277,22 @@ class Ensemble(Detector):
         crossed = lower > upper
         lower = np.where(crossed, expected, lower)
         upper = np.where(crossed, expected, upper)
-        expected = np.fmin(np.fmax(expected, lower), upper)
+        # The expected value stays off the band's edges: the score counts beyond an edge in
+        # units of the distance from the expected value to it, and members that disagree
+        # (a lagging level inside a daily cycle) could squeeze that distance to nothing,
+        # so that a value just past the edge scores like a far outlier.
+        with np.errstate(over="ignore", invalid="ignore"):
+            margin = self._CENTRE * (upper - lower)
+            expected = np.fmin(np.fmax(expected, lower + margin), upper - margin)
         return Prediction(expected, lower, upper)
 
-    def _combined(self, batch: SeriesBatch) -> NDArray[np.float64]:
-        out = np.zeros(len(batch))
-        for view in self._views(batch):
-            z = self._z(view, batch.values)
+    def _combined(self, batch: SeriesBatch, narrowed: bool = True) -> NDArray[np.float64]:
+        views = self._views(batch, narrowed=narrowed)
+        return self._combine(views, [self._z(view, batch.values) for view in views])
+
+    def _combine(self, views: list[_View], zs: list[NDArray[np.float64]]) -> NDArray[np.float64]:
+        out = np.zeros(len(zs[0]))
+        for view, z in zip(views, zs, strict=True):
             out = np.maximum(out, z) if self.combine == "max" else np.where(view.ready, z, out)
         return out
 
@@ -229,14 +309,21 @@ class Ensemble(Detector):
         return out
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
+        scaled = self._views(batch, narrowed=False)
+        zs = [self._z(view, batch.values) for view in scaled]
         if self.refractory_level > 0:
             # The excursion memory learns the unstretched score: a bigger excursion than
             # the last one becomes the new peak, smaller ones let the old one fade.
-            z = self._combined(batch)
+            z = self._combine(scaled, zs)
             recent = self._recent_peak(batch.slots)
             new = z >= recent
             self._peak[batch.slots] = np.where(new, z, self._peak[batch.slots])
             self._age[batch.slots] = np.where(new, 0, self._age[batch.slots] + 1)
+        if self.persistence_alpha > 0:
+            signed = np.stack([np.where(batch.values >= view.expected, z, -z)
+                               for view, z in zip(scaled, zs, strict=True)], axis=1)
+            ready = np.stack([view.ready for view in scaled], axis=1)
+            self._persistence.update(batch.slots, signed, ready)
         views = self._views(batch, scaled=False)
         for member, scale, view in zip(self._members, self._scales, views, strict=True):
             ready = view.ready
@@ -245,12 +332,15 @@ class Ensemble(Detector):
                 resid = np.abs(batch.values - view.expected)
                 scale.update(batch.slots[ready], z[ready], resid[ready])
             member._learn_unique(batch)  # noqa: SLF001 - same contract, rows already unique
+        self._memo.clear()
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` in every member."""
+        self._memo.clear()
         for member, scale in zip(self._members, self._scales, strict=True):
             member.reset(slots)
             scale.reset(slots)
+        self._persistence.reset(slots)
         self._ensure(slots)
         self._peak[slots] = 0.0
         self._age[slots] = 0
@@ -265,6 +355,7 @@ class Ensemble(Detector):
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Members' and scales' arrays, prefixed ``m<i>.`` and ``s<i>.``."""
         out: dict[str, NDArray[Any]] = {"peak": self._peak.copy(), "age": self._age.copy()}
+        out |= {f"p.{k}": v for k, v in self._persistence.state_dict().items()}
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             out |= {f"m{i}.{k}": v for k, v in member.state_dict().items()}
             out |= {f"s{i}.{k}": v for k, v in scale.state_dict().items()}
@@ -272,8 +363,10 @@ class Ensemble(Detector):
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
+        self._memo.clear()
         self._peak = state["peak"].astype(np.float64, copy=True)
         self._age = state["age"].astype(np.int64, copy=True)
+        self._persistence.load_state_dict(_prefixed(state, "p."))
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             member.load_state_dict(_prefixed(state, f"m{i}."))
             scale.load_state_dict(_prefixed(state, f"s{i}."))

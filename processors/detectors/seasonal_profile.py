@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.series import grown, grown_rows
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -113,6 +113,13 @@ class SeasonalProfile(Detector):
         self._mean = np.zeros((0, buckets), np.float32)
         self._dev = np.zeros((0, buckets), np.float32)
         self._count = np.zeros((0, buckets), np.float32)
+        # A round's gathered state: computed for prediction, reused to learn the round.
+        self._memo = RoundMemo()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints pickled before the round memo existed load as well.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_memo", RoundMemo())
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         if len(slots):
@@ -127,6 +134,14 @@ class SeasonalProfile(Detector):
 
     def _state(self, batch: SeriesBatch) -> tuple[NDArray[Any], ...]:
         """Phase bucket, its count and mean, the spread, and whether the row is scored."""
+        memo = self._memo.get(batch)
+        if memo is None:
+            memo = [self._gather(batch), None]
+            self._memo.put(batch, memo)
+        state: tuple[NDArray[Any], ...] = memo[0]
+        return state
+
+    def _gather(self, batch: SeriesBatch) -> tuple[NDArray[Any], ...]:
         slots = batch.slots
         self._ensure(slots)
         bucket = (batch.ts_unix_nano % self._period_ns // self._bucket_ns).astype(np.intp)
@@ -147,6 +162,17 @@ class SeasonalProfile(Detector):
 
         Phases seen fewer than twice get an infinite spread (they never widen a band).
         """
+        memo = self._memo.get(batch)
+        if memo is None:
+            return self._gather_neighbours(batch, bucket)
+        if memo[1] is None:
+            memo[1] = self._gather_neighbours(batch, bucket)
+        out: tuple[NDArray[Any], NDArray[Any]] = memo[1]
+        return out
+
+    def _gather_neighbours(
+        self, batch: SeriesBatch, bucket: NDArray[np.intp]
+    ) -> tuple[NDArray[Any], NDArray[Any]]:
         offsets = np.arange(-self.phase_tolerance, self.phase_tolerance + 1)
         cols = (bucket[:, None] + offsets[None, :]) % self.buckets
         rows = batch.slots[:, None]
@@ -198,6 +224,7 @@ class SeasonalProfile(Detector):
     def _learn_unique(self, batch: SeriesBatch) -> None:
         slots, x = batch.slots, batch.values
         bucket, count, mean, sigma, ready = self._state(batch)
+        self._memo.clear()
         fresh = self._n[slots] == 0
         self._first[slots] = np.where(fresh, batch.ts_unix_nano, self._first[slots])
         dt = np.where(fresh, 0, batch.ts_unix_nano - self._last[slots])
@@ -225,6 +252,7 @@ class SeasonalProfile(Detector):
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
+        self._memo.clear()
         self._ensure(slots)
         for arr in (self._n, self._first, self._last, self._gdev, self._mean, self._dev,
                     self._count):
@@ -245,6 +273,7 @@ class SeasonalProfile(Detector):
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
+        self._memo.clear()
         self._n = state["n"].astype(np.int64, copy=True)
         self._first = state["first"].astype(np.int64, copy=True)
         self._last = state["last"].astype(np.int64, copy=True)

@@ -50,3 +50,82 @@ def test_forecast_residual_follows_a_trend_a_level_model_would_flag() -> None:
     on_trend = det.score(SeriesBatch.of([0], [100.0 + 2.0 * 200 + np.sin(200)]))[0]
     off_trend = det.score(SeriesBatch.of([0], [100.0 + 2.0 * 180]))[0]
     assert on_trend < 3.0 < off_trend
+
+
+def _level_then_shift(*dets: Ensemble, shift: float, n: int = 400, after: int = 15) -> None:
+    rng = np.random.default_rng(1)
+    values = np.r_[10.0 + rng.standard_normal(n), 10.0 + shift + rng.standard_normal(after)]
+    for v in values:
+        for det in dets:
+            det.learn(SeriesBatch.of([0], [v]))
+
+
+def test_persistence_narrows_only_the_side_a_lasting_shift_is_on() -> None:
+    members = (("ewma_zscore", (("warmup", 10), ("alpha", 0.01))),)
+    det = Ensemble(members=members, tail_window=200, persistence_level=3.0,
+                   persistence_shrink=0.5)
+    off = Ensemble(members=members, tail_window=200, persistence_alpha=0.0)
+    _level_then_shift(det, off, shift=2.5)
+    above, below = SeriesBatch.of([0], [13.0]), SeriesBatch.of([0], [7.0])
+    assert det.score(above)[0] > 1.3 * off.score(above)[0]
+    assert det.score(below)[0] == off.score(below)[0]
+
+
+def test_persistence_leaves_noise_alone() -> None:
+    members = (("ewma_zscore", (("warmup", 10),)),)
+    det = Ensemble(members=members, tail_window=200)
+    off = Ensemble(members=members, tail_window=200, persistence_alpha=0.0)
+    _level_then_shift(det, off, shift=0.0)
+    probe = SeriesBatch.of([0, 0], [13.0, 7.0])
+    np.testing.assert_array_equal(det.score(probe), off.score(probe))
+
+
+def test_expected_value_stays_off_the_band_edges() -> None:
+    # A level model and a profile that disagree: the bands intersect off-centre.
+    members = (("ewma_zscore", (("warmup", 10), ("alpha", 0.01))),
+               ("seasonal_profile", (("period_s", 60.0), ("buckets", 12),
+                                     ("warmup_cycles", 1.0))))
+    det = Ensemble(members=members, tail_window=200)
+    for i in range(600):
+        phase = i % 12
+        det.learn(SeriesBatch.of([0], [10.0 + 5.0 * (phase == 6) + 0.1 * (i % 3)],
+                                 [i * 5 * SECOND]))
+    p = det.predict(SeriesBatch.of([0] * 12, [10.0] * 12, np.arange(600, 612) * 5 * SECOND),
+                    3.0)
+    width = p.upper - p.lower
+    assert np.all(p.expected - p.lower >= 0.25 * width - 1e-9)
+    assert np.all(p.upper - p.expected >= 0.25 * width - 1e-9)
+
+
+def test_predict_then_learn_learns_what_learn_alone_does() -> None:
+    # The round's views are kept from predict for learn: it must not change what is learned
+    # (also when learn gets other values than predict, e.g. clipped by learn gating).
+    members = (("ewma_zscore", (("warmup", 5),)),
+               ("seasonal_profile", (("period_s", 20.0), ("buckets", 4),
+                                     ("phase_tolerance", 1))))
+    cached, plain = Ensemble(members=members), Ensemble(members=members)
+    rng = np.random.default_rng(2)
+    for i in range(300):
+        ts = [i * SECOND]
+        cached.predict(SeriesBatch.of([0], [0.0], ts), 3.0)
+        batch = SeriesBatch.of([0], [rng.normal(5.0, 1.0)], ts)
+        cached.learn(batch)
+        plain.learn(batch)
+    for key, arr in plain.state_dict().items():
+        np.testing.assert_array_equal(cached.state_dict()[key], arr, err_msg=key)
+
+
+def test_an_ensemble_pickled_before_persistence_existed_still_loads() -> None:
+    import pickle  # noqa: PLC0415 - only this test pickles
+
+    det = Ensemble(members=(("seasonal_profile", (("period_s", 20.0), ("buckets", 4))),))
+    det.learn(SeriesBatch.of([0] * 50, np.arange(50.0) % 7))
+    old = dict(vars(det))
+    for name in ("_memo", "_persistence", "persistence_alpha", "persistence_level",
+                 "persistence_shrink", "persistence_window"):
+        del old[name]
+    del vars(det._members[0])["_memo"]  # noqa: SLF001 - as an older version pickled it
+    restored = Ensemble.__new__(Ensemble)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    probe = SeriesBatch.of([0, 0], [3.0, 30.0], [50 * SECOND, 51 * SECOND])
+    assert restored.score(probe)[1] > restored.score(probe)[0]
