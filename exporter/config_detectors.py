@@ -232,6 +232,10 @@ class EnsembleParams(_Params):
     refractory_hold: int | None = Field(default=None, ge=0)
     refractory_decay: float | None = Field(default=None, gt=0, le=1)
     refractory_grace: int | None = Field(default=None, ge=0)
+    persistence_alpha: float | None = Field(default=None, ge=0, lt=1)
+    persistence_level: float | None = Field(default=None, gt=0)
+    persistence_shrink: float | None = Field(default=None, gt=0, le=1)
+    persistence_window: int | None = Field(default=None, ge=2)
 
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of ``Ensemble``: only the keys the config sets."""

@@ -24,7 +24,7 @@ from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 
 MAGIC = b"otel-anomaly-checkpoint\n"
-FORMAT = 1
+FORMAT = 2  # bump whenever a detector's state layout or defaults change
 _DIGEST = hashlib.sha256().digest_size
 
 
