@@ -57,7 +57,7 @@ def _change(value: float, expected: float) -> str:
 
 def explain(
     kind: str, key: SeriesKey, *, value: float, expected: float, lower: float, upper: float,
-    score: float, detector: str,
+    score: float, detector: str, agreeing: tuple[str, ...] = (),
 ) -> str:
     """Describe an open, update or close event in one line, in the series' own unit.
 
@@ -65,9 +65,10 @@ def explain(
     --------
     >>> key = SeriesKey("http_server_duration_milliseconds:p99", (("service.name", "api"),), ())
     >>> print(explain("open", key, value=840, expected=310, lower=250, upper=390, score=7.6,
-    ...               detector="ensemble"))
+    ...               detector="ensemble", agreeing=("daily profile", "level")))
     http_server_duration_milliseconds:p99{service.name="api"}: p99 840 ms, above the expected
-    310 ms (2.7x; band 250 to 390 ms), 7.6x the band half-width, by ensemble
+    310 ms (2.7x; band 250 to 390 ms), 7.6x the band half-width, by ensemble (daily profile
+    and level agree)
     >>> key = SeriesKey("traces_span_metrics_error:ratio", (("service.name", "cart"),), ())
     >>> print(explain("close", key, value=0.01, expected=0.012, lower=0, upper=0.05, score=0.1,
     ...               detector="ensemble"))
@@ -88,9 +89,14 @@ def explain(
     side = "above" if value >= expected else "below"
     change = _change(value, expected)
     detail = f"{change}; {band}" if change else band
+    members = ""
+    if len(agreeing) == 1:
+        members = f" ({agreeing[0]})"
+    elif agreeing:
+        members = f" ({', '.join(agreeing[:-1])} and {agreeing[-1]} agree)"
     return (
         f"{name}: {feature} {show(value)}, {side} the expected {show(expected)} ({detail}), "
-        f"{score:.2g}x the band half-width, by {detector}"
+        f"{score:.2g}x the band half-width, by {detector}{members}"
     )
 
 

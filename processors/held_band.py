@@ -84,6 +84,20 @@ class HeldBands:
             np.where(use, upper, calibrated.upper), np.where(use, score, calibrated.score),
         )
 
+    def closing(self, slots: NDArray[np.intp], calibrated: Calibrated,
+                closed: NDArray[np.bool_]) -> Calibrated:
+        """Rows that close report the band their anomaly was held against."""
+        rows = closed & (slots < len(self._expected))
+        if not rows.any():
+            return calibrated
+        at = np.where(rows, slots, 0)
+        use = rows & np.isfinite(self._expected[at])
+        return Calibrated(
+            np.where(use, self._expected[at], calibrated.expected),
+            np.where(use, self._lower[at], calibrated.lower),
+            np.where(use, self._upper[at], calibrated.upper), calibrated.score,
+        )
+
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget the bands of ``slots``."""
         slots = slots[slots < len(self._expected)]

@@ -57,6 +57,7 @@ class Scorer:
         self._rule_of = np.zeros(0, np.intp)
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
         self._age = np.zeros(0, np.int64)  # points scored since the slot was assigned
+        self._agree: dict[int, tuple[str, ...]] = {}  # the last round's event rows
         self._labels: list[Labels] = []
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
@@ -214,6 +215,9 @@ class Scorer:
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
             self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
+        self._agree = self._agreeing(detector, seen, moves.opened | moves.updated, policy)
+        if self.held.active and moves.closed.any():
+            held = self.held.closing(part.slots, held, moves.closed)
         if not gating:
             was_open = None
         settled = (
@@ -239,6 +243,18 @@ class Scorer:
             detector.learn(_gated(seen.take(keep), kept, policy,
                                   None if settled is None else settled[keep]))
         return shown, held, moves
+
+    @staticmethod
+    def _agreeing(
+        detector: Detector, seen: SeriesBatch, rows: NDArray[np.bool_], policy: AlertPolicy,
+    ) -> dict[int, tuple[str, ...]]:
+        """Which members see the rows that raise an event as out of band (before learning)."""
+        agreeing = getattr(detector, "agreeing", None)
+        if agreeing is None or not rows.any():
+            return {}
+        at = np.flatnonzero(rows)
+        found = agreeing(seen.take(at), policy.band)
+        return dict(zip(at.tolist(), found, strict=True))
 
     def _young_damped(
         self, slots: NDArray[np.intp], score: NDArray[np.float64], ready: NDArray[np.bool_],
@@ -276,7 +292,8 @@ class Scorer:
             events.append(AnomalyEvent(
                 kind=kind, slot=slot, key=key, ts_unix_nano=int(part.ts_unix_nano[i]),
                 direction="up" if up else "down", detector=detector,
-                explanation=explain(kind, key, detector=detector, **fields),
+                explanation=explain(kind, key, detector=detector,
+                                    agreeing=self._agree.get(i, ()), **fields),
                 trace_id=trace_id, span_id=span_id, **fields,
             ))
         return events

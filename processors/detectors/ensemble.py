@@ -36,6 +36,19 @@ DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
 )
 
 
+def member_label(kind: str, params: dict[str, Any]) -> str:
+    """A member as a person calls it: ``level``, ``daily profile``, ``forecast``...
+
+    >>> member_label("seasonal_profile", {"period_s": 604800.0})
+    'weekly profile'
+    """
+    if kind == "seasonal_profile":
+        period = float(params.get("period_s", 86400.0))
+        named = {86400.0: "daily", 604800.0: "weekly", 3600.0: "hourly"}
+        return f"{named.get(period, f'{period:g}s')} profile"
+    return {"ewma_zscore": "level", "forecast_residual": "forecast"}.get(kind, kind)
+
+
 class _View(NamedTuple):
     """One member's view of a round: per row its expected value and unit spreads."""
 
@@ -256,6 +269,16 @@ class Ensemble(Detector):
             dev = values - view.expected
             z = np.where(dev >= 0, dev / view.up, -dev / view.down)
         return np.where(view.ready, z, 0.0)
+
+    def agreeing(self, batch: SeriesBatch, band: float) -> list[tuple[str, ...]]:
+        """Per row, the members whose own deviation reaches ``band`` sigmas (for people).
+
+        Pure; meant for the few rows that raise an event, so it is not optimised.
+        """
+        names = [member_label(kind, dict(params)) for kind, params in self.members]
+        beyond = [self._z(view, batch.values) >= band for view in self._views(batch)]
+        return [tuple(name for name, hit in zip(names, row, strict=True) if hit)
+                for row in zip(*beyond, strict=True)] if beyond else [() for _ in batch.slots]
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """The combined band, ``band`` Gaussian-equivalent sigmas wide. Pure."""

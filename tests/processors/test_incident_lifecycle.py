@@ -42,3 +42,23 @@ def test_a_lasting_shift_stays_flagged_until_it_ends(size: float, direction: str
         f"flag up for {during[first:].mean():.0%} of the shift after it opened")
     assert not flag[WARM + LENGTH + 5 :].any(), "flag still up after recovery"
     assert not flag[WARM // 2 : WARM].any(), "false flag before the incident"
+
+
+def test_the_events_of_a_shift_explain_it_against_the_band_it_opened_on() -> None:
+    rng = np.random.default_rng(11)
+    values = 100.0 + rng.normal(0.0, 2.0, WARM + LENGTH + 20)
+    values[WARM : WARM + LENGTH] *= 1.3
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    key = SeriesKey("system_cpu_utilization_percent", (("service.name", "db"),), ())
+    events = []
+    for i in range(len(values)):
+        events += engine.ingest_series([key], ts[i : i + 1], values[i : i + 1]).events
+    opened = [e for e in events if e.kind == "open"]
+    closed = [e for e in events if e.kind == "close"]
+    assert len(opened) == len(closed) == 1, [(e.kind, e.ts_unix_nano) for e in events]
+    assert "above the expected" in opened[0].explanation
+    assert "by ensemble (level" in opened[0].explanation  # which member saw it
+    # The close reports the band the anomaly was held against, not the widened one.
+    assert abs(closed[0].expected - opened[0].expected) < 1.0
+    assert closed[0].upper == opened[0].upper
