@@ -230,6 +230,14 @@ class Scorer:
             mask = None
         else:
             mask = ~was_open if settled is None else ~was_open | settled
+        if held is not shown and not gating:
+            # A held anomaly teaches the detector only up to the band it opened against,
+            # so an outage does not swell the spreads and tails for the next day.
+            holding = held.expected != shown.expected
+            lo, hi = held.lower - (0.0 if shift is None else shift), held.upper - (
+                0.0 if shift is None else shift)
+            seen = SeriesBatch(seen.slots, seen.ts_unix_nano, np.where(
+                holding, np.clip(seen.values, lo, hi), seen.values))
         if grace is None:
             calibrator.learn(detector, seen, calibrated, mask)
             detector.learn(_gated(seen, calibrated, policy, settled))

@@ -62,3 +62,13 @@ def test_the_events_of_a_shift_explain_it_against_the_band_it_opened_on() -> Non
     # The close reports the band the anomaly was held against, not the widened one.
     assert abs(closed[0].expected - opened[0].expected) < 1.0
     assert closed[0].upper == opened[0].upper
+
+
+def test_an_outage_does_not_blind_the_detector_to_the_next_one() -> None:
+    rng = np.random.default_rng(11)
+    values = 100.0 + rng.normal(0.0, 2.0, WARM + 400)
+    values[WARM : WARM + LENGTH] *= 1.3  # an hour-long outage
+    values[WARM + 300] = 125.0  # four hours later, one bad minute
+    flag = run(values)
+    assert flag[WARM + 300], "the second incident was missed"
+    assert not flag[WARM + LENGTH + 5 : WARM + 300].any(), "false flag between the incidents"
