@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,11 +31,11 @@ from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
 from otel_anomaly.exporter.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.web import start_app
 
 DECODE_THREAD_PREFIX = "otel-anomaly-decode"
 _MIB = 1024 * 1024
 _INLINE_BYTES = 256 * 1024  # small uncompressed protobuf bodies decode on the loop
-_START_TIMEOUT_S = 10.0
 _SHUTDOWN_GRACE_S = 5.0  # in-flight requests may finish within this
 
 
@@ -82,30 +81,12 @@ class HttpReceiver:
         )
         self._port = sockets[0].getsockname()[1]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=DECODE_THREAD_PREFIX)
-        try:
-            self._runner = self._io.run(self._start(sockets), _START_TIMEOUT_S)
-        except BaseException:
-            for sock in sockets:
-                sock.close()
-            self._executor.shutdown(wait=False)
-            raise
-
-    async def _start(self, sockets: list[socket.socket]) -> web.AppRunner:
         app = web.Application(client_max_size=self._limit)
         for spec in SPECS.values():
             app.router.add_post(spec.http_path, self._route(spec))
         # auto_decompress off: we decompress ourselves to bound the decompressed size.
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=_SHUTDOWN_GRACE_S,
-            auto_decompress=False,
-        )
-        await runner.setup()
-        for sock in sockets:
-            await web.SockSite(runner, sock).start()
-        return runner
+        self._runner = start_app(self._io, app, sockets, self._executor,
+                                 shutdown_timeout=_SHUTDOWN_GRACE_S, auto_decompress=False)
 
     def _route(
         self, spec: SignalSpec

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
 from otel_anomaly.exporter.scores import ScoreTable
 from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.exporter.web import start_app
 
 OUTPUTS: tuple[tuple[str, str, str], ...] = (
     ("otel_anomaly_score", "score",
@@ -39,7 +39,6 @@ OUTPUTS: tuple[tuple[str, str, str], ...] = (
 """``(metric name, snapshot column, help)`` of every exported gauge."""
 
 SCRAPE_THREAD_PREFIX = "otel-anomaly-scrape"
-_START_TIMEOUT_S = 10.0
 _SHUTDOWN_GRACE_S = 2.0
 
 
@@ -129,26 +128,12 @@ class MetricsServer:
         sockets = listen_sockets(self._endpoint, "metrics endpoint (exposition.endpoint)")
         self._port = sockets[0].getsockname()[1]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=SCRAPE_THREAD_PREFIX)
-        try:
-            self._runner = self._io.run(self._start(sockets), _START_TIMEOUT_S)
-        except BaseException:
-            for sock in sockets:
-                sock.close()
-            self._executor.shutdown(wait=False)
-            raise
-
-    async def _start(self, sockets: list[socket.socket]) -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S
-        )
-        await runner.setup()
-        for sock in sockets:
-            await web.SockSite(runner, sock).start()
-        return runner
+        self._runner = start_app(self._io, app, sockets, self._executor,
+                                 shutdown_timeout=_SHUTDOWN_GRACE_S)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

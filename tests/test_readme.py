@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from helpers.config_keys import leaf_keys
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
 
 from otel_anomaly.exporter.config import AlertConfig, Config
 from otel_anomaly.exporter.prometheus import OUTPUTS
@@ -15,17 +15,6 @@ from otel_anomaly.exporter.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys += _leaf_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
 
 
 def test_the_first_commands_are_make_demo_and_make_test() -> None:
@@ -37,7 +26,7 @@ def test_the_first_commands_are_make_demo_and_make_test() -> None:
 
 
 def test_every_config_key_is_documented() -> None:
-    missing = [key for key in _leaf_keys(Config) if f"`{key}`" not in README]
+    missing = [key for key in leaf_keys(Config) if f"`{key}`" not in README]
     missing += [f"alert.{key}" for key in AlertConfig.model_fields if f"| `{key}` |" not in README]
     assert not missing, f"config keys missing from README.md: {missing}"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from helpers.config_keys import leaf_keys
 
 from otel_anomaly.exporter.config import (
     DETECTOR_TYPES,
@@ -107,17 +107,6 @@ def test_embedded_default_config_loads_and_equals_the_model_defaults() -> None:
     assert load_config(None, {}, environ={}) == Config()
 
 
-def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys += _leaf_keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
-
-
 def test_alert_keys_map_one_to_one_onto_the_engine_alert_policy() -> None:
     config_keys = set(AlertConfig.model_fields)
     policy_keys = {name.removesuffix("_s") for name in AlertPolicy.__dataclass_fields__}
@@ -144,7 +133,7 @@ def test_seasonal_profile_params_map_durations_to_seconds() -> None:
 def test_embedded_default_config_lists_every_key() -> None:
     data = yaml.safe_load(default_config_text())
     missing = []
-    for dotted in _leaf_keys(Config):
+    for dotted in leaf_keys(Config):
         node: Any = data
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
