@@ -10,7 +10,6 @@ processing failed. Error bodies are a ``google.rpc.Status``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
 from otel_anomaly.exporter.signals import SPECS, SignalSpec
-from otel_anomaly.exporter.web import start_app
+from otel_anomaly.exporter.web import start_app, stop_app
 
 DECODE_THREAD_PREFIX = "otel-anomaly-decode"
 _MIB = 1024 * 1024
@@ -146,10 +145,6 @@ class HttpReceiver:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop accepting requests and close connections."""
         runner, self._runner = self._runner, None
+        executor, self._executor = self._executor, None
         self._stopped = True
-        if runner is not None:
-            with contextlib.suppress(TimeoutError):  # the loop's shutdown cancels the rest
-                self._io.run(runner.cleanup(), timeout)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        stop_app(self._io, runner, executor, timeout)

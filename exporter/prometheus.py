@@ -8,7 +8,6 @@ lock) and formats it; it never scores.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +24,7 @@ from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
 from otel_anomaly.exporter.scores import ScoreTable
 from otel_anomaly.exporter.telemetry import Telemetry
-from otel_anomaly.exporter.web import start_app
+from otel_anomaly.exporter.web import start_app, stop_app
 
 OUTPUTS: tuple[tuple[str, str, str], ...] = (
     ("otel_anomaly_score", "score",
@@ -160,10 +159,6 @@ class MetricsServer:
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop serving and shut the exposition executor down."""
         runner, self._runner = self._runner, None
+        executor, self._executor = self._executor, None
         self._stopped = True
-        if runner is not None:
-            with contextlib.suppress(TimeoutError):  # the loop's shutdown cancels the rest
-                self._io.run(runner.cleanup(), timeout)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        stop_app(self._io, runner, executor, timeout)

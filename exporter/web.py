@@ -7,6 +7,7 @@ closes what it opened.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,3 +39,15 @@ def start_app(
             sock.close()
         executor.shutdown(wait=False)
         raise
+
+
+def stop_app(
+    io: IoLoop, runner: web.AppRunner | None, executor: ThreadPoolExecutor | None,
+    timeout: float,
+) -> None:
+    """Close ``runner``'s connections (within ``timeout``) and shut ``executor`` down."""
+    if runner is not None:
+        with contextlib.suppress(TimeoutError):  # the loop's shutdown cancels the rest
+            io.run(runner.cleanup(), timeout)
+    if executor is not None:
+        executor.shutdown(wait=True, cancel_futures=True)
