@@ -34,6 +34,8 @@ OUTPUTS: tuple[tuple[str, str, str], ...] = (
     ("otel_anomaly_lower", "lower", "Lower edge of the normal band."),
     ("otel_anomaly_upper", "upper", "Upper edge of the normal band."),
     ("otel_anomaly_flag", "flag", "1 while the series is in an open anomaly, else 0."),
+    ("otel_anomaly_warming", "warming",
+     "1 while the series is still learning its baseline (no band yet, no flag), else 0."),
 )
 """``(metric name, snapshot column, help)`` of every exported gauge."""
 

@@ -47,6 +47,12 @@ class ScoreSnapshot:
     def __len__(self) -> int:
         return len(self.slots)
 
+    @property
+    def warming(self) -> NDArray[np.bool_]:
+        """True for series whose detector has no band yet: still learning, never flagged."""
+        out: NDArray[np.bool_] = ~(np.isfinite(self.lower) & np.isfinite(self.upper))
+        return out
+
 
 class ScoreTable:
     """Latest ``(value, expected, lower, upper, score, flag, ts)`` per slot, in numpy arrays.

@@ -55,6 +55,22 @@ def test_every_output_is_a_gauge_family_with_each_series_labels() -> None:
         values = {s.labels["metric"]: s.value for s in families["otel_anomaly_value"].samples}
         assert values == {"queue_depth": 12.0, "system_cpu_utilization_ratio": 0.55}
         assert {s.value for s in families["otel_anomaly_flag"].samples} == {0.0}
+        # Two points are too few for any band: both series say they are warming up.
+        assert {s.value for s in families["otel_anomaly_warming"].samples} == {1.0}
+
+
+def test_a_series_stops_warming_once_its_detector_has_a_band() -> None:
+    config = loopback_config({"detectors": [
+        {"name": "quick", "type": "ewma_zscore", "params": {"warmup": 5}}]})
+    steady = [(i * SECOND, 10.0 + i % 2) for i in range(1, 9)]
+    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(metrics_request([gauge("seasoned", steady),
+                                                gauge("young", steady[:2])]), timeout=5)
+        families = scrape(sidecar.metrics_port)
+        warming = {s.labels["metric"]: s.value for s in families["otel_anomaly_warming"].samples}
+        assert warming == {"seasoned": 0.0, "young": 1.0}
+        lower = {s.labels["metric"]: s.value for s in families["otel_anomaly_lower"].samples}
+        assert lower["seasoned"] < 10.0, lower
 
 
 def test_openmetrics_and_gzip_are_negotiated() -> None:
