@@ -142,7 +142,7 @@ class Ensemble(Detector):
 
     def __init__(
         self, *, members: tuple[MemberSpec, ...] = DEFAULT_MEMBERS, combine: str = "max",
-        tail_quantile: float = 0.999, tail_window: int = 2000, refractory_level: float = 3.5,
+        tail_quantile: float = 0.999, tail_window: int = 5000, refractory_level: float = 3.5,
         refractory_hold: int = 10, refractory_decay: float = 0.95, refractory_grace: int = 2,
         persistence_alpha: float = 0.1, persistence_level: float = 4.0,
         persistence_shrink: float = 0.3, persistence_window: int = 1200,
