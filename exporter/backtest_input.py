@@ -10,9 +10,13 @@ other columns are ignored). Each following non-blank line is one point:
   microseconds, else nanoseconds (so any time between 1973 and 2262 reads right).
 - ``value`` is a number. An empty cell, ``nan``, ``na``, ``n/a``, ``null`` or ``none`` (any
   case) is a missing point: it is kept as a row, scored as not finite (empty output
-  cells), and never learned. Anything else (``abc``) is an error.
+  cells), and never learned.
 
-Rows need not be sorted and timestamps may repeat; errors name ``file:line`` and the cell.
+Rows need not be sorted and timestamps may repeat. A bad cell (a value that is not a number,
+a timestamp that cannot be read, a row with too few columns) does not stop the backtest: its
+row is kept like a missing point (at the time of the row before it) and the problem is
+recorded, naming ``file:line`` and the cell; with ``strict`` it is an error instead. A file
+without a ``timestamp``/``value`` header is always an error.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ class InputSeries:
 
     ``name`` is the path relative to the INPUT folder (the file name for a single file);
     ``stamps`` and ``texts`` are the timestamp and value cells as given (``texts`` is empty
-    where the value is missing).
+    where the value is missing or bad). ``problems`` names every bad cell (``file:line:
+    ...``); those rows are kept, not scored.
     """
 
     name: str
@@ -63,6 +68,7 @@ class InputSeries:
     texts: list[str]
     ts_unix_nano: NDArray[np.int64]
     values: NDArray[np.float64]
+    problems: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -90,24 +96,24 @@ def find_inputs(path: Path) -> list[tuple[Path, str]]:
     return [(p, p.relative_to(path).as_posix()) for p in files]
 
 
-def read_inputs(path: Path) -> list[InputSeries]:
+def read_inputs(path: Path, *, strict: bool = False) -> list[InputSeries]:
     """Read ``path`` (a CSV file or a folder of them, recursively), every file a series."""
-    return [read_series(file, name) for file, name in find_inputs(path)]
+    return [read_series(file, name, strict=strict) for file, name in find_inputs(path)]
 
 
-def read_series(path: Path, name: str | None = None) -> InputSeries:
-    """Read one CSV file.
+def read_series(path: Path, name: str | None = None, *, strict: bool = False) -> InputSeries:
+    """Read one CSV file; bad cells are recorded in ``problems`` (raised when ``strict``).
 
     Raises
     ------
     BacktestInputError
-        Naming the file (and ``file:line`` with the bad cell) if it cannot be read, has no
-        ``timestamp``/``value`` header, or has a cell that is not a timestamp or a number.
+        Naming the file if it cannot be read or has no ``timestamp``/``value`` header, and
+        with ``strict``, naming ``file:line`` and the cell of the first bad cell.
     """
     source = str(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return _parse(csv.reader(handle), source, name or path.name, path)
+            return _parse(csv.reader(handle), source, name or path.name, path, strict)
     except OSError as exc:
         msg = f"{source}: cannot read: {exc.strerror or exc}"
         raise BacktestInputError(msg) from exc
@@ -128,7 +134,7 @@ def _columns(header: list[str], source: str) -> tuple[int, int]:
     return names.index("timestamp"), names.index("value")
 
 
-def _parse(reader: Reader, source: str, name: str, path: Path) -> InputSeries:
+def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> InputSeries:
     header = next(reader, None)
     if header is None:
         msg = f"{source}: empty file (expected a header with `timestamp` and `value`)"
@@ -137,26 +143,39 @@ def _parse(reader: Reader, source: str, name: str, path: Path) -> InputSeries:
     width = max(t_col, v_col) + 1
     stamps: list[str] = []
     texts: list[str] = []
-    raw: list[int | float] = []
+    raw: list[int | float | None] = []  # None: the row's timestamp could not be read
     values: list[float] = []
+    problems: list[str] = []
     numeric: bool | None = None
     for row in reader:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         where = f"{source}:{reader.line_num}"
-        if len(row) < width:
-            msg = f"{where}: expected at least {width} columns; got {len(row)}: {row!r}"
-            raise BacktestInputError(msg)
-        stamp, text = row[t_col].strip(), row[v_col].strip()
-        if numeric is None:
-            numeric = _unix_time(stamp) is not None
-        raw.append(_stamp(stamp, numeric, where))
-        value = _value(text, where)
+        try:
+            if len(row) < width:
+                msg = f"{where}: expected at least {width} columns; got {len(row)}: {row!r}"
+                raise BacktestInputError(msg)
+            stamp, text = row[t_col].strip(), row[v_col].strip()
+            if numeric is None:
+                numeric = _unix_time(stamp) is not None
+            when = _stamp(stamp, numeric, where)
+            value = _value(text, where)
+        except BacktestInputError as exc:
+            if strict:
+                raise
+            problems.append(f"{exc}; the row is kept, not scored")
+            stamps.append(row[t_col] if len(row) > t_col else "")
+            texts.append("")
+            raw.append(None)
+            values.append(math.nan)
+            continue
         stamps.append(row[t_col])
         texts.append("" if math.isnan(value) else text)
+        raw.append(when)
         values.append(value)
     ts = _to_unix_nano(raw, numeric is True, source)
-    return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64))
+    return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64),
+                       tuple(problems))
 
 
 def _value(text: str, where: str) -> float:
@@ -206,13 +225,24 @@ def _stamp(stamp: str, numeric: bool, where: str) -> int | float:
     return nanos
 
 
-def _to_unix_nano(raw: list[int | float], numeric: bool, source: str) -> NDArray[np.int64]:
-    if not numeric or not raw:
-        return np.asarray(raw, np.int64)
-    largest = max(abs(x) for x in raw)
-    scale = next((s for limit, s in _UNIT_LIMITS if largest < limit), 1)
-    nanos = [x * scale if isinstance(x, int) else round(x * scale) for x in raw]
-    if max(abs(x) for x in nanos) > _INT64_MAX:
+def _to_unix_nano(
+    raw: list[int | float | None], numeric: bool, source: str
+) -> NDArray[np.int64]:
+    """Nanoseconds per row; a row whose timestamp was bad takes the time of the row before."""
+    known = [x for x in raw if x is not None]
+    scale = 1
+    if numeric and known:
+        largest = max(abs(x) for x in known)
+        scale = next((s for limit, s in _UNIT_LIMITS if largest < limit), 1)
+    converted = [None if x is None else x * scale if isinstance(x, int) else round(x * scale)
+                 for x in raw]
+    # Bad rows sit at the time of the row before them (the first good time if none is).
+    last = next((x for x in converted if x is not None), 0)
+    nanos: list[int] = []
+    for x in converted:
+        last = last if x is None else x
+        nanos.append(last)
+    if nanos and max(abs(x) for x in nanos) > _INT64_MAX:
         msg = f"{source}: Unix timestamps beyond the year 2262"
         raise BacktestInputError(msg)
     return np.asarray(nanos, np.int64)

@@ -42,6 +42,8 @@ COLUMNS = ("timestamp", "value", "anomaly_score", "expected", "lower", "upper", 
 """Output columns; ``anomaly_score`` means what the exported ``otel_anomaly_score`` means."""
 PROGRESS_MIN_ROWS = 5_000
 """Inputs shorter than this finish too fast to need a progress bar."""
+PROBLEMS_SHOWN = 10
+"""Bad cells reported one by one per file; the rest are counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,8 @@ class BacktestJob:
     ``output`` and ``plot`` are files for a single input file and folders (mirroring the
     input's relative paths) for an input folder. ``progress`` is where a progress bar is
     drawn (``None``: no bar). ``metric`` is the metric name every series is scored as: it
-    selects the detector rule, exactly as a live metric's name would.
+    selects the detector rule, exactly as a live metric's name would. ``strict``: a bad
+    cell is an error instead of an unscored row.
     """
 
     input: Path
@@ -59,6 +62,7 @@ class BacktestJob:
     plot: Path | None = None
     metric: str = "value"
     progress: TextIO | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,7 @@ class SeriesSummary:
     flagged: int
     opened: int
     max_score: float
+    bad: int = 0
 
     @classmethod
     def of(cls, series: InputSeries, result: BacktestResult) -> SeriesSummary:
@@ -81,9 +86,11 @@ class SeriesSummary:
         opened = int(np.count_nonzero(flag[1:] & ~flag[:-1])) + int(flag[:1].sum())
         scores = result.score[np.isfinite(result.score)]
         return cls(
-            name=series.name, rows=len(series), missing=int((~finite).sum()),
+            name=series.name, rows=len(series),
+            missing=int((~finite).sum()) - len(series.problems),
             flagged=int(result.flag.sum()), opened=opened,
             max_score=float(scores.max()) if len(scores) else math.nan,
+            bad=len(series.problems),
         )
 
     @property
@@ -97,8 +104,9 @@ class SeriesSummary:
         """One human-readable line."""
         score = self.max_score_text
         missing = f", {self.missing} missing values" if self.missing else ""
+        bad = f", {self.bad} bad cells (rows not scored)" if self.bad else ""
         return (f"{self.name}: {self.rows} rows, {self.flagged} flagged, "
-                f"{self.opened} anomalies opened, max score {score}{missing}")
+                f"{self.opened} anomalies opened, max score {score}{missing}{bad}")
 
 
 def series_key(metric: str, name: str) -> SeriesKey:
@@ -134,18 +142,26 @@ def replay(
         return backtest(engine, series, progress=bar.update)
 
 
-def run_backtest(config: Config, job: BacktestJob, out: TextIO) -> list[SeriesSummary]:
+def run_backtest(
+    config: Config, job: BacktestJob, out: TextIO, err: TextIO | None = None
+) -> list[SeriesSummary]:
     """Read, replay, write CSVs and plots, and print one summary line per series to ``out``.
+
+    Bad cells are reported to ``err`` as warnings (``file:line``), at most
+    ``PROBLEMS_SHOWN`` per file, before the replay.
 
     Raises
     ------
     BacktestInputError
-        For an unusable input or output path or a bad input cell (nothing is written).
+        For an unusable input or output path, or with ``job.strict`` a bad input cell
+        (nothing is written).
     """
     folder = job.input.is_dir()
     _check_target("--output", job.output, folder, ".csv")
     _check_target("--plot", job.plot, folder, ".png")
-    inputs = read_inputs(job.input)
+    inputs = read_inputs(job.input, strict=job.strict)
+    if err is not None:
+        _warn_problems(err, inputs)
     csvs = [_target(job.output, s.name, folder, ".csv") for s in inputs] if job.output else []
     _check_not_an_input(csvs, inputs)
     started = time.perf_counter()
@@ -168,12 +184,23 @@ def run_backtest(config: Config, job: BacktestJob, out: TextIO) -> list[SeriesSu
     return summaries
 
 
+def _warn_problems(err: TextIO, inputs: Sequence[InputSeries]) -> None:
+    for series in inputs:
+        for problem in series.problems[:PROBLEMS_SHOWN]:
+            err.write(f"otel-anomaly: warning: {problem}\n")
+        more = len(series.problems) - PROBLEMS_SHOWN
+        if more > 0:
+            err.write(f"otel-anomaly: warning: {series.path}: {more} more bad cells "
+                      f"(rows kept, not scored)\n")
+
+
 def _total(summaries: Sequence[SeriesSummary]) -> SeriesSummary:
     scores = [s.max_score for s in summaries if not math.isnan(s.max_score)]
     return SeriesSummary(
         name=f"total ({len(summaries)} files)", rows=sum(s.rows for s in summaries),
         missing=sum(s.missing for s in summaries), flagged=sum(s.flagged for s in summaries),
         opened=sum(s.opened for s in summaries), max_score=max(scores, default=math.nan),
+        bad=sum(s.bad for s in summaries),
     )
 
 

@@ -94,6 +94,10 @@ def _backtest_parser(commands: Any) -> None:  # argparse's subparsers type is pr
         help="metric name the series are scored as; selects the detector rule (default value)",
     )
     backtest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    backtest.add_argument(
+        "--strict", action="store_true",
+        help="stop at the first bad cell (exit 2) instead of keeping its row unscored",
+    )
     backtest.add_argument("--log-level", choices=_LEVELS, help=f"default ${ENV_LOG_LEVEL} or info")
 
 
@@ -190,9 +194,10 @@ def _backtest(args: argparse.Namespace) -> int:
         plot=Path(args.plot) if args.plot else None,
         metric=args.metric,
         progress=progress,
+        strict=args.strict,
     )
     try:
-        run_backtest(config, job, sys.stdout)
+        run_backtest(config, job, sys.stdout, sys.stderr)
     except BacktestInputError as exc:
         _fail(sys.stderr, str(exc))
         return EXIT_CONFIG

@@ -199,24 +199,28 @@ def test_missing_values_are_kept_as_rows_with_empty_cells(tmp_path: Path) -> Non
     assert got[13]["anomaly_score"] != ""
 
 
-@pytest.mark.parametrize(("lines", "message"), [
+BAD_CELLS = [
     (["timestamp,value", "2014-07-01 00:00:00,1", "2014-07-01 00:05:00,abc"],
      "bad.csv:3: value 'abc' is not a number"),
     (["timestamp,value", "2014-07-01 00:00:00,1", "", "yesterday,2"],
      "bad.csv:4: timestamp 'yesterday' is not ISO 8601"),
     (["timestamp,value", "1404172800,1", "2014-07-01 00:05:00,2"],
      "bad.csv:3: timestamp '2014-07-01 00:05:00' is not a number"),
+    (["value,timestamp", "1,2014-07-01 00:00:00", "1"],
+     "bad.csv:3: expected at least 2 columns; got 1"),
+]
+BAD_FILES = [
     (["time,val", "2014-07-01 00:00:00,1"],
      "bad.csv: the header must have `timestamp` and `value` columns; got ['time', 'val']"),
-    (["value,timestamp", "1"], "bad.csv:2: expected at least 2 columns; got 1"),
     ([], "bad.csv: empty file"),
-])
-def test_bad_input_exits_2_naming_file_and_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], message: str
-) -> None:
+]
+
+
+def _fails_with(tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str],
+                message: str, *flags: str) -> None:
     src = tmp_path / "bad.csv"
     src.write_text("".join(f"{line}\n" for line in lines))
-    assert run(src, "--output", tmp_path / "out.csv", "--plot", tmp_path / "p.png") == 2
+    assert run(src, "--output", tmp_path / "out.csv", "--plot", tmp_path / "p.png", *flags) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("otel-anomaly: error: ")
@@ -226,11 +230,71 @@ def test_bad_input_exits_2_naming_file_and_line(
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.parametrize(("lines", "message"), BAD_CELLS + BAD_FILES)
+def test_strict_stops_at_a_bad_cell_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], message: str
+) -> None:
+    _fails_with(tmp_path, capsys, lines, message, "--strict")
+
+
+@pytest.mark.parametrize(("lines", "message"), BAD_FILES)
+def test_a_file_without_the_columns_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], message: str
+) -> None:
+    _fails_with(tmp_path, capsys, lines, message)
+
+
+@pytest.mark.parametrize(("lines", "message"), BAD_CELLS)
+def test_a_bad_cell_is_a_warning_and_its_row_is_kept_unscored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str], message: str
+) -> None:
+    src = tmp_path / "bad.csv"
+    src.write_text("".join(f"{line}\n" for line in lines))
+    assert run(src, "--output", tmp_path / "out.csv") == 0
+    out, err = capsys.readouterr()
+    assert f"otel-anomaly: warning: {src}" in err
+    assert message in err
+    assert "1 bad cells (rows not scored)" in out
+    got = read(tmp_path / "out.csv")
+    assert len(got) == len([line for line in lines[1:] if line])
+    bad = [row for row in got if row["anomaly_score"] == ""]
+    assert len(bad) == 1
+    assert {k: bad[0][k] for k in COLUMNS[1:]} == {
+        "value": "", "anomaly_score": "", "expected": "", "lower": "", "upper": "", "flag": "0"}
+
+
+def test_bad_cells_do_not_disturb_the_rows_around_them(tmp_path: Path) -> None:
+    values = [repr(float(v)) for v in series(80)]
+    clean = write(tmp_path / "clean.csv", [(stamp(i * 300), v) for i, v in enumerate(values)])
+    dirty_rows = [(stamp(i * 300), v) for i, v in enumerate(values)]
+    dirty_rows[30] = (stamp(30 * 300), "n/a?")
+    dirty_rows[50] = ("not a time", values[50])
+    dirty = write(tmp_path / "dirty.csv", dirty_rows)
+    assert run(clean, "--output", tmp_path / "clean_out.csv") == 0
+    assert run(dirty, "--output", tmp_path / "dirty_out.csv") == 0
+    a, b = read(tmp_path / "clean_out.csv"), read(tmp_path / "dirty_out.csv")
+    assert a[:30] == b[:30]
+    assert b[30]["anomaly_score"] == "" and b[50]["anomaly_score"] == ""
+    assert b[50]["timestamp"] == "not a time"
+    assert all(row["anomaly_score"] != "" for i, row in enumerate(b) if i not in (30, 50))
+
+
+def test_many_bad_cells_are_reported_once_each_up_to_a_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [(stamp(i * 300), "x" if i % 2 else "1.0") for i in range(40)]
+    src = write(tmp_path / "many.csv", rows)
+    assert run(src) == 0
+    err = capsys.readouterr().err
+    assert err.count("is not a number") == 10
+    assert f"{src}: 10 more bad cells (rows kept, not scored)" in err
+
+
 def test_bad_cell_from_the_installed_command_has_no_traceback(tmp_path: Path) -> None:
     src = tmp_path / "data" / "sub" / "bad.csv"
     write(src, [(stamp(0), "1"), (stamp(60), "2"), (stamp(120), "1O")])
     command = [str(Path(sys.executable).with_name("otel-anomaly")), "backtest",
-               str(tmp_path / "data")]
+               str(tmp_path / "data"), "--strict"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr == (
