@@ -33,6 +33,7 @@ class AlertConfig(Model):
     open_threshold: float = Field(default=_ALERT.open_threshold, gt=0)
     close_threshold: float = Field(default=_ALERT.close_threshold, ge=0)
     min_duration: Positive = _ALERT.min_duration
+    min_duration_time: Duration = Field(default=_ALERT.min_duration_time_s, ge=0)
     close_after: Positive = _ALERT.close_after
     update_interval: Duration = Field(default=_ALERT.update_interval_s, gt=0)
     learn_gating: LearnGating = _ALERT.learn_gating
@@ -74,6 +75,7 @@ class AlertConfig(Model):
         fields = self.model_dump()
         fields["update_interval_s"] = fields.pop("update_interval")
         fields["hold_s"] = fields.pop("hold")
+        fields["min_duration_time_s"] = fields.pop("min_duration_time")
         return AlertPolicy(**fields)
 
 
@@ -81,6 +83,7 @@ def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
     fields = {name: getattr(policy, name) for name in policy.__dataclass_fields__}
     fields["update_interval"] = fields.pop("update_interval_s")
     fields["hold"] = fields.pop("hold_s")
+    fields["min_duration_time"] = fields.pop("min_duration_time_s")
     return fields
 
 

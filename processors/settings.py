@@ -34,6 +34,11 @@ class AlertPolicy:
         Score below which a point counts as normal again (hysteresis).
     min_duration
         Anomalous points in a row before an anomaly opens (and the flag goes to 1).
+    min_duration_time_s
+        An anomaly also opens once its anomalous points in a row span this much event time
+        at the series' usual spacing, even before ``min_duration`` points: on a series with
+        a point every 30 minutes, one anomalous point is already half an hour of evidence,
+        while on a scraped series one bad scrape is still not an incident. 0 disables.
     close_after
         Normal points in a row before an open anomaly closes.
     update_interval_s
@@ -74,6 +79,7 @@ class AlertPolicy:
     open_threshold: float = 1.0
     close_threshold: float = 0.8
     min_duration: int = 3
+    min_duration_time_s: float = 900.0
     close_after: int = 3
     update_interval_s: float = 60.0
     learn_gating: LearnGating = "clip"

@@ -26,7 +26,10 @@ class Transitions:
 class Hysteresis:
     """Per-slot alert state: an anomaly opens after ``min_duration`` high scores in a row.
 
-    One score at or above ``instant_threshold`` opens it at once. It closes after
+    It also opens once the high scores in a row span ``min_duration_time_s`` of event time, each
+    point counting as the series' usual spacing (a running average of the gaps between its
+    points, so one point after a gap of days does not count as days of evidence). One
+    score at or above ``instant_threshold`` opens it at once. It closes after
     ``close_after`` scores below ``close_threshold`` in a row; while open it asks for at
     most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
     a close no new anomaly opens (the rest of one event stays one anomaly). NaN scores
@@ -40,6 +43,10 @@ class Hysteresis:
     >>> [bool(h.step(slots, np.array([s]), np.array([0]), policy).flag[0])
     ...  for s in (0.2, 1.5, 1.6, 0.9, 0.1)]
     [False, False, True, True, False]
+    >>> half_hourly = np.arange(1, 4) * 1800 * 10**9  # one high point is 30 minutes of it
+    >>> [bool(h.step(np.array([1]), np.array([s]), np.array([t]), policy).flag[0])
+    ...  for s, t in zip((0.2, 0.2, 1.5), half_hourly)]
+    [False, False, True]
     """
 
     def __init__(self) -> None:
@@ -49,6 +56,16 @@ class Hysteresis:
         self._last_event_ts = np.zeros(0, np.int64)
         self._open_for = np.zeros(0, np.int64)  # points since the anomaly opened
         self._since_close = np.zeros(0, np.int64)  # points since the last close
+        self._prev_ts = np.zeros(0, np.int64)  # event time of the last valid point
+        self._spacing = np.zeros(0, np.float64)  # usual gap between points, ns
+        self._high_for = np.zeros(0, np.float64)  # event time the high run spans, ns
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Checkpoints from before the time-based minimum duration load with it fresh.
+        self.__dict__.update(state)
+        for name, dtype in (("_prev_ts", np.int64), ("_spacing", np.float64),
+                            ("_high_for", np.float64)):
+            self.__dict__.setdefault(name, np.zeros(0, dtype))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         if len(slots):
@@ -59,6 +76,9 @@ class Hysteresis:
             self._last_event_ts = grown(self._last_event_ts, needed, 0)  # type: ignore[assignment]
             self._open_for = grown(self._open_for, needed, 0)  # type: ignore[assignment]
             self._since_close = grown(self._since_close, needed, _LONG_AGO)  # type: ignore[assignment]
+            self._prev_ts = grown(self._prev_ts, needed, 0)  # type: ignore[assignment]
+            self._spacing = grown(self._spacing, needed, 0.0)  # type: ignore[assignment]
+            self._high_for = grown(self._high_for, needed, 0.0)  # type: ignore[assignment]
 
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Whether each slot has an open anomaly."""
@@ -87,9 +107,14 @@ class Hysteresis:
         was_open = self._open[slots]
         since_close = np.where(valid, self._since_close[slots] + 1, self._since_close[slots])
         may_open = ~was_open & (since_close > policy.cooldown)
-        opened = may_open & (
-            (above >= policy.min_duration) | (valid & (score >= policy.instant_threshold))
-        )
+        spacing = self._learn_spacing(slots, ts_unix_nano, valid)
+        high_for = np.where(high, self._high_for[slots] + spacing,
+                            np.where(valid, 0.0, self._high_for[slots]))
+        self._high_for[slots] = high_for
+        min_time_ns = policy.min_duration_time_s * 1e9
+        long_enough = (above >= policy.min_duration) | (
+            high & (min_time_ns > 0) & (high_for >= min_time_ns))
+        opened = may_open & (long_enough | (valid & (score >= policy.instant_threshold)))
         closed = was_open & (below >= policy.close_after)
         interval_ns = int(policy.update_interval_s * 1e9)
         updated = (
@@ -108,6 +133,22 @@ class Hysteresis:
         self._last_event_ts[slots[evented]] = ts_unix_nano[evented]
         return Transitions(now_open, opened, updated, closed)
 
+    def _learn_spacing(
+        self, slots: NDArray[np.intp], ts: NDArray[np.int64], valid: NDArray[np.bool_]
+    ) -> NDArray[np.float64]:
+        """Each slot's usual gap between points (ns), updated with this row's gap."""
+        prev = self._prev_ts[slots]
+        spacing = self._spacing[slots]
+        seen = valid & (prev > 0) & (ts > prev)
+        gap = (ts - prev).astype(np.float64)
+        # A gap of days moves the average by at most one usual gap.
+        learned = np.where(spacing > 0, spacing + 0.1 * (np.minimum(gap, 2 * spacing) - spacing),
+                           gap)
+        spacing = np.where(seen, learned, spacing)
+        self._spacing[slots] = spacing
+        self._prev_ts[slots] = np.where(valid, np.maximum(ts, prev), prev)
+        return spacing
+
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` (no close event is produced)."""
         self._ensure(slots)
@@ -117,3 +158,6 @@ class Hysteresis:
         self._last_event_ts[slots] = 0
         self._open_for[slots] = 0
         self._since_close[slots] = _LONG_AGO
+        self._prev_ts[slots] = 0
+        self._spacing[slots] = 0.0
+        self._high_for[slots] = 0.0

@@ -198,5 +198,6 @@ def test_scores_can_also_be_pushed_as_otlp_metrics(sink: OtlpSink) -> None:
                  lambda: f"pushed metrics so far: {sorted(pushed())}")
         assert set(pushed()) == {"otel_anomaly.score", "otel_anomaly.value",
                                  "otel_anomaly.expected", "otel_anomaly.lower",
-                                 "otel_anomaly.upper", "otel_anomaly.flag"}
+                                 "otel_anomaly.upper", "otel_anomaly.flag",
+                                 "otel_anomaly.warming"}
         assert pushed()["otel_anomaly.value"][0]["metric"] == "queue_depth"

@@ -93,10 +93,11 @@ def test_calibrator_off_or_self_calibrating_uses_the_band_as_is() -> None:
     assert cal.scale.tails.count(ONE)[0] == 0
 
 
-def _flags(policy: AlertPolicy, scores: list[float]) -> list[bool]:
+def _flags(policy: AlertPolicy, scores: list[float], step_s: float = 1e-9) -> list[bool]:
     h = Hysteresis()
-    return [bool(h.step(ONE, np.array([s]), np.array([i]), policy).flag[0])
-            for i, s in enumerate(scores)]
+    return [bool(h.step(ONE, np.array([s]), np.array([round(i * step_s * SECOND)]),
+                        policy).flag[0])
+            for i, s in enumerate(scores, start=1)]
 
 
 def test_min_duration_and_instant_threshold() -> None:
@@ -104,6 +105,27 @@ def test_min_duration_and_instant_threshold() -> None:
     assert _flags(policy, [1.5, 0.1, 1.5, 1.5, 1.5, 0.1]) == [
         False, False, False, False, True, False]
     assert _flags(policy, [0.1, 2.5, 0.1]) == [False, True, False]
+
+
+@pytest.mark.parametrize(("step_s", "opens_at"), [(60, 4), (300, 4), (600, 3), (1800, 2),
+                                                  (3600, 2)])
+def test_min_duration_is_also_reached_by_event_time(step_s: float, opens_at: int) -> None:
+    # 3 points or 15 minutes at the series' spacing, whichever comes first.
+    policy = AlertPolicy(min_duration=3, min_duration_time_s=900, close_after=1)
+    flags = _flags(policy, [0.1, 0.1, 1.5, 1.5, 1.5, 1.5], step_s)
+    assert flags.index(True) == opens_at, flags
+    off = AlertPolicy(min_duration=3, min_duration_time_s=0, close_after=1)
+    assert _flags(off, [0.1, 0.1, 1.5, 1.5, 1.5, 1.5], step_s).index(True) == 4
+
+
+def test_a_gap_of_days_is_not_evidence_of_a_long_anomaly() -> None:
+    h, policy = Hysteresis(), AlertPolicy(min_duration=3, min_duration_time_s=900, close_after=1)
+    minute = 60 * SECOND
+    times = [minute * i for i in range(1, 31)] + [minute * 30 + 3 * 86400 * SECOND]
+    for t in times[:-1]:
+        h.step(ONE, np.array([0.1]), np.array([t]), policy)
+    # The first point after three days is anomalous: one point at a one-minute spacing.
+    assert not h.step(ONE, np.array([1.5]), np.array([times[-1]]), policy).flag[0]
 
 
 def test_cooldown_keeps_one_event_one_anomaly() -> None:
