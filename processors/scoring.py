@@ -39,7 +39,14 @@ _ROUTE_CACHE_SIZE = 4096
 
 
 class Scorer:
-    """Per-slot routing, detector state and alert state for every scored series."""
+    """Per-slot routing, detector state and alert state for every scored series.
+
+    Each rule's detector and calibrator index their state by a dense slot of their own
+    (``_local``), allocated when a series is routed to the rule and freed when it is
+    evicted: a detector's arrays then hold only the series it scores, not every series of
+    the sidecar. Alert state (hysteresis, held bands, deploy offsets) is indexed by the
+    engine's slot.
+    """
 
     def __init__(self, rules: Sequence[DetectorRule], promote: tuple[str, ...] = ()) -> None:
         if not rules:
@@ -55,6 +62,9 @@ class Scorer:
         self.offsets = LevelOffsets()
         self.held = HeldBands()
         self._rule_of = np.zeros(0, np.intp)
+        self._local = np.zeros(0, np.intp)  # the slot's index in its rule's state, -1: none
+        self._next_local = [0] * len(self.rules)
+        self._free_local: list[list[int]] = [[] for _ in self.rules]
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
         self._age = np.zeros(0, np.int64)  # points scored since the slot was assigned
         self._agree: dict[int, tuple[str, ...]] = {}  # the last round's event rows
@@ -65,6 +75,16 @@ class Scorer:
     def __getstate__(self) -> dict[str, object]:
         # Rules come from the settings a checkpoint is restored under (see ``retune``).
         return {**self.__dict__, "rules": ()}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if "_local" not in state:
+            # Checkpoints from before rule-local state indexed every detector by the
+            # engine's slot: keep that layout for the series they hold.
+            n = len(self._rule_of)
+            self._local = np.arange(n, dtype=np.intp)
+            self._next_local = [n] * len(self.detectors)
+            self._free_local = [[] for _ in self.detectors]
 
     def retune(self, rules: Sequence[DetectorRule]) -> None:
         """Adopt new alert policies for the same detectors and routing (after a restore)."""
@@ -92,19 +112,36 @@ class Scorer:
         """Set up new (or reused) distinct ``slots`` for ``keys``: route them, clear state."""
         if not len(slots):
             return
+        self.forget(slots)
         needed = int(slots.max()) + 1
         self._rule_of = grown(self._rule_of, needed, 0)  # type: ignore[assignment]
+        self._local = grown(self._local, needed, -1)  # type: ignore[assignment]
         self._direction = grown(self._direction, needed, 0)  # type: ignore[assignment]
         self._age = grown(self._age, needed, 0)  # type: ignore[assignment]
         rules = [self._route(key.metric) for key in keys]
         self._rule_of[slots] = rules
+        self._local[slots] = [self._allocate(rule) for rule in rules]
         self._direction[slots] = 0
         self._age[slots] = 0
         if len(self._labels) < needed:
             self._labels += [()] * (needed - len(self._labels))
         for slot, key, rule in zip(slots.tolist(), keys, rules, strict=True):
             self._labels[slot] = prometheus_labels(key, self.rules[rule].detector, self.promote)
-        self.forget(slots)
+        ruled = np.asarray(rules)
+        for i, (detector, calibrator) in enumerate(
+                zip(self.detectors, self.calibrators, strict=True)):
+            local = self._local[slots[ruled == i]]
+            if len(local):
+                detector.reset(local)
+                if not detector.self_calibrating:  # else its calibrator is never used
+                    calibrator.reset(local)
+
+    def _allocate(self, rule: int) -> int:
+        free = self._free_local[rule]
+        if free:
+            return free.pop()
+        self._next_local[rule] += 1
+        return self._next_local[rule] - 1
 
     def _route(self, metric: str) -> int:
         # Many series share a metric name: glob matching runs once per name. The cache is
@@ -117,10 +154,11 @@ class Scorer:
         return rule
 
     def forget(self, slots: NDArray[np.intp]) -> None:
-        """Drop the state of evicted slots."""
-        for detector, calibrator in zip(self.detectors, self.calibrators, strict=True):
-            detector.reset(slots)
-            calibrator.reset(slots)
+        """Drop the state of evicted slots (their rule-local state is freed for reuse)."""
+        known = slots[slots < len(self._local)]
+        for slot in known[self._local[known] >= 0].tolist():
+            self._free_local[int(self._rule_of[slot])].append(int(self._local[slot]))
+        self._local[known] = -1
         self.hysteresis.reset(slots)
         self.offsets.reset(slots)
         self.held.reset(slots)
@@ -136,7 +174,7 @@ class Scorer:
         for i, detector in enumerate(self.detectors):
             mine = slots[rules == i]
             if len(mine):
-                total += int(detector.warming(mine).sum())
+                total += int(detector.warming(self._local[mine]).sum())
         return total
 
     def run(
@@ -195,8 +233,9 @@ class Scorer:
         detector = self.detectors[rule_index]
         calibrator = self.calibrators[rule_index]
         shift = self.offsets.of(part.slots) if self.offsets.active else None
-        seen = part if shift is None else SeriesBatch(
-            part.slots, part.ts_unix_nano, part.values - shift)
+        # What the detector and calibrator see: their own slots, the deploy offset removed.
+        seen = SeriesBatch(self._local[part.slots], part.ts_unix_nano,
+                           part.values if shift is None else part.values - shift)
         calibrated = calibrator.step(detector, seen)
         shown = calibrated if shift is None else Calibrated(
             calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
