@@ -56,8 +56,9 @@ class MetricsExtractor:
             resource, version = split_version(labels_of(rm.resource.attributes))
             first = len(out)
             for sm in rm.scope_metrics:
+                walk = _Walk(self.sources, resource, out, result, now)
                 for metric in sm.metrics:
-                    _Walk(self.sources, resource, out, result, now).metric(metric)
+                    walk.metric(metric)
             if version and len(out) > first:
                 out.versions.append((service_labels(resource), version, min(out.ts[first:])))
 
@@ -116,22 +117,37 @@ class _Walk:
             self.result.reject(status)
         else:
             self.result.accepted += 1
-            if status in (FIRST, RESET):
-                self.result.skip(status)
         return status, prev_ts, prev
 
+    def _no_interval(self, status: str, cumulative: bool, point: Any) -> bool:
+        """True (the point is counted as skipped) when it closes no interval to rate over."""
+        if _has_interval(status, cumulative, point):
+            return False
+        if status in (FIRST, RESET):
+            self.result.skip(status)
+        return True
+
     def gauge_points(self, name: str, points: Any, tag: str) -> None:
+        # The hot path of most traffic: one point per stream and request, so the per-point
+        # work is kept to attribute reads and two dict lookups.
+        resource, result, add, advance = self.resource, self.result, self.out.add, (
+            self.sources.advance)
         for p in points:
             if not self._valid(p):
                 continue
             value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
             if not math.isfinite(value):
-                self.result.reject("non_finite")
+                result.reject("non_finite")
                 continue
             attrs = labels_of(p.attributes)
-            status, _, _ = self._advance((tag, name, self.resource, attrs), p, None)
-            if status not in (OUT_OF_ORDER, "series_limit"):
-                self.out.add(SeriesKey(name, self.resource, attrs), p.time_unix_nano, value)
+            ts = p.time_unix_nano
+            # A gauge's value is its score input as it is: a first point is scored too.
+            status = advance((tag, name, resource, attrs), 0, ts, None, self.now)[0]
+            if status in (OUT_OF_ORDER, "series_limit"):
+                result.reject(status)
+                continue
+            result.accepted += 1
+            add(SeriesKey(name, resource, attrs), ts, value)
 
     def sum(self, metric: Metric) -> None:
         data = metric.sum
@@ -157,7 +173,7 @@ class _Walk:
             attrs = labels_of(p.attributes)
             key = ("sum", name, self.resource, attrs)
             status, prev_ts, prev = self._advance(key, p, value, cumulative)
-            if not _has_interval(status, cumulative, p):
+            if self._no_interval(status, cumulative, p):
                 continue
             if cumulative:
                 if value < prev:  # a counter only goes down when it restarted
@@ -198,7 +214,7 @@ class _Walk:
             attrs = labels_of(p.attributes)
             key = (kind, name, self.resource, attrs)
             status, prev_ts, prev = self._advance(key, p, snap, cumulative)
-            if not _has_interval(status, cumulative, p):
+            if self._no_interval(status, cumulative, p):
                 continue
             if cumulative:
                 delta = _exp_delta(snap, prev) if exponential else _explicit_delta(snap, prev)

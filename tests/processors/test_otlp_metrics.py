@@ -38,6 +38,8 @@ def test_gauge_points_are_scored_as_they_are() -> None:
     ]))
     assert result.accepted == 2 and result.rejected == {}
     assert _series(result, engine) == {"system_cpu_utilization_ratio": [0.5, 0.7]}
+    # Both points were scored: the first one is not counted as skipped.
+    assert result.skipped == {}
 
 
 def test_cumulative_counter_becomes_rate_without_spike_at_reset() -> None:
