@@ -34,8 +34,13 @@ def labels_of(attributes: Iterable[KeyValue]) -> Labels:
     """Attributes as sorted ``(name, text)`` pairs; a repeated name keeps its first value."""
     seen: dict[str, str] = {}
     for kv in attributes:
-        if kv.key not in seen:
-            seen[kv.key] = any_value_text(kv.value)
+        key = kv.key
+        if key not in seen:
+            value = kv.value
+            # Most attributes are strings: a non-empty string_value settles the kind
+            # without asking the oneof (this runs for every attribute of every point).
+            text = value.string_value
+            seen[key] = text if text else any_value_text(value)
     return tuple(sorted(seen.items()))
 
 

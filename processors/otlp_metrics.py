@@ -32,6 +32,7 @@ DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 _NO_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 HISTOGRAM_QUANTILES = np.array([0.5, 0.95, 0.99])
 _QUANTILE_FEATURES = ("p50", "p95", "p99")
+_CANONICAL_RESOURCES = 4096
 
 
 def count_points(metric: Metric) -> int:
@@ -45,6 +46,12 @@ class MetricsExtractor:
 
     def __init__(self, sources: SourceTable) -> None:
         self.sources = sources
+        self._resources: dict[Labels, Labels] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints from before resources were made canonical load with none known.
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_resources", {})
 
     def extract(
         self, request: ExportMetricsServiceRequest, out: Observations, result: IngestResult,
@@ -54,6 +61,7 @@ class MetricsExtractor:
         for rm in request.resource_metrics:
             # The version is not identity: a release must not restart every series.
             resource, version = split_version(labels_of(rm.resource.attributes))
+            resource = self._canonical(resource)
             first = len(out)
             for sm in rm.scope_metrics:
                 walk = _Walk(self.sources, resource, out, result, now)
@@ -61,6 +69,16 @@ class MetricsExtractor:
                     walk.metric(metric)
             if version and len(out) > first:
                 out.versions.append((service_labels(resource), version, min(out.ts[first:])))
+
+
+    def _canonical(self, resource: Labels) -> Labels:
+        # Every key built from this request then holds the same resource object as the
+        # keys already stored, so dict lookups compare it by identity, not attribute by
+        # attribute. Bounded: resources come from clients.
+        known = self._resources.setdefault(resource, resource)
+        if len(self._resources) > _CANONICAL_RESOURCES:
+            self._resources.clear()
+        return known
 
 
 class _Walk:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.otlp_common import labels_of
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.testing import (
     SECOND,
@@ -182,3 +186,33 @@ def test_series_identity_ignores_attribute_order() -> None:
     b = gauge("g", [(2 * SECOND, 2.0)], attributes={"b": "2", "a": "1"})
     result = engine.ingest_metrics(metrics_request([a, b]))
     assert len(set(result.scores.slots.tolist())) == 1
+
+
+def test_attribute_values_of_every_kind_become_label_text() -> None:
+    attributes = [
+        KeyValue(key="s", value=AnyValue(string_value="GET")),
+        KeyValue(key="empty", value=AnyValue(string_value="")),
+        KeyValue(key="i", value=AnyValue(int_value=200)),
+        KeyValue(key="b", value=AnyValue(bool_value=False)),
+        KeyValue(key="d", value=AnyValue(double_value=0.5)),
+        KeyValue(key="a", value=AnyValue(array_value=ArrayValue(
+            values=[AnyValue(string_value="x"), AnyValue(int_value=1)]))),
+        KeyValue(key="s", value=AnyValue(string_value="repeated: the first one wins")),
+    ]
+    assert labels_of(attributes) == (
+        ("a", '["x", "1"]'), ("b", "false"), ("d", "0.5"), ("empty", ""), ("i", "200"),
+        ("s", "GET"))
+
+
+def test_equal_resources_of_later_requests_continue_the_same_series() -> None:
+    engine = _engine()
+    resource = {"service.name": "api", "host.name": "node-1", "k8s.pod.name": "api-1"}
+    first = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, 1.0)])], resource))
+    # A restored checkpoint from before resources were shared must keep working too.
+    del engine._metrics.__dict__["_resources"]  # noqa: SLF001 - simulating an old checkpoint
+    engine._metrics = pickle.loads(pickle.dumps(engine._metrics))  # noqa: SLF001
+    second = engine.ingest_metrics(metrics_request([gauge("g", [(2 * SECOND, 2.0)])],
+                                                   dict(resource)))
+    assert second.rejected == {}
+    assert first.scores.slots.tolist() == second.scores.slots.tolist()
+    assert engine.stats().series_active == 1
