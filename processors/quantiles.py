@@ -69,15 +69,20 @@ def exponential_bucket_quantiles(
     ...                              np.array([0.5]))
     array([2.82...])
     """
-    base = 2.0 ** (2.0 ** -scale)
+    width = 2.0 ** -float(scale)  # log2 of base: bucket i covers (2**(i*w), 2**((i+1)*w)]
     n_off, n_counts = negative
     p_off, p_counts = positive
     # Ascending value order: negative buckets from the largest magnitude down, zero, positive.
-    neg_idx = np.arange(n_off, n_off + len(n_counts))[::-1]
-    pos_idx = np.arange(p_off, p_off + len(p_counts))
+    neg_idx = np.arange(n_off, n_off + len(n_counts), dtype=np.float64)[::-1]
+    pos_idx = np.arange(p_off, p_off + len(p_counts), dtype=np.float64)
     counts = np.concatenate((n_counts[::-1], [zero_count], p_counts))
-    lows = np.concatenate((-(base ** (neg_idx + 1.0)), [0.0], base**pos_idx))
-    highs = np.concatenate((-(base**neg_idx), [0.0], base ** (pos_idx + 1.0)))
+    # Valid scales reach -10 (base 2**1024) and offsets reach 2**31: edges beyond a float
+    # are infinite (and those below it 0), and such buckets answer no finite quantile.
+    with np.errstate(over="ignore", under="ignore"):
+        lows = np.concatenate((-np.exp2((neg_idx + 1.0) * width), [0.0],
+                               np.exp2(pos_idx * width)))
+        highs = np.concatenate((-np.exp2(neg_idx * width), [0.0],
+                                np.exp2((pos_idx + 1.0) * width)))
     total = counts.sum()
     if total <= 0:
         return np.full(len(qs), np.nan)
@@ -89,7 +94,7 @@ def exponential_bucket_quantiles(
     lo, hi = lows[idx], highs[idx]
     positive_side = lo > 0
     negative_side = hi < 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         geometric = lo * (hi / lo) ** frac
         geometric_neg = hi * (lo / hi) ** (1.0 - frac)
     return np.where(positive_side, geometric, np.where(negative_side, geometric_neg, 0.0))

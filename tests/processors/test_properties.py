@@ -51,9 +51,14 @@ def metrics(draw: st.DrawFn) -> Metric:
             if draw(st.booleans()):
                 p.sum = float(draw(st.floats(allow_nan=True)))
         elif kind == "exponential_histogram":
-            p.scale = draw(st.integers(-4, 8))
-            p.positive.offset = draw(st.integers(-50, 50))
+            # The whole range OTLP allows: scale -10 has buckets 2**1024 wide, and offsets
+            # reach the int32 limits, so bucket edges overflow a float.
+            p.scale = draw(st.integers(-10, 20))
+            p.positive.offset = draw(st.one_of(st.integers(-50, 50),
+                                               st.integers(-2**31, 2**31 - 1)))
             p.positive.bucket_counts.extend(draw(st.lists(st.integers(0, 50), max_size=5)))
+            p.negative.offset = draw(st.integers(-2**31, 2**31 - 1))
+            p.negative.bucket_counts.extend(draw(st.lists(st.integers(0, 50), max_size=3)))
             p.zero_count = draw(st.integers(0, 10))
             p.count = draw(st.integers(0, 400))
         else:
