@@ -51,6 +51,9 @@ class SidecarSettings:
     ----------
     clock
         Ingest-time clock in seconds (series TTL, eviction schedule).
+    wall_clock
+        Seconds since the epoch: OTLP items stamped too far ahead of it are rejected
+        (``series.max_future``).
     registry
         Registry for scores and self-metrics; a new one when ``None`` (never the global).
     engine_factory
@@ -58,6 +61,7 @@ class SidecarSettings:
     """
 
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
     registry: CollectorRegistry | None = None
     engine_factory: Callable[[EngineSettings], Engine] = Engine
 
@@ -83,7 +87,7 @@ class Sidecar:
         self.config = config
         self.registry = settings.registry or CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
-        engine_settings = config.engine_settings(settings.clock)
+        engine_settings = config.engine_settings(settings.clock, settings.wall_clock)
         self.state = StateStore(config.state.path, self.telemetry) if config.state.path else None
         restored = self.state.restore(engine_settings) if self.state else None
         engine = restored or settings.engine_factory(engine_settings)

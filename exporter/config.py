@@ -113,6 +113,7 @@ class SeriesConfig(Model):
     max_series: Positive = 100_000
     ttl: Duration = Field(default=3600.0, gt=0)
     deploy_grace: Duration = Field(default=900.0, ge=0)
+    max_future: Duration = Field(default=600.0, ge=0)
 
 
 class TracesConfig(Model):
@@ -210,8 +211,18 @@ class Config(Model):
             for rule in self.detectors
         )
 
-    def engine_settings(self, clock: Callable[[], float] = time.monotonic) -> EngineSettings:
-        """Map onto the engine's settings, with an injected ingest-time ``clock``."""
+    def engine_settings(
+        self, clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> EngineSettings:
+        """Map onto the engine's settings, with an injected ingest-time ``clock``.
+
+        With a ``wall_clock`` (seconds since the epoch; live ingest, not backtests), OTLP
+        items stamped more than ``series.max_future`` ahead of it are rejected.
+        """
+        max_future = self.series.max_future
+        latest = None if wall_clock is None or max_future <= 0 else (
+            lambda: int((wall_clock() + max_future) * 1e9))
         return EngineSettings(
             clock=clock,
             rules=self.detector_rules(),
@@ -224,6 +235,7 @@ class Config(Model):
             span_outliers=self.traces.span_outliers,
             promote_resource_attributes=self.exposition.promote_resource_attributes,
             multivariate=self.multivariate.settings(),
+            latest_event_time=latest,
         )
 
 

@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 
 
 # Settings read afresh after a restore, so changing them keeps the learned state.
-_RETUNABLE = ("clock", "series_ttl_s", "deploy_grace_s")
+_RETUNABLE = ("clock", "series_ttl_s", "deploy_grace_s", "latest_event_time")
 
 
 def fingerprint(settings: EngineSettings) -> str:

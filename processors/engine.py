@@ -24,7 +24,7 @@ from otel_anomaly.processors.multivariate import (
     MultivariateSettings,
     MultivariateStage,
 )
-from otel_anomaly.processors.otlp_common import service_labels
+from otel_anomaly.processors.otlp_common import LATEST_EVENT_TIME_NS, service_labels
 from otel_anomaly.processors.otlp_logs import LogsExtractor
 from otel_anomaly.processors.otlp_metrics import MetricsExtractor
 from otel_anomaly.processors.red import TracesExtractor
@@ -84,27 +84,32 @@ class Engine:
         ) if multivariate.enabled else None
         self._evicted_total = 0
 
+    def _latest(self) -> int:
+        """The latest event time an OTLP item of this request may carry (ns)."""
+        limit = self.settings.latest_event_time
+        return LATEST_EVENT_TIME_NS if limit is None else min(LATEST_EVENT_TIME_NS, limit())
+
     def _windows(self, window_s: float) -> WindowAggregator:
         return WindowAggregator(int(window_s * 1e9), int(self.settings.lateness_s * 1e9))
 
     def ingest_metrics(self, request: ExportMetricsServiceRequest) -> IngestResult:
         """Extract, score and learn every data point of a metrics request."""
         result, out = IngestResult(), Observations()
-        self._metrics.extract(request, out, result, self.settings.clock())
+        self._metrics.extract(request, out, result, self.settings.clock(), self._latest())
         self._score(out, result)
         return result
 
     def ingest_traces(self, request: ExportTraceServiceRequest) -> IngestResult:
         """Aggregate spans into RED windows (scored when they close) and score span outliers."""
         result, out = IngestResult(), Observations()
-        self._traces.extract(request, out, result)
+        self._traces.extract(request, out, result, self._latest())
         self._score(out, result)
         return result
 
     def ingest_logs(self, request: ExportLogsServiceRequest) -> IngestResult:
         """Aggregate log records into per-service rate and error-ratio windows."""
         result, out = IngestResult(), Observations()
-        self._logs.extract(request, out, result)
+        self._logs.extract(request, out, result, self._latest())
         self._score(out, result)
         return result
 

@@ -30,6 +30,24 @@ def any_value_text(value: AnyValue) -> str:
     return ""
 
 
+LATEST_EVENT_TIME_NS = 2**62
+"""Event times beyond this (the year 2116) are rejected on every OTLP path: windows, rates
+and grace periods add to them in int64."""
+
+
+def time_problem(ts_unix_nano: int, latest: int) -> str | None:
+    """Why an item's event time cannot be used (``None`` if it can).
+
+    >>> time_problem(0, LATEST_EVENT_TIME_NS), time_problem(5, 4), time_problem(5, 9)
+    ('missing_timestamp', 'future_timestamp', None)
+    """
+    if ts_unix_nano == 0:
+        return "missing_timestamp"
+    if ts_unix_nano > latest:
+        return "future_timestamp"
+    return None
+
+
 def labels_of(attributes: Iterable[KeyValue]) -> Labels:
     """Attributes as sorted ``(name, text)`` pairs; a repeated name keeps its first value."""
     seen: dict[str, str] = {}

@@ -8,7 +8,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
 from otel_anomaly.processors.deploys import split_version
-from otel_anomaly.processors.otlp_common import labels_of, service_labels
+from otel_anomaly.processors.otlp_common import labels_of, service_labels, time_problem
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
 
@@ -44,31 +44,39 @@ class LogsExtractor:
         self.window_s = by_severity.window_ns / 1e9
 
     def extract(
-        self, request: ExportLogsServiceRequest, out: Observations, result: IngestResult
+        self, request: ExportLogsServiceRequest, out: Observations, result: IngestResult,
+        latest: int,
     ) -> None:
-        """Count every record; append the features of windows that closed to ``out``."""
+        """Count every record; append the features of windows that closed to ``out``.
+
+        Records stamped after ``latest`` (ns) are rejected, as spans are.
+        """
         for rl in request.resource_logs:
             resource, version = split_version(labels_of(rl.resource.attributes))
             service = service_labels(resource)
             for sl in rl.scope_logs:
                 for record in sl.log_records:
-                    self._record(service, record, result)
+                    self._record(service, record, result, latest)
             if version:
                 times = [r.time_unix_nano or r.observed_time_unix_nano
                          for sl in rl.scope_logs for r in sl.log_records]
-                if any(times):
-                    out.versions.append((service, version, min(t for t in times if t)))
+                usable = [t for t in times if 0 < t <= latest]
+                if usable:
+                    out.versions.append((service, version, min(usable)))
         for cell in self.by_severity.close_ready():
             service, severity = cast(tuple[Labels, Labels], cell.group)
             out.add(SeriesKey(RATE_METRIC, service, severity), cell.end_unix_nano,
                     cell.count / self.window_s)
         self._ratios(self.by_service.close_ready(), out)
 
-    def _record(self, service: Labels, record: LogRecord, result: IngestResult) -> None:
+    def _record(
+        self, service: Labels, record: LogRecord, result: IngestResult, latest: int,
+    ) -> None:
         # Event time is when it happened; a record without it is placed at when it was seen.
         ts = record.time_unix_nano or record.observed_time_unix_nano
-        if ts == 0:
-            result.reject("missing_timestamp")
+        problem = time_problem(ts, latest)
+        if problem:
+            result.reject(problem)
             return
         result.accepted += 1
         name, number = severity_name(record)

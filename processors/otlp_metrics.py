@@ -17,7 +17,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 
 from otel_anomaly.processors.deploys import split_version
 from otel_anomaly.processors.naming import prometheus_metric_name
-from otel_anomaly.processors.otlp_common import labels_of, service_labels
+from otel_anomaly.processors.otlp_common import labels_of, service_labels, time_problem
 from otel_anomaly.processors.quantiles import (
     downscale,
     explicit_bucket_quantiles,
@@ -55,16 +55,19 @@ class MetricsExtractor:
 
     def extract(
         self, request: ExportMetricsServiceRequest, out: Observations, result: IngestResult,
-        now: float,
+        now: float, latest: int,
     ) -> None:
-        """Append every scored point of ``request`` to ``out``; count the rest in ``result``."""
+        """Append every scored point of ``request`` to ``out``; count the rest in ``result``.
+
+        ``now`` is the ingest clock; points stamped after ``latest`` (ns) are rejected.
+        """
         for rm in request.resource_metrics:
             # The version is not identity: a release must not restart every series.
             resource, version = split_version(labels_of(rm.resource.attributes))
             resource = self._canonical(resource)
             first = len(out)
             for sm in rm.scope_metrics:
-                walk = _Walk(self.sources, resource, out, result, now)
+                walk = _Walk(self.sources, resource, out, result, now, latest)
                 for metric in sm.metrics:
                     walk.metric(metric)
             if version and len(out) > first:
@@ -84,14 +87,14 @@ class MetricsExtractor:
 class _Walk:
     """One metric's points; a small object so the per-kind methods share their context."""
 
-    __slots__ = ("now", "out", "resource", "result", "sources")
+    __slots__ = ("latest", "now", "out", "resource", "result", "sources")
 
     def __init__(
         self, sources: SourceTable, resource: Labels, out: Observations, result: IngestResult,
-        now: float,
+        now: float, latest: int,
     ) -> None:
-        self.sources, self.resource, self.out, self.result, self.now = (
-            sources, resource, out, result, now,
+        self.sources, self.resource, self.out, self.result, self.now, self.latest = (
+            sources, resource, out, result, now, latest,
         )
 
     def metric(self, metric: Metric) -> None:
@@ -113,8 +116,9 @@ class _Walk:
 
     def _valid(self, point: Any) -> bool:
         """Common checks; counts the point as rejected or skipped when it is not usable."""
-        if point.time_unix_nano == 0:
-            self.result.reject("missing_timestamp")
+        problem = time_problem(point.time_unix_nano, self.latest)
+        if problem:
+            self.result.reject(problem)
             return False
         if point.flags & _NO_VALUE:
             self.result.accepted += 1

@@ -9,7 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from otel_anomaly.processors.deploys import split_version
-from otel_anomaly.processors.otlp_common import labels_of, service_labels
+from otel_anomaly.processors.otlp_common import labels_of, service_labels, time_problem
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
@@ -35,26 +35,34 @@ class TracesExtractor:
         self.window_s = windows.window_ns / 1e9
 
     def extract(
-        self, request: ExportTraceServiceRequest, out: Observations, result: IngestResult
+        self, request: ExportTraceServiceRequest, out: Observations, result: IngestResult,
+        latest: int,
     ) -> None:
-        """Count every span into its window; append span outliers' points to ``out``."""
+        """Count every span into its window; append span outliers' points to ``out``.
+
+        Spans stamped after ``latest`` (ns) are rejected: one client's wrong clock must not
+        move the event time that closes every service's windows.
+        """
         for rs in request.resource_spans:
             resource, version = split_version(labels_of(rs.resource.attributes))
             service = service_labels(resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    self._span(service, span, out, result)
+                    self._span(service, span, out, result, latest)
             if version:
                 ends = [s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans
-                        if s.end_time_unix_nano]
+                        if 0 < s.end_time_unix_nano <= latest]
                 if ends:
                     out.versions.append((service, version, min(ends)))
         self.closed_features(self.windows.close_ready(), out)
 
-    def _span(self, service: Labels, span: Span, out: Observations, result: IngestResult) -> None:
+    def _span(
+        self, service: Labels, span: Span, out: Observations, result: IngestResult, latest: int,
+    ) -> None:
         end = span.end_time_unix_nano
-        if end == 0 or span.start_time_unix_nano == 0:
-            result.reject("missing_timestamp")
+        problem = time_problem(end, latest) or time_problem(span.start_time_unix_nano, latest)
+        if problem:
+            result.reject(problem)
             return
         if end < span.start_time_unix_nano:
             result.reject("negative_duration")

@@ -165,6 +165,10 @@ class EngineSettings:
         After a service reports a ``service.version`` not seen before, its series raise no
         flag for this long (event time) while their level offsets learn the new level;
         0 disables deploy awareness.
+    latest_event_time
+        Returns the latest event time (ns) an OTLP item may carry, e.g. the wall clock plus
+        a grace; later items are rejected (``future_timestamp``). ``None`` (backtests): only
+        the fixed bound of the year 2116 applies.
     """
 
     clock: Callable[[], float]
@@ -178,3 +182,4 @@ class EngineSettings:
     deploy_grace_s: float = 900.0
     promote_resource_attributes: tuple[str, ...] = ()
     multivariate: MultivariateSettings | None = None  # None: MultivariateSettings()
+    latest_event_time: Callable[[], int] | None = None

@@ -91,6 +91,22 @@ def test_rejected_points_come_back_as_partial_success() -> None:
                             reason="non_finite") == 1
 
 
+@pytest.mark.parametrize(("max_future", "rejected"), [("10m", 1), ("0s", 0)])
+def test_points_stamped_too_far_ahead_of_the_wall_clock_are_rejected(
+    max_future: str, rejected: int
+) -> None:
+    now_s = 1_700_000_000
+    request = metrics_request([gauge("cpu", [(now_s * SECOND, 0.5),
+                                             ((now_s + 86_400) * SECOND, 0.6)])])
+    config = loopback_config({"series.max_future": max_future})
+    with running(config, SidecarSettings(wall_clock=lambda: float(now_s))) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        response = clients.metrics.Export(request, timeout=5)
+        assert response.partial_success.rejected_data_points == rejected
+        if rejected:
+            assert response.partial_success.error_message == "rejected: 1 future_timestamp"
+
+
 def test_undecodable_bytes_are_invalid_argument_and_the_server_survives() -> None:
     with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         clients.metrics.Export(CPU, timeout=5)

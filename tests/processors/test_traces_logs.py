@@ -9,7 +9,9 @@ from otel_anomaly.processors.settings import SPAN_DURATION_METRIC, EngineSetting
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,
+    gauge,
     logs_request,
+    metrics_request,
     span,
     traces_request,
 )
@@ -105,3 +107,32 @@ def test_logs_rate_by_severity_and_error_ratio() -> None:
     assert rows[("logs_records_total:rate", (("severity", "INFO"),))] == 0.6
     assert rows[("logs_records_total:rate", (("severity", "ERROR"),))] == 0.4
     assert rows[("logs_error:ratio", ())] == 0.4
+
+
+def test_one_client_from_the_future_does_not_close_everyones_windows() -> None:
+    now_s = 1_700_000_000.0
+    engine = _engine(latest_event_time=lambda: int((now_s + 600) * 1e9))
+    t0 = int(now_s * 1e9) - 60 * SECOND
+    a, b = {"service.name": "a"}, {"service.name": "b"}
+    engine.ingest_traces(traces_request([span("GET /", t0, 5.0)], a))
+    # A client whose clock is a day ahead: rejected, so event time does not jump a day.
+    future = engine.ingest_traces(traces_request([span("GET /", t0 + 86_400 * SECOND, 5.0)], b))
+    assert future.rejected == {"future_timestamp": 1} and future.accepted == 0
+    # Everyone else's next spans still count in their windows (they are not "late").
+    later = engine.ingest_traces(traces_request([span("GET /", t0 + 15 * SECOND, 5.0)], a))
+    assert later.skipped == {} and later.accepted == 1
+    calls = [(engine.series_key(slot).resource, value) for slot, value in zip(
+        later.scores.slots.tolist(), later.scores.values.tolist(), strict=True)
+        if engine.series_key(slot).metric.endswith("calls_total:rate")]
+    assert calls == [((("service.name", "a"),), 0.1)]
+
+
+def test_items_beyond_the_year_2116_are_rejected_on_every_path() -> None:
+    engine = _engine()  # a backtest-like engine: no wall clock, only the fixed bound
+    far = 2**62 + 1
+    spans = engine.ingest_traces(traces_request([span("x", far, 1.0), span("y", SECOND, 1.0)]))
+    assert spans.rejected == {"future_timestamp": 1} and spans.accepted == 1
+    logs = engine.ingest_logs(logs_request([(far, 9), (2**64 - 1, 17), (SECOND, 9)]))
+    assert logs.rejected == {"future_timestamp": 2} and logs.accepted == 1
+    points = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, 1.0), (far, 2.0)])]))
+    assert points.rejected == {"future_timestamp": 1} and points.accepted == 1
