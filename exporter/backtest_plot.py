@@ -39,9 +39,11 @@ def plot_series(
     """Draw ``series``, its backtest ``result`` and ``summary`` counts into PNG ``path``."""
     order = np.argsort(series.ts_unix_nano, kind="stable")
     ts = series.ts_unix_nano[order]
+    # Values beyond +-1e150 are drawn at that edge: matplotlib's transforms cannot place
+    # points near the float limit (the CSV output keeps them as they are).
     cols = {
-        "value": series.values[order], "expected": result.expected[order],
-        "lower": result.lower[order], "upper": result.upper[order],
+        "value": _drawable(series.values[order]), "expected": _drawable(result.expected[order]),
+        "lower": _drawable(result.lower[order]), "upper": _drawable(result.upper[order]),
         "score": result.score[order], "flag": result.flag[order].astype(np.float64),
     }
     x, cols = _with_gaps(ts, cols)
@@ -64,6 +66,10 @@ def plot_series(
         raise BacktestInputError(msg) from exc
 
 
+def _drawable(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.clip(values, -_DRAW_LIMIT, _DRAW_LIMIT)
+
+
 def _with_gaps(
     ts: NDArray[np.int64], cols: dict[str, NDArray[np.float64]]
 ) -> tuple[NDArray[np.datetime64], dict[str, NDArray[np.float64]]]:
@@ -75,6 +81,9 @@ def _with_gaps(
     gaps = np.flatnonzero(steps > _GAP_FACTOR * np.median(positive)) + 1
     x = np.insert(ts, gaps, ts[gaps - 1] + 1).astype("datetime64[ns]")
     return x, {name: np.insert(col, gaps, np.nan) for name, col in cols.items()}
+
+
+_DRAW_LIMIT = 1e150
 
 
 def _draw_values(ax: Axes, x: NDArray[np.datetime64], cols: dict[str, NDArray[np.float64]]) -> None:

@@ -332,6 +332,15 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     assert len(png) > 10_000
 
 
+@pytest.mark.parametrize("edge", [1e308, 1.7e308])
+def test_values_near_the_float_limit_still_plot(tmp_path: Path, edge: float) -> None:
+    values = [repr(v) for v in ([0.0, edge, -edge, 5.0] * 60)]
+    src = write(tmp_path / "edge.csv", [(stamp(i * 300), v) for i, v in enumerate(values)])
+    assert run(src, "--output", tmp_path / "out.csv", "--plot", tmp_path / "edge.png") == 0
+    assert (tmp_path / "edge.png").read_bytes().startswith(b"\x89PNG")
+    assert read(tmp_path / "out.csv")[1]["value"] == repr(edge)  # the CSV keeps the value
+
+
 def test_folder_plot_is_one_png_per_file(tmp_path: Path) -> None:
     write(tmp_path / "data" / "a" / "x.csv", regular(series(30)))
     write(tmp_path / "data" / "y.csv", regular(series(20)))
