@@ -88,11 +88,20 @@ def prometheus_label_name(name: str) -> str:
 _RESERVED = frozenset({"metric", "detector", "job", "instance"})
 
 
+def _unreserved(label: str) -> str:
+    return "attr_" + label if label in _RESERVED or label.startswith("__") else label
+
+
 def prometheus_labels(key: SeriesKey, detector: str, promote: tuple[str, ...] = ()) -> Labels:
     """Labels of a scored series as the exporter shows them, sorted by name.
 
     Point attributes that clash with a reserved label get an ``attr_`` prefix, so the
-    sidecar's own labels are never overwritten.
+    sidecar's own labels are never overwritten; so do names starting with ``__``, which
+    Prometheus reserves (a ``__name__`` label fails the whole scrape).
+
+    >>> key = SeriesKey("m", (), (("__name__", "x"), ("job", "y"), ("ok", "z")))
+    >>> [name for name, _ in prometheus_labels(key, "ensemble")]
+    ['attr___name__', 'attr_job', 'detector', 'metric', 'ok']
     """
     resource = dict(key.resource)
     labels: dict[str, str] = {"metric": key.metric, "detector": detector}
@@ -106,10 +115,7 @@ def prometheus_labels(key: SeriesKey, detector: str, promote: tuple[str, ...] = 
         labels["instance"] = instance
     for name in promote:
         if name in resource:
-            labels.setdefault(prometheus_label_name(name), resource[name])
+            labels.setdefault(_unreserved(prometheus_label_name(name)), resource[name])
     for name, value in key.attributes:
-        label = prometheus_label_name(name)
-        if label in _RESERVED:
-            label = "attr_" + label
-        labels.setdefault(label, value)
+        labels.setdefault(_unreserved(prometheus_label_name(name)), value)
     return tuple(sorted(labels.items()))

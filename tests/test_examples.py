@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from helpers.promtool import promtool
 
 from otel_anomaly.exporter.config import load_config
 
@@ -17,17 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def _promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
-        pytest.skip("promtool not installed (Debian package prometheus); CI installs it")
-    return tool
-
-
 def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
-    tool = _promtool()
+    tool = promtool()
     check = subprocess.run([tool, "check", "rules", str(EXAMPLES / "alert-rules.yml")],
                            check=False, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -37,7 +26,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
 
 
 def test_prometheus_scrape_config_is_valid_and_honours_labels() -> None:
-    tool = _promtool()
+    tool = promtool()
     check = subprocess.run([tool, "check", "config", "--syntax-only",
                             str(EXAMPLES / "prometheus.yml")], check=False, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 
 import prometheus_client
 from helpers import wait_for
 from helpers.engines import EngineHolder, RecordingEngine
+from helpers.promtool import promtool
 from helpers.sidecars import grpc_clients, http_get, loopback_config, running, sample_value, scrape
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
@@ -71,6 +73,18 @@ def test_a_series_stops_warming_once_its_detector_has_a_band() -> None:
         assert warming == {"seasoned": 0.0, "young": 1.0}
         lower = {s.labels["metric"]: s.value for s in families["otel_anomaly_lower"].samples}
         assert lower["seasoned"] < 10.0, lower
+
+
+def test_hostile_attribute_names_keep_the_scrape_parseable_by_prometheus() -> None:
+    hostile = {"__name__": "x", "__meta_x": "y", "job": "z", "0day": "1", "é": "2", "": "3"}
+    request = metrics_request([gauge("g", [(SECOND, 1.0)], attributes=hostile)])
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(request, timeout=5)
+        _, _, body = http_get(sidecar.metrics_port, "/metrics")
+    checked = subprocess.run([promtool(), "check", "metrics"], input=body, capture_output=True,
+                             timeout=60, check=False)
+    assert b"parsing error" not in checked.stderr + checked.stdout, checked
+    assert b'attr___name__="x"' in body and b'attr_job="z"' in body
 
 
 def test_openmetrics_and_gzip_are_negotiated() -> None:
