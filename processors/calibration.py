@@ -61,7 +61,8 @@ def calibrate(
     warming = np.isnan(prediction.upper) | np.isnan(prediction.lower)
     score = np.where(warming, 0.0, score)
     score = np.where(np.isfinite(values), score, np.nan)
-    return Calibrated(expected, expected - down_width, expected + up_width, score)
+    with np.errstate(invalid="ignore", over="ignore"):  # absurd inputs near +-1e308
+        return Calibrated(expected, expected - down_width, expected + up_width, score)
 
 
 def clip_to_band(values: NDArray[np.float64], calibrated: Calibrated) -> NDArray[np.float64]:
@@ -121,7 +122,9 @@ class Calibrator:
         slots = batch.slots
         k = self.multiplier(slots)
         prediction = detector.predict(batch, k)
-        return calibrate(batch.values, prediction, self.policy, k * self.scale.floor(slots))
+        with np.errstate(over="ignore"):  # absurd inputs near +-1e308: an infinite floor
+            floor = k * self.scale.floor(slots)
+        return calibrate(batch.values, prediction, self.policy, floor)
 
     def learn(
         self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
