@@ -1,4 +1,4 @@
-"""Prometheus' own checker (Debian's prometheus package), for what Prometheus would parse."""
+"""Prometheus' own tools (Debian's prometheus package): promtool and the server."""
 
 from __future__ import annotations
 
@@ -15,4 +15,13 @@ def promtool() -> str:
         if os.environ.get("CI"):
             pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
         pytest.skip("promtool not installed (Debian package prometheus); CI installs it")
+    return tool
+
+
+def prometheus() -> str:
+    """Path of the Prometheus server binary (same package as promtool)."""
+    promtool()
+    tool = shutil.which("prometheus")
+    if tool is None:
+        pytest.fail("promtool is installed but the prometheus server binary is not")
     return tool
