@@ -239,6 +239,8 @@ class EnsembleParams(_Params):
     persistence_level: float | None = Field(default=None, gt=0)
     persistence_shrink: float | None = Field(default=None, gt=0, le=1)
     persistence_window: int | None = Field(default=None, ge=2)
+    log_transform: bool | None = None
+    log_offset: float | None = Field(default=None, gt=0)
 
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of ``Ensemble``: only the keys the config sets."""

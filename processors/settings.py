@@ -121,6 +121,21 @@ them (so gating is off), an anomaly opens on 2 points out of band or one at 1.5x
 closes as soon as a point is back inside, and the
 next 60 points cannot open another one (the same event)."""
 
+def _latency_rule(name: str, unit: str, offset: float) -> DetectorRule:
+    """Latency quantiles and means in ``unit``, on an ensemble of their logs.
+
+    Latencies vary by factors, not by amounts: on log values their noise is symmetric and a
+    slowdown by half scores alike at 100 ms and at 2 s. ``offset`` (1 ms) keeps zeros finite.
+    """
+    return DetectorRule(
+        name=name,
+        match=(f"*_{unit}:p*", f"*_{unit}:mean"),
+        detector="ensemble",
+        params=MappingProxyType({"log_transform": True, "log_offset": offset}),
+        alert=SEASONAL_ALERT,
+    )
+
+
 DEFAULT_RULES: tuple[DetectorRule, ...] = (
     # One slow span is itself worth reporting (with its trace id), so no min duration;
     # only slower-than-usual matters, and the band is wide because span latency is skewed.
@@ -137,6 +152,8 @@ DEFAULT_RULES: tuple[DetectorRule, ...] = (
         detector="ensemble",
         alert=replace(SEASONAL_ALERT, direction="up", min_absolute_deviation=0.02),
     ),
+    _latency_rule("latencies_ms", "milliseconds", 1.0),
+    _latency_rule("latencies_s", "seconds", 0.001),
     DetectorRule(name="default", detector="ensemble", alert=SEASONAL_ALERT),
 )
 

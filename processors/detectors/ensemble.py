@@ -146,6 +146,7 @@ class Ensemble(Detector):
         refractory_hold: int = 10, refractory_decay: float = 0.95, refractory_grace: int = 2,
         persistence_alpha: float = 0.1, persistence_level: float = 4.0,
         persistence_shrink: float = 0.3, persistence_window: int = 1200,
+        log_transform: bool = False, log_offset: float = 1.0,
     ) -> None:
         if not members:
             msg = "ensemble: members must name at least one detector"
@@ -179,6 +180,11 @@ class Ensemble(Detector):
                    f"{persistence_alpha}, {persistence_level}, {persistence_shrink}, "
                    f"{persistence_window}")
             raise ValueError(msg)
+        if log_offset <= 0:
+            msg = f"ensemble: log_offset must be > 0; got {log_offset}"
+            raise ValueError(msg)
+        self.log_transform = log_transform
+        self.log_offset = log_offset
         self.persistence_alpha = persistence_alpha
         self.persistence_level = persistence_level
         self.persistence_shrink = persistence_shrink
@@ -198,6 +204,8 @@ class Ensemble(Detector):
         # (persistence then starts from scratch with the default parameters).
         self.__dict__.update(state)
         self.__dict__.setdefault("_memo", RoundMemo())
+        self.__dict__.setdefault("log_transform", False)
+        self.__dict__.setdefault("log_offset", 1.0)
         if "_persistence" not in state:
             defaults = type(self).__init__.__kwdefaults__ or {}
             for name in ("persistence_alpha", "persistence_level", "persistence_shrink",
@@ -270,11 +278,20 @@ class Ensemble(Detector):
             z = np.where(dev >= 0, dev / view.up, -dev / view.down)
         return np.where(view.ready, z, 0.0)
 
+    def _seen(self, batch: SeriesBatch) -> SeriesBatch:
+        """What the members see: the values, or ``log(value + log_offset)``."""
+        if not self.log_transform:
+            return batch
+        with np.errstate(invalid="ignore"):
+            values = np.log(np.maximum(batch.values, 0.0) + self.log_offset)
+        return SeriesBatch(batch.slots, batch.ts_unix_nano, values)
+
     def agreeing(self, batch: SeriesBatch, band: float) -> list[tuple[str, ...]]:
         """Per row, the members whose own deviation reaches ``band`` sigmas (for people).
 
         Pure; meant for the few rows that raise an event, so it is not optimised.
         """
+        batch = self._seen(batch)
         names = [member_label(kind, dict(params)) for kind, params in self.members]
         beyond = [self._z(view, batch.values) >= band for view in self._views(batch)]
         return [tuple(name for name, hit in zip(names, row, strict=True) if hit)
@@ -282,6 +299,7 @@ class Ensemble(Detector):
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """The combined band, ``band`` Gaussian-equivalent sigmas wide. Pure."""
+        batch = self._seen(batch)
         n = len(batch)
         lower, upper = np.full(n, np.nan), np.full(n, np.nan)
         expected, first = np.full(n, np.nan), np.full(n, np.nan)
@@ -307,6 +325,10 @@ class Ensemble(Detector):
         with np.errstate(over="ignore", invalid="ignore"):
             margin = self._CENTRE * (upper - lower)
             expected = np.fmin(np.fmax(expected, lower + margin), upper - margin)
+        if self.log_transform:
+            with np.errstate(over="ignore"):
+                expected, lower, upper = (np.exp(x) - self.log_offset
+                                          for x in (expected, lower, upper))
         return Prediction(expected, lower, upper)
 
     def _combined(self, batch: SeriesBatch, narrowed: bool = True) -> NDArray[np.float64]:
@@ -321,17 +343,20 @@ class Ensemble(Detector):
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""
+        batch = self._seen(batch)
         out = self._combined(batch) / self._widening(batch.slots)
         return np.where(np.isfinite(batch.values), out, np.nan)
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
         """True where any member scores the row."""
+        batch = self._seen(batch)
         out = np.zeros(len(batch), np.bool_)
         for member in self._members:
             out |= member.scored(batch)
         return out
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
+        batch = self._seen(batch)
         scaled = self._views(batch, narrowed=False)
         zs = [self._z(view, batch.values) for view in scaled]
         if self.refractory_level > 0:
@@ -403,6 +428,8 @@ class Ensemble(Detector):
         yield {"members": (("ewma_zscore", (("alpha", 0.2), ("warmup", 3))),
                            ("seasonal_profile", (("period_s", 20.0), ("buckets", 4)))),
                "tail_quantile": 0.9, "tail_window": 50}
+        yield {"members": (("ewma_zscore", (("warmup", 10),)),), "log_transform": True,
+               "log_offset": 0.5}
 
 
 def _prefixed(state: dict[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:

@@ -129,3 +129,28 @@ def test_an_ensemble_pickled_before_persistence_existed_still_loads() -> None:
     restored.__setstate__(pickle.loads(pickle.dumps(old)))
     probe = SeriesBatch.of([0, 0], [3.0, 30.0], [50 * SECOND, 51 * SECOND])
     assert restored.score(probe)[1] > restored.score(probe)[0]
+
+
+def test_log_ensemble_scores_a_slowdown_by_its_factor_whatever_the_level() -> None:
+    rng = np.random.default_rng(3)
+    noise = np.exp(0.1 * rng.standard_normal(400))  # multiplicative noise, like latencies
+    scores, widths = [], []
+    for level in (100.0, 5000.0):
+        det = Ensemble(members=(("ewma_zscore", (("warmup", 10),)),), log_transform=True)
+        det.learn(SeriesBatch.of([0] * 400, level * noise))
+        slow = SeriesBatch.of([0], [1.5 * level])
+        scores.append(float(det.score(slow)[0]))
+        p = det.predict(slow, 3.0)
+        widths.append((float(p.upper[0] - p.expected[0]), float(p.expected[0] - p.lower[0])))
+    assert abs(scores[0] / scores[1] - 1) < 0.05, scores
+    for above, below in widths:
+        assert above > 1.2 * below  # the band is wider above: factors, not amounts
+
+
+def test_log_ensemble_keeps_zeros_finite() -> None:
+    det = Ensemble(members=(("ewma_zscore", (("warmup", 5),)),), log_transform=True,
+                   log_offset=1.0)
+    det.learn(SeriesBatch.of([0] * 30, [0.0, 1.0, 2.0] * 10))
+    p = det.predict(SeriesBatch.of([0], [0.0]), 3.0)
+    assert np.isfinite([p.expected[0], p.lower[0], p.upper[0]]).all()
+    assert p.lower[0] >= -1.0  # exp(y) - offset never goes below -offset
