@@ -7,12 +7,20 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.otlp_metrics import count_points
 from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.testing import FakeClock, kv, metrics_request
+from otel_anomaly.processors.testing import (
+    FakeClock,
+    kv,
+    logs_request,
+    metrics_request,
+    traces_request,
+)
 
 values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**40, 2**40))
 timestamps = st.integers(min_value=0, max_value=2**62)
@@ -100,3 +108,51 @@ def test_request_of_random_garbage_structure_is_handled() -> None:
     engine = Engine(EngineSettings(clock=FakeClock()))
     result = engine.ingest_metrics(ExportMetricsServiceRequest())
     assert result.accepted == 0
+
+
+any_times = st.one_of(st.integers(0, 10**12), st.integers(0, 2**64 - 1))
+
+
+@st.composite
+def spans(draw: st.DrawFn) -> Span:
+    span = Span(name=draw(st.sampled_from(["GET /", "", "é"])), kind=draw(st.integers(0, 5)),
+                trace_id=draw(st.binary(max_size=16)), span_id=draw(st.binary(max_size=8)),
+                start_time_unix_nano=draw(any_times), end_time_unix_nano=draw(any_times))
+    span.status.code = draw(st.integers(0, 2))  # type: ignore[assignment]
+    span.attributes.extend(kv(draw(attr_maps)))
+    return span
+
+
+@st.composite
+def log_records(draw: st.DrawFn) -> LogRecord:
+    return LogRecord(time_unix_nano=draw(any_times), observed_time_unix_nano=draw(any_times),
+                     severity_number=draw(st.integers(0, 24)),  # type: ignore[arg-type]
+                     severity_text=draw(st.sampled_from(["", "ERROR", "x"])))
+
+
+resources = st.fixed_dictionaries(
+    {"service.name": st.sampled_from(["a", "b"])},
+    optional={"service.version": st.sampled_from(["1", "2"]),
+              "service.namespace": st.text(max_size=2)})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), resources, st.lists(spans(), max_size=4),
+                          st.lists(log_records(), max_size=4)), min_size=1, max_size=4),
+       st.sampled_from([None, 2**40]))
+def test_traces_and_logs_never_raise_and_every_item_is_accounted(
+    requests: list[tuple[bool, dict[str, str], list[Span], list[LogRecord]]],
+    latest: int | None,
+) -> None:
+    engine = Engine(EngineSettings(clock=FakeClock(), latest_event_time=(
+        None if latest is None else lambda: latest)))
+    for is_traces, resource, span_list, records in requests:
+        if is_traces:
+            result = engine.ingest_traces(traces_request(span_list, resource))
+            items = len(span_list)
+        else:
+            request = logs_request([], resource)
+            request.resource_logs[0].scope_logs[0].log_records.extend(records)
+            result = engine.ingest_logs(request)
+            items = len(records)
+        assert result.accepted + result.rejected_total == items, (result, items)
