@@ -120,6 +120,13 @@ class Ensemble(Detector):
     persistence_window
         Points the usual size of the average effectively remembers, >= 2: a shift that
         lasts well beyond it (that the members do not re-learn) stops narrowing the band.
+    log_transform
+        Model the log-modulus ``sign(x) * log(1 + |x| / log_offset)`` of each value instead
+        of the value: for series that vary by factors, such as latencies. Members, tails
+        and persistence all work on it; the band is mapped back, so it is wider above the
+        expected value than below.
+    log_offset
+        Where the transform turns from linear to logarithmic, in the series' unit, > 0.
 
     Examples
     --------
@@ -279,12 +286,25 @@ class Ensemble(Detector):
         return np.where(view.ready, z, 0.0)
 
     def _seen(self, batch: SeriesBatch) -> SeriesBatch:
-        """What the members see: the values, or ``log(value + log_offset)``."""
+        """What the members see: the values, or their log-modulus (``log_transform``).
+
+        ``sign(x) * log(1 + |x| / log_offset)``: logarithmic for values well above the
+        offset, linear near 0, and mirrored for negative values, so it is monotonic and
+        invertible over every value (a series that dips below 0 is not squashed flat).
+        """
         if not self.log_transform:
             return batch
+        values = batch.values
         with np.errstate(invalid="ignore"):
-            values = np.log(np.maximum(batch.values, 0.0) + self.log_offset)
-        return SeriesBatch(batch.slots, batch.ts_unix_nano, values)
+            seen = np.sign(values) * np.log1p(np.abs(values) / self.log_offset)
+        return SeriesBatch(batch.slots, batch.ts_unix_nano, seen)
+
+    def _unseen(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The inverse of ``_seen`` (an overflow becomes an infinite edge)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out: NDArray[np.float64] = np.sign(values) * self.log_offset * np.expm1(
+                np.abs(values))
+        return out
 
     def agreeing(self, batch: SeriesBatch, band: float) -> list[tuple[str, ...]]:
         """Per row, the members whose own deviation reaches ``band`` sigmas (for people).
@@ -326,9 +346,7 @@ class Ensemble(Detector):
             margin = self._CENTRE * (upper - lower)
             expected = np.fmin(np.fmax(expected, lower + margin), upper - margin)
         if self.log_transform:
-            with np.errstate(over="ignore"):
-                expected, lower, upper = (np.exp(x) - self.log_offset
-                                          for x in (expected, lower, upper))
+            expected, lower, upper = (self._unseen(x) for x in (expected, lower, upper))
         return Prediction(expected, lower, upper)
 
     def _combined(self, batch: SeriesBatch, narrowed: bool = True) -> NDArray[np.float64]:

@@ -147,10 +147,14 @@ def test_log_ensemble_scores_a_slowdown_by_its_factor_whatever_the_level() -> No
         assert above > 1.2 * below  # the band is wider above: factors, not amounts
 
 
-def test_log_ensemble_keeps_zeros_finite() -> None:
+def test_log_ensemble_handles_zeros_and_values_below_zero() -> None:
     det = Ensemble(members=(("ewma_zscore", (("warmup", 5),)),), log_transform=True,
                    log_offset=1.0)
-    det.learn(SeriesBatch.of([0] * 30, [0.0, 1.0, 2.0] * 10))
+    rng = np.random.default_rng(4)
+    values = rng.normal(0.0, 10.0, 300)  # a series around 0, half of it negative
+    det.learn(SeriesBatch.of([0] * 300, values))
     p = det.predict(SeriesBatch.of([0], [0.0]), 3.0)
     assert np.isfinite([p.expected[0], p.lower[0], p.upper[0]]).all()
-    assert p.lower[0] >= -1.0  # exp(y) - offset never goes below -offset
+    assert p.lower[0] < -10.0 < 10.0 < p.upper[0]  # negative values are not cut off
+    usual = det.score(SeriesBatch.of([0, 0], [-12.0, 12.0]))
+    assert (usual < 3.0).all(), usual  # ordinary values of either sign score as ordinary
