@@ -73,7 +73,6 @@ class MetricsExtractor:
             if version and len(out) > first:
                 out.versions.append((service_labels(resource), version, min(out.ts[first:])))
 
-
     def _canonical(self, resource: Labels) -> Labels:
         # Every key built from this request then holds the same resource object as the
         # keys already stored, so dict lookups compare it by identity, not attribute by
