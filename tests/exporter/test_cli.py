@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 from helpers.processes import free_port, start_run
-from helpers.sidecars import grpc_clients, http_get
+from helpers.sidecars import answers, grpc_clients
 
 from otel_anomaly.exporter.cli import main
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
@@ -80,10 +80,7 @@ def test_run_serves_until_sigterm_then_exits_0(ports: dict[str, int]) -> None:
     process = start_run(**ports)
     try:
         def ready() -> bool:
-            try:
-                return http_get(ports["metrics"], "/readyz")[0] == 200
-            except OSError:
-                return process.poll() is not None
+            return answers(ports["metrics"]) or process.poll() is not None
         wait_for(ready, 30, lambda: f"sidecar not ready (exit code {process.poll()})")
         assert process.poll() is None
         with grpc_clients(ports["grpc"]) as clients:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from helpers.processes import free_port
 from helpers.promtool import prometheus
-from helpers.sidecars import grpc_clients, http_get, loopback_config, running
+from helpers.sidecars import answers, grpc_clients, http_get, loopback_config, running
 from helpers.wait import wait_for
 
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
@@ -39,19 +39,13 @@ def prometheus_scraping(tmp_path: Path, sidecar_port: int) -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_for(lambda: process.poll() is not None or _ready(port), 30, "Prometheus ready")
+        wait_for(lambda: process.poll() is not None or answers(port, "/-/ready"), 30,
+                 "Prometheus ready")
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         yield port
     finally:
         process.terminate()
         process.wait(10)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return http_get(port, "/-/ready")[0] == 200
-    except OSError:  # not listening yet
-        return False
 
 
 def api(port: int, path: str, **params: str) -> Any:

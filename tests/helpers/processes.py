@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from helpers.sidecars import http_get
+from helpers.sidecars import answers
 from helpers.wait import wait_for
 
 
@@ -50,10 +50,7 @@ def running_cli(*extra: str) -> Iterator[RunningCli]:
     process = start_run(*extra, **ports)
     try:
         def ready() -> bool:
-            try:
-                return http_get(ports["metrics"], "/readyz")[0] == 200
-            except OSError:
-                return process.poll() is not None
+            return answers(ports["metrics"]) or process.poll() is not None
         wait_for(ready, 30, lambda: f"sidecar not ready (exit code {process.poll()})")
         assert process.poll() is None, process.communicate()[1]
         yield RunningCli(process, ports["grpc"], ports["http"], ports["metrics"])

@@ -92,6 +92,14 @@ def http_get(port: int | None, path: str, headers: Mapping[str, str] | None = No
     return _send(request)
 
 
+def answers(port: int | None, path: str = "/readyz") -> bool:
+    """Whether ``GET path`` answers 200 (False while nothing listens yet)."""
+    try:
+        return http_get(port, path)[0] == 200
+    except OSError:
+        return False
+
+
 def http_post(port: int | None, path: str, body: bytes, headers: Mapping[str, str]
               ) -> tuple[int, dict[str, str], bytes]:
     """POST ``body``; returns status, headers, body (errors too)."""
