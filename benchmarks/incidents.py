@@ -89,6 +89,7 @@ def main() -> int:
               f"({rows / elapsed:,.0f} points/s), one point per {args.step:g}s\n\n")
     outcome = [(base, case, res.flag) for (base, case), res in zip(cases, results, strict=True)]
     _detections(out, outcome, int(GRACE_S / args.step))
+    _lasting(out, outcome, args.step)
     _deploys(out, outcome)
     _controls(out, outcome, args.step)
     return 0
@@ -112,6 +113,18 @@ def _detections(out: TextIO, outcome: Outcome, grace: int) -> None:
         delay = f"{np.median(delays):.0f}" if delays else "-"
         out.write(f"{kind:20s} {BASE_OF[kind]:12s} {len(delays):>4d}/{len(mine):<4d} "
                   f"{len(delays) / len(mine):>6.0%} {delay:>22s}\n")
+
+
+def _lasting(out: TextIO, outcome: Outcome, step: float) -> None:
+    # Incidents still going on hours later: is the flag still up 2 to 3 hours after onset?
+    a, b = int(2 * 3600 / step), int(3 * 3600 / step)
+    out.write(f"\n{'lasting incident':20s} {'base':12s} {'flag up 2-3 h after onset':>26s}\n")
+    for kind in ("level_shift", "slow_leak"):
+        shares = [float(flag[case.start + a : case.start + b].mean())
+                  for _, case, flag in outcome if case.kind == kind]
+        up = sum(share > 0.5 for share in shares)
+        out.write(f"{kind:20s} {BASE_OF[kind]:12s} {up:>4d}/{len(shares):<4d} series "
+                  f"({np.mean(shares):.0%} of points)\n")
 
 
 def _deploys(out: TextIO, outcome: Outcome) -> None:
