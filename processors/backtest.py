@@ -14,11 +14,15 @@ from otel_anomaly.processors.types import SeriesKey
 
 @dataclass(frozen=True, slots=True)
 class RecordedSeries:
-    """One series to replay: its identity and its points (timestamps need not be unique)."""
+    """One series to replay: its identity and its points (timestamps need not be unique).
+
+    ``counts``: for a ratio, each point's sample size (calls, records; NaN where unknown).
+    """
 
     key: SeriesKey
     ts_unix_nano: NDArray[np.int64]
     values: NDArray[np.float64]
+    counts: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,10 @@ def backtest(
     n = int(sizes.sum())
     ts = np.concatenate([s.ts_unix_nano for s in series]) if n else np.empty(0, np.int64)
     values = np.concatenate([s.values for s in series]) if n else np.empty(0)
+    counted = any(s.counts is not None for s in series)
+    counts = np.concatenate([np.full(len(s.values), np.nan) if s.counts is None else
+                             np.asarray(s.counts, np.float64) for s in series]
+                            ) if counted and n else None
     feed, per_round = _feed_order(ts, sizes)
     fields = {name: np.full(n, np.nan) for name in ("score", "expected", "lower", "upper")}
     flag = np.zeros(n, np.bool_)
@@ -87,7 +95,8 @@ def backtest(
     for start, stop in _chunks(per_round, chunk_rows, chunk_rounds):
         rows = feed[start:stop]
         chunk_keys = [keys[i] for i in owner[rows].tolist()]
-        result = engine.ingest_series(chunk_keys, ts[rows], values[rows])
+        result = engine.ingest_series(chunk_keys, ts[rows], values[rows],
+                                      None if counts is None else counts[rows])
         # ingest_series drops non-finite rows; map the rest back to their input rows.
         scored = rows[np.isfinite(values[rows])]
         out = result.scores

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -35,19 +36,24 @@ def empty_f64(n: int = 0) -> NDArray[np.float64]:
 class SeriesBatch:
     """Points of many series: ``slots[i]`` had ``values[i]`` at ``ts_unix_nano[i]``.
 
-    All arrays have equal length. Rows of one slot are in arrival order.
+    All arrays have equal length. Rows of one slot are in arrival order. ``counts[i]`` is
+    the sample size behind a ratio (the calls or log records of its window), NaN where
+    unknown; ``None`` (the usual case) means unknown for every row.
     """
 
     slots: NDArray[np.intp]
     ts_unix_nano: NDArray[np.int64]
     values: NDArray[np.float64]
+    counts: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.slots)
-        if len(self.ts_unix_nano) != n or len(self.values) != n:
+        counts = n if self.counts is None else len(self.counts)
+        if len(self.ts_unix_nano) != n or len(self.values) != n or counts != n:
             msg = (
                 "SeriesBatch arrays must have equal length; got "
                 f"slots={n}, ts_unix_nano={len(self.ts_unix_nano)}, values={len(self.values)}"
+                f", counts={counts}"
             )
             raise ValueError(msg)
 
@@ -56,7 +62,16 @@ class SeriesBatch:
 
     def take(self, rows: NDArray[np.intp]) -> SeriesBatch:
         """Return the sub-batch of the given row indices."""
-        return SeriesBatch(self.slots[rows], self.ts_unix_nano[rows], self.values[rows])
+        return SeriesBatch(self.slots[rows], self.ts_unix_nano[rows], self.values[rows],
+                           None if self.counts is None else self.counts[rows])
+
+    def with_values(self, values: NDArray[np.float64]) -> SeriesBatch:
+        """The same rows (slots, times, counts) with other values."""
+        return SeriesBatch(self.slots, self.ts_unix_nano, values, self.counts)
+
+    def sample_sizes(self) -> NDArray[np.float64]:
+        """``counts`` as an array, NaN where unknown."""
+        return empty_f64(len(self)) if self.counts is None else self.counts
 
     @classmethod
     def of(
@@ -64,6 +79,7 @@ class SeriesBatch:
         slots: list[int] | NDArray[np.intp],
         values: list[float] | NDArray[np.float64],
         ts_unix_nano: list[int] | NDArray[np.int64] | None = None,
+        counts: list[float] | NDArray[np.float64] | None = None,
     ) -> SeriesBatch:
         """Build a batch from lists; timestamps default to 0, 1, 2... seconds."""
         slot_arr = np.asarray(slots, dtype=np.intp)
@@ -71,7 +87,8 @@ class SeriesBatch:
             ts = np.arange(len(slot_arr), dtype=np.int64) * 1_000_000_000
         else:
             ts = np.asarray(ts_unix_nano, dtype=np.int64)
-        return cls(slot_arr, ts, np.asarray(values, dtype=np.float64))
+        count_arr = None if counts is None else np.asarray(counts, dtype=np.float64)
+        return cls(slot_arr, ts, np.asarray(values, dtype=np.float64), count_arr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,23 +212,27 @@ class Observations:
 
     ``exemplars`` maps a row to the ``(trace_id, span_id)`` it came from (span outliers).
     ``versions`` lists ``(service labels, service.version, earliest point time)`` per
-    resource that carried a version (deploy awareness).
+    resource that carried a version (deploy awareness). ``counts`` holds each point's
+    sample size (the calls or records behind a ratio), NaN where unknown.
     """
 
-    __slots__ = ("exemplars", "keys", "ts", "values", "versions")
+    __slots__ = ("counts", "exemplars", "keys", "ts", "values", "versions")
 
     def __init__(self) -> None:
         self.keys: list[SeriesKey] = []
         self.ts: list[int] = []
         self.values: list[float] = []
+        self.counts: list[float] = []
         self.exemplars: dict[int, tuple[bytes, bytes]] = {}
         self.versions: list[tuple[Labels, str, int]] = []
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, key: SeriesKey, ts_unix_nano: int, value: float) -> None:
-        """Append one point."""
+    def add(self, key: SeriesKey, ts_unix_nano: int, value: float, count: float = math.nan,
+            ) -> None:
+        """Append one point (``count``: its sample size, if it is a ratio)."""
         self.keys.append(key)
         self.ts.append(ts_unix_nano)
         self.values.append(value)
+        self.counts.append(count)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction, occurrence_rounds
+from otel_anomaly.processors.detectors.binomial_ratio import BinomialRatio
 from otel_anomaly.processors.detectors.ensemble import Ensemble
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
@@ -15,10 +16,11 @@ DETECTORS: dict[str, type[Detector]] = {
     "forecast_residual": ForecastResidual,
     "half_space_trees": HalfSpaceTrees,
     "ensemble": Ensemble,
+    "binomial_ratio": BinomialRatio,
 }
 """Detector classes by their config ``type`` name."""
 
 __all__ = [
-    "DETECTORS", "Detector", "Ensemble", "EwmaZScore", "ForecastResidual", "HalfSpaceTrees",
-    "Prediction", "SeasonalProfile", "occurrence_rounds",
+    "DETECTORS", "BinomialRatio", "Detector", "Ensemble", "EwmaZScore", "ForecastResidual",
+    "HalfSpaceTrees", "Prediction", "SeasonalProfile", "occurrence_rounds",
 ]

@@ -7,18 +7,23 @@ fixed dimension whatever its operations:
 feature                   value                                               unit
 ========================  ==================================================  =========
 ``call_rate``             ``log1p`` of the calls per second, all operations   calls/s
-``error_ratio``           errors / calls, all operations                      ratio
+``error_ratio``           errors / (calls + 50), all operations               ratio
 ``p95_latency``           ``log1p`` of the call-weighted mean of the
                           operations' p95 duration                            ms
 ``log_rate``              ``log1p`` of the log records per second            records/s
-``log_error_ratio``       error-or-worse records / records                    ratio
+``log_error_ratio``       error-or-worse records / (records + 50)             ratio
 ========================  ==================================================  =========
 
 A feature the window lacks (no calls, so no error ratio; a service without logs) is NaN.
+Error ratios are shrunk by ``PRIOR_CALLS`` calls (records) of no error when their counts
+are known: a window with few calls says little about the error rate, so 1 error in 4
+calls is 1.9 % rather than 25 % (a deviation the model would weigh like an outage), while
+30 in 100 is still 20 %. Ratios that come without their counts are used as they are.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +37,8 @@ from otel_anomaly.processors.red import CALLS_METRIC, DURATION_METRIC, ERROR_RAT
 from otel_anomaly.processors.types import Labels, SeriesKey
 
 P95_METRIC = f"{DURATION_METRIC}:p95"
+PRIOR_CALLS = 50.0
+"""Error-free calls added to every window's calls before dividing its errors by them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,9 @@ _SOURCES = frozenset({CALLS_METRIC, ERROR_RATIO_METRIC, P95_METRIC, LOG_RATE_MET
                       LOG_ERROR_METRIC})
 
 
+_Points = dict[tuple[str, Labels], float]
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceVector:
     """One service's features over the window that ends at ``end_unix_nano``."""
@@ -75,8 +85,13 @@ class ServiceVector:
     x: NDArray[np.float64]
 
 
-def vector_of(points: dict[tuple[str, Labels], float]) -> NDArray[np.float64]:
+def vector_of(
+    points: dict[tuple[str, Labels], float],
+    counts: dict[tuple[str, Labels], float] | None = None,
+) -> NDArray[np.float64]:
     """Aggregate one window's ``(metric, attributes) -> value`` points into a vector.
+
+    ``counts`` holds the sample sizes of ratio points (calls, records), where known.
 
     Examples
     --------
@@ -85,7 +100,11 @@ def vector_of(points: dict[tuple[str, Labels], float]) -> NDArray[np.float64]:
     ...           (ERROR_RATIO_METRIC, a): 0.0, (ERROR_RATIO_METRIC, b): 1.0}
     >>> vector_of(points).round(3).tolist()
     [2.398, 0.1, nan, nan, nan]
+    >>> sizes = {(ERROR_RATIO_METRIC, a): 90.0, (ERROR_RATIO_METRIC, b): 10.0}
+    >>> vector_of(points, sizes).round(3).tolist()  # 10 errors in 100 calls, plus 50
+    [2.398, 0.067, nan, nan, nan]
     """
+    counts = counts or {}
     calls: dict[Labels, float] = {}
     by_metric: dict[str, list[tuple[Labels, float]]] = {}
     for (metric, attributes), value in points.items():
@@ -95,13 +114,29 @@ def vector_of(points: dict[tuple[str, Labels], float]) -> NDArray[np.float64]:
     x = np.full(len(FEATURES), np.nan)
     if calls:
         x[0] = np.log1p(sum(calls.values()))
-    x[1] = _call_weighted(by_metric.get(ERROR_RATIO_METRIC, []), calls)
+    x[1] = _shrunk(ERROR_RATIO_METRIC, by_metric.get(ERROR_RATIO_METRIC, []), counts)
+    if np.isnan(x[1]):
+        x[1] = _call_weighted(by_metric.get(ERROR_RATIO_METRIC, []), calls)
     x[2] = np.log1p(_call_weighted(by_metric.get(P95_METRIC, []), calls))
     if LOG_RATE_METRIC in by_metric:
         x[3] = np.log1p(sum(value for _, value in by_metric[LOG_RATE_METRIC]))
     if LOG_ERROR_METRIC in by_metric:
-        x[4] = by_metric[LOG_ERROR_METRIC][-1][1]
+        last = by_metric[LOG_ERROR_METRIC][-1:]
+        x[4] = _shrunk(LOG_ERROR_METRIC, last, counts)
+        if np.isnan(x[4]):
+            x[4] = last[0][1]
     return x
+
+
+def _shrunk(
+    metric: str, rows: list[tuple[Labels, float]], counts: dict[tuple[str, Labels], float],
+) -> float:
+    """All rows' errors over their calls plus ``PRIOR_CALLS``; NaN unless every count is known."""
+    sizes = [counts.get((metric, attributes), float("nan")) for attributes, _ in rows]
+    if not rows or not all(n > 0 for n in sizes):  # NaN compares False
+        return float("nan")
+    errors = sum(n * value for n, (_, value) in zip(sizes, rows, strict=True))
+    return errors / (sum(sizes) + PRIOR_CALLS)
 
 
 def _call_weighted(rows: list[tuple[Labels, float]], calls: dict[Labels, float]) -> float:
@@ -135,20 +170,24 @@ class ServiceVectors:
         self.max_services = max_services
         self.slack = slack
         self.skipped_points = 0  # points of services beyond ``max_services``
-        # service -> window index -> (metric, attributes) -> value (the latest wins)
-        self._pending: dict[Labels, dict[int, dict[tuple[str, Labels], float]]] = {}
+        # service -> window index -> ((metric, attributes) -> value (the latest wins),
+        # the same -> sample size where known)
+        self._pending: dict[Labels, dict[int, tuple[_Points, _Points]]] = {}
         self._finished: dict[Labels, int] = {}  # service -> newest finished window index
         self._seen: dict[Labels, float] = {}  # service -> ingest time it last had a point
 
     def add(
-        self, keys: Sequence[SeriesKey], ts: Sequence[int], values: Sequence[float], now: float
+        self, keys: Sequence[SeriesKey], ts: Sequence[int], values: Sequence[float], now: float,
+        counts: Sequence[float] | None = None,
     ) -> list[ServiceVector]:
         """Take a request's derived points; return the vectors they finished, oldest first.
 
-        ``now`` (ingest-time seconds) marks the services seen, for ``expire``.
+        ``now`` (ingest-time seconds) marks the services seen, for ``expire``. ``counts``:
+        each point's sample size (NaN where unknown).
         """
         touched: dict[Labels, int] = {}
-        for key, t, value in zip(keys, ts, values, strict=True):
+        sizes = [math.nan] * len(keys) if counts is None else counts
+        for key, t, value, count in zip(keys, ts, values, sizes, strict=True):
             if key.metric not in _SOURCES:
                 continue
             service = service_labels(key.resource)
@@ -159,14 +198,19 @@ class ServiceVectors:
             if window <= self._finished[service]:
                 continue
             windows = self._pending.setdefault(service, {})
-            windows.setdefault(window, {})[(key.metric, key.attributes)] = value
+            points, known = windows.setdefault(window, ({}, {}))
+            points[(key.metric, key.attributes)] = value
+            if count > 0:  # NaN: unknown
+                known[(key.metric, key.attributes)] = count
             touched[service] = max(window, touched.get(service, window))
         out = []
         for service, newest in touched.items():
             self._seen[service] = now
             windows = self._pending[service]
             for window in sorted(w for w in windows if w <= newest - self.slack):
-                x = vector_of(windows.pop(window))
+                pending = windows.pop(window)
+                # (A checkpoint from before counts holds the points alone.)
+                x = vector_of(*pending) if isinstance(pending, tuple) else vector_of(pending)
                 self._finished[service] = window
                 out.append(ServiceVector(service, (window + 1) * self.window_ns, x))
         out.sort(key=lambda v: v.end_unix_nano)

@@ -79,7 +79,8 @@ class MultivariateStage:
     def observe(self, out: Observations, now: float) -> dict[tuple[SeriesKey, int], Attribution]:
         """Append the score points of the windows ``out`` finished; return why each scored."""
         why: dict[tuple[SeriesKey, int], Attribution] = {}
-        for vector in self.vectors.add(list(out.keys), list(out.ts), list(out.values), now):
+        for vector in self.vectors.add(list(out.keys), list(out.ts), list(out.values), now,
+                                       list(out.counts)):
             model = self.models.get(vector.service)
             if model is None:
                 model = self.models[vector.service] = self._model(FLOORS, self.settings.alpha)
