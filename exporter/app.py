@@ -101,6 +101,7 @@ class Sidecar:
             evict_interval_s=_evict_interval(config.series.ttl),
             checkpoint=self.state.save if self.state else None,
             checkpoint_interval_s=config.state.interval,
+            wall_clock=settings.wall_clock,
         )
         intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
         grpc, http = config.receivers.grpc, config.receivers.http

@@ -114,6 +114,7 @@ class SeriesConfig(Model):
     ttl: Duration = Field(default=3600.0, gt=0)
     deploy_grace: Duration = Field(default=900.0, ge=0)
     max_future: Duration = Field(default=600.0, ge=0)
+    silence_after: Duration = Field(default=300.0, ge=0)
 
 
 class TracesConfig(Model):
@@ -236,6 +237,7 @@ class Config(Model):
             promote_resource_attributes=self.exposition.promote_resource_attributes,
             multivariate=self.multivariate.settings(),
             latest_event_time=latest,
+            silence_after_s=self.series.silence_after,
         )
 
 

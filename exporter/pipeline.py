@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 THREAD_NAME = "otel-anomaly-pipeline"
 _IDLE_WAIT_S = 1.0
 _STATS_EVERY_S = 1.0
+_SILENCE_EVERY_S = 1.0
 
 
 class PipelineClosedError(ExporterError):
@@ -69,6 +70,9 @@ class Pipeline:
     checkpoint
         Saves the engine's state (on the worker thread, which owns the engine): every
         ``checkpoint_interval_s`` by ``clock`` and once more when the worker stops.
+    wall_clock
+        Seconds since the epoch: stamps the events of services that stopped reporting,
+        which the worker checks about once a second (by ``clock``) while it runs.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Pipeline:
         evict_interval_s: float,
         checkpoint: Callable[[Engine], None] | None = None,
         checkpoint_interval_s: float = 300.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
         self._scores = scores
@@ -100,6 +105,8 @@ class Pipeline:
         self._checkpoint_interval_s = checkpoint_interval_s
         self._last_checkpoint = 0.0
         self._last_stats = -float("inf")
+        self._wall_clock = wall_clock
+        self._last_silence_check = 0.0
         telemetry.track_queue(lambda: self.queued, queue_size)
 
     @property
@@ -113,7 +120,7 @@ class Pipeline:
         with self._lock:
             if self._thread is not None or self._closed:
                 return
-            self._last_evict = self._last_checkpoint = self._clock()
+            self._last_evict = self._last_checkpoint = self._last_silence_check = self._clock()
             self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
             self._thread.start()
 
@@ -183,6 +190,7 @@ class Pipeline:
                 self._process(item)
             self._maybe_evict()
             self._maybe_checkpoint()
+            self._maybe_check_silence()
 
     def _maybe_checkpoint(self) -> None:
         if self._checkpoint is None:
@@ -241,6 +249,26 @@ class Pipeline:
             self._refresh_stats(force=True)
         except Exception as exc:  # noqa: BLE001 - eviction retries on the next interval
             self._failed("evict", exc)
+
+    def _maybe_check_silence(self) -> None:
+        # Not once shutdown began (a stopping sidecar must not report everyone silent), nor
+        # with requests still queued (the sidecar's own backlog is not a service's silence).
+        if self._closed or not self._queue.empty():
+            return
+        now = self._clock()
+        if now - self._last_silence_check < _SILENCE_EVERY_S:
+            return
+        self._last_silence_check = now
+        try:
+            events = self._engine.check_silence(int(self._wall_clock() * 1e9))
+        except Exception as exc:  # noqa: BLE001 - the check runs again on the next tick
+            self._failed("silence", exc)
+            return
+        if events:
+            for event in events:
+                self._telemetry.events(event.kind)
+            self._publish_events(events)
+            self._refresh_stats(force=True)
 
     def _refresh_stats(self, *, force: bool = False) -> None:
         # Series counts walk every live series: refreshed at most once a second, not per

@@ -96,6 +96,11 @@ class Telemetry:
             "Service feature vectors not modelled because of multivariate.max_services.",
             registry=registry,
         )
+        self._services_silent = Gauge(
+            "otel_anomaly_services_silent",
+            "Services that stopped reporting: no data for series.silence_after.",
+            registry=registry,
+        )
         self._published = {"deploys": 0, "multivariate_skipped": 0}
         self._checkpoints = Counter(
             "otel_anomaly_checkpoints", "State checkpoints written, by outcome (ok, failed).",
@@ -189,6 +194,7 @@ class Telemetry:
         self._series_active.set(stats.series_active)
         self._series_warming.set(stats.series_warming)
         self._multivariate_services.set(stats.multivariate_services)
+        self._services_silent.set(stats.services_silent)
         # The engine keeps running totals; counters advance by what is new since last time.
         for name, counter, total in (
             ("deploys", self._deploys, stats.deploys_total),

@@ -24,7 +24,7 @@ from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 
 MAGIC = b"otel-anomaly-checkpoint\n"
-FORMAT = 2  # bump whenever a detector's state layout or defaults change
+FORMAT = 3  # bump whenever a detector's state layout or defaults change (3: per-source windows)
 _DIGEST = hashlib.sha256().digest_size
 
 
@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 
 
 # Settings read afresh after a restore, so changing them keeps the learned state.
-_RETUNABLE = ("clock", "series_ttl_s", "deploy_grace_s", "latest_event_time")
+_RETUNABLE = ("clock", "series_ttl_s", "deploy_grace_s", "latest_event_time", "silence_after_s")
 
 
 def fingerprint(settings: EngineSettings) -> str:
@@ -98,6 +98,7 @@ def load(data: bytes, settings: EngineSettings) -> Engine:
     vars(engine).update(saved["state"])
     engine.scorer.retune(rules)
     engine.deploys.grace_ns = grace_ns
+    engine.silence.silence_after_s = settings.silence_after_s
     if engine.multivariate is not None and multivariate is not None:
         engine.multivariate.settings = multivariate.settings
     engine.shift_ingest_clock(settings.clock() - float(saved["clock"]))

@@ -24,7 +24,14 @@ from otel_anomaly.processors.quantiles import (
     exponential_bucket_quantiles,
     subtract_buckets,
 )
-from otel_anomaly.processors.sources import FIRST, OUT_OF_ORDER, RESET, SourceTable, per_second
+from otel_anomaly.processors.sources import (
+    FIRST,
+    OUT_OF_ORDER,
+    PARTIAL,
+    RESET,
+    SourceTable,
+    per_second,
+)
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -129,10 +136,11 @@ class _Walk:
         self, key: Any, point: Any, payload: Any, cumulative: bool = False
     ) -> tuple[str, int, Any]:
         # Only a cumulative stream restarts when its start time moves; a delta stream's
-        # start time moves with every point.
+        # start time moves with every point. Only a cumulative point can be folded into the
+        # next one when it closes a partial interval (a delta point's count is its own).
         start = point.start_time_unix_nano if cumulative else 0
         status, prev_ts, prev = self.sources.advance(
-            key, start, point.time_unix_nano, payload, self.now
+            key, start, point.time_unix_nano, payload, self.now, hold_partial=cumulative
         )
         if status in (OUT_OF_ORDER, "series_limit"):
             self.result.reject(status)
@@ -144,7 +152,7 @@ class _Walk:
         """True (the point is counted as skipped) when it closes no interval to rate over."""
         if _has_interval(status, cumulative, point):
             return False
-        if status in (FIRST, RESET):
+        if status in (FIRST, RESET, PARTIAL):
             self.result.skip(status)
         return True
 

@@ -4,6 +4,11 @@ A source stream is one OTLP metric stream (name, resource, attributes) before it
 into scored features. Cumulative streams need their previous point to become rates;
 every stream needs its last timestamp so a duplicate or out-of-order point is refused
 instead of corrupting the series.
+
+A rate is taken over a whole reporting interval. A point that closes an interval much
+shorter than the stream's usual one (an SDK's final collection at shutdown, a
+``force_flush``) is a partial interval: it is not rated on its own but folded into the next
+one, so a sender that stops mid-interval does not read as a drop in throughput.
 """
 
 from __future__ import annotations
@@ -16,18 +21,29 @@ import numpy as np
 OUT_OF_ORDER = "out_of_order"
 RESET = "counter_reset"
 FIRST = "first_point"
+PARTIAL = "partial_interval"
+# An interval shorter than this fraction of the stream's last full one is partial. Periodic
+# readers keep their interval to within a few percent; an out-of-schedule collection is
+# shorter by a good part of it.
+_PARTIAL_FRACTION = 0.75
 
 
 class SourceState:
-    """Last point of one source stream; ``payload`` is whatever its delta needs."""
+    """Last point of one source stream; ``payload`` is whatever its delta needs.
 
-    __slots__ = ("last_seen", "last_ts", "payload", "start")
+    ``last_ts`` and ``payload`` are the base the next rate is taken from; ``newest_ts`` is
+    the newest point seen (ahead of the base while a partial interval is held), and
+    ``interval`` the length of the last full interval (ns, 0 before the first).
+    """
+
+    __slots__ = ("interval", "last_seen", "last_ts", "newest_ts", "payload", "start")
 
     def __init__(self, start: int, ts: int, payload: Any, now: float) -> None:
         self.start = start
-        self.last_ts = ts
+        self.last_ts = self.newest_ts = ts
         self.payload = payload
         self.last_seen = now
+        self.interval = 0
 
 
 class SourceTable:
@@ -41,13 +57,17 @@ class SourceTable:
         return len(self._states)
 
     def advance(
-        self, key: Hashable, start: int, ts: int, payload: Any, now: float
+        self, key: Hashable, start: int, ts: int, payload: Any, now: float, *,
+        hold_partial: bool = False,
     ) -> tuple[str, int, Any]:
         """Record a point; return a status and the previous point's timestamp and payload.
 
         Statuses: ``ok`` (same sequence as the previous point), ``first_point``,
         ``counter_reset`` (start time moved: a new sequence), ``out_of_order`` (the point is
-        not newer than the last one: refused, nothing changes), ``series_limit``.
+        not newer than the last one: refused, nothing changes), ``series_limit``, and with
+        ``hold_partial`` (cumulative rates) ``partial_interval``: the point closes less than
+        three quarters of the stream's usual interval, so the base stays where it was and
+        the next point is rated over both intervals together.
         """
         state = self._states.get(key)
         if state is None:
@@ -55,11 +75,18 @@ class SourceTable:
                 return "series_limit", 0, None
             self._states[key] = SourceState(start, ts, payload, now)
             return FIRST, 0, None
-        if ts <= state.last_ts:
+        if ts <= state.newest_ts:
             return OUT_OF_ORDER, 0, None
-        prev_ts, prev_payload = state.last_ts, state.payload
+        state.newest_ts, state.last_seen = ts, now
         restarted = start not in (state.start, 0) and state.start != 0
-        state.start, state.last_ts, state.payload, state.last_seen = start, ts, payload, now
+        if hold_partial and not restarted:
+            if ts - state.last_ts < _PARTIAL_FRACTION * state.interval:
+                return PARTIAL, 0, None
+            state.interval = ts - state.last_ts
+        prev_ts, prev_payload = state.last_ts, state.payload
+        state.start, state.last_ts, state.payload = start, ts, payload
+        if restarted:
+            state.interval = 0
         return (RESET if restarted else "ok"), prev_ts, prev_payload
 
     def shift_clock(self, delta: float) -> None:

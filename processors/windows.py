@@ -1,9 +1,19 @@
 """Event-time tumbling windows: counts, errors and durations per group (spans, log records).
 
-A window closes when the newest timestamp seen (the watermark) passes its end plus the
-allowed lateness, so replayed or delayed data is aggregated as it happened. A group seen
-recently but absent from a closing window reports a zero count, so a drop in throughput
-is visible instead of silent.
+Every group belongs to a source (a service), and a source's windows close when its own
+watermark passes their end plus the allowed lateness: replayed or delayed data is
+aggregated as it happened, and one service's batches never close windows that another
+service's batch exporter has not delivered yet. A source's watermark is the oldest of its
+senders' (its instances), leaving out a sender more than a gap behind the newest one: a
+stopped instance must not hold its service's windows open.
+
+A group seen recently but absent from a closing window of its source reports a zero count:
+the source is still reporting, so a drop in throughput is visible instead of silent. A
+source that goes quiet closes nothing: its windows wait, and its silence is a signal of its
+own, not a rate of zero. A window its source did not cover from start to end is incomplete
+and is dropped, not scored: the window a source went quiet in (when it sends again after a
+gap of more than a window plus the lateness) and the window it started or resumed in.
+Windows still open at shutdown are never closed.
 """
 
 from __future__ import annotations
@@ -14,12 +24,29 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+_NEVER = -(2**62)
+_FORGET_AFTER_NS = 6 * 3600 * 1_000_000_000
+
 
 @dataclass(slots=True)
 class _Cell:
     count: int = 0
     errors: int = 0
     durations: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Source:
+    """One source's open windows and how far each of its senders got (event time)."""
+
+    newest: int
+    senders: dict[Hashable, int] = field(default_factory=dict)
+    open: dict[int, dict[Hashable, _Cell]] = field(default_factory=dict)
+    # Ranges of window starts the source did not cover whole: where it went quiet, through
+    # where it began again (a straggler may land before the first window it sent to).
+    incomplete: list[tuple[int, int]] = field(default_factory=list)
+    last_active: dict[Hashable, int] = field(default_factory=dict)
+    closed_before: int = _NEVER  # windows starting before this are closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,45 +61,66 @@ class ClosedCell:
 
 
 class WindowAggregator:
-    """Tumbling windows of ``window_ns`` keyed by group.
+    """Tumbling windows of ``window_ns`` keyed by group, closed per source.
 
     Examples
     --------
     >>> agg = WindowAggregator(window_ns=10, lateness_ns=0)
-    >>> agg.add("a", 1), agg.add("a", 5, error=True), agg.add("b", 12)
-    (True, True, True)
+    >>> for t in (5, 11, 15, 25):  # the source starts mid-window: [0, 10) is incomplete
+    ...     _ = agg.add("a", t, source="svc", error=(t == 15))
+    >>> _ = agg.add("b", 12, source="svc")
     >>> [(c.group, c.end_unix_nano, c.count, c.errors) for c in agg.close_ready()]
-    [('a', 10, 2, 1)]
-    >>> agg.add("a", 3)  # its window has closed
+    [('a', 20, 2, 1), ('b', 20, 1, 0)]
+    >>> agg.add("a", 13, source="svc")  # its window has closed
     False
-    >>> _ = agg.add("b", 25)
-    >>> [(c.group, c.end_unix_nano, c.count) for c in agg.close_ready()]
-    [('a', 20, 0), ('b', 20, 1)]
+    >>> _ = agg.add("a", 31, source="svc")
+    >>> [(c.group, c.end_unix_nano, c.count) for c in agg.close_ready()]  # b fell quiet
+    [('a', 30, 1), ('b', 30, 0)]
+    >>> _ = agg.add("x", 8, source="other")  # another source's time closes nothing here
+    >>> agg.close_ready()
+    []
     """
 
-    def __init__(self, window_ns: int, lateness_ns: int, zero_fill_windows: int = 60) -> None:
+    def __init__(
+        self, window_ns: int, lateness_ns: int, zero_fill_windows: int = 60,
+        forget_after_ns: int = _FORGET_AFTER_NS,
+    ) -> None:
         if window_ns <= 0:
             msg = f"window must be > 0 ns; got {window_ns}"
             raise ValueError(msg)
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
         self.zero_fill_windows = zero_fill_windows
-        self._open: dict[int, dict[Hashable, _Cell]] = {}
-        self._last_active: dict[Hashable, int] = {}
-        self._closed_before = -(2**62)  # windows starting before this are closed
-        self.watermark = -(2**62)
+        # A source quiet for longer than this has left its windows open: it ran a whole
+        # window without sending, so what it sends next starts a new run.
+        self.gap_ns = window_ns + lateness_ns
+        self.forget_after_ns = max(forget_after_ns, zero_fill_windows * window_ns)
+        self._sources: dict[Hashable, _Source] = {}
+        self._touched: set[Hashable] = set()
+        self._newest = _NEVER
+        self._forget_at = _NEVER
 
     def add(
-        self, group: Hashable, ts_unix_nano: int, *, error: bool = False,
-        duration: float | None = None,
+        self, group: Hashable, ts_unix_nano: int, *, source: Hashable = None,
+        sender: Hashable = None, error: bool = False, duration: float | None = None,
     ) -> bool:
-        """Count one item; False if its window has already closed (too late)."""
+        """Count one item of ``source`` (sent by ``sender``); False if its window has closed.
+
+        ``source`` is what windows close by (a service); ``sender`` one of its instances
+        (a resource), whose own progress the source waits for.
+        """
         start = ts_unix_nano - ts_unix_nano % self.window_ns
-        if start < self._closed_before:
+        src = self._sources.get(source)
+        if src is None:
+            src = self._sources[source] = _Source(newest=ts_unix_nano)
+            src.incomplete.append((_NEVER, start))
+        elif ts_unix_nano > src.newest + self.gap_ns:
+            src.incomplete.append((src.newest - src.newest % self.window_ns, start))
+        if start < src.closed_before:
             return False
-        cells = self._open.get(start)
+        cells = src.open.get(start)
         if cells is None:
-            cells = self._open[start] = {}
+            cells = src.open[start] = {}
         cell = cells.get(group)
         if cell is None:
             cell = cells[group] = _Cell()
@@ -80,27 +128,58 @@ class WindowAggregator:
         cell.errors += error
         if duration is not None:
             cell.durations.append(duration)
-        self.watermark = max(self.watermark, ts_unix_nano)
+        src.newest = max(src.newest, ts_unix_nano)
+        src.senders[sender] = max(src.senders.get(sender, ts_unix_nano), ts_unix_nano)
+        self._newest = max(self._newest, ts_unix_nano)
+        self._touched.add(source)
         return True
 
     def close_ready(self) -> list[ClosedCell]:
-        """Close every window the watermark has passed; return their cells in time order."""
-        horizon = self.watermark - self.lateness_ns
-        ready = sorted(s for s in self._open if s + self.window_ns <= horizon)
+        """Close the windows their sources' watermarks passed; complete ones, in time order."""
         closed: list[ClosedCell] = []
-        for start in ready:
-            cells = self._open.pop(start)
+        touched, self._touched = self._touched, set()
+        for source in touched:
+            src = self._sources.get(source)
+            if src is not None:
+                closed += self._close(src)
+        self._forget_quiet()
+        closed.sort(key=lambda cell: cell.end_unix_nano)
+        return closed
+
+    def _close(self, src: _Source) -> list[ClosedCell]:
+        # Senders a gap behind the newest stopped: the source no longer waits for them.
+        active = src.newest - self.gap_ns
+        for sender in [s for s, newest in src.senders.items() if newest < active]:
+            del src.senders[sender]
+        horizon = min(src.senders.values()) - self.lateness_ns
+        closed: list[ClosedCell] = []
+        for start in sorted(s for s in src.open if s + self.window_ns <= horizon):
+            cells = src.open.pop(start)
             end = start + self.window_ns
+            src.closed_before = end
             oldest_active = start - self.zero_fill_windows * self.window_ns
-            for group, last in list(self._last_active.items()):
+            for group, last in list(src.last_active.items()):
                 if group not in cells and last < oldest_active:
-                    del self._last_active[group]
-            for group in sorted(set(cells) | set(self._last_active), key=repr):
-                cell = cells.get(group) or _Cell()
+                    del src.last_active[group]
+            for group, cell in cells.items():
                 if cell.count:
-                    self._last_active[group] = start
+                    src.last_active[group] = start
+            if any(low <= start <= high for low, high in src.incomplete):
+                continue
+            for group in sorted(src.last_active, key=repr):
+                cell = cells.get(group) or _Cell()
                 closed.append(
                     ClosedCell(group, end, cell.count, cell.errors, np.asarray(cell.durations))
                 )
-            self._closed_before = end
+        src.incomplete = [(low, high) for low, high in src.incomplete
+                          if high >= src.closed_before]
         return closed
+
+    def _forget_quiet(self) -> None:
+        """Drop sources quiet for ``forget_after_ns`` of event time (bounds the memory)."""
+        if self._newest < self._forget_at:
+            return
+        self._forget_at = self._newest + self.forget_after_ns // 10
+        oldest = self._newest - self.forget_after_ns
+        for source in [s for s, src in self._sources.items() if src.newest < oldest]:
+            del self._sources[source]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,9 +20,17 @@ from otel_anomaly.exporter.pipeline import THREAD_NAME, Pipeline, PipelineClosed
 from otel_anomaly.exporter.scores import ScoreTable
 from otel_anomaly.exporter.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
-from otel_anomaly.processors.engine import EngineStats
+from otel_anomaly.processors.engine import Engine, EngineStats
 from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.testing import FakeClock, gauge, metrics_request
+from otel_anomaly.processors.testing import (
+    SECOND,
+    FakeClock,
+    gauge,
+    logs_request,
+    metrics_request,
+    span,
+    traces_request,
+)
 from otel_anomaly.processors.types import AnomalyEvent, IngestResult, ScoreBatch, SeriesKey
 
 REQUEST = metrics_request([gauge("cpu", [(1, 0.5), (2, 0.6)])])
@@ -212,3 +221,88 @@ def test_shutdown_timeout_fails_what_is_still_queued(clock: FakeClock) -> None:
         stuck.result(0)
     engine.gate.set()
     assert first is not None and first.result(5).accepted == 2
+
+
+CHECKOUT = {"service.name": "checkout"}
+
+
+def _submit(h: Harness, signal: Signal, request: Message, count: int) -> IngestResult:
+    future = h.pipeline.submit(signal, request, count)
+    assert future is not None, "the pipeline refused a request"
+    return future.result(5)
+
+
+def test_shutdown_scores_no_open_window_and_raises_no_event(clock: FakeClock) -> None:
+    engine = Engine(EngineSettings(clock=clock, traces_window_s=10, lateness_s=0,
+                                   span_outliers=False))
+    h = Harness(engine)  # type: ignore[arg-type]
+    h.pipeline.start()
+    try:
+        for w in range(100, 160):  # whole windows, 1 call a second
+            spans = [span("GET /", (w * 10 + i) * SECOND, 1.0) for i in range(10)]
+            _submit(h, "traces", traces_request(spans), 10)
+        # The client stops 2 s into the next window: it, and the one before, are still open.
+        _submit(h, "traces", traces_request([span("GET /", 1601 * SECOND, 1.0)]), 1)
+        scored, published = engine.stats().points_scored_total, list(h.published)
+    finally:
+        h.pipeline.shutdown(5)
+    assert scored > 0
+    assert engine.stats().points_scored_total == scored, "shutdown scored open windows"
+    assert h.published == published
+    assert [e.explanation for e in h.published if e.kind == "open"] == []
+
+
+def test_a_silent_service_opens_on_the_worker_tick_and_closes_when_it_resumes(
+    clock: FakeClock,
+) -> None:
+    engine = Engine(EngineSettings(clock=clock, silence_after_s=60.0))
+    h = Harness(engine)  # type: ignore[arg-type]
+    h.pipeline.start()
+
+    def kinds() -> list[str]:
+        return [e.kind for e in h.published]
+
+    try:
+        for i in range(4):  # every 10 s
+            _submit(h, "logs", logs_request([((1000 + i) * SECOND, 9)], CHECKOUT), 1)
+            clock.advance(10.0)
+        clock.advance(60.0)  # 70 s since it last reported
+        wait_for(lambda: kinds() == ["open"], 5, lambda: f"events {kinds()}, expected one open")
+        assert h.published[0].explanation == (
+            "checkout stopped reporting (no data for 1m10s, usually every 10s)")
+        assert dict(h.published[0].key.resource) == CHECKOUT
+        wait_for(lambda: h.metric("otel_anomaly_services_silent") == 1, 5,
+                 "otel_anomaly_services_silent is not 1")
+        _submit(h, "logs", logs_request([(1100 * SECOND, 9)], CHECKOUT), 1)
+        clock.advance(1.0)  # the next tick
+        wait_for(lambda: kinds() == ["open", "close"], 5,
+                 lambda: f"events {kinds()}, expected open then close")
+        wait_for(lambda: h.metric("otel_anomaly_services_silent") == 0, 5,
+                 "otel_anomaly_services_silent is not back to 0")
+        assert h.metric("otel_anomaly_events_total", kind="open") == 1
+    finally:
+        h.pipeline.shutdown(5)
+
+
+def test_no_silence_is_reported_once_shutdown_began(clock: FakeClock) -> None:
+    h = Harness(GatedEngine(EngineSettings(clock=clock, silence_after_s=60.0)))
+    engine = h.engine
+    assert isinstance(engine, GatedEngine)
+    for i in range(4):
+        engine.silence.seen([(("service.name", "checkout"),)], clock() + 10.0 * i)
+    h.pipeline.start()
+    stopping = threading.Thread(target=h.pipeline.shutdown, args=(5,), name="test-shutdown")
+    try:
+        first = h.pipeline.submit("metrics", REQUEST, 2)
+        wait_for(engine.entered.is_set, 5, "the worker never took the request")
+        clock.advance(3600.0)  # everyone silent for an hour, as the sidecar stops
+        stopping.start()
+        wait_for(lambda: not h.pipeline.accepting, 5, "shutdown did not begin")
+        engine.gate.set()
+        assert first is not None and first.result(5).accepted == 2
+        stopping.join(5)
+        assert not stopping.is_alive(), "shutdown did not finish"
+    finally:
+        engine.gate.set()
+        h.pipeline.shutdown(5)
+    assert h.published == []

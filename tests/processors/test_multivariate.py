@@ -144,7 +144,7 @@ def test_disabled_means_no_multivariate_series() -> None:
 def test_a_replay_gives_identical_scores(name: str) -> None:
     first, _ = _run(_engine(model=name, warmup=3), ["a", "b"], windows=20, incident=range(15, 17))
     again, _ = _run(_engine(model=name, warmup=3), ["a", "b"], windows=20, incident=range(15, 17))
-    assert len(first) >= 2 * 15
+    assert len(first) >= 2 * 14  # each service's first window is incomplete: not scored
     assert first == again
 
 

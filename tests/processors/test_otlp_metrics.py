@@ -216,3 +216,28 @@ def test_equal_resources_of_later_requests_continue_the_same_series() -> None:
     assert second.rejected == {}
     assert first.scores.slots.tolist() == second.scores.slots.tolist()
     assert engine.stats().series_active == 1
+
+
+def test_a_final_collection_at_shutdown_is_a_partial_interval_not_a_drop() -> None:
+    engine = _engine()
+    points = [(t * SECOND, 10.0 * t) for t in range(1, 5)]  # 10/s, collected every 1 s
+    # The SDK's shutdown collects 0.3 s after the last export; the traffic had stopped.
+    points.append((4 * SECOND + 3 * SECOND // 10, 40.0))
+    request = metrics_request([counter("http.server.requests", points)])
+    result = engine.ingest_metrics(request)
+    assert _series(result, engine) == {"http_server_requests_total:rate": [10.0, 10.0, 10.0]}
+    assert result.skipped == {"first_point": 1, "partial_interval": 1}
+    # Had the sender gone on, its next point is rated over both intervals together.
+    later = engine.ingest_metrics(metrics_request([counter("http.server.requests",
+                                                           [(5 * SECOND, 47.0)])]))
+    assert _series(later, engine) == {"http_server_requests_total:rate": [7.0]}
+
+
+def test_a_histogram_partial_interval_is_folded_into_the_next() -> None:
+    engine = _engine()
+    points: list[tuple[int, list[float]]] = [(t * SECOND, [50.0] * 10) for t in range(1, 4)]
+    points.append((3 * SECOND + SECOND // 10, []))  # 0.1 s later, nothing new
+    metric = histogram("http.server.duration", points, [10.0, 100.0], unit="ms")
+    result = engine.ingest_metrics(metrics_request([metric]))
+    rates = _series(result, engine)["http_server_duration_milliseconds:rate"]
+    assert rates == [10.0, 10.0] and result.skipped["partial_interval"] == 1

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC, EngineSettings
+from otel_anomaly.processors.silence import SILENCE_METRIC
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,
@@ -15,7 +18,7 @@ from otel_anomaly.processors.testing import (
     span,
     traces_request,
 )
-from otel_anomaly.processors.types import IngestResult
+from otel_anomaly.processors.types import AnomalyEvent, IngestResult
 
 
 def _engine(**kwargs: object) -> Engine:
@@ -33,12 +36,13 @@ def _rows(result: IngestResult, engine: Engine) -> dict[str, list[float]]:
 
 def test_red_features_per_operation_over_event_time_windows() -> None:
     engine = _engine(span_outliers=False)
-    spans = [span("GET /", (100 + i) * SECOND // 1, 10.0 * (i + 1), error=(i == 0))
-             for i in range(4)]
+    # The service starts at 95 s: its first window, [90, 100), is incomplete (not scored).
+    spans = [span("GET /", 95 * SECOND, 1.0)] + [
+        span("GET /", (100 + i) * SECOND, 10.0 * (i + 1), error=(i == 0)) for i in range(4)]
     first = engine.ingest_traces(traces_request(spans))
-    assert first.accepted == 4 and len(first.scores) == 0  # the window is still open
+    assert first.accepted == 5 and len(first.scores) == 0  # the window is still open
     # A span in a later window moves the watermark and closes the first window.
-    later = engine.ingest_traces(traces_request([span("GET /", 125 * SECOND, 5.0)]))
+    later = engine.ingest_traces(traces_request([span("GET /", 112 * SECOND, 5.0)]))
     rows = _rows(later, engine)
     assert rows["traces_span_metrics_calls_total:rate"] == [0.4]
     assert rows["traces_span_metrics_error:ratio"] == [0.25]
@@ -50,14 +54,17 @@ def test_red_features_per_operation_over_event_time_windows() -> None:
 
 def test_quiet_operation_reports_zero_calls() -> None:
     engine = _engine(span_outliers=False)
+    engine.ingest_traces(traces_request([span("a", 95 * SECOND, 1.0), span("b", 96 * SECOND, 1.0)]))
     engine.ingest_traces(traces_request([span("a", 100 * SECOND, 1.0), span("b", 101 * SECOND, 1.0)]))
-    engine.ingest_traces(traces_request([span("b", 112 * SECOND, 1.0)]))
-    result = engine.ingest_traces(traces_request([span("b", 125 * SECOND, 1.0)]))
+    engine.ingest_traces(traces_request([span("b", 110 * SECOND, 1.0)]))
+    engine.ingest_traces(traces_request([span("b", 119 * SECOND, 1.0)]))
+    # The service still reports: its quiet operation "a" gets a zero, not silence.
+    result = engine.ingest_traces(traces_request([span("b", 121 * SECOND, 1.0)]))
     calls = {dict(engine.series_key(s).attributes)["span.name"]: v
              for s, v in zip(result.scores.slots.tolist(), result.scores.values.tolist(),
                              strict=True)
              if engine.series_key(s).metric.startswith("traces_span_metrics_calls")}
-    assert calls == {"a": 0.0, "b": 0.1}
+    assert calls == {"a": 0.0, "b": 0.2}
 
 
 def test_late_span_is_accepted_but_not_aggregated() -> None:
@@ -96,9 +103,10 @@ def test_spans_without_timestamps_are_rejected() -> None:
 def test_logs_rate_by_severity_and_error_ratio() -> None:
     engine = _engine()
     info, error = 9, 17
-    records = [(100 * SECOND + i, info) for i in range(6)] + [(101 * SECOND, error)] * 4
+    records = [(95 * SECOND, info)]  # the service's first, incomplete window
+    records += [(100 * SECOND + i, info) for i in range(6)] + [(101 * SECOND, error)] * 4
     engine.ingest_logs(logs_request(records))
-    result = engine.ingest_logs(logs_request([(120 * SECOND, info)]))
+    result = engine.ingest_logs(logs_request([(110 * SECOND, info)]))
     rows = {}
     for slot, value in zip(result.scores.slots.tolist(), result.scores.values.tolist(),
                            strict=True):
@@ -114,12 +122,13 @@ def test_one_client_from_the_future_does_not_close_everyones_windows() -> None:
     engine = _engine(latest_event_time=lambda: int((now_s + 600) * 1e9))
     t0 = int(now_s * 1e9) - 60 * SECOND
     a, b = {"service.name": "a"}, {"service.name": "b"}
+    engine.ingest_traces(traces_request([span("GET /", t0 - 5 * SECOND, 5.0)], a))
     engine.ingest_traces(traces_request([span("GET /", t0, 5.0)], a))
     # A client whose clock is a day ahead: rejected, so event time does not jump a day.
     future = engine.ingest_traces(traces_request([span("GET /", t0 + 86_400 * SECOND, 5.0)], b))
     assert future.rejected == {"future_timestamp": 1} and future.accepted == 0
     # Everyone else's next spans still count in their windows (they are not "late").
-    later = engine.ingest_traces(traces_request([span("GET /", t0 + 15 * SECOND, 5.0)], a))
+    later = engine.ingest_traces(traces_request([span("GET /", t0 + 10 * SECOND, 5.0)], a))
     assert later.skipped == {} and later.accepted == 1
     calls = [(engine.series_key(slot).resource, value) for slot, value in zip(
         later.scores.slots.tolist(), later.scores.values.tolist(), strict=True)
@@ -136,3 +145,140 @@ def test_items_beyond_the_year_2116_are_rejected_on_every_path() -> None:
     assert logs.rejected == {"future_timestamp": 2} and logs.accepted == 1
     points = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, 1.0), (far, 2.0)])]))
     assert points.rejected == {"future_timestamp": 1} and points.accepted == 1
+
+
+# Partial windows and silence: windows close per service, on its own event time.
+
+CALLS = "traces_span_metrics_calls_total:rate"
+
+
+def _spans(ops: dict[str, int], start_s: int, end_s: int) -> list[Span]:
+    """``ops`` (name -> spans per second) spread evenly over ``[start_s, end_s)``."""
+    return [span(name, start_s * SECOND + (2 * i + 1) * SECOND // (2 * rate), 1.0)
+            for name, rate in ops.items() for i in range((end_s - start_s) * rate)]
+
+
+def _batches(
+    service: str, ops: dict[str, int], start_s: int, end_s: int, delay_s: float, every_s: int = 5,
+) -> list[tuple[float, ExportTraceServiceRequest]]:
+    """As a BatchSpanProcessor sends them: every ``every_s``, ``delay_s`` after each batch."""
+    return [(b + every_s + delay_s,
+             traces_request(_spans(ops, b, b + every_s), {"service.name": service}))
+            for b in range(start_s, end_s, every_s)]
+
+
+def _deliver(
+    engine: Engine, *senders: list[tuple[float, ExportTraceServiceRequest]]
+) -> tuple[dict[tuple[str, str, int], float], list[AnomalyEvent], dict[str, int]]:
+    """Ingest every batch in delivery order; calls per (service, span name, window end)."""
+    calls: dict[tuple[str, str, int], float] = {}
+    events: list[AnomalyEvent] = []
+    skipped: dict[str, int] = {}
+    for _, request in sorted((b for batches in senders for b in batches), key=lambda b: b[0]):
+        result = engine.ingest_traces(request)
+        events += result.events
+        for reason, count in result.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        for slot, ts, value in zip(result.scores.slots.tolist(),
+                                   result.scores.ts_unix_nano.tolist(),
+                                   result.scores.values.tolist(), strict=True):
+            key = engine.series_key(slot)
+            if key.metric == CALLS:
+                where = (dict(key.resource)["service.name"], dict(key.attributes)["span.name"])
+                calls[(*where, ts // SECOND)] = value
+    return calls, events, skipped
+
+
+def test_interleaved_late_batches_of_two_services_give_only_whole_windows() -> None:
+    engine = _engine(span_outliers=False)
+    # b's exporter delivers 13 s after a's: a's spans must not close b's windows.
+    calls, _, skipped = _deliver(
+        engine,
+        _batches("a", {"GET /": 4}, 1000, 1300, delay_s=1.0),
+        _batches("b", {"POST /": 2}, 1000, 1300, delay_s=13.0),
+    )
+    assert skipped == {}
+    for service, rate in (("a", 4.0), ("b", 2.0)):
+        scored = {end: value for (s, _, end), value in calls.items() if s == service}
+        # Every window but the first (the services started in it) and the last (still open).
+        assert sorted(scored) == list(range(1020, 1300, 10)), service
+        assert set(scored.values()) == {rate}, f"{service}: partial windows scored: {scored}"
+
+
+def test_a_client_that_stops_mid_window_scores_no_partial_window_and_opens_nothing() -> None:
+    engine = _engine(span_outliers=False)
+    calls, events, _ = _deliver(
+        engine,
+        _batches("a", {"GET /": 2}, 1000, 1435, delay_s=1.0),  # stops mid-window
+        _batches("a", {"GET /": 2}, 1705, 2000, delay_s=1.0),  # resumes mid-window
+        _batches("b", {"GET /": 3}, 1000, 2000, delay_s=2.0),
+    )
+    scored = {end: value for (s, _, end), value in calls.items() if s == "a"}
+    assert set(scored.values()) == {2.0}, f"partial windows were scored: {scored}"
+    # Neither the window it stopped in nor the quiet ones are scored, as zero or otherwise;
+    # the window it resumed in is not either.
+    assert not [end for end in scored if 1430 < end <= 1710]
+    assert 1430 in scored and 1720 in scored
+    assert [e for e in events if dict(e.key.resource)["service.name"] == "a"] == []
+
+
+def test_a_straggler_before_a_services_first_window_does_not_make_that_window_whole() -> None:
+    engine = _engine(span_outliers=False)
+    first = traces_request([span("GET /", 1003 * SECOND, 1.0), span("GET /", 998 * SECOND, 1.0)])
+    calls, _, _ = _deliver(engine, [(0.0, first)],
+                           _batches("test", {"GET /": 1}, 1005, 1040, delay_s=0.0))
+    assert calls == {("test", "GET /", 1020): 1.0, ("test", "GET /", 1030): 1.0}
+
+
+def test_an_operation_that_stops_while_its_service_reports_opens_a_throughput_drop() -> None:
+    engine = _engine(span_outliers=False)
+    rng = np.random.default_rng(7)
+    events: list[AnomalyEvent] = []
+    for w in range(100, 220):
+        # About 40 calls a window (a few percent of noise), then none from window 200 on.
+        n = int(rng.integers(38, 43)) if w < 200 else 0
+        spans = [span("GET /", w * 10 * SECOND + i * 10 * SECOND // (n + 1), 1.0)
+                 for i in range(1, n + 1)] + _spans({"POST /": 2}, w * 10, w * 10 + 10)
+        events += engine.ingest_traces(traces_request(spans)).events
+    drops = [e for e in events if e.kind == "open" and e.key.metric == CALLS]
+    assert [(dict(e.key.attributes)["span.name"], e.direction, e.value) for e in drops] == [
+        ("GET /", "down", 0.0)]
+
+
+def test_a_service_that_goes_silent_opens_once_and_closes_when_it_reports_again() -> None:
+    clock = FakeClock(0.0)
+    engine = Engine(EngineSettings(clock=clock, silence_after_s=60.0, span_outliers=False))
+    checkout, payments = {"service.name": "checkout"}, {"service.name": "payments"}
+    for i in range(4):
+        engine.ingest_traces(traces_request([span("GET /", (1000 + i) * SECOND, 1.0)], checkout))
+        engine.ingest_logs(logs_request([((1000 + i) * SECOND, 9)], payments))
+        clock.advance(10.0)
+    assert clock() == 40.0  # both last reported at 30 s
+    clock.advance(25.0)
+    engine.ingest_logs(logs_request([(1100 * SECOND, 9)], payments))  # payments still reports
+    assert engine.check_silence(7) == []  # checkout quiet for 35 s: not yet 60 s
+    clock.advance(40.0)
+    opened = engine.check_silence(7)
+    assert [(e.kind, e.key.metric, e.key.resource, e.ts_unix_nano, e.explanation)
+            for e in opened] == [(
+        "open", SILENCE_METRIC, (("service.name", "checkout"),), 7,
+        "checkout stopped reporting (no data for 1m15s, usually every 10s)")]
+    assert engine.stats().services_silent == 1
+    clock.advance(30.0)
+    engine.ingest_logs(logs_request([(1101 * SECOND, 9)], payments))
+    assert engine.check_silence(8) == []  # one open per silence
+    engine.ingest_traces(traces_request([span("GET /", 1200 * SECOND, 1.0)], checkout))
+    closed = engine.check_silence(9)
+    assert [(e.kind, e.explanation) for e in closed] == [
+        ("close", "checkout reports again (after 1m45s without data)")]
+    assert engine.check_silence(10) == [] and engine.stats().services_silent == 0
+
+
+def test_silence_after_zero_never_reports_silence() -> None:
+    clock = FakeClock(0.0)
+    engine = Engine(EngineSettings(clock=clock, silence_after_s=0.0))
+    for i in range(4):
+        engine.ingest_logs(logs_request([((1000 + i) * SECOND, 9)]))
+        clock.advance(10.0)
+    clock.advance(86_400.0)
+    assert engine.check_silence(0) == []
