@@ -8,9 +8,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.rarity import (
+    ScoreTail,
+    edge_for_budget,
+    point_probability,
+    points_to_open,
+)
+from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.settings import AlertPolicy
 from otel_anomaly.processors.tail_quantile import DeviationScale
 from otel_anomaly.processors.types import SeriesBatch
+
+_MIN_WIDTH = 1e-9
+"""Narrowest band half-width, in the series' unit: beyond float noise, so scores stay finite."""
+MAGNITUDE_MEMORY = 50_000
+"""Points a series' usual magnitude remembers: long enough that a long flat stretch (a rate
+resting at 0 overnight) does not make the series forget the size its values usually have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +43,11 @@ def calibrate(
     """Widen the band to the policy's noise tolerance and score each row against it.
 
     Each side of the band is at least ``min_absolute_deviation``, ``min_relative_deviation
-    * |expected|`` and ``floor`` wide. The score is the distance from the expected value in
-    units of the band's half-width on that side, so an asymmetric band (log-scale
-    detectors) scores each side fairly. A
-    deviation in a direction the policy ignores scores 0. Rows still warming up (NaN band)
+    * |expected|`` and ``floor`` wide, and never narrower than ``_MIN_WIDTH`` (so a
+    series that has rested at exactly one value scores large but finite). The score is
+    the distance from the expected value in units of the band's half-width on that side,
+    so an asymmetric band (log-scale detectors) scores each side fairly. A deviation in a
+    direction the policy ignores scores 0. Rows still warming up (NaN band)
     score 0; non-finite values score NaN.
 
     Examples
@@ -50,8 +64,8 @@ def calibrate(
     with np.errstate(invalid="ignore", over="ignore"):
         up_width = np.maximum(prediction.upper - expected, floor)
         down_width = np.maximum(expected - prediction.lower, floor)
-        up_width = np.maximum(up_width, np.finfo(np.float64).tiny)
-        down_width = np.maximum(down_width, np.finfo(np.float64).tiny)
+        up_width = np.maximum(up_width, _MIN_WIDTH)
+        down_width = np.maximum(down_width, _MIN_WIDTH)
         deviation = values - expected
         score = np.where(deviation >= 0, deviation / up_width, -deviation / down_width)
     if policy.direction == "up":
@@ -78,14 +92,22 @@ def clip_to_band(values: NDArray[np.float64], calibrated: Calibrated) -> NDArray
 class Calibrator:
     """Per-slot band width from each series' own running distribution of deviations.
 
-    A detector's spread (a robust sigma) is only right for well-behaved series: on bursty
-    or heavy-tailed ones a fixed ``band`` of sigmas fires all the time, on near-constant
-    ones it is hair-trigger. With ``policy.tail_calibration`` the calibrator keeps a
-    ``DeviationScale`` per slot and makes the band ``policy.band * multiplier`` spread
-    units wide, never narrower than that many times the scale's ``floor``: a series with
-    Gaussian-like residuals keeps ``band``, one whose usual extreme is ten times wider gets
-    a ten times wider band. Detectors that calibrate themselves (``self_calibrating``, e.g.
-    the ensemble, whose members each have their own scale) get ``band`` as it is.
+    Three ways, by detector and policy:
+
+    - A self-calibrating detector (the ensemble: Gaussian-equivalent sigmas) under a
+      ``false_alarm_budget``: each series' band edge widens to where that series' own
+      score tail says noise alone opens about ``false_alarm_budget`` anomalies a day
+      (``processors.rarity``), never narrower than ``band`` sigmas, so one threshold
+      means the same rarity on a calm series and on a spiky one.
+    - A self-calibrating detector without a budget: ``band`` sigmas as they are.
+    - Any other detector, with ``tail_calibration``: a ``DeviationScale`` per slot makes
+      the band ``policy.band * multiplier`` spread units wide, never narrower than that
+      many times the scale's ``floor``: a series with Gaussian-like residuals keeps
+      ``band``, one whose usual extreme is ten times wider gets a ten times wider band.
+
+    Every band is also at least ``min_relative_deviation`` times the series' usual
+    magnitude (its mean ``|value|`` over ``MAGNITUDE_MEMORY`` points), a floor in the
+    series' own unit that a long flat stretch cannot shrink to nothing.
 
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
     open anomaly (unless learn gating is off), so an incident's first point teaches "such
@@ -108,41 +130,126 @@ class Calibrator:
     def __init__(self, policy: AlertPolicy) -> None:
         self.policy = policy
         self.scale = DeviationScale(q=policy.tail_quantile, window=policy.tail_window)
+        self.rarity = ScoreTail(window=policy.tail_window)
+        self._magnitude = np.zeros(0, np.float64)
+        self._points = np.zeros(0, np.float64)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Checkpoints from before rarity calibration load with a fresh (prior) tail.
+        self.__dict__.update(state)
+        if "rarity" not in state:
+            self.rarity = ScoreTail(window=self.policy.tail_window)
+            self._magnitude = np.zeros(0, np.float64)
+            self._points = np.zeros(0, np.float64)
 
     def multiplier(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        """Band half-width in spread units per slot."""
+        """Band half-width in spread units per slot (detectors that are not self-calibrating)."""
         if not self.policy.tail_calibration:
             return np.full(len(slots), self.policy.band)
         return self.policy.band * self.scale.multiplier(slots)
 
-    def step(self, detector: Detector, batch: SeriesBatch) -> Calibrated:
-        """Band and score of each row of distinct slots. Pure (see ``learn``)."""
-        if not self._active(detector):
-            return calibrate(batch.values, detector.predict(batch, self.policy.band), self.policy)
+    def _rare(self, detector: Detector) -> bool:
+        return detector.self_calibrating and self.policy.false_alarm_budget > 0
+
+    def edge(
+        self, detector: Detector, slots: NDArray[np.intp], spacing_s: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """Band half-width in the detector's units per slot: where the score is 1."""
+        if self._rare(detector):
+            policy = self.policy
+            p = point_probability(policy.false_alarm_budget, spacing_s)
+            k = points_to_open(policy.min_duration, policy.min_duration_time_s, spacing_s)
+            return np.maximum(policy.band, edge_for_budget(
+                self.rarity, slots, p, k, policy.open_threshold, policy.instant_threshold))
+        if detector.self_calibrating or not self.policy.tail_calibration:
+            return np.full(len(slots), self.policy.band)
+        return self.multiplier(slots)
+
+    def step(
+        self, detector: Detector, batch: SeriesBatch,
+        spacing_s: NDArray[np.float64] | None = None,
+    ) -> Calibrated:
+        """Band and score of each row of distinct slots. Pure (see ``learn``).
+
+        ``spacing_s``: each row's series' usual spacing in seconds (0 or None: unknown).
+        """
         slots = batch.slots
-        k = self.multiplier(slots)
+        spacing = np.zeros(len(slots)) if spacing_s is None else spacing_s
+        k = self.edge(detector, slots, spacing)
         prediction = detector.predict(batch, k)
-        with np.errstate(over="ignore"):  # absurd inputs near +-1e308: an infinite floor
-            floor = k * self.scale.floor(slots)
+        floor = self.policy.min_relative_deviation * self.magnitude(slots)
+        if self._active(detector):
+            with np.errstate(over="ignore"):  # absurd inputs near +-1e308: an infinite floor
+                floor = np.maximum(floor, k * self.scale.floor(slots))
         return calibrate(batch.values, prediction, self.policy, floor)
+
+    def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        """Each slot's usual ``|value|`` (0 before its first point)."""
+        self._ensure(slots)
+        return self._magnitude[slots]
+
+    def _ensure(self, slots: NDArray[np.intp]) -> None:
+        if len(slots):
+            needed = int(slots.max()) + 1
+            self._magnitude = grown(self._magnitude, needed, 0.0)  # type: ignore[assignment]
+            self._points = grown(self._points, needed, 0.0)  # type: ignore[assignment]
 
     def learn(
         self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
-        mask: NDArray[np.bool_] | None = None,
+        mask: NDArray[np.bool_] | None = None, spacing_s: NDArray[np.float64] | None = None,
+        quiet: NDArray[np.bool_] | None = None,
     ) -> None:
-        """Learn the deviations of scored rows (``mask``: only those rows)."""
-        if not self._active(detector):
+        """Learn the deviations of scored rows (``mask``: only those rows).
+
+        ``quiet``: rows outside an open anomaly, or opening one; only they teach the
+        rarity tail, so a lasting incident does not make the next one look ordinary.
+        """
+        self._learn_magnitude(batch)
+        rare, active = self._rare(detector), self._active(detector)
+        if not (rare or active):
             return
-        k = self.multiplier(batch.slots)
+        spacing = np.zeros(len(batch)) if spacing_s is None else spacing_s
         ready = ~np.isnan(calibrated.upper) & np.isfinite(calibrated.score)
         if mask is not None:
             ready &= mask
-        self.scale.update(batch.slots[ready], (calibrated.score * k)[ready],
-                          np.abs(batch.values - calibrated.expected)[ready])
+        if rare:
+            # The detector's own score: the band's score is measured from an expected value
+            # the detector may move as the band widens, so it is not the same rarity.
+            if quiet is not None:
+                ready &= quiet
+            edge = self.edge(detector, batch.slots, spacing)
+            self.rarity.update(batch.slots[ready], detector.score(batch)[ready], edge[ready])
+        else:
+            k = self.multiplier(batch.slots)
+            self.scale.update(batch.slots[ready], (calibrated.score * k)[ready],
+                              np.abs(batch.values - calibrated.expected)[ready])
+
+    def _learn_magnitude(self, batch: SeriesBatch) -> None:
+        finite = np.isfinite(batch.values)
+        slots = batch.slots[finite]
+        if not len(slots):
+            return
+        self._ensure(slots)
+        points = self._points[slots] + 1.0
+        self._points[slots] = points
+        weight = np.maximum(1.0 / points, 1.0 / MAGNITUDE_MEMORY)
+        typical = self._magnitude[slots]
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._magnitude[slots] = typical + weight * (np.abs(batch.values[finite]) - typical)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
 
-    def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget ``slots``."""
-        self.scale.reset(slots)
+    def reset(self, slots: NDArray[np.intp], detector: Detector | None = None) -> None:
+        """Forget ``slots``; with ``detector``, allocate only the state it will use.
+
+        The deviation scale holds 90 floats per slot: the ensemble (self-calibrating)
+        never reads it, and only a budget reads the rarity tail.
+        """
+        if detector is None or self._active(detector):
+            self.scale.reset(slots)
+        if detector is None or self._rare(detector):
+            self.rarity.reset(slots)
+        self._ensure(slots)
+        self._magnitude[slots] = 0.0
+        self._points[slots] = 0.0

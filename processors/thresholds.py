@@ -32,8 +32,9 @@ class Hysteresis:
     score at or above ``instant_threshold`` opens it at once. It closes after
     ``close_after`` scores below ``close_threshold`` in a row; while open it asks for at
     most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
-    a close no new anomaly opens (the rest of one event stays one anomaly). NaN scores
-    (invalid points) leave the state as it is.
+    a close no new anomaly opens (the rest of one event stays one anomaly), or for
+    ``cooldown_time_s`` of event time if that ends first: an hourly series is not blind for
+    60 hours. NaN scores (invalid points) leave the state as it is.
 
     Examples
     --------
@@ -59,12 +60,13 @@ class Hysteresis:
         self._prev_ts = np.zeros(0, np.int64)  # event time of the last valid point
         self._spacing = np.zeros(0, np.float64)  # usual gap between points, ns
         self._high_for = np.zeros(0, np.float64)  # event time the high run spans, ns
+        self._closed_ts = np.zeros(0, np.int64)  # event time of the last close
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # Checkpoints from before the time-based minimum duration load with it fresh.
         self.__dict__.update(state)
         for name, dtype in (("_prev_ts", np.int64), ("_spacing", np.float64),
-                            ("_high_for", np.float64)):
+                            ("_high_for", np.float64), ("_closed_ts", np.int64)):
             self.__dict__.setdefault(name, np.zeros(0, dtype))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
@@ -79,11 +81,18 @@ class Hysteresis:
             self._prev_ts = grown(self._prev_ts, needed, 0)  # type: ignore[assignment]
             self._spacing = grown(self._spacing, needed, 0.0)  # type: ignore[assignment]
             self._high_for = grown(self._high_for, needed, 0.0)  # type: ignore[assignment]
+            self._closed_ts = grown(self._closed_ts, needed, 0)  # type: ignore[assignment]
 
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Whether each slot has an open anomaly."""
         self._ensure(slots)
         return self._open[slots].copy()
+
+    def spacing_s(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        """Each slot's usual gap between points in seconds (0 while unknown)."""
+        self._ensure(slots)
+        out: NDArray[np.float64] = self._spacing[slots] / 1e9
+        return out
 
     def open_for(self, slots: NDArray[np.intp]) -> NDArray[np.int64]:
         """Points each slot's open anomaly has lasted (0 when none is open)."""
@@ -106,7 +115,10 @@ class Hysteresis:
         below = np.where(low, self._below[slots] + 1, np.where(valid, 0, self._below[slots]))
         was_open = self._open[slots]
         since_close = np.where(valid, self._since_close[slots] + 1, self._since_close[slots])
-        may_open = ~was_open & (since_close > policy.cooldown)
+        cooled = since_close > policy.cooldown
+        if policy.cooldown_time_s > 0:
+            cooled |= ts_unix_nano - self._closed_ts[slots] >= int(policy.cooldown_time_s * 1e9)
+        may_open = ~was_open & cooled
         spacing = self._learn_spacing(slots, ts_unix_nano, valid)
         high_for = np.where(high, self._high_for[slots] + spacing,
                             np.where(valid, 0.0, self._high_for[slots]))
@@ -129,6 +141,7 @@ class Hysteresis:
             opened, 1, np.where(now_open & valid, self._open_for[slots] + 1, 0)
         )
         self._since_close[slots] = np.where(closed, 0, since_close)
+        self._closed_ts[slots] = np.where(closed, ts_unix_nano, self._closed_ts[slots])
         evented = opened | updated | closed
         self._last_event_ts[slots[evented]] = ts_unix_nano[evented]
         return Transitions(now_open, opened, updated, closed)
@@ -161,3 +174,4 @@ class Hysteresis:
         self._prev_ts[slots] = 0
         self._spacing[slots] = 0.0
         self._high_for[slots] = 0.0
+        self._closed_ts[slots] = 0

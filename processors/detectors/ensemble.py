@@ -28,6 +28,7 @@ MEMBER_TYPES: dict[str, type[Detector]] = {
 """Detector types an ensemble can hold (any single-series detector)."""
 
 _TINY = 1e-12
+_MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
 
 DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
     ("ewma_zscore", (("alpha", 0.02),)),
@@ -273,7 +274,9 @@ class Ensemble(Detector):
         """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``."""
         if self.refractory_level <= 0:
             return np.ones(len(slots))
-        stretch = np.maximum(1.0, self._recent_peak(slots) / self.refractory_level)
+        # Capped: after a first point millions of sigmas out (traffic after a week of
+        # zeros) an unbounded stretch would blind the series for hours.
+        stretch = np.clip(self._recent_peak(slots) / self.refractory_level, 1.0, _MAX_STRETCH)
         # The points right after an excursion's peak are scored in full: an anomaly that
         # needs several points in a row to open is not stretched away by its own start.
         return np.where(self._age[slots] < self.refractory_grace, 1.0, stretch)

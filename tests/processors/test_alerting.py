@@ -166,3 +166,20 @@ def test_learning_is_protected_during_an_incident_until_relearn_after() -> None:
     relearned = _shifted_scores(learn_gating="skip", relearn_after=30)
     assert protected[660:700].min() > 1.0  # an hour later it is still an anomaly
     assert relearned[900:].max() < 1.0  # the new level became normal
+
+
+@pytest.mark.parametrize(("spacing_s", "reopens"), [(3600, True), (60, False)])
+def test_the_cooldown_ends_after_its_time_on_a_sparse_series(
+    spacing_s: int, reopens: bool,
+) -> None:
+    # Two incidents three points apart: on an hourly series that is three hours (a new
+    # incident, past the one-hour cooldown); on a one-minute series, three minutes (the
+    # same event, inside both the 60-point and the one-hour cooldown).
+    policy = AlertPolicy(min_duration=1, close_after=1, cooldown=60, cooldown_time_s=3600.0,
+                         min_duration_time_s=0.0)
+    h = Hysteresis()
+    scores = [0.1, 2.0, 0.1, 0.1, 0.1, 2.0]
+    opened = [bool(h.step(ONE, np.array([s]), np.array([i * spacing_s * SECOND]),
+                          policy).opened[0]) for i, s in enumerate(scores)]
+    assert opened[1], "the first incident did not open"
+    assert opened[5] is reopens, f"second incident opened: {opened[5]}"

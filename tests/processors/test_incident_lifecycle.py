@@ -72,3 +72,69 @@ def test_an_outage_does_not_blind_the_detector_to_the_next_one() -> None:
     flag = run(values)
     assert flag[WARM + 300], "the second incident was missed"
     assert not flag[WARM + LENGTH + 5 : WARM + 300].any(), "false flag between the incidents"
+
+
+def _events(values: np.ndarray) -> list:
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    key = SeriesKey("process_memory_usage_bytes", (("service.name", "db"),), ())
+    events = []
+    for i in range(len(values)):
+        events += engine.ingest_series([key], ts[i : i + 1], values[i : i + 1]).events
+    return events
+
+
+def test_a_leak_stays_flagged_while_it_grows() -> None:
+    # Memory that jumps 15 % and then keeps growing, to +60 % over six hours: the
+    # detector adapts to any level, but the value keeps moving further out, so the
+    # anomaly that opened on the jump is not let go while the leak grows (the hold
+    # alone would have let it go after an hour).
+    rng = np.random.default_rng(3)
+    ramp = 6 * 60
+    values = 100.0 + rng.normal(0.0, 2.0, WARM + ramp)
+    values[WARM:] *= 1.15 * np.linspace(1.0, 1.4, ramp)
+    flag = run(values)
+    during = flag[WARM:]
+    assert during.any(), "the leak was never flagged"
+    first = int(np.argmax(during))
+    assert first <= 120, f"the leak was flagged only after {first} minutes"
+    assert during[first:].all(), (
+        f"flag dropped while the leak grew: up {during[first:].mean():.0%} of the time after "
+        "it opened")
+
+
+def test_a_lasting_shift_is_closed_as_the_new_baseline_never_silently() -> None:
+    # A step that stays: held while it is new, then handed to the detector; once the
+    # detector has learned the new level, the anomaly closes saying so.
+    rng = np.random.default_rng(4)
+    values = 100.0 + rng.normal(0.0, 2.0, WARM + 8 * 60)
+    values[WARM:] += 30.0
+    events = _events(values)
+    kinds = [e.kind for e in events if e.kind != "update"]
+    assert kinds[:2] == ["open", "close"], kinds
+    close = next(e for e in events if e.kind == "close")
+    assert "new level is now the baseline" in close.explanation, close.explanation
+    open_ns = next(e for e in events if e.kind == "open").ts_unix_nano
+    held_h = (close.ts_unix_nano - open_ns) / 3600e9
+    assert held_h >= 1.0, f"closed after {held_h:.2f} h, before the hold (1 h) ran out"
+    assert kinds.count("open") == 1, f"the accepted level paged again: {kinds}"
+
+
+def test_a_long_flat_stretch_scores_finite_and_keeps_a_band_in_the_series_unit() -> None:
+    # Ingress that reads exactly 0 for days, then trickles (msmon ingress-02 rests at 0 for
+    # its first week): the band once shrank to +-2.2e-308 and the first trickle scored inf.
+    # Later, after a day of traffic and another flat night, the band keeps a width in the
+    # series' own unit (1 % of its usual magnitude), not a float-noise width.
+    rng = np.random.default_rng(8)
+    flat, busy, night = 3 * 1440, 1440, 600
+    values = np.zeros(flat + 10 + busy + night + 1)
+    values[flat : flat + 10] = 3.0
+    values[flat + 10 : flat + 10 + busy] = np.abs(1000.0 + rng.normal(0.0, 50.0, busy))
+    values[-1] = 3.0
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    series = RecordedSeries(SeriesKey("ingress_bytes", (), ()), ts, values)
+    (result,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [series])
+    assert np.isfinite(result.score).all(), (
+        f"infinite scores at {np.flatnonzero(~np.isfinite(result.score))[:5]}")
+    width = float((result.upper - result.lower)[-2])
+    assert width >= 0.01 * 1000.0, f"band {width:.3g} wide after the flat night"

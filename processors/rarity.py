@@ -1,0 +1,208 @@
+"""Per-series rarity: the score a series reaches about once per false-alarm budget.
+
+A self-calibrating detector (the ensemble) scores in Gaussian-equivalent sigmas, but a
+fixed number of sigmas is not the same rarity on every series: on a spiky or heavy-tailed
+one, "4 sigma" comes every few hours. Each series therefore fits the tail of its own score
+distribution, peaks over a threshold as in SPOT (Siffer et al., KDD 2017): the rate of
+scores above ``U`` sigmas and a generalised Pareto distribution of the excesses, from
+their exponentially decayed first two moments (method of moments; Hosking & Wallis 1987).
+The alert threshold is the score whose exceedance probability per point equals the
+budget's share of a day's points, and never lower than a normal distribution's threshold
+for the same probability: a series is judged by how rare a score is for that series.
+
+Everything starts from a Gaussian prior worth ``PRIOR_POINTS`` points, so a young series
+behaves as a normal one until its own tail is known.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.series import grown_rows
+
+U = 2.5
+"""Scores above this many sigmas make up the tail that is fitted (1.2 % of a normal's)."""
+PRIOR_POINTS = 500.0
+"""Weight of the Gaussian prior, in points; it fades like any other point."""
+LEARN_CAP = 3.0
+"""A score is learned as at most the current threshold (censored there): one extreme point
+cannot drag the threshold up, and the scorer does not teach flagged points at all (as in
+SPOT, where alarms never enter the peaks set). Recurring spikes still raise the tail, by
+making scores near the threshold common."""
+SHAPES = (-0.25, 0.45)
+"""Range of the fitted tail shape: the method of moments needs a finite variance (shape
+< 0.5); below 0 the tail is lighter than exponential, as a normal's is at ``U``."""
+DEFAULT_SPACING_S = 60.0
+"""Spacing assumed for a series whose spacing is not known yet."""
+DAY_S = 86400.0
+
+_NORMAL = NormalDist()
+_TAIL_P = 2.0 * (1.0 - _NORMAL.cdf(U))  # P(|z| > U)
+_MILLS = _NORMAL.pdf(U) / (1.0 - _NORMAL.cdf(U))  # E[z | z > U]
+_PRIOR_M1 = _MILLS - U  # mean excess of |z| over U
+_PRIOR_M2 = 1.0 - U * _MILLS + U * U  # mean squared excess
+# Decayed: weight, exceedances, exceedances below the cap (uncensored), and the sum and
+# sum of squares of the excesses (censored ones counted up to the cap).
+_W, _C, _U, _S1, _S2 = range(5)
+
+
+# |z| thresholds on a grid of log probabilities, interpolated: NormalDist is exact but
+# scalar, and scipy would load network modules into this pure package.
+_LOG_P = np.linspace(np.log(1e-15), np.log(1.0), 400)
+_Z_OF_LOG_P = np.array([_NORMAL.inv_cdf(1.0 - float(np.exp(lp)) / 2.0) for lp in _LOG_P])
+
+
+def gaussian_threshold(p: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``|z|`` exceeded with probability ``p`` by a standard normal ``z``.
+
+    >>> gaussian_threshold(np.array([0.05, 1e-4])).round(2)
+    array([1.96, 3.89])
+    """
+    log_p = np.log(np.clip(p, 1e-15, 1.0))
+    out: NDArray[np.float64] = np.interp(log_p, _LOG_P, _Z_OF_LOG_P)
+    return out
+
+
+class ScoreTail:
+    """Per-slot tail of a Gaussian-equivalent score, and the threshold for a budget.
+
+    Five floats per slot. ``threshold`` answers the score that is exceeded with
+    probability ``p`` per point; ``update`` learns one score per distinct slot, censored
+    at the band edge.
+
+    Examples
+    --------
+    >>> tail = ScoreTail(window=5000)
+    >>> p = np.array([1e-4])
+    >>> round(float(tail.threshold(np.array([0]), p)[0]), 2)  # the prior: a normal tail
+    3.89
+    >>> rng = np.random.default_rng(0)
+    >>> for z in np.abs(rng.standard_t(2, 20000)):  # heavy-tailed: far more big scores
+    ...     tail.update(np.array([0]), np.array([z]), tail.threshold(np.array([0]), p))
+    >>> float(tail.threshold(np.array([0]), p)[0]) > 8.0
+    True
+    """
+
+    def __init__(self, *, window: int = 10000) -> None:
+        if window < 2:
+            msg = f"rarity window must be >= 2 points; got {window}"
+            raise ValueError(msg)
+        self.window = window
+        self._keep = 1.0 - 1.0 / window
+        self._state = np.zeros((0, 5), np.float64)
+
+    def _ensure(self, slots: NDArray[np.intp]) -> None:
+        if not len(slots):
+            return
+        needed = int(slots.max()) + 1
+        if needed > len(self._state):
+            old = len(self._state)
+            self._state = grown_rows(self._state, needed, 0.0)  # type: ignore[assignment]
+            self._prime(np.arange(old, len(self._state)))
+
+    def _prime(self, slots: NDArray[np.intp]) -> None:
+        c = PRIOR_POINTS * _TAIL_P
+        self._state[slots] = (PRIOR_POINTS, c, c, c * _PRIOR_M1, c * _PRIOR_M2)
+
+    def threshold(self, slots: NDArray[np.intp], p: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The score exceeded with probability ``p`` per point, per row. Pure.
+
+        Never below a normal distribution's score for the same probability.
+        """
+        self._ensure(slots)
+        # Floored: after millions of quiet points the decayed sums could underflow to 0.
+        w, c, uncensored, s1, s2 = np.maximum(self._state[slots].T, 1e-300)
+        rate = c / w
+        # Censored excesses count in the sums but not as observed ones: for an exponential
+        # tail that is the maximum-likelihood mean excess ("total time on test").
+        m1 = s1 / uncensored
+        var = np.maximum(s2 / uncensored - m1 * m1, 1e-12)
+        ratio = m1 * m1 / var
+        shape = np.clip(0.5 * (1.0 - ratio), *SHAPES)
+        scale = 0.5 * m1 * (1.0 + ratio)
+        # Generalised Pareto quantile; the exponential limit where the shape is ~0.
+        odds = np.maximum(rate / p, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gpd = np.where(np.abs(shape) > 1e-6, scale / shape * (odds ** shape - 1.0),
+                           scale * np.log(odds))
+        tail = U + np.where(rate > p, gpd, 0.0)
+        return np.maximum(tail, gaussian_threshold(p))
+
+    def update(
+        self, slots: NDArray[np.intp], scores: NDArray[np.float64], edge: NDArray[np.float64],
+    ) -> None:
+        """Learn one finite score per distinct slot (``edge``: each row's band edge)."""
+        ok = np.isfinite(scores)
+        slots, scores, edge = slots[ok], scores[ok], edge[ok]
+        if not len(slots):
+            return
+        cap = LEARN_CAP * edge
+        excess = np.maximum(np.minimum(scores, cap) - U, 0.0)
+        hit = (excess > 0).astype(np.float64)
+        state = self._state[slots] * self._keep
+        state[:, _W] += 1.0
+        state[:, _C] += hit
+        state[:, _U] += hit * (scores < cap)
+        state[:, _S1] += excess
+        state[:, _S2] += excess * excess
+        self._state[slots] = state
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget ``slots`` (back to the prior)."""
+        self._ensure(slots)
+        self._prime(slots)
+
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """A copy of the per-slot state."""
+        return {"tail": self._state.copy()}
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        self._state = state["tail"].astype(np.float64, copy=True)
+
+
+def point_probability(budget_per_day: float, spacing_s: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The budget as a probability per point: opens allowed per day over points per day.
+
+    >>> point_probability(0.1, np.array([300.0, 0.0])).round(6)  # 5 min; unknown: 1 min
+    array([0.000347, 0.000069])
+    """
+    spacing = np.where(spacing_s > 0, spacing_s, DEFAULT_SPACING_S)
+    return np.clip(budget_per_day * np.minimum(spacing, DAY_S) / DAY_S, 1e-12, 0.5)
+
+
+def points_to_open(
+    min_duration: int, min_duration_time_s: float, spacing_s: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """High points in a row that open an anomaly, at each series' spacing.
+
+    >>> points_to_open(2, 900.0, np.array([60.0, 1800.0, 0.0]))
+    array([2., 1., 2.])
+    """
+    k = np.full(len(spacing_s), float(min_duration))
+    if min_duration_time_s > 0:
+        spacing = np.where(spacing_s > 0, spacing_s, DEFAULT_SPACING_S)
+        k = np.minimum(k, np.maximum(1.0, np.ceil(min_duration_time_s / spacing)))
+    return k
+
+
+def edge_for_budget(
+    tail: ScoreTail, slots: NDArray[np.intp], p_open: NDArray[np.float64],
+    k: NDArray[np.float64], open_at: float, instant_at: float,
+) -> NDArray[np.float64]:
+    """The band edge at which false opens come about ``p_open`` per point.
+
+    An anomaly opens on ``k`` points in a row at ``open_at`` times the edge, or on one at
+    ``instant_at`` times it. Giving each way half the budget, with the points of a run
+    taken as independent: the edge is the larger of the scores exceeded with probability
+    ``(p_open / 2) ** (1 / k)``, over ``open_at``, and ``p_open / 2``, over ``instant_at``.
+    """
+    half = p_open / 2.0
+    run = tail.threshold(slots, half ** (1.0 / k)) / open_at
+    single = tail.threshold(slots, half) / instant_at
+    return np.maximum(run, single)
+
