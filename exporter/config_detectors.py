@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 from otel_anomaly.exporter.config_types import Duration, Model, Positive
 from otel_anomaly.processors.detectors import DETECTORS
 from otel_anomaly.processors.settings import (
+    ERROR_RATIO_ALERT,
     SEASONAL_ALERT,
     AlertPolicy,
     DirectionPolicy,
@@ -42,8 +43,10 @@ class AlertConfig(Model):
     tail_window: int = Field(default=_ALERT.tail_window, ge=2)
     instant_threshold: float = Field(default=_ALERT.instant_threshold, gt=0)
     cooldown: int = Field(default=_ALERT.cooldown, ge=0)
+    cooldown_time: Duration = Field(default=_ALERT.cooldown_time_s, ge=0)
     relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
     hold: Duration = Field(default=_ALERT.hold_s, ge=0)
+    false_alarm_budget: float = Field(default=_ALERT.false_alarm_budget, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +79,7 @@ class AlertConfig(Model):
         fields["update_interval_s"] = fields.pop("update_interval")
         fields["hold_s"] = fields.pop("hold")
         fields["min_duration_time_s"] = fields.pop("min_duration_time")
+        fields["cooldown_time_s"] = fields.pop("cooldown_time")
         return AlertPolicy(**fields)
 
 
@@ -84,6 +88,7 @@ def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
     fields["update_interval"] = fields.pop("update_interval_s")
     fields["hold"] = fields.pop("hold_s")
     fields["min_duration_time"] = fields.pop("min_duration_time_s")
+    fields["cooldown_time"] = fields.pop("cooldown_time_s")
     return fields
 
 
@@ -183,6 +188,23 @@ class HalfSpaceTreesParams(_Params):
     memory: int = Field(default=1000, ge=2)
     warmup: Positive = 100
     seed: int = Field(default=0, ge=0)
+
+
+class BinomialRatioParams(_Params):
+    """Parameters of ``binomial_ratio`` (see ``processors.detectors.BinomialRatio``)."""
+
+    detector_type: ClassVar[str] = "binomial_ratio"
+    memory: int = Field(default=8640, ge=2)
+    prior_rate: float = Field(default=0.01, gt=0, lt=1)
+    prior_calls: float = Field(default=100.0, gt=0)
+    warmup: Positive = 30
+    warmup_calls: float = Field(default=200.0, ge=0)
+    default_count: float = Field(default=100.0, gt=0)
+    dispersion: bool = True
+    max_dispersion: float = Field(default=0.25, ge=0, lt=1)
+    learn_cap: float = Field(default=5.0, gt=0)
+    recent: float = Field(default=0.8, ge=0, lt=1)
+    recent_margin: float = Field(default=0.0, ge=0)
 
 
 Member = Annotated[
@@ -310,6 +332,26 @@ class HalfSpaceTreesRule(_RuleConfig):
     params: HalfSpaceTreesParams = HalfSpaceTreesParams()
 
 
+class BinomialRatioRule(_RuleConfig):
+    """A detector rule of ``type: binomial_ratio``.
+
+    Its ``alert`` keys default to ``ERROR_RATIO_ALERT``, the policy of the built-in
+    ``error_ratios`` rule.
+    """
+
+    type: Literal["binomial_ratio"]
+    params: BinomialRatioParams = BinomialRatioParams()
+    alert: AlertConfig = AlertConfig(**_alert_keys(ERROR_RATIO_ALERT))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _error_ratio_alert_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("alert"), Mapping):
+            data = {**data, "alert": fill_alert_keys(_alert_keys(ERROR_RATIO_ALERT),
+                                                     data["alert"])}
+        return data
+
+
 DEFAULT_DETECTOR_TYPE = "ensemble"
 
 
@@ -322,13 +364,15 @@ def _detector_type(value: Any) -> str | None:
 
 DETECTOR_TYPES: tuple[str, ...] = (
     "ensemble", "ewma_zscore", "seasonal_profile", "forecast_residual", "half_space_trees",
+    "binomial_ratio",
 )
 DetectorConfig = Annotated[
     Annotated[EnsembleRule, Tag("ensemble")]
     | Annotated[EwmaZscoreRule, Tag("ewma_zscore")]
     | Annotated[SeasonalProfileRule, Tag("seasonal_profile")]
     | Annotated[ForecastResidualRule, Tag("forecast_residual")]
-    | Annotated[HalfSpaceTreesRule, Tag("half_space_trees")],
+    | Annotated[HalfSpaceTreesRule, Tag("half_space_trees")]
+    | Annotated[BinomialRatioRule, Tag("binomial_ratio")],
     Discriminator(
         _detector_type,
         custom_error_type="unknown_detector_type",

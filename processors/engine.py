@@ -5,7 +5,7 @@ Not thread-safe by design: the exporter's pipeline worker is its only caller.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_anomaly.processors.deploys import DeployTracker
 from otel_anomaly.processors.explain import explain_multivariate
@@ -24,13 +25,14 @@ from otel_anomaly.processors.multivariate import (
     MultivariateSettings,
     MultivariateStage,
 )
-from otel_anomaly.processors.otlp_common import LATEST_EVENT_TIME_NS, service_labels
+from otel_anomaly.processors.otlp_common import LATEST_EVENT_TIME_NS, labels_of, service_labels
 from otel_anomaly.processors.otlp_logs import LogsExtractor
 from otel_anomaly.processors.otlp_metrics import MetricsExtractor
 from otel_anomaly.processors.red import TracesExtractor
 from otel_anomaly.processors.scoring import Scorer
 from otel_anomaly.processors.series import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.silence import SilenceWatch
 from otel_anomaly.processors.sources import SourceTable
 from otel_anomaly.processors.types import (
     AnomalyEvent,
@@ -54,6 +56,7 @@ class EngineStats:
     multivariate_services: int = 0
     multivariate_skipped_total: int = 0
     deploys_total: int = 0
+    services_silent: int = 0
 
 
 class Engine:
@@ -82,6 +85,7 @@ class Engine:
         self.multivariate = MultivariateStage(
             multivariate, int(settings.traces_window_s * 1e9)
         ) if multivariate.enabled else None
+        self.silence = SilenceWatch(settings.silence_after_s, settings.max_series)
         self._evicted_total = 0
 
     def _latest(self) -> int:
@@ -95,6 +99,7 @@ class Engine:
     def ingest_metrics(self, request: ExportMetricsServiceRequest) -> IngestResult:
         """Extract, score and learn every data point of a metrics request."""
         result, out = IngestResult(), Observations()
+        self._seen(rm.resource for rm in request.resource_metrics)
         self._metrics.extract(request, out, result, self.settings.clock(), self._latest())
         self._score(out, result)
         return result
@@ -102,6 +107,7 @@ class Engine:
     def ingest_traces(self, request: ExportTraceServiceRequest) -> IngestResult:
         """Aggregate spans into RED windows (scored when they close) and score span outliers."""
         result, out = IngestResult(), Observations()
+        self._seen(rs.resource for rs in request.resource_spans)
         self._traces.extract(request, out, result, self._latest())
         self._score(out, result)
         return result
@@ -109,26 +115,44 @@ class Engine:
     def ingest_logs(self, request: ExportLogsServiceRequest) -> IngestResult:
         """Aggregate log records into per-service rate and error-ratio windows."""
         result, out = IngestResult(), Observations()
+        self._seen(rl.resource for rl in request.resource_logs)
         self._logs.extract(request, out, result, self._latest())
         self._score(out, result)
         return result
+
+    def _seen(self, resources: Iterable[Resource]) -> None:
+        if self.silence.silence_after_s > 0:
+            services = {service_labels(labels_of(r.attributes)) for r in resources}
+            self.silence.seen(services, self.settings.clock())
+
+    def check_silence(self, ts_unix_nano: int) -> list[AnomalyEvent]:
+        """Events for services that stopped reporting, or reported again, since the last check.
+
+        The exporter calls this on a periodic tick while it runs (never at shutdown, never
+        in backtests); ``ts_unix_nano`` (the wall clock) stamps the events.
+        """
+        return self.silence.check(self.settings.clock(), ts_unix_nano)
 
     def ingest_series(
         self,
         keys: Sequence[SeriesKey],
         ts_unix_nano: NDArray[np.int64],
         values: NDArray[np.float64],
+        counts: NDArray[np.float64] | None = None,
     ) -> IngestResult:
         """Score already-extracted points (the path backtests and every signal share).
 
-        Non-finite values are rejected as ``non_finite``; they are not learned.
+        Non-finite values are rejected as ``non_finite``; they are not learned. ``counts``:
+        each ratio's sample size (calls, records), NaN or None where unknown.
         """
         # Copies: the scores returned must not alias the caller's arrays.
         ts = np.array(ts_unix_nano, np.int64)
         vals = np.array(values, np.float64)
-        if not len(keys) == len(ts) == len(vals):
-            msg = (f"ingest_series: keys, ts_unix_nano and values must have equal length; "
-                   f"got {len(keys)}, {len(ts)}, {len(vals)}")
+        sizes = None if counts is None else np.array(counts, np.float64)
+        if not len(keys) == len(ts) == len(vals) == (len(vals) if sizes is None else len(sizes)):
+            msg = (f"ingest_series: keys, ts_unix_nano, values and counts must have equal "
+                   f"length; got {len(keys)}, {len(ts)}, {len(vals)}, "
+                   f"{'-' if sizes is None else len(sizes)}")
             raise ValueError(msg)
         result = IngestResult()
         finite = np.isfinite(vals)
@@ -138,7 +162,8 @@ class Engine:
             rows = np.flatnonzero(finite)
             keys = [keys[i] for i in rows.tolist()]
             ts, vals = ts[rows], vals[rows]
-        self._score_points(keys, ts, vals, {}, result)
+            sizes = None if sizes is None else sizes[rows]
+        self._score_points(keys, ts, vals, {}, result, sizes)
         return result
 
     def observe_version(self, service: Labels, version: str, ts_unix_nano: int) -> None:
@@ -154,14 +179,17 @@ class Engine:
         for service, version, ts in out.versions:
             self.deploys.observe(service, version, ts)
         why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
+        counts = np.array(out.counts, np.float64)
         self._score_points(out.keys, np.array(out.ts, np.int64),
-                           np.array(out.values, np.float64), out.exemplars, result)
+                           np.array(out.values, np.float64), out.exemplars, result,
+                           None if np.isnan(counts).all() else counts)
         if why and result.events:
             result.events = [_explained(event, why) for event in result.events]
 
     def _score_points(
         self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
         exemplars: dict[int, tuple[bytes, bytes]], result: IngestResult,
+        counts: NDArray[np.float64] | None = None,
     ) -> None:
         if not len(keys):
             return
@@ -177,10 +205,11 @@ class Engine:
         if n_kept < len(slots):
             rows = np.flatnonzero(kept)
             slots, ts, values = slots[rows], ts[rows], values[rows]
+            counts = None if counts is None else counts[rows]
             exemplars = {
                 new: exemplars[old] for new, old in enumerate(rows.tolist()) if old in exemplars
             } if exemplars else {}
-        batch = SeriesBatch(slots, ts, values)
+        batch = SeriesBatch(slots, ts, values, counts)
         grace = self.deploys.in_grace(slots, ts)
         result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace)
 
@@ -189,6 +218,7 @@ class Engine:
         now = self.settings.clock()
         stale = self.index.expire(now, self.settings.series_ttl_s)
         self._sources.expire(now, self.settings.series_ttl_s)
+        self.silence.expire(now, self.settings.series_ttl_s)
         if self.multivariate is not None:
             self.multivariate.expire(now, self.settings.series_ttl_s)
         if len(stale):
@@ -204,6 +234,7 @@ class Engine:
         """
         self.index.last_seen += delta
         self._sources.shift_clock(delta)
+        self.silence.shift_clock(delta)
         if self.multivariate is not None:
             self.multivariate.vectors.shift_clock(delta)
 
@@ -228,6 +259,7 @@ class Engine:
                 self.multivariate.skipped_points if self.multivariate else 0
             ),
             deploys_total=self.deploys.deploys_total,
+            services_silent=self.silence.silent,
         )
 
 

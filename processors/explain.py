@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from otel_anomaly.processors.multivariate.stage import Attribution
 from otel_anomaly.processors.types import SeriesKey
 
@@ -47,6 +49,20 @@ def metric_unit(metric: str) -> tuple[str, str, float]:
     return label, "", 1.0
 
 
+# What a ratio's sample counts, by the metric's base name: (numerator, denominator).
+_COUNTED = {"traces_span_metrics_error": ("error", "call"),
+            "logs_error": ("error record", "record")}
+
+
+def _counted(metric: str, value: float, count: float) -> str:
+    """``12 errors in 40 calls (30%)``: a ratio with its sample size, as counts."""
+    hit, of = _COUNTED.get(metric.partition(":")[0], ("error", "sample"))
+    n = round(count)
+    k = round(value * count)
+    return (f"{k} {hit}{'' if k == 1 else 's'} in {n} {of}{'' if n == 1 else 's'} "
+            f"({value * 100:.3g}%)")
+
+
 def _change(value: float, expected: float) -> str:
     """``+171%``, ``-45%`` or ``3.2x`` next to the expected value (empty if meaningless)."""
     if not expected > 0 or not value >= 0:
@@ -57,9 +73,14 @@ def _change(value: float, expected: float) -> str:
 
 def explain(
     kind: str, key: SeriesKey, *, value: float, expected: float, lower: float, upper: float,
-    score: float, detector: str, agreeing: tuple[str, ...] = (),
+    score: float, detector: str, agreeing: tuple[str, ...] = (), baseline: bool = False,
+    count: float = math.nan,
 ) -> str:
     """Describe an open, update or close event in one line, in the series' own unit.
+
+    ``baseline``: a close because the detector has taken the new level in (the value is
+    still where the anomaly took it), not because the value came back. ``count``: a
+    ratio's sample size (calls, log records), said in counts when known.
 
     Examples
     --------
@@ -74,6 +95,13 @@ def explain(
     ...               detector="ensemble"))
     traces_span_metrics_error:ratio{service.name="cart"}: back to normal, ratio 1% vs expected
     1.2% (band 0 to 5%)
+
+    With the calls behind the ratio, it is said in counts:
+
+    >>> print(explain("open", key, value=0.3, expected=0.005, lower=0, upper=0.12, score=2.5,
+    ...               detector="binomial_ratio", count=40))
+    traces_span_metrics_error:ratio{service.name="cart"}: 12 errors in 40 calls (30%), usual
+    0.5% (band up to 12% for 40 calls), 2.5x the band half-width, by binomial_ratio
     """
     name = series_name(key)
     feature, unit, scale = metric_unit(key.metric)
@@ -83,6 +111,13 @@ def explain(
         return f"{_num(x * scale)}{space}{unit}".rstrip()
 
     band = f"band {_num(lower * scale)} to {show(upper)}"
+    if unit == "%" and math.isfinite(count) and count > 0 and not baseline:
+        return _explain_counted(kind, name, key.metric, value=value, expected=expected,
+                                upper=upper, score=score, detector=detector, count=count)
+    if kind == "close" and baseline:
+        return (f"{name}: the new level is now the baseline, {feature} {show(value)} held "
+                f"outside the band it left ({band}, expected {show(expected)}) until the "
+                "detector accepted it as normal")
     if kind == "close":
         return (f"{name}: back to normal, {feature} {show(value)} vs expected {show(expected)} "
                 f"({band})")
@@ -98,6 +133,22 @@ def explain(
         f"{name}: {feature} {show(value)}, {side} the expected {show(expected)} ({detail}), "
         f"{score:.2g}x the band half-width, by {detector}{members}"
     )
+
+
+def _explain_counted(
+    kind: str, name: str, metric: str, *, value: float, expected: float, upper: float,
+    score: float, detector: str, count: float,
+) -> str:
+    """A ratio event in counts: 1 error in 4 calls is not 25 errors in 100."""
+    seen = _counted(metric, value, count)
+    usual = f"usual {expected * 100:.2g}%"
+    if kind == "close":
+        return f"{name}: back to normal, {seen}, {usual}"
+    # The band depends on the calls: say where it was for these.
+    of = _COUNTED.get(metric.partition(":")[0], ("error", "sample"))[1]
+    return (f"{name}: {seen}, {usual} (band up to {upper * 100:.3g}% for {round(count)} "
+            f"{of}{'' if round(count) == 1 else 's'}), {score:.2g}x the band half-width, "
+            f"by {detector}")
 
 
 def service_name(key: SeriesKey) -> str:

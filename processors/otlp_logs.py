@@ -56,7 +56,7 @@ class LogsExtractor:
             service = service_labels(resource)
             for sl in rl.scope_logs:
                 for record in sl.log_records:
-                    self._record(service, record, result, latest)
+                    self._record(service, record, result, latest, resource)
             if version:
                 times = [r.time_unix_nano or r.observed_time_unix_nano
                          for sl in rl.scope_logs for r in sl.log_records]
@@ -71,6 +71,7 @@ class LogsExtractor:
 
     def _record(
         self, service: Labels, record: LogRecord, result: IngestResult, latest: int,
+        resource: Labels,
     ) -> None:
         # Event time is when it happened; a record without it is placed at when it was seen.
         ts = record.time_unix_nano or record.observed_time_unix_nano
@@ -81,8 +82,10 @@ class LogsExtractor:
         result.accepted += 1
         name, number = severity_name(record)
         error = number >= _ERROR_FROM
-        late = not self.by_severity.add((service, (("severity", name),)), ts)
-        late |= not self.by_service.add(service, ts, error=error)
+        group = (service, (("severity", name),))
+        late = not self.by_severity.add(group, ts, source=service, sender=resource)
+        late |= not self.by_service.add(service, ts, source=service, sender=resource,
+                                        error=error)
         if late:
             result.skip("late")
 
@@ -91,4 +94,4 @@ class LogsExtractor:
         for cell in cells:
             if cell.count:
                 out.add(SeriesKey(ERROR_RATIO_METRIC, cell.group, ()),  # type: ignore[arg-type]
-                        cell.end_unix_nano, cell.errors / cell.count)
+                        cell.end_unix_nano, cell.errors / cell.count, cell.count)

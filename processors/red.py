@@ -48,7 +48,7 @@ class TracesExtractor:
             service = service_labels(resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    self._span(service, span, out, result, latest)
+                    self._span(service, span, out, result, latest, resource)
             if version:
                 ends = [s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans
                         if 0 < s.end_time_unix_nano <= latest]
@@ -58,6 +58,7 @@ class TracesExtractor:
 
     def _span(
         self, service: Labels, span: Span, out: Observations, result: IngestResult, latest: int,
+        resource: Labels,
     ) -> None:
         end = span.end_time_unix_nano
         problem = time_problem(end, latest) or time_problem(span.start_time_unix_nano, latest)
@@ -71,7 +72,9 @@ class TracesExtractor:
         duration_ms = (end - span.start_time_unix_nano) / 1e6
         operation = (("span.kind", span_kind_name(span.kind)), ("span.name", span.name))
         error = span.status.code == Status.STATUS_CODE_ERROR
-        if not self.windows.add((service, operation), end, error=error, duration=duration_ms):
+        # Windows close per service, each waiting for all of its instances (resources).
+        if not self.windows.add((service, operation), end, source=service, sender=resource,
+                                error=error, duration=duration_ms):
             result.skip("late")
         if self.span_outliers:
             out.exemplars[len(out)] = (bytes(span.trace_id), bytes(span.span_id))
@@ -85,7 +88,9 @@ class TracesExtractor:
             out.add(SeriesKey(CALLS_METRIC, service, operation), ts, cell.count / self.window_s)
             if cell.count == 0:
                 continue
-            out.add(SeriesKey(ERROR_RATIO_METRIC, service, operation), ts, cell.errors / cell.count)
+            # The calls travel with the ratio: 1 error in 4 calls is not 25 in 100.
+            out.add(SeriesKey(ERROR_RATIO_METRIC, service, operation), ts,
+                    cell.errors / cell.count, cell.count)
             qs = np.quantile(cell.durations, [q for _, q in _QUANTILES])
             for (feature, _), value in zip(_QUANTILES, qs.tolist(), strict=True):
                 out.add(SeriesKey(f"{DURATION_METRIC}:{feature}", service, operation), ts, value)

@@ -7,6 +7,7 @@ scores that feeding its rows one at a time would.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 
@@ -68,6 +69,8 @@ class Scorer:
         self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
         self._age = np.zeros(0, np.int64)  # points scored since the slot was assigned
         self._agree: dict[int, tuple[str, ...]] = {}  # the last round's event rows
+        self._baseline: NDArray[np.bool_] | None = None  # the last round's closes that
+        # accepted a new level (the value still outside the band it opened against)
         self._labels: list[Labels] = []
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
@@ -78,6 +81,7 @@ class Scorer:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_baseline", None)
         if "_local" not in state:
             # Checkpoints from before rule-local state indexed every detector by the
             # engine's slot: keep that layout for the series they hold.
@@ -133,8 +137,7 @@ class Scorer:
             local = self._local[slots[ruled == i]]
             if len(local):
                 detector.reset(local)
-                if not detector.self_calibrating:  # else its calibrator is never used
-                    calibrator.reset(local)
+                calibrator.reset(local, detector)
 
     def _allocate(self, rule: int) -> int:
         free = self._free_local[rule]
@@ -202,7 +205,8 @@ class Scorer:
         flag = np.empty(n, np.bool_)
         events: list[AnomalyEvent] = []
         for rule_index, a, b in zip(round_rules, bounds[:-1], bounds[1:], strict=True):
-            part = SeriesBatch(slots[a:b], ts[a:b], values[a:b])
+            part = SeriesBatch(slots[a:b], ts[a:b], values[a:b],
+                               None if ordered.counts is None else ordered.counts[a:b])
             calibrated, held, moves = self._step(
                 rule_index, part, None if grace is None else grace[a:b])
             for i, name in enumerate(_FIELDS):
@@ -235,8 +239,9 @@ class Scorer:
         shift = self.offsets.of(part.slots) if self.offsets.active else None
         # What the detector and calibrator see: their own slots, the deploy offset removed.
         seen = SeriesBatch(self._local[part.slots], part.ts_unix_nano,
-                           part.values if shift is None else part.values - shift)
-        calibrated = calibrator.step(detector, seen)
+                           part.values if shift is None else part.values - shift, part.counts)
+        spacing = self.hysteresis.spacing_s(part.slots)
+        calibrated = calibrator.step(detector, seen, spacing)
         shown = calibrated if shift is None else Calibrated(
             calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
             calibrated.score)
@@ -255,8 +260,15 @@ class Scorer:
             rows = np.flatnonzero(moves.opened)
             self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
         self._agree = self._agreeing(detector, seen, moves.opened | moves.updated, policy)
+        self._baseline = (
+            moves.closed & self.held.outside(part.slots, part.values)
+            if self.held.active and moves.closed.any() else None)
         if self.held.active and moves.closed.any():
             held = self.held.closing(part.slots, held, moves.closed)
+        # An anomaly's first point teaches the rarity tail (censored at the threshold, so
+        # it says only "this was exceeded"); the rest of a lasting one does not, or the
+        # next incident would look ordinary.
+        quiet = ~self.hysteresis.is_open(part.slots) | moves.opened
         if not gating:
             was_open = None
         settled = (
@@ -275,10 +287,10 @@ class Scorer:
             holding = held.expected != shown.expected
             lo, hi = held.lower - (0.0 if shift is None else shift), held.upper - (
                 0.0 if shift is None else shift)
-            seen = SeriesBatch(seen.slots, seen.ts_unix_nano, np.where(
+            seen = seen.with_values(np.where(
                 holding, np.clip(seen.values, lo, hi), seen.values))
         if grace is None:
-            calibrator.learn(detector, seen, calibrated, mask)
+            calibrator.learn(detector, seen, calibrated, mask, spacing, quiet)
             detector.learn(_gated(seen, calibrated, policy, settled))
         else:
             # A deploy's level change goes into the offset; the detector keeps its shape.
@@ -286,7 +298,7 @@ class Scorer:
             keep = np.flatnonzero(~grace)
             kept = _take(calibrated, keep)
             calibrator.learn(detector, seen.take(keep), kept,
-                             None if mask is None else mask[keep])
+                             None if mask is None else mask[keep], spacing[keep], quiet[keep])
             detector.learn(_gated(seen.take(keep), kept, policy,
                                   None if settled is None else settled[keep]))
         return shown, held, moves
@@ -340,7 +352,11 @@ class Scorer:
                 kind=kind, slot=slot, key=key, ts_unix_nano=int(part.ts_unix_nano[i]),
                 direction="up" if up else "down", detector=detector,
                 explanation=explain(kind, key, detector=detector,
-                                    agreeing=self._agree.get(i, ()), **fields),
+                                    agreeing=self._agree.get(i, ()),
+                                    baseline=self._baseline is not None and bool(
+                                        self._baseline[i]),
+                                    count=math.nan if part.counts is None else float(
+                                        part.counts[i]), **fields),
                 trace_id=trace_id, span_id=span_id, **fields,
             ))
         return events
@@ -407,4 +423,4 @@ def _gated(
         return part
     if policy.learn_gating == "skip":
         return part.take(np.flatnonzero(~anomalous))
-    return SeriesBatch(part.slots, part.ts_unix_nano, clip_to_band(part.values, cal))
+    return part.with_values(clip_to_band(part.values, cal))

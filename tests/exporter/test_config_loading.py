@@ -66,10 +66,13 @@ open_threshold=2.5""",
 invalid configuration in {path} (2 errors):
   detectors[0].type: unknown detector type 'seasonal' (did you mean 'seasonal_profile'?)
   detectors[1].type: unknown detector type 'isolation_forest' (expected one of: ensemble, \
-ewma_zscore, seasonal_profile, forecast_residual, half_space_trees)""",
+ewma_zscore, seasonal_profile, forecast_residual, half_space_trees, binomial_ratio)""",
     "invalid_yaml": """\
 invalid configuration in {path} (1 error):
   invalid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'""",
+    "bad_silence_after": """\
+invalid configuration in {path} (1 error):
+  series.silence_after: must be >= 0; got -30""",
 }
 
 
@@ -97,6 +100,13 @@ def test_valid_config_maps_onto_engine_settings() -> None:
     assert default.alert == SEASONAL_ALERT
     assert config.receivers.http.enabled is False
     assert config.events.headers == {"authorization": "Bearer x"}
+
+
+def test_silence_after_maps_onto_the_engine_and_zero_disables() -> None:
+    assert load_config(None, {}, environ={}).engine_settings().silence_after_s == 300.0
+    for text, seconds in (("90s", 90.0), ("0", 0.0)):
+        config = load_config(None, {"series.silence_after": text}, environ={})
+        assert config.engine_settings().silence_after_s == seconds
 
 
 def test_no_detectors_means_the_built_in_rules() -> None:
