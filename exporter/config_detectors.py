@@ -36,6 +36,7 @@ class AlertConfig(Model):
     min_duration: Positive = _ALERT.min_duration
     min_duration_time: Duration = Field(default=_ALERT.min_duration_time_s, ge=0)
     close_after: Positive = _ALERT.close_after
+    close_after_time: Duration = Field(default=_ALERT.close_after_time_s, ge=0)
     update_interval: Duration = Field(default=_ALERT.update_interval_s, gt=0)
     learn_gating: LearnGating = _ALERT.learn_gating
     tail_calibration: bool = _ALERT.tail_calibration
@@ -80,6 +81,7 @@ class AlertConfig(Model):
         fields["hold_s"] = fields.pop("hold")
         fields["min_duration_time_s"] = fields.pop("min_duration_time")
         fields["cooldown_time_s"] = fields.pop("cooldown_time")
+        fields["close_after_time_s"] = fields.pop("close_after_time")
         return AlertPolicy(**fields)
 
 
@@ -89,6 +91,7 @@ def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
     fields["hold"] = fields.pop("hold_s")
     fields["min_duration_time"] = fields.pop("min_duration_time_s")
     fields["cooldown_time"] = fields.pop("cooldown_time_s")
+    fields["close_after_time"] = fields.pop("close_after_time_s")
     return fields
 
 

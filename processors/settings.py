@@ -41,6 +41,10 @@ class AlertPolicy:
         while on a scraped series one bad scrape is still not an incident. 0 disables.
     close_after
         Normal points in a row before an open anomaly closes.
+    close_after_time_s
+        ... and only once those normal points span this much event time, each counted as
+        the series' usual spacing: a level that stays shifted, with noise that dips inside
+        the band now and then, is not back to normal. 0: points only.
     update_interval_s
         At most one ``update`` event per open anomaly per this many seconds of event time.
     learn_gating
@@ -93,6 +97,7 @@ class AlertPolicy:
     min_duration: int = 3
     min_duration_time_s: float = 900.0
     close_after: int = 3
+    close_after_time_s: float = 0.0
     update_interval_s: float = 60.0
     learn_gating: LearnGating = "clip"
     tail_calibration: bool = True

@@ -30,7 +30,9 @@ class Hysteresis:
     point counting as the series' usual spacing (a running average of the gaps between its
     points, so one point after a gap of days does not count as days of evidence). One
     score at or above ``instant_threshold`` opens it at once. It closes after
-    ``close_after`` scores below ``close_threshold`` in a row; while open it asks for at
+    ``close_after`` scores below ``close_threshold`` in a row, and only once they also span
+    ``close_after_time_s`` of event time (a shifted level whose noise dips inside the band
+    now and then is not over); while open it asks for at
     most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
     a close no new anomaly opens (the rest of one event stays one anomaly), or for
     ``cooldown_time_s`` of event time if that ends first: an hourly series is not blind for
@@ -60,13 +62,15 @@ class Hysteresis:
         self._prev_ts = np.zeros(0, np.int64)  # event time of the last valid point
         self._spacing = np.zeros(0, np.float64)  # usual gap between points, ns
         self._high_for = np.zeros(0, np.float64)  # event time the high run spans, ns
+        self._low_for = np.zeros(0, np.float64)  # event time the low run spans, ns
         self._closed_ts = np.zeros(0, np.int64)  # event time of the last close
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # Checkpoints from before the time-based minimum duration load with it fresh.
         self.__dict__.update(state)
         for name, dtype in (("_prev_ts", np.int64), ("_spacing", np.float64),
-                            ("_high_for", np.float64), ("_closed_ts", np.int64)):
+                            ("_high_for", np.float64), ("_closed_ts", np.int64),
+                            ("_low_for", np.float64)):
             self.__dict__.setdefault(name, np.zeros(0, dtype))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
@@ -81,6 +85,7 @@ class Hysteresis:
             self._prev_ts = grown(self._prev_ts, needed, 0)  # type: ignore[assignment]
             self._spacing = grown(self._spacing, needed, 0.0)  # type: ignore[assignment]
             self._high_for = grown(self._high_for, needed, 0.0)  # type: ignore[assignment]
+            self._low_for = grown(self._low_for, needed, 0.0)  # type: ignore[assignment]
             self._closed_ts = grown(self._closed_ts, needed, 0)  # type: ignore[assignment]
 
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
@@ -123,11 +128,16 @@ class Hysteresis:
         high_for = np.where(high, self._high_for[slots] + spacing,
                             np.where(valid, 0.0, self._high_for[slots]))
         self._high_for[slots] = high_for
+        low_for = np.where(low, self._low_for[slots] + spacing,
+                           np.where(valid, 0.0, self._low_for[slots]))
+        self._low_for[slots] = low_for
         min_time_ns = policy.min_duration_time_s * 1e9
         long_enough = (above >= policy.min_duration) | (
             high & (min_time_ns > 0) & (high_for >= min_time_ns))
         opened = may_open & (long_enough | (valid & (score >= policy.instant_threshold)))
-        closed = was_open & (below >= policy.close_after)
+        # A series whose spacing is not known yet closes on points alone.
+        closed = was_open & (below >= policy.close_after) & (
+            (low_for >= policy.close_after_time_s * 1e9) | (spacing <= 0))
         interval_ns = int(policy.update_interval_s * 1e9)
         updated = (
             was_open & ~closed & high
@@ -174,4 +184,5 @@ class Hysteresis:
         self._prev_ts[slots] = 0
         self._spacing[slots] = 0.0
         self._high_for[slots] = 0.0
+        self._low_for[slots] = 0.0
         self._closed_ts[slots] = 0

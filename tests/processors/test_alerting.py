@@ -183,3 +183,18 @@ def test_the_cooldown_ends_after_its_time_on_a_sparse_series(
                           policy).opened[0]) for i, s in enumerate(scores)]
     assert opened[1], "the first incident did not open"
     assert opened[5] is reopens, f"second incident opened: {opened[5]}"
+
+
+def test_close_after_time_keeps_a_noisy_shifted_level_open() -> None:
+    # One-minute points of a shifted level whose noise dips inside the band every third
+    # point: with close_after_time 15m it stays open until 15 normal minutes in a row.
+    policy = AlertPolicy(min_duration=1, close_after=1, close_after_time_s=900.0,
+                         min_duration_time_s=0.0)
+    h = Hysteresis()
+    scores = [2.0] + [1.5, 1.5, 0.5] * 10 + [0.2] * 20
+    flags = [bool(h.step(ONE, np.array([s]), np.array([i * 60 * SECOND]), policy).flag[0])
+             for i, s in enumerate(scores)]
+    recovered = 30  # the last dip, then normal for good
+    assert all(flags[:recovered]), "closed on a single dip inside the band"
+    back = flags.index(False, recovered)
+    assert back - recovered == 14, f"closed after {back - recovered + 1} normal minutes"
