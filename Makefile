@@ -41,6 +41,8 @@ bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/nab.py
 	$(BIN)/python benchmarks/msmon.py
 	$(BIN)/python benchmarks/incidents.py
+	$(BIN)/python benchmarks/traces.py
+	$(BIN)/python benchmarks/histograms.py
 	$(BIN)/python benchmarks/backtest_speed.py
 	$(BIN)/python benchmarks/engine_speed.py
 	$(BIN)/python benchmarks/ingest.py
