@@ -6,9 +6,11 @@ one, "4 sigma" comes every few hours. Each series therefore fits the tail of its
 distribution, peaks over a threshold as in SPOT (Siffer et al., KDD 2017): the rate of
 scores above ``U`` sigmas and a generalised Pareto distribution of the excesses, from
 their exponentially decayed first two moments (method of moments; Hosking & Wallis 1987).
-The alert threshold is the score whose exceedance probability per point equals the
-budget's share of a day's points, and never lower than a normal distribution's threshold
-for the same probability: a series is judged by how rare a score is for that series.
+The band edge (``edge_for_budget``) is where noise alone would open about the budget's
+anomalies per series-day, given how many points in a row open one; each quantile is never
+lower than a normal distribution's for the same probability, and the calibrator never
+makes the edge narrower than the policy's ``band``. A series is then judged by how rare a
+score is for that series (``tests/processors/test_rarity_calibration.py``).
 
 Everything starts from a Gaussian prior worth ``PRIOR_POINTS`` points, so a young series
 behaves as a normal one until its own tail is known.
@@ -29,10 +31,11 @@ U = 2.5
 PRIOR_POINTS = 500.0
 """Weight of the Gaussian prior, in points; it fades like any other point."""
 LEARN_CAP = 3.0
-"""A score is learned as at most the current threshold (censored there): one extreme point
-cannot drag the threshold up, and the scorer does not teach flagged points at all (as in
-SPOT, where alarms never enter the peaks set). Recurring spikes still raise the tail, by
-making scores near the threshold common."""
+"""A score is learned as at most this many times the current band edge (censored there, and
+the censoring is accounted for): one absurd point, such as traffic after a week of zeros,
+cannot throw the fit. The scorer teaches the first point of an anomaly but not the rest of
+it. Censoring at the edge itself, or teaching no anomalous point (SPOT's rule), biased the
+tail light: heavy-tailed series then opened up to 7 times their budget."""
 SHAPES = (-0.25, 0.45)
 """Range of the fitted tail shape: the method of moments needs a finite variance (shape
 < 0.5); below 0 the tail is lighter than exponential, as a normal's is at ``U``."""

@@ -265,9 +265,8 @@ class Scorer:
             if self.held.active and moves.closed.any() else None)
         if self.held.active and moves.closed.any():
             held = self.held.closing(part.slots, held, moves.closed)
-        # An anomaly's first point teaches the rarity tail (censored at the threshold, so
-        # it says only "this was exceeded"); the rest of a lasting one does not, or the
-        # next incident would look ordinary.
+        # An anomaly's first point teaches the rarity tail (capped, see ``rarity.LEARN_CAP``);
+        # the rest of a lasting one does not, or the next incident would look ordinary.
         quiet = ~self.hysteresis.is_open(part.slots) | moves.opened
         if not gating:
             was_open = None
