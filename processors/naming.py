@@ -86,6 +86,10 @@ def prometheus_label_name(name: str) -> str:
 
 
 _RESERVED = frozenset({"metric", "detector", "job", "instance"})
+IDENTIFYING_ATTRIBUTES = ("host.name", "k8s.namespace.name", "k8s.pod.name", "container.name")
+"""Resource attributes that tell replicas apart, always labels when present: SDK resource
+detectors set ``host.name`` while ``service.instance.id`` is often missing, and two hosts
+of one service would otherwise share one label set (one of them hidden from scrapes)."""
 
 
 def _unreserved(label: str) -> str:
@@ -95,7 +99,8 @@ def _unreserved(label: str) -> str:
 def prometheus_labels(key: SeriesKey, detector: str, promote: tuple[str, ...] = ()) -> Labels:
     """Labels of a scored series as the exporter shows them, sorted by name.
 
-    Point attributes that clash with a reserved label get an ``attr_`` prefix, so the
+    ``IDENTIFYING_ATTRIBUTES`` and the ``promote`` list of resource attributes become labels
+    when present. Point attributes that clash with a reserved label get an ``attr_`` prefix, so the
     sidecar's own labels are never overwritten; so do names starting with ``__``, which
     Prometheus reserves (a ``__name__`` label fails the whole scrape).
 
@@ -113,7 +118,7 @@ def prometheus_labels(key: SeriesKey, detector: str, promote: tuple[str, ...] = 
     instance = resource.get("service.instance.id", "")
     if instance:
         labels["instance"] = instance
-    for name in promote:
+    for name in (*IDENTIFYING_ATTRIBUTES, *promote):
         if name in resource:
             labels.setdefault(_unreserved(prometheus_label_name(name)), resource[name])
     for name, value in key.attributes:

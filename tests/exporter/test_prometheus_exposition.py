@@ -187,11 +187,30 @@ def test_readyz_answers_503_when_not_ready() -> None:
         io.shutdown(5)
 
 
-def test_series_with_the_same_labels_are_exported_once_and_counted() -> None:
+def test_replicas_told_apart_by_host_name_are_all_exported() -> None:
+    # Two hosts of one service, neither with service.instance.id: both appear, each with
+    # its own value, without any configuration.
     replicas = [
         metrics_request([gauge("cpu", [(SECOND, value)])],
                         {"service.name": "checkout", "host.name": host})
         for host, value in (("a", 0.1), ("b", 0.2))
+    ]
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        for request in replicas:
+            clients.metrics.Export(request, timeout=5)
+        families = scrape(sidecar.metrics_port)
+        values = {s.labels.get("host_name"): s.value
+                  for s in families["otel_anomaly_value"].samples}
+        assert values == {"a": 0.1, "b": 0.2}
+        assert sample_value(families, "otel_anomaly_duplicate_series") == 0
+
+
+def test_series_with_the_same_labels_are_exported_once_and_counted() -> None:
+    # Replicas told apart only by an attribute that is not a label (a process id).
+    replicas = [
+        metrics_request([gauge("cpu", [(SECOND, value)])],
+                        {"service.name": "checkout", "process.pid": pid})
+        for pid, value in ((11, 0.1), (12, 0.2))
     ]
     with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         for request in replicas:
@@ -203,10 +222,10 @@ def test_series_with_the_same_labels_are_exported_once_and_counted() -> None:
             assert len(label_sets) == len(set(label_sets)) == 1, name
         assert sample_value(families, "otel_anomaly_duplicate_series") == 1
         # Promoting the distinguishing attribute makes both series exportable.
-    config = loopback_config({"exposition.promote_resource_attributes": ["host.name"]})
+    config = loopback_config({"exposition.promote_resource_attributes": ["process.pid"]})
     with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         for request in replicas:
             clients.metrics.Export(request, timeout=5)
-        hosts = {s.labels.get("host_name") for s in
-                 scrape(sidecar.metrics_port)["otel_anomaly_value"].samples}
-        assert hosts == {"a", "b"}
+        pids = {s.labels.get("process_pid") for s in
+                scrape(sidecar.metrics_port)["otel_anomaly_value"].samples}
+        assert pids == {"11", "12"}
