@@ -179,10 +179,9 @@ class Engine:
         for service, version, ts in out.versions:
             self.deploys.observe(service, version, ts)
         why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
-        counts = np.array(out.counts, np.float64)
         self._score_points(out.keys, np.array(out.ts, np.int64),
                            np.array(out.values, np.float64), out.exemplars, result,
-                           None if np.isnan(counts).all() else counts)
+                           out.count_array())
         if why and result.events:
             result.events = [_explained(event, why) for event in result.events]
 

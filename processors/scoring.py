@@ -267,7 +267,7 @@ class Scorer:
             held = self.held.closing(part.slots, held, moves.closed)
         # An anomaly's first point teaches the rarity tail (capped, see ``rarity.LEARN_CAP``);
         # the rest of a lasting one does not, or the next incident would look ordinary.
-        quiet = ~self.hysteresis.is_open(part.slots) | moves.opened
+        quiet = ~moves.flag | moves.opened
         if not gating:
             was_open = None
         settled = (

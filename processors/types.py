@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -212,8 +211,8 @@ class Observations:
 
     ``exemplars`` maps a row to the ``(trace_id, span_id)`` it came from (span outliers).
     ``versions`` lists ``(service labels, service.version, earliest point time)`` per
-    resource that carried a version (deploy awareness). ``counts`` holds each point's
-    sample size (the calls or records behind a ratio), NaN where unknown.
+    resource that carried a version (deploy awareness). ``counts`` maps a row to its
+    sample size (the calls or records behind a ratio): sparse, as most points have none.
     """
 
     __slots__ = ("counts", "exemplars", "keys", "ts", "values", "versions")
@@ -222,17 +221,26 @@ class Observations:
         self.keys: list[SeriesKey] = []
         self.ts: list[int] = []
         self.values: list[float] = []
-        self.counts: list[float] = []
+        self.counts: dict[int, float] = {}
         self.exemplars: dict[int, tuple[bytes, bytes]] = {}
         self.versions: list[tuple[Labels, str, int]] = []
 
     def __len__(self) -> int:
         return len(self.keys)
 
-    def add(self, key: SeriesKey, ts_unix_nano: int, value: float, count: float = math.nan,
+    def add(self, key: SeriesKey, ts_unix_nano: int, value: float, count: float | None = None,
             ) -> None:
         """Append one point (``count``: its sample size, if it is a ratio)."""
+        if count is not None:
+            self.counts[len(self.keys)] = count
         self.keys.append(key)
         self.ts.append(ts_unix_nano)
         self.values.append(value)
-        self.counts.append(count)
+
+    def count_array(self) -> NDArray[np.float64] | None:
+        """Sample sizes per row, NaN where unknown; None when no row has one."""
+        if not self.counts:
+            return None
+        out = empty_f64(len(self.keys))
+        out[list(self.counts)] = list(self.counts.values())
+        return out

@@ -79,8 +79,9 @@ class MultivariateStage:
     def observe(self, out: Observations, now: float) -> dict[tuple[SeriesKey, int], Attribution]:
         """Append the score points of the windows ``out`` finished; return why each scored."""
         why: dict[tuple[SeriesKey, int], Attribution] = {}
+        sizes = out.count_array()
         for vector in self.vectors.add(list(out.keys), list(out.ts), list(out.values), now,
-                                       list(out.counts)):
+                                       None if sizes is None else sizes.tolist()):
             model = self.models.get(vector.service)
             if model is None:
                 model = self.models[vector.service] = self._model(FLOORS, self.settings.alpha)
