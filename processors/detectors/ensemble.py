@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
+from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
 from otel_anomaly.processors.series import grown
@@ -297,17 +298,12 @@ class Ensemble(Detector):
         """
         if not self.log_transform:
             return batch
-        values = batch.values
-        with np.errstate(invalid="ignore"):
-            seen = np.sign(values) * np.log1p(np.abs(values) / self.log_offset)
+        seen = log_modulus(batch.values, self.log_offset)
         return SeriesBatch(batch.slots, batch.ts_unix_nano, seen)
 
     def _unseen(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """The inverse of ``_seen`` (an overflow becomes an infinite edge)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            out: NDArray[np.float64] = np.sign(values) * self.log_offset * np.expm1(
-                np.abs(values))
-        return out
+        return inverse_log_modulus(values, self.log_offset)
 
     def agreeing(self, batch: SeriesBatch, band: float) -> list[tuple[str, ...]]:
         """Per row, the members whose own deviation reaches ``band`` sigmas (for people).

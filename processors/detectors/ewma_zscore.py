@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -35,8 +36,8 @@ class EwmaZScore(Detector):
     warmup
         Points a series must have before it is scored.
     log_transform
-        Work on ``log1p(max(x, 0))``: for skewed positive values such as latencies the band
-        becomes multiplicative.
+        Work on the log-modulus ``sign(x) * log1p(|x|)``: for skewed positive values such as
+        latencies the band becomes multiplicative; negative values are mirrored, not clipped.
 
     Examples
     --------
@@ -76,13 +77,10 @@ class EwmaZScore(Detector):
             self._dev = grown(self._dev, needed, 0.0)  # type: ignore[assignment]
 
     def _transform(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        if self.log_transform:
-            with np.errstate(invalid="ignore"):
-                return np.log1p(np.maximum(values, 0.0))
-        return values
+        return log_modulus(values) if self.log_transform else values
 
     def _inverse(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.expm1(values) if self.log_transform else values
+        return inverse_log_modulus(values) if self.log_transform else values
 
     def _state(self, slots: NDArray[np.intp]) -> tuple[NDArray[Any], ...]:
         self._ensure(slots)

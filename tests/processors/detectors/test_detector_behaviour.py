@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from otel_anomaly.processors.detectors import Ensemble, ForecastResidual, SeasonalProfile
+from otel_anomaly.processors.detectors import (
+    Ensemble,
+    EwmaZScore,
+    ForecastResidual,
+    SeasonalProfile,
+)
 from otel_anomaly.processors.testing import SECOND
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -158,3 +163,16 @@ def test_log_ensemble_handles_zeros_and_values_below_zero() -> None:
     assert p.lower[0] < -10.0 < 10.0 < p.upper[0]  # negative values are not cut off
     usual = det.score(SeriesBatch.of([0, 0], [-12.0, 12.0]))
     assert (usual < 3.0).all(), usual  # ordinary values of either sign score as ordinary
+
+
+def test_log_ewma_scores_a_normal_series_below_zero_as_ordinary() -> None:
+    # Clipping negative values to 0 before the log made every point of this series score
+    # about 1e13: the log must be the same mirrored log-modulus the ensemble uses.
+    det = EwmaZScore(warmup=10, log_transform=True)
+    rng = np.random.default_rng(5)
+    det.learn(SeriesBatch.of([0] * 300, rng.normal(-100.0, 2.0, 300)))
+    usual = det.score(SeriesBatch.of([0] * 200, rng.normal(-100.0, 2.0, 200)))
+    assert float(usual.max()) < 6.0, usual.max()
+    p = det.predict(SeriesBatch.of([0], [-100.0]), 3.0)
+    assert p.lower[0] < -100.0 < p.upper[0] < 0.0, (p.lower, p.upper)
+    assert float(det.score(SeriesBatch.of([0], [-150.0]))[0]) > 6.0  # a real drop still scores
