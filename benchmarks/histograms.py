@@ -5,7 +5,7 @@ Usage: .venv/bin/python benchmarks/histograms.py [--series 20] [--days 5] [--war
 
 Each of ``--series`` services exports one cumulative explicit-bucket histogram
 (``http.server.request.duration``, ms) every 30 s of event time, through
-``Engine.ingest_metrics`` (OTLP requests built with opentelemetry-proto, no sleeps). Its
+``Engine.ingest("metrics", ...)`` (OTLP requests built with opentelemetry-proto, no sleeps). Its
 request count per interval follows a daily cycle from about 2 to about 60, and latencies are
 log-normal around the service's own median. Nothing is wrong with any of them, so every
 ``anomaly.open`` after the warm-up days is a false alarm. Printed: opens per series-day for
@@ -83,7 +83,7 @@ def main() -> int:
                 bucket_counts=counts[i].tolist())
             request.resource_metrics.extend(
                 metrics_request([metric], {"service.name": f"svc{i}"}).resource_metrics)
-        for event in engine.ingest_metrics(request).events:
+        for event in engine.ingest("metrics", request).events:
             if event.kind == "open" and event.ts_unix_nano >= warm_ns:
                 opens[event.key.metric.partition(":")[2] or event.key.metric] += 1
     elapsed = time.perf_counter() - started

@@ -144,7 +144,7 @@ def run(days: float, warmup_days: float, seed: int) -> tuple[list[AnomalyEvent],
         for service in range(len(SERVICES)):
             request = traffic.request(service, float(t))
             spans += len(request.resource_spans[0].scope_spans[0].spans)
-            events += engine.ingest_traces(request).events
+            events += engine.ingest("traces", request).events
     return events, spans
 
 

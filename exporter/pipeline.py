@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from otel_anomaly.exporter.errors import ExporterError
 from otel_anomaly.exporter.scores import ScoreTable
-from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, Signal, TracesRequest
+from otel_anomaly.exporter.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.types import AnomalyEvent, IngestResult
@@ -206,7 +206,7 @@ class Pipeline:
             return
         started = time.perf_counter()
         try:
-            result = self._ingest(item.request)
+            result = self._engine.ingest(item.signal, item.request)
             self._publish(item.signal, result, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - any engine failure answers this request only
             self._failed(item.signal, exc)
@@ -214,16 +214,6 @@ class Pipeline:
             item.future.set_exception(exc)
             return
         item.future.set_result(result)
-
-    def _ingest(self, request: Message) -> IngestResult:
-        if isinstance(request, MetricsRequest):
-            return self._engine.ingest_metrics(request)
-        if isinstance(request, TracesRequest):
-            return self._engine.ingest_traces(request)
-        if isinstance(request, LogsRequest):
-            return self._engine.ingest_logs(request)
-        msg = f"unsupported request type {type(request).__name__}"
-        raise TypeError(msg)
 
     def _publish(self, signal: Signal, result: IngestResult, seconds: float) -> None:
         # Evictions first: a slot freed in this call may already hold a new series.

@@ -9,12 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from google.protobuf.message import Message
 from numpy.typing import NDArray
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_anomaly.processors.deploys import DeployTracker
@@ -26,12 +22,11 @@ from otel_anomaly.processors.multivariate import (
     MultivariateStage,
 )
 from otel_anomaly.processors.otlp_common import LATEST_EVENT_TIME_NS, labels_of, service_labels
-from otel_anomaly.processors.otlp_logs import LogsExtractor
-from otel_anomaly.processors.otlp_metrics import MetricsExtractor
-from otel_anomaly.processors.red import TracesExtractor
 from otel_anomaly.processors.scoring import Scorer
 from otel_anomaly.processors.series import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.signals.adapter import AdapterContext, Signal, SignalAdapter
+from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.silence import SilenceWatch
 from otel_anomaly.processors.sources import SourceTable
 from otel_anomaly.processors.types import (
@@ -42,7 +37,6 @@ from otel_anomaly.processors.types import (
     SeriesBatch,
     SeriesKey,
 )
-from otel_anomaly.processors.windows import WindowAggregator
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +56,9 @@ class EngineStats:
 class Engine:
     """Turns OTLP requests into scored series.
 
-    Every signal ends in the same place: extracted points become ``Observations`` and go
-    through ``ingest_series``'s scoring path, which backtests use directly.
+    Every signal ends in the same place: its adapter (``signals.adapter``) turns a request
+    into ``Observations``, which go through ``ingest_series``'s scoring path, the one
+    backtests use directly.
     """
 
     def __init__(self, settings: EngineSettings) -> None:
@@ -73,13 +68,9 @@ class Engine:
         self.scorer = Scorer(multivariate.rules(settings.rules),
                              settings.promote_resource_attributes)
         self._sources = SourceTable(settings.max_series)
-        self._metrics = MetricsExtractor(self._sources)
-        self._traces = TracesExtractor(
-            self._windows(settings.traces_window_s), settings.span_outliers
-        )
-        self._logs = LogsExtractor(
-            self._windows(settings.logs_window_s), self._windows(settings.logs_window_s)
-        )
+        context = AdapterContext(settings, self._sources)
+        self.adapters: dict[Signal, SignalAdapter] = {
+            signal: adapter.create(context) for signal, adapter in ADAPTERS.items()}
         self.deploys = DeployTracker(settings.deploy_grace_s)
         # Per-service vectors span traces and logs: they share the traces window.
         self.multivariate = MultivariateStage(
@@ -93,30 +84,29 @@ class Engine:
         limit = self.settings.latest_event_time
         return LATEST_EVENT_TIME_NS if limit is None else min(LATEST_EVENT_TIME_NS, limit())
 
-    def _windows(self, window_s: float) -> WindowAggregator:
-        return WindowAggregator(int(window_s * 1e9), int(self.settings.lateness_s * 1e9))
+    def ingest(self, signal: Signal, request: Message) -> IngestResult:
+        """Extract, score and learn every item of one request of ``signal``.
 
-    def ingest_metrics(self, request: ExportMetricsServiceRequest) -> IngestResult:
-        """Extract, score and learn every data point of a metrics request."""
-        result, out = IngestResult(), Observations()
-        self._seen(rm.resource for rm in request.resource_metrics)
-        self._metrics.extract(request, out, result, self.settings.clock(), self._latest())
-        self._score(out, result)
-        return result
+        Metrics points are scored as they come; spans and log records go into windows,
+        scored when their window closes. Every item the signal's adapter counts is either
+        accepted or rejected in the result.
 
-    def ingest_traces(self, request: ExportTraceServiceRequest) -> IngestResult:
-        """Aggregate spans into RED windows (scored when they close) and score span outliers."""
+        Raises
+        ------
+        ValueError
+            If no adapter handles ``signal``, or ``request`` is not of its request type.
+        """
+        adapter = self.adapters.get(signal)
+        if adapter is None:
+            msg = f"no adapter for signal {signal!r}; known: {', '.join(self.adapters)}"
+            raise ValueError(msg)
+        if not isinstance(request, adapter.request_type):
+            msg = (f"a {signal} request must be {adapter.request_type.__name__}, "
+                   f"not {type(request).__name__}")
+            raise ValueError(msg)
         result, out = IngestResult(), Observations()
-        self._seen(rs.resource for rs in request.resource_spans)
-        self._traces.extract(request, out, result, self._latest())
-        self._score(out, result)
-        return result
-
-    def ingest_logs(self, request: ExportLogsServiceRequest) -> IngestResult:
-        """Aggregate log records into per-service rate and error-ratio windows."""
-        result, out = IngestResult(), Observations()
-        self._seen(rl.resource for rl in request.resource_logs)
-        self._logs.extract(request, out, result, self._latest())
+        self._seen(adapter.resources(request))
+        adapter.extract(request, out, result, self.settings.clock(), self._latest())
         self._score(out, result)
         return result
 

@@ -1,13 +1,15 @@
-"""OTLP attribute helpers shared by the metrics, traces and logs extractors."""
+"""What the metrics, traces and logs adapters share: resources, attributes, versions, times."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_anomaly.processors.types import Labels
+from otel_anomaly.processors.deploys import split_version
+from otel_anomaly.processors.types import Labels, Observations
 
 
 def any_value_text(value: AnyValue) -> str:
@@ -67,3 +69,29 @@ def service_labels(resource_labels: Labels) -> Labels:
     return tuple(
         (k, v) for k, v in resource_labels if k in ("service.name", "service.namespace")
     )
+
+
+def resource_groups(groups: Iterable[Any]) -> Iterator[tuple[Any, Labels, str]]:
+    """Each resource group of a request (``ResourceMetrics``, ``ResourceSpans``...).
+
+    Yields the group, its labels without ``service.version``, and the version apart: a
+    release must not restart every series.
+    """
+    for group in groups:
+        resource, version = split_version(labels_of(group.resource.attributes))
+        yield group, resource, version
+
+
+def note_version(
+    out: Observations, service: Labels, version: str, times: Iterable[int], latest: int,
+) -> None:
+    """Record that ``service`` ran ``version`` from the earliest usable item time on.
+
+    Items without a usable time (0, or after ``latest``) do not date a deploy; a resource
+    with none of them, or without a version, records nothing.
+    """
+    if not version:
+        return
+    usable = [t for t in times if 0 < t <= latest]
+    if usable:
+        out.versions.append((service, version, min(usable)))

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Iterator
+from typing import ClassVar, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_anomaly.processors.deploys import split_version
-from otel_anomaly.processors.otlp_common import labels_of, service_labels, time_problem
+from otel_anomaly.processors.otlp_common import (
+    note_version,
+    resource_groups,
+    service_labels,
+    time_problem,
+)
+from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
 
@@ -36,33 +43,51 @@ def severity_name(record: LogRecord) -> tuple[str, int]:
 
 
 class LogsExtractor:
-    """Counts records into (service, severity) and per-service windows."""
+    """The logs adapter: records into (service, severity) and per-service windows."""
+
+    signal: ClassVar[Signal] = "logs"
+    request_type: ClassVar[type[ExportLogsServiceRequest]] = ExportLogsServiceRequest
 
     def __init__(self, by_severity: WindowAggregator, by_service: WindowAggregator) -> None:
         self.by_severity = by_severity
         self.by_service = by_service
         self.window_s = by_severity.window_ns / 1e9
 
+    @classmethod
+    def create(cls, context: AdapterContext) -> LogsExtractor:
+        """The engine's logs adapter: windows of ``logs_window_s``."""
+        settings = context.settings
+        window_ns, lateness_ns = int(settings.logs_window_s * 1e9), int(settings.lateness_s * 1e9)
+        by_severity = WindowAggregator(window_ns, lateness_ns)
+        return cls(by_severity, WindowAggregator(window_ns, lateness_ns))
+
+    @staticmethod
+    def count(request: ExportLogsServiceRequest) -> int:
+        """Log records in the request."""
+        return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+
+    @staticmethod
+    def resources(request: ExportLogsServiceRequest) -> Iterator[Resource]:
+        """The resources that sent the request's records."""
+        return (rl.resource for rl in request.resource_logs)
+
     def extract(
         self, request: ExportLogsServiceRequest, out: Observations, result: IngestResult,
-        latest: int,
+        now: float, latest: int,
     ) -> None:
         """Count every record; append the features of windows that closed to ``out``.
 
-        Records stamped after ``latest`` (ns) are rejected, as spans are.
+        Records stamped after ``latest`` (ns) are rejected, as spans are (``now`` is not
+        used: windows run on event time).
         """
-        for rl in request.resource_logs:
-            resource, version = split_version(labels_of(rl.resource.attributes))
+        for rl, resource, version in resource_groups(request.resource_logs):
             service = service_labels(resource)
             for sl in rl.scope_logs:
                 for record in sl.log_records:
                     self._record(service, record, result, latest, resource)
-            if version:
-                times = [r.time_unix_nano or r.observed_time_unix_nano
-                         for sl in rl.scope_logs for r in sl.log_records]
-                usable = [t for t in times if 0 < t <= latest]
-                if usable:
-                    out.versions.append((service, version, min(usable)))
+            note_version(out, service, version,
+                         (r.time_unix_nano or r.observed_time_unix_nano
+                          for sl in rl.scope_logs for r in sl.log_records), latest)
         for cell in self.by_severity.close_ready():
             service, severity = cast(tuple[Labels, Labels], cell.group)
             out.add(SeriesKey(RATE_METRIC, service, severity), cell.end_unix_nano,

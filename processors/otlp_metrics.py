@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -14,16 +15,23 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     DataPointFlags,
     Metric,
 )
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_anomaly.processors.deploys import split_version
 from otel_anomaly.processors.naming import prometheus_metric_name
-from otel_anomaly.processors.otlp_common import labels_of, service_labels, time_problem
+from otel_anomaly.processors.otlp_common import (
+    labels_of,
+    note_version,
+    resource_groups,
+    service_labels,
+    time_problem,
+)
 from otel_anomaly.processors.quantiles import (
     downscale,
     explicit_bucket_quantiles,
     exponential_bucket_quantiles,
     subtract_buckets,
 )
+from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
 from otel_anomaly.processors.sources import (
     FIRST,
     OUT_OF_ORDER,
@@ -43,13 +51,21 @@ _CANONICAL_RESOURCES = 4096
 
 
 def count_points(metric: Metric) -> int:
-    """Data points in a metric; a metric of an unknown type counts as one."""
+    """Data points in a metric.
+
+    A metric of a type this build does not know (no data field it can read) counts as one
+    item, rejected as ``unsupported_type``: its points cannot be counted, and the sender
+    must hear that they were not used.
+    """
     kind = metric.WhichOneof("data")
     return len(getattr(metric, kind).data_points) if kind else 1
 
 
 class MetricsExtractor:
-    """Walks metrics requests; keeps the previous point of each cumulative stream."""
+    """The metrics adapter: walks requests; keeps the previous point of each cumulative stream."""
+
+    signal: ClassVar[Signal] = "metrics"
+    request_type: ClassVar[type[ExportMetricsServiceRequest]] = ExportMetricsServiceRequest
 
     def __init__(self, sources: SourceTable) -> None:
         self.sources = sources
@@ -60,6 +76,22 @@ class MetricsExtractor:
         self.__dict__.update(state)
         self.__dict__.setdefault("_resources", {})
 
+    @classmethod
+    def create(cls, context: AdapterContext) -> MetricsExtractor:
+        """The engine's metrics adapter, on its cumulative-stream table."""
+        return cls(context.sources)
+
+    @staticmethod
+    def count(request: ExportMetricsServiceRequest) -> int:
+        """Data points in the request."""
+        return sum(count_points(metric) for rm in request.resource_metrics
+                   for sm in rm.scope_metrics for metric in sm.metrics)
+
+    @staticmethod
+    def resources(request: ExportMetricsServiceRequest) -> Iterator[Resource]:
+        """The resources that sent the request's points."""
+        return (rm.resource for rm in request.resource_metrics)
+
     def extract(
         self, request: ExportMetricsServiceRequest, out: Observations, result: IngestResult,
         now: float, latest: int,
@@ -68,17 +100,14 @@ class MetricsExtractor:
 
         ``now`` is the ingest clock; points stamped after ``latest`` (ns) are rejected.
         """
-        for rm in request.resource_metrics:
-            # The version is not identity: a release must not restart every series.
-            resource, version = split_version(labels_of(rm.resource.attributes))
-            resource = self._canonical(resource)
+        for rm, labels, version in resource_groups(request.resource_metrics):
+            resource = self._canonical(labels)
             first = len(out)
             for sm in rm.scope_metrics:
                 walk = _Walk(self.sources, resource, out, result, now, latest)
                 for metric in sm.metrics:
                     walk.metric(metric)
-            if version and len(out) > first:
-                out.versions.append((service_labels(resource), version, min(out.ts[first:])))
+            note_version(out, service_labels(resource), version, out.ts[first:], latest)
 
     def _canonical(self, resource: Labels) -> Labels:
         # Every key built from this request then holds the same resource object as the

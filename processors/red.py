@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Iterator
+from typing import ClassVar, cast
 
 import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from otel_anomaly.processors.deploys import split_version
-from otel_anomaly.processors.otlp_common import labels_of, service_labels, time_problem
+from otel_anomaly.processors.otlp_common import (
+    note_version,
+    resource_groups,
+    service_labels,
+    time_problem,
+)
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
+from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
 
@@ -27,33 +34,52 @@ def span_kind_name(kind: int) -> str:
 
 
 class TracesExtractor:
-    """Feeds spans into per-operation windows and yields span-duration outlier points."""
+    """The traces adapter: spans into per-operation windows, and span-duration outliers."""
+
+    signal: ClassVar[Signal] = "traces"
+    request_type: ClassVar[type[ExportTraceServiceRequest]] = ExportTraceServiceRequest
 
     def __init__(self, windows: WindowAggregator, span_outliers: bool) -> None:
         self.windows = windows
         self.span_outliers = span_outliers
         self.window_s = windows.window_ns / 1e9
 
+    @classmethod
+    def create(cls, context: AdapterContext) -> TracesExtractor:
+        """The engine's traces adapter: RED windows of ``traces_window_s``."""
+        settings = context.settings
+        windows = WindowAggregator(int(settings.traces_window_s * 1e9),
+                                   int(settings.lateness_s * 1e9))
+        return cls(windows, settings.span_outliers)
+
+    @staticmethod
+    def count(request: ExportTraceServiceRequest) -> int:
+        """Spans in the request."""
+        return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+    @staticmethod
+    def resources(request: ExportTraceServiceRequest) -> Iterator[Resource]:
+        """The resources that sent the request's spans."""
+        return (rs.resource for rs in request.resource_spans)
+
     def extract(
         self, request: ExportTraceServiceRequest, out: Observations, result: IngestResult,
-        latest: int,
+        now: float, latest: int,
     ) -> None:
         """Count every span into its window; append span outliers' points to ``out``.
 
         Spans stamped after ``latest`` (ns) are rejected: one client's wrong clock must not
-        move the event time that closes every service's windows.
+        move the event time that closes every service's windows. (Windows run on event
+        time: ``now`` is not used.)
         """
-        for rs in request.resource_spans:
-            resource, version = split_version(labels_of(rs.resource.attributes))
+        for rs, resource, version in resource_groups(request.resource_spans):
             service = service_labels(resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     self._span(service, span, out, result, latest, resource)
-            if version:
-                ends = [s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans
-                        if 0 < s.end_time_unix_nano <= latest]
-                if ends:
-                    out.versions.append((service, version, min(ends)))
+            note_version(out, service, version,
+                         (s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans),
+                         latest)
         self.closed_features(self.windows.close_ready(), out)
 
     def _span(

@@ -14,10 +14,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.exporter.signals import (
     SPECS,
-    LogsRequest,
-    MetricsRequest,
     Signal,
-    TracesRequest,
 )
 from otel_anomaly.processors.engine import Engine, EngineStats
 from otel_anomaly.processors.settings import EngineSettings
@@ -33,19 +30,10 @@ class RecordingEngine(Engine):
         self.threads: set[str] = set()
         self.evict_calls = 0
 
-    def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message) -> IngestResult:
         self.threads.add(threading.current_thread().name)
         self.requests.append((signal, request))
         return IngestResult(accepted=SPECS[signal].count(request))
-
-    def ingest_metrics(self, request: MetricsRequest) -> IngestResult:
-        return self._ingest("metrics", request)
-
-    def ingest_traces(self, request: TracesRequest) -> IngestResult:
-        return self._ingest("traces", request)
-
-    def ingest_logs(self, request: LogsRequest) -> IngestResult:
-        return self._ingest("logs", request)
 
     def evict_expired(self) -> NDArray[np.intp]:
         self.evict_calls += 1
@@ -69,10 +57,10 @@ class GatedEngine(RecordingEngine):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message) -> IngestResult:
         self.entered.set()
         self.gate.wait(30)
-        return super()._ingest(signal, request)
+        return super().ingest(signal, request)
 
 
 class FailingEngine(RecordingEngine):
@@ -82,10 +70,10 @@ class FailingEngine(RecordingEngine):
         super().__init__(settings)
         self.failure: Exception | None = ValueError("boom: detector state is inconsistent")
 
-    def _ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message) -> IngestResult:
         if self.failure is not None:
             raise self.failure
-        return super()._ingest(signal, request)
+        return super().ingest(signal, request)
 
 
 class EngineHolder:

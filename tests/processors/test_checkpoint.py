@@ -39,10 +39,10 @@ def test_restored_engine_scores_the_rest_exactly_like_the_original() -> None:
     values = history(rng, 120) + [90.0, 51.0] + history(rng, 20)
     original = Engine(EngineSettings(clock=Clock()))
     for i, v in enumerate(values[:100]):
-        original.ingest_metrics(request(i, v))
+        original.ingest("metrics", request(i, v))
     restored = checkpoint.load(checkpoint.dump(original), EngineSettings(clock=Clock()))
     for i, v in enumerate(values[100:], start=100):
-        a, b = original.ingest_metrics(request(i, v)), restored.ingest_metrics(request(i, v))
+        a, b = original.ingest("metrics", request(i, v)), restored.ingest("metrics", request(i, v))
         np.testing.assert_array_equal(a.scores.score, b.scores.score)
         np.testing.assert_array_equal(a.scores.expected, b.scores.expected)
         assert [(e.kind, e.slot) for e in a.events] == [(e.kind, e.slot) for e in b.events]
@@ -58,14 +58,14 @@ def test_restored_engine_scores_the_rest_exactly_like_the_original() -> None:
 ])
 def test_damaged_checkpoints_are_refused_with_a_reason(damage) -> None:  # noqa: ANN001
     engine = Engine(EngineSettings(clock=Clock()))
-    engine.ingest_metrics(request(0, 1.0))
+    engine.ingest("metrics", request(0, 1.0))
     with pytest.raises(checkpoint.CheckpointError, match="checkpoint"):
         checkpoint.load(damage(checkpoint.dump(engine)), EngineSettings(clock=Clock()))
 
 
 def test_other_detector_rules_are_refused_but_new_alert_policies_are_adopted() -> None:
     engine = Engine(EngineSettings(clock=Clock()))
-    engine.ingest_metrics(request(0, 1.0))
+    engine.ingest("metrics", request(0, 1.0))
     data = checkpoint.dump(engine)
     other = EngineSettings(clock=Clock(), rules=DEFAULT_RULES[1:])
     with pytest.raises(checkpoint.CheckpointError, match="other settings"):
@@ -81,7 +81,7 @@ def test_other_detector_rules_are_refused_but_new_alert_policies_are_adopted() -
 
 def test_idle_time_survives_the_restart_of_the_ingest_clock() -> None:
     engine = Engine(EngineSettings(clock=Clock(5_000.0), series_ttl_s=100.0))
-    engine.ingest_metrics(request(0, 1.0))
+    engine.ingest("metrics", request(0, 1.0))
     engine.settings.clock.now = 5_060.0  # type: ignore[attr-defined]
     data = checkpoint.dump(engine)
     clock = Clock(3.0)  # a new process: the clock starts elsewhere

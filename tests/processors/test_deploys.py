@@ -29,7 +29,7 @@ def feed(engine: Engine, versions: tuple[str, str], spike_at: int | None = None)
             [gauge("process.memory.usage", [((1_000 + i * STEP_S) * SECOND, value)])],
             {"service.name": "cart", "service.version": version},
         )
-        results.append(engine.ingest_metrics(request))
+        results.append(engine.ingest("metrics", request))
     return results
 
 

@@ -94,10 +94,10 @@ def test_traces_and_logs_extractors_send_the_calls_with_the_ratio() -> None:
     traces = red.TracesExtractor(WindowAggregator(WINDOW, 0), span_outliers=False)
     spans = [span("GET /", (100 + i) * SECOND, 1.0, error=i < 3) for i in range(8)]
     traces.extract(traces_request([span("GET /", 95 * SECOND, 1.0), *spans]), Observations(),
-                   IngestResult(), 2**62)
+                   IngestResult(), 0.0, 2**62)
     out = Observations()
     later = [span("GET /", 112 * SECOND, 1.0), span("GET /", 121 * SECOND, 1.0)]
-    traces.extract(traces_request(later), out, IngestResult(), 2**62)
+    traces.extract(traces_request(later), out, IngestResult(), 0.0, 2**62)
     rows = {(k.metric, t): (v, n) for k, t, v, n in zip(out.keys, out.ts, out.values,
                                                          out.count_array(), strict=True)}
     assert rows[(red.ERROR_RATIO_METRIC, 110 * SECOND)] == (3 / 8, 8)
@@ -106,10 +106,10 @@ def test_traces_and_logs_extractors_send_the_calls_with_the_ratio() -> None:
     logs = otlp_logs.LogsExtractor(WindowAggregator(WINDOW, 0), WindowAggregator(WINDOW, 0))
     records = [((101 + 2 * i) * SECOND, 17 if i < 2 else 9) for i in range(5)]
     logs.extract(logs_request([(95 * SECOND, 9), *records]), Observations(), IngestResult(),
-                 2**62)
+                 0.0, 2**62)
     out = Observations()
     logs.extract(logs_request([(112 * SECOND, 9), (121 * SECOND, 9)]), out, IngestResult(),
-                 2**62)
+                 0.0, 2**62)
     i = out.keys.index(SeriesKey(otlp_logs.ERROR_RATIO_METRIC, (("service.name", "test"),), ()))
     assert (out.values[i], out.counts.get(i)) == (2 / 5, 5)
 
@@ -165,7 +165,7 @@ def test_sustained_half_percent_errors_rarely_open_over_many_operation_days() ->
     opened: list[AnomalyEvent] = []
     ratios = 0
     for w in range(windows):
-        result = engine.ingest_traces(traffic.request(w, {}))
+        result = engine.ingest("traces", traffic.request(w, {}))
         opened += _opens(result.events)
         ratios += sum(engine.series_key(slot).metric == red.ERROR_RATIO_METRIC
                       for slot in result.scores.slots.tolist())
@@ -184,7 +184,7 @@ def test_an_error_burst_opens_within_two_minutes() -> None:
         opened_at = None
         for w in range(onset + 12):
             error = {"op-1": burst} if w >= onset else {}
-            events = _opens(engine.ingest_traces(traffic.request(w, error)).events)
+            events = _opens(engine.ingest("traces", traffic.request(w, error)).events)
             early = [e for e in events if w < onset]
             assert not early, early[0].explanation
             if events and opened_at is None:

@@ -90,7 +90,7 @@ def _run(engine: Engine, services: list[str], windows: int, incident: range = ra
         for service in services:
             request = _window_request(service, k, rng, error_p=0.4 if bad else 0.01,
                                       latency_ms=400.0 if bad else 100.0)
-            result = engine.ingest_traces(request)
+            result = engine.ingest("traces", request)
             for row, slot in enumerate(result.scores.slots.tolist()):
                 if engine.series_key(slot).metric == MULTIVARIATE_METRIC:
                     scores.append(float(result.scores.values[row]))

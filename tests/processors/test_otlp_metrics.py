@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
@@ -37,7 +35,7 @@ def _series(result: IngestResult, engine: Engine) -> dict[str, list[float]]:
 
 def test_gauge_points_are_scored_as_they_are() -> None:
     engine = _engine()
-    result = engine.ingest_metrics(metrics_request([
+    result = engine.ingest("metrics", metrics_request([
         gauge("system.cpu.utilization", [(1 * SECOND, 0.5), (2 * SECOND, 0.7)], unit="1")
     ]))
     assert result.accepted == 2 and result.rejected == {}
@@ -51,7 +49,7 @@ def test_cumulative_counter_becomes_rate_without_spike_at_reset() -> None:
     points = [(10 * SECOND, 100.0), (20 * SECOND, 150.0), (30 * SECOND, 250.0),
               (40 * SECOND, 5.0),  # the process restarted: the counter went down
               (50 * SECOND, 55.0)]
-    result = engine.ingest_metrics(metrics_request([counter("app.requests", points)]))
+    result = engine.ingest("metrics", metrics_request([counter("app.requests", points)]))
     assert result.accepted == 5
     assert _series(result, engine) == {"app_requests_total:rate": [5.0, 10.0, 5.0]}
     assert result.skipped == {"first_point": 1, "counter_reset": 1}
@@ -62,8 +60,8 @@ def test_start_time_change_starts_a_new_sequence() -> None:
     first = counter("c", [(10 * SECOND, 100.0), (20 * SECOND, 200.0)], start=1)
     # Same value range, new start time: a restart the value alone would not reveal.
     second = counter("c", [(30 * SECOND, 500.0), (40 * SECOND, 600.0)], start=25 * SECOND)
-    engine.ingest_metrics(metrics_request([first]))
-    result = engine.ingest_metrics(metrics_request([second]))
+    engine.ingest("metrics", metrics_request([first]))
+    result = engine.ingest("metrics", metrics_request([second]))
     assert _series(result, engine) == {"c_total:rate": [10.0]}
     assert result.skipped == {"counter_reset": 1}
 
@@ -74,14 +72,14 @@ def test_delta_counter_rate_uses_its_own_interval() -> None:
     for start, end, value in [(0, 10, 50.0), (10, 20, 100.0)]:
         metric.sum.data_points.add(start_time_unix_nano=start * SECOND + 1,
                                    time_unix_nano=end * SECOND + 1, as_double=value)
-    result = engine.ingest_metrics(metrics_request([metric]))
+    result = engine.ingest("metrics", metrics_request([metric]))
     assert _series(result, engine) == {"d_total:rate": [5.0, 10.0]}
 
 
 def test_out_of_order_and_duplicate_points_are_refused_and_series_intact() -> None:
     engine = _engine()
-    engine.ingest_metrics(metrics_request([gauge("g", [(10 * SECOND, 1.0), (20 * SECOND, 2.0)])]))
-    result = engine.ingest_metrics(metrics_request([
+    engine.ingest("metrics", metrics_request([gauge("g", [(10 * SECOND, 1.0), (20 * SECOND, 2.0)])]))
+    result = engine.ingest("metrics", metrics_request([
         gauge("g", [(20 * SECOND, 9.0), (15 * SECOND, 9.0), (30 * SECOND, 3.0)])
     ]))
     assert result.rejected == {"out_of_order": 2}
@@ -92,18 +90,18 @@ def test_out_of_order_and_duplicate_points_are_refused_and_series_intact() -> No
 
 def test_counter_out_of_order_does_not_corrupt_rate() -> None:
     engine = _engine()
-    engine.ingest_metrics(metrics_request([counter("c", [(10 * SECOND, 100.0),
+    engine.ingest("metrics", metrics_request([counter("c", [(10 * SECOND, 100.0),
                                                          (20 * SECOND, 200.0)])]))
-    late = engine.ingest_metrics(metrics_request([counter("c", [(15 * SECOND, 150.0)])]))
+    late = engine.ingest("metrics", metrics_request([counter("c", [(15 * SECOND, 150.0)])]))
     assert late.rejected == {"out_of_order": 1}
-    result = engine.ingest_metrics(metrics_request([counter("c", [(30 * SECOND, 300.0)])]))
+    result = engine.ingest("metrics", metrics_request([counter("c", [(30 * SECOND, 300.0)])]))
     assert _series(result, engine) == {"c_total:rate": [10.0]}
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_values_are_rejected_by_reason(value: float) -> None:
     engine = _engine()
-    result = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, value), (2 * SECOND, 1.0)])]))
+    result = engine.ingest("metrics", metrics_request([gauge("g", [(SECOND, value), (2 * SECOND, 1.0)])]))
     assert result.rejected == {"non_finite": 1}
     assert result.accepted == 1
     assert result.error_message() == "rejected: 1 non_finite"
@@ -111,12 +109,12 @@ def test_non_finite_values_are_rejected_by_reason(value: float) -> None:
 
 def test_unknown_metric_type_is_rejected() -> None:
     engine = _engine()
-    result = engine.ingest_metrics(metrics_request([Metric(name="empty")]))
+    result = engine.ingest("metrics", metrics_request([Metric(name="empty")]))
     assert result.rejected == {"unsupported_type": 1}
 
 
 def test_empty_request_gives_empty_result() -> None:
-    result = _engine().ingest_metrics(metrics_request([]))
+    result = _engine().ingest("metrics", metrics_request([]))
     assert result.accepted == 0 and result.rejected == {} and len(result.scores) == 0
 
 
@@ -133,7 +131,7 @@ def test_histogram_quantiles_match_the_distribution(sampler, bounds) -> None:  #
     engine = _engine()
     batches = [sampler(rng, 20_000) for _ in range(3)]
     points = [((i + 1) * 10 * SECOND, b) for i, b in enumerate(batches)]
-    result = engine.ingest_metrics(metrics_request([histogram("lat", points, bounds)]))
+    result = engine.ingest("metrics", metrics_request([histogram("lat", points, bounds)]))
     series = _series(result, engine)
     # Cumulative: the first point is the baseline, two intervals follow.
     assert len(series["lat_milliseconds:p99"]) == 2
@@ -164,7 +162,7 @@ def test_exponential_histogram_quantiles() -> None:
     p.positive.offset = offset
     p.positive.bucket_counts.extend(int(c) for c in counts)
     engine = _engine()
-    series = _series(engine.ingest_metrics(metrics_request([metric])), engine)
+    series = _series(engine.ingest("metrics", metrics_request([metric])), engine)
     truth = np.quantile(samples, 0.99)
     assert abs(series["lat_milliseconds:p99"][0] / truth - 1) < base - 1
     assert series["lat_milliseconds:rate"][0] == pytest.approx(5000.0)
@@ -172,8 +170,8 @@ def test_exponential_histogram_quantiles() -> None:
 
 def test_histogram_bucket_layout_change_is_a_reset() -> None:
     engine = _engine()
-    engine.ingest_metrics(metrics_request([histogram("h", [(10 * SECOND, [1.0, 2.0])], [1.5])]))
-    result = engine.ingest_metrics(metrics_request([
+    engine.ingest("metrics", metrics_request([histogram("h", [(10 * SECOND, [1.0, 2.0])], [1.5])]))
+    result = engine.ingest("metrics", metrics_request([
         histogram("h", [(20 * SECOND, [1.0, 2.0, 3.0])], [1.5, 2.5])
     ]))
     assert result.skipped == {"counter_reset": 1}
@@ -184,7 +182,7 @@ def test_series_identity_ignores_attribute_order() -> None:
     engine = _engine()
     a = gauge("g", [(SECOND, 1.0)], attributes={"a": "1", "b": "2"})
     b = gauge("g", [(2 * SECOND, 2.0)], attributes={"b": "2", "a": "1"})
-    result = engine.ingest_metrics(metrics_request([a, b]))
+    result = engine.ingest("metrics", metrics_request([a, b]))
     assert len(set(result.scores.slots.tolist())) == 1
 
 
@@ -207,11 +205,8 @@ def test_attribute_values_of_every_kind_become_label_text() -> None:
 def test_equal_resources_of_later_requests_continue_the_same_series() -> None:
     engine = _engine()
     resource = {"service.name": "api", "host.name": "node-1", "k8s.pod.name": "api-1"}
-    first = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, 1.0)])], resource))
-    # A restored checkpoint from before resources were shared must keep working too.
-    del engine._metrics.__dict__["_resources"]  # noqa: SLF001 - simulating an old checkpoint
-    engine._metrics = pickle.loads(pickle.dumps(engine._metrics))  # noqa: SLF001
-    second = engine.ingest_metrics(metrics_request([gauge("g", [(2 * SECOND, 2.0)])],
+    first = engine.ingest("metrics", metrics_request([gauge("g", [(SECOND, 1.0)])], resource))
+    second = engine.ingest("metrics", metrics_request([gauge("g", [(2 * SECOND, 2.0)])],
                                                    dict(resource)))
     assert second.rejected == {}
     assert first.scores.slots.tolist() == second.scores.slots.tolist()
@@ -224,11 +219,11 @@ def test_a_final_collection_at_shutdown_is_a_partial_interval_not_a_drop() -> No
     # The SDK's shutdown collects 0.3 s after the last export; the traffic had stopped.
     points.append((4 * SECOND + 3 * SECOND // 10, 40.0))
     request = metrics_request([counter("http.server.requests", points)])
-    result = engine.ingest_metrics(request)
+    result = engine.ingest("metrics", request)
     assert _series(result, engine) == {"http_server_requests_total:rate": [10.0, 10.0, 10.0]}
     assert result.skipped == {"first_point": 1, "partial_interval": 1}
     # Had the sender gone on, its next point is rated over both intervals together.
-    later = engine.ingest_metrics(metrics_request([counter("http.server.requests",
+    later = engine.ingest("metrics", metrics_request([counter("http.server.requests",
                                                            [(5 * SECOND, 47.0)])]))
     assert _series(later, engine) == {"http_server_requests_total:rate": [7.0]}
 
@@ -238,6 +233,15 @@ def test_a_histogram_partial_interval_is_folded_into_the_next() -> None:
     points: list[tuple[int, list[float]]] = [(t * SECOND, [50.0] * 10) for t in range(1, 4)]
     points.append((3 * SECOND + SECOND // 10, []))  # 0.1 s later, nothing new
     metric = histogram("http.server.duration", points, [10.0, 100.0], unit="ms")
-    result = engine.ingest_metrics(metrics_request([metric]))
+    result = engine.ingest("metrics", metrics_request([metric]))
     rates = _series(result, engine)["http_server_duration_milliseconds:rate"]
     assert rates == [10.0, 10.0] and result.skipped["partial_interval"] == 1
+
+
+def test_ingest_names_an_unknown_signal_and_a_request_of_another_signal() -> None:
+    engine = _engine()
+    with pytest.raises(ValueError, match="no adapter for signal 'profiles'; known: metrics"):
+        engine.ingest("profiles", metrics_request([]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a traces request must be ExportTraceServiceRequest, "
+                                         "not ExportMetricsServiceRequest"):
+        engine.ingest("traces", metrics_request([]))

@@ -39,10 +39,10 @@ def test_red_features_per_operation_over_event_time_windows() -> None:
     # The service starts at 95 s: its first window, [90, 100), is incomplete (not scored).
     spans = [span("GET /", 95 * SECOND, 1.0)] + [
         span("GET /", (100 + i) * SECOND, 10.0 * (i + 1), error=(i == 0)) for i in range(4)]
-    first = engine.ingest_traces(traces_request(spans))
+    first = engine.ingest("traces", traces_request(spans))
     assert first.accepted == 5 and len(first.scores) == 0  # the window is still open
     # A span in a later window moves the watermark and closes the first window.
-    later = engine.ingest_traces(traces_request([span("GET /", 112 * SECOND, 5.0)]))
+    later = engine.ingest("traces", traces_request([span("GET /", 112 * SECOND, 5.0)]))
     rows = _rows(later, engine)
     assert rows["traces_span_metrics_calls_total:rate"] == [0.4]
     assert rows["traces_span_metrics_error:ratio"] == [0.25]
@@ -54,12 +54,12 @@ def test_red_features_per_operation_over_event_time_windows() -> None:
 
 def test_quiet_operation_reports_zero_calls() -> None:
     engine = _engine(span_outliers=False)
-    engine.ingest_traces(traces_request([span("a", 95 * SECOND, 1.0), span("b", 96 * SECOND, 1.0)]))
-    engine.ingest_traces(traces_request([span("a", 100 * SECOND, 1.0), span("b", 101 * SECOND, 1.0)]))
-    engine.ingest_traces(traces_request([span("b", 110 * SECOND, 1.0)]))
-    engine.ingest_traces(traces_request([span("b", 119 * SECOND, 1.0)]))
+    engine.ingest("traces", traces_request([span("a", 95 * SECOND, 1.0), span("b", 96 * SECOND, 1.0)]))
+    engine.ingest("traces", traces_request([span("a", 100 * SECOND, 1.0), span("b", 101 * SECOND, 1.0)]))
+    engine.ingest("traces", traces_request([span("b", 110 * SECOND, 1.0)]))
+    engine.ingest("traces", traces_request([span("b", 119 * SECOND, 1.0)]))
     # The service still reports: its quiet operation "a" gets a zero, not silence.
-    result = engine.ingest_traces(traces_request([span("b", 121 * SECOND, 1.0)]))
+    result = engine.ingest("traces", traces_request([span("b", 121 * SECOND, 1.0)]))
     calls = {dict(engine.series_key(s).attributes)["span.name"]: v
              for s, v in zip(result.scores.slots.tolist(), result.scores.values.tolist(),
                              strict=True)
@@ -69,9 +69,9 @@ def test_quiet_operation_reports_zero_calls() -> None:
 
 def test_late_span_is_accepted_but_not_aggregated() -> None:
     engine = _engine(span_outliers=False)
-    engine.ingest_traces(traces_request([span("a", 100 * SECOND, 1.0)]))
-    engine.ingest_traces(traces_request([span("a", 130 * SECOND, 1.0)]))
-    result = engine.ingest_traces(traces_request([span("a", 101 * SECOND, 1.0)]))
+    engine.ingest("traces", traces_request([span("a", 100 * SECOND, 1.0)]))
+    engine.ingest("traces", traces_request([span("a", 130 * SECOND, 1.0)]))
+    result = engine.ingest("traces", traces_request([span("a", 101 * SECOND, 1.0)]))
     assert result.accepted == 1 and result.skipped == {"late": 1}
 
 
@@ -80,9 +80,9 @@ def test_span_outlier_carries_trace_and_span_id() -> None:
     rng = np.random.default_rng(0)
     t = 100 * SECOND
     normal = [span("GET /", t + i * SECOND // 10, float(rng.normal(20, 2))) for i in range(100)]
-    engine.ingest_traces(traces_request(normal))
+    engine.ingest("traces", traces_request(normal))
     slow = span("GET /", t + 11 * SECOND, 900.0, trace_id=b"\xab" * 16, span_id=b"\xcd" * 8)
-    result = engine.ingest_traces(traces_request([slow]))
+    result = engine.ingest("traces", traces_request([slow]))
     opened = [e for e in result.events if e.kind == "open"]
     assert len(opened) == 1, result.events
     event = opened[0]
@@ -96,7 +96,7 @@ def test_spans_without_timestamps_are_rejected() -> None:
     bad = span("x", 0, 1.0)
     bad.start_time_unix_nano = 0
     bad.end_time_unix_nano = 0
-    result = engine.ingest_traces(traces_request([bad, span("y", 5 * SECOND, 1.0)]))
+    result = engine.ingest("traces", traces_request([bad, span("y", 5 * SECOND, 1.0)]))
     assert result.rejected == {"missing_timestamp": 1} and result.accepted == 1
 
 
@@ -105,8 +105,8 @@ def test_logs_rate_by_severity_and_error_ratio() -> None:
     info, error = 9, 17
     records = [(95 * SECOND, info)]  # the service's first, incomplete window
     records += [(100 * SECOND + i, info) for i in range(6)] + [(101 * SECOND, error)] * 4
-    engine.ingest_logs(logs_request(records))
-    result = engine.ingest_logs(logs_request([(110 * SECOND, info)]))
+    engine.ingest("logs", logs_request(records))
+    result = engine.ingest("logs", logs_request([(110 * SECOND, info)]))
     rows = {}
     for slot, value in zip(result.scores.slots.tolist(), result.scores.values.tolist(),
                            strict=True):
@@ -122,13 +122,13 @@ def test_one_client_from_the_future_does_not_close_everyones_windows() -> None:
     engine = _engine(latest_event_time=lambda: int((now_s + 600) * 1e9))
     t0 = int(now_s * 1e9) - 60 * SECOND
     a, b = {"service.name": "a"}, {"service.name": "b"}
-    engine.ingest_traces(traces_request([span("GET /", t0 - 5 * SECOND, 5.0)], a))
-    engine.ingest_traces(traces_request([span("GET /", t0, 5.0)], a))
+    engine.ingest("traces", traces_request([span("GET /", t0 - 5 * SECOND, 5.0)], a))
+    engine.ingest("traces", traces_request([span("GET /", t0, 5.0)], a))
     # A client whose clock is a day ahead: rejected, so event time does not jump a day.
-    future = engine.ingest_traces(traces_request([span("GET /", t0 + 86_400 * SECOND, 5.0)], b))
+    future = engine.ingest("traces", traces_request([span("GET /", t0 + 86_400 * SECOND, 5.0)], b))
     assert future.rejected == {"future_timestamp": 1} and future.accepted == 0
     # Everyone else's next spans still count in their windows (they are not "late").
-    later = engine.ingest_traces(traces_request([span("GET /", t0 + 10 * SECOND, 5.0)], a))
+    later = engine.ingest("traces", traces_request([span("GET /", t0 + 10 * SECOND, 5.0)], a))
     assert later.skipped == {} and later.accepted == 1
     calls = [(engine.series_key(slot).resource, value) for slot, value in zip(
         later.scores.slots.tolist(), later.scores.values.tolist(), strict=True)
@@ -139,11 +139,11 @@ def test_one_client_from_the_future_does_not_close_everyones_windows() -> None:
 def test_items_beyond_the_year_2116_are_rejected_on_every_path() -> None:
     engine = _engine()  # a backtest-like engine: no wall clock, only the fixed bound
     far = 2**62 + 1
-    spans = engine.ingest_traces(traces_request([span("x", far, 1.0), span("y", SECOND, 1.0)]))
+    spans = engine.ingest("traces", traces_request([span("x", far, 1.0), span("y", SECOND, 1.0)]))
     assert spans.rejected == {"future_timestamp": 1} and spans.accepted == 1
-    logs = engine.ingest_logs(logs_request([(far, 9), (2**64 - 1, 17), (SECOND, 9)]))
+    logs = engine.ingest("logs", logs_request([(far, 9), (2**64 - 1, 17), (SECOND, 9)]))
     assert logs.rejected == {"future_timestamp": 2} and logs.accepted == 1
-    points = engine.ingest_metrics(metrics_request([gauge("g", [(SECOND, 1.0), (far, 2.0)])]))
+    points = engine.ingest("metrics", metrics_request([gauge("g", [(SECOND, 1.0), (far, 2.0)])]))
     assert points.rejected == {"future_timestamp": 1} and points.accepted == 1
 
 
@@ -175,7 +175,7 @@ def _deliver(
     events: list[AnomalyEvent] = []
     skipped: dict[str, int] = {}
     for _, request in sorted((b for batches in senders for b in batches), key=lambda b: b[0]):
-        result = engine.ingest_traces(request)
+        result = engine.ingest("traces", request)
         events += result.events
         for reason, count in result.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
@@ -239,7 +239,7 @@ def test_an_operation_that_stops_while_its_service_reports_opens_a_throughput_dr
         n = int(rng.integers(38, 43)) if w < 200 else 0
         spans = [span("GET /", w * 10 * SECOND + i * 10 * SECOND // (n + 1), 1.0)
                  for i in range(1, n + 1)] + _spans({"POST /": 2}, w * 10, w * 10 + 10)
-        events += engine.ingest_traces(traces_request(spans)).events
+        events += engine.ingest("traces", traces_request(spans)).events
     drops = [e for e in events if e.kind == "open" and e.key.metric == CALLS]
     assert [(dict(e.key.attributes)["span.name"], e.direction, e.value) for e in drops] == [
         ("GET /", "down", 0.0)]
@@ -250,12 +250,12 @@ def test_a_service_that_goes_silent_opens_once_and_closes_when_it_reports_again(
     engine = Engine(EngineSettings(clock=clock, silence_after_s=60.0, span_outliers=False))
     checkout, payments = {"service.name": "checkout"}, {"service.name": "payments"}
     for i in range(4):
-        engine.ingest_traces(traces_request([span("GET /", (1000 + i) * SECOND, 1.0)], checkout))
-        engine.ingest_logs(logs_request([((1000 + i) * SECOND, 9)], payments))
+        engine.ingest("traces", traces_request([span("GET /", (1000 + i) * SECOND, 1.0)], checkout))
+        engine.ingest("logs", logs_request([((1000 + i) * SECOND, 9)], payments))
         clock.advance(10.0)
     assert clock() == 40.0  # both last reported at 30 s
     clock.advance(25.0)
-    engine.ingest_logs(logs_request([(1100 * SECOND, 9)], payments))  # payments still reports
+    engine.ingest("logs", logs_request([(1100 * SECOND, 9)], payments))  # payments still reports
     assert engine.check_silence(7) == []  # checkout quiet for 35 s: not yet 60 s
     clock.advance(40.0)
     opened = engine.check_silence(7)
@@ -265,9 +265,9 @@ def test_a_service_that_goes_silent_opens_once_and_closes_when_it_reports_again(
         "checkout stopped reporting (no data for 1m15s, usually every 10s)")]
     assert engine.stats().services_silent == 1
     clock.advance(30.0)
-    engine.ingest_logs(logs_request([(1101 * SECOND, 9)], payments))
+    engine.ingest("logs", logs_request([(1101 * SECOND, 9)], payments))
     assert engine.check_silence(8) == []  # one open per silence
-    engine.ingest_traces(traces_request([span("GET /", 1200 * SECOND, 1.0)], checkout))
+    engine.ingest("traces", traces_request([span("GET /", 1200 * SECOND, 1.0)], checkout))
     closed = engine.check_silence(9)
     assert [(e.kind, e.explanation) for e in closed] == [
         ("close", "checkout reports again (after 1m45s without data)")]
@@ -278,7 +278,7 @@ def test_silence_after_zero_never_reports_silence() -> None:
     clock = FakeClock(0.0)
     engine = Engine(EngineSettings(clock=clock, silence_after_s=0.0))
     for i in range(4):
-        engine.ingest_logs(logs_request([((1000 + i) * SECOND, 9)]))
+        engine.ingest("logs", logs_request([((1000 + i) * SECOND, 9)]))
         clock.advance(10.0)
     clock.advance(86_400.0)
     assert engine.check_silence(0) == []

@@ -1,0 +1,1 @@
+"""Telemetry to observations: one adapter per signal, and what they share."""

@@ -1,0 +1,13 @@
+"""Every signal adapter the engine runs, by signal name (see ``signals.adapter``)."""
+
+from __future__ import annotations
+
+from otel_anomaly.processors.otlp_logs import LogsExtractor
+from otel_anomaly.processors.otlp_metrics import MetricsExtractor
+from otel_anomaly.processors.red import TracesExtractor
+from otel_anomaly.processors.signals.adapter import Signal, SignalAdapter
+
+_ADAPTERS: tuple[type[SignalAdapter], ...] = (MetricsExtractor, TracesExtractor, LogsExtractor)
+
+ADAPTERS: dict[Signal, type[SignalAdapter]] = {adapter.signal: adapter for adapter in _ADAPTERS}
+"""Adapter classes by signal, in the order receivers list them."""
