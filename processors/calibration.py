@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,8 +15,8 @@ from otel_anomaly.processors.rarity import (
     point_probability,
     points_to_open,
 )
-from otel_anomaly.processors.series import grown
 from otel_anomaly.processors.settings import AlertPolicy
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.tail_quantile import DeviationScale
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -131,16 +132,20 @@ class Calibrator:
         self.policy = policy
         self.scale = DeviationScale(q=policy.tail_quantile, window=policy.tail_window)
         self.rarity = ScoreTail(window=policy.tail_window)
-        self._magnitude = np.zeros(0, np.float64)
-        self._points = np.zeros(0, np.float64)
+        # Each slot's usual |value|, and how many points it has learned from.
+        self._usual = SlotArrays(magnitude=Column(np.float64, 0.0), points=Column(np.float64, 0.0))
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        # Checkpoints from before rarity calibration load with a fresh (prior) tail.
-        self.__dict__.update(state)
-        if "rarity" not in state:
-            self.rarity = ScoreTail(window=self.policy.tail_window)
-            self._magnitude = np.zeros(0, np.float64)
-            self._points = np.zeros(0, np.float64)
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
+        return {**{f"usual.{k}": v for k, v in self._usual.state_dict().items()},
+                **{f"scale.{k}": v for k, v in self.scale.state_dict().items()},
+                **{f"rarity.{k}": v for k, v in self.rarity.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore the arrays saved by ``state_dict``."""
+        self._usual.load_state_dict(_prefixed(state, "usual."))
+        self.scale.load_state_dict(_prefixed(state, "scale."))
+        self.rarity.load_state_dict(_prefixed(state, "rarity."))
 
     def multiplier(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Band half-width in spread units per slot (detectors that are not self-calibrating)."""
@@ -185,14 +190,8 @@ class Calibrator:
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual ``|value|`` (0 before its first point)."""
-        self._ensure(slots)
-        return self._magnitude[slots]
-
-    def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if len(slots):
-            needed = int(slots.max()) + 1
-            self._magnitude = grown(self._magnitude, needed, 0.0)  # type: ignore[assignment]
-            self._points = grown(self._points, needed, 0.0)  # type: ignore[assignment]
+        self._usual.ensure(slots)
+        return self._usual.magnitude[slots]
 
     def learn(
         self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
@@ -229,13 +228,14 @@ class Calibrator:
         slots = batch.slots[finite]
         if not len(slots):
             return
-        self._ensure(slots)
-        points = self._points[slots] + 1.0
-        self._points[slots] = points
+        usual = self._usual
+        usual.ensure(slots)
+        points = usual.points[slots] + 1.0
+        usual.points[slots] = points
         weight = np.maximum(1.0 / points, 1.0 / MAGNITUDE_MEMORY)
-        typical = self._magnitude[slots]
+        typical = usual.magnitude[slots]
         with np.errstate(over="ignore", invalid="ignore"):
-            self._magnitude[slots] = typical + weight * (np.abs(batch.values[finite]) - typical)
+            usual.magnitude[slots] = typical + weight * (np.abs(batch.values[finite]) - typical)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
@@ -250,6 +250,8 @@ class Calibrator:
             self.scale.reset(slots)
         if detector is None or self._rare(detector):
             self.rarity.reset(slots)
-        self._ensure(slots)
-        self._magnitude[slots] = 0.0
-        self._points[slots] = 0.0
+        self._usual.reset(slots)
+
+
+def _prefixed(state: dict[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

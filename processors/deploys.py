@@ -15,10 +15,13 @@ interleaving during a rolling update mark one deploy, not many.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.state_codec import as_labels
 from otel_anomaly.processors.types import Labels
 
 VERSION_ATTRIBUTE = "service.version"
@@ -66,7 +69,7 @@ class DeployTracker:
         self._deployed_at: dict[Labels, int] = {}
         self._service_of: dict[int, Labels] = {}
         self._slots_of: dict[Labels, set[int]] = {}
-        self._slot_deploy = np.full(0, _NEVER, np.int64)
+        self._slot_deploy = SlotArrays(at=Column(np.int64, _NEVER))  # the last deploy's time
 
     def observe(self, service: Labels, version: str, ts_unix_nano: int) -> None:
         """Note that ``service`` ran ``version`` at ``ts_unix_nano``."""
@@ -85,21 +88,42 @@ class DeployTracker:
         self._deployed_at[service] = ts_unix_nano
         slots = self._slots_of.get(service)
         if slots:
-            self._slot_deploy[np.fromiter(slots, np.intp, len(slots))] = ts_unix_nano
+            self._slot_deploy.at[np.fromiter(slots, np.intp, len(slots))] = ts_unix_nano
 
     def track(self, slots: NDArray[np.intp], services: Sequence[Labels]) -> None:
         """Remember the service of new ``slots`` (a series created after a deploy inherits it)."""
         if self.grace_ns <= 0 or not len(slots):
             return
-        top = int(slots.max()) + 1
-        if top > len(self._slot_deploy):
-            grown = np.full(max(top, 2 * len(self._slot_deploy)), _NEVER, np.int64)
-            grown[: len(self._slot_deploy)] = self._slot_deploy
-            self._slot_deploy = grown
+        self._slot_deploy.ensure(slots)
         for slot, service in zip(slots.tolist(), services, strict=True):
             self._service_of[slot] = service
             self._slots_of.setdefault(service, set()).add(slot)
-            self._slot_deploy[slot] = self._deployed_at.get(service, _NEVER)
+            self._slot_deploy.at[slot] = self._deployed_at.get(service, _NEVER)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Versions and deploy times per service, and each tracked slot's service.
+
+        The grace period is not saved: it is a setting, read afresh after a restore.
+        """
+        return {
+            "deploys_total": self.deploys_total,
+            "versions": [(service, list(seen)) for service, seen in self._versions.items()],
+            "deployed_at": list(self._deployed_at.items()),
+            "service_of": list(self._service_of.items()),
+            "slot_deploy": self._slot_deploy.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        self.deploys_total = int(state["deploys_total"])
+        self._versions = {as_labels(service): dict.fromkeys(map(str, seen))
+                          for service, seen in state["versions"]}
+        self._deployed_at = {as_labels(service): int(ts) for service, ts in state["deployed_at"]}
+        self._service_of = {int(slot): as_labels(service) for slot, service in state["service_of"]}
+        self._slots_of = {}
+        for slot, service in self._service_of.items():
+            self._slots_of.setdefault(service, set()).add(slot)
+        self._slot_deploy.load_state_dict(state["slot_deploy"])
 
     def forget(self, slots: NDArray[np.intp]) -> None:
         """Drop evicted ``slots``."""
@@ -112,7 +136,7 @@ class DeployTracker:
                     if not mine:
                         del self._slots_of[service]
             if slot < len(self._slot_deploy):
-                self._slot_deploy[slot] = _NEVER
+                self._slot_deploy.at[slot] = _NEVER
 
     def in_grace(
         self, slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64]
@@ -121,7 +145,7 @@ class DeployTracker:
         if not self._deployed_at or not len(slots):
             return None
         known = slots < len(self._slot_deploy)
-        deployed = np.where(known, self._slot_deploy[np.where(known, slots, 0)], _NEVER)
+        deployed = np.where(known, self._slot_deploy.at[np.where(known, slots, 0)], _NEVER)
         grace = (deployed <= ts_unix_nano) & (ts_unix_nano < deployed + self.grace_ns)
         return grace if grace.any() else None
 
@@ -134,13 +158,13 @@ class LevelOffsets:
     """
 
     def __init__(self) -> None:
-        self._offset = np.zeros(0)
+        self._offsets = SlotArrays(offset=Column(np.float64, 0.0))
         self.active = False  # no slot has an offset: every method is a no-op
 
     def of(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """The offset of each row's slot (0 for slots never corrected)."""
-        known = slots < len(self._offset)
-        return np.where(known, self._offset[np.where(known, slots, 0)], 0.0)
+        known = slots < len(self._offsets)
+        return np.where(known, self._offsets.offset[np.where(known, slots, 0)], 0.0)
 
     def absorb(
         self, slots: NDArray[np.intp], residuals: NDArray[np.float64],
@@ -151,15 +175,19 @@ class LevelOffsets:
         if not finite.any():
             return
         slots, residuals = slots[finite], residuals[finite]
-        top = int(slots.max()) + 1
-        if top > len(self._offset):
-            grown = np.zeros(max(top, 2 * len(self._offset)))
-            grown[: len(self._offset)] = self._offset
-            self._offset = grown
-        self._offset[slots] += rate * residuals
+        self._offsets.ensure(slots)
+        self._offsets.offset[slots] += rate * residuals
         self.active = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The offsets, and whether any slot has one."""
+        return {"active": self.active, **self._offsets.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        self.active = bool(state["active"])
+        self._offsets.load_state_dict(state)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget the offsets of ``slots`` (evicted or reassigned)."""
-        slots = slots[slots < len(self._offset)]
-        self._offset[slots] = 0.0
+        self._offsets.reset(slots[slots < len(self._offsets)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import Message
@@ -27,6 +28,7 @@ from otel_anomaly.processors.series import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal, SignalAdapter
 from otel_anomaly.processors.signals.registry import ADAPTERS
+from otel_anomaly.processors.signals.span_coverage import SpanCoverage
 from otel_anomaly.processors.silence import SilenceWatch
 from otel_anomaly.processors.sources import SourceTable
 from otel_anomaly.processors.types import (
@@ -68,7 +70,9 @@ class Engine:
         self.scorer = Scorer(multivariate.rules(settings.rules),
                              settings.promote_resource_attributes)
         self._sources = SourceTable(settings.max_series)
-        context = AdapterContext(settings, self._sources)
+        self.span_coverage = SpanCoverage(
+            settings.silence_after_s if settings.silence_after_s > 0 else settings.series_ttl_s)
+        context = AdapterContext(settings, self._sources, self.span_coverage)
         self.adapters: dict[Signal, SignalAdapter] = {
             signal: adapter.create(context) for signal, adapter in ADAPTERS.items()}
         self.deploys = DeployTracker(settings.deploy_grace_s)
@@ -208,6 +212,7 @@ class Engine:
         stale = self.index.expire(now, self.settings.series_ttl_s)
         self._sources.expire(now, self.settings.series_ttl_s)
         self.silence.expire(now, self.settings.series_ttl_s)
+        self.span_coverage.expire(now)
         if self.multivariate is not None:
             self.multivariate.expire(now, self.settings.series_ttl_s)
         if len(stale):
@@ -221,11 +226,56 @@ class Engine:
 
         After a restore the ingest clock has restarted: each series keeps its idle time.
         """
-        self.index.last_seen += delta
+        self.index.shift_clock(delta)
         self._sources.shift_clock(delta)
         self.silence.shift_clock(delta)
+        self.span_coverage.shift_clock(delta)
         if self.multivariate is not None:
             self.multivariate.vectors.shift_clock(delta)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every component's learned state, as a tree of plain values and arrays.
+
+        Settings are not part of it (``processors.checkpoint`` fingerprints them), nor are
+        derived caches (labels, routing, canonical resources). The tree shares structure
+        with the live engine: encode it before the engine ingests again.
+        """
+        return {
+            "index": self.index.state_dict(),
+            "scorer": self.scorer.state_dict(),
+            "sources": self._sources.state_dict(),
+            "adapters": {signal: adapter.state_dict()
+                         for signal, adapter in self.adapters.items()},
+            "span_coverage": self.span_coverage.state_dict(),
+            "deploys": self.deploys.state_dict(),
+            "silence": self.silence.state_dict(),
+            "multivariate": None if self.multivariate is None else self.multivariate.state_dict(),
+            "evicted_total": self._evicted_total,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict`` (into an engine built with equal settings).
+
+        Raises
+        ------
+        ValueError, KeyError, TypeError
+            If ``state`` does not fit this engine's components.
+        """
+        if (state["multivariate"] is None) != (self.multivariate is None):
+            msg = "the saved state and the settings disagree on the multivariate stage"
+            raise ValueError(msg)
+        self.index.load_state_dict(state["index"])
+        live = {slot: self.index.key(slot) for slot in self.index.live_slots().tolist()}
+        self.scorer.load_state_dict(state["scorer"], live)
+        self._sources.load_state_dict(state["sources"])
+        for signal, adapter in self.adapters.items():
+            adapter.load_state_dict(state["adapters"][signal])
+        self.span_coverage.load_state_dict(state["span_coverage"])
+        self.deploys.load_state_dict(state["deploys"])
+        self.silence.load_state_dict(state["silence"])
+        if self.multivariate is not None:
+            self.multivariate.load_state_dict(state["multivariate"])
+        self._evicted_total = int(state["evicted_total"])
 
     def series_key(self, slot: int) -> SeriesKey:
         """Identity of the series in ``slot``."""
@@ -250,6 +300,7 @@ class Engine:
             deploys_total=self.deploys.deploys_total,
             services_silent=self.silence.silent,
         )
+
 
 
 def _explained(

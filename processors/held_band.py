@@ -15,11 +15,14 @@ The exported score and band stay the detector's own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.calibration import Calibrated
-from otel_anomaly.processors.series import grown
+from otel_anomaly.processors.settings import DirectionPolicy
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 
 GROWTH_STEP = 0.5
 """How much further out (in half-widths of the held band) a value must go to count as the
@@ -46,20 +49,23 @@ class HeldBands:
     """
 
     def __init__(self) -> None:
-        self._expected = np.zeros(0)
-        self._lower = np.zeros(0)
-        self._upper = np.zeros(0)
-        self._extreme_ns = np.zeros(0, np.int64)  # when the value last went further out
-        self._peak = np.zeros(0)  # the furthest out it went, in held half-widths
+        self._bands = SlotArrays(
+            expected=Column(np.float64, np.nan),
+            lower=Column(np.float64, np.nan),
+            upper=Column(np.float64, np.nan),
+            extreme_ns=Column(np.int64),  # when the value last went further out
+            peak=Column(np.float64, 0.0),  # the furthest out it went, in held half-widths
+        )
         self.active = False  # no band held anywhere: ``apply`` is a no-op
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        # Checkpoints from before growth tracking held from the opening time.
-        opened = state.pop("_opened_ns", None)
-        self.__dict__.update(state)
-        if opened is not None:
-            self._extreme_ns = opened  # type: ignore[assignment]
-            self._peak = np.ones(len(self._extreme_ns))
+    def state_dict(self) -> dict[str, Any]:
+        """The held bands, and whether any is held."""
+        return {"active": self.active, **self._bands.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        self._bands.load_state_dict(state)
+        self.active = bool(state["active"])
 
     def remember(
         self, slots: NDArray[np.intp], calibrated: Calibrated, ts_unix_nano: NDArray[np.int64]
@@ -67,40 +73,38 @@ class HeldBands:
         """Hold the band of newly opened ``slots`` (the other arguments have their rows)."""
         if not len(slots):
             return
-        needed = int(slots.max()) + 1
-        self._expected = grown(self._expected, needed, np.nan)  # type: ignore[assignment]
-        self._lower = grown(self._lower, needed, np.nan)  # type: ignore[assignment]
-        self._upper = grown(self._upper, needed, np.nan)  # type: ignore[assignment]
-        self._extreme_ns = grown(self._extreme_ns, needed, 0)  # type: ignore[assignment]
-        self._peak = grown(self._peak, needed, 0.0)  # type: ignore[assignment]
-        self._extreme_ns[slots] = ts_unix_nano
-        self._peak[slots] = calibrated.score
-        self._expected[slots] = calibrated.expected
-        self._lower[slots] = calibrated.lower
-        self._upper[slots] = calibrated.upper
+        self._bands.ensure(slots)
+        self._bands.extreme_ns[slots] = ts_unix_nano
+        self._bands.peak[slots] = calibrated.score
+        self._bands.expected[slots] = calibrated.expected
+        self._bands.lower[slots] = calibrated.lower
+        self._bands.upper[slots] = calibrated.upper
         self.active = True
 
     def apply(
         self, slots: NDArray[np.intp], values: NDArray[np.float64], calibrated: Calibrated,
         is_open: NDArray[np.bool_], ts_unix_nano: NDArray[np.int64], hold_s: float,
+        direction: DirectionPolicy = "both",
     ) -> Calibrated:
         """Rows of open anomalies scored against their held band when that scores higher.
 
         A row that goes ``GROWTH_STEP`` further out than the anomaly's furthest so far
-        restarts its ``hold_s``.
+        restarts its ``hold_s``. Only deviations on the rule's ``direction`` count, as for
+        the detector's own score.
         """
-        holding = is_open & (slots < len(self._expected))
+        holding = is_open & (slots < len(self._bands))
         if not holding.any() or hold_s <= 0:
             return calibrated
         at = np.where(holding, slots, 0)
-        score = self._held_score(at, values)
-        growing = holding & (score >= self._peak[at] + GROWTH_STEP)
+        score = self._held_score(at, values, direction)
+        growing = holding & (score >= self._bands.peak[at] + GROWTH_STEP)
         if growing.any():
             grew = at[growing]
-            self._peak[grew] = score[growing]
-            self._extreme_ns[grew] = ts_unix_nano[growing]
-        holding &= ts_unix_nano - self._extreme_ns[at] <= int(hold_s * 1e9)
-        expected, lower, upper = self._expected[at], self._lower[at], self._upper[at]
+            self._bands.peak[grew] = score[growing]
+            self._bands.extreme_ns[grew] = ts_unix_nano[growing]
+        holding &= ts_unix_nano - self._bands.extreme_ns[at] <= int(hold_s * 1e9)
+        bands = self._bands
+        expected, lower, upper = bands.expected[at], bands.lower[at], bands.upper[at]
         use = holding & np.isfinite(score) & (score > calibrated.score)
         if not use.any():
             return calibrated
@@ -109,43 +113,49 @@ class HeldBands:
             np.where(use, upper, calibrated.upper), np.where(use, score, calibrated.score),
         )
 
-    def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64]) -> NDArray[np.float64]:
-        expected, lower, upper = self._expected[at], self._lower[at], self._upper[at]
+    def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
+                    direction: DirectionPolicy) -> NDArray[np.float64]:
+        bands = self._bands
+        expected, lower, upper = bands.expected[at], bands.lower[at], bands.upper[at]
         with np.errstate(divide="ignore", invalid="ignore"):
             dev = values - expected
+            if direction == "up":
+                dev = np.maximum(dev, 0.0)
+            elif direction == "down":
+                dev = np.minimum(dev, 0.0)
             half = np.where(dev >= 0, upper - expected, expected - lower)
             out: NDArray[np.float64] = np.abs(dev) / np.maximum(
                 half, 1e-12 * (1.0 + np.abs(expected)))
         return out
 
-    def outside(self, slots: NDArray[np.intp], values: NDArray[np.float64]) -> NDArray[np.bool_]:
+    def outside(self, slots: NDArray[np.intp], values: NDArray[np.float64],
+                direction: DirectionPolicy = "both") -> NDArray[np.bool_]:
         """Whether each value is still outside the band its slot's anomaly opened against.
 
-        An anomaly that closes while its value is still out there closed because the
-        detector took the new level in: the level is the new baseline.
+        Only the rule's ``direction`` counts. An anomaly that closes while its value is still
+        out there closed because the detector took the new level in: the level is the new
+        baseline.
         """
-        known = slots < len(self._expected)
+        known = slots < len(self._bands)
         at = np.where(known, slots, 0)
         with np.errstate(invalid="ignore"):
-            return known & (self._held_score(at, values) >= 1.0)
+            return known & (self._held_score(at, values, direction) >= 1.0)
 
     def closing(self, slots: NDArray[np.intp], calibrated: Calibrated,
                 closed: NDArray[np.bool_]) -> Calibrated:
         """Rows that close report the band their anomaly was held against."""
-        rows = closed & (slots < len(self._expected))
+        rows = closed & (slots < len(self._bands))
         if not rows.any():
             return calibrated
         at = np.where(rows, slots, 0)
-        use = rows & np.isfinite(self._expected[at])
+        use = rows & np.isfinite(self._bands.expected[at])
         return Calibrated(
-            np.where(use, self._expected[at], calibrated.expected),
-            np.where(use, self._lower[at], calibrated.lower),
-            np.where(use, self._upper[at], calibrated.upper), calibrated.score,
+            np.where(use, self._bands.expected[at], calibrated.expected),
+            np.where(use, self._bands.lower[at], calibrated.lower),
+            np.where(use, self._bands.upper[at], calibrated.upper), calibrated.score,
         )
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget the bands of ``slots``."""
-        slots = slots[slots < len(self._expected)]
-        self._expected[slots] = np.nan
-        self._lower[slots] = np.nan
-        self._upper[slots] = np.nan
+        # Rows not allocated yet hold nothing: resetting them would only allocate them.
+        self._bands.reset(slots[slots < len(self._bands)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
@@ -93,6 +93,16 @@ class LogsExtractor:
             out.add(SeriesKey(RATE_METRIC, service, severity), cell.end_unix_nano,
                     cell.count / self.window_s)
         self._ratios(self.by_service.close_ready(), out)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The open windows, by severity and by service."""
+        return {"by_severity": self.by_severity.state_dict(),
+                "by_service": self.by_service.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the open windows."""
+        self.by_severity.load_state_dict(state["by_severity"])
+        self.by_service.load_state_dict(state["by_service"])
 
     def _record(
         self, service: Labels, record: LogRecord, result: IngestResult, latest: int,

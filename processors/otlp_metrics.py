@@ -14,6 +14,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
     DataPointFlags,
     Metric,
+    ScopeMetrics,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -32,6 +33,7 @@ from otel_anomaly.processors.quantiles import (
     subtract_buckets,
 )
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
+from otel_anomaly.processors.signals.span_coverage import SPANMETRICS_SCOPE, SpanCoverage
 from otel_anomaly.processors.sources import (
     FIRST,
     OUT_OF_ORDER,
@@ -67,19 +69,15 @@ class MetricsExtractor:
     signal: ClassVar[Signal] = "metrics"
     request_type: ClassVar[type[ExportMetricsServiceRequest]] = ExportMetricsServiceRequest
 
-    def __init__(self, sources: SourceTable) -> None:
+    def __init__(self, sources: SourceTable, span_coverage: SpanCoverage | None = None) -> None:
         self.sources = sources
+        self.span_coverage = span_coverage
         self._resources: dict[Labels, Labels] = {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Checkpoints from before resources were made canonical load with none known.
-        self.__dict__.update(state)
-        self.__dict__.setdefault("_resources", {})
 
     @classmethod
     def create(cls, context: AdapterContext) -> MetricsExtractor:
         """The engine's metrics adapter, on its cumulative-stream table."""
-        return cls(context.sources)
+        return cls(context.sources, context.span_coverage)
 
     @staticmethod
     def count(request: ExportMetricsServiceRequest) -> int:
@@ -104,10 +102,27 @@ class MetricsExtractor:
             resource = self._canonical(labels)
             first = len(out)
             for sm in rm.scope_metrics:
+                if self._covered(sm, resource, now):
+                    points = sum(count_points(metric) for metric in sm.metrics)
+                    result.accepted += points
+                    result.skip("covered_by_spans", points)
+                    continue
                 walk = _Walk(self.sources, resource, out, result, now, latest)
                 for metric in sm.metrics:
                     walk.metric(metric)
             note_version(out, service_labels(resource), version, out.ts[first:], latest)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing of its own: stream baselines live in the shared ``SourceTable``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore (the resource cache refills itself)."""
+
+    def _covered(self, scope_metrics: ScopeMetrics, resource: Labels, now: float) -> bool:
+        """Spanmetrics-connector output of a service whose spans are scored already."""
+        return (self.span_coverage is not None and scope_metrics.scope.name == SPANMETRICS_SCOPE
+                and self.span_coverage.covers(service_labels(resource), now))
 
     def _canonical(self, resource: Labels) -> Labels:
         # Every key built from this request then holds the same resource object as the

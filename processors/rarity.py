@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.series import grown_rows
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 
 U = 2.5
 """Scores above this many sigmas make up the tail that is fitted (1.2 % of a normal's)."""
@@ -48,6 +48,8 @@ _TAIL_P = 2.0 * (1.0 - _NORMAL.cdf(U))  # P(|z| > U)
 _MILLS = _NORMAL.pdf(U) / (1.0 - _NORMAL.cdf(U))  # E[z | z > U]
 _PRIOR_M1 = _MILLS - U  # mean excess of |z| over U
 _PRIOR_M2 = 1.0 - U * _MILLS + U * U  # mean squared excess
+_PRIOR_C = PRIOR_POINTS * _TAIL_P
+_PRIOR = (PRIOR_POINTS, _PRIOR_C, _PRIOR_C, _PRIOR_C * _PRIOR_M1, _PRIOR_C * _PRIOR_M2)
 # Decayed: weight, exceedances, exceedances below the cap (uncensored), and the sum and
 # sum of squares of the excesses (censored ones counted up to the cap).
 _W, _C, _U, _S1, _S2 = range(5)
@@ -96,20 +98,11 @@ class ScoreTail:
             raise ValueError(msg)
         self.window = window
         self._keep = 1.0 - 1.0 / window
-        self._state = np.zeros((0, 5), np.float64)
+        # A fresh slot holds the prior.
+        self._slots = SlotArrays(tail=Column(np.float64, _PRIOR, (5,)))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if not len(slots):
-            return
-        needed = int(slots.max()) + 1
-        if needed > len(self._state):
-            old = len(self._state)
-            self._state = grown_rows(self._state, needed, 0.0)  # type: ignore[assignment]
-            self._prime(np.arange(old, len(self._state)))
-
-    def _prime(self, slots: NDArray[np.intp]) -> None:
-        c = PRIOR_POINTS * _TAIL_P
-        self._state[slots] = (PRIOR_POINTS, c, c, c * _PRIOR_M1, c * _PRIOR_M2)
+        self._slots.ensure(slots)
 
     def threshold(self, slots: NDArray[np.intp], p: NDArray[np.float64]) -> NDArray[np.float64]:
         """The score exceeded with probability ``p`` per point, per row. Pure.
@@ -118,7 +111,7 @@ class ScoreTail:
         """
         self._ensure(slots)
         # Floored: after millions of quiet points the decayed sums could underflow to 0.
-        w, c, uncensored, s1, s2 = np.maximum(self._state[slots].T, 1e-300)
+        w, c, uncensored, s1, s2 = np.maximum(self._slots.tail[slots].T, 1e-300)
         rate = c / w
         # Censored excesses count in the sums but not as observed ones: for an exponential
         # tail that is the maximum-likelihood mean excess ("total time on test").
@@ -146,26 +139,25 @@ class ScoreTail:
         cap = LEARN_CAP * edge
         excess = np.maximum(np.minimum(scores, cap) - U, 0.0)
         hit = (excess > 0).astype(np.float64)
-        state = self._state[slots] * self._keep
+        state = self._slots.tail[slots] * self._keep
         state[:, _W] += 1.0
         state[:, _C] += hit
         state[:, _U] += hit * (scores < cap)
         state[:, _S1] += excess
         state[:, _S2] += excess * excess
-        self._state[slots] = state
+        self._slots.tail[slots] = state
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` (back to the prior)."""
-        self._ensure(slots)
-        self._prime(slots)
+        self._slots.reset(slots)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """A copy of the per-slot state."""
-        return {"tail": self._state.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore the state saved by ``state_dict``."""
-        self._state = state["tail"].astype(np.float64, copy=True)
+        self._slots.load_state_dict(state)
 
 
 def point_probability(budget_per_day: float, spacing_s: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,6 +18,7 @@ from otel_anomaly.processors.otlp_common import (
 )
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
+from otel_anomaly.processors.signals.span_coverage import SpanCoverage
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
 
@@ -39,9 +40,11 @@ class TracesExtractor:
     signal: ClassVar[Signal] = "traces"
     request_type: ClassVar[type[ExportTraceServiceRequest]] = ExportTraceServiceRequest
 
-    def __init__(self, windows: WindowAggregator, span_outliers: bool) -> None:
+    def __init__(self, windows: WindowAggregator, span_outliers: bool,
+                 span_coverage: SpanCoverage | None = None) -> None:
         self.windows = windows
         self.span_outliers = span_outliers
+        self.span_coverage = span_coverage
         self.window_s = windows.window_ns / 1e9
 
     @classmethod
@@ -50,7 +53,7 @@ class TracesExtractor:
         settings = context.settings
         windows = WindowAggregator(int(settings.traces_window_s * 1e9),
                                    int(settings.lateness_s * 1e9))
-        return cls(windows, settings.span_outliers)
+        return cls(windows, settings.span_outliers, context.span_coverage)
 
     @staticmethod
     def count(request: ExportTraceServiceRequest) -> int:
@@ -69,18 +72,28 @@ class TracesExtractor:
         """Count every span into its window; append span outliers' points to ``out``.
 
         Spans stamped after ``latest`` (ns) are rejected: one client's wrong clock must not
-        move the event time that closes every service's windows. (Windows run on event
-        time: ``now`` is not used.)
+        move the event time that closes every service's windows. Windows run on event time;
+        ``now`` only dates the services seen sending spans (``span_coverage``).
         """
         for rs, resource, version in resource_groups(request.resource_spans):
             service = service_labels(resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     self._span(service, span, out, result, latest, resource)
+            if self.span_coverage is not None and any(ss.spans for ss in rs.scope_spans):
+                self.span_coverage.saw_spans([service], now)
             note_version(out, service, version,
                          (s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans),
                          latest)
         self.closed_features(self.windows.close_ready(), out)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The open RED windows."""
+        return {"windows": self.windows.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the open RED windows."""
+        self.windows.load_state_dict(state["windows"])
 
     def _span(
         self, service: Labels, span: Span, out: Observations, result: IngestResult, latest: int,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,8 +22,9 @@ from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.explain import explain
 from otel_anomaly.processors.held_band import HeldBands
 from otel_anomaly.processors.naming import prometheus_labels
-from otel_anomaly.processors.series import grown
+from otel_anomaly.processors.round_plan import plan_rounds
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.thresholds import Hysteresis, Transitions
 from otel_anomaly.processors.types import (
     AnomalyEvent,
@@ -62,44 +65,20 @@ class Scorer:
         self.hysteresis = Hysteresis()
         self.offsets = LevelOffsets()
         self.held = HeldBands()
-        self._rule_of = np.zeros(0, np.intp)
-        self._local = np.zeros(0, np.intp)  # the slot's index in its rule's state, -1: none
+        self._per_slot = SlotArrays(
+            rule_of=Column(np.intp),
+            local=Column(np.intp, -1),  # the slot's index in its rule's state, -1: none
+            direction=Column(np.int8),  # +1 / -1: the side an open anomaly is on
+            age=Column(np.int64),  # points scored since the slot was assigned
+        )
         self._next_local = [0] * len(self.rules)
         self._free_local: list[list[int]] = [[] for _ in self.rules]
-        self._direction = np.zeros(0, np.int8)  # +1 / -1: the side an open anomaly is on
-        self._age = np.zeros(0, np.int64)  # points scored since the slot was assigned
         self._agree: dict[int, tuple[str, ...]] = {}  # the last round's event rows
         self._baseline: NDArray[np.bool_] | None = None  # the last round's closes that
         # accepted a new level (the value still outside the band it opened against)
         self._labels: list[Labels] = []
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
-
-    def __getstate__(self) -> dict[str, object]:
-        # Rules come from the settings a checkpoint is restored under (see ``retune``).
-        return {**self.__dict__, "rules": ()}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("_baseline", None)
-        if "_local" not in state:
-            # Checkpoints from before rule-local state indexed every detector by the
-            # engine's slot: keep that layout for the series they hold.
-            n = len(self._rule_of)
-            self._local = np.arange(n, dtype=np.intp)
-            self._next_local = [n] * len(self.detectors)
-            self._free_local = [[] for _ in self.detectors]
-
-    def retune(self, rules: Sequence[DetectorRule]) -> None:
-        """Adopt new alert policies for the same detectors and routing (after a restore)."""
-        same = [(r.name, r.match, r.detector) for r in rules] == [
-            (r.name, r.match, r.detector) for r in self.rules]
-        if self.rules and not same:
-            msg = "retune: rules must keep their names, matches and detectors"
-            raise ValueError(msg)
-        self.rules = tuple(rules)
-        for calibrator, rule in zip(self.calibrators, self.rules, strict=True):
-            calibrator.policy = rule.alert
 
     def rule_for(self, metric: str) -> int:
         """Index of the first rule matching ``metric`` (the last rule if none does)."""
@@ -117,27 +96,28 @@ class Scorer:
         if not len(slots):
             return
         self.forget(slots)
-        needed = int(slots.max()) + 1
-        self._rule_of = grown(self._rule_of, needed, 0)  # type: ignore[assignment]
-        self._local = grown(self._local, needed, -1)  # type: ignore[assignment]
-        self._direction = grown(self._direction, needed, 0)  # type: ignore[assignment]
-        self._age = grown(self._age, needed, 0)  # type: ignore[assignment]
+        per_slot = self._per_slot
+        per_slot.reset(slots)
         rules = [self._route(key.metric) for key in keys]
-        self._rule_of[slots] = rules
-        self._local[slots] = [self._allocate(rule) for rule in rules]
-        self._direction[slots] = 0
-        self._age[slots] = 0
-        if len(self._labels) < needed:
-            self._labels += [()] * (needed - len(self._labels))
-        for slot, key, rule in zip(slots.tolist(), keys, rules, strict=True):
-            self._labels[slot] = prometheus_labels(key, self.rules[rule].detector, self.promote)
+        per_slot.rule_of[slots] = rules
+        per_slot.local[slots] = [self._allocate(rule) for rule in rules]
+        self._label(slots, keys)
         ruled = np.asarray(rules)
         for i, (detector, calibrator) in enumerate(
                 zip(self.detectors, self.calibrators, strict=True)):
-            local = self._local[slots[ruled == i]]
+            local = per_slot.local[slots[ruled == i]]
             if len(local):
                 detector.reset(local)
                 calibrator.reset(local, detector)
+
+    def _label(self, slots: NDArray[np.intp], keys: Sequence[SeriesKey]) -> None:
+        """Compute the Prometheus labels of ``slots`` once, when they are assigned."""
+        needed = int(slots.max()) + 1
+        if len(self._labels) < needed:
+            self._labels += [()] * (needed - len(self._labels))
+        for slot, key in zip(slots.tolist(), keys, strict=True):
+            rule = self.rules[int(self._per_slot.rule_of[slot])]
+            self._labels[slot] = prometheus_labels(key, rule.detector, self.promote)
 
     def _allocate(self, rule: int) -> int:
         free = self._free_local[rule]
@@ -158,13 +138,53 @@ class Scorer:
 
     def forget(self, slots: NDArray[np.intp]) -> None:
         """Drop the state of evicted slots (their rule-local state is freed for reuse)."""
-        known = slots[slots < len(self._local)]
-        for slot in known[self._local[known] >= 0].tolist():
-            self._free_local[int(self._rule_of[slot])].append(int(self._local[slot]))
-        self._local[known] = -1
+        rule_of, local = self._per_slot.rule_of, self._per_slot.local
+        known = slots[slots < len(self._per_slot)]
+        for slot in known[local[known] >= 0].tolist():
+            self._free_local[int(rule_of[slot])].append(int(local[slot]))
+        local[known] = -1
         self.hysteresis.reset(slots)
         self.offsets.reset(slots)
         self.held.reset(slots)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Routing, rule-local allocation, and every detector's, calibrator's and alert state.
+
+        Labels and the routing cache are derived: ``load_state_dict`` recomputes them.
+        """
+        return {
+            "per_slot": self._per_slot.state_dict(),
+            "next_local": list(self._next_local),
+            "free_local": [list(free) for free in self._free_local],
+            "points_scored": self.points_scored,
+            "detectors": [detector.state_dict() for detector in self.detectors],
+            "calibrators": [calibrator.state_dict() for calibrator in self.calibrators],
+            "hysteresis": self.hysteresis.state_dict(),
+            "offsets": self.offsets.state_dict(),
+            "held": self.held.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], live: dict[int, SeriesKey]) -> None:
+        """Restore the state saved by ``state_dict``; ``live``: the key of each live slot."""
+        if len(state["detectors"]) != len(self.detectors):
+            msg = (f"scorer state has {len(state['detectors'])} detectors; the rules have "
+                   f"{len(self.detectors)}")
+            raise ValueError(msg)
+        self._per_slot.load_state_dict(state["per_slot"])
+        self._next_local = [int(n) for n in state["next_local"]]
+        self._free_local = [[int(i) for i in free] for free in state["free_local"]]
+        self.points_scored = int(state["points_scored"])
+        for detector, saved in zip(self.detectors, state["detectors"], strict=True):
+            detector.load_state_dict(saved)
+        for calibrator, saved in zip(self.calibrators, state["calibrators"], strict=True):
+            calibrator.load_state_dict(saved)
+        self.hysteresis.load_state_dict(state["hysteresis"])
+        self.offsets.load_state_dict(state["offsets"])
+        self.held.load_state_dict(state["held"])
+        self._labels = []
+        if live:
+            slots = sorted(live)
+            self._label(np.asarray(slots, np.intp), [live[slot] for slot in slots])
 
     def labels(self, slot: int) -> Labels:
         """Prometheus labels of a slot, computed once when the slot was assigned."""
@@ -173,11 +193,11 @@ class Scorer:
     def count_warming(self, slots: NDArray[np.intp]) -> int:
         """How many of ``slots`` are still warming up."""
         total = 0
-        rules = self._rule_of[slots] if len(slots) else slots
+        rules = self._per_slot.rule_of[slots] if len(slots) else slots
         for i, detector in enumerate(self.detectors):
             mine = slots[rules == i]
             if len(mine):
-                total += int(detector.warming(self._local[mine]).sum())
+                total += int(detector.warming(self._per_slot.local[mine]).sum())
         return total
 
     def run(
@@ -196,7 +216,7 @@ class Scorer:
         n = len(batch)
         # Rows are reordered once so that every round is a contiguous slice (views, no
         # per-round gathers or scatters); outputs are put back in row order at the end.
-        perm, bounds, round_rules = _rounds(self._rule_of[batch.slots], batch.slots)
+        perm, bounds, round_rules = plan_rounds(self._per_slot.rule_of[batch.slots], batch.slots)
         ordered = batch if perm is None else batch.take(perm)
         if grace is not None and perm is not None:
             grace = grace[perm]
@@ -228,79 +248,95 @@ class Scorer:
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,
     ) -> tuple[Calibrated, Calibrated, Transitions]:
-        """One round of distinct slots: predict, calibrate, alert, then learn.
+        """One round of distinct slots: predict, alert, then learn.
 
         Returns the exported band and score, the ones the alert followed, and the moves.
         """
-        rule = self.rules[rule_index]
-        policy = rule.alert
-        detector = self.detectors[rule_index]
-        calibrator = self.calibrators[rule_index]
+        rnd = self._predict(rule_index, part)
+        was_open = self.hysteresis.is_open(part.slots)  # before this round's points
+        held, moves = self._alert(rule_index, rnd, was_open, grace)
+        self._learn(rule_index, rnd, held, moves, was_open, grace)
+        return rnd.shown, held, moves
+
+    def _predict(self, rule_index: int, part: SeriesBatch) -> _Round:
+        """The rule's band and score for each row, as the detector and the outside see them."""
+        detector, calibrator = self.detectors[rule_index], self.calibrators[rule_index]
         shift = self.offsets.of(part.slots) if self.offsets.active else None
         # What the detector and calibrator see: their own slots, the deploy offset removed.
-        seen = SeriesBatch(self._local[part.slots], part.ts_unix_nano,
+        seen = SeriesBatch(self._per_slot.local[part.slots], part.ts_unix_nano,
                            part.values if shift is None else part.values - shift, part.counts)
         spacing = self.hysteresis.spacing_s(part.slots)
         calibrated = calibrator.step(detector, seen, spacing)
         shown = calibrated if shift is None else Calibrated(
             calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
             calibrated.score)
-        gating = policy.learn_gating != "off"
-        was_open = self.hysteresis.is_open(part.slots) if gating or self.held.active else None
-        # The flag and the events follow the band the anomaly opened against; the exported
-        # score and band stay the detector's own (see ``processors.held_band``).
-        held = shown
-        if self.held.active and was_open is not None:
-            held = self.held.apply(part.slots, part.values, shown, was_open,
-                                   part.ts_unix_nano, policy.hold_s)
+        return _Round(part, seen, shift, spacing, calibrated, shown)
+
+    def _alert(
+        self, rule_index: int, rnd: _Round, was_open: NDArray[np.bool_],
+        grace: NDArray[np.bool_] | None,
+    ) -> tuple[Calibrated, Transitions]:
+        """Advance the hysteresis; return the band the alert followed, and the moves.
+
+        The flag and the events follow the band the anomaly opened against; the exported
+        score and band stay the detector's own (see ``processors.held_band``).
+        """
+        policy = self.rules[rule_index].alert
+        part = rnd.part
+        held = rnd.shown
+        if self.held.active:
+            held = self.held.apply(part.slots, part.values, rnd.shown, was_open,
+                                   part.ts_unix_nano, policy.hold_s, policy.direction)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
-        alerting = self._young_damped(part.slots, alerting, ~np.isnan(calibrated.upper))
+        alerting = self._young_damped(part.slots, alerting, ~np.isnan(rnd.calibrated.upper))
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
             self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
-        self._agree = self._agreeing(detector, seen, moves.opened | moves.updated, policy)
+        self._agree = self._agreeing(self.detectors[rule_index], rnd.seen,
+                                     moves.opened | moves.updated, policy)
+        closing = self.held.active and bool(moves.closed.any())
         self._baseline = (
-            moves.closed & self.held.outside(part.slots, part.values)
-            if self.held.active and moves.closed.any() else None)
-        if self.held.active and moves.closed.any():
+            moves.closed & self.held.outside(part.slots, part.values, policy.direction)
+            if closing else None)
+        if closing:
             held = self.held.closing(part.slots, held, moves.closed)
+        return held, moves
+
+    def _learn(
+        self, rule_index: int, rnd: _Round, held: Calibrated, moves: Transitions,
+        was_open: NDArray[np.bool_], grace: NDArray[np.bool_] | None,
+    ) -> None:
+        """Teach the detector and its calibrator the round, as the policy allows."""
+        policy = self.rules[rule_index].alert
+        detector, calibrator = self.detectors[rule_index], self.calibrators[rule_index]
+        slots, calibrated = rnd.part.slots, rnd.calibrated
         # An anomaly's first point teaches the rarity tail (capped, see ``rarity.LEARN_CAP``);
         # the rest of a lasting one does not, or the next incident would look ordinary.
         quiet = ~moves.flag | moves.opened
-        if not gating:
-            was_open = None
         settled = (
-            self.hysteresis.open_for(part.slots) > policy.relearn_after
+            self.hysteresis.open_for(slots) > policy.relearn_after
             if policy.relearn_after > 0 else None
         )
         # Learn gating (one policy, also for the calibration): an open anomaly does not
         # teach the models, until it outlasts ``relearn_after``.
-        if was_open is None:
-            mask = None
-        else:
+        gating = policy.learn_gating != "off"
+        mask = None
+        if gating:
             mask = ~was_open if settled is None else ~was_open | settled
-        if held is not shown and not gating:
-            # A held anomaly teaches the detector only up to the band it opened against,
-            # so an outage does not swell the spreads and tails for the next day.
-            holding = held.expected != shown.expected
-            lo, hi = held.lower - (0.0 if shift is None else shift), held.upper - (
-                0.0 if shift is None else shift)
-            seen = seen.with_values(np.where(
-                holding, np.clip(seen.values, lo, hi), seen.values))
+        lesson = rnd.seen if gating else _held_lesson(rnd, held)
         if grace is None:
-            calibrator.learn(detector, seen, calibrated, mask, spacing, quiet)
-            detector.learn(_gated(seen, calibrated, policy, settled))
-        else:
-            # A deploy's level change goes into the offset; the detector keeps its shape.
-            self.offsets.absorb(part.slots[grace], (seen.values - calibrated.expected)[grace])
-            keep = np.flatnonzero(~grace)
-            kept = _take(calibrated, keep)
-            calibrator.learn(detector, seen.take(keep), kept,
-                             None if mask is None else mask[keep], spacing[keep], quiet[keep])
-            detector.learn(_gated(seen.take(keep), kept, policy,
-                                  None if settled is None else settled[keep]))
-        return shown, held, moves
+            calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet)
+            detector.learn(_gated(lesson, calibrated, policy, settled))
+            return
+        # A deploy's level change goes into the offset; the detector keeps its shape.
+        self.offsets.absorb(slots[grace], (lesson.values - calibrated.expected)[grace])
+        keep = np.flatnonzero(~grace)
+        kept = _take(calibrated, keep)
+        calibrator.learn(detector, lesson.take(keep), kept,
+                         None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep])
+        detector.learn(_gated(lesson.take(keep), kept, policy,
+                              None if settled is None else settled[keep]))
 
     @staticmethod
     def _agreeing(
@@ -318,8 +354,8 @@ class Scorer:
         self, slots: NDArray[np.intp], score: NDArray[np.float64], ready: NDArray[np.bool_],
     ) -> NDArray[np.float64]:
         """Scores of young series divided by up to 2, fading out over ``YOUNG_POINTS``."""
-        age = self._age[slots]
-        self._age[slots] = age + ready
+        age = self._per_slot.age[slots]
+        self._per_slot.age[slots] = age + ready
         young = age < YOUNG_POINTS
         if not young.any():
             return score
@@ -339,8 +375,8 @@ class Scorer:
             )
             value, expected = float(part.values[i]), float(cal.expected[i])
             if kind == "open":
-                self._direction[slot] = 1 if value >= expected else -1
-            up = self._direction[slot] >= 0
+                self._per_slot.direction[slot] = 1 if value >= expected else -1
+            up = self._per_slot.direction[slot] >= 0
             key = key_of(slot)
             fields = {
                 "value": value, "expected": expected, "lower": float(cal.lower[i]),
@@ -361,43 +397,31 @@ class Scorer:
         return events
 
 
-def _rounds(
-    rules: NDArray[np.intp], slots: NDArray[np.intp]
-) -> tuple[NDArray[np.intp] | None, list[int], list[int]]:
-    """Plan a batch's rounds: a row order, round boundaries in it, and each round's rule.
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """One round of distinct slots and the rule's prediction for it."""
 
-    Rounds go by rule, then by occurrence rank (a slot's ``r``-th row is in its rule's
-    ``r``-th round), rows in each round in batch order: the order ``occurrence_rounds``
-    gives per rule. The row order is ``None`` when it is the batch's own (one rule, no
-    repeated slot: a live request).
+    part: SeriesBatch  # engine slots, values as received
+    seen: SeriesBatch  # the rule's own slots, values less the deploy offset
+    shift: NDArray[np.float64] | None  # the deploy offset per row, None: no offsets
+    spacing: NDArray[np.float64]  # each series' usual spacing, seconds
+    calibrated: Calibrated  # band and score around ``seen``
+    shown: Calibrated  # the same, offset restored: what is exported
 
-    Examples
-    --------
-    >>> perm, bounds, rules = _rounds(np.array([1, 0, 1, 1, 0]), np.array([3, 1, 3, 3, 2]))
-    >>> [(rule, perm[a:b].tolist()) for rule, a, b in zip(rules, bounds, bounds[1:])]
-    [(0, [1, 4]), (1, [0]), (1, [2]), (1, [3])]
-    >>> _rounds(np.array([0, 0]), np.array([5, 2]))
-    (None, [0, 2], [0])
+
+def _held_lesson(rnd: _Round, held: Calibrated) -> SeriesBatch:
+    """What the detector learns without learn gating: values clipped to a held band.
+
+    A held anomaly teaches the detector only up to the band it opened against, so an
+    outage does not swell the spreads and tails for the next day.
     """
-    n = len(slots)
-    if n == 0:
-        return None, [0], []
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    first_rule = int(rules[0])
-    one_rule = bool((rules == first_rule).all())
-    if len(starts) == n and one_rule:
-        return None, [0, n], [first_rule]
-    rank = np.empty(n, np.intp)
-    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-    key = rank if one_rule else rules * (int(rank.max()) + 1) + rank
-    perm = np.argsort(key, kind="stable")
-    ordered_key = key[perm]
-    cuts = np.flatnonzero(ordered_key[1:] != ordered_key[:-1]) + 1
-    bounds = [0, *cuts.tolist(), n]
-    round_rules = rules[perm[bounds[:-1]]].tolist()
-    return perm, bounds, round_rules
+    if held is rnd.shown:
+        return rnd.seen
+    seen = rnd.seen
+    holding = held.expected != rnd.shown.expected
+    shift = 0.0 if rnd.shift is None else rnd.shift
+    lo, hi = held.lower - shift, held.upper - shift
+    return seen.with_values(np.where(holding, np.clip(seen.values, lo, hi), seen.values))
 
 
 def _take(cal: Calibrated, rows: NDArray[np.intp]) -> Calibrated:

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.state_codec import as_labels
 from otel_anomaly.processors.types import SeriesKey
-
-
-def grown(array: NDArray[np.generic], needed: int, fill: object) -> NDArray[np.generic]:
-    """Return ``array`` grown geometrically so that index ``needed - 1`` exists."""
-    if needed <= len(array):
-        return array
-    size = max(needed, 2 * len(array), 64)
-    out = np.full(size, fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
-def grown_rows(array: NDArray[np.generic], needed: int, fill: object) -> NDArray[np.generic]:
-    """Like ``grown`` for a 2-D array with one row per slot."""
-    if needed <= len(array):
-        return array
-    size = max(needed, 2 * len(array), 64)
-    out = np.full((size, *array.shape[1:]), fill, dtype=array.dtype)
-    out[: len(array)] = array
-    return out
 
 
 class SeriesIndex:
@@ -53,7 +36,7 @@ class SeriesIndex:
         self._slot_of: dict[SeriesKey, int] = {}
         self._keys: list[SeriesKey | None] = []
         self._free: list[int] = []
-        self.last_seen: NDArray[np.float64] = np.zeros(0, np.float64)
+        self._seen = SlotArrays(last=Column(np.float64, 0.0))  # ingest time, per slot
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -77,8 +60,8 @@ class SeriesIndex:
             slots = self._insert_missing(keys, found, created)
             live = slots[slots >= 0]
         if len(live):
-            self.last_seen = grown(self.last_seen, self.capacity, 0.0)  # type: ignore[assignment]
-            self.last_seen[live] = now
+            self._seen.grow(self.capacity)
+            self._seen.last[live] = now
         return slots, np.asarray(created, np.intp)
 
     def _insert_missing(
@@ -125,7 +108,7 @@ class SeriesIndex:
         live = self.live_slots()
         if not len(live):
             return live
-        stale = live[self.last_seen[live] < now - ttl]
+        stale = live[self._seen.last[live] < now - ttl]
         for slot in stale.tolist():
             key = self._keys[slot]
             if key is not None:
@@ -133,3 +116,23 @@ class SeriesIndex:
             self._keys[slot] = None
             self._free.append(slot)
         return stale
+
+    def shift_clock(self, delta: float) -> None:
+        """Move every "last seen" by ``delta`` seconds (after a restore)."""
+        self._seen.last[:] += delta
+
+    def state_dict(self) -> dict[str, Any]:
+        """Keys by slot (``None`` for a free slot), the free list and the last-seen times."""
+        return {"keys": [None if key is None else [key.metric, key.resource, key.attributes]
+                         for key in self._keys],
+                "free": list(self._free), **self._seen.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict`` (keys come back as ``SeriesKey``)."""
+        keys: list[SeriesKey | None] = [
+            None if key is None else SeriesKey(str(key[0]), as_labels(key[1]), as_labels(key[2]))
+            for key in state["keys"]]
+        self._keys = keys
+        self._free = [int(slot) for slot in state["free"]]
+        self._slot_of = {key: slot for slot, key in enumerate(keys) if key is not None}
+        self._seen.load_state_dict(state)

@@ -15,7 +15,9 @@ no silence.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from otel_anomaly.processors.state_codec import as_labels
 from otel_anomaly.processors.types import AnomalyEvent, EventKind, Labels, SeriesKey
 
 SILENCE_METRIC = "service_reporting:silence_seconds"
@@ -159,6 +161,22 @@ class SilenceWatch:
                  if now - state.last_seen > ttl_s and not state.silent]
         for service in stale:
             del self._services[service]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each watched service's reporting history, and the gaps of silent ones."""
+        return {"services": [(service, s.last_seen, s.reports, s.usual, s.silent, s.resumed)
+                             for service, s in self._services.items()],
+                "gaps": list(self._gaps.items())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict`` (the settings stay this watch's own)."""
+        services: dict[Labels, _Service] = {}
+        for service, last_seen, reports, usual, silent, resumed in state["services"]:
+            watched = services[as_labels(service)] = _Service(float(last_seen))
+            watched.reports, watched.usual = int(reports), float(usual)
+            watched.silent, watched.resumed = bool(silent), bool(resumed)
+        self._services = services
+        self._gaps = {as_labels(service): float(gap) for service, gap in state["gaps"]}
 
     def shift_clock(self, delta: float) -> None:
         """Move every "last seen" by ``delta`` seconds (after a restore)."""

@@ -89,6 +89,20 @@ class SourceTable:
             state.interval = 0
         return (RESET if restarted else "ok"), prev_ts, prev_payload
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each stream's key and last point (the counter baselines), in insertion order."""
+        return {"streams": [(key, s.start, s.last_ts, s.newest_ts, s.payload, s.last_seen,
+                             s.interval) for key, s in self._states.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        states: dict[Hashable, SourceState] = {}
+        for key, start, last_ts, newest_ts, payload, last_seen, interval in state["streams"]:
+            source = SourceState(int(start), int(last_ts), payload, float(last_seen))
+            source.newest_ts, source.interval = int(newest_ts), int(interval)
+            states[key] = source
+        self._states = states
+
     def shift_clock(self, delta: float) -> None:
         """Move every ingest-time "last seen" by ``delta`` seconds (after a restore)."""
         for state in self._states.values():

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.series import grown
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 
 # Geometric bins from _LOW up by _RATIO each: 0.5 ... ~1.1e8 in 86 bins (plus the two open
 # ends). The resolution only matters around and above a Gaussian tail (|z| >= 3).
@@ -58,30 +58,21 @@ class TailQuantile:
         self.q = q
         self.window = window
         self._growth = 1.0 / (1.0 - 1.0 / window)
-        self._hist = np.zeros((0, _BINS + 2), np.float64)
-        self._total = np.zeros(0, np.float64)
-        self._inc = np.ones(0, np.float64)
-        self._n = np.zeros(0, np.int64)
-        self._q = np.zeros(0, np.float64)
+        self._state = SlotArrays(
+            hist=Column(np.float64, 0.0, (_BINS + 2,)),
+            total=Column(np.float64, 0.0),
+            inc=Column(np.float64, 1.0),  # the weight of the next point (see _RESCALE_AT)
+            n=Column(np.int64),
+            q=Column(np.float64, 0.0),  # the cached estimate
+        )
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if not len(slots):
-            return
-        needed = int(slots.max()) + 1
-        if needed > len(self._total):
-            size = max(needed, 2 * len(self._total), 64)
-            hist = np.zeros((size, _BINS + 2), np.float64)
-            hist[: len(self._hist)] = self._hist
-            self._hist = hist
-        self._total = grown(self._total, needed, 0.0)  # type: ignore[assignment]
-        self._inc = grown(self._inc, needed, 1.0)  # type: ignore[assignment]
-        self._n = grown(self._n, needed, 0)  # type: ignore[assignment]
-        self._q = grown(self._q, needed, 0.0)  # type: ignore[assignment]
+        self._state.ensure(slots)
 
     def count(self, slots: NDArray[np.intp]) -> NDArray[np.int64]:
         """Points learned per slot."""
         self._ensure(slots)
-        return self._n[slots].copy()
+        return self._state.n[slots].copy()
 
     def update(self, slots: NDArray[np.intp], scores: NDArray[np.float64]) -> None:
         """Add one score per distinct slot (non-finite scores are ignored)."""
@@ -93,23 +84,23 @@ class TailQuantile:
         with np.errstate(divide="ignore"):
             pos = np.log(np.maximum(scores, 1e-300) / _LOW) / _LOG_RATIO
         b = np.minimum(np.maximum(np.floor(pos).astype(np.int64) + 1, 0), _BINS + 1)
-        inc = self._inc[slots]
-        self._hist[slots, b] += inc
-        self._total[slots] += inc
-        self._n[slots] += 1
+        inc = self._state.inc[slots]
+        self._state.hist[slots, b] += inc
+        self._state.total[slots] += inc
+        self._state.n[slots] += 1
         inc = inc * self._growth
         big = inc > _RESCALE_AT
         if big.any():
             rows = slots[big]
-            self._hist[rows] /= inc[big, None]
-            self._total[rows] /= inc[big]
+            self._state.hist[rows] /= inc[big, None]
+            self._state.total[rows] /= inc[big]
             inc[big] = 1.0
-        self._inc[slots] = inc
-        n = self._n[slots]
-        above = scores >= self._q[slots]
+        self._state.inc[slots] = inc
+        n = self._state.n[slots]
+        above = scores >= self._state.q[slots]
         stale = slots[above | (n <= _EXACT_FOR) | (n % _REFRESH_EVERY == 0)]
         if len(stale):
-            self._q[stale] = self._estimate(stale)
+            self._state.q[stale] = self._estimate(stale)
 
     def quantile(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Current quantile estimate per slot (0 for a slot with no history).
@@ -118,12 +109,12 @@ class TailQuantile:
         the estimate and every 8th update.
         """
         self._ensure(slots)
-        return self._q[slots]
+        return self._state.q[slots]
 
     def _estimate(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        hist = self._hist[slots]
+        hist = self._state.hist[slots]
         cum = np.cumsum(hist, axis=1)
-        rank = self.q * self._total[slots]
+        rank = self.q * self._state.total[slots]
         b = np.minimum((cum < rank[:, None]).sum(axis=1), _BINS + 1)
         rows = np.arange(len(slots))
         before = cum[rows, b] - hist[rows, b]
@@ -133,29 +124,19 @@ class TailQuantile:
         # Bin k >= 1 spans [LOW * R**(k-1), LOW * R**k); the open ends answer their edge.
         edge = np.minimum(np.maximum(b - 1 + frac, 0.0), float(_BINS))
         value = _LOW * np.exp(edge * _LOG_RATIO)
-        return np.where(self._total[slots] > 0, value, 0.0)
+        return np.where(self._state.total[slots] > 0, value, 0.0)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
-        self._ensure(slots)
-        self._hist[slots] = 0.0
-        self._total[slots] = 0.0
-        self._inc[slots] = 1.0
-        self._n[slots] = 0
-        self._q[slots] = 0.0
+        self._state.reset(slots)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {"hist": self._hist.copy(), "total": self._total.copy(),
-                "inc": self._inc.copy(), "n": self._n.copy(), "q": self._q.copy()}
+        return self._state.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
-        self._hist = state["hist"].astype(np.float64, copy=True)
-        self._total = state["total"].astype(np.float64, copy=True)
-        self._inc = state["inc"].astype(np.float64, copy=True)
-        self._n = state["n"].astype(np.int64, copy=True)
-        self._q = state["q"].astype(np.float64, copy=True)
+        self._state.load_state_dict(state)
 
 
 _MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
@@ -194,20 +175,16 @@ class DeviationScale:
     def __init__(self, *, q: float = 0.999, window: int = 2000) -> None:
         self.tails = TailQuantile(q=q, window=window)
         self._gauss = gaussian_abs_quantile(q)
-        self._typical = np.zeros(0, np.float64)
+        self._typical = SlotArrays(typical=Column(np.float64, 0.0))
 
     def multiplier(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Tail widening factor per slot, >= 1."""
         return np.maximum(self.tails.quantile(slots), self._gauss) / self._gauss
 
-    def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if len(slots):
-            self._typical = grown(self._typical, int(slots.max()) + 1, 0.0)  # type: ignore[assignment]
-
     def floor(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Smallest spread (one sigma, in the series' units) per slot."""
-        self._ensure(slots)
-        return (SPREAD_FLOOR * _MAD_TO_SIGMA) * self._typical[slots]
+        self._typical.ensure(slots)
+        return (SPREAD_FLOOR * _MAD_TO_SIGMA) * self._typical.typical[slots]
 
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], resid: NDArray[np.float64]
@@ -215,23 +192,22 @@ class DeviationScale:
         """Learn one deviation per distinct slot: in spread units and in absolute terms."""
         cap = TAIL_GROWTH * np.maximum(self.tails.quantile(slots), self._gauss)
         self.tails.update(slots, np.minimum(z, cap))
-        self._ensure(slots)
+        self._typical.ensure(slots)
         n = self.tails.count(slots)
         weight = np.maximum(1.0 / self.tails.window, 1.0 / np.maximum(n, 1))
-        typical = self._typical[slots]
-        self._typical[slots] = typical + weight * (resid - typical)
+        typical = self._typical.typical[slots]
+        self._typical.typical[slots] = typical + weight * (resid - typical)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
         self.tails.reset(slots)
-        self._ensure(slots)
-        self._typical[slots] = 0.0
+        self._typical.reset(slots)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {**self.tails.state_dict(), "typical": self._typical.copy()}
+        return {**self.tails.state_dict(), **self._typical.state_dict()}
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
         self.tails.load_state_dict(state)
-        self._typical = state["typical"].astype(np.float64, copy=True)
+        self._typical.load_state_dict(state)

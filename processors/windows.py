@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -174,6 +175,32 @@ class WindowAggregator:
         src.incomplete = [(low, high) for low, high in src.incomplete
                           if high >= src.closed_before]
         return closed
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every source's open windows and progress; the window settings are not saved."""
+        sources = [
+            (source, src.newest, list(src.senders.items()),
+             [(start, [(group, c.count, c.errors, list(c.durations)) for group, c in cells.items()])
+              for start, cells in src.open.items()],
+             list(src.incomplete), list(src.last_active.items()), src.closed_before)
+            for source, src in self._sources.items()]
+        return {"sources": sources, "touched": list(self._touched), "newest": self._newest,
+                "forget_at": self._forget_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        sources: dict[Hashable, _Source] = {}
+        for source, newest, senders, windows, incomplete, last_active, closed in state["sources"]:
+            src = sources[source] = _Source(newest=int(newest), closed_before=int(closed))
+            src.senders = {sender: int(ts) for sender, ts in senders}
+            src.open = {int(start): {group: _Cell(int(count), int(errors), list(durations))
+                                     for group, count, errors, durations in cells}
+                        for start, cells in windows}
+            src.incomplete = [(int(low), int(high)) for low, high in incomplete]
+            src.last_active = {group: int(start) for group, start in last_active}
+        self._sources = sources
+        self._touched = set(state["touched"])
+        self._newest, self._forget_at = int(state["newest"]), int(state["forget_at"])
 
     def _forget_quiet(self) -> None:
         """Drop sources quiet for ``forget_after_ns`` of event time (bounds the memory)."""

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.binomial_tail import band_edges, binomial_sigmas
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.series import grown_rows
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 # Per-slot state columns: decayed errors and calls (the base rate), the dispersion's
@@ -166,13 +166,11 @@ class BinomialRatio(Detector):
         self.learn_cap = learn_cap
         self.recent = recent
         self.recent_margin = recent_margin
-        self._state = np.zeros((0, _COLUMNS), np.float64)
+        self._slots = SlotArrays(state=Column(np.float64, 0.0, (_COLUMNS,)))
 
     def _rows(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        if len(slots):
-            self._state = grown_rows(  # type: ignore[assignment]
-                self._state, int(slots.max()) + 1, 0.0)
-        out: NDArray[np.float64] = self._state[slots]
+        self._slots.ensure(slots)
+        out: NDArray[np.float64] = self._slots.state[slots]
         return out
 
     def _model(self, batch: SeriesBatch) -> _Rows:
@@ -255,8 +253,8 @@ class BinomialRatio(Detector):
         # count: an error burst is the anomaly, not the new base rate.
         sd = np.sqrt(expected * (1.0 - rate) * (1.0 + (n - 1.0) * rho))
         k = np.minimum(x * n, expected + self.learn_cap * sd + 1.0)
-        s = self._state[batch.slots] * (1.0 - 1.0 / self.memory)
-        kept_sq = self._state[batch.slots, _EXCESS_SQ]
+        s = self._slots.state[batch.slots] * (1.0 - 1.0 / self.memory)
+        kept_sq = self._slots.state[batch.slots, _EXCESS_SQ]
         s[:, _K] += k
         s[:, _N] += n
         excess = (k - expected) ** 2 - expected * (1.0 - rate)
@@ -267,19 +265,18 @@ class BinomialRatio(Detector):
         s[:, _SIZE] += np.where(sized, n, 0.0)
         s[:, _SIZED] += sized
         # Known sample sizes only: rows without one leave the usual size as it was.
-        kept = self._state[batch.slots]
+        kept = self._slots.state[batch.slots]
         s[:, _SIZE] = np.where(sized, s[:, _SIZE], kept[:, _SIZE])
         s[:, _SIZED] = np.where(sized, s[:, _SIZED], kept[:, _SIZED])
         s[:, _SEEN] = kept[:, _SEEN] + 1.0
         # The recent evidence keeps the errors as they were (it is what detects a burst).
         s[:, _RECENT_K] = recent_k + x * n
         s[:, _RECENT_N] = recent_n + n
-        self._state[batch.slots] = s
+        self._slots.state[batch.slots] = s
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
-        self._rows(slots)
-        self._state[slots] = 0.0
+        self._slots.reset(slots)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until ``warmup`` points and ``warmup_calls`` calls were learned."""
@@ -289,11 +286,11 @@ class BinomialRatio(Detector):
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """A copy of the per-slot state (one row of 10 floats per slot)."""
-        return {"state": self._state.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore the array from ``state_dict``."""
-        self._state = state["state"].astype(np.float64, copy=True)
+        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

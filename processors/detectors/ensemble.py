@@ -14,7 +14,7 @@ from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
-from otel_anomaly.processors.series import grown
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.tail_quantile import DeviationScale
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -201,36 +201,19 @@ class Ensemble(Detector):
         self._persistence = Persistence(
             columns=len(members), alpha=persistence_alpha, level=persistence_level,
             shrink=persistence_shrink, window=persistence_window)
-        self._peak = np.zeros(0, np.float64)
-        self._age = np.zeros(0, np.int64)
+        # The last excursion's score, and the points since.
+        self._slots = SlotArrays(peak=Column(np.float64, 0.0), age=Column(np.int64))
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The members' views of a round, computed to score it and reused to learn it.
         self._memo = RoundMemo()
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Checkpoints pickled before the round memo and persistence existed load as well
-        # (persistence then starts from scratch with the default parameters).
-        self.__dict__.update(state)
-        self.__dict__.setdefault("_memo", RoundMemo())
-        self.__dict__.setdefault("log_transform", False)
-        self.__dict__.setdefault("log_offset", 1.0)
-        if "_persistence" not in state:
-            defaults = type(self).__init__.__kwdefaults__ or {}
-            for name in ("persistence_alpha", "persistence_level", "persistence_shrink",
-                         "persistence_window"):
-                setattr(self, name, defaults[name])
-            self._persistence = Persistence(
-                columns=len(self.members), alpha=self.persistence_alpha,
-                level=self.persistence_level, shrink=self.persistence_shrink,
-                window=self.persistence_window)
-
     def _unscaled(self, batch: SeriesBatch) -> list[tuple[_View, NDArray[np.float64]]]:
         """Per member: its view with unit spreads (floored), and its tail multiplier."""
-        out = self._memo.get(batch)
-        if out is not None:
-            return out  # type: ignore[no-any-return]
-        out = []
+        cached: list[tuple[_View, NDArray[np.float64]]] | None = self._memo.get(batch)
+        if cached is not None:
+            return cached
+        out: list[tuple[_View, NDArray[np.float64]]] = []
         for member, scale in zip(self._members, self._scales, strict=True):
             p = member.predict(batch, 1.0)
             ready = ~np.isnan(p.upper)
@@ -259,16 +242,13 @@ class Ensemble(Detector):
         return views
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if len(slots):
-            needed = int(slots.max()) + 1
-            self._peak = grown(self._peak, needed, 0.0)  # type: ignore[assignment]
-            self._age = grown(self._age, needed, 0)  # type: ignore[assignment]
+        self._slots.ensure(slots)
 
     def _recent_peak(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """The last excursion's score, held ``refractory_hold`` points then decaying."""
         self._ensure(slots)
-        late = np.maximum(self._age[slots] - self.refractory_hold, 0).astype(np.float64)
-        out: NDArray[np.float64] = self._peak[slots] * self.refractory_decay ** late
+        late = np.maximum(self._slots.age[slots] - self.refractory_hold, 0).astype(np.float64)
+        out: NDArray[np.float64] = self._slots.peak[slots] * self.refractory_decay ** late
         return out
 
     def _widening(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -280,7 +260,7 @@ class Ensemble(Detector):
         stretch = np.clip(self._recent_peak(slots) / self.refractory_level, 1.0, _MAX_STRETCH)
         # The points right after an excursion's peak are scored in full: an anomaly that
         # needs several points in a row to open is not stretched away by its own start.
-        return np.where(self._age[slots] < self.refractory_grace, 1.0, stretch)
+        return np.where(self._slots.age[slots] < self.refractory_grace, 1.0, stretch)
 
     @staticmethod
     def _z(view: _View, values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -382,8 +362,8 @@ class Ensemble(Detector):
             z = self._combine(scaled, zs)
             recent = self._recent_peak(batch.slots)
             new = z >= recent
-            self._peak[batch.slots] = np.where(new, z, self._peak[batch.slots])
-            self._age[batch.slots] = np.where(new, 0, self._age[batch.slots] + 1)
+            self._slots.peak[batch.slots] = np.where(new, z, self._slots.peak[batch.slots])
+            self._slots.age[batch.slots] = np.where(new, 0, self._slots.age[batch.slots] + 1)
         if self.persistence_alpha > 0:
             signed = np.stack([np.where(batch.values >= view.expected, z, -z)
                                for view, z in zip(scaled, zs, strict=True)], axis=1)
@@ -406,9 +386,7 @@ class Ensemble(Detector):
             member.reset(slots)
             scale.reset(slots)
         self._persistence.reset(slots)
-        self._ensure(slots)
-        self._peak[slots] = 0.0
-        self._age[slots] = 0
+        self._slots.reset(slots)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True while every member warms up."""
@@ -419,7 +397,7 @@ class Ensemble(Detector):
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Members' and scales' arrays, prefixed ``m<i>.`` and ``s<i>.``."""
-        out: dict[str, NDArray[Any]] = {"peak": self._peak.copy(), "age": self._age.copy()}
+        out = self._slots.state_dict()
         out |= {f"p.{k}": v for k, v in self._persistence.state_dict().items()}
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             out |= {f"m{i}.{k}": v for k, v in member.state_dict().items()}
@@ -429,8 +407,7 @@ class Ensemble(Detector):
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
         self._memo.clear()
-        self._peak = state["peak"].astype(np.float64, copy=True)
-        self._age = state["age"].astype(np.int64, copy=True)
+        self._slots.load_state_dict(state)
         self._persistence.load_state_dict(_prefixed(state, "p."))
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             member.load_state_dict(_prefixed(state, f"m{i}."))

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
-from otel_anomaly.processors.series import grown
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 # Mean absolute deviation of a normal distribution is sigma * sqrt(2 / pi).
@@ -65,16 +65,11 @@ class EwmaZScore(Detector):
         self.alpha = alpha
         self.warmup = warmup
         self.log_transform = log_transform
-        self._n = np.zeros(0, np.int64)
-        self._mean = np.zeros(0, np.float64)
-        self._dev = np.zeros(0, np.float64)
+        self._slots = SlotArrays(
+            n=Column(np.int64), mean=Column(np.float64, 0.0), dev=Column(np.float64, 0.0))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if len(slots):
-            needed = int(slots.max()) + 1
-            self._n = grown(self._n, needed, 0)  # type: ignore[assignment]
-            self._mean = grown(self._mean, needed, 0.0)  # type: ignore[assignment]
-            self._dev = grown(self._dev, needed, 0.0)  # type: ignore[assignment]
+        self._slots.ensure(slots)
 
     def _transform(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         return log_modulus(values) if self.log_transform else values
@@ -84,9 +79,9 @@ class EwmaZScore(Detector):
 
     def _state(self, slots: NDArray[np.intp]) -> tuple[NDArray[Any], ...]:
         self._ensure(slots)
-        mean = self._mean[slots]
-        sigma = np.maximum(self._dev[slots] * _MAD_TO_SIGMA, _TINY * (1.0 + np.abs(mean)))
-        return self._n[slots], mean, sigma
+        mean = self._slots.mean[slots]
+        sigma = np.maximum(self._slots.dev[slots] * _MAD_TO_SIGMA, _TINY * (1.0 + np.abs(mean)))
+        return self._slots.n[slots], mean, sigma
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """Expected value and band per row (NaN band while warming). Pure."""
@@ -110,42 +105,37 @@ class EwmaZScore(Detector):
         slots = batch.slots
         self._ensure(slots)
         y = self._transform(batch.values)
-        n = self._n[slots] + 1
+        n = self._slots.n[slots] + 1
         # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
         weight = np.maximum(self.alpha, 1.0 / n)
-        diff = y - self._mean[slots]
-        self._mean[slots] += weight * diff
+        diff = y - self._slots.mean[slots]
+        self._slots.mean[slots] += weight * diff
         # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
         # does not widen the band for the points after it. Not before warm-up, when the
         # spread itself is still being found.
-        dev = self._dev[slots]
+        dev = self._slots.dev[slots]
         cap = np.where(n > self.warmup, _HUBER_SIGMAS * _MAD_TO_SIGMA * dev, np.inf)
         step = weight * (np.minimum(np.abs(diff), cap) - dev)
         # The first point has no deviation to learn from.
-        self._dev[slots] = dev + np.where(n > 1, step, 0.0)
-        self._n[slots] = n
+        self._slots.dev[slots] = dev + np.where(n > 1, step, 0.0)
+        self._slots.n[slots] = n
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
-        self._ensure(slots)
-        self._n[slots] = 0
-        self._mean[slots] = 0.0
-        self._dev[slots] = 0.0
+        self._slots.reset(slots)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
-        return self._n[slots] < self.warmup
+        return self._slots.n[slots] < self.warmup
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {"n": self._n.copy(), "mean": self._mean.copy(), "dev": self._dev.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
-        self._n = state["n"].astype(np.int64, copy=True)
-        self._mean = state["mean"].astype(np.float64, copy=True)
-        self._dev = state["dev"].astype(np.float64, copy=True)
+        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.series import grown, grown_rows
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 _MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
@@ -89,54 +89,45 @@ class ForecastResidual(Detector):
         self.alpha = alpha
         self.warmup = warmup
         d = order + 1
-        self._n = np.zeros(0, np.int64)
-        self._level = np.zeros(0, np.float64)
-        self._scale = np.zeros(0, np.float64)
-        self._dev = np.zeros(0, np.float64)
-        self._lags = np.zeros((0, order), np.float64)  # newest first, in original units
-        self._w = np.zeros((0, d), np.float64)
-        self._p = np.zeros((0, d, d), np.float64)
+        self._slots = SlotArrays(
+            n=Column(np.int64),
+            level=Column(np.float64, 0.0),
+            scale=Column(np.float64, 0.0),
+            dev=Column(np.float64, 0.0),
+            lags=Column(np.float64, 0.0, (order,)),  # newest first, in original units
+            w=Column(np.float64, 0.0, (d,)),
+            p=Column(np.float64, _P_INIT * np.eye(d), (d, d)),
+        )
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if not len(slots):
-            return
-        needed = int(slots.max()) + 1
-        self._n = grown(self._n, needed, 0)  # type: ignore[assignment]
-        self._level = grown(self._level, needed, 0.0)  # type: ignore[assignment]
-        self._scale = grown(self._scale, needed, 0.0)  # type: ignore[assignment]
-        self._dev = grown(self._dev, needed, 0.0)  # type: ignore[assignment]
-        self._lags = grown_rows(self._lags, needed, 0.0)  # type: ignore[assignment]
-        self._w = grown_rows(self._w, needed, 0.0)  # type: ignore[assignment]
-        if len(self._p) < len(self._n):
-            p = np.zeros((len(self._n), self.order + 1, self.order + 1))
-            p[: len(self._p)] = self._p
-            p[len(self._p):] = _P_INIT * np.eye(self.order + 1)
-            self._p = p
+        self._slots.ensure(slots)
 
     def _features(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Intercept and normalised lags per row."""
-        scale = self._scale[slots, None] + _TINY * (1.0 + np.abs(self._level[slots, None]))
-        lags = (self._lags[slots] - self._level[slots, None]) / scale
+        level = self._slots.level[slots, None]
+        scale = self._slots.scale[slots, None] + _TINY * (1.0 + np.abs(level))
+        lags = (self._slots.lags[slots] - level) / scale
         return np.concatenate([np.ones((len(slots), 1)), lags], axis=1)
 
     def _forecast(self, slots: NDArray[np.intp]) -> tuple[NDArray[Any], ...]:
         """Forecast, sigma (original units) and the features they came from."""
         self._ensure(slots)
         phi = self._features(slots)
-        scale = self._scale[slots] + _TINY * (1.0 + np.abs(self._level[slots]))
+        level = self._slots.level[slots]
+        scale = self._slots.scale[slots] + _TINY * (1.0 + np.abs(level))
         with np.errstate(over="ignore", invalid="ignore"):
-            forecast = self._level[slots] + scale * np.einsum("ij,ij->i", self._w[slots], phi)
-        sigma = np.maximum(self._dev[slots] * _MAD_TO_SIGMA,
+            forecast = level + scale * np.einsum("ij,ij->i", self._slots.w[slots], phi)
+        sigma = np.maximum(self._slots.dev[slots] * _MAD_TO_SIGMA,
                            _TINY * (1.0 + np.abs(forecast)))
         return forecast, sigma, phi
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """The forecast and ``forecast +- band * sigma`` (NaN band while warming). Pure."""
         forecast, sigma, _ = self._forecast(batch.slots)
-        n = self._n[batch.slots]
+        n = self._slots.n[batch.slots]
         ready = n >= self.warmup
-        expected = np.where(n > self.order, forecast, np.where(n > 0, self._level[batch.slots],
-                                                               np.nan))
+        level = self._slots.level[batch.slots]
+        expected = np.where(n > self.order, forecast, np.where(n > 0, level, np.nan))
         with np.errstate(over="ignore", invalid="ignore"):
             lower = np.where(ready, forecast - band * sigma, np.nan)
             upper = np.where(ready, forecast + band * sigma, np.nan)
@@ -147,67 +138,60 @@ class ForecastResidual(Detector):
         forecast, sigma, _ = self._forecast(batch.slots)
         with np.errstate(invalid="ignore", over="ignore"):
             z = np.abs(batch.values - forecast) / sigma
-        z = np.where(self._n[batch.slots] >= self.warmup, z, 0.0)
+        z = np.where(self._slots.n[batch.slots] >= self.warmup, z, 0.0)
         return np.where(np.isfinite(batch.values), z, np.nan)
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
         slots, x = batch.slots, batch.values
         forecast, sigma, phi = self._forecast(slots)
-        n = self._n[slots] + 1
+        n = self._slots.n[slots] + 1
         fitted = n > self.order + 1  # the lags are all real values
         resid = x - forecast
         cap = np.where(n > self.warmup, _HUBER_SIGMAS * sigma, np.inf)
         capped = np.clip(resid, -cap, cap)
         # Spread: plain averaging at first, then alpha; only once the lags are real.
-        dev = self._dev[slots]
+        dev = self._slots.dev[slots]
         weight = np.maximum(self.alpha, 1.0 / np.maximum(n - self.order - 1, 1))
-        self._dev[slots] = np.where(fitted, dev + weight * (np.abs(capped) - dev), dev)
+        self._slots.dev[slots] = np.where(fitted, dev + weight * (np.abs(capped) - dev), dev)
         # Recursive least squares on the normalised target (capped residual).
-        scale = self._scale[slots] + _TINY * (1.0 + np.abs(self._level[slots]))
+        scale = self._slots.scale[slots] + _TINY * (1.0 + np.abs(self._slots.level[slots]))
         err = np.where(fitted, capped / scale, 0.0)
-        p = self._p[slots]
+        p = self._slots.p[slots]
         p_phi = np.einsum("ijk,ik->ij", p, phi)
         gain = p_phi / (self.forgetting + np.einsum("ij,ij->i", phi, p_phi))[:, None]
-        self._w[slots] += np.where(fitted[:, None], gain * err[:, None], 0.0)
+        self._slots.w[slots] += np.where(fitted[:, None], gain * err[:, None], 0.0)
         new_p = (p - gain[:, :, None] * p_phi[:, None, :]) / self.forgetting
         # Wind-up guard: without excitation P grows as 1 / forgetting**t; freeze it then.
         trace = np.einsum("ijj->i", new_p)
         keep = fitted & np.isfinite(trace) & (trace < _P_MAX)
-        self._p[slots] = np.where(keep[:, None, None], new_p, p)
+        self._slots.p[slots] = np.where(keep[:, None, None], new_p, p)
         # Normalising level and scale (plain averages at first), then the lag window.
-        level = self._level[slots]
+        level = self._slots.level[slots]
         lw = np.maximum(_LEVEL_ALPHA, 1.0 / n)
-        self._level[slots] = level + lw * (x - level)
-        self._scale[slots] = np.where(n > 1, self._scale[slots]
-                                      + lw * (np.abs(x - level) - self._scale[slots]), 0.0)
-        lags = self._lags[slots]
+        self._slots.level[slots] = level + lw * (x - level)
+        self._slots.scale[slots] = np.where(n > 1, self._slots.scale[slots]
+                                      + lw * (np.abs(x - level) - self._slots.scale[slots]), 0.0)
+        lags = self._slots.lags[slots]
         lags = np.where((n == 1)[:, None], x[:, None], lags)  # pad with the first value
-        self._lags[slots] = np.concatenate([x[:, None], lags[:, :-1]], axis=1)
-        self._n[slots] = n
+        self._slots.lags[slots] = np.concatenate([x[:, None], lags[:, :-1]], axis=1)
+        self._slots.n[slots] = n
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
-        self._ensure(slots)
-        for arr in (self._n, self._level, self._scale, self._dev, self._lags, self._w):
-            arr[slots] = 0
-        self._p[slots] = _P_INIT * np.eye(self.order + 1)
+        self._slots.reset(slots)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
-        return self._n[slots] < self.warmup
+        return self._slots.n[slots] < self.warmup
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {"n": self._n.copy(), "level": self._level.copy(), "scale": self._scale.copy(),
-                "dev": self._dev.copy(), "lags": self._lags.copy(), "w": self._w.copy(),
-                "p": self._p.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
-        self._n = state["n"].astype(np.int64, copy=True)
-        for name in ("level", "scale", "dev", "lags", "w", "p"):
-            setattr(self, f"_{name}", state[name].astype(np.float64, copy=True))
+        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.series import grown, grown_rows
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 _TINY = 1e-12
@@ -95,32 +95,25 @@ class HalfSpaceTrees(Detector):
         self._feat = rng.integers(0, dims, size=(trees, nodes)).astype(np.intp)
         self._split = rng.uniform(0.2, 0.8, size=(trees, nodes))
         self._growth = 1.0 / (1.0 - 1.0 / memory)
-        self._n = np.zeros(0, np.int64)
-        self._level = np.zeros(0, np.float64)
-        self._scale = np.zeros(0, np.float64)
-        self._inc = np.ones(0, np.float64)
-        self._total = np.zeros(0, np.float64)
-        self._recent = np.zeros((0, window - 1), np.float64)  # newest first
-        self._mass = np.zeros((0, trees, 2**height), np.float32)
+        self._slots = SlotArrays(
+            n=Column(np.int64),
+            level=Column(np.float64, 0.0),
+            scale=Column(np.float64, 0.0),
+            inc=Column(np.float64, 1.0),
+            total=Column(np.float64, 0.0),
+            recent=Column(np.float64, 0.0, (window - 1,)),  # newest first
+            mass=Column(np.float32, 0.0, (trees, 2**height)),
+        )
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if not len(slots):
-            return
-        needed = int(slots.max()) + 1
-        self._n = grown(self._n, needed, 0)  # type: ignore[assignment]
-        self._level = grown(self._level, needed, 0.0)  # type: ignore[assignment]
-        self._scale = grown(self._scale, needed, 0.0)  # type: ignore[assignment]
-        self._inc = grown(self._inc, needed, 1.0)  # type: ignore[assignment]
-        self._total = grown(self._total, needed, 0.0)  # type: ignore[assignment]
-        self._recent = grown_rows(self._recent, needed, 0.0)  # type: ignore[assignment]
-        self._mass = grown_rows(self._mass, needed, 0.0)
+        self._slots.ensure(slots)
 
     def _leaves(self, batch: SeriesBatch) -> NDArray[np.intp]:
         """Leaf index per row and tree."""
         slots = batch.slots
-        level = self._level[slots, None]
-        scale = self._scale[slots, None] + _TINY * (1.0 + np.abs(level))
-        values = np.concatenate([batch.values[:, None], self._recent[slots]], axis=1)
+        level = self._slots.level[slots, None]
+        scale = self._slots.scale[slots, None] + _TINY * (1.0 + np.abs(level))
+        values = np.concatenate([batch.values[:, None], self._slots.recent[slots]], axis=1)
         with np.errstate(invalid="ignore", over="ignore"):
             parts = [(values - level) / scale]
             if self.window > 1:
@@ -140,85 +133,77 @@ class HalfSpaceTrees(Detector):
         self._ensure(batch.slots)
         slots = batch.slots
         leaf = self._leaves(batch)
-        mass = self._mass[slots[:, None], np.arange(self.trees)[None, :], leaf]
-        inc = self._inc[slots, None]
-        bits = -np.log2((mass / inc + 1.0) / (self._total[slots, None] / inc + 1.0))
+        mass = self._slots.mass[slots[:, None], np.arange(self.trees)[None, :], leaf]
+        inc = self._slots.inc[slots, None]
+        bits = -np.log2((mass / inc + 1.0) / (self._slots.total[slots, None] / inc + 1.0))
         out: NDArray[np.float64] = bits.mean(axis=1)
         return out
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """The level and a band whose edge is where the row's own score would be ``band``."""
         score = self.score(batch)
-        level = self._level[batch.slots]
+        level = self._slots.level[batch.slots]
         ready = ~self.warming(batch.slots)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             width = np.abs(batch.values - level) * band / score
         width = np.where(np.isfinite(width), width, np.inf)
-        expected = np.where(self._n[batch.slots] > 0, level, np.nan)
+        expected = np.where(self._slots.n[batch.slots] > 0, level, np.nan)
         return Prediction(expected, np.where(ready, level - width, np.nan),
                           np.where(ready, level + width, np.nan))
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Mean leaf surprise in bits per row (0 while warming, NaN if not finite)."""
         bits = self._surprise(batch)
-        bits = np.where(self._n[batch.slots] >= self.warmup, bits, 0.0)
+        bits = np.where(self._slots.n[batch.slots] >= self.warmup, bits, 0.0)
         return np.where(np.isfinite(batch.values), bits, np.nan)
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
         slots, x = batch.slots, batch.values
         self._ensure(slots)
-        n = self._n[slots] + 1
-        level = self._level[slots]
+        n = self._slots.n[slots] + 1
+        level = self._slots.level[slots]
         fresh = n == 1
-        recent = np.where(fresh[:, None], x[:, None], self._recent[slots])
-        self._recent[slots] = recent
+        recent = np.where(fresh[:, None], x[:, None], self._slots.recent[slots])
+        self._slots.recent[slots] = recent
         # The leaf masses learn once the window holds real values and the scale exists.
         counted = n > self.window
         if counted.any():
             rows = slots[counted]
             leaf = self._leaves(batch.take(np.flatnonzero(counted)))
-            inc = self._inc[rows]
-            self._mass[rows[:, None], np.arange(self.trees)[None, :], leaf] += inc[:, None]
-            self._total[rows] += inc
+            inc = self._slots.inc[rows]
+            self._slots.mass[rows[:, None], np.arange(self.trees)[None, :], leaf] += inc[:, None]
+            self._slots.total[rows] += inc
             inc = inc * self._growth
             big = inc > _RESCALE_AT
             if big.any():
-                self._mass[rows[big]] /= inc[big, None, None].astype(np.float32)
-                self._total[rows[big]] /= inc[big]
+                self._slots.mass[rows[big]] /= inc[big, None, None].astype(np.float32)
+                self._slots.total[rows[big]] /= inc[big]
                 inc[big] = 1.0
-            self._inc[rows] = inc
+            self._slots.inc[rows] = inc
         lw = np.maximum(_LEVEL_ALPHA, 1.0 / n)
-        self._level[slots] = level + lw * (x - level)
-        self._scale[slots] = np.where(fresh, 0.0, self._scale[slots]
-                                      + lw * (np.abs(x - level) - self._scale[slots]))
+        self._slots.level[slots] = level + lw * (x - level)
+        self._slots.scale[slots] = np.where(fresh, 0.0, self._slots.scale[slots]
+                                      + lw * (np.abs(x - level) - self._slots.scale[slots]))
         if self.window > 1:
-            self._recent[slots] = np.concatenate([x[:, None], recent[:, :-1]], axis=1)
-        self._n[slots] = n
+            self._slots.recent[slots] = np.concatenate([x[:, None], recent[:, :-1]], axis=1)
+        self._slots.n[slots] = n
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
-        self._ensure(slots)
-        for arr in (self._n, self._level, self._scale, self._total, self._recent, self._mass):
-            arr[slots] = 0
-        self._inc[slots] = 1.0
+        self._slots.reset(slots)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
-        return self._n[slots] < self.warmup
+        return self._slots.n[slots] < self.warmup
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {"n": self._n.copy(), "level": self._level.copy(), "scale": self._scale.copy(),
-                "inc": self._inc.copy(), "total": self._total.copy(),
-                "recent": self._recent.copy(), "mass": self._mass.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
-        self._n = state["n"].astype(np.int64, copy=True)
-        for name in ("level", "scale", "inc", "total", "recent"):
-            setattr(self, f"_{name}", state[name].astype(np.float64, copy=True))
-        self._mass = state["mass"].astype(np.float32, copy=True)
+        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.series import grown_rows
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 
 _CAP = 3.0  # one point moves the average by at most alpha * 3 sigmas
 _HUBER = 3.0  # one point's square enters the spread capped at 3**2 times the usual
@@ -46,14 +46,11 @@ class Persistence:
         self.shrink = shrink
         self.window = window
         self._prior = alpha / (2.0 - alpha)  # variance of the average of i.i.d. N(0, 1)
-        self._d = np.zeros((0, columns), np.float64)
-        self._v = np.zeros((0, columns), np.float64)
+        self._slots = SlotArrays(d=Column(np.float64, 0.0, (columns,)),
+                                 v=Column(np.float64, 0.0, (columns,)))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if len(slots):
-            needed = int(slots.max()) + 1
-            self._d = grown_rows(self._d, needed, 0.0)  # type: ignore[assignment]
-            self._v = grown_rows(self._v, needed, 0.0)  # type: ignore[assignment]
+        self._slots.ensure(slots)
 
     def factor(
         self, slots: NDArray[np.intp]
@@ -63,8 +60,8 @@ class Persistence:
         One row per slot, one column per column.
         """
         self._ensure(slots)
-        d = self._d[slots]
-        v = self._v[slots]
+        d = self._slots.d[slots]
+        v = self._slots.v[slots]
         limit = self.level * np.sqrt(np.where(v > 0, v, self._prior))
         size = np.abs(d)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -79,27 +76,24 @@ class Persistence:
         One row per distinct slot, one column per column; cells not ``ready`` are skipped.
         """
         self._ensure(slots)
-        d = self._d[slots]
-        v = self._v[slots]
+        d = self._slots.d[slots]
+        v = self._slots.v[slots]
         v = np.where(v > 0, v, self._prior)
         # Cells not ready may hold NaN: they are computed, then left as they were.
         new_d = d + self.alpha * (np.clip(z, -_CAP, _CAP) - d)
         new_v = v + (np.minimum(new_d * new_d, _HUBER**2 * v) - v) / self.window
-        self._d[slots] = np.where(ready, new_d, d)
-        self._v[slots] = np.where(ready, new_v, self._v[slots])
+        self._slots.d[slots] = np.where(ready, new_d, d)
+        self._slots.v[slots] = np.where(ready, new_v, self._slots.v[slots])
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
-        self._ensure(slots)
-        self._d[slots] = 0.0
-        self._v[slots] = 0.0
+        self._slots.reset(slots)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {"d": self._d.copy(), "v": self._v.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict`` (state saved without them starts afresh)."""
         empty = np.zeros((0, self.columns), np.float64)
-        self._d = state.get("d", empty).astype(np.float64, copy=True).reshape(-1, self.columns)
-        self._v = state.get("v", empty).astype(np.float64, copy=True).reshape(-1, self.columns)
+        self._slots.load_state_dict({name: state.get(name, empty) for name in ("d", "v")})

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
-from otel_anomaly.processors.series import grown, grown_rows
+from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 _MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
@@ -106,31 +106,20 @@ class SeasonalProfile(Detector):
         self._period_ns = int(round(period_s * 1e9))
         self._bucket_ns = self._period_ns / buckets
         self._warm_ns = int(round(warmup_cycles * period_s * 1e9))
-        self._n = np.zeros(0, np.int64)
-        self._first = np.zeros(0, np.int64)
-        self._last = np.zeros(0, np.int64)
-        self._gdev = np.zeros(0, np.float64)
-        self._mean = np.zeros((0, buckets), np.float32)
-        self._dev = np.zeros((0, buckets), np.float32)
-        self._count = np.zeros((0, buckets), np.float32)
+        self._slots = SlotArrays(
+            n=Column(np.int64),
+            first=Column(np.int64),
+            last=Column(np.int64),
+            gdev=Column(np.float64, 0.0),
+            mean=Column(np.float32, 0.0, (buckets,)),
+            dev=Column(np.float32, 0.0, (buckets,)),
+            count=Column(np.float32, 0.0, (buckets,)),
+        )
         # A round's gathered state: computed for prediction, reused to learn the round.
         self._memo = RoundMemo()
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Checkpoints pickled before the round memo existed load as well.
-        self.__dict__.update(state)
-        self.__dict__.setdefault("_memo", RoundMemo())
-
     def _ensure(self, slots: NDArray[np.intp]) -> None:
-        if len(slots):
-            needed = int(slots.max()) + 1
-            self._n = grown(self._n, needed, 0)  # type: ignore[assignment]
-            self._first = grown(self._first, needed, 0)  # type: ignore[assignment]
-            self._last = grown(self._last, needed, 0)  # type: ignore[assignment]
-            self._gdev = grown(self._gdev, needed, 0.0)  # type: ignore[assignment]
-            self._mean = grown_rows(self._mean, needed, 0.0)  # type: ignore[assignment]
-            self._dev = grown_rows(self._dev, needed, 0.0)  # type: ignore[assignment]
-            self._count = grown_rows(self._count, needed, 0.0)  # type: ignore[assignment]
+        self._slots.ensure(slots)
 
     def _state(self, batch: SeriesBatch) -> tuple[NDArray[Any], ...]:
         """Phase bucket, its count and mean, the spread, and whether the row is scored."""
@@ -146,13 +135,13 @@ class SeasonalProfile(Detector):
         self._ensure(slots)
         bucket = (batch.ts_unix_nano % self._period_ns // self._bucket_ns).astype(np.intp)
         bucket = np.minimum(bucket, self.buckets - 1)
-        count = self._count[slots, bucket].astype(np.float64)
-        mean = self._mean[slots, bucket].astype(np.float64)
-        phase_sigma = self._dev[slots, bucket].astype(np.float64) * _MAD_TO_SIGMA
-        global_sigma = self.spread_mix * self._gdev[slots] * _MAD_TO_SIGMA
+        count = self._slots.count[slots, bucket].astype(np.float64)
+        mean = self._slots.mean[slots, bucket].astype(np.float64)
+        phase_sigma = self._slots.dev[slots, bucket].astype(np.float64) * _MAD_TO_SIGMA
+        global_sigma = self.spread_mix * self._slots.gdev[slots] * _MAD_TO_SIGMA
         sigma = np.hypot(phase_sigma, global_sigma) + _TINY * (1.0 + np.abs(mean))
-        history = batch.ts_unix_nano - self._first[slots]
-        ready = (self._n[slots] > 0) & (history >= self._warm_ns) & (count >= 2)
+        history = batch.ts_unix_nano - self._slots.first[slots]
+        ready = (self._slots.n[slots] > 0) & (history >= self._warm_ns) & (count >= 2)
         return bucket, count, mean, sigma, ready
 
     def _neighbours(
@@ -176,11 +165,11 @@ class SeasonalProfile(Detector):
         offsets = np.arange(-self.phase_tolerance, self.phase_tolerance + 1)
         cols = (bucket[:, None] + offsets[None, :]) % self.buckets
         rows = batch.slots[:, None]
-        mean = self._mean[rows, cols].astype(np.float64)
-        global_sigma = self.spread_mix * self._gdev[batch.slots, None] * _MAD_TO_SIGMA
-        phase_sigma = self._dev[rows, cols].astype(np.float64) * _MAD_TO_SIGMA
+        mean = self._slots.mean[rows, cols].astype(np.float64)
+        global_sigma = self.spread_mix * self._slots.gdev[batch.slots, None] * _MAD_TO_SIGMA
+        phase_sigma = self._slots.dev[rows, cols].astype(np.float64) * _MAD_TO_SIGMA
         sigma = np.hypot(phase_sigma, global_sigma) + _TINY * (1.0 + np.abs(mean))
-        sigma = np.where(self._count[rows, cols] >= 2, sigma, np.inf)
+        sigma = np.where(self._slots.count[rows, cols] >= 2, sigma, np.inf)
         return mean, sigma
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
@@ -225,62 +214,51 @@ class SeasonalProfile(Detector):
         slots, x = batch.slots, batch.values
         bucket, count, mean, sigma, ready = self._state(batch)
         self._memo.clear()
-        fresh = self._n[slots] == 0
-        self._first[slots] = np.where(fresh, batch.ts_unix_nano, self._first[slots])
-        dt = np.where(fresh, 0, batch.ts_unix_nano - self._last[slots])
+        fresh = self._slots.n[slots] == 0
+        self._slots.first[slots] = np.where(fresh, batch.ts_unix_nano, self._slots.first[slots])
+        dt = np.where(fresh, 0, batch.ts_unix_nano - self._slots.last[slots])
         share = np.minimum(np.maximum(dt / self._bucket_ns, 0.0), 1.0)
         resid = x - mean
         cap = np.where(ready, _HUBER_SIGMAS * sigma, np.inf)
         capped = np.minimum(np.abs(resid), cap)
         # The all-phase spread learns every residual of a phase seen before.
         seen = count > 0
-        n = self._n[slots] + 1
+        n = self._slots.n[slots] + 1
         g_weight = np.maximum(_GLOBAL_ALPHA, 1.0 / n)
-        gdev = self._gdev[slots]
-        self._gdev[slots] = np.where(seen, gdev + g_weight * (capped - gdev), gdev)
+        gdev = self._slots.gdev[slots]
+        self._slots.gdev[slots] = np.where(seen, gdev + g_weight * (capped - gdev), gdev)
         # Plain averaging over the first cycles of a phase, then alpha per cycle.
         weight = np.maximum(self.alpha * share, 1.0 / (count + 1.0))
         new_mean = np.where(seen, mean + weight * np.maximum(np.minimum(resid, cap), -cap), x)
-        dev = self._dev[slots, bucket].astype(np.float64)
+        dev = self._slots.dev[slots, bucket].astype(np.float64)
         new_dev = np.where(count >= 2, dev + weight * (capped - dev), np.where(seen, capped, 0.0))
         # Stored as float32 (state size); values beyond its range saturate instead of inf.
-        self._mean[slots, bucket] = np.minimum(np.maximum(new_mean, -_F32_MAX), _F32_MAX)
-        self._dev[slots, bucket] = np.minimum(new_dev, _F32_MAX)
-        self._count[slots, bucket] = np.minimum(count + 1.0, _MAX_COUNT)
-        self._last[slots] = batch.ts_unix_nano
-        self._n[slots] = n
+        self._slots.mean[slots, bucket] = np.minimum(np.maximum(new_mean, -_F32_MAX), _F32_MAX)
+        self._slots.dev[slots, bucket] = np.minimum(new_dev, _F32_MAX)
+        self._slots.count[slots, bucket] = np.minimum(count + 1.0, _MAX_COUNT)
+        self._slots.last[slots] = batch.ts_unix_nano
+        self._slots.n[slots] = n
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
         self._memo.clear()
-        self._ensure(slots)
-        for arr in (self._n, self._first, self._last, self._gdev, self._mean, self._dev,
-                    self._count):
-            arr[slots] = 0
+        self._slots.reset(slots)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until a slot has ``warmup_cycles`` of history (at its last point)."""
         self._ensure(slots)
-        young = self._last[slots] - self._first[slots] < self._warm_ns
-        out: NDArray[np.bool_] = (self._n[slots] == 0) | young
+        young = self._slots.last[slots] - self._slots.first[slots] < self._warm_ns
+        out: NDArray[np.bool_] = (self._slots.n[slots] == 0) | young
         return out
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays."""
-        return {"n": self._n.copy(), "first": self._first.copy(), "last": self._last.copy(),
-                "gdev": self._gdev.copy(), "mean": self._mean.copy(), "dev": self._dev.copy(),
-                "count": self._count.copy()}
+        return self._slots.state_dict()
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
         self._memo.clear()
-        self._n = state["n"].astype(np.int64, copy=True)
-        self._first = state["first"].astype(np.int64, copy=True)
-        self._last = state["last"].astype(np.int64, copy=True)
-        self._gdev = state["gdev"].astype(np.float64, copy=True)
-        self._mean = state["mean"].astype(np.float32, copy=True)
-        self._dev = state["dev"].astype(np.float32, copy=True)
-        self._count = state["count"].astype(np.float32, copy=True)
+        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

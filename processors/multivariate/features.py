@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +35,7 @@ from otel_anomaly.processors.otlp_common import service_labels
 from otel_anomaly.processors.otlp_logs import ERROR_RATIO_METRIC as LOG_ERROR_METRIC
 from otel_anomaly.processors.otlp_logs import RATE_METRIC as LOG_RATE_METRIC
 from otel_anomaly.processors.red import CALLS_METRIC, DURATION_METRIC, ERROR_RATIO_METRIC
+from otel_anomaly.processors.state_codec import as_labels
 from otel_anomaly.processors.types import Labels, SeriesKey
 
 P95_METRIC = f"{DURATION_METRIC}:p95"
@@ -226,6 +228,21 @@ class ServiceVectors:
     def services(self) -> list[Labels]:
         """Services being assembled (at most ``max_services``)."""
         return list(self._finished)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Windows being assembled, the newest finished window and last sight per service."""
+        return {"skipped_points": self.skipped_points, "pending": self._pending,
+                "finished": self._finished, "seen": self._seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        self.skipped_points = int(state["skipped_points"])
+        self._pending = {
+            as_labels(service): {int(window): (dict(points), dict(known))
+                                 for window, (points, known) in windows.items()}
+            for service, windows in state["pending"].items()}
+        self._finished = {as_labels(s): int(window) for s, window in state["finished"].items()}
+        self._seen = {as_labels(s): float(seen) for s, seen in state["seen"].items()}
 
     def shift_clock(self, delta: float) -> None:
         """Move every ingest-time "last seen" by ``delta`` seconds (after a restore)."""

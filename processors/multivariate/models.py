@@ -48,6 +48,22 @@ class RunningMoments:
         self.cov = np.zeros((d, d))
         self.seen = np.zeros(d, np.bool_)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The learned moments (the floors and ``alpha`` are settings, not state)."""
+        return {"n": self.n, "mean": self.mean.copy(), "cov": self.cov.copy(),
+                "seen": self.seen.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the moments saved by ``state_dict``."""
+        d = len(self.floors)
+        mean, cov = np.asarray(state["mean"], np.float64), np.asarray(state["cov"], np.float64)
+        seen = np.asarray(state["seen"], np.bool_)
+        if mean.shape != (d,) or cov.shape != (d, d) or seen.shape != (d,):
+            msg = f"moments of {d} features expected; got mean {mean.shape}, cov {cov.shape}"
+            raise ValueError(msg)
+        self.n, self.mean, self.cov = int(state["n"]), mean.copy(), cov.copy()
+        self.seen = seen.copy()
+
     def spread(self) -> NDArray[np.float64]:
         """Standard deviation per feature, at least its floor."""
         spread: NDArray[np.float64] = np.sqrt(np.maximum(np.diag(self.cov), self.floors**2))
@@ -86,9 +102,20 @@ class MultivariateModel(abc.ABC):
     """One service's model: ``score_one`` (pure), then ``learn_one``."""
 
     name: ClassVar[str]
+    savable: ClassVar[bool] = True
+    """False for models whose state cannot be saved without pickle (river's): they are
+    left out of checkpoints and restart cold."""
 
     def __init__(self, floors: NDArray[np.float64], alpha: float) -> None:
         self.moments = RunningMoments(floors, alpha)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The model's learned state (only for ``savable`` models)."""
+        return {"moments": self.moments.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict``."""
+        self.moments.load_state_dict(state["moments"])
 
     @property
     def n_learned(self) -> int:
@@ -183,6 +210,7 @@ class DbstreamModel(MultivariateModel):
     """
 
     name = "dbstream"
+    savable = False
 
     def __init__(
         self, floors: NDArray[np.float64], alpha: float, *, clustering_threshold: float = 2.0,
@@ -247,6 +275,7 @@ class OneClassSvmModel(MultivariateModel):
     """
 
     name = "one_class_svm"
+    savable = False
 
     def __init__(
         self, floors: NDArray[np.float64], alpha: float, *, nu: float = 0.1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -10,6 +11,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.multivariate.features import FEATURES, FLOORS, ServiceVectors
 from otel_anomaly.processors.multivariate.models import MODELS, MultivariateModel
 from otel_anomaly.processors.multivariate.settings import MULTIVARIATE_METRIC, MultivariateSettings
+from otel_anomaly.processors.state_codec import as_labels
 from otel_anomaly.processors.types import Labels, Observations, SeriesKey
 
 TOP_FEATURES = 2
@@ -60,16 +62,31 @@ class MultivariateStage:
     FeatureShare(label='call rate', share=1.0, value='50', usual='5.4')
     """
 
-    def __getstate__(self) -> dict[str, object]:
-        # Settings come from those a checkpoint is restored under (they are fingerprinted).
-        return {**self.__dict__, "settings": None}
-
     def __init__(self, settings: MultivariateSettings, window_ns: int) -> None:
         self.settings = settings
         self.vectors = ServiceVectors(window_ns, settings.max_services)
         self.models: dict[Labels, MultivariateModel] = {}
         self._model = MODELS[settings.model]
         self._attributes: Labels = (("model", settings.model),)
+
+    @property
+    def models_savable(self) -> bool:
+        """Whether checkpoints keep the models (river's restart cold after a restore)."""
+        return self._model.savable
+
+    def state_dict(self) -> dict[str, Any]:
+        """The windows being assembled, and each service's model where it can be saved."""
+        models = ([(service, model.state_dict()) for service, model in self.models.items()]
+                  if self.models_savable else [])
+        return {"vectors": self.vectors.state_dict(), "models": models}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by ``state_dict`` (unsaved models start afresh)."""
+        self.vectors.load_state_dict(state["vectors"])
+        self.models = {}
+        for service, saved in state["models"]:
+            model = self.models[as_labels(service)] = self._model(FLOORS, self.settings.alpha)
+            model.load_state_dict(saved)
 
     @property
     def skipped_points(self) -> int:

@@ -21,17 +21,24 @@ from otel_anomaly.processors.types import IngestResult, Observations
 
 if TYPE_CHECKING:
     from otel_anomaly.processors.settings import EngineSettings
+    from otel_anomaly.processors.signals.span_coverage import SpanCoverage
     from otel_anomaly.processors.sources import SourceTable
 
-Signal = Literal["metrics", "traces", "logs"]
+Signal = Literal["metrics", "traces", "logs", "prometheus"]
+"""Kinds of request: the three OTLP signals, and Prometheus remote-write."""
 
 
 @dataclass(frozen=True, slots=True)
 class AdapterContext:
-    """What the engine lends its adapters: settings, and the shared cumulative-stream table."""
+    """What the engine lends its adapters: settings, and the state adapters share.
+
+    ``sources`` holds the previous point of every cumulative stream; ``span_coverage``
+    which services send spans (their spanmetrics-connector metrics are not scored again).
+    """
 
     settings: EngineSettings
     sources: SourceTable
+    span_coverage: SpanCoverage
 
 
 class SignalAdapter(Protocol):
@@ -62,5 +69,16 @@ class SignalAdapter(Protocol):
 
         ``now`` is the ingest clock (s); items stamped after ``latest`` (ns) are rejected.
         """
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the adapter learned and a checkpoint keeps (open windows...), as plain data.
+
+        The shared ``AdapterContext`` state is saved by its owner, not here.
+        """
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` saved."""
         ...
 

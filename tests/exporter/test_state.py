@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from helpers import wait_for
 from helpers.sidecars import grpc_clients, loopback_config, running, sample_value, scrape
+from prometheus_client import CollectorRegistry
 
-from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+from otel_anomaly.exporter.state import StateStore
+from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors import checkpoint
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.testing import SECOND, FakeClock, gauge, metrics_request
 
 RESOURCE = {"service.name": "shop"}
 
@@ -70,7 +82,9 @@ def test_a_bad_checkpoint_is_logged_and_the_sidecar_starts_fresh(
         clients.metrics.Export(points(0, STEADY[:3]), timeout=5)
         assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_series_restored") == 0
     assert any("starting fresh" in r.getMessage() for r in caplog.records), caplog.text
-    assert state.read_bytes().startswith(b"otel-anomaly-checkpoint\n")  # replaced at shutdown
+    assert state.read_bytes().startswith(b"PK\x03\x04")  # replaced at shutdown
+    [aside] = tmp_path.glob("state.ckpt.rejected-*")
+    assert aside.read_bytes() == content  # kept for the operator, out of the way
 
 
 def test_an_unwritable_state_path_is_counted_not_fatal(tmp_path: Path) -> None:
@@ -82,3 +96,63 @@ def test_an_unwritable_state_path_is_counted_not_fatal(tmp_path: Path) -> None:
                  10, "the failed checkpoint was not counted")
         clients.metrics.Export(points(0, STEADY[:3]), timeout=5)
         assert sidecar.ready
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def _future(data: bytes) -> bytes:
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        members = {name: archive[name] for name in archive.files}
+    header = json.loads(members["header"].tobytes()) | {"version": checkpoint.FORMAT + 1}
+    members["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **members)
+    return out.getvalue()
+
+
+def _flipped(data: bytes) -> bytes:
+    at = len(data) // 2
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda data, marker: data[: len(data) // 3], "truncated or corrupt"),
+    (lambda data, marker: _flipped(data), "truncated or corrupt"),
+    (lambda data, marker: _future(data), "newer"),
+    (lambda data, marker: pickle.dumps(_Payload(marker)), "not an otel-anomaly checkpoint"),
+    (lambda data, marker: b"otel-anomaly-checkpoint\n" + pickle.dumps(_Payload(marker)),
+     "pickle-based"),
+], ids=["truncated", "flipped", "future", "pickle", "old-pickle-format"])
+def test_an_unusable_checkpoint_is_set_aside_and_the_engine_starts_cold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    damage: Callable[[bytes, Path], bytes], reason: str,
+) -> None:
+    path, marker = tmp_path / "state.ckpt", tmp_path / "pwned"
+    store = StateStore(str(path), Telemetry(CollectorRegistry()))
+    settings = EngineSettings(clock=FakeClock())
+    engine = Engine(settings)
+    for i, value in enumerate(STEADY):
+        engine.ingest("metrics", points(i, [value]))
+    store.save(engine)
+    damaged = damage(path.read_bytes(), marker)
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING):
+        assert store.restore(settings) is None
+    assert not marker.exists()  # nothing in the file ran
+    assert not path.exists()
+    [aside] = tmp_path.glob("state.ckpt.rejected-*")
+    assert aside.read_bytes() == damaged
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(path) in warning and reason in warning and str(aside) in warning, warning
+    # The sidecar carries on cold, and its next checkpoint is a good one.
+    store.save(Engine(settings))
+    restored = store.restore(settings)
+    assert restored is not None and restored.stats().series_active == 0

@@ -8,12 +8,14 @@ and comes down once the value is back.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.settings import SEASONAL_ALERT, DetectorRule, EngineSettings
 from otel_anomaly.processors.testing import SECOND
 from otel_anomaly.processors.types import SeriesKey
 
@@ -138,3 +140,20 @@ def test_a_long_flat_stretch_scores_finite_and_keeps_a_band_in_the_series_unit()
         f"infinite scores at {np.flatnonzero(~np.isfinite(result.score))[:5]}")
     width = float((result.upper - result.lower)[-2])
     assert width >= 0.01 * 1000.0, f"band {width:.3g} wide after the flat night"
+
+
+def test_an_up_only_rule_does_not_hold_a_flag_up_on_a_drop() -> None:
+    # The band an anomaly opened on is held in the rule's direction only: with an up-only
+    # rule, a rise that turns into a drop far below the band is not "still anomalous".
+    rule = DetectorRule(name="up", match=("*",), detector="ensemble",
+                        alert=replace(SEASONAL_ALERT, direction="up"))
+    rng = np.random.default_rng(12)
+    values = 100.0 + rng.normal(0.0, 2.0, WARM + 30)
+    values[WARM : WARM + 10] = 200.0
+    values[WARM + 10 :] = 20.0
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    series = RecordedSeries(SeriesKey("queue_depth", (), ()), ts, values)
+    engine = Engine(EngineSettings(clock=lambda: 0.0, rules=(rule,)))
+    (result,) = backtest(engine, [series])
+    assert result.flag[WARM : WARM + 10].any(), "the rise was not flagged"
+    assert not result.flag[WARM + 12 :].any(), "an up-only rule kept its flag up on a drop"

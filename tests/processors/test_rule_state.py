@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from types import MappingProxyType
 
 import numpy as np
@@ -64,37 +63,3 @@ def test_evicted_series_free_their_state_for_new_ones_of_the_same_rule() -> None
     assert out is not None
     assert np.isnan(out.scores.upper).all()
     assert engine.scorer.count_warming(out.scores.slots) == 100
-
-
-def test_a_checkpoint_from_before_rule_local_state_still_scores_the_same() -> None:
-    engine = _engine(FakeClock())
-    names = [f"level_{i}" for i in range(5)] + [f"other_{i}" for i in range(5)]
-    _feed(engine, names, rounds=40)
-    scorer = engine.scorer
-    # The old layout: every detector indexed by the engine's slot.
-    old = pickle.loads(pickle.dumps(scorer))
-    state = old.__dict__
-    n = len(state["_rule_of"])
-    local = scorer._local[:n]  # noqa: SLF001 - rebuilding the old layout by hand
-    for i, detector in enumerate(old.detectors):
-        mine = np.flatnonzero((scorer._rule_of[:n] == i) & (local >= 0))  # noqa: SLF001
-        if not len(mine):
-            continue
-        arrays = detector.state_dict()
-        global_layout = {}
-        for name, array in arrays.items():
-            grown = np.zeros((max(n, 64), *array.shape[1:]), array.dtype)
-            grown[mine] = array[local[mine]]
-            global_layout[name] = grown
-        detector.load_state_dict(global_layout)
-    for name in ("_local", "_next_local", "_free_local"):
-        del state[name]
-    restored = pickle.loads(pickle.dumps(old))
-    restored.retune(scorer.rules)
-    engine.scorer = restored
-    after_restore = _feed(engine, names, rounds=1, start=40)
-    engine.scorer = scorer
-    reference = _feed(engine, names, rounds=1, start=40)
-    assert after_restore is not None and reference is not None
-    np.testing.assert_array_equal(after_restore.scores.score, reference.scores.score)
-    np.testing.assert_array_equal(after_restore.scores.upper, reference.scores.upper)

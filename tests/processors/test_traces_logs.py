@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -12,7 +15,9 @@ from otel_anomaly.processors.silence import SILENCE_METRIC
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,
+    counter,
     gauge,
+    histogram,
     logs_request,
     metrics_request,
     span,
@@ -282,3 +287,38 @@ def test_silence_after_zero_never_reports_silence() -> None:
         clock.advance(10.0)
     clock.advance(86_400.0)
     assert engine.check_silence(0) == []
+
+
+def _spanmetrics(service: str, ts: int, calls: float) -> ExportMetricsServiceRequest:
+    """What a Collector's spanmetrics connector sends: its scope, ``calls`` per status code."""
+    dims = {"span.name": "GET /", "span.kind": "SPAN_KIND_SERVER", "status.code": "STATUS_CODE_UNSET"}
+    request = metrics_request([
+        counter("traces.span.metrics.calls", [(ts, calls)], attributes=dims),
+        histogram("traces.span.metrics.duration", [(ts, [5.0, 7.0])], [1.0, 10.0, 100.0],
+                  attributes=dims)], {"service.name": service})
+    request.resource_metrics[0].scope_metrics[0].scope.name = "spanmetricsconnector"
+    return request
+
+
+def test_spanmetrics_of_a_service_that_sends_spans_are_not_scored_twice() -> None:
+    clock = FakeClock()
+    engine = Engine(EngineSettings(clock=clock, traces_window_s=10, lateness_s=0))
+    metrics: dict[str, list[str]] = {"checkout": [], "billing": []}
+    for i in range(1, 40):
+        ts = (100 + 10 * i) * SECOND
+        engine.ingest("traces", traces_request([span("GET /", ts, 5.0)],
+                                               {"service.name": "checkout"}))
+        for service in metrics:
+            result = engine.ingest("metrics", _spanmetrics(service, ts, 10.0 * i))
+            assert result.accepted + result.rejected_total == 2, result
+            metrics[service] += [engine.series_key(s).metric for s in result.scores.slots]
+        clock.advance(10.0)
+    # checkout's operations come from its spans; billing sends no spans, so its spanmetrics
+    # are what measures it.
+    assert metrics["checkout"] == []
+    assert "traces_span_metrics_calls_total:rate" in metrics["billing"]
+    # Once checkout's spans stop for longer than the silence horizon, its spanmetrics count.
+    clock.advance(engine.settings.silence_after_s + 1)
+    ts = 600 * SECOND
+    result = engine.ingest("metrics", _spanmetrics("checkout", ts, 500.0))
+    assert result.skipped.get("covered_by_spans", 0) == 0, result.skipped

@@ -120,22 +120,6 @@ def test_predict_then_learn_learns_what_learn_alone_does() -> None:
         np.testing.assert_array_equal(cached.state_dict()[key], arr, err_msg=key)
 
 
-def test_an_ensemble_pickled_before_persistence_existed_still_loads() -> None:
-    import pickle  # noqa: PLC0415 - only this test pickles
-
-    det = Ensemble(members=(("seasonal_profile", (("period_s", 20.0), ("buckets", 4))),))
-    det.learn(SeriesBatch.of([0] * 50, np.arange(50.0) % 7))
-    old = dict(vars(det))
-    for name in ("_memo", "_persistence", "persistence_alpha", "persistence_level",
-                 "persistence_shrink", "persistence_window"):
-        del old[name]
-    del vars(det._members[0])["_memo"]  # noqa: SLF001 - as an older version pickled it
-    restored = Ensemble.__new__(Ensemble)
-    restored.__setstate__(pickle.loads(pickle.dumps(old)))
-    probe = SeriesBatch.of([0, 0], [3.0, 30.0], [50 * SECOND, 51 * SECOND])
-    assert restored.score(probe)[1] > restored.score(probe)[0]
-
-
 def test_log_ensemble_scores_a_slowdown_by_its_factor_whatever_the_level() -> None:
     rng = np.random.default_rng(3)
     noise = np.exp(0.1 * rng.standard_normal(400))  # multiplicative noise, like latencies

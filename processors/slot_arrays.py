@@ -1,0 +1,123 @@
+"""Named per-slot arrays that grow together: the struct-of-arrays every state holder uses.
+
+A state holder (a detector, the hysteresis, a calibrator...) declares its arrays once, with
+their dtype, the value a fresh slot holds and any trailing shape, and reads them as
+attributes. Growth, reset and saving then live here instead of being repeated, with a
+suppressed type error each, in every holder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+_MIN_ROWS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One per-slot array: its dtype, a fresh slot's value and the shape of one slot's row.
+
+    ``fill`` may be a sequence matching ``shape`` (a fresh row that is not all one value).
+    """
+
+    dtype: DTypeLike
+    fill: Any = 0
+    shape: tuple[int, ...] = ()
+
+
+class SlotArrays:
+    """Arrays with one row per slot, grown geometrically together.
+
+    Every array has as many rows as ``len(self)``; rows past those a slot has used hold the
+    column's fill value, so a slot never seen reads as a fresh one.
+
+    Examples
+    --------
+    >>> state = SlotArrays(n=Column(np.int64), level=Column(np.float64, np.nan, (2,)))
+    >>> state.grow(3)
+    >>> len(state), state.n.shape, state.level.shape
+    (64, (64,), (64, 2))
+    >>> state.n[1] = 5
+    >>> state.reset(np.array([1]))
+    >>> int(state.n[1]), sorted(state.state_dict())
+    (0, ['level', 'n'])
+    """
+
+    def __init__(self, **columns: Column) -> None:
+        if any(name.startswith("_") for name in columns):
+            msg = f"slot array names must not start with '_'; got {sorted(columns)}"
+            raise ValueError(msg)
+        self._columns = columns
+        self._rows = 0
+        for name, column in columns.items():
+            self.__dict__[name] = self._fresh(column, 0)
+
+    def __getattr__(self, name: str) -> NDArray[Any]:
+        # Only reached for names that are not arrays (they live in the instance dict): it
+        # tells the type checker that every declared name is an array.
+        msg = f"{type(self).__name__} has no array {name!r}"
+        raise AttributeError(msg)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @staticmethod
+    def _fresh(column: Column, rows: int) -> NDArray[Any]:
+        return np.full((rows, *column.shape), column.fill, column.dtype)
+
+    def grow(self, needed: int) -> None:
+        """Make rows ``0 .. needed - 1`` exist (at least doubling, at least 64 rows)."""
+        if needed <= self._rows:
+            return
+        rows = max(needed, 2 * self._rows, _MIN_ROWS)
+        for name, column in self._columns.items():
+            out = self._fresh(column, rows)
+            out[: self._rows] = self.__dict__[name]
+            self.__dict__[name] = out
+        self._rows = rows
+
+    def ensure(self, slots: NDArray[np.intp]) -> None:
+        """Make every row in ``slots`` exist."""
+        if len(slots):
+            self.grow(int(slots.max()) + 1)
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Refill the rows of ``slots`` with the fill values (growing to them if needed)."""
+        self.ensure(slots)
+        for name, column in self._columns.items():
+            self.__dict__[name][slots] = column.fill
+
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """Copies of the arrays, by name."""
+        return {name: self.__dict__[name].copy() for name in self._columns}
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore the arrays saved by ``state_dict``.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing, or the arrays do not match the declared columns.
+        """
+        missing = sorted(set(self._columns) - set(state))
+        if missing:
+            msg = f"slot arrays: missing {missing}"
+            raise ValueError(msg)
+        rows = {len(state[name]) for name in self._columns}
+        if len(rows) > 1:
+            msg = f"slot arrays: arrays have different lengths {sorted(rows)}"
+            raise ValueError(msg)
+        loaded = {}
+        for name, column in self._columns.items():
+            array = np.asarray(state[name])
+            if array.ndim != 1 + len(column.shape) or array.shape[1:] != column.shape:
+                msg = (f"slot arrays: {name!r} has shape {array.shape}; expected rows of "
+                       f"{column.shape}")
+                raise ValueError(msg)
+            loaded[name] = array.astype(column.dtype, copy=True)
+        self.__dict__.update(loaded)
+        self._rows = rows.pop() if rows else 0
