@@ -5,6 +5,7 @@ from __future__ import annotations
 from otel_anomaly.exporter.app import Sidecar, SidecarSettings
 from otel_anomaly.exporter.config import Config, load_config
 from otel_anomaly.exporter.errors import ConfigError, ExporterError, StartupError
+from otel_anomaly.exporter.outputs import Output, ScoringRound
 from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "ConfigError",
     "ExporterError",
     "OtlpSink",
+    "Output",
+    "ScoringRound",
     "Sidecar",
     "SidecarSettings",
     "SinkRecord",

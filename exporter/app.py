@@ -14,17 +14,23 @@ from prometheus_client import CollectorRegistry
 
 from otel_anomaly.exporter.config import Config
 from otel_anomaly.exporter.errors import StartupError
-from otel_anomaly.exporter.events import EventsExporter
 from otel_anomaly.exporter.http_receiver import HttpReceiver
 from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
+from otel_anomaly.exporter.metrics_server import MetricsServer
+from otel_anomaly.exporter.outputs import (
+    OtlpEventsOutput,
+    OtlpScoresOutput,
+    Output,
+    OutputFanout,
+    PrometheusOutput,
+)
 from otel_anomaly.exporter.pipeline import Pipeline
-from otel_anomaly.exporter.prometheus import MetricsServer, ScoreCollector
+from otel_anomaly.exporter.prometheus_history import HistoryError
 from otel_anomaly.exporter.receiver import GrpcReceiver
-from otel_anomaly.exporter.score_metrics import ScoreMetricsExporter
-from otel_anomaly.exporter.scores import ScoreTable
 from otel_anomaly.exporter.state import StateStore
 from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.exporter.warm_start import WarmStartSource, prime
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 
@@ -58,12 +64,15 @@ class SidecarSettings:
         Registry for scores and self-metrics; a new one when ``None`` (never the global).
     engine_factory
         Builds the engine from its settings (tests inject doubles here).
+    extra_outputs
+        Outputs besides the configured ones (e.g. a webhook); each gets every round.
     """
 
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     registry: CollectorRegistry | None = None
     engine_factory: Callable[[EngineSettings], Engine] = Engine
+    extra_outputs: tuple[Output, ...] = ()
 
 
 def _evict_interval(ttl_s: float) -> float:
@@ -72,7 +81,7 @@ def _evict_interval(ttl_s: float) -> float:
 
 
 class Sidecar:
-    """The whole sidecar: receivers -> pipeline -> scores, Prometheus and events.
+    """The whole sidecar: receivers -> pipeline -> outputs (Prometheus, OTLP events, ...).
 
     Parameters
     ----------
@@ -91,11 +100,17 @@ class Sidecar:
         self.state = StateStore(config.state.path, self.telemetry) if config.state.path else None
         restored = self.state.restore(engine_settings) if self.state else None
         engine = restored or settings.engine_factory(engine_settings)
-        self.scores = ScoreTable(engine.series_labels)
+        if config.warm_start.prometheus:
+            _warm_start(engine, config, settings.wall_clock)
         self.io = IoLoop()
-        self.events = EventsExporter(config.events, self.telemetry)
+        self.prometheus = PrometheusOutput(config.exposition.max_exported_series, self.telemetry)
+        self.registry.register(self.prometheus.collector)
+        self.outputs = OutputFanout(
+            [*self._configured_outputs(), *settings.extra_outputs], self.telemetry,
+            config.outputs.queue_size,
+        )
         self.pipeline = Pipeline(
-            engine, self.scores, self.telemetry, self.events.publish,
+            engine, self.telemetry, self.outputs.publish,
             queue_size=config.pipeline.queue_size,
             clock=settings.clock,
             evict_interval_s=_evict_interval(config.series.ttl),
@@ -107,8 +122,6 @@ class Sidecar:
         grpc, http = config.receivers.grpc, config.receivers.http
         self.grpc = GrpcReceiver(grpc, intake, self.io) if grpc.enabled else None
         self.http = HttpReceiver(http, intake, self.io) if http.enabled else None
-        max_exported = config.exposition.max_exported_series
-        self.registry.register(ScoreCollector(self.scores, max_exported, self.telemetry))
         self.metrics = MetricsServer(
             config.exposition.endpoint, self.registry, self.io, lambda: self.ready
         )
@@ -117,18 +130,25 @@ class Sidecar:
         self._state: _State = "new"
         self._lock = threading.Lock()
 
+    def _configured_outputs(self) -> list[Output]:
+        outputs: list[Output] = [self.prometheus]
+        config = self.config.outputs
+        if config.otlp_events.endpoint:
+            outputs.append(OtlpEventsOutput(config.otlp_events, self.telemetry))
+        if config.otlp_scores.endpoint:
+            max_exported = self.config.exposition.max_exported_series
+            outputs.append(OtlpScoresOutput(config.otlp_scores, max_exported))
+        return outputs
+
     def _start_order(self) -> list[tuple[str, Component]]:
         # Shutdown runs this backwards: receivers stop first, the pipeline then drains
-        # what they queued, the events exporter flushes what it produced, the loop goes last.
+        # what they queued, the outputs publish and flush what it produced, the loop goes last.
         components: list[tuple[str, Component]] = [
             ("I/O loop", self.io),
-            ("events exporter", self.events),
+            ("outputs", self.outputs),
+            ("pipeline", self.pipeline),
+            ("metrics endpoint", self.metrics),
         ]
-        if self.config.events.export_scores_as_metrics:
-            max_exported = self.config.exposition.max_exported_series
-            exporter = ScoreMetricsExporter(self.config.events, self.scores, max_exported)
-            components.append(("score metrics exporter", exporter))
-        components += [("pipeline", self.pipeline), ("metrics endpoint", self.metrics)]
         if self.grpc is not None:
             components.append(("OTLP/gRPC receiver", self.grpc))
         if self.http is not None:
@@ -187,11 +207,11 @@ class Sidecar:
             self._started.append(component)
         self._state = "running"
         logger.info(
-            "otel-anomaly started: OTLP/gRPC %s, OTLP/HTTP %s, metrics %s, events %s",
+            "otel-anomaly started: OTLP/gRPC %s, OTLP/HTTP %s, metrics %s, outputs %s",
             _where(self.config.receivers.grpc.endpoint, self.grpc_port),
             _where(self.config.receivers.http.endpoint, self.http_port),
             _where(self.config.exposition.endpoint, self.metrics_port),
-            self.config.events.endpoint or "disabled",
+            ", ".join(output.name for output in self.outputs.outputs),
         )
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -232,3 +252,13 @@ def _check_protobuf_backend() -> None:
             "(install a protobuf wheel for this platform)",
             backend,
         )
+
+
+def _warm_start(engine: Engine, config: Config, wall_clock: Callable[[], float]) -> None:
+    """Prime ``engine`` from ``warm_start``'s history (an unreachable API costs only that)."""
+    warm = config.warm_start
+    source = WarmStartSource(warm.prometheus, warm.selectors, warm.lookback, warm.step)
+    try:
+        prime(engine, source, clock=wall_clock)
+    except HistoryError as exc:
+        logger.warning("warm start: %s; starting without history", exc)

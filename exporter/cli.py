@@ -12,16 +12,18 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.backtest_input import BacktestInputError
-from otel_anomaly.exporter.backtest_run import BacktestJob, run_backtest
+from otel_anomaly.exporter.backtest_run import BacktestJob, PrometheusSource, run_backtest
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
 from otel_anomaly.exporter.demo import DemoOptions, run_demo
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
+from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
 
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -34,7 +36,7 @@ def _endpoint_flags(parser: argparse.ArgumentParser) -> None:
         ("--grpc-endpoint", "receivers.grpc.endpoint"),
         ("--http-endpoint", "receivers.http.endpoint"),
         ("--metrics-endpoint", "exposition.endpoint"),
-        ("--events-endpoint", "events.endpoint"),
+        ("--events-endpoint", "outputs.otlp_events.endpoint"),
     ):
         parser.add_argument(flag, metavar="HOST:PORT", help=f"sets {key}")
     parser.add_argument("--log-level", choices=_LEVELS, help=f"default ${ENV_LOG_LEVEL} or info")
@@ -73,10 +75,21 @@ def _backtest_parser(commands: Any) -> None:  # argparse's subparsers type is pr
         "report per row: timestamp,value,anomaly_score,expected,lower,upper,flag.",
     )
     backtest.add_argument(
-        "input", metavar="INPUT",
+        "input", metavar="INPUT", nargs="?",
         help="a CSV file with timestamp and value columns, or a folder of them (recursive; "
-        "each file is one series, all replayed together)",
+        "each file is one series, all replayed together); or use --prometheus",
     )
+    history = backtest.add_argument_group(
+        "from Prometheus", "backtest what a PromQL query returns instead of CSV files: one "
+        "series per label set, scored as its __name__ (or --metric), one CSV/PNG per series")
+    history.add_argument("--prometheus", metavar="URL",
+                         help="base URL of a Prometheus-compatible query API")
+    history.add_argument("--query", metavar="PROMQL", help="the PromQL query to replay")
+    history.add_argument("--start", metavar="TIME",
+                         help="RFC 3339 or Unix seconds (default: --end minus one day)")
+    history.add_argument("--end", metavar="TIME", help="RFC 3339 or Unix seconds (default: now)")
+    history.add_argument("--step", type=float, default=60.0, metavar="SECONDS",
+                         help="seconds between points (default 60)")
     backtest.add_argument(
         "--output", metavar="OUT",
         help="CSV file to write (a directory for a folder INPUT: one CSV per input); "
@@ -106,7 +119,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "receivers.grpc.endpoint": args.grpc_endpoint,
         "receivers.http.endpoint": args.http_endpoint,
         "exposition.endpoint": args.metrics_endpoint,
-        "events.endpoint": args.events_endpoint,
+        "outputs.otlp_events.endpoint": args.events_endpoint,
     }
 
 
@@ -179,7 +192,8 @@ def summary(config: Config) -> str:
         f"  receivers: {', '.join(listen) or 'none'}\n"
         f"  metrics:   {exposition.endpoint} "
         f"(at most {exposition.max_exported_series} series per scrape)\n"
-        f"  events:    {config.events.endpoint or 'disabled'}\n"
+        f"  events:    {config.outputs.otlp_events.endpoint or 'disabled'}\n"
+        f"  scores:    {config.outputs.otlp_scores.endpoint or 'disabled'} (OTLP)\n"
         f"  detectors: {len(rules)} rules ({origin}): {', '.join(r.name for r in rules)}\n"
         f"  series:    at most {config.series.max_series}, ttl {config.series.ttl:g}s\n"
     )
@@ -188,8 +202,14 @@ def summary(config: Config) -> str:
 def _backtest(args: argparse.Namespace) -> int:
     config = load_config(args.config or os.environ.get(ENV_CONFIG_FILE))
     progress = None if args.no_progress or not sys.stderr.isatty() else sys.stderr
+    try:
+        source = _prometheus_source(args)
+    except (BacktestInputError, HistoryError) as exc:
+        _fail(sys.stderr, str(exc))
+        return EXIT_CONFIG
     job = BacktestJob(
-        input=Path(args.input),
+        input=Path(args.input) if args.input else None,
+        prometheus=source,
         output=Path(args.output) if args.output else None,
         plot=Path(args.plot) if args.plot else None,
         metric=args.metric,
@@ -205,6 +225,24 @@ def _backtest(args: argparse.Namespace) -> int:
         _fail(sys.stderr, "interrupted")
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _prometheus_source(args: argparse.Namespace) -> PrometheusSource | None:
+    """``--prometheus`` and its query, checked; None for a CSV backtest."""
+    if args.prometheus is None:
+        if args.query or args.start or args.end:
+            msg = "--query, --start and --end need --prometheus URL"
+            raise BacktestInputError(msg)
+        return None
+    if args.input:
+        msg = "give either INPUT (CSV) or --prometheus, not both"
+        raise BacktestInputError(msg)
+    if not args.query:
+        msg = "--prometheus needs --query PROMQL"
+        raise BacktestInputError(msg)
+    end = parse_time(args.end) if args.end else time.time()
+    start = parse_time(args.start) if args.start else end - 86400.0
+    return PrometheusSource(args.prometheus, args.query, start, end, args.step)
 
 
 def _demo(args: argparse.Namespace) -> int:

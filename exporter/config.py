@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, model_validator
 
 from otel_anomaly.exporter.config_detectors import (
     DETECTOR_TYPES,
@@ -33,12 +33,17 @@ from otel_anomaly.exporter.config_detectors import (
     SeasonalProfileRule,
 )
 from otel_anomaly.exporter.config_errors import format_validation_error
+from otel_anomaly.exporter.config_outputs import (
+    OtlpEventsConfig,
+    OtlpScoresConfig,
+    OutputsConfig,
+    moved_key_problems,
+)
 from otel_anomaly.exporter.config_types import (
     Duration,
     Endpoint,
     Model,
     Positive,
-    check_endpoint,
     parse_duration,
 )
 from otel_anomaly.exporter.errors import ConfigError
@@ -53,7 +58,6 @@ __all__ = [
     "DetectorConfig",
     "EnsembleParams",
     "EnsembleRule",
-    "EventsConfig",
     "EwmaZscoreParams",
     "EwmaZscoreRule",
     "ForecastResidualParams",
@@ -65,6 +69,9 @@ __all__ = [
     "HttpReceiverConfig",
     "LogsConfig",
     "MultivariateConfig",
+    "OtlpEventsConfig",
+    "OtlpScoresConfig",
+    "OutputsConfig",
     "PipelineConfig",
     "ReceiversConfig",
     "SeasonalProfileParams",
@@ -163,24 +170,24 @@ class StateConfig(Model):
     interval: Duration = Field(default=300.0, gt=0)
 
 
-class EventsConfig(Model):
-    """Anomaly events as OTLP log records (and optionally scores as OTLP metrics)."""
+class WarmStartConfig(Model):
+    """History from a Prometheus query API that primes the detectors at start-up."""
 
-    endpoint: str | None = None
-    insecure: bool = True
-    headers: dict[str, str] = {}
-    queue_size: Positive = 2048
-    timeout: Duration = Field(default=10.0, gt=0)
-    export_scores_as_metrics: bool = False
-    metrics_interval: Duration = Field(default=60.0, gt=0)
+    prometheus: str = ""
+    selectors: tuple[str, ...] = ()
+    lookback: Duration = Field(default=2 * 86400.0, gt=0)
+    step: Duration = Field(default=60.0, gt=0)
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint_or_empty(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        check_endpoint(re.sub(r"^https?://", "", value).rstrip("/"))
-        return value
+    @model_validator(mode="after")
+    def _selectors_when_on(self) -> WarmStartConfig:
+        if self.prometheus and not self.selectors:
+            msg = ("`selectors` must list at least one PromQL series selector when "
+                   "`prometheus` is set, e.g. ['{job=\"cart\"}']")
+            raise ValueError(msg)
+        if self.prometheus and not re.match(r"^https?://", self.prometheus):
+            msg = f"`prometheus` must be an http(s) URL; got {self.prometheus!r}"
+            raise ValueError(msg)
+        return self
 
 
 class Config(Model):
@@ -194,8 +201,9 @@ class Config(Model):
     multivariate: MultivariateConfig = MultivariateConfig()
     detectors: tuple[DetectorConfig, ...] | None = ()
     exposition: ExpositionConfig = ExpositionConfig()
-    events: EventsConfig = EventsConfig()
+    outputs: OutputsConfig = OutputsConfig()
     state: StateConfig = StateConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
 
     def detector_rules(self) -> tuple[DetectorRule, ...]:
         """The engine's rules; ``DEFAULT_RULES`` when the config names none."""
@@ -246,7 +254,7 @@ ENV_VARS: Mapping[str, str] = {
     "OTEL_ANOMALY_GRPC_ENDPOINT": "receivers.grpc.endpoint",
     "OTEL_ANOMALY_HTTP_ENDPOINT": "receivers.http.endpoint",
     "OTEL_ANOMALY_METRICS_ENDPOINT": "exposition.endpoint",
-    "OTEL_ANOMALY_EVENTS_ENDPOINT": "events.endpoint",
+    "OTEL_ANOMALY_EVENTS_ENDPOINT": "outputs.otlp_events.endpoint",
     "OTEL_ANOMALY_MAX_SERIES": "series.max_series",
     "OTEL_ANOMALY_QUEUE_SIZE": "pipeline.queue_size",
     "OTEL_ANOMALY_STATE_PATH": "state.path",
@@ -307,6 +315,8 @@ def load_config(
         if value is not None:
             _set_dotted(data, key, value)
             sources[key] = "command line"
+    # Before validation, which would only call the former section an unknown key.
+    problems.extend(moved_key_problems(data))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -2,7 +2,8 @@
 
 The sidecar runs in-process on the configured endpoints; the shop reports through the
 real OpenTelemetry SDK over OTLP/gRPC; anomaly events go to an in-process OTLP logs sink
-(unless ``events.endpoint`` is set) and are shown as they arrive. Randomness is seeded.
+(unless ``outputs.otlp_events.endpoint`` is set) and are shown as they arrive. Randomness
+is seeded.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ def demo_config(config: Config, events_endpoint: str | None) -> Config:
         ),
         "logs": config.logs.model_copy(update={"window": _DEMO_WINDOW_S}),
     }
-    if events_endpoint and not config.events.endpoint:
-        update["events"] = config.events.model_copy(update={"endpoint": events_endpoint})
+    outputs = config.outputs
+    if events_endpoint and not outputs.otlp_events.endpoint:
+        events = outputs.otlp_events.model_copy(update={"endpoint": events_endpoint})
+        update["outputs"] = outputs.model_copy(update={"otlp_events": events})
     return config.model_copy(update=update)
 
 
@@ -144,7 +147,8 @@ class DemoReport:
         self._write(
             f"otel-anomaly demo: OTLP/gRPC on port {sidecar.grpc_port}, Prometheus on "
             f"http://127.0.0.1:{sidecar.metrics_port}/metrics, events to "
-            f"{sidecar.config.events.endpoint}; {options.duration_s:g}s, seed {options.seed}"
+            f"{sidecar.config.outputs.otlp_events.endpoint}; {options.duration_s:g}s, "
+            f"seed {options.seed}"
         )
         for incident in self._incidents:
             self._write(f"  planned at {incident.start_s:5.0f}s-{incident.end_s:.0f}s: "
@@ -159,7 +163,7 @@ class DemoReport:
 
     def progress(self, t: float, sidecar: Sidecar, events: list[SinkRecord]) -> None:
         """Series count, flagged series and the events since the last report."""
-        snapshot = sidecar.scores.snapshot()
+        snapshot = sidecar.prometheus.table.snapshot()
         flagged = [labels for labels, flag in zip(snapshot.labels, snapshot.flag.tolist(),
                                                   strict=True) if flag]
         names = ", ".join(f"{f.get('job', '?')} {f.get('metric', '?')}" for f in flagged[:3])

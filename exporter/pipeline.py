@@ -1,8 +1,9 @@
 """The bounded intake queue and the one worker thread that owns the engine.
 
 Receivers (on the event loop) ``submit`` decoded requests and await the returned future;
-the worker ingests each request, publishes its scores, evictions and events, and resolves
-the future with the ``IngestResult`` (or the exception processing raised).
+the worker ingests each request, hands its scores, evictions and events to the outputs as
+one ``ScoringRound``, and resolves the future with the ``IngestResult`` (or the exception
+processing raised).
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
 from otel_anomaly.exporter.errors import ExporterError
-from otel_anomaly.exporter.scores import ScoreTable
+from otel_anomaly.exporter.outputs.base import ScoringRound
 from otel_anomaly.exporter.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.types import AnomalyEvent, IngestResult
+from otel_anomaly.processors.types import IngestResult, Labels, ScoreBatch
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +56,11 @@ class Pipeline:
     ----------
     engine
         Used only by the worker thread once started.
-    scores
-        Receives every result's scores and evictions.
     telemetry
         Self-metrics.
-    publish_events
-        Hands events to the events exporter; must not block.
+    publish_round
+        Hands each round (a request's result; a timer's evictions or silence events) to
+        the outputs (``OutputFanout.publish``); must not block.
     queue_size
         Requests that may wait for the worker.
     clock
@@ -78,9 +78,8 @@ class Pipeline:
     def __init__(
         self,
         engine: Engine,
-        scores: ScoreTable,
         telemetry: Telemetry,
-        publish_events: Callable[[Sequence[AnomalyEvent]], None],
+        publish_round: Callable[[ScoringRound], None],
         *,
         queue_size: int,
         clock: Callable[[], float],
@@ -90,9 +89,8 @@ class Pipeline:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
-        self._scores = scores
         self._telemetry = telemetry
-        self._publish_events = publish_events
+        self._publish_round = publish_round
         self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=queue_size)
         self._clock = clock
         self._evict_interval_s = evict_interval_s
@@ -216,13 +214,12 @@ class Pipeline:
         item.future.set_result(result)
 
     def _publish(self, signal: Signal, result: IngestResult, seconds: float) -> None:
-        # Evictions first: a slot freed in this call may already hold a new series.
-        self._scores.remove(result.evicted)
-        self._scores.update(result.scores)
-        if result.events:
-            for event in result.events:
-                self._telemetry.events(event.kind)
-            self._publish_events(result.events)
+        self._publish_round(ScoringRound(
+            scores=result.scores, labels=self._labels(result.scores),
+            events=tuple(result.events), evicted=result.evicted,
+        ))
+        for event in result.events:
+            self._telemetry.events(event.kind)
         self._telemetry.processed(signal, seconds, result)
         self._telemetry.evicted(len(result.evicted))
         self._refresh_stats()
@@ -234,7 +231,8 @@ class Pipeline:
         self._last_evict = now
         try:
             evicted = self._engine.evict_expired()
-            self._scores.remove(evicted)
+            if len(evicted):
+                self._publish_round(ScoringRound(evicted=evicted))
             self._telemetry.evicted(len(evicted))
             self._refresh_stats(force=True)
         except Exception as exc:  # noqa: BLE001 - eviction retries on the next interval
@@ -257,8 +255,15 @@ class Pipeline:
         if events:
             for event in events:
                 self._telemetry.events(event.kind)
-            self._publish_events(events)
+            self._publish_round(ScoringRound(events=tuple(events)))
             self._refresh_stats(force=True)
+
+    def _labels(self, scores: ScoreBatch) -> dict[int, Labels]:
+        # Labels travel with the round, so outputs never call back into the engine (which
+        # only this thread may touch): one lookup per distinct slot, a list index each
+        # (under a microsecond; dict.fromkeys dedups in C, faster here than np.unique).
+        distinct = dict.fromkeys(scores.slots[scores.slots >= 0].tolist())
+        return dict(zip(distinct, map(self._engine.series_labels, distinct), strict=True))
 
     def _refresh_stats(self, *, force: bool = False) -> None:
         # Series counts walk every live series: refreshed at most once a second, not per

@@ -1,8 +1,8 @@
 """OtlpSink: an in-process OTLP/gRPC endpoint (logs and metrics) that keeps what it receives.
 
-Shipped for the demo and for tests: point ``events.endpoint`` at it and read the anomaly
-events (and, with ``export_scores_as_metrics``, the score metrics) back, without running a
-Collector.
+Shipped for the demo and for tests: point ``outputs.otlp_events.endpoint`` (and
+``outputs.otlp_scores.endpoint``) at it and read the anomaly events (and the score metrics)
+back, without running a Collector.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class OtlpSink:
 
     @property
     def endpoint(self) -> str:
-        """``host:port`` to configure as ``events.endpoint`` once started."""
+        """``host:port`` to configure as an output's endpoint once started."""
         host = self._endpoint.rpartition(":")[0]
         return f"{host}:{self.port}"
 

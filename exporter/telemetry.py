@@ -132,6 +132,17 @@ class Telemetry:
             "otel_anomaly_events_dropped", "Anomaly events not delivered, by reason.",
             ["reason"], registry=registry,
         )
+        self._output_dropped = Counter(
+            "otel_anomaly_output_dropped",
+            "Scoring rounds an output never got, by output and reason (queue_full: its "
+            "queue was full and the oldest round went; shutting_down; shutdown_timeout).",
+            ["output", "reason"], registry=registry,
+        )
+        self._output_errors = Counter(
+            "otel_anomaly_output_errors",
+            "Rounds whose publish raised, by output and exception type.",
+            ["output", "error"], registry=registry,
+        )
         self._collect_seconds = Gauge(
             "otel_anomaly_collect_duration_seconds",
             "Time the last scrape spent copying and formatting scores.", registry=registry,
@@ -233,6 +244,15 @@ class Telemetry:
         """Count events that will not be delivered."""
         if count:
             self._events_dropped.labels(reason).inc(count)
+
+    def output_dropped(self, output: str, reason: str, count: int = 1) -> None:
+        """Count scoring rounds an output will never publish."""
+        if count:
+            self._output_dropped.labels(output, reason).inc(count)
+
+    def output_failed(self, output: str, error: str) -> None:
+        """Count a round whose publish raised ``error`` in ``output``."""
+        self._output_errors.labels(output, error).inc()
 
     def scraped(self, seconds: float, exported: int, total: int, duplicates: int) -> None:
         """Record one ``ScoreCollector.collect``."""

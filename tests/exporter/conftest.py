@@ -12,6 +12,7 @@ from otel_anomaly.exporter.sink import OtlpSink
 
 _OUR_THREADS = (
     "otel-anomaly-pipeline", "otel-anomaly-io", "otel-anomaly-scrape", "otel-anomaly-decode",
+    "otel-anomaly-output-",
 )
 
 

@@ -35,6 +35,7 @@ def test_check_config_ok_prints_a_summary(capsys: pytest.CaptureFixture[str]) ->
         "  receivers: grpc 127.0.0.1:14317\n"
         "  metrics:   localhost:9464 (at most 10000 series per scrape)\n"
         "  events:    collector:4319\n"
+        "  scores:    disabled (OTLP)\n"
         "  detectors: 2 rules (configured): latency, default\n"
         "  series:    at most 5000, ttl 1800s\n"
     )
@@ -50,6 +51,15 @@ def test_check_config_error_lists_every_problem_and_exits_2(
     assert out == ""
     assert err.startswith(f"invalid configuration in {path} (6 errors):\n")
     assert err.count("\n  ") == 6
+
+
+def test_check_config_names_the_new_key_of_each_former_events_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check-config", str(CONFIGS / "moved_events_keys.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "  events.endpoint: moved to outputs.otlp_events.endpoint\n" in err
+    assert "  events.metrics_interval: moved to outputs.otlp_scores.interval" in err
 
 
 def test_check_config_applies_the_environment(

@@ -56,7 +56,14 @@ invalid configuration in {path} (2 errors):
     "unknown_section": """\
 invalid configuration in {path} (1 error):
   (root): unknown key 'exporters' (expected one of: receivers, pipeline, series, traces, logs, \
-multivariate, detectors, exposition, events, state)""",
+multivariate, detectors, exposition, outputs, state, warm_start)""",
+    "moved_events_keys": """\
+invalid configuration in {path} (4 errors):
+  events.endpoint: moved to outputs.otlp_events.endpoint
+  events.queue_size: moved to outputs.otlp_events.queue_size
+  events.export_scores_as_metrics: moved to outputs.otlp_scores.endpoint (scores are pushed \
+when it is set; give it the events' endpoint for the former behaviour)
+  events.metrics_interval: moved to outputs.otlp_scores.interval""",
     "cross_field_instant": """\
 invalid configuration in {path} (1 error):
   detectors[0].alert: `close_threshold` must be <= `open_threshold`; got close_threshold=3.0, \
@@ -99,7 +106,7 @@ def test_valid_config_maps_onto_engine_settings() -> None:
     assert default.detector == "ensemble"
     assert default.alert == SEASONAL_ALERT
     assert config.receivers.http.enabled is False
-    assert config.events.headers == {"authorization": "Bearer x"}
+    assert config.outputs.otlp_events.headers == {"authorization": "Bearer x"}
 
 
 def test_silence_after_maps_onto_the_engine_and_zero_disables() -> None:
@@ -230,7 +237,7 @@ def test_empty_events_endpoint_disables_events(
 ) -> None:
     config = load_config(None, {}, environ={"OTEL_ANOMALY_EVENTS_ENDPOINT": events_endpoint}
                          if events_endpoint is not None else {})
-    assert config.events.endpoint == expected
+    assert config.outputs.otlp_events.endpoint == expected
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

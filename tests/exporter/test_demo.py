@@ -20,10 +20,10 @@ def test_incidents_follow_a_one_minute_warm_up_and_do_not_overlap() -> None:
 
 def test_demo_config_points_events_at_the_sink_and_shortens_windows() -> None:
     config = demo_config(loopback_config(), "127.0.0.1:5555")
-    assert config.events.endpoint == "127.0.0.1:5555"
+    assert config.outputs.otlp_events.endpoint == "127.0.0.1:5555"
     assert config.traces.window == config.logs.window == 1.0
-    configured = loopback_config({"events.endpoint": "collector:4319"})
-    assert demo_config(configured, "127.0.0.1:5555").events.endpoint == "collector:4319"
+    configured = loopback_config({"outputs.otlp_events.endpoint": "collector:4319"})
+    assert demo_config(configured, "127.0.0.1:5555").outputs.otlp_events.endpoint == "collector:4319"
 
 
 def test_a_short_demo_runs_end_to_end() -> None:

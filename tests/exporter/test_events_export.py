@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_anomaly.exporter.config import EventsConfig
-from otel_anomaly.exporter.events import EventsExporter
+from otel_anomaly.exporter.config import OtlpEventsConfig
+from otel_anomaly.exporter.outputs import OtlpEventsOutput, ScoringRound
 from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request, span, traces_request
@@ -50,7 +50,7 @@ def spike_request() -> object:
 
 
 def test_a_spike_opens_and_closes_an_anomaly(sink: OtlpSink) -> None:
-    config = loopback_config({"events.endpoint": sink.endpoint, "detectors": [FAST_DETECTOR]})
+    config = loopback_config({"outputs.otlp_events.endpoint": sink.endpoint, "detectors": [FAST_DETECTOR]})
     with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         clients.metrics.Export(spike_request(), timeout=5)
         wait_for_events(sink, "anomaly.open", 1)
@@ -87,7 +87,7 @@ def test_span_outlier_event_carries_the_trace_id_sent_as_hex_json(sink: OtlpSink
         "params": {"warmup": 5, "log_transform": True},
         "alert": {"direction": "up", "min_duration": 1, "close_after": 1},
     }
-    config = loopback_config({"events.endpoint": sink.endpoint,
+    config = loopback_config({"outputs.otlp_events.endpoint": sink.endpoint,
                               "detectors": [spans_rule, {"name": "default"}]})
     baseline = [span("GET /cart", i * SECOND, 10.0 + i % 3, span_id=i.to_bytes(8, "big"))
                 for i in range(1, 30)]
@@ -118,6 +118,10 @@ def event(i: int) -> AnomalyEvent:
     return AnomalyEvent("open", 0, key, i, "up", 2.0, 3.0, 1.0, 0.0, 2.0, "ewma_zscore", "m up")
 
 
+def events_round(count: int) -> ScoringRound:
+    return ScoringRound(events=tuple(event(i) for i in range(count)))
+
+
 def counts(registry: CollectorRegistry) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
@@ -130,11 +134,11 @@ def counts(registry: CollectorRegistry) -> dict[str, float]:
 
 def test_publish_never_blocks_and_every_event_is_sent_or_counted_dropped(sink: OtlpSink) -> None:
     registry = CollectorRegistry()
-    exporter = EventsExporter(EventsConfig(endpoint=sink.endpoint, queue_size=4),
-                              Telemetry(registry))
+    exporter = OtlpEventsOutput(OtlpEventsConfig(endpoint=sink.endpoint, queue_size=4),
+                                Telemetry(registry))
     exporter.start()
     started = time.monotonic()
-    exporter.publish([event(i) for i in range(200)])
+    exporter.publish(events_round(200))
     assert time.monotonic() - started < 1.0
     exporter.shutdown(5)
     seen = counts(registry)
@@ -153,10 +157,10 @@ def free_port() -> int:
 
 def test_unreachable_endpoint_counts_failed_exports_and_shutdown_is_bounded() -> None:
     registry = CollectorRegistry()
-    config = EventsConfig(endpoint=f"127.0.0.1:{free_port()}", timeout=1.0)
-    exporter = EventsExporter(config, Telemetry(registry))
+    config = OtlpEventsConfig(endpoint=f"127.0.0.1:{free_port()}", timeout=1.0)
+    exporter = OtlpEventsOutput(config, Telemetry(registry))
     exporter.start()
-    exporter.publish([event(i) for i in range(3)])
+    exporter.publish(events_round(3))
     started = time.monotonic()
     exporter.shutdown(2)
     assert time.monotonic() - started < 5
@@ -166,16 +170,16 @@ def test_unreachable_endpoint_counts_failed_exports_and_shutdown_is_bounded() ->
 
 
 def test_disabled_events_publish_nothing() -> None:
-    exporter = EventsExporter(EventsConfig(endpoint=None), Telemetry(CollectorRegistry()))
+    exporter = OtlpEventsOutput(OtlpEventsConfig(endpoint=None), Telemetry(CollectorRegistry()))
     exporter.start()
-    exporter.publish([event(1)])
+    exporter.publish(events_round(1))
     exporter.shutdown(1)
 
 
 def test_scores_can_also_be_pushed_as_otlp_metrics(sink: OtlpSink) -> None:
     config = loopback_config({
-        "events.endpoint": sink.endpoint, "events.export_scores_as_metrics": True,
-        "events.metrics_interval": "200ms", "detectors": [FAST_DETECTOR],
+        "outputs.otlp_scores.endpoint": sink.endpoint, "outputs.otlp_scores.interval": "200ms",
+        "detectors": [FAST_DETECTOR],
     })
     points = [(i * SECOND, 3.0 + i % 2) for i in range(1, 10)]  # past warm-up: a band exists
     request = metrics_request([gauge("queue.depth", points)], {"service.name": "w"})

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otel_anomaly.exporter.app import SidecarSettings
-from otel_anomaly.exporter.prometheus import OUTPUTS
+from otel_anomaly.exporter.outputs import SCORE_GAUGES
 from otel_anomaly.exporter.receiver import retry_trailers
 from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, TracesRequest
 from otel_anomaly.processors.testing import (
@@ -31,7 +31,7 @@ from otel_anomaly.processors.testing import (
 CPU = metrics_request([gauge("cpu", [(SECOND, 0.5), (2 * SECOND, 0.6)], unit="1")],
                       {"service.name": "checkout"})
 
-OUTPUT_FAMILIES = {name for name, _, _ in OUTPUTS}
+OUTPUT_FAMILIES = {name for name, _, _ in SCORE_GAUGES}
 
 
 def settings(holder: EngineHolder) -> SidecarSettings:

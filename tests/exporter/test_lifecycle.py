@@ -13,17 +13,25 @@ from helpers.sidecars import http_get, loopback_config
 from prometheus_client import CollectorRegistry
 
 from otel_anomaly.exporter.app import Sidecar
-from otel_anomaly.exporter.config import EventsConfig, GrpcReceiverConfig, HttpReceiverConfig
+from otel_anomaly.exporter.config import (
+    GrpcReceiverConfig,
+    HttpReceiverConfig,
+    OtlpEventsConfig,
+    OtlpScoresConfig,
+)
 from otel_anomaly.exporter.errors import StartupError
-from otel_anomaly.exporter.events import EventsExporter
 from otel_anomaly.exporter.http_receiver import HttpReceiver
 from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
+from otel_anomaly.exporter.metrics_server import MetricsServer
+from otel_anomaly.exporter.outputs import (
+    OtlpEventsOutput,
+    OtlpScoresOutput,
+    OutputFanout,
+    PrometheusOutput,
+)
 from otel_anomaly.exporter.pipeline import Pipeline
-from otel_anomaly.exporter.prometheus import MetricsServer
 from otel_anomaly.exporter.receiver import GrpcReceiver
-from otel_anomaly.exporter.score_metrics import ScoreMetricsExporter
-from otel_anomaly.exporter.scores import ScoreTable
 from otel_anomaly.exporter.sink import OtlpSink
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.settings import EngineSettings
@@ -56,8 +64,7 @@ def io_loop() -> Iterator[IoLoop]:
 def pipeline_parts() -> tuple[Pipeline, Telemetry]:
     telemetry = Telemetry(CollectorRegistry())
     engine = RecordingEngine(EngineSettings(clock=lambda: 0.0))
-    pipeline = Pipeline(engine, ScoreTable(engine.series_labels), telemetry, lambda events: None,
-                        queue_size=2, clock=lambda: 0.0, evict_interval_s=60.0)
+    pipeline = Pipeline(engine, telemetry, lambda scoring_round: None, queue_size=2, clock=lambda: 0.0, evict_interval_s=60.0)
     return pipeline, telemetry
 
 
@@ -101,13 +108,19 @@ def no_port(make: Callable[[], Any]) -> Iterator[Factory]:
     yield lambda endpoint: make()
 
 
-def _events(endpoint: str | None) -> EventsExporter:
-    return EventsExporter(EventsConfig(endpoint=endpoint), Telemetry(CollectorRegistry()))
+def _events(endpoint: str | None) -> OtlpEventsOutput:
+    return OtlpEventsOutput(OtlpEventsConfig(endpoint=endpoint), Telemetry(CollectorRegistry()))
 
 
-def _score_metrics() -> ScoreMetricsExporter:
-    config = EventsConfig(endpoint=f"127.0.0.1:{free_port()}", export_scores_as_metrics=True)
-    return ScoreMetricsExporter(config, ScoreTable(lambda slot: ()), 10)
+def _score_metrics() -> OtlpScoresOutput:
+    return OtlpScoresOutput(OtlpScoresConfig(endpoint=f"127.0.0.1:{free_port()}"), 10)
+
+
+def _outputs() -> OutputFanout:
+    telemetry = Telemetry(CollectorRegistry())
+    outputs = [PrometheusOutput(10, telemetry), _events(f"127.0.0.1:{free_port()}"),
+               _score_metrics()]
+    return OutputFanout(outputs, telemetry, queue_size=2)
 
 
 WITHOUT_PORTS: dict[str, Callable[[], Any]] = {
@@ -116,6 +129,7 @@ WITHOUT_PORTS: dict[str, Callable[[], Any]] = {
     "events_exporter": lambda: _events(f"127.0.0.1:{free_port()}"),
     "events_disabled": lambda: _events(None),
     "score_metrics_exporter": _score_metrics,
+    "output_fanout": _outputs,
 }
 
 ALL = {**{k: v for k, v in WITH_PORTS.items()},

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from otel_anomaly.exporter.outputs import PrometheusOutput, ScoringRound
 from otel_anomaly.exporter.pipeline import THREAD_NAME, Pipeline, PipelineClosedError
-from otel_anomaly.exporter.scores import ScoreTable
 from otel_anomaly.exporter.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine, EngineStats
@@ -41,13 +41,22 @@ class Harness:
         self.engine = engine
         self.registry = CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
-        self.scores = ScoreTable(engine.series_labels)
-        self.published: list[AnomalyEvent] = []
+        self.prometheus = PrometheusOutput(100, self.telemetry)
+        self.scores = self.prometheus.table
+        self.rounds: list[ScoringRound] = []
         self.clock = engine.settings.clock
         self.pipeline = Pipeline(
-            engine, self.scores, self.telemetry, self.published.extend,
+            engine, self.telemetry, self.publish,
             queue_size=queue_size, clock=self.clock, evict_interval_s=10.0,
         )
+
+    def publish(self, scoring_round: ScoringRound) -> None:
+        self.prometheus.publish(scoring_round)
+        self.rounds.append(scoring_round)
+
+    @property
+    def published(self) -> list[AnomalyEvent]:
+        return [event for r in self.rounds for event in r.events]
 
     def metric(self, name: str, **labels: str) -> float:
         families = {

@@ -17,12 +17,12 @@ from prometheus_client.openmetrics.parser import (
 
 from otel_anomaly.exporter.app import SidecarSettings
 from otel_anomaly.exporter.loop import IoLoop
-from otel_anomaly.exporter.prometheus import OUTPUTS, MetricsServer, ScoreCollector
-from otel_anomaly.exporter.scores import ScoreTable
+from otel_anomaly.exporter.metrics_server import MetricsServer
+from otel_anomaly.exporter.outputs import SCORE_GAUGES, ScoreCollector, ScoreTable
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.testing import SECOND, FakeClock, gauge, metrics_request
 
-OUTPUT_NAMES = [name for name, _, _ in OUTPUTS]
+OUTPUT_NAMES = [name for name, _, _ in SCORE_GAUGES]
 
 
 def two_services() -> list:
@@ -154,7 +154,7 @@ def test_a_scrape_never_scores() -> None:
 
 def test_collector_describes_nothing_and_registers_on_its_own_registry() -> None:
     registry = CollectorRegistry()
-    collector = ScoreCollector(ScoreTable(lambda slot: ()), 10, Telemetry(registry))
+    collector = ScoreCollector(ScoreTable(), 10, Telemetry(registry))
     assert list(collector.describe()) == []
     assert [family.name for family in collector.collect()] == OUTPUT_NAMES
     with running(loopback_config()) as sidecar:

@@ -1,9 +1,10 @@
-"""Anomaly events as OTLP log records, through the SDK's batch processor and OTLP exporter.
+"""The OTLP events output: anomaly events as OTLP log records, through the SDK.
 
 The SDK's ``OTLPLogExporter`` brings jittered retries and honours RetryInfo; its
-``BatchLogRecordProcessor`` is the bounded queue. ``publish`` never blocks the pipeline:
-when the queue is full an event is dropped and counted (the SDK's processor would drop
-silently, so we keep our own count of records not yet handed to the exporter).
+``BatchLogRecordProcessor`` is the bounded queue of events. ``publish`` (on the output's
+own thread) never waits for the network: when that queue is full an event is dropped and
+counted (the SDK's processor would drop silently, so we keep our own count of records not
+yet handed to the exporter).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from otel_anomaly.exporter.config import EventsConfig
+from otel_anomaly.exporter.config_outputs import OtlpEventsConfig
+from otel_anomaly.exporter.outputs.base import ScoringRound
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.types import AnomalyEvent
 
@@ -106,22 +108,25 @@ def _context(event: AnomalyEvent) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
 
 
-class EventsExporter:
+class OtlpEventsOutput:
     """Sends ``AnomalyEvent``s as OTLP log records with ``event_name`` ``anomaly.<kind>``.
 
     Parameters
     ----------
     config
-        ``events`` (endpoint, insecure, headers, queue_size, timeout).
+        ``outputs.otlp_events`` (endpoint, insecure, headers, queue_size, timeout).
     telemetry
         Counts sent and dropped events.
     now_ns
         Wall clock for ``observed_timestamp`` (the record's ``timestamp`` is event time).
     """
 
+    name = "otlp_events"
+    inline = False
+
     def __init__(
         self,
-        config: EventsConfig,
+        config: OtlpEventsConfig,
         telemetry: Telemetry,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -158,12 +163,12 @@ class EventsExporter:
         self._logger = provider.get_logger(SCOPE_NAME)
         self._provider = provider
 
-    def publish(self, events: Sequence[AnomalyEvent]) -> None:
-        """Queue events for export; never blocks. Drops (counted) when the queue is full."""
+    def publish(self, scoring_round: ScoringRound) -> None:
+        """Queue the round's events for export. Drops (counted) when the queue is full."""
         logger, counting = self._logger, self._counting
         if logger is None or counting is None or self._closed:
             return
-        for event in events:
+        for event in scoring_round.events:
             if self._emitted - counting.handed >= self._config.queue_size:
                 self._telemetry.events_dropped("queue_full", 1)
                 continue
@@ -185,7 +190,7 @@ class EventsExporter:
 
         Batches still queued after ``timeout`` are dropped (counted as
         ``shutdown_timeout``); one export already in flight may take up to
-        ``events.timeout``, as the SDK's batch processor offers no deadline of its own.
+        ``outputs.otlp_events.timeout``, as the SDK's batch processor offers no deadline of its own.
         """
         self._closed = True
         provider, self._provider = self._provider, None

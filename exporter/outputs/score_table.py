@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -57,30 +57,26 @@ class ScoreSnapshot:
 class ScoreTable:
     """Latest ``(value, expected, lower, upper, score, flag, ts)`` per slot, in numpy arrays.
 
-    Written only by the pipeline worker (``update``, ``remove``); read by scrapes and
-    exporters through ``snapshot``, which copies under the lock, so a reader never holds
-    the lock while it formats output. Arrays grow geometrically to the highest slot seen.
-    A series' labels are computed once, when its slot is first seen, and dropped when it
-    is removed (a reused slot gets its new series' labels).
+    Written by one thread (``update``, ``remove``): the pipeline's for the Prometheus
+    output, the output's own for a queued one. Read by scrapes and exporters through
+    ``snapshot``, which copies under the lock, so a reader never holds the lock while it
+    formats output. Arrays grow geometrically to the highest slot seen.
+    A series' labels are stored when its slot is first seen, and dropped when it is
+    removed (a reused slot gets its new series' labels).
 
     Two series can have the same labels (e.g. two replicas of a service without
     ``service.instance.id``, whose other resource attributes are not labels). A scrape with
     duplicate samples is rejected as a whole, so snapshots keep one series per label set
     (an open anomaly first) and count the others as ``duplicates``.
 
-    Parameters
-    ----------
-    labels_of
-        Prometheus labels of the series in a slot (``Engine.series_labels``); called from
-        ``update`` only, so on the pipeline worker thread.
-
     Examples
     --------
     >>> from otel_anomaly.processors.types import ScoreBatch
-    >>> table = ScoreTable(lambda slot: (("metric", f"m{slot}"),))
+    >>> table = ScoreTable()
     >>> f = np.array([1.0, 2.0, 3.0])
-    >>> table.update(ScoreBatch(np.array([0, 2, 0]), np.array([1, 2, 3]), f, f, f, f, f,
-    ...                         np.array([False, True, False])))
+    >>> batch = ScoreBatch(np.array([0, 2, 0]), np.array([1, 2, 3]), f, f, f, f, f,
+    ...                    np.array([False, True, False]))
+    >>> table.update(batch, {0: (("metric", "m0"),), 2: (("metric", "m2"),)})
     >>> snap = table.snapshot()
     >>> snap.labels, snap.value.tolist(), snap.flag.tolist()
     ([{'metric': 'm0'}, {'metric': 'm2'}], [3.0, 2.0], [False, True])
@@ -88,8 +84,7 @@ class ScoreTable:
     1
     """
 
-    def __init__(self, labels_of: Callable[[int], Labels]) -> None:
-        self._labels_of = labels_of
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._labels: list[dict[str, str] | None] = []
         self._keys: list[Labels | None] = []
@@ -104,8 +99,12 @@ class ScoreTable:
     def __len__(self) -> int:
         return self._count
 
-    def update(self, batch: ScoreBatch) -> None:
-        """Keep the last row of each slot in ``batch`` as that series' latest state."""
+    def update(self, batch: ScoreBatch, labels: Mapping[int, Labels]) -> None:
+        """Keep the last row of each slot in ``batch`` as that series' latest state.
+
+        ``labels`` has the labels of every slot in ``batch`` (``ScoringRound.labels``);
+        they are read only for slots the table does not hold yet.
+        """
         if not len(batch):
             return
         reversed_slots = batch.slots[::-1]
@@ -113,10 +112,10 @@ class ScoreTable:
         rows = len(batch) - 1 - first_from_end
         keep = slots >= 0
         slots, rows = slots[keep], rows[keep]
-        # Label lookups happen outside the lock; only this (the writer) thread mutates
-        # _labels, so reading it here without the lock is safe.
+        # Outside the lock: only this (the writer) thread mutates _labels, so reading it
+        # here without the lock is safe.
         fresh = {
-            slot: tuple(self._labels_of(slot))
+            slot: tuple(labels[slot])
             for slot in slots.tolist()
             if slot >= len(self._labels) or self._labels[slot] is None
         }

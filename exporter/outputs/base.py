@@ -1,0 +1,85 @@
+"""What outputs receive (``ScoringRound``) and what they implement (``Output``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.types import AnomalyEvent, Labels, ScoreBatch
+
+
+def _no_slots() -> NDArray[np.intp]:
+    return np.empty(0, np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringRound:
+    """What one pipeline step produced: one request's scores and events, or a timer's.
+
+    Self-contained: an output needs nothing else (no call back into the engine), so it can
+    run on its own thread, late, or after some rounds were dropped. Outputs must not modify
+    the arrays.
+
+    Apply ``evicted`` **before** ``scores``: a slot freed in this round may already hold a
+    new series, whose rows and labels are in ``scores`` and ``labels``.
+
+    Parameters
+    ----------
+    scores
+        Score rows, in ingest order (several rows may share a slot; the last is the latest).
+    labels
+        Prometheus labels of every slot in ``scores``, as of this round (a reused slot maps
+        to its new series).
+    events
+        Anomaly events (open, update, close), in the order the engine produced them.
+    evicted
+        Slots whose series were evicted (idle or replaced): forget them.
+    """
+
+    scores: ScoreBatch = field(default_factory=ScoreBatch.empty)
+    labels: Mapping[int, Labels] = field(default_factory=dict)
+    events: tuple[AnomalyEvent, ...] = ()
+    evicted: NDArray[np.intp] = field(default_factory=_no_slots)
+
+    def after_evictions(self, earlier: NDArray[np.intp]) -> ScoringRound:
+        """Return this round, also evicting ``earlier`` first (a dropped round's evictions).
+
+        A dropped round may lose its scores and events, never its evictions: an output that
+        missed one would keep a departed series, or give its slot's next series old labels.
+        """
+        if not len(earlier):
+            return self
+        return replace(self, evicted=np.concatenate([earlier, self.evicted]))
+
+
+class Output(Protocol):
+    """Where scoring rounds go: an exporter component, as in the OpenTelemetry Collector.
+
+    The pipeline hands every round to every output through ``OutputFanout``, which also
+    runs the lifecycle: ``start`` before the first round, ``shutdown`` after the last.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short ``lower_snake_case`` id: the ``output`` label of self-metrics, thread names."""
+
+    @property
+    def inline(self) -> bool:
+        """Whether ``publish`` may run on the pipeline thread.
+
+        Only for a ``publish`` that is cheap and cannot block (no I/O, no lock held for
+        long by anyone else); any other output gets its own bounded queue and thread.
+        """
+
+    def start(self) -> None:
+        """Get ready to publish; return quickly."""
+
+    def publish(self, scoring_round: ScoringRound) -> None:
+        """Take one round; raising counts a failure, and the next round still comes."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush what was published and stop; idempotent, safe before ``start``."""

@@ -1,0 +1,219 @@
+"""Outputs: the fan-out isolates slow and failing outputs; rounds are self-contained."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+from helpers import wait_for
+from helpers.outputs import BlockingOutput, FailingOutput, RecordingOutput
+from helpers.sidecars import (
+    FAST_DETECTOR,
+    grpc_clients,
+    loopback_config,
+    running,
+    sample_value,
+    scrape,
+)
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_anomaly.exporter.app import SidecarSettings
+from otel_anomaly.exporter.config import OtlpScoresConfig
+from otel_anomaly.exporter.outputs import (
+    OtlpScoresOutput,
+    OutputFanout,
+    PrometheusOutput,
+    ScoreSnapshot,
+    ScoringRound,
+)
+from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
+from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+from otel_anomaly.processors.types import Labels, ScoreBatch
+
+
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return sample_value(families, name, **labels)
+
+
+def scored(slots: list[int], value: float, labels: dict[int, Labels] | None = None,
+           evicted: list[int] | None = None) -> ScoringRound:
+    """A round scoring ``slots`` with every column at ``value`` (labels ``m<slot>``)."""
+    v = np.full(len(slots), value)
+    batch = ScoreBatch(np.asarray(slots, np.intp), np.arange(len(slots), dtype=np.int64),
+                       v, v, v, v, v, np.zeros(len(slots), np.bool_))
+    return ScoringRound(
+        scores=batch,
+        labels=labels if labels is not None else {s: (("metric", f"m{s}"),) for s in slots},
+        evicted=np.asarray(evicted or [], np.intp),
+    )
+
+
+def spike_request() -> object:
+    normal = [(i * SECOND, 10.0 + 0.1 * (i % 3)) for i in range(1, 21)]
+    points = [*normal, (21 * SECOND, 100.0), (22 * SECOND, 10.1), (23 * SECOND, 10.0)]
+    return metrics_request([gauge("queue.depth", points)], {"service.name": "worker"})
+
+
+def events_named(sink: OtlpSink, event_name: str) -> list[SinkRecord]:
+    return [r for r in sink.records() if r.event_name == event_name]
+
+
+def test_a_blocked_and_a_failing_output_hold_up_neither_ingestion_nor_the_other_outputs(
+    sink: OtlpSink,
+) -> None:
+    stuck, broken = BlockingOutput("stuck"), FailingOutput("broken")
+    config = loopback_config({
+        "outputs.otlp_events.endpoint": sink.endpoint, "outputs.queue_size": 2,
+        "detectors": [FAST_DETECTOR],
+    })
+    settings = SidecarSettings(extra_outputs=(stuck, broken))
+    with running(config, settings) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        try:
+            response = clients.metrics.Export(spike_request(), timeout=5)
+            assert response.partial_success.rejected_data_points == 0
+            assert stuck.entered.wait(5), "the stuck output never got the first round"
+            for i in range(8):  # each a round the stuck output cannot take
+                request = metrics_request([gauge(f"load.{i}", [(SECOND, 1.0), (2 * SECOND, 2.0)])],
+                                          {"service.name": "worker"})
+                response = clients.metrics.Export(request, timeout=5)
+                assert response.partial_success.rejected_data_points == 0, i
+            for name in ("anomaly.open", "anomaly.close"):
+                wait_for(lambda name=name: len(events_named(sink, name)) == 1, 10,
+                         lambda name=name: f"got {len(events_named(sink, name))}/1 {name} events")
+            families = scrape(sidecar.metrics_port)
+            values = {s.labels["metric"] for s in families["otel_anomaly_value"].samples}
+            assert {"queue_depth", "load_0", "load_7"} <= values
+            # One round in the stuck publish, two queued: the six after them pushed out the oldest.
+            assert sample_value(families, "otel_anomaly_output_dropped_total", output="stuck",
+                                reason="queue_full") == 6
+            wait_for(lambda: len(broken.rounds) == 9, 5,
+                     lambda: f"the failing output got {len(broken.rounds)}/9 rounds")
+            wait_for(lambda: sample_value(scrape(sidecar.metrics_port),
+                                          "otel_anomaly_output_errors_total", output="broken",
+                                          error="RuntimeError") == 9,
+                     5, "failed publishes of the broken output not counted")
+            for scoring_round in broken.rounds:  # self-contained: every scored slot labelled
+                assert set(scoring_round.scores.slots.tolist()) == set(scoring_round.labels)
+        finally:
+            stuck.gate.set()
+        wait_for(lambda: len(stuck.rounds) == 3, 5,
+                 lambda: f"the stuck output got {len(stuck.rounds)}/3 rounds once released")
+        kept = [{dict(labels)["metric"] for labels in r.labels.values()} for r in stuck.rounds]
+        assert kept == [{"queue_depth"}, {"load_6"}, {"load_7"}]
+
+
+def test_a_full_queue_drops_the_oldest_round_but_not_its_evictions() -> None:
+    registry = CollectorRegistry()
+    stuck = BlockingOutput()
+    fanout = OutputFanout([stuck], Telemetry(registry), queue_size=2)
+    fanout.start()
+    try:
+        fanout.publish(scored([0], 1.0))
+        assert stuck.entered.wait(5), "the output never got the first round"
+        fanout.publish(scored([], 2.0, evicted=[5]))
+        fanout.publish(scored([], 3.0, evicted=[6]))
+        fanout.publish(scored([5], 4.0))  # the queue is full: the round evicting 5 goes
+        assert fanout.queued("blocking") == 2
+        assert metric(registry, "otel_anomaly_output_dropped_total", output="blocking",
+                      reason="queue_full") == 1
+    finally:
+        stuck.gate.set()
+    wait_for(lambda: len(stuck.rounds) == 3, 5, lambda: f"got {len(stuck.rounds)}/3 rounds")
+    fanout.shutdown(5)
+    first, second, third = stuck.rounds
+    assert second.evicted.tolist() == [5, 6]
+    assert third.scores.slots.tolist() == [5]
+    assert stuck.stopped
+
+
+def test_failed_publishes_are_counted_and_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    inline, queued = FailingOutput("inline", inline=True), FailingOutput("queued")
+    recording = RecordingOutput()
+    fanout = OutputFanout([inline, queued, recording], Telemetry(registry), queue_size=8)
+    fanout.start()
+    with caplog.at_level(logging.ERROR, logger="otel_anomaly.exporter.outputs"):
+        for i in range(5):
+            fanout.publish(scored([i], float(i)))  # never raises
+        wait_for(lambda: len(queued.rounds) == 5, 5, lambda: f"got {len(queued.rounds)}/5")
+        fanout.shutdown(5)
+    for name in ("inline", "queued"):
+        assert metric(registry, "otel_anomaly_output_errors_total", output=name,
+                      error="RuntimeError") == 5
+        lines = [r for r in caplog.records if r.getMessage().startswith(f"output {name}:")]
+        assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert len(recording.rounds) == 5
+    assert recording.stopped
+
+
+def test_shutdown_is_bounded_when_an_output_never_returns() -> None:
+    registry = CollectorRegistry()
+    stuck, recording = BlockingOutput(), RecordingOutput()
+    fanout = OutputFanout([stuck, recording], Telemetry(registry), queue_size=4)
+    fanout.start()
+    try:
+        for i in range(3):
+            fanout.publish(scored([i], float(i)))
+        assert stuck.entered.wait(5), "the output never got the first round"
+        started = time.monotonic()
+        fanout.shutdown(0.5)
+        assert time.monotonic() - started < 3.0
+        assert len(recording.rounds) == 3
+        assert recording.stopped, "the healthy output was not flushed and stopped"
+        fanout.publish(scored([9], 9.0))  # after shutdown: counted, not queued
+        assert metric(registry, "otel_anomaly_output_dropped_total", output="recording",
+                      reason="shutting_down") == 1
+    finally:
+        stuck.gate.set()
+    wait_for(lambda: metric(registry, "otel_anomaly_output_dropped_total", output="blocking",
+                            reason="shutdown_timeout") == 2,
+             5, "the rounds the stuck output still held were not counted as dropped")
+
+
+def test_evictions_apply_before_the_scores_of_the_same_round() -> None:
+    output = PrometheusOutput(10, Telemetry(CollectorRegistry()))
+    output.publish(scored([0], 1.0, labels={0: (("metric", "old"),)}))
+    # Slot 0's series was evicted and the slot reused by a new series in the same round.
+    output.publish(scored([0], 2.0, labels={0: (("metric", "new"),)}, evicted=[0]))
+    snapshot = output.table.snapshot()
+    assert (snapshot.labels, snapshot.value.tolist()) == ([{"metric": "new"}], [2.0])
+
+
+def test_one_otlp_collection_reads_one_snapshot_for_every_gauge() -> None:
+    reader = InMemoryMetricReader()
+    output = OtlpScoresOutput(OtlpScoresConfig(), 10, reader=reader)
+    output.start()
+    try:
+        output.publish(scored([0], 1.0))
+        take = output.table.snapshot
+        taken = []
+
+        def snapshot_then_a_round_lands(limit: int | None = None) -> ScoreSnapshot:
+            # A round arriving mid-collection: gauges read after it must not see it.
+            copy = take(limit)
+            taken.append(copy)
+            output.publish(scored([0], float(len(taken) + 1)))
+            return copy
+
+        output.table.snapshot = snapshot_then_a_round_lands  # type: ignore[method-assign]
+        data = reader.get_metrics_data()
+    finally:
+        output.shutdown(5)
+    assert data is not None
+    points = {
+        m.name: [p.value for p in m.data.data_points]
+        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    for name in ("value", "expected", "lower", "upper", "score"):
+        assert points[f"otel_anomaly.{name}"] == [1.0], (name, points)
+    assert len(taken) == 1
