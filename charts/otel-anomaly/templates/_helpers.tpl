@@ -127,3 +127,21 @@ The three named ports, shared by the Services.
   protocol: TCP
   appProtocol: http
 {{- end }}
+
+{{/*
+Folder of config.state.path: where the state volume is mounted. The path must be absolute
+(the container's working directory is not writable); empty keeps no state but the volume
+is still mounted at /var/lib/otel-anomaly.
+*/}}
+{{- define "otel-anomaly.stateDir" -}}
+{{- $c := .Values.config | default dict }}
+{{- $s := $c.state | default dict }}
+{{- $path := $s.path | default "" | toString }}
+{{- if not $path }}
+{{- "/var/lib/otel-anomaly" }}
+{{- else if not (isAbs $path) }}
+{{- fail (printf "config.state.path must be an absolute path on the state volume, e.g. /var/lib/otel-anomaly/state.ckpt; got %q" $path) }}
+{{- else }}
+{{- dir $path }}
+{{- end }}
+{{- end }}
