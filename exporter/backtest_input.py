@@ -59,7 +59,9 @@ class InputSeries:
     ``name`` is the path relative to the INPUT folder (the file name for a single file);
     ``stamps`` and ``texts`` are the timestamp and value cells as given (``texts`` is empty
     where the value is missing or bad). ``problems`` names every bad cell (``file:line:
-    ...``); those rows are kept, not scored.
+    ...``); those rows are kept, not scored. ``metric``: the metric name the series is
+    scored as when its source names one (a Prometheus series' ``__name__``); empty for CSV
+    files, which are scored as the backtest's ``--metric``.
     """
 
     name: str
@@ -69,6 +71,7 @@ class InputSeries:
     ts_unix_nano: NDArray[np.int64]
     values: NDArray[np.float64]
     problems: tuple[str, ...] = ()
+    metric: str = ""
 
     def __len__(self) -> int:
         return len(self.stamps)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from otel_anomaly.exporter.backtest_input import BacktestInputError, InputSeries, read_inputs
 from otel_anomaly.exporter.config import Config
+from otel_anomaly.exporter.prometheus_history import HistoryError, file_name, query_range
 from otel_anomaly.processors.backtest import BacktestResult, RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.types import SeriesKey
@@ -47,9 +48,25 @@ PROBLEMS_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
+class PrometheusSource:
+    """Series to backtest from a Prometheus-compatible query API: one per returned label set.
+
+    ``start``/``end`` are Unix seconds, ``step`` seconds between points.
+    """
+
+    url: str
+    query: str
+    start: float
+    end: float
+    step: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class BacktestJob:
     """What to backtest and where results go.
 
+    ``input`` is a CSV file or a folder of them; with ``prometheus`` instead, the series
+    come from its query (and are treated as a folder: one output per series).
     ``output`` and ``plot`` are files for a single input file and folders (mirroring the
     input's relative paths) for an input folder. ``progress`` is where a progress bar is
     drawn (``None``: no bar). ``metric`` is the metric name every series is scored as: it
@@ -57,12 +74,13 @@ class BacktestJob:
     cell is an error instead of an unscored row.
     """
 
-    input: Path
+    input: Path | None
     output: Path | None = None
     plot: Path | None = None
     metric: str = "value"
     progress: TextIO | None = None
     strict: bool = False
+    prometheus: PrometheusSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +150,8 @@ def replay(
     """
     settings = config.engine_settings(clock=_replay_clock)
     engine = Engine(replace(settings, max_series=max(settings.max_series, len(inputs))))
-    series = [
-        RecordedSeries(series_key(metric, s.name), s.ts_unix_nano, s.values) for s in inputs
-    ]
+    series = [RecordedSeries(series_key(s.metric or metric, s.name), s.ts_unix_nano, s.values)
+              for s in inputs]
     total = sum(len(s) for s in inputs)
     hidden = progress is None or total < PROGRESS_MIN_ROWS
     with tqdm(total=total, file=progress, disable=hidden, unit="pt", unit_scale=True,
@@ -156,10 +173,10 @@ def run_backtest(
         For an unusable input or output path, or with ``job.strict`` a bad input cell
         (nothing is written).
     """
-    folder = job.input.is_dir()
+    folder = job.prometheus is not None or (job.input is not None and job.input.is_dir())
     _check_target("--output", job.output, folder, ".csv")
     _check_target("--plot", job.plot, folder, ".png")
-    inputs = read_inputs(job.input, strict=job.strict)
+    inputs = _read(job)
     if err is not None:
         _warn_problems(err, inputs)
     csvs = [_target(job.output, s.name, folder, ".csv") for s in inputs] if job.output else []
@@ -182,6 +199,47 @@ def run_backtest(
     if folder:
         out.write(f"{_total(summaries).line()}\n")
     return summaries
+
+
+def _read(job: BacktestJob) -> list[InputSeries]:
+    if job.prometheus is not None:
+        return prometheus_inputs(job.prometheus)
+    if job.input is None:
+        msg = "nothing to backtest: give an INPUT file or folder, or --prometheus and --query"
+        raise BacktestInputError(msg)
+    return read_inputs(job.input, strict=job.strict)
+
+
+def prometheus_inputs(source: PrometheusSource) -> list[InputSeries]:
+    """The series ``source``'s query returns, as inputs named after their labels.
+
+    Raises
+    ------
+    BacktestInputError
+        If the query API cannot be read or the query returns no series.
+    """
+    try:
+        history = query_range(source.url, source.query, source.start, source.end, source.step)
+    except HistoryError as exc:
+        raise BacktestInputError(str(exc)) from None
+    if not history:
+        msg = (f"query {source.query!r} returned no series between {source.start:g} and "
+               f"{source.end:g}")
+        raise BacktestInputError(msg)
+    inputs, names = [], set()
+    for series in history:
+        name = file_name(series)
+        while name in names:  # labels that differ only in unsafe characters
+            name += "_"
+        names.add(name)
+        stamps = [str(t / 1e9) if t % 10**9 else str(t // 10**9)
+                  for t in series.ts_unix_nano.tolist()]
+        texts = ["" if v != v else repr(v) for v in series.values.tolist()]  # noqa: PLR0124
+        inputs.append(InputSeries(
+            name=name, path=Path(name), stamps=stamps, texts=texts,
+            ts_unix_nano=series.ts_unix_nano, values=series.values,
+            metric=dict(series.labels).get("__name__", "")))
+    return inputs
 
 
 def _warn_problems(err: TextIO, inputs: Sequence[InputSeries]) -> None:

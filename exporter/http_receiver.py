@@ -5,6 +5,9 @@ gzip- or deflate-encoded; the size limit applies after decompression. Replies us
 request's encoding: 200 with ``partial_success``; 400 undecodable; 413 too large; 415
 unsupported type or encoding; 503 + ``Retry-After`` when the queue is full; 500 when
 processing failed. Error bodies are a ``google.rpc.Status``.
+
+The same server takes Prometheus remote-write at ``POST /api/v1/write``
+(``exporter.remote_write``): same intake, same size limit, plain-text errors.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from otel_anomaly.exporter.http_codec import (
 from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
+from otel_anomaly.exporter.remote_write import (
+    REMOTE_WRITE_PATH,
+    RemoteWriteSpec,
+    decode_write_request,
+)
 from otel_anomaly.exporter.signals import SPECS, SignalSpec
 from otel_anomaly.exporter.web import start_app, stop_app
 
@@ -83,6 +91,7 @@ class HttpReceiver:
         app = web.Application(client_max_size=self._limit)
         for spec in SPECS.values():
             app.router.add_post(spec.http_path, self._route(spec))
+        app.router.add_post(REMOTE_WRITE_PATH, self._remote_write)
         # auto_decompress off: we decompress ourselves to bound the decompressed size.
         self._runner = start_app(self._io, app, sockets, self._executor,
                                  shutdown_timeout=_SHUTDOWN_GRACE_S, auto_decompress=False)
@@ -117,6 +126,29 @@ class HttpReceiver:
         if outcome.status == "internal" or outcome.response is None:
             return status_response(500, outcome.message, encoding)
         return message_response(outcome.response, encoding)
+
+    async def _remote_write(self, request: web.Request) -> web.Response:
+        spec = RemoteWriteSpec()
+        try:
+            if MEDIA_TYPES.get(request.content_type) != "protobuf":
+                msg = (f"unsupported Content-Type {request.content_type!r}: remote-write "
+                       "bodies are application/x-protobuf")
+                raise HttpError(415, msg)
+            body = await self._read(request)
+            message = await asyncio.get_running_loop().run_in_executor(
+                self._executor, decode_write_request, body,
+                request.headers.get("Content-Encoding", ""), self._limit)
+        except HttpError as exc:
+            kind = {400: "malformed", 413: "too_large"}.get(exc.status, "unsupported")
+            self._intake.telemetry.request("http", spec.signal, kind)
+            return status_response(exc.status, exc.message, None)
+        outcome = await self._intake.export("http", spec, message)
+        if outcome.status == "unavailable":
+            retry_after = str(max(1, math.ceil(self._intake.retry_after_s)))
+            return status_response(503, outcome.message, None, {"Retry-After": retry_after})
+        if outcome.status == "internal":
+            return status_response(500, outcome.message, None)
+        return web.Response(status=204)
 
     async def _decode(
         self, spec: SignalSpec, encoding: Encoding, request: web.Request

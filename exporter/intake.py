@@ -9,15 +9,33 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from google.protobuf.message import Message
 
 from otel_anomaly.exporter.pipeline import Pipeline
-from otel_anomaly.exporter.signals import SignalSpec
 from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.processors.signals.adapter import Signal
+from otel_anomaly.processors.types import IngestResult
 
 Status = Literal["ok", "unavailable", "internal"]
+
+
+class IntakeSpec(Protocol):
+    """What the intake needs of a kind of request (``signals.SignalSpec`` and the like)."""
+
+    @property
+    def signal(self) -> Signal:
+        """The adapter the engine runs on it."""
+        ...
+
+    def count(self, request: Any) -> int:
+        """Items in ``request`` (the adapter's count)."""
+        ...
+
+    def response(self, result: IngestResult | None = None) -> Message | None:
+        """The protocol's reply to a request taken with ``result`` (None: no body)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +65,7 @@ class Intake:
         self.telemetry = telemetry
         self.retry_after_s = retry_after_s
 
-    async def export(self, transport: str, spec: SignalSpec, request: Message) -> Outcome:
+    async def export(self, transport: str, spec: IntakeSpec, request: Message) -> Outcome:
         """Process one decoded request; never raises except on cancellation."""
         signal = spec.signal
         count = spec.count(request)

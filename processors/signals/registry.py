@@ -6,8 +6,10 @@ from otel_anomaly.processors.otlp_logs import LogsExtractor
 from otel_anomaly.processors.otlp_metrics import MetricsExtractor
 from otel_anomaly.processors.red import TracesExtractor
 from otel_anomaly.processors.signals.adapter import Signal, SignalAdapter
+from otel_anomaly.processors.signals.remote_write import RemoteWriteAdapter
 
-_ADAPTERS: tuple[type[SignalAdapter], ...] = (MetricsExtractor, TracesExtractor, LogsExtractor)
+_ADAPTERS: tuple[type[SignalAdapter], ...] = (
+    MetricsExtractor, TracesExtractor, LogsExtractor, RemoteWriteAdapter)
 
 ADAPTERS: dict[Signal, type[SignalAdapter]] = {adapter.signal: adapter for adapter in _ADAPTERS}
 """Adapter classes by signal, in the order receivers list them."""

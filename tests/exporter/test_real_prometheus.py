@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers.processes import free_port
-from helpers.promtool import prometheus
-from helpers.sidecars import answers, grpc_clients, http_get, loopback_config, running
+from helpers.promtool import prometheus_running
+from helpers.sidecars import grpc_clients, http_get, loopback_config, running
 from helpers.wait import wait_for
 
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
@@ -31,21 +29,8 @@ def prometheus_scraping(tmp_path: Path, sidecar_port: int) -> Iterator[int]:
     job = config["scrape_configs"][0]
     job.update(scrape_interval="1s", scrape_timeout="1s")
     job["static_configs"] = [{"targets": [f"127.0.0.1:{sidecar_port}"]}]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = subprocess.Popen(
-        [prometheus(), f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        wait_for(lambda: process.poll() is not None or answers(port, "/-/ready"), 30,
-                 "Prometheus ready")
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    with prometheus_running(tmp_path, config) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def api(port: int, path: str, **params: str) -> Any:
