@@ -33,8 +33,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from otel_anomaly.exporter.backtest_input import read_inputs  # noqa: E402
-from otel_anomaly.exporter.backtest_run import BacktestJob, run_backtest, series_key  # noqa: E402
+from otel_anomaly.exporter.commands.backtest import BacktestJob, run_backtest, series_key  # noqa: E402
+from otel_anomaly.exporter.commands.backtest_input import read_inputs  # noqa: E402
 from otel_anomaly.exporter.config import load_config  # noqa: E402
 from otel_anomaly.processors.backtest import RecordedSeries, backtest  # noqa: E402
 from otel_anomaly.processors.engine import Engine  # noqa: E402

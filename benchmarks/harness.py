@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from otel_anomaly.exporter.backtest_input import InputSeries, read_inputs
-from otel_anomaly.exporter.backtest_run import replay
+from otel_anomaly.exporter.commands.backtest import replay
+from otel_anomaly.exporter.commands.backtest_input import InputSeries, read_inputs
 from otel_anomaly.exporter.config import load_config
 from otel_anomaly.processors.backtest import BacktestResult
 

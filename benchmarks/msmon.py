@@ -41,7 +41,7 @@ from baselines import ewma_zscore, rolling_mad_zscore
 from harness import replay_folder, table
 from numpy.typing import NDArray
 
-from otel_anomaly.exporter.backtest_input import InputSeries
+from otel_anomaly.exporter.commands.backtest_input import InputSeries
 from otel_anomaly.processors.backtest import BacktestResult
 
 ROOT = Path(__file__).resolve().parents[1]

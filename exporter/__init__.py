@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from otel_anomaly.exporter.app import Sidecar, SidecarSettings
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.config import Config, load_config
 from otel_anomaly.exporter.errors import ConfigError, ExporterError, StartupError
 from otel_anomaly.exporter.outputs import Output, ScoringRound
-from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
 
 __all__ = [
     "Config",

@@ -12,10 +12,9 @@ from typing import Literal, Protocol
 from google.protobuf.internal import api_implementation
 from prometheus_client import CollectorRegistry
 
+from otel_anomaly.exporter.checkpoint_file import StateStore
 from otel_anomaly.exporter.config import Config
 from otel_anomaly.exporter.errors import StartupError
-from otel_anomaly.exporter.http_receiver import HttpReceiver
-from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.metrics_server import MetricsServer
 from otel_anomaly.exporter.outputs import (
@@ -27,8 +26,9 @@ from otel_anomaly.exporter.outputs import (
 )
 from otel_anomaly.exporter.pipeline import Pipeline
 from otel_anomaly.exporter.prometheus_history import HistoryError
-from otel_anomaly.exporter.receiver import GrpcReceiver
-from otel_anomaly.exporter.state import StateStore
+from otel_anomaly.exporter.receivers.grpc import GrpcReceiver
+from otel_anomaly.exporter.receivers.http import HttpReceiver
+from otel_anomaly.exporter.receivers.intake import Intake
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.exporter.warm_start import WarmStartSource, prime
 from otel_anomaly.processors.engine import Engine

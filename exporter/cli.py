@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from otel_anomaly.exporter.app import Sidecar
-from otel_anomaly.exporter.backtest_input import BacktestInputError
-from otel_anomaly.exporter.backtest_run import BacktestJob, PrometheusSource, run_backtest
+from otel_anomaly.exporter.commands.backtest import BacktestJob, PrometheusSource, run_backtest
+from otel_anomaly.exporter.commands.backtest_input import BacktestInputError
+from otel_anomaly.exporter.commands.demo import DemoOptions, run_demo
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
-from otel_anomaly.exporter.demo import DemoOptions, run_demo
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
 from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
 

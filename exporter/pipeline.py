@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from otel_anomaly.exporter.errors import ExporterError
 from otel_anomaly.exporter.outputs.base import ScoringRound
-from otel_anomaly.exporter.signals import Signal
+from otel_anomaly.exporter.receivers.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.types import IngestResult, Labels, ScoreBatch

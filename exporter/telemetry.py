@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from otel_anomaly.exporter.signals import SIGNALS, Signal
+from otel_anomaly.exporter.receivers.signals import SIGNALS, Signal
 from otel_anomaly.processors.engine import EngineStats
 from otel_anomaly.processors.types import IngestResult
 

@@ -14,23 +14,27 @@ from google.protobuf.message import Message
 from numpy.typing import NDArray
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_anomaly.processors.deploys import DeployTracker
-from otel_anomaly.processors.explain import explain_multivariate
+from otel_anomaly.processors.alerting.deploys import DeployTracker
+from otel_anomaly.processors.alerting.explain import explain_multivariate
+from otel_anomaly.processors.alerting.scorer import Scorer
+from otel_anomaly.processors.alerting.silence import SilenceWatch
 from otel_anomaly.processors.multivariate import (
     MULTIVARIATE_METRIC,
     Attribution,
     MultivariateSettings,
     MultivariateStage,
 )
-from otel_anomaly.processors.otlp_common import LATEST_EVENT_TIME_NS, labels_of, service_labels
-from otel_anomaly.processors.scoring import Scorer
-from otel_anomaly.processors.series import SeriesIndex
+from otel_anomaly.processors.series.index import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal, SignalAdapter
+from otel_anomaly.processors.signals.cumulative_streams import SourceTable
+from otel_anomaly.processors.signals.otlp_resources import (
+    LATEST_EVENT_TIME_NS,
+    labels_of,
+    service_labels,
+)
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
-from otel_anomaly.processors.silence import SilenceWatch
-from otel_anomaly.processors.sources import SourceTable
 from otel_anomaly.processors.types import (
     AnomalyEvent,
     IngestResult,
@@ -236,7 +240,7 @@ class Engine:
     def state_dict(self) -> dict[str, Any]:
         """Every component's learned state, as a tree of plain values and arrays.
 
-        Settings are not part of it (``processors.checkpoint`` fingerprints them), nor are
+        Settings are not part of it (``processors.state.checkpoint`` fingerprints them), nor are
         derived caches (labels, routing, canonical resources). The tree shares structure
         with the live engine: encode it before the engine ingests again.
         """

@@ -76,13 +76,13 @@ class AlertPolicy:
     false_alarm_budget
         For self-calibrating detectors (the ensemble): false anomaly opens allowed per
         series-day. Each series' band edge widens to where that series' own score tail
-        (``processors.rarity``) says opens on its noise alone come about this often, given
+        (``processors.alerting.rarity``) says opens on its noise alone come about this often, given
         ``min_duration`` (or ``min_duration_time_s``) and ``instant_threshold``; it is never
         narrower than ``band`` sigmas. 0: ``band`` sigmas on every series.
     hold_s
         An open anomaly stays open while the value is outside the band it opened against,
         even where the detector's own band has widened to take it in, until the value has
-        gone this long (event time) without moving further out (``processors.held_band``):
+        gone this long (event time) without moving further out (``processors.alerting.held_band``):
         an outage stays flagged while it lasts and a leak while it grows. Then the
         detector's band decides, and a level it has taken in closes as the new baseline.
         0: the detector's band always decides.
@@ -153,7 +153,7 @@ already each series' own tail probabilities)."""
 LATENCY_ALERT = replace(SEASONAL_ALERT, false_alarm_budget=0.1, tail_window=10000)
 """Latency quantiles are heavy-tailed (a p99 of a few requests jumps by factors): each
 series' band edge is widened to the score that series reaches about 0.1 times a day (see
-``processors.rarity``), never narrower than the seasonal band. The general rule keeps
+``processors.alerting.rarity``), never narrower than the seasonal band. The general rule keeps
 3.5 sigmas: on NAB's and msmon's labelled series the same widening cost more missed
 incidents than it saved false alarms (see ``benchmarks/nab.py``, ``benchmarks/msmon.py``)."""
 

@@ -48,3 +48,18 @@ def test_every_package_is_in_the_wheel() -> None:
             folder = init.parent.relative_to(root).as_posix()
             assert folder in mapped, f"{folder} is missing from [tool.setuptools] package-dir"
             assert mapped[folder] in setuptools["packages"], f"{mapped[folder]} not in packages"
+
+
+def test_architecture_md_names_every_module_and_only_modules_that_exist() -> None:
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    text = (root / "ARCHITECTURE.md").read_text()
+    named = set(re.findall(r"`((?:exporter|processors)/[\w/]*?(?:\.py|/))`", text))
+    missing = sorted(n for n in named if not (root / n).exists())
+    assert not missing, f"ARCHITECTURE.md names modules that do not exist: {missing}"
+    modules = {p.relative_to(root).as_posix() for top in ("exporter", "processors")
+               for p in (root / top).rglob("*.py") if p.name != "__init__.py"}
+    unlisted = sorted(modules - named)
+    assert not unlisted, f"modules missing from ARCHITECTURE.md's module map: {unlisted}"

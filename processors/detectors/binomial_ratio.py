@@ -8,9 +8,9 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.binomial_tail import band_edges, binomial_sigmas
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.detectors.binomial_tail import band_edges, binomial_sigmas
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 # Per-slot state columns: decayed errors and calls (the base rate), the dispersion's
@@ -50,7 +50,7 @@ class BinomialRatio(Detector):
     size ``n / (1 + (n - 1) * rho')``, where ``rho'`` is ``rho`` plus ``1 / (calls + 1)``
     for the uncertainty of the learned rate itself (a young series is judged more
     leniently). The tail ``P(K >= x n)`` (above ``p``; ``P(K <= x n)`` below it) is put in
-    Gaussian-equivalent sigmas in closed form (``processors.binomial_tail``, continuous in
+    Gaussian-equivalent sigmas in closed form (``processors.detectors.binomial_tail``, continuous in
     ``x``): 1 error in 4 calls at a 0.5 % base rate is 2.1 sigmas, 30 in 100 is 14.
     Scores are self-calibrating (``predict``'s band edge at ``band`` sigmas is where the
     score is ``band``); ``expected`` is the base rate; the band depends on each row's

@@ -8,14 +8,14 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
-from otel_anomaly.processors.tail_quantile import DeviationScale
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 MemberSpec = tuple[str, tuple[tuple[str, Any], ...]]

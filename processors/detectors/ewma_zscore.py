@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 # Mean absolute deviation of a normal distribution is sigma * sqrt(2 / pi).

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 _TINY = 1e-12

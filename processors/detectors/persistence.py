@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 _CAP = 3.0  # one point moves the average by at most alpha * 3 sigmas
 _HUBER = 3.0  # one point's square enters the spread capped at 3**2 times the usual

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.otlp_common import service_labels
-from otel_anomaly.processors.otlp_logs import ERROR_RATIO_METRIC as LOG_ERROR_METRIC
-from otel_anomaly.processors.otlp_logs import RATE_METRIC as LOG_RATE_METRIC
-from otel_anomaly.processors.red import CALLS_METRIC, DURATION_METRIC, ERROR_RATIO_METRIC
-from otel_anomaly.processors.state_codec import as_labels
+from otel_anomaly.processors.signals.logs import ERROR_RATIO_METRIC as LOG_ERROR_METRIC
+from otel_anomaly.processors.signals.logs import RATE_METRIC as LOG_RATE_METRIC
+from otel_anomaly.processors.signals.otlp_resources import service_labels
+from otel_anomaly.processors.signals.traces import CALLS_METRIC, DURATION_METRIC, ERROR_RATIO_METRIC
+from otel_anomaly.processors.state.codec import as_labels
 from otel_anomaly.processors.types import Labels, SeriesKey
 
 P95_METRIC = f"{DURATION_METRIC}:p95"

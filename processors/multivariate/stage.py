@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.multivariate.features import FEATURES, FLOORS, ServiceVectors
 from otel_anomaly.processors.multivariate.models import MODELS, MultivariateModel
 from otel_anomaly.processors.multivariate.settings import MULTIVARIATE_METRIC, MultivariateSettings
-from otel_anomaly.processors.state_codec import as_labels
+from otel_anomaly.processors.state.codec import as_labels
 from otel_anomaly.processors.types import Labels, Observations, SeriesKey
 
 TOP_FEATURES = 2
@@ -44,7 +44,7 @@ class MultivariateStage:
 
     Examples
     --------
-    >>> from otel_anomaly.processors.red import CALLS_METRIC
+    >>> from otel_anomaly.processors.signals.traces import CALLS_METRIC
     >>> stage = MultivariateStage(MultivariateSettings(warmup=2), window_ns=10)
     >>> svc = (("service.name", "api"),)
     >>> for t, calls in enumerate([5.0, 6.0, 5.0, 50.0, 5.0], start=1):

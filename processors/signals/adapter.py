@@ -21,8 +21,8 @@ from otel_anomaly.processors.types import IngestResult, Observations
 
 if TYPE_CHECKING:
     from otel_anomaly.processors.settings import EngineSettings
+    from otel_anomaly.processors.signals.cumulative_streams import SourceTable
     from otel_anomaly.processors.signals.span_coverage import SpanCoverage
-    from otel_anomaly.processors.sources import SourceTable
 
 Signal = Literal["metrics", "traces", "logs", "prometheus"]
 """Kinds of request: the three OTLP signals, and Prometheus remote-write."""

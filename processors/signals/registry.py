@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from otel_anomaly.processors.otlp_logs import LogsExtractor
-from otel_anomaly.processors.otlp_metrics import MetricsExtractor
-from otel_anomaly.processors.red import TracesExtractor
 from otel_anomaly.processors.signals.adapter import Signal, SignalAdapter
+from otel_anomaly.processors.signals.logs import LogsExtractor
+from otel_anomaly.processors.signals.metrics import MetricsExtractor
 from otel_anomaly.processors.signals.remote_write import RemoteWriteAdapter
+from otel_anomaly.processors.signals.traces import TracesExtractor
 
 _ADAPTERS: tuple[type[SignalAdapter], ...] = (
     MetricsExtractor, TracesExtractor, LogsExtractor, RemoteWriteAdapter)

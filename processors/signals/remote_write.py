@@ -25,10 +25,16 @@ from typing import Any, ClassVar
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_anomaly.processors.otlp_common import time_problem
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
+from otel_anomaly.processors.signals.cumulative_streams import (
+    FIRST,
+    OUT_OF_ORDER,
+    PARTIAL,
+    SourceTable,
+    per_second,
+)
+from otel_anomaly.processors.signals.otlp_resources import time_problem
 from otel_anomaly.processors.signals.remote_write_proto import COUNTER, WriteRequest
-from otel_anomaly.processors.sources import FIRST, OUT_OF_ORDER, PARTIAL, SourceTable, per_second
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 
 _MS = 1_000_000

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import wait_for
 
-from otel_anomaly.exporter.sink import OtlpSink
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
 
 _OUR_THREADS = (
     "otel-anomaly-pipeline", "otel-anomaly-io", "otel-anomaly-scrape", "otel-anomaly-decode",

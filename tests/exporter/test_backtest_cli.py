@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from otel_anomaly.exporter import backtest_run
-from otel_anomaly.exporter.backtest_run import COLUMNS, series_key
 from otel_anomaly.exporter.cli import main
+from otel_anomaly.exporter.commands import backtest as backtest_run
+from otel_anomaly.exporter.commands.backtest import COLUMNS, series_key
 from otel_anomaly.exporter.config import load_config
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine

@@ -6,7 +6,7 @@ import io
 
 from helpers.sidecars import loopback_config
 
-from otel_anomaly.exporter.demo import DemoOptions, demo_config, incidents_for, run_demo
+from otel_anomaly.exporter.commands.demo import DemoOptions, demo_config, incidents_for, run_demo
 
 
 def test_incidents_follow_a_one_minute_warm_up_and_do_not_overlap() -> None:

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.config import OtlpEventsConfig
 from otel_anomaly.exporter.outputs import OtlpEventsOutput, ScoringRound
-from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request, span, traces_request
 from otel_anomaly.processors.types import AnomalyEvent, SeriesKey

@@ -17,8 +17,8 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otel_anomaly.exporter.app import SidecarSettings
 from otel_anomaly.exporter.outputs import SCORE_GAUGES
-from otel_anomaly.exporter.receiver import retry_trailers
-from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, TracesRequest
+from otel_anomaly.exporter.receivers.grpc import retry_trailers
+from otel_anomaly.exporter.receivers.signals import LogsRequest, MetricsRequest, TracesRequest
 from otel_anomaly.processors.testing import (
     SECOND,
     gauge,

@@ -17,7 +17,7 @@ from helpers.sidecars import http_get, http_post, loopback_config, running, samp
 from hypothesis import strategies as st
 
 from otel_anomaly.exporter.app import Sidecar, SidecarSettings
-from otel_anomaly.exporter.signals import TracesRequest
+from otel_anomaly.exporter.receivers.signals import TracesRequest
 from otel_anomaly.processors.testing import SECOND, gauge, logs_request, metrics_request
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

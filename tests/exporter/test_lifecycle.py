@@ -13,6 +13,7 @@ from helpers.sidecars import http_get, loopback_config
 from prometheus_client import CollectorRegistry
 
 from otel_anomaly.exporter.app import Sidecar
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
 from otel_anomaly.exporter.config import (
     GrpcReceiverConfig,
     HttpReceiverConfig,
@@ -20,8 +21,6 @@ from otel_anomaly.exporter.config import (
     OtlpScoresConfig,
 )
 from otel_anomaly.exporter.errors import StartupError
-from otel_anomaly.exporter.http_receiver import HttpReceiver
-from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.metrics_server import MetricsServer
 from otel_anomaly.exporter.outputs import (
@@ -31,8 +30,9 @@ from otel_anomaly.exporter.outputs import (
     PrometheusOutput,
 )
 from otel_anomaly.exporter.pipeline import Pipeline
-from otel_anomaly.exporter.receiver import GrpcReceiver
-from otel_anomaly.exporter.sink import OtlpSink
+from otel_anomaly.exporter.receivers.grpc import GrpcReceiver
+from otel_anomaly.exporter.receivers.http import HttpReceiver
+from otel_anomaly.exporter.receivers.intake import Intake
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.settings import EngineSettings
 

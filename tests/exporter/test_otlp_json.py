@@ -7,8 +7,8 @@ import json
 import pytest
 from google.protobuf.message import Message
 
-from otel_anomaly.exporter import otlp_json
-from otel_anomaly.exporter.signals import LogsRequest, MetricsRequest, TracesRequest
+from otel_anomaly.exporter.receivers import otlp_json
+from otel_anomaly.exporter.receivers.signals import LogsRequest, MetricsRequest, TracesRequest
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 SPAN_ID = "eee19b7ec3c1b174"

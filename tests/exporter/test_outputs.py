@@ -23,6 +23,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_anomaly.exporter.app import SidecarSettings
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.config import OtlpScoresConfig
 from otel_anomaly.exporter.outputs import (
     OtlpScoresOutput,
@@ -31,7 +32,6 @@ from otel_anomaly.exporter.outputs import (
     ScoreSnapshot,
     ScoringRound,
 )
-from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
 from otel_anomaly.processors.types import Labels, ScoreBatch

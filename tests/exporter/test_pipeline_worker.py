@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from otel_anomaly.exporter.outputs import PrometheusOutput, ScoringRound
 from otel_anomaly.exporter.pipeline import THREAD_NAME, Pipeline, PipelineClosedError
-from otel_anomaly.exporter.signals import Signal
+from otel_anomaly.exporter.receivers.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine, EngineStats
 from otel_anomaly.processors.settings import EngineSettings

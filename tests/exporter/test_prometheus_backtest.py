@@ -12,8 +12,8 @@ from helpers.processes import free_port
 from helpers.promtool import prometheus_with_history
 
 from otel_anomaly.exporter import prometheus_history
-from otel_anomaly.exporter.backtest_run import COLUMNS
 from otel_anomaly.exporter.cli import main
+from otel_anomaly.exporter.commands.backtest import COLUMNS
 
 STEP = 60
 POINTS = 2 * 1440  # two days of one-minute points

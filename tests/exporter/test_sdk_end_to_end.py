@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from otel_anomaly.exporter.sink import OtlpSink
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
 
 RESOURCE = Resource.create({"service.name": "orders", "service.instance.id": "pod-1"})
 STEADY_POINTS = 60  # past the default detector's warm-up (30 points)

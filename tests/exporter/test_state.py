@@ -16,11 +16,11 @@ from helpers import wait_for
 from helpers.sidecars import grpc_clients, loopback_config, running, sample_value, scrape
 from prometheus_client import CollectorRegistry
 
-from otel_anomaly.exporter.state import StateStore
+from otel_anomaly.exporter.checkpoint_file import StateStore
 from otel_anomaly.exporter.telemetry import Telemetry
-from otel_anomaly.processors import checkpoint
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.state import checkpoint
 from otel_anomaly.processors.testing import SECOND, FakeClock, gauge, metrics_request
 
 RESOURCE = {"service.name": "shop"}

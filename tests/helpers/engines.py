@@ -12,7 +12,7 @@ import numpy as np
 from google.protobuf.message import Message
 from numpy.typing import NDArray
 
-from otel_anomaly.exporter.signals import (
+from otel_anomaly.exporter.receivers.signals import (
     SPECS,
     Signal,
 )

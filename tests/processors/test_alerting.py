@@ -7,18 +7,18 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from otel_anomaly.processors.backtest import RecordedSeries, backtest
-from otel_anomaly.processors.calibration import Calibrator
-from otel_anomaly.processors.detectors import Ensemble, EwmaZScore
-from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.settings import AlertPolicy, DetectorRule, EngineSettings
-from otel_anomaly.processors.tail_quantile import (
+from otel_anomaly.processors.alerting.calibration import Calibrator
+from otel_anomaly.processors.alerting.hysteresis import Hysteresis
+from otel_anomaly.processors.alerting.tail_quantile import (
     DeviationScale,
     TailQuantile,
     gaussian_abs_quantile,
 )
+from otel_anomaly.processors.backtest import RecordedSeries, backtest
+from otel_anomaly.processors.detectors import Ensemble, EwmaZScore
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import AlertPolicy, DetectorRule, EngineSettings
 from otel_anomaly.processors.testing import SECOND
-from otel_anomaly.processors.thresholds import Hysteresis
 from otel_anomaly.processors.types import SeriesBatch, SeriesKey
 
 ONE = np.array([0], np.intp)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from otel_anomaly.processors import checkpoint
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.multivariate import MultivariateSettings
 from otel_anomaly.processors.settings import DEFAULT_RULES, EngineSettings
-from otel_anomaly.processors.state_codec import encode
+from otel_anomaly.processors.state import checkpoint
+from otel_anomaly.processors.state.codec import encode
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,

@@ -11,13 +11,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from otel_anomaly.processors import otlp_logs, red
+from otel_anomaly.processors.alerting.scorer import Scorer
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.multivariate import MultivariateSettings
 from otel_anomaly.processors.multivariate.features import vector_of
-from otel_anomaly.processors.scoring import Scorer
 from otel_anomaly.processors.settings import DEFAULT_RULES, DetectorRule, EngineSettings
+from otel_anomaly.processors.signals import logs as otlp_logs
+from otel_anomaly.processors.signals import traces as red
+from otel_anomaly.processors.signals.windows import WindowAggregator
 from otel_anomaly.processors.testing import SECOND, FakeClock, logs_request, span, traces_request
 from otel_anomaly.processors.types import (
     AnomalyEvent,
@@ -26,7 +28,6 @@ from otel_anomaly.processors.types import (
     SeriesBatch,
     SeriesKey,
 )
-from otel_anomaly.processors.windows import WindowAggregator
 
 TRACES_KEY = SeriesKey(red.ERROR_RATIO_METRIC, (("service.name", "cart"),),
                        (("span.kind", "SPAN_KIND_SERVER"), ("span.name", "GET /items")))

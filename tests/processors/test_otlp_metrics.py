@@ -8,8 +8,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.otlp_common import labels_of
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.signals.otlp_resources import labels_of
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,

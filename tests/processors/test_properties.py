@@ -12,8 +12,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.otlp_metrics import count_points
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.signals.metrics import count_points
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.testing import (
     FakeClock,

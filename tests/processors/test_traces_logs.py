@@ -9,9 +9,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otel_anomaly.processors.alerting.silence import SILENCE_METRIC
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import SPAN_DURATION_METRIC, EngineSettings
-from otel_anomaly.processors.silence import SILENCE_METRIC
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,

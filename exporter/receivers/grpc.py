@@ -26,10 +26,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from otel_anomaly.exporter.config import GrpcReceiverConfig
 from otel_anomaly.exporter.errors import StartupError
-from otel_anomaly.exporter.intake import Intake
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import probe_bind_error
-from otel_anomaly.exporter.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.receivers.intake import Intake
+from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
 
 _MIB = 1024 * 1024
 _START_TIMEOUT_S = 10.0

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
-from otel_anomaly.processors.state_codec import as_labels
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.state.codec import as_labels
 from otel_anomaly.processors.types import SeriesKey
 
 

@@ -10,17 +10,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from otel_anomaly.processors.otlp_common import (
+from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
+from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
+from otel_anomaly.processors.signals.otlp_resources import (
     note_version,
     resource_groups,
     service_labels,
     time_problem,
 )
-from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
-from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
+from otel_anomaly.processors.signals.windows import ClosedCell, WindowAggregator
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
-from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
 
 CALLS_METRIC = "traces_span_metrics_calls_total:rate"
 ERROR_RATIO_METRIC = "traces_span_metrics_error:ratio"

@@ -9,9 +9,9 @@ from aiohttp import web
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
 
-from otel_anomaly.exporter import otlp_json
 from otel_anomaly.exporter.errors import ExporterError
-from otel_anomaly.exporter.signals import SignalSpec
+from otel_anomaly.exporter.receivers import otlp_json
+from otel_anomaly.exporter.receivers.signals import SignalSpec
 
 Encoding = Literal["protobuf", "json"]
 MEDIA_TYPES: dict[str, Encoding] = {

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from otel_anomaly.exporter.telemetry import Telemetry
-from otel_anomaly.processors import checkpoint
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.state import checkpoint
 
 logger = logging.getLogger(__name__)
 

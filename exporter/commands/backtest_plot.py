@@ -15,11 +15,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from otel_anomaly.exporter.backtest_input import BacktestInputError, InputSeries
+from otel_anomaly.exporter.commands.backtest_input import BacktestInputError, InputSeries
 from otel_anomaly.processors.backtest import BacktestResult
 
 if TYPE_CHECKING:
-    from otel_anomaly.exporter.backtest_run import SeriesSummary
+    from otel_anomaly.exporter.commands.backtest import SeriesSummary
 
 __all__ = ["plot_series"]
 

@@ -11,12 +11,12 @@ code, whoever wrote it. Its members, in order:
 
 - ``header``: JSON (UTF-8 bytes): ``magic``, the format ``version``, a ``settings``
   fingerprint and the ingest ``clock`` at the save;
-- ``state``: JSON, the state tree as ``processors.state_codec`` encodes it;
+- ``state``: JSON, the state tree as ``processors.state.codec`` encodes it;
 - ``a0``, ``a1``...: the arrays the state refers to.
 
 A checkpoint written under other settings (other detector rules, windows...) is refused
 rather than misread; so is one of a future format. Older formats are upgraded by
-``processors.checkpoint_migrations``. River-based multivariate models (``dbstream``,
+``processors.state.migrations``. River-based multivariate models (``dbstream``,
 ``one_class_svm``) cannot be saved without pickle: they are left out and restart cold.
 
 The ingest clock (series TTL) is not event time and restarts with the process: restored
@@ -31,10 +31,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from otel_anomaly.processors.checkpoint_migrations import FIRST_FORMAT, upgrade
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.state_codec import StateFormatError, decode, encode
+from otel_anomaly.processors.state.codec import StateFormatError, decode, encode
+from otel_anomaly.processors.state.migrations import FIRST_FORMAT, upgrade
 
 MAGIC = "otel-anomaly-checkpoint"
 FORMAT = 4  # bump (and add a migration) whenever a component's saved state changes shape

@@ -7,7 +7,7 @@ unsupported type or encoding; 503 + ``Retry-After`` when the queue is full; 500 
 processing failed. Error bodies are a ``google.rpc.Status``.
 
 The same server takes Prometheus remote-write at ``POST /api/v1/write``
-(``exporter.remote_write``): same intake, same size limit, plain-text errors.
+(``exporter.receivers.remote_write``): same intake, same size limit, plain-text errors.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from otel_anomaly.exporter.config import HttpReceiverConfig
-from otel_anomaly.exporter.http_codec import (
+from otel_anomaly.exporter.loop import IoLoop
+from otel_anomaly.exporter.net import listen_sockets
+from otel_anomaly.exporter.receivers.http_codec import (
     MEDIA_TYPES,
     Encoding,
     HttpError,
@@ -29,15 +31,13 @@ from otel_anomaly.exporter.http_codec import (
     message_response,
     status_response,
 )
-from otel_anomaly.exporter.intake import Intake
-from otel_anomaly.exporter.loop import IoLoop
-from otel_anomaly.exporter.net import listen_sockets
-from otel_anomaly.exporter.remote_write import (
+from otel_anomaly.exporter.receivers.intake import Intake
+from otel_anomaly.exporter.receivers.remote_write import (
     REMOTE_WRITE_PATH,
     RemoteWriteSpec,
     decode_write_request,
 )
-from otel_anomaly.exporter.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
 from otel_anomaly.exporter.web import start_app, stop_app
 
 DECODE_THREAD_PREFIX = "otel-anomaly-decode"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from otel_anomaly.exporter.app import Sidecar
+from otel_anomaly.exporter.commands.demo_traffic import Incident, ShopTraffic
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord
 from otel_anomaly.exporter.config import Config
-from otel_anomaly.exporter.demo_traffic import Incident, ShopTraffic
-from otel_anomaly.exporter.sink import OtlpSink, SinkRecord
 
 # Trace and log features are computed over event-time windows; 1 s windows give the
 # detectors (warm-up: 30 points) enough windows within the demo's one-minute warm-up.

@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_anomaly.processors.deploys import split_version
+from otel_anomaly.processors.alerting.deploys import split_version
 from otel_anomaly.processors.types import Labels, Observations
 
 

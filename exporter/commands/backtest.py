@@ -19,7 +19,11 @@ from typing import TextIO
 import numpy as np
 from tqdm import tqdm
 
-from otel_anomaly.exporter.backtest_input import BacktestInputError, InputSeries, read_inputs
+from otel_anomaly.exporter.commands.backtest_input import (
+    BacktestInputError,
+    InputSeries,
+    read_inputs,
+)
 from otel_anomaly.exporter.config import Config
 from otel_anomaly.exporter.prometheus_history import HistoryError, file_name, query_range
 from otel_anomaly.processors.backtest import BacktestResult, RecordedSeries, backtest
@@ -191,7 +195,7 @@ def run_backtest(
         write_csv(path, s, r)
     summaries = [SeriesSummary.of(s, r) for s, r in zip(inputs, results, strict=True)]
     if job.plot is not None:
-        from otel_anomaly.exporter.backtest_plot import plot_series  # noqa: PLC0415 - slow
+        from otel_anomaly.exporter.commands.backtest_plot import plot_series  # noqa: PLC0415 - slow
 
         for s, r, summary in zip(inputs, results, summaries, strict=True):
             plot_series(_target(job.plot, s.name, folder, ".png"), s, r, summary)

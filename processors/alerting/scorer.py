@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.calibration import Calibrated, Calibrator, clip_to_band
-from otel_anomaly.processors.deploys import LevelOffsets
+from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator, clip_to_band
+from otel_anomaly.processors.alerting.deploys import LevelOffsets
+from otel_anomaly.processors.alerting.explain import explain
+from otel_anomaly.processors.alerting.held_band import HeldBands
+from otel_anomaly.processors.alerting.hysteresis import Hysteresis, Transitions
+from otel_anomaly.processors.alerting.round_plan import plan_rounds
 from otel_anomaly.processors.detectors import DETECTORS, Detector
-from otel_anomaly.processors.explain import explain
-from otel_anomaly.processors.held_band import HeldBands
-from otel_anomaly.processors.naming import prometheus_labels
-from otel_anomaly.processors.round_plan import plan_rounds
+from otel_anomaly.processors.series.prometheus_names import prometheus_labels
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
-from otel_anomaly.processors.thresholds import Hysteresis, Transitions
 from otel_anomaly.processors.types import (
     AnomalyEvent,
     EventKind,
@@ -211,7 +211,7 @@ class Scorer:
 
         Rows marked in ``grace`` (their service was just deployed) open no anomaly; their
         gap to the expected value moves the series' level offset instead of teaching the
-        detector (``processors.deploys``).
+        detector (``processors.alerting.deploys``).
         """
         n = len(batch)
         # Rows are reordered once so that every round is a contiguous slice (views, no
@@ -279,7 +279,7 @@ class Scorer:
         """Advance the hysteresis; return the band the alert followed, and the moves.
 
         The flag and the events follow the band the anomaly opened against; the exported
-        score and band stay the detector's own (see ``processors.held_band``).
+        score and band stay the detector's own (see ``processors.alerting.held_band``).
         """
         policy = self.rules[rule_index].alert
         part = rnd.part

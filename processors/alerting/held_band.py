@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.calibration import Calibrated
+from otel_anomaly.processors.alerting.calibration import Calibrated
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 
 GROWTH_STEP = 0.5
 """How much further out (in half-widths of the held band) a value must go to count as the

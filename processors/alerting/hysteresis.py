@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
 
 _LONG_AGO = 1 << 40  # "points since the last close" of a slot that never closed
 

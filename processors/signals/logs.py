@@ -9,15 +9,15 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_anomaly.processors.otlp_common import (
+from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
+from otel_anomaly.processors.signals.otlp_resources import (
     note_version,
     resource_groups,
     service_labels,
     time_problem,
 )
-from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
+from otel_anomaly.processors.signals.windows import ClosedCell, WindowAggregator
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
-from otel_anomaly.processors.windows import ClosedCell, WindowAggregator
 
 RATE_METRIC = "logs_records_total:rate"
 ERROR_RATIO_METRIC = "logs_error:ratio"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 U = 2.5
 """Scores above this many sigmas make up the tail that is fitted (1.2 % of a normal's)."""

@@ -8,16 +8,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.rarity import (
+from otel_anomaly.processors.alerting.rarity import (
     ScoreTail,
     edge_for_budget,
     point_probability,
     points_to_open,
 )
+from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
+from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
-from otel_anomaly.processors.tail_quantile import DeviationScale
 from otel_anomaly.processors.types import SeriesBatch
 
 _MIN_WIDTH = 1e-9
@@ -98,7 +98,7 @@ class Calibrator:
     - A self-calibrating detector (the ensemble: Gaussian-equivalent sigmas) under a
       ``false_alarm_budget``: each series' band edge widens to where that series' own
       score tail says noise alone opens about ``false_alarm_budget`` anomalies a day
-      (``processors.rarity``), never narrower than ``band`` sigmas, so one threshold
+      (``processors.alerting.rarity``), never narrower than ``band`` sigmas, so one threshold
       means the same rarity on a calm series and on a spiky one.
     - A self-calibrating detector without a budget: ``band`` sigmas as they are.
     - Any other detector, with ``tail_calibration``: a ``DeviationScale`` per slot makes

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 # Geometric bins from _LOW up by _RATIO each: 0.5 ... ~1.1e8 in 86 bins (plus the two open
 # ends). The resolution only matters around and above a Gaussian tail (|z| >= 3).

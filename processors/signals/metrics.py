@@ -18,23 +18,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from otel_anomaly.processors.naming import prometheus_metric_name
-from otel_anomaly.processors.otlp_common import (
-    labels_of,
-    note_version,
-    resource_groups,
-    service_labels,
-    time_problem,
-)
-from otel_anomaly.processors.quantiles import (
-    downscale,
-    explicit_bucket_quantiles,
-    exponential_bucket_quantiles,
-    subtract_buckets,
-)
+from otel_anomaly.processors.series.prometheus_names import prometheus_metric_name
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
-from otel_anomaly.processors.signals.span_coverage import SPANMETRICS_SCOPE, SpanCoverage
-from otel_anomaly.processors.sources import (
+from otel_anomaly.processors.signals.cumulative_streams import (
     FIRST,
     OUT_OF_ORDER,
     PARTIAL,
@@ -42,6 +28,20 @@ from otel_anomaly.processors.sources import (
     SourceTable,
     per_second,
 )
+from otel_anomaly.processors.signals.histogram_quantiles import (
+    downscale,
+    explicit_bucket_quantiles,
+    exponential_bucket_quantiles,
+    subtract_buckets,
+)
+from otel_anomaly.processors.signals.otlp_resources import (
+    labels_of,
+    note_version,
+    resource_groups,
+    service_labels,
+    time_problem,
+)
+from otel_anomaly.processors.signals.span_coverage import SPANMETRICS_SCOPE, SpanCoverage
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE

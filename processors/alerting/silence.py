@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from otel_anomaly.processors.state_codec import as_labels
+from otel_anomaly.processors.state.codec import as_labels
 from otel_anomaly.processors.types import AnomalyEvent, EventKind, Labels, SeriesKey
 
 SILENCE_METRIC = "service_reporting:silence_seconds"

@@ -18,7 +18,7 @@ from typing import Any
 import cramjam
 from google.protobuf.message import Message
 
-from otel_anomaly.exporter.http_codec import HttpError
+from otel_anomaly.exporter.receivers.http_codec import HttpError
 from otel_anomaly.processors.signals.adapter import Signal
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.signals.remote_write_proto import WriteRequest

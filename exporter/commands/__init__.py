@@ -1,0 +1,1 @@
+"""CLI commands beyond ``run``: backtest and demo, with what they need."""

@@ -1,0 +1,1 @@
+"""Scores to flags and events: calibration, tails, hysteresis, held bands, deploys, silence."""

@@ -1,0 +1,1 @@
+"""Series identity: slots, per-slot state arrays, Prometheus names and labels."""

@@ -1,0 +1,1 @@
+"""The engine's learned state on disk: codec, versioned checkpoint, migrations."""
