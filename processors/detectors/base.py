@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.series.slot_arrays import SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 
@@ -176,3 +177,24 @@ class Detector(abc.ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+class SlotStateDetector(Detector):
+    """A detector whose whole state is one ``SlotArrays``, ``self._slots``.
+
+    Forgetting, saving and restoring are then the container's.
+    """
+
+    _slots: SlotArrays
+
+    def reset(self, slots: NDArray[np.intp]) -> None:
+        """Forget ``slots``."""
+        self._slots.reset(slots)
+
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """Copies of the per-slot arrays."""
+        return self._slots.state_dict()
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore arrays from ``state_dict``."""
+        self._slots.load_state_dict(state)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.detectors.binomial_tail import band_edges, binomial_sigmas
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
@@ -32,7 +32,7 @@ class _Rows(NamedTuple):
     recent_n: NDArray[np.float64]  # ... and calls
 
 
-class BinomialRatio(Detector):
+class BinomialRatio(SlotStateDetector):
     """Upper and lower tails of ``k`` errors in ``n`` calls, in Gaussian-equivalent sigmas.
 
     For ratios of counts (errors / calls, error records / records) whose sample size
@@ -274,23 +274,11 @@ class BinomialRatio(Detector):
         s[:, _RECENT_N] = recent_n + n
         self._slots.state[batch.slots] = s
 
-    def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget ``slots``."""
-        self._slots.reset(slots)
-
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until ``warmup`` points and ``warmup_calls`` calls were learned."""
         s = self._rows(slots)
         out: NDArray[np.bool_] = (s[:, _SEEN] < self.warmup) | (s[:, _N] < self.warmup_calls)
         return out
-
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """A copy of the per-slot state (one row of 10 floats per slot)."""
-        return self._slots.state_dict()
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Restore the array from ``state_dict``."""
-        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
@@ -19,7 +19,7 @@ _TINY = 1e-12
 _HUBER_SIGMAS = 3.0
 
 
-class EwmaZScore(Detector):
+class EwmaZScore(SlotStateDetector):
     """Robust z-score against an exponentially weighted mean, per series.
 
     Assumes a series fluctuates around a slowly moving level. Keeps, per slot, an
@@ -120,22 +120,10 @@ class EwmaZScore(Detector):
         self._slots.dev[slots] = dev + np.where(n > 1, step, 0.0)
         self._slots.n[slots] = n
 
-    def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget ``slots``."""
-        self._slots.reset(slots)
-
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
         return self._slots.n[slots] < self.warmup
-
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """Copies of the per-slot arrays."""
-        return self._slots.state_dict()
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Restore arrays from ``state_dict``."""
-        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -23,7 +23,7 @@ _P_MAX = 1e4  # covariance wind-up guard on series that stop moving (no excitati
 _LEVEL_ALPHA = 0.01  # how fast the normalising level and scale follow the series
 
 
-class ForecastResidual(Detector):
+class ForecastResidual(SlotStateDetector):
     """One-step-ahead AR(``order``) forecast per series; the score is the residual in sigmas.
 
     Each series is normalised by a slow exponentially weighted level and mean absolute
@@ -176,22 +176,10 @@ class ForecastResidual(Detector):
         self._slots.lags[slots] = np.concatenate([x[:, None], lags[:, :-1]], axis=1)
         self._slots.n[slots] = n
 
-    def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget ``slots``."""
-        self._slots.reset(slots)
-
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
         return self._slots.n[slots] < self.warmup
-
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """Copies of the per-slot arrays."""
-        return self._slots.state_dict()
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Restore arrays from ``state_dict``."""
-        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -18,7 +18,7 @@ _SQUASH = 3.0  # normalised deviations of +-3 scales map to about 0.05 and 0.95
 _RESCALE_AT = 1e30  # lazy decay: masses are rescaled when the increment gets this large
 
 
-class HalfSpaceTrees(Detector):
+class HalfSpaceTrees(SlotStateDetector):
     """Isolation-style score: how rarely recent windows of a series fell in this region.
 
     Each row becomes a point in ``[0, 1]**(2 * window - 1)``: the last ``window`` values
@@ -188,22 +188,10 @@ class HalfSpaceTrees(Detector):
             self._slots.recent[slots] = np.concatenate([x[:, None], recent[:, :-1]], axis=1)
         self._slots.n[slots] = n
 
-    def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget ``slots``."""
-        self._slots.reset(slots)
-
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
         return self._slots.n[slots] < self.warmup
-
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """Copies of the per-slot arrays."""
-        return self._slots.state_dict()
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Restore arrays from ``state_dict``."""
-        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:
