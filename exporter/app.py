@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from otel_anomaly.exporter.checkpoint_file import StateStore
 from otel_anomaly.exporter.config import Config
 from otel_anomaly.exporter.errors import StartupError
+from otel_anomaly.exporter.feedback_api import FeedbackApi
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.metrics_server import MetricsServer
 from otel_anomaly.exporter.outputs import (
@@ -120,10 +121,14 @@ class Sidecar:
         )
         intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
         grpc, http = config.receivers.grpc, config.receivers.http
-        self.grpc = GrpcReceiver(grpc, intake, self.io) if grpc.enabled else None
-        self.http = HttpReceiver(http, intake, self.io) if http.enabled else None
+        auth = config.receivers.auth
+        self.grpc = GrpcReceiver(grpc, intake, self.io, auth) if grpc.enabled else None
+        self.http = HttpReceiver(http, intake, self.io, auth) if http.enabled else None
+        exposition = config.exposition
+        review = FeedbackApi(self.pipeline, self.registry)
         self.metrics = MetricsServer(
-            config.exposition.endpoint, self.registry, self.io, lambda: self.ready
+            exposition.endpoint, self.registry, self.io, lambda: self.ready,
+            exposition.tls, exposition.auth, review.routes(), config.receivers.auth,
         )
         self._components = self._start_order()
         self._started: list[Component] = []
@@ -223,6 +228,10 @@ class Sidecar:
             self._state = "stopping"
         self._stop_started(timeout)
         self._state = "stopped"
+        events = self.config.outputs.otlp_events.endpoint
+        if events and (held := self.telemetry.settle_events("shutdown_timeout")):
+            logger.warning("%d anomaly events were not delivered to %s: still queued or in an "
+                           "export when the shutdown timeout ran out", held, events)
         if was_running:
             logger.info("otel-anomaly stopped")
 

@@ -24,6 +24,7 @@ from otel_anomaly.exporter.commands.demo import DemoOptions, run_demo
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
 from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
+from otel_anomaly.exporter.telemetry import version
 
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG, description="OpenTelemetry-native anomaly detection sidecar."
     )
+    parser.add_argument("--version", action="version", version=f"{_PROG} {version()}",
+                        help="print the installed version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the sidecar until SIGINT or SIGTERM")
     run.add_argument("--config", metavar="FILE", help="YAML config (default $OTEL_ANOMALY_CONFIG)")

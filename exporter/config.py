@@ -39,6 +39,7 @@ from otel_anomaly.exporter.config_outputs import (
     OutputsConfig,
     moved_key_problems,
 )
+from otel_anomaly.exporter.config_security import BearerAuthConfig, TlsServerConfig
 from otel_anomaly.exporter.config_types import (
     Duration,
     Endpoint,
@@ -54,6 +55,7 @@ __all__ = [
     "DETECTOR_TYPES",
     "ENV_VARS",
     "AlertConfig",
+    "BearerAuthConfig",
     "Config",
     "DetectorConfig",
     "EnsembleParams",
@@ -78,6 +80,7 @@ __all__ = [
     "SeasonalProfileRule",
     "SeriesConfig",
     "StateConfig",
+    "TlsServerConfig",
     "TracesConfig",
     "load_config",
     "parse_duration",
@@ -90,6 +93,16 @@ class GrpcReceiverConfig(Model):
     enabled: bool = True
     endpoint: Endpoint = "localhost:4317"
     max_recv_msg_size_mib: Positive = 64
+    tls: TlsServerConfig = TlsServerConfig()
+
+    @model_validator(mode="after")
+    def _tls_version_grpc_can_enforce(self) -> GrpcReceiverConfig:
+        if self.tls.min_version != "1.2":
+            # grpcio's server credentials take no TLS version bounds: 1.2 and 1.3 both pass.
+            msg = ("`tls.min_version` must be 1.2 on the gRPC receiver: grpcio cannot "
+                   f"refuse TLS 1.2 clients; got {self.tls.min_version!r}")
+            raise ValueError(msg)
+        return self
 
 
 class HttpReceiverConfig(Model):
@@ -98,13 +111,15 @@ class HttpReceiverConfig(Model):
     enabled: bool = True
     endpoint: Endpoint = "localhost:4318"
     max_request_body_size_mib: Positive = 64
+    tls: TlsServerConfig = TlsServerConfig()
 
 
 class ReceiversConfig(Model):
-    """Both OTLP receivers."""
+    """Both OTLP receivers, and the bearer token they both require when ``auth`` is set."""
 
     grpc: GrpcReceiverConfig = GrpcReceiverConfig()
     http: HttpReceiverConfig = HttpReceiverConfig()
+    auth: BearerAuthConfig = BearerAuthConfig()
 
 
 class PipelineConfig(Model):
@@ -156,11 +171,13 @@ class MultivariateConfig(Model):
 
 
 class ExpositionConfig(Model):
-    """The Prometheus endpoint."""
+    """The Prometheus endpoint (``auth`` guards ``/metrics``; the probes stay open)."""
 
     endpoint: Endpoint = "localhost:9464"
     max_exported_series: Positive = 10_000
     promote_resource_attributes: tuple[str, ...] = ()
+    tls: TlsServerConfig = TlsServerConfig()
+    auth: BearerAuthConfig = BearerAuthConfig()
 
 
 class StateConfig(Model):

@@ -35,6 +35,18 @@ def parse_duration(value: object) -> object:
     return sum(float(part.group(1)) * _UNIT_SECONDS[part.group(2)] for part in parts)
 
 
+def check_readable_file(value: str) -> str:
+    """Validate that a configured file can be opened for reading (empty: not set)."""
+    if value:
+        try:
+            with open(value, "rb"):
+                pass
+        except OSError as exc:
+            msg = f"cannot read {value!r}: {exc.strerror or exc}"
+            raise ValueError(msg) from exc
+    return value
+
+
 def check_endpoint(value: str) -> str:
     """Validate ``HOST:PORT`` (``ValueError`` says what was expected)."""
     split_endpoint(value)
@@ -45,6 +57,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written in YAML as a number or a string like ``30s``."""
 Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 Positive = Annotated[int, Field(ge=1)]
+ReadableFile = Annotated[str, AfterValidator(check_readable_file)]
+"""A path that must be readable when set; empty means not set."""
 
 
 class Model(BaseModel):

@@ -1,25 +1,40 @@
 """``MetricsServer``: ``/metrics`` (the sidecar's registry), ``/healthz`` and ``/readyz``.
 
 The registry holds the self-metrics and the Prometheus output's ``ScoreCollector``.
+``exposition.tls`` serves it over HTTPS; ``exposition.auth`` makes ``/metrics`` require a
+bearer token (Prometheus: ``authorization: {credentials_file: ...}``), while the
+probes stay open: kubelets send no token. Extra ``routes`` (alert review) need the token
+of ``routes_auth`` (the receivers') when one is set, else the ``/metrics`` one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from otel_anomaly.exporter.config import BearerAuthConfig, TlsServerConfig
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
+from otel_anomaly.exporter.security import (
+    CHALLENGE,
+    REFUSED_MESSAGE,
+    BearerTokens,
+    http_middleware,
+    listening_context,
+    load_server_tls,
+)
 from otel_anomaly.exporter.web import start_app, stop_app
 
 SCRAPE_THREAD_PREFIX = "otel-anomaly-scrape"
 _SHUTDOWN_GRACE_S = 2.0
+_WHAT = "metrics endpoint"
+_PROBES = frozenset({"/healthz", "/readyz"})
 
 
 class MetricsServer:
@@ -38,12 +53,22 @@ class MetricsServer:
         The event loop the server runs on.
     ready
         Whether the sidecar is ready (receivers listening, pipeline running).
+    tls
+        ``exposition.tls``.
+    auth
+        ``exposition.auth``: the bearer token ``/metrics`` requires, if set.
     """
 
     def __init__(
-        self, endpoint: str, registry: CollectorRegistry, io: IoLoop, ready: Callable[[], bool]
+        self, endpoint: str, registry: CollectorRegistry, io: IoLoop, ready: Callable[[], bool],
+        tls: TlsServerConfig | None = None, auth: BearerAuthConfig | None = None,
+        routes: Sequence[web.RouteDef] = (), routes_auth: BearerAuthConfig | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._tls = tls or TlsServerConfig()
+        self._auth = auth or BearerAuthConfig()
+        self._routes = tuple(routes)
+        self._routes_auth = routes_auth or BearerAuthConfig()
         self._registry = registry
         self._io = io
         self._ready = ready
@@ -61,14 +86,28 @@ class MetricsServer:
         """Bind and start serving; raises ``StartupError`` naming the endpoint."""
         if self._runner is not None or self._stopped:
             return
-        sockets = listen_sockets(self._endpoint, "metrics endpoint (exposition.endpoint)")
+        ssl_context = listening_context(load_server_tls(
+            self._tls, f"{_WHAT} (exposition.tls)")) if self._tls.enabled else None
+        middlewares = []
+        extra = frozenset(route.path for route in self._routes)
+        own_token = extra if self._routes_auth.enabled else frozenset()
+        if self._routes_auth.enabled and extra:
+            review = BearerTokens(self._routes_auth,
+                                  f"{_WHAT} (receivers.auth.bearer_token_file)")
+            everything_else = _AllBut(extra)
+            middlewares.append(http_middleware(review, _refuse, open_paths=everything_else))
+        if self._auth.enabled:
+            tokens = BearerTokens(self._auth, f"{_WHAT} (exposition.auth.bearer_token_file)")
+            middlewares.append(http_middleware(tokens, _refuse, open_paths=_PROBES | own_token))
+        sockets = listen_sockets(self._endpoint, f"{_WHAT} (exposition.endpoint)")
         self._port = sockets[0].getsockname()[1]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=SCRAPE_THREAD_PREFIX)
-        app = web.Application()
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = start_app(self._io, app, sockets, self._executor,
+        app.router.add_routes(self._routes)
+        self._runner = start_app(self._io, app, sockets, self._executor, ssl_context,
                                  shutdown_timeout=_SHUTDOWN_GRACE_S)
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -99,3 +138,14 @@ class MetricsServer:
         executor, self._executor = self._executor, None
         self._stopped = True
         stop_app(self._io, runner, executor, timeout)
+
+
+class _AllBut(frozenset[str]):
+    """Every path but the given ones (``in`` answers for paths not listed)."""
+
+    def __contains__(self, path: object) -> bool:
+        return not super().__contains__(path)
+
+
+def _refuse(_: web.Request) -> web.Response:
+    return web.Response(status=401, text=REFUSED_MESSAGE + "\n", headers=CHALLENGE)

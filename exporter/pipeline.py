@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -27,6 +28,7 @@ from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.types import IngestResult, Labels, ScoreBatch
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 THREAD_NAME = "otel-anomaly-pipeline"
 _IDLE_WAIT_S = 1.0
@@ -44,6 +46,14 @@ class _Item:
     request: Message
     count: int
     future: Future[IngestResult]
+
+
+@dataclass(slots=True)
+class _Call:
+    """Work on the engine that is not a request (alert review): run between requests."""
+
+    fn: Callable[[Engine], Any]
+    future: Future[Any]
 
 
 _STOP = object()
@@ -134,6 +144,22 @@ class Pipeline:
                 return None
         return future
 
+    def call(self, fn: Callable[[Engine], T]) -> Future[T] | None:
+        """Run ``fn(engine)`` on the worker thread, in queue order; ``None`` if full or closed.
+
+        The engine has one owner: anything else that must read or change it (alert
+        review) goes through the same queue as the requests.
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed or self._thread is None:
+                return None
+            try:
+                self._queue.put_nowait(_Call(fn, future))
+            except queue.Full:
+                return None
+        return future
+
     @property
     def queued(self) -> int:
         """Requests waiting for the worker."""
@@ -169,6 +195,7 @@ class Pipeline:
                 break
             if isinstance(item, _Item):
                 self._telemetry.dropped(item.signal, "shutting_down", item.count)
+            if isinstance(item, _Item | _Call):
                 item.future.set_exception(PipelineClosedError("the pipeline has stopped"))
         # A worker still busy in the engine must find the stop marker when it gets back.
         with contextlib.suppress(queue.Full):
@@ -186,6 +213,8 @@ class Pipeline:
                 return
             if isinstance(item, _Item):
                 self._process(item)
+            elif isinstance(item, _Call):
+                self._call(item)
             self._maybe_evict()
             self._maybe_checkpoint()
             self._maybe_check_silence()
@@ -197,6 +226,16 @@ class Pipeline:
         if now - self._last_checkpoint >= self._checkpoint_interval_s:
             self._last_checkpoint = now
             self._checkpoint(self._engine)
+
+    def _call(self, item: _Call) -> None:
+        if not item.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = item.fn(self._engine)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it; the worker goes on
+            item.future.set_exception(exc)
+            return
+        item.future.set_result(result)
 
     def _process(self, item: _Item) -> None:
         if not item.future.set_running_or_notify_cancel():

@@ -6,15 +6,35 @@ sidecar's own registry (never the default one), behind a small typed facade.
 
 from __future__ import annotations
 
+import platform
+import socket
+import threading
 from collections.abc import Callable
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from otel_anomaly.exporter.receivers.signals import SIGNALS, Signal
 from otel_anomaly.processors.engine import EngineStats
 from otel_anomaly.processors.types import IngestResult
 
+DISTRIBUTION = "otel-anomaly"
 _PROCESSING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``), or ``0+unknown``."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 class Telemetry:
@@ -65,6 +85,7 @@ class Telemetry:
         )
         self._init_series(registry)
         self._init_outputs(registry)
+        self._init_process(registry)
         for signal in SIGNALS:
             self._received.labels(signal)
 
@@ -120,6 +141,10 @@ class Telemetry:
         )
 
     def _init_outputs(self, registry: CollectorRegistry) -> None:
+        # Events produced, sent and dropped, as plain numbers: what ``settle_events`` reads.
+        self._event_lock = threading.Lock()
+        self._event_totals = {"produced": 0, "sent": 0, "dropped": 0}
+        self._events_settled = False
         self._events = Counter(
             "otel_anomaly_events", "Anomaly events produced, by kind.", ["kind"],
             registry=registry,
@@ -162,6 +187,25 @@ class Telemetry:
             "distinguishing resource attribute, e.g. set service.instance.id).",
             registry=registry,
         )
+
+    @staticmethod
+    def _init_process(registry: CollectorRegistry) -> None:
+        """``otel_anomaly_build_info`` and the standard ``process_*`` and ``python_info``."""
+        Gauge(
+            "otel_anomaly_build_info",
+            "Always 1; the labels say which otel-anomaly runs, on which Python.",
+            ["version", "python_version", "python_implementation"], registry=registry,
+        ).labels(version(), platform.python_version(), platform.python_implementation()).set(1)
+        # Which replica this is when several share the series (a StatefulSet pod's hostname
+        # is its name, otel-anomaly-2): with otel_anomaly_series_active, its shard.
+        Gauge(
+            "otel_anomaly_replica_info", "Always 1; hostname names this replica.",
+            ["hostname"], registry=registry,
+        ).labels(socket.gethostname()).set(1)
+        # CPU, memory, open files and start time of this process (read from /proc at
+        # scrape time; nothing on platforms without it), and the interpreter's python_info.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
 
     def track_queue(self, depth: Callable[[], int], capacity: int) -> None:
         """Publish the intake queue's depth (read at scrape time) and capacity."""
@@ -234,16 +278,42 @@ class Telemetry:
 
     def events(self, kind: str, count: int = 1) -> None:
         """Count anomaly events the engine produced."""
+        with self._event_lock:
+            self._event_totals["produced"] += count
         self._events.labels(kind).inc(count)
 
     def events_sent(self, count: int) -> None:
-        """Count events delivered to the OTLP endpoint."""
+        """Count events delivered to the OTLP endpoint (ignored once settled)."""
+        with self._event_lock:
+            if self._events_settled:
+                return
+            self._event_totals["sent"] += count
         self._events_sent.inc(count)
 
     def events_dropped(self, reason: str, count: int) -> None:
-        """Count events that will not be delivered."""
-        if count:
-            self._events_dropped.labels(reason).inc(count)
+        """Count events that will not be delivered (ignored once settled)."""
+        if not count:
+            return
+        with self._event_lock:
+            if self._events_settled:
+                return
+            self._event_totals["dropped"] += count
+        self._events_dropped.labels(reason).inc(count)
+
+    def settle_events(self, reason: str) -> int:
+        """At shutdown: count events neither sent nor dropped yet as dropped for ``reason``.
+
+        Those are events an output still held (queued, or in an export that outlived the
+        shutdown timeout). Returns their number; later reports of sent or dropped events
+        are ignored, so every event produced is counted once, as sent or as dropped.
+        """
+        with self._event_lock:
+            totals = self._event_totals
+            held = totals["produced"] - totals["sent"] - totals["dropped"]
+            self._events_settled = True
+        if held > 0:
+            self._events_dropped.labels(reason).inc(held)
+        return max(0, held)
 
     def output_dropped(self, output: str, reason: str, count: int = 1) -> None:
         """Count scoring rounds an output will never publish."""

@@ -1,14 +1,15 @@
 """Starting an aiohttp application on pre-bound sockets, on the shared I/O loop.
 
 Both HTTP servers (OTLP/HTTP and the metrics endpoint) bind their sockets first, so a taken
-port fails start-up with the endpoint's name, then serve from the loop. A failed start
-closes what it opened.
+port fails start-up with the endpoint's name, then serve from the loop, in TLS when given
+an ``ssl.SSLContext``. A failed start closes what it opened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +22,8 @@ _START_TIMEOUT_S = 10.0
 
 def start_app(
     io: IoLoop, app: web.Application, sockets: list[socket.socket],
-    executor: ThreadPoolExecutor, **runner_options: Any,
+    executor: ThreadPoolExecutor, ssl_context: ssl.SSLContext | None = None,
+    **runner_options: Any,
 ) -> web.AppRunner:
     """Serve ``app`` on ``sockets``; on failure close them and ``executor``, then re-raise."""
 
@@ -29,7 +31,7 @@ def start_app(
         runner = web.AppRunner(app, handle_signals=False, access_log=None, **runner_options)
         await runner.setup()
         for sock in sockets:
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
         return runner
 
     try:

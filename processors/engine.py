@@ -5,7 +5,7 @@ Not thread-safe by design: the exporter's pipeline worker is its only caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +16,12 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_anomaly.processors.alerting.deploys import DeployTracker
 from otel_anomaly.processors.alerting.explain import explain_multivariate
+from otel_anomaly.processors.alerting.feedback import (
+    FeedbackBook,
+    Judged,
+    Silence,
+    Verdict,
+)
 from otel_anomaly.processors.alerting.scorer import Scorer
 from otel_anomaly.processors.alerting.silence import SilenceWatch
 from otel_anomaly.processors.multivariate import (
@@ -85,6 +91,9 @@ class Engine:
             multivariate, int(settings.traces_window_s * 1e9)
         ) if multivariate.enabled else None
         self.silence = SilenceWatch(settings.silence_after_s, settings.max_series)
+        # Alert review: the scorer consults the book before its hysteresis.
+        self.feedback = FeedbackBook()
+        self.scorer.feedback = self.feedback
         self._evicted_total = 0
 
     def _latest(self) -> int:
@@ -194,6 +203,7 @@ class Engine:
         created_keys = [self.index.key(slot) for slot in created.tolist()]
         self.scorer.assign_many(created, created_keys)
         self.deploys.track(created, [service_labels(key.resource) for key in created_keys])
+        self.feedback.reset(created)
         kept = slots >= 0
         n_kept = int(np.count_nonzero(kept))
         result.skip("series_limit", len(slots) - n_kept)
@@ -209,6 +219,30 @@ class Engine:
         batch = SeriesBatch(slots, ts, values, counts)
         grace = self.deploys.in_grace(slots, ts)
         result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace)
+        if result.events:
+            self.feedback.saw(result.events)
+            if self.feedback.active:
+                result.events = [self._with_feedback(event) for event in result.events]
+
+    def _with_feedback(self, event: AnomalyEvent) -> AnomalyEvent:
+        """An open past a bar that a false positive raised says so."""
+        note = self.feedback.note(event.slot, event.ts_unix_nano) if event.kind == "open" else ""
+        return replace(event, explanation=f"{event.explanation}; {note}") if note else event
+
+    def judge(self, anomaly_id: str, verdict: Verdict, author: str = "") -> Judged:
+        """Record a person's verdict on an anomaly (alert review; see ``alerting.feedback``).
+
+        Raises
+        ------
+        UnknownAnomalyError
+            If the anomaly is not among those still remembered.
+        """
+        return self.feedback.judge(anomaly_id, verdict, author=author)
+
+    def silence_series(self, matchers: Mapping[str, str], start_unix_nano: int,
+                       end_unix_nano: int, author: str = "") -> Silence:
+        """Mute opens on the series whose labels match ``matchers``, over the window."""
+        return self.feedback.silence(matchers, start_unix_nano, end_unix_nano, author)
 
     def evict_expired(self) -> NDArray[np.intp]:
         """Free series idle for longer than ``series_ttl_s``; return their slots."""
@@ -222,6 +256,7 @@ class Engine:
         if len(stale):
             self.scorer.forget(stale)
             self.deploys.forget(stale)
+            self.feedback.reset(stale)
             self._evicted_total += len(stale)
         return stale
 
@@ -255,6 +290,7 @@ class Engine:
             "silence": self.silence.state_dict(),
             "multivariate": None if self.multivariate is None else self.multivariate.state_dict(),
             "evicted_total": self._evicted_total,
+            "feedback": self.feedback.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,6 +316,8 @@ class Engine:
         if self.multivariate is not None:
             self.multivariate.load_state_dict(state["multivariate"])
         self._evicted_total = int(state["evicted_total"])
+        if "feedback" in state:  # saved before alert review existed: no verdicts yet
+            self.feedback.load_state_dict(state["feedback"])
 
     def series_key(self, slot: int) -> SeriesKey:
         """Identity of the series in ``slot``."""

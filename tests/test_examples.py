@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,36 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     unit = subprocess.run([tool, "test", "rules", "alert-rules.test.yml"], cwd=EXAMPLES,
                           check=False, capture_output=True, text=True)
     assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+RUNBOOK = "https://github.com/otel-anomaly/otel-anomaly/blob/main/README.md#"
+
+
+def _alert_rules() -> list[dict[str, object]]:
+    groups = yaml.safe_load((EXAMPLES / "alert-rules.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def _readme_anchors() -> set[str]:
+    headings = re.findall(r"^#+ (.+)$", (ROOT / "README.md").read_text(), re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_alert_links_its_runbook_section_in_the_readme() -> None:
+    anchors = _readme_anchors()
+    for rule in _alert_rules():
+        url = rule["annotations"]["runbook_url"]  # type: ignore[index]
+        assert url == RUNBOOK + str(rule["alert"]).lower(), rule["alert"]
+        assert url.removeprefix(RUNBOOK) in anchors, f"README has no section for {url}"
+
+
+def test_anomaly_alerts_page_on_the_debounced_flag_and_the_open_anomaly() -> None:
+    rules = {rule["alert"]: rule for rule in _alert_rules()}
+    for name in ("OtelAnomalyDetected", "OtelAnomalySevere"):
+        expr = str(rules[name]["expr"])
+        assert "otel_anomaly_flag == 1" in expr and "otel_anomaly_open_info" in expr, name
+        assert "group_left (anomaly_id)" in expr, name
+        assert rules[name].get("for"), f"{name} has no for:"
 
 
 def test_prometheus_scrape_config_is_valid_and_honours_labels() -> None:

@@ -177,7 +177,7 @@ class DemoReport:
     def _event_line(self, record: SinkRecord) -> str:
         attrs = record.attributes
         at = (record.record.time_unix_nano - self._t0_ns) / 1e9
-        return (f"{record.event_name:14} at {at:5.0f}s {attrs.get('service.name', '?')} "
+        return (f"{record.event_name:14} at {at:5.0f}s {record.resource.get('service.name', '?')} "
                 f"{attrs.get('anomaly.metric', '?')} score {_num(attrs.get('anomaly.score'))}")
 
     def final(self, events: list[SinkRecord]) -> None:
@@ -198,7 +198,7 @@ class DemoReport:
         for record in opened:
             attrs = record.attributes
             at = (record.record.time_unix_nano - self._t0_ns) / 1e9
-            if (attrs.get("service.name") == incident.service
+            if (record.resource.get("service.name") == incident.service
                     and incident.signal_hint in str(attrs.get("anomaly.metric", ""))
                     and incident.start_s <= at <= incident.end_s + _DETECTION_GRACE_S):
                 return f"detected {at - incident.start_s:.0f}s after it began " \
@@ -210,7 +210,7 @@ def _by_series(records: list[SinkRecord]) -> dict[tuple[str, str], tuple[float, 
     groups: dict[tuple[str, str], tuple[float, int, float]] = {}
     for record in records:
         attrs = record.attributes
-        key = (str(attrs.get("service.name", "?")), str(attrs.get("anomaly.metric", "?")))
+        key = (str(record.resource.get("service.name", "?")), str(attrs.get("anomaly.metric", "?")))
         at = record.record.time_unix_nano / 1e9
         value = attrs.get("anomaly.score")
         score = value if isinstance(value, float) else 0.0

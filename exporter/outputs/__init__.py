@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from otel_anomaly.exporter.outputs.base import Output, ScoringRound
 from otel_anomaly.exporter.outputs.fanout import OutputFanout
+from otel_anomaly.exporter.outputs.open_anomalies import OpenAnomalies
 from otel_anomaly.exporter.outputs.otlp_events import OtlpEventsOutput
 from otel_anomaly.exporter.outputs.otlp_scores import OtlpScoresOutput
 from otel_anomaly.exporter.outputs.prometheus import SCORE_GAUGES, PrometheusOutput, ScoreCollector
@@ -16,6 +17,7 @@ from otel_anomaly.exporter.outputs.score_table import ScoreSnapshot, ScoreTable
 
 __all__ = [
     "SCORE_GAUGES",
+    "OpenAnomalies",
     "OtlpEventsOutput",
     "OtlpScoresOutput",
     "Output",

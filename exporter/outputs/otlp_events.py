@@ -1,39 +1,53 @@
 """The OTLP events output: anomaly events as OTLP log records, through the SDK.
 
-The SDK's ``OTLPLogExporter`` brings jittered retries and honours RetryInfo; its
-``BatchLogRecordProcessor`` is the bounded queue of events. ``publish`` (on the output's
-own thread) never waits for the network: when that queue is full an event is dropped and
-counted (the SDK's processor would drop silently, so we keep our own count of records not
-yet handed to the exporter).
+Each event belongs to the monitored service: its record's resource is the scored series'
+resource (``service.name``, ``service.namespace``, ``service.instance.id``, ``host.name``,
+``k8s.*``...), and the sidecar names itself as the instrumentation scope (``otel-anomaly``
+and its version). An SDK ``LoggerProvider`` binds one resource, so records are built here
+(``ReadWriteLogRecord``, with their own resource and scope) and handed to one
+``BatchLogRecordProcessor``: one bounded queue, one batch thread and one exporter for every
+service, and the SDK's OTLP encoder turns each batch into one ``ResourceLogs`` per
+resource. One provider per resource would instead bring a queue and a thread each.
+
+The SDK's ``OTLPLogExporter`` brings jittered retries and honours RetryInfo; the batch
+processor is the bounded queue of events. ``publish`` (on the output's own thread) never
+waits for the network: when that queue is full an event is dropped and counted (the SDK's
+processor would drop silently, so we keep our own count of records not yet handed to the
+exporter).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
-from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import (
     BatchLogRecordProcessor,
     LogRecordExporter,
     LogRecordExportResult,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from otel_anomaly.exporter.config_outputs import OtlpEventsConfig
 from otel_anomaly.exporter.outputs.base import ScoringRound
-from otel_anomaly.exporter.telemetry import Telemetry
-from otel_anomaly.processors.types import AnomalyEvent
+from otel_anomaly.exporter.telemetry import Telemetry, version
+from otel_anomaly.processors.types import AnomalyEvent, Labels
 
 SERVICE_NAME = "otel-anomaly"
-SCOPE_NAME = "otel_anomaly.exporter.events"
+"""The sidecar's own ``service.name`` (its scores pushed over OTLP)."""
+SCOPE_NAME = "otel-anomaly"
+"""The instrumentation scope of every event: the sidecar that raised it."""
+_RESOURCES = 1024  # distinct resources kept built (most events repeat a few services)
 _SCHEDULE_DELAY_MS = 500
 _MAX_BATCH = 512
 _SEVERITY = {
@@ -77,11 +91,14 @@ class _CountingExporter(LogRecordExporter):
 
 
 def event_attributes(event: AnomalyEvent) -> dict[str, AttributeValue]:
-    """The record's attributes: the series' resource and point attributes, then ``anomaly.*``."""
-    attributes: dict[str, AttributeValue] = dict(event.key.resource)
-    attributes.update(event.key.attributes)
+    """The record's attributes: the series' point attributes, then ``anomaly.*``.
+
+    The series' resource attributes are the record's resource (``event_resource``).
+    """
+    attributes: dict[str, AttributeValue] = dict(event.key.attributes)
     attributes.update(
         {
+            "anomaly.id": event.anomaly_id,
             "anomaly.direction": event.direction,
             "anomaly.score": event.score,
             "anomaly.value": event.value,
@@ -93,6 +110,11 @@ def event_attributes(event: AnomalyEvent) -> dict[str, AttributeValue]:
         }
     )
     return attributes
+
+
+def event_resource(resource: Labels) -> Resource:
+    """The monitored series' resource, as the record's resource (no SDK defaults merged)."""
+    return Resource(dict(resource))
 
 
 def _context(event: AnomalyEvent) -> Context:
@@ -133,15 +155,16 @@ class OtlpEventsOutput:
         self._config = config
         self._telemetry = telemetry
         self._now_ns = now_ns
-        self._provider: LoggerProvider | None = None
+        self._processor: BatchLogRecordProcessor | None = None
         self._counting: _CountingExporter | None = None
-        self._logger: Logger | None = None
+        self._scope = InstrumentationScope(SCOPE_NAME, version())
+        self._resource = functools.lru_cache(maxsize=_RESOURCES)(event_resource)
         self._emitted = 0
         self._closed = False
 
     def start(self) -> None:
         """Create the SDK pipeline (its batch thread starts here, not in ``__init__``)."""
-        if self._provider is not None or self._closed or not self._config.endpoint:
+        if self._processor is not None or self._closed or not self._config.endpoint:
             return
         otlp = OTLPLogExporter(
             endpoint=self._config.endpoint,
@@ -150,40 +173,40 @@ class OtlpEventsOutput:
             timeout=self._config.timeout,
         )
         self._counting = _CountingExporter(otlp, self._telemetry)
-        processor = BatchLogRecordProcessor(
+        self._processor = BatchLogRecordProcessor(
             self._counting,
             schedule_delay_millis=_SCHEDULE_DELAY_MS,
             max_export_batch_size=min(_MAX_BATCH, self._config.queue_size),
             max_queue_size=self._config.queue_size,
         )
-        provider = LoggerProvider(
-            resource=Resource.create({"service.name": SERVICE_NAME}), shutdown_on_exit=False
-        )
-        provider.add_log_record_processor(processor)
-        self._logger = provider.get_logger(SCOPE_NAME)
-        self._provider = provider
 
     def publish(self, scoring_round: ScoringRound) -> None:
         """Queue the round's events for export. Drops (counted) when the queue is full."""
-        logger, counting = self._logger, self._counting
-        if logger is None or counting is None or self._closed:
+        processor, counting = self._processor, self._counting
+        if processor is None or counting is None or self._closed:
             return
         for event in scoring_round.events:
             if self._emitted - counting.handed >= self._config.queue_size:
                 self._telemetry.events_dropped("queue_full", 1)
                 continue
             self._emitted += 1
-            severity, severity_text = _SEVERITY[event.kind]
-            logger.emit(
-                timestamp=event.ts_unix_nano,
-                observed_timestamp=self._now_ns(),
-                context=_context(event),
-                severity_number=severity,
-                severity_text=severity_text,
-                body=event.explanation,
-                attributes=event_attributes(event),
-                event_name=f"anomaly.{event.kind}",
-            )
+            processor.on_emit(self._record(event))
+
+    def _record(self, event: AnomalyEvent) -> ReadWriteLogRecord:
+        """The event as an SDK log record of its series' resource, in the sidecar's scope."""
+        severity, severity_text = _SEVERITY[event.kind]
+        record = LogRecord(
+            timestamp=event.ts_unix_nano,
+            observed_timestamp=self._now_ns(),
+            context=_context(event),
+            severity_number=severity,
+            severity_text=severity_text,
+            body=event.explanation,
+            attributes=event_attributes(event),
+            event_name=f"anomaly.{event.kind}",
+        )
+        return ReadWriteLogRecord(record, resource=self._resource(event.key.resource),
+                                  instrumentation_scope=self._scope)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop.
@@ -193,7 +216,7 @@ class OtlpEventsOutput:
         ``outputs.otlp_events.timeout``, as the SDK's batch processor offers no deadline of its own.
         """
         self._closed = True
-        provider, self._provider = self._provider, None
-        if provider is not None and self._counting is not None:
+        processor, self._processor = self._processor, None
+        if processor is not None and self._counting is not None:
             self._counting.deadline = time.monotonic() + timeout
-            provider.shutdown()
+            processor.shutdown()  # type: ignore[no-untyped-call]

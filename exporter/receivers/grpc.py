@@ -4,12 +4,14 @@ Semantics follow the Collector's otlpreceiver: an empty request is answered at o
 rejected items come back as ``partial_success``; a full queue is ``UNAVAILABLE`` with
 RetryInfo (retryable); a request that does not decode is ``INVALID_ARGUMENT`` (decoding
 is ours, not grpcio's, which would answer ``INTERNAL``); an engine failure is ``INTERNAL``.
+With ``tls`` the port speaks TLS (mTLS with ``client_ca_file``); with ``receivers.auth``
+a call without the right bearer token is ``UNAUTHENTICATED``, before it is decoded.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,15 +26,22 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from otel_anomaly.exporter.config import GrpcReceiverConfig
+from otel_anomaly.exporter.config import BearerAuthConfig, GrpcReceiverConfig
 from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import probe_bind_error
 from otel_anomaly.exporter.receivers.intake import Intake
 from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.security import (
+    BearerTokens,
+    GrpcBearerInterceptor,
+    grpc_credentials,
+    load_server_tls,
+)
 
 _MIB = 1024 * 1024
 _START_TIMEOUT_S = 10.0
+_WHAT = "OTLP/gRPC receiver"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +148,19 @@ class GrpcReceiver:
         Where decoded requests go.
     io
         The event loop the server runs on.
+    auth
+        ``receivers.auth``: the bearer token calls must carry, if set.
     """
 
-    def __init__(self, config: GrpcReceiverConfig, intake: Intake, io: IoLoop) -> None:
+    def __init__(
+        self, config: GrpcReceiverConfig, intake: Intake, io: IoLoop,
+        auth: BearerAuthConfig | None = None,
+    ) -> None:
         self._config = config
         self._intake = intake
         self._io = io
+        self._auth = auth or BearerAuthConfig()
+        self._signals = {spec.grpc_service: spec.signal for spec in SPECS.values()}
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
         self._stopped = False
@@ -163,11 +179,27 @@ class GrpcReceiver:
         """Bind and start serving; raises ``StartupError`` naming the endpoint."""
         if self._server is not None or self._stopped:
             return
-        self._port = self._io.run(self._start(), _START_TIMEOUT_S)
+        tls = self._config.tls
+        credentials = grpc_credentials(
+            load_server_tls(tls, f"{_WHAT} (receivers.grpc.tls)")) if tls.enabled else None
+        interceptors = []
+        if self._auth.enabled:
+            tokens = BearerTokens(self._auth, f"{_WHAT} (receivers.auth.bearer_token_file)")
+            interceptors.append(GrpcBearerInterceptor(tokens, self._refused))
+        self._port = self._io.run(self._start(credentials, interceptors), _START_TIMEOUT_S)
 
-    async def _start(self) -> int:
+    def _refused(self, method: str) -> None:
+        signal = self._signals.get(method.rpartition("/")[0].lstrip("/"))
+        if signal is not None:  # an unknown method is refused too, but is no export call
+            self._intake.telemetry.request("grpc", signal, "unauthenticated")
+
+    async def _start(
+        self, credentials: grpc.ServerCredentials | None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]],
+    ) -> int:
         endpoint = self._config.endpoint
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self._config.max_recv_msg_size_mib * _MIB),
                 # Without this, a second server could bind the same port and share traffic.
@@ -178,11 +210,14 @@ class GrpcReceiver:
             [_handler(cls(self._intake)) for cls in (MetricsServicer, TraceServicer, LogsServicer)]
         )
         try:
-            port = server.add_insecure_port(endpoint)
+            if credentials is None:
+                port = server.add_insecure_port(endpoint)
+            else:
+                port = server.add_secure_port(endpoint, credentials)
         except RuntimeError as exc:
             await server.stop(None)
             reason = probe_bind_error(endpoint)
-            msg = f"OTLP/gRPC receiver (receivers.grpc.endpoint): {reason}"
+            msg = f"{_WHAT} (receivers.grpc.endpoint): {reason}"
             raise StartupError(msg) from exc
         await server.start()
         self._server = server

@@ -8,6 +8,9 @@ processing failed. Error bodies are a ``google.rpc.Status``.
 
 The same server takes Prometheus remote-write at ``POST /api/v1/write``
 (``exporter.receivers.remote_write``): same intake, same size limit, plain-text errors.
+
+With ``tls`` it serves HTTPS (mTLS with ``client_ca_file``); with ``receivers.auth`` a
+request without the right bearer token gets 401 before its body is read.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 from google.protobuf.message import Message
 
-from otel_anomaly.exporter.config import HttpReceiverConfig
+from otel_anomaly.exporter.config import BearerAuthConfig, HttpReceiverConfig
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import listen_sockets
 from otel_anomaly.exporter.receivers.http_codec import (
@@ -38,12 +41,21 @@ from otel_anomaly.exporter.receivers.remote_write import (
     decode_write_request,
 )
 from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.security import (
+    CHALLENGE,
+    REFUSED_MESSAGE,
+    BearerTokens,
+    http_middleware,
+    listening_context,
+    load_server_tls,
+)
 from otel_anomaly.exporter.web import start_app, stop_app
 
 DECODE_THREAD_PREFIX = "otel-anomaly-decode"
 _MIB = 1024 * 1024
 _INLINE_BYTES = 256 * 1024  # small uncompressed protobuf bodies decode on the loop
 _SHUTDOWN_GRACE_S = 5.0  # in-flight requests may finish within this
+_WHAT = "OTLP/HTTP receiver"
 
 
 class HttpReceiver:
@@ -57,12 +69,20 @@ class HttpReceiver:
         Where decoded requests go.
     io
         The event loop the server runs on.
+    auth
+        ``receivers.auth``: the bearer token requests must carry, if set.
     """
 
-    def __init__(self, config: HttpReceiverConfig, intake: Intake, io: IoLoop) -> None:
+    def __init__(
+        self, config: HttpReceiverConfig, intake: Intake, io: IoLoop,
+        auth: BearerAuthConfig | None = None,
+    ) -> None:
         self._config = config
         self._intake = intake
         self._io = io
+        self._auth = auth or BearerAuthConfig()
+        self._signals = {spec.http_path: spec.signal for spec in SPECS.values()}
+        self._signals[REMOTE_WRITE_PATH] = RemoteWriteSpec().signal
         self._limit = config.max_request_body_size_mib * _MIB
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -83,18 +103,31 @@ class HttpReceiver:
         """Bind and start serving; raises ``StartupError`` naming the endpoint."""
         if self._runner is not None or self._stopped:
             return
-        sockets = listen_sockets(
-            self._config.endpoint, "OTLP/HTTP receiver (receivers.http.endpoint)"
-        )
+        # Secrets load before the port is bound: a bad file leaves nothing to close.
+        tls = self._config.tls
+        ssl_context = listening_context(
+            load_server_tls(tls, f"{_WHAT} (receivers.http.tls)")) if tls.enabled else None
+        middlewares = []
+        if self._auth.enabled:
+            tokens = BearerTokens(self._auth, f"{_WHAT} (receivers.auth.bearer_token_file)")
+            middlewares.append(http_middleware(tokens, self._refuse))
+        sockets = listen_sockets(self._config.endpoint, f"{_WHAT} (receivers.http.endpoint)")
         self._port = sockets[0].getsockname()[1]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=DECODE_THREAD_PREFIX)
-        app = web.Application(client_max_size=self._limit)
+        app = web.Application(client_max_size=self._limit, middlewares=middlewares)
         for spec in SPECS.values():
             app.router.add_post(spec.http_path, self._route(spec))
         app.router.add_post(REMOTE_WRITE_PATH, self._remote_write)
         # auto_decompress off: we decompress ourselves to bound the decompressed size.
-        self._runner = start_app(self._io, app, sockets, self._executor,
+        self._runner = start_app(self._io, app, sockets, self._executor, ssl_context,
                                  shutdown_timeout=_SHUTDOWN_GRACE_S, auto_decompress=False)
+
+    def _refuse(self, request: web.Request) -> web.Response:
+        signal = self._signals.get(request.path)
+        if signal is not None:  # unknown paths are refused too, but are no export request
+            self._intake.telemetry.request("http", signal, "unauthenticated")
+        encoding = MEDIA_TYPES.get(request.content_type) if signal != "prometheus" else None
+        return status_response(401, REFUSED_MESSAGE, encoding, dict(CHALLENGE))
 
     def _route(
         self, spec: SignalSpec

@@ -25,6 +25,7 @@ _CONTENT_TYPES: dict[Encoding, str] = {
 }
 _RPC_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
     500: code_pb2.INTERNAL,

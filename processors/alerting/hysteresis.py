@@ -37,7 +37,9 @@ class Hysteresis:
     most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
     a close no new anomaly opens (the rest of one event stays one anomaly), or for
     ``cooldown_time_s`` of event time if that ends first: an hourly series is not blind for
-    60 hours. NaN scores (invalid points) leave the state as it is.
+    60 hours. NaN scores (invalid points) leave the state as it is. After a restore, each
+    anomaly still open asks for an update at its first valid point, so outputs that
+    started empty (the Prometheus info gauge) learn of it again.
 
     Examples
     --------
@@ -67,6 +69,7 @@ class Hysteresis:
             low_for=Column(np.float64, 0.0),  # event time the low run spans, ns
             closed_ts=Column(np.int64),  # event time of the last close
         )
+        self._resumed: set[int] = set()  # restored open anomalies not yet announced
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._state.ensure(slots)
@@ -78,6 +81,7 @@ class Hysteresis:
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore the state saved by ``state_dict``."""
         self._state.load_state_dict(state)
+        self._resumed = set(np.flatnonzero(self._state.open).tolist())
 
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Whether each slot has an open anomaly."""
@@ -135,6 +139,8 @@ class Hysteresis:
             was_open & ~closed & high
             & (ts_unix_nano - state.last_event_ts[slots] >= interval_ns)
         )
+        if self._resumed:
+            updated |= was_open & ~closed & valid & self._announce(slots, valid)
         now_open = (was_open | opened) & ~closed
         state.above[slots] = above
         state.below[slots] = below
@@ -147,6 +153,12 @@ class Hysteresis:
         evented = opened | updated | closed
         state.last_event_ts[slots[evented]] = ts_unix_nano[evented]
         return Transitions(now_open, opened, updated, closed)
+
+    def _announce(self, slots: NDArray[np.intp], valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Which rows are a restored anomaly's first valid point (each is announced once)."""
+        resumed = np.isin(slots, np.fromiter(self._resumed, np.intp, len(self._resumed)))
+        self._resumed.difference_update(slots[resumed & valid].tolist())
+        return resumed
 
     def _learn_spacing(
         self, slots: NDArray[np.intp], ts: NDArray[np.int64], valid: NDArray[np.bool_]
@@ -168,3 +180,5 @@ class Hysteresis:
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` (no close event is produced)."""
         self._state.reset(slots)
+        if self._resumed:
+            self._resumed.difference_update(slots.tolist())

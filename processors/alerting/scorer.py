@@ -19,11 +19,12 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator, clip_to_band
 from otel_anomaly.processors.alerting.deploys import LevelOffsets
 from otel_anomaly.processors.alerting.explain import explain
+from otel_anomaly.processors.alerting.feedback import FeedbackBook
 from otel_anomaly.processors.alerting.held_band import HeldBands
 from otel_anomaly.processors.alerting.hysteresis import Hysteresis, Transitions
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
 from otel_anomaly.processors.detectors import DETECTORS, Detector
-from otel_anomaly.processors.series.prometheus_names import prometheus_labels
+from otel_anomaly.processors.series.label_sets import LabelSets
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule
 from otel_anomaly.processors.types import (
@@ -33,6 +34,7 @@ from otel_anomaly.processors.types import (
     ScoreBatch,
     SeriesBatch,
     SeriesKey,
+    anomaly_id,
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
@@ -65,18 +67,21 @@ class Scorer:
         self.hysteresis = Hysteresis()
         self.offsets = LevelOffsets()
         self.held = HeldBands()
+        self.feedback: FeedbackBook | None = None  # alert review, set by the engine
         self._per_slot = SlotArrays(
             rule_of=Column(np.intp),
             local=Column(np.intp, -1),  # the slot's index in its rule's state, -1: none
             direction=Column(np.int8),  # +1 / -1: the side an open anomaly is on
             age=Column(np.int64),  # points scored since the slot was assigned
+            opened_ns=Column(np.int64),  # the stamp of the open anomaly's open event
+            stamped_ns=Column(np.int64),  # the stamp of its latest event
         )
         self._next_local = [0] * len(self.rules)
         self._free_local: list[list[int]] = [[] for _ in self.rules]
         self._agree: dict[int, tuple[str, ...]] = {}  # the last round's event rows
         self._baseline: NDArray[np.bool_] | None = None  # the last round's closes that
         # accepted a new level (the value still outside the band it opened against)
-        self._labels: list[Labels] = []
+        self._labels = LabelSets(promote)
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
 
@@ -111,13 +116,10 @@ class Scorer:
                 calibrator.reset(local, detector)
 
     def _label(self, slots: NDArray[np.intp], keys: Sequence[SeriesKey]) -> None:
-        """Compute the Prometheus labels of ``slots`` once, when they are assigned."""
-        needed = int(slots.max()) + 1
-        if len(self._labels) < needed:
-            self._labels += [()] * (needed - len(self._labels))
+        """Give ``slots`` their Prometheus labels once, when they are assigned."""
         for slot, key in zip(slots.tolist(), keys, strict=True):
             rule = self.rules[int(self._per_slot.rule_of[slot])]
-            self._labels[slot] = prometheus_labels(key, rule.detector, self.promote)
+            self._labels.assign(slot, key, rule.detector)
 
     def _allocate(self, rule: int) -> int:
         free = self._free_local[rule]
@@ -146,11 +148,14 @@ class Scorer:
         self.hysteresis.reset(slots)
         self.offsets.reset(slots)
         self.held.reset(slots)
+        for slot in slots.tolist():
+            self._labels.forget(slot)
 
     def state_dict(self) -> dict[str, Any]:
         """Routing, rule-local allocation, and every detector's, calibrator's and alert state.
 
-        Labels and the routing cache are derived: ``load_state_dict`` recomputes them.
+        The routing cache is derived (``load_state_dict`` recomputes it); labels are saved,
+        since which of two colliding series was told apart depends on their order.
         """
         return {
             "per_slot": self._per_slot.state_dict(),
@@ -162,6 +167,7 @@ class Scorer:
             "hysteresis": self.hysteresis.state_dict(),
             "offsets": self.offsets.state_dict(),
             "held": self.held.state_dict(),
+            "labels": self._labels.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], live: dict[int, SeriesKey]) -> None:
@@ -181,14 +187,17 @@ class Scorer:
         self.hysteresis.load_state_dict(state["hysteresis"])
         self.offsets.load_state_dict(state["offsets"])
         self.held.load_state_dict(state["held"])
-        self._labels = []
-        if live:
+        if "labels" in state:
+            self._labels.load_state_dict(state["labels"], live)
+        else:  # saved before labels were kept: recompute them in slot order
+            self._labels = LabelSets(self._labels.promote)
             slots = sorted(live)
-            self._label(np.asarray(slots, np.intp), [live[slot] for slot in slots])
+            if slots:
+                self._label(np.asarray(slots, np.intp), [live[slot] for slot in slots])
 
     def labels(self, slot: int) -> Labels:
-        """Prometheus labels of a slot, computed once when the slot was assigned."""
-        return self._labels[slot]
+        """Prometheus labels of a slot, given once when the slot was assigned."""
+        return self._labels.of(slot)
 
     def count_warming(self, slots: NDArray[np.intp]) -> int:
         """How many of ``slots`` are still warming up."""
@@ -289,6 +298,9 @@ class Scorer:
                                    part.ts_unix_nano, policy.hold_s, policy.direction)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = self._young_damped(part.slots, alerting, ~np.isnan(rnd.calibrated.upper))
+        if self.feedback is not None and self.feedback.active:
+            alerting = self.feedback.quieted(part.slots, part.ts_unix_nano, alerting,
+                                             part.values >= held.expected, self.labels)
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
@@ -374,6 +386,7 @@ class Scorer:
                 "open" if moves.opened[i] else "close" if moves.closed[i] else "update"
             )
             value, expected = float(part.values[i]), float(cal.expected[i])
+            stamp = self._stamp(slot, kind, int(part.ts_unix_nano[i]))
             if kind == "open":
                 self._per_slot.direction[slot] = 1 if value >= expected else -1
             up = self._per_slot.direction[slot] >= 0
@@ -384,7 +397,7 @@ class Scorer:
             }
             trace_id, span_id = exemplars.get(int(rows[i]), (b"", b""))
             events.append(AnomalyEvent(
-                kind=kind, slot=slot, key=key, ts_unix_nano=int(part.ts_unix_nano[i]),
+                kind=kind, slot=slot, key=key, ts_unix_nano=stamp,
                 direction="up" if up else "down", detector=detector,
                 explanation=explain(kind, key, detector=detector,
                                     agreeing=self._agree.get(i, ()),
@@ -392,9 +405,24 @@ class Scorer:
                                         self._baseline[i]),
                                     count=math.nan if part.counts is None else float(
                                         part.counts[i]), **fields),
-                trace_id=trace_id, span_id=span_id, **fields,
+                trace_id=trace_id, span_id=span_id,
+                anomaly_id=anomaly_id(key, int(self._per_slot.opened_ns[slot])), **fields,
             ))
         return events
+
+    def _stamp(self, slot: int, kind: EventKind, ts: int) -> int:
+        """The event time an event is stamped with: never before its anomaly's last event.
+
+        Points may arrive out of event-time order (span outliers carry their spans' end
+        times), so an update or close stamped with its point's time could precede the open.
+        """
+        per_slot = self._per_slot
+        if kind == "open":
+            per_slot.opened_ns[slot] = ts
+        else:
+            ts = max(ts, int(per_slot.stamped_ns[slot]))
+        per_slot.stamped_ns[slot] = ts
+        return ts
 
 
 @dataclass(frozen=True, slots=True)

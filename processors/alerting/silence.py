@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from otel_anomaly.processors.state.codec import as_labels
-from otel_anomaly.processors.types import AnomalyEvent, EventKind, Labels, SeriesKey
+from otel_anomaly.processors.types import AnomalyEvent, EventKind, Labels, SeriesKey, anomaly_id
 
 SILENCE_METRIC = "service_reporting:silence_seconds"
 SILENCE_DETECTOR = "silence"
@@ -28,7 +28,7 @@ _ALPHA = 0.1  # weight of the newest gap in a service's usual interval
 
 
 class _Service:
-    __slots__ = ("last_seen", "reports", "resumed", "silent", "usual")
+    __slots__ = ("last_seen", "opened_ns", "reports", "resumed", "silent", "usual")
 
     def __init__(self, now: float) -> None:
         self.last_seen = now
@@ -36,6 +36,7 @@ class _Service:
         self.usual = 0.0  # seconds between requests, a running average
         self.silent = False
         self.resumed = False
+        self.opened_ns = 0  # the stamp of the open silence's open event
 
 
 def duration_text(seconds: float) -> str:
@@ -139,6 +140,7 @@ class SilenceWatch:
                     or quiet < max(self.silence_after_s, USUAL_INTERVALS * state.usual)):
                 continue
             state.silent = True
+            state.opened_ns = ts_unix_nano
             text = (f"{service_text(service)} stopped reporting (no data for "
                     f"{duration_text(quiet)}, usually every {duration_text(state.usual)})")
             events.append(self._event("open", service, state, quiet, ts_unix_nano, text))
@@ -148,11 +150,13 @@ class SilenceWatch:
         self, kind: EventKind, service: Labels, state: _Service, quiet: float, ts: int,
         text: str,
     ) -> AnomalyEvent:
+        key = SeriesKey(SILENCE_METRIC, service, ())
         return AnomalyEvent(
-            kind=kind, slot=-1, key=SeriesKey(SILENCE_METRIC, service, ()), ts_unix_nano=ts,
+            kind=kind, slot=-1, key=key, ts_unix_nano=max(ts, state.opened_ns),
             direction="down", score=quiet / self.silence_after_s, value=quiet,
             expected=state.usual, lower=0.0, upper=self.silence_after_s,
             detector=SILENCE_DETECTOR, explanation=text,
+            anomaly_id=anomaly_id(key, state.opened_ns),
         )
 
     def expire(self, now: float, ttl_s: float) -> None:
@@ -164,17 +168,18 @@ class SilenceWatch:
 
     def state_dict(self) -> dict[str, Any]:
         """Each watched service's reporting history, and the gaps of silent ones."""
-        return {"services": [(service, s.last_seen, s.reports, s.usual, s.silent, s.resumed)
-                             for service, s in self._services.items()],
+        return {"services": [(service, s.last_seen, s.reports, s.usual, s.silent, s.resumed,
+                              s.opened_ns) for service, s in self._services.items()],
                 "gaps": list(self._gaps.items())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict`` (the settings stay this watch's own)."""
         services: dict[Labels, _Service] = {}
-        for service, last_seen, reports, usual, silent, resumed in state["services"]:
+        for service, last_seen, reports, usual, silent, resumed, opened in state["services"]:
             watched = services[as_labels(service)] = _Service(float(last_seen))
             watched.reports, watched.usual = int(reports), float(usual)
             watched.silent, watched.resumed = bool(silent), bool(resumed)
+            watched.opened_ns = int(opened)
         self._services = services
         self._gaps = {as_labels(service): float(gap) for service, gap in state["gaps"]}
 

@@ -68,12 +68,17 @@ def test_a_spike_opens_and_closes_an_anomaly(sink: OtlpSink) -> None:
         assert attrs["anomaly.score"] > 1.0
         assert attrs["anomaly.lower"] < attrs["anomaly.expected"] < attrs["anomaly.upper"] < 100
         assert attrs["anomaly.detector"] == "ewma_zscore"
-        assert (attrs["service.name"], attrs["queue"]) == ("worker", "jobs")
-        assert opened.resource["service.name"] == "otel-anomaly"
-        assert opened.scope == "otel_anomaly.exporter.events"
+        assert attrs["queue"] == "jobs"
+        # The event belongs to the monitored service; the sidecar is its scope.
+        assert opened.resource == {"service.name": "worker"}
+        assert "service.name" not in attrs
+        assert opened.scope == "otel-anomaly"
         assert not record.trace_id
         closed, = named(sink, "anomaly.close")
         assert (closed.record.severity_number, closed.record.severity_text) == (INFO, "INFO")
+        assert len(str(attrs["anomaly.id"])) == 16
+        assert closed.attributes["anomaly.id"] == attrs["anomaly.id"]
+        assert closed.record.time_unix_nano >= record.time_unix_nano
         families = scrape(sidecar.metrics_port)
         assert sample_value(families, "otel_anomaly_events_total", kind="open") == 1
         wait_for(lambda: sample_value(scrape(sidecar.metrics_port),

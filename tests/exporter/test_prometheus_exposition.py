@@ -205,7 +205,7 @@ def test_replicas_told_apart_by_host_name_are_all_exported() -> None:
         assert sample_value(families, "otel_anomaly_duplicate_series") == 0
 
 
-def test_series_with_the_same_labels_are_exported_once_and_counted() -> None:
+def test_replicas_told_apart_only_by_a_pid_are_both_exported_the_later_one_with_it() -> None:
     # Replicas told apart only by an attribute that is not a label (a process id).
     replicas = [
         metrics_request([gauge("cpu", [(SECOND, value)])],
@@ -215,17 +215,24 @@ def test_series_with_the_same_labels_are_exported_once_and_counted() -> None:
     with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         for request in replicas:
             clients.metrics.Export(request, timeout=5)
-        scrape(sidecar.metrics_port)
+        scrape(sidecar.metrics_port)  # the duplicate count is of the scrape before
+        families = scrape(sidecar.metrics_port)
+        values = {s.labels.get("process_pid"): s.value
+                  for s in families["otel_anomaly_value"].samples}
+        assert values == {None: 0.1, "12": 0.2}  # the first keeps its labels as they were
+        assert sample_value(families, "otel_anomaly_duplicate_series") == 0
+
+
+def test_series_no_resource_attribute_tells_apart_are_exported_once_and_counted() -> None:
+    # Two point attributes that become the same label name (http.route, http_route).
+    twins = metrics_request([gauge("cpu", [(SECOND, 0.1)], {"http.route": "/"}),
+                             gauge("cpu", [(SECOND, 0.2)], {"http_route": "/"})],
+                            {"service.name": "checkout"})
+    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        clients.metrics.Export(twins, timeout=5)
+        scrape(sidecar.metrics_port)  # the count is of the scrape before
         families = scrape(sidecar.metrics_port)
         for name in OUTPUT_NAMES:
             label_sets = [tuple(sorted(s.labels.items())) for s in families[name].samples]
             assert len(label_sets) == len(set(label_sets)) == 1, name
         assert sample_value(families, "otel_anomaly_duplicate_series") == 1
-        # Promoting the distinguishing attribute makes both series exportable.
-    config = loopback_config({"exposition.promote_resource_attributes": ["process.pid"]})
-    with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
-        for request in replicas:
-            clients.metrics.Export(request, timeout=5)
-        pids = {s.labels.get("process_pid") for s in
-                scrape(sidecar.metrics_port)["otel_anomaly_value"].samples}
-        assert pids == {"11", "12"}

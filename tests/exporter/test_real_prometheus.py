@@ -76,3 +76,21 @@ def test_prometheus_scrapes_scores_with_the_series_own_labels_and_evaluates_the_
                      for rule in group["rules"]]
             assert rules and all(rule["health"] in ("ok", "unknown") for rule in rules), [
                 (rule["name"], rule["health"], rule.get("lastError")) for rule in rules]
+            # The open anomaly's info gauge: its id labels the alert, its text describes it.
+            (info,) = [r["metric"] for r in query(port, "otel_anomaly_open_info")]
+            assert (info["job"], info["queue"]) == ("batch/worker", "jobs")
+            (alert,) = [a for a in api(port, "/api/v1/alerts")["alerts"]
+                        if a["labels"]["alertname"] == "OtelAnomalyDetected"]
+            assert alert["labels"]["anomaly_id"] == info["anomaly_id"]
+            assert info["anomaly_explanation"] in alert["annotations"]["description"]
+            assert "held band [" in alert["annotations"]["description"]
+            # Closed: the info gauge goes stale, and so does the alert.
+            calm = [(t * SECOND, 10.0) for t in range(42, 50)]
+            clients.metrics.Export(metrics_request(
+                [gauge("queue.depth", calm, {"queue": "jobs", "__name__": "hostile"})],
+                {"service.name": "worker", "service.namespace": "batch",
+                 "service.instance.id": "w-1"}), timeout=5)
+            wait_for(lambda: not query(port, "otel_anomaly_open_info"), 30,
+                     lambda: f"info still scraped: {query(port, 'otel_anomaly_open_info')}")
+            wait_for(lambda: not query(port, 'ALERTS{alertname="OtelAnomalyDetected"}'), 30,
+                     "the alert ends with the anomaly")

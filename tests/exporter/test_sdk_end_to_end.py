@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord
 
 RESOURCE = Resource.create({"service.name": "orders", "service.instance.id": "pod-1"})
 STEADY_POINTS = 60  # past the default detector's warm-up (30 points)
@@ -165,17 +165,21 @@ def test_sdk_spike_raises_score_flag_and_event_while_steady_twin_stays_low(
         assert counts.get("traces", 0) >= STEADY_POINTS, counts
         assert counts.get("logs", 0) >= STEADY_POINTS, counts
 
-        def spike_opened() -> list[dict[str, object]]:
-            return [r.attributes for r in sink.records()
+        def spike_opened() -> list[SinkRecord]:
+            return [r for r in sink.records()
                     if r.event_name == "anomaly.open"
                     and r.attributes.get("anomaly.metric") == QUEUE_METRIC]
 
         wait_for(lambda: bool(spike_opened()), 10,
                  lambda: f"events: {[(r.event_name, r.attributes) for r in sink.records()]}")
-        attributes = spike_opened()
+        attributes = [r.attributes for r in spike_opened()]
         assert [a["queue"] for a in attributes] == ["spiky"], attributes
         (opened,) = attributes
-        assert opened["service.name"] == "orders"
-        assert opened["service.instance.id"] == "pod-1"
+        # The event belongs to the monitored service: its resource, not the sidecar's.
+        (record,) = spike_opened()
+        assert record.resource["service.name"] == "orders"
+        assert record.resource["service.instance.id"] == "pod-1"
+        assert record.scope == "otel-anomaly"
+        assert "service.name" not in opened
         assert opened["anomaly.direction"] == "up"
         assert opened["anomaly.value"] == 500.0

@@ -1,0 +1,46 @@
+"""Label sets stay distinct: a colliding series is told apart by its resource, never dropped."""
+
+from __future__ import annotations
+
+from otel_anomaly.processors.series.label_sets import LabelSets
+from otel_anomaly.processors.types import SeriesKey
+
+
+def key(pid: str, *, metric: str = "process_load", extra: tuple[tuple[str, str], ...] = ()
+        ) -> SeriesKey:
+    return SeriesKey(metric, (("process.pid", pid), ("service.name", "api"), *extra), ())
+
+
+def test_replicas_told_apart_only_by_pid_get_distinct_labels_and_the_first_keeps_its_own() -> None:
+    sets = LabelSets()
+    first = sets.assign(0, key("1"), "ensemble")
+    second = sets.assign(1, key("2"), "ensemble")
+    third = sets.assign(2, key("3"), "ensemble")
+    assert "process_pid" not in dict(first)
+    assert dict(second)["process_pid"] == "2" and dict(third)["process_pid"] == "3"
+    assert len({first, second, third}) == 3
+    assert sets.of(0) == first  # unchanged by the collisions that came later
+
+
+def test_forgetting_frees_the_label_set_and_reuse_relabels_the_slot() -> None:
+    sets = LabelSets()
+    first = sets.assign(0, key("1"), "ensemble")
+    sets.assign(1, key("2"), "ensemble")
+    sets.forget(0)
+    assert sets.of(0) == ()
+    # A new series with the first one's identity takes its plain labels again.
+    assert sets.assign(2, key("1"), "ensemble") == first
+    assert sets.assign(1, key("9", metric="other"), "ensemble") != first
+
+
+def test_an_unresolvable_collision_is_kept_and_handed_over_when_the_owner_goes() -> None:
+    sets = LabelSets()
+    same = SeriesKey("m", (("service.name", "api"),), (("http.route", "/"),))
+    clash = SeriesKey("m", (("service.name", "api"),), (("http_route", "/"),))
+    a, b = sets.assign(0, same, "ensemble"), sets.assign(1, clash, "ensemble")
+    assert a == b  # nothing in the resource tells them apart: counted downstream
+    sets.forget(0)
+    c = sets.assign(2, SeriesKey("m", (("service.name", "api"),), (("http.route", "/"),)),
+                    "ensemble")
+    assert c == a  # slot 1 owns the set now; the newcomer collides with it, not lost
+    assert sets.of(1) == a
