@@ -128,5 +128,6 @@ class LogsExtractor:
     def _ratios(cells: list[ClosedCell], out: Observations) -> None:
         for cell in cells:
             if cell.count:
-                out.add(SeriesKey(ERROR_RATIO_METRIC, cell.group, ()),  # type: ignore[arg-type]
+                service = cast(Labels, cell.group)  # by_service groups by service labels
+                out.add(SeriesKey(ERROR_RATIO_METRIC, service, ()),
                         cell.end_unix_nano, cell.errors / cell.count, cell.count)
