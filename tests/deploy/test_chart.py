@@ -6,6 +6,12 @@ errors). ServiceMonitor and PrometheusRule are not built-in: they are validated 
 jsonschema against the monitoring.coreos.com/v1 schemas of cloudcoil-models-prometheus-operator
 (pydantic models generated from prometheus-operator's CRD OpenAPI schemas), made strict the
 same way.
+
+TLS and bearer tokens come from Secrets the chart mounts but does not create. The rendered
+config names files inside those mounts, which load_config requires to be readable: the test
+writes what the container would see (each Secret volume's keys under its mountPath) below
+tmp_path, and loads the config with every path moved under that root, so a path that points
+outside a mounted Secret, or at a key the Secret does not have, fails to load.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from helpers.promtool import promtool
+from helpers.tls_certs import make_pki
 
 from otel_anomaly.exporter.config import load_config
+from otel_anomaly.exporter.security.bearer_auth import BearerTokens
+from otel_anomaly.exporter.security.tls import load_server_tls
 from otel_anomaly.processors.settings import DEFAULT_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +56,11 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "dashboard": {"enabled": True, "annotations": {"grafana_folder": "Observability"}},
     },
     "no-persistence": {"persistence": {"enabled": False}},
+    "tls-auth": {
+        "tls": {"enabled": True, "secretName": "otel-anomaly-tls", "clientAuth": True},
+        "auth": {"enabled": True, "secretName": "otel-anomaly-token"},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    },
 }
 KINDS = {
     "defaults": ["ConfigMap", "Service", "Service", "ServiceAccount", "StatefulSet"],
@@ -54,7 +68,10 @@ KINDS = {
     "monitoring": ["ConfigMap", "ConfigMap", "PrometheusRule", "Service", "Service",
                    "ServiceAccount", "ServiceMonitor", "StatefulSet"],
     "no-persistence": ["ConfigMap", "Service", "Service", "ServiceAccount", "StatefulSet"],
+    "tls-auth": ["ConfigMap", "Service", "Service", "ServiceAccount", "ServiceMonitor",
+                 "StatefulSet"],
 }
+TLS_DIR, AUTH_DIR = "/var/run/secrets/otel-anomaly/tls", "/var/run/secrets/otel-anomaly/auth"
 
 
 @cache
@@ -117,6 +134,16 @@ def test_every_manifest_is_valid(combination: str) -> None:
     assert [d["kind"] for d in docs] == KINDS[combination]
     errors = [error for doc in docs for error in validation_errors(doc)]
     assert not errors, "\n".join(errors)
+
+
+def test_every_validator_reads_the_tls_and_auth_fields() -> None:
+    """The new ServiceMonitor fields are checked, not passed over: a typo in them fails."""
+    docs, _ = render(COMBINATIONS["tls-auth"])
+    for field, bad in (("tlsConfig", {"ca": {"secrets": {}}}),
+                       ("authorization", {"type": "Bearer", "credential": {}})):
+        monitor = copy.deepcopy(one(docs, "ServiceMonitor"))
+        monitor["spec"]["endpoints"][0][field] = bad
+        assert list(validation_errors(monitor)), f"a bad {field} passed"
 
 
 def test_the_validators_reject_unknown_and_malformed_fields() -> None:
@@ -231,13 +258,18 @@ def test_rendered_config_is_a_valid_sidecar_config(tmp_path: Path) -> None:
 
 def test_schema_rejects_unknown_and_mistyped_values() -> None:
     for values in ({"persistance": {"enabled": False}}, {"persistence": {"existingClaim": "x"}},
-                   {"replicaCount": "two"}, {"serviceMonitor": {"interval": "15 seconds"}}):
+                   {"replicaCount": "two"}, {"serviceMonitor": {"interval": "15 seconds"}},
+                   {"tls": {"enabled": True}}, {"tls": {"enabled": True, "secretName": ""}},
+                   {"tls": {"enabled": True, "secretName": "s", "mtls": True}},
+                   {"auth": {"enabled": True}}, {"auth": {"enabled": True, "secretName": "s",
+                                                          "key": "a/b"}}):
         with pytest.raises(helm.HelmError):
             chart().validate_schema(values)
 
 
-def test_lint_is_clean() -> None:
-    report = helm.lint(CHART, strict=True, namespace=NAMESPACE)
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_lint_is_clean(combination: str) -> None:
+    report = helm.lint(CHART, COMBINATIONS[combination], strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert not report["errors"] and not problems, report
 
@@ -262,3 +294,138 @@ def test_values_list_the_current_built_in_rules() -> None:
     assert listed == [rule.name for rule in DEFAULT_RULES]
     for rule in DEFAULT_RULES:
         assert f"match: {json.dumps(list(rule.match))}" in text, rule.name
+
+
+def _secret_volumes(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Secret name -> where the container sees it, checking each is a read-only directory."""
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    mounts = {}
+    for mount in container["volumeMounts"]:
+        if mount["name"] in secrets:
+            assert mount.get("readOnly") is True, mount
+            # subPath would pin the file the pod started with: no rotation.
+            assert "subPath" not in mount and "items" not in secrets[mount["name"]], mount
+            mounts[secrets[mount["name"]]["secretName"]] = mount["mountPath"]
+    return mounts
+
+
+def _file_keys(node: Any, prefix: str = "") -> dict[str, str]:
+    """Every ``*_file`` key of a config with a value, by dotted path."""
+    found = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if key.endswith("_file") and value:
+                found[path] = value
+            found.update(_file_keys(value, f"{path}."))
+    return found
+
+
+def _under_root(node: Any, root: Path) -> Any:
+    if isinstance(node, dict):
+        return {key: (str(root) + value if key.endswith("_file") and value
+                      else _under_root(value, root)) for key, value in node.items()}
+    return node
+
+
+def test_tls_and_auth_config_loads_with_the_secrets_mounted(tmp_path: Path) -> None:
+    docs, _ = render(COMBINATIONS["tls-auth"])
+    text = one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"]
+    rendered = yaml.safe_load(text)
+    assert _file_keys(rendered) == {
+        "receivers.grpc.tls.cert_file": f"{TLS_DIR}/tls.crt",
+        "receivers.grpc.tls.key_file": f"{TLS_DIR}/tls.key",
+        "receivers.grpc.tls.client_ca_file": f"{TLS_DIR}/ca.crt",
+        "receivers.http.tls.cert_file": f"{TLS_DIR}/tls.crt",
+        "receivers.http.tls.key_file": f"{TLS_DIR}/tls.key",
+        "receivers.http.tls.client_ca_file": f"{TLS_DIR}/ca.crt",
+        "receivers.auth.bearer_token_file": f"{AUTH_DIR}/token",
+        "exposition.tls.cert_file": f"{TLS_DIR}/tls.crt",
+        "exposition.tls.key_file": f"{TLS_DIR}/tls.key",
+        "exposition.auth.bearer_token_file": f"{AUTH_DIR}/token",
+    }
+    # What the container sees: each Secret's keys as files under its mountPath, here below
+    # `root` (a kubernetes.io/tls Secret has tls.crt and tls.key, cert-manager adds ca.crt).
+    pki = make_pki(tmp_path / "pki", "chart")
+    contents = {
+        "otel-anomaly-tls": {"tls.crt": pki.read("server_cert"), "tls.key": pki.read("server_key"),
+                             "ca.crt": pki.read("ca")},
+        "otel-anomaly-token": {"token": b"s3cret-token\n"},
+    }
+    root = tmp_path / "pod"
+    mounts = _secret_volumes(docs)
+    assert mounts == {"otel-anomaly-tls": TLS_DIR, "otel-anomaly-token": AUTH_DIR}
+    for secret, mount_path in mounts.items():
+        directory = root / mount_path.lstrip("/")
+        directory.mkdir(parents=True)
+        for key, data in contents[secret].items():
+            (directory / key).write_bytes(data)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_under_root(rendered, root)))
+    config = load_config(str(path), environ={})
+    assert config.receivers.grpc.tls.enabled and config.receivers.http.tls.enabled
+    assert config.receivers.http.tls.client_ca_file == f"{root}{TLS_DIR}/ca.crt"
+    assert config.exposition.tls.enabled and not config.exposition.tls.client_ca_file
+    # The mounted files make a server certificate and tokens the sidecar accepts.
+    for tls, what in ((config.receivers.grpc.tls, "grpc"), (config.exposition.tls, "metrics")):
+        load_server_tls(tls, what).current()
+    for auth in (config.receivers.auth, config.exposition.auth):
+        assert BearerTokens(auth, "test").accepts("Bearer s3cret-token")
+
+
+def test_tls_probes_use_https_and_the_service_monitor_sends_the_token() -> None:
+    docs, notes = render(COMBINATIONS["tls-auth"])
+    [container] = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["scheme"] == "HTTPS" and get["port"] == "metrics", probe
+        assert "httpHeaders" not in get, "/healthz and /readyz need no token"
+    [endpoint] = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "otel-anomaly-tls", "key": "ca.crt"}},
+        "serverName": f"{RELEASE}.{NAMESPACE}.svc",
+    }
+    assert endpoint["authorization"] == {
+        "type": "Bearer", "credentials": {"name": "otel-anomaly-token", "key": "token"}}
+    ports = {p["name"]: p["appProtocol"] for p in one(docs, "Service", RELEASE)["spec"]["ports"]}
+    assert ports == {"otlp-grpc": "grpc", "otlp-http": "https", "metrics": "https"}
+    assert f"https://{RELEASE}.{NAMESPACE}.svc:9464/metrics" in notes
+    assert "authenticator: bearertokenauth/anomaly" in notes
+    assert "insecure: true" not in notes
+
+
+def test_tls_and_auth_apply_to_the_servers_asked_for(tmp_path: Path) -> None:
+    """Receivers only: plain /metrics and probes; /metrics token only: no TLS anywhere."""
+    docs, notes = render({"tls": {"enabled": True, "secretName": "t", "metrics": False},
+                          "auth": {"enabled": True, "secretName": "a", "receivers": False,
+                                   "key": "scrape"},
+                          "serviceMonitor": {"enabled": True}})
+    config = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert "client_ca_file" not in config["receivers"]["grpc"]["tls"], "clientAuth is off"
+    assert "tls" not in config["exposition"] and "auth" not in config["receivers"]
+    assert config["exposition"]["auth"]["bearer_token_file"] == f"{AUTH_DIR}/scrape"
+    [container] = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert "scheme" not in container["readinessProbe"]["httpGet"]
+    [endpoint] = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "http" and "tlsConfig" not in endpoint
+    assert endpoint["authorization"]["credentials"] == {"name": "a", "key": "scrape"}
+    assert "WARNING: /metrics requires a bearer token but speaks plaintext" in notes
+    # An override of the ServiceMonitor's tlsConfig, for a Secret without ca.crt.
+    docs, _ = render({"tls": {"enabled": True, "secretName": "t"},
+                      "serviceMonitor": {"enabled": True,
+                                         "tlsConfig": {"insecureSkipVerify": True}}})
+    [endpoint] = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True} and "authorization" not in endpoint
+    assert not [error for doc in docs for error in validation_errors(doc)]
+
+
+def test_tls_keeps_the_min_version_config_sets() -> None:
+    docs, _ = render({"tls": {"enabled": True, "secretName": "t"},
+                      "config": {"exposition": {"tls": {"min_version": "1.3"}}}})
+    config = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert config["exposition"]["tls"] == {"min_version": "1.3",
+                                           "cert_file": f"{TLS_DIR}/tls.crt",
+                                           "key_file": f"{TLS_DIR}/tls.key"}

@@ -120,12 +120,12 @@ The three named ports, shared by the Services.
   port: {{ include "otel-anomaly.httpPort" . }}
   targetPort: otlp-http
   protocol: TCP
-  appProtocol: http
+  appProtocol: {{ if include "otel-anomaly.receiversTls" . }}https{{ else }}http{{ end }}
 - name: metrics
   port: {{ include "otel-anomaly.metricsPort" . }}
   targetPort: metrics
   protocol: TCP
-  appProtocol: http
+  appProtocol: {{ if include "otel-anomaly.metricsTls" . }}https{{ else }}http{{ end }}
 {{- end }}
 
 {{/*
@@ -144,4 +144,112 @@ is still mounted at /var/lib/otel-anomaly.
 {{- else }}
 {{- dir $path }}
 {{- end }}
+{{- end }}
+
+{{/*
+TLS and bearer tokens (values tls and auth). Each Secret is mounted as a directory, never
+with subPath, so an updated Secret reaches the files and the sidecar picks it up without a
+restart. The helpers below print "true" or nothing.
+*/}}
+{{- define "otel-anomaly.tlsDir" -}}
+/var/run/secrets/otel-anomaly/tls
+{{- end }}
+
+{{- define "otel-anomaly.authDir" -}}
+/var/run/secrets/otel-anomaly/auth
+{{- end }}
+
+{{- define "otel-anomaly.receiversTls" -}}
+{{- if and .Values.tls.enabled .Values.tls.receivers }}true{{ end }}
+{{- end }}
+
+{{- define "otel-anomaly.metricsTls" -}}
+{{- if and .Values.tls.enabled .Values.tls.metrics }}true{{ end }}
+{{- end }}
+
+{{- define "otel-anomaly.receiversAuth" -}}
+{{- if and .Values.auth.enabled .Values.auth.receivers }}true{{ end }}
+{{- end }}
+
+{{- define "otel-anomaly.metricsAuth" -}}
+{{- if and .Values.auth.enabled .Values.auth.metrics }}true{{ end }}
+{{- end }}
+
+{{/*
+The map at key of a map, created (or replacing a null) when absent. Called with
+(list <map> <key>).
+*/}}
+{{- define "otel-anomaly.child" -}}
+{{- $parent := index . 0 }}
+{{- $key := index . 1 }}
+{{- if not (kindIs "map" (get $parent $key)) }}
+{{- $_ := set $parent $key dict }}
+{{- end }}
+{{- end }}
+
+{{/*
+The sidecar's config file: .Values.config, plus the file paths of the mounted Secrets in
+receivers.{grpc,http}.tls, receivers.auth, exposition.tls and exposition.auth (they replace
+those keys of .Values.config; min_version stays as config sets it).
+*/}}
+{{- define "otel-anomaly.config" -}}
+{{- $config := deepCopy (.Values.config | default dict) }}
+{{- $tlsDir := include "otel-anomaly.tlsDir" . }}
+{{- $server := dict "cert_file" (printf "%s/tls.crt" $tlsDir) "key_file" (printf "%s/tls.key" $tlsDir) }}
+{{- $token := dict "bearer_token_file" (printf "%s/%s" (include "otel-anomaly.authDir" .) (.Values.auth.key | toString)) }}
+{{- if .Values.tls.enabled }}
+{{- $_ := required "tls.secretName must name a kubernetes.io/tls Secret when tls.enabled is true" .Values.tls.secretName }}
+{{- end }}
+{{- if .Values.auth.enabled }}
+{{- $_ := required "auth.secretName must name the Secret of the bearer token file when auth.enabled is true" .Values.auth.secretName }}
+{{- end }}
+{{- if or (include "otel-anomaly.receiversTls" .) (include "otel-anomaly.receiversAuth" .) }}
+{{- include "otel-anomaly.child" (list $config "receivers") }}
+{{- end }}
+{{- if or (include "otel-anomaly.metricsTls" .) (include "otel-anomaly.metricsAuth" .) }}
+{{- include "otel-anomaly.child" (list $config "exposition") }}
+{{- end }}
+{{- if include "otel-anomaly.receiversTls" . }}
+{{- $receiverTls := deepCopy $server }}
+{{- if .Values.tls.clientAuth }}
+{{- $_ := set $receiverTls "client_ca_file" (printf "%s/ca.crt" $tlsDir) }}
+{{- end }}
+{{- range $name := list "grpc" "http" }}
+{{- include "otel-anomaly.child" (list $config.receivers $name) }}
+{{- $receiver := get $config.receivers $name }}
+{{- include "otel-anomaly.child" (list $receiver "tls") }}
+{{- $_ := mustMergeOverwrite $receiver.tls (deepCopy $receiverTls) }}
+{{- end }}
+{{- end }}
+{{- if include "otel-anomaly.receiversAuth" . }}
+{{- include "otel-anomaly.child" (list $config.receivers "auth") }}
+{{- $_ := mustMergeOverwrite $config.receivers.auth (deepCopy $token) }}
+{{- end }}
+{{- if include "otel-anomaly.metricsTls" . }}
+{{- include "otel-anomaly.child" (list $config.exposition "tls") }}
+{{- $_ := mustMergeOverwrite $config.exposition.tls (deepCopy $server) }}
+{{- end }}
+{{- if include "otel-anomaly.metricsAuth" . }}
+{{- include "otel-anomaly.child" (list $config.exposition "auth") }}
+{{- $_ := mustMergeOverwrite $config.exposition.auth (deepCopy $token) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+A probe from values: over HTTPS when it asks the metrics port and /metrics serves TLS (the
+kubelet does not verify the certificate, and /healthz and /readyz never need a token).
+Called with (list <probe> <context>).
+*/}}
+{{- define "otel-anomaly.probe" -}}
+{{- $probe := deepCopy (index . 0) }}
+{{- $ctx := index . 1 }}
+{{- $get := $probe.httpGet }}
+{{- if and $get (include "otel-anomaly.metricsTls" $ctx) (not $get.scheme) }}
+{{- $port := $get.port | toString }}
+{{- if or (eq $port "metrics") (eq $port (include "otel-anomaly.metricsPort" $ctx)) }}
+{{- $_ := set $get "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}
