@@ -46,6 +46,7 @@ bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/backtest_speed.py
 	$(BIN)/python benchmarks/engine_speed.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/exposition.py
 
 clean:
 	rm -rf build $(VENV) out

@@ -104,8 +104,8 @@ class Sidecar:
         if config.warm_start.prometheus:
             _warm_start(engine, config, settings.wall_clock)
         self.io = IoLoop()
-        self.prometheus = PrometheusOutput(config.exposition.max_exported_series, self.telemetry)
-        self.registry.register(self.prometheus.collector)
+        self.prometheus = PrometheusOutput(config.exposition.max_exported_series, self.telemetry,
+                                           config.exposition.gauges)
         self.outputs = OutputFanout(
             [*self._configured_outputs(), *settings.extra_outputs], self.telemetry,
             config.outputs.queue_size,
@@ -129,6 +129,7 @@ class Sidecar:
         self.metrics = MetricsServer(
             exposition.endpoint, self.registry, self.io, lambda: self.ready,
             exposition.tls, exposition.auth, review.routes(), config.receivers.auth,
+            scores=self.prometheus.collector,
         )
         self._components = self._start_order()
         self._started: list[Component] = []
@@ -141,7 +142,9 @@ class Sidecar:
         if config.otlp_events.endpoint:
             outputs.append(OtlpEventsOutput(config.otlp_events, self.telemetry))
         if config.otlp_scores.endpoint:
-            max_exported = self.config.exposition.max_exported_series
+            # 0 exports every series: never more than the index holds.
+            max_exported = (self.config.exposition.max_exported_series
+                            or self.config.series.max_series)
             outputs.append(OtlpScoresOutput(config.otlp_scores, max_exported))
         return outputs
 

@@ -194,7 +194,7 @@ def summary(config: Config) -> str:
     return (
         f"  receivers: {', '.join(listen) or 'none'}\n"
         f"  metrics:   {exposition.endpoint} "
-        f"(at most {exposition.max_exported_series} series per scrape)\n"
+        f"({_exported(exposition.max_exported_series)} series per scrape)\n"
         f"  events:    {config.outputs.otlp_events.endpoint or 'disabled'}\n"
         f"  scores:    {config.outputs.otlp_scores.endpoint or 'disabled'} (OTLP)\n"
         f"  detectors: {len(rules)} rules ({origin}): {', '.join(r.name for r in rules)}\n"
@@ -278,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_CONFIG
+
+
+def _exported(limit: int) -> str:
+    return f"at most {limit}" if limit else "all scored"
 
 
 if __name__ == "__main__":

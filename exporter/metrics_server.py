@@ -1,6 +1,7 @@
 """``MetricsServer``: ``/metrics`` (the sidecar's registry), ``/healthz`` and ``/readyz``.
 
-The registry holds the self-metrics and the Prometheus output's ``ScoreCollector``.
+The registry holds the self-metrics; the Prometheus output's score families come first,
+from its own pre-rendered text (``scores``), sent in pieces and gzipped when asked.
 ``exposition.tls`` serves it over HTTPS; ``exposition.auth`` makes ``/metrics`` require a
 bearer token (Prometheus: ``authorization: {credentials_file: ...}``), while the
 probes stay open: kubelets send no token. Extra ``routes`` (alert review) need the token
@@ -10,13 +11,15 @@ of ``routes_auth`` (the receivers') when one is set, else the ``/metrics`` one.
 from __future__ import annotations
 
 import asyncio
-import gzip
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 from otel_anomaly.exporter.config import BearerAuthConfig, TlsServerConfig
 from otel_anomaly.exporter.loop import IoLoop
@@ -35,6 +38,18 @@ SCRAPE_THREAD_PREFIX = "otel-anomaly-scrape"
 _SHUTDOWN_GRACE_S = 2.0
 _WHAT = "metrics endpoint"
 _PROBES = frozenset({"/healthz", "/readyz"})
+
+
+class TextSource(Protocol):
+    """Families rendered as exposition text outside the registry (the score gauges)."""
+
+    def render_chunks(self, openmetrics: bool = False) -> list[bytes]:
+        """The families' text (text format 0.0.4 or OpenMetrics, no ``# EOF``) in pieces."""
+        ...
+
+    def collect(self) -> Iterable[Metric]:
+        """The same families as metric objects, for the escapings ``render`` does not do."""
+        ...
 
 
 class MetricsServer:
@@ -57,13 +72,20 @@ class MetricsServer:
         ``exposition.tls``.
     auth
         ``exposition.auth``: the bearer token ``/metrics`` requires, if set.
+    routes, routes_auth
+        Extra routes (alert review) and the token they need.
+    scores
+        Families served before the registry's, from their own text (the Prometheus
+        output: ``generate_latest`` cannot take pre-rendered text); not registered.
     """
 
     def __init__(
         self, endpoint: str, registry: CollectorRegistry, io: IoLoop, ready: Callable[[], bool],
         tls: TlsServerConfig | None = None, auth: BearerAuthConfig | None = None,
         routes: Sequence[web.RouteDef] = (), routes_auth: BearerAuthConfig | None = None,
+        scores: TextSource | None = None,
     ) -> None:
+        self._scores = scores
         self._endpoint = endpoint
         self._tls = tls or TlsServerConfig()
         self._auth = auth or BearerAuthConfig()
@@ -110,19 +132,41 @@ class MetricsServer:
         self._runner = start_app(self._io, app, sockets, self._executor, ssl_context,
                                  shutdown_timeout=_SHUTDOWN_GRACE_S)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
         use_gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        scores = self._scores
+        # Pre-rendered text holds names as they are (already valid legacy names); a
+        # scraper asking for another escaping (dots, values) gets the library's.
+        escaping = content_type.partition("escaping=")[2]
+        as_text = escaping in _TEXT_ESCAPINGS
 
-        def render() -> bytes:
-            body = encoder(self._registry)
-            return gzip.compress(body, compresslevel=1) if use_gzip else body
+        def render() -> list[bytes]:
+            if scores is None:
+                chunks = [encoder(self._registry)]
+            elif as_text:
+                # The score families first: an OpenMetrics body ends with the registry's
+                # # EOF.
+                chunks = [*scores.render_chunks(openmetrics), encoder(self._registry)]
+            else:
+                chunks = [encoder(_Both(scores, self._registry))]
+            return _gzipped(chunks) if use_gzip else chunks
 
-        body = await asyncio.get_running_loop().run_in_executor(self._executor, render)
+        chunks = await asyncio.get_running_loop().run_in_executor(self._executor, render)
         headers = {"Content-Type": content_type}
         if use_gzip:
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+        if len(chunks) == 1:
+            return web.Response(body=chunks[0], headers=headers)
+        # Sent piece by piece: never one copy of a body that can reach a gigabyte.
+        response = web.StreamResponse(headers=headers)
+        response.content_length = sum(len(chunk) for chunk in chunks)
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -138,6 +182,29 @@ class MetricsServer:
         executor, self._executor = self._executor, None
         self._stopped = True
         stop_app(self._io, runner, executor, timeout)
+
+
+_TEXT_ESCAPINGS = frozenset({"", "underscores", "allow-utf-8"})
+
+
+def _gzipped(chunks: list[bytes]) -> list[bytes]:
+    """One gzip stream (level 1) over the chunks, compressed one chunk at a time."""
+    stream = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [stream.compress(chunk) for chunk in chunks]
+    out.append(stream.flush())
+    return [b"".join(out)]
+
+
+class _Both:
+    """Two collectors as one, for ``generate_latest``."""
+
+    def __init__(self, first: TextSource, registry: CollectorRegistry) -> None:
+        self._first = first
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._first.collect()
+        yield from self._registry.collect()
 
 
 class _AllBut(frozenset[str]):

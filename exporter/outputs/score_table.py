@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,8 @@ class ScoreSnapshot:
     ``labels`` dicts are shared with the table and must not be modified. ``total`` is the
     number of series in the table, which can exceed the rows when a limit applied or
     ``duplicates`` series were left out for having the same labels as another one.
+    ``label_text`` is each row's label set as exposition text (``{a="1",b="2"}``) when the
+    table renders them (``ScoreTable(render_labels=...)``), else empty.
     """
 
     slots: NDArray[np.intp]
@@ -43,6 +45,7 @@ class ScoreSnapshot:
     flag: NDArray[np.bool_]
     total: int
     duplicates: int = 0
+    label_text: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -84,10 +87,14 @@ class ScoreTable:
     1
     """
 
-    def __init__(self) -> None:
+    def __init__(self, render_labels: Callable[[Labels], str] | None = None) -> None:
         self._lock = threading.Lock()
-        self._labels: list[dict[str, str] | None] = []
-        self._keys: list[Labels | None] = []
+        self._render_labels = render_labels
+        # Object arrays, not lists: a snapshot copies the rows it needs with one fancy
+        # index under the lock instead of a Python loop.
+        self._labels: NDArray[Any] = np.full(0, None, object)
+        self._keys: NDArray[Any] = np.full(0, None, object)
+        self._text: NDArray[Any] = np.full(0, None, object)
         self._key_counts: dict[Labels, int] = {}
         self._duplicates = 0
         self._present = np.zeros(0, np.bool_)
@@ -119,11 +126,14 @@ class ScoreTable:
             for slot in slots.tolist()
             if slot >= len(self._labels) or self._labels[slot] is None
         }
+        # A series' label text is rendered once, when it is first seen, and outside the lock.
+        render = self._render_labels
+        texts = {slot: render(key) for slot, key in fresh.items()} if render else {}
         with self._lock:
             if len(slots):
                 self._grow(int(slots[-1]) + 1)
             for slot, key in fresh.items():
-                self._add_key(slot, key)
+                self._add_key(slot, key, texts.get(slot))
             self._count += len(fresh)
             self._present[slots] = True
             self._ts[slots] = batch.ts_unix_nano[rows]
@@ -142,9 +152,10 @@ class ScoreTable:
                     self._present[slot] = False
                     self._count -= 1
 
-    def _add_key(self, slot: int, key: Labels) -> None:
+    def _add_key(self, slot: int, key: Labels, text: str | None) -> None:
         self._labels[slot] = dict(key)
         self._keys[slot] = key
+        self._text[slot] = text
         seen = self._key_counts.get(key, 0)
         self._key_counts[key] = seen + 1
         if seen:
@@ -154,6 +165,7 @@ class ScoreTable:
         key = self._keys[slot]
         self._labels[slot] = None
         self._keys[slot] = None
+        self._text[slot] = None
         if key is None:
             return
         seen = self._key_counts.pop(key, 1)
@@ -162,46 +174,53 @@ class ScoreTable:
             self._duplicates -= 1
 
     def snapshot(self, limit: int | None = None) -> ScoreSnapshot:
-        """Copy up to ``limit`` rows (flagged series first, then by slot) under the lock."""
+        """Copy up to ``limit`` rows (flagged series first, then by slot).
+
+        The lock is held only for vectorised copies of the live rows, never for a loop
+        over series: the pipeline's ``update`` waits for a snapshot at 1M series about as
+        long as numpy takes to copy its columns. Ordering the duplicates out, applying the
+        limit and making the label lists happen on the copies, outside the lock.
+        """
         with self._lock:
             live = np.flatnonzero(self._present)
             total = len(live)
-            if self._duplicates or (limit is not None and total > limit):
-                flagged = self._flag[live]
-                live = np.concatenate([live[flagged], live[~flagged]])
-            if self._duplicates:
-                live = self._first_of_each_key(live)
-            if limit is not None:
-                live = live[:limit]
-            labels = [self._labels[slot] or {} for slot in live.tolist()]
+            duplicates = self._duplicates
+            flag = self._flag[live]
+            if duplicates or (limit is not None and total > limit):
+                order = np.concatenate([np.flatnonzero(flag), np.flatnonzero(~flag)])
+                live, flag = live[order], flag[order]
+            if not duplicates and limit is not None:
+                # Without duplicates the limit can apply before copying the columns.
+                live, flag = live[:limit], flag[:limit]
+            keys = self._keys[live] if duplicates else None
+            labels, texts = self._labels[live], self._text[live]
+            ts = self._ts[live]
             floats = {name: column[live] for name, column in self._floats.items()}
-            return ScoreSnapshot(
-                slots=live,
-                labels=labels,
-                ts_unix_nano=self._ts[live],
-                flag=self._flag[live],
-                total=total,
-                duplicates=self._duplicates,
-                **floats,
-            )
-
-    def _first_of_each_key(self, slots: NDArray[np.intp]) -> NDArray[np.intp]:
-        seen: set[Labels | None] = set()
-        keep = []
-        for slot in slots.tolist():
-            key = self._keys[slot]
-            if key not in seen:
-                seen.add(key)
-                keep.append(slot)
-        return np.asarray(keep, np.intp)
+        rows: slice | NDArray[np.intp] = slice(None)
+        if keys is not None:
+            rows = _first_of_each_key(keys)
+            if limit is not None:
+                rows = rows[:limit]
+        live = live[rows]
+        return ScoreSnapshot(
+            slots=live,
+            labels=labels[rows].tolist(),
+            ts_unix_nano=ts[rows],
+            flag=flag[rows],
+            total=total,
+            duplicates=duplicates,
+            label_text=texts[rows].tolist() if self._render_labels else [],
+            **{name: column[rows] for name, column in floats.items()},
+        )
 
     def _grow(self, needed: int) -> None:
         size = len(self._present)
         if needed <= size:
             return
         size = max(needed, 2 * size, 64)
-        self._labels.extend([None] * (size - len(self._labels)))
-        self._keys.extend([None] * (size - len(self._keys)))
+        self._labels = _resized(self._labels, size, None)
+        self._keys = _resized(self._keys, size, None)
+        self._text = _resized(self._text, size, None)
         self._present = _resized(self._present, size, False)
         self._ts = _resized(self._ts, size, 0)
         self._flag = _resized(self._flag, size, False)
@@ -210,6 +229,17 @@ class ScoreTable:
 
 
 def _resized(array: NDArray[_T], size: int, fill: object) -> NDArray[_T]:
-    out = np.full(size, fill, dtype=array.dtype)
+    out: NDArray[_T] = np.full(size, fill, dtype=array.dtype)
     out[: len(array)] = array
     return out
+
+
+def _first_of_each_key(keys: NDArray[Any]) -> NDArray[np.intp]:
+    """Positions of the first row of each label set, in order."""
+    seen: set[Labels | None] = set()
+    keep = []
+    for position, key in enumerate(keys.tolist()):
+        if key not in seen:
+            seen.add(key)
+            keep.append(position)
+    return np.asarray(keep, np.intp)

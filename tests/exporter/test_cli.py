@@ -33,7 +33,7 @@ def test_check_config_ok_prints_a_summary(capsys: pytest.CaptureFixture[str]) ->
     assert out == (
         f"ok: {path}\n"
         "  receivers: grpc 127.0.0.1:14317\n"
-        "  metrics:   localhost:9464 (at most 10000 series per scrape)\n"
+        "  metrics:   localhost:9464 (all scored series per scrape)\n"
         "  events:    collector:4319\n"
         "  scores:    disabled (OTLP)\n"
         "  detectors: 2 rules (configured): latency, default\n"
