@@ -218,6 +218,8 @@ class Pipeline:
             self._maybe_evict()
             self._maybe_checkpoint()
             self._maybe_check_silence()
+            # Idle too (at most once a second): an idle sidecar's series counts stay current.
+            self._refresh_stats()
 
     def _maybe_checkpoint(self) -> None:
         if self._checkpoint is None:

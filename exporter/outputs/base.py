@@ -82,4 +82,8 @@ class Output(Protocol):
         """Take one round; raising counts a failure, and the next round still comes."""
 
     def shutdown(self, timeout: float) -> None:
-        """Flush what was published and stop; idempotent, safe before ``start``."""
+        """Flush what was published and stop; idempotent, safe before ``start``.
+
+        An output may also define ``dropped(round, reason)``: its worker calls it for each
+        round it drops, so the output can count what the round carried (events).
+        """

@@ -192,6 +192,10 @@ class OtlpEventsOutput:
             self._emitted += 1
             processor.on_emit(self._record(event))
 
+    def dropped(self, scoring_round: ScoringRound, reason: str) -> None:
+        """Count the events of a round its worker dropped (queue full, shutting down)."""
+        self._telemetry.events_dropped(reason, len(scoring_round.events))
+
     def _record(self, event: AnomalyEvent) -> ReadWriteLogRecord:
         """The event as an SDK log record of its series' resource, in the sidecar's scope."""
         severity, severity_text = _SEVERITY[event.kind]

@@ -100,7 +100,7 @@ class OutputWorker:
         """Queue a round; never blocks. A full queue drops (and counts) its oldest round."""
         with self._ready:
             if self._closed:
-                self._dropped("shutting_down")
+                self._dropped("shutting_down", [scoring_round])
                 return
             if len(self._rounds) >= self._capacity:
                 oldest = self._rounds.popleft()
@@ -108,7 +108,7 @@ class OutputWorker:
                     self._rounds[0] = self._rounds[0].after_evictions(oldest.evicted)
                 else:
                     scoring_round = scoring_round.after_evictions(oldest.evicted)
-                self._dropped("queue_full")
+                self._dropped("queue_full", [oldest])
             self._rounds.append(scoring_round)
             self._ready.notify()
 
@@ -138,7 +138,7 @@ class OutputWorker:
                 while not self._rounds and not self._closed:
                     self._ready.wait()
                 if self._closed and (not self._rounds or time.monotonic() >= self._deadline):
-                    left = len(self._rounds)
+                    left = list(self._rounds)
                     self._rounds.clear()
                     break
                 scoring_round = self._rounds.popleft()
@@ -153,5 +153,11 @@ class OutputWorker:
         except Exception:
             logger.exception("shutdown of output %s failed", self._output.name)
 
-    def _dropped(self, reason: str, count: int = 1) -> None:
-        self._telemetry.output_dropped(self._output.name, reason, count)
+    def _dropped(self, reason: str, rounds: list[ScoringRound]) -> None:
+        self._telemetry.output_dropped(self._output.name, reason, len(rounds))
+        # An output that counts what rounds carry (the events output: events) hears of
+        # each round it never got, so those are counted as dropped now, not at shutdown.
+        on_dropped = getattr(self._output, "dropped", None)
+        if on_dropped is not None:
+            for scoring_round in rounds:
+                on_dropped(scoring_round, reason)

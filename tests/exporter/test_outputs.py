@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ from otel_anomaly.exporter.outputs import (
 )
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
-from otel_anomaly.processors.types import Labels, ScoreBatch
+from otel_anomaly.processors.types import AnomalyEvent, Labels, ScoreBatch, SeriesKey
 
 
 def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -132,6 +133,35 @@ def test_a_full_queue_drops_the_oldest_round_but_not_its_evictions() -> None:
     assert second.evicted.tolist() == [5, 6]
     assert third.scores.slots.tolist() == [5]
     assert stuck.stopped
+
+
+class CountingOutput(BlockingOutput):
+    """A blocked output that counts, as the events output does, the events of dropped rounds."""
+
+    def __init__(self) -> None:
+        super().__init__("counting")
+        self.dropped_events: dict[str, int] = {}
+
+    def dropped(self, scoring_round: ScoringRound, reason: str) -> None:
+        self.dropped_events[reason] = self.dropped_events.get(reason, 0) + len(
+            scoring_round.events)
+
+
+def test_an_output_hears_of_every_round_its_worker_drops_and_what_it_carried() -> None:
+    event = AnomalyEvent("open", 0, SeriesKey("m", (), ()), 1, "up", 3.0, 9.0, 1.0, 0.0, 2.0,
+                         "default", "m up")
+    stuck = CountingOutput()
+    fanout = OutputFanout([stuck], Telemetry(CollectorRegistry()), queue_size=1)
+    fanout.start()
+    try:
+        fanout.publish(scored([0], 1.0))
+        assert stuck.entered.wait(5), "the output never got the first round"
+        for _ in range(3):  # the queue holds one: the two older ones are dropped
+            fanout.publish(replace(scored([], 2.0), events=[event, event]))
+        assert stuck.dropped_events == {"queue_full": 4}
+    finally:
+        stuck.gate.set()
+    fanout.shutdown(5)
 
 
 def test_failed_publishes_are_counted_and_logged_once_a_minute(

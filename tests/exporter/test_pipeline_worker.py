@@ -315,3 +315,23 @@ def test_no_silence_is_reported_once_shutdown_began(clock: FakeClock) -> None:
         engine.gate.set()
         h.pipeline.shutdown(5)
     assert h.published == []
+
+
+def test_series_counts_catch_up_while_the_sidecar_is_idle(clock: FakeClock) -> None:
+    # Counts refresh at most once a second; the second of two quick requests added a series
+    # after the last refresh: the idle worker must publish it, not wait for the next request.
+    class Counting(RecordingEngine):
+        def stats(self) -> EngineStats:
+            return EngineStats(len(self.requests), 0, 0, 0)
+
+    h = Harness(Counting(EngineSettings(clock=clock)))
+    h.pipeline.start()
+    try:
+        for _ in range(2):
+            future = h.pipeline.submit("metrics", REQUEST, 2)
+            assert future is not None
+            future.result(5)
+        wait_for(lambda: h.metric("otel_anomaly_series_active") == 2, 10,
+                 lambda: f"series_active {h.metric('otel_anomaly_series_active')}")
+    finally:
+        h.pipeline.shutdown(5)
