@@ -46,7 +46,11 @@ bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/backtest_speed.py
 	$(BIN)/python benchmarks/engine_speed.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/ingest.py --signal spans
 	$(BIN)/python benchmarks/exposition.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf build $(VENV) out

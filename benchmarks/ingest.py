@@ -1,12 +1,33 @@
-"""Ingest throughput of `otel-anomaly run` over OTLP/gRPC, as a user would run it.
+"""Ingest throughput of `otel-anomaly run` over OTLP/gRPC, next to the decode floor.
 
-Usage: .venv/bin/python benchmarks/ingest.py [--series 10000] [--points-per-request 1000]
+Usage: .venv/bin/python benchmarks/ingest.py [--signal metrics|spans] [--series 10000]
+                                             [--operations 100] [--points-per-request 1000]
                                              [--seconds 20] [--in-flight 4]
+                                             [--floor-requests 200]
 
-Starts the real CLI in a subprocess on free loopback ports, sends pre-built gauge requests
-(the generated stubs, not the SDK: the SDK's exporter tops out far below the sidecar) for a
-fixed time with N requests in flight, waits until every accepted point is scored, and
-prints points/s from the sidecar's own counters and the CPU time the sidecar used.
+Starts the real CLI in a subprocess on free loopback ports, sends pre-built requests (the
+generated stubs, not the SDK: the SDK's exporter tops out far below the sidecar) for a
+fixed time with N requests in flight, and prints items/s from the sidecar's own counters,
+the CPU seconds the sidecar used per million items, and the request latency (p50, p99)
+the clients saw.
+
+- ``--signal metrics`` (default): gauge requests, one point per series per round over
+  ``--series`` series; items are data points, counted by ``otel_anomaly_points_scored``.
+- ``--signal spans``: trace requests of spans over ``--operations`` operations (span
+  names) of one service, each request one second of event time later; items are spans,
+  counted as received minus dropped and rejected (``otel_anomaly_points_*{signal="traces"}``).
+
+Every request returns only once the sidecar has scored it, so when the last call returns
+every accepted item has been processed.
+
+The same run then measures the decode floor, in this process on one core (CPU time), on
+the bytes of the first ``--floor-requests`` requests sent: ``FromString`` of the
+request type (opentelemetry-proto on its upb backend), then a walk of every data point
+(or span) reading what any receiver needs: timestamps, the value (span name, kind and
+status) and the attributes as a tuple of key and value. ``ratio`` is sidecar items/s over
+floor items/s; ``cpu ratio`` compares CPU seconds per item (sidecar / floor), so it does
+not depend on how many cores the sidecar got. A second table splits the floor: decode
+only, plus the walk of the fields, plus the attributes.
 """
 
 from __future__ import annotations
@@ -17,17 +38,39 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
+import numpy as np
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+from otel_anomaly.processors.testing import (
+    SECOND,
+    gauge,
+    metrics_request,
+    span,
+    traces_request,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+START_S = 1_700_000_000
+METHODS = {
+    "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "spans": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+}
+# Upper bounds of the items/s a run may reach, to pre-build enough fresh items: a repeated
+# timestamp would be refused as out of order (or late) and flatter the figure.
+BUDGET_PER_S = {"metrics": 400_000, "spans": 300_000}
 
 
 def free_port() -> int:
@@ -42,18 +85,19 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def counter_total(metrics_port: int, name: str) -> float:
+def counter_total(metrics_port: int, name: str, **labels: str) -> float:
+    """Sum of the samples ``name`` whose labels include ``labels``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30) as r:
         text = r.read().decode()
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
 
 
-def build_requests(series: int, per_request: int, rounds: int) -> list[bytes]:
+def build_metric_requests(series: int, per_request: int, rounds: int) -> list[bytes]:
     """Each round gives every series one new point; a request holds per_request points."""
     templates = [
         metrics_request(
@@ -65,7 +109,7 @@ def build_requests(series: int, per_request: int, rounds: int) -> list[bytes]:
     ]
     out = []
     for r in range(rounds):
-        ts = (1_700_000_000 + r * 10) * SECOND
+        ts = (START_S + r * 10) * SECOND
         for template in templates:
             for i, metric in enumerate(template.resource_metrics[0].scope_metrics[0].metrics):
                 point = metric.gauge.data_points[0]
@@ -75,80 +119,208 @@ def build_requests(series: int, per_request: int, rounds: int) -> list[bytes]:
     return out
 
 
+def build_span_requests(operations: int, per_request: int, count: int) -> list[bytes]:
+    """``count`` requests of ``per_request`` spans over ``operations`` operations.
+
+    Request ``r`` covers event time ``[r, r + 1)`` s, its spans spread evenly inside it, so
+    the sidecar's 10-second windows close as the run goes on; durations vary a little.
+    """
+    template = traces_request(
+        [span(f"GET /op/{i % operations}", 0, 10.0, span_id=i.to_bytes(8, "big"))
+         for i in range(per_request)],
+        {"service.name": "bench"},
+    )
+    spans = template.resource_spans[0].scope_spans[0].spans
+    step = SECOND // per_request
+    out = []
+    for r in range(count):
+        base = (START_S + r) * SECOND
+        for i, s in enumerate(spans):
+            s.start_time_unix_nano = base + i * step
+            s.end_time_unix_nano = base + i * step + (10 + (i * 7 + r) % 13) * 1_000_000
+        out.append(template.SerializeToString())
+    return out
+
+
+def walk_points(request: Any, attributes: bool) -> int:
+    """Read every data point's time, value (and attributes); return how many."""
+    n = 0
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    continue
+                for p in getattr(metric, kind).data_points:
+                    _ = (p.time_unix_nano, p.as_double)
+                    if attributes:
+                        _ = tuple((kv.key, kv.value.string_value) for kv in p.attributes)
+                    n += 1
+    return n
+
+
+def walk_spans(request: Any, attributes: bool) -> int:
+    """Read every span's name, kind, times, status (and attributes); return how many."""
+    n = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                _ = (s.name, s.kind, s.start_time_unix_nano, s.end_time_unix_nano,
+                     s.status.code)
+                if attributes:
+                    _ = tuple((kv.key, kv.value.string_value) for kv in s.attributes)
+                n += 1
+    return n
+
+
+def floor_rates(signal_name: str, requests: list[bytes], repeat: int = 3
+                ) -> list[tuple[str, float]]:
+    """Items per CPU second of decode, decode + fields, decode + fields + attributes."""
+    parse: Callable[[bytes], Any] = (ExportMetricsServiceRequest.FromString
+                                     if signal_name == "metrics"
+                                     else ExportTraceServiceRequest.FromString)
+    walk = walk_points if signal_name == "metrics" else walk_spans
+    items = sum(walk(parse(b), attributes=False) for b in requests)
+    steps: list[tuple[str, Callable[[bytes], object]]] = [
+        ("decode (FromString)", parse),
+        ("decode + walk fields", lambda b: walk(parse(b), attributes=False)),
+        ("decode + walk fields + attributes", lambda b: walk(parse(b), attributes=True)),
+    ]
+    out = []
+    for name, step in steps:
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.process_time()
+            for b in requests:
+                step(b)
+            best = min(best, time.process_time() - started)
+        out.append((name, items / max(best, 1e-9)))
+    return out
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--series", type=int, default=10_000)
-    parser.add_argument("--points-per-request", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--signal", choices=("metrics", "spans"), default="metrics")
+    parser.add_argument("--series", type=int, default=10_000, help="metrics: gauge series")
+    parser.add_argument("--operations", type=int, default=100, help="spans: operations")
+    parser.add_argument("--points-per-request", type=int, default=1000,
+                        help="data points (or spans) per request")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--floor-requests", type=int, default=200,
+                        help="requests decoded for the floor")
     args = parser.parse_args()
     grpc_port, metrics_port = free_port(), free_port()
     cli = [str(ROOT / ".venv" / "bin" / "otel-anomaly"), "run",
            "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--http-endpoint", "127.0.0.1:0",
            "--metrics-endpoint", f"127.0.0.1:{metrics_port}"]
-    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        return run(args, proc, grpc_port, metrics_port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            return run(args, proc, grpc_port, metrics_port)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            if proc.returncode:
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace")[-2000:])
+
+
+def wait_ready(proc: subprocess.Popen[bytes], metrics_port: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            counter_total(metrics_port, "otel_anomaly_points_received_total")
+            return True
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return False
+            time.sleep(0.05)  # poll interval of the readiness check
+
+
+def processed_items(signal_name: str, metrics_port: int) -> tuple[float, float, float]:
+    """Items the sidecar processed, rejected and skipped (accepted, no score), so far."""
+    label = "metrics" if signal_name == "metrics" else "traces"
+    rejected = counter_total(metrics_port, "otel_anomaly_points_rejected_total", signal=label)
+    skipped = counter_total(metrics_port, "otel_anomaly_points_skipped_total", signal=label)
+    if signal_name == "metrics":
+        return counter_total(metrics_port, "otel_anomaly_points_scored_total"), rejected, skipped
+    received = counter_total(metrics_port, "otel_anomaly_points_received_total", signal=label)
+    dropped = counter_total(metrics_port, "otel_anomaly_points_dropped_total", signal=label)
+    return received - dropped - rejected, rejected, skipped
 
 
 def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
         metrics_port: int) -> int:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            counter_total(metrics_port, "otel_anomaly_points_received_total")
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                sys.stderr.write("sidecar did not start\n")
-                return 1
-            time.sleep(0.2)
-    # Enough fresh points for the whole run at up to 400k points/s: a repeated timestamp
-    # would be refused as out of order and flatter the figure.
-    rounds = max(2, int(400_000 * args.seconds / args.series) + 1)
-    requests = build_requests(args.series, args.points_per_request, rounds)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}",
-                                    options=[("grpc.max_send_message_length", 64 << 20)])
-    export = channel.unary_unary(
-        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-        request_serializer=lambda b: b, response_deserializer=lambda b: b,
-    )
-    cpu_before = process_cpu_seconds(proc.pid)
-    sys.stdout.write(f"built {len(requests)} requests; sending for {args.seconds:.0f}s\n")
+    if not wait_ready(proc, metrics_port):
+        sys.stderr.write("sidecar did not start\n")
+        return 1
+    per_request = args.points_per_request
+    budget = int(BUDGET_PER_S[args.signal] * args.seconds / per_request) + args.in_flight
+    built = time.monotonic()
+    if args.signal == "metrics":
+        rounds = max(2, budget * per_request // args.series + 1)
+        requests = build_metric_requests(args.series, per_request, rounds)
+        what = f"series={args.series}"
+    else:
+        requests = build_span_requests(args.operations, per_request, max(2, budget))
+        what = f"operations={args.operations}"
+    export = grpc.insecure_channel(
+        f"127.0.0.1:{grpc_port}", options=[("grpc.max_send_message_length", 64 << 20)],
+    ).unary_unary(METHODS[args.signal], request_serializer=lambda b: b,
+                  response_deserializer=lambda b: b)
+    sys.stdout.write(f"built {len(requests)} requests in {time.monotonic() - built:.0f}s; "
+                     f"sending for {args.seconds:.0f}s\n")
     sys.stdout.flush()
-    sent = 0
+    before = processed_items(args.signal, metrics_port)
+    cpu_before = process_cpu_seconds(proc.pid)
+    latencies: list[float] = []
     errors = 0
-    started = time.monotonic()
 
-    def send(i: int) -> bool:
+    def send(i: int) -> float | None:
+        started = time.perf_counter()
         try:
             export(requests[i], timeout=30)
-            return True
         except grpc.RpcError:
-            return False
+            return None
+        return time.perf_counter() - started
 
+    started = time.monotonic()
+    sent = 0
     with ThreadPoolExecutor(args.in_flight) as pool:
-        i = 0
-        while time.monotonic() - started < args.seconds and i + args.in_flight <= len(requests):
-            oks = list(pool.map(send, range(i, i + args.in_flight)))
-            sent += sum(oks) * args.points_per_request
-            errors += len(oks) - sum(oks)
-            i += args.in_flight
+        while time.monotonic() - started < args.seconds and sent + args.in_flight <= len(requests):
+            for latency in pool.map(send, range(sent, sent + args.in_flight)):
+                if latency is None:
+                    errors += 1
+                else:
+                    latencies.append(latency)
+            sent += args.in_flight
     elapsed = time.monotonic() - started
-    received = counter_total(metrics_port, "otel_anomaly_points_scored_total")
     cpu = process_cpu_seconds(proc.pid) - cpu_before
-    sys.stdout.write(
-        f"series={args.series} points/request={args.points_per_request} "
-        f"in_flight={args.in_flight} seconds={elapsed:.1f}\n"
-        f"points accepted by the sidecar: {received:,.0f} "
-        f"({received / elapsed:,.0f} points/s ingested and scored); "
-        f"failed requests: {errors}\n"
-        f"sidecar CPU: {cpu:.1f} s ({cpu / elapsed:.2f} cores; "
-        f"{1e6 * cpu / max(received, 1):.1f} us of CPU per point)\n"
-    )
+    after = processed_items(args.signal, metrics_port)
+    items, rejected, skipped = (a - b for a, b in zip(after, before, strict=True))
+    floored = requests[:args.floor_requests]  # the first requests, the ones sent first
+    floor = floor_rates(args.signal, floored)
+    unit = "points" if args.signal == "metrics" else "spans"
+    rate = items / elapsed
+    cpu_per_m = 1e6 * cpu / max(items, 1)
+    floor_rate = floor[-1][1]
+    p50, p99 = (1e3 * np.percentile(latencies, q) if latencies else float("nan")
+                for q in (50, 99))
+    print(f"{what} {unit}/request={per_request} in_flight={args.in_flight} "
+          f"seconds={elapsed:.1f} requests={sent} failed={errors} "
+          f"rejected={rejected:,.0f} skipped={skipped:,.0f}")
+    print(f"{'signal':8s} {unit:>10s} {unit + '/s':>10s} {'CPU s/M':>8s} {'cores':>6s} "
+          f"{'p50 ms':>7s} {'p99 ms':>7s} {'floor/s':>10s} {'ratio':>6s} {'cpu ratio':>9s}")
+    print(f"{args.signal:8s} {items:10,.0f} {rate:10,.0f} {cpu_per_m:8.2f} "
+          f"{cpu / elapsed:6.2f} {p50:7.1f} {p99:7.1f} {floor_rate:10,.0f} "
+          f"{rate / floor_rate:6.3f} {cpu_per_m / (1e6 / floor_rate):9.1f}")
+    print(f"\ndecode floor, one core, the first {len(floored)} requests (best of 3):")
+    print(f"{'step':34s} {unit + '/s':>11s} {'CPU s/M':>8s}")
+    for name, per_s in floor:
+        print(f"{name:34s} {per_s:11,.0f} {1e6 / per_s:8.2f}")
     return 0
 
 
