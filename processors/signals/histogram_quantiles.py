@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -132,3 +134,53 @@ def subtract_buckets(
     out[c_off - start : c_off - start + len(c)] += c
     out[p_off - start : p_off - start + len(p)] -= p
     return start, out
+
+
+def add_buckets(
+    a: tuple[int, NDArray[np.float64]], b: tuple[int, NDArray[np.float64]]
+) -> tuple[int, NDArray[np.float64]]:
+    """``a + b`` for two bucket runs at the same scale with possibly other offsets.
+
+    >>> add_buckets((2, np.array([1.0, 1.0])), (3, np.array([5.0, 5.0])))
+    (2, array([1., 6., 5.]))
+    """
+    offset, negated = subtract_buckets(a, (b[0], -b[1]))
+    return offset, negated
+
+
+def merge_explicit(deltas: list[dict[str, Any]]) -> dict[str, Any]:
+    """Explicit-bucket interval histograms added up (those with the newest's bounds).
+
+    >>> merged = merge_explicit([
+    ...     {"bounds": np.array([1.0]), "counts": np.array([1.0, 0.0]), "low": 0.5, "high": 0.9},
+    ...     {"bounds": np.array([1.0]), "counts": np.array([0.0, 2.0]), "low": 2.0, "high": 3.0}])
+    >>> merged["counts"].tolist(), merged["low"], merged["high"]
+    ([1.0, 2.0], 0.5, 3.0)
+    """
+    newest = deltas[-1]
+    same = [d for d in deltas if np.array_equal(d["bounds"], newest["bounds"])]
+    return {
+        "bounds": newest["bounds"],
+        "counts": np.sum([d["counts"] for d in same], axis=0),
+        "low": float(np.min([d["low"] for d in same])),  # NaN when any is unknown
+        "high": float(np.max([d["high"] for d in same])),
+    }
+
+
+def merge_exponential(deltas: list[dict[str, Any]]) -> dict[str, Any]:
+    """Exponential interval histograms added up, at the coarsest of their scales.
+
+    >>> a = {"scale": 1, "zero": 1.0, "pos": (2, np.array([1.0, 1.0])), "neg": (0, np.array([]))}
+    >>> b = {"scale": 0, "zero": 0.0, "pos": (1, np.array([3.0])), "neg": (0, np.array([]))}
+    >>> merged = merge_exponential([a, b])
+    >>> merged["scale"], merged["zero"], merged["pos"][0], merged["pos"][1].tolist()
+    (0, 1.0, 1, [5.0])
+    """
+    scale = min(d["scale"] for d in deltas)
+    out: dict[str, Any] = {"scale": scale, "zero": sum(d["zero"] for d in deltas)}
+    for side in ("pos", "neg"):
+        total: tuple[int, NDArray[np.float64]] = (0, np.zeros(0))
+        for d in deltas:
+            total = add_buckets(total, downscale(d[side][0], d[side][1], d["scale"] - scale))
+        out[side] = total
+    return out

@@ -32,6 +32,8 @@ from otel_anomaly.processors.signals.histogram_quantiles import (
     downscale,
     explicit_bucket_quantiles,
     exponential_bucket_quantiles,
+    merge_explicit,
+    merge_exponential,
     subtract_buckets,
 )
 from otel_anomaly.processors.signals.otlp_resources import (
@@ -41,6 +43,7 @@ from otel_anomaly.processors.signals.otlp_resources import (
     service_labels,
     time_problem,
 )
+from otel_anomaly.processors.signals.quantile_pools import MAX_SPAN_S, QuantilePools
 from otel_anomaly.processors.signals.span_coverage import SPANMETRICS_SCOPE, SpanCoverage
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
 
@@ -73,6 +76,9 @@ class MetricsExtractor:
         self.sources = sources
         self.span_coverage = span_coverage
         self._resources: dict[Labels, Labels] = {}
+        # A p99 of a few requests is their maximum: quiet intervals pool their buckets.
+        self.quantile_pools: QuantilePools[dict[str, Any]] = QuantilePools(
+            HISTOGRAM_QUANTILES.tolist(), int(MAX_SPAN_S * 1e9))
 
     @classmethod
     def create(cls, context: AdapterContext) -> MetricsExtractor:
@@ -107,17 +113,20 @@ class MetricsExtractor:
                     result.accepted += points
                     result.skip("covered_by_spans", points)
                     continue
-                walk = _Walk(self.sources, resource, out, result, now, latest)
+                walk = _Walk(self.sources, self.quantile_pools, resource, out, result, now,
+                             latest)
                 for metric in sm.metrics:
                     walk.metric(metric)
             note_version(out, service_labels(resource), version, out.ts[first:], latest)
 
     def state_dict(self) -> dict[str, Any]:
-        """Nothing of its own: stream baselines live in the shared ``SourceTable``."""
-        return {}
+        """The histogram buckets pooled for quantiles (baselines live in ``SourceTable``)."""
+        return {"quantile_pools": self.quantile_pools.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore (the resource cache refills itself)."""
+        """Restore the pooled buckets (the resource cache refills itself)."""
+        if "quantile_pools" in state:
+            self.quantile_pools.load_state_dict(state["quantile_pools"])
 
     def _covered(self, scope_metrics: ScopeMetrics, resource: Labels, now: float) -> bool:
         """Spanmetrics-connector output of a service whose spans are scored already."""
@@ -137,15 +146,15 @@ class MetricsExtractor:
 class _Walk:
     """One metric's points; a small object so the per-kind methods share their context."""
 
-    __slots__ = ("latest", "now", "out", "resource", "result", "sources")
+    __slots__ = ("latest", "now", "out", "pools", "resource", "result", "sources")
 
     def __init__(
-        self, sources: SourceTable, resource: Labels, out: Observations, result: IngestResult,
-        now: float, latest: int,
+        self, sources: SourceTable, pools: QuantilePools[dict[str, Any]], resource: Labels,
+        out: Observations, result: IngestResult, now: float, latest: int,
     ) -> None:
-        self.sources, self.resource, self.out, self.result, self.now, self.latest = (
-            sources, resource, out, result, now, latest,
-        )
+        self.sources, self.pools, self.resource, self.out, self.result = (
+            sources, pools, resource, out, result)
+        self.now, self.latest = now, latest
 
     def metric(self, metric: Metric) -> None:
         kind = metric.WhichOneof("data")
@@ -312,20 +321,35 @@ class _Walk:
             return
         if delta["sum"] is not None and math.isfinite(delta["sum"]):
             self.out.add(SeriesKey(name + ":mean", self.resource, attrs), ts, delta["sum"] / count)
-        if exponential:
-            qs = exponential_bucket_quantiles(
-                delta["scale"], delta["zero"], delta["pos"], delta["neg"], HISTOGRAM_QUANTILES
-            )
-        else:
-            # min/max of a cumulative point cover its whole life, not this interval.
-            low = p.min if p.HasField("min") and not cumulative else np.nan
-            high = p.max if p.HasField("max") and not cumulative else np.nan
-            qs = explicit_bucket_quantiles(
-                delta["bounds"], delta["counts"], HISTOGRAM_QUANTILES, low, high
-            )
-        for feature, value in zip(_QUANTILE_FEATURES, qs.tolist(), strict=True):
+        sample = self._quantile_sample(p, delta, exponential, cumulative)
+        for i, samples in self.pools.add(SeriesKey(name, self.resource, attrs), ts, count,
+                                         sample):
+            value = _pooled_quantile(samples, exponential, HISTOGRAM_QUANTILES[i])
             if math.isfinite(value):
+                feature = _QUANTILE_FEATURES[i]
                 self.out.add(SeriesKey(f"{name}:{feature}", self.resource, attrs), ts, value)
+
+    @staticmethod
+    def _quantile_sample(p: Any, delta: dict[str, Any], exponential: bool,
+                         cumulative: bool) -> dict[str, Any]:
+        """What an interval contributes to a pooled quantile."""
+        if exponential:
+            return {side: delta[side] for side in ("scale", "zero", "pos", "neg")}
+        # min/max of a cumulative point cover its whole life, not this interval.
+        low = p.min if p.HasField("min") and not cumulative else np.nan
+        high = p.max if p.HasField("max") and not cumulative else np.nan
+        return {"bounds": delta["bounds"], "counts": delta["counts"], "low": low, "high": high}
+
+
+def _pooled_quantile(samples: list[dict[str, Any]], exponential: bool, q: float) -> float:
+    qs = np.array([q])
+    if exponential:
+        m = merge_exponential(samples)
+        return float(exponential_bucket_quantiles(m["scale"], m["zero"], m["pos"], m["neg"],
+                                                  qs)[0])
+    m = merge_explicit(samples)
+    return float(explicit_bucket_quantiles(m["bounds"], m["counts"], qs, m["low"],
+                                           m["high"])[0])
 
 
 def _has_interval(status: str, cumulative: bool, point: Any) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -18,6 +19,7 @@ from otel_anomaly.processors.signals.otlp_resources import (
     service_labels,
     time_problem,
 )
+from otel_anomaly.processors.signals.quantile_pools import MAX_SPAN_S, QuantilePools
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
 from otel_anomaly.processors.signals.windows import ClosedCell, WindowAggregator
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
@@ -46,6 +48,9 @@ class TracesExtractor:
         self.span_outliers = span_outliers
         self.span_coverage = span_coverage
         self.window_s = windows.window_ns / 1e9
+        # A p99 of five calls is their maximum: quiet windows pool their durations.
+        self.duration_pools: QuantilePools[NDArray[np.float64]] = QuantilePools(
+            [q for _, q in _QUANTILES], int(MAX_SPAN_S * 1e9))
 
     @classmethod
     def create(cls, context: AdapterContext) -> TracesExtractor:
@@ -88,12 +93,15 @@ class TracesExtractor:
         self.closed_features(self.windows.close_ready(), out)
 
     def state_dict(self) -> dict[str, Any]:
-        """The open RED windows."""
-        return {"windows": self.windows.state_dict()}
+        """The open RED windows and the durations pooled for quantiles."""
+        return {"windows": self.windows.state_dict(),
+                "duration_pools": self.duration_pools.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the open RED windows."""
+        """Restore the open RED windows (and pooled durations, when the state has them)."""
         self.windows.load_state_dict(state["windows"])
+        if "duration_pools" in state:
+            self.duration_pools.load_state_dict(state["duration_pools"])
 
     def _span(
         self, service: Labels, span: Span, out: Observations, result: IngestResult, latest: int,
@@ -130,6 +138,9 @@ class TracesExtractor:
             # The calls travel with the ratio: 1 error in 4 calls is not 25 in 100.
             out.add(SeriesKey(ERROR_RATIO_METRIC, service, operation), ts,
                     cell.errors / cell.count, cell.count)
-            qs = np.quantile(cell.durations, [q for _, q in _QUANTILES])
-            for (feature, _), value in zip(_QUANTILES, qs.tolist(), strict=True):
+            ready = self.duration_pools.add(cell.group, ts, cell.count,
+                                            np.asarray(cell.durations, np.float64))
+            for i, samples in ready:
+                feature, q = _QUANTILES[i]
+                value = float(np.quantile(np.concatenate(samples), q))
                 out.add(SeriesKey(f"{DURATION_METRIC}:{feature}", service, operation), ts, value)
