@@ -50,6 +50,8 @@ from otel_anomaly.processors.types import (
     SeriesKey,
 )
 
+_SERVICE_CACHE_SIZE = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
@@ -78,7 +80,7 @@ class Engine:
         self.index = SeriesIndex(settings.max_series)
         multivariate = settings.multivariate or MultivariateSettings()
         self.scorer = Scorer(multivariate.rules(settings.rules),
-                             settings.promote_resource_attributes)
+                             settings.promote_resource_attributes, key_of=self.index.key)
         self._sources = SourceTable(settings.max_series)
         self.span_coverage = SpanCoverage(
             settings.silence_after_s if settings.silence_after_s > 0 else settings.series_ttl_s)
@@ -95,6 +97,10 @@ class Engine:
         self.feedback = FeedbackBook()
         self.scorer.feedback = self.feedback
         self._evicted_total = 0
+        # Each resource's service labels, one tuple for every series of the service
+        # (the deploy tracker keeps one per series). Bounded: resources come from clients.
+        self._services: dict[Labels, Labels] = {}  # by resource
+        self._service_tuples: dict[Labels, Labels] = {}
 
     def _latest(self) -> int:
         """The latest event time an OTLP item of this request may carry (ns)."""
@@ -202,7 +208,7 @@ class Engine:
         slots, created = self.index.lookup(keys, self.settings.clock())
         created_keys = [self.index.key(slot) for slot in created.tolist()]
         self.scorer.assign_many(created, created_keys)
-        self.deploys.track(created, [service_labels(key.resource) for key in created_keys])
+        self.deploys.track(created, [self._service(key.resource) for key in created_keys])
         self.feedback.reset(created)
         kept = slots >= 0
         n_kept = int(np.count_nonzero(kept))
@@ -223,6 +229,18 @@ class Engine:
             self.feedback.saw(result.events)
             if self.feedback.active:
                 result.events = [self._with_feedback(event) for event in result.events]
+
+    def _service(self, resource: Labels) -> Labels:
+        """The service labels of ``resource``, as the one tuple other series share."""
+        service = self._services.get(resource)
+        if service is None:
+            if len(self._services) >= _SERVICE_CACHE_SIZE:
+                self._services.clear()
+                self._service_tuples.clear()
+            labels = service_labels(resource)
+            service = self._service_tuples.setdefault(labels, labels)
+            self._services[resource] = service
+        return service
 
     def _with_feedback(self, event: AnomalyEvent) -> AnomalyEvent:
         """An open past a bar that a false positive raised says so."""

@@ -16,7 +16,7 @@ from otel_anomaly.processors.alerting.rarity import (
 )
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, saturated
 from otel_anomaly.processors.settings import AlertPolicy
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -133,7 +133,8 @@ class Calibrator:
         self.scale = DeviationScale(q=policy.tail_quantile, window=policy.tail_window)
         self.rarity = ScoreTail(window=policy.tail_window)
         # Each slot's usual |value|, and how many points it has learned from.
-        self._usual = SlotArrays(magnitude=Column(np.float64, 0.0), points=Column(np.float64, 0.0))
+        # float32: a running mean and a count that only matters up to MAGNITUDE_MEMORY.
+        self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -191,7 +192,7 @@ class Calibrator:
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual ``|value|`` (0 before its first point)."""
         self._usual.ensure(slots)
-        return self._usual.magnitude[slots]
+        return self._usual.magnitude[slots].astype(np.float64)
 
     def learn(
         self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
@@ -230,12 +231,13 @@ class Calibrator:
             return
         usual = self._usual
         usual.ensure(slots)
-        points = usual.points[slots] + 1.0
+        points = np.minimum(usual.points[slots].astype(np.float64) + 1.0, MAGNITUDE_MEMORY)
         usual.points[slots] = points
         weight = np.maximum(1.0 / points, 1.0 / MAGNITUDE_MEMORY)
-        typical = usual.magnitude[slots]
+        typical = usual.magnitude[slots].astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            usual.magnitude[slots] = typical + weight * (np.abs(batch.values[finite]) - typical)
+            learned = typical + weight * (np.abs(batch.values[finite]) - typical)
+        usual.magnitude[slots] = saturated(learned)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
@@ -243,8 +245,8 @@ class Calibrator:
     def reset(self, slots: NDArray[np.intp], detector: Detector | None = None) -> None:
         """Forget ``slots``; with ``detector``, allocate only the state it will use.
 
-        The deviation scale holds 90 floats per slot: the ensemble (self-calibrating)
-        never reads it, and only a budget reads the rarity tail.
+        The deviation scale holds 380 bytes per slot (a float32 histogram): the ensemble
+        (self-calibrating) never reads it, and only a budget reads the rarity tail.
         """
         if detector is None or self._active(detector):
             self.scale.reset(slots)

@@ -11,7 +11,8 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
 
-_LONG_AGO = 1 << 40  # "points since the last close" of a slot that never closed
+_LONG_AGO = (1 << 31) - 1  # "points since the last close" of a slot that never closed
+_COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +58,13 @@ class Hysteresis:
 
     def __init__(self) -> None:
         self._state = SlotArrays(
-            above=Column(np.int64),
-            below=Column(np.int64),
+            # Point counts are int32, saturating (event times stay int64).
+            above=Column(np.int32),
+            below=Column(np.int32),
             open=Column(np.bool_, False),
             last_event_ts=Column(np.int64),
-            open_for=Column(np.int64),  # points since the anomaly opened
-            since_close=Column(np.int64, _LONG_AGO),  # points since the last close
+            open_for=Column(np.int32),  # points since the anomaly opened
+            since_close=Column(np.int32, _LONG_AGO),  # points since the last close
             prev_ts=Column(np.int64),  # event time of the last valid point
             spacing=Column(np.float64, 0.0),  # usual gap between points, ns
             high_for=Column(np.float64, 0.0),  # event time the high run spans, ns
@@ -112,10 +114,10 @@ class Hysteresis:
         valid = ~np.isnan(score)
         high = valid & (score >= policy.open_threshold)
         low = valid & (score < policy.close_threshold)
-        above = np.where(high, state.above[slots] + 1, np.where(valid, 0, state.above[slots]))
-        below = np.where(low, state.below[slots] + 1, np.where(valid, 0, state.below[slots]))
+        above = np.where(high, _more(state.above[slots]), np.where(valid, 0, state.above[slots]))
+        below = np.where(low, _more(state.below[slots]), np.where(valid, 0, state.below[slots]))
         was_open = state.open[slots]
-        since_close = np.where(valid, state.since_close[slots] + 1, state.since_close[slots])
+        since_close = np.where(valid, _more(state.since_close[slots]), state.since_close[slots])
         cooled = since_close > policy.cooldown
         if policy.cooldown_time_s > 0:
             cooled |= ts_unix_nano - state.closed_ts[slots] >= int(policy.cooldown_time_s * 1e9)
@@ -146,7 +148,7 @@ class Hysteresis:
         state.below[slots] = below
         state.open[slots] = now_open
         state.open_for[slots] = np.where(
-            opened, 1, np.where(now_open & valid, state.open_for[slots] + 1, 0)
+            opened, 1, np.where(now_open & valid, _more(state.open_for[slots]), 0)
         )
         state.since_close[slots] = np.where(closed, 0, since_close)
         state.closed_ts[slots] = np.where(closed, ts_unix_nano, state.closed_ts[slots])
@@ -182,3 +184,9 @@ class Hysteresis:
         self._state.reset(slots)
         if self._resumed:
             self._resumed.difference_update(slots.tolist())
+
+
+def _more(count: NDArray[Any]) -> NDArray[np.int64]:
+    """``count + 1``, saturating at the largest count an int32 column holds."""
+    out: NDArray[np.int64] = np.minimum(count.astype(np.int64) + 1, _COUNT_MAX)
+    return out

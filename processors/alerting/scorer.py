@@ -54,7 +54,10 @@ class Scorer:
     engine's slot.
     """
 
-    def __init__(self, rules: Sequence[DetectorRule], promote: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, rules: Sequence[DetectorRule], promote: tuple[str, ...] = (),
+        key_of: Callable[[int], SeriesKey] | None = None,
+    ) -> None:
         if not rules:
             msg = "at least one detector rule is required"
             raise ValueError(msg)
@@ -69,10 +72,10 @@ class Scorer:
         self.held = HeldBands()
         self.feedback: FeedbackBook | None = None  # alert review, set by the engine
         self._per_slot = SlotArrays(
-            rule_of=Column(np.intp),
-            local=Column(np.intp, -1),  # the slot's index in its rule's state, -1: none
+            rule_of=Column(np.int16),
+            local=Column(np.int32, -1),  # the slot's index in its rule's state, -1: none
             direction=Column(np.int8),  # +1 / -1: the side an open anomaly is on
-            age=Column(np.int64),  # points scored since the slot was assigned
+            age=Column(np.uint8),  # points scored since assigned, up to YOUNG_POINTS
             opened_ns=Column(np.int64),  # the stamp of the open anomaly's open event
             stamped_ns=Column(np.int64),  # the stamp of its latest event
         )
@@ -81,7 +84,8 @@ class Scorer:
         self._agree: dict[int, tuple[str, ...]] = {}  # the last round's event rows
         self._baseline: NDArray[np.bool_] | None = None  # the last round's closes that
         # accepted a new level (the value still outside the band it opened against)
-        self._labels = LabelSets(promote)
+        # ``key_of``: the live slots' keys (the engine's series index), not kept twice.
+        self._labels = LabelSets(promote, key_of)
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
 
@@ -190,7 +194,7 @@ class Scorer:
         if "labels" in state:
             self._labels.load_state_dict(state["labels"], live)
         else:  # saved before labels were kept: recompute them in slot order
-            self._labels = LabelSets(self._labels.promote)
+            self._labels = LabelSets(self._labels.promote, self._labels.key_of)
             slots = sorted(live)
             if slots:
                 self._label(np.asarray(slots, np.intp), [live[slot] for slot in slots])
@@ -206,7 +210,7 @@ class Scorer:
         for i, detector in enumerate(self.detectors):
             mine = slots[rules == i]
             if len(mine):
-                total += int(detector.warming(self._per_slot.local[mine]).sum())
+                total += int(detector.warming(self._local(mine)).sum())
         return total
 
     def run(
@@ -225,7 +229,8 @@ class Scorer:
         n = len(batch)
         # Rows are reordered once so that every round is a contiguous slice (views, no
         # per-round gathers or scatters); outputs are put back in row order at the end.
-        perm, bounds, round_rules = plan_rounds(self._per_slot.rule_of[batch.slots], batch.slots)
+        perm, bounds, round_rules = plan_rounds(
+            self._per_slot.rule_of[batch.slots].astype(np.intp), batch.slots)
         ordered = batch if perm is None else batch.take(perm)
         if grace is not None and perm is not None:
             grace = grace[perm]
@@ -272,7 +277,7 @@ class Scorer:
         detector, calibrator = self.detectors[rule_index], self.calibrators[rule_index]
         shift = self.offsets.of(part.slots) if self.offsets.active else None
         # What the detector and calibrator see: their own slots, the deploy offset removed.
-        seen = SeriesBatch(self._per_slot.local[part.slots], part.ts_unix_nano,
+        seen = SeriesBatch(self._local(part.slots), part.ts_unix_nano,
                            part.values if shift is None else part.values - shift, part.counts)
         spacing = self.hysteresis.spacing_s(part.slots)
         calibrated = calibrator.step(detector, seen, spacing)
@@ -366,12 +371,16 @@ class Scorer:
         self, slots: NDArray[np.intp], score: NDArray[np.float64], ready: NDArray[np.bool_],
     ) -> NDArray[np.float64]:
         """Scores of young series divided by up to 2, fading out over ``YOUNG_POINTS``."""
-        age = self._per_slot.age[slots]
-        self._per_slot.age[slots] = age + ready
+        age = self._per_slot.age[slots].astype(np.int64)
+        self._per_slot.age[slots] = np.minimum(age + ready, YOUNG_POINTS)
         young = age < YOUNG_POINTS
         if not young.any():
             return score
         return score / (1.0 + np.maximum(0.0, 1.0 - age / YOUNG_POINTS))
+
+    def _local(self, slots: NDArray[np.intp]) -> NDArray[np.intp]:
+        """The rule-local slot of each engine slot (-1: none)."""
+        return self._per_slot.local[slots].astype(np.intp)
 
     def _events(
         self, rule_index: int, part: SeriesBatch, rows: NDArray[np.intp], cal: Calibrated,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, saturated
 
 # Geometric bins from _LOW up by _RATIO each: 0.5 ... ~1.1e8 in 86 bins (plus the two open
 # ends). The resolution only matters around and above a Gaussian tail (|z| >= 3).
@@ -17,8 +17,13 @@ _RATIO = 1.25
 _BINS = 86
 _LOG_RATIO = float(np.log(_RATIO))
 # Rather than decaying every bin each point, the increment grows by 1 / decay each point;
-# everything is rescaled when it gets this large (exact up to rounding).
-_RESCALE_AT = 1e200
+# everything is rescaled when it gets this large (exact up to rounding). The bins are
+# float32: a window's worth of increments stays far below its largest value, and mass
+# that a rescale pushes below its smallest one weighs nothing next to the recent points.
+_RESCALE_AT = 1e20
+# Points per slot are counted in an int32 that wraps back by a multiple of the refresh
+# cadence, well past the first exact updates.
+_WRAP_AT = 1 << 30
 # The estimate moves slowly (a window of thousands of points), so after the first points it
 # is recomputed every few updates, and at once when a score exceeds it (the tail grows);
 # the rest of the time queries read the cached value.
@@ -34,8 +39,8 @@ def gaussian_abs_quantile(q: float) -> float:
 class TailQuantile:
     """Per-slot running ``q`` quantile of a non-negative score over about ``window`` points.
 
-    Keeps an exponentially decayed histogram of the score on geometric bins (88 floats per
-    slot): O(1) per update, O(bins) per query, within a bin the quantile is interpolated
+    Keeps an exponentially decayed histogram of the score on geometric bins (88 float32
+    per slot): O(1) per update, O(bins) per query, within a bin the quantile is interpolated
     log-linearly, so estimates are within a few percent. Struct-of-arrays, like detectors.
 
     Examples
@@ -59,20 +64,20 @@ class TailQuantile:
         self.window = window
         self._growth = 1.0 / (1.0 - 1.0 / window)
         self._state = SlotArrays(
-            hist=Column(np.float64, 0.0, (_BINS + 2,)),
+            hist=Column(np.float32, 0.0, (_BINS + 2,)),
             total=Column(np.float64, 0.0),
             inc=Column(np.float64, 1.0),  # the weight of the next point (see _RESCALE_AT)
-            n=Column(np.int64),
-            q=Column(np.float64, 0.0),  # the cached estimate
+            n=Column(np.int32),
+            q=Column(np.float32, 0.0),  # the cached estimate
         )
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._state.ensure(slots)
 
     def count(self, slots: NDArray[np.intp]) -> NDArray[np.int64]:
-        """Points learned per slot."""
+        """Points learned per slot (past about a billion, less a multiple of 2**29)."""
         self._ensure(slots)
-        return self._state.n[slots].copy()
+        return self._state.n[slots].astype(np.int64)
 
     def update(self, slots: NDArray[np.intp], scores: NDArray[np.float64]) -> None:
         """Add one score per distinct slot (non-finite scores are ignored)."""
@@ -87,16 +92,17 @@ class TailQuantile:
         inc = self._state.inc[slots]
         self._state.hist[slots, b] += inc
         self._state.total[slots] += inc
-        self._state.n[slots] += 1
+        n = self._state.n[slots] + 1
+        n = np.where(n >= _WRAP_AT, n - (_WRAP_AT >> 1), n)
+        self._state.n[slots] = n
         inc = inc * self._growth
         big = inc > _RESCALE_AT
         if big.any():
             rows = slots[big]
-            self._state.hist[rows] /= inc[big, None]
+            self._state.hist[rows] = self._state.hist[rows] / inc[big, None]
             self._state.total[rows] /= inc[big]
             inc[big] = 1.0
         self._state.inc[slots] = inc
-        n = self._state.n[slots]
         above = scores >= self._state.q[slots]
         stale = slots[above | (n <= _EXACT_FOR) | (n % _REFRESH_EVERY == 0)]
         if len(stale):
@@ -109,10 +115,10 @@ class TailQuantile:
         the estimate and every 8th update.
         """
         self._ensure(slots)
-        return self._state.q[slots]
+        return self._state.q[slots].astype(np.float64)
 
     def _estimate(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        hist = self._state.hist[slots]
+        hist = self._state.hist[slots].astype(np.float64)
         cum = np.cumsum(hist, axis=1)
         rank = self.q * self._state.total[slots]
         b = np.minimum((cum < rank[:, None]).sum(axis=1), _BINS + 1)
@@ -175,7 +181,7 @@ class DeviationScale:
     def __init__(self, *, q: float = 0.999, window: int = 2000) -> None:
         self.tails = TailQuantile(q=q, window=window)
         self._gauss = gaussian_abs_quantile(q)
-        self._typical = SlotArrays(typical=Column(np.float64, 0.0))
+        self._typical = SlotArrays(typical=Column(np.float32, 0.0))
 
     def multiplier(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Tail widening factor per slot, >= 1."""
@@ -184,7 +190,7 @@ class DeviationScale:
     def floor(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Smallest spread (one sigma, in the series' units) per slot."""
         self._typical.ensure(slots)
-        return (SPREAD_FLOOR * _MAD_TO_SIGMA) * self._typical.typical[slots]
+        return (SPREAD_FLOOR * _MAD_TO_SIGMA) * self._typical.typical[slots].astype(np.float64)
 
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], resid: NDArray[np.float64]
@@ -195,8 +201,8 @@ class DeviationScale:
         self._typical.ensure(slots)
         n = self.tails.count(slots)
         weight = np.maximum(1.0 / self.tails.window, 1.0 / np.maximum(n, 1))
-        typical = self._typical.typical[slots]
-        self._typical.typical[slots] = typical + weight * (resid - typical)
+        typical = self._typical.typical[slots].astype(np.float64)
+        self._typical.typical[slots] = saturated(typical + weight * (resid - typical))
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""

@@ -15,7 +15,7 @@ from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, saturated
 from otel_anomaly.processors.types import SeriesBatch
 
 MemberSpec = tuple[str, tuple[tuple[str, Any], ...]]
@@ -30,6 +30,7 @@ MEMBER_TYPES: dict[str, type[Detector]] = {
 
 _TINY = 1e-12
 _MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
+_MAX_AGE = np.iinfo(np.int32).max  # points since the last excursion saturate (int32)
 
 DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
     ("ewma_zscore", (("alpha", 0.02),)),
@@ -82,7 +83,7 @@ class Ensemble(Detector):
     member either way, kept inside the band.
 
     Cost per row: the members' cost plus one histogram lookup per member; state: the
-    members' state plus 92 floats per member and slot.
+    members' state plus 380 bytes per member and slot (the tail histogram: 88 float32).
 
     Parameters
     ----------
@@ -202,7 +203,7 @@ class Ensemble(Detector):
             columns=len(members), alpha=persistence_alpha, level=persistence_level,
             shrink=persistence_shrink, window=persistence_window)
         # The last excursion's score, and the points since.
-        self._slots = SlotArrays(peak=Column(np.float64, 0.0), age=Column(np.int64))
+        self._slots = SlotArrays(peak=Column(np.float32, 0.0), age=Column(np.int32))
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The members' views of a round, computed to score it and reused to learn it.
@@ -248,7 +249,8 @@ class Ensemble(Detector):
         """The last excursion's score, held ``refractory_hold`` points then decaying."""
         self._ensure(slots)
         late = np.maximum(self._slots.age[slots] - self.refractory_hold, 0).astype(np.float64)
-        out: NDArray[np.float64] = self._slots.peak[slots] * self.refractory_decay ** late
+        out: NDArray[np.float64] = (
+            self._slots.peak[slots].astype(np.float64) * self.refractory_decay ** late)
         return out
 
     def _widening(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -362,8 +364,10 @@ class Ensemble(Detector):
             z = self._combine(scaled, zs)
             recent = self._recent_peak(batch.slots)
             new = z >= recent
-            self._slots.peak[batch.slots] = np.where(new, z, self._slots.peak[batch.slots])
-            self._slots.age[batch.slots] = np.where(new, 0, self._slots.age[batch.slots] + 1)
+            peak = self._slots.peak[batch.slots]
+            self._slots.peak[batch.slots] = np.where(new, saturated(z), peak)
+            age = np.minimum(self._slots.age[batch.slots], _MAX_AGE - 1)
+            self._slots.age[batch.slots] = np.where(new, 0, age + 1)
         if self.persistence_alpha > 0:
             signed = np.stack([np.where(batch.values >= view.expected, z, -z)
                                for view, z in zip(scaled, zs, strict=True)], axis=1)

@@ -17,6 +17,7 @@ from otel_anomaly.processors.types import SeriesBatch
 _MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
 _TINY = 1e-12
 _HUBER_SIGMAS = 3.0
+_MAX_POINTS = np.iinfo(np.int32).max - 1  # points per slot saturate (int32 storage)
 
 
 class EwmaZScore(SlotStateDetector):
@@ -66,7 +67,7 @@ class EwmaZScore(SlotStateDetector):
         self.warmup = warmup
         self.log_transform = log_transform
         self._slots = SlotArrays(
-            n=Column(np.int64), mean=Column(np.float64, 0.0), dev=Column(np.float64, 0.0))
+            n=Column(np.int32), mean=Column(np.float64, 0.0), dev=Column(np.float64, 0.0))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
@@ -105,7 +106,7 @@ class EwmaZScore(SlotStateDetector):
         slots = batch.slots
         self._ensure(slots)
         y = self._transform(batch.values)
-        n = self._slots.n[slots] + 1
+        n = np.minimum(self._slots.n[slots], _MAX_POINTS) + 1
         # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
         weight = np.maximum(self.alpha, 1.0 / n)
         diff = y - self._slots.mean[slots]

@@ -24,7 +24,7 @@ class Persistence:
     averages out; a level shift or a regression that keeps the series on one side adds
     up. ``factor`` turns that into a band narrowing on the shifted side only: 1 while
     ``|d|`` is within ``level`` usual sizes, ``level * size / |d|`` beyond, never below
-    ``shrink``. Cost per row: a few array operations; state: two floats per column.
+    ``shrink``. Cost per row: a few array operations; state: two float32 per column.
 
     Examples
     --------
@@ -46,8 +46,9 @@ class Persistence:
         self.shrink = shrink
         self.window = window
         self._prior = alpha / (2.0 - alpha)  # variance of the average of i.i.d. N(0, 1)
-        self._slots = SlotArrays(d=Column(np.float64, 0.0, (columns,)),
-                                 v=Column(np.float64, 0.0, (columns,)))
+        # float32: averages of deviations clipped to a few tens of sigmas.
+        self._slots = SlotArrays(d=Column(np.float32, 0.0, (columns,)),
+                                 v=Column(np.float32, 0.0, (columns,)))
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
@@ -60,8 +61,8 @@ class Persistence:
         One row per slot, one column per column.
         """
         self._ensure(slots)
-        d = self._slots.d[slots]
-        v = self._slots.v[slots]
+        d = self._slots.d[slots].astype(np.float64)
+        v = self._slots.v[slots].astype(np.float64)
         limit = self.level * np.sqrt(np.where(v > 0, v, self._prior))
         size = np.abs(d)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -76,14 +77,14 @@ class Persistence:
         One row per distinct slot, one column per column; cells not ``ready`` are skipped.
         """
         self._ensure(slots)
-        d = self._slots.d[slots]
-        v = self._slots.v[slots]
-        v = np.where(v > 0, v, self._prior)
+        d = self._slots.d[slots].astype(np.float64)
+        old_v = self._slots.v[slots].astype(np.float64)
+        v = np.where(old_v > 0, old_v, self._prior)
         # Cells not ready may hold NaN: they are computed, then left as they were.
         new_d = d + self.alpha * (np.clip(z, -_CAP, _CAP) - d)
         new_v = v + (np.minimum(new_d * new_d, _HUBER**2 * v) - v) / self.window
         self._slots.d[slots] = np.where(ready, new_d, d)
-        self._slots.v[slots] = np.where(ready, new_v, self._slots.v[slots])
+        self._slots.v[slots] = np.where(ready, new_v, old_v)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
@@ -95,5 +96,5 @@ class Persistence:
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict`` (state saved without them starts afresh)."""
-        empty = np.zeros((0, self.columns), np.float64)
+        empty = np.zeros((0, self.columns), np.float32)
         self._slots.load_state_dict({name: state.get(name, empty) for name in ("d", "v")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,9 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.state.codec import as_labels
-from otel_anomaly.processors.types import SeriesKey
+from otel_anomaly.processors.types import Labels, SeriesKey
+
+_RESOURCE_CACHE_SIZE = 16384
 
 
 class SeriesIndex:
@@ -18,6 +21,11 @@ class SeriesIndex:
 
     Freed slots are reused, so per-slot state elsewhere must be reset when
     ``lookup`` reports a slot as new.
+
+    The keys kept share their parts: metric names are interned and equal resources are one
+    tuple, however many series (and requests) carry them, so a series costs its own
+    attributes and one dict entry, not a copy of its resource (up to 16,384 distinct
+    resources at a time; beyond, sharing starts over).
 
     Examples
     --------
@@ -37,6 +45,10 @@ class SeriesIndex:
         self._keys: list[SeriesKey | None] = []
         self._free: list[int] = []
         self._seen = SlotArrays(last=Column(np.float64, 0.0))  # ingest time, per slot
+        # Resources seen lately, each as the one tuple the keys kept share. Bounded (and
+        # then cleared): it costs nothing per series, and a clear only stops new keys
+        # from sharing the tuples of older ones.
+        self._resources: dict[Labels, Labels] = {}
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -79,9 +91,20 @@ class SeriesIndex:
             found[i] = slot
         return np.array(found, np.intp)
 
+    def _shared(self, key: SeriesKey) -> SeriesKey:
+        """``key`` with its metric interned and its resource the kept keys' own tuple."""
+        resources = self._resources
+        resource = resources.get(key.resource)
+        if resource is None:
+            if len(resources) >= _RESOURCE_CACHE_SIZE:
+                resources.clear()
+            resource = resources[key.resource] = key.resource
+        return SeriesKey(sys.intern(key.metric), resource, key.attributes)
+
     def _insert(self, key: SeriesKey) -> int:
         if len(self._slot_of) >= self.max_series:
             return -1
+        key = self._shared(key)
         if self._free:
             slot = self._free.pop()
             self._keys[slot] = key
@@ -129,8 +152,10 @@ class SeriesIndex:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict`` (keys come back as ``SeriesKey``)."""
+        self._resources = {}
         keys: list[SeriesKey | None] = [
-            None if key is None else SeriesKey(str(key[0]), as_labels(key[1]), as_labels(key[2]))
+            None if key is None else self._shared(
+                SeriesKey(str(key[0]), as_labels(key[1]), as_labels(key[2])))
             for key in state["keys"]]
         self._keys = keys
         self._free = [int(slot) for slot in state["free"]]

@@ -12,6 +12,7 @@ apart (point attributes equal after name sanitising) remain, and are counted dow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from otel_anomaly.processors.series.prometheus_names import (
@@ -20,9 +21,17 @@ from otel_anomaly.processors.series.prometheus_names import (
 )
 from otel_anomaly.processors.types import Labels, SeriesKey
 
+_PAIR_CACHE_SIZE = 4096
+"""Distinct ``(name, value)`` pairs kept for sharing between label sets (then cleared)."""
+
 
 class LabelSets:
     """Labels per slot, distinct among live slots whenever their resources allow it.
+
+    Storage is one list entry per slot (the labels tuple, shared with the outputs) plus one
+    dict entry per distinct label set. ``key_of``, when given, answers a live slot's
+    ``SeriesKey`` (the series index's own), so the keys are not kept a second time here;
+    without it the keys of assigned slots are kept.
 
     Examples
     --------
@@ -34,12 +43,16 @@ class LabelSets:
 (('detector', 'ensemble'), ('job', 'api'), ('metric', 'load'), ('process_pid', '2')))
     """
 
-    def __init__(self, promote: tuple[str, ...] = ()) -> None:
+    def __init__(self, promote: tuple[str, ...] = (),
+                 key_of: Callable[[int], SeriesKey] | None = None) -> None:
         self.promote = promote
-        self._labels: dict[int, Labels] = {}
-        self._keys: dict[int, SeriesKey] = {}
+        self.key_of = key_of
+        self._labels: list[Labels | None] = []  # by slot; None: not assigned
+        self._keys: dict[int, SeriesKey] = {}  # only without ``key_of``
         self._slot_of: dict[Labels, int] = {}
         self._unresolved: dict[Labels, set[int]] = {}  # later slots that still collide
+        # Label pairs many series have (metric, detector, job, host): one tuple for all.
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
 
     def assign(self, slot: int, key: SeriesKey, detector: str) -> Labels:
         """Labels for ``slot``, now holding ``key`` (a reused slot is forgotten first)."""
@@ -47,8 +60,9 @@ class LabelSets:
         labels = prometheus_labels(key, detector, self.promote)
         other = self._slot_of.get(labels)
         if other is not None:
-            labels = self._told_apart(labels, key, self._keys[other])
-        self._labels[slot], self._keys[slot] = labels, key
+            labels = self._told_apart(labels, key, self._key(other))
+        labels = self._shared(labels)
+        self._put(slot, labels, key)
         if labels in self._slot_of:
             self._unresolved.setdefault(labels, set()).add(slot)
         else:
@@ -70,9 +84,29 @@ class LabelSets:
         told = tuple(sorted({**taken, **extra}.items()))
         return told if told not in self._slot_of else labels
 
+    def _shared(self, labels: Labels) -> Labels:
+        """``labels`` made of the pair tuples other label sets already hold, where cached."""
+        pairs = self._pairs
+        if len(pairs) >= _PAIR_CACHE_SIZE:
+            pairs.clear()  # bounded: pairs come from clients; shared ones stay shared
+        return tuple([pairs.setdefault(pair, pair) for pair in labels])
+
+    def _key(self, slot: int) -> SeriesKey:
+        return self._keys[slot] if self.key_of is None else self.key_of(slot)
+
+    def _put(self, slot: int, labels: Labels, key: SeriesKey) -> None:
+        if slot >= len(self._labels):
+            self._labels.extend([None] * (slot + 1 - len(self._labels)))
+        self._labels[slot] = labels
+        if self.key_of is None:
+            self._keys[slot] = key
+
     def forget(self, slot: int) -> None:
         """Drop ``slot``'s labels (evicted or reused)."""
-        labels = self._labels.pop(slot, None)
+        if not 0 <= slot < len(self._labels):
+            return
+        labels = self._labels[slot]
+        self._labels[slot] = None
         self._keys.pop(slot, None)
         if labels is None:
             return
@@ -88,22 +122,23 @@ class LabelSets:
 
     def of(self, slot: int) -> Labels:
         """The labels of ``slot`` (empty for a slot never assigned)."""
-        return self._labels.get(slot, ())
+        labels = self._labels[slot] if 0 <= slot < len(self._labels) else None
+        return () if labels is None else labels
 
     def state_dict(self) -> dict[str, Any]:
         """Each live slot's labels: who was told apart depends on the order series came."""
         return {"labels": [[slot, [list(pair) for pair in labels]]
-                           for slot, labels in sorted(self._labels.items())]}
+                           for slot, labels in enumerate(self._labels) if labels is not None]}
 
     def load_state_dict(self, state: dict[str, Any], keys: dict[int, SeriesKey]) -> None:
         """Restore the labels saved by ``state_dict`` for the live slots ``keys`` names."""
-        self._labels, self._keys, self._slot_of, self._unresolved = {}, {}, {}, {}
+        self._labels, self._keys, self._slot_of, self._unresolved = [], {}, {}, {}
         for saved_slot, pairs in state["labels"]:
             slot = int(saved_slot)
             if slot not in keys:
                 continue
             labels = tuple((str(k), str(v)) for k, v in pairs)
-            self._labels[slot], self._keys[slot] = labels, keys[slot]
+            self._put(slot, labels, keys[slot])
             if labels in self._slot_of:
                 self._unresolved.setdefault(labels, set()).add(slot)
             else:

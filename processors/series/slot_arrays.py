@@ -15,6 +15,9 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 _MIN_ROWS = 64
+_DOUBLE_BELOW = 4096
+"""Arrays double while smaller than this many rows, then grow by a quarter: at most 25 %
+of the rows of a large state are spare (doubling would leave up to half of them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +70,27 @@ class SlotArrays:
 
     @staticmethod
     def _fresh(column: Column, rows: int) -> NDArray[Any]:
-        return np.full((rows, *column.shape), column.fill, column.dtype)
+        shape = (rows, *column.shape)
+        if not np.any(column.fill):
+            # Zeroed memory from the allocator: spare rows cost no resident memory until
+            # they are written.
+            return np.zeros(shape, column.dtype)
+        return np.full(shape, column.fill, column.dtype)
+
+    def row_bytes(self) -> int:
+        """Bytes one slot's row takes, over every array."""
+        return sum(int(np.dtype(column.dtype).itemsize * np.prod(column.shape, dtype=np.int64))
+                   for column in self._columns.values())
 
     def grow(self, needed: int) -> None:
-        """Make rows ``0 .. needed - 1`` exist (at least doubling, at least 64 rows)."""
+        """Make rows ``0 .. needed - 1`` exist (at least 64 rows).
+
+        Rows at least double up to 4096, then grow by a quarter at a time.
+        """
         if needed <= self._rows:
             return
-        rows = max(needed, 2 * self._rows, _MIN_ROWS)
+        step = self._rows if self._rows < _DOUBLE_BELOW else self._rows // 4
+        rows = max(needed, self._rows + step, _MIN_ROWS)
         for name, column in self._columns.items():
             out = self._fresh(column, rows)
             out[: self._rows] = self.__dict__[name]
@@ -118,6 +135,42 @@ class SlotArrays:
                 msg = (f"slot arrays: {name!r} has shape {array.shape}; expected rows of "
                        f"{column.shape}")
                 raise ValueError(msg)
-            loaded[name] = array.astype(column.dtype, copy=True)
+            loaded[name] = _cast(array, np.dtype(column.dtype))
         self.__dict__.update(loaded)
         self._rows = rows.pop() if rows else 0
+
+
+def _cast(array: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A copy of ``array`` in ``dtype``, saturating where the saved values do not fit.
+
+    State saved with wider types (float64 profiles, int64 counters before the compact
+    layout) loads into the narrower columns: integers are clipped to the type's range,
+    floats beyond a narrower float's range become its largest finite value.
+    """
+    if array.dtype == dtype:
+        return array.copy()
+    if np.issubdtype(dtype, np.integer) and array.dtype.kind in "iuf":
+        info = np.iinfo(dtype)
+        if array.dtype.kind == "f":
+            array = np.nan_to_num(array, nan=0.0)
+        clipped: NDArray[Any] = np.clip(array, info.min, info.max)
+        return clipped.astype(dtype)
+    if np.issubdtype(dtype, np.floating) and array.dtype.kind == "f":
+        return saturated(array, dtype)
+    return array.astype(dtype, copy=True)
+
+
+def saturated(values: NDArray[Any], dtype: DTypeLike = np.float32) -> NDArray[Any]:
+    """``values`` in the float type ``dtype``, finite ones clipped to its range.
+
+    What a compact float column stores: a finite value too large for it becomes its
+    largest finite value (not infinity, and without an overflow warning); infinities and
+    NaN stay as they are.
+
+    >>> saturated(np.array([1e300, -np.inf, 0.5])).tolist()
+    [3.4028234663852886e+38, -inf, 0.5]
+    """
+    big = float(np.finfo(dtype).max)
+    with np.errstate(invalid="ignore"):
+        clipped = np.where(np.isfinite(values), np.clip(values, -big, big), values)
+    return clipped.astype(dtype)

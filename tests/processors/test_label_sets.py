@@ -44,3 +44,16 @@ def test_an_unresolvable_collision_is_kept_and_handed_over_when_the_owner_goes()
                     "ensemble")
     assert c == a  # slot 1 owns the set now; the newcomer collides with it, not lost
     assert sets.of(1) == a
+
+
+def test_with_key_of_the_keys_are_not_kept_and_collisions_still_resolve() -> None:
+    keys = {0: key("1"), 1: key("2")}
+    sets = LabelSets(key_of=keys.__getitem__)
+    first, second = sets.assign(0, keys[0], "ensemble"), sets.assign(1, keys[1], "ensemble")
+    assert dict(second)["process_pid"] == "2" and "process_pid" not in dict(first)
+    assert not sets._keys  # noqa: SLF001 - the index owns the keys
+    # Pairs many series carry are one tuple, shared between their label sets.
+    assert first[0] is second[0]
+    restored = LabelSets(key_of=keys.__getitem__)
+    restored.load_state_dict(sets.state_dict(), keys)
+    assert restored.of(0) == first and restored.of(1) == second and restored.of(7) == ()

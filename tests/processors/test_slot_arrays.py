@@ -61,3 +61,22 @@ def test_names_must_not_shadow_the_container() -> None:
         SlotArrays(_rows=Column(np.int64))
     with pytest.raises(AttributeError, match="no array 'missing'"):
         _ = _arrays().missing
+
+
+def test_wider_saved_arrays_load_into_compact_columns_saturated() -> None:
+    # Checkpoints written before the compact layout hold float64 profiles and counts and
+    # int64 counters: they load, cast, and values out of a column's range saturate.
+    state = SlotArrays(count=Column(np.uint16), since=Column(np.int32),
+                       mean=Column(np.float32, 0.0), spread=Column(np.float32, 0.0, (2,)))
+    state.load_state_dict({
+        "count": np.array([3.0, 1e6, np.nan]),
+        "since": np.array([5, 1 << 40, -(1 << 40)], np.int64),
+        "mean": np.array([0.1, 1e300, -np.inf]),
+        "spread": np.array([[1.0, 2.0], [np.nan, 3.0], [0.0, 1e-300]]),
+    })
+    assert state.count.dtype == np.uint16 and state.count.tolist() == [3, 65535, 0]
+    assert state.since.tolist() == [5, 2**31 - 1, -(2**31)]
+    assert state.mean.dtype == np.float32
+    assert state.mean[0] == np.float32(0.1) and state.mean[1] == np.finfo(np.float32).max
+    assert state.mean[2] == -np.inf
+    assert np.isnan(state.spread[1, 0]) and state.spread[2, 1] == 0.0

@@ -1,0 +1,75 @@
+"""Per-series state of the default univariate stack stays compact (bytes per slot row).
+
+Counts the bytes of one row of every ``SlotArrays`` a default engine allocates for gauge
+series: deterministic, unlike RSS. ``benchmarks/memory.py`` measures the process itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.series.slot_arrays import SlotArrays
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.types import SeriesKey
+
+ROW_BYTES_BOUND = 5950
+"""Bytes of slot-array state per gauge series (5,913 today, 8,010 before the compact
+dtypes), with a little headroom: raise it only on purpose. Most of it is the daily and
+weekly profiles (2,904 and 1,704 bytes) and the three tail histograms (376 bytes each)."""
+
+
+def slot_arrays(root: object) -> dict[str, SlotArrays]:
+    """Every ``SlotArrays`` reachable from ``root``'s attributes, by attribute path."""
+    found: dict[str, SlotArrays] = {}
+    seen: set[int] = set()
+
+    def walk(obj: Any, path: str) -> None:
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, np.ndarray)):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, SlotArrays):
+            found[path] = obj
+            return
+        if isinstance(obj, dict):
+            for name, value in obj.items():
+                walk(value, f"{path}[{name!r}]")
+        elif isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj):
+                walk(value, f"{path}[{i}]")
+        elif hasattr(obj, "__dict__") or hasattr(type(obj), "__slots__"):
+            names = list(getattr(obj, "__dict__", {}))
+            names += [n for n in getattr(type(obj), "__slots__", ()) if hasattr(obj, n)]
+            for name in names:
+                walk(getattr(obj, name), f"{path}.{name}")
+
+    walk(root, "engine")
+    return found
+
+
+def gauge_engine(n: int = 3) -> Engine:
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    keys = [SeriesKey("load", (("service.name", "api"),), (("i", str(i)),)) for i in range(n)]
+    for minute in range(3):
+        engine.ingest_series(keys, np.full(n, (1_700_000_000 + 60 * minute) * 10**9),
+                             np.full(n, 10.0 + minute))
+    return engine
+
+
+def test_default_gauge_state_per_series_stays_under_its_bound() -> None:
+    arrays = {path: state for path, state in slot_arrays(gauge_engine()).items() if len(state)}
+    per_row = {path: state.row_bytes() for path, state in arrays.items()}
+    total = sum(per_row.values())
+    biggest = sorted(per_row.items(), key=lambda item: -item[1])[:5]
+    assert total <= ROW_BYTES_BOUND, f"{total} bytes per series; biggest: {biggest}"
+    # The walk did find the detector state (it is most of the total).
+    assert any("detectors" in path for path in arrays)
+
+
+def test_row_bytes_counts_every_array_of_a_row() -> None:
+    from otel_anomaly.processors.series.slot_arrays import Column
+
+    state = SlotArrays(n=Column(np.int32), hist=Column(np.float32, 0.0, (10,)))
+    assert state.row_bytes() == 4 + 40
