@@ -30,6 +30,9 @@ MEMBER_TYPES: dict[str, type[Detector]] = {
 
 _TINY = 1e-12
 _MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
+REFRACTORY_STEP_S = 300.0
+"""Event time that counts as one point of refractory age at most: the 5-minute spacing of
+NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
 _MAX_AGE = np.iinfo(np.int32).max  # points since the last excursion saturate (int32)
 
 DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
@@ -103,9 +106,10 @@ class Ensemble(Detector):
         (``peak`` the excursion's combined score), so the rest of one event does not score
         as a new anomaly while a bigger one still does. 0 disables it.
     refractory_hold
-        Points the stretch holds at full strength after the peak, >= 0.
+        Points the stretch holds at full strength after the peak, >= 0. Age is counted in
+        points or in ``REFRACTORY_STEP_S`` steps of event time, whichever are more.
     refractory_decay
-        Per-point decay of the stretch after the hold, in (0, 1].
+        Per-point (per-step) decay of the stretch after the hold, in (0, 1].
     refractory_grace
         Points right after the peak that are still scored unstretched (an anomaly that
         needs ``min_duration`` points to open is not suppressed by its own start), >= 0.
@@ -203,7 +207,8 @@ class Ensemble(Detector):
             columns=len(members), alpha=persistence_alpha, level=persistence_level,
             shrink=persistence_shrink, window=persistence_window)
         # The last excursion's score, and the points since.
-        self._slots = SlotArrays(peak=Column(np.float32, 0.0), age=Column(np.int32))
+        self._slots = SlotArrays(peak=Column(np.float32, 0.0), age=Column(np.int32),
+                                 peak_ns=Column(np.int64))
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The members' views of a round, computed to score it and reused to learn it.
@@ -245,21 +250,33 @@ class Ensemble(Detector):
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
 
-    def _recent_peak(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        """The last excursion's score, held ``refractory_hold`` points then decaying."""
+    def _recent_peak(self, slots: NDArray[np.intp],
+                     ts_unix_nano: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The last excursion's score, held ``refractory_hold`` points then decaying.
+
+        Its age is counted in points or in steps of ``REFRACTORY_STEP_S`` of event time,
+        whichever is more: on an hourly series, ten points would stretch the band for ten
+        hours after one spike.
+        """
         self._ensure(slots)
-        late = np.maximum(self._slots.age[slots] - self.refractory_hold, 0).astype(np.float64)
+        # The stored age counts the points learned since the peak, one fewer than the steps
+        # from the peak to the row at hand.
+        steps = (ts_unix_nano - self._slots.peak_ns[slots]) / (REFRACTORY_STEP_S * 1e9) - 1.0
+        age = np.maximum(self._slots.age[slots], np.floor(steps))
+        late = np.maximum(age - self.refractory_hold, 0).astype(np.float64)
         out: NDArray[np.float64] = (
             self._slots.peak[slots].astype(np.float64) * self.refractory_decay ** late)
         return out
 
-    def _widening(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+    def _widening(self, slots: NDArray[np.intp],
+                  ts_unix_nano: NDArray[np.int64]) -> NDArray[np.float64]:
         """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``."""
         if self.refractory_level <= 0:
             return np.ones(len(slots))
         # Capped: after a first point millions of sigmas out (traffic after a week of
         # zeros) an unbounded stretch would blind the series for hours.
-        stretch = np.clip(self._recent_peak(slots) / self.refractory_level, 1.0, _MAX_STRETCH)
+        stretch = np.clip(self._recent_peak(slots, ts_unix_nano) / self.refractory_level, 1.0,
+                          _MAX_STRETCH)
         # The points right after an excursion's peak are scored in full: an anomaly that
         # needs several points in a row to open is not stretched away by its own start.
         return np.where(self._slots.age[slots] < self.refractory_grace, 1.0, stretch)
@@ -304,7 +321,7 @@ class Ensemble(Detector):
         n = len(batch)
         lower, upper = np.full(n, np.nan), np.full(n, np.nan)
         expected, first = np.full(n, np.nan), np.full(n, np.nan)
-        band = band * self._widening(batch.slots)
+        band = band * self._widening(batch.slots, batch.ts_unix_nano)
         for view in self._views(batch):
             with np.errstate(over="ignore", invalid="ignore"):
                 lo, hi = view.expected - band * view.down, view.expected + band * view.up
@@ -343,7 +360,7 @@ class Ensemble(Detector):
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""
         batch = self._seen(batch)
-        out = self._combined(batch) / self._widening(batch.slots)
+        out = self._combined(batch) / self._widening(batch.slots, batch.ts_unix_nano)
         return np.where(np.isfinite(batch.values), out, np.nan)
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
@@ -362,12 +379,14 @@ class Ensemble(Detector):
             # The excursion memory learns the unstretched score: a bigger excursion than
             # the last one becomes the new peak, smaller ones let the old one fade.
             z = self._combine(scaled, zs)
-            recent = self._recent_peak(batch.slots)
+            recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
             new = z >= recent
             peak = self._slots.peak[batch.slots]
             self._slots.peak[batch.slots] = np.where(new, saturated(z), peak)
             age = np.minimum(self._slots.age[batch.slots], _MAX_AGE - 1)
             self._slots.age[batch.slots] = np.where(new, 0, age + 1)
+            self._slots.peak_ns[batch.slots] = np.where(new, batch.ts_unix_nano,
+                                                        self._slots.peak_ns[batch.slots])
         if self.persistence_alpha > 0:
             signed = np.stack([np.where(batch.values >= view.expected, z, -z)
                                for view, z in zip(scaled, zs, strict=True)], axis=1)
@@ -411,6 +430,11 @@ class Ensemble(Detector):
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
         self._memo.clear()
+        if "peak_ns" not in state and "peak" in state:
+            # Saved before excursions kept their time: a time of "never" leaves their
+            # refractory age counted in points until the next excursion.
+            never = np.iinfo(np.int64).max
+            state = {**state, "peak_ns": np.full(len(state["peak"]), never, np.int64)}
         self._slots.load_state_dict(state)
         self._persistence.load_state_dict(_prefixed(state, "p."))
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):

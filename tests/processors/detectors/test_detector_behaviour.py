@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from otel_anomaly.processors.detectors import (
     Ensemble,
@@ -46,6 +47,30 @@ def test_refractory_scores_a_repeat_excursion_lower_than_the_first() -> None:
     det.learn(spike)
     off.learn(spike)
     assert det.score(spike)[0] < 0.5 * off.score(spike)[0]
+
+
+def _repeat_after_spike(step_s: int, gap_points: int, refractory_level: float = 3.5) -> float:
+    """The score of a spike ``gap_points`` after the same spike, at ``step_s`` spacing."""
+    members = (("ewma_zscore", (("warmup", 10),)),)
+    det = Ensemble(members=members, tail_window=200, refractory_grace=0,
+                   refractory_level=refractory_level)
+    rng = np.random.default_rng(0)
+    values = [*list(10.0 + rng.standard_normal(300)), 40.0,
+              *list(10.0 + rng.standard_normal(gap_points - 1))]
+    for i, v in enumerate(values):
+        det.learn(SeriesBatch.of([0], [v], [i * step_s * SECOND]))
+    repeat = SeriesBatch.of([0], [40.0], [len(values) * step_s * SECOND])
+    return float(det.score(repeat)[0])
+
+
+def test_refractory_ends_after_hours_on_a_sparse_series_not_after_ten_points() -> None:
+    # Without the refractory stretch, the repeat scores what the learned spread gives it.
+    plain = _repeat_after_spike(300, 6, refractory_level=0.0)
+    assert plain == _repeat_after_spike(3600, 6, refractory_level=0.0)
+    # 30 minutes later, on a 5-minute series: the same excursion's aftershock, damped.
+    assert _repeat_after_spike(300, 6) < 0.5 * plain
+    # 6 hours later, on an hourly series: a new incident, scored in full.
+    assert _repeat_after_spike(3600, 6) == pytest.approx(plain)
 
 
 def test_forecast_residual_follows_a_trend_a_level_model_would_flag() -> None:
