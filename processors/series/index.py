@@ -10,7 +10,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
-from otel_anomaly.processors.state.codec import as_labels
+from otel_anomaly.processors.state.codec import (
+    pack_labels,
+    pack_strings,
+    unpack_labels,
+    unpack_strings,
+)
 from otel_anomaly.processors.types import Labels, SeriesKey
 
 _RESOURCE_CACHE_SIZE = 16384
@@ -145,19 +150,48 @@ class SeriesIndex:
         self._seen.last[:] += delta
 
     def state_dict(self) -> dict[str, Any]:
-        """Keys by slot (``None`` for a free slot), the free list and the last-seen times."""
-        return {"keys": [None if key is None else [key.metric, key.resource, key.attributes]
-                         for key in self._keys],
-                "free": list(self._free), **self._seen.state_dict()}
+        """Keys by slot as columns (``codec.pack_labels``), the free list, last-seen times.
+
+        ``metric``: each slot's metric name (``""`` for a free slot); ``resource``: each
+        slot's code into ``resources``, the distinct resources (-1 for a free slot);
+        ``attributes``: each slot's attributes (none for a free slot).
+        """
+        keys = self._keys
+        resources: dict[Labels, int] = {}
+        codes = np.fromiter(
+            (-1 if key is None else resources.setdefault(key.resource, len(resources))
+             for key in keys), np.int32, len(keys))
+        return {"metric": pack_strings(["" if key is None else key.metric for key in keys]),
+                "resource": codes, "resources": pack_labels(list(resources)),
+                "attributes": pack_labels([None if key is None else key.attributes
+                                           for key in keys]),
+                "free": np.asarray(self._free, np.int64), **self._seen.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the state saved by ``state_dict`` (keys come back as ``SeriesKey``)."""
-        self._resources = {}
+        """Restore the state saved by ``state_dict`` (keys come back as ``SeriesKey``).
+
+        Raises
+        ------
+        ValueError
+            If the columns do not fit together.
+        """
+        metrics = [sys.intern(metric) for metric in unpack_strings(state["metric"])]
+        resources = unpack_labels(state["resources"])
+        attributes = unpack_labels(state["attributes"])
+        codes = np.asarray(state["resource"], np.int64).tolist()
+        if not len(metrics) == len(codes) == len(attributes):
+            msg = "series index: key columns have different lengths"
+            raise ValueError(msg)
+        # Equal resources are one tuple already (one per distinct resource saved).
         keys: list[SeriesKey | None] = [
-            None if key is None else self._shared(
-                SeriesKey(str(key[0]), as_labels(key[1]), as_labels(key[2])))
-            for key in state["keys"]]
+            None if code < 0 or attrs is None else SeriesKey(metric, resources[code] or (), attrs)
+            for metric, code, attrs in zip(metrics, codes, attributes, strict=True)]
+        self._resources = {resource: resource for resource in resources[:_RESOURCE_CACHE_SIZE]
+                           if resource is not None}
         self._keys = keys
-        self._free = [int(slot) for slot in state["free"]]
+        self._free = np.asarray(state["free"], np.int64).tolist()
         self._slot_of = {key: slot for slot, key in enumerate(keys) if key is not None}
+        if len(self._slot_of) != len(keys) - len(self._free):
+            msg = "series index: the free list does not match the free slots"
+            raise ValueError(msg)
         self._seen.load_state_dict(state)

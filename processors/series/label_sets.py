@@ -19,6 +19,7 @@ from otel_anomaly.processors.series.prometheus_names import (
     prometheus_label_name,
     prometheus_labels,
 )
+from otel_anomaly.processors.state.codec import pack_labels, unpack_labels
 from otel_anomaly.processors.types import Labels, SeriesKey
 
 _PAIR_CACHE_SIZE = 4096
@@ -126,20 +127,24 @@ class LabelSets:
         return () if labels is None else labels
 
     def state_dict(self) -> dict[str, Any]:
-        """Each live slot's labels: who was told apart depends on the order series came."""
-        return {"labels": [[slot, [list(pair) for pair in labels]]
-                           for slot, labels in enumerate(self._labels) if labels is not None]}
+        """Each slot's labels, as ``codec.pack_labels`` columns (none for a slot without).
+
+        Saved, not recomputed: who was told apart depends on the order series came.
+        """
+        return {"labels": pack_labels(self._labels)}
 
     def load_state_dict(self, state: dict[str, Any], keys: dict[int, SeriesKey]) -> None:
         """Restore the labels saved by ``state_dict`` for the live slots ``keys`` names."""
-        self._labels, self._keys, self._slot_of, self._unresolved = [], {}, {}, {}
-        for saved_slot, pairs in state["labels"]:
-            slot = int(saved_slot)
-            if slot not in keys:
-                continue
-            labels = tuple((str(k), str(v)) for k, v in pairs)
-            self._put(slot, labels, keys[slot])
-            if labels in self._slot_of:
-                self._unresolved.setdefault(labels, set()).add(slot)
-            else:
-                self._slot_of[labels] = slot
+        labels: list[Labels | None] = [
+            None if row is None or slot not in keys else row
+            for slot, row in enumerate(unpack_labels(state["labels"]))]
+        self._labels, self._unresolved = labels, {}
+        self._keys = ({} if self.key_of is not None else
+                      {slot: keys[slot] for slot, row in enumerate(labels) if row is not None})
+        # The first slot of a label set owns it (built backwards: the first one written wins).
+        self._slot_of = {row: slot for slot, row in reversed(list(enumerate(labels)))
+                         if row is not None}
+        if len(self._slot_of) < sum(row is not None for row in labels):
+            for slot, row in enumerate(labels):
+                if row is not None and self._slot_of[row] != slot:
+                    self._unresolved.setdefault(row, set()).add(slot)

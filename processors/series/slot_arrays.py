@@ -8,11 +8,16 @@ suppressed type error each, in every holder.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
+
+_NO_COPIES: ContextVar[bool] = ContextVar("slot_arrays_no_copies", default=False)
 
 _MIN_ROWS = 64
 _DOUBLE_BELOW = 4096
@@ -109,7 +114,9 @@ class SlotArrays:
             self.__dict__[name][slots] = column.fill
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
-        """Copies of the arrays, by name."""
+        """Copies of the arrays, by name (the arrays themselves under ``no_copies``)."""
+        if _NO_COPIES.get():
+            return {name: self.__dict__[name] for name in self._columns}
         return {name: self.__dict__[name].copy() for name in self._columns}
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
@@ -135,19 +142,39 @@ class SlotArrays:
                 msg = (f"slot arrays: {name!r} has shape {array.shape}; expected rows of "
                        f"{column.shape}")
                 raise ValueError(msg)
-            loaded[name] = _cast(array, np.dtype(column.dtype))
+            loaded[name] = _cast(array, np.dtype(column.dtype), adopt=_NO_COPIES.get())
         self.__dict__.update(loaded)
         self._rows = rows.pop() if rows else 0
 
 
-def _cast(array: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
+@contextmanager
+def no_copies() -> Iterator[None]:
+    """Within: ``state_dict`` and ``load_state_dict`` share arrays instead of copying them.
+
+    ``state_dict`` hands out the live arrays; ``load_state_dict`` keeps the arrays it is
+    given (when their dtype fits). For a checkpoint, which writes the state before anything
+    changes it and restores from arrays only it holds: without it a 1M-series state would
+    be copied whole on each side.
+    """
+    token = _NO_COPIES.set(True)
+    try:
+        yield
+    finally:
+        _NO_COPIES.reset(token)
+
+
+def _cast(array: NDArray[Any], dtype: np.dtype[Any], *, adopt: bool = False) -> NDArray[Any]:
     """A copy of ``array`` in ``dtype``, saturating where the saved values do not fit.
+
+    With ``adopt``, an array already of ``dtype`` (writable and C-ordered) is kept as is.
 
     State saved with wider types (float64 profiles, int64 counters before the compact
     layout) loads into the narrower columns: integers are clipped to the type's range,
     floats beyond a narrower float's range become its largest finite value.
     """
     if array.dtype == dtype:
+        if adopt and array.flags.writeable and array.flags.c_contiguous:
+            return array
         return array.copy()
     if np.issubdtype(dtype, np.integer) and array.dtype.kind in "iuf":
         info = np.iinfo(dtype)

@@ -14,6 +14,11 @@ code, whoever wrote it. Its members, in order:
 - ``state``: JSON, the state tree as ``processors.state.codec`` encodes it;
 - ``a0``, ``a1``...: the arrays the state refers to.
 
+Members are stored, not deflated. The arrays are written from the engine's own memory
+(``SlotArrays`` hand them out under ``no_copies``) and read straight into the arrays the
+restored engine keeps, each checked against its CRC: neither side holds a second copy of
+the state.
+
 A checkpoint written under other settings (other detector rules, windows...) is refused
 rather than misread; so is one of a future format. Older formats are upgraded by
 ``processors.state.migrations``. River-based multivariate models (``dbstream``,
@@ -25,19 +30,23 @@ The ingest clock (series TTL) is not event time and restarts with the process: r
 
 from __future__ import annotations
 
+import gc
 import json
+import struct
 import zipfile
+import zlib
 from typing import IO, Any
 
 import numpy as np
 
 from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.series.slot_arrays import no_copies
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.state.codec import StateFormatError, decode, encode
 from otel_anomaly.processors.state.migrations import FIRST_FORMAT, upgrade
 
 MAGIC = "otel-anomaly-checkpoint"
-FORMAT = 5  # bump (and add a migration) whenever a component's saved state changes shape
+FORMAT = 6  # bump (and add a migration) whenever a component's saved state changes shape
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"otel-anomaly-checkpoint\n"  # formats 1 to 3: a pickle behind this line
 
@@ -73,13 +82,43 @@ def _json_member(value: Any) -> np.ndarray[Any, np.dtype[np.uint8]]:
 
 
 def dump(engine: Engine, out: IO[bytes]) -> None:
-    """Write the engine's learned state to ``out`` (a binary file, written front to back)."""
-    doc, arrays = encode(engine.state_dict())
+    """Write the engine's learned state to ``out`` (a binary file, written front to back).
+
+    Streamed: the arrays are the engine's own (not copies), each written into its member
+    in slices; only the JSON document is built whole. Call it on the thread that owns the
+    engine, which must not change until it returns.
+    """
+    with no_copies():
+        doc, arrays = encode(engine.state_dict())
     header = {"magic": MAGIC, "version": FORMAT, "settings": fingerprint(engine.settings),
               "clock": engine.settings.clock()}
-    # ``header`` and ``state`` go first: a reader checks them before touching any array.
-    np.savez(out, allow_pickle=False, header=_json_member(header), state=_json_member(doc),
-             **arrays)
+    # Stored, not deflated: zlib would take several times longer than the disk.
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        # ``header`` and ``state`` go first: a reader checks them before touching any array.
+        _write_member(archive, "header", _json_member(header))
+        _write_member(archive, "state", _json_member(doc))
+        for name, array in arrays.items():
+            _write_member(archive, name, array)
+
+
+_SLICE_BYTES = 16 << 20
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray[Any, Any]) -> None:
+    """``array`` as the ``.npy`` member ``name``, written from its memory in slices."""
+    array = np.ascontiguousarray(array)
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array_header_2_0(
+            member, np.lib.format.header_data_from_array_1_0(array))
+        data = _bytes_of(array)
+        for start in range(0, len(data), _SLICE_BYTES):
+            member.write(data[start:start + _SLICE_BYTES])
+
+
+def _bytes_of(array: np.ndarray[Any, Any]) -> memoryview:
+    """The memory of a C-contiguous ``array``, as bytes (no copy)."""
+    flat: Any = array.reshape(-1).view(np.uint8)
+    return memoryview(flat)
 
 
 def load(source: IO[bytes], settings: EngineSettings) -> Engine:
@@ -99,18 +138,98 @@ def load(source: IO[bytes], settings: EngineSettings) -> Engine:
     if not start.startswith(_ZIP_MAGIC):
         msg = "not an otel-anomaly checkpoint (not an npz archive)"
         raise CheckpointError(msg)
+    # Millions of small objects (keys, labels) are built and none is garbage: collections
+    # would only scan them again and again.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        with np.load(source, allow_pickle=False) as archive:
-            header, doc = _read_head(archive)
+        return _load(source, settings)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(source: IO[bytes], settings: EngineSettings) -> Engine:
+    try:
+        with zipfile.ZipFile(source) as archive:
+            members = _Members(archive, source)
+            header, doc = _read_head(members)
             _check_header(header, settings)
-            state = decode(doc, archive)
+            state = decode(doc, members)
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError,
-            RecursionError) as exc:
+            RecursionError, struct.error) as exc:
         msg = f"checkpoint is truncated or corrupt ({type(exc).__name__}: {exc})"
         raise CheckpointError(msg) from None
     return _restore(state, int(header["version"]), float(header["clock"]), settings)
+
+
+class _Members:
+    """The ``.npy`` members of a checkpoint by name, each read when asked for.
+
+    A stored (not deflated) member is read from the file straight into its array, then
+    its CRC checked over that array: no intermediate copy. Object arrays are refused
+    (they would need pickle).
+    """
+
+    _LOCAL_HEADER = struct.Struct("<4s22xHH")
+
+    def __init__(self, archive: zipfile.ZipFile, source: IO[bytes]) -> None:
+        self._archive = archive
+        self._source = source
+        self._infos = {info.filename.removesuffix(".npy"): info
+                       for info in archive.infolist() if info.filename.endswith(".npy")}
+        self.files = list(self._infos)
+
+    def __getitem__(self, name: str) -> np.ndarray[Any, Any]:
+        info = self._infos[name]
+        if info.compress_type != zipfile.ZIP_STORED:
+            with self._archive.open(info) as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+        return self._read_stored(info)
+
+    def _read_stored(self, info: zipfile.ZipInfo) -> np.ndarray[Any, Any]:
+        source = self._source
+        source.seek(info.header_offset)
+        magic, name_len, extra_len = self._LOCAL_HEADER.unpack(
+            source.read(self._LOCAL_HEADER.size))
+        if magic != b"PK\x03\x04":
+            msg = f"member {info.filename!r} has no local header"
+            raise zipfile.BadZipFile(msg)
+        start = info.header_offset + self._LOCAL_HEADER.size + name_len + extra_len
+        source.seek(start)
+        version = np.lib.format.read_magic(source)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(source)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(source)
+        else:
+            msg = f"member {info.filename!r} is of .npy version {version}"
+            raise ValueError(msg)
+        if dtype.hasobject:
+            msg = f"member {info.filename!r} is an object array (pickle): refused"
+            raise ValueError(msg)
+        head = source.tell() - start
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if head + size != info.file_size:
+            msg = f"member {info.filename!r} does not hold the array its header describes"
+            raise ValueError(msg)
+        array = np.empty(shape, dtype, order="F" if fortran else "C")
+        # A view of the array's memory, in the order it is saved (F-ordered: its transpose).
+        data = _bytes_of(array.T if fortran else array)
+        source.seek(start)
+        crc = zlib.crc32(source.read(head))
+        for at in range(0, size, _SLICE_BYTES):
+            chunk = data[at:at + _SLICE_BYTES]
+            if source.readinto(chunk) != len(chunk):  # type: ignore[attr-defined]
+                msg = f"member {info.filename!r} is truncated"
+                raise EOFError(msg)
+            crc = zlib.crc32(chunk, crc)
+        if crc != info.CRC:
+            msg = f"bad CRC-32 for member {info.filename!r}"
+            raise zipfile.BadZipFile(msg)
+        return array
 
 
 def _read_head(archive: Any) -> tuple[dict[str, Any], Any]:
@@ -149,7 +268,9 @@ def _check_header(header: dict[str, Any], settings: EngineSettings) -> None:
 def _restore(state: Any, version: int, clock: float, settings: EngineSettings) -> Engine:
     engine = Engine(settings)
     try:
-        engine.load_state_dict(upgrade(state, version, FORMAT))
+        # The arrays were read for this engine alone: it keeps them rather than copies.
+        with no_copies():
+            engine.load_state_dict(upgrade(state, version, FORMAT))
     except (StateFormatError, ValueError, KeyError, TypeError, IndexError, AttributeError,
             RecursionError) as exc:
         msg = (f"checkpoint state does not fit this version's engine "

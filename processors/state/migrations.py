@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.state.codec import as_labels, pack_labels, pack_strings
+
 FIRST_FORMAT = 4
 """The oldest format that can be read (the first saved as arrays and JSON)."""
 
@@ -48,7 +50,34 @@ def _fit(values: NDArray[np.int64], rows: int) -> NDArray[np.int64]:
     return out
 
 
-MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps}
+def _text_columns(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 5 -> 6: series keys and label sets are saved as columns, not JSON values.
+
+    A state already in columns (as a test builds it from a live engine) is left as it is.
+    """
+    index = state["index"]
+    if "keys" in index:
+        keys = [None if key is None else (str(key[0]), as_labels(key[1]), as_labels(key[2]))
+                for key in index.pop("keys")]
+        resources: dict[Any, int] = {}
+        index["metric"] = pack_strings(["" if key is None else key[0] for key in keys])
+        index["resource"] = np.array(
+            [-1 if key is None else resources.setdefault(key[1], len(resources))
+             for key in keys], np.int32)
+        index["resources"] = pack_labels(list(resources))
+        index["attributes"] = pack_labels([None if key is None else key[2] for key in keys])
+        index["free"] = np.asarray(index["free"], np.int64)
+    labels = state["scorer"].get("labels")
+    if labels is not None and not isinstance(labels["labels"], dict):
+        saved = {int(slot): as_labels(pairs) for slot, pairs in labels["labels"]}
+        rows: list[Any] = [None] * (max(saved, default=-1) + 1)
+        for slot, pairs in saved.items():
+            rows[slot] = pairs
+        labels["labels"] = pack_labels(rows)
+    return state
+
+
+MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

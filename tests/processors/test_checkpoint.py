@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.engine_state import assert_same_state
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.multivariate import MultivariateSettings
 from otel_anomaly.processors.settings import DEFAULT_RULES, EngineSettings
 from otel_anomaly.processors.state import checkpoint
-from otel_anomaly.processors.state.codec import encode
 from otel_anomaly.processors.testing import (
     SECOND,
     FakeClock,
@@ -91,15 +91,6 @@ def _loaded(path: Path, settings: EngineSettings) -> Engine:
         return checkpoint.load(source, settings)
 
 
-def _same_state(a: Engine, b: Engine) -> None:
-    doc_a, arrays_a = encode(a.state_dict())
-    doc_b, arrays_b = encode(b.state_dict())
-    assert json.dumps(doc_a) == json.dumps(doc_b)  # as text: NaN equals NaN
-    assert arrays_a.keys() == arrays_b.keys()
-    for name, array in arrays_a.items():
-        np.testing.assert_array_equal(array, arrays_b[name], err_msg=name)
-
-
 def test_restored_engine_scores_every_signal_exactly_like_the_original(tmp_path: Path) -> None:
     original = Engine(_settings())
     rng = np.random.default_rng(1)
@@ -107,7 +98,7 @@ def test_restored_engine_scores_every_signal_exactly_like_the_original(tmp_path:
         _ingest_all(original, i, rng)
     path = _saved(original, tmp_path / "state.ckpt")
     restored = _loaded(path, _settings())
-    _same_state(original, restored)
+    assert_same_state(original, restored)
     rng_a, rng_b = np.random.default_rng(2), np.random.default_rng(2)
     metrics_seen = set()
     for i in range(80, 120):
@@ -128,7 +119,7 @@ def test_restored_engine_scores_every_signal_exactly_like_the_original(tmp_path:
     assert restored.stats() == original.stats()
     assert restored.deploys.deploys_total == 1
     assert restored.series_labels(0) == original.series_labels(0)  # labels recomputed
-    _same_state(original, restored)
+    assert_same_state(original, restored)
 
 
 def _checkpoint_bytes(tmp_path: Path) -> bytes:
