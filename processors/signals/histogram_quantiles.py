@@ -184,3 +184,15 @@ def merge_exponential(deltas: list[dict[str, Any]]) -> dict[str, Any]:
             total = add_buckets(total, downscale(d[side][0], d[side][1], d["scale"] - scale))
         out[side] = total
     return out
+
+
+def pooled_quantile(samples: list[dict[str, Any]], exponential: bool, q: float) -> float:
+    """The ``q`` quantile of interval histograms added up (exponential ones or explicit)."""
+    qs = np.array([q])
+    if exponential:
+        m = merge_exponential(samples)
+        return float(exponential_bucket_quantiles(m["scale"], m["zero"], m["pos"], m["neg"],
+                                                  qs)[0])
+    m = merge_explicit(samples)
+    return float(explicit_bucket_quantiles(m["bounds"], m["counts"], qs, m["low"],
+                                           m["high"])[0])

@@ -30,10 +30,7 @@ from otel_anomaly.processors.signals.cumulative_streams import (
 )
 from otel_anomaly.processors.signals.histogram_quantiles import (
     downscale,
-    explicit_bucket_quantiles,
-    exponential_bucket_quantiles,
-    merge_explicit,
-    merge_exponential,
+    pooled_quantile,
     subtract_buckets,
 )
 from otel_anomaly.processors.signals.otlp_resources import (
@@ -324,7 +321,7 @@ class _Walk:
         sample = self._quantile_sample(p, delta, exponential, cumulative)
         for i, samples in self.pools.add(SeriesKey(name, self.resource, attrs), ts, count,
                                          sample):
-            value = _pooled_quantile(samples, exponential, HISTOGRAM_QUANTILES[i])
+            value = pooled_quantile(samples, exponential, HISTOGRAM_QUANTILES[i])
             if math.isfinite(value):
                 feature = _QUANTILE_FEATURES[i]
                 self.out.add(SeriesKey(f"{name}:{feature}", self.resource, attrs), ts, value)
@@ -339,17 +336,6 @@ class _Walk:
         low = p.min if p.HasField("min") and not cumulative else np.nan
         high = p.max if p.HasField("max") and not cumulative else np.nan
         return {"bounds": delta["bounds"], "counts": delta["counts"], "low": low, "high": high}
-
-
-def _pooled_quantile(samples: list[dict[str, Any]], exponential: bool, q: float) -> float:
-    qs = np.array([q])
-    if exponential:
-        m = merge_exponential(samples)
-        return float(exponential_bucket_quantiles(m["scale"], m["zero"], m["pos"], m["neg"],
-                                                  qs)[0])
-    m = merge_explicit(samples)
-    return float(explicit_bucket_quantiles(m["bounds"], m["counts"], qs, m["low"],
-                                           m["high"])[0])
 
 
 def _has_interval(status: str, cumulative: bool, point: Any) -> bool:
