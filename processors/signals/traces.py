@@ -140,7 +140,14 @@ class TracesExtractor:
                     cell.errors / cell.count, cell.count)
             ready = self.duration_pools.add(cell.group, ts, cell.count,
                                             np.asarray(cell.durations, np.float64))
-            for i, samples in ready:
-                feature, q = _QUANTILES[i]
-                value = float(np.quantile(np.concatenate(samples), q))
-                out.add(SeriesKey(f"{DURATION_METRIC}:{feature}", service, operation), ts, value)
+            # Quantiles ready from the same windows (all of them, in a busy window) share
+            # one pass over the durations.
+            groups: dict[int, tuple[list[NDArray[np.float64]], list[int]]] = {}
+            for i, samples in ready:  # equal lengths: the same newest windows
+                groups.setdefault(len(samples), (samples, []))[1].append(i)
+            for samples, indices in groups.values():
+                durations = samples[0] if len(samples) == 1 else np.concatenate(samples)
+                values = np.quantile(durations, [_QUANTILES[i][1] for i in indices])
+                for i, value in zip(indices, values.tolist(), strict=True):
+                    out.add(SeriesKey(f"{DURATION_METRIC}:{_QUANTILES[i][0]}", service,
+                                      operation), ts, value)
