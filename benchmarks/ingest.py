@@ -33,17 +33,12 @@ only, plus the walk of the fields, plus the attributes.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -53,6 +48,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
+from sidecar import process_cpu_seconds, running_sidecar
 
 from otel_anomaly.processors.testing import (
     SECOND,
@@ -62,7 +58,6 @@ from otel_anomaly.processors.testing import (
     traces_request,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 START_S = 1_700_000_000
 METHODS = {
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
@@ -71,18 +66,6 @@ METHODS = {
 # Upper bounds of the items/s a run may reach, to pre-build enough fresh items: a repeated
 # timestamp would be refused as out of order (or late) and flatter the figure.
 BUDGET_PER_S = {"metrics": 400_000, "spans": 300_000}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def counter_total(metrics_port: int, name: str, **labels: str) -> float:
@@ -211,33 +194,11 @@ def main() -> int:
     parser.add_argument("--floor-requests", type=int, default=200,
                         help="requests decoded for the floor")
     args = parser.parse_args()
-    grpc_port, metrics_port = free_port(), free_port()
-    cli = [str(ROOT / ".venv" / "bin" / "otel-anomaly"), "run",
-           "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--http-endpoint", "127.0.0.1:0",
-           "--metrics-endpoint", f"127.0.0.1:{metrics_port}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        try:
-            return run(args, proc, grpc_port, metrics_port)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-            if proc.returncode:
-                log.seek(0)
-                sys.stderr.write(log.read().decode(errors="replace")[-2000:])
-
-
-def wait_ready(proc: subprocess.Popen[bytes], metrics_port: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            counter_total(metrics_port, "otel_anomaly_points_received_total")
-            return True
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                return False
-            time.sleep(0.05)  # poll interval of the readiness check
+    with running_sidecar() as sidecar:
+        if not sidecar.wait_ready():
+            sys.stderr.write("sidecar did not start\n")
+            return 1
+        return run(args, sidecar.proc, sidecar.grpc_port, sidecar.metrics_port)
 
 
 def processed_items(signal_name: str, metrics_port: int) -> tuple[float, float, float]:
@@ -254,9 +215,6 @@ def processed_items(signal_name: str, metrics_port: int) -> tuple[float, float, 
 
 def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
         metrics_port: int) -> int:
-    if not wait_ready(proc, metrics_port):
-        sys.stderr.write("sidecar did not start\n")
-        return 1
     per_request = args.points_per_request
     budget = int(BUDGET_PER_S[args.signal] * args.seconds / per_request) + args.in_flight
     built = time.monotonic()

@@ -24,26 +24,21 @@ measurement, run by ``make bench``.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import numpy as np
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from sidecar import running_sidecar
 
 from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 LEVEL = 100.0
 
@@ -72,12 +67,6 @@ class TimedSink(OtlpSink):
     def opened_at(self, series: str) -> float | None:
         with self._opened_lock:
             return self.opened.get(series)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(metrics_port: int) -> str:
@@ -122,22 +111,11 @@ def main() -> int:
     args = parser.parse_args()
     sink = TimedSink()
     sink.start()
-    grpc_port, metrics_port = free_port(), free_port()
-    cli = [str(ROOT / ".venv" / "bin" / "otel-anomaly"), "run",
-           "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--http-endpoint", "127.0.0.1:0",
-           "--metrics-endpoint", f"127.0.0.1:{metrics_port}", "--events-endpoint", sink.endpoint]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        try:
-            return run(args, proc, sink, grpc_port, metrics_port)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-            sink.shutdown()
-            if proc.returncode:
-                log.seek(0)
-                sys.stderr.write(log.read().decode(errors="replace")[-2000:])
+    try:
+        with running_sidecar("--events-endpoint", sink.endpoint) as sidecar:
+            return run(args, sidecar.proc, sink, sidecar.grpc_port, sidecar.metrics_port)
+    finally:
+        sink.shutdown()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, poll_s: float) -> bool:

@@ -26,9 +26,6 @@ second half. Nothing is asserted: this is a measurement, run by
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,10 +39,10 @@ import numpy as np
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from sidecar import process_cpu_seconds, running_sidecar
 
 from otel_anomaly.processors.testing import gauge, metrics_request
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 PER_REQUEST = 1000
 SAMPLE_S = 10.0
@@ -62,22 +59,11 @@ class Sample:
     cpu_s: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def self_metrics(metrics_port: int) -> dict[str, float]:
@@ -131,47 +117,21 @@ def main() -> int:
         args.churn_seconds = min(60.0, args.minutes * 60 / 4)
     if args.ttl is None:
         args.ttl = max(2 * args.interval, args.churn_seconds / 3)
-    grpc_port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
     with tempfile.TemporaryDirectory(prefix="otel-anomaly-soak-") as folder:
         config = Path(folder) / "soak.yaml"
         config.write_text(
             "series:\n"
             f"  ttl: {args.ttl:g}s\n"
             f"  max_series: {args.steady + 3 * args.churn}\n")
-        cli = [str(ROOT / ".venv" / "bin" / "otel-anomaly"), "run", "--config", str(config),
-               "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--http-endpoint", "127.0.0.1:0",
-               "--metrics-endpoint", f"127.0.0.1:{metrics_port}"]
-        with (Path(folder) / "sidecar.log").open("w+b") as log:
-            proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=log, env=env)
-            try:
-                return run(args, proc, grpc_port, metrics_port)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=120)
-                if proc.returncode:
-                    log.seek(0)
-                    sys.stderr.write(log.read().decode(errors="replace")[-2000:])
-
-
-def wait_ready(proc: subprocess.Popen[bytes], metrics_port: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        try:
-            self_metrics(metrics_port)
-            return True
-        except OSError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)  # poll interval of the readiness check
-    return False
+        with running_sidecar("--config", str(config), stop_timeout=120) as sidecar:
+            if not sidecar.wait_ready():
+                sys.stderr.write("sidecar did not start\n")
+                return 1
+            return run(args, sidecar.proc, sidecar.grpc_port, sidecar.metrics_port)
 
 
 def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
         metrics_port: int) -> int:
-    if not wait_ready(proc, metrics_port):
-        sys.stderr.write("sidecar did not start\n")
-        return 1
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     export = channel.unary_unary(EXPORT, request_serializer=lambda b: b,
                                  response_deserializer=lambda b: b)
@@ -185,7 +145,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
     samples: list[Sample] = []
     failed = late = 0
     started = time.monotonic()
-    cpu0 = cpu_seconds(proc.pid)
+    cpu0 = process_cpu_seconds(proc.pid)
     end = started + 60 * args.minutes
     next_send = next_sample = started
     while True:
@@ -195,7 +155,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
             samples.append(Sample(now - started, rss_mib(proc.pid),
                                   counts.get("otel_anomaly_series_active", float("nan")),
                                   counts.get("otel_anomaly_series_evicted_total", 0.0),
-                                  cpu_seconds(proc.pid) - cpu0))
+                                  process_cpu_seconds(proc.pid) - cpu0))
             next_sample += SAMPLE_S
         if now >= end:
             break
