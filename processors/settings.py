@@ -128,6 +128,11 @@ class DetectorRule:
 
 SPAN_DURATION_METRIC = "traces_span_duration_milliseconds"
 
+EVENTS_SCOPE_NAME = "otel-anomaly"
+"""The instrumentation scope of the sidecar's own anomaly events. Log records in it that
+come back in (a Collector that sends every log pipeline here) are the sidecar's, not the
+service's: they are accepted and skipped, never counted as the service's logs."""
+
 SEASONAL_ALERT = AlertPolicy(
     band=3.5, min_duration=2, instant_threshold=1.5, close_threshold=1.0, close_after=1,
     cooldown=60, cooldown_time_s=5 * 3600.0, learn_gating="off",

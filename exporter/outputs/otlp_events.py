@@ -41,11 +41,12 @@ from opentelemetry.util.types import AttributeValue
 from otel_anomaly.exporter.config_outputs import OtlpEventsConfig
 from otel_anomaly.exporter.outputs.base import ScoringRound
 from otel_anomaly.exporter.telemetry import Telemetry, version
+from otel_anomaly.processors.settings import EVENTS_SCOPE_NAME
 from otel_anomaly.processors.types import AnomalyEvent, Labels
 
 SERVICE_NAME = "otel-anomaly"
 """The sidecar's own ``service.name`` (its scores pushed over OTLP)."""
-SCOPE_NAME = "otel-anomaly"
+SCOPE_NAME = EVENTS_SCOPE_NAME
 """The instrumentation scope of every event: the sidecar that raised it."""
 _RESOURCES = 1024  # distinct resources kept built (most events repeat a few services)
 _SCHEDULE_DELAY_MS = 500

@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from otel_anomaly.processors.settings import EVENTS_SCOPE_NAME
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal
 from otel_anomaly.processors.signals.otlp_resources import (
     note_version,
@@ -82,12 +83,18 @@ class LogsExtractor:
         """
         for rl, resource, version in resource_groups(request.resource_logs):
             service = service_labels(resource)
+            scopes = []
             for sl in rl.scope_logs:
+                if sl.scope.name == EVENTS_SCOPE_NAME:  # our own events, sent back to us
+                    result.accepted += len(sl.log_records)
+                    result.skip("own_events", len(sl.log_records))
+                    continue
+                scopes.append(sl)
                 for record in sl.log_records:
                     self._record(service, record, result, latest, resource)
             note_version(out, service, version,
                          (r.time_unix_nano or r.observed_time_unix_nano
-                          for sl in rl.scope_logs for r in sl.log_records), latest)
+                          for sl in scopes for r in sl.log_records), latest)
         for cell in self.by_severity.close_ready():
             service, severity = cast(tuple[Labels, Labels], cell.group)
             out.add(SeriesKey(RATE_METRIC, service, severity), cell.end_unix_nano,

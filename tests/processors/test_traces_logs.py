@@ -322,3 +322,28 @@ def test_spanmetrics_of_a_service_that_sends_spans_are_not_scored_twice() -> Non
     ts = 600 * SECOND
     result = engine.ingest("metrics", _spanmetrics("checkout", ts, 500.0))
     assert result.skipped.get("covered_by_spans", 0) == 0, result.skipped
+
+
+def test_the_sidecars_own_events_sent_back_are_skipped_not_counted_as_service_logs() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope  # noqa: PLC0415
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs  # noqa: PLC0415
+
+    from otel_anomaly.processors.settings import EVENTS_SCOPE_NAME  # noqa: PLC0415
+
+    engine = _engine()
+    info = 9
+    engine.ingest("logs", logs_request([(95 * SECOND, info)]))
+    request = logs_request([(100 * SECOND + i, info) for i in range(3)])
+    # A Collector that sends every log pipeline here also sends our anomaly events back.
+    request.resource_logs[0].scope_logs.append(ScopeLogs(
+        scope=InstrumentationScope(name=EVENTS_SCOPE_NAME),
+        log_records=[LogRecord(time_unix_nano=101 * SECOND, severity_number=13)] * 5))
+    first = engine.ingest("logs", request)
+    assert first.accepted == 8 and first.rejected == {}
+    assert first.skipped == {"own_events": 5}
+    result = engine.ingest("logs", logs_request([(110 * SECOND, info)]))
+    rows = {engine.series_key(slot).metric + str(engine.series_key(slot).attributes): value
+            for slot, value in zip(result.scores.slots.tolist(), result.scores.values.tolist(),
+                                   strict=True)}
+    assert rows == {"logs_records_total:rate(('severity', 'INFO'),)": 0.3,
+                    "logs_error:ratio()": 0.0}
