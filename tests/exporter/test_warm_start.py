@@ -83,7 +83,10 @@ def test_a_sidecar_configured_with_warm_start_scores_its_first_remote_written_po
                                   "warm_start.selectors": ['queue_depth{job="worker"}'],
                                   "warm_start.lookback": float(POINTS * STEP)})
         with running(config) as sidecar:
-            body = bytes(cramjam.snappy.compress_raw(live_point(now + STEP).SerializeToString()))
+            # Prometheus stamps query_range points with evaluation times up to the moment the
+            # sidecar primed, so the first live scrape is one taken after it became ready.
+            first_scrape = int(time.time()) + 1
+            body = bytes(cramjam.snappy.compress_raw(live_point(first_scrape).SerializeToString()))
             status, _, text = http_post(sidecar.http_port, "/api/v1/write", body, {
                 "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"})
             assert status == 204, text
