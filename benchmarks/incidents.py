@@ -26,7 +26,6 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.testing import (
@@ -34,21 +33,12 @@ from otel_anomaly.processors.testing import (
     DAY_S,
     INCIDENT_KINDS,
     Incident,
-    incident_series,
+    base_of,
+    incident_base,
+    incident_cases,
+    replay_incidents,
 )
-from otel_anomaly.processors.types import SeriesKey
 
-# Metric names as the sidecar derives them, so the default rules route them as in production.
-METRIC = {
-    "requests": "http_server_requests:rate",
-    "latency": "http_server_duration_milliseconds:p99",
-    "error_ratio": "http_server_requests:ratio",
-    "gauge": "system_cpu_utilization_percent",
-    "noise": "queue_depth",
-}
-BASE_OF = {"spike": "gauge", "level_shift": "gauge", "slow_leak": "gauge",
-           "throughput_drop": "requests", "latency_regression": "latency",
-           "error_burst": "error_ratio", "deploy_step": "latency"}
 GRACE_S = 3600
 WARMUP_DAYS = 3
 
@@ -59,35 +49,16 @@ def main() -> int:
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--step", type=float, default=120.0, help="seconds between points")
     args = parser.parse_args()
-    at_day = args.days - 4.0
-    cases: list[tuple[str, Incident]] = []
-    for kind in INCIDENT_KINDS:
-        for i in range(args.series):
-            cases.append((BASE_OF[kind], incident_series(
-                kind, days=args.days, step_s=args.step, at_day=at_day, seed=100 * i + 7)))
-    for base in BASE_KINDS:
-        for i in range(args.series):
-            cases.append((base, incident_series(
-                None, base=base, days=args.days, step_s=args.step, seed=100 * i + 3)))
-    services = [(("service.name", f"svc{i}"),) for i in range(len(cases))]
-    series = [
-        RecordedSeries(SeriesKey(METRIC[base], service, ()), c.ts_unix_nano, c.values)
-        for service, (base, c) in zip(services, cases, strict=True)
-    ]
+    cases = incident_cases(args.series, days=args.days, step_s=args.step)
     engine = Engine(EngineSettings(clock=lambda: 0.0))
-    # The grace period only compares event times, so the releases can be announced first.
-    for service, (_, case) in zip(services, cases, strict=True):
-        if case.kind == "deploy_step":
-            engine.observe_version(service, "1", int(case.ts_unix_nano[0]))
-            engine.observe_version(service, "2", int(case.ts_unix_nano[case.start]))
     started = time.perf_counter()
-    results = backtest(engine, series)
+    results = replay_incidents(engine, cases)
     elapsed = time.perf_counter() - started
-    rows = sum(len(s.values) for s in series)
+    rows = sum(len(c.values) for c in cases)
     out = sys.stdout
-    out.write(f"{len(series)} series, {rows} points in {elapsed:.1f}s "
+    out.write(f"{len(cases)} series, {rows} points in {elapsed:.1f}s "
               f"({rows / elapsed:,.0f} points/s), one point per {args.step:g}s\n\n")
-    outcome = [(base, case, res.flag) for (base, case), res in zip(cases, results, strict=True)]
+    outcome = [(base_of(case), case, res.flag) for case, res in zip(cases, results, strict=True)]
     _detections(out, outcome, int(GRACE_S / args.step))
     _lasting(out, outcome, args.step)
     _deploys(out, outcome)
@@ -111,7 +82,7 @@ def _detections(out: TextIO, outcome: Outcome, grace: int) -> None:
             if len(hits):
                 delays.append(int(hits[0]))
         delay = f"{np.median(delays):.0f}" if delays else "-"
-        out.write(f"{kind:20s} {BASE_OF[kind]:12s} {len(delays):>4d}/{len(mine):<4d} "
+        out.write(f"{kind:20s} {incident_base(kind):12s} {len(delays):>4d}/{len(mine):<4d} "
                   f"{len(delays) / len(mine):>6.0%} {delay:>22s}\n")
 
 
@@ -123,7 +94,7 @@ def _lasting(out: TextIO, outcome: Outcome, step: float) -> None:
         shares = [float(flag[case.start + a : case.start + b].mean())
                   for _, case, flag in outcome if case.kind == kind]
         up = sum(share > 0.5 for share in shares)
-        out.write(f"{kind:20s} {BASE_OF[kind]:12s} {up:>4d}/{len(shares):<4d} series "
+        out.write(f"{kind:20s} {incident_base(kind):12s} {up:>4d}/{len(shares):<4d} series "
                   f"({np.mean(shares):.0%} of points)\n")
 
 
@@ -132,7 +103,7 @@ def _deploys(out: TextIO, outcome: Outcome) -> None:
     after = [_opens(flag[case.start - 1 :], count_first=False)
              for _, case, flag in outcome if case.kind == "deploy_step"]
     out.write(f"\n{'deploy':20s} {'base':12s} {'flags after the deploy (should be 0)':>37s}\n")
-    out.write(f"{'deploy_step':20s} {BASE_OF['deploy_step']:12s} {sum(after):>15d} in "
+    out.write(f"{'deploy_step':20s} {incident_base('deploy_step'):12s} {sum(after):>15d} in "
               f"{sum(a > 0 for a in after)}/{len(after)} series\n")
 
 

@@ -26,6 +26,10 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from otel_anomaly.processors.backtest import BacktestResult, RecordedSeries, backtest
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.types import SeriesKey
+
 SECOND = 1_000_000_000
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
@@ -287,3 +291,57 @@ def incident_series(
     else:
         values[part] *= size
     return Incident(kind, ts, values, start, end)
+
+
+BASE_METRIC = {
+    "requests": "http_server_requests:rate",
+    "latency": "http_server_duration_milliseconds:p99",
+    "error_ratio": "http_server_requests:ratio",
+    "gauge": "system_cpu_utilization_percent",
+    "noise": "queue_depth",
+}
+"""Each base kind's metric name as the sidecar derives it, so the default rules route it
+as in production."""
+
+
+def incident_base(kind: str) -> str:
+    """The base series an incident of ``kind`` is injected into."""
+    return _INCIDENTS[kind][0]
+
+
+def base_of(case: Incident) -> str:
+    """The base kind of ``case``: its incident's, or the control's own."""
+    return case.kind.removeprefix("control:") if case.start < 0 else incident_base(case.kind)
+
+
+def incident_cases(
+    series_per_kind: int, *, days: float, step_s: float
+) -> list[Incident]:
+    """Seeded series: ``series_per_kind`` of every incident kind, then of every control.
+
+    Each incident's onset falls in the fourth day before the end.
+    """
+    cases = [incident_series(kind, days=days, step_s=step_s, at_day=days - 4.0,
+                             seed=100 * i + 7)
+             for kind in INCIDENT_KINDS for i in range(series_per_kind)]
+    cases += [incident_series(None, base=base, days=days, step_s=step_s, seed=100 * i + 3)
+              for base in BASE_KINDS for i in range(series_per_kind)]
+    return cases
+
+
+def replay_incidents(engine: Engine, cases: Sequence[Incident]) -> list[BacktestResult]:
+    """Backtest ``cases`` together through ``engine``, each series its own service.
+
+    A ``deploy_step`` is a release: its service reports ``service.version`` "1" from the
+    start and "2" at the onset (``Engine.observe_version``).
+    """
+    services = [(("service.name", f"svc{i}"),) for i in range(len(cases))]
+    series = []
+    for service, case in zip(services, cases, strict=True):
+        series.append(RecordedSeries(SeriesKey(BASE_METRIC[base_of(case)], service, ()),
+                                     case.ts_unix_nano, case.values))
+        # The grace period only compares event times, so the releases can be announced first.
+        if case.kind == "deploy_step":
+            engine.observe_version(service, "1", int(case.ts_unix_nano[0]))
+            engine.observe_version(service, "2", int(case.ts_unix_nano[case.start]))
+    return backtest(engine, series)

@@ -9,13 +9,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
+from otel_anomaly.processors.detectors import ensemble_kernels as kernels
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, saturated
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 MemberSpec = tuple[str, tuple[tuple[str, Any], ...]]
@@ -28,7 +29,6 @@ MEMBER_TYPES: dict[str, type[Detector]] = {
 }
 """Detector types an ensemble can hold (any single-series detector)."""
 
-_TINY = 1e-12
 _MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
 REFRACTORY_STEP_S = 300.0
 """Event time that counts as one point of refractory age at most: the 5-minute spacing of
@@ -55,13 +55,25 @@ def member_label(kind: str, params: dict[str, Any]) -> str:
     return {"ewma_zscore": "level", "forecast_residual": "forecast"}.get(kind, kind)
 
 
-class _View(NamedTuple):
-    """One member's view of a round: per row its expected value and unit spreads."""
+class _Round(NamedTuple):
+    """The members' raw views of a round, one column per member (see ``ensemble_kernels``)."""
 
-    ready: NDArray[np.bool_]
     expected: NDArray[np.float64]
-    up: NDArray[np.float64]  # one spread unit above, floored, times the tail multiplier
-    down: NDArray[np.float64]
+    upper: NDArray[np.float64]  # the member's band one spread unit wide; NaN while warming
+    lower: NDArray[np.float64]
+    floor: NDArray[np.float64]  # the member's smallest spread
+    mult: NDArray[np.float64]  # its tail multiplier
+    narrow_up: NDArray[np.float64]  # persistence narrowing (ones when disabled)
+    narrow_down: NDArray[np.float64]
+
+    def z(self, values: NDArray[np.float64], scaled: bool = True, narrowed: bool = True
+          ) -> NDArray[np.float64]:
+        """Per row and member the deviation in spreads (0 while the member warms up)."""
+        ones = np.ones_like(self.mult)
+        return kernels.member_z(values, self.expected, self.upper, self.lower, self.floor,
+                                self.mult if scaled else ones,
+                                self.narrow_up if narrowed else ones,
+                                self.narrow_down if narrowed else ones)
 
 
 class Ensemble(Detector):
@@ -214,38 +226,26 @@ class Ensemble(Detector):
         # The members' views of a round, computed to score it and reused to learn it.
         self._memo = RoundMemo()
 
-    def _unscaled(self, batch: SeriesBatch) -> list[tuple[_View, NDArray[np.float64]]]:
-        """Per member: its view with unit spreads (floored), and its tail multiplier."""
-        cached: list[tuple[_View, NDArray[np.float64]]] | None = self._memo.get(batch)
+    def _round(self, batch: SeriesBatch) -> _Round:
+        """The members' views of ``batch`` (values already ``_seen``), memoised until learning."""
+        cached: _Round | None = self._memo.get(batch)
         if cached is not None:
             return cached
-        out: list[tuple[_View, NDArray[np.float64]]] = []
-        for member, scale in zip(self._members, self._scales, strict=True):
+        shape = (len(batch), len(self._members))
+        expected, upper, lower = np.empty(shape), np.empty(shape), np.empty(shape)
+        floor, mult = np.empty(shape), np.empty(shape)
+        for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             p = member.predict(batch, 1.0)
-            ready = ~np.isnan(p.upper)
-            with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
-                floor = np.maximum(scale.floor(batch.slots), _TINY * (1.0 + np.abs(p.expected)))
-                up = np.where(ready, np.fmax(p.upper - p.expected, floor), np.nan)
-                down = np.where(ready, np.fmax(p.expected - p.lower, floor), np.nan)
-            out.append((_View(ready, p.expected, up, down), scale.multiplier(batch.slots)))
+            expected[:, i], upper[:, i], lower[:, i] = p.expected, p.upper, p.lower
+            floor[:, i], mult[:, i] = scale.floor(batch.slots), scale.multiplier(batch.slots)
+        if self.persistence_alpha > 0:
+            # A lasting one-sided deviation narrows that side of the member's band.
+            narrow_up, narrow_down = self._persistence.factor(batch.slots)
+        else:
+            narrow_up = narrow_down = np.ones(shape)
+        out = _Round(expected, upper, lower, floor, mult, narrow_up, narrow_down)
         self._memo.put(batch, out)
         return out
-
-    def _views(
-        self, batch: SeriesBatch, scaled: bool = True, narrowed: bool = True
-    ) -> list[_View]:
-        unscaled = self._unscaled(batch)
-        if not scaled:
-            return [view for view, _ in unscaled]
-        with np.errstate(over="ignore", invalid="ignore"):
-            views = [view._replace(up=view.up * mult, down=view.down * mult)
-                     for view, mult in unscaled]
-            if narrowed and self.persistence_alpha > 0:
-                # A lasting one-sided deviation narrows that side of the member's band.
-                up, down = self._persistence.factor(batch.slots)
-                views = [view._replace(up=view.up * up[:, i], down=view.down * down[:, i])
-                         for i, view in enumerate(views)]
-        return views
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
@@ -256,37 +256,27 @@ class Ensemble(Detector):
 
         Its age is counted in points or in steps of ``REFRACTORY_STEP_S`` of event time,
         whichever is more: on an hourly series, ten points would stretch the band for ten
-        hours after one spike.
+        hours after one spike. (The stored age counts the points learned since the peak,
+        one fewer than the steps from the peak to the row at hand.)
         """
         self._ensure(slots)
-        # The stored age counts the points learned since the peak, one fewer than the steps
-        # from the peak to the row at hand.
-        steps = (ts_unix_nano - self._slots.peak_ns[slots]) / (REFRACTORY_STEP_S * 1e9) - 1.0
-        age = np.maximum(self._slots.age[slots], np.floor(steps))
-        late = np.maximum(age - self.refractory_hold, 0).astype(np.float64)
-        out: NDArray[np.float64] = (
-            self._slots.peak[slots].astype(np.float64) * self.refractory_decay ** late)
-        return out
+        return kernels.recent_peak(self._slots.peak, self._slots.age, self._slots.peak_ns,
+                                   slots, ts_unix_nano, REFRACTORY_STEP_S * 1e9,
+                                   self.refractory_hold, self.refractory_decay)
 
     def _widening(self, slots: NDArray[np.intp],
                   ts_unix_nano: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``."""
+        """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``.
+
+        Capped: after a first point millions of sigmas out (traffic after a week of zeros)
+        an unbounded stretch would blind the series for hours. The points right after an
+        excursion's peak are scored in full: an anomaly that needs several points in a row
+        to open is not stretched away by its own start.
+        """
         if self.refractory_level <= 0:
             return np.ones(len(slots))
-        # Capped: after a first point millions of sigmas out (traffic after a week of
-        # zeros) an unbounded stretch would blind the series for hours.
-        stretch = np.clip(self._recent_peak(slots, ts_unix_nano) / self.refractory_level, 1.0,
-                          _MAX_STRETCH)
-        # The points right after an excursion's peak are scored in full: an anomaly that
-        # needs several points in a row to open is not stretched away by its own start.
-        return np.where(self._slots.age[slots] < self.refractory_grace, 1.0, stretch)
-
-    @staticmethod
-    def _z(view: _View, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        with np.errstate(over="ignore", invalid="ignore"):
-            dev = values - view.expected
-            z = np.where(dev >= 0, dev / view.up, -dev / view.down)
-        return np.where(view.ready, z, 0.0)
+        return kernels.widening(self._recent_peak(slots, ts_unix_nano), self._slots.age, slots,
+                                self.refractory_level, _MAX_STRETCH, self.refractory_grace)
 
     def _seen(self, batch: SeriesBatch) -> SeriesBatch:
         """What the members see: the values, or their log-modulus (``log_transform``).
@@ -311,56 +301,37 @@ class Ensemble(Detector):
         """
         batch = self._seen(batch)
         names = [member_label(kind, dict(params)) for kind, params in self.members]
-        beyond = [self._z(view, batch.values) >= band for view in self._views(batch)]
+        beyond = self._round(batch).z(batch.values) >= band
         return [tuple(name for name, hit in zip(names, row, strict=True) if hit)
-                for row in zip(*beyond, strict=True)] if beyond else [() for _ in batch.slots]
+                for row in beyond]
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
-        """The combined band, ``band`` Gaussian-equivalent sigmas wide. Pure."""
+        """The combined band, ``band`` Gaussian-equivalent sigmas wide. Pure.
+
+        ``max``: the intersection of the members' bands (a point where they disagree by
+        more than their bands); the expected value is kept ``_CENTRE`` of the band's width
+        inside its edges, since the score counts beyond an edge in units of the distance
+        from the expected value to it, and members that disagree (a lagging level inside a
+        daily cycle) could squeeze that distance to nothing.
+        """
         batch = self._seen(batch)
-        n = len(batch)
-        lower, upper = np.full(n, np.nan), np.full(n, np.nan)
-        expected, first = np.full(n, np.nan), np.full(n, np.nan)
-        band = band * self._widening(batch.slots, batch.ts_unix_nano)
-        for view in self._views(batch):
-            with np.errstate(over="ignore", invalid="ignore"):
-                lo, hi = view.expected - band * view.down, view.expected + band * view.up
-            if self.combine == "max":
-                lower, upper = np.fmax(lower, lo), np.fmin(upper, hi)
-            else:
-                lower, upper = np.where(view.ready, lo, lower), np.where(view.ready, hi, upper)
-            expected = np.where(view.ready, view.expected, expected)
-            first = np.where(np.isnan(first), view.expected, first)
-        expected = np.where(np.isnan(expected), first, expected)
-        # Members disagreeing by more than their bands (max): the band shrinks to a point.
-        crossed = lower > upper
-        lower = np.where(crossed, expected, lower)
-        upper = np.where(crossed, expected, upper)
-        # The expected value stays off the band's edges: the score counts beyond an edge in
-        # units of the distance from the expected value to it, and members that disagree
-        # (a lagging level inside a daily cycle) could squeeze that distance to nothing,
-        # so that a value just past the edge scores like a far outlier.
+        width = np.broadcast_to(band * self._widening(batch.slots, batch.ts_unix_nano),
+                                len(batch)).astype(np.float64)
+        r = self._round(batch)
         with np.errstate(over="ignore", invalid="ignore"):
-            margin = self._CENTRE * (upper - lower)
-            expected = np.fmin(np.fmax(expected, lower + margin), upper - margin)
+            expected, lower, upper = kernels.band(
+                r.expected, r.upper, r.lower, r.floor, r.mult, r.narrow_up, r.narrow_down,
+                width, self.combine == "max", self._CENTRE)
         if self.log_transform:
             expected, lower, upper = (self._unseen(x) for x in (expected, lower, upper))
         return Prediction(expected, lower, upper)
 
-    def _combined(self, batch: SeriesBatch, narrowed: bool = True) -> NDArray[np.float64]:
-        views = self._views(batch, narrowed=narrowed)
-        return self._combine(views, [self._z(view, batch.values) for view in views])
-
-    def _combine(self, views: list[_View], zs: list[NDArray[np.float64]]) -> NDArray[np.float64]:
-        out = np.zeros(len(zs[0]))
-        for view, z in zip(views, zs, strict=True):
-            out = np.maximum(out, z) if self.combine == "max" else np.where(view.ready, z, out)
-        return out
-
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""
         batch = self._seen(batch)
-        out = self._combined(batch) / self._widening(batch.slots, batch.ts_unix_nano)
+        r = self._round(batch)
+        combined = kernels.combine(r.z(batch.values), r.upper, self.combine == "max")
+        out = combined / self._widening(batch.slots, batch.ts_unix_nano)
         return np.where(np.isfinite(batch.values), out, np.nan)
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
@@ -373,32 +344,27 @@ class Ensemble(Detector):
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
         batch = self._seen(batch)
-        scaled = self._views(batch, narrowed=False)
-        zs = [self._z(view, batch.values) for view in scaled]
+        r = self._round(batch)
+        scaled = r.z(batch.values, narrowed=False)
         if self.refractory_level > 0:
             # The excursion memory learns the unstretched score: a bigger excursion than
             # the last one becomes the new peak, smaller ones let the old one fade.
-            z = self._combine(scaled, zs)
+            z = kernels.combine(scaled, r.upper, self.combine == "max")
             recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
-            new = z >= recent
-            peak = self._slots.peak[batch.slots]
-            self._slots.peak[batch.slots] = np.where(new, saturated(z), peak)
-            age = np.minimum(self._slots.age[batch.slots], _MAX_AGE - 1)
-            self._slots.age[batch.slots] = np.where(new, 0, age + 1)
-            self._slots.peak_ns[batch.slots] = np.where(new, batch.ts_unix_nano,
-                                                        self._slots.peak_ns[batch.slots])
+            kernels.learn_peak(self._slots.peak, self._slots.age, self._slots.peak_ns,
+                               batch.slots, batch.ts_unix_nano, z, recent, _MAX_AGE)
+        ready = ~np.isnan(r.upper)
         if self.persistence_alpha > 0:
-            signed = np.stack([np.where(batch.values >= view.expected, z, -z)
-                               for view, z in zip(scaled, zs, strict=True)], axis=1)
-            ready = np.stack([view.ready for view in scaled], axis=1)
+            signed = np.where(batch.values[:, None] >= r.expected, scaled, -scaled)
             self._persistence.update(batch.slots, signed, ready)
-        views = self._views(batch, scaled=False)
-        for member, scale, view in zip(self._members, self._scales, views, strict=True):
-            ready = view.ready
-            if ready.any():
-                z = self._z(view, batch.values)
-                resid = np.abs(batch.values - view.expected)
-                scale.update(batch.slots[ready], z[ready], resid[ready])
+        unit = r.z(batch.values, scaled=False, narrowed=False)
+        resid = np.abs(batch.values[:, None] - r.expected)
+        for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
+            rows = ready[:, i]
+            if rows.all():
+                scale.update(batch.slots, unit[:, i], resid[:, i])
+            elif rows.any():
+                scale.update(batch.slots[rows], unit[rows, i], resid[rows, i])
             member._learn_unique(batch)  # noqa: SLF001 - same contract, rows already unique
         self._memo.clear()
 

@@ -1,0 +1,190 @@
+"""Compiled per-row steps of ``Ensemble``: combine the members' views of a round.
+
+Every kernel takes the members' raw views of the round as ``(rows, members)`` arrays:
+``expected``, ``upper`` and ``lower`` (each member's band one spread unit wide, NaN while
+it warms up), ``floor`` (the member's smallest spread, in the series' units), ``mult`` (its
+tail multiplier) and, for the narrowed band, the persistence factors ``narrow_up`` and
+``narrow_down``. A member's unit spread on each side is its band's half-width, floored at
+``floor`` and at ``TINY`` of the expected value, so resting-at-zero series stay finite.
+
+The arithmetic follows the numpy code it replaced operation for operation (same order,
+``fmax``/``fmin`` where NaN is ignored, ``maximum`` where it propagates), so scores are
+the same to the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.compiled import kernel
+
+TINY = 1e-12
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+@kernel
+def _fmax(a: float, b: float) -> float:
+    if a != a:  # noqa: PLR0124 - NaN test, as np.fmax: NaN loses
+        return b
+    if b != b:  # noqa: PLR0124
+        return a
+    return a if a >= b else b
+
+
+@kernel
+def _fmin(a: float, b: float) -> float:
+    if a != a:  # noqa: PLR0124
+        return b
+    if b != b:  # noqa: PLR0124
+        return a
+    return a if a <= b else b
+
+
+@kernel
+def _spreads(expected: float, upper: float, lower: float, floor: float) -> tuple[float, float]:
+    """One member's unit spreads above and below (NaN while it warms up)."""
+    if upper != upper:  # noqa: PLR0124
+        return math.nan, math.nan
+    least = TINY * (1.0 + abs(expected))
+    # np.maximum: a NaN floor propagates (then fmax keeps the half-width).
+    least = floor if (floor != floor or floor > least) else least  # noqa: PLR0124
+    return _fmax(upper - expected, least), _fmax(expected - lower, least)
+
+
+@kernel
+def _z(value: float, expected: float, up: float, down: float) -> float:
+    dev = value - expected
+    return dev / up if dev >= 0 else -dev / down
+
+
+@kernel
+def recent_peak(
+    peak: NDArray[np.float32], age: NDArray[np.int32], peak_ns: NDArray[np.int64],
+    slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64], step_ns: float, hold: int,
+    decay: float,
+) -> NDArray[np.float64]:
+    """The last excursion's score per row, held ``hold`` points then decaying."""
+    out = np.empty(len(slots))
+    for row in range(len(slots)):
+        s = slots[row]
+        steps = (ts_unix_nano[row] - peak_ns[s]) / step_ns - 1.0
+        points = max(float(age[s]), math.floor(steps))
+        late = max(points - hold, 0.0)
+        out[row] = float(peak[s]) * decay ** late
+    return out
+
+
+@kernel
+def widening(
+    recent: NDArray[np.float64], age: NDArray[np.int32], slots: NDArray[np.intp], level: float,
+    max_stretch: float, grace: int,
+) -> NDArray[np.float64]:
+    """``clip(recent / level, 1, max_stretch)``, 1 for the ``grace`` points after a peak."""
+    out = np.empty(len(slots))
+    for row in range(len(slots)):
+        stretch = recent[row] / level
+        if stretch == stretch:  # noqa: PLR0124 - np.clip keeps NaN
+            stretch = min(max(stretch, 1.0), max_stretch)
+        out[row] = 1.0 if age[slots[row]] < grace else stretch
+    return out
+
+
+@kernel
+def band(
+    expected: NDArray[np.float64], upper: NDArray[np.float64], lower: NDArray[np.float64],
+    floor: NDArray[np.float64], mult: NDArray[np.float64], narrow_up: NDArray[np.float64],
+    narrow_down: NDArray[np.float64], width: NDArray[np.float64], combine_max: bool,
+    centre: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The combined band ``width`` (per row, in sigmas) wide, and the expected value in it."""
+    rows, members = expected.shape
+    out_expected, out_lower, out_upper = np.empty(rows), np.empty(rows), np.empty(rows)
+    for row in range(rows):
+        lo = hi = ready_expected = first = math.nan
+        for m in range(members):
+            e = expected[row, m]
+            up, down = _spreads(e, upper[row, m], lower[row, m], floor[row, m])
+            up = up * mult[row, m] * narrow_up[row, m]
+            down = down * mult[row, m] * narrow_down[row, m]
+            member_lo, member_hi = e - width[row] * down, e + width[row] * up
+            ready = upper[row, m] == upper[row, m]  # noqa: PLR0124
+            if combine_max:
+                lo, hi = _fmax(lo, member_lo), _fmin(hi, member_hi)
+            elif ready:
+                lo, hi = member_lo, member_hi
+            if ready:
+                ready_expected = e
+            if first != first:  # noqa: PLR0124
+                first = e
+        mid = first if ready_expected != ready_expected else ready_expected  # noqa: PLR0124
+        if lo > hi:  # members disagree by more than their bands: a point
+            lo = hi = mid
+        margin = centre * (hi - lo)
+        out_expected[row] = _fmin(_fmax(mid, lo + margin), hi - margin)
+        out_lower[row], out_upper[row] = lo, hi
+    return out_expected, out_lower, out_upper
+
+
+@kernel
+def member_z(
+    values: NDArray[np.float64], expected: NDArray[np.float64], upper: NDArray[np.float64],
+    lower: NDArray[np.float64], floor: NDArray[np.float64], mult: NDArray[np.float64],
+    narrow_up: NDArray[np.float64], narrow_down: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Per row and member the deviation in (scaled, narrowed) spreads; 0 while warming."""
+    rows, members = expected.shape
+    out = np.zeros((rows, members))
+    for row in range(rows):
+        for m in range(members):
+            if upper[row, m] == upper[row, m]:  # noqa: PLR0124 - ready
+                e = expected[row, m]
+                up, down = _spreads(e, upper[row, m], lower[row, m], floor[row, m])
+                out[row, m] = _z(values[row], e, up * mult[row, m] * narrow_up[row, m],
+                                 down * mult[row, m] * narrow_down[row, m])
+    return out
+
+
+@kernel
+def combine(z: NDArray[np.float64], upper: NDArray[np.float64], combine_max: bool
+            ) -> NDArray[np.float64]:
+    """The members' deviations combined per row.
+
+    ``combine_max``: the largest (a NaN propagates, as ``np.maximum``); otherwise the last
+    ready member's (0 where none is ready).
+    """
+    rows, members = z.shape
+    out = np.zeros(rows)
+    for row in range(rows):
+        combined = 0.0
+        for m in range(members):
+            z_m = z[row, m]
+            if combine_max:
+                if combined == combined and (z_m != z_m or z_m > combined):  # noqa: PLR0124
+                    combined = z_m
+            elif upper[row, m] == upper[row, m]:  # noqa: PLR0124
+                combined = z_m
+        out[row] = combined
+    return out
+
+
+@kernel
+def learn_peak(
+    peak: NDArray[np.float32], age: NDArray[np.int32], peak_ns: NDArray[np.int64],
+    slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64], z: NDArray[np.float64],
+    recent: NDArray[np.float64], max_age: int,
+) -> None:
+    """A bigger excursion than the recent peak becomes the new peak; else the peak ages."""
+    for row in range(len(slots)):
+        s = slots[row]
+        if z[row] >= recent[row]:
+            value = z[row]
+            if math.isfinite(value):  # saturated(): finite values clip to float32's range
+                value = min(max(value, -F32_MAX), F32_MAX)
+            peak[s] = value
+            age[s] = 0
+            peak_ns[s] = ts_unix_nano[row]
+        else:
+            age[s] = min(age[s], max_age - 1) + 1
