@@ -22,10 +22,13 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 FROM ${PYTHON_IMAGE}
 # PYTHONDONTWRITEBYTECODE: the root filesystem may be read-only (pip compiled the
 # bytecode at install time). MPLCONFIGDIR: matplotlib (backtest --plot) caches fonts there.
+# NUMBA_CACHE_DIR: the compiled scoring kernels are cached on the state volume, so only
+# the first start with a volume (and the first after an upgrade) compiles them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
+    NUMBA_CACHE_DIR=/var/lib/otel-anomaly/kernels \
     PATH=/opt/otel-anomaly/bin:$PATH
 
 COPY --from=build /dist/ /tmp/dist/

@@ -33,6 +33,7 @@ from otel_anomaly.exporter.receivers.intake import Intake
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.exporter.warm_start import WarmStartSource, prime
 from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.kernel_warm_up import warm_up
 from otel_anomaly.processors.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class Sidecar:
         self.registry = settings.registry or CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
         engine_settings = config.engine_settings(settings.clock, settings.wall_clock)
+        # Before anything listens: compiling at the first export would stall it.
+        logger.info("scoring kernels ready in %.1fs", warm_up(engine_settings))
         self.state = StateStore(config.state.path, self.telemetry) if config.state.path else None
         restored = self.state.restore(engine_settings) if self.state else None
         engine = restored or settings.engine_factory(engine_settings)

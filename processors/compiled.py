@@ -5,9 +5,11 @@ statistics, hysteresis) are loops over the rows of a round, compiled with numba:
 of one row (a backtest of one series, a live series that reports alone) then costs one
 call per component instead of dozens of small numpy calls.
 
-- ``cache=True``: compiled code is written beside the module (or, where that folder is
-  read-only, to numba's user cache: ``NUMBA_CACHE_DIR``), so only the first start on a
-  machine pays for compilation.
+- ``cache=True``: compiled code is written to ``NUMBA_CACHE_DIR`` if set, else beside the
+  module, else to the user's cache folder, so only the first start on a machine pays for
+  compilation. Where none of them is writable (a read-only image run as a user without a
+  home), kernels are compiled at every start instead of failing to import; the container
+  image sets ``NUMBA_CACHE_DIR`` to its writable ``/tmp``.
 - ``error_model="numpy"``: a float division by zero gives inf or NaN, as numpy does, instead
   of raising ``ZeroDivisionError``.
 - ``nogil=True``: a kernel releases the GIL, so the event loop keeps serving while a large
@@ -19,6 +21,7 @@ call per component instead of dozens of small numpy calls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -26,7 +29,18 @@ import numba
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+logger = logging.getLogger(__name__)
+_OPTIONS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
+_uncached: list[str] = []
+
 
 def kernel(function: F) -> F:
     """Compile ``function`` as a kernel (see the module docstring for the options)."""
-    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(function))
+    try:
+        return cast(F, numba.njit(cache=True, **_OPTIONS)(function))
+    except RuntimeError as exc:  # numba found no writable cache folder
+        if not _uncached:
+            logger.warning("compiled kernels are not cached (%s): they are compiled at every "
+                           "start; set NUMBA_CACHE_DIR to a writable folder", exc)
+        _uncached.append(function.__qualname__)
+        return cast(F, numba.njit(**_OPTIONS)(function))

@@ -104,8 +104,13 @@ class SlotArrays:
 
     def ensure(self, slots: NDArray[np.intp]) -> None:
         """Make every row in ``slots`` exist."""
-        if len(slots):
-            self.grow(int(slots.max()) + 1)
+        # Called by every state holder on every round: a round of one row (a series that
+        # reports alone) skips the reduction, whose call costs more than the rest.
+        n = len(slots)
+        if n:
+            top = int(slots[0]) if n == 1 else int(slots.max())
+            if top >= self._rows:
+                self.grow(top + 1)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Refill the rows of ``slots`` with the fill values (growing to them if needed)."""

@@ -173,6 +173,9 @@ def test_defaults_keep_state_on_a_claim_per_replica() -> None:
     config = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["state"] == str(Path(config["state"]["path"]).parent)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # The root filesystem is read-only: compiled kernels are cached on the state volume.
+    assert Path(env["NUMBA_CACHE_DIR"]).parent == Path(mounts["state"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     startup = container["startupProbe"]
