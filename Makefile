@@ -50,6 +50,7 @@ bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/exposition.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/kernel_startup.py
 	$(BIN)/python benchmarks/soak.py
 
 clean:

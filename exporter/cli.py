@@ -25,6 +25,7 @@ from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config,
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
 from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
 from otel_anomaly.exporter.telemetry import version
+from otel_anomaly.processors.compiled import uncached
 
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -274,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command != "check-config":
             _setup_logging(args.log_level)
+            if uncached():
+                logging.getLogger(_PROG).warning(
+                    "%d scoring kernels are not cached (no writable NUMBA_CACHE_DIR, package "
+                    "folder or home): they are compiled at every start", len(uncached()))
         return _COMMANDS[args.command](args)
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")

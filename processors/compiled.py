@@ -8,20 +8,20 @@ call per component instead of dozens of small numpy calls.
 - ``cache=True``: compiled code is written to ``NUMBA_CACHE_DIR`` if set, else beside the
   module, else to the user's cache folder, so only the first start on a machine pays for
   compilation. Where none of them is writable (a read-only image run as a user without a
-  home), kernels are compiled at every start instead of failing to import; the container
-  image sets ``NUMBA_CACHE_DIR`` to its writable ``/tmp``.
+  home), kernels are compiled at every start instead of failing to import (``uncached``
+  names them; the CLI warns); the container image and the chart set ``NUMBA_CACHE_DIR`` to
+  the state volume.
 - ``error_model="numpy"``: a float division by zero gives inf or NaN, as numpy does, instead
   of raising ``ZeroDivisionError``.
 - ``nogil=True``: a kernel releases the GIL, so the event loop keeps serving while a large
   round is scored.
 - No ``fastmath``: results must equal the reference (the same code run as plain Python with
   ``NUMBA_DISABLE_JIT=1``) to float tolerance; ``tests/processors/test_compiled_reference.py``
-  compares the two on NAB files.
+  compares the two on every incident kind.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -29,7 +29,6 @@ import numba
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-logger = logging.getLogger(__name__)
 _OPTIONS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
 _uncached: list[str] = []
 
@@ -38,9 +37,11 @@ def kernel(function: F) -> F:
     """Compile ``function`` as a kernel (see the module docstring for the options)."""
     try:
         return cast(F, numba.njit(cache=True, **_OPTIONS)(function))
-    except RuntimeError as exc:  # numba found no writable cache folder
-        if not _uncached:
-            logger.warning("compiled kernels are not cached (%s): they are compiled at every "
-                           "start; set NUMBA_CACHE_DIR to a writable folder", exc)
-        _uncached.append(function.__qualname__)
+    except RuntimeError:  # numba found no writable cache folder
+        _uncached.append(f"{function.__module__}.{function.__qualname__}")
         return cast(F, numba.njit(**_OPTIONS)(function))
+
+
+def uncached() -> tuple[str, ...]:
+    """The kernels compiled without a cache (no writable cache folder was found)."""
+    return tuple(_uncached)

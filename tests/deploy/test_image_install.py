@@ -329,4 +329,4 @@ def test_image_install_and_entrypoint(box: Box) -> None:
     result = _run([*box.drop, *entrypoint, "backtest", "--no-progress", str(series)],
                   env=uncached, cwd=workdir)
     assert "200 rows" in result.stdout, result.stdout
-    assert "not cached" in result.stderr, result.stderr
+    assert "kernels are not cached" in result.stderr, result.stderr
