@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, saturated
+from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 # Geometric bins from _LOW up by _RATIO each: 0.5 ... ~1.1e8 in 86 bins (plus the two open
 # ends). The resolution only matters around and above a Gaussian tail (|z| >= 3).
@@ -81,32 +83,11 @@ class TailQuantile:
 
     def update(self, slots: NDArray[np.intp], scores: NDArray[np.float64]) -> None:
         """Add one score per distinct slot (non-finite scores are ignored)."""
-        ok = np.isfinite(scores)
-        slots, scores = slots[ok], scores[ok]
-        self._ensure(slots)
-        if not len(slots):
-            return
-        with np.errstate(divide="ignore"):
-            pos = np.log(np.maximum(scores, 1e-300) / _LOW) / _LOG_RATIO
-        b = np.minimum(np.maximum(np.floor(pos).astype(np.int64) + 1, 0), _BINS + 1)
-        inc = self._state.inc[slots]
-        self._state.hist[slots, b] += inc
-        self._state.total[slots] += inc
-        n = self._state.n[slots] + 1
-        n = np.where(n >= _WRAP_AT, n - (_WRAP_AT >> 1), n)
-        self._state.n[slots] = n
-        inc = inc * self._growth
-        big = inc > _RESCALE_AT
-        if big.any():
-            rows = slots[big]
-            self._state.hist[rows] = self._state.hist[rows] / inc[big, None]
-            self._state.total[rows] /= inc[big]
-            inc[big] = 1.0
-        self._state.inc[slots] = inc
-        above = scores >= self._state.q[slots]
-        stale = slots[above | (n <= _EXACT_FOR) | (n % _REFRESH_EVERY == 0)]
-        if len(stale):
-            self._state.q[stale] = self._estimate(stale)
+        # Only rows that learn make room (non-finite scores are ignored).
+        self._ensure(slots[np.isfinite(scores)])
+        state = self._state
+        _learn(state.hist, state.total, state.inc, state.n, state.q, slots, scores,
+               self._growth, self.q)
 
     def quantile(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Current quantile estimate per slot (0 for a slot with no history).
@@ -115,22 +96,10 @@ class TailQuantile:
         the estimate and every 8th update.
         """
         self._ensure(slots)
-        return self._state.q[slots].astype(np.float64)
+        return _gather(self._state.q, slots)
 
     def _estimate(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        hist = self._state.hist[slots].astype(np.float64)
-        cum = np.cumsum(hist, axis=1)
-        rank = self.q * self._state.total[slots]
-        b = np.minimum((cum < rank[:, None]).sum(axis=1), _BINS + 1)
-        rows = np.arange(len(slots))
-        before = cum[rows, b] - hist[rows, b]
-        mass = hist[rows, b]
-        frac = np.where(mass > 0, (rank - before) / np.maximum(mass, 1e-300), 0.0)
-        frac = np.minimum(np.maximum(frac, 0.0), 1.0)
-        # Bin k >= 1 spans [LOW * R**(k-1), LOW * R**k); the open ends answer their edge.
-        edge = np.minimum(np.maximum(b - 1 + frac, 0.0), float(_BINS))
-        value = _LOW * np.exp(edge * _LOG_RATIO)
-        return np.where(self._state.total[slots] > 0, value, 0.0)
+        return _estimates(self._state.hist, self._state.total, slots, self.q)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
@@ -185,24 +154,24 @@ class DeviationScale:
 
     def multiplier(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Tail widening factor per slot, >= 1."""
-        return np.maximum(self.tails.quantile(slots), self._gauss) / self._gauss
+        self.tails._ensure(slots)
+        return _multipliers(self.tails._state.q, slots, self._gauss)
 
     def floor(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Smallest spread (one sigma, in the series' units) per slot."""
         self._typical.ensure(slots)
-        return (SPREAD_FLOOR * _MAD_TO_SIGMA) * self._typical.typical[slots].astype(np.float64)
+        return _floors(self._typical.typical, slots)
 
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], resid: NDArray[np.float64]
     ) -> None:
         """Learn one deviation per distinct slot: in spread units and in absolute terms."""
-        cap = TAIL_GROWTH * np.maximum(self.tails.quantile(slots), self._gauss)
-        self.tails.update(slots, np.minimum(z, cap))
+        self.tails._ensure(slots)
         self._typical.ensure(slots)
-        n = self.tails.count(slots)
-        weight = np.maximum(1.0 / self.tails.window, 1.0 / np.maximum(n, 1))
-        typical = self._typical.typical[slots].astype(np.float64)
-        self._typical.typical[slots] = saturated(typical + weight * (resid - typical))
+        tails = self.tails._state
+        _learn_scaled(tails.hist, tails.total, tails.inc, tails.n, tails.q,
+                      self._typical.typical, slots, z, resid, self.tails._growth, self.tails.q,
+                      self._gauss, self.tails.window)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
@@ -217,3 +186,143 @@ class DeviationScale:
         """Restore arrays from ``state_dict``."""
         self.tails.load_state_dict(state)
         self._typical.load_state_dict(state)
+
+
+# Kernels: one call per round, a loop over its rows (distinct slots). float32 columns are
+# read through float() so that arithmetic stays float64 as in numpy, also when run as plain
+# Python (where a Python float meeting a float32 scalar would compute in float32).
+_FLOOR_PER_TYPICAL = SPREAD_FLOOR * _MAD_TO_SIGMA
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+@kernel
+def _estimate_row(hist: NDArray[np.float32], total: NDArray[np.float64], slot: int,
+                  q: float) -> float:
+    """The ``q`` quantile of one slot's histogram (``TailQuantile._estimate``)."""
+    rank = q * total[slot]
+    # The bin holding the rank: how many cumulative sums fall short of it (every bin counts,
+    # as in numpy's ``(cum < rank).sum()``), then the cumulative sum up to that bin.
+    cum = 0.0
+    short = 0
+    for k in range(_BINS + 2):
+        cum += float(hist[slot, k])
+        if cum < rank:
+            short += 1
+    b = min(short, _BINS + 1)
+    cum = 0.0
+    for k in range(b + 1):
+        cum += float(hist[slot, k])
+    mass = float(hist[slot, b])
+    before = cum - mass
+    # A positive float32 is at least 1e-45: numpy's max(mass, 1e-300) never applies.
+    frac = (rank - before) / mass if mass > 0 else 0.0
+    # Clamps written as comparisons keep a NaN, as np.maximum / np.minimum do.
+    frac = 0.0 if frac < 0.0 else frac
+    frac = 1.0 if frac > 1.0 else frac
+    # Bin k >= 1 spans [LOW * R**(k-1), LOW * R**k); the open ends answer their edge.
+    edge = b - 1 + frac
+    edge = 0.0 if edge < 0.0 else edge
+    edge = float(_BINS) if edge > _BINS else edge
+    if not total[slot] > 0:
+        return 0.0
+    return _LOW * float(np.exp(edge * _LOG_RATIO))
+
+
+@kernel
+def _learn_row(hist: NDArray[np.float32], total: NDArray[np.float64], inc: NDArray[np.float64],
+               n: NDArray[np.int32], cached: NDArray[np.float32], slot: int, score: float,
+               growth: float, q: float) -> None:
+    """Add one finite score to one slot (``TailQuantile.update``)."""
+    pos = float(np.log(max(score, 1e-300) / _LOW)) / _LOG_RATIO
+    b = min(max(int(np.floor(pos)) + 1, 0), _BINS + 1)
+    step = float(inc[slot])
+    hist[slot, b] = float(hist[slot, b]) + step  # float64 sum, rounded to float32 when stored
+    total[slot] += step
+    count = int(n[slot]) + 1
+    if count > _INT32_MAX:  # wraps as the int32 numpy sum did (a corrupt count only)
+        count -= 1 << 32
+    if count >= _WRAP_AT:
+        count -= _WRAP_AT >> 1
+    n[slot] = count
+    step *= growth
+    if step > _RESCALE_AT:
+        for k in range(_BINS + 2):
+            hist[slot, k] = float(hist[slot, k]) / step
+        total[slot] /= step
+        step = 1.0
+    inc[slot] = step
+    if score >= float(cached[slot]) or count <= _EXACT_FOR or count % _REFRESH_EVERY == 0:
+        cached[slot] = _estimate_row(hist, total, slot, q)
+
+
+@kernel
+def _learn(hist: NDArray[np.float32], total: NDArray[np.float64], inc: NDArray[np.float64],
+           n: NDArray[np.int32], cached: NDArray[np.float32], slots: NDArray[np.intp],
+           scores: NDArray[np.float64], growth: float, q: float) -> None:
+    for i in range(len(slots)):
+        if math.isfinite(scores[i]):
+            _learn_row(hist, total, inc, n, cached, slots[i], scores[i], growth, q)
+
+
+@kernel
+def _estimates(hist: NDArray[np.float32], total: NDArray[np.float64], slots: NDArray[np.intp],
+               q: float) -> NDArray[np.float64]:
+    out = np.empty(len(slots))
+    for i in range(len(slots)):
+        out[i] = _estimate_row(hist, total, slots[i], q)
+    return out
+
+
+@kernel
+def _gather(column: NDArray[np.float32], slots: NDArray[np.intp]) -> NDArray[np.float64]:
+    out = np.empty(len(slots))
+    for i in range(len(slots)):
+        out[i] = column[slots[i]]
+    return out
+
+
+@kernel
+def _widened(cached: float, gauss: float) -> float:
+    """``max(q, g)``, a NaN estimate staying NaN as with np.maximum."""
+    return gauss if cached < gauss else cached
+
+
+@kernel
+def _multipliers(cached: NDArray[np.float32], slots: NDArray[np.intp],
+                 gauss: float) -> NDArray[np.float64]:
+    out = np.empty(len(slots))
+    for i in range(len(slots)):
+        out[i] = _widened(float(cached[slots[i]]), gauss) / gauss
+    return out
+
+
+@kernel
+def _floors(typical: NDArray[np.float32], slots: NDArray[np.intp]) -> NDArray[np.float64]:
+    out = np.empty(len(slots))
+    for i in range(len(slots)):
+        out[i] = _FLOOR_PER_TYPICAL * float(typical[slots[i]])
+    return out
+
+
+@kernel
+def _learn_scaled(hist: NDArray[np.float32], total: NDArray[np.float64], inc: NDArray[np.float64],
+                  n: NDArray[np.int32], cached: NDArray[np.float32],
+                  typical: NDArray[np.float32], slots: NDArray[np.intp], z: NDArray[np.float64],
+                  resid: NDArray[np.float64], growth: float, q: float, gauss: float,
+                  window: int) -> None:
+    """``DeviationScale.update``: the capped tail update, then the mean absolute deviation."""
+    for i in range(len(slots)):
+        slot = slots[i]
+        cap = TAIL_GROWTH * _widened(float(cached[slot]), gauss)
+        score = z[i]
+        if score > cap or math.isnan(cap):  # np.minimum: a NaN on either side wins
+            score = cap
+        if math.isfinite(score):
+            _learn_row(hist, total, inc, n, cached, slot, score, growth, q)
+        weight = max(1.0 / window, 1.0 / max(int(n[slot]), 1))
+        old = float(typical[slot])
+        new = old + weight * (resid[i] - old)
+        if math.isfinite(new):  # saturated(): finite values stay finite in float32
+            new = min(max(new, -_FLOAT32_MAX), _FLOAT32_MAX)
+        typical[slot] = new

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 _CAP = 3.0  # one point moves the average by at most alpha * 3 sigmas
@@ -24,7 +25,7 @@ class Persistence:
     averages out; a level shift or a regression that keeps the series on one side adds
     up. ``factor`` turns that into a band narrowing on the shifted side only: 1 while
     ``|d|`` is within ``level`` usual sizes, ``level * size / |d|`` beyond, never below
-    ``shrink``. Cost per row: a few array operations; state: two float32 per column.
+    ``shrink``. Cost per row: a few float operations per column; state: two float32 per column.
 
     Examples
     --------
@@ -61,13 +62,8 @@ class Persistence:
         One row per slot, one column per column.
         """
         self._ensure(slots)
-        d = self._slots.d[slots].astype(np.float64)
-        v = self._slots.v[slots].astype(np.float64)
-        limit = self.level * np.sqrt(np.where(v > 0, v, self._prior))
-        size = np.abs(d)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f = np.where(size > limit, np.maximum(limit / size, self.shrink), 1.0)
-        return np.where(d > 0, f, 1.0), np.where(d < 0, f, 1.0)
+        return _factors(self._slots.d, self._slots.v, slots, self.level, self.shrink,
+                        self._prior)
 
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], ready: NDArray[np.bool_]
@@ -77,14 +73,8 @@ class Persistence:
         One row per distinct slot, one column per column; cells not ``ready`` are skipped.
         """
         self._ensure(slots)
-        d = self._slots.d[slots].astype(np.float64)
-        old_v = self._slots.v[slots].astype(np.float64)
-        v = np.where(old_v > 0, old_v, self._prior)
-        # Cells not ready may hold NaN: they are computed, then left as they were.
-        new_d = d + self.alpha * (np.clip(z, -_CAP, _CAP) - d)
-        new_v = v + (np.minimum(new_d * new_d, _HUBER**2 * v) - v) / self.window
-        self._slots.d[slots] = np.where(ready, new_d, d)
-        self._slots.v[slots] = np.where(ready, new_v, old_v)
+        _learn(self._slots.d, self._slots.v, slots, z, ready, self.alpha, self._prior,
+               self.window)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
@@ -98,3 +88,54 @@ class Persistence:
         """Restore arrays from ``state_dict`` (state saved without them starts afresh)."""
         empty = np.zeros((0, self.columns), np.float32)
         self._slots.load_state_dict({name: state.get(name, empty) for name in ("d", "v")})
+
+
+# Kernels: loops over rows (distinct slots) and columns. float32 cells are read through
+# float() so that arithmetic stays float64 as in numpy, also when run as plain Python.
+
+
+@kernel
+def _factors(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
+             level: float, shrink: float,
+             prior: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    rows, columns = len(slots), d.shape[1]
+    up = np.ones((rows, columns))
+    down = np.ones((rows, columns))
+    for i in range(rows):
+        for c in range(columns):
+            mean = float(d[slots[i], c])
+            var = float(v[slots[i], c])
+            limit = level * float(np.sqrt(var if var > 0 else prior))
+            size = abs(mean)
+            if size > limit:
+                f = limit / size
+                f = shrink if f < shrink else f  # keeps a NaN, as np.maximum does
+                if mean > 0:
+                    up[i, c] = f
+                elif mean < 0:
+                    down[i, c] = f
+    return up, down
+
+
+@kernel
+def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
+           z: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, prior: float,
+           window: int) -> None:
+    for i in range(len(slots)):
+        for c in range(d.shape[1]):
+            if not ready[i, c]:  # may hold NaN: left as it was
+                continue
+            mean = float(d[slots[i], c])
+            old_v = float(v[slots[i], c])
+            var = old_v if old_v > 0 else prior
+            x = z[i, c]
+            # Clamps written as comparisons keep a NaN, as np.clip / np.minimum do.
+            if x < -_CAP:
+                x = -_CAP
+            elif x > _CAP:
+                x = _CAP
+            mean += alpha * (x - mean)
+            square = mean * mean
+            square = _HUBER**2 * var if square > _HUBER**2 * var else square
+            d[slots[i], c] = mean
+            v[slots[i], c] = var + (square - var) / window
