@@ -8,17 +8,12 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.detectors import seasonal_kernels as kernels
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
-_MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
-_TINY = 1e-9
-_HUBER_SIGMAS = 3.0
-_GLOBAL_ALPHA = 0.01
-_MAX_COUNT = float(np.iinfo(np.uint16).max)  # bucket counts saturate (uint16 storage)
-_MAX_POINTS = np.iinfo(np.int32).max - 1  # points per slot saturate (int32 storage)
-_F32_MAX = float(np.finfo(np.float32).max)
+_NO_PHASES = np.empty((0, 0))  # no neighbouring phases (phase_tolerance 0)
 
 
 class SeasonalProfile(Detector):
@@ -135,18 +130,13 @@ class SeasonalProfile(Detector):
         return state
 
     def _gather(self, batch: SeriesBatch) -> tuple[NDArray[Any], ...]:
-        slots = batch.slots
-        self._ensure(slots)
-        bucket = (batch.ts_unix_nano % self._period_ns // self._bucket_ns).astype(np.intp)
-        bucket = np.minimum(bucket, self.buckets - 1)
-        count = self._slots.count[slots, bucket].astype(np.float64)
-        mean = self._slots.mean[slots, bucket].astype(np.float64)
-        phase_sigma = self._slots.dev[slots, bucket].astype(np.float64) * _MAD_TO_SIGMA
-        global_sigma = self.spread_mix * self._slots.gdev[slots].astype(np.float64) * _MAD_TO_SIGMA
-        sigma = np.hypot(phase_sigma, global_sigma) + _TINY * (1.0 + np.abs(mean))
-        history = batch.ts_unix_nano - self._slots.first[slots]
-        ready = (self._slots.n[slots] > 0) & (history >= self._warm_ns) & (count >= 2)
-        return bucket, count, mean, sigma, ready
+        self._ensure(batch.slots)
+        state = self._slots
+        out: tuple[NDArray[Any], ...] = kernels.gather(
+            batch.slots, batch.ts_unix_nano, self._period_ns, self._bucket_ns, self.buckets,
+            self.spread_mix, self._warm_ns, state.n, state.first, state.gdev, state.mean,
+            state.dev, state.count)
+        return out
 
     def _neighbours(
         self, batch: SeriesBatch, bucket: NDArray[np.intp]
@@ -166,16 +156,11 @@ class SeasonalProfile(Detector):
     def _gather_neighbours(
         self, batch: SeriesBatch, bucket: NDArray[np.intp]
     ) -> tuple[NDArray[Any], NDArray[Any]]:
-        offsets = np.arange(-self.phase_tolerance, self.phase_tolerance + 1)
-        cols = (bucket[:, None] + offsets[None, :]) % self.buckets
-        rows = batch.slots[:, None]
-        mean = self._slots.mean[rows, cols].astype(np.float64)
-        gdev = self._slots.gdev[batch.slots, None].astype(np.float64)
-        global_sigma = self.spread_mix * gdev * _MAD_TO_SIGMA
-        phase_sigma = self._slots.dev[rows, cols].astype(np.float64) * _MAD_TO_SIGMA
-        sigma = np.hypot(phase_sigma, global_sigma) + _TINY * (1.0 + np.abs(mean))
-        sigma = np.where(self._slots.count[rows, cols] >= 2, sigma, np.inf)
-        return mean, sigma
+        state = self._slots
+        out: tuple[NDArray[Any], NDArray[Any]] = kernels.gather_neighbours(
+            batch.slots, bucket, self.phase_tolerance, self.buckets, self.spread_mix,
+            state.gdev, state.mean, state.dev, state.count)
+        return out
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """The phase's mean; the band is the union of the phases' ``mean +- band * spread``.
@@ -184,17 +169,10 @@ class SeasonalProfile(Detector):
         Pure.
         """
         bucket, count, mean, sigma, ready = self._state(batch)
-        expected = np.where(count > 0, mean, np.nan)
-        with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
-            lower, upper = mean - band * sigma, mean + band * sigma
-            if self.phase_tolerance:
-                means, sigmas = self._neighbours(batch, bucket)
-                width = np.where(np.isinf(sigmas), np.nan, np.asarray(band)[..., None] * sigmas)
-                lower = np.fmin(lower, np.nanmin(means - width, axis=1, initial=np.inf))
-                upper = np.fmax(upper, np.nanmax(means + width, axis=1, initial=-np.inf))
-            lower = np.where(ready, lower, np.nan)
-            upper = np.where(ready, upper, np.nan)
-        return Prediction(expected, lower, upper)
+        means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
+                         else (_NO_PHASES, _NO_PHASES))
+        bands = np.asarray(band, np.float64).reshape(-1)
+        return Prediction(*kernels.predict(count, mean, sigma, ready, bands, means, sigmas))
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Return ``|x - profile| / spread`` per row (0 while warming, NaN if not finite).
@@ -202,13 +180,10 @@ class SeasonalProfile(Detector):
         The smallest over the phases within ``phase_tolerance``.
         """
         bucket, _, mean, sigma, ready = self._state(batch)
-        with np.errstate(invalid="ignore", over="ignore"):
-            z = np.abs(batch.values - mean) / sigma
-            if self.phase_tolerance:
-                means, sigmas = self._neighbours(batch, bucket)
-                z = np.fmin(z, (np.abs(batch.values[:, None] - means) / sigmas).min(axis=1))
-        z = np.where(ready, z, 0.0)
-        return np.where(np.isfinite(batch.values), z, np.nan)
+        means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
+                         else (_NO_PHASES, _NO_PHASES))
+        out: NDArray[np.float64] = kernels.score(batch.values, mean, sigma, ready, means, sigmas)
+        return out
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
         """True for rows past warm-up whose phase was seen at least twice. Pure."""
@@ -216,34 +191,12 @@ class SeasonalProfile(Detector):
         return ready
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
-        slots, x = batch.slots, batch.values
         bucket, count, mean, sigma, ready = self._state(batch)
         self._memo.clear()
-        fresh = self._slots.n[slots] == 0
-        self._slots.first[slots] = np.where(fresh, batch.ts_unix_nano, self._slots.first[slots])
-        dt = np.where(fresh, 0, batch.ts_unix_nano - self._slots.last[slots])
-        share = np.minimum(np.maximum(dt / self._bucket_ns, 0.0), 1.0)
-        resid = x - mean
-        cap = np.where(ready, _HUBER_SIGMAS * sigma, np.inf)
-        capped = np.minimum(np.abs(resid), cap)
-        # The all-phase spread learns every residual of a phase seen before.
-        seen = count > 0
-        n = np.minimum(self._slots.n[slots], _MAX_POINTS) + 1
-        g_weight = np.maximum(_GLOBAL_ALPHA, 1.0 / n)
-        gdev = self._slots.gdev[slots].astype(np.float64)
-        new_gdev = np.where(seen, gdev + g_weight * (capped - gdev), gdev)
-        self._slots.gdev[slots] = np.minimum(new_gdev, _F32_MAX)
-        # Plain averaging over the first cycles of a phase, then alpha per cycle.
-        weight = np.maximum(self.alpha * share, 1.0 / (count + 1.0))
-        new_mean = np.where(seen, mean + weight * np.maximum(np.minimum(resid, cap), -cap), x)
-        dev = self._slots.dev[slots, bucket].astype(np.float64)
-        new_dev = np.where(count >= 2, dev + weight * (capped - dev), np.where(seen, capped, 0.0))
-        # Stored as float32 (state size); values beyond its range saturate instead of inf.
-        self._slots.mean[slots, bucket] = np.minimum(np.maximum(new_mean, -_F32_MAX), _F32_MAX)
-        self._slots.dev[slots, bucket] = np.minimum(new_dev, _F32_MAX)
-        self._slots.count[slots, bucket] = np.minimum(count + 1.0, _MAX_COUNT)
-        self._slots.last[slots] = batch.ts_unix_nano
-        self._slots.n[slots] = n
+        state = self._slots
+        kernels.learn(batch.slots, batch.ts_unix_nano, batch.values, bucket, count, mean,
+                      sigma, ready, self.alpha, self._bucket_ns, state.n, state.first,
+                      state.last, state.gdev, state.mean, state.dev, state.count)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""

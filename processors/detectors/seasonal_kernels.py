@@ -1,0 +1,205 @@
+"""The per-row loops of ``SeasonalProfile``: gather, predict, score and learn a round.
+
+Each kernel repeats, row by row, the numpy expressions it replaced, in the same order and
+in float64 (float32 state is widened before any arithmetic, as ``astype`` did), so it gives
+the same bits. ``np.hypot`` is libm's ``hypot`` both compiled and as plain Python
+(``math.hypot`` is CPython's own and may differ in the last bit).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.compiled import kernel
+
+MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
+TINY = 1e-9
+HUBER_SIGMAS = 3.0
+GLOBAL_ALPHA = 0.01
+MAX_COUNT = float(np.iinfo(np.uint16).max)  # bucket counts saturate (uint16 storage)
+MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32 storage)
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+@kernel
+def minimum(a: float, b: float) -> float:
+    """``np.minimum``: NaN if either is NaN."""
+    return a if (a <= b or math.isnan(a)) else b
+
+
+@kernel
+def maximum(a: float, b: float) -> float:
+    """``np.maximum``: NaN if either is NaN."""
+    return a if (a >= b or math.isnan(a)) else b
+
+
+@kernel
+def fmin(a: float, b: float) -> float:
+    """``np.fmin``: a NaN loses to a number."""
+    return a if (a <= b or math.isnan(b)) else b
+
+
+@kernel
+def fmax(a: float, b: float) -> float:
+    """``np.fmax``: a NaN loses to a number."""
+    return a if (a >= b or math.isnan(b)) else b
+
+
+@kernel
+def _sigma(dev: float, gdev: float, mean: float, spread_mix: float) -> float:
+    """The spread of a phase: its own and the all-phase one, added in quadrature."""
+    global_sigma = spread_mix * gdev * MAD_TO_SIGMA
+    return float(np.hypot(dev * MAD_TO_SIGMA, global_sigma)) + TINY * (1.0 + abs(mean))
+
+
+@kernel
+def gather(
+    slots: NDArray[np.intp], ts: NDArray[np.int64], period_ns: int, bucket_ns: float,
+    buckets: int, spread_mix: float, warm_ns: int, n_col: NDArray[np.int32],
+    first_col: NDArray[np.int64], gdev_col: NDArray[np.float32],
+    mean_col: NDArray[np.float32], dev_col: NDArray[np.float32],
+    count_col: NDArray[np.uint16],
+) -> tuple[NDArray[Any], ...]:
+    """Per row: phase bucket, its count and mean, the spread, and whether it is scored."""
+    rows = len(slots)
+    bucket = np.empty(rows, np.intp)
+    count = np.empty(rows)
+    mean = np.empty(rows)
+    sigma = np.empty(rows)
+    ready = np.empty(rows, np.bool_)
+    for i in range(rows):
+        s = slots[i]
+        # Float floor division of the phase, as numpy did (int64 % int // float).
+        b = min(int(ts[i] % period_ns // bucket_ns), buckets - 1)
+        c = float(count_col[s, b])
+        m = float(mean_col[s, b])
+        bucket[i], count[i], mean[i] = b, c, m
+        sigma[i] = _sigma(float(dev_col[s, b]), float(gdev_col[s]), m, spread_mix)
+        ready[i] = n_col[s] > 0 and ts[i] - first_col[s] >= warm_ns and c >= 2
+    return bucket, count, mean, sigma, ready
+
+
+@kernel
+def gather_neighbours(
+    slots: NDArray[np.intp], bucket: NDArray[np.intp], tolerance: int, buckets: int,
+    spread_mix: float, gdev_col: NDArray[np.float32], mean_col: NDArray[np.float32],
+    dev_col: NDArray[np.float32], count_col: NDArray[np.uint16],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and spread of the phases within ``tolerance`` (inf spread if seen < 2 times)."""
+    rows, width = len(slots), 2 * tolerance + 1
+    means = np.empty((rows, width))
+    sigmas = np.empty((rows, width))
+    for i in range(rows):
+        s = slots[i]
+        gdev = float(gdev_col[s])
+        for k in range(width):
+            c = (bucket[i] + k - tolerance) % buckets
+            m = float(mean_col[s, c])
+            means[i, k] = m
+            sigma = _sigma(float(dev_col[s, c]), gdev, m, spread_mix)
+            sigmas[i, k] = sigma if count_col[s, c] >= 2 else np.inf
+    return means, sigmas
+
+
+@kernel
+def predict(
+    count: NDArray[np.float64], mean: NDArray[np.float64], sigma: NDArray[np.float64],
+    ready: NDArray[np.bool_], band: NDArray[np.float64], means: NDArray[np.float64],
+    sigmas: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Expected value and band per row; ``band`` holds one value or one per row.
+
+    ``means``/``sigmas`` are the neighbouring phases (no columns: no tolerance); their
+    ``mean +- band * sigma`` widen the band, phases with an infinite spread aside.
+    """
+    rows = len(mean)
+    expected = np.empty(rows)
+    lower = np.empty(rows)
+    upper = np.empty(rows)
+    for i in range(rows):
+        b = band[0] if len(band) == 1 else band[i]
+        m = mean[i]
+        expected[i] = m if count[i] > 0 else np.nan
+        lo, hi = m - b * sigma[i], m + b * sigma[i]
+        if means.shape[1]:
+            # nanmin/nanmax with initial=+-inf (fmin/fmax reductions): phases with an
+            # infinite spread are left out, NaN edges skipped.
+            lo_k, hi_k = np.inf, -np.inf
+            for k in range(means.shape[1]):
+                if np.isinf(sigmas[i, k]):
+                    continue
+                w = b * sigmas[i, k]
+                lo_k = fmin(lo_k, means[i, k] - w)
+                hi_k = fmax(hi_k, means[i, k] + w)
+            lo, hi = fmin(lo, lo_k), fmax(hi, hi_k)
+        lower[i] = lo if ready[i] else np.nan
+        upper[i] = hi if ready[i] else np.nan
+    return expected, lower, upper
+
+
+@kernel
+def score(
+    values: NDArray[np.float64], mean: NDArray[np.float64], sigma: NDArray[np.float64],
+    ready: NDArray[np.bool_], means: NDArray[np.float64], sigmas: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """``|x - mean| / sigma``, the smallest over the neighbouring phases (if any)."""
+    rows = len(values)
+    out = np.empty(rows)
+    for i in range(rows):
+        x = values[i]
+        z = abs(x - mean[i]) / sigma[i]
+        if means.shape[1]:
+            # np.min over the phases: a NaN wins.
+            z_k = abs(x - means[i, 0]) / sigmas[i, 0]
+            for k in range(1, means.shape[1]):
+                z_k = minimum(z_k, abs(x - means[i, k]) / sigmas[i, k])
+            z = fmin(z, z_k)
+        out[i] = (z if ready[i] else 0.0) if np.isfinite(x) else np.nan
+    return out
+
+
+@kernel
+def learn(
+    slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],
+    bucket: NDArray[np.intp], count: NDArray[np.float64], mean: NDArray[np.float64],
+    sigma: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, bucket_ns: float,
+    n_col: NDArray[np.int32], first_col: NDArray[np.int64], last_col: NDArray[np.int64],
+    gdev_col: NDArray[np.float32], mean_col: NDArray[np.float32],
+    dev_col: NDArray[np.float32], count_col: NDArray[np.uint16],
+) -> None:
+    """Learn one round (distinct slots, finite values) from its gathered state, in place."""
+    for i in range(len(slots)):
+        s, b, c, x = slots[i], bucket[i], count[i], values[i]
+        fresh = n_col[s] == 0
+        if fresh:
+            first_col[s] = ts[i]
+        dt = 0 if fresh else ts[i] - last_col[s]
+        share = minimum(maximum(dt / bucket_ns, 0.0), 1.0)
+        resid = x - mean[i]
+        cap = HUBER_SIGMAS * sigma[i] if ready[i] else np.inf
+        capped = minimum(abs(resid), cap)
+        # The all-phase spread learns every residual of a phase seen before.
+        seen = c > 0
+        n = min(n_col[s], MAX_POINTS) + 1
+        g_weight = maximum(GLOBAL_ALPHA, 1.0 / n)
+        gdev = float(gdev_col[s])
+        new_gdev = gdev + g_weight * (capped - gdev) if seen else gdev
+        gdev_col[s] = minimum(new_gdev, F32_MAX)
+        # Plain averaging over the first cycles of a phase, then alpha per cycle.
+        weight = maximum(alpha * share, 1.0 / (c + 1.0))
+        new_mean = mean[i] + weight * maximum(minimum(resid, cap), -cap) if seen else x
+        dev = float(dev_col[s, b])
+        if c >= 2:
+            new_dev = dev + weight * (capped - dev)
+        else:
+            new_dev = capped if seen else 0.0
+        # Stored as float32 (state size); values beyond its range saturate instead of inf.
+        mean_col[s, b] = minimum(maximum(new_mean, -F32_MAX), F32_MAX)
+        dev_col[s, b] = minimum(new_dev, F32_MAX)
+        count_col[s, b] = minimum(c + 1.0, MAX_COUNT)
+        last_col[s] = ts[i]
+        n_col[s] = n

@@ -1,0 +1,231 @@
+"""SeasonalProfile and EwmaZScore kernels give the bits the numpy code they replaced gave.
+
+The reference classes below keep the numpy bodies of the ported methods as they were
+before the port (#9 item 1); both versions learn the same streams (rounds of one and of
+many rows, gaps of cycles, spikes, absurd magnitudes, NaN and inf) and must agree exactly
+in every prediction, score and state array. The kernels also run as plain Python (what
+``NUMBA_DISABLE_JIT=1`` runs) with the same results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numba
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.detectors import ewma_zscore, seasonal_kernels
+from otel_anomaly.processors.detectors.base import Detector, Prediction
+from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
+from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
+from otel_anomaly.processors.types import SeriesBatch
+
+SECOND = 10**9
+_MAD = float(np.sqrt(np.pi / 2.0))
+_F32_MAX = float(np.finfo(np.float32).max)
+_MAX_POINTS = np.iinfo(np.int32).max - 1
+
+
+class SeasonalNumpy(SeasonalProfile):
+    """SeasonalProfile's numpy bodies, before the port."""
+
+    def _gather(self, batch: SeriesBatch) -> tuple[NDArray[Any], ...]:
+        slots = batch.slots
+        self._ensure(slots)
+        bucket = (batch.ts_unix_nano % self._period_ns // self._bucket_ns).astype(np.intp)
+        bucket = np.minimum(bucket, self.buckets - 1)
+        count = self._slots.count[slots, bucket].astype(np.float64)
+        mean = self._slots.mean[slots, bucket].astype(np.float64)
+        phase_sigma = self._slots.dev[slots, bucket].astype(np.float64) * _MAD
+        global_sigma = self.spread_mix * self._slots.gdev[slots].astype(np.float64) * _MAD
+        sigma = np.hypot(phase_sigma, global_sigma) + 1e-9 * (1.0 + np.abs(mean))
+        history = batch.ts_unix_nano - self._slots.first[slots]
+        ready = (self._slots.n[slots] > 0) & (history >= self._warm_ns) & (count >= 2)
+        return bucket, count, mean, sigma, ready
+
+    def _gather_neighbours(self, batch: SeriesBatch, bucket: NDArray[np.intp]) -> Any:
+        offsets = np.arange(-self.phase_tolerance, self.phase_tolerance + 1)
+        cols = (bucket[:, None] + offsets[None, :]) % self.buckets
+        rows = batch.slots[:, None]
+        mean = self._slots.mean[rows, cols].astype(np.float64)
+        gdev = self._slots.gdev[batch.slots, None].astype(np.float64)
+        global_sigma = self.spread_mix * gdev * _MAD
+        phase_sigma = self._slots.dev[rows, cols].astype(np.float64) * _MAD
+        sigma = np.hypot(phase_sigma, global_sigma) + 1e-9 * (1.0 + np.abs(mean))
+        sigma = np.where(self._slots.count[rows, cols] >= 2, sigma, np.inf)
+        return mean, sigma
+
+    def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
+        bucket, count, mean, sigma, ready = self._state(batch)
+        expected = np.where(count > 0, mean, np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):
+            lower, upper = mean - band * sigma, mean + band * sigma
+            if self.phase_tolerance:
+                means, sigmas = self._neighbours(batch, bucket)
+                width = np.where(np.isinf(sigmas), np.nan, np.asarray(band)[..., None] * sigmas)
+                lower = np.fmin(lower, np.nanmin(means - width, axis=1, initial=np.inf))
+                upper = np.fmax(upper, np.nanmax(means + width, axis=1, initial=-np.inf))
+            lower = np.where(ready, lower, np.nan)
+            upper = np.where(ready, upper, np.nan)
+        return Prediction(expected, lower, upper)
+
+    def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
+        bucket, _, mean, sigma, ready = self._state(batch)
+        with np.errstate(invalid="ignore", over="ignore"):
+            z = np.abs(batch.values - mean) / sigma
+            if self.phase_tolerance:
+                means, sigmas = self._neighbours(batch, bucket)
+                z = np.fmin(z, (np.abs(batch.values[:, None] - means) / sigmas).min(axis=1))
+        z = np.where(ready, z, 0.0)
+        out: NDArray[np.float64] = np.where(np.isfinite(batch.values), z, np.nan)
+        return out
+
+    def _learn_unique(self, batch: SeriesBatch) -> None:
+        slots, x = batch.slots, batch.values
+        bucket, count, mean, sigma, ready = self._state(batch)
+        self._memo.clear()
+        fresh = self._slots.n[slots] == 0
+        self._slots.first[slots] = np.where(fresh, batch.ts_unix_nano, self._slots.first[slots])
+        dt = np.where(fresh, 0, batch.ts_unix_nano - self._slots.last[slots])
+        share = np.minimum(np.maximum(dt / self._bucket_ns, 0.0), 1.0)
+        resid = x - mean
+        cap = np.where(ready, 3.0 * sigma, np.inf)
+        capped = np.minimum(np.abs(resid), cap)
+        seen = count > 0
+        n = np.minimum(self._slots.n[slots], _MAX_POINTS) + 1
+        g_weight = np.maximum(0.01, 1.0 / n)
+        gdev = self._slots.gdev[slots].astype(np.float64)
+        new_gdev = np.where(seen, gdev + g_weight * (capped - gdev), gdev)
+        self._slots.gdev[slots] = np.minimum(new_gdev, _F32_MAX)
+        weight = np.maximum(self.alpha * share, 1.0 / (count + 1.0))
+        new_mean = np.where(seen, mean + weight * np.maximum(np.minimum(resid, cap), -cap), x)
+        dev = self._slots.dev[slots, bucket].astype(np.float64)
+        new_dev = np.where(count >= 2, dev + weight * (capped - dev), np.where(seen, capped, 0.0))
+        self._slots.mean[slots, bucket] = np.minimum(np.maximum(new_mean, -_F32_MAX), _F32_MAX)
+        self._slots.dev[slots, bucket] = np.minimum(new_dev, _F32_MAX)
+        self._slots.count[slots, bucket] = np.minimum(count + 1.0, float(np.iinfo(np.uint16).max))
+        self._slots.last[slots] = batch.ts_unix_nano
+        self._slots.n[slots] = n
+
+
+class EwmaNumpy(EwmaZScore):
+    """EwmaZScore's numpy bodies, before the port."""
+
+    def _state(self, slots: NDArray[np.intp]) -> tuple[NDArray[Any], ...]:
+        self._ensure(slots)
+        mean = self._slots.mean[slots]
+        sigma = np.maximum(self._slots.dev[slots] * _MAD, 1e-12 * (1.0 + np.abs(mean)))
+        return self._slots.n[slots], mean, sigma
+
+    def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
+        n, mean, sigma = self._state(batch.slots)
+        ready = n >= self.warmup
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = np.where(n > 0, self._inverse(mean), np.nan)
+            lower = np.where(ready, self._inverse(mean - band * sigma), np.nan)
+            upper = np.where(ready, self._inverse(mean + band * sigma), np.nan)
+        return Prediction(expected, lower, upper)
+
+    def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
+        n, mean, sigma = self._state(batch.slots)
+        with np.errstate(invalid="ignore"):
+            z = np.abs(self._transform(batch.values) - mean) / sigma
+        z = np.where(n >= self.warmup, z, 0.0)
+        out: NDArray[np.float64] = np.where(np.isfinite(batch.values), z, np.nan)
+        return out
+
+    def _learn_unique(self, batch: SeriesBatch) -> None:
+        slots = batch.slots
+        self._ensure(slots)
+        y = self._transform(batch.values)
+        n = np.minimum(self._slots.n[slots], _MAX_POINTS) + 1
+        weight = np.maximum(self.alpha, 1.0 / n)
+        diff = y - self._slots.mean[slots]
+        self._slots.mean[slots] += weight * diff
+        dev = self._slots.dev[slots]
+        cap = np.where(n > self.warmup, 3.0 * _MAD * dev, np.inf)
+        step = weight * (np.minimum(np.abs(diff), cap) - dev)
+        self._slots.dev[slots] = dev + np.where(n > 1, step, 0.0)
+        self._slots.n[slots] = n
+
+
+SEASONAL = [
+    {"period_s": 60.0, "buckets": 12, "warmup_cycles": 1.0},
+    {"period_s": 60.0, "buckets": 12, "warmup_cycles": 1.0, "phase_tolerance": 2},
+    {"period_s": 20.0, "buckets": 4, "alpha": 1.0, "warmup_cycles": 0.0, "spread_mix": 0.0},
+    {"period_s": 37.0, "buckets": 7, "alpha": 0.1, "warmup_cycles": 0.5, "phase_tolerance": 3},
+]
+EWMA = [{"warmup": 5}, {"alpha": 0.2, "warmup": 3, "log_transform": True}, {"alpha": 1.0}]
+
+
+def _rounds(seed: int, n_slots: int = 12, steps: int = 400) -> Iterator[SeriesBatch]:
+    """Rounds of one row and of many (slots repeated within some), irregular event time."""
+    rng = np.random.default_rng(seed)
+    ts = np.zeros(n_slots, np.int64)
+    for step in range(steps):
+        size = 1 if step % 3 else int(rng.integers(2, 3 * n_slots))
+        slots = rng.integers(0, n_slots, size).astype(np.intp)
+        gaps = rng.choice([1, 2, 5, 13, 700], size, p=[0.5, 0.2, 0.15, 0.1, 0.05])
+        times = np.empty(size, np.int64)
+        for i, slot in enumerate(slots):  # event time moves forward per slot
+            ts[slot] += int(gaps[i]) * SECOND + int(rng.integers(0, SECOND))
+            times[i] = ts[slot]
+        phase = np.sin(2 * np.pi * (times % (60 * SECOND)) / (60 * SECOND))
+        values = 10.0 * slots + 5.0 * phase + rng.standard_normal(size)
+        odd = rng.random(size)
+        values = np.where(odd < 0.03, values * 50.0, values)
+        values = np.where((odd > 0.03) & (odd < 0.04), rng.choice([-1e300, 1e300, 1e38, -1e38,
+                                                                    np.nan, np.inf], size), values)
+        yield SeriesBatch(slots, times, values)
+
+
+def _same(a: Any, b: Any) -> None:
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=True)
+
+
+def _check_stream(kernel_det: Detector, numpy_det: Detector, seed: int) -> None:
+    for batch in _rounds(seed):
+        band = np.random.default_rng(len(batch)).uniform(0.5, 6.0, len(batch))
+        for b in (1.0, 4.0, band):
+            pk, pn = kernel_det.predict(batch, b), numpy_det.predict(batch, b)
+            for field in ("expected", "lower", "upper"):
+                _same(getattr(pk, field), getattr(pn, field))
+        _same(kernel_det.score(batch), numpy_det.score(batch))
+        _same(kernel_det.scored(batch), numpy_det.scored(batch))
+        kernel_det.learn(batch)
+        numpy_det.learn(batch)
+        _same(kernel_det.warming(batch.slots), numpy_det.warming(batch.slots))
+    sk, sn = kernel_det.state_dict(), numpy_det.state_dict()
+    assert sorted(sk) == sorted(sn)
+    for key in sk:
+        _same(sk[key], sn[key])
+
+
+@pytest.mark.parametrize("params", SEASONAL)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seasonal_kernels_match_numpy(params: dict[str, Any], seed: int) -> None:
+    _check_stream(SeasonalProfile(**params), SeasonalNumpy(**params), seed)
+
+
+@pytest.mark.parametrize("params", EWMA)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ewma_kernels_match_numpy(params: dict[str, Any], seed: int) -> None:
+    _check_stream(EwmaZScore(**params), EwmaNumpy(**params), seed)
+
+
+def _as_python(monkeypatch: pytest.MonkeyPatch, module: Any) -> None:
+    """Replace the module's kernels by their Python functions (``NUMBA_DISABLE_JIT=1``)."""
+    for name, value in vars(module).copy().items():
+        if isinstance(value, numba.core.registry.CPUDispatcher):
+            monkeypatch.setattr(module, name, value.py_func)
+
+
+def test_kernels_as_plain_python_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_python(monkeypatch, seasonal_kernels)
+    _as_python(monkeypatch, ewma_zscore)
+    assert not isinstance(seasonal_kernels.learn, numba.core.registry.CPUDispatcher)
+    _check_stream(SeasonalProfile(**SEASONAL[3]), SeasonalNumpy(**SEASONAL[3]), 2)
+    _check_stream(EwmaZScore(**EWMA[1]), EwmaNumpy(**EWMA[1]), 2)
