@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -17,7 +19,90 @@ from otel_anomaly.processors.types import SeriesBatch
 _MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
 _TINY = 1e-12
 _HUBER_SIGMAS = 3.0
-_MAX_POINTS = np.iinfo(np.int32).max - 1  # points per slot saturate (int32 storage)
+_MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32 storage)
+
+
+@kernel
+def _maximum(a: float, b: float) -> float:
+    """``np.maximum``: NaN if either is NaN."""
+    return a if (a >= b or math.isnan(a)) else b
+
+
+@kernel
+def _minimum(a: float, b: float) -> float:
+    """``np.minimum``: NaN if either is NaN."""
+    return a if (a <= b or math.isnan(a)) else b
+
+
+@kernel
+def _gather(
+    slots: NDArray[np.intp], n_col: NDArray[np.int32], mean_col: NDArray[np.float64],
+    dev_col: NDArray[np.float64],
+) -> tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]:
+    rows = len(slots)
+    n = np.empty(rows, np.int32)
+    mean = np.empty(rows)
+    sigma = np.empty(rows)
+    for i in range(rows):
+        s = slots[i]
+        n[i], mean[i] = n_col[s], mean_col[s]
+        sigma[i] = _maximum(dev_col[s] * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean_col[s])))
+    return n, mean, sigma
+
+
+@kernel
+def _predict(
+    n: NDArray[np.int32], mean: NDArray[np.float64], sigma: NDArray[np.float64],
+    band: NDArray[np.float64], warmup: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and ``mean +- band * sigma`` (transformed values; NaN band while warming)."""
+    rows = len(n)
+    expected = np.empty(rows)
+    lower = np.empty(rows)
+    upper = np.empty(rows)
+    for i in range(rows):
+        b = band[0] if len(band) == 1 else band[i]
+        ready = n[i] >= warmup
+        expected[i] = mean[i] if n[i] > 0 else np.nan
+        lower[i] = mean[i] - b * sigma[i] if ready else np.nan
+        upper[i] = mean[i] + b * sigma[i] if ready else np.nan
+    return expected, lower, upper
+
+
+@kernel
+def _score(
+    n: NDArray[np.int32], mean: NDArray[np.float64], sigma: NDArray[np.float64],
+    seen: NDArray[np.float64], values: NDArray[np.float64], warmup: int,
+) -> NDArray[np.float64]:
+    """``|seen - mean| / sigma`` (0 while warming, NaN where ``values`` is not finite)."""
+    out = np.empty(len(n))
+    for i in range(len(n)):
+        z = abs(seen[i] - mean[i]) / sigma[i] if n[i] >= warmup else 0.0
+        out[i] = z if np.isfinite(values[i]) else np.nan
+    return out
+
+
+@kernel
+def _learn(
+    slots: NDArray[np.intp], seen: NDArray[np.float64], alpha: float, warmup: int,
+    n_col: NDArray[np.int32], mean_col: NDArray[np.float64], dev_col: NDArray[np.float64],
+) -> None:
+    for i in range(len(slots)):
+        s = slots[i]
+        n = min(n_col[s], _MAX_POINTS) + 1
+        # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
+        weight = _maximum(alpha, 1.0 / n)
+        diff = seen[i] - mean_col[s]
+        mean_col[s] += weight * diff
+        # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
+        # does not widen the band for the points after it. Not before warm-up, when the
+        # spread itself is still being found.
+        dev = dev_col[s]
+        cap = (_HUBER_SIGMAS * _MAD_TO_SIGMA) * dev if n > warmup else np.inf
+        step = weight * (_minimum(abs(diff), cap) - dev)
+        # The first point has no deviation to learn from.
+        dev_col[s] = dev + (step if n > 1 else 0.0)
+        n_col[s] = n
 
 
 class EwmaZScore(SlotStateDetector):
@@ -80,46 +165,30 @@ class EwmaZScore(SlotStateDetector):
 
     def _state(self, slots: NDArray[np.intp]) -> tuple[NDArray[Any], ...]:
         self._ensure(slots)
-        mean = self._slots.mean[slots]
-        sigma = np.maximum(self._slots.dev[slots] * _MAD_TO_SIGMA, _TINY * (1.0 + np.abs(mean)))
-        return self._slots.n[slots], mean, sigma
+        out: tuple[NDArray[Any], ...] = _gather(
+            slots, self._slots.n, self._slots.mean, self._slots.dev)
+        return out
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
         """Expected value and band per row (NaN band while warming). Pure."""
         n, mean, sigma = self._state(batch.slots)
-        ready = n >= self.warmup
-        with np.errstate(over="ignore", invalid="ignore"):  # absurd inputs near 1e308
-            expected = np.where(n > 0, self._inverse(mean), np.nan)
-            lower = np.where(ready, self._inverse(mean - band * sigma), np.nan)
-            upper = np.where(ready, self._inverse(mean + band * sigma), np.nan)
+        bands = np.asarray(band, np.float64).reshape(-1)
+        expected, lower, upper = _predict(n, mean, sigma, bands, self.warmup)
+        if self.log_transform:  # the inverse of NaN is NaN: NaN stays where it is
+            expected, lower, upper = (self._inverse(x) for x in (expected, lower, upper))
         return Prediction(expected, lower, upper)
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Return ``|x - mean| / sigma`` per row (0 while warming, NaN if not finite)."""
         n, mean, sigma = self._state(batch.slots)
-        with np.errstate(invalid="ignore"):
-            z = np.abs(self._transform(batch.values) - mean) / sigma
-        z = np.where(n >= self.warmup, z, 0.0)
-        return np.where(np.isfinite(batch.values), z, np.nan)
+        seen = self._transform(batch.values)
+        out: NDArray[np.float64] = _score(n, mean, sigma, seen, batch.values, self.warmup)
+        return out
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
-        slots = batch.slots
-        self._ensure(slots)
-        y = self._transform(batch.values)
-        n = np.minimum(self._slots.n[slots], _MAX_POINTS) + 1
-        # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
-        weight = np.maximum(self.alpha, 1.0 / n)
-        diff = y - self._slots.mean[slots]
-        self._slots.mean[slots] += weight * diff
-        # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
-        # does not widen the band for the points after it. Not before warm-up, when the
-        # spread itself is still being found.
-        dev = self._slots.dev[slots]
-        cap = np.where(n > self.warmup, _HUBER_SIGMAS * _MAD_TO_SIGMA * dev, np.inf)
-        step = weight * (np.minimum(np.abs(diff), cap) - dev)
-        # The first point has no deviation to learn from.
-        self._slots.dev[slots] = dev + np.where(n > 1, step, 0.0)
-        self._slots.n[slots] = n
+        self._ensure(batch.slots)
+        _learn(batch.slots, self._transform(batch.values), self.alpha, self.warmup,
+               self._slots.n, self._slots.mean, self._slots.dev)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
