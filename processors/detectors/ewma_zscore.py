@@ -173,7 +173,9 @@ class EwmaZScore(SlotStateDetector):
         """Expected value and band per row (NaN band while warming). Pure."""
         n, mean, sigma = self._state(batch.slots)
         bands = np.asarray(band, np.float64).reshape(-1)
-        expected, lower, upper = _predict(n, mean, sigma, bands, self.warmup)
+        # Absurd inputs near 1e308 (the kernel runs as plain Python without numba's JIT).
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected, lower, upper = _predict(n, mean, sigma, bands, self.warmup)
         if self.log_transform:  # the inverse of NaN is NaN: NaN stays where it is
             expected, lower, upper = (self._inverse(x) for x in (expected, lower, upper))
         return Prediction(expected, lower, upper)
@@ -182,7 +184,8 @@ class EwmaZScore(SlotStateDetector):
         """Return ``|x - mean| / sigma`` per row (0 while warming, NaN if not finite)."""
         n, mean, sigma = self._state(batch.slots)
         seen = self._transform(batch.values)
-        out: NDArray[np.float64] = _score(n, mean, sigma, seen, batch.values, self.warmup)
+        with np.errstate(invalid="ignore"):  # as plain Python: inf - inf
+            out: NDArray[np.float64] = _score(n, mean, sigma, seen, batch.values, self.warmup)
         return out
 
     def _learn_unique(self, batch: SeriesBatch) -> None:

@@ -172,7 +172,9 @@ class SeasonalProfile(Detector):
         means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
                          else (_NO_PHASES, _NO_PHASES))
         bands = np.asarray(band, np.float64).reshape(-1)
-        return Prediction(*kernels.predict(count, mean, sigma, ready, bands, means, sigmas))
+        # Absurd inputs near 1e308 (the kernel runs as plain Python without numba's JIT).
+        with np.errstate(over="ignore", invalid="ignore"):
+            return Prediction(*kernels.predict(count, mean, sigma, ready, bands, means, sigmas))
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Return ``|x - profile| / spread`` per row (0 while warming, NaN if not finite).
@@ -182,7 +184,9 @@ class SeasonalProfile(Detector):
         bucket, _, mean, sigma, ready = self._state(batch)
         means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
                          else (_NO_PHASES, _NO_PHASES))
-        out: NDArray[np.float64] = kernels.score(batch.values, mean, sigma, ready, means, sigmas)
+        with np.errstate(invalid="ignore", over="ignore"):  # as plain Python: inf / inf
+            out: NDArray[np.float64] = kernels.score(
+                batch.values, mean, sigma, ready, means, sigmas)
         return out
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:

@@ -223,9 +223,13 @@ def _as_python(monkeypatch: pytest.MonkeyPatch, module: Any) -> None:
             monkeypatch.setattr(module, name, value.py_func)
 
 
-def test_kernels_as_plain_python_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("cls", "params"), [*((SeasonalProfile, p) for p in SEASONAL),
+                                             *((EwmaZScore, p) for p in EWMA)])
+def test_kernels_as_plain_python_match_numpy(
+    monkeypatch: pytest.MonkeyPatch, cls: type[Detector], params: dict[str, Any]
+) -> None:
     _as_python(monkeypatch, seasonal_kernels)
     _as_python(monkeypatch, ewma_zscore)
     assert not isinstance(seasonal_kernels.learn, numba.core.registry.CPUDispatcher)
-    _check_stream(SeasonalProfile(**SEASONAL[3]), SeasonalNumpy(**SEASONAL[3]), 2)
-    _check_stream(EwmaZScore(**EWMA[1]), EwmaNumpy(**EWMA[1]), 2)
+    reference = SeasonalNumpy if cls is SeasonalProfile else EwmaNumpy
+    _check_stream(cls(**params), reference(**params), 0)
