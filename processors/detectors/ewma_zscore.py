@@ -21,6 +21,9 @@ _TINY = 1e-12
 _HUBER_SIGMAS = 3.0
 _MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32 storage)
 
+# The per-row loops (numba kernels, ``processors.compiled``) repeat the numpy expressions
+# they replaced in the same order, so a round of one row costs one call per method.
+
 
 @kernel
 def _maximum(a: float, b: float) -> float:
@@ -39,6 +42,7 @@ def _gather(
     slots: NDArray[np.intp], n_col: NDArray[np.int32], mean_col: NDArray[np.float64],
     dev_col: NDArray[np.float64],
 ) -> tuple[NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]:
+    """Per row: points learned, mean and sigma (floored relative to the mean)."""
     rows = len(slots)
     n = np.empty(rows, np.int32)
     mean = np.empty(rows)
@@ -87,6 +91,7 @@ def _learn(
     slots: NDArray[np.intp], seen: NDArray[np.float64], alpha: float, warmup: int,
     n_col: NDArray[np.int32], mean_col: NDArray[np.float64], dev_col: NDArray[np.float64],
 ) -> None:
+    """Learn one round (distinct slots, finite values) in place."""
     for i in range(len(slots)):
         s = slots[i]
         n = min(n_col[s], _MAX_POINTS) + 1
