@@ -66,14 +66,10 @@ class _Round(NamedTuple):
     narrow_up: NDArray[np.float64]  # persistence narrowing (ones when disabled)
     narrow_down: NDArray[np.float64]
 
-    def z(self, values: NDArray[np.float64], scaled: bool = True, narrowed: bool = True
-          ) -> NDArray[np.float64]:
-        """Per row and member the deviation in spreads (0 while the member warms up)."""
-        ones = np.ones_like(self.mult)
+    def z(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Per row and member the deviation in scaled, narrowed spreads (0 while warming)."""
         return kernels.member_z(values, self.expected, self.upper, self.lower, self.floor,
-                                self.mult if scaled else ones,
-                                self.narrow_up if narrowed else ones,
-                                self.narrow_down if narrowed else ones)
+                                self.mult, self.narrow_up, self.narrow_down)
 
 
 class Ensemble(Detector):
@@ -345,25 +341,23 @@ class Ensemble(Detector):
     def _learn_unique(self, batch: SeriesBatch) -> None:
         batch = self._seen(batch)
         r = self._round(batch)
-        scaled = r.z(batch.values, narrowed=False)
+        combined, signed, unit, resid, ready, ready_rows = kernels.lessons(
+            batch.values, r.expected, r.upper, r.lower, r.floor, r.mult,
+            self.combine == "max")
         if self.refractory_level > 0:
             # The excursion memory learns the unstretched score: a bigger excursion than
             # the last one becomes the new peak, smaller ones let the old one fade.
-            z = kernels.combine(scaled, r.upper, self.combine == "max")
             recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
             kernels.learn_peak(self._slots.peak, self._slots.age, self._slots.peak_ns,
-                               batch.slots, batch.ts_unix_nano, z, recent, _MAX_AGE)
-        ready = ~np.isnan(r.upper)
+                               batch.slots, batch.ts_unix_nano, combined, recent, _MAX_AGE)
         if self.persistence_alpha > 0:
-            signed = np.where(batch.values[:, None] >= r.expected, scaled, -scaled)
             self._persistence.update(batch.slots, signed, ready)
-        unit = r.z(batch.values, scaled=False, narrowed=False)
-        resid = np.abs(batch.values[:, None] - r.expected)
-        for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
-            rows = ready[:, i]
-            if rows.all():
+        for i, (member, scale, on) in enumerate(
+                zip(self._members, self._scales, ready_rows.tolist(), strict=True)):
+            if on == len(batch):
                 scale.update(batch.slots, unit[:, i], resid[:, i])
-            elif rows.any():
+            elif on:
+                rows = ready[:, i]
                 scale.update(batch.slots[rows], unit[rows, i], resid[rows, i])
             member._learn_unique(batch)  # noqa: SLF001 - same contract, rows already unique
         self._memo.clear()

@@ -171,6 +171,38 @@ def combine(z: NDArray[np.float64], upper: NDArray[np.float64], combine_max: boo
 
 
 @kernel
+def lessons(
+    values: NDArray[np.float64], expected: NDArray[np.float64], upper: NDArray[np.float64],
+    lower: NDArray[np.float64], floor: NDArray[np.float64], mult: NDArray[np.float64],
+    combine_max: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+           NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+    """What learning a round needs, per row and member (scaled, never narrowed).
+
+    Returns the combined scaled deviation per row (the excursion memory's), the signed
+    scaled deviation (persistence's), the unscaled deviation and the absolute residual
+    (the member's tail scale's), whether the member is ready, and per member how many rows
+    it is ready on.
+    """
+    rows, members = expected.shape
+    ones = np.ones((rows, members))
+    scaled = member_z(values, expected, upper, lower, floor, mult, ones, ones)
+    combined = combine(scaled, upper, combine_max)
+    unit = member_z(values, expected, upper, lower, floor, ones, ones, ones)
+    signed, resid = np.empty((rows, members)), np.empty((rows, members))
+    ready = np.empty((rows, members), np.bool_)
+    ready_rows = np.zeros(members, np.int64)
+    for row in range(rows):
+        for m in range(members):
+            e = expected[row, m]
+            signed[row, m] = scaled[row, m] if values[row] >= e else -scaled[row, m]
+            resid[row, m] = abs(values[row] - e)
+            ready[row, m] = upper[row, m] == upper[row, m]  # noqa: PLR0124
+            ready_rows[m] += ready[row, m]
+    return combined, signed, unit, resid, ready, ready_rows
+
+
+@kernel
 def learn_peak(
     peak: NDArray[np.float32], age: NDArray[np.int32], peak_ns: NDArray[np.int64],
     slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64], z: NDArray[np.float64],
