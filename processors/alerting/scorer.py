@@ -23,6 +23,7 @@ from otel_anomaly.processors.alerting.feedback import FeedbackBook
 from otel_anomaly.processors.alerting.held_band import HeldBands
 from otel_anomaly.processors.alerting.hysteresis import Hysteresis, Transitions
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
+from otel_anomaly.processors.alerting.young_series import young_damped
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.series.label_sets import LabelSets
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -38,9 +39,6 @@ from otel_anomaly.processors.types import (
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
-YOUNG_POINTS = 100
-"""A series' first scored points alert only on larger deviations, fading to normal over
-this many points: its spreads and tails are still estimated from little data."""
 _ROUTE_CACHE_SIZE = 4096
 
 
@@ -302,7 +300,8 @@ class Scorer:
             held = self.held.apply(part.slots, part.values, rnd.shown, was_open,
                                    part.ts_unix_nano, policy.hold_s, policy.direction)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
-        alerting = self._young_damped(part.slots, alerting, ~np.isnan(rnd.calibrated.upper))
+        alerting = young_damped(self._per_slot.age, part.slots, alerting,
+                                ~np.isnan(rnd.calibrated.upper))
         if self.feedback is not None and self.feedback.active:
             alerting = self.feedback.quieted(part.slots, part.ts_unix_nano, alerting,
                                              part.values >= held.expected, self.labels)
@@ -366,17 +365,6 @@ class Scorer:
         at = np.flatnonzero(rows)
         found = agreeing(seen.take(at), policy.band)
         return dict(zip(at.tolist(), found, strict=True))
-
-    def _young_damped(
-        self, slots: NDArray[np.intp], score: NDArray[np.float64], ready: NDArray[np.bool_],
-    ) -> NDArray[np.float64]:
-        """Scores of young series divided by up to 2, fading out over ``YOUNG_POINTS``."""
-        age = self._per_slot.age[slots].astype(np.int64)
-        self._per_slot.age[slots] = np.minimum(age + ready, YOUNG_POINTS)
-        young = age < YOUNG_POINTS
-        if not young.any():
-            return score
-        return score / (1.0 + np.maximum(0.0, 1.0 - age / YOUNG_POINTS))
 
     def _local(self, slots: NDArray[np.intp]) -> NDArray[np.intp]:
         """The rule-local slot of each engine slot (-1: none)."""

@@ -1,0 +1,33 @@
+"""Young series alert only on larger deviations: their spreads and tails rest on little data."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.compiled import kernel
+
+YOUNG_POINTS = 100
+"""A series' first scored points alert only on larger deviations, fading to normal over
+this many points: its spreads and tails are still estimated from little data."""
+
+
+@kernel
+def young_damped(
+    age: NDArray[np.uint8], slots: NDArray[np.intp], score: NDArray[np.float64],
+    ready: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Scores of young series divided by up to 2, fading out over ``YOUNG_POINTS``.
+
+    ``age`` counts the scored (``ready``) points of each slot, up to ``YOUNG_POINTS``; it
+    is advanced here.
+    """
+    out = np.empty(len(slots))
+    for row in range(len(slots)):
+        points = int(age[slots[row]])
+        age[slots[row]] = min(points + int(ready[row]), YOUNG_POINTS)
+        if points < YOUNG_POINTS:
+            out[row] = score[row] / (1.0 + max(0.0, 1.0 - points / YOUNG_POINTS))
+        else:
+            out[row] = score[row]
+    return out
