@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
 
@@ -88,7 +89,7 @@ class Hysteresis:
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Whether each slot has an open anomaly."""
         self._ensure(slots)
-        return self._state.open[slots].copy()
+        return self._state.open[slots]  # fancy indexing copies
 
     def spacing_s(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual gap between points in seconds (0 while unknown)."""
@@ -111,50 +112,21 @@ class Hysteresis:
         """Advance distinct ``slots`` by one scored point each."""
         self._ensure(slots)
         state = self._state
-        valid = ~np.isnan(score)
-        high = valid & (score >= policy.open_threshold)
-        low = valid & (score < policy.close_threshold)
-        above = np.where(high, _more(state.above[slots]), np.where(valid, 0, state.above[slots]))
-        below = np.where(low, _more(state.below[slots]), np.where(valid, 0, state.below[slots]))
-        was_open = state.open[slots]
-        since_close = np.where(valid, _more(state.since_close[slots]), state.since_close[slots])
-        cooled = since_close > policy.cooldown
-        if policy.cooldown_time_s > 0:
-            cooled |= ts_unix_nano - state.closed_ts[slots] >= int(policy.cooldown_time_s * 1e9)
-        may_open = ~was_open & cooled
-        spacing = self._learn_spacing(slots, ts_unix_nano, valid)
-        high_for = np.where(high, state.high_for[slots] + spacing,
-                            np.where(valid, 0.0, state.high_for[slots]))
-        state.high_for[slots] = high_for
-        low_for = np.where(low, state.low_for[slots] + spacing,
-                           np.where(valid, 0.0, state.low_for[slots]))
-        state.low_for[slots] = low_for
-        min_time_ns = policy.min_duration_time_s * 1e9
-        long_enough = (above >= policy.min_duration) | (
-            high & (min_time_ns > 0) & (high_for >= min_time_ns))
-        opened = may_open & (long_enough | (valid & (score >= policy.instant_threshold)))
-        # A series whose spacing is not known yet closes on points alone.
-        closed = was_open & (below >= policy.close_after) & (
-            (low_for >= policy.close_after_time_s * 1e9) | (spacing <= 0))
-        interval_ns = int(policy.update_interval_s * 1e9)
-        updated = (
-            was_open & ~closed & high
-            & (ts_unix_nano - state.last_event_ts[slots] >= interval_ns)
+        announce = self._announce(slots, ~np.isnan(score)) if self._resumed else _NO_ROWS
+        # int() of the event-time thresholds in Python, as before (inf still raises here).
+        cooldown_ns = int(policy.cooldown_time_s * 1e9) if policy.cooldown_time_s > 0 else -1
+        flag, opened, updated, closed = _step_rows(
+            slots, score, ts_unix_nano, announce,
+            state.above, state.below, state.open, state.last_event_ts, state.open_for,
+            state.since_close, state.prev_ts, state.spacing, state.high_for, state.low_for,
+            state.closed_ts,
+            float(policy.open_threshold), float(policy.close_threshold),
+            float(policy.instant_threshold), int(policy.min_duration),
+            float(policy.min_duration_time_s * 1e9), int(policy.close_after),
+            float(policy.close_after_time_s * 1e9), int(policy.cooldown),
+            _int64(cooldown_ns), _int64(int(policy.update_interval_s * 1e9)),
         )
-        if self._resumed:
-            updated |= was_open & ~closed & valid & self._announce(slots, valid)
-        now_open = (was_open | opened) & ~closed
-        state.above[slots] = above
-        state.below[slots] = below
-        state.open[slots] = now_open
-        state.open_for[slots] = np.where(
-            opened, 1, np.where(now_open & valid, _more(state.open_for[slots]), 0)
-        )
-        state.since_close[slots] = np.where(closed, 0, since_close)
-        state.closed_ts[slots] = np.where(closed, ts_unix_nano, state.closed_ts[slots])
-        evented = opened | updated | closed
-        state.last_event_ts[slots[evented]] = ts_unix_nano[evented]
-        return Transitions(now_open, opened, updated, closed)
+        return Transitions(flag, opened, updated, closed)
 
     def _announce(self, slots: NDArray[np.intp], valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
         """Which rows are a restored anomaly's first valid point (each is announced once)."""
@@ -167,16 +139,8 @@ class Hysteresis:
     ) -> NDArray[np.float64]:
         """Each slot's usual gap between points (ns), updated with this row's gap."""
         state = self._state
-        prev = state.prev_ts[slots]
-        spacing = state.spacing[slots]
-        seen = valid & (prev > 0) & (ts > prev)
-        gap = (ts - prev).astype(np.float64)
-        # A gap of days moves the average by at most one usual gap.
-        learned = np.where(spacing > 0, spacing + 0.1 * (np.minimum(gap, 2 * spacing) - spacing),
-                           gap)
-        spacing = np.where(seen, learned, spacing)
-        state.spacing[slots] = spacing
-        state.prev_ts[slots] = np.where(valid, np.maximum(ts, prev), prev)
+        spacing: NDArray[np.float64] = _learn_spacing_rows(
+            slots, ts, valid, state.prev_ts, state.spacing)
         return spacing
 
     def reset(self, slots: NDArray[np.intp]) -> None:
@@ -186,7 +150,98 @@ class Hysteresis:
             self._resumed.difference_update(slots.tolist())
 
 
-def _more(count: NDArray[Any]) -> NDArray[np.int64]:
+
+_NO_ROWS = np.zeros(0, np.bool_)  # no restored anomaly awaits its announcement
+
+
+def _int64(ns: int) -> int:
+    """An event-time threshold in ns, clipped to int64 (a kernel argument must fit)."""
+    return min(max(ns, -(1 << 63)), (1 << 63) - 1)
+
+
+@kernel
+def _more(count: Any) -> Any:
     """``count + 1``, saturating at the largest count an int32 column holds."""
-    out: NDArray[np.int64] = np.minimum(count.astype(np.int64) + 1, _COUNT_MAX)
+    more = np.int64(count) + 1
+    return more if more < _COUNT_MAX else np.int64(_COUNT_MAX)
+
+
+@kernel
+def _spacing_row(s: Any, t: Any, valid: Any, prev_ts: Any, spacing: Any) -> Any:
+    """Slot ``s``'s usual gap (ns) after a point at ``t``: a running mean of its gaps."""
+    prev = prev_ts[s]
+    usual = spacing[s]
+    if valid and prev > 0 and t > prev:
+        gap = np.float64(t - prev)
+        if usual > 0:
+            # A gap of days moves the average by at most one usual gap.
+            twice = 2 * usual
+            usual = usual + 0.1 * ((gap if gap < twice else twice) - usual)
+        else:
+            usual = gap
+    spacing[s] = usual
+    if valid and t > prev:
+        prev_ts[s] = t
+    return usual
+
+
+@kernel
+def _learn_spacing_rows(slots: Any, ts: Any, valid: Any, prev_ts: Any, spacing: Any) -> Any:
+    out = np.empty(len(slots))
+    for i in range(len(slots)):
+        out[i] = _spacing_row(slots[i], ts[i], valid[i], prev_ts, spacing)
     return out
+
+
+@kernel
+def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's thresholds
+    slots: Any, score: Any, ts: Any, announce: Any,
+    above: Any, below: Any, is_open: Any, last_event_ts: Any, open_for: Any,
+    since_close: Any, prev_ts: Any, spacing: Any, high_for: Any, low_for: Any, closed_ts: Any,
+    open_threshold: float, close_threshold: float, instant_threshold: float,
+    min_duration: int, min_time_ns: float, close_after: int, close_time_ns: float,
+    cooldown: int, cooldown_ns: int, interval_ns: int,
+) -> Any:
+    """``Hysteresis.step`` row by row (slots are distinct): the flags, opens, updates, closes."""
+    n = len(slots)
+    flag = np.empty(n, np.bool_)
+    opened = np.empty(n, np.bool_)
+    updated = np.empty(n, np.bool_)
+    closed = np.empty(n, np.bool_)
+    for i in range(n):
+        s, x, t = slots[i], score[i], ts[i]
+        valid = not np.isnan(x)
+        high = valid and x >= open_threshold
+        low = valid and x < close_threshold
+        run_above = _more(above[s]) if high else (np.int64(0) if valid else np.int64(above[s]))
+        run_below = _more(below[s]) if low else (np.int64(0) if valid else np.int64(below[s]))
+        was_open = is_open[s]
+        since = _more(since_close[s]) if valid else np.int64(since_close[s])
+        cooled = since > cooldown or (cooldown_ns >= 0 and t - closed_ts[s] >= cooldown_ns)
+        usual = _spacing_row(s, t, valid, prev_ts, spacing)
+        high_run = high_for[s] + usual if high else (0.0 if valid else high_for[s])
+        high_for[s] = high_run
+        low_run = low_for[s] + usual if low else (0.0 if valid else low_for[s])
+        low_for[s] = low_run
+        long_enough = run_above >= min_duration or (
+            high and min_time_ns > 0 and high_run >= min_time_ns)
+        opens = not was_open and cooled and (
+            long_enough or (valid and x >= instant_threshold))
+        # A series whose spacing is not known yet closes on points alone.
+        closes = was_open and run_below >= close_after and (
+            low_run >= close_time_ns or usual <= 0)
+        updates = was_open and not closes and (
+            (high and t - last_event_ts[s] >= interval_ns)
+            or (len(announce) > 0 and valid and announce[i]))
+        now_open = (was_open or opens) and not closes
+        above[s] = run_above
+        below[s] = run_below
+        is_open[s] = now_open
+        open_for[s] = 1 if opens else (_more(open_for[s]) if now_open and valid else 0)
+        since_close[s] = 0 if closes else since
+        if closes:
+            closed_ts[s] = t
+        if opens or updates or closes:
+            last_event_ts[s] = t
+        flag[i], opened[i], updated[i], closed[i] = now_open, opens, updates, closes
+    return flag, opened, updated, closed
