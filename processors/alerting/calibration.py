@@ -8,6 +8,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.calibration_kernels import (
+    DIRECTIONS,
+    calibrate_rows,
+    calibrate_slots,
+    clip_rows,
+    learn_magnitude_rows,
+    ready_rows,
+    scale_lesson,
+)
 from otel_anomaly.processors.alerting.rarity import (
     ScoreTail,
     edge_for_budget,
@@ -16,7 +25,7 @@ from otel_anomaly.processors.alerting.rarity import (
 )
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.detectors.base import Detector, Prediction
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, saturated
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -25,6 +34,8 @@ _MIN_WIDTH = 1e-9
 MAGNITUDE_MEMORY = 50_000
 """Points a series' usual magnitude remembers: long enough that a long flat stretch (a rate
 resting at 0 overnight) does not make the series forget the size its values usually have."""
+_NO_ROWS = np.zeros(0)  # an optional per-row argument of a kernel, not given
+_NO_MASK = np.zeros(0, np.bool_)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,27 +68,14 @@ def calibrate(
     >>> calibrate(np.array([10.0, 13.0, 6.0]), p, AlertPolicy(direction="up")).score
     array([0. , 1.5, 0. ])
     """
-    expected = prediction.expected
-    floor = np.maximum(
-        np.maximum(policy.min_absolute_deviation, floor),
-        policy.min_relative_deviation * np.abs(expected),
-    )
-    with np.errstate(invalid="ignore", over="ignore"):
-        up_width = np.maximum(prediction.upper - expected, floor)
-        down_width = np.maximum(expected - prediction.lower, floor)
-        up_width = np.maximum(up_width, _MIN_WIDTH)
-        down_width = np.maximum(down_width, _MIN_WIDTH)
-        deviation = values - expected
-        score = np.where(deviation >= 0, deviation / up_width, -deviation / down_width)
-    if policy.direction == "up":
-        score = np.where(deviation < 0, 0.0, score)
-    elif policy.direction == "down":
-        score = np.where(deviation > 0, 0.0, score)
-    warming = np.isnan(prediction.upper) | np.isnan(prediction.lower)
-    score = np.where(warming, 0.0, score)
-    score = np.where(np.isfinite(values), score, np.nan)
+    n = len(values)
+    rows = np.full(n, floor) if np.ndim(floor) == 0 else np.asarray(floor, np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # absurd inputs near +-1e308
-        return Calibrated(expected, expected - down_width, expected + up_width, score)
+        lower, upper, score = calibrate_rows(
+            values, prediction.expected, prediction.lower, prediction.upper, rows,
+            float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
+            DIRECTIONS[policy.direction], _MIN_WIDTH)
+    return Calibrated(prediction.expected, lower, upper, score)
 
 
 def clip_to_band(values: NDArray[np.float64], calibrated: Calibrated) -> NDArray[np.float64]:
@@ -85,9 +83,8 @@ def clip_to_band(values: NDArray[np.float64], calibrated: Calibrated) -> NDArray
 
     Warming rows (NaN band) pass through unchanged.
     """
-    lower = np.where(np.isnan(calibrated.lower), -np.inf, calibrated.lower)
-    upper = np.where(np.isnan(calibrated.upper), np.inf, calibrated.upper)
-    return np.clip(values, lower, upper)
+    clipped: NDArray[np.float64] = clip_rows(values, calibrated.lower, calibrated.upper)
+    return clipped
 
 
 class Calibrator:
@@ -183,11 +180,16 @@ class Calibrator:
         spacing = np.zeros(len(slots)) if spacing_s is None else spacing_s
         k = self.edge(detector, slots, spacing)
         prediction = detector.predict(batch, k)
-        floor = self.policy.min_relative_deviation * self.magnitude(slots)
-        if self._active(detector):
-            with np.errstate(over="ignore"):  # absurd inputs near +-1e308: an infinite floor
-                floor = np.maximum(floor, k * self.scale.floor(slots))
-        return calibrate(batch.values, prediction, self.policy, floor)
+        self._usual.ensure(slots)
+        # The floor: the usual magnitude's share, and k scale floors when tail-calibrated.
+        scale_floor = self.scale.floor(slots) if self._active(detector) else _NO_ROWS
+        policy = self.policy
+        with np.errstate(invalid="ignore", over="ignore"):  # absurd inputs near +-1e308
+            lower, upper, score = calibrate_slots(
+                batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
+                self._usual.magnitude, k, scale_floor, float(policy.min_absolute_deviation),
+                float(policy.min_relative_deviation), DIRECTIONS[policy.direction], _MIN_WIDTH)
+        return Calibrated(prediction.expected, lower, upper, score)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual ``|value|`` (0 before its first point)."""
@@ -209,35 +211,31 @@ class Calibrator:
         if not (rare or active):
             return
         spacing = np.zeros(len(batch)) if spacing_s is None else spacing_s
-        ready = ~np.isnan(calibrated.upper) & np.isfinite(calibrated.score)
-        if mask is not None:
-            ready &= mask
+        # Rows with a band and a finite score; with ``mask`` (and, for the rarity, ``quiet``).
+        ready = ready_rows(calibrated.upper, calibrated.score,
+                           _NO_MASK if mask is None else mask,
+                           _NO_MASK if quiet is None or not rare else quiet)
         if rare:
             # The detector's own score: the band's score is measured from an expected value
             # the detector may move as the band widens, so it is not the same rarity.
-            if quiet is not None:
-                ready &= quiet
             edge = self.edge(detector, batch.slots, spacing)
             self.rarity.update(batch.slots[ready], detector.score(batch)[ready], edge[ready])
         else:
             k = self.multiplier(batch.slots)
-            self.scale.update(batch.slots[ready], (calibrated.score * k)[ready],
-                              np.abs(batch.values - calibrated.expected)[ready])
+            with np.errstate(invalid="ignore", over="ignore"):
+                self.scale.update(*scale_lesson(ready, batch.slots, calibrated.score, k,
+                                                batch.values, calibrated.expected))
 
     def _learn_magnitude(self, batch: SeriesBatch) -> None:
-        finite = np.isfinite(batch.values)
-        slots = batch.slots[finite]
-        if not len(slots):
-            return
         usual = self._usual
-        usual.ensure(slots)
-        points = np.minimum(usual.points[slots].astype(np.float64) + 1.0, MAGNITUDE_MEMORY)
-        usual.points[slots] = points
-        weight = np.maximum(1.0 / points, 1.0 / MAGNITUDE_MEMORY)
-        typical = usual.magnitude[slots].astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            learned = typical + weight * (np.abs(batch.values[finite]) - typical)
-        usual.magnitude[slots] = saturated(learned)
+            if learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
+                                    MAGNITUDE_MEMORY):
+                return
+            # A finite row's slot is past the columns (rare: ``step`` grew them): grow, redo.
+            usual.ensure(batch.slots[np.isfinite(batch.values)])
+            learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
+                                    MAGNITUDE_MEMORY)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

@@ -1,0 +1,159 @@
+"""Compiled row loops of ``calibration`` (and the numpy scalar rules they share).
+
+Each kernel does for one round what the numpy version did with a dozen array calls, row by
+row, with the same arithmetic: ``nan_max``/``nan_min`` are ``np.maximum``/``np.minimum``
+(NaN wins), and stores into float32 columns round as numpy's casts do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from otel_anomaly.processors.compiled import kernel
+
+DIRECTIONS = {"both": 0, "up": 1, "down": 2}
+"""A policy's ``direction`` as the kernels take it."""
+_UP, _DOWN = 1, 2
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@kernel
+def nan_max(a: Any, b: Any) -> Any:
+    """``np.maximum`` of two scalars: NaN if either is NaN, else the larger (``a`` on a tie)."""
+    if np.isnan(a):
+        return a
+    if np.isnan(b):
+        return b
+    return a if a >= b else b
+
+
+@kernel
+def nan_min(a: Any, b: Any) -> Any:
+    """``np.minimum`` of two scalars: NaN if either is NaN, else the smaller (``a`` on a tie)."""
+    if np.isnan(a):
+        return a
+    if np.isnan(b):
+        return b
+    return a if a <= b else b
+
+
+@kernel
+def _calibrate_row(
+    value: Any, expected: Any, lower: Any, upper: Any, floor: Any,
+    min_abs: float, min_rel: float, direction: int, min_width: float,
+) -> Any:
+    """One row of ``calibrate``: its band's lower and upper edge, and its score."""
+    floor = nan_max(nan_max(min_abs, floor), min_rel * np.abs(expected))
+    up_width = nan_max(nan_max(upper - expected, floor), min_width)
+    down_width = nan_max(nan_max(expected - lower, floor), min_width)
+    deviation = value - expected
+    score = deviation / up_width if deviation >= 0 else -deviation / down_width
+    if (direction == _UP and deviation < 0) or (direction == _DOWN and deviation > 0):
+        score = 0.0
+    if np.isnan(upper) or np.isnan(lower):  # warming up
+        score = 0.0
+    if not np.isfinite(value):
+        score = np.nan
+    return expected - down_width, expected + up_width, score
+
+
+@kernel
+def calibrate_rows(
+    values: Any, expected: Any, lower: Any, upper: Any, floor: Any,
+    min_abs: float, min_rel: float, direction: int, min_width: float,
+) -> Any:
+    """``calibrate`` of each row, ``floor`` given per row: the band's edges and the scores."""
+    n = len(values)
+    band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        band_lower[i], band_upper[i], score[i] = _calibrate_row(
+            values[i], expected[i], lower[i], upper[i], floor[i], min_abs, min_rel, direction,
+            min_width)
+    return band_lower, band_upper, score
+
+
+@kernel
+def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and the policy
+    values: Any, expected: Any, lower: Any, upper: Any, slots: Any, magnitude: Any,
+    k: Any, scale_floor: Any, min_abs: float, min_rel: float, direction: int, min_width: float,
+) -> Any:
+    """``Calibrator.step``'s floor and ``calibrate`` in one loop.
+
+    The floor is ``min_rel`` times the slot's usual magnitude and, when ``scale_floor``
+    has rows (a tail-calibrated detector), at least ``k`` times it.
+    """
+    n = len(values)
+    band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
+    for i in range(n):
+        floor = min_rel * np.float64(magnitude[slots[i]])
+        if len(scale_floor):
+            floor = nan_max(floor, k[i] * scale_floor[i])
+        band_lower[i], band_upper[i], score[i] = _calibrate_row(
+            values[i], expected[i], lower[i], upper[i], floor, min_abs, min_rel, direction,
+            min_width)
+    return band_lower, band_upper, score
+
+
+@kernel
+def clip_rows(values: Any, lower: Any, upper: Any) -> Any:
+    """``np.clip`` of each value into its band; a NaN edge does not bound (warming rows)."""
+    out = np.empty(len(values))
+    for i in range(len(values)):
+        low = -np.inf if np.isnan(lower[i]) else lower[i]
+        high = np.inf if np.isnan(upper[i]) else upper[i]
+        out[i] = nan_min(nan_max(values[i], low), high)
+    return out
+
+
+@kernel
+def learn_magnitude_rows(slots: Any, values: Any, magnitude: Any, points: Any, memory: int) -> bool:
+    """Move each finite row's slot's usual ``|value|`` toward it, over ``memory`` points.
+
+    ``magnitude`` and ``points`` are float32 columns.
+
+    Returns False, changing nothing, when a finite row's slot is past the columns (the
+    caller grows them and calls again).
+    """
+    for i in range(len(slots)):
+        if np.isfinite(values[i]) and slots[i] >= len(magnitude):
+            return False
+    for i in range(len(slots)):
+        value = values[i]
+        if not np.isfinite(value):
+            continue
+        s = slots[i]
+        seen = nan_min(np.float64(points[s]) + 1.0, np.float64(memory))
+        points[s] = seen
+        weight = nan_max(1.0 / seen, 1.0 / memory)
+        typical = np.float64(magnitude[s])
+        learned = typical + weight * (np.abs(value) - typical)
+        if np.isfinite(learned):  # ``saturated``: finite values stay finite in float32
+            learned = nan_min(nan_max(learned, -_FLOAT32_MAX), _FLOAT32_MAX)
+        magnitude[s] = learned
+    return True
+
+
+@kernel
+def ready_rows(upper: Any, score: Any, mask: Any, quiet: Any) -> Any:
+    """Rows with a band and a finite score (and, where given, ``mask`` and ``quiet``)."""
+    rows = np.empty(len(upper), np.intp)
+    n = 0
+    for i in range(len(upper)):
+        if (not np.isnan(upper[i]) and np.isfinite(score[i])
+                and (len(mask) == 0 or mask[i]) and (len(quiet) == 0 or quiet[i])):
+            rows[n] = i
+            n += 1
+    return rows[:n]
+
+
+@kernel
+def scale_lesson(rows: Any, slots: Any, score: Any, k: Any, values: Any, expected: Any) -> Any:
+    """What the deviation scale learns from ``rows``: slots, spread units, absolute sizes."""
+    n = len(rows)
+    at, z, size = np.empty(n, slots.dtype), np.empty(n), np.empty(n)
+    for j in range(n):
+        i = rows[j]
+        at[j], z[j], size[j] = slots[i], score[i] * k[i], np.abs(values[i] - expected[i])
+    return at, z, size
