@@ -15,14 +15,19 @@ The exported score and band stay the detector's own.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
+from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS, nan_max, nan_min
+from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
+
+_UP, _DOWN = DIRECTIONS["up"], DIRECTIONS["down"]
 
 GROWTH_STEP = 0.5
 """How much further out (in half-widths of the held band) a value must go to count as the
@@ -74,11 +79,10 @@ class HeldBands:
         if not len(slots):
             return
         self._bands.ensure(slots)
-        self._bands.extreme_ns[slots] = ts_unix_nano
-        self._bands.peak[slots] = calibrated.score
-        self._bands.expected[slots] = calibrated.expected
-        self._bands.lower[slots] = calibrated.lower
-        self._bands.upper[slots] = calibrated.upper
+        bands = self._bands
+        _remember_rows(slots, ts_unix_nano, calibrated.expected, calibrated.lower,
+                       calibrated.upper, calibrated.score, bands.extreme_ns, bands.peak,
+                       bands.expected, bands.lower, bands.upper)
         self.active = True
 
     def apply(
@@ -92,40 +96,27 @@ class HeldBands:
         restarts its ``hold_s``. Only deviations on the rule's ``direction`` count, as for
         the detector's own score.
         """
-        holding = is_open & (slots < len(self._bands))
-        if not holding.any() or hold_s <= 0:
+        if hold_s <= 0:
             return calibrated
-        at = np.where(holding, slots, 0)
-        score = self._held_score(at, values, direction)
-        growing = holding & (score >= self._bands.peak[at] + GROWTH_STEP)
-        if growing.any():
-            grew = at[growing]
-            self._bands.peak[grew] = score[growing]
-            self._bands.extreme_ns[grew] = ts_unix_nano[growing]
-        holding &= ts_unix_nano - self._bands.extreme_ns[at] <= int(hold_s * 1e9)
         bands = self._bands
-        expected, lower, upper = bands.expected[at], bands.lower[at], bands.upper[at]
-        use = holding & np.isfinite(score) & (score > calibrated.score)
-        if not use.any():
+        if not math.isfinite(hold_s) and (is_open & (slots < len(bands))).any():
+            int(hold_s * 1e9)  # raises, as it always has: no event time is that long
+        with np.errstate(divide="ignore", invalid="ignore"):
+            used, expected, lower, upper, score = _apply_rows(
+                slots, values, calibrated.expected, calibrated.lower, calibrated.upper,
+                calibrated.score, is_open, ts_unix_nano,
+                _hold_ns(hold_s), DIRECTIONS[direction], GROWTH_STEP,
+                bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak)
+        if not used:
             return calibrated
-        return Calibrated(
-            np.where(use, expected, calibrated.expected), np.where(use, lower, calibrated.lower),
-            np.where(use, upper, calibrated.upper), np.where(use, score, calibrated.score),
-        )
+        return Calibrated(expected, lower, upper, score)
 
     def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
                     direction: DirectionPolicy) -> NDArray[np.float64]:
         bands = self._bands
-        expected, lower, upper = bands.expected[at], bands.lower[at], bands.upper[at]
         with np.errstate(divide="ignore", invalid="ignore"):
-            dev = values - expected
-            if direction == "up":
-                dev = np.maximum(dev, 0.0)
-            elif direction == "down":
-                dev = np.minimum(dev, 0.0)
-            half = np.where(dev >= 0, upper - expected, expected - lower)
-            out: NDArray[np.float64] = np.abs(dev) / np.maximum(
-                half, 1e-12 * (1.0 + np.abs(expected)))
+            out: NDArray[np.float64] = _held_scores(
+                at, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction])
         return out
 
     def outside(self, slots: NDArray[np.intp], values: NDArray[np.float64],
@@ -136,26 +127,126 @@ class HeldBands:
         out there closed because the detector took the new level in: the level is the new
         baseline.
         """
-        known = slots < len(self._bands)
-        at = np.where(known, slots, 0)
-        with np.errstate(invalid="ignore"):
-            return known & (self._held_score(at, values, direction) >= 1.0)
+        bands = self._bands
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: NDArray[np.bool_] = _outside_rows(
+                slots, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction])
+        return out
 
     def closing(self, slots: NDArray[np.intp], calibrated: Calibrated,
                 closed: NDArray[np.bool_]) -> Calibrated:
         """Rows that close report the band their anomaly was held against."""
-        rows = closed & (slots < len(self._bands))
-        if not rows.any():
+        bands = self._bands
+        any_rows, expected, lower, upper = _closing_rows(
+            slots, closed, calibrated.expected, calibrated.lower, calibrated.upper,
+            bands.expected, bands.lower, bands.upper)
+        if not any_rows:
             return calibrated
-        at = np.where(rows, slots, 0)
-        use = rows & np.isfinite(self._bands.expected[at])
-        return Calibrated(
-            np.where(use, self._bands.expected[at], calibrated.expected),
-            np.where(use, self._bands.lower[at], calibrated.lower),
-            np.where(use, self._bands.upper[at], calibrated.upper), calibrated.score,
-        )
+        return Calibrated(expected, lower, upper, calibrated.score)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget the bands of ``slots``."""
         # Rows not allocated yet hold nothing: resetting them would only allocate them.
         self._bands.reset(slots[slots < len(self._bands)])
+
+
+def _hold_ns(hold_s: float) -> int:
+    """``hold_s`` in ns, clipped to int64 (a kernel argument must fit)."""
+    return min(int(hold_s * 1e9), (1 << 63) - 1) if math.isfinite(hold_s) else (1 << 63) - 1
+
+
+@kernel
+def _held_row(value: Any, expected: Any, lower: Any, upper: Any, direction: int) -> Any:
+    """A value's score against a held band: its distance in half-widths on its side."""
+    dev = value - expected
+    if direction == _UP:
+        dev = nan_max(dev, 0.0)
+    elif direction == _DOWN:
+        dev = nan_min(dev, 0.0)
+    half = upper - expected if dev >= 0 else expected - lower
+    return np.abs(dev) / nan_max(half, 1e-12 * (1.0 + np.abs(expected)))
+
+
+@kernel
+def _held_scores(
+    at: Any, values: Any, expected: Any, lower: Any, upper: Any, direction: int,
+) -> Any:
+    out = np.empty(len(at))
+    for i in range(len(at)):
+        s = at[i]
+        out[i] = _held_row(values[i], expected[s], lower[s], upper[s], direction)
+    return out
+
+
+@kernel
+def _outside_rows(
+    slots: Any, values: Any, expected: Any, lower: Any, upper: Any, direction: int,
+) -> Any:
+    out = np.zeros(len(slots), np.bool_)
+    for i in range(len(slots)):
+        s = slots[i]
+        if s < len(expected):
+            out[i] = _held_row(values[i], expected[s], lower[s], upper[s], direction) >= 1.0
+    return out
+
+
+@kernel
+def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
+    slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any,
+    extreme_ns: Any, peak: Any, held_expected: Any, held_lower: Any, held_upper: Any,
+) -> None:
+    for i in range(len(slots)):
+        s = slots[i]
+        extreme_ns[s], peak[s] = ts[i], score[i]
+        held_expected[s], held_lower[s], held_upper[s] = expected[i], lower[i], upper[i]
+
+
+@kernel
+def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the held columns
+    slots: Any, values: Any, expected: Any, lower: Any, upper: Any, score: Any,
+    is_open: Any, ts: Any, hold_ns: int, direction: int, growth_step: float,
+    held_expected: Any, held_lower: Any, held_upper: Any, extreme_ns: Any, peak: Any,
+) -> Any:
+    """``HeldBands.apply`` row by row: whether any row took its held band, and the band."""
+    n = len(slots)
+    out_expected, out_lower, out_upper = np.empty(n), np.empty(n), np.empty(n)
+    out_score = np.empty(n)
+    used = False
+    for i in range(n):
+        s = slots[i]
+        use = False
+        if is_open[i] and s < len(held_expected):
+            held = _held_row(values[i], held_expected[s], held_lower[s], held_upper[s],
+                             direction)
+            if held >= peak[s] + growth_step:  # still growing: the hold starts again
+                peak[s], extreme_ns[s] = held, ts[i]
+            use = ts[i] - extreme_ns[s] <= hold_ns and np.isfinite(held) and held > score[i]
+        if use:
+            out_expected[i], out_lower[i] = held_expected[s], held_lower[s]
+            out_upper[i], out_score[i] = held_upper[s], held
+            used = True
+        else:
+            out_expected[i], out_lower[i] = expected[i], lower[i]
+            out_upper[i], out_score[i] = upper[i], score[i]
+    return used, out_expected, out_lower, out_upper, out_score
+
+
+@kernel
+def _closing_rows(
+    slots: Any, closed: Any, expected: Any, lower: Any, upper: Any,
+    held_expected: Any, held_lower: Any, held_upper: Any,
+) -> Any:
+    """``HeldBands.closing``: whether any row closes, and each row's band to report."""
+    n = len(slots)
+    out_expected, out_lower, out_upper = np.empty(n), np.empty(n), np.empty(n)
+    closing = False
+    for i in range(n):
+        s = slots[i]
+        rows = closed[i] and s < len(held_expected)
+        closing = closing or rows
+        if rows and np.isfinite(held_expected[s]):
+            out_expected[i], out_lower[i], out_upper[i] = (
+                held_expected[s], held_lower[s], held_upper[s])
+        else:
+            out_expected[i], out_lower[i], out_upper[i] = expected[i], lower[i], upper[i]
+    return closing, out_expected, out_lower, out_upper
