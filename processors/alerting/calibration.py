@@ -235,7 +235,7 @@ class Calibrator:
             # A finite row's slot is past the columns (rare: ``step`` grew them): grow, redo.
             usual.ensure(batch.slots[np.isfinite(batch.values)])
             learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
-                                    MAGNITUDE_MEMORY)
+                                 MAGNITUDE_MEMORY)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
