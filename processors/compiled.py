@@ -23,12 +23,15 @@ call per component instead of dozens of small numpy calls.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar, cast
 
 import numba
+import numpy as np
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_NOTHING = nullcontext()
 _OPTIONS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
 _uncached: list[str] = []
 
@@ -50,3 +53,15 @@ def kernel(function: F) -> F:
 def uncached() -> tuple[str, ...]:
     """The kernels compiled without a cache (no writable cache folder was found)."""
     return tuple(_uncached)
+
+
+def float_warnings_ignored() -> AbstractContextManager[Any]:
+    """What a kernel call needs around it, so absurd inputs (near 1e308, infinities) stay quiet.
+
+    ``np.errstate(all="ignore")`` when kernels run as plain Python (``NUMBA_DISABLE_JIT=1``),
+    where numpy scalars warn on ``inf - inf`` or an overflow; nothing when they are
+    compiled, since compiled code never warns (and entering ``errstate`` costs more than a
+    small kernel call).
+    """
+    plain = numba.config.DISABLE_JIT  # type: ignore[attr-defined]  # set from the environment
+    return np.errstate(all="ignore") if plain else _NOTHING

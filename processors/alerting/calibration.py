@@ -24,6 +24,7 @@ from otel_anomaly.processors.alerting.rarity import (
     points_to_open,
 )
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
+from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors.base import Detector, Prediction
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
@@ -70,7 +71,7 @@ def calibrate(
     """
     n = len(values)
     rows = np.full(n, floor) if np.ndim(floor) == 0 else np.asarray(floor, np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):  # absurd inputs near +-1e308
+    with float_warnings_ignored():  # absurd inputs near +-1e308
         lower, upper, score = calibrate_rows(
             values, prediction.expected, prediction.lower, prediction.upper, rows,
             float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
@@ -184,7 +185,7 @@ class Calibrator:
         # The floor: the usual magnitude's share, and k scale floors when tail-calibrated.
         scale_floor = self.scale.floor(slots) if self._active(detector) else _NO_ROWS
         policy = self.policy
-        with np.errstate(invalid="ignore", over="ignore"):  # absurd inputs near +-1e308
+        with float_warnings_ignored():  # absurd inputs near +-1e308
             lower, upper, score = calibrate_slots(
                 batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
                 self._usual.magnitude, k, scale_floor, float(policy.min_absolute_deviation),
@@ -222,13 +223,13 @@ class Calibrator:
             self.rarity.update(batch.slots[ready], detector.score(batch)[ready], edge[ready])
         else:
             k = self.multiplier(batch.slots)
-            with np.errstate(invalid="ignore", over="ignore"):
+            with float_warnings_ignored():
                 self.scale.update(*scale_lesson(ready, batch.slots, calibrated.score, k,
                                                 batch.values, calibrated.expected))
 
     def _learn_magnitude(self, batch: SeriesBatch) -> None:
         usual = self._usual
-        with np.errstate(over="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             if learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
                                     MAGNITUDE_MEMORY):
                 return

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS, nan_max, nan_min
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
 
@@ -101,7 +101,7 @@ class HeldBands:
         bands = self._bands
         if not math.isfinite(hold_s) and (is_open & (slots < len(bands))).any():
             int(hold_s * 1e9)  # raises, as it always has: no event time is that long
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             used, expected, lower, upper, score = _apply_rows(
                 slots, values, calibrated.expected, calibrated.lower, calibrated.upper,
                 calibrated.score, is_open, ts_unix_nano,
@@ -114,7 +114,7 @@ class HeldBands:
     def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
                     direction: DirectionPolicy) -> NDArray[np.float64]:
         bands = self._bands
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             out: NDArray[np.float64] = _held_scores(
                 at, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction])
         return out
@@ -128,7 +128,7 @@ class HeldBands:
         baseline.
         """
         bands = self._bands
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             out: NDArray[np.bool_] = _outside_rows(
                 slots, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction])
         return out

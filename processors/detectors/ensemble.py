@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
+from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import ensemble_kernels as kernels
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
@@ -311,10 +312,10 @@ class Ensemble(Detector):
         daily cycle) could squeeze that distance to nothing.
         """
         batch = self._seen(batch)
-        width = np.broadcast_to(band * self._widening(batch.slots, batch.ts_unix_nano),
-                                len(batch)).astype(np.float64)
+        width = self._widening(batch.slots, batch.ts_unix_nano)  # a fresh array
+        width *= band
         r = self._round(batch)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             expected, lower, upper = kernels.band(
                 r.expected, r.upper, r.lower, r.floor, r.mult, r.narrow_up, r.narrow_down,
                 width, self.combine == "max", self._CENTRE)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -179,7 +179,7 @@ class EwmaZScore(SlotStateDetector):
         n, mean, sigma = self._state(batch.slots)
         bands = np.asarray(band, np.float64).reshape(-1)
         # Absurd inputs near 1e308 (the kernel runs as plain Python without numba's JIT).
-        with np.errstate(over="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             expected, lower, upper = _predict(n, mean, sigma, bands, self.warmup)
         if self.log_transform:  # the inverse of NaN is NaN: NaN stays where it is
             expected, lower, upper = (self._inverse(x) for x in (expected, lower, upper))
@@ -189,7 +189,7 @@ class EwmaZScore(SlotStateDetector):
         """Return ``|x - mean| / sigma`` per row (0 while warming, NaN if not finite)."""
         n, mean, sigma = self._state(batch.slots)
         seen = self._transform(batch.values)
-        with np.errstate(invalid="ignore"):  # as plain Python: inf - inf
+        with float_warnings_ignored():  # as plain Python: inf - inf
             out: NDArray[np.float64] = _score(n, mean, sigma, seen, batch.values, self.warmup)
         return out
 

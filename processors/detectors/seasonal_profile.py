@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import seasonal_kernels as kernels
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -173,7 +174,7 @@ class SeasonalProfile(Detector):
                          else (_NO_PHASES, _NO_PHASES))
         bands = np.asarray(band, np.float64).reshape(-1)
         # Absurd inputs near 1e308 (the kernel runs as plain Python without numba's JIT).
-        with np.errstate(over="ignore", invalid="ignore"):
+        with float_warnings_ignored():
             return Prediction(*kernels.predict(count, mean, sigma, ready, bands, means, sigmas))
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
@@ -184,7 +185,7 @@ class SeasonalProfile(Detector):
         bucket, _, mean, sigma, ready = self._state(batch)
         means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
                          else (_NO_PHASES, _NO_PHASES))
-        with np.errstate(invalid="ignore", over="ignore"):  # as plain Python: inf / inf
+        with float_warnings_ignored():  # as plain Python: inf / inf
             out: NDArray[np.float64] = kernels.score(
                 batch.values, mean, sigma, ready, means, sigmas)
         return out

@@ -218,6 +218,7 @@ def test_ewma_kernels_match_numpy(params: dict[str, Any], seed: int) -> None:
 
 def _as_python(monkeypatch: pytest.MonkeyPatch, module: Any) -> None:
     """Replace the module's kernels by their Python functions (``NUMBA_DISABLE_JIT=1``)."""
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)  # float_warnings_ignored reads it
     for name, value in vars(module).copy().items():
         if isinstance(value, numba.core.registry.CPUDispatcher):
             monkeypatch.setattr(module, name, value.py_func)
