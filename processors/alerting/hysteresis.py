@@ -237,7 +237,9 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         above[s] = run_above
         below[s] = run_below
         is_open[s] = now_open
-        open_for[s] = 1 if opens else (_more(open_for[s]) if now_open and valid else 0)
+        # A NaN score leaves the open anomaly's age as it was (``relearn_after`` counts it).
+        open_for[s] = 1 if opens else (
+            (_more(open_for[s]) if valid else open_for[s]) if now_open else 0)
         since_close[s] = 0 if closes else since
         if closes:
             closed_ts[s] = t
