@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import float_warnings_ignored
+from otel_anomaly.processors.detectors import binomial_ratio_kernels as kernels
 from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
-from otel_anomaly.processors.detectors.binomial_tail import band_edges, binomial_sigmas
+from otel_anomaly.processors.detectors.binomial_tail import GRID
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -20,16 +22,6 @@ from otel_anomaly.processors.types import SeriesBatch
 (_K, _N, _EXCESS, _EXCESS_SQ, _SPREAD, _SIZE, _SIZED, _SEEN, _RECENT_K,
  _RECENT_N) = range(10)
 _COLUMNS = 10
-
-
-class _Rows(NamedTuple):
-    rate: NDArray[np.float64]  # the learned base rate
-    rho: NDArray[np.float64]  # intra-class correlation, with the rate's own uncertainty
-    n: NDArray[np.float64]  # sample size (unknown ones resolved)
-    x: NDArray[np.float64]  # the ratio, clipped to [0, 1]
-    warm: NDArray[np.bool_]
-    recent_k: NDArray[np.float64]  # the recent windows' errors, decayed once more
-    recent_n: NDArray[np.float64]  # ... and calls
 
 
 class BinomialRatio(SlotStateDetector):
@@ -70,11 +62,10 @@ class BinomialRatio(SlotStateDetector):
     ``learn_cap`` sigmas (normal approximation) plus one error above its expected count,
     so an error burst barely moves the base rate and the dispersion.
 
-    Cost: to predict, 5 vectorised evaluations of the tail on 33-point grids (the band's
-    edges for the window and for the pooled windows: about 0.5 ms per call plus 30-60 us
-    per row); to score, two (about 0.2 ms per call, 0.5-2 us per row); to learn, a few
-    array operations (about 0.05 ms per call, 0.1-0.6 us per row). State: 10 floats (80
-    bytes) per series.
+    Cost (compiled row loops, ``binomial_ratio_kernels``): to predict, the tail at about
+    400 points (the band's edges for the window and for the pooled windows, each refined
+    on 33-point grids: about 8 us per row); to score, two evaluations (under 1 us per row);
+    to learn, a few operations per row. State: 10 floats (80 bytes) per series.
     Score range [0, ~37], higher = further out on either side; 0 (band NaN) for the first
     ``warmup`` points and until ``warmup_calls`` calls were seen.
 
@@ -173,106 +164,51 @@ class BinomialRatio(SlotStateDetector):
         out: NDArray[np.float64] = self._slots.state[slots]
         return out
 
-    def _model(self, batch: SeriesBatch) -> _Rows:
-        """Per row: base rate, correlation, sample size, clipped ratio, warm flag.
+    def _constants(self) -> tuple[float, float, float, float, float]:
+        """The model's constants as the kernels take them (Python floats, as numpy had them).
 
-        The intra-class correlation includes the rate's own uncertainty; unknown sample
-        sizes are resolved (the series' usual one, else ``default_count``).
+        The prior's errors, its calls, its variance (a prior worth one window of
+        ``prior_calls`` calls with no excess variance), the largest ``rho`` (-1: no
+        dispersion learned), ``default_count``.
         """
-        s = self._rows(batch.slots)
-        rate = (s[:, _K] + self.prior_rate * self.prior_calls) / (s[:, _N] + self.prior_calls)
-        rho = np.zeros(len(batch))
-        if self.dispersion and self.max_dispersion > 0:
-            # A prior worth one window of ``prior_calls`` calls with no excess variance.
-            prior = self.prior_calls ** 2 * self.prior_rate * (1.0 - self.prior_rate)
-            # Only the excess beyond two of its standard errors counts: with few calls a
-            # window, a single unlucky one would otherwise read as a wandering rate (and
-            # dull the pooled evidence of a slow burst).
-            evident = s[:, _EXCESS] - 2.0 * np.sqrt(s[:, _EXCESS_SQ])
-            rho = np.clip(evident / (s[:, _SPREAD] + prior), 0.0, self.max_dispersion)
-        rho = rho + 1.0 / (s[:, _N] + self.prior_calls + 1.0)
-        usual = np.where(s[:, _SIZED] > 0, s[:, _SIZE] / np.maximum(s[:, _SIZED], 1e-300),
-                         self.default_count)
-        n = batch.sample_sizes()
-        n = np.maximum(np.where(np.isfinite(n) & (n > 0), n, usual), 1.0)
-        x = np.clip(batch.values, 0.0, 1.0)
-        warm = (s[:, _SEEN] >= self.warmup) & (s[:, _N] >= self.warmup_calls)
-        return _Rows(rate, rho, n, x, warm, self.recent * s[:, _RECENT_K],
-                     self.recent * s[:, _RECENT_N])
-
-    @staticmethod
-    def _effective(rows: _Rows, n: NDArray[np.float64]) -> NDArray[np.float64]:
-        """The effective sample size of ``n`` calls (``rho`` taken into account)."""
-        out: NDArray[np.float64] = n / (1.0 + (n - 1.0) * rows.rho)
-        return out
+        learns = self.dispersion and self.max_dispersion > 0
+        return (self.prior_rate * self.prior_calls, self.prior_calls,
+                self.prior_calls ** 2 * self.prior_rate * (1.0 - self.prior_rate),
+                self.max_dispersion if learns else -1.0, self.default_count)
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Sigmas of the row's tail (0 while warming, NaN if not finite). Pure."""
-        rows = self._model(batch)
-        with np.errstate(invalid="ignore"):
-            z = binomial_sigmas(rows.x, self._effective(rows, rows.n), rows.rate)
-            if self.recent > 0:
-                calls = rows.n + rows.recent_n
-                pooled = np.clip((rows.x * rows.n + rows.recent_k) / calls, 0.0, 1.0)
-                z_recent = binomial_sigmas(pooled, self._effective(rows, calls), rows.rate)
-                z = np.fmax(z, z_recent - self.recent_margin)
-        z = np.where(rows.warm, np.maximum(z, 0.0), 0.0)
-        return np.where(np.isfinite(batch.values), z, np.nan)
+        self._slots.ensure(batch.slots)
+        with float_warnings_ignored():
+            out: NDArray[np.float64] = kernels.score_rows(
+                self._slots.state, batch.slots, batch.values, batch.sample_sizes(),
+                *self._constants(), self.warmup, self.warmup_calls, self.recent,
+                self.recent_margin)
+        return out
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
-        """Base rate and the ratios at ``band`` sigmas for each row's ``n``. Pure."""
-        rows = self._model(batch)
-        rate = rows.rate
-        width = np.broadcast_to(np.asarray(band, np.float64), rate.shape)
-        if self.recent <= 0:
-            lower, upper = band_edges(self._effective(rows, rows.n), rate, width)
-        else:
-            # The ratio this window needs for the pooled recent windows to reach the band;
-            # where they already do on their own, the band closes at the base rate. (Both
-            # edges in one call: its cost is mostly per call.)
-            calls = rows.n + rows.recent_n
-            n = len(rate)
-            low_both, up_both = band_edges(
-                np.r_[self._effective(rows, rows.n), self._effective(rows, calls)],
-                np.r_[rate, rate], np.r_[width, width + self.recent_margin])
-            lower, upper, low_pool, up_pool = (low_both[:n], up_both[:n], low_both[n:],
-                                               up_both[n:])
-            up_x = (up_pool * calls - rows.recent_k) / rows.n
-            low_x = (low_pool * calls - rows.recent_k) / rows.n
-            upper = np.fmin(upper, np.maximum(up_x, rate))
-            lower = np.fmax(lower, np.minimum(low_x, rate))
-        nan = np.full(len(batch), np.nan)
-        return Prediction(rate, np.where(rows.warm, lower, nan),
-                          np.where(rows.warm, upper, nan))
+        """Base rate and the ratios at ``band`` sigmas for each row's ``n``. Pure.
+
+        Where the recent windows pooled with the row would reach the band, the edge is the
+        ratio this window needs for that; where they already do on their own, the band
+        closes at the base rate.
+        """
+        self._slots.ensure(batch.slots)
+        width = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(band, np.float64), (len(batch),)))
+        with float_warnings_ignored():
+            rate, lower, upper = kernels.predict_rows(
+                self._slots.state, batch.slots, batch.values, batch.sample_sizes(), width,
+                *self._constants(), self.warmup, self.warmup_calls, self.recent,
+                self.recent_margin, GRID)
+        return Prediction(rate, lower, upper)
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
-        sized = np.isfinite(batch.sample_sizes()) & (batch.sample_sizes() > 0)
-        rate, rho, n, x, _, recent_k, recent_n = self._model(batch)
-        expected = n * rate
-        # One row teaches at most ``learn_cap`` sigmas (and one error) above its expected
-        # count: an error burst is the anomaly, not the new base rate.
-        sd = np.sqrt(expected * (1.0 - rate) * (1.0 + (n - 1.0) * rho))
-        k = np.minimum(x * n, expected + self.learn_cap * sd + 1.0)
-        s = self._slots.state[batch.slots] * (1.0 - 1.0 / self.memory)
-        kept_sq = self._slots.state[batch.slots, _EXCESS_SQ]
-        s[:, _K] += k
-        s[:, _N] += n
-        excess = (k - expected) ** 2 - expected * (1.0 - rate)
-        s[:, _EXCESS] += excess
-        # The squared weights of a decayed sum: the variance of ``_EXCESS`` itself.
-        s[:, _EXCESS_SQ] = kept_sq * (1.0 - 1.0 / self.memory) ** 2 + excess * excess
-        s[:, _SPREAD] += n * (n - 1.0) * rate * (1.0 - rate)
-        s[:, _SIZE] += np.where(sized, n, 0.0)
-        s[:, _SIZED] += sized
-        # Known sample sizes only: rows without one leave the usual size as it was.
-        kept = self._slots.state[batch.slots]
-        s[:, _SIZE] = np.where(sized, s[:, _SIZE], kept[:, _SIZE])
-        s[:, _SIZED] = np.where(sized, s[:, _SIZED], kept[:, _SIZED])
-        s[:, _SEEN] = kept[:, _SEEN] + 1.0
-        # The recent evidence keeps the errors as they were (it is what detects a burst).
-        s[:, _RECENT_K] = recent_k + x * n
-        s[:, _RECENT_N] = recent_n + n
-        self._slots.state[batch.slots] = s
+        self._slots.ensure(batch.slots)
+        kernels.learn_rows(
+            self._slots.state, batch.slots, batch.values, batch.sample_sizes(),
+            *self._constants(), self.learn_cap, self.recent, 1.0 - 1.0 / self.memory,
+            (1.0 - 1.0 / self.memory) ** 2)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until ``warmup`` points and ``warmup_calls`` calls were learned."""

@@ -10,6 +10,11 @@ worst, for ``n`` of 1 or 2 and rates near 1e-4). Between the expected count and 
 error (or ``n - 1`` errors below it) the sigmas are interpolated linearly from 0, so they
 are 0 at the expected value and grow monotonically away from it.
 
+The scalar functions are compiled kernels (``processors.compiled``) that the detector's
+kernels call row by row; ``binomial_sigmas`` and ``band_edges`` loop them over arrays.
+They follow the numpy code they replaced operation for operation (``np.maximum``'s NaN
+propagation, ``np.clip``'s argument order), so the results are the same.
+
 References
 ----------
 [^1]: Peizer, D. B., & Pratt, J. W. (1968). A normal approximation for binomial, F, beta,
@@ -19,10 +24,16 @@ References
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
-_GRID = np.linspace(0.0, 1.0, 33)
+from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
+
+GRID = np.linspace(0.0, 1.0, 33)
+"""The grid ``band_edges`` refines (its kernels take it as an argument)."""
 _ROUNDS = 3  # grid refinements: brackets of 32**-3 of the range, then interpolated
 UNREACHABLE_Z = 0.1
 """Sigmas assumed at 0 or 1 when even those are less than a single sigma out."""
@@ -30,48 +41,131 @@ UNREACHABLE_Z = 0.1
 F64 = NDArray[np.float64]
 
 
-def _g(x: F64) -> F64:
+@kernel
+def maximum(a: float, b: float) -> float:
+    """``np.maximum`` of two scalars: NaN if either is NaN, else the larger (``b`` on a tie)."""
+    if a != a:  # noqa: PLR0124 - NaN test
+        return a
+    return a if a > b else b
+
+
+@kernel
+def minimum(a: float, b: float) -> float:
+    """``np.minimum`` of two scalars: NaN if either is NaN, else the smaller (``b`` on a tie)."""
+    if a != a:  # noqa: PLR0124
+        return a
+    return a if a < b else b
+
+
+@kernel
+def clip(x: float, low: float, high: float) -> float:
+    """``np.clip`` of a scalar: NaN if any is NaN; ``x`` itself on a tie (keeps -0.0)."""
+    if x != x or low != low or high != high:  # noqa: PLR0124
+        return x + low + high
+    y = low if x < low else x
+    return high if y > high else y
+
+
+@kernel
+def _g(x: float) -> float:
     """Peizer-Pratt's ``g(x) = (1 - x^2 + 2 x ln x) / (1 - x)^2``, ``g(1) = 0``."""
     e = x - 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        far = (1.0 - x * x + 2.0 * x * np.log(np.maximum(x, 1e-300))) / (e * e)
-    # Near 1 the formula cancels: its series instead.
-    out: F64 = np.where(np.abs(e) < 1e-3, -e / 3.0 + e * e / 6.0, far)
-    return out
+    if abs(e) < 1e-3:  # near 1 the formula cancels: its series instead
+        return -e / 3.0 + e * e / 6.0
+    return (1.0 - x * x + 2.0 * x * math.log(maximum(x, 1e-300))) / (e * e)
 
 
-def _cdf_sigmas(k: F64, n: F64, p: F64) -> F64:
+@kernel
+def _cdf_sigmas(k: float, n: float, p: float) -> float:
     """``z`` with ``P(K <= k) = Phi(z)``, for ``0 <= k <= n - 1``."""
     q = 1.0 - p
     s, t = k + 0.5, n - k - 0.5
     d = s + 1.0 / 6.0 - (n + 1.0 / 3.0) * p + 0.02 * (
         q / (k + 1.0) - p / (n - k) + (q - 0.5) / (n + 1.0))
     spread = (1.0 + q * _g(s / (n * p)) + p * _g(t / (n * q))) / ((n + 1.0 / 6.0) * p * q)
-    out: F64 = d * np.sqrt(np.maximum(spread, 0.0))
-    return out
+    return d * math.sqrt(maximum(spread, 0.0))
 
 
-def _sided(k: F64, n: F64, p: F64, up: NDArray[np.bool_], end: F64) -> F64:
+@kernel
+def sided(k: float, n: float, p: float, up: bool, end: float) -> float:
     """Sigmas of ``k`` errors on the side ``up`` (or down) of the mean.
 
-    ``end``: the sigmas at 1 error (up) or ``n - 1`` errors (down), from ``_ends``.
+    ``end``: the sigmas at 1 error (up) or ``n - 1`` errors (down), from ``ends``.
     """
     mean = n * p
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = _cdf_sigmas(np.clip(np.where(up, k - 1.0, k), 0.0, n - 1.0), n, p)
-        z = np.where(up, z, -z)
-        # Closer to the mean than one error (or n - 1): linear from 0 at the mean.
-        near = np.where(up, (k - mean) / np.maximum(1.0 - mean, 1e-300),
-                        (mean - k) / np.maximum(mean - (n - 1.0), 1e-300))
-    out: F64 = np.where(np.where(up, k < 1.0, k > n - 1.0), end * near, z)
+    if up:
+        if k < 1.0:  # closer to the mean than one error: linear from 0 at the mean
+            return end * ((k - mean) / maximum(1.0 - mean, 1e-300))
+        return _cdf_sigmas(clip(k - 1.0, 0.0, n - 1.0), n, p)
+    if k > n - 1.0:
+        return end * ((mean - k) / maximum(mean - (n - 1.0), 1e-300))
+    return -_cdf_sigmas(clip(k, 0.0, n - 1.0), n, p)
+
+
+@kernel
+def ends(n: float, p: float, up: bool) -> float:
+    """The sigmas at 1 error (``up``) or ``n - 1`` errors (down), at least 0."""
+    if up:
+        return maximum(_cdf_sigmas(0.0, n, p), 0.0)
+    return maximum(-_cdf_sigmas(n - 1.0, n, p), 0.0)
+
+
+@kernel
+def sigmas(x: float, n: float, p: float) -> float:
+    """``binomial_sigmas`` of one row."""
+    up = x >= p
+    return sided(x * n, n, p, up, ends(n, p, up))
+
+
+@kernel
+def _at(y: float, n: float, p: float, sign: float, up: bool, end: float) -> float:
+    """Sigmas at distance ``y`` from ``p`` on one side."""
+    return sided(clip(p + sign * y, 0.0, 1.0) * n, n, p, up, end)
+
+
+@kernel
+def edge(n: float, p: float, want: float, up: bool, grid: Any) -> float:
+    """The ratio above (``up``) or below ``p`` whose sigmas are ``want``: see ``band_edges``."""
+    sign = 1.0 if up else -1.0
+    span = 1.0 - p if up else p
+    end = ends(n, p, up)
+    lo, hi = 0.0, span
+    last = len(grid) - 1
+    for _ in range(_ROUNDS):
+        # Every grid point is counted (not bisected) so NaNs count as numpy's sum did.
+        below = 0
+        for j in range(len(grid)):
+            if _at(lo + (hi - lo) * grid[j], n, p, sign, up, end) < want:
+                below += 1
+        at = min(max(below, 1), last)
+        lo, hi = lo + (hi - lo) * grid[at - 1], lo + (hi - lo) * grid[at]
+    z_lo = _at(lo, n, p, sign, up, end)
+    z_hi = _at(hi, n, p, sign, up, end)
+    reach = maximum(_at(span, n, p, sign, up, end), UNREACHABLE_Z)
+    if reach < want:
+        y = span * want / reach
+    else:
+        y = lo + (hi - lo) * clip((want - z_lo) / (z_hi - z_lo), 0.0, 1.0)
+        if not math.isfinite(y):
+            y = lo
+    return p + sign * y
+
+
+@kernel
+def _sigmas_rows(x: Any, n: Any, p: Any) -> Any:
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        out[i] = sigmas(x[i], n[i], p[i])
     return out
 
 
-def _ends(n: F64, p: F64, up: NDArray[np.bool_]) -> F64:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = _cdf_sigmas(np.where(up, 0.0, n - 1.0), n, p)
-    out: F64 = np.maximum(np.where(up, z, -z), 0.0)
-    return out
+@kernel
+def _edges_rows(n: Any, p: Any, band: Any, grid: Any) -> Any:
+    lower, upper = np.empty(len(p)), np.empty(len(p))
+    for i in range(len(p)):
+        lower[i] = edge(n[i], p[i], band[i], False, grid)
+        upper[i] = edge(n[i], p[i], band[i], True, grid)
+    return lower, upper
 
 
 def binomial_sigmas(x: F64, n: F64, p: F64) -> F64:
@@ -86,8 +180,10 @@ def binomial_sigmas(x: F64, n: F64, p: F64) -> F64:
     ...                 np.full(4, 0.005)).round(2)
     array([ 2.07,  3.58, 13.92,  2.49])
     """
-    up = x >= p
-    return _sided(x * n, n, p, up, _ends(n, p, up))
+    x, n, p = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (x, n, p)))
+    with float_warnings_ignored():
+        out: F64 = _sigmas_rows(x.ravel(), n.ravel(), p.ravel()).reshape(x.shape)
+    return out
 
 
 def band_edges(n: F64, p: F64, band: F64) -> tuple[F64, F64]:
@@ -103,29 +199,7 @@ def band_edges(n: F64, p: F64, band: F64) -> tuple[F64, F64]:
     >>> (upper * 100).round(1), lower.round(2)
     (array([48.6,  4.8]), array([-0.17, -0.17]))
     """
-    rows = len(p)
-    # Distance ``y`` from ``p``: upward on the first ``rows`` rows, downward on the rest.
-    up = np.r_[np.ones(rows, np.bool_), np.zeros(rows, np.bool_)]
-    sign = np.where(up, 1.0, -1.0)
-    nn, pp, want = np.r_[n, n], np.r_[p, p], np.r_[band, band]
-    span = np.where(up, 1.0 - pp, pp)
-    end = _ends(nn, pp, up)[:, None]
-
-    def sigmas(y: F64) -> F64:
-        k = np.clip(pp[:, None] + sign[:, None] * y, 0.0, 1.0) * nn[:, None]
-        return _sided(k, nn[:, None], pp[:, None], up[:, None], end)
-
-    lo, hi = np.zeros(2 * rows), span.copy()
-    at_rows = np.arange(2 * rows)
-    for _ in range(_ROUNDS):
-        grid = lo[:, None] + (hi - lo)[:, None] * _GRID[None, :]
-        below = (sigmas(grid) < want[:, None]).sum(axis=1)  # monotone: a prefix
-        at = np.clip(below, 1, len(_GRID) - 1)
-        lo, hi = grid[at_rows, at - 1], grid[at_rows, at]
-    z = sigmas(np.c_[lo, hi, span])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = lo + (hi - lo) * np.clip((want - z[:, 0]) / (z[:, 1] - z[:, 0]), 0.0, 1.0)
-    reach = np.maximum(z[:, 2], UNREACHABLE_Z)
-    y = np.where(reach < want, span * want / reach, np.where(np.isfinite(y), y, lo))
-    edge = pp + sign * y
-    return edge[rows:], edge[:rows]
+    n, p, band = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (n, p, band)))
+    with float_warnings_ignored():
+        lower, upper = _edges_rows(np.ravel(n), np.ravel(p), np.ravel(band), GRID)
+    return lower, upper
