@@ -64,7 +64,7 @@ class BinomialRatio(SlotStateDetector):
 
     Cost (compiled row loops, ``binomial_ratio_kernels``): to predict, the tail at about
     400 points (the band's edges for the window and for the pooled windows, each refined
-    on 33-point grids: about 8 us per row); to score, two evaluations (under 1 us per row);
+    on 33-point grids: about 9 us per row); to score, two evaluations (under 1 us per row);
     to learn, a few operations per row. State: 10 floats (80 bytes) per series.
     Score range [0, ~37], higher = further out on either side; 0 (band NaN) for the first
     ``warmup`` points and until ``warmup_calls`` calls were seen.
@@ -194,8 +194,9 @@ class BinomialRatio(SlotStateDetector):
         closes at the base rate.
         """
         self._slots.ensure(batch.slots)
-        width = np.ascontiguousarray(
-            np.broadcast_to(np.asarray(band, np.float64), (len(batch),)))
+        width = np.asarray(band, np.float64)
+        if width.shape != (len(batch),) or not width.flags.c_contiguous:
+            width = np.ascontiguousarray(np.broadcast_to(width, (len(batch),)))
         with float_warnings_ignored():
             rate, lower, upper = kernels.predict_rows(
                 self._slots.state, batch.slots, batch.values, batch.sample_sizes(), width,
