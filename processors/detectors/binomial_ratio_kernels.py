@@ -18,6 +18,7 @@ import numpy as np
 from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.detectors.binomial_tail import clip, edge, maximum, minimum, sigmas
 
+# The state columns, as ``binomial_ratio`` lays them out.
 (_K, _N, _EXCESS, _EXCESS_SQ, _SPREAD, _SIZE, _SIZED, _SEEN, _RECENT_K,
  _RECENT_N) = range(10)
 
@@ -51,7 +52,9 @@ def _model(  # noqa: PLR0913 -- a row's state and the model's constants
     rate = (s[_K] + prior_k) / (s[_N] + prior_calls)
     rho = 0.0
     if max_rho >= 0.0:
-        # Only the excess beyond two of its standard errors counts (see the class).
+        # Only the excess beyond two of its standard errors counts: with few calls a
+        # window, a single unlucky one would otherwise read as a wandering rate (and dull
+        # the pooled evidence of a slow burst).
         evident = s[_EXCESS] - 2.0 * math.sqrt(s[_EXCESS_SQ])
         rho = clip(evident / (s[_SPREAD] + prior_var), 0.0, max_rho)
     rho = rho + 1.0 / (s[_N] + prior_calls + 1.0)
