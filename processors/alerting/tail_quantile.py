@@ -163,6 +163,17 @@ class DeviationScale:
         self._typical.ensure(slots)
         return _floors(self._typical.typical, slots)
 
+    def spread_terms(self, slots: NDArray[np.intp], floor: NDArray[np.float64],
+                     mult: NDArray[np.float64], column: int) -> None:
+        """Write ``floor`` and ``multiplier`` of ``slots`` into column ``column`` of two arrays.
+
+        One call where an ensemble needs both for each member (rows as ``slots``).
+        """
+        self.tails._ensure(slots)
+        self._typical.ensure(slots)
+        _spread_terms(self._typical.typical, self.tails._state.q, slots, self._gauss, floor,
+                      mult, column)
+
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], resid: NDArray[np.float64]
     ) -> None:
@@ -296,6 +307,15 @@ def _floors(typical: NDArray[np.float32], slots: NDArray[np.intp]) -> NDArray[np
     for i in range(len(slots)):
         out[i] = _FLOOR_PER_TYPICAL * float(typical[slots[i]])
     return out
+
+
+@kernel
+def _spread_terms(typical: NDArray[np.float32], cached: NDArray[np.float32],
+                  slots: NDArray[np.intp], gauss: float, floor: NDArray[np.float64],
+                  mult: NDArray[np.float64], column: int) -> None:
+    for i in range(len(slots)):
+        floor[i, column] = _FLOOR_PER_TYPICAL * float(typical[slots[i]])
+        mult[i, column] = _widened(float(cached[slots[i]]), gauss) / gauss
 
 
 @kernel

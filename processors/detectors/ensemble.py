@@ -66,6 +66,8 @@ class _Round(NamedTuple):
     mult: NDArray[np.float64]  # its tail multiplier
     narrow_up: NDArray[np.float64]  # persistence narrowing (ones when disabled)
     narrow_down: NDArray[np.float64]
+    recent: NDArray[np.float64]  # per row: the last excursion's score, decayed (refractory)
+    widening: NDArray[np.float64]  # per row: the band's stretch after that excursion
 
     def z(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """Per row and member the deviation in scaled, narrowed spreads (0 while warming)."""
@@ -234,13 +236,15 @@ class Ensemble(Detector):
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
             p = member.predict(batch, 1.0)
             expected[:, i], upper[:, i], lower[:, i] = p.expected, p.upper, p.lower
-            floor[:, i], mult[:, i] = scale.floor(batch.slots), scale.multiplier(batch.slots)
+            scale.spread_terms(batch.slots, floor, mult, i)
         if self.persistence_alpha > 0:
             # A lasting one-sided deviation narrows that side of the member's band.
             narrow_up, narrow_down = self._persistence.factor(batch.slots)
         else:
             narrow_up = narrow_down = np.ones(shape)
-        out = _Round(expected, upper, lower, floor, mult, narrow_up, narrow_down)
+        recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
+        out = _Round(expected, upper, lower, floor, mult, narrow_up, narrow_down, recent,
+                     self._widening(batch.slots, recent))
         self._memo.put(batch, out)
         return out
 
@@ -256,13 +260,15 @@ class Ensemble(Detector):
         hours after one spike. (The stored age counts the points learned since the peak,
         one fewer than the steps from the peak to the row at hand.)
         """
+        if self.refractory_level <= 0:
+            return np.zeros(len(slots))
         self._ensure(slots)
         return kernels.recent_peak(self._slots.peak, self._slots.age, self._slots.peak_ns,
                                    slots, ts_unix_nano, REFRACTORY_STEP_S * 1e9,
                                    self.refractory_hold, self.refractory_decay)
 
     def _widening(self, slots: NDArray[np.intp],
-                  ts_unix_nano: NDArray[np.int64]) -> NDArray[np.float64]:
+                  recent: NDArray[np.float64]) -> NDArray[np.float64]:
         """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``.
 
         Capped: after a first point millions of sigmas out (traffic after a week of zeros)
@@ -272,8 +278,8 @@ class Ensemble(Detector):
         """
         if self.refractory_level <= 0:
             return np.ones(len(slots))
-        return kernels.widening(self._recent_peak(slots, ts_unix_nano), self._slots.age, slots,
-                                self.refractory_level, _MAX_STRETCH, self.refractory_grace)
+        return kernels.widening(recent, self._slots.age, slots, self.refractory_level,
+                                _MAX_STRETCH, self.refractory_grace)
 
     def _seen(self, batch: SeriesBatch) -> SeriesBatch:
         """What the members see: the values, or their log-modulus (``log_transform``).
@@ -312,9 +318,8 @@ class Ensemble(Detector):
         daily cycle) could squeeze that distance to nothing.
         """
         batch = self._seen(batch)
-        width = self._widening(batch.slots, batch.ts_unix_nano)  # a fresh array
-        width *= band
         r = self._round(batch)
+        width = r.widening * band
         with float_warnings_ignored():
             expected, lower, upper = kernels.band(
                 r.expected, r.upper, r.lower, r.floor, r.mult, r.narrow_up, r.narrow_down,
@@ -328,7 +333,7 @@ class Ensemble(Detector):
         batch = self._seen(batch)
         r = self._round(batch)
         combined = kernels.combine(r.z(batch.values), r.upper, self.combine == "max")
-        out = combined / self._widening(batch.slots, batch.ts_unix_nano)
+        out = combined / r.widening
         return np.where(np.isfinite(batch.values), out, np.nan)
 
     def scored(self, batch: SeriesBatch) -> NDArray[np.bool_]:
@@ -348,9 +353,8 @@ class Ensemble(Detector):
         if self.refractory_level > 0:
             # The excursion memory learns the unstretched score: a bigger excursion than
             # the last one becomes the new peak, smaller ones let the old one fade.
-            recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
             kernels.learn_peak(self._slots.peak, self._slots.age, self._slots.peak_ns,
-                               batch.slots, batch.ts_unix_nano, combined, recent, _MAX_AGE)
+                               batch.slots, batch.ts_unix_nano, combined, r.recent, _MAX_AGE)
         if self.persistence_alpha > 0:
             self._persistence.update(batch.slots, signed, ready)
         for i, (member, scale, on) in enumerate(
