@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting import rarity_kernels as kernels
+from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 U = 2.5
@@ -67,8 +69,7 @@ def gaussian_threshold(p: NDArray[np.float64]) -> NDArray[np.float64]:
     >>> gaussian_threshold(np.array([0.05, 1e-4])).round(2)
     array([1.96, 3.89])
     """
-    log_p = np.log(np.clip(p, 1e-15, 1.0))
-    out: NDArray[np.float64] = np.interp(log_p, _LOG_P, _Z_OF_LOG_P)
+    out: NDArray[np.float64] = kernels.gaussian_rows(p, _LOG_P, _Z_OF_LOG_P)
     return out
 
 
@@ -110,42 +111,35 @@ class ScoreTail:
         Never below a normal distribution's score for the same probability.
         """
         self._ensure(slots)
-        # Floored: after millions of quiet points the decayed sums could underflow to 0.
-        w, c, uncensored, s1, s2 = np.maximum(self._slots.tail[slots].T, 1e-300)
-        rate = c / w
-        # Censored excesses count in the sums but not as observed ones: for an exponential
-        # tail that is the maximum-likelihood mean excess ("total time on test").
-        m1 = s1 / uncensored
-        var = np.maximum(s2 / uncensored - m1 * m1, 1e-12)
-        ratio = m1 * m1 / var
-        shape = np.clip(0.5 * (1.0 - ratio), *SHAPES)
-        scale = 0.5 * m1 * (1.0 + ratio)
-        # Generalised Pareto quantile; the exponential limit where the shape is ~0.
-        odds = np.maximum(rate / p, 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gpd = np.where(np.abs(shape) > 1e-6, scale / shape * (odds ** shape - 1.0),
-                           scale * np.log(odds))
-        tail = U + np.where(rate > p, gpd, 0.0)
-        return np.maximum(tail, gaussian_threshold(p))
+        # The state is floored at 1e-300: after millions of quiet points the decayed sums
+        # could underflow to 0. Censored excesses count in the sums but not as observed
+        # ones: for an exponential tail that is the maximum-likelihood mean excess ("total
+        # time on test"). The quantile is the generalised Pareto's, or the exponential
+        # limit's where the shape is ~0.
+        with float_warnings_ignored():
+            out: NDArray[np.float64] = kernels.threshold_rows(
+                self._slots.tail, slots, p, U, *SHAPES, _LOG_P, _Z_OF_LOG_P)
+        return out
+
+    def edge(
+        self, slots: NDArray[np.intp], p_open: NDArray[np.float64], k: NDArray[np.float64],
+        open_at: float, instant_at: float,
+    ) -> NDArray[np.float64]:
+        """``edge_for_budget`` of these rows, in one pass over them. Pure."""
+        self._ensure(slots)
+        with float_warnings_ignored():
+            out: NDArray[np.float64] = kernels.edge_rows(
+                self._slots.tail, slots, p_open, k, float(open_at), float(instant_at), U,
+                *SHAPES, _LOG_P, _Z_OF_LOG_P)
+        return out
 
     def update(
         self, slots: NDArray[np.intp], scores: NDArray[np.float64], edge: NDArray[np.float64],
     ) -> None:
         """Learn one finite score per distinct slot (``edge``: each row's band edge)."""
-        ok = np.isfinite(scores)
-        slots, scores, edge = slots[ok], scores[ok], edge[ok]
-        if not len(slots):
-            return
-        cap = LEARN_CAP * edge
-        excess = np.maximum(np.minimum(scores, cap) - U, 0.0)
-        hit = (excess > 0).astype(np.float64)
-        state = self._slots.tail[slots] * self._keep
-        state[:, _W] += 1.0
-        state[:, _C] += hit
-        state[:, _U] += hit * (scores < cap)
-        state[:, _S1] += excess
-        state[:, _S2] += excess * excess
-        self._slots.tail[slots] = state
+        self._ensure(slots)
+        with float_warnings_ignored():
+            kernels.update_rows(self._slots.tail, slots, scores, edge, self._keep, LEARN_CAP, U)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` (back to the prior)."""
@@ -166,8 +160,9 @@ def point_probability(budget_per_day: float, spacing_s: NDArray[np.float64]) -> 
     >>> point_probability(0.1, np.array([300.0, 0.0])).round(6)  # 5 min; unknown: 1 min
     array([0.000347, 0.000069])
     """
-    spacing = np.where(spacing_s > 0, spacing_s, DEFAULT_SPACING_S)
-    return np.clip(budget_per_day * np.minimum(spacing, DAY_S) / DAY_S, 1e-12, 0.5)
+    out: NDArray[np.float64] = kernels.point_probability_rows(
+        float(budget_per_day), spacing_s, DEFAULT_SPACING_S, DAY_S)
+    return out
 
 
 def points_to_open(
@@ -178,11 +173,9 @@ def points_to_open(
     >>> points_to_open(2, 900.0, np.array([60.0, 1800.0, 0.0]))
     array([2., 1., 2.])
     """
-    k = np.full(len(spacing_s), float(min_duration))
-    if min_duration_time_s > 0:
-        spacing = np.where(spacing_s > 0, spacing_s, DEFAULT_SPACING_S)
-        k = np.minimum(k, np.maximum(1.0, np.ceil(min_duration_time_s / spacing)))
-    return k
+    out: NDArray[np.float64] = kernels.points_to_open_rows(
+        float(min_duration), float(min_duration_time_s), spacing_s, DEFAULT_SPACING_S)
+    return out
 
 
 def edge_for_budget(
@@ -196,8 +189,5 @@ def edge_for_budget(
     taken as independent: the edge is the larger of the scores exceeded with probability
     ``(p_open / 2) ** (1 / k)``, over ``open_at``, and ``p_open / 2``, over ``instant_at``.
     """
-    half = p_open / 2.0
-    run = tail.threshold(slots, half ** (1.0 / k)) / open_at
-    single = tail.threshold(slots, half) / instant_at
-    return np.maximum(run, single)
+    return tail.edge(slots, p_open, k, open_at, instant_at)
 
