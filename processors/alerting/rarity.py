@@ -28,22 +28,22 @@ from otel_anomaly.processors.alerting import rarity_kernels as kernels
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
-U = 2.5
+U = kernels.U
 """Scores above this many sigmas make up the tail that is fitted (1.2 % of a normal's)."""
 PRIOR_POINTS = 500.0
 """Weight of the Gaussian prior, in points; it fades like any other point."""
-LEARN_CAP = 3.0
+LEARN_CAP = kernels.LEARN_CAP
 """A score is learned as at most this many times the current band edge (censored there, and
 the censoring is accounted for): one absurd point, such as traffic after a week of zeros,
 cannot throw the fit. The scorer teaches the first point of an anomaly but not the rest of
 it. Censoring at the edge itself, or teaching no anomalous point (SPOT's rule), biased the
 tail light: heavy-tailed series then opened up to 7 times their budget."""
-SHAPES = (-0.25, 0.45)
+SHAPES = (kernels.SHAPE_LOW, kernels.SHAPE_HIGH)
 """Range of the fitted tail shape: the method of moments needs a finite variance (shape
 < 0.5); below 0 the tail is lighter than exponential, as a normal's is at ``U``."""
-DEFAULT_SPACING_S = 60.0
+DEFAULT_SPACING_S = kernels.DEFAULT_SPACING_S
 """Spacing assumed for a series whose spacing is not known yet."""
-DAY_S = 86400.0
+DAY_S = kernels.DAY_S
 
 _NORMAL = NormalDist()
 _TAIL_P = 2.0 * (1.0 - _NORMAL.cdf(U))  # P(|z| > U)
@@ -54,13 +54,6 @@ _PRIOR_C = PRIOR_POINTS * _TAIL_P
 _PRIOR = (PRIOR_POINTS, _PRIOR_C, _PRIOR_C, _PRIOR_C * _PRIOR_M1, _PRIOR_C * _PRIOR_M2)
 # Decayed: weight, exceedances, exceedances below the cap (uncensored), and the sum and
 # sum of squares of the excesses (censored ones counted up to the cap).
-_W, _C, _U, _S1, _S2 = range(5)
-
-
-# |z| thresholds on a grid of log probabilities, interpolated: NormalDist is exact but
-# scalar, and scipy would load network modules into this pure package.
-_LOG_P = np.linspace(np.log(1e-15), np.log(1.0), 400)
-_Z_OF_LOG_P = np.array([_NORMAL.inv_cdf(1.0 - float(np.exp(lp)) / 2.0) for lp in _LOG_P])
 
 
 def gaussian_threshold(p: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -69,7 +62,7 @@ def gaussian_threshold(p: NDArray[np.float64]) -> NDArray[np.float64]:
     >>> gaussian_threshold(np.array([0.05, 1e-4])).round(2)
     array([1.96, 3.89])
     """
-    out: NDArray[np.float64] = kernels.gaussian_rows(p, _LOG_P, _Z_OF_LOG_P)
+    out: NDArray[np.float64] = kernels.gaussian_rows(p)
     return out
 
 
@@ -117,8 +110,7 @@ class ScoreTail:
         # time on test"). The quantile is the generalised Pareto's, or the exponential
         # limit's where the shape is ~0.
         with float_warnings_ignored():
-            out: NDArray[np.float64] = kernels.threshold_rows(
-                self._slots.tail, slots, p, U, *SHAPES, _LOG_P, _Z_OF_LOG_P)
+            out: NDArray[np.float64] = kernels.threshold_rows(self._slots.tail, slots, p)
         return out
 
     def edge(
@@ -129,8 +121,24 @@ class ScoreTail:
         self._ensure(slots)
         with float_warnings_ignored():
             out: NDArray[np.float64] = kernels.edge_rows(
-                self._slots.tail, slots, p_open, k, float(open_at), float(instant_at), U,
-                *SHAPES, _LOG_P, _Z_OF_LOG_P)
+                self._slots.tail, slots, p_open, k, float(open_at), float(instant_at))
+        return out
+
+    def budget_edge(  # noqa: PLR0913 -- the rows and the policy
+        self, slots: NDArray[np.intp], spacing_s: NDArray[np.float64], budget_per_day: float,
+        min_duration: int, min_duration_time_s: float, open_at: float, instant_at: float,
+        band: float,
+    ) -> NDArray[np.float64]:
+        """``np.maximum(band, edge_for_budget(...))`` in one pass over the rows. Pure.
+
+        Each row's ``p_open`` and ``k`` are ``point_probability`` and ``points_to_open`` at
+        its series' spacing: what a calibrator with a budget needs, in one kernel call.
+        """
+        self._ensure(slots)
+        with float_warnings_ignored():
+            out: NDArray[np.float64] = kernels.budget_edge_rows(
+                self._slots.tail, slots, spacing_s, float(budget_per_day), float(min_duration),
+                float(min_duration_time_s), float(open_at), float(instant_at), float(band))
         return out
 
     def update(
@@ -139,7 +147,7 @@ class ScoreTail:
         """Learn one finite score per distinct slot (``edge``: each row's band edge)."""
         self._ensure(slots)
         with float_warnings_ignored():
-            kernels.update_rows(self._slots.tail, slots, scores, edge, self._keep, LEARN_CAP, U)
+            kernels.update_rows(self._slots.tail, slots, scores, edge, self._keep)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` (back to the prior)."""
@@ -160,8 +168,7 @@ def point_probability(budget_per_day: float, spacing_s: NDArray[np.float64]) -> 
     >>> point_probability(0.1, np.array([300.0, 0.0])).round(6)  # 5 min; unknown: 1 min
     array([0.000347, 0.000069])
     """
-    out: NDArray[np.float64] = kernels.point_probability_rows(
-        float(budget_per_day), spacing_s, DEFAULT_SPACING_S, DAY_S)
+    out: NDArray[np.float64] = kernels.point_probability_rows(float(budget_per_day), spacing_s)
     return out
 
 
@@ -174,7 +181,7 @@ def points_to_open(
     array([2., 1., 2.])
     """
     out: NDArray[np.float64] = kernels.points_to_open_rows(
-        float(min_duration), float(min_duration_time_s), spacing_s, DEFAULT_SPACING_S)
+        float(min_duration), float(min_duration_time_s), spacing_s)
     return out
 
 

@@ -5,16 +5,30 @@ row, with the same arithmetic in the same order: ``nan_max``/``nan_min`` are
 ``np.maximum``/``np.minimum`` (NaN wins), ``_interp`` is ``np.interp``'s algorithm.
 ``pow`` and ``log`` are the C library's, where numpy may use its own vectorised ones: the
 two can differ in the last bit.
+
+The constants live here, so the kernels read them as compiled-in constants instead of
+arguments (each argument costs a kernel call time); ``rarity`` documents them.
 """
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import nan_max, nan_min
 from otel_anomaly.processors.compiled import kernel
+
+U = 2.5
+SHAPE_LOW, SHAPE_HIGH = -0.25, 0.45
+LEARN_CAP = 3.0
+DEFAULT_SPACING_S = 60.0
+DAY_S = 86400.0
+# |z| thresholds on a grid of log probabilities, interpolated: NormalDist is exact but
+# scalar, and scipy would load network modules into this pure package.
+LOG_P = np.linspace(np.log(1e-15), np.log(1.0), 400)
+Z_OF_LOG_P = np.array([NormalDist().inv_cdf(1.0 - float(np.exp(lp)) / 2.0) for lp in LOG_P])
 
 _W, _C, _U, _S1, _S2 = range(5)
 _FLOOR = 1e-300
@@ -51,24 +65,22 @@ def _interp(x: float, xp: Any, fp: Any) -> Any:
 
 
 @kernel
-def gaussian_row(p: float, log_p: Any, z_of_log_p: Any) -> Any:
-    """``gaussian_threshold`` of one probability (the grid passed in)."""
-    return _interp(np.log(nan_min(nan_max(p, 1e-15), 1.0)), log_p, z_of_log_p)
+def gaussian_row(p: float) -> Any:
+    """``gaussian_threshold`` of one probability."""
+    return _interp(np.log(nan_min(nan_max(p, 1e-15), 1.0)), LOG_P, Z_OF_LOG_P)
 
 
 @kernel
-def gaussian_rows(p: Any, log_p: Any, z_of_log_p: Any) -> Any:
+def gaussian_rows(p: Any) -> Any:
     """``gaussian_threshold`` of each probability."""
     out = np.empty(len(p))
     for i in range(len(p)):
-        out[i] = gaussian_row(p[i], log_p, z_of_log_p)
+        out[i] = gaussian_row(p[i])
     return out
 
 
 @kernel
-def _threshold_row(  # noqa: PLR0913 -- a slot's state, the probability and the prior's constants
-    state: Any, p: float, u: float, low: float, high: float, log_p: Any, z_of_log_p: Any,
-) -> Any:
+def _threshold_row(state: Any, p: float) -> Any:
     """``ScoreTail.threshold`` of one row (``state``: its slot's five sums)."""
     w = nan_max(state[_W], _FLOOR)
     c = nan_max(state[_C], _FLOOR)
@@ -79,59 +91,72 @@ def _threshold_row(  # noqa: PLR0913 -- a slot's state, the probability and the 
     m1 = s1 / uncensored
     var = nan_max(s2 / uncensored - m1 * m1, _MIN_VAR)
     ratio = m1 * m1 / var
-    shape = nan_min(nan_max(0.5 * (1.0 - ratio), low), high)
+    shape = nan_min(nan_max(0.5 * (1.0 - ratio), SHAPE_LOW), SHAPE_HIGH)
     scale = 0.5 * m1 * (1.0 + ratio)
     odds = nan_max(rate / p, 1.0)
     if rate > p:
         if np.abs(shape) > _SHAPE_EXP:
-            tail = u + scale / shape * (odds ** shape - 1.0)
+            tail = U + scale / shape * (odds ** shape - 1.0)
         else:
-            tail = u + scale * np.log(odds)
+            tail = U + scale * np.log(odds)
     else:
-        tail = u + 0.0
-    return nan_max(tail, gaussian_row(p, log_p, z_of_log_p))
+        tail = U + 0.0
+    return nan_max(tail, gaussian_row(p))
 
 
 @kernel
-def threshold_rows(  # noqa: PLR0913 -- the tail, the rows and the constants
-    tail: Any, slots: Any, p: Any, u: float, low: float, high: float, log_p: Any,
-    z_of_log_p: Any,
-) -> Any:
+def threshold_rows(tail: Any, slots: Any, p: Any) -> Any:
     """``ScoreTail.threshold``: the score each row's slot exceeds with probability ``p``."""
     out = np.empty(len(slots))
     for i in range(len(slots)):
-        out[i] = _threshold_row(tail[slots[i]], p[i], u, low, high, log_p, z_of_log_p)
+        out[i] = _threshold_row(tail[slots[i]], p[i])
     return out
 
 
 @kernel
-def edge_rows(  # noqa: PLR0913 -- the tail, the rows, the policy and the constants
-    tail: Any, slots: Any, p_open: Any, k: Any, open_at: float, instant_at: float, u: float,
-    low: float, high: float, log_p: Any, z_of_log_p: Any,
+def _edge_row(state: Any, p_open: float, k: float, open_at: float, instant_at: float) -> Any:
+    """``edge_for_budget`` of one row: the larger of the run's and the single point's edge."""
+    half = p_open / 2.0
+    run = _threshold_row(state, half ** (1.0 / k)) / open_at
+    single = _threshold_row(state, half) / instant_at
+    return nan_max(run, single)
+
+
+@kernel
+def edge_rows(  # noqa: PLR0913 -- the tail, the rows and the policy
+    tail: Any, slots: Any, p_open: Any, k: Any, open_at: float, instant_at: float,
 ) -> Any:
-    """``edge_for_budget``: the larger of the run's and the single point's edge, per row."""
+    """``edge_for_budget`` of each row."""
     out = np.empty(len(slots))
     for i in range(len(slots)):
-        state = tail[slots[i]]
-        half = p_open[i] / 2.0
-        run = _threshold_row(state, half ** (1.0 / k[i]), u, low, high, log_p, z_of_log_p)
-        single = _threshold_row(state, half, u, low, high, log_p, z_of_log_p)
-        out[i] = nan_max(run / open_at, single / instant_at)
+        out[i] = _edge_row(tail[slots[i]], p_open[i], k[i], open_at, instant_at)
     return out
 
 
 @kernel
-def update_rows(  # noqa: PLR0913 -- the tail, the rows and the constants
-    tail: Any, slots: Any, scores: Any, edge: Any, keep: float, cap_edges: float, u: float,
-) -> None:
+def budget_edge_rows(  # noqa: PLR0913 -- the tail, the rows and the policy
+    tail: Any, slots: Any, spacing_s: Any, budget_per_day: float, min_duration: float,
+    min_duration_time_s: float, open_at: float, instant_at: float, band: float,
+) -> Any:
+    """``np.maximum(band, edge_for_budget)`` of each row at its spacing's budget and run."""
+    out = np.empty(len(slots))
+    for i in range(len(slots)):
+        p = _point_probability(budget_per_day, spacing_s[i])
+        k = _points_to_open(min_duration, min_duration_time_s, spacing_s[i])
+        out[i] = nan_max(band, _edge_row(tail[slots[i]], p, k, open_at, instant_at))
+    return out
+
+
+@kernel
+def update_rows(tail: Any, slots: Any, scores: Any, edge: Any, keep: float) -> None:
     """``ScoreTail.update``: decay each finite row's slot and learn its (censored) score."""
     for i in range(len(slots)):
         score = scores[i]
         if not np.isfinite(score):
             continue
         state = tail[slots[i]]
-        cap = cap_edges * edge[i]
-        excess = nan_max(nan_min(score, cap) - u, 0.0)
+        cap = LEARN_CAP * edge[i]
+        excess = nan_max(nan_min(score, cap) - U, 0.0)
         hit = 1.0 if excess > 0 else 0.0
         below = 1.0 if score < cap else 0.0
         state[_W] = state[_W] * keep + 1.0
@@ -142,25 +167,33 @@ def update_rows(  # noqa: PLR0913 -- the tail, the rows and the constants
 
 
 @kernel
-def point_probability_rows(budget_per_day: float, spacing_s: Any, default_s: float,
-                           day_s: float) -> Any:
+def _point_probability(budget_per_day: float, spacing_s: float) -> Any:
+    spacing = spacing_s if spacing_s > 0 else DEFAULT_SPACING_S
+    return nan_min(nan_max(budget_per_day * nan_min(spacing, DAY_S) / DAY_S, 1e-12), 0.5)
+
+
+@kernel
+def point_probability_rows(budget_per_day: float, spacing_s: Any) -> Any:
     """``point_probability`` of each row."""
     out = np.empty(len(spacing_s))
     for i in range(len(spacing_s)):
-        spacing = spacing_s[i] if spacing_s[i] > 0 else default_s
-        out[i] = nan_min(nan_max(budget_per_day * nan_min(spacing, day_s) / day_s, 1e-12), 0.5)
+        out[i] = _point_probability(budget_per_day, spacing_s[i])
     return out
 
 
 @kernel
-def points_to_open_rows(min_duration: float, min_duration_time_s: float, spacing_s: Any,
-                        default_s: float) -> Any:
+def _points_to_open(min_duration: float, min_duration_time_s: float, spacing_s: float) -> Any:
+    k = min_duration
+    if min_duration_time_s > 0:
+        spacing = spacing_s if spacing_s > 0 else DEFAULT_SPACING_S
+        k = nan_min(k, nan_max(1.0, np.ceil(min_duration_time_s / spacing)))
+    return k
+
+
+@kernel
+def points_to_open_rows(min_duration: float, min_duration_time_s: float, spacing_s: Any) -> Any:
     """``points_to_open`` of each row."""
     out = np.empty(len(spacing_s))
     for i in range(len(spacing_s)):
-        k = min_duration
-        if min_duration_time_s > 0:
-            spacing = spacing_s[i] if spacing_s[i] > 0 else default_s
-            k = nan_min(k, nan_max(1.0, np.ceil(min_duration_time_s / spacing)))
-        out[i] = k
+        out[i] = _points_to_open(min_duration, min_duration_time_s, spacing_s[i])
     return out

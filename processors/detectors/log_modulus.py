@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 
+_FLOAT64 = np.dtype(np.float64)
+
 
 @kernel
 def _sign(x: float) -> float:
@@ -49,7 +51,7 @@ def _inverse_rows(values: Any, offset: float) -> Any:
 
 def _plain(values: Any) -> bool:
     """A one-dimensional float64 array, what the kernels take (else numpy does the work)."""
-    return isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype == np.float64
+    return isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype is _FLOAT64
 
 
 def log_modulus(values: NDArray[np.float64], offset: float = 1.0) -> NDArray[np.float64]:
