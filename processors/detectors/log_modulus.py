@@ -5,8 +5,10 @@ linear near 0 and mirrored below it, so it is monotonic and invertible over ever
 a series that dips below 0 keeps its shape instead of being clipped flat (clipping made a
 normal series around -100 score 1e13).
 
-Both directions are compiled loops (``processors.compiled``): a round of one row costs one
-call instead of four numpy ones.
+Both directions are compiled loops (``processors.compiled``) for small rounds: a round of
+one row costs one call instead of four numpy ones. Large rounds stay with numpy, whose
+vectorised ``log1p``/``expm1`` are faster than the C library's the loops call (and may
+differ from them in the last bit).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 
 _FLOAT64 = np.dtype(np.float64)
+_MAX_ROWS = 64
+"""Rounds up to this many rows take the compiled loop (numpy is faster above ~150)."""
 
 
 @kernel
@@ -50,8 +54,9 @@ def _inverse_rows(values: Any, offset: float) -> Any:
 
 
 def _plain(values: Any) -> bool:
-    """A one-dimensional float64 array, what the kernels take (else numpy does the work)."""
-    return isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype is _FLOAT64
+    """A small one-dimensional float64 array, what the kernels take (else numpy works)."""
+    return (isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype is _FLOAT64
+            and len(values) <= _MAX_ROWS)
 
 
 def log_modulus(values: NDArray[np.float64], offset: float = 1.0) -> NDArray[np.float64]:
