@@ -34,6 +34,8 @@ _W, _C, _U, _S1, _S2 = range(5)
 _FLOOR = 1e-300
 _MIN_VAR = 1e-12
 _SHAPE_EXP = 1e-6
+_ODDS_BOUND = 1e300
+_SCALE_BOUND = 1e150
 
 
 @kernel
@@ -80,8 +82,8 @@ def gaussian_rows(p: Any) -> Any:
 
 
 @kernel
-def _threshold_row(state: Any, p: float) -> Any:
-    """``ScoreTail.threshold`` of one row (``state``: its slot's five sums)."""
+def _fit(state: Any) -> Any:
+    """The rate, shape and scale of a slot's tail (``state``: its five sums)."""
     w = nan_max(state[_W], _FLOOR)
     c = nan_max(state[_C], _FLOOR)
     uncensored = nan_max(state[_U], _FLOOR)
@@ -93,6 +95,12 @@ def _threshold_row(state: Any, p: float) -> Any:
     ratio = m1 * m1 / var
     shape = nan_min(nan_max(0.5 * (1.0 - ratio), SHAPE_LOW), SHAPE_HIGH)
     scale = 0.5 * m1 * (1.0 + ratio)
+    return rate, shape, scale
+
+
+@kernel
+def _quantile(rate: float, shape: float, scale: float, p: float) -> Any:
+    """``ScoreTail.threshold`` of one row, from its slot's ``_fit``."""
     odds = nan_max(rate / p, 1.0)
     if rate > p:
         if np.abs(shape) > _SHAPE_EXP:
@@ -102,6 +110,27 @@ def _threshold_row(state: Any, p: float) -> Any:
     else:
         tail = U + 0.0
     return nan_max(tail, gaussian_row(p))
+
+
+@kernel
+def _finite_quantile(rate: float, shape: float, scale: float, p: float) -> Any:
+    """True where ``_quantile`` is surely finite, told without its ``pow`` and ``log``."""
+    if np.isnan(p) or not (np.isfinite(rate) and np.isfinite(shape) and np.isfinite(scale)):
+        return False
+    if not rate > p:
+        return True
+    odds = nan_max(rate / p, 1.0)
+    # odds ** shape is within [1e-75, 1e135] (shape in [-0.25, 0.45]), log(odds) < 691.
+    if np.abs(shape) > _SHAPE_EXP:
+        return odds <= _ODDS_BOUND and np.abs(scale / shape) <= _SCALE_BOUND
+    return odds <= _ODDS_BOUND and np.abs(scale) <= _SCALE_BOUND
+
+
+@kernel
+def _threshold_row(state: Any, p: float) -> Any:
+    """``ScoreTail.threshold`` of one row (``state``: its slot's five sums)."""
+    rate, shape, scale = _fit(state)
+    return _quantile(rate, shape, scale, p)
 
 
 @kernel
@@ -116,9 +145,13 @@ def threshold_rows(tail: Any, slots: Any, p: Any) -> Any:
 @kernel
 def _edge_row(state: Any, p_open: float, k: float, open_at: float, instant_at: float) -> Any:
     """``edge_for_budget`` of one row: the larger of the run's and the single point's edge."""
+    rate, shape, scale = _fit(state)
     half = p_open / 2.0
-    run = _threshold_row(state, half ** (1.0 / k)) / open_at
-    single = _threshold_row(state, half) / instant_at
+    run = _quantile(rate, shape, scale, half ** (1.0 / k)) / open_at
+    if instant_at == np.inf and _finite_quantile(rate, shape, scale, half):
+        single = 0.0  # a finite, non-negative edge over an infinite factor (latency rules)
+    else:
+        single = _quantile(rate, shape, scale, half) / instant_at
     return nan_max(run, single)
 
 
