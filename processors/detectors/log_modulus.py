@@ -55,7 +55,7 @@ def _inverse_rows(values: Any, offset: float) -> Any:
 
 def _plain(values: Any) -> bool:
     """A small one-dimensional float64 array, what the kernels take (else numpy works)."""
-    return (isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype is _FLOAT64
+    return (isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype == _FLOAT64
             and len(values) <= _MAX_ROWS)
 
 
