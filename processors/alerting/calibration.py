@@ -19,9 +19,6 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
 )
 from otel_anomaly.processors.alerting.rarity import (
     ScoreTail,
-    edge_for_budget,
-    point_probability,
-    points_to_open,
 )
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.compiled import float_warnings_ignored
@@ -161,10 +158,11 @@ class Calibrator:
         """Band half-width in the detector's units per slot: where the score is 1."""
         if self._rare(detector):
             policy = self.policy
-            p = point_probability(policy.false_alarm_budget, spacing_s)
-            k = points_to_open(policy.min_duration, policy.min_duration_time_s, spacing_s)
-            return np.maximum(policy.band, edge_for_budget(
-                self.rarity, slots, p, k, policy.open_threshold, policy.instant_threshold))
+            # max(band, edge_for_budget(point_probability, points_to_open)), in one kernel.
+            return self.rarity.budget_edge(
+                slots, spacing_s, policy.false_alarm_budget, policy.min_duration,
+                policy.min_duration_time_s, policy.open_threshold, policy.instant_threshold,
+                policy.band)
         if detector.self_calibrating or not self.policy.tail_calibration:
             return np.full(len(slots), self.policy.band)
         return self.multiplier(slots)
