@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.kernel_math import maximum, minimum
 
 DIRECTIONS = {"both": 0, "up": 1, "down": 2}
 """A policy's ``direction`` as the kernels take it."""
@@ -20,34 +21,14 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @kernel
-def nan_max(a: Any, b: Any) -> Any:
-    """``np.maximum`` of two scalars: NaN if either is NaN, else the larger (``a`` on a tie)."""
-    if np.isnan(a):
-        return a
-    if np.isnan(b):
-        return b
-    return a if a >= b else b
-
-
-@kernel
-def nan_min(a: Any, b: Any) -> Any:
-    """``np.minimum`` of two scalars: NaN if either is NaN, else the smaller (``a`` on a tie)."""
-    if np.isnan(a):
-        return a
-    if np.isnan(b):
-        return b
-    return a if a <= b else b
-
-
-@kernel
 def _calibrate_row(
     value: Any, expected: Any, lower: Any, upper: Any, floor: Any,
     min_abs: float, min_rel: float, direction: int, min_width: float,
 ) -> Any:
     """One row of ``calibrate``: its band's lower and upper edge, and its score."""
-    floor = nan_max(nan_max(min_abs, floor), min_rel * np.abs(expected))
-    up_width = nan_max(nan_max(upper - expected, floor), min_width)
-    down_width = nan_max(nan_max(expected - lower, floor), min_width)
+    floor = maximum(maximum(min_abs, floor), min_rel * np.abs(expected))
+    up_width = maximum(maximum(upper - expected, floor), min_width)
+    down_width = maximum(maximum(expected - lower, floor), min_width)
     deviation = value - expected
     score = deviation / up_width if deviation >= 0 else -deviation / down_width
     if (direction == _UP and deviation < 0) or (direction == _DOWN and deviation > 0):
@@ -87,9 +68,9 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
-        floor = min_rel * np.float64(magnitude[slots[i]])
+        floor: float = min_rel * np.float64(magnitude[slots[i]])
         if len(scale_floor):
-            floor = nan_max(floor, k[i] * scale_floor[i])
+            floor = maximum(floor, k[i] * scale_floor[i])
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
             values[i], expected[i], lower[i], upper[i], floor, min_abs, min_rel, direction,
             min_width)
@@ -103,7 +84,7 @@ def clip_rows(values: Any, lower: Any, upper: Any) -> Any:
     for i in range(len(values)):
         low = -np.inf if np.isnan(lower[i]) else lower[i]
         high = np.inf if np.isnan(upper[i]) else upper[i]
-        out[i] = nan_min(nan_max(values[i], low), high)
+        out[i] = minimum(maximum(values[i], low), high)
     return out
 
 
@@ -124,13 +105,13 @@ def learn_magnitude_rows(slots: Any, values: Any, magnitude: Any, points: Any, m
         if not np.isfinite(value):
             continue
         s = slots[i]
-        seen = nan_min(np.float64(points[s]) + 1.0, np.float64(memory))
+        seen = minimum(np.float64(points[s]) + 1.0, np.float64(memory))
         points[s] = seen
-        weight = nan_max(1.0 / seen, 1.0 / memory)
+        weight = maximum(1.0 / seen, 1.0 / memory)
         typical = np.float64(magnitude[s])
         learned = typical + weight * (np.abs(value) - typical)
         if np.isfinite(learned):  # ``saturated``: finite values stay finite in float32
-            learned = nan_min(nan_max(learned, -_FLOAT32_MAX), _FLOAT32_MAX)
+            learned = minimum(maximum(learned, -_FLOAT32_MAX), _FLOAT32_MAX)
         magnitude[s] = learned
     return True
 

@@ -22,8 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
-from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS, nan_max, nan_min
+from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
+from otel_anomaly.processors.kernel_math import maximum, minimum
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
 
@@ -160,11 +161,11 @@ def _held_row(value: Any, expected: Any, lower: Any, upper: Any, direction: int)
     """A value's score against a held band: its distance in half-widths on its side."""
     dev = value - expected
     if direction == _UP:
-        dev = nan_max(dev, 0.0)
+        dev = maximum(dev, 0.0)
     elif direction == _DOWN:
-        dev = nan_min(dev, 0.0)
+        dev = minimum(dev, 0.0)
     half = upper - expected if dev >= 0 else expected - lower
-    return np.abs(dev) / nan_max(half, 1e-12 * (1.0 + np.abs(expected)))
+    return np.abs(dev) / maximum(half, 1e-12 * (1.0 + np.abs(expected)))
 
 
 @kernel

@@ -1,7 +1,7 @@
 """Compiled row loops of ``rarity`` (the per-series false-alarm budget).
 
 Each kernel does for one round what the numpy version did with a dozen array calls, row by
-row, with the same arithmetic in the same order: ``nan_max``/``nan_min`` are
+row, with the same arithmetic in the same order: ``maximum``/``minimum`` are
 ``np.maximum``/``np.minimum`` (NaN wins), ``_interp`` is ``np.interp``'s algorithm.
 ``pow`` and ``log`` are the C library's, where numpy may use its own vectorised ones: the
 two can differ in the last bit.
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from otel_anomaly.processors.alerting.calibration_kernels import nan_max, nan_min
 from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.kernel_math import maximum, minimum
 
 U = 2.5
 SHAPE_LOW, SHAPE_HIGH = -0.25, 0.45
@@ -69,7 +69,7 @@ def _interp(x: float, xp: Any, fp: Any) -> Any:
 @kernel
 def gaussian_row(p: float) -> Any:
     """``gaussian_threshold`` of one probability."""
-    return _interp(np.log(nan_min(nan_max(p, 1e-15), 1.0)), LOG_P, Z_OF_LOG_P)
+    return _interp(np.log(minimum(maximum(p, 1e-15), 1.0)), LOG_P, Z_OF_LOG_P)
 
 
 @kernel
@@ -84,16 +84,16 @@ def gaussian_rows(p: Any) -> Any:
 @kernel
 def _fit(state: Any) -> Any:
     """The rate, shape and scale of a slot's tail (``state``: its five sums)."""
-    w = nan_max(state[_W], _FLOOR)
-    c = nan_max(state[_C], _FLOOR)
-    uncensored = nan_max(state[_U], _FLOOR)
-    s1 = nan_max(state[_S1], _FLOOR)
-    s2 = nan_max(state[_S2], _FLOOR)
+    w = maximum(state[_W], _FLOOR)
+    c = maximum(state[_C], _FLOOR)
+    uncensored = maximum(state[_U], _FLOOR)
+    s1 = maximum(state[_S1], _FLOOR)
+    s2 = maximum(state[_S2], _FLOOR)
     rate = c / w
     m1 = s1 / uncensored
-    var = nan_max(s2 / uncensored - m1 * m1, _MIN_VAR)
+    var = maximum(s2 / uncensored - m1 * m1, _MIN_VAR)
     ratio = m1 * m1 / var
-    shape = nan_min(nan_max(0.5 * (1.0 - ratio), SHAPE_LOW), SHAPE_HIGH)
+    shape = minimum(maximum(0.5 * (1.0 - ratio), SHAPE_LOW), SHAPE_HIGH)
     scale = 0.5 * m1 * (1.0 + ratio)
     return rate, shape, scale
 
@@ -101,7 +101,7 @@ def _fit(state: Any) -> Any:
 @kernel
 def _quantile(rate: float, shape: float, scale: float, p: float) -> Any:
     """``ScoreTail.threshold`` of one row, from its slot's ``_fit``."""
-    odds = nan_max(rate / p, 1.0)
+    odds = maximum(rate / p, 1.0)
     if rate > p:
         if np.abs(shape) > _SHAPE_EXP:
             tail = U + scale / shape * (odds ** shape - 1.0)
@@ -109,7 +109,7 @@ def _quantile(rate: float, shape: float, scale: float, p: float) -> Any:
             tail = U + scale * np.log(odds)
     else:
         tail = U + 0.0
-    return nan_max(tail, gaussian_row(p))
+    return maximum(tail, gaussian_row(p))
 
 
 @kernel
@@ -119,7 +119,7 @@ def _finite_quantile(rate: float, shape: float, scale: float, p: float) -> Any:
         return False
     if not rate > p:
         return True
-    odds = nan_max(rate / p, 1.0)
+    odds = maximum(rate / p, 1.0)
     # odds ** shape is within [1e-75, 1e135] (shape in [-0.25, 0.45]), log(odds) < 691.
     if np.abs(shape) > _SHAPE_EXP:
         return odds <= _ODDS_BOUND and np.abs(scale / shape) <= _SCALE_BOUND
@@ -152,7 +152,7 @@ def _edge_row(state: Any, p_open: float, k: float, open_at: float, instant_at: f
         single = 0.0  # a finite, non-negative edge over an infinite factor (latency rules)
     else:
         single = _quantile(rate, shape, scale, half) / instant_at
-    return nan_max(run, single)
+    return maximum(run, single)
 
 
 @kernel
@@ -176,7 +176,7 @@ def budget_edge_rows(  # noqa: PLR0913 -- the tail, the rows and the policy
     for i in range(len(slots)):
         p = _point_probability(budget_per_day, spacing_s[i])
         k = _points_to_open(min_duration, min_duration_time_s, spacing_s[i])
-        out[i] = nan_max(band, _edge_row(tail[slots[i]], p, k, open_at, instant_at))
+        out[i] = maximum(band, _edge_row(tail[slots[i]], p, k, open_at, instant_at))
     return out
 
 
@@ -189,7 +189,7 @@ def update_rows(tail: Any, slots: Any, scores: Any, edge: Any, keep: float) -> N
             continue
         state = tail[slots[i]]
         cap = LEARN_CAP * edge[i]
-        excess = nan_max(nan_min(score, cap) - U, 0.0)
+        excess = maximum(minimum(score, cap) - U, 0.0)
         hit = 1.0 if excess > 0 else 0.0
         below = 1.0 if score < cap else 0.0
         state[_W] = state[_W] * keep + 1.0
@@ -202,7 +202,7 @@ def update_rows(tail: Any, slots: Any, scores: Any, edge: Any, keep: float) -> N
 @kernel
 def _point_probability(budget_per_day: float, spacing_s: float) -> Any:
     spacing = spacing_s if spacing_s > 0 else DEFAULT_SPACING_S
-    return nan_min(nan_max(budget_per_day * nan_min(spacing, DAY_S) / DAY_S, 1e-12), 0.5)
+    return minimum(maximum(budget_per_day * minimum(spacing, DAY_S) / DAY_S, 1e-12), 0.5)
 
 
 @kernel
@@ -219,7 +219,7 @@ def _points_to_open(min_duration: float, min_duration_time_s: float, spacing_s: 
     k = min_duration
     if min_duration_time_s > 0:
         spacing = spacing_s if spacing_s > 0 else DEFAULT_SPACING_S
-        k = nan_min(k, nan_max(1.0, np.ceil(min_duration_time_s / spacing)))
+        k = minimum(k, maximum(1.0, np.ceil(min_duration_time_s / spacing)))
     return k
 
 

@@ -16,31 +16,12 @@ from typing import Any
 import numpy as np
 
 from otel_anomaly.processors.compiled import kernel
-from otel_anomaly.processors.detectors.binomial_tail import clip, edge, maximum, minimum, sigmas
+from otel_anomaly.processors.detectors.binomial_tail import edge, sigmas
+from otel_anomaly.processors.kernel_math import clip, fmax, fmin, maximum, minimum
 
 # The state columns, as ``binomial_ratio`` lays them out.
 (_K, _N, _EXCESS, _EXCESS_SQ, _SPREAD, _SIZE, _SIZED, _SEEN, _RECENT_K,
  _RECENT_N) = range(10)
-
-
-@kernel
-def _fmax(a: float, b: float) -> float:
-    """``np.fmax``: NaN loses."""
-    if a != a:  # noqa: PLR0124 - NaN test
-        return b
-    if b != b:  # noqa: PLR0124
-        return a
-    return a if a >= b else b
-
-
-@kernel
-def _fmin(a: float, b: float) -> float:
-    """``np.fmin``: NaN loses."""
-    if a != a:  # noqa: PLR0124
-        return b
-    if b != b:  # noqa: PLR0124
-        return a
-    return a if a <= b else b
 
 
 @kernel
@@ -86,7 +67,7 @@ def score_rows(  # noqa: PLR0913 -- a round's rows, the state and the parameters
             calls = n + recent * s[_RECENT_N]
             pooled = clip((x * n + recent * s[_RECENT_K]) / calls, 0.0, 1.0)
             z_recent = sigmas(pooled, calls / (1.0 + (calls - 1.0) * rho), rate)
-            z = _fmax(z, z_recent - recent_margin)
+            z = fmax(z, z_recent - recent_margin)
         z = maximum(z, 0.0) if _warm(s, warmup, warmup_calls) else 0.0
         out[i] = z if math.isfinite(values[i]) else np.nan
     return out
@@ -116,8 +97,8 @@ def predict_rows(  # noqa: PLR0913 -- a round's rows, the state and the paramete
             wide = width[i] + recent_margin
             up_x = (edge(pooled, rate, wide, True, grid) * calls - recent_k) / n
             low_x = (edge(pooled, rate, wide, False, grid) * calls - recent_k) / n
-            up = _fmin(up, maximum(up_x, rate))
-            low = _fmax(low, minimum(low_x, rate))
+            up = fmin(up, maximum(up_x, rate))
+            low = fmax(low, minimum(low_x, rate))
         expected[i] = rate
         warm = _warm(s, warmup, warmup_calls)
         lower[i] = low if warm else np.nan

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
+from otel_anomaly.processors.kernel_math import clip, maximum
 
 GRID = np.linspace(0.0, 1.0, 33)
 """The grid ``band_edges`` refines (its kernels take it as an argument)."""
@@ -39,31 +40,6 @@ UNREACHABLE_Z = 0.1
 """Sigmas assumed at 0 or 1 when even those are less than a single sigma out."""
 
 F64 = NDArray[np.float64]
-
-
-@kernel
-def maximum(a: float, b: float) -> float:
-    """``np.maximum`` of two scalars: NaN if either is NaN, else the larger (``b`` on a tie)."""
-    if a != a:  # noqa: PLR0124 - NaN test
-        return a
-    return a if a > b else b
-
-
-@kernel
-def minimum(a: float, b: float) -> float:
-    """``np.minimum`` of two scalars: NaN if either is NaN, else the smaller (``b`` on a tie)."""
-    if a != a:  # noqa: PLR0124
-        return a
-    return a if a < b else b
-
-
-@kernel
-def clip(x: float, low: float, high: float) -> float:
-    """``np.clip`` of a scalar: NaN if any is NaN; ``x`` itself on a tie (keeps -0.0)."""
-    if x != x or low != low or high != high:  # noqa: PLR0124
-        return x + low + high
-    y = low if x < low else x
-    return high if y > high else y
 
 
 @kernel

@@ -20,27 +20,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.kernel_math import fmax, fmin
 
 TINY = 1e-12
 F32_MAX = float(np.finfo(np.float32).max)
-
-
-@kernel
-def _fmax(a: float, b: float) -> float:
-    if a != a:  # noqa: PLR0124 - NaN test, as np.fmax: NaN loses
-        return b
-    if b != b:  # noqa: PLR0124
-        return a
-    return a if a >= b else b
-
-
-@kernel
-def _fmin(a: float, b: float) -> float:
-    if a != a:  # noqa: PLR0124
-        return b
-    if b != b:  # noqa: PLR0124
-        return a
-    return a if a <= b else b
 
 
 @kernel
@@ -51,7 +34,7 @@ def _spreads(expected: float, upper: float, lower: float, floor: float) -> tuple
     least = TINY * (1.0 + abs(expected))
     # np.maximum: a NaN floor propagates (then fmax keeps the half-width).
     least = floor if (floor != floor or floor > least) else least  # noqa: PLR0124
-    return _fmax(upper - expected, least), _fmax(expected - lower, least)
+    return fmax(upper - expected, least), fmax(expected - lower, least)
 
 
 @kernel
@@ -112,7 +95,7 @@ def band(
             member_lo, member_hi = e - width[row] * down, e + width[row] * up
             ready = upper[row, m] == upper[row, m]  # noqa: PLR0124
             if combine_max:
-                lo, hi = _fmax(lo, member_lo), _fmin(hi, member_hi)
+                lo, hi = fmax(lo, member_lo), fmin(hi, member_hi)
             elif ready:
                 lo, hi = member_lo, member_hi
             if ready:
@@ -123,7 +106,7 @@ def band(
         if lo > hi:  # members disagree by more than their bands: a point
             lo = hi = mid
         margin = centre * (hi - lo)
-        out_expected[row] = _fmin(_fmax(mid, lo + margin), hi - margin)
+        out_expected[row] = fmin(fmax(mid, lo + margin), hi - margin)
         out_lower[row], out_upper[row] = lo, hi
     return out_expected, out_lower, out_upper
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -12,6 +11,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
+from otel_anomaly.processors.kernel_math import maximum, minimum
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -23,18 +23,6 @@ _MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32
 
 # The per-row loops (numba kernels, ``processors.compiled``) repeat the numpy expressions
 # they replaced in the same order, so a round of one row costs one call per method.
-
-
-@kernel
-def _maximum(a: float, b: float) -> float:
-    """``np.maximum``: NaN if either is NaN."""
-    return a if (a >= b or math.isnan(a)) else b
-
-
-@kernel
-def _minimum(a: float, b: float) -> float:
-    """``np.minimum``: NaN if either is NaN."""
-    return a if (a <= b or math.isnan(a)) else b
 
 
 @kernel
@@ -50,7 +38,7 @@ def _gather(
     for i in range(rows):
         s = slots[i]
         n[i], mean[i] = n_col[s], mean_col[s]
-        sigma[i] = _maximum(dev_col[s] * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean_col[s])))
+        sigma[i] = maximum(dev_col[s] * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean_col[s])))
     return n, mean, sigma
 
 
@@ -96,7 +84,7 @@ def _learn(
         s = slots[i]
         n = min(n_col[s], _MAX_POINTS) + 1
         # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
-        weight = _maximum(alpha, 1.0 / n)
+        weight = maximum(alpha, 1.0 / n)
         diff = seen[i] - mean_col[s]
         mean_col[s] += weight * diff
         # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
@@ -104,7 +92,7 @@ def _learn(
         # spread itself is still being found.
         dev = dev_col[s]
         cap = (_HUBER_SIGMAS * _MAD_TO_SIGMA) * dev if n > warmup else np.inf
-        step = weight * (_minimum(abs(diff), cap) - dev)
+        step = weight * (minimum(abs(diff), cap) - dev)
         # The first point has no deviation to learn from.
         dev_col[s] = dev + (step if n > 1 else 0.0)
         n_col[s] = n

@@ -8,13 +8,13 @@ the same bits. ``np.hypot`` is libm's ``hypot`` both compiled and as plain Pytho
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.kernel_math import fmax, fmin, maximum, minimum
 
 MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
 TINY = 1e-9
@@ -23,30 +23,6 @@ GLOBAL_ALPHA = 0.01
 MAX_COUNT = float(np.iinfo(np.uint16).max)  # bucket counts saturate (uint16 storage)
 MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32 storage)
 F32_MAX = float(np.finfo(np.float32).max)
-
-
-@kernel
-def minimum(a: float, b: float) -> float:
-    """``np.minimum``: NaN if either is NaN."""
-    return a if (a <= b or math.isnan(a)) else b
-
-
-@kernel
-def maximum(a: float, b: float) -> float:
-    """``np.maximum``: NaN if either is NaN."""
-    return a if (a >= b or math.isnan(a)) else b
-
-
-@kernel
-def fmin(a: float, b: float) -> float:
-    """``np.fmin``: a NaN loses to a number."""
-    return a if (a <= b or math.isnan(b)) else b
-
-
-@kernel
-def fmax(a: float, b: float) -> float:
-    """``np.fmax``: a NaN loses to a number."""
-    return a if (a >= b or math.isnan(b)) else b
 
 
 @kernel
