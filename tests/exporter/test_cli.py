@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
-from helpers.processes import free_port, start_run
+from helpers.processes import START_TIMEOUT_S, free_port, start_run
 from helpers.sidecars import answers, grpc_clients
 
 from otel_anomaly.exporter.cli import main
@@ -91,7 +91,7 @@ def test_run_serves_until_sigterm_then_exits_0(ports: dict[str, int]) -> None:
     try:
         def ready() -> bool:
             return answers(ports["metrics"]) or process.poll() is not None
-        wait_for(ready, 30, lambda: f"sidecar not ready (exit code {process.poll()})")
+        wait_for(ready, START_TIMEOUT_S, lambda: f"sidecar not ready (exit code {process.poll()})")
         assert process.poll() is None
         with grpc_clients(ports["grpc"]) as clients:
             clients.metrics.Export(metrics_request([gauge("cpu", [(SECOND, 0.5)])]), timeout=5)

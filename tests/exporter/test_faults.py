@@ -27,7 +27,7 @@ import grpc
 import pytest
 import yaml
 from helpers import wait_for
-from helpers.processes import free_port
+from helpers.processes import START_TIMEOUT_S, free_port
 from helpers.sidecars import FAST_DETECTOR, answers, grpc_clients, sample_value, scrape
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
@@ -130,7 +130,7 @@ class Sidecar:
                  "--metrics-endpoint", f"127.0.0.1:{self.metrics_port}"],
                 env=env, stdout=subprocess.DEVNULL, stderr=err)
         process = self.process
-        wait_for(lambda: answers(self.metrics_port) or process.poll() is not None, 30,
+        wait_for(lambda: answers(self.metrics_port) or process.poll() is not None, START_TIMEOUT_S,
                  lambda: f"sidecar not ready (exit code {process.poll()})")
         assert process.poll() is None, self.stderr.read_text()
         return process

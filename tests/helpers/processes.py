@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from helpers.sidecars import answers
 from helpers.wait import wait_for
 
+START_TIMEOUT_S = 60.0
+"""How long a sidecar subprocess may take to become ready. It compiles its scoring kernels
+first: about a second from numba's cache, about 11 s where the cache is cold."""
+
 
 def free_port() -> int:
     """A loopback port free right now (the OS picks it)."""
@@ -51,7 +55,7 @@ def running_cli(*extra: str) -> Iterator[RunningCli]:
     try:
         def ready() -> bool:
             return answers(ports["metrics"]) or process.poll() is not None
-        wait_for(ready, 30, lambda: f"sidecar not ready (exit code {process.poll()})")
+        wait_for(ready, START_TIMEOUT_S, lambda: f"sidecar not ready (exit code {process.poll()})")
         assert process.poll() is None, process.communicate()[1]
         yield RunningCli(process, ports["grpc"], ports["http"], ports["metrics"])
         process.send_signal(signal.SIGTERM)
