@@ -99,8 +99,7 @@ class Sidecar:
         self.registry = settings.registry or CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
         engine_settings = config.engine_settings(settings.clock, settings.wall_clock)
-        # Before anything listens: compiling at the first export would stall it.
-        logger.info("scoring kernels ready in %.1fs", warm_up(engine_settings))
+        _compile_kernels(engine_settings)
         self.state = StateStore(config.state.path, self.telemetry) if config.state.path else None
         restored = self.state.restore(engine_settings) if self.state else None
         engine = restored or settings.engine_factory(engine_settings)
@@ -267,6 +266,18 @@ def _check_protobuf_backend() -> None:
             "(install a protobuf wheel for this platform)",
             backend,
         )
+
+
+def _compile_kernels(settings: EngineSettings) -> None:
+    """Compile the scoring kernels before anything listens: at the first export they would stall it.
+
+    Best effort: should the synthetic warm-up fail, live data compiles them.
+    """
+    try:
+        logger.info("scoring kernels ready in %.1fs", warm_up(settings))
+    except Exception:  # noqa: BLE001 - a warm-up failure must not stop the sidecar
+        logger.exception("compiling the scoring kernels at start-up failed; they compile at "
+                         "the first export instead")
 
 
 def _warm_start(engine: Engine, config: Config, wall_clock: Callable[[], float]) -> None:

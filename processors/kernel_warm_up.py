@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from fnmatch import fnmatchcase
 
 import numpy as np
 
 from otel_anomaly.processors.engine import Engine
-from otel_anomaly.processors.settings import DetectorRule, EngineSettings
+from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.types import SeriesKey
 
 _warmed: set[tuple[tuple[str, tuple[str, ...]], ...]] = set()  # rule sets this process ran
@@ -38,12 +37,6 @@ def example_metric(glob: str) -> str:
     return re.sub(r"\[([^\]]*)\]", one_of, glob).replace("*", "x").replace("?", "x")
 
 
-def _routed(settings: EngineSettings, metric: str) -> DetectorRule | None:
-    """The rule that scores ``metric``: the first whose glob matches it."""
-    return next((rule for rule in settings.rules
-                 if any(fnmatchcase(metric, glob) for glob in rule.match)), None)
-
-
 def warm_up(settings: EngineSettings) -> float:
     """Score synthetic series through every rule of ``settings``; return the seconds taken.
 
@@ -59,8 +52,10 @@ def warm_up(settings: EngineSettings) -> float:
     _warmed.add(rule_set)
     engine = Engine(dataclasses.replace(settings, clock=lambda: 0.0))
     rng = np.random.default_rng(0)
+    scorer = engine.scorer
     names = [name for rule in settings.rules if rule.match
-             for name in [example_metric(rule.match[0])] if _routed(settings, name) is rule]
+             for name in [example_metric(rule.match[0])]
+             if scorer.rules[scorer.rule_for(name)] == rule]
     ts = np.arange(_POINTS, dtype=np.int64) * _STEP_NS + 1_700_000_000 * 10**9
     cycle = 0.5 + 0.2 * np.sin(np.arange(_POINTS) / 5.0)
     for name in names:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from helpers.engines import RecordingEngine
-from helpers.sidecars import http_get, loopback_config
+from helpers.sidecars import http_get, loopback_config, running
 from prometheus_client import CollectorRegistry
 
 from otel_anomaly.exporter.app import Sidecar
@@ -218,3 +218,16 @@ def test_taken_port_fails_start_naming_the_endpoint_and_rolls_back(
         for key, endpoint in endpoints.items():
             if key != taken:
                 assert_port_free(int(endpoint.rpartition(":")[2]))
+
+
+def test_a_failed_kernel_warm_up_is_logged_and_the_sidecar_still_scores(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(settings: object) -> float:
+        msg = "synthetic warm-up broke"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr("otel_anomaly.exporter.app.warm_up", broken)
+    with running(loopback_config()) as sidecar:
+        assert "synthetic warm-up broke" in caplog.text
+        assert http_get(sidecar.metrics_port, "/readyz")[0] == 200
