@@ -60,7 +60,7 @@ def prime(engine: Engine, source: WarmStartSource, clock: Callable[[], float] = 
         If the query API cannot be read.
     """
     started = time.perf_counter()
-    end = clock()
+    end = history_end(clock(), source.step_s)
     series = samples = learned = known = 0
     for selector in source.selectors:
         history = query_range(source.url, selector, end - source.lookback_s, end,
@@ -81,6 +81,20 @@ def prime(engine: Engine, source: WarmStartSource, clock: Callable[[], float] = 
                 "(restored from the checkpoint) in %.1fs", summary.series, summary.samples,
                 summary.learned, summary.already_known, summary.seconds)
     return summary
+
+
+def history_end(now_s: float, step_s: float) -> float:
+    """Where history ends: on the step grid, at least one step before ``now_s``.
+
+    ``query_range`` stamps each point with its evaluation time, not its scrape time, so a
+    history ending at start-up would hold a point stamped "now", and every live sample
+    scraped just before start-up but remote-written after it would be refused as out of
+    order. One step earlier, only samples delivered more than a step late are.
+
+    >>> history_end(1_000_030.0, 60.0)
+    999960.0
+    """
+    return (now_s - step_s) // step_s * step_s
 
 
 def write_request(history: Sequence[HistorySeries]) -> WriteRequest:

@@ -63,6 +63,9 @@ def test_history_primes_the_detectors_and_is_never_learned_twice(tmp_path: Path)
         primed = checkpoint.load(saved, EngineSettings(clock=FakeClock()))
         again = prime(primed, source, clock=lambda: float(now))
         assert (again.learned, again.already_known) == (0, again.samples)
+    # A scrape taken just before start-up but remote-written after it continues the history.
+    late = primed.ingest("prometheus", live_point(now - STEP // 2))
+    assert (late.accepted, late.rejected) == (1, {}), (late.accepted, late.rejected)
     cold = Engine(EngineSettings(clock=FakeClock()))
     first_cold = cold.ingest("prometheus", live_point(now + STEP)).scores
     first_warm = primed.ingest("prometheus", live_point(now + STEP)).scores
