@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from otel_anomaly.exporter.config_types import Duration, Model, Positive
 from otel_anomaly.processors.detectors import DETECTORS
+from otel_anomaly.processors.detectors.ensemble import MEMBER_TYPES
 from otel_anomaly.processors.settings import (
     ERROR_RATIO_ALERT,
     SEASONAL_ALERT,
@@ -137,7 +138,7 @@ class _Params(Model):
         # Cross-parameter rules (warmup > order, tolerance < buckets...) live in the
         # detector itself; building one here reports them at start-up, in its words.
         try:
-            DETECTORS[self.detector_type](**self.engine_params())
+            {**MEMBER_TYPES, **DETECTORS}[self.detector_type](**self.engine_params())
         except ValueError as exc:
             raise ValueError(str(exc).removeprefix(f"{self.detector_type}: ")) from None
         return self
@@ -193,6 +194,14 @@ class HalfSpaceTreesParams(_Params):
     seed: int = Field(default=0, ge=0)
 
 
+class DiscordParams(_Params):
+    """Parameters of the ``discord`` member (see ``processors.detectors.discord.Discord``)."""
+
+    detector_type: ClassVar[str] = "discord"
+    length: int = Field(default=16, ge=3)
+    history: Positive = 256
+
+
 class BinomialRatioParams(_Params):
     """Parameters of ``binomial_ratio`` (see ``processors.detectors.BinomialRatio``)."""
 
@@ -213,12 +222,14 @@ class BinomialRatioParams(_Params):
 Member = Annotated[
     Annotated["EwmaZscoreMember", Tag("ewma_zscore")]
     | Annotated["SeasonalProfileMember", Tag("seasonal_profile")]
-    | Annotated["ForecastResidualMember", Tag("forecast_residual")],
+    | Annotated["ForecastResidualMember", Tag("forecast_residual")]
+    | Annotated["DiscordMember", Tag("discord")],
     Discriminator(
         lambda v: v.get("type") if isinstance(v, Mapping) else getattr(v, "type", None),
         custom_error_type="unknown_detector_type",
         custom_error_message="unknown detector type",
-        custom_error_context={"expected": "ewma_zscore, seasonal_profile, forecast_residual"},
+        custom_error_context={
+            "expected": "ewma_zscore, seasonal_profile, forecast_residual, discord"},
     ),
 ]
 
@@ -242,6 +253,13 @@ class ForecastResidualMember(Model):
 
     type: Literal["forecast_residual"]
     params: ForecastResidualParams = ForecastResidualParams()
+
+
+class DiscordMember(Model):
+    """An ensemble member of ``type: discord`` (shape; not a detector rule of its own)."""
+
+    type: Literal["discord"]
+    params: DiscordParams = DiscordParams()
 
 
 class EnsembleParams(_Params):

@@ -67,16 +67,18 @@ class RoundMemo:
     ('gathered', None)
     """
 
-    __slots__ = ("_key", "_value")
+    __slots__ = ("_key", "_value", "values")
 
-    def __init__(self) -> None:
-        self._key: tuple[bytes, bytes, str, str] | None = None
+    def __init__(self, *, values: bool = False) -> None:
+        self.values = values
+        """Also key on the rows' values (for what depends on them, e.g. a shape distance)."""
+        self._key: tuple[bytes, bytes, str, str, bytes] | None = None
         self._value: Any = None
 
-    @staticmethod
-    def _key_of(batch: SeriesBatch) -> tuple[bytes, bytes, str, str]:
+    def _key_of(self, batch: SeriesBatch) -> tuple[bytes, bytes, str, str, bytes]:
         slots, ts = batch.slots, batch.ts_unix_nano
-        return slots.tobytes(), ts.tobytes(), slots.dtype.str, ts.dtype.str
+        values = batch.values.tobytes() if self.values else b""
+        return slots.tobytes(), ts.tobytes(), slots.dtype.str, ts.dtype.str, values
 
     def get(self, batch: SeriesBatch) -> Any:
         """The value put for these rows since the last ``clear``, else None."""
@@ -104,6 +106,9 @@ class Detector(abc.ABC):
     self_calibrating: ClassVar[bool] = False
     """True if scores are already in Gaussian-equivalent sigmas per series (the calibrator
     then applies the policy's band as it is instead of learning a tail scale)."""
+    band_follows_value: ClassVar[bool] = False
+    """True if a row's predicted band depends on the row's own value (not only on the state,
+    slot and time): what caches a prediction must then key on the values as well."""
 
     @abc.abstractmethod
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
@@ -182,13 +187,17 @@ class Detector(abc.ABC):
 class SlotStateDetector(Detector):
     """A detector whose whole state is one ``SlotArrays``, ``self._slots``.
 
-    Forgetting, saving and restoring are then the container's.
+    Forgetting, saving and restoring are then the container's (and clear ``self._memo``,
+    what the detector may cache of a round).
     """
 
     _slots: SlotArrays
+    _memo: RoundMemo | None = None
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots``."""
+        if self._memo is not None:
+            self._memo.clear()
         self._slots.reset(slots)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
@@ -197,4 +206,6 @@ class SlotStateDetector(Detector):
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
+        if self._memo is not None:
+            self._memo.clear()
         self._slots.load_state_dict(state)

@@ -12,6 +12,7 @@ from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import ensemble_kernels as kernels
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
+from otel_anomaly.processors.detectors.discord import Discord
 from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
@@ -27,6 +28,7 @@ MEMBER_TYPES: dict[str, type[Detector]] = {
     "ewma_zscore": EwmaZScore,
     "seasonal_profile": SeasonalProfile,
     "forecast_residual": ForecastResidual,
+    "discord": Discord,
 }
 """Detector types an ensemble can hold (any single-series detector)."""
 
@@ -53,7 +55,8 @@ def member_label(kind: str, params: dict[str, Any]) -> str:
         period = float(params.get("period_s", 86400.0))
         named = {86400.0: "daily", 604800.0: "weekly", 3600.0: "hourly"}
         return f"{named.get(period, f'{period:g}s')} profile"
-    return {"ewma_zscore": "level", "forecast_residual": "forecast"}.get(kind, kind)
+    return {"ewma_zscore": "level", "forecast_residual": "forecast",
+            "discord": "shape"}.get(kind, kind)
 
 
 class _Round(NamedTuple):
@@ -105,7 +108,7 @@ class Ensemble(Detector):
         Member detectors as ``(type, ((param, value), ...))`` pairs; types from
         ``MEMBER_TYPES``. The default: a level (EWMA, alpha 0.02), then a daily profile
         (5 min phases, tolerant to 20 min of phase jitter), then a weekly one (hourly
-        phases).
+        phases). A shape member (``discord``) is opt-in, not among them.
     combine
         ``max`` or ``fallback`` (see above).
     tail_quantile
@@ -223,7 +226,7 @@ class Ensemble(Detector):
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The members' views of a round, computed to score it and reused to learn it.
-        self._memo = RoundMemo()
+        self._memo = RoundMemo(values=any(m.band_follows_value for m in self._members))
 
     def _round(self, batch: SeriesBatch) -> _Round:
         """The members' views of ``batch`` (values already ``_seen``), memoised until learning."""
@@ -417,6 +420,8 @@ class Ensemble(Detector):
                "tail_quantile": 0.9, "tail_window": 50}
         yield {"members": (("ewma_zscore", (("warmup", 10),)),), "log_transform": True,
                "log_offset": 0.5}
+        yield {"members": (("ewma_zscore", (("warmup", 10),)),
+                           ("discord", (("length", 4), ("history", 16))))}
 
 
 def _prefixed(state: dict[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:

@@ -10,14 +10,14 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import seasonal_kernels as kernels
-from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
+from otel_anomaly.processors.detectors.base import Prediction, RoundMemo, SlotStateDetector
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
 _NO_PHASES = np.empty((0, 0))  # no neighbouring phases (phase_tolerance 0)
 
 
-class SeasonalProfile(Detector):
+class SeasonalProfile(SlotStateDetector):
     """Robust seasonal z-score: each point against the same phase of previous cycles.
 
     The cycle (``period_s``, a day by default) is split into ``buckets`` phases by event
@@ -116,7 +116,7 @@ class SeasonalProfile(Detector):
             count=Column(np.uint16, 0, (buckets,)),
         )
         # A round's gathered state: computed for prediction, reused to learn the round.
-        self._memo = RoundMemo()
+        self._memo: RoundMemo = RoundMemo()
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
@@ -203,26 +203,12 @@ class SeasonalProfile(Detector):
                       sigma, ready, self.alpha, self._bucket_ns, state.n, state.first,
                       state.last, state.gdev, state.mean, state.dev, state.count)
 
-    def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget ``slots``."""
-        self._memo.clear()
-        self._slots.reset(slots)
-
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until a slot has ``warmup_cycles`` of history (at its last point)."""
         self._ensure(slots)
         young = self._slots.last[slots] - self._slots.first[slots] < self._warm_ns
         out: NDArray[np.bool_] = (self._slots.n[slots] == 0) | young
         return out
-
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """Copies of the per-slot arrays."""
-        return self._slots.state_dict()
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Restore arrays from ``state_dict``."""
-        self._memo.clear()
-        self._slots.load_state_dict(state)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -271,6 +271,18 @@ def test_ensemble_members_map_onto_the_detectors_member_specs() -> None:
     DETECTORS["ensemble"](**params)
 
 
+def test_discord_is_an_ensemble_member_only_and_its_params_are_checked() -> None:
+    members = [{"type": "ewma_zscore"}, {"type": "discord", "params": {"history": 64}}]
+    rule = {"name": "shape", "params": {"members": members}}
+    (engine_rule,) = load_config(None, {"detectors": [rule]}, environ={}).detector_rules()
+    assert engine_rule.params["members"][1] == ("discord", (("length", 16), ("history", 64)))
+    short = {"name": "x", "params": {"members": [{"type": "discord", "params": {"length": 2}}]}}
+    with pytest.raises(ConfigError, match=r"members\[0\]\.params\.length"):
+        load_config(None, {"detectors": [short]}, environ={})
+    with pytest.raises(ConfigError, match="discord"):
+        load_config(None, {"detectors": [{"name": "x", "type": "discord"}]}, environ={})
+
+
 def test_ensemble_rule_alert_defaults_are_the_tuned_seasonal_policy() -> None:
     rule = {"name": "x", "alert": {"band": 5}}
     (engine_rule,) = load_config(None, {"detectors": [rule]}, environ={}).detector_rules()

@@ -7,7 +7,11 @@ in the environment the same kernel code runs as plain Python, the reference.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numba.core.registry import CPUDispatcher
@@ -19,6 +23,19 @@ from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.testing import incident_cases, replay_incidents
 
 FIELDS = ("score", "expected", "lower", "upper", "flag")
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def plain_reference(module: str, out: Path) -> Any:
+    """What ``python -m module out`` saves with the kernels run as plain Python.
+
+    ``module`` (under ``tests/``) must save its outputs and ``compiled`` to ``out``.
+    """
+    subprocess.run([sys.executable, "-m", module, str(out)], cwd=TESTS,
+                   env={**os.environ, "NUMBA_DISABLE_JIT": "1"}, check=True, timeout=240)
+    reference = np.load(out)
+    assert not reference["compiled"], "the reference must run the kernels as plain Python"
+    return reference
 
 
 def kernels_compiled() -> bool:

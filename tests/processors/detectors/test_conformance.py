@@ -1,4 +1,7 @@
-"""Every detector in DETECTORS x every parameter set it declares passes every check."""
+"""Every detector and member type x every parameter set it declares passes every check.
+
+Member-only types (``discord``) are held to the same contract as detector rule types.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +16,19 @@ import numpy as np
 import pytest
 
 from otel_anomaly.processors.detectors import DETECTORS, Detector
+from otel_anomaly.processors.detectors.ensemble import MEMBER_TYPES
 from otel_anomaly.processors.testing import SECOND, spiky_series
 from otel_anomaly.processors.types import SeriesBatch
 
+TYPES = {**MEMBER_TYPES, **DETECTORS}
 CASES = [
-    (name, params) for name, cls in DETECTORS.items() for params in cls._test_params()
+    (name, params) for name, cls in TYPES.items() for params in cls._test_params()
 ]
 BAND = 4.0
 
 
 def _fresh(name: str, params: dict[str, Any]) -> Detector:
-    return DETECTORS[name](**params)
+    return TYPES[name](**params)
 
 
 def _stream(n_series: int = 4, n: int = 80, seed: int = 0) -> SeriesBatch:
@@ -51,7 +56,7 @@ def _same_scores(a: Detector, b: Detector, probe: SeriesBatch) -> None:
 
 
 def check_docstring_and_doctest(name: str, params: dict[str, Any]) -> None:
-    cls = DETECTORS[name]
+    cls = TYPES[name]
     doc = inspect.getdoc(cls) or ""
     for section in ("Parameters", "Examples", "References"):
         assert section in doc, f"{name}: docstring lacks a {section} section"
@@ -188,7 +193,7 @@ def check_prequential_auc(name: str, params: dict[str, Any]) -> None:
     # A detector of a bounded quantity (ratios in [0, 1]) declares the factor that brings
     # the spiky series (about 100) into its range; the other checks compare detectors
     # with each other and hold on any values.
-    values = series.values * getattr(DETECTORS[name], "_conformance_scale", 1.0)
+    values = series.values * getattr(TYPES[name], "_conformance_scale", 1.0)
     scores = np.empty(len(values))
     for i, value in enumerate(values):
         row = SeriesBatch.of([0], [value], [i * SECOND])
@@ -212,13 +217,13 @@ CHECKS: list[Callable[[str, dict[str, Any]], None]] = [
     ("name", "params", "check"),
     [
         pytest.param(name, params, check, id=f"{name}{i}:{check.__name__.removeprefix('check_')}")
-        for name, cls in DETECTORS.items()
+        for name, cls in TYPES.items()
         for i, params in enumerate(cls._test_params())
         for check in CHECKS
     ],
 )
 def test_conformance(name: str, params: dict[str, Any], check: Callable[..., None]) -> None:
-    skips = getattr(DETECTORS[name], "_conformance_skips", {})
+    skips = getattr(TYPES[name], "_conformance_skips", {})
     if check.__name__ in skips:
         pytest.skip(skips[check.__name__])
     check(name, params)
