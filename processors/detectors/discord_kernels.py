@@ -50,6 +50,65 @@ def _offset_d2(q_mean: float, q_var: float, dot: float, total: float, squares: f
 
 
 @kernel
+def _centred(buffer: NDArray[np.float64], r: NDArray[np.float64], sums: NDArray[np.float64],
+             squares: NDArray[np.float64]) -> tuple[float, float]:
+    """Fill ``r`` with the buffer minus its mean and the prefix sums of ``r`` and ``r**2``.
+
+    Returns the mean and the spread (floored). Centred first: the sums then lose no
+    precision to the series' level.
+    """
+    span = len(buffer)
+    centre, var = _mean_var(buffer, span)
+    spread = math.sqrt(var)
+    spread = maximum(spread, FLAT * (abs(centre) + spread) + EPS)
+    sums[0] = squares[0] = 0.0
+    for k in range(span):
+        r[k] = buffer[k] - centre
+        sums[k + 1] = sums[k] + r[k]
+        squares[k + 1] = squares[k] + r[k] * r[k]
+    return centre, spread
+
+
+@kernel
+def _nearest(r: NDArray[np.float64], q: NDArray[np.float64], sums: NDArray[np.float64],
+             squares: NDArray[np.float64], dots: NDArray[np.float64],
+             d2s: NDArray[np.float64]) -> tuple[float, float, float]:
+    """The query's least mean squared offset distance to a candidate, and its forecast.
+
+    The forecast (centred) is the mean of the query's first ``m - 1`` points plus what
+    followed the candidate whose first ``m - 1`` points are nearest to them, offset from
+    their mean (both returned). ``dots`` and ``d2s`` are scratch.
+    """
+    m, history = len(q), len(dots)
+    ctx_mean, ctx_var = _mean_var(q, m - 1)
+    dots[:] = 0.0
+    for k in range(m - 1):
+        qk = q[k]
+        for c in range(history):
+            dots[c] += qk * r[c + k]
+    # Distances into an array first, then scanned: a loop without branches, which the
+    # compiler vectorises (its divisions dominate the cost otherwise).
+    for c in range(history):
+        d2s[c] = _offset_d2(ctx_mean, ctx_var, dots[c], sums[c + m - 1] - sums[c],
+                            squares[c + m - 1] - squares[c], m - 1)
+    best, best_d2 = 0, np.inf
+    for c in range(history):
+        if d2s[c] < best_d2:  # the first on a tie, as np.argmin
+            best, best_d2 = c, d2s[c]
+    follow = r[best + m - 1] - (sums[best + m - 1] - sums[best]) / (m - 1)
+    # The whole query: the nearest candidate's distance.
+    q_mean, q_var = _mean_var(q, m)
+    for c in range(history):
+        d2s[c] = _offset_d2(q_mean, q_var, dots[c] + q[m - 1] * r[c + m - 1],
+                            sums[c + m] - sums[c], squares[c + m] - squares[c], m)
+    least = np.inf
+    for c in range(history):
+        d2 = d2s[c]
+        least = d2 if d2 < least or d2 != d2 else least  # noqa: PLR0124 - NaN wins
+    return least, ctx_mean, follow
+
+
+@kernel
 def measure(
     slots: NDArray[np.intp], values: NDArray[np.float64], length: int, history: int,
     warm: int, n_col: NDArray[np.int32], mean_col: NDArray[np.float64],
@@ -66,48 +125,19 @@ def measure(
     forecast = np.full(rows, np.nan)
     r = np.empty(span)  # the centred buffer
     q = np.empty(m)  # the centred query
-    dots = np.empty(history)
     sums = np.empty(span + 1)  # prefix sums of r and of its squares
     squares = np.empty(span + 1)
+    dots, d2s = np.empty(history), np.empty(history)
     for i in range(rows):
-        s = slots[i]
-        x = values[i]
+        s, x = slots[i], values[i]
         if n_col[s] >= span:
-            # Centred first: the sums below then lose no precision to the series' level.
-            centre, var = _mean_var(recent_col[s], span)
-            spread = math.sqrt(var)
-            spread = maximum(spread, FLAT * (abs(centre) + spread) + EPS)
-            sums[0] = squares[0] = 0.0
-            for k in range(span):
-                r[k] = recent_col[s, k] - centre
-                sums[k + 1] = sums[k] + r[k]
-                squares[k + 1] = squares[k] + r[k] * r[k]
+            centre, spread = _centred(recent_col[s], r, sums, squares)
             for k in range(m - 1):
                 q[k] = r[span - m + 1 + k]
             q[m - 1] = x - centre
-            # The context (the first m - 1 points): the nearest past one and what followed.
-            ctx_mean, ctx_var = _mean_var(q, m - 1)
-            dots[:] = 0.0
-            for k in range(m - 1):
-                qk = q[k]
-                for c in range(history):
-                    dots[c] += qk * r[c + k]
-            best, best_d2 = 0, np.inf
-            for c in range(history):
-                d2 = _offset_d2(ctx_mean, ctx_var, dots[c], sums[c + m - 1] - sums[c],
-                                squares[c + m - 1] - squares[c], m - 1)
-                if d2 < best_d2:  # the first on a tie, as np.argmin
-                    best, best_d2 = c, d2
-            follow = r[best + m - 1] - (sums[best + m - 1] - sums[best]) / (m - 1)
-            forecast[i] = centre + ctx_mean + follow
-            # The whole query: the nearest candidate's distance.
-            q_mean, q_var = _mean_var(q, m)
-            least = np.inf
-            for c in range(history):
-                d2 = _offset_d2(q_mean, q_var, dots[c] + q[m - 1] * r[c + m - 1],
-                                sums[c + m] - sums[c], squares[c + m] - squares[c], m)
-                least = d2 if d2 < least or d2 != d2 else least  # noqa: PLR0124 - NaN wins
+            least, ctx_mean, follow = _nearest(r, q, sums, squares, dots, d2s)
             dist[i] = math.sqrt(maximum(least, 0.0)) / spread
+            forecast[i] = centre + ctx_mean + follow
         if n_col[s] >= warm:
             usual = maximum(mean_col[s], DISTANCE_FLOOR)
             score[i] = TYPICAL_ABS_Z * dist[i] / usual
