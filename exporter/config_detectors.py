@@ -13,7 +13,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from otel_anomaly.exporter.config_types import Duration, Model, Positive
 from otel_anomaly.processors.detectors import DETECTORS
-from otel_anomaly.processors.detectors.ensemble import MEMBER_TYPES
+from otel_anomaly.processors.detectors.ensemble_members import MEMBER_TYPES
 from otel_anomaly.processors.settings import (
     ERROR_RATIO_ALERT,
     SEASONAL_ALERT,

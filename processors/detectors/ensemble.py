@@ -12,52 +12,22 @@ from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import ensemble_kernels as kernels
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
-from otel_anomaly.processors.detectors.discord import Discord
-from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
-from otel_anomaly.processors.detectors.forecast_residual import ForecastResidual
+from otel_anomaly.processors.detectors.ensemble_members import (
+    DEFAULT_MEMBERS,
+    MEMBER_TYPES,
+    MemberSpec,
+    member_label,
+)
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
-from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
-
-MemberSpec = tuple[str, tuple[tuple[str, Any], ...]]
-"""A member: a detector type name and its parameters as ``(name, value)`` pairs."""
-
-MEMBER_TYPES: dict[str, type[Detector]] = {
-    "ewma_zscore": EwmaZScore,
-    "seasonal_profile": SeasonalProfile,
-    "forecast_residual": ForecastResidual,
-    "discord": Discord,
-}
-"""Detector types an ensemble can hold (any single-series detector)."""
 
 _MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
 REFRACTORY_STEP_S = 300.0
 """Event time that counts as one point of refractory age at most: the 5-minute spacing of
 NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
 _MAX_AGE = np.iinfo(np.int32).max  # points since the last excursion saturate (int32)
-
-DEFAULT_MEMBERS: tuple[MemberSpec, ...] = (
-    ("ewma_zscore", (("alpha", 0.02),)),
-    ("seasonal_profile", (("phase_tolerance", 4),)),
-    ("seasonal_profile", (("period_s", 604800.0), ("buckets", 168))),
-)
-
-
-def member_label(kind: str, params: dict[str, Any]) -> str:
-    """A member as a person calls it: ``level``, ``daily profile``, ``forecast``...
-
-    >>> member_label("seasonal_profile", {"period_s": 604800.0})
-    'weekly profile'
-    """
-    if kind == "seasonal_profile":
-        period = float(params.get("period_s", 86400.0))
-        named = {86400.0: "daily", 604800.0: "weekly", 3600.0: "hourly"}
-        return f"{named.get(period, f'{period:g}s')} profile"
-    return {"ewma_zscore": "level", "forecast_residual": "forecast",
-            "discord": "shape"}.get(kind, kind)
-
 
 class _Round(NamedTuple):
     """The members' raw views of a round, one column per member (see ``ensemble_kernels``)."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from otel_anomaly.processors.detectors import DETECTORS, Detector
-from otel_anomaly.processors.detectors.ensemble import MEMBER_TYPES
+from otel_anomaly.processors.detectors.ensemble_members import MEMBER_TYPES
 from otel_anomaly.processors.testing import SECOND, spiky_series
 from otel_anomaly.processors.types import SeriesBatch
 

@@ -12,7 +12,8 @@ from helpers.compiled_reference import plain_reference
 from helpers.discord_reference import FIELDS, STEP_NS, kernels_compiled, replay, shape_change
 from helpers.engine_state import assert_same_state
 
-from otel_anomaly.processors.detectors.ensemble import DEFAULT_MEMBERS, Ensemble, MemberSpec
+from otel_anomaly.processors.detectors.ensemble import Ensemble
+from otel_anomaly.processors.detectors.ensemble_members import DEFAULT_MEMBERS, MemberSpec
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import SEASONAL_ALERT, DetectorRule, EngineSettings
 from otel_anomaly.processors.state import checkpoint
