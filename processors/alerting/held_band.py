@@ -6,11 +6,14 @@ lasting shift: the flag would drop minutes into an outage that is still going on
 an anomaly is open, the value is therefore also scored against the band it opened
 against, and the larger score is what alerts and what events report: the flag stays up
 until the value is back inside that band, or until the value has gone ``hold_s`` (event
-time) without moving further away (a new extreme at least ``GROWTH_STEP`` band
-half-widths beyond the last). A leak that keeps growing therefore stays flagged while it
-grows; a level shift that holds is handed back to the detector's own band, and when that
-band has taken the new level in, the anomaly closes as "the new level is the baseline".
-The exported score and band stay the detector's own.
+time) without moving further away: neither a new extreme at least ``GROWTH_STEP`` band
+half-widths beyond the last (a jump), nor a significant upward trend of its deviation from
+the detector's expected value over the last ``hold_s`` (a leak, which grows by less than
+its noise from point to point; ``processors.alerting.trend``). A leak that keeps growing
+therefore stays flagged while it grows; a level shift that holds, or a leak that stopped
+(once its trend has faded: about 1 to 4 holds, see ``trend``), is handed back to the
+detector's own band, and when that band has taken the new level in, the anomaly closes as
+"the new level is the baseline". The exported score and band stay the detector's own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS
+from otel_anomaly.processors.alerting.trend import T_CRIT, WIDTH, trend_step
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 from otel_anomaly.processors.kernel_math import maximum, minimum
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -61,29 +65,47 @@ class HeldBands:
             upper=Column(np.float64, np.nan),
             extreme_ns=Column(np.int64),  # when the value last went further out
             peak=Column(np.float64, 0.0),  # the furthest out it went, in held half-widths
+            side=Column(np.int8, 1),  # +1 / -1: the side the anomaly opened on
+            trend=Column(np.float64, 0.0, (WIDTH,)),  # its deviation's trend fit (``trend``)
+            trend_ns=Column(np.int64),  # the event time of the fit's last point
         )
-        self.active = False  # no band held anywhere: ``apply`` is a no-op
+        self.active = False  # no band held anywhere yet: no close reports a held band
 
     def state_dict(self) -> dict[str, Any]:
         """The held bands, and whether any is held."""
         return {"active": self.active, **self._bands.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the state saved by ``state_dict``."""
-        self._bands.load_state_dict(state)
+        """Restore the state saved by ``state_dict``.
+
+        State saved before trends were kept restores with empty fits (side: up): an open
+        anomaly's trend then starts from its next point.
+        """
+        rows = len(state["expected"])
+        fresh: dict[str, NDArray[Any]] = {
+            "side": np.ones(rows, np.int8), "trend": np.zeros((rows, WIDTH)),
+            "trend_ns": np.zeros(rows, np.int64)}
+        self._bands.load_state_dict({**fresh, **state})
         self.active = bool(state["active"])
 
     def remember(
-        self, slots: NDArray[np.intp], calibrated: Calibrated, ts_unix_nano: NDArray[np.int64]
+        self, slots: NDArray[np.intp], calibrated: Calibrated, ts_unix_nano: NDArray[np.int64],
+        values: NDArray[np.float64] | None = None,
     ) -> None:
-        """Hold the band of newly opened ``slots`` (the other arguments have their rows)."""
+        """Hold the band of newly opened ``slots`` (the other arguments have their rows).
+
+        ``values``: the opening values, whose side of the expected value is the side the
+        trend watches (None: above).
+        """
         if not len(slots):
             return
         self._bands.ensure(slots)
         bands = self._bands
+        above = np.ones(len(slots), np.bool_) if values is None else (
+            values >= calibrated.expected)
         _remember_rows(slots, ts_unix_nano, calibrated.expected, calibrated.lower,
-                       calibrated.upper, calibrated.score, bands.extreme_ns, bands.peak,
-                       bands.expected, bands.lower, bands.upper)
+                       calibrated.upper, calibrated.score, above, bands.extreme_ns, bands.peak,
+                       bands.expected, bands.lower, bands.upper, bands.side)
         self.active = True
 
     def apply(
@@ -93,21 +115,26 @@ class HeldBands:
     ) -> Calibrated:
         """Rows of open anomalies scored against their held band when that scores higher.
 
-        A row that goes ``GROWTH_STEP`` further out than the anomaly's furthest so far
-        restarts its ``hold_s``. Only deviations on the rule's ``direction`` count, as for
-        the detector's own score.
+        Every row (open or not) also joins its series' trend fit: its deviation from
+        ``calibrated.expected`` (the detector's). A row that goes ``GROWTH_STEP`` further
+        out than the anomaly's furthest so far, or whose deviation has trended away on the
+        anomaly's side over the last ``hold_s`` (``trend.T_CRIT``), restarts its
+        ``hold_s``. Only deviations on the rule's ``direction`` count, as for the
+        detector's own score.
         """
         if hold_s <= 0:
             return calibrated
         bands = self._bands
         if not math.isfinite(hold_s) and (is_open & (slots < len(bands))).any():
             int(hold_s * 1e9)  # raises, as it always has: no event time is that long
+        bands.ensure(slots)
         with float_warnings_ignored():
             used, expected, lower, upper, score = _apply_rows(
                 slots, values, calibrated.expected, calibrated.lower, calibrated.upper,
                 calibrated.score, is_open, ts_unix_nano,
-                _hold_ns(hold_s), DIRECTIONS[direction], GROWTH_STEP,
-                bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak)
+                _hold_ns(hold_s), hold_s, DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
+                bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
+                bands.side, bands.trend, bands.trend_ns)
         if not used:
             return calibrated
         return Calibrated(expected, lower, upper, score)
@@ -192,21 +219,24 @@ def _outside_rows(
 
 
 @kernel
-def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
-    slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any,
+def _remember_rows(  # noqa: PLR0913 -- the opened rows and the seven columns
+    slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any, above: Any,
     extreme_ns: Any, peak: Any, held_expected: Any, held_lower: Any, held_upper: Any,
+    side: Any,
 ) -> None:
     for i in range(len(slots)):
         s = slots[i]
         extreme_ns[s], peak[s] = ts[i], score[i]
         held_expected[s], held_lower[s], held_upper[s] = expected[i], lower[i], upper[i]
+        side[s] = 1 if above[i] else -1
 
 
 @kernel
 def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the held columns
     slots: Any, values: Any, expected: Any, lower: Any, upper: Any, score: Any,
-    is_open: Any, ts: Any, hold_ns: int, direction: int, growth_step: float,
-    held_expected: Any, held_lower: Any, held_upper: Any, extreme_ns: Any, peak: Any,
+    is_open: Any, ts: Any, hold_ns: int, hold_s: float, direction: int, growth_step: float,
+    t_crit: float, held_expected: Any, held_lower: Any, held_upper: Any, extreme_ns: Any,
+    peak: Any, side: Any, trend: Any, trend_ns: Any,
 ) -> Any:
     """``HeldBands.apply`` row by row: whether any row took its held band, and the band."""
     n = len(slots)
@@ -216,11 +246,17 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
     for i in range(n):
         s = slots[i]
         use = False
-        if is_open[i] and s < len(held_expected):
+        t = 0.0
+        away = values[i] - expected[i]
+        if np.isfinite(away):  # every series' fit, so a leak's trend predates its open
+            t = trend_step(trend, trend_ns, s, away, ts[i], hold_s)
+        if is_open[i]:
             held = _held_row(values[i], held_expected[s], held_lower[s], held_upper[s],
                              direction)
             if held >= peak[s] + growth_step:  # still growing: the hold starts again
                 peak[s], extreme_ns[s] = held, ts[i]
+            if side[s] * t >= t_crit:  # drifting further out: the hold starts again
+                extreme_ns[s] = ts[i]
             use = ts[i] - extreme_ns[s] <= hold_ns and np.isfinite(held) and held > score[i]
         if use:
             out_expected[i], out_lower[i] = held_expected[s], held_lower[s]

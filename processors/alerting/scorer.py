@@ -296,7 +296,7 @@ class Scorer:
         policy = self.rules[rule_index].alert
         part = rnd.part
         held = rnd.shown
-        if self.held.active:
+        if policy.hold_s > 0:  # also fits each series' trend, open or not
             held = self.held.apply(part.slots, part.values, rnd.shown, was_open,
                                    part.ts_unix_nano, policy.hold_s, policy.direction)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
@@ -308,7 +308,8 @@ class Scorer:
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
-            self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
+            self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows],
+                               part.values[rows])
         self._agree = self._agreeing(self.detectors[rule_index], rnd.seen,
                                      moves.opened | moves.updated, policy)
         closing = self.held.active and bool(moves.closed.any())
