@@ -303,8 +303,11 @@ class Scorer:
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
                                 ~np.isnan(rnd.calibrated.upper))
         if self.feedback is not None and self.feedback.active:
+            heard = alerting
             alerting = self.feedback.quieted(part.slots, part.ts_unix_nano, alerting,
                                              part.values >= held.expected, self.labels)
+            if growing is not None:  # a verdict or a silence outranks the trend
+                growing = growing & (alerting >= heard)
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy, growing)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)

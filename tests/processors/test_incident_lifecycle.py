@@ -212,3 +212,24 @@ def test_a_slow_leak_on_a_daily_gauge_stays_flagged_while_it_grows() -> None:
         f"flag dropped while the leak grew: up {during[first:].mean():.0%} after it opened")
     closes = [e for e in events if e.kind == "close"]
     assert closes and "new level is now the baseline" in closes[-1].explanation
+
+
+def test_a_false_positive_verdict_closes_a_leak_that_still_trends_away() -> None:
+    # The trend keeps a growing leak open even where a point dips back inside its band;
+    # a person who says the anomaly is a false positive outranks it.
+    case = incident_series("slow_leak", days=21, step_s=120, at_day=17, seed=7)
+    key = SeriesKey(BASE_METRIC["gauge"], (("service.name", "db"),), ())
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    opened, judged_at, flag = None, None, np.zeros(len(case.values), np.bool_)
+    for i in range(len(case.values)):
+        out = engine.ingest_series([key], case.ts_unix_nano[i : i + 1], case.values[i : i + 1])
+        flag[i] = out.scores.flag[0]
+        opened = opened or next((e for e in out.events if e.kind == "open"
+                                 and i >= case.start), None)
+        if opened is not None and judged_at is None and i >= case.start + 5 * 30:
+            engine.judge(opened.anomaly_id, "false_positive")
+            judged_at = i
+    assert judged_at is not None, "the leak never opened before its last hour"
+    assert flag[judged_at - 1], "the anomaly was not open when it was judged"
+    after = flag[judged_at : judged_at + 10]
+    assert not after.all(), "a false-positive verdict left the leak's anomaly open"
