@@ -7,10 +7,13 @@ call per component instead of dozens of small numpy calls.
 
 - ``cache=True``: compiled code is written to ``NUMBA_CACHE_DIR`` if set, else beside the
   module, else to the user's cache folder, so only the first start on a machine pays for
-  compilation. Where none of them is writable (a read-only image run as a user without a
-  home), kernels are compiled at every start instead of failing to import (``uncached``
-  names them; the CLI warns); the container image and the chart set ``NUMBA_CACHE_DIR`` to
-  the state volume.
+  compilation. Under ``NUMBA_CACHE_DIR`` it goes to a folder named after a digest of this
+  package's sources (``kernel_cache_dir``): numba keys a cache entry on the stamp of its
+  own file only, so a kernel that calls a kernel of another file would otherwise keep that
+  file's old code after it changed. Where none of them is writable (a read-only image run
+  as a user without a home), kernels are compiled at every start instead of failing to
+  import (``uncached`` names them; the CLI warns); the container image and the chart set
+  ``NUMBA_CACHE_DIR`` to the state volume.
 - ``error_model="numpy"``: a float division by zero gives inf or NaN, as numpy does, instead
   of raising ``ZeroDivisionError``.
 - ``nogil=True``: a kernel releases the GIL, so the event loop keeps serving while a large
@@ -22,8 +25,11 @@ call per component instead of dozens of small numpy calls.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numba
@@ -34,6 +40,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NOTHING = nullcontext()
 _OPTIONS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
 _uncached: list[str] = []
+
+
+def source_digest(root: Path) -> str:
+    """A digest of every ``.py`` file under ``root``, names and contents (16 hex digits)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def kernel_cache_dir(base: str) -> str:
+    """Where kernels compiled from these sources are cached under ``NUMBA_CACHE_DIR=base``."""
+    return os.path.join(base, f"otel-anomaly-{source_digest(Path(__file__).parent)}")
+
+
+if os.environ.get("NUMBA_CACHE_DIR"):  # before any kernel is defined: numba reads it then
+    numba.config.CACHE_DIR = kernel_cache_dir(os.environ["NUMBA_CACHE_DIR"])  # type: ignore[attr-defined]
 
 
 def kernel(function: F) -> F:

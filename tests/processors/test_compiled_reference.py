@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from helpers.compiled_reference import FIELDS, kernels_compiled, plain_reference, replay
 
+from otel_anomaly.processors.compiled import kernel_cache_dir, source_digest
+
 
 def test_compiled_kernels_score_the_incidents_as_their_plain_python_reference(
     tmp_path: Path,
@@ -21,3 +23,16 @@ def test_compiled_kernels_score_the_incidents_as_their_plain_python_reference(
         np.testing.assert_allclose(compiled[field], reference[field], rtol=1e-9, atol=0,
                                    equal_nan=True, err_msg=field)
     np.testing.assert_array_equal(compiled["flag"], reference["flag"])
+
+
+def test_the_kernel_cache_folder_changes_with_any_source_file(tmp_path: Path) -> None:
+    # numba keys a cache entry on its own file's stamp only: a kernel calling a kernel of
+    # another file must not keep that file's old code, so the folder follows every file.
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    before = source_digest(tmp_path)
+    assert source_digest(tmp_path) == before
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert source_digest(tmp_path) != before
+    assert kernel_cache_dir("/cache").startswith("/cache/otel-anomaly-")
