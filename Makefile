@@ -22,8 +22,10 @@ run: setup  ## run the sidecar on its embedded default config
 
 test: setup lint typecheck pytest  ## the whole suite, as CI runs it
 
+# Kernels compiled by the suite are cached under build/ (in a folder per source digest, see
+# processors/compiled.py), so an edit to one kernel file never leaves stale code in another's.
 pytest: setup
-	$(BIN)/python -m pytest -q
+	NUMBA_CACHE_DIR=$(CURDIR)/build/kernels $(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .

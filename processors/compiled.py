@@ -55,8 +55,11 @@ def kernel_cache_dir(base: str) -> str:
     return os.path.join(base, f"otel-anomaly-{source_digest(Path(__file__).parent)}")
 
 
-if os.environ.get("NUMBA_CACHE_DIR"):  # before any kernel is defined: numba reads it then
-    numba.config.CACHE_DIR = kernel_cache_dir(os.environ["NUMBA_CACHE_DIR"])  # type: ignore[attr-defined]
+# numba's own reading of NUMBA_CACHE_DIR, refined before any kernel is defined (numba reads
+# it then); once only, should this file be imported under a second name.
+_base = numba.config.CACHE_DIR  # type: ignore[attr-defined]
+if _base and not os.path.basename(os.path.normpath(_base)).startswith("otel-anomaly-"):
+    numba.config.CACHE_DIR = kernel_cache_dir(_base)  # type: ignore[attr-defined]
 
 
 def kernel(function: F) -> F:
