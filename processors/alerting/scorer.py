@@ -7,21 +7,20 @@ scores that feeding its rows one at a time would.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator, clip_to_band
+from otel_anomaly.processors.alerting.anomaly_events import round_events
+from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator
 from otel_anomaly.processors.alerting.deploys import LevelOffsets
-from otel_anomaly.processors.alerting.explain import explain
 from otel_anomaly.processors.alerting.feedback import FeedbackBook
 from otel_anomaly.processors.alerting.held_band import HeldBands
 from otel_anomaly.processors.alerting.hysteresis import Hysteresis, Transitions
+from otel_anomaly.processors.alerting.lessons import ScoredRound, gated, held_lesson
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
 from otel_anomaly.processors.alerting.young_series import young_damped
 from otel_anomaly.processors.detectors import DETECTORS, Detector
@@ -30,12 +29,10 @@ from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule
 from otel_anomaly.processors.types import (
     AnomalyEvent,
-    EventKind,
     Labels,
     ScoreBatch,
     SeriesBatch,
     SeriesKey,
-    anomaly_id,
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
@@ -270,7 +267,7 @@ class Scorer:
         self._learn(rule_index, rnd, held, moves, was_open, grace)
         return rnd.shown, held, moves
 
-    def _predict(self, rule_index: int, part: SeriesBatch) -> _Round:
+    def _predict(self, rule_index: int, part: SeriesBatch) -> ScoredRound:
         """The rule's band and score for each row, as the detector and the outside see them."""
         detector, calibrator = self.detectors[rule_index], self.calibrators[rule_index]
         shift = self.offsets.of(part.slots) if self.offsets.active else None
@@ -282,10 +279,10 @@ class Scorer:
         shown = calibrated if shift is None else Calibrated(
             calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
             calibrated.score)
-        return _Round(part, seen, shift, spacing, calibrated, shown)
+        return ScoredRound(part, seen, shift, spacing, calibrated, shown)
 
     def _alert(
-        self, rule_index: int, rnd: _Round, was_open: NDArray[np.bool_],
+        self, rule_index: int, rnd: ScoredRound, was_open: NDArray[np.bool_],
         grace: NDArray[np.bool_] | None,
     ) -> tuple[Calibrated, Transitions]:
         """Advance the hysteresis; return the band the alert followed, and the moves.
@@ -324,7 +321,7 @@ class Scorer:
         return held, moves
 
     def _learn(
-        self, rule_index: int, rnd: _Round, held: Calibrated, moves: Transitions,
+        self, rule_index: int, rnd: ScoredRound, held: Calibrated, moves: Transitions,
         was_open: NDArray[np.bool_], grace: NDArray[np.bool_] | None,
     ) -> None:
         """Teach the detector and its calibrator the round, as the policy allows."""
@@ -344,10 +341,10 @@ class Scorer:
         mask = None
         if gating:
             mask = ~was_open if settled is None else ~was_open | settled
-        lesson = rnd.seen if gating else _held_lesson(rnd, held)
+        lesson = rnd.seen if gating else held_lesson(rnd, held)
         if grace is None:
             calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet)
-            detector.learn(_gated(lesson, calibrated, policy, settled))
+            detector.learn(gated(lesson, calibrated, policy, settled))
             return
         # A deploy's level change goes into the offset; the detector keeps its shape.
         self.offsets.absorb(slots[grace], (lesson.values - calibrated.expected)[grace])
@@ -355,7 +352,7 @@ class Scorer:
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
                          None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep])
-        detector.learn(_gated(lesson.take(keep), kept, policy,
+        detector.learn(gated(lesson.take(keep), kept, policy,
                               None if settled is None else settled[keep]))
 
     @staticmethod
@@ -379,100 +376,10 @@ class Scorer:
         moves: Transitions, evented: NDArray[np.bool_], key_of: Callable[[int], SeriesKey],
         exemplars: dict[int, tuple[bytes, bytes]],
     ) -> list[AnomalyEvent]:
-        detector = self.rules[rule_index].detector
-        events = []
-        for i in np.flatnonzero(evented).tolist():
-            slot = int(part.slots[i])
-            kind: EventKind = (
-                "open" if moves.opened[i] else "close" if moves.closed[i] else "update"
-            )
-            value, expected = float(part.values[i]), float(cal.expected[i])
-            stamp = self._stamp(slot, kind, int(part.ts_unix_nano[i]))
-            if kind == "open":
-                self._per_slot.direction[slot] = 1 if value >= expected else -1
-            up = self._per_slot.direction[slot] >= 0
-            key = key_of(slot)
-            fields = {
-                "value": value, "expected": expected, "lower": float(cal.lower[i]),
-                "upper": float(cal.upper[i]), "score": float(cal.score[i]),
-            }
-            trace_id, span_id = exemplars.get(int(rows[i]), (b"", b""))
-            events.append(AnomalyEvent(
-                kind=kind, slot=slot, key=key, ts_unix_nano=stamp,
-                direction="up" if up else "down", detector=detector,
-                explanation=explain(kind, key, detector=detector,
-                                    agreeing=self._agree.get(i, ()),
-                                    baseline=self._baseline is not None and bool(
-                                        self._baseline[i]),
-                                    count=math.nan if part.counts is None else float(
-                                        part.counts[i]), **fields),
-                trace_id=trace_id, span_id=span_id,
-                anomaly_id=anomaly_id(key, int(self._per_slot.opened_ns[slot])), **fields,
-            ))
-        return events
-
-    def _stamp(self, slot: int, kind: EventKind, ts: int) -> int:
-        """The event time an event is stamped with: never before its anomaly's last event.
-
-        Points may arrive out of event-time order (span outliers carry their spans' end
-        times), so an update or close stamped with its point's time could precede the open.
-        """
-        per_slot = self._per_slot
-        if kind == "open":
-            per_slot.opened_ns[slot] = ts
-        else:
-            ts = max(ts, int(per_slot.stamped_ns[slot]))
-        per_slot.stamped_ns[slot] = ts
-        return ts
-
-
-@dataclass(frozen=True, slots=True)
-class _Round:
-    """One round of distinct slots and the rule's prediction for it."""
-
-    part: SeriesBatch  # engine slots, values as received
-    seen: SeriesBatch  # the rule's own slots, values less the deploy offset
-    shift: NDArray[np.float64] | None  # the deploy offset per row, None: no offsets
-    spacing: NDArray[np.float64]  # each series' usual spacing, seconds
-    calibrated: Calibrated  # band and score around ``seen``
-    shown: Calibrated  # the same, offset restored: what is exported
-
-
-def _held_lesson(rnd: _Round, held: Calibrated) -> SeriesBatch:
-    """What the detector learns without learn gating: values clipped to a held band.
-
-    A held anomaly teaches the detector only up to the band it opened against, so an
-    outage does not swell the spreads and tails for the next day.
-    """
-    if held is rnd.shown:
-        return rnd.seen
-    seen = rnd.seen
-    holding = held.expected != rnd.shown.expected
-    shift = 0.0 if rnd.shift is None else rnd.shift
-    lo, hi = held.lower - shift, held.upper - shift
-    return seen.with_values(np.where(holding, np.clip(seen.values, lo, hi), seen.values))
+        return round_events(
+            self._per_slot, self.rules[rule_index].detector, part, rows, cal, moves, evented,
+            key_of, exemplars, self._agree, self._baseline)
 
 
 def _take(cal: Calibrated, rows: NDArray[np.intp]) -> Calibrated:
     return Calibrated(cal.expected[rows], cal.lower[rows], cal.upper[rows], cal.score[rows])
-
-
-def _gated(
-    part: SeriesBatch, cal: Calibrated, policy: AlertPolicy,
-    settled: NDArray[np.bool_] | None = None,
-) -> SeriesBatch:
-    """What the detector learns: anomalous points clipped, skipped or as they are.
-
-    Rows marked ``settled`` (their anomaly outlasted ``relearn_after``) are learned as they
-    are, so a lasting shift becomes the new normal.
-    """
-    if policy.learn_gating == "off":
-        return part
-    anomalous = cal.score >= policy.open_threshold
-    if settled is not None:
-        anomalous &= ~settled
-    if not anomalous.any():
-        return part
-    if policy.learn_gating == "skip":
-        return part.take(np.flatnonzero(~anomalous))
-    return part.with_values(clip_to_band(part.values, cal))

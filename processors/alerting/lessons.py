@@ -1,0 +1,60 @@
+"""What a scored round teaches its detector: the values it learns, clipped or not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.alerting.calibration import Calibrated, clip_to_band
+from otel_anomaly.processors.settings import AlertPolicy
+from otel_anomaly.processors.types import SeriesBatch
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRound:
+    """One round of distinct slots and the rule's prediction for it."""
+
+    part: SeriesBatch  # engine slots, values as received
+    seen: SeriesBatch  # the rule's own slots, values less the deploy offset
+    shift: NDArray[np.float64] | None  # the deploy offset per row, None: no offsets
+    spacing: NDArray[np.float64]  # each series' usual spacing, seconds
+    calibrated: Calibrated  # band and score around ``seen``
+    shown: Calibrated  # the same, offset restored: what is exported
+
+
+def held_lesson(rnd: ScoredRound, held: Calibrated) -> SeriesBatch:
+    """What the detector learns without learn gating: values clipped to a held band.
+
+    A held anomaly teaches the detector only up to the band it opened against, so an
+    outage does not swell the spreads and tails for the next day.
+    """
+    if held is rnd.shown:
+        return rnd.seen
+    seen = rnd.seen
+    holding = held.expected != rnd.shown.expected
+    shift = 0.0 if rnd.shift is None else rnd.shift
+    lo, hi = held.lower - shift, held.upper - shift
+    return seen.with_values(np.where(holding, np.clip(seen.values, lo, hi), seen.values))
+
+
+def gated(
+    part: SeriesBatch, cal: Calibrated, policy: AlertPolicy,
+    settled: NDArray[np.bool_] | None = None,
+) -> SeriesBatch:
+    """What the detector learns: anomalous points clipped, skipped or as they are.
+
+    Rows marked ``settled`` (their anomaly outlasted ``relearn_after``) are learned as they
+    are, so a lasting shift becomes the new normal.
+    """
+    if policy.learn_gating == "off":
+        return part
+    anomalous = cal.score >= policy.open_threshold
+    if settled is not None:
+        anomalous &= ~settled
+    if not anomalous.any():
+        return part
+    if policy.learn_gating == "skip":
+        return part.take(np.flatnonzero(~anomalous))
+    return part.with_values(clip_to_band(part.values, cal))
