@@ -1,13 +1,15 @@
 """Synthetic production incidents: detection rate, delay and false alarms of the live path.
 
 Usage: .venv/bin/python benchmarks/incidents.py [--series 10] [--days 21] [--step 120]
+                                                [--config FILE]
 
 Every series (``processors.testing.incident_series``: daily and weekly seasonality, counter
 rates, skewed latencies, error ratios, noise-only controls) goes through
-``Engine.ingest_series`` with the default rules, all series together as live traffic
-would. An incident counts as detected when the ``flag`` is raised between its onset and
-its end plus one hour; the delay is in points from the onset. False alarms are anomaly
-openings on the control series after their first three days (warm-up), per series-day.
+``Engine.ingest_series`` with the default rules (or those of ``--config``, a sidecar config
+file, as ``nab.py`` and ``msmon.py`` take), all series together as live traffic would. An
+incident counts as detected when the ``flag`` is raised between its onset and its end plus
+one hour; the delay is in points from the onset. False alarms are anomaly openings on the
+control series after their first three days (warm-up), per series-day.
 
 Every series is its own service (resource ``service.name``). A ``deploy_step`` is a
 release: its service reports ``service.version`` "1" from the start and "2" at the onset
@@ -26,6 +28,7 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.exporter.config import load_config
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.testing import (
@@ -48,9 +51,12 @@ def main() -> int:
     parser.add_argument("--series", type=int, default=10, help="series per incident kind")
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--step", type=float, default=120.0, help="seconds between points")
+    parser.add_argument("--config", default=None, help="a sidecar config file (its rules)")
     args = parser.parse_args()
     cases = incident_cases(args.series, days=args.days, step_s=args.step)
-    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    settings = (EngineSettings(clock=lambda: 0.0) if args.config is None
+                else load_config(args.config).engine_settings(clock=lambda: 0.0))
+    engine = Engine(settings)
     started = time.perf_counter()
     results = replay_incidents(engine, cases)
     elapsed = time.perf_counter() - started
