@@ -67,7 +67,6 @@ class HeldBands:
             upper=Column(np.float64, np.nan),
             extreme_ns=Column(np.int64),  # when the value last went further out
             peak=Column(np.float64, 0.0),  # the furthest out it went, in held half-widths
-            side=Column(np.int8, 1),  # +1 / -1: the side the anomaly opened on
             trend=Column(np.float64, 0.0, (WIDTH,)),  # its deviation's trend fit (``trend``)
             trend_ns=Column(np.int64),  # the event time of the fit's last point
         )
@@ -80,40 +79,32 @@ class HeldBands:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict``.
 
-        State saved before trends were kept restores with empty fits (side: up): an open
-        anomaly's trend then starts from its next point.
+        State saved before trends were kept restores with empty fits: an open anomaly's
+        trend then starts from its next point.
         """
         rows = len(state["expected"])
         fresh: dict[str, NDArray[Any]] = {
-            "side": np.ones(rows, np.int8), "trend": np.zeros((rows, WIDTH)),
-            "trend_ns": np.zeros(rows, np.int64)}
+            "trend": np.zeros((rows, WIDTH)), "trend_ns": np.zeros(rows, np.int64)}
         self._bands.load_state_dict({**fresh, **state})
         self.active = bool(state["active"])
 
     def remember(
-        self, slots: NDArray[np.intp], calibrated: Calibrated, ts_unix_nano: NDArray[np.int64],
-        values: NDArray[np.float64] | None = None,
+        self, slots: NDArray[np.intp], calibrated: Calibrated, ts_unix_nano: NDArray[np.int64]
     ) -> None:
-        """Hold the band of newly opened ``slots`` (the other arguments have their rows).
-
-        ``values``: the opening values, whose side of the expected value is the side the
-        trend watches (None: above).
-        """
+        """Hold the band of newly opened ``slots`` (the other arguments have their rows)."""
         if not len(slots):
             return
         self._bands.ensure(slots)
         bands = self._bands
-        above = np.ones(len(slots), np.bool_) if values is None else (
-            values >= calibrated.expected)
         _remember_rows(slots, ts_unix_nano, calibrated.expected, calibrated.lower,
-                       calibrated.upper, calibrated.score, above, bands.extreme_ns, bands.peak,
-                       bands.expected, bands.lower, bands.upper, bands.side)
+                       calibrated.upper, calibrated.score, bands.extreme_ns, bands.peak,
+                       bands.expected, bands.lower, bands.upper)
         self.active = True
 
     def apply(
         self, slots: NDArray[np.intp], values: NDArray[np.float64], calibrated: Calibrated,
         is_open: NDArray[np.bool_], ts_unix_nano: NDArray[np.int64], hold_s: float,
-        direction: DirectionPolicy = "both",
+        direction: DirectionPolicy = "both", sides: NDArray[np.int8] | None = None,
     ) -> tuple[Calibrated, NDArray[np.bool_]]:
         """Rows of open anomalies scored against their held band when that scores higher.
 
@@ -124,8 +115,9 @@ class HeldBands:
         ``calibrated.expected`` (the detector's). A row that goes ``GROWTH_STEP`` further
         out than the anomaly's furthest so far, or whose deviation has trended away on the
         anomaly's side over the last ``hold_s`` (``trend.T_CRIT``), restarts its
-        ``hold_s``. Only deviations on the rule's ``direction`` count, as for the
-        detector's own score.
+        ``hold_s``. ``sides``: per slot, the side (+1 / -1) its open anomaly is on, as the
+        scorer recorded it at the open (None: above). Only deviations on the rule's
+        ``direction`` count, as for the detector's own score.
         """
         if hold_s <= 0:
             return calibrated, np.zeros(len(slots), np.bool_)
@@ -133,13 +125,15 @@ class HeldBands:
         if not math.isfinite(hold_s) and (is_open & (slots < len(bands))).any():
             int(hold_s * 1e9)  # raises, as it always has: no event time is that long
         bands.ensure(slots)
+        if sides is None:
+            sides = np.ones(len(bands), np.int8)
         with float_warnings_ignored():
             used, expected, lower, upper, score, growing = _apply_rows(
                 slots, values, calibrated.expected, calibrated.lower, calibrated.upper,
                 calibrated.score, is_open, ts_unix_nano,
                 _hold_ns(hold_s), hold_s, DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
-                bands.side, bands.trend, bands.trend_ns)
+                sides, bands.trend, bands.trend_ns)
         if not used:
             return calibrated, growing
         return Calibrated(expected, lower, upper, score), growing
@@ -224,16 +218,14 @@ def _outside_rows(
 
 
 @kernel
-def _remember_rows(  # noqa: PLR0913 -- the opened rows and the seven columns
-    slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any, above: Any,
+def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
+    slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any,
     extreme_ns: Any, peak: Any, held_expected: Any, held_lower: Any, held_upper: Any,
-    side: Any,
 ) -> None:
     for i in range(len(slots)):
         s = slots[i]
         extreme_ns[s], peak[s] = ts[i], score[i]
         held_expected[s], held_lower[s], held_upper[s] = expected[i], lower[i], upper[i]
-        side[s] = 1 if above[i] else -1
 
 
 @kernel

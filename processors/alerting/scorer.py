@@ -295,7 +295,8 @@ class Scorer:
         held, growing = rnd.shown, None
         if policy.hold_s > 0:  # also fits each series' trend, open or not
             held, growing = self.held.apply(part.slots, part.values, rnd.shown, was_open,
-                                            part.ts_unix_nano, policy.hold_s, policy.direction)
+                                            part.ts_unix_nano, policy.hold_s, policy.direction,
+                                            self._per_slot.direction)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
                                 ~np.isnan(rnd.calibrated.upper))
@@ -308,8 +309,7 @@ class Scorer:
         moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy, growing)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
-            self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows],
-                               part.values[rows])
+            self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
         self._agree = self._agreeing(self.detectors[rule_index], rnd.seen,
                                      moves.opened | moves.updated, policy)
         closing = self.held.active and bool(moves.closed.any())

@@ -64,9 +64,8 @@ def test_out_of_order_points_and_restarts() -> None:
 def test_held_bands_saved_before_trends_still_load() -> None:
     held = HeldBands()
     one = np.array([1.0])
-    held.remember(np.array([3]), Calibrated(one, one - 1, one + 1, one), np.array([0]), one)
-    saved = {k: v for k, v in held.state_dict().items()
-             if k not in ("side", "trend", "trend_ns")}
+    held.remember(np.array([3]), Calibrated(one, one - 1, one + 1, one), np.array([0]))
+    saved = {k: v for k, v in held.state_dict().items() if k not in ("trend", "trend_ns")}
     restored = HeldBands()
     restored.load_state_dict(saved)
     assert restored.active
