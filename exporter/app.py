@@ -120,6 +120,7 @@ class Sidecar:
             checkpoint=self.state.save if self.state else None,
             checkpoint_interval_s=config.state.interval,
             wall_clock=settings.wall_clock,
+            with_resources=self.outputs.needs_resources,
         )
         intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
         grpc, http = config.receivers.grpc, config.receivers.http

@@ -83,6 +83,9 @@ class Pipeline:
     wall_clock
         Seconds since the epoch: stamps the events of services that stopped reporting,
         which the worker checks about once a second (by ``clock``) while it runs.
+    with_resources
+        Rounds also carry each scored slot's resource attributes (an output asked for
+        them: ``OutputFanout.needs_resources``).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class Pipeline:
         checkpoint: Callable[[Engine], None] | None = None,
         checkpoint_interval_s: float = 300.0,
         wall_clock: Callable[[], float] = time.time,
+        with_resources: bool = False,
     ) -> None:
         self._engine = engine
         self._telemetry = telemetry
@@ -115,6 +119,7 @@ class Pipeline:
         self._last_stats = -float("inf")
         self._wall_clock = wall_clock
         self._last_silence_check = 0.0
+        self._with_resources = with_resources
         telemetry.track_queue(lambda: self.queued, queue_size)
 
     @property
@@ -255,8 +260,9 @@ class Pipeline:
         item.future.set_result(result)
 
     def _publish(self, signal: Signal, result: IngestResult, seconds: float) -> None:
+        labels = self._labels(result.scores)
         self._publish_round(ScoringRound(
-            scores=result.scores, labels=self._labels(result.scores),
+            scores=result.scores, labels=labels, resources=self._resources(labels),
             events=tuple(result.events), evicted=result.evicted,
         ))
         for event in result.events:
@@ -305,6 +311,12 @@ class Pipeline:
         # (under a microsecond; dict.fromkeys dedups in C, faster here than np.unique).
         distinct = dict.fromkeys(scores.slots[scores.slots >= 0].tolist())
         return dict(zip(distinct, map(self._engine.series_labels, distinct), strict=True))
+
+    def _resources(self, labels: dict[int, Labels]) -> dict[int, Labels]:
+        if not self._with_resources:
+            return {}
+        key = self._engine.series_key
+        return {slot: key(slot).resource for slot in labels}
 
     def _refresh_stats(self, *, force: bool = False) -> None:
         # Series counts walk every live series: refreshed at most once a second, not per

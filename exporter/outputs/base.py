@@ -34,6 +34,9 @@ class ScoringRound:
     labels
         Prometheus labels of every slot in ``scores``, as of this round (a reused slot maps
         to its new series).
+    resources
+        OpenTelemetry resource attributes of every slot in ``scores``, when an output asked
+        for them (``needs_resources``); empty otherwise.
     events
         Anomaly events (open, update, close), in the order the engine produced them.
     evicted
@@ -42,6 +45,7 @@ class ScoringRound:
 
     scores: ScoreBatch = field(default_factory=ScoreBatch.empty)
     labels: Mapping[int, Labels] = field(default_factory=dict)
+    resources: Mapping[int, Labels] = field(default_factory=dict)
     events: tuple[AnomalyEvent, ...] = ()
     evicted: NDArray[np.intp] = field(default_factory=_no_slots)
 
@@ -85,5 +89,7 @@ class Output(Protocol):
         """Flush what was published and stop; idempotent, safe before ``start``.
 
         An output may also define ``dropped(round, reason)``: its worker calls it for each
-        round it drops, so the output can count what the round carried (events).
+        round it drops, so the output can count what the round carried (events); and
+        ``needs_resources = True``: its rounds then carry each slot's resource attributes
+        (``ScoringRound.resources``), which the others do without.
         """

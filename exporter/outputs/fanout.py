@@ -84,6 +84,11 @@ class OutputFanout:
         for worker in self._workers.values():
             worker.offer(scoring_round)
 
+    @property
+    def needs_resources(self) -> bool:
+        """Whether some output reads the resource attributes of the slots it is sent."""
+        return any(getattr(output, "needs_resources", False) for output in self.outputs)
+
     def queued(self, name: str) -> int:
         """Rounds waiting for the queued output ``name`` (0 for an inline one)."""
         worker = self._workers.get(name)

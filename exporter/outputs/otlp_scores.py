@@ -1,147 +1,197 @@
-"""The OTLP scores output: every score as OTLP gauges (observable), pushed periodically."""
+"""The OTLP scores output: each score as an OTLP gauge of its series' resource, pushed on a timer.
+
+An SDK ``MeterProvider`` binds one resource, so scores pushed through observable gauges
+all came from the sidecar (``service.name=otel-anomaly``), and a backend filed every
+score under it instead of under the service it scores. As for events, the gauges are
+built here, one ``ResourceMetrics`` per monitored resource, and handed to the SDK's
+``OTLPMetricExporter`` (its retries, compression and headers) on a push thread.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+)
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_anomaly.exporter.config_outputs import OtlpScoresConfig
 from otel_anomaly.exporter.outputs.base import ScoringRound
-from otel_anomaly.exporter.outputs.otlp_events import SERVICE_NAME
+from otel_anomaly.exporter.outputs.otlp_events import SERVICE_NAME, event_resource
 from otel_anomaly.exporter.outputs.prometheus import SCORE_GAUGES
 from otel_anomaly.exporter.outputs.score_table import ScoreSnapshot, ScoreTable
+from otel_anomaly.processors.types import Labels
 
-SCOPE_NAME = "otel_anomaly.exporter.scores"
+logger = logging.getLogger(__name__)
+
+SCOPE = InstrumentationScope("otel_anomaly.exporter.scores")
+SIDECAR_RESOURCE = Resource({"service.name": SERVICE_NAME})
+"""The resource of series that have none of their own."""
+_RESOURCES = 1024  # distinct resources kept built (a push repeats the same services)
+POINTS_PER_REQUEST = 8192
+"""Gauge points per export request: a push of 10k series (70k points) in one request
+would pass the Collector's default 4 MiB gRPC limit; 8,192 points stay near 1 MiB."""
 
 
-class SharedSnapshot:
-    """One table snapshot per collection, shared by the callbacks of all the gauges.
+def scores_data(snapshot: ScoreSnapshot, time_unix_nano: int,
+                resource_of: Callable[[Labels], Resource] = event_resource) -> MetricsData:
+    """The snapshot's gauges (``otel_anomaly.score``, ...), grouped by their series' resource.
 
-    The SDK calls each observable gauge's callback in turn, and a round can land in the
-    table between two of them: with a snapshot each, a series' value, band and flag could
-    come from different rounds. The first callback of a collection takes the snapshot and
-    the others reuse it; a callback whose column was already served starts a new one.
-
-    Parameters
-    ----------
-    take
-        Copies the table (``ScoreTable.snapshot`` with the series limit).
-    columns
-        The snapshot columns the gauges report, one callback each.
+    A row's attributes are its Prometheus labels; a column's non-finite values (no band
+    while warming up) are left out. Rows without a resource (``snapshot.resources`` empty,
+    or an empty one) go under the sidecar's resource.
     """
-
-    def __init__(self, take: Callable[[], ScoreSnapshot], columns: Iterable[str]) -> None:
-        self._take = take
-        self._columns = frozenset(columns)
-        self._lock = threading.Lock()
-        self._snapshot: ScoreSnapshot | None = None
-        self._served: set[str] = set()
-
-    def for_column(self, column: str) -> ScoreSnapshot:
-        """The current collection's snapshot, for the gauge of ``column``."""
-        with self._lock:
-            snapshot = self._snapshot
-            if snapshot is None or column in self._served:
-                snapshot = self._snapshot = self._take()
-                self._served = set()
-            self._served.add(column)
-            if self._served >= self._columns:
-                self._snapshot = None  # every gauge has it: free the copy until next time
-            return snapshot
+    rows_by_resource: dict[Labels, list[int]] = defaultdict(list)
+    resources = snapshot.resources or [()] * len(snapshot)
+    for row, resource in enumerate(resources):
+        rows_by_resource[resource].append(row)
+    columns = {column: getattr(snapshot, column).astype(float) for _, column, _ in SCORE_GAUGES}
+    out = []
+    for resource, rows in rows_by_resource.items():
+        metrics = []
+        for name, column, documentation in SCORE_GAUGES:
+            values = columns[column][rows]
+            points = [
+                NumberDataPoint(snapshot.labels[rows[i]], 0, time_unix_nano, value)
+                for i, value in zip(np.flatnonzero(np.isfinite(values)).tolist(),
+                                    values[np.isfinite(values)].tolist(), strict=True)
+            ]
+            if points:
+                metrics.append(Metric(name.replace("otel_anomaly_", "otel_anomaly."),
+                                      documentation, "", Gauge(points)))
+        if metrics:
+            out.append(ResourceMetrics(resource_of(resource) if resource else SIDECAR_RESOURCE,
+                                       [ScopeMetrics(SCOPE, metrics, "")], ""))
+    return MetricsData(out)
 
 
 class OtlpScoresOutput:
     """Pushes the latest scores as gauges ``otel_anomaly.score``, ``.value``, ... over OTLP.
 
-    Keeps its own ``ScoreTable``, fed by rounds on the output's thread; the SDK's periodic
-    reader observes it every ``interval``.
+    Keeps its own ``ScoreTable`` (with each series' resource), fed by rounds on the
+    output's thread; every ``interval`` a push thread takes one snapshot and exports all
+    its gauges from it, so a series' value, band and flag always come from the same round.
 
     Parameters
     ----------
     config
         ``outputs.otlp_scores`` (endpoint, insecure, headers, timeout, interval).
     max_series
-        At most this many series per collection (as for Prometheus).
-    reader
-        Reads the gauges instead of the periodic OTLP exporter (tests); the output then
-        runs whatever the endpoint.
+        At most this many series per push (as for Prometheus).
+    exporter
+        Receives the pushes instead of an ``OTLPMetricExporter`` to ``config.endpoint``
+        (tests); the output then runs whatever the endpoint.
+    points_per_request
+        Most gauge points in one export request; a push larger than that is split.
     """
 
     name = "otlp_scores"
     inline = False
+    needs_resources = True
 
     def __init__(
-        self, config: OtlpScoresConfig, max_series: int, reader: MetricReader | None = None
+        self, config: OtlpScoresConfig, max_series: int, exporter: MetricExporter | None = None,
+        points_per_request: int = POINTS_PER_REQUEST,
     ) -> None:
         self._config = config
-        self._reader = reader
-        self.table = ScoreTable()
-        columns = [column for _, column, _ in SCORE_GAUGES]
-        self._snapshots = SharedSnapshot(lambda: self.table.snapshot(max_series), columns)
-        self._provider: MeterProvider | None = None
+        self._points_per_request = points_per_request
+        self._max_series = max_series
+        self._exporter = exporter
+        self.table = ScoreTable(keep_resources=True)
+        self._resource_of = functools.lru_cache(maxsize=_RESOURCES)(event_resource)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._push_lock = threading.Lock()
+        self._failing = False
         self._closed = False
 
     def start(self) -> None:
-        """Create the meter provider (its reader thread starts here)."""
+        """Create the exporter and start the push thread."""
         config = self._config
-        if self._provider is not None or self._closed:
+        if self._thread is not None or self._closed:
             return
-        reader = self._reader
-        if reader is None:
+        if self._exporter is None:
             if not config.endpoint:
                 return
-            exporter = OTLPMetricExporter(
+            self._exporter = OTLPMetricExporter(
                 endpoint=config.endpoint,
                 insecure=config.insecure,
                 headers=dict(config.headers),
                 timeout=config.timeout,
+                max_export_batch_size=self._points_per_request,
             )
-            reader = PeriodicExportingMetricReader(
-                exporter, export_interval_millis=config.interval * 1000
-            )
-        provider = MeterProvider(
-            metric_readers=[reader],
-            resource=Resource.create({"service.name": SERVICE_NAME}),
-            shutdown_on_exit=False,
-        )
-        meter = provider.get_meter(SCOPE_NAME)
-        for name, column, documentation in SCORE_GAUGES:
-            meter.create_observable_gauge(
-                name.replace("otel_anomaly_", "otel_anomaly."),
-                callbacks=[self._observe(column)],
-                description=documentation,
-            )
-        self._provider = provider
+        self._thread = threading.Thread(target=self._run, name="otlp-scores-push", daemon=True)
+        self._thread.start()
 
     def publish(self, scoring_round: ScoringRound) -> None:
-        """Apply the round's evictions, then its scores, to the table the gauges read."""
+        """Apply the round's evictions, then its scores, to the table the pushes read."""
         self.table.remove(scoring_round.evicted)
-        self.table.update(scoring_round.scores, scoring_round.labels)
+        self.table.update(scoring_round.scores, scoring_round.labels, scoring_round.resources)
 
-    def _observe(self, column: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(_: CallbackOptions) -> Iterable[Observation]:
-            snapshot = self._snapshots.for_column(column)
-            values = getattr(snapshot, column).astype(float)
-            finite = np.isfinite(values)  # e.g. no band while warming up: nothing to report
-            labels = snapshot.labels
-            return [
-                Observation(value, labels[row])
-                for row, value in zip(np.flatnonzero(finite).tolist(), values[finite].tolist(),
-                                      strict=True)
-            ]
+    def push(self, timeout: float | None = None) -> MetricExportResult | None:
+        """Export the current scores now (``None``: nothing to export, or no exporter).
 
-        return callback
+        ``timeout`` (s) bounds the export, retries included (default ``config.timeout``).
+        """
+        exporter = self._exporter
+        if exporter is None:
+            return None
+        with self._push_lock:  # the timer's push and the final one never overlap
+            data = scores_data(self.table.snapshot(self._max_series), time.time_ns(),
+                               self._resource_of)
+            if not data.resource_metrics:
+                return None
+            seconds = self._config.timeout if timeout is None else timeout
+            result = exporter.export(data, timeout_millis=seconds * 1000)
+        failing = result is not MetricExportResult.SUCCESS
+        if failing and not self._failing:
+            logger.warning("otlp_scores: export to %s failed; retrying every %ss",
+                           self._config.endpoint, self._config.interval)
+        self._failing = failing
+        return result
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._config.interval):
+            try:
+                self.push()
+            except Exception:  # noqa: BLE001 - the next interval tries again
+                logger.exception("otlp_scores: push failed")
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Export once more and stop."""
+        if self._closed:
+            return
         self._closed = True
-        provider, self._provider = self._provider, None
-        if provider is not None:
-            provider.shutdown(timeout_millis=timeout * 1000)
+        self._stop.set()
+        started = time.monotonic()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            try:
+                self.push(min(self._config.timeout, _left(started, timeout)))
+            except Exception:  # noqa: BLE001 - shutting down: log and let go
+                logger.exception("otlp_scores: final push failed")
+        exporter = self._exporter
+        if exporter is not None:
+            exporter.shutdown(timeout_millis=_left(started, timeout) * 1000)
+
+
+def _left(started: float, timeout: float) -> float:
+    """Seconds left of ``timeout`` since ``started`` (monotonic), at least 0."""
+    return max(0.0, timeout - (time.monotonic() - started))

@@ -31,7 +31,9 @@ class ScoreSnapshot:
     number of series in the table, which can exceed the rows when a limit applied or
     ``duplicates`` series were left out for having the same labels as another one.
     ``label_text`` is each row's label set as exposition text (``{a="1",b="2"}``) when the
-    table renders them (``ScoreTable(render_labels=...)``), else empty.
+    table renders them (``ScoreTable(render_labels=...)``), else empty. ``resources`` is
+    each row's OpenTelemetry resource attributes when the table keeps them
+    (``ScoreTable(keep_resources=True)``), else empty.
     """
 
     slots: NDArray[np.intp]
@@ -46,6 +48,7 @@ class ScoreSnapshot:
     total: int
     duplicates: int = 0
     label_text: list[str] = field(default_factory=list)
+    resources: list[Labels] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -87,14 +90,17 @@ class ScoreTable:
     1
     """
 
-    def __init__(self, render_labels: Callable[[Labels], str] | None = None) -> None:
+    def __init__(self, render_labels: Callable[[Labels], str] | None = None, *,
+                 keep_resources: bool = False) -> None:
         self._lock = threading.Lock()
         self._render_labels = render_labels
+        self._keep_resources = keep_resources
         # Object arrays, not lists: a snapshot copies the rows it needs with one fancy
         # index under the lock instead of a Python loop.
         self._labels: NDArray[Any] = np.full(0, None, object)
         self._keys: NDArray[Any] = np.full(0, None, object)
         self._text: NDArray[Any] = np.full(0, None, object)
+        self._resources: NDArray[Any] = np.full(0, None, object)
         self._key_counts: dict[Labels, int] = {}
         self._duplicates = 0
         self._present = np.zeros(0, np.bool_)
@@ -106,11 +112,13 @@ class ScoreTable:
     def __len__(self) -> int:
         return self._count
 
-    def update(self, batch: ScoreBatch, labels: Mapping[int, Labels]) -> None:
+    def update(self, batch: ScoreBatch, labels: Mapping[int, Labels],
+               resources: Mapping[int, Labels] | None = None) -> None:
         """Keep the last row of each slot in ``batch`` as that series' latest state.
 
         ``labels`` has the labels of every slot in ``batch`` (``ScoringRound.labels``);
-        they are read only for slots the table does not hold yet.
+        they are read only for slots the table does not hold yet, as are ``resources``
+        (``ScoringRound.resources``, kept with ``keep_resources``).
         """
         if not len(batch):
             return
@@ -134,6 +142,9 @@ class ScoreTable:
                 self._grow(int(slots[-1]) + 1)
             for slot, key in fresh.items():
                 self._add_key(slot, key, texts.get(slot))
+            if self._keep_resources:
+                for slot in fresh:
+                    self._resources[slot] = (resources or {}).get(slot, ())
             self._count += len(fresh)
             self._present[slots] = True
             self._ts[slots] = batch.ts_unix_nano[rows]
@@ -166,6 +177,7 @@ class ScoreTable:
         self._labels[slot] = None
         self._keys[slot] = None
         self._text[slot] = None
+        self._resources[slot] = None
         if key is None:
             return
         seen = self._key_counts.pop(key, 1)
@@ -194,6 +206,7 @@ class ScoreTable:
                 live, flag = live[:limit], flag[:limit]
             keys = self._keys[live] if duplicates else None
             labels, texts = self._labels[live], self._text[live]
+            resources = self._resources[live] if self._keep_resources else None
             ts = self._ts[live]
             floats = {name: column[live] for name, column in self._floats.items()}
         rows: slice | NDArray[np.intp] = slice(None)
@@ -210,6 +223,7 @@ class ScoreTable:
             total=total,
             duplicates=duplicates,
             label_text=texts[rows].tolist() if self._render_labels else [],
+            resources=[] if resources is None else resources[rows].tolist(),
             **{name: column[rows] for name, column in floats.items()},
         )
 
@@ -221,6 +235,7 @@ class ScoreTable:
         self._labels = _resized(self._labels, size, None)
         self._keys = _resized(self._keys, size, None)
         self._text = _resized(self._text, size, None)
+        self._resources = _resized(self._resources, size, None)
         self._present = _resized(self._present, size, False)
         self._ts = _resized(self._ts, size, 0)
         self._flag = _resized(self._flag, size, False)

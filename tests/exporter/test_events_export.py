@@ -210,3 +210,8 @@ def test_scores_can_also_be_pushed_as_otlp_metrics(sink: OtlpSink) -> None:
                                  "otel_anomaly.upper", "otel_anomaly.flag",
                                  "otel_anomaly.warming"}
         assert pushed()["otel_anomaly.value"][0]["metric"] == "queue_depth"
+        # Under the scored series' own resource, not the sidecar's.
+        services = {kv.value.string_value for req in sink.metrics()
+                    for rm in req.resource_metrics for kv in rm.resource.attributes
+                    if kv.key == "service.name"}
+        assert services == {"w"}, services

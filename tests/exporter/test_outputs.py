@@ -18,7 +18,6 @@ from helpers.sidecars import (
     sample_value,
     scrape,
 )
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,7 +29,7 @@ from otel_anomaly.exporter.outputs import (
     OtlpScoresOutput,
     OutputFanout,
     PrometheusOutput,
-    ScoreSnapshot,
+    ScoreTable,
     ScoringRound,
 )
 from otel_anomaly.exporter.telemetry import Telemetry
@@ -219,31 +218,49 @@ def test_evictions_apply_before_the_scores_of_the_same_round() -> None:
     assert (snapshot.labels, snapshot.value.tolist()) == ([{"metric": "new"}], [2.0])
 
 
-def test_one_otlp_collection_reads_one_snapshot_for_every_gauge() -> None:
-    reader = InMemoryMetricReader()
-    output = OtlpScoresOutput(OtlpScoresConfig(), 10, reader=reader)
+def test_otlp_scores_go_out_under_each_series_own_resource(sink: OtlpSink) -> None:
+    # A backend files a gauge under its resource's service: the sidecar's own resource
+    # would put every service's scores under "otel-anomaly".
+    output = OtlpScoresOutput(OtlpScoresConfig(endpoint=sink.endpoint, interval=3600), 10,
+                              points_per_request=4)
     output.start()
     try:
-        output.publish(scored([0], 1.0))
-        take = output.table.snapshot
-        taken = []
-
-        def snapshot_then_a_round_lands(limit: int | None = None) -> ScoreSnapshot:
-            # A round arriving mid-collection: gauges read after it must not see it.
-            copy = take(limit)
-            taken.append(copy)
-            output.publish(scored([0], float(len(taken) + 1)))
-            return copy
-
-        output.table.snapshot = snapshot_then_a_round_lands  # type: ignore[method-assign]
-        data = reader.get_metrics_data()
+        resources = {0: (("service.name", "checkout"),), 1: (("service.name", "search"),
+                                                            ("service.namespace", "shop")),
+                     2: ()}
+        output.publish(replace(scored([0, 1, 2], 1.0), resources=resources))
+        output.publish(scored([0], 2.0))  # a later round: the resource was kept with slot 0
+        output.push()
     finally:
         output.shutdown(5)
-    assert data is not None
-    points = {
-        m.name: [p.value for p in m.data.data_points]
-        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
-    for name in ("value", "expected", "lower", "upper", "score"):
-        assert points[f"otel_anomaly.{name}"] == [1.0], (name, points)
-    assert len(taken) == 1
+    pushed: dict[tuple[tuple[str, str], ...], dict[str, list[tuple[str, float]]]] = {}
+    for request in sink.metrics():
+        for rm in request.resource_metrics:
+            resource = tuple(sorted((kv.key, kv.value.string_value)
+                                    for kv in rm.resource.attributes))
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    pushed.setdefault(resource, {})[m.name] = [
+                        ({kv.key: kv.value.string_value for kv in p.attributes}["metric"],
+                         p.as_double) for p in m.gauge.data_points]
+    assert pushed[(("service.name", "checkout"),)]["otel_anomaly.value"] == [("m0", 2.0)]
+    assert pushed[(("service.name", "search"), ("service.namespace", "shop"))][
+        "otel_anomaly.score"] == [("m1", 1.0)]
+    # No resource of its own: the sidecar's.
+    assert pushed[(("service.name", "otel-anomaly"),)]["otel_anomaly.flag"] == [("m2", 0.0)]
+    assert len(pushed) == 3, sorted(pushed)
+    # 7 gauges of 3 series, then 7 of one: at most 4 points per request.
+    sizes = [sum(len(m.gauge.data_points) for rm in r.resource_metrics
+                 for sm in rm.scope_metrics for m in sm.metrics) for r in sink.metrics()]
+    assert max(sizes) <= 4 and len(sizes) > 1, sizes
+
+
+def test_a_reused_slot_takes_its_new_series_resource() -> None:
+    table = ScoreTable(keep_resources=True)
+    round_one = scored([0], 1.0)
+    table.update(round_one.scores, round_one.labels, {0: (("service.name", "old"),)})
+    table.remove(np.array([0]))  # evicted, and the slot reused by another service's series
+    round_two = scored([0], 2.0, labels={0: (("metric", "new"),)})
+    table.update(round_two.scores, round_two.labels, {0: (("service.name", "new"),)})
+    assert table.snapshot().resources == [(("service.name", "new"),)]
+    assert ScoreTable().snapshot().resources == []  # not kept unless asked for
