@@ -259,6 +259,17 @@ class Observations:
         self.ts.append(ts_unix_nano)
         self.values.append(value)
 
+    def extend(self, keys: list[SeriesKey], ts_unix_nano: list[int], values: list[float],
+               exemplars: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Append many points (``exemplars``: each one's trace and span id, if any)."""
+        if exemplars is not None:
+            first = len(self.keys)
+            self.exemplars.update(zip(range(first, first + len(exemplars)), exemplars,
+                                      strict=True))
+        self.keys.extend(keys)
+        self.ts.extend(ts_unix_nano)
+        self.values.extend(values)
+
     def count_array(self) -> NDArray[np.float64] | None:
         """Sample sizes per row, NaN where unknown; None when no row has one."""
         if not self.counts:

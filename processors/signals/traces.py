@@ -17,7 +17,6 @@ from otel_anomaly.processors.signals.otlp_resources import (
     note_version,
     resource_groups,
     service_labels,
-    time_problem,
 )
 from otel_anomaly.processors.signals.quantile_pools import MAX_SPAN_S, QuantilePools
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
@@ -29,6 +28,26 @@ ERROR_RATIO_METRIC = "traces_span_metrics_error:ratio"
 DURATION_METRIC = "traces_span_metrics_duration_milliseconds"
 _QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 _KIND_NAMES: dict[int, str] = {int(v): str(k) for k, v in Span.SpanKind.items()}
+
+
+def _usable(ends: NDArray[np.uint64], starts: NDArray[np.uint64], latest: np.uint64,
+            result: IngestResult) -> NDArray[np.bool_]:
+    """Spans with usable times; the others are counted as rejected.
+
+    The reasons are ``time_problem``'s (the end checked before the start), then
+    ``negative_duration``.
+    """
+    missing_end = ends == 0
+    bad_end = missing_end | (ends > latest)
+    missing_start = ~bad_end & (starts == 0)
+    bad = bad_end | missing_start | (starts > latest)
+    negative = ~bad & (ends < starts)
+    missing = int(np.count_nonzero(missing_end | missing_start))
+    result.reject("missing_timestamp", missing)
+    result.reject("future_timestamp", int(np.count_nonzero(bad)) - missing)
+    result.reject("negative_duration", int(np.count_nonzero(negative)))
+    usable: NDArray[np.bool_] = ~bad & ~negative
+    return usable
 
 
 def span_kind_name(kind: int) -> str:
@@ -82,14 +101,13 @@ class TracesExtractor:
         """
         for rs, resource, version in resource_groups(request.resource_spans):
             service = service_labels(resource)
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    self._span(service, span, out, result, latest, resource)
-            if self.span_coverage is not None and any(ss.spans for ss in rs.scope_spans):
+            spans = [span for ss in rs.scope_spans for span in ss.spans]
+            if not spans:
+                continue
+            ends = self._spans(service, resource, spans, out, result, latest)
+            if self.span_coverage is not None:
                 self.span_coverage.saw_spans([service], now)
-            note_version(out, service, version,
-                         (s.end_time_unix_nano for ss in rs.scope_spans for s in ss.spans),
-                         latest)
+            note_version(out, service, version, ends, latest)
         self.closed_features(self.windows.close_ready(), out)
 
     def state_dict(self) -> dict[str, Any]:
@@ -103,29 +121,44 @@ class TracesExtractor:
         if "duration_pools" in state:
             self.duration_pools.load_state_dict(state["duration_pools"])
 
-    def _span(
-        self, service: Labels, span: Span, out: Observations, result: IngestResult, latest: int,
-        resource: Labels,
-    ) -> None:
-        end = span.end_time_unix_nano
-        problem = time_problem(end, latest) or time_problem(span.start_time_unix_nano, latest)
-        if problem:
-            result.reject(problem)
-            return
-        if end < span.start_time_unix_nano:
-            result.reject("negative_duration")
-            return
-        result.accepted += 1
-        duration_ms = (end - span.start_time_unix_nano) / 1e6
-        operation = (("span.kind", span_kind_name(span.kind)), ("span.name", span.name))
-        error = span.status.code == Status.STATUS_CODE_ERROR
+    def _spans(
+        self, service: Labels, resource: Labels, spans: list[Span], out: Observations,
+        result: IngestResult, latest: int,
+    ) -> list[int]:
+        """Count one resource's spans into windows (and outliers into ``out``); their ends.
+
+        Field reads are one pass each; checks, durations and windows work on arrays, so
+        the Python work per span is a few attribute reads.
+        """
+        ends = np.fromiter((s.end_time_unix_nano for s in spans), np.uint64, len(spans))
+        end_times: list[int] = ends.tolist()
+        starts = np.fromiter((s.start_time_unix_nano for s in spans), np.uint64, len(spans))
+        usable = _usable(ends, starts, np.uint64(latest), result)
+        rows = np.flatnonzero(usable)
+        result.accepted += len(rows)
+        if not len(rows):
+            return end_times
+        end_ns = ends[rows].astype(np.int64)
+        duration_ms = (end_ns - starts[rows].astype(np.int64)) / 1e6
+        kept = [spans[i] for i in rows.tolist()]
+        # One group per operation (span kind and name), numbered in order of appearance.
+        ids: dict[tuple[int, str], int] = {}
+        group_of = np.fromiter((ids.setdefault((s.kind, s.name), len(ids)) for s in kept),
+                               np.intp, len(kept))
+        operations = [(("span.kind", span_kind_name(kind)), ("span.name", name))
+                      for kind, name in ids]
+        errors = np.fromiter((s.status.code == Status.STATUS_CODE_ERROR for s in kept),
+                             np.bool_, len(kept))
         # Windows close per service, each waiting for all of its instances (resources).
-        if not self.windows.add((service, operation), end, source=service, sender=resource,
-                                error=error, duration=duration_ms):
-            result.skip("late")
+        counted = self.windows.add_many(
+            [(service, operation) for operation in operations], group_of, end_ns,
+            source=service, sender=resource, errors=errors, durations=duration_ms)
+        result.skip("late", len(counted) - int(np.count_nonzero(counted)))
         if self.span_outliers:
-            out.exemplars[len(out)] = (bytes(span.trace_id), bytes(span.span_id))
-            out.add(SeriesKey(SPAN_DURATION_METRIC, service, operation), end, duration_ms)
+            keys = [SeriesKey(SPAN_DURATION_METRIC, service, operation) for operation in operations]
+            out.extend([keys[g] for g in group_of.tolist()], end_ns.tolist(), duration_ms.tolist(),
+                       [(bytes(s.trace_id), bytes(s.span_id)) for s in kept])
+        return end_times
 
     def closed_features(self, cells: list[ClosedCell], out: Observations) -> None:
         """RED features of closed windows: call rate, error ratio, duration quantiles."""

@@ -1,0 +1,55 @@
+"""``WindowAggregator.add_many`` keeps exactly the state ``add`` item by item would."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_anomaly.processors.signals.windows import WindowAggregator
+
+WINDOW, LATENESS = 10, 3
+
+# A batch: its source, sender, and items (time, group, error, duration). Times jump
+# around (gaps, late items behind closed windows, out of order inside a batch).
+_items = st.lists(st.tuples(st.integers(0, 120), st.integers(0, 3), st.booleans(),
+                            st.floats(0, 100)), min_size=0, max_size=12)
+_batches = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([1, 2]), _items,
+                              st.booleans()), min_size=1, max_size=10)
+
+
+def _closed(agg: WindowAggregator) -> list[tuple[object, ...]]:
+    return [(c.group, c.end_unix_nano, c.count, c.errors, c.durations.tolist())
+            for c in agg.close_ready()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_batches)
+def test_a_batch_adds_as_its_items_one_by_one(batches: list[tuple[str, int, list, bool]]) -> None:
+    one_by_one = WindowAggregator(WINDOW, LATENESS)
+    batched = WindowAggregator(WINDOW, LATENESS)
+    groups = [f"op{i}" for i in range(4)]
+    base = 0
+    for source, sender, items, close in batches:
+        base += 7  # time moves on between batches, with items behind it too
+        ts = np.array([base + t for t, _, _, _ in items], np.int64)
+        expected = [one_by_one.add(groups[g], int(t), source=source, sender=sender,
+                                   error=e, duration=d)
+                    for t, (_, g, e, d) in zip(ts.tolist(), items, strict=True)]
+        got = batched.add_many(groups, np.array([g for _, g, _, _ in items], np.intp), ts,
+                               source=source, sender=sender,
+                               errors=np.array([e for _, _, e, _ in items], np.bool_),
+                               durations=np.array([d for _, _, _, d in items], np.float64))
+        assert got.tolist() == expected
+        assert batched.state_dict() == one_by_one.state_dict()
+        if close:
+            assert _closed(batched) == _closed(one_by_one)
+
+
+def test_a_batch_without_errors_or_durations_counts_calls_only() -> None:
+    agg = WindowAggregator(WINDOW, 0)
+    agg.add_many(["x", "y"], np.array([0, 1, 0]), np.array([1, 2, 12], np.int64), source="s")
+    assert [(c.group, c.count, c.errors, len(c.durations)) for c in agg.close_ready()] == []
+    agg.add("x", 21, source="s")  # closes [10, 20): the source started mid-[0, 10)
+    assert [(c.group, c.end_unix_nano, c.count, c.errors, len(c.durations))
+            for c in agg.close_ready()] == [("x", 20, 1, 0, 0), ("y", 20, 0, 0, 0)]
