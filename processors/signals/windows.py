@@ -18,7 +18,7 @@ Windows still open at shutdown are never closed.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +136,8 @@ class WindowAggregator:
         return True
 
     def add_many(
-        self, groups: list[Hashable], group_of: NDArray[np.intp], ts_unix_nano: NDArray[np.int64],
+        self, groups: Sequence[Hashable], group_of: NDArray[np.intp],
+        ts_unix_nano: NDArray[np.int64],
         *, source: Hashable = None, sender: Hashable = None,
         errors: NDArray[np.bool_] | None = None, durations: NDArray[np.float64] | None = None,
     ) -> NDArray[np.bool_]:
