@@ -148,7 +148,8 @@ class Sidecar:
             # 0 exports every series: never more than the index holds.
             max_exported = (self.config.exposition.max_exported_series
                             or self.config.series.max_series)
-            outputs.append(OtlpScoresOutput(config.otlp_scores, max_exported))
+            outputs.append(OtlpScoresOutput(config.otlp_scores, max_exported,
+                                           telemetry=self.telemetry))
         return outputs
 
     def _start_order(self) -> list[tuple[str, Component]]:

@@ -36,6 +36,7 @@ from otel_anomaly.exporter.outputs.base import ScoringRound
 from otel_anomaly.exporter.outputs.otlp_events import SERVICE_NAME, event_resource
 from otel_anomaly.exporter.outputs.prometheus import SCORE_GAUGES
 from otel_anomaly.exporter.outputs.score_table import ScoreSnapshot, ScoreTable
+from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.types import Labels
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,9 @@ class OtlpScoresOutput:
         (tests); the output then runs whatever the endpoint.
     points_per_request
         Most gauge points in one export request; a push larger than that is split.
+    telemetry
+        Counts pushes the endpoint did not take (``otel_anomaly_output_errors_total``,
+        ``error="export_failed"``).
     """
 
     name = "otlp_scores"
@@ -107,8 +111,9 @@ class OtlpScoresOutput:
 
     def __init__(
         self, config: OtlpScoresConfig, max_series: int, exporter: MetricExporter | None = None,
-        points_per_request: int = POINTS_PER_REQUEST,
+        points_per_request: int = POINTS_PER_REQUEST, telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry
         self._config = config
         self._points_per_request = points_per_request
         self._max_series = max_series
@@ -160,6 +165,8 @@ class OtlpScoresOutput:
             seconds = self._config.timeout if timeout is None else timeout
             result = exporter.export(data, timeout_millis=seconds * 1000)
         failing = result is not MetricExportResult.SUCCESS
+        if failing and self._telemetry is not None:
+            self._telemetry.output_failed(self.name, "export_failed")
         if failing and not self._failing:
             logger.warning("otlp_scores: export to %s failed; retrying every %ss",
                            self._config.endpoint, self._config.interval)

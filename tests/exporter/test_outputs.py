@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import wait_for
 from helpers.outputs import BlockingOutput, FailingOutput, RecordingOutput
+from helpers.processes import free_port
 from helpers.sidecars import (
     FAST_DETECTOR,
     grpc_clients,
@@ -264,3 +265,18 @@ def test_a_reused_slot_takes_its_new_series_resource() -> None:
     table.update(round_two.scores, round_two.labels, {0: (("service.name", "new"),)})
     assert table.snapshot().resources == [(("service.name", "new"),)]
     assert ScoreTable().snapshot().resources == []  # not kept unless asked for
+
+
+def test_a_push_the_endpoint_does_not_take_is_counted() -> None:
+    registry = CollectorRegistry()
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens here
+    output = OtlpScoresOutput(OtlpScoresConfig(endpoint=nobody, interval=3600, timeout=0.5), 10,
+                              telemetry=Telemetry(registry))
+    output.start()
+    try:
+        output.publish(scored([0], 1.0))
+        output.push()
+    finally:
+        output.shutdown(1)
+    assert metric(registry, "otel_anomaly_output_errors_total", output="otlp_scores",
+                  error="export_failed") >= 1
