@@ -54,6 +54,9 @@ class SeriesIndex:
         # then cleared): it costs nothing per series, and a clear only stops new keys
         # from sharing the tuples of older ones.
         self._resources: dict[Labels, Labels] = {}
+        # Changes whenever a slot is freed or the index reloaded: caches of slots
+        # (``signals.wire_cache``) start over then.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -80,6 +83,16 @@ class SeriesIndex:
             self._seen.grow(self.capacity)
             self._seen.last[live] = now
         return slots, np.asarray(created, np.intp)
+
+    def slot(self, key: SeriesKey) -> int | None:
+        """The slot of ``key`` if it has one (nothing changes)."""
+        return self._slot_of.get(key)
+
+    def touch(self, slots: NDArray[np.intp], now: float) -> None:
+        """Mark live ``slots`` seen at ``now``, as ``lookup`` does for the keys it finds."""
+        if len(slots):
+            self._seen.grow(self.capacity)
+            self._seen.last[slots] = now
 
     def _insert_missing(
         self, keys: Sequence[SeriesKey], found: list[int | None], created: list[int]
@@ -143,6 +156,8 @@ class SeriesIndex:
                 del self._slot_of[key]
             self._keys[slot] = None
             self._free.append(slot)
+        if len(stale):
+            self.generation += 1
         return stale
 
     def shift_clock(self, delta: float) -> None:
@@ -189,6 +204,7 @@ class SeriesIndex:
         self._resources = {resource: resource for resource in resources[:_RESOURCE_CACHE_SIZE]
                            if resource is not None}
         self._keys = keys
+        self.generation += 1
         self._free = np.asarray(state["free"], np.int64).tolist()
         self._slot_of = {key: slot for slot, key in enumerate(keys) if key is not None}
         if len(self._slot_of) != len(keys) - len(self._free):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
+
 OUT_OF_ORDER = "out_of_order"
 RESET = "counter_reset"
 FIRST = "first_point"
@@ -28,33 +30,59 @@ PARTIAL = "partial_interval"
 _PARTIAL_FRACTION = 0.75
 
 
-class SourceState:
-    """Last point of one source stream; ``payload`` is whatever its delta needs.
-
-    ``last_ts`` and ``payload`` are the base the next rate is taken from; ``newest_ts`` is
-    the newest point seen (ahead of the base while a partial interval is held), and
-    ``interval`` the length of the last full interval (ns, 0 before the first).
-    """
-
-    __slots__ = ("interval", "last_seen", "last_ts", "newest_ts", "payload", "start")
-
-    def __init__(self, start: int, ts: int, payload: Any, now: float) -> None:
-        self.start = start
-        self.last_ts = self.newest_ts = ts
-        self.payload = payload
-        self.last_seen = now
-        self.interval = 0
-
-
 class SourceTable:
-    """Source streams by key, capped, with idle expiry on the ingest clock."""
+    """Source streams by key, capped, with idle expiry on the ingest clock.
+
+    Each stream has a dense id (``sid``) into struct-of-arrays columns (``arrays``):
+    ``start``, ``last_ts`` and ``payload`` are the base the next rate is taken from;
+    ``newest_ts`` is the newest point seen (ahead of the base while a partial interval is
+    held), ``interval`` the length of the last full interval (ns, 0 before the first), and
+    ``last_seen`` the ingest time of the last point. Arrays, so the compiled wire path
+    (``signals.wire_rows``) advances known streams without a Python step per point; the
+    Python path reads them through memoryviews (a list index's cost, not numpy's).
+    ``generation`` changes whenever a stream id is freed or reloaded: caches of ids
+    (``signals.wire_cache``) start over then.
+    """
 
     def __init__(self, max_sources: int) -> None:
         self.max_sources = max_sources
-        self._states: dict[Hashable, SourceState] = {}
+        self._sid: dict[Hashable, int] = {}
+        self._keys: list[Hashable | None] = []
+        self._payloads: list[Any] = []
+        self._free: list[int] = []
+        self.arrays = SlotArrays(
+            start=Column(np.int64), last_ts=Column(np.int64), newest_ts=Column(np.int64),
+            interval=Column(np.int64), last_seen=Column(np.float64, 0.0))
+        self.generation = 0
+        self._views()
+
+    def _views(self) -> None:
+        a = self.arrays
+        self._start, self._last_ts, self._newest, self._interval = (
+            a.start.data, a.last_ts.data, a.newest_ts.data, a.interval.data)
+        self._seen: Any = a.last_seen.data  # typeshed's memoryview takes ints only
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._sid)
+
+    def sid(self, key: Hashable) -> int | None:
+        """The id of stream ``key``, if it exists (nothing changes)."""
+        return self._sid.get(key)
+
+    def _new(self, key: Hashable, start: int, ts: int, payload: Any, now: float) -> None:
+        if self._free:
+            sid = self._free.pop()
+            self._keys[sid], self._payloads[sid] = key, payload
+        else:
+            sid = len(self._keys)
+            self._keys.append(key)
+            self._payloads.append(payload)
+            if sid >= len(self.arrays):
+                self.arrays.grow(sid + 1)
+                self._views()
+        self._sid[key] = sid
+        self._start[sid], self._last_ts[sid], self._newest[sid] = start, ts, ts
+        self._interval[sid], self._seen[sid] = 0, now
 
     def advance(
         self, key: Hashable, start: int, ts: int, payload: Any, now: float, *,
@@ -69,50 +97,58 @@ class SourceTable:
         three quarters of the stream's usual interval, so the base stays where it was and
         the next point is rated over both intervals together.
         """
-        state = self._states.get(key)
-        if state is None:
-            if len(self._states) >= self.max_sources:
+        sid = self._sid.get(key)
+        if sid is None:
+            if len(self._sid) >= self.max_sources:
                 return "series_limit", 0, None
-            self._states[key] = SourceState(start, ts, payload, now)
+            self._new(key, start, ts, payload, now)
             return FIRST, 0, None
-        if ts <= state.newest_ts:
+        if ts <= self._newest[sid]:
             return OUT_OF_ORDER, 0, None
-        state.newest_ts, state.last_seen = ts, now
-        restarted = start not in (state.start, 0) and state.start != 0
+        self._newest[sid], self._seen[sid] = ts, now
+        base = self._start[sid]
+        restarted = start not in (base, 0) and base != 0
+        last_ts = self._last_ts[sid]
         if hold_partial and not restarted:
-            if ts - state.last_ts < _PARTIAL_FRACTION * state.interval:
+            if ts - last_ts < _PARTIAL_FRACTION * self._interval[sid]:
                 return PARTIAL, 0, None
-            state.interval = ts - state.last_ts
-        prev_ts, prev_payload = state.last_ts, state.payload
-        state.start, state.last_ts, state.payload = start, ts, payload
+            self._interval[sid] = ts - last_ts
+        prev_payload = self._payloads[sid]
+        self._start[sid], self._last_ts[sid], self._payloads[sid] = start, ts, payload
         if restarted:
-            state.interval = 0
-        return (RESET if restarted else "ok"), prev_ts, prev_payload
+            self._interval[sid] = 0
+        return (RESET if restarted else "ok"), last_ts, prev_payload
 
     def state_dict(self) -> dict[str, Any]:
         """Each stream's key and last point (the counter baselines), in insertion order."""
-        return {"streams": [(key, s.start, s.last_ts, s.newest_ts, s.payload, s.last_seen,
-                             s.interval) for key, s in self._states.items()]}
+        return {"streams": [
+            (key, self._start[i], self._last_ts[i], self._newest[i], self._payloads[i],
+             self._seen[i], self._interval[i]) for key, i in self._sid.items()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict``."""
-        states: dict[Hashable, SourceState] = {}
+        self._sid, self._keys, self._payloads, self._free = {}, [], [], []
+        self.arrays.reset(np.arange(len(self.arrays)))
+        self.generation += 1
         for key, start, last_ts, newest_ts, payload, last_seen, interval in state["streams"]:
-            source = SourceState(int(start), int(last_ts), payload, float(last_seen))
-            source.newest_ts, source.interval = int(newest_ts), int(interval)
-            states[key] = source
-        self._states = states
+            self._new(key, int(start), int(last_ts), payload, float(last_seen))
+            sid = self._sid[key]
+            self._newest[sid], self._interval[sid] = int(newest_ts), int(interval)
 
     def shift_clock(self, delta: float) -> None:
         """Move every ingest-time "last seen" by ``delta`` seconds (after a restore)."""
-        for state in self._states.values():
-            state.last_seen += delta
+        self.arrays.last_seen[:] += delta
 
     def expire(self, now: float, ttl: float) -> int:
         """Drop streams idle longer than ``ttl``; return how many."""
-        stale = [k for k, s in self._states.items() if s.last_seen < now - ttl]
-        for key in stale:
-            del self._states[key]
+        seen = self._seen
+        stale = [(k, i) for k, i in self._sid.items() if seen[i] < now - ttl]
+        for key, sid in stale:
+            del self._sid[key]
+            self._keys[sid] = self._payloads[sid] = None
+            self._free.append(sid)
+        if stale:
+            self.generation += 1
         return len(stale)
 
 
