@@ -34,6 +34,7 @@ from otel_anomaly.processors.series.index import SeriesIndex
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.signals.adapter import AdapterContext, Signal, SignalAdapter
 from otel_anomaly.processors.signals.cumulative_streams import SourceTable
+from otel_anomaly.processors.signals.metrics import MetricsExtractor
 from otel_anomaly.processors.signals.otlp_resources import (
     LATEST_EVENT_TIME_NS,
     labels_of,
@@ -41,6 +42,7 @@ from otel_anomaly.processors.signals.otlp_resources import (
 )
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
+from otel_anomaly.processors.signals.wire_path import WirePath
 from otel_anomaly.processors.types import (
     AnomalyEvent,
     IngestResult,
@@ -48,6 +50,7 @@ from otel_anomaly.processors.types import (
     Observations,
     SeriesBatch,
     SeriesKey,
+    SlottedRows,
 )
 
 _SERVICE_CACHE_SIZE = 4096
@@ -87,6 +90,9 @@ class Engine:
         context = AdapterContext(settings, self._sources, self.span_coverage)
         self.adapters: dict[Signal, SignalAdapter] = {
             signal: adapter.create(context) for signal, adapter in ADAPTERS.items()}
+        metrics = self.adapters["metrics"]
+        # Metrics requests that come with their bytes skip the per-point Python walk.
+        self.wire = WirePath(metrics, self.index) if isinstance(metrics, MetricsExtractor) else None
         self.deploys = DeployTracker(settings.deploy_grace_s)
         # Per-service vectors span traces and logs: they share the traces window.
         self.multivariate = MultivariateStage(
@@ -107,12 +113,14 @@ class Engine:
         limit = self.settings.latest_event_time
         return LATEST_EVENT_TIME_NS if limit is None else min(LATEST_EVENT_TIME_NS, limit())
 
-    def ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message, data: bytes | None = None) -> IngestResult:
         """Extract, score and learn every item of one request of ``signal``.
 
         Metrics points are scored as they come; spans and log records go into windows,
         scored when their window closes. Every item the signal's adapter counts is either
-        accepted or rejected in the result.
+        accepted or rejected in the result. ``data``: the serialized ``request``, when the
+        receiver has it; a metrics request then takes the compiled path
+        (``signals.wire_path``), with the same outcome.
 
         Raises
         ------
@@ -129,7 +137,10 @@ class Engine:
             raise ValueError(msg)
         result, out = IngestResult(), Observations()
         self._seen(adapter.resources(request))
-        adapter.extract(request, out, result, self.settings.clock(), self._latest())
+        now, latest = self.settings.clock(), self._latest()
+        if not (data is not None and signal == "metrics" and self.wire is not None
+                and self.wire.extract(request, data, out, result, now, latest)):
+            adapter.extract(request, out, result, now, latest)
         self._score(out, result)
         return result
 
@@ -192,24 +203,64 @@ class Engine:
         for service, version, ts in out.versions:
             self.deploys.observe(service, version, ts)
         why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
-        self._score_points(out.keys, np.array(out.ts, np.int64),
-                           np.array(out.values, np.float64), out.exemplars, result,
-                           out.count_array())
+        if out.slotted is None:
+            self._score_points(out.keys, np.array(out.ts, np.int64),
+                               np.array(out.values, np.float64), out.exemplars, result,
+                               out.count_array())
+        else:
+            self._score_merged(out, out.slotted, result)
         if why and result.events:
             result.events = [_explained(event, why) for event in result.events]
+
+    def _score_merged(self, out: Observations, fast: SlottedRows, result: IngestResult) -> None:
+        """Score walked rows (keys) and compiled rows (slots) together, in request order."""
+        self.index.touch(fast.slots, self.settings.clock())
+        walked = self._slots_of(out.keys)
+        n_fast = len(fast.slots)
+        slots = np.concatenate([fast.slots, walked])
+        ts = np.concatenate([fast.ts_unix_nano, np.array(out.ts, np.int64)])
+        values = np.concatenate([fast.values, np.array(out.values, np.float64)])
+        counts = out.count_array()
+        if counts is not None:
+            counts = np.concatenate([np.full(n_fast, np.nan), counts])
+        exemplars = {n_fast + row: ids for row, ids in out.exemplars.items()}
+        if len(walked):  # the walked rows go back to their places among the compiled ones
+            order = np.argsort(np.concatenate([fast.order, fast.walked_order(len(walked))]),
+                               kind="stable")
+            slots, ts, values = slots[order], ts[order], values[order]
+            counts = None if counts is None else counts[order]
+            if exemplars:
+                place = np.empty_like(order)
+                place[order] = np.arange(len(order))
+                exemplars = {int(place[row]): ids for row, ids in exemplars.items()}
+        self._score_slots(slots, ts, values, exemplars, result, counts)
+
+    def _slots_of(self, keys: Sequence[SeriesKey]) -> NDArray[np.intp]:
+        """Each key's slot (-1 past ``max_series``); new series start fresh everywhere."""
+        if not len(keys):
+            return np.empty(0, np.intp)
+        slots, created = self.index.lookup(keys, self.settings.clock())
+        created_keys = [self.index.key(slot) for slot in created.tolist()]
+        self.scorer.assign_many(created, created_keys)
+        self.deploys.track(created, [self._service(key.resource) for key in created_keys])
+        self.feedback.reset(created)
+        return slots
 
     def _score_points(
         self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
         exemplars: dict[int, tuple[bytes, bytes]], result: IngestResult,
         counts: NDArray[np.float64] | None = None,
     ) -> None:
-        if not len(keys):
+        if len(keys):
+            self._score_slots(self._slots_of(keys), ts, values, exemplars, result, counts)
+
+    def _score_slots(
+        self, slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],
+        exemplars: dict[int, tuple[bytes, bytes]], result: IngestResult,
+        counts: NDArray[np.float64] | None = None,
+    ) -> None:
+        if not len(slots):
             return
-        slots, created = self.index.lookup(keys, self.settings.clock())
-        created_keys = [self.index.key(slot) for slot in created.tolist()]
-        self.scorer.assign_many(created, created_keys)
-        self.deploys.track(created, [self._service(key.resource) for key in created_keys])
-        self.feedback.reset(created)
         kept = slots >= 0
         n_kept = int(np.count_nonzero(kept))
         result.skip("series_limit", len(slots) - n_kept)

@@ -228,6 +228,32 @@ class IngestResult:
         return "rejected: " + ", ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class SlottedRows:
+    """Points of a request that already have their slots (the compiled metrics path).
+
+    ``slots``, ``ts_unix_nano`` and ``values`` are parallel; ``order`` places each row in
+    the request. The rows of the ``Observations`` they come with (points the Python walk
+    handled) are placed by unit: rows from ``unit_starts[u]`` up to the next unit's start
+    (or ``extracted``) have place ``unit_orders[u]``; rows appended after extraction (the
+    multivariate stage's) come last.
+    """
+
+    slots: NDArray[np.intp]
+    ts_unix_nano: NDArray[np.int64]
+    values: NDArray[np.float64]
+    order: NDArray[np.int64]
+    unit_starts: list[int]
+    unit_orders: list[int]
+    extracted: int
+
+    def walked_order(self, n_rows: int) -> NDArray[np.int64]:
+        """The place in the request of each of the ``n_rows`` walked rows."""
+        bounds = np.array([*self.unit_starts, self.extracted, n_rows], np.int64)
+        places = np.array([*self.unit_orders, np.iinfo(np.int64).max], np.int64)
+        return np.repeat(places, np.diff(bounds))
+
+
 class Observations:
     """Points gathered from one request, before they get slots: parallel lists.
 
@@ -235,9 +261,10 @@ class Observations:
     ``versions`` lists ``(service labels, service.version, earliest point time)`` per
     resource that carried a version (deploy awareness). ``counts`` maps a row to its
     sample size (the calls or records behind a ratio): sparse, as most points have none.
+    ``slotted``: points the compiled metrics path scored without keys, if it ran.
     """
 
-    __slots__ = ("counts", "exemplars", "keys", "ts", "values", "versions")
+    __slots__ = ("counts", "exemplars", "keys", "slotted", "ts", "values", "versions")
 
     def __init__(self) -> None:
         self.keys: list[SeriesKey] = []
@@ -246,6 +273,7 @@ class Observations:
         self.counts: dict[int, float] = {}
         self.exemplars: dict[int, tuple[bytes, bytes]] = {}
         self.versions: list[tuple[Labels, str, int]] = []
+        self.slotted: SlottedRows | None = None
 
     def __len__(self) -> int:
         return len(self.keys)

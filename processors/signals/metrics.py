@@ -102,7 +102,7 @@ class MetricsExtractor:
         ``now`` is the ingest clock; points stamped after ``latest`` (ns) are rejected.
         """
         for rm, labels, version in resource_groups(request.resource_metrics):
-            resource = self._canonical(labels)
+            resource = self.canonical(labels)
             first = len(out)
             for sm in rm.scope_metrics:
                 if self._covered(sm, resource, now):
@@ -110,8 +110,7 @@ class MetricsExtractor:
                     result.accepted += points
                     result.skip("covered_by_spans", points)
                     continue
-                walk = _Walk(self.sources, self.quantile_pools, resource, out, result, now,
-                             latest)
+                walk = self.walk(resource, out, result, now, latest)
                 for metric in sm.metrics:
                     walk.metric(metric)
             note_version(out, service_labels(resource), version, out.ts[first:], latest)
@@ -130,7 +129,13 @@ class MetricsExtractor:
         return (self.span_coverage is not None and scope_metrics.scope.name == SPANMETRICS_SCOPE
                 and self.span_coverage.covers(service_labels(resource), now))
 
-    def _canonical(self, resource: Labels) -> Labels:
+    def walk(self, resource: Labels, out: Observations, result: IngestResult, now: float,
+             latest: int) -> _Walk:
+        """The Python walk of one resource's metrics (``walk.metric(metric)``)."""
+        return _Walk(self.sources, self.quantile_pools, resource, out, result, now, latest)
+
+    def canonical(self, resource: Labels) -> Labels:
+        """``resource`` as the one tuple every key of this resource holds."""
         # Every key built from this request then holds the same resource object as the
         # keys already stored, so dict lookups compare it by identity, not attribute by
         # attribute. Bounded: resources come from clients.
