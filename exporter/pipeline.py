@@ -46,6 +46,7 @@ class _Item:
     request: Message
     count: int
     future: Future[IngestResult]
+    data: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -137,14 +138,19 @@ class Pipeline:
             self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
             self._thread.start()
 
-    def submit(self, signal: Signal, request: Message, count: int) -> Future[IngestResult] | None:
-        """Queue a request of ``count`` items; ``None`` if the queue is full or closed."""
+    def submit(
+        self, signal: Signal, request: Message, count: int, data: bytes | None = None,
+    ) -> Future[IngestResult] | None:
+        """Queue a request of ``count`` items; ``None`` if the queue is full or closed.
+
+        ``data``: the bytes ``request`` was decoded from (``Engine.ingest`` scans metrics).
+        """
         future: Future[IngestResult] = Future()
         with self._lock:
             if self._closed or self._thread is None:
                 return None
             try:
-                self._queue.put_nowait(_Item(signal, request, count, future))
+                self._queue.put_nowait(_Item(signal, request, count, future, data))
             except queue.Full:
                 return None
         return future
@@ -250,7 +256,7 @@ class Pipeline:
             return
         started = time.perf_counter()
         try:
-            result = self._engine.ingest(item.signal, item.request)
+            result = self._engine.ingest(item.signal, item.request, item.data)
             self._publish(item.signal, result, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - any engine failure answers this request only
             self._failed(item.signal, exc)

@@ -31,7 +31,7 @@ from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import probe_bind_error
 from otel_anomaly.exporter.receivers.intake import Intake
-from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.receivers.signals import SPECS, Received, SignalSpec
 from otel_anomaly.exporter.security import (
     BearerTokens,
     GrpcBearerInterceptor,
@@ -76,7 +76,8 @@ class _OtlpServicer:
         self._intake = intake
 
     async def Export(  # noqa: N802 - the generated servicer's method name
-        self, request: Message | DecodeFailure, context: grpc.aio.ServicerContext[Message, Message]
+        self, request: Received | DecodeFailure,
+        context: grpc.aio.ServicerContext[Message, Message],
     ) -> Message:
         """Handle one export call."""
         telemetry = self._intake.telemetry
@@ -87,7 +88,7 @@ class _OtlpServicer:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode {name}: {request.error}"
             )
-        outcome = await self._intake.export("grpc", self.spec, request)
+        outcome = await self._intake.export("grpc", self.spec, request.message, request.data)
         if outcome.status == "unavailable":
             trailers = retry_trailers(outcome.message, self._intake.retry_after_s)
             await context.abort(grpc.StatusCode.UNAVAILABLE, outcome.message, trailers)
@@ -114,10 +115,10 @@ class LogsServicer(_OtlpServicer, logs_service_pb2_grpc.LogsServiceServicer):
     spec = SPECS["logs"]
 
 
-def _lenient_parser(spec: SignalSpec) -> Callable[[bytes], Message | DecodeFailure]:
-    def parse(data: bytes) -> Message | DecodeFailure:
+def _lenient_parser(spec: SignalSpec) -> Callable[[bytes], Received | DecodeFailure]:
+    def parse(data: bytes) -> Received | DecodeFailure:
         try:
-            return spec.parse(data)
+            return spec.receive(data)
         except Exception as exc:  # noqa: BLE001 - any decode failure is the client's error
             return DecodeFailure(str(exc) or type(exc).__name__)
 

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
-from google.protobuf.message import Message
 
 from otel_anomaly.exporter.config import BearerAuthConfig, HttpReceiverConfig
 from otel_anomaly.exporter.loop import IoLoop
@@ -40,7 +39,7 @@ from otel_anomaly.exporter.receivers.remote_write import (
     RemoteWriteSpec,
     decode_write_request,
 )
-from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.receivers.signals import SPECS, Received, SignalSpec
 from otel_anomaly.exporter.security import (
     CHALLENGE,
     REFUSED_MESSAGE,
@@ -147,12 +146,12 @@ class HttpReceiver:
                     "application/x-protobuf or application/json"
                 )
                 raise HttpError(415, msg)
-            message = await self._decode(spec, encoding, request)
+            received = await self._decode(spec, encoding, request)
         except HttpError as exc:
             kind = {400: "malformed", 413: "too_large"}.get(exc.status, "unsupported")
             telemetry.request("http", spec.signal, kind)
             return status_response(exc.status, exc.message, encoding)
-        outcome = await self._intake.export("http", spec, message)
+        outcome = await self._intake.export("http", spec, received.message, received.data)
         if outcome.status == "unavailable":
             retry_after = str(max(1, math.ceil(self._intake.retry_after_s)))
             return status_response(503, outcome.message, encoding, {"Retry-After": retry_after})
@@ -185,7 +184,7 @@ class HttpReceiver:
 
     async def _decode(
         self, spec: SignalSpec, encoding: Encoding, request: web.Request
-    ) -> Message:
+    ) -> Received:
         body = await self._read(request)
         content_encoding = request.headers.get("Content-Encoding", "")
         if encoding == "protobuf" and not content_encoding and len(body) <= _INLINE_BYTES:

@@ -11,7 +11,7 @@ from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # n
 
 from otel_anomaly.exporter.errors import ExporterError
 from otel_anomaly.exporter.receivers import otlp_json
-from otel_anomaly.exporter.receivers.signals import SignalSpec
+from otel_anomaly.exporter.receivers.signals import Received, SignalSpec
 
 Encoding = Literal["protobuf", "json"]
 MEDIA_TYPES: dict[str, Encoding] = {
@@ -97,14 +97,18 @@ def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
 
 
 def decode(spec: SignalSpec, encoding: Encoding, body: bytes, content_encoding: str,
-           limit: int) -> Message:
-    """Decompress and decode a request body; ``HttpError`` (400, 413, 415) says why not."""
+           limit: int) -> Received:
+    """Decompress and decode a request body; ``HttpError`` (400, 413, 415) says why not.
+
+    A protobuf body's decompressed bytes come with the message (JSON's do not: the engine
+    scans protobuf only).
+    """
     data = decompress(body, content_encoding, limit)
     name = spec.request_type.DESCRIPTOR.name
     try:
         if encoding == "json":
-            return otlp_json.parse(data, spec.request_type)
-        return spec.parse(data)
+            return Received(otlp_json.parse(data, spec.request_type))
+        return spec.receive(data)
     except Exception as exc:  # noqa: BLE001 - any decode failure is the client's error
         msg = f"cannot decode {name} ({encoding}): {exc}"
         raise HttpError(400, msg) from exc

@@ -65,15 +65,20 @@ class Intake:
         self.telemetry = telemetry
         self.retry_after_s = retry_after_s
 
-    async def export(self, transport: str, spec: IntakeSpec, request: Message) -> Outcome:
-        """Process one decoded request; never raises except on cancellation."""
+    async def export(
+        self, transport: str, spec: IntakeSpec, request: Message, data: bytes | None = None,
+    ) -> Outcome:
+        """Process one decoded request; never raises except on cancellation.
+
+        ``data``: the bytes ``request`` was decoded from, if the engine may scan them.
+        """
         signal = spec.signal
         count = spec.count(request)
         if count == 0:
             self.telemetry.request(transport, signal, "empty")
             return Outcome("ok", response=spec.response())
         self.telemetry.received(signal, count)
-        future = self.pipeline.submit(signal, request, count)
+        future = self.pipeline.submit(signal, request, count, data)
         if future is None:
             reason = "queue_full" if self.pipeline.accepting else "shutting_down"
             self.telemetry.dropped(signal, reason, count)

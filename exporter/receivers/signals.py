@@ -20,8 +20,8 @@ from otel_anomaly.processors.signals.adapter import Signal
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.types import IngestResult
 
-__all__ = ["SIGNALS", "SPECS", "ExportRequest", "LogsRequest", "MetricsRequest", "Signal",
-           "SignalSpec", "TracesRequest"]
+__all__ = ["SIGNALS", "SPECS", "ExportRequest", "LogsRequest", "MetricsRequest", "Received",
+           "Signal", "SignalSpec", "TracesRequest"]
 
 SIGNALS: tuple[Signal, ...] = tuple(ADAPTERS)
 
@@ -29,6 +29,18 @@ MetricsRequest = metrics_service_pb2.ExportMetricsServiceRequest
 TracesRequest = trace_service_pb2.ExportTraceServiceRequest
 LogsRequest = logs_service_pb2.ExportLogsServiceRequest
 ExportRequest: TypeAlias = MetricsRequest | TracesRequest | LogsRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A decoded request and, for metrics, the bytes it was decoded from.
+
+    The engine scans a metrics request's bytes instead of walking every point of the
+    message (``processors.signals.wire_path``); nothing is serialized again for it.
+    """
+
+    message: Message
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,10 @@ class SignalSpec:
         request = self.request_type()
         request.ParseFromString(data)
         return request
+
+    def receive(self, data: bytes) -> Received:
+        """Decode a binary protobuf request, keeping its bytes if the engine scans them."""
+        return Received(self.parse(data), data if self.signal == "metrics" else None)
 
     def response(self, result: IngestResult | None = None) -> Message:
         """The reply: empty when all was accepted, else ``partial_success`` with reasons."""
