@@ -43,37 +43,38 @@ def combine(resource: np.int64, metric: np.int64, attributes: np.int64) -> np.in
     return np.int64(mix(x ^ np.uint64(attributes)))
 
 
+# Columns of the table: a row is one 32-byte entry, so a probe touches one cache line.
+KEY1, KEY2, SID, SLOT = range(4)
+
+
 @kernel
-def probe(
-    k1: NDArray[np.int64], k2: NDArray[np.int64], ids: NDArray[np.int64], a: np.int64,
-    b: np.int64,
-) -> np.int64:
-    """The row of key ``(a, b)``, or of the empty row where it would go (``ids`` < 0)."""
-    mask = len(ids) - 1
+def probe(table: NDArray[np.int64], a: np.int64, b: np.int64) -> np.int64:
+    """The row of key ``(a, b)``, or of the empty row where it would go (``SID`` < 0)."""
+    mask = len(table) - 1
     row = a & mask  # non-negative, as mask is
-    while ids[row, 0] >= 0 and not (k1[row] == a and k2[row] == b):
+    while table[row, SID] >= 0 and not (table[row, KEY1] == a and table[row, KEY2] == b):
         row = (row + 1) & mask
     return row
 
 
 @kernel
 def _insert_all(
-    k1: NDArray[np.int64], k2: NDArray[np.int64], ids: NDArray[np.int64],
-    a: NDArray[np.int64], b: NDArray[np.int64], new_ids: NDArray[np.int64],
+    table: NDArray[np.int64], a: NDArray[np.int64], b: NDArray[np.int64],
+    new_ids: NDArray[np.int64],
 ) -> int:
     """Insert keys (replacing ids of keys present); return how many were new."""
     added = 0
     for i in range(len(a)):
-        row = probe(k1, k2, ids, a[i], b[i])
-        if ids[row, 0] < 0:
+        row = probe(table, a[i], b[i])
+        if table[row, SID] < 0:
             added += 1
-        k1[row], k2[row] = a[i], b[i]
-        ids[row, 0], ids[row, 1] = new_ids[i, 0], new_ids[i, 1]
+        table[row, KEY1], table[row, KEY2] = a[i], b[i]
+        table[row, SID], table[row, SLOT] = new_ids[i, 0], new_ids[i, 1]
     return added
 
 
 class WireCache:
-    """The table (see the module doc); ``ids[row]`` is ``(stream id, slot)``, -1 if empty.
+    """The table (see the module doc): rows of ``(KEY1, KEY2, SID, SLOT)``, ``SID`` -1 if empty.
 
     Parameters
     ----------
@@ -87,9 +88,7 @@ class WireCache:
         self._allocate(_MIN_CAPACITY)
 
     def _allocate(self, capacity: int) -> None:
-        self.k1 = np.zeros(capacity, np.int64)
-        self.k2 = np.zeros(capacity, np.int64)
-        self.ids = np.full((capacity, 2), -1, np.int64)
+        self.table = np.full((capacity, 4), -1, np.int64)
         self.size = 0
 
     def __len__(self) -> int:
@@ -111,12 +110,12 @@ class WireCache:
         if self.size + len(a) > self.max_entries:
             self.clear()
             a, b, ids = a[-self.max_entries:], b[-self.max_entries:], ids[-self.max_entries:]
-        while 2 * (self.size + len(a)) > len(self.ids):
+        while 2 * (self.size + len(a)) > len(self.table):
             self._grow()
-        self.size += _insert_all(self.k1, self.k2, self.ids, a, b, ids)
+        self.size += _insert_all(self.table, a, b, ids)
 
     def _grow(self) -> None:
-        live = self.ids[:, 0] >= 0
-        k1, k2, ids = self.k1[live], self.k2[live], self.ids[live]
-        self._allocate(2 * len(self.ids))
-        self.size = _insert_all(self.k1, self.k2, self.ids, k1, k2, ids)
+        live = self.table[self.table[:, SID] >= 0]
+        self._allocate(2 * len(self.table))
+        self.size = _insert_all(self.table, live[:, KEY1].copy(), live[:, KEY2].copy(),
+                                live[:, SID:].copy())

@@ -160,7 +160,7 @@ class WirePath:
         found = np.empty((len(rows), 2), np.int64)
         cache = self.cache
         classify(rows, points, tables.values, metrics, tables.groups[:n_groups], latest,
-                 cache.k1, cache.k2, cache.ids, keys, outcome, found)
+                 cache.table, keys, outcome, found)
         walk = _Walker(self, request, metrics, resources, out, result, now, latest)
         unknown = np.flatnonzero(outcome == UNKNOWN)
         if len(unknown):

@@ -25,7 +25,7 @@ from otel_anomaly.processors.signals.metrics_wire import (
     P_METRIC,
     P_TIME,
 )
-from otel_anomaly.processors.signals.wire_cache import combine, probe
+from otel_anomaly.processors.signals.wire_cache import SID, SLOT, combine, probe
 
 # Row outcomes, in the order the checks run.
 SCORED, MISSING_TIME, FUTURE_TIME, NO_VALUE, NON_FINITE, OUT_OF_ORDER, UNKNOWN = range(7)
@@ -36,8 +36,8 @@ _NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 def classify(
     rows: NDArray[np.int64], points: NDArray[np.int64], values: NDArray[np.float64],
     metrics: NDArray[np.int64], groups: NDArray[np.int64], latest: int,
-    k1: NDArray[np.int64], k2: NDArray[np.int64], ids: NDArray[np.int64],
-    keys: NDArray[np.int64], status: NDArray[np.int64], found: NDArray[np.int64],
+    table: NDArray[np.int64], keys: NDArray[np.int64], status: NDArray[np.int64],
+    found: NDArray[np.int64],
 ) -> None:
     """Check each of ``rows`` and find its stream: ``status`` and ``found`` (sid, slot).
 
@@ -60,12 +60,12 @@ def classify(
         elif not np.isfinite(values[r]):
             status[i] = NON_FINITE
         else:
-            row = probe(k1, k2, ids, keys[i, 0], keys[i, 1])
-            if ids[row, 0] < 0:
+            row = probe(table, keys[i, 0], keys[i, 1])
+            if table[row, SID] < 0:
                 status[i] = UNKNOWN
             else:
                 status[i] = SCORED
-                found[i, 0], found[i, 1] = ids[row, 0], ids[row, 1]
+                found[i, 0], found[i, 1] = table[row, SID], table[row, SLOT]
 
 
 @kernel
