@@ -49,6 +49,8 @@ def test_every_signal_reaches_the_engine() -> None:
         clients.logs.Export(logs_request([(SECOND, 9), (SECOND, 17)]), timeout=5)
         assert holder.engine is not None
         assert [signal for signal, _ in holder.engine.requests] == ["metrics", "traces", "logs"]
+        # The metrics request's bytes travel with it, for the engine's wire scan; only those.
+        assert holder.engine.data == [CPU.SerializeToString(), None, None]
         families = scrape(sidecar.metrics_port)
         assert sample_value(families, "otel_anomaly_points_received_total", signal="logs") == 2
         assert sample_value(families, "otel_anomaly_requests_total", transport="grpc",

@@ -78,6 +78,8 @@ def test_compressed_bodies_are_accepted(
         status, _, _ = post_metrics(sidecar, body, {**PROTOBUF, "Content-Encoding": encoding})
         assert status == 200
         assert holder.engine is not None and holder.engine.requests == [("metrics", CPU)]
+        # The engine scans the decompressed bytes (``processors.signals.wire_path``).
+        assert holder.engine.data == [CPU.SerializeToString()]
 
 
 def test_json_hex_ids_reach_the_engine_as_the_right_bytes(recorded: Recorded) -> None:

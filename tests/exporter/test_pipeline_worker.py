@@ -139,7 +139,8 @@ def test_results_feed_scores_events_and_self_metrics(clock: FakeClock) -> None:
     v = np.array([9.0])
 
     class Scoring(RecordingEngine):
-        def ingest(self, signal: Signal, request: Message) -> IngestResult:
+        def ingest(self, signal: Signal, request: Message, data: bytes | None = None
+                   ) -> IngestResult:
             result = IngestResult(accepted=1, rejected={"non_finite": 1},
                                   skipped={"first_point": 1})
             result.scores = ScoreBatch(np.array([0]), np.array([5]), v, v, v, v, v,

@@ -27,12 +27,15 @@ class RecordingEngine(Engine):
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
         self.requests: list[tuple[Signal, Message]] = []
+        self.data: list[bytes | None] = []  # the bytes each request came with
         self.threads: set[str] = set()
         self.evict_calls = 0
 
-    def ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message, data: bytes | None = None
+               ) -> IngestResult:
         self.threads.add(threading.current_thread().name)
         self.requests.append((signal, request))
+        self.data.append(data)
         return IngestResult(accepted=SPECS[signal].count(request))
 
     def evict_expired(self) -> NDArray[np.intp]:
@@ -57,10 +60,11 @@ class GatedEngine(RecordingEngine):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message, data: bytes | None = None
+               ) -> IngestResult:
         self.entered.set()
         self.gate.wait(30)
-        return super().ingest(signal, request)
+        return super().ingest(signal, request, data)
 
 
 class FailingEngine(RecordingEngine):
@@ -70,10 +74,11 @@ class FailingEngine(RecordingEngine):
         super().__init__(settings)
         self.failure: Exception | None = ValueError("boom: detector state is inconsistent")
 
-    def ingest(self, signal: Signal, request: Message) -> IngestResult:
+    def ingest(self, signal: Signal, request: Message, data: bytes | None = None
+               ) -> IngestResult:
         if self.failure is not None:
             raise self.failure
-        return super().ingest(signal, request)
+        return super().ingest(signal, request, data)
 
 
 class EngineHolder:
