@@ -88,7 +88,8 @@ class _OtlpServicer:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode {name}: {request.error}"
             )
-        outcome = await self._intake.export("grpc", self.spec, request.message, request.data)
+        outcome = await self._intake.export("grpc", self.spec, request.message, request.data,
+                                            request.count)
         if outcome.status == "unavailable":
             trailers = retry_trailers(outcome.message, self._intake.retry_after_s)
             await context.abort(grpc.StatusCode.UNAVAILABLE, outcome.message, trailers)

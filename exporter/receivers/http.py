@@ -151,7 +151,8 @@ class HttpReceiver:
             kind = {400: "malformed", 413: "too_large"}.get(exc.status, "unsupported")
             telemetry.request("http", spec.signal, kind)
             return status_response(exc.status, exc.message, encoding)
-        outcome = await self._intake.export("http", spec, received.message, received.data)
+        outcome = await self._intake.export("http", spec, received.message, received.data,
+                                            received.count)
         if outcome.status == "unavailable":
             retry_after = str(max(1, math.ceil(self._intake.retry_after_s)))
             return status_response(503, outcome.message, encoding, {"Retry-After": retry_after})

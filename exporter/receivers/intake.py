@@ -67,13 +67,16 @@ class Intake:
 
     async def export(
         self, transport: str, spec: IntakeSpec, request: Message, data: bytes | None = None,
+        count: int | None = None,
     ) -> Outcome:
         """Process one decoded request; never raises except on cancellation.
 
-        ``data``: the bytes ``request`` was decoded from, if the engine may scan them.
+        ``data``: the bytes ``request`` was decoded from, if the engine may scan them;
+        ``count``: its items, if already known (else ``spec.count`` counts them).
         """
         signal = spec.signal
-        count = spec.count(request)
+        if count is None:
+            count = spec.count(request)
         if count == 0:
             self.telemetry.request(transport, signal, "empty")
             return Outcome("ok", response=spec.response())

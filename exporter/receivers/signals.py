@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_anomaly.processors.signals.adapter import Signal
+from otel_anomaly.processors.signals.metrics_wire import count_points
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.types import IngestResult
 
@@ -41,6 +42,7 @@ class Received:
 
     message: Message
     data: bytes | None = None
+    count: int | None = None  # the items in it, when the bytes told (else the adapter counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +64,15 @@ class SignalSpec:
         return request
 
     def receive(self, data: bytes) -> Received:
-        """Decode a binary protobuf request, keeping its bytes if the engine scans them."""
-        return Received(self.parse(data), data if self.signal == "metrics" else None)
+        """Decode a binary protobuf request, keeping its bytes if the engine scans them.
+
+        A metrics request is counted from its bytes (``metrics_wire.count_points``): the
+        adapter's count reads every metric of the message in Python.
+        """
+        message = self.parse(data)
+        if self.signal != "metrics":
+            return Received(message)
+        return Received(message, data, count_points(data))
 
     def response(self, result: IngestResult | None = None) -> Message:
         """The reply: empty when all was accepted, else ``partial_success`` with reasons."""

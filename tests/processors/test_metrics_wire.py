@@ -15,6 +15,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint
 
 from otel_anomaly.processors.signals import metrics_wire as w
+from otel_anomaly.processors.signals.metrics import MetricsExtractor
 from otel_anomaly.processors.testing import SECOND, counter, gauge, histogram, metrics_request
 
 Tables = tuple[int, NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]
@@ -176,3 +177,33 @@ def test_random_bytes_never_crash_and_agree_with_upb_when_both_accept(data: byte
         return
     if status == w.OK:
         assert len(groups) == len(parsed.resource_metrics)
+
+
+def test_count_from_bytes_is_the_adapters_count() -> None:
+    no_data = ExportMetricsServiceRequest()
+    no_data.resource_metrics.add().scope_metrics.add().metrics.add(name="no data")
+    requests = [mixed_round(r) for r in (0, 1, 31)] + list(sdk_requests(2)) + [no_data]
+    for request in requests:
+        assert w.count_points(request.SerializeToString()) == MetricsExtractor.count(request)
+
+
+def test_count_follows_merged_and_replaced_oneof_members() -> None:
+    second = Gauge(data_points=[NumberDataPoint(time_unix_nano=2)] * 2).SerializeToString()
+    merged = _metric_bytes_with(b"\x2a" + bytes([len(second)]) + second)  # gauge again
+    summary = b"\x0a\x00"  # Summary with one empty data point
+    replaced = _metric_bytes_with(b"\x5a" + bytes([len(summary)]) + summary)
+    for data in (merged, replaced):
+        parsed = ExportMetricsServiceRequest.FromString(data)
+        assert w.count_points(data) == MetricsExtractor.count(parsed)
+    assert (w.count_points(merged), w.count_points(replaced)) == (3, 1)
+
+
+def test_count_of_truncated_bytes_is_none_or_right() -> None:
+    data = mixed_round(5).SerializeToString()
+    for end in range(len(data)):
+        count = w.count_points(data[:end])
+        try:
+            parsed = ExportMetricsServiceRequest.FromString(data[:end])
+        except Exception:  # noqa: BLE001 - undecodable: the receiver refuses it before counting
+            continue
+        assert count is None or count == MetricsExtractor.count(parsed)
