@@ -71,8 +71,10 @@ FEATURES: tuple[Feature, ...] = (
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 FLOORS = np.array([f.floor for f in FEATURES])
-_SOURCES = frozenset({CALLS_METRIC, ERROR_RATIO_METRIC, P95_METRIC, LOG_RATE_METRIC,
-                      LOG_ERROR_METRIC})
+SOURCE_METRICS = frozenset({CALLS_METRIC, ERROR_RATIO_METRIC, P95_METRIC, LOG_RATE_METRIC,
+                            LOG_ERROR_METRIC})
+"""The scored series the per-service vectors are built from."""
+_SOURCES = SOURCE_METRICS
 
 
 _Points = dict[tuple[str, Labels], float]

@@ -20,6 +20,7 @@ import numpy as np
 
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
+_IN_LEVEL = object()  # a stream's payload is the float in its ``level`` column
 OUT_OF_ORDER = "out_of_order"
 RESET = "counter_reset"
 FIRST = "first_point"
@@ -34,7 +35,8 @@ class SourceTable:
     """Source streams by key, capped, with idle expiry on the ingest clock.
 
     Each stream has a dense id (``sid``) into struct-of-arrays columns (``arrays``):
-    ``start``, ``last_ts`` and ``payload`` are the base the next rate is taken from;
+    ``start``, ``last_ts`` and the payload are the base the next rate is taken from (a
+    float payload, a counter's value, lives in the ``level`` column; others in a list);
     ``newest_ts`` is the newest point seen (ahead of the base while a partial interval is
     held), ``interval`` the length of the last full interval (ns, 0 before the first), and
     ``last_seen`` the ingest time of the last point. Arrays, so the compiled wire path
@@ -50,9 +52,11 @@ class SourceTable:
         self._keys: list[Hashable | None] = []
         self._payloads: list[Any] = []
         self._free: list[int] = []
+        # ``start`` is uint64 as in OTLP (never checked, unlike event times).
         self.arrays = SlotArrays(
-            start=Column(np.int64), last_ts=Column(np.int64), newest_ts=Column(np.int64),
-            interval=Column(np.int64), last_seen=Column(np.float64, 0.0))
+            start=Column(np.uint64), last_ts=Column(np.int64), newest_ts=Column(np.int64),
+            interval=Column(np.int64), last_seen=Column(np.float64, 0.0),
+            level=Column(np.float64, 0.0))
         self.generation = 0
         self._views()
 
@@ -60,7 +64,9 @@ class SourceTable:
         a = self.arrays
         self._start, self._last_ts, self._newest, self._interval = (
             a.start.data, a.last_ts.data, a.newest_ts.data, a.interval.data)
-        self._seen: Any = a.last_seen.data  # typeshed's memoryview takes ints only
+        # typeshed's memoryview takes ints only
+        self._seen: Any = a.last_seen.data
+        self._level: Any = a.level.data
 
     def __len__(self) -> int:
         return len(self._sid)
@@ -72,17 +78,29 @@ class SourceTable:
     def _new(self, key: Hashable, start: int, ts: int, payload: Any, now: float) -> None:
         if self._free:
             sid = self._free.pop()
-            self._keys[sid], self._payloads[sid] = key, payload
+            self._keys[sid] = key
         else:
             sid = len(self._keys)
             self._keys.append(key)
-            self._payloads.append(payload)
+            self._payloads.append(None)
             if sid >= len(self.arrays):
                 self.arrays.grow(sid + 1)
                 self._views()
+        self._set_payload(sid, payload)
         self._sid[key] = sid
         self._start[sid], self._last_ts[sid], self._newest[sid] = start, ts, ts
         self._interval[sid], self._seen[sid] = 0, now
+
+    def _set_payload(self, sid: int, payload: Any) -> None:
+        if isinstance(payload, float):
+            self._level[sid] = payload
+            self._payloads[sid] = _IN_LEVEL
+        else:
+            self._payloads[sid] = payload
+
+    def _payload(self, sid: int) -> Any:
+        payload = self._payloads[sid]
+        return self._level[sid] if payload is _IN_LEVEL else payload
 
     def advance(
         self, key: Hashable, start: int, ts: int, payload: Any, now: float, *,
@@ -113,8 +131,9 @@ class SourceTable:
             if ts - last_ts < _PARTIAL_FRACTION * self._interval[sid]:
                 return PARTIAL, 0, None
             self._interval[sid] = ts - last_ts
-        prev_payload = self._payloads[sid]
-        self._start[sid], self._last_ts[sid], self._payloads[sid] = start, ts, payload
+        prev_payload = self._payload(sid)
+        self._start[sid], self._last_ts[sid] = start, ts
+        self._set_payload(sid, payload)
         if restarted:
             self._interval[sid] = 0
         return (RESET if restarted else "ok"), last_ts, prev_payload
@@ -122,7 +141,7 @@ class SourceTable:
     def state_dict(self) -> dict[str, Any]:
         """Each stream's key and last point (the counter baselines), in insertion order."""
         return {"streams": [
-            (key, self._start[i], self._last_ts[i], self._newest[i], self._payloads[i],
+            (key, self._start[i], self._last_ts[i], self._newest[i], self._payload(i),
              self._seen[i], self._interval[i]) for key, i in self._sid.items()]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -233,21 +233,23 @@ class _Walk:
             result.accepted += 1
             add(SeriesKey(name, resource, attrs), ts, value)
 
-    def sum(self, metric: Metric) -> None:
+    def sum(self, metric: Metric, points: Any = None) -> None:
+        """A sum's points (``points``: only these of them), as levels or as rates."""
         data = metric.sum
+        points = data.data_points if points is None else points
         if not data.is_monotonic and data.aggregation_temporality == CUMULATIVE:
             # An up-down counter's cumulative value is a level, like a gauge.
             name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=True)
-            self.gauge_points(name, data.data_points, "updown")
+            self.gauge_points(name, points, "updown")
             return
         if data.aggregation_temporality not in (CUMULATIVE, DELTA):
-            self.result.reject("unsupported_temporality", len(data.data_points))
+            self.result.reject("unsupported_temporality", len(points))
             return
         name = prometheus_metric_name(
             metric.name, metric.unit, monotonic_sum=data.is_monotonic, gauge=False
         ) + ":rate"
         cumulative = data.aggregation_temporality == CUMULATIVE
-        for p in data.data_points:
+        for p in points:
             if not self._valid(p):
                 continue
             value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)

@@ -169,7 +169,7 @@ def _number_point(  # noqa: PLR0912, PLR0915 - one branch per field of the messa
             pos = _skip(data, pos, end, wire)
         if pos < 0:
             return -1
-    points[row, P_START] = np.int64(min(start, _TIME_MAX))
+    points[row, P_START] = np.int64(start)  # the uint64's bits: compared, never ordered
     points[row, P_TIME] = np.int64(min(time, _TIME_MAX))
     points[row, P_FLAGS] = flags & 0xFFFFFFFF
     points[row, P_HASH1] = np.int64(h1)

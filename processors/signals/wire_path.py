@@ -1,18 +1,20 @@
-"""The compiled path of an OTLP metrics request: its gauge points scored without a Python step.
+"""The compiled path of an OTLP metrics request: its number points scored without a Python step.
 
 ``MetricsExtractor.extract`` walks every point of the decoded message in Python (about 5 µs
 a point, most of it attribute reads and key building). This path takes the request's bytes
 as well (the receivers keep them): ``metrics_wire.scan`` turns them into tables,
-``wire_rows.classify`` checks each gauge point and finds its stream and slot in the
-``WireCache``, ``wire_rows.advance`` does the stream bookkeeping, and the scored points come
-out as slots, times and values (``SlottedRows``), never as ``SeriesKey`` objects.
+``wire_rows.classify`` checks each gauge and sum point and finds its stream and slot in the
+``WireCache``, ``wire_rows.advance`` does the stream bookkeeping (and a counter's rate), and
+the scored points come out as slots, times and values (``SlottedRows``), never as
+``SeriesKey`` objects.
 
-Gauges and up-down counters (non-monotonic cumulative sums, scored as levels) take it.
-Everything else goes through the Python walk, in the same request, in request order:
-other metric kinds (counters, histograms, summaries), and a point whose series the cache
-does not know yet (its first point, or its first since the cache started over). When a
-point was not resolved because its stream or slot does not exist yet, the Python walk
-handles it and creates them; the next request finds them and fills the cache.
+Gauges and sums take it (an up-down counter's cumulative value as a level, other sums as
+rates). Everything else goes through the Python walk, in the same request, in request
+order: histograms, summaries, sums of an unknown temporality, and a point whose series the
+cache does not know yet (its first point, or its first since the cache started over). A
+point whose stream or slot does not exist yet is walked, which creates them; the next
+request finds them and fills the cache. Series the multivariate stage reads are always
+walked (it reads keys).
 
 A request the scan cannot model exactly (a gauge or sum it marks unusual, malformed bytes,
 spanmetrics-connector scopes, whose coverage rule is per scope) is left to the Python walk
@@ -20,7 +22,9 @@ whole: ``extract`` then returns False having changed nothing.
 
 Outcomes are identical to the Python walk: the same counts, the same streams advanced, the
 same rows in the same order (``SlottedRows.order``), hence the same scores and events
-(``tests/processors/test_wire_path.py`` compares the two).
+(``tests/processors/test_wire_path.py`` compares the two). One difference in principle: a
+partial interval is detected comparing nanoseconds as float64 here, as exact integers in
+Python, which only differ for intervals over 104 days.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.multivariate.features import SOURCE_METRICS
 from otel_anomaly.processors.series.prometheus_names import prometheus_metric_name
 from otel_anomaly.processors.signals.metrics_wire import (
     GAUGE,
@@ -61,13 +66,19 @@ from otel_anomaly.processors.signals.otlp_resources import (
 from otel_anomaly.processors.signals.span_coverage import SPANMETRICS_SCOPE
 from otel_anomaly.processors.signals.wire_cache import WireCache
 from otel_anomaly.processors.signals.wire_rows import (
+    CUMULATIVE_RATE,
+    DELTA_RATE,
     FUTURE_TIME,
+    LEVEL,
     MISSING_TIME,
     NO_VALUE,
     NON_FINITE,
     OUT_OF_ORDER,
+    PARTIAL,
+    RESET,
     SCORED,
     UNKNOWN,
+    UNRATED,
     advance,
     classify,
 )
@@ -81,7 +92,7 @@ if TYPE_CHECKING:
     from otel_anomaly.processors.series.index import SeriesIndex
     from otel_anomaly.processors.signals.metrics import MetricsExtractor
 
-_CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_DELTA, _CUMULATIVE = 1, 2  # AggregationTemporality
 _POINT_SHIFT = 32  # a row's order: its metric's index above its point's index
 _REJECTED = {MISSING_TIME: "missing_timestamp", FUTURE_TIME: "future_timestamp",
              NON_FINITE: "non_finite", OUT_OF_ORDER: "out_of_order"}
@@ -148,8 +159,13 @@ class WirePath:
         number = (kind == GAUGE) | (kind == SUM)
         if not metrics[number, M_OK].all() or _has_spanmetrics(request):
             return False
-        fast = (kind == GAUGE) | ((kind == SUM) & (metrics[:, M_TEMPORALITY] == _CUMULATIVE)
-                                  & (metrics[:, M_MONOTONIC] == 0))
+        temporality, monotonic = metrics[:, M_TEMPORALITY], metrics[:, M_MONOTONIC]
+        cumulative, delta = (kind == SUM) & (temporality == _CUMULATIVE), (kind == SUM) & (
+            temporality == _DELTA)
+        fast = (kind == GAUGE) | cumulative | delta
+        # How each metric's streams move on: levels (gauges, up-down counters) or rates.
+        mode_of = np.where(cumulative & (monotonic == 1), CUMULATIVE_RATE,
+                           np.where(delta, DELTA_RATE, LEVEL))
         groups = [(labels, version) for _, labels, version
                   in resource_groups(request.resource_metrics)]
         resources = [self.extractor.canonical(labels) for labels, _ in groups]
@@ -167,16 +183,17 @@ class WirePath:
             self._resolve(walk, rows[unknown], keys[unknown], outcome, found, unknown)
         walk.slow_units(np.flatnonzero(~fast), rows[outcome == UNKNOWN])
         arrays = self.sources.arrays
-        advance(rows, points, outcome, found, arrays.start, arrays.last_ts, arrays.newest_ts,
-                arrays.last_seen, now)
+        values = np.empty(len(rows), np.float64)
+        advance(rows, points, tables.values, mode_of[points[rows, P_METRIC]], outcome, found,
+                arrays.start, arrays.last_ts, arrays.newest_ts, arrays.interval,
+                arrays.last_seen, arrays.level, now, values)
         _count(outcome, result)
         scored = np.flatnonzero(outcome == SCORED)
         self.handled += len(scored)
         picked = rows[scored]
         order = (points[picked, P_METRIC] << _POINT_SHIFT) | points[picked, P_INDEX]
-        out.slotted = SlottedRows(found[scored, 1], points[picked, P_TIME],
-                                  tables.values[picked].copy(), order, walk.starts, walk.orders,
-                                  len(out))
+        out.slotted = SlottedRows(found[scored, 1], points[picked, P_TIME], values[scored],
+                                  order, walk.starts, walk.orders, len(out))
         group_of = metrics[points[picked, P_METRIC], M_GROUP]
         walk.versions(groups, out.slotted.ts_unix_nano, group_of)
         return True
@@ -195,7 +212,7 @@ class WirePath:
         ids: list[tuple[int, int]] = []
         for i, row in zip(at.tolist(), rows.tolist(), strict=True):
             tag, name, resource, attrs = walk.stream(row)
-            if ":" in name:  # a name like a derived feature's (``x:rate``): always walked
+            if name in SOURCE_METRICS:  # the multivariate stage reads its points: walked
                 continue
             sid = self.sources.sid((tag, name, resource, attrs))
             slot = self.index.slot(SeriesKey(name, resource, attrs)) if sid is not None else None
@@ -217,9 +234,11 @@ def _has_spanmetrics(request: ExportMetricsServiceRequest) -> bool:
 
 def _count(outcome: NDArray[np.int64], result: IngestResult) -> None:
     """Count the compiled rows' outcomes as the walk would have."""
-    counts = np.bincount(outcome, minlength=UNKNOWN + 1).tolist()
-    result.accepted += counts[SCORED] + counts[NO_VALUE]
+    counts = np.bincount(outcome, minlength=UNRATED + 1).tolist()
+    result.accepted += sum(counts[code] for code in (SCORED, NO_VALUE, PARTIAL, RESET, UNRATED))
     result.skip("no_recorded_value", counts[NO_VALUE])
+    result.skip("partial_interval", counts[PARTIAL])
+    result.skip("counter_reset", counts[RESET])
     for code, reason in _REJECTED.items():
         result.reject(reason, counts[code])
 
@@ -252,8 +271,16 @@ class _Walker:
 
     @staticmethod
     def _tag_name(metric: Any) -> tuple[str, str]:
-        name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=True)
-        return ("gauge" if metric.WhichOneof("data") == "gauge" else "updown"), name
+        """The stream tag and scored name ``_Walk`` gives a gauge's or a sum's points."""
+        if metric.WhichOneof("data") == "gauge":
+            return "gauge", prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False,
+                                                   gauge=True)
+        data = metric.sum
+        if not data.is_monotonic and data.aggregation_temporality == _CUMULATIVE:
+            return "updown", prometheus_metric_name(metric.name, metric.unit,
+                                                    monotonic_sum=False, gauge=True)
+        return "sum", prometheus_metric_name(metric.name, metric.unit,
+                                             monotonic_sum=data.is_monotonic, gauge=False) + ":rate"
 
     def stream(self, row: int) -> tuple[str, str, Labels, Labels]:
         """The ``SourceTable`` key of a gauge point: what the walk would build for it."""
@@ -284,7 +311,10 @@ class _Walker:
             else:
                 _, metric, point = self._point(row)
                 tag, name = self._tag_name(metric)
-                walk.gauge_points(name, [point], tag)
+                if tag == "sum":
+                    walk.sum(metric, [point])
+                else:
+                    walk.gauge_points(name, [point], tag)
 
     def versions(self, groups: list[tuple[Labels, str]], fast_ts: NDArray[np.int64],
                  fast_groups: NDArray[np.int64]) -> None:

@@ -1,10 +1,12 @@
-"""What happens to each scanned gauge point: the checks and stream bookkeeping, compiled.
+"""What happens to each scanned number point: the checks and stream bookkeeping, compiled.
 
-The same steps, in the same order, as ``metrics._Walk.gauge_points`` and
-``SourceTable.advance`` for a gauge (or an up-down counter's level): a missing or future
-time is rejected, a point flagged "no recorded value" is accepted and skipped, a non-finite
-value is rejected; then a point not newer than its stream's newest is refused as out of
-order, and any other point moves its stream on and is scored.
+The same steps, in the same order, as ``metrics._Walk.gauge_points`` (gauges, up-down
+counters' levels), ``metrics._Walk.sum`` (counters as rates) and ``SourceTable.advance``:
+a missing or future time is rejected, a point flagged "no recorded value" is accepted and
+skipped, a non-finite value is rejected; then a point not newer than its stream's newest
+is refused as out of order, and any other point moves its stream on. A gauge point is
+scored as it is; a counter point is scored as the rate since the previous one, unless it
+closes a partial interval, restarts its sequence, or gives no finite rate.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ from otel_anomaly.processors.signals.metrics_wire import (
     P_HASH1,
     P_HASH2,
     P_METRIC,
+    P_START,
     P_TIME,
 )
 from otel_anomaly.processors.signals.wire_cache import SID, SLOT, combine, probe
 
 # Row outcomes, in the order the checks run.
-SCORED, MISSING_TIME, FUTURE_TIME, NO_VALUE, NON_FINITE, OUT_OF_ORDER, UNKNOWN = range(7)
+(SCORED, MISSING_TIME, FUTURE_TIME, NO_VALUE, NON_FINITE, OUT_OF_ORDER, UNKNOWN, PARTIAL,
+ RESET, UNRATED) = range(10)
+# How a row's stream moves on (``modes``).
+LEVEL, CUMULATIVE_RATE, DELTA_RATE = range(3)
 _NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+_PARTIAL_FRACTION = 0.75  # cumulative_streams._PARTIAL_FRACTION
+_INT64_END = np.uint64(2**63)
 
 
 @kernel
@@ -69,23 +77,62 @@ def classify(
 
 
 @kernel
-def advance(
-    rows: NDArray[np.int64], points: NDArray[np.int64], status: NDArray[np.int64],
-    found: NDArray[np.int64], start: NDArray[np.int64], last_ts: NDArray[np.int64],
-    newest_ts: NDArray[np.int64], last_seen: NDArray[np.float64], now: float,
+def advance(  # noqa: PLR0912 - the branches of SourceTable.advance and _Walk.sum, in order
+    rows: NDArray[np.int64], points: NDArray[np.int64], values: NDArray[np.float64],
+    modes: NDArray[np.int64], status: NDArray[np.int64], found: NDArray[np.int64],
+    start: NDArray[np.uint64], last_ts: NDArray[np.int64], newest_ts: NDArray[np.int64],
+    interval: NDArray[np.int64], last_seen: NDArray[np.float64], level: NDArray[np.float64],
+    now: float, scored: NDArray[np.float64],
 ) -> None:
-    """Move the streams of the ``SCORED`` rows on, in row order; refuse stale points.
+    """Move the streams of the ``SCORED`` rows on, in row order; ``scored`` what is scored.
 
-    ``SourceTable.advance`` for a gauge: no start time, no partial intervals.
+    ``SourceTable.advance`` with the arguments ``_Walk`` gives it: a level has no start
+    time; a cumulative counter holds partial intervals and restarts when its start time
+    moves; a delta counter does neither. Then ``_Walk.sum``'s rate.
     """
     for i in range(len(rows)):
         if status[i] != SCORED:
             continue
-        sid = found[i, 0]
-        t = points[rows[i], P_TIME]
+        sid, r, mode = found[i, 0], rows[i], modes[i]
+        t, value = points[r, P_TIME], values[r]
         if t <= newest_ts[sid]:
             status[i] = OUT_OF_ORDER
             continue
-        newest_ts[sid] = last_ts[sid] = t
-        start[sid] = 0
+        newest_ts[sid] = t
         last_seen[sid] = now
+        begin = np.uint64(points[r, P_START]) if mode == CUMULATIVE_RATE else np.uint64(0)
+        base = start[sid]
+        restarted = begin != base and begin != np.uint64(0) and base != np.uint64(0)
+        if mode == CUMULATIVE_RATE and not restarted:
+            if t - last_ts[sid] < _PARTIAL_FRACTION * interval[sid]:
+                status[i] = PARTIAL
+                continue
+            interval[sid] = t - last_ts[sid]
+        prev_ts, prev = last_ts[sid], level[sid]
+        start[sid], last_ts[sid] = begin, t
+        if mode != LEVEL:
+            level[sid] = value
+        if restarted:
+            interval[sid] = 0
+            status[i] = RESET
+            continue
+        if mode == LEVEL:
+            scored[i] = value
+            continue
+        if mode == CUMULATIVE_RATE:
+            if value < prev:  # a counter only goes down when it restarted
+                status[i] = RESET
+                continue
+            scored[i] = _per_second(value - prev, t - prev_ts)
+        else:
+            since = np.uint64(points[r, P_START])
+            began = prev_ts if since == 0 else np.int64(since) if since < _INT64_END else -1
+            scored[i] = _per_second(value, t - began) if began >= 0 else np.nan
+        if not np.isfinite(scored[i]):
+            status[i] = UNRATED
+
+
+@kernel
+def _per_second(delta: float, dt_ns: int) -> float:
+    """``cumulative_streams.per_second``."""
+    return delta / (dt_ns / 1e9) if dt_ns > 0 else np.nan

@@ -164,11 +164,21 @@ def test_sdk_requests_match() -> None:
 
 
 @pytest.mark.parametrize("kind", [CUMULATIVE, DELTA])
-def test_sums_other_than_levels_take_the_walk(kind: int) -> None:
+@pytest.mark.parametrize("monotonic", [True, False])
+def test_counters_as_rates_match(kind: int, monotonic: bool) -> None:
+    """Resets, restarts, partial intervals, odd start times, repeated and stale points."""
     twins = Twins()
-    for r in range(3):
-        metric = updown("s", [(T0 + r * SECOND, float(r))], {"a": "b"})
+    steps = [(10, 100.0, T0), (20, 150.0, T0), (30, 250.0, T0), (36, 260.0, T0),  # partial
+             (40, 5.0, T0), (50, 55.0, T0), (60, 70.0, T0 + 45 * SECOND),  # reset, restart
+             (60, 80.0, T0), (55, 1.0, T0), (70, 90.0, 0), (80, 95.0, 2**64 - 1),
+             (90, 99.0, 95 * SECOND + T0), (100, 120.0, T0), (110, 130.0, T0)]
+    for r, (t, value, start) in enumerate(steps):
+        metric = updown("s", [(T0 + t * SECOND, value)], {"a": "b"})
         metric.sum.aggregation_temporality = kind
-        metric.sum.is_monotonic = True
-        twins.ingest(request_of(({"service.name": "s"}, [metric])))
-    assert twins.compiled == 0
+        metric.sum.is_monotonic = monotonic
+        metric.sum.data_points[0].start_time_unix_nano = start
+        if r % 2:
+            metric.sum.data_points[0].as_double = value + 0.5
+        twins.ingest(request_of(({"service.name": "s"}, [metric, gauge("g", [(T0 + r, 1.0)])])))
+        twins.clock.advance(10.0)
+    assert twins.compiled > len(steps)
