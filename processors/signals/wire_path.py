@@ -94,6 +94,7 @@ if TYPE_CHECKING:
 
 _DELTA, _CUMULATIVE = 1, 2  # AggregationTemporality
 _POINT_SHIFT = 32  # a row's order: its metric's index above its point's index
+_KEEP_TABLES_BYTES = 4 << 20  # larger requests get scan tables of their own, freed after
 _REJECTED = {MISSING_TIME: "missing_timestamp", FUTURE_TIME: "future_timestamp",
              NON_FINITE: "non_finite", OUT_OF_ORDER: "out_of_order"}
 
@@ -147,8 +148,23 @@ class WirePath:
         ``data`` must be the serialized ``request``. Scored gauge points go to
         ``out.slotted``; the rest of the request's observations to ``out`` as usual.
         """
+        try:
+            return self._extract(request, data, out, result, now, latest)
+        finally:
+            if len(data) > _KEEP_TABLES_BYTES:
+                # Bounds of a large request (two bytes a row) must not stay allocated, nor
+                # the rows it wrote stay resident, for every later request.
+                self._tables = _Tables()
+
+    def _extract(
+        self, request: ExportMetricsServiceRequest, data: bytes, out: Observations,
+        result: IngestResult, now: float, latest: int,
+    ) -> bool:
         tables = self._tables
-        tables.fit(len(data))
+        try:
+            tables.fit(len(data))
+        except MemoryError:  # bounds of a huge request; the walk needs no more than before
+            return False
         status, n_points, n_metrics, n_groups = scan(
             np.frombuffer(data, np.uint8), tables.points, tables.values, tables.metrics,
             tables.groups, *tables.scratch)

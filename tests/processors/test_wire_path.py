@@ -182,3 +182,19 @@ def test_counters_as_rates_match(kind: int, monotonic: bool) -> None:
         twins.ingest(request_of(({"service.name": "s"}, [metric, gauge("g", [(T0 + r, 1.0)])])))
         twins.clock.advance(10.0)
     assert twins.compiled > len(steps)
+
+
+def test_a_large_request_matches_and_its_scan_tables_are_not_kept() -> None:
+    # Tables are sized by a request's bytes (two a row at most): kept after a 5 MiB request,
+    # they would hold hundreds of MiB for every later request.
+    twins = Twins(max_series=100_000)
+    for minute in range(2):
+        metrics = [gauge("queue.depth", [(T0 + minute * 60 * SECOND, float(i % 7))],
+                       attributes={"queue": f"q{i}", "padding": "x" * 40})
+                   for i in range(60_000)]
+        request = request_of(({"service.name": "big"}, metrics))
+        assert request.ByteSize() > 5 << 20
+        twins.ingest(request)
+    assert twins.compiled == 60_000  # the second request's points, all compiled
+    assert twins.wire.wire is not None
+    assert len(twins.wire.wire._tables.values) == 0
