@@ -1,6 +1,6 @@
 """Known number streams by wire hash: (resource, metric, attribute bytes) → stream id and slot.
 
-The compiled metrics path (``signals.metrics_fast``) finds a point's series from hashes of
+The compiled metrics path (``signals.wire_path``) finds a point's series from hashes of
 its bytes (``signals.metrics_wire``) instead of a ``SeriesKey`` built attribute by
 attribute. This table remembers, for each 128-bit key, the source stream (``SourceTable``
 id) and the series slot (``SeriesIndex``) the Python path resolved the first time. The same
