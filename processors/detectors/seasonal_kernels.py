@@ -1,9 +1,9 @@
 """The per-row loops of ``SeasonalProfile``: gather, predict, score and learn a round.
 
 Each kernel repeats, row by row, the numpy expressions it replaced, in the same order and
-in float64 (float32 state is widened before any arithmetic, as ``astype`` did), so it gives
-the same bits. ``np.hypot`` is libm's ``hypot`` both compiled and as plain Python
-(``math.hypot`` is CPython's own and may differ in the last bit).
+in float64 (the two-byte state is decoded before any arithmetic, see ``seasonal_codes``).
+``np.hypot`` is libm's ``hypot`` both compiled and as plain Python (``math.hypot`` is
+CPython's own and may differ in the last bit).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.detectors.seasonal_codes import decode_dev, decode_mean, store
 from otel_anomaly.processors.kernel_math import fmax, fmin, maximum, minimum
 
 MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
@@ -37,8 +38,8 @@ def gather(
     slots: NDArray[np.intp], ts: NDArray[np.int64], period_ns: int, bucket_ns: float,
     buckets: int, spread_mix: float, warm_ns: int, n_col: NDArray[np.int32],
     first_col: NDArray[np.int64], gdev_col: NDArray[np.float32],
-    mean_col: NDArray[np.float32], dev_col: NDArray[np.float32],
-    count_col: NDArray[np.uint16],
+    centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
+    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint16],
 ) -> tuple[NDArray[Any], ...]:
     """Per row: phase bucket, its count and mean, the spread, and whether it is scored."""
     rows = len(slots)
@@ -52,9 +53,11 @@ def gather(
         # Float floor division of the phase, as numpy did (int64 % int // float).
         b = min(int(ts[i] % period_ns // bucket_ns), buckets - 1)
         c = float(count_col[s, b])
-        m = float(mean_col[s, b])
+        unit = float(unit_col[s])
+        m = decode_mean(int(mean_col[s, b]), float(centre_col[s]), unit)
         bucket[i], count[i], mean[i] = b, c, m
-        sigma[i] = _sigma(float(dev_col[s, b]), float(gdev_col[s]), m, spread_mix)
+        dev = decode_dev(int(dev_col[s, b]), unit)
+        sigma[i] = _sigma(dev, float(gdev_col[s]), m, spread_mix)
         ready[i] = n_col[s] > 0 and ts[i] - first_col[s] >= warm_ns and c >= 2
     return bucket, count, mean, sigma, ready
 
@@ -62,8 +65,9 @@ def gather(
 @kernel
 def gather_neighbours(
     slots: NDArray[np.intp], bucket: NDArray[np.intp], tolerance: int, buckets: int,
-    spread_mix: float, gdev_col: NDArray[np.float32], mean_col: NDArray[np.float32],
-    dev_col: NDArray[np.float32], count_col: NDArray[np.uint16],
+    spread_mix: float, gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
+    unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
+    count_col: NDArray[np.uint16],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean and spread of the phases within ``tolerance`` (inf spread if seen < 2 times)."""
     rows, width = len(slots), 2 * tolerance + 1
@@ -71,12 +75,12 @@ def gather_neighbours(
     sigmas = np.empty((rows, width))
     for i in range(rows):
         s = slots[i]
-        gdev = float(gdev_col[s])
+        gdev, centre, unit = float(gdev_col[s]), float(centre_col[s]), float(unit_col[s])
         for k in range(width):
             c = (bucket[i] + k - tolerance) % buckets
-            m = float(mean_col[s, c])
+            m = decode_mean(int(mean_col[s, c]), centre, unit)
             means[i, k] = m
-            sigma = _sigma(float(dev_col[s, c]), gdev, m, spread_mix)
+            sigma = _sigma(decode_dev(int(dev_col[s, c]), unit), gdev, m, spread_mix)
             sigmas[i, k] = sigma if count_col[s, c] >= 2 else np.inf
     return means, sigmas
 
@@ -143,9 +147,11 @@ def learn(
     slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],
     bucket: NDArray[np.intp], count: NDArray[np.float64], mean: NDArray[np.float64],
     sigma: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, bucket_ns: float,
-    n_col: NDArray[np.int32], first_col: NDArray[np.int64], last_col: NDArray[np.int64],
-    gdev_col: NDArray[np.float32], mean_col: NDArray[np.float32],
-    dev_col: NDArray[np.float32], count_col: NDArray[np.uint16],
+    period_ns: int, n_col: NDArray[np.int32], first_col: NDArray[np.int64],
+    last_col: NDArray[np.int64],
+    gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
+    unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
+    count_col: NDArray[np.uint16],
 ) -> None:
     """Learn one round (distinct slots, finite values) from its gathered state, in place."""
     for i in range(len(slots)):
@@ -154,6 +160,7 @@ def learn(
         if fresh:
             first_col[s] = ts[i]
         dt = 0 if fresh else ts[i] - last_col[s]
+        new_cycle = not fresh and ts[i] // period_ns != last_col[s] // period_ns
         share = minimum(maximum(dt / bucket_ns, 0.0), 1.0)
         resid = x - mean[i]
         cap = HUBER_SIGMAS * sigma[i] if ready[i] else np.inf
@@ -168,14 +175,15 @@ def learn(
         # Plain averaging over the first cycles of a phase, then alpha per cycle.
         weight = maximum(alpha * share, 1.0 / (c + 1.0))
         new_mean = mean[i] + weight * maximum(minimum(resid, cap), -cap) if seen else x
-        dev = float(dev_col[s, b])
+        dev = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
         if c >= 2:
             new_dev = dev + weight * (capped - dev)
         else:
             new_dev = capped if seen else 0.0
-        # Stored as float32 (state size); values beyond its range saturate instead of inf.
-        mean_col[s, b] = minimum(maximum(new_mean, -F32_MAX), F32_MAX)
-        dev_col[s, b] = minimum(new_dev, F32_MAX)
+        # Stored as two-byte codes (state size, see seasonal_codes), within float32's range
+        # as the float32 columns before them: values beyond it saturate instead of inf.
+        store(s, b, minimum(maximum(new_mean, -F32_MAX), F32_MAX), minimum(new_dev, F32_MAX),
+              ts[i], new_cycle, centre_col, unit_col, mean_col, dev_col, count_col)
         count_col[s, b] = minimum(c + 1.0, MAX_COUNT)
         last_col[s] = ts[i]
         n_col[s] = n

@@ -36,10 +36,11 @@ class SeasonalProfile(SlotStateDetector):
     Score: ``|x - profile| / spread``, scale-free, both directions (the alert policy picks
     the direction). 0 (band NaN) until the series has ``warmup_cycles`` of history and the
     phase was seen twice. Cost per row: a few array operations; state per series:
-    ``buckets`` times a float32 mean, a float32 spread and a uint16 count, plus 24 bytes
-    of scalars (2.8 KiB for 288 buckets). Coarser phases were measured to cost detection
-    (15 or 10 minute daily phases on NAB's flags, 2 hour weekly ones on the incidents), so
-    the defaults keep 5 minutes and an hour.
+    ``buckets`` times a two-byte code each for the mean and the spread (``seasonal_codes``,
+    relative to the series' own range) and a uint16 count, plus 32 bytes of scalars (1.7
+    KiB for 288 buckets; 2.8 KiB as float32). Coarser phases were measured to cost
+    detection (15 or 10 minute daily phases on NAB's flags, 2 hour weekly ones on the
+    incidents), so the defaults keep 5 minutes and an hour.
 
     Parameters
     ----------
@@ -111,8 +112,12 @@ class SeasonalProfile(SlotStateDetector):
             first=Column(np.int64),
             last=Column(np.int64),
             gdev=Column(np.float32, 0.0),
-            mean=Column(np.float32, 0.0, (buckets,)),
-            dev=Column(np.float32, 0.0, (buckets,)),
+            # Per phase, two-byte codes relative to the slot's centre and unit
+            # (seasonal_codes): half the bytes of float32 means and spreads.
+            centre=Column(np.float32, 0.0),
+            unit=Column(np.float32, 0.0),
+            mean_code=Column(np.int16, 0, (buckets,)),
+            dev_code=Column(np.uint16, 0, (buckets,)),
             count=Column(np.uint16, 0, (buckets,)),
         )
         # A round's gathered state: computed for prediction, reused to learn the round.
@@ -135,8 +140,8 @@ class SeasonalProfile(SlotStateDetector):
         state = self._slots
         out: tuple[NDArray[Any], ...] = kernels.gather(
             batch.slots, batch.ts_unix_nano, self._period_ns, self._bucket_ns, self.buckets,
-            self.spread_mix, self._warm_ns, state.n, state.first, state.gdev, state.mean,
-            state.dev, state.count)
+            self.spread_mix, self._warm_ns, state.n, state.first, state.gdev, state.centre,
+            state.unit, state.mean_code, state.dev_code, state.count)
         return out
 
     def _neighbours(
@@ -160,7 +165,7 @@ class SeasonalProfile(SlotStateDetector):
         state = self._slots
         out: tuple[NDArray[Any], NDArray[Any]] = kernels.gather_neighbours(
             batch.slots, bucket, self.phase_tolerance, self.buckets, self.spread_mix,
-            state.gdev, state.mean, state.dev, state.count)
+            state.gdev, state.centre, state.unit, state.mean_code, state.dev_code, state.count)
         return out
 
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
@@ -200,8 +205,9 @@ class SeasonalProfile(SlotStateDetector):
         self._memo.clear()
         state = self._slots
         kernels.learn(batch.slots, batch.ts_unix_nano, batch.values, bucket, count, mean,
-                      sigma, ready, self.alpha, self._bucket_ns, state.n, state.first,
-                      state.last, state.gdev, state.mean, state.dev, state.count)
+                      sigma, ready, self.alpha, self._bucket_ns, self._period_ns, state.n,
+                      state.first, state.last, state.gdev, state.centre, state.unit,
+                      state.mean_code, state.dev_code, state.count)
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until a slot has ``warmup_cycles`` of history (at its last point)."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
 from otel_anomaly.processors.state.codec import as_labels, pack_labels, pack_strings
 
 FIRST_FORMAT = 4
@@ -77,7 +78,35 @@ def _text_columns(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns}
+def _compact_profiles(state: Any) -> Any:
+    """Format 6 -> 7: seasonal profiles keep two-byte codes for their phases' mean and spread.
+
+    Every saved ``SeasonalProfile`` (its float32 ``gdev``, ``mean``, ``dev`` and ``count``
+    columns, under an ensemble member's prefix such as ``m1.`` or none, wherever it sits in
+    the tree) gets its means and spreads encoded as ``seasonal_codes`` encodes them
+    (rounded to the nearest code); the rest of the tree is left as it is.
+    """
+    if isinstance(state, list):
+        return [_compact_profiles(value) for value in state]
+    if not isinstance(state, dict):
+        return state
+    for prefix in [key[: -len("gdev")] for key in state if str(key).endswith("gdev")]:
+        names = [prefix + name for name in ("mean", "dev", "count")]
+        if all(name in state for name in names) and np.ndim(state[names[0]]) == 2:
+            mean, dev, count = (state.pop(name) for name in names)
+            count = np.ascontiguousarray(count, np.uint16)
+            codes = encode_profiles(np.ascontiguousarray(mean, np.float32),
+                                    np.ascontiguousarray(dev, np.float32), count)
+            for name, array in zip(("centre", "unit", "mean_code", "dev_code"), codes,
+                                   strict=True):
+                state[prefix + name] = array
+            state[prefix + "count"] = count
+    for key, value in state.items():
+        state[key] = _compact_profiles(value)
+    return state
+
+
+MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 
