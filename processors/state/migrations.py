@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP
 from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
 from otel_anomaly.processors.state.codec import as_labels, pack_labels, pack_strings
 
@@ -106,7 +107,41 @@ def _compact_profiles(state: Any) -> Any:
     return state
 
 
-MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles}
+_OLD_TAIL_BINS = 88
+"""Bins of a tail histogram up to format 7 (86 from 0.5 up by 1.25, two open ends)."""
+
+
+def _fewer_tail_bins(state: Any) -> Any:
+    """Format 7 -> 8: tail histograms end at ~1.3e5 (58 bins) instead of ~1.1e8 (88).
+
+    The mass of the bins past the new top is added to its open end, and cached estimates
+    past its edge become the edge (what the shorter histogram answers for them). Every
+    ``TailQuantile``'s columns (``hist``, ``total``, ``q``, under any prefix) wherever it
+    sits in the tree; the rest is left as it is.
+    """
+    if isinstance(state, list):
+        return [_fewer_tail_bins(value) for value in state]
+    if not isinstance(state, dict):
+        return state
+    for prefix in [key[: -len("hist")] for key in state if str(key).endswith("hist")]:
+        hist = state[prefix + "hist"]
+        if (prefix + "total" in state and np.ndim(hist) == 2
+                and np.shape(hist)[1] == _OLD_TAIL_BINS):
+            top = TAIL_BINS + 1  # the new open end
+            hist = np.asarray(hist, np.float64)
+            folded = np.concatenate([hist[:, :top], hist[:, top:].sum(axis=1, keepdims=True)],
+                                    axis=1)
+            state[prefix + "hist"] = folded.astype(np.float32)
+            if prefix + "q" in state:
+                state[prefix + "q"] = np.minimum(
+                    np.asarray(state[prefix + "q"], np.float32), np.float32(TAIL_TOP))
+    for key, value in state.items():
+        state[key] = _fewer_tail_bins(value)
+    return state
+
+
+MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
+                                  7: _fewer_tail_bins}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 
