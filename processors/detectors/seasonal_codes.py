@@ -122,7 +122,10 @@ def _scale(lo: float, hi: float, top: float) -> tuple[float, float]:
         lo = hi = 0.0
     # The centre as stored (float32), so that the codes are measured from what is read.
     centre = np.float64(np.float32(0.5 * lo + 0.5 * hi))
-    half = max(hi - centre, centre - lo)
+    # Room for the means to move by a spread or so before the next refit: one phase seen
+    # (a series' first hour in the weekly profile) spans nothing, and a unit set by its
+    # spread's headroom alone (2**-30 of it) made every later point refit the slot.
+    half = max(hi - centre, centre - lo, top)
     return centre, np.float64(np.float32(max(half / FILL, top * DEV_HEADROOM)))
 
 

@@ -66,6 +66,21 @@ def test_small_steps_are_learned_at_their_pace() -> None:
     assert 0.3 < learned.mean() < 0.5, learned
 
 
+def test_a_series_first_phase_is_not_re_encoded_at_every_point() -> None:
+    # A weekly profile sees one phase for a series' first hour: its means span nothing, and
+    # a unit set by the spread's headroom alone (2**-30 of it) sent every later point
+    # through a refit (a pass over all 168 phases). The unit leaves the means a spread of
+    # room, so the refits stop once the spread is known.
+    det = SeasonalProfile(period_s=7 * 86400.0, buckets=168)
+    rng = np.random.default_rng(2)
+    units = []
+    for i in range(120):  # 20 minutes of 10 s points, all in one hourly phase
+        ts = np.array([(1_700_000_000 + 10 * i) * SECOND], np.int64)
+        det.learn(SeriesBatch(np.zeros(1, np.intp), ts, 100.0 + rng.normal(0.0, 3.0, 1)))
+        units.append(float(det._slots.unit[0]))
+    assert len(set(units[20:])) <= 5, sorted(set(units[20:]))
+
+
 def test_a_spike_in_a_fresh_phase_does_not_cost_the_others_their_precision() -> None:
     # The first value of a phase is learned raw, a spike included: stored as it is it would
     # set the slot's unit to 1e9 / 32768 for every phase. It is learned 256 spans beyond
