@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otel_anomaly.processors.signals.adapter import Signal
-from otel_anomaly.processors.signals.metrics_wire import count_points
+from otel_anomaly.processors.signals.metrics_wire_count import count_points
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.types import IngestResult
 
@@ -66,7 +66,7 @@ class SignalSpec:
     def receive(self, data: bytes) -> Received:
         """Decode a binary protobuf request, keeping its bytes if the engine scans them.
 
-        A metrics request is counted from its bytes (``metrics_wire.count_points``): the
+        A metrics request is counted from its bytes (``metrics_wire_count.count_points``): the
         adapter's count reads every metric of the message in Python.
         """
         message = self.parse(data)

@@ -50,7 +50,7 @@ _TIME_MAX = np.uint64(2**63 - 1)
 
 
 @kernel
-def _varint(data: NDArray[np.uint8], pos: int, end: int) -> tuple[int, int]:
+def read_varint(data: NDArray[np.uint8], pos: int, end: int) -> tuple[int, int]:
     """The varint at ``pos`` (as int64 bits) and the position after it (-1 if malformed).
 
     Callers read a one-byte varint (most tags and lengths) inline and come here for the
@@ -82,10 +82,10 @@ def _fixed64(data: NDArray[np.uint8], pos: int) -> np.uint64:
 
 
 @kernel
-def _skip(data: NDArray[np.uint8], pos: int, end: int, wire: int) -> int:
+def skip_field(data: NDArray[np.uint8], pos: int, end: int, wire: int) -> int:
     """Position after an unknown field's payload (-1 if malformed or a group)."""
     if wire == 0:
-        return _varint(data, pos, end)[1]
+        return read_varint(data, pos, end)[1]
     if wire == 1:
         return pos + 8 if pos + 8 <= end else -1
     if wire == 5:
@@ -94,7 +94,7 @@ def _skip(data: NDArray[np.uint8], pos: int, end: int, wire: int) -> int:
         length = int(data[pos]) if pos < end else 0x80
         pos += 1
         if length >= 0x80:  # inline: a call per field costs more than the field
-            length, pos = _varint(data, pos - 1, end)
+            length, pos = read_varint(data, pos - 1, end)
         if pos < 0 or length < 0 or length > end - pos:
             return -1
         return pos + length
@@ -132,7 +132,7 @@ def _number_point(  # noqa: PLR0912, PLR0915 - one branch per field of the messa
         key = int(data[pos])
         pos += 1
         if key >= 0x80:
-            key, pos = _varint(data, pos - 1, end)
+            key, pos = read_varint(data, pos - 1, end)
             if pos < 0:
                 return -1
         field, wire = key >> 3, key & 7
@@ -154,7 +154,7 @@ def _number_point(  # noqa: PLR0912, PLR0915 - one branch per field of the messa
             length = int(data[pos]) if pos < end else -1
             pos += 1
             if length >= 0x80:
-                length, pos = _varint(data, pos - 1, end)
+                length, pos = read_varint(data, pos - 1, end)
             if pos < 0 or length < 0 or length > end - pos:
                 return -1
             h1, h2 = hash_bytes(data, pos, pos + length, h1, h2)
@@ -162,11 +162,11 @@ def _number_point(  # noqa: PLR0912, PLR0915 - one branch per field of the messa
             pos += length
             attr_hi = pos
         elif field == 8 and wire == 0:  # noqa: PLR2004
-            flags, pos = _varint(data, pos, end)
+            flags, pos = read_varint(data, pos, end)
         else:
             if 2 <= field <= 8 and field != 5:  # noqa: PLR2004
                 unusual = 1  # a known field with another wire type: parsers differ on it
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
         if pos < 0:
             return -1
     points[row, P_START] = np.int64(start)  # the uint64's bits: compared, never ordered
@@ -192,7 +192,7 @@ def _number_points(  # noqa: PLR0912 - one branch per field of the message
         key = int(data[pos]) if pos < end else 0x80
         pos += 1
         if key >= 0x80:  # inline: a call per field costs more than the field
-            key, pos = _varint(data, pos - 1, end)
+            key, pos = read_varint(data, pos - 1, end)
         if pos < 0:
             return -1, rows
         field, wire = key >> 3, key & 7
@@ -200,7 +200,7 @@ def _number_points(  # noqa: PLR0912 - one branch per field of the message
             length = int(data[pos]) if pos < end else 0x80
             pos += 1
             if length >= 0x80:  # inline: a call per field costs more than the field
-                length, pos = _varint(data, pos - 1, end)
+                length, pos = read_varint(data, pos - 1, end)
             if pos < 0 or length < 0 or length > end - pos or rows >= len(values):
                 return -1, rows
             points[rows, P_METRIC] = m
@@ -214,7 +214,7 @@ def _number_points(  # noqa: PLR0912 - one branch per field of the message
             rows += 1
             pos += length
         elif (field == 2 or field == 3) and wire == 0:  # noqa: PLR1714, PLR2004
-            raw, pos = _varint(data, pos, end)
+            raw, pos = read_varint(data, pos, end)
             if field == 2:  # noqa: PLR2004
                 metrics[m, M_TEMPORALITY] = np.int64(np.int32(raw & 0xFFFFFFFF))
             else:
@@ -222,7 +222,7 @@ def _number_points(  # noqa: PLR0912 - one branch per field of the message
         else:
             if 1 <= field <= 3:  # noqa: PLR2004
                 metrics[m, M_OK] = 0
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
         if pos < 0:
             return -1, rows
     return pos, rows
@@ -246,7 +246,7 @@ def _metric(  # noqa: PLR0912 - one branch per field of the message
         key = int(data[pos]) if pos < end else 0x80
         pos += 1
         if key >= 0x80:  # inline: a call per field costs more than the field
-            key, pos = _varint(data, pos - 1, end)
+            key, pos = read_varint(data, pos - 1, end)
         if pos < 0:
             return -1, rows
         field, wire = key >> 3, key & 7
@@ -255,7 +255,7 @@ def _metric(  # noqa: PLR0912 - one branch per field of the message
             length = int(data[pos]) if pos < end else 0x80
             pos += 1
             if length >= 0x80:  # inline: a call per field costs more than the field
-                length, pos = _varint(data, pos - 1, end)
+                length, pos = read_varint(data, pos - 1, end)
             if pos < 0 or length < 0 or length > end - pos:
                 return -1, rows
             stop = pos + length
@@ -275,7 +275,7 @@ def _metric(  # noqa: PLR0912 - one branch per field of the message
         else:
             if known:
                 metrics[m, M_OK] = 0
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
             if pos < 0:
                 return -1, rows
     if data_fields > 1:  # parsers merge a repeated member, or keep the last of two
@@ -304,7 +304,7 @@ def _scope_metrics(
         key = int(data[pos]) if pos < end else 0x80
         pos += 1
         if key >= 0x80:  # inline: a call per field costs more than the field
-            key, pos = _varint(data, pos - 1, end)
+            key, pos = read_varint(data, pos - 1, end)
         if pos < 0:
             return MALFORMED, rows, n_metrics
         field, wire = key >> 3, key & 7
@@ -312,7 +312,7 @@ def _scope_metrics(
             length = int(data[pos]) if pos < end else 0x80
             pos += 1
             if length >= 0x80:  # inline: a call per field costs more than the field
-                length, pos = _varint(data, pos - 1, end)
+                length, pos = read_varint(data, pos - 1, end)
             if pos < 0 or length < 0 or length > end - pos:
                 return MALFORMED, rows, n_metrics
             if n_metrics >= len(metrics):
@@ -327,7 +327,7 @@ def _scope_metrics(
                 return MALFORMED, rows, n_metrics
             pos += length
         else:
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
             if pos < 0:
                 return MALFORMED, rows, n_metrics
     return OK, rows, n_metrics
@@ -352,19 +352,19 @@ def scan(
         key = int(data[pos]) if pos < end else 0x80
         pos += 1
         if key >= 0x80:  # inline: a call per field costs more than the field
-            key, pos = _varint(data, pos - 1, end)
+            key, pos = read_varint(data, pos - 1, end)
         if pos < 0:
             return MALFORMED, rows, n_metrics, n_groups
         field, wire = key >> 3, key & 7
         if not (field == 1 and wire == 2):  # noqa: PLR2004
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
             if pos < 0:
                 return MALFORMED, rows, n_metrics, n_groups
             continue
         length = int(data[pos]) if pos < end else 0x80
         pos += 1
         if length >= 0x80:  # inline: a call per field costs more than the field
-            length, pos = _varint(data, pos - 1, end)
+            length, pos = read_varint(data, pos - 1, end)
         if pos < 0 or length < 0 or length > end - pos or n_groups >= len(groups):
             return MALFORMED, rows, n_metrics, n_groups
         stop = pos + length
@@ -391,7 +391,7 @@ def _resource_metrics(
         key = int(data[pos]) if pos < end else 0x80
         pos += 1
         if key >= 0x80:  # inline: a call per field costs more than the field
-            key, pos = _varint(data, pos - 1, end)
+            key, pos = read_varint(data, pos - 1, end)
         if pos < 0:
             return MALFORMED, rows, n_metrics
         field, wire = key >> 3, key & 7
@@ -399,7 +399,7 @@ def _resource_metrics(
             length = int(data[pos]) if pos < end else 0x80
             pos += 1
             if length >= 0x80:  # inline: a call per field costs more than the field
-                length, pos = _varint(data, pos - 1, end)
+                length, pos = read_varint(data, pos - 1, end)
             if pos < 0 or length < 0 or length > end - pos:
                 return MALFORMED, rows, n_metrics
             if field == 1:
@@ -413,156 +413,11 @@ def _resource_metrics(
                 scope += 1
             pos += length
         else:
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
             if pos < 0:
                 return MALFORMED, rows, n_metrics
     groups[g, G_HASH1], groups[g, G_HASH2] = np.int64(h1), np.int64(h2)
     return OK, rows, n_metrics
-
-
-@kernel
-def _count_data_points(data: NDArray[np.uint8], pos: int, end: int) -> int:
-    """Entries of field 1 (``data_points`` of every metric kind) in a data message; -1 if odd."""
-    n = 0
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        if pos < 0:
-            return -1
-        field, wire = key >> 3, key & 7
-        if field == 1 and wire != 2:  # noqa: PLR2004
-            return -1
-        if field == 1:
-            n += 1
-        pos = _skip(data, pos, end, wire)
-        if pos < 0:
-            return -1
-    return n
-
-
-@kernel
-def _count_metric(data: NDArray[np.uint8], pos: int, end: int) -> int:
-    """``MetricsExtractor.count`` of one ``Metric``: its data points, 1 without data; -1 if odd.
-
-    Parsers merge a repeated member of the ``data`` oneof and replace one member by
-    another: the count follows.
-    """
-    kind = 0
-    n = 0
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        if pos < 0:
-            return -1
-        field, wire = key >> 3, key & 7
-        member = field in (GAUGE, SUM, HISTOGRAM, EXPONENTIAL_HISTOGRAM, SUMMARY)
-        if member and wire != 2:  # noqa: PLR2004
-            return -1
-        if member:
-            length, pos = _varint(data, pos, end)
-            if pos < 0 or length < 0 or length > end - pos:
-                return -1
-            here = _count_data_points(data, pos, pos + length)
-            if here < 0:
-                return -1
-            n = n + here if field == kind else here
-            kind = field
-            pos += length
-        else:
-            pos = _skip(data, pos, end, wire)
-            if pos < 0:
-                return -1
-    return n if kind else 1
-
-
-@kernel
-def _count_scope(data: NDArray[np.uint8], pos: int, end: int) -> int:
-    """Points in a ``ScopeMetrics``: each of its metrics (field 2); -1 if odd."""
-    n = 0
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        if pos < 0:
-            return -1
-        field, wire = key >> 3, key & 7
-        if field == 2 and wire != 2:  # noqa: PLR2004
-            return -1
-        if field == 2:  # noqa: PLR2004
-            length, pos = _varint(data, pos, end)
-            if pos < 0 or length < 0 or length > end - pos:
-                return -1
-            here = _count_metric(data, pos, pos + length)
-            if here < 0:
-                return -1
-            n += here
-            pos += length
-        else:
-            pos = _skip(data, pos, end, wire)
-            if pos < 0:
-                return -1
-    return n
-
-
-@kernel
-def _count_resource(data: NDArray[np.uint8], pos: int, end: int) -> int:
-    """Points in a ``ResourceMetrics``: each of its scope_metrics (field 2); -1 if odd."""
-    n = 0
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        if pos < 0:
-            return -1
-        field, wire = key >> 3, key & 7
-        if field == 2 and wire != 2:  # noqa: PLR2004
-            return -1
-        if field == 2:  # noqa: PLR2004
-            length, pos = _varint(data, pos, end)
-            if pos < 0 or length < 0 or length > end - pos:
-                return -1
-            here = _count_scope(data, pos, pos + length)
-            if here < 0:
-                return -1
-            n += here
-            pos += length
-        else:
-            pos = _skip(data, pos, end, wire)
-            if pos < 0:
-                return -1
-    return n
-
-
-@kernel
-def _count_request(data: NDArray[np.uint8]) -> int:
-    """Points in a request: resource_metrics (1) → scope_metrics (2) → metrics (2)."""
-    n = 0
-    pos, end = 0, len(data)
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        if pos < 0:
-            return -1
-        field, wire = key >> 3, key & 7
-        if field == 1 and wire != 2:  # noqa: PLR2004
-            return -1
-        if field == 1:
-            length, pos = _varint(data, pos, end)
-            if pos < 0 or length < 0 or length > end - pos:
-                return -1
-            here = _count_resource(data, pos, pos + length)
-            if here < 0:
-                return -1
-            n += here
-            pos += length
-        else:
-            pos = _skip(data, pos, end, wire)
-            if pos < 0:
-                return -1
-    return n
-
-
-def count_points(data: bytes) -> int | None:
-    """``MetricsExtractor.count`` of the request ``data`` serializes, without decoding it.
-
-    None where the bytes hold something the count does not model (a known field of
-    another wire type) or are malformed: the caller counts the decoded message then.
-    """
-    n = _count_request(np.frombuffer(data, np.uint8))
-    return None if n < 0 else n
 
 
 def scratch() -> tuple[NDArray[np.uint64], NDArray[np.float64]]:

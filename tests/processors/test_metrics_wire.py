@@ -16,6 +16,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberData
 
 from otel_anomaly.processors.signals import metrics_wire as w
 from otel_anomaly.processors.signals.metrics import MetricsExtractor
+from otel_anomaly.processors.signals.metrics_wire_count import count_points
 from otel_anomaly.processors.testing import SECOND, counter, gauge, histogram, metrics_request
 
 Tables = tuple[int, NDArray[np.int64], NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]
@@ -184,7 +185,7 @@ def test_count_from_bytes_is_the_adapters_count() -> None:
     no_data.resource_metrics.add().scope_metrics.add().metrics.add(name="no data")
     requests = [mixed_round(r) for r in (0, 1, 31)] + list(sdk_requests(2)) + [no_data]
     for request in requests:
-        assert w.count_points(request.SerializeToString()) == MetricsExtractor.count(request)
+        assert count_points(request.SerializeToString()) == MetricsExtractor.count(request)
 
 
 def test_count_follows_merged_and_replaced_oneof_members() -> None:
@@ -194,14 +195,14 @@ def test_count_follows_merged_and_replaced_oneof_members() -> None:
     replaced = _metric_bytes_with(b"\x5a" + bytes([len(summary)]) + summary)
     for data in (merged, replaced):
         parsed = ExportMetricsServiceRequest.FromString(data)
-        assert w.count_points(data) == MetricsExtractor.count(parsed)
-    assert (w.count_points(merged), w.count_points(replaced)) == (3, 1)
+        assert count_points(data) == MetricsExtractor.count(parsed)
+    assert (count_points(merged), count_points(replaced)) == (3, 1)
 
 
 def test_count_of_truncated_bytes_is_none_or_right() -> None:
     data = mixed_round(5).SerializeToString()
     for end in range(len(data)):
-        count = w.count_points(data[:end])
+        count = count_points(data[:end])
         try:
             parsed = ExportMetricsServiceRequest.FromString(data[:end])
         except Exception:  # noqa: BLE001 - undecodable: the receiver refuses it before counting
