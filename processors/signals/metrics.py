@@ -63,6 +63,24 @@ def count_points(metric: Metric) -> int:
     return len(getattr(metric, kind).data_points) if kind else 1
 
 
+def number_stream(metric: Metric) -> tuple[str, str]:
+    """Stream tag and scored name of a gauge's or a sum's points.
+
+    ``gauge``; ``updown`` (an up-down counter's cumulative value is a level, like a gauge);
+    ``sum`` (a counter, scored as its rate). The Python walk and the compiled path
+    (``signals.wire_path``) both name streams by it.
+    """
+    if metric.WhichOneof("data") == "gauge":
+        return "gauge", prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False,
+                                               gauge=True)
+    data = metric.sum
+    if not data.is_monotonic and data.aggregation_temporality == CUMULATIVE:
+        return "updown", prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False,
+                                                gauge=True)
+    return "sum", prometheus_metric_name(metric.name, metric.unit,
+                                         monotonic_sum=data.is_monotonic, gauge=False) + ":rate"
+
+
 class MetricsExtractor:
     """The metrics adapter: walks requests; keeps the previous point of each cumulative stream."""
 
@@ -161,8 +179,8 @@ class _Walk:
     def metric(self, metric: Metric) -> None:
         kind = metric.WhichOneof("data")
         if kind == "gauge":
-            name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=True)
-            self.gauge_points(name, metric.gauge.data_points, "gauge")
+            tag, name = number_stream(metric)
+            self.gauge_points(name, metric.gauge.data_points, tag)
         elif kind == "sum":
             self.sum(metric)
         elif kind in ("histogram", "exponential_histogram"):
@@ -237,17 +255,13 @@ class _Walk:
         """A sum's points (``points``: only these of them), as levels or as rates."""
         data = metric.sum
         points = data.data_points if points is None else points
-        if not data.is_monotonic and data.aggregation_temporality == CUMULATIVE:
-            # An up-down counter's cumulative value is a level, like a gauge.
-            name = prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False, gauge=True)
-            self.gauge_points(name, points, "updown")
+        tag, name = number_stream(metric)
+        if tag == "updown":
+            self.gauge_points(name, points, tag)
             return
         if data.aggregation_temporality not in (CUMULATIVE, DELTA):
             self.result.reject("unsupported_temporality", len(points))
             return
-        name = prometheus_metric_name(
-            metric.name, metric.unit, monotonic_sum=data.is_monotonic, gauge=False
-        ) + ":rate"
         cumulative = data.aggregation_temporality == CUMULATIVE
         for p in points:
             if not self._valid(p):

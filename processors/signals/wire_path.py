@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.multivariate.features import SOURCE_METRICS
-from otel_anomaly.processors.series.prometheus_names import prometheus_metric_name
+from otel_anomaly.processors.signals.metrics import number_stream
 from otel_anomaly.processors.signals.metrics_wire import (
     GAUGE,
     GROUP_COLUMNS,
@@ -285,23 +285,10 @@ class _Walker:
         data = metric.gauge if metric.WhichOneof("data") == "gauge" else metric.sum
         return m, metric, data.data_points[p]
 
-    @staticmethod
-    def _tag_name(metric: Any) -> tuple[str, str]:
-        """The stream tag and scored name ``_Walk`` gives a gauge's or a sum's points."""
-        if metric.WhichOneof("data") == "gauge":
-            return "gauge", prometheus_metric_name(metric.name, metric.unit, monotonic_sum=False,
-                                                   gauge=True)
-        data = metric.sum
-        if not data.is_monotonic and data.aggregation_temporality == _CUMULATIVE:
-            return "updown", prometheus_metric_name(metric.name, metric.unit,
-                                                    monotonic_sum=False, gauge=True)
-        return "sum", prometheus_metric_name(metric.name, metric.unit,
-                                             monotonic_sum=data.is_monotonic, gauge=False) + ":rate"
-
     def stream(self, row: int) -> tuple[str, str, Labels, Labels]:
         """The ``SourceTable`` key of a gauge point: what the walk would build for it."""
         m, metric, point = self._point(row)
-        tag, name = self._tag_name(metric)
+        tag, name = number_stream(metric)
         resource = self.resources[int(self.metrics[m, M_GROUP])]
         return tag, name, resource, labels_of(point.attributes)
 
@@ -326,7 +313,7 @@ class _Walker:
                 walk.metric(self.metric(m))
             else:
                 _, metric, point = self._point(row)
-                tag, name = self._tag_name(metric)
+                tag, name = number_stream(metric)
                 if tag == "sum":
                     walk.sum(metric, [point])
                 else:
