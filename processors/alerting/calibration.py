@@ -38,12 +38,21 @@ _NO_MASK = np.zeros(0, np.bool_)
 
 @dataclass(frozen=True, slots=True)
 class Calibrated:
-    """Band and score per row. ``score`` is 0 at ``expected``, 1 at the band edge."""
+    """Band and score per row. ``score`` is 0 at ``expected``, 1 at the band edge.
+
+    ``baseline``: the detector's ``Prediction.baseline`` (None: ``expected``).
+    """
 
     expected: NDArray[np.float64]
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
     score: NDArray[np.float64]
+    baseline: NDArray[np.float64] | None = None
+
+    @property
+    def reference(self) -> NDArray[np.float64]:
+        """What a lasting deviation is measured from: ``baseline``, else ``expected``."""
+        return self.expected if self.baseline is None else self.baseline
 
 
 def calibrate(
@@ -73,7 +82,7 @@ def calibrate(
             values, prediction.expected, prediction.lower, prediction.upper, rows,
             float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
             DIRECTIONS[policy.direction], _MIN_WIDTH)
-    return Calibrated(prediction.expected, lower, upper, score)
+    return Calibrated(prediction.expected, lower, upper, score, prediction.baseline)
 
 
 def clip_to_band(values: NDArray[np.float64], calibrated: Calibrated) -> NDArray[np.float64]:
@@ -188,7 +197,7 @@ class Calibrator:
                 batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
                 self._usual.magnitude, k, scale_floor, float(policy.min_absolute_deviation),
                 float(policy.min_relative_deviation), DIRECTIONS[policy.direction], _MIN_WIDTH)
-        return Calibrated(prediction.expected, lower, upper, score)
+        return Calibrated(prediction.expected, lower, upper, score, prediction.baseline)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual ``|value|`` (0 before its first point)."""

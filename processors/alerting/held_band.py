@@ -8,7 +8,7 @@ against, and the larger score is what alerts and what events report: the flag st
 until the value is back inside that band, or until the value has gone ``hold_s`` (event
 time) without moving further away: neither a new extreme at least ``GROWTH_STEP`` band
 half-widths beyond the last (a jump), nor a significant upward trend of its deviation from
-the detector's expected value over the last ``hold_s`` (a leak, which grows by less than
+the detector's baseline over the last ``hold_s`` (a leak, which grows by less than
 its noise from point to point; ``processors.alerting.trend``). While it trends away, a
 point back inside the held band does not close it either (a leak at the band's edge). A
 leak that keeps growing therefore stays flagged while it grows; a level shift that holds,
@@ -112,12 +112,13 @@ class HeldBands:
         when a point dips back inside the held band (a leak at the band's edge).
 
         Every row (open or not) also joins its series' trend fit: its deviation from
-        ``calibrated.expected`` (the detector's). A row that goes ``GROWTH_STEP`` further
-        out than the anomaly's furthest so far, or whose deviation has trended away on the
-        anomaly's side over the last ``hold_s`` (``trend.T_CRIT``), restarts its
-        ``hold_s``. ``sides``: per slot, the side (+1 / -1) its open anomaly is on, as the
-        scorer recorded it at the open (None: above). Only deviations on the rule's
-        ``direction`` count, as for the detector's own score.
+        ``calibrated.reference`` (the detector's baseline: an ensemble's seasonal profile,
+        which a leak does not drag along within hours as its combined expected value can).
+        A row that goes ``GROWTH_STEP`` further out than the anomaly's furthest so far, or
+        whose deviation has trended away on the anomaly's side over the last ``hold_s``
+        (``trend.T_CRIT``), restarts its ``hold_s``. ``sides``: per slot, the side (+1 / -1)
+        its open anomaly is on, as the scorer recorded it at the open (None: above). Only
+        deviations on the rule's ``direction`` count, as for the detector's own score.
         """
         if hold_s <= 0:
             return calibrated, np.zeros(len(slots), np.bool_)
@@ -129,8 +130,8 @@ class HeldBands:
             sides = np.ones(len(bands), np.int8)
         with float_warnings_ignored():
             used, expected, lower, upper, score, growing = _apply_rows(
-                slots, values, calibrated.expected, calibrated.lower, calibrated.upper,
-                calibrated.score, is_open, ts_unix_nano,
+                slots, values, calibrated.reference, calibrated.expected, calibrated.lower,
+                calibrated.upper, calibrated.score, is_open, ts_unix_nano,
                 _hold_ns(hold_s), hold_s, DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
                 sides, bands.trend, bands.trend_ns)
@@ -230,10 +231,10 @@ def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
 
 @kernel
 def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the held columns
-    slots: Any, values: Any, expected: Any, lower: Any, upper: Any, score: Any,
-    is_open: Any, ts: Any, hold_ns: int, hold_s: float, direction: int, growth_step: float,
-    t_crit: float, held_expected: Any, held_lower: Any, held_upper: Any, extreme_ns: Any,
-    peak: Any, side: Any, trend: Any, trend_ns: Any,
+    slots: Any, values: Any, reference: Any, expected: Any, lower: Any, upper: Any,
+    score: Any, is_open: Any, ts: Any, hold_ns: int, hold_s: float, direction: int,
+    growth_step: float, t_crit: float, held_expected: Any, held_lower: Any, held_upper: Any,
+    extreme_ns: Any, peak: Any, side: Any, trend: Any, trend_ns: Any,
 ) -> Any:
     """``HeldBands.apply`` row by row: whether any row took its held band, and the band."""
     n = len(slots)
@@ -245,7 +246,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
         s = slots[i]
         use = False
         t = 0.0
-        away = values[i] - expected[i]
+        away = values[i] - reference[i]
         if np.isfinite(away):  # every series' fit, so a leak's trend predates its open
             t = trend_step(trend, trend_ns, s, away, ts[i], hold_s)
         if is_open[i]:

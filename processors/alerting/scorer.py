@@ -278,7 +278,7 @@ class Scorer:
         calibrated = calibrator.step(detector, seen, spacing)
         shown = calibrated if shift is None else Calibrated(
             calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
-            calibrated.score)
+            calibrated.score, None if calibrated.baseline is None else calibrated.baseline + shift)
         return ScoredRound(part, seen, shift, spacing, calibrated, shown)
 
     def _alert(

@@ -2,9 +2,10 @@
 
 A leak grows by less than its noise from one point to the next, so no single new extreme
 shows it; its trend does. Every series keeps an exponentially weighted least-squares fit
-of its deviation from the detector's expected value against event time, with time
-constant ``hold`` (the same horizon as the hold: a drift that moves less than its noise
-within one hold is a level), and the t statistic of the slope; an open anomaly reads it on
+of its deviation from the detector's baseline (``Prediction.baseline``: an ensemble's
+seasonal profile, which a leak does not drag along) against event time, with time constant
+``hold`` (the same horizon as the hold: a drift that moves less than its noise within one
+hold is a level), and the t statistic of the slope; an open anomaly reads it on
 its own side. The fit runs before the open too: a leak is flagged once it has already
 grown for a while, and its trend is known from then on.
 

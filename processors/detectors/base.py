@@ -18,12 +18,15 @@ from otel_anomaly.processors.types import SeriesBatch
 class Prediction:
     """What a detector expects of each row: a value and a band around it (original units).
 
-    ``lower``/``upper`` are NaN while the row's series is warming up.
+    ``lower``/``upper`` are NaN while the row's series is warming up. ``baseline``: what
+    the series' slowest-adapting model expects (an ensemble's seasonal profile), where
+    ``expected`` may already follow an incident; None: the same as ``expected``.
     """
 
     expected: NDArray[np.float64]
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
+    baseline: NDArray[np.float64] | None = None
 
 
 def occurrence_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:

@@ -294,12 +294,13 @@ class Ensemble(Detector):
         r = self._round(batch)
         width = r.widening * band
         with float_warnings_ignored():
-            expected, lower, upper = kernels.band(
+            expected, lower, upper, baseline = kernels.band(
                 r.expected, r.upper, r.lower, r.floor, r.mult, r.narrow_up, r.narrow_down,
                 width, self.combine == "max", self._CENTRE)
         if self.log_transform:
-            expected, lower, upper = (self._unseen(x) for x in (expected, lower, upper))
-        return Prediction(expected, lower, upper)
+            expected, lower, upper, baseline = (
+                self._unseen(x) for x in (expected, lower, upper, baseline))
+        return Prediction(expected, lower, upper, baseline)
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""

@@ -81,10 +81,15 @@ def band(
     floor: NDArray[np.float64], mult: NDArray[np.float64], narrow_up: NDArray[np.float64],
     narrow_down: NDArray[np.float64], width: NDArray[np.float64], combine_max: bool,
     centre: float,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """The combined band ``width`` (per row, in sigmas) wide, and the expected value in it."""
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+           NDArray[np.float64]]:
+    """The combined band ``width`` (per row, in sigmas) wide, and the expected value in it.
+
+    Also the baseline: the most specific ready member's expected value, not kept in the band.
+    """
     rows, members = expected.shape
     out_expected, out_lower, out_upper = np.empty(rows), np.empty(rows), np.empty(rows)
+    out_baseline = np.empty(rows)
     for row in range(rows):
         lo = hi = ready_expected = first = math.nan
         for m in range(members):
@@ -108,7 +113,8 @@ def band(
         margin = centre * (hi - lo)
         out_expected[row] = fmin(fmax(mid, lo + margin), hi - margin)
         out_lower[row], out_upper[row] = lo, hi
-    return out_expected, out_lower, out_upper
+        out_baseline[row] = mid
+    return out_expected, out_lower, out_upper, out_baseline
 
 
 @kernel

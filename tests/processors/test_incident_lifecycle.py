@@ -214,6 +214,28 @@ def test_a_slow_leak_on_a_daily_gauge_stays_flagged_while_it_grows() -> None:
     assert closes and "new level is now the baseline" in closes[-1].explanation
 
 
+def test_a_leak_stays_flagged_while_it_grows_where_the_level_follows_it() -> None:
+    # A gauge with daily and weekly cycles, ten days old (its weekly profile is not ready),
+    # leaks 10 % an hour for twelve hours. The ensemble's expected value follows the leak
+    # (its level member moves with it), so the leak's trend, measured from that expected
+    # value, faded within hours and the flag dropped while the value kept climbing to
+    # twice its level. Measured from the seasonal baseline, the trend keeps it open.
+    case = incident_series(None, base="gauge", days=11, step_s=STEP_S, seed=0)
+    start, ramp = 10 * 1440, 12 * 60
+    values = case.values.copy()
+    values[start : start + ramp] *= 1.0 + 0.1 * np.arange(ramp) / 60
+    values[start + ramp :] *= 1.0 + 0.1 * ramp / 60
+    series = RecordedSeries(SeriesKey(BASE_METRIC["gauge"], (), ()), case.ts_unix_nano, values)
+    (result,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [series])
+    during = result.flag[start : start + ramp]
+    assert during.any(), "the leak was never flagged"
+    first = int(np.argmax(during))
+    assert first <= 6 * 60, f"the leak was flagged only after {first} minutes"
+    assert during[first:].mean() >= 0.95, (
+        f"flag dropped while the leak grew: up {during[first:].mean():.0%} of the time after "
+        "it opened")
+
+
 def test_a_false_positive_verdict_closes_a_leak_that_still_trends_away() -> None:
     # The trend keeps a growing leak open even where a point dips back inside its band;
     # a person who says the anomaly is a false positive outranks it.
