@@ -147,7 +147,8 @@ ensemble's persistence narrowing keeps sustained regressions detected): the ense
 calibrates itself (3.5 Gaussian-equivalent sigmas), its members cap what one point teaches
 them (so gating is off), an anomaly opens on 2 points out of band or one at 1.5x the band,
 closes as soon as a point is back inside, and for the next 60 points or the next 5 hours,
-whichever ends first, no other one opens (the same event). 5 hours is what the 60 points
+whichever ends first, no other one opens (the same event) unless a point scores above that
+anomaly's peak. 5 hours is what the 60 points
 were tuned as on NAB's 5-minute series; counted in points alone, an hourly series was
 blind for two and a half days after each close (msmon: event F1 0.392 -> 0.466 with the
 time limit, NAB unchanged)."""

@@ -39,9 +39,10 @@ class Hysteresis:
     most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
     a close no new anomaly opens (the rest of one event stays one anomaly), or for
     ``cooldown_time_s`` of event time if that ends first: an hourly series is not blind for
-    60 hours. NaN scores (invalid points) leave the state as it is. After a restore, each
-    anomaly still open asks for an update at its first valid point, so outputs that
-    started empty (the Prometheus info gauge) learn of it again.
+    60 hours. A point scoring above the closed anomaly's peak opens even then: it is more
+    than the rest of that event. NaN scores (invalid points) leave the state as it is.
+    After a restore, each anomaly still open asks for an update at its first valid point,
+    so outputs that started empty (the Prometheus info gauge) learn of it again.
 
     Examples
     --------
@@ -71,6 +72,7 @@ class Hysteresis:
             high_for=Column(np.float64, 0.0),  # event time the high run spans, ns
             low_for=Column(np.float64, 0.0),  # event time the low run spans, ns
             closed_ts=Column(np.int64),  # event time of the last close
+            peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
 
@@ -83,7 +85,8 @@ class Hysteresis:
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore the state saved by ``state_dict``."""
-        self._state.load_state_dict(state)
+        rows = len(state["open"])  # state saved before peaks were kept: no cooldown bypass
+        self._state.load_state_dict({"peak": np.full(rows, np.inf, np.float32), **state})
         self._resumed = set(np.flatnonzero(self._state.open).tolist())
 
     def is_open(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
@@ -124,7 +127,7 @@ class Hysteresis:
             slots, score, ts_unix_nano, announce, _NO_ROWS if keep is None else keep,
             state.above, state.below, state.open, state.last_event_ts, state.open_for,
             state.since_close, state.prev_ts, state.spacing, state.high_for, state.low_for,
-            state.closed_ts,
+            state.closed_ts, state.peak,
             float(policy.open_threshold), float(policy.close_threshold),
             float(policy.instant_threshold), int(policy.min_duration),
             float(policy.min_duration_time_s * 1e9), int(policy.close_after),
@@ -203,7 +206,7 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
     slots: Any, score: Any, ts: Any, announce: Any, keep: Any,
     above: Any, below: Any, is_open: Any, last_event_ts: Any, open_for: Any,
     since_close: Any, prev_ts: Any, spacing: Any, high_for: Any, low_for: Any, closed_ts: Any,
-    open_threshold: float, close_threshold: float, instant_threshold: float,
+    peak: Any, open_threshold: float, close_threshold: float, instant_threshold: float,
     min_duration: int, min_time_ns: float, close_after: int, close_time_ns: float,
     cooldown: int, cooldown_ns: int, interval_ns: int,
 ) -> Any:
@@ -223,6 +226,9 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         was_open = is_open[s]
         since = _more(since_close[s]) if valid else np.int64(since_close[s])
         cooled = since > cooldown or (cooldown_ns >= 0 and t - closed_ts[s] >= cooldown_ns)
+        # The cooldown keeps the rest of one event from opening again; a point scoring above
+        # that event's peak is more than its rest (as the ensemble's refractory stretch).
+        cooled = cooled or (valid and x > peak[s])
         usual = _spacing_row(s, t, valid, prev_ts, spacing)
         high_run = high_for[s] + usual if high else (0.0 if valid else high_for[s])
         high_for[s] = high_run
@@ -248,6 +254,10 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         since_close[s] = 0 if closes else since
         if closes:
             closed_ts[s] = t
+        if opens:
+            peak[s] = x
+        elif now_open and valid and x > peak[s]:
+            peak[s] = x
         if opens or updates or closes:
             last_event_ts[s] = t
         flag[i], opened[i], updated[i], closed[i] = now_open, opens, updates, closes

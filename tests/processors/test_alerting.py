@@ -136,6 +136,15 @@ def test_cooldown_keeps_one_event_one_anomaly() -> None:
     assert _flags(quiet, scores) == [True, False, False, False, False, False, True]
 
 
+def test_a_bigger_excursion_opens_during_the_cooldown() -> None:
+    # The cooldown keeps the rest of one event one anomaly; a point scoring above that
+    # anomaly's peak is more than its rest (msmon outbound-18: a one-point blip closed,
+    # then latency quadrupled for a day inside the cooldown and was never flagged).
+    quiet = AlertPolicy(min_duration=1, close_after=1, cooldown=10)
+    assert _flags(quiet, [3.0, 0.1, 2.5, 0.1, 4.0, 0.1, 3.5]) == [
+        True, False, False, False, True, False, False]
+
+
 def test_open_for_counts_points_of_the_open_anomaly() -> None:
     h, policy = Hysteresis(), AlertPolicy(min_duration=1, close_after=1)
     for i, s in enumerate([0.0, 2.0, 2.0, 2.0]):
