@@ -26,13 +26,15 @@ def round_events(  # noqa: PLR0913 -- the round, its moves, and what explains th
     cal: Calibrated, moves: Transitions, evented: NDArray[np.bool_],
     key_of: Callable[[int], SeriesKey], exemplars: dict[int, tuple[bytes, bytes]],
     agree: dict[int, tuple[str, ...]], baseline: NDArray[np.bool_] | None,
+    drifts: dict[int, float] | None = None,
 ) -> list[AnomalyEvent]:
     """The events of a round's ``evented`` rows, each explained and stamped.
 
     ``per_slot`` holds each slot's ``direction``, ``opened_ns`` and ``stamped_ns``;
     ``rows`` maps the round's rows to the request's (for ``exemplars``: trace and span
     ids); ``agree``: the members that saw each row out of band; ``baseline``: closes whose
-    value is still outside the held band (the new level is the baseline).
+    value is still outside the held band (the new level is the baseline); ``drifts``: rows
+    still drifting away, their drift per hour.
     """
     events = []
     for i in np.flatnonzero(evented).tolist():
@@ -57,7 +59,8 @@ def round_events(  # noqa: PLR0913 -- the round, its moves, and what explains th
             direction="up" if up else "down", detector=detector,
             explanation=explain(kind, key, detector=detector, agreeing=agree.get(i, ()),
                                 baseline=baseline is not None and bool(baseline[i]),
-                                count=count, **fields),
+                                count=count, drift=(drifts or {}).get(i, math.nan),
+                                **fields),
             trace_id=trace_id, span_id=span_id,
             anomaly_id=anomaly_id(key, int(per_slot.opened_ns[slot])), **fields,
         ))

@@ -74,13 +74,14 @@ def _change(value: float, expected: float) -> str:
 def explain(
     kind: str, key: SeriesKey, *, value: float, expected: float, lower: float, upper: float,
     score: float, detector: str, agreeing: tuple[str, ...] = (), baseline: bool = False,
-    count: float = math.nan,
+    count: float = math.nan, drift: float = math.nan,
 ) -> str:
     """Describe an open, update or close event in one line, in the series' own unit.
 
     ``baseline``: a close because the detector has taken the new level in (the value is
     still where the anomaly took it), not because the value came back. ``count``: a
-    ratio's sample size (calls, log records), said in counts when known.
+    ratio's sample size (calls, log records), said in counts when known. ``drift``: the
+    value still moves away (a leak) at this rate per hour; its sign is said, when known.
 
     Examples
     --------
@@ -90,6 +91,13 @@ def explain(
     http_server_duration_milliseconds:p99{service.name="api"}: p99 840 ms, above the expected
     310 ms (2.7x; band 250 to 390 ms), 7.6x the band half-width, by ensemble (daily profile
     and level agree)
+
+    A value that keeps moving away (a leak) says so:
+
+    >>> print(explain("update", key, value=840, expected=310, lower=250, upper=390, score=7.6,
+    ...               detector="ensemble", drift=120))
+    http_server_duration_milliseconds:p99{service.name="api"}: p99 840 ms, above the expected
+    310 ms (2.7x; band 250 to 390 ms), 7.6x the band half-width, by ensemble; still rising
     >>> key = SeriesKey("traces_span_metrics_error:ratio", (("service.name", "cart"),), ())
     >>> print(explain("close", key, value=0.01, expected=0.012, lower=0, upper=0.05, score=0.1,
     ...               detector="ensemble"))
@@ -129,9 +137,14 @@ def explain(
         members = f" ({agreeing[0]})"
     elif agreeing:
         members = f" ({', '.join(agreeing[:-1])} and {agreeing[-1]} agree)"
+    # Only the direction: the trend's slope lags a fresh ramp (its fit still holds the
+    # flat hour before it), so a figure would understate a young leak several times over.
+    moving = ""
+    if math.isfinite(drift) and drift != 0:
+        moving = f"; still {'rising' if drift > 0 else 'falling'}"
     return (
         f"{name}: {feature} {show(value)}, {side} the expected {show(expected)} ({detail}), "
-        f"{score:.2g}x the band half-width, by {detector}{members}"
+        f"{score:.2g}x the band half-width, by {detector}{members}{moving}"
     )
 
 

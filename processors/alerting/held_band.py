@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS
-from otel_anomaly.processors.alerting.trend import T_CRIT, WIDTH, trend_step
+from otel_anomaly.processors.alerting.trend import T_CRIT, WIDTH, drift, trend_step
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 from otel_anomaly.processors.kernel_math import maximum, minimum
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -145,6 +145,19 @@ class HeldBands:
         with float_warnings_ignored():
             out: NDArray[np.float64] = _held_scores(
                 at, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction])
+        return out
+
+    def drifting(self, slots: NDArray[np.intp], sides: NDArray[np.int8]) -> list[float]:
+        """Per slot, its deviation's drift per hour, or NaN where it is not significant.
+
+        Significant means on its anomaly's side (``sides``: +1 above, -1 below), as for
+        holding it open (``trend.T_CRIT``). For explanations.
+        """
+        out = []
+        for s, side in zip(slots.tolist(), sides.tolist(), strict=True):
+            slope, t = (drift(self._bands.trend, s) if s < len(self._bands)
+                        else (0.0, 0.0))
+            out.append(slope * 3600.0 if side * t >= T_CRIT else math.nan)
         return out
 
     def outside(self, slots: NDArray[np.intp], values: NDArray[np.float64],

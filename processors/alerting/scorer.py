@@ -7,6 +7,7 @@ scores that feeding its rows one at a time would.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -378,7 +379,24 @@ class Scorer:
     ) -> list[AnomalyEvent]:
         return round_events(
             self._per_slot, self.rules[rule_index].detector, part, rows, cal, moves, evented,
-            key_of, exemplars, self._agree, self._baseline)
+            key_of, exemplars, self._agree, self._baseline, self._drifts(part, cal, moves))
+
+    def _drifts(self, part: SeriesBatch, cal: Calibrated, moves: Transitions
+                ) -> dict[int, float]:
+        """Drift per hour of the open and update rows still moving away (a leak).
+
+        Only rows whose drift is significant on their anomaly's side are listed.
+        """
+        at = np.flatnonzero(moves.opened | moves.updated)
+        if not len(at) or not self.held.active:
+            return {}
+        slots = part.slots[at]
+        # An open's side is the one it opens on (round_events records it the same way).
+        sides = np.where(moves.opened[at], np.where(part.values[at] >= cal.expected[at], 1, -1),
+                         self._per_slot.direction[slots]).astype(np.int8)
+        drifts = self.held.drifting(slots, sides)
+        return {int(i): d for i, d in zip(at.tolist(), drifts, strict=True)
+                if not math.isnan(d)}
 
 
 def _take(cal: Calibrated, rows: NDArray[np.intp]) -> Calibrated:

@@ -101,6 +101,20 @@ def trend_step(trend: Any, last_ns: Any, s: int, x: float, t_ns: int, tau_s: flo
                         trend[s, _D])
 
 
+def drift(trend: Any, s: int) -> tuple[float, float]:
+    """Slot ``s``'s fitted drift of its deviation, per second, and the slope's t statistic.
+
+    For explanations (an anomaly still rising about so much an hour); (0, 0) for an
+    empty fit.
+    """
+    row = trend[s]
+    if not row[_CTT] > 0:
+        return 0.0, 0.0
+    t = _t_statistic(row[_N], row[_MT], row[_CTT], row[_CTX], row[_CXX], row[_Q], row[_QT],
+                     row[_QTT], row[_D])
+    return float(row[_CTX] / row[_CTT]), float(t)
+
+
 @kernel
 def _t_statistic(n: float, mt: float, ctt: float, ctx: float, cxx: float, q: float,
                  qt: float, qtt: float, d: float) -> float:

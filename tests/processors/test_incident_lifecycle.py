@@ -191,6 +191,23 @@ def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseli
     assert baseline[0] == len(events) - 1, f"the accepted level paged again: {events[-1]}"
 
 
+def test_a_leaks_events_say_it_still_grows() -> None:
+    # Memory growing 60 % over six hours: while it grows, its events say it is still
+    # rising; hours after it has stopped, they no longer do.
+    rng = np.random.default_rng(5)
+    warm, ramp, after = 3 * 1440, 6 * 60, 10 * 60
+    values = 100.0 + rng.normal(0.0, 2.0, warm + ramp + after)
+    values[warm : warm + ramp] *= np.linspace(1.0, 1.6, ramp)
+    values[warm + ramp :] *= 1.6
+    events = [e for e in _events(values) if e.kind != "close"]
+    end_ns = (1_700_000_000 + (warm + ramp) * STEP_S) * SECOND
+    growing = [e.explanation for e in events if e.ts_unix_nano < end_ns]
+    rising = [text for text in growing if "still rising" in text]
+    assert len(rising) >= len(growing) // 2, f"{len(rising)} of {len(growing)}: {growing[:2]}"
+    late = [e.explanation for e in events if e.ts_unix_nano > end_ns + 5 * 3600 * SECOND]
+    assert not any("still rising" in text for text in late), late[:2]
+
+
 def test_a_slow_leak_on_a_daily_gauge_stays_flagged_while_it_grows() -> None:
     # The benchmark's slow leak (+60 % over six hours on a noisy daily-cycle gauge, two-minute
     # points): a third of a band half-width an hour, so no new extreme goes half a band
