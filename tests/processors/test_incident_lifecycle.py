@@ -8,6 +8,7 @@ and comes down once the value is back.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -159,18 +160,30 @@ def test_an_up_only_rule_does_not_hold_a_flag_up_on_a_drop() -> None:
     assert not result.flag[WARM + 12 :].any(), "an up-only rule kept its flag up on a drop"
 
 
-def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseline() -> None:
-    # Memory that grows steadily by 60 % over six hours, with no jump to open on, then
-    # stays: held while it grows (by new extremes and by its trend). Once it stops
-    # growing, the trend fades (``processors.alerting.trend``: about 1 to 4 holds), the
-    # hold runs, and the anomaly closes as the new baseline: never silently. Three days of history first: a level alone
-    # follows a slow ramp, the daily profile (ready after two days) does not.
+LEAK_WARM, LEAK_RAMP = 3 * 1440, 6 * 60  # minutes of history, then of growth
+
+
+@functools.cache
+def _linear_leak_events() -> tuple[AnomalyEvent, ...]:
+    """Memory that grows steadily by 60 % over six hours, then stays, for ten hours.
+
+    Three days of history first: a level alone follows a slow ramp, the daily profile
+    (ready after two days) does not.
+    """
     rng = np.random.default_rng(5)
-    warm, ramp, after = 3 * 1440, 6 * 60, 10 * 60
-    values = 100.0 + rng.normal(0.0, 2.0, warm + ramp + after)
-    values[warm : warm + ramp] *= np.linspace(1.0, 1.6, ramp)
-    values[warm + ramp :] *= 1.6
-    events = [e for e in _events(values) if e.kind != "update"]
+    values = 100.0 + rng.normal(0.0, 2.0, LEAK_WARM + LEAK_RAMP + 10 * 60)
+    values[LEAK_WARM : LEAK_WARM + LEAK_RAMP] *= np.linspace(1.0, 1.6, LEAK_RAMP)
+    values[LEAK_WARM + LEAK_RAMP :] *= 1.6
+    return tuple(_events(values))
+
+
+def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseline() -> None:
+    # A leak with no jump to open on: held while it grows (by new extremes and by its
+    # trend). Once it stops growing, the trend fades (``processors.alerting.trend``: about
+    # 1 to 4 holds), the hold runs, and the anomaly closes as the new baseline: never
+    # silently.
+    warm, ramp = LEAK_WARM, LEAK_RAMP
+    events = [e for e in _linear_leak_events() if e.kind != "update"]
 
     def minute(event: AnomalyEvent) -> int:
         return int((event.ts_unix_nano // SECOND - 1_700_000_000) // STEP_S - warm)
@@ -192,15 +205,10 @@ def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseli
 
 
 def test_a_leaks_events_say_it_still_grows() -> None:
-    # Memory growing 60 % over six hours: while it grows, its events say it is still
-    # rising; hours after it has stopped, they no longer do.
-    rng = np.random.default_rng(5)
-    warm, ramp, after = 3 * 1440, 6 * 60, 10 * 60
-    values = 100.0 + rng.normal(0.0, 2.0, warm + ramp + after)
-    values[warm : warm + ramp] *= np.linspace(1.0, 1.6, ramp)
-    values[warm + ramp :] *= 1.6
-    events = [e for e in _events(values) if e.kind != "close"]
-    end_ns = (1_700_000_000 + (warm + ramp) * STEP_S) * SECOND
+    # While the leak grows, its events say it is still rising; hours after it has
+    # stopped, they no longer do.
+    events = [e for e in _linear_leak_events() if e.kind != "close"]
+    end_ns = (1_700_000_000 + (LEAK_WARM + LEAK_RAMP) * STEP_S) * SECOND
     growing = [e.explanation for e in events if e.ts_unix_nano < end_ns]
     rising = [text for text in growing if "still rising" in text]
     assert len(rising) >= len(growing) // 2, f"{len(rising)} of {len(growing)}: {growing[:2]}"
