@@ -35,6 +35,7 @@ from otel_anomaly.processors.testing import (
     BASE_KINDS,
     DAY_S,
     INCIDENT_KINDS,
+    INCIDENT_RAMPS,
     Incident,
     base_of,
     incident_base,
@@ -43,7 +44,6 @@ from otel_anomaly.processors.testing import (
 )
 
 GRACE_S = 3600
-LEAK_RAMP_S = 6 * 3600  # the slow leak grows for six hours (``processors.testing``)
 WARMUP_DAYS = 3
 
 
@@ -97,23 +97,25 @@ def _lasting(out: TextIO, outcome: Outcome, step: float) -> None:
     # Incidents still going on hours later: is the flag still up 2 to 3 hours after onset?
     a, b = int(2 * 3600 / step), int(3 * 3600 / step)
     out.write(f"\n{'lasting incident':20s} {'base':12s} {'flag up 2-3 h after onset':>26s}\n")
-    for kind in ("level_shift", "slow_leak"):
+    for kind in ("level_shift", *INCIDENT_RAMPS):
         shares = [float(flag[case.start + a : case.start + b].mean())
                   for _, case, flag in outcome if case.kind == kind]
         up = sum(share > 0.5 for share in shares)
         out.write(f"{kind:20s} {incident_base(kind):12s} {up:>4d}/{len(shares):<4d} series "
                   f"({np.mean(shares):.0%} of points)\n")
     # A leak must stay flagged while it grows: from its first flag to the end of its ramp.
-    ramp = int(LEAK_RAMP_S / step)
-    kept = []
-    for _, case, flag in outcome:
-        if case.kind == "slow_leak":
-            during = flag[case.start : case.start + ramp]
-            if during.any():
-                kept.append(float(during[int(np.argmax(during)):].mean()))
-    out.write(f"{'slow_leak':20s} {'gauge':12s} {sum(k >= 0.95 for k in kept):>4d}/"
-              f"{len(kept):<4d} flagged series kept the flag while it grew "
-              f"({np.mean(kept) if kept else 0:.0%} of points from the first flag)\n")
+    out.write(f"\n{'growing incident':20s} {'base':12s} {'kept the flag while it grew':>28s}\n")
+    for kind, ramp_s in INCIDENT_RAMPS.items():
+        ramp = int(ramp_s / step)
+        kept = []
+        for _, case, flag in outcome:
+            if case.kind == kind:
+                during = flag[case.start : case.start + ramp]
+                if during.any():
+                    kept.append(float(during[int(np.argmax(during)):].mean()))
+        out.write(f"{kind:20s} {incident_base(kind):12s} {sum(k >= 0.95 for k in kept):>4d}/"
+                  f"{len(kept):<4d} flagged series ({np.mean(kept) if kept else 0:.0%} of "
+                  "points from the first flag)\n")
 
 
 def _deploys(out: TextIO, outcome: Outcome) -> None:

@@ -195,7 +195,8 @@ def logs_request(
 DAY_S = 86_400
 BASE_KINDS = ("requests", "latency", "error_ratio", "gauge", "noise")
 INCIDENT_KINDS = ("spike", "level_shift", "slow_leak", "throughput_drop",
-                  "latency_regression", "error_burst", "deploy_step")
+                  "latency_regression", "error_burst", "deploy_step", "latency_leak",
+                  "traffic_decline")
 # Which base series each incident is injected into, its length (s) and its size.
 _INCIDENTS: dict[str, tuple[str, float, float]] = {
     "spike": ("gauge", 0.0, 3.0),  # one point at 3x
@@ -205,7 +206,12 @@ _INCIDENTS: dict[str, tuple[str, float, float]] = {
     "latency_regression": ("latency", 2 * 3600.0, 1.5),  # p99 x1.5 for 2 h
     "error_burst": ("error_ratio", 1200.0, 0.05),  # +5 points of errors for 20 min
     "deploy_step": ("latency", -1.0, 1.25),  # a release makes p99 25% slower, for good
+    "latency_leak": ("latency", 12 * 3600.0, 2.2),  # p99 climbs 10%/h for 12 h, then stays
+    "traffic_decline": ("requests", 12 * 3600.0, 0.28),  # traffic falls 6%/h for 12 h
 }
+INCIDENT_RAMPS = {"slow_leak": 6 * 3600.0, "latency_leak": 12 * 3600.0,
+                  "traffic_decline": 12 * 3600.0}
+"""Incidents that ramp linearly to their size over this many seconds, then stay there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +288,7 @@ def incident_series(
     end = len(values) if duration_s < 0 else start + max(int(duration_s / step_s), 1)
     values = values.copy()
     part = slice(start, end)
-    if kind == "slow_leak":
+    if kind in INCIDENT_RAMPS:
         values[part] *= np.linspace(1.0, size, end - start)
         values[end:] *= size
         end = len(values)
