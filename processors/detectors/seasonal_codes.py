@@ -28,6 +28,7 @@ nearest code left every A and B row as it was. Everything here is exact float ar
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +42,7 @@ DEV_BIAS = 32  # exponents 0 .. 63 are 2**-32 .. 2**31 units
 DEV_EXPONENTS = 64
 DEV_HEADROOM = 2.0 ** -30  # a refit keeps the largest spread below 2**30 units
 REACH = 256.0  # a new mean lands at most this many spans beyond the slot's range (refit)
+Counts = NDArray[np.unsignedinteger[Any]]  # only ``> 0`` is read: one-byte codes or counts
 _GOLDEN = 0.6180339887498949  # a Weyl step: successive multiples spread evenly over [0, 1)
 
 
@@ -102,7 +104,7 @@ def dev_code(value: float, unit: float, u: float) -> int:
 @kernel
 def _seen_range(
     s: int, b: int, means: NDArray[np.float64], devs: NDArray[np.float64],
-    count_col: NDArray[np.uint16],
+    count_col: Counts,
 ) -> tuple[float, float, float]:
     """Lowest and highest mean and largest spread of the phases seen (and phase ``b``).
 
@@ -133,7 +135,7 @@ def _scale(lo: float, hi: float, top: float) -> tuple[float, float]:
 def fit(
     s: int, b: int, means: NDArray[np.float64], devs: NDArray[np.float64],
     centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
-    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint16],
+    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: Counts,
 ) -> None:
     """Encode slot ``s``'s phase means and spreads, choosing its centre and unit.
 
@@ -154,7 +156,7 @@ def fit(
 def refit(
     s: int, b: int, new_mean: float, new_dev: float, u: float,
     centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
-    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint16],
+    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: Counts,
 ) -> None:
     """Write phase ``b``'s new values; re-encode slot ``s`` if needed or four times finer.
 
@@ -190,7 +192,7 @@ def refit(
 
 @kernel
 def encode_profiles(
-    mean: NDArray[np.float32], dev: NDArray[np.float32], count: NDArray[np.uint16],
+    mean: NDArray[np.float32], dev: NDArray[np.float32], count: Counts,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int16], NDArray[np.uint16]]:
     """Codes for float profiles (one row per slot): centre, unit, mean and spread codes."""
     rows, buckets = mean.shape
@@ -211,7 +213,7 @@ def encode_profiles(
 def store(
     s: int, b: int, new_mean: float, new_dev: float, ts: int, review: bool,
     centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
-    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint16],
+    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: Counts,
 ) -> None:
     """Write a phase's new mean and spread, refitting the slot if they do not fit.
 

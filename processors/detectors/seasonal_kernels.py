@@ -15,13 +15,13 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.detectors.seasonal_codes import decode_dev, decode_mean, store
+from otel_anomaly.processors.detectors.seasonal_counts import advanced, count_of
 from otel_anomaly.processors.kernel_math import fmax, fmin, maximum, minimum
 
 MAD_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
 TINY = 1e-9
 HUBER_SIGMAS = 3.0
 GLOBAL_ALPHA = 0.01
-MAX_COUNT = float(np.iinfo(np.uint16).max)  # bucket counts saturate (uint16 storage)
 MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32 storage)
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -39,7 +39,7 @@ def gather(
     buckets: int, spread_mix: float, warm_ns: int, n_col: NDArray[np.int32],
     first_col: NDArray[np.int64], gdev_col: NDArray[np.float32],
     centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
-    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint16],
+    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint8],
 ) -> tuple[NDArray[Any], ...]:
     """Per row: phase bucket, its count and mean, the spread, and whether it is scored."""
     rows = len(slots)
@@ -52,7 +52,7 @@ def gather(
         s = slots[i]
         # Float floor division of the phase, as numpy did (int64 % int // float).
         b = min(int(ts[i] % period_ns // bucket_ns), buckets - 1)
-        c = float(count_col[s, b])
+        c = count_of(int(count_col[s, b]))
         unit = float(unit_col[s])
         m = decode_mean(int(mean_col[s, b]), float(centre_col[s]), unit)
         bucket[i], count[i], mean[i] = b, c, m
@@ -67,7 +67,7 @@ def gather_neighbours(
     slots: NDArray[np.intp], bucket: NDArray[np.intp], tolerance: int, buckets: int,
     spread_mix: float, gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
     unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
-    count_col: NDArray[np.uint16],
+    count_col: NDArray[np.uint8],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean and spread of the phases within ``tolerance`` (inf spread if seen < 2 times)."""
     rows, width = len(slots), 2 * tolerance + 1
@@ -81,7 +81,7 @@ def gather_neighbours(
             m = decode_mean(int(mean_col[s, c]), centre, unit)
             means[i, k] = m
             sigma = _sigma(decode_dev(int(dev_col[s, c]), unit), gdev, m, spread_mix)
-            sigmas[i, k] = sigma if count_col[s, c] >= 2 else np.inf
+            sigmas[i, k] = sigma if count_col[s, c] >= 2 else np.inf  # codes below EXACT are counts
     return means, sigmas
 
 
@@ -151,7 +151,7 @@ def learn(
     last_col: NDArray[np.int64],
     gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
     unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
-    count_col: NDArray[np.uint16],
+    count_col: NDArray[np.uint8],
 ) -> None:
     """Learn one round (distinct slots, finite values) from its gathered state, in place."""
     for i in range(len(slots)):
@@ -184,6 +184,7 @@ def learn(
         # as the float32 columns before them: values beyond it saturate instead of inf.
         store(s, b, minimum(maximum(new_mean, -F32_MAX), F32_MAX), minimum(new_dev, F32_MAX),
               ts[i], new_cycle, centre_col, unit_col, mean_col, dev_col, count_col)
-        count_col[s, b] = minimum(c + 1.0, MAX_COUNT)
+        # One-byte count codes (seasonal_counts): the weights above stay the count's.
+        count_col[s, b] = advanced(int(count_col[s, b]), ts[i])
         last_col[s] = ts[i]
         n_col[s] = n

@@ -37,10 +37,10 @@ class SeasonalProfile(SlotStateDetector):
     the direction). 0 (band NaN) until the series has ``warmup_cycles`` of history and the
     phase was seen twice. Cost per row: a few array operations; state per series:
     ``buckets`` times a two-byte code each for the mean and the spread (``seasonal_codes``,
-    relative to the series' own range) and a uint16 count, plus 32 bytes of scalars (1.7
-    KiB for 288 buckets; 2.8 KiB as float32). Coarser phases were measured to cost
-    detection (15 or 10 minute daily phases on NAB's flags, 2 hour weekly ones on the
-    incidents), so the defaults keep 5 minutes and an hour.
+    relative to the series' own range) and a one-byte count (``seasonal_counts``), plus 32
+    bytes of scalars (1.4 KiB for 288 buckets; 2.8 KiB as float32). Coarser phases were
+    measured to cost detection (15 or 10 minute daily phases on NAB's flags, 2 hour weekly
+    ones on the incidents), so the defaults keep 5 minutes and an hour.
 
     Parameters
     ----------
@@ -118,7 +118,9 @@ class SeasonalProfile(SlotStateDetector):
             unit=Column(np.float32, 0.0),
             mean_code=Column(np.int16, 0, (buckets,)),
             dev_code=Column(np.uint16, 0, (buckets,)),
-            count=Column(np.uint16, 0, (buckets,)),
+            # Points learned per phase in one-byte codes (seasonal_counts): exact while
+            # they set a learning weight.
+            count=Column(np.uint8, 0, (buckets,)),
         )
         # A round's gathered state: computed for prediction, reused to learn the round.
         self._memo: RoundMemo = RoundMemo()

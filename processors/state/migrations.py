@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP
 from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
+from otel_anomaly.processors.detectors.seasonal_counts import encode_counts
 from otel_anomaly.processors.state.codec import as_labels, pack_labels, pack_strings
 
 FIRST_FORMAT = 4
@@ -140,8 +141,28 @@ def _fewer_tail_bins(state: Any) -> Any:
     return state
 
 
+def _count_codes(state: Any) -> Any:
+    """Format 8 -> 9: seasonal profiles keep their phases' counts in one-byte codes.
+
+    Every saved ``SeasonalProfile``'s uint16 ``count`` (beside its ``mean_code``, under any
+    prefix, wherever it sits in the tree) becomes the code of the largest count a code
+    stands for that is not above it (``seasonal_counts``): counts below 240 as they are.
+    """
+    if isinstance(state, list):
+        return [_count_codes(value) for value in state]
+    if not isinstance(state, dict):
+        return state
+    for prefix in [key[: -len("mean_code")] for key in state if str(key).endswith("mean_code")]:
+        count = state.get(prefix + "count")
+        if count is not None and np.asarray(count).dtype != np.uint8:
+            state[prefix + "count"] = encode_counts(count)
+    for key, value in state.items():
+        state[key] = _count_codes(value)
+    return state
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
-                                  7: _fewer_tail_bins}
+                                  7: _fewer_tail_bins, 8: _count_codes}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 
