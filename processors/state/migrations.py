@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP
+from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, integer_bins
 from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
 from otel_anomaly.processors.detectors.seasonal_counts import encode_counts
 from otel_anomaly.processors.state.codec import as_labels, pack_labels, pack_strings
@@ -161,8 +161,32 @@ def _count_codes(state: Any) -> Any:
     return state
 
 
+def _integer_tail_bins(state: Any) -> Any:
+    """Format 9 -> 10: tail histograms keep 24-bit integer bins instead of float32.
+
+    Every ``TailQuantile``'s float ``hist``, ``total`` and ``inc`` (under any prefix,
+    wherever it sits in the tree) become ``hist`` and ``low`` (a bin's high 16 and low 8
+    bits, in units that put the largest bin at 2**23) and ``inc`` in those units;
+    ``total`` (the bins' sum) goes. The rest is left as it is.
+    """
+    if isinstance(state, list):
+        return [_integer_tail_bins(value) for value in state]
+    if not isinstance(state, dict):
+        return state
+    for prefix in [key[: -len("hist")] for key in state if str(key).endswith("hist")]:
+        hist = state[prefix + "hist"]
+        if (prefix + "total" in state and prefix + "inc" in state and np.ndim(hist) == 2
+                and np.asarray(hist).dtype.kind == "f"):
+            del state[prefix + "total"]
+            state[prefix + "hist"], state[prefix + "low"], state[prefix + "inc"] = (
+                integer_bins(hist, state[prefix + "inc"]))
+    for key, value in state.items():
+        state[key] = _integer_tail_bins(value)
+    return state
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
-                                  7: _fewer_tail_bins, 8: _count_codes}
+                                  7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

@@ -1,6 +1,8 @@
 """Tail histograms end at ~1.3e5: estimates below keep their precision, above answer the edge.
 
-Checkpoints of format 7 (88 bins, up to ~1.1e8) fold their longer histograms on restore.
+Their bins are 24-bit integers of units that halve as the increment grows. Checkpoints of
+format 7 (88 bins, up to ~1.1e8) fold their longer histograms on restore, and those up to
+format 9 (float32 bins) become integer bins.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from otel_anomaly.processors.alerting import tail_quantile as tq_module
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, TailQuantile
 from otel_anomaly.processors.state.migrations import upgrade
 
@@ -33,10 +36,17 @@ def test_a_quantile_past_the_top_edge_answers_the_edge() -> None:
     assert 1e5 < TAIL_TOP < 2e5
 
 
+def _float_state(tq: TailQuantile) -> dict[str, np.ndarray]:
+    """``tq``'s state as formats 8 and 9 saved it: float32 bins and their total."""
+    state = tq.state_dict()
+    bins = state.pop("hist").astype(np.float64) * 256 + state.pop("low")
+    return {**state, "hist": bins.astype(np.float32), "total": bins.sum(axis=1)}
+
+
 def test_format_7_tail_histograms_fold_into_the_shorter_one() -> None:
     tq = _learned(np.concatenate([np.abs(np.random.default_rng(1).standard_normal(900)),
                                   np.full(100, 1e6)]))
-    state = tq.state_dict()
+    state = _float_state(tq)
     new = state["hist"]
     top = TAIL_BINS + 1
     old = np.zeros((len(new), 88), np.float32)
@@ -49,6 +59,77 @@ def test_format_7_tail_histograms_fold_into_the_shorter_one() -> None:
     np.testing.assert_allclose(folded["s1.hist"], new, rtol=1e-6)
     assert folded["s1.q"][0] == pytest.approx(TAIL_TOP, rel=1e-6)
     restored = TailQuantile(q=0.99, window=1000)
-    restored.load_state_dict({k.removeprefix("s1."): v for k, v in folded.items()})
+    current = upgrade(member, 8, 10)["detectors"][0]
+    restored.load_state_dict({k.removeprefix("s1."): v for k, v in current.items()})
     np.testing.assert_allclose(restored._estimate(np.array([0])), tq._estimate(np.array([0])),
                                rtol=1e-6)
+
+
+def test_format_9_float_bins_become_integer_bins_with_their_estimates() -> None:
+    rng = np.random.default_rng(4)
+    tq = TailQuantile(q=0.999, window=5000)
+    for _ in range(6000):
+        tq.update(np.array([0, 2]), np.abs(rng.standard_t(3, 2)))  # slot 1 never learns
+    saved = _float_state(tq)
+    member = upgrade({"m": [{f"s0.{k}": v for k, v in saved.items()}]}, 9, 10)["m"][0]
+    assert "s0.total" not in member and member["s0.hist"].dtype == np.uint16
+    restored = TailQuantile(q=0.999, window=5000)
+    restored.load_state_dict({k.removeprefix("s0."): v for k, v in member.items()})
+    slots = np.arange(3)
+    # Bins rescaled to the nearest unit (the largest at 2**23): within 1e-5.
+    np.testing.assert_allclose(restored._estimate(slots), tq._estimate(slots), rtol=1e-5)
+    bins = member["s0.hist"].astype(np.int64) * 256 + member["s0.low"]
+    assert bins.max() == 2**23 and member["s0.inc"][1] == tq_module._FIRST_INC
+    # Learning on, the restored state follows the saved one.
+    for tails in (tq, restored):
+        for score in (2.0, 40.0, 1.0):
+            tails.update(np.array([0, 1]), np.array([score, score]))
+    np.testing.assert_allclose(restored._estimate(slots), tq._estimate(slots), rtol=1e-5)
+
+
+def _decayed_quantile(scores: np.ndarray, q: float, window: int) -> float:
+    """The estimate a float64 histogram would give (weights decaying by 1 - 1 / window)."""
+    weights = (1.0 - 1.0 / window) ** np.arange(len(scores))[::-1]
+    pos = np.log(np.maximum(scores, 1e-300) / 0.5) / np.log(1.25)
+    b = np.clip(np.floor(pos).astype(np.int64) + 1, 0, TAIL_BINS + 1)
+    hist = np.bincount(b, weights, TAIL_BINS + 2)
+    cum = np.cumsum(hist)
+    k = min(int((cum < q * cum[-1]).sum()), TAIL_BINS + 1)
+    frac = np.clip((q * cum[-1] - (cum[k] - hist[k])) / hist[k], 0.0, 1.0)
+    return float(0.5 * 1.25 ** np.clip(k - 1 + frac, 0.0, TAIL_BINS))
+
+
+@pytest.mark.parametrize(("q", "window"), [(0.999, 5000), (0.99, 100), (0.9, 3)])
+def test_integer_bins_give_the_float_histogram_estimates(q: float, window: int) -> None:
+    # Thousands of halvings (a short window's increment grows fast) keep the estimate
+    # within 1e-4 of float64 bins.
+    scores = np.abs(np.random.default_rng(5).standard_t(3, 20000))
+    tq = _learned(scores, q=q, window=window)
+    exact = _decayed_quantile(scores, q, window)
+    assert float(tq._estimate(np.array([0]))[0]) == pytest.approx(exact, rel=1e-4)
+
+
+def test_a_point_counts_even_when_the_increment_is_below_a_unit() -> None:
+    tq = _learned(np.ones(10), window=10**9)
+    state = tq.state_dict()
+    state["inc"][0] = 0.2  # what a window of millions of points comes to
+    tq.load_state_dict(state)
+    before = tq.state_dict()["low"][0].astype(np.int64)
+    tq.update(np.array([0]), np.array([1.0]))
+    assert (tq.state_dict()["low"][0].astype(np.int64) - before).sum() == 1
+
+
+def test_a_full_bin_halves_every_bin_instead_of_wrapping() -> None:
+    tq = _learned(np.array([1.0, 100.0, 100.0, 3.0]), window=10**9)
+    state = tq.state_dict()
+    bins = state["hist"][0].astype(np.int64) * 256 + state["low"][0]
+    before = bins.copy()
+    full = int(np.argmax(bins))
+    state["hist"][0, full], state["low"][0, full] = 0xFFFF, 0xFF  # 2**24 - 1
+    tq.load_state_dict(state)
+    tq.update(np.array([0]), np.array([100.0]))
+    after = tq.state_dict()
+    bins = after["hist"][0].astype(np.int64) * 256 + after["low"][0]
+    assert bins[full] == 2**23 + round(tq_module._FIRST_INC / 2)
+    others = np.arange(len(bins)) != full
+    np.testing.assert_array_equal(bins[others], np.rint(before[others] / 2))

@@ -1,6 +1,7 @@
 """Kernels of TailQuantile, DeviationScale and Persistence against their former numpy bodies.
 
-The numpy versions below are the method bodies the kernels replaced, kept as the reference:
+The numpy versions below are the method bodies the kernels replaced, kept as the reference
+(the tail histogram's since in 24-bit integer bins that halve, see ``tail_quantile``):
 random rounds (several slots, NaN, infinities, zeros, huge values, a short window so that
 the histogram rescales) must leave the same state and give the same outputs. The tail
 estimate goes through ``exp``, whose last bit numba (libm) and numpy (its own SIMD code)
@@ -44,19 +45,22 @@ class NumpyTailQuantile(TailQuantile):
             pos = np.log(np.maximum(scores, 1e-300) / _LOW) / _LOG_RATIO
         b = np.minimum(np.maximum(np.floor(pos).astype(np.int64) + 1, 0), _BINS + 1)
         inc = self._state.inc[slots]
-        self._state.hist[slots, b] += inc
-        self._state.total[slots] += inc
+        bins = self._bins(slots)
+        rows = np.arange(len(slots))
+        while True:  # halve (half to even) the slots whose bin would overflow
+            full = bins[rows, b] + np.maximum(inc, 1.0) + 0.5 >= tq_module._CODE_MAX + 1
+            if not full.any():
+                break
+            bins[full] = np.rint(bins[full] / 2.0)
+            inc = np.where(full, inc / 2.0, inc)
+        old = bins[rows, b]
+        bins[rows, b] = np.maximum(np.floor(old + inc + 0.5), old + 1)
+        codes = bins.astype(np.int64)
+        self._state.hist[slots], self._state.low[slots] = codes >> 8, codes & 255
         n = self._state.n[slots] + 1
         n = np.where(n >= tq_module._WRAP_AT, n - (tq_module._WRAP_AT >> 1), n)
         self._state.n[slots] = n
-        inc = inc * self._growth
-        big = inc > tq_module._RESCALE_AT
-        if big.any():
-            rows = slots[big]
-            self._state.hist[rows] = self._state.hist[rows] / inc[big, None]
-            self._state.total[rows] /= inc[big]
-            inc[big] = 1.0
-        self._state.inc[slots] = inc
+        self._state.inc[slots] = inc * self._growth
         above = scores >= self._state.q[slots]
         stale = slots[above | (n <= tq_module._EXACT_FOR) | (n % tq_module._REFRESH_EVERY == 0)]
         if len(stale):
@@ -66,10 +70,15 @@ class NumpyTailQuantile(TailQuantile):
         self._ensure(slots)
         return self._state.q[slots].astype(np.float64)
 
+    def _bins(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
+        return (self._state.hist[slots].astype(np.float64) * 256
+                + self._state.low[slots].astype(np.float64))
+
     def _estimate(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        hist = self._state.hist[slots].astype(np.float64)
+        hist = self._bins(slots)
         cum = np.cumsum(hist, axis=1)
-        rank = self.q * self._state.total[slots]
+        total = hist.sum(axis=1)
+        rank = self.q * total
         b = np.minimum((cum < rank[:, None]).sum(axis=1), _BINS + 1)
         rows = np.arange(len(slots))
         before = cum[rows, b] - hist[rows, b]
@@ -78,7 +87,7 @@ class NumpyTailQuantile(TailQuantile):
         frac = np.minimum(np.maximum(frac, 0.0), 1.0)
         edge = np.minimum(np.maximum(b - 1 + frac, 0.0), float(_BINS))
         value = _LOW * np.exp(edge * _LOG_RATIO)
-        return np.where(self._state.total[slots] > 0, value, 0.0)
+        return np.where(total > 0, value, 0.0)
 
 
 class NumpyDeviationScale(DeviationScale):
@@ -150,7 +159,7 @@ def _rounds(rng: np.random.Generator, count: int, slots: int, width: int = 0) ->
 
 def _assert_tails(fast: TailQuantile, slow: TailQuantile) -> None:
     a, b = fast.state_dict(), slow.state_dict()
-    for name in ("hist", "total", "inc", "n"):
+    for name in ("hist", "low", "inc", "n"):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     # The estimate may round its last float64 bit differently (exp): one float32 step.
     np.testing.assert_allclose(a["q"], b["q"], rtol=2e-7, atol=0)
