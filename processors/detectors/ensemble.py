@@ -70,7 +70,7 @@ class Ensemble(Detector):
     member either way, kept inside the band.
 
     Cost per row: the members' cost plus one histogram lookup per member; state: the
-    members' state plus 260 bytes per member and slot (the tail histogram: 58 float32).
+    members' state plus 194 bytes per member and slot (the tail histogram: 58 24-bit bins).
 
     Parameters
     ----------
