@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otel_anomaly.processors.alerting import tail_quantile as tq_module
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, TailQuantile
@@ -133,3 +135,15 @@ def test_a_full_bin_halves_every_bin_instead_of_wrapping() -> None:
     assert bins[full] == 2**23 + round(tq_module._FIRST_INC / 2)
     others = np.arange(len(bins)) != full
     np.testing.assert_array_equal(bins[others], np.rint(before[others] / 2))
+
+
+@given(st.lists(st.integers(0, 2**24 - 1), min_size=TAIL_BINS + 2, max_size=TAIL_BINS + 2))
+def test_24_bit_bins_round_trip_and_halve_to_even(values: list[int]) -> None:
+    hist = np.zeros((1, TAIL_BINS + 2), np.uint16)
+    low = np.zeros((1, TAIL_BINS + 2), np.uint8)
+    for k, value in enumerate(values):
+        tq_module._set_bin(hist, low, 0, k, value)
+    assert [tq_module._bin(hist, low, 0, k) for k in range(len(values))] == values
+    tq_module._halve(hist, low, 0)
+    halved = [tq_module._bin(hist, low, 0, k) for k in range(len(values))]
+    assert halved == np.rint(np.array(values) / 2).tolist()
