@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
@@ -19,6 +20,7 @@ from otel_anomaly.processors.signals.otlp_resources import (
     service_labels,
 )
 from otel_anomaly.processors.signals.quantile_pools import MAX_SPAN_S, QuantilePools
+from otel_anomaly.processors.signals.sample_quantiles import quantiles
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
 from otel_anomaly.processors.signals.windows import ClosedCell, WindowAggregator
 from otel_anomaly.processors.types import IngestResult, Labels, Observations, SeriesKey
@@ -161,7 +163,15 @@ class TracesExtractor:
         return end_times
 
     def closed_features(self, cells: list[ClosedCell], out: Observations) -> None:
-        """RED features of closed windows: call rate, error ratio, duration quantiles."""
+        """RED features of closed windows: call rate, error ratio, duration quantiles.
+
+        The quantiles are placeholders until every cell's samples are known; then one
+        compiled call computes them all (``sample_quantiles``).
+        """
+        samples: list[NDArray[np.float64]] = []
+        sample_of: list[int] = []  # per quantile asked: its sample, its q, its row in out
+        qs: list[float] = []
+        rows: list[int] = []
         for cell in cells:
             service, operation = cast(tuple[Labels, Labels], cell.group)
             ts = cell.end_unix_nano
@@ -174,13 +184,22 @@ class TracesExtractor:
             ready = self.duration_pools.add(cell.group, ts, cell.count,
                                             np.asarray(cell.durations, np.float64))
             # Quantiles ready from the same windows (all of them, in a busy window) share
-            # one pass over the durations.
+            # one sample.
             groups: dict[int, tuple[list[NDArray[np.float64]], list[int]]] = {}
-            for i, samples in ready:  # equal lengths: the same newest windows
-                groups.setdefault(len(samples), (samples, []))[1].append(i)
-            for samples, indices in groups.values():
-                durations = samples[0] if len(samples) == 1 else np.concatenate(samples)
-                values = np.quantile(durations, [_QUANTILES[i][1] for i in indices])
-                for i, value in zip(indices, values.tolist(), strict=True):
+            for i, pooled in ready:  # equal lengths: the same newest windows
+                groups.setdefault(len(pooled), (pooled, []))[1].append(i)
+            for pooled, indices in groups.values():
+                samples.append(pooled[0] if len(pooled) == 1 else np.concatenate(pooled))
+                for i in indices:
+                    sample_of.append(len(samples) - 1)
+                    qs.append(_QUANTILES[i][1])
+                    rows.append(len(out))
                     out.add(SeriesKey(f"{DURATION_METRIC}:{_QUANTILES[i][0]}", service,
-                                      operation), ts, value)
+                                      operation), ts, math.nan)
+        if rows:
+            bounds = np.cumsum([0] + [len(sample) for sample in samples], dtype=np.int64)
+            values = np.empty(len(qs), np.float64)
+            quantiles(np.concatenate(samples).astype(np.float64, copy=False), bounds,
+                      np.asarray(sample_of, np.int64), np.asarray(qs, np.float64), values)
+            for row, value in zip(rows, values.tolist(), strict=True):
+                out.values[row] = value
