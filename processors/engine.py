@@ -12,6 +12,10 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import Message
 from numpy.typing import NDArray
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otel_anomaly.processors.alerting.deploys import DeployTracker
@@ -42,6 +46,8 @@ from otel_anomaly.processors.signals.otlp_resources import (
 )
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
+from otel_anomaly.processors.signals.span_path import SpanPath
+from otel_anomaly.processors.signals.traces import TracesExtractor
 from otel_anomaly.processors.signals.wire_path import WirePath
 from otel_anomaly.processors.types import (
     AnomalyEvent,
@@ -90,9 +96,10 @@ class Engine:
         context = AdapterContext(settings, self._sources, self.span_coverage)
         self.adapters: dict[Signal, SignalAdapter] = {
             signal: adapter.create(context) for signal, adapter in ADAPTERS.items()}
-        metrics = self.adapters["metrics"]
-        # Metrics requests that come with their bytes skip the per-point Python walk.
+        metrics, traces = self.adapters["metrics"], self.adapters["traces"]
+        # Requests that come with their bytes skip the per-point (per-span) Python walk.
         self.wire = WirePath(metrics, self.index) if isinstance(metrics, MetricsExtractor) else None
+        self.spans = SpanPath(traces, self.index) if isinstance(traces, TracesExtractor) else None
         self.deploys = DeployTracker(settings.deploy_grace_s)
         # Per-service vectors span traces and logs: they share the traces window.
         self.multivariate = MultivariateStage(
@@ -120,7 +127,8 @@ class Engine:
         scored when their window closes. Every item the signal's adapter counts is either
         accepted or rejected in the result. ``data``: the serialized ``request``, when the
         receiver has it; a metrics request then takes the compiled path
-        (``signals.wire_path``), with the same outcome.
+        (``signals.wire_path``), a traces request ``signals.span_path``, with the same
+        outcome.
 
         Raises
         ------
@@ -138,11 +146,22 @@ class Engine:
         result, out = IngestResult(), Observations()
         self._seen(adapter.resources(request))
         now, latest = self.settings.clock(), self._latest()
-        if not (data is not None and signal == "metrics" and self.wire is not None
-                and self.wire.extract(request, data, out, result, now, latest)):
+        if not (data is not None and self._compiled(signal, request, data, out, result, now,
+                                                    latest)):
             adapter.extract(request, out, result, now, latest)
         self._score(out, result)
         return result
+
+    def _compiled(self, signal: Signal, request: Message, data: bytes, out: Observations,
+                  result: IngestResult, now: float, latest: int) -> bool:
+        """Extract from the request's bytes if a compiled path takes them (else False)."""
+        if signal == "metrics" and isinstance(request, ExportMetricsServiceRequest):
+            return self.wire is not None and self.wire.extract(request, data, out, result, now,
+                                                               latest)
+        if signal == "traces" and isinstance(request, ExportTraceServiceRequest):
+            return self.spans is not None and self.spans.extract(request, data, out, result,
+                                                                 now, latest)
+        return False
 
     def _seen(self, resources: Iterable[Resource]) -> None:
         if self.silence.silence_after_s > 0:
@@ -223,10 +242,14 @@ class Engine:
         counts = out.count_array()
         if counts is not None:
             counts = np.concatenate([np.full(n_fast, np.nan), counts])
-        exemplars = {n_fast + row: ids for row, ids in out.exemplars.items()}
-        if len(walked):  # the walked rows go back to their places among the compiled ones
-            order = np.argsort(np.concatenate([fast.order, fast.walked_order(len(walked))]),
-                               kind="stable")
+        # Unpacked, not ``|``: the spans path's exemplars are read lazily (``SpanIds``).
+        exemplars = ({**fast.exemplars, **{n_fast + row: ids for row, ids in out.exemplars.items()}}
+                     if out.exemplars else fast.exemplars)
+        places = np.concatenate([fast.order, fast.walked_order(len(walked))])
+        # The walked rows go back to their places among the compiled ones (if they are not
+        # in place already: the spans path puts every outlier before the RED points).
+        if len(walked) and (np.diff(places) < 0).any():
+            order = np.argsort(places, kind="stable")
             slots, ts, values = slots[order], ts[order], values[order]
             counts = None if counts is None else counts[order]
             if exemplars:

@@ -16,6 +16,7 @@ import numpy as np
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Gauge,
@@ -25,6 +26,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     ScopeMetrics,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
@@ -64,6 +66,7 @@ def warm_up(settings: EngineSettings) -> float:
     _warmed.add(rule_set)
     engine = Engine(dataclasses.replace(settings, clock=lambda: 0.0))
     _warm_up_wire(engine)
+    _warm_up_spans(engine)
     rng = np.random.default_rng(0)
     scorer = engine.scorer
     names = [name for rule in settings.rules if rule.match
@@ -89,3 +92,22 @@ def _warm_up_wire(engine: Engine) -> None:
                                 scope_metrics=[ScopeMetrics(metrics=[metric])])
         request = ExportMetricsServiceRequest(resource_metrics=[group])
         engine.ingest("metrics", request, request.SerializeToString())
+
+
+def _warm_up_spans(engine: Engine) -> None:
+    """Run the compiled traces path (``signals.span_path``) until windows close.
+
+    The first request's outliers go by key (their series are new), the next ones' by
+    slot; windows close once event time passes them, which runs the quantile kernel.
+    """
+    service = KeyValue(key="service.name", value=AnyValue(string_value="otel-anomaly-warm-up"))
+    window_ns = int(engine.settings.traces_window_s * 1e9)
+    lateness_ns = int(engine.settings.lateness_s * 1e9)
+    for step in range(4):
+        ts = 1_700_000_000 * 10**9 + step * (window_ns + lateness_ns)
+        spans = [Span(name="warm-up", kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=ts,
+                      end_time_unix_nano=ts + 10**6 * (1 + i)) for i in range(3)]
+        group = ResourceSpans(resource=Resource(attributes=[service]),
+                              scope_spans=[ScopeSpans(spans=spans)])
+        request = ExportTraceServiceRequest(resource_spans=[group])
+        engine.ingest("traces", request, request.SerializeToString())

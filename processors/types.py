@@ -230,13 +230,14 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class SlottedRows:
-    """Points of a request that already have their slots (the compiled metrics path).
+    """Points of a request that already have their slots (the compiled metrics and spans paths).
 
     ``slots``, ``ts_unix_nano`` and ``values`` are parallel; ``order`` places each row in
     the request. The rows of the ``Observations`` they come with (points the Python walk
     handled) are placed by unit: rows from ``unit_starts[u]`` up to the next unit's start
     (or ``extracted``) have place ``unit_orders[u]``; rows appended after extraction (the
-    multivariate stage's) come last.
+    multivariate stage's) come last. ``exemplars`` maps a row of these to the
+    ``(trace_id, span_id)`` it came from (span outliers).
     """
 
     slots: NDArray[np.intp]
@@ -246,6 +247,7 @@ class SlottedRows:
     unit_starts: list[int]
     unit_orders: list[int]
     extracted: int
+    exemplars: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
 
     def walked_order(self, n_rows: int) -> NDArray[np.int64]:
         """The place in the request of each of the ``n_rows`` walked rows."""

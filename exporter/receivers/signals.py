@@ -34,10 +34,11 @@ ExportRequest: TypeAlias = MetricsRequest | TracesRequest | LogsRequest
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A decoded request and, for metrics, the bytes it was decoded from.
+    """A decoded request and, for metrics and traces, the bytes it was decoded from.
 
-    The engine scans a metrics request's bytes instead of walking every point of the
-    message (``processors.signals.wire_path``); nothing is serialized again for it.
+    The engine scans a metrics or traces request's bytes instead of walking every point
+    or span of the message (``processors.signals.wire_path``, ``span_path``); nothing is
+    serialized again for it.
     """
 
     message: Message
@@ -67,12 +68,15 @@ class SignalSpec:
         """Decode a binary protobuf request, keeping its bytes if the engine scans them.
 
         A metrics request is counted from its bytes (``metrics_wire_count.count_points``): the
-        adapter's count reads every metric of the message in Python.
+        adapter's count reads every metric of the message in Python. A traces request is
+        counted by the adapter (a length per scope).
         """
         message = self.parse(data)
-        if self.signal != "metrics":
-            return Received(message)
-        return Received(message, data, count_points(data))
+        if self.signal == "metrics":
+            return Received(message, data, count_points(data))
+        if self.signal == "traces":
+            return Received(message, data)
+        return Received(message)
 
     def response(self, result: IngestResult | None = None) -> Message:
         """The reply: empty when all was accepted, else ``partial_success`` with reasons."""

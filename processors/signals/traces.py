@@ -32,9 +32,9 @@ _QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 _KIND_NAMES: dict[int, str] = {int(v): str(k) for k, v in Span.SpanKind.items()}
 
 
-def _usable(ends: NDArray[np.uint64], starts: NDArray[np.uint64], latest: np.uint64,
-            result: IngestResult) -> NDArray[np.bool_]:
-    """Spans with usable times; the others are counted as rejected.
+def time_checks(ends: NDArray[np.uint64], starts: NDArray[np.uint64], latest: np.uint64,
+                ) -> tuple[NDArray[np.bool_], dict[str, int]]:
+    """Spans with usable times, and how many of the others are rejected for which reason.
 
     The reasons are ``time_problem``'s (the end checked before the start), then
     ``negative_duration``.
@@ -45,11 +45,15 @@ def _usable(ends: NDArray[np.uint64], starts: NDArray[np.uint64], latest: np.uin
     bad = bad_end | missing_start | (starts > latest)
     negative = ~bad & (ends < starts)
     missing = int(np.count_nonzero(missing_end | missing_start))
-    result.reject("missing_timestamp", missing)
-    result.reject("future_timestamp", int(np.count_nonzero(bad)) - missing)
-    result.reject("negative_duration", int(np.count_nonzero(negative)))
     usable: NDArray[np.bool_] = ~bad & ~negative
-    return usable
+    return usable, {"missing_timestamp": missing,
+                    "future_timestamp": int(np.count_nonzero(bad)) - missing,
+                    "negative_duration": int(np.count_nonzero(negative))}
+
+
+def operation_labels(kind: int, name: str) -> Labels:
+    """An operation's attributes, as spanmetrics names its dimensions."""
+    return (("span.kind", span_kind_name(kind)), ("span.name", name))
 
 
 def span_kind_name(kind: int) -> str:
@@ -135,7 +139,9 @@ class TracesExtractor:
         ends = np.fromiter((s.end_time_unix_nano for s in spans), np.uint64, len(spans))
         end_times: list[int] = ends.tolist()
         starts = np.fromiter((s.start_time_unix_nano for s in spans), np.uint64, len(spans))
-        usable = _usable(ends, starts, np.uint64(latest), result)
+        usable, rejected = time_checks(ends, starts, np.uint64(latest))
+        for reason, n in rejected.items():
+            result.reject(reason, n)
         rows = np.flatnonzero(usable)
         result.accepted += len(rows)
         if not len(rows):
@@ -147,20 +153,36 @@ class TracesExtractor:
         ids: dict[tuple[int, str], int] = {}
         group_of = np.fromiter((ids.setdefault((s.kind, s.name), len(ids)) for s in kept),
                                np.intp, len(kept))
-        operations = [(("span.kind", span_kind_name(kind)), ("span.name", name))
-                      for kind, name in ids]
+        operations = [operation_labels(kind, name) for kind, name in ids]
         errors = np.fromiter((s.status.code == Status.STATUS_CODE_ERROR for s in kept),
                              np.bool_, len(kept))
-        # Windows close per service, each waiting for all of its instances (resources).
+        self.count_into_windows(service, resource, operations, group_of, end_ns, errors,
+                                duration_ms, result)
+        if self.span_outliers:
+            keys = self.outlier_keys(service, operations)
+            out.extend([keys[g] for g in group_of.tolist()], end_ns.tolist(), duration_ms.tolist(),
+                       [(bytes(s.trace_id), bytes(s.span_id)) for s in kept])
+        return end_times
+
+    def count_into_windows(
+        self, service: Labels, resource: Labels, operations: list[Labels],
+        group_of: NDArray[np.intp], end_ns: NDArray[np.int64], errors: NDArray[np.bool_],
+        duration_ms: NDArray[np.float64], result: IngestResult,
+    ) -> None:
+        """Count one resource's usable spans into their operations' windows; skip the late.
+
+        Span ``i`` is of ``operations[group_of[i]]``. Windows close per service, each
+        waiting for all of its instances (resources).
+        """
         counted = self.windows.add_many(
             [(service, operation) for operation in operations], group_of, end_ns,
             source=service, sender=resource, errors=errors, durations=duration_ms)
         result.skip("late", len(counted) - int(np.count_nonzero(counted)))
-        if self.span_outliers:
-            keys = [SeriesKey(SPAN_DURATION_METRIC, service, operation) for operation in operations]
-            out.extend([keys[g] for g in group_of.tolist()], end_ns.tolist(), duration_ms.tolist(),
-                       [(bytes(s.trace_id), bytes(s.span_id)) for s in kept])
-        return end_times
+
+    @staticmethod
+    def outlier_keys(service: Labels, operations: list[Labels]) -> list[SeriesKey]:
+        """The series each operation's span durations are scored in (span outliers)."""
+        return [SeriesKey(SPAN_DURATION_METRIC, service, operation) for operation in operations]
 
     def closed_features(self, cells: list[ClosedCell], out: Observations) -> None:
         """RED features of closed windows: call rate, error ratio, duration quantiles.

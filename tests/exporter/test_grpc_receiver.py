@@ -45,12 +45,13 @@ def test_every_signal_reaches_the_engine() -> None:
         response = clients.metrics.Export(CPU, timeout=5)
         assert not response.HasField("partial_success")
         clients.metrics.Export(MetricsRequest(), timeout=5)
-        clients.traces.Export(traces_request([span("GET /", SECOND, 5.0)]), timeout=5)
+        spans = traces_request([span("GET /", SECOND, 5.0)])
+        clients.traces.Export(spans, timeout=5)
         clients.logs.Export(logs_request([(SECOND, 9), (SECOND, 17)]), timeout=5)
         assert holder.engine is not None
         assert [signal for signal, _ in holder.engine.requests] == ["metrics", "traces", "logs"]
-        # The metrics request's bytes travel with it, for the engine's wire scan; only those.
-        assert holder.engine.data == [CPU.SerializeToString(), None, None]
+        # Metrics and traces requests' bytes travel with them, for the engine's scans.
+        assert holder.engine.data == [CPU.SerializeToString(), spans.SerializeToString(), None]
         families = scrape(sidecar.metrics_port)
         assert sample_value(families, "otel_anomaly_points_received_total", signal="logs") == 2
         assert sample_value(families, "otel_anomaly_requests_total", transport="grpc",

@@ -94,6 +94,7 @@ def test_json_hex_ids_reach_the_engine_as_the_right_bytes(recorded: Recorded) ->
         assert isinstance(request, TracesRequest)
         seen = request.resource_spans[0].scope_spans[0].spans[0]
         assert (signal, seen.trace_id.hex(), seen.span_id.hex()) == ("traces", TRACE_ID, SPAN_ID)
+        assert holder.engine.data == [None]  # JSON is walked: no protobuf bytes to scan
 
 
 def test_json_partial_success_from_the_real_engine() -> None:

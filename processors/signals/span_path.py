@@ -1,0 +1,230 @@
+"""The compiled path of an OTLP traces request: spans counted and scored without a Python step.
+
+``TracesExtractor.extract`` reads every span of the decoded message in Python (its times,
+kind, name, status and ids), builds a ``SeriesKey`` per span for its outlier point and a
+``(trace_id, span_id)`` pair per span for its exemplar. This path takes the request's bytes
+as well (the receivers keep them): ``traces_wire.scan`` turns them into a table of
+numbers, ``traces_wire.operations`` tells each resource's operations apart by their name
+bytes, and the steps the walk runs on arrays (time checks, windows, late spans) run on
+the table's columns. Python works per resource and per operation, not per span.
+
+Span outliers come out as slots (``SlottedRows``) when every operation of the request
+already has its outlier series; otherwise (an operation's first spans, or its first since
+its series expired) as keys, as the walk gives them, which creates the series. A request
+the scan cannot model exactly (a field it reads with another wire type, malformed bytes,
+bytes that are not the request's) is left to the walk whole: ``extract`` then returns
+False having changed nothing.
+
+Outcomes are identical to the walk's: the same counts, windows, outlier points in the same
+order, exemplars and versions (``tests/processors/test_span_path.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.signals.otlp_resources import (
+    note_version,
+    resource_groups,
+    service_labels,
+)
+from otel_anomaly.processors.signals.span_ids import SpanIds
+from otel_anomaly.processors.signals.traces import operation_labels, time_checks
+from otel_anomaly.processors.signals.traces_wire import (
+    OK,
+    S_GROUP,
+    S_ID_HI,
+    S_ID_LO,
+    S_KIND,
+    S_NAME_HI,
+    S_NAME_LO,
+    S_STATUS,
+    S_TRACE_HI,
+    S_TRACE_LO,
+    SPAN_COLUMNS,
+    T_END,
+    T_START,
+    count_spans,
+    operations,
+    scan,
+)
+from otel_anomaly.processors.types import (
+    IngestResult,
+    Labels,
+    Observations,
+    SeriesKey,
+    SlottedRows,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from otel_anomaly.processors.series.index import SeriesIndex
+    from otel_anomaly.processors.signals.traces import TracesExtractor
+
+_STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR
+_KEEP_ROWS = 1 << 16  # tables up to this many spans are kept between requests
+
+
+class _Scanned:
+    """One request's spans as columns (kept rows only where said), and its operations."""
+
+    def __init__(self, data: bytes, spans: NDArray[np.int64], times: NDArray[np.uint64],
+                 latest: int) -> None:
+        self.data = data
+        self.groups = spans[:, S_GROUP]
+        self.ends, self.starts = times[:, T_END], times[:, T_START]
+        self.usable, self.rejected = time_checks(self.ends, self.starts, np.uint64(latest))
+        self.rows = np.flatnonzero(self.usable).astype(np.int64)
+        self.op_of = np.empty(len(self.rows), np.int64)
+        first_row = np.empty(len(self.rows), np.int64)
+        n_ops = operations(np.frombuffer(data, np.uint8), spans, self.rows, self.op_of,
+                           first_row)
+        self.first_row = first_row[:n_ops]
+        kept = spans[self.rows]
+        self.end_ns = self.ends[self.rows].astype(np.int64)
+        self.duration_ms = (self.end_ns - self.starts[self.rows].astype(np.int64)) / 1e6
+        self.errors = kept[:, S_STATUS] == _STATUS_CODE_ERROR
+        self.ids = kept[:, [S_TRACE_LO, S_TRACE_HI, S_ID_LO, S_ID_HI]]
+        self.spans = spans
+
+    def operation_labels(self) -> list[Labels]:
+        """Each operation's attributes; raises ``UnicodeDecodeError`` on a name upb refused."""
+        data, spans = self.data, self.spans
+        return [operation_labels(int(spans[r, S_KIND]),
+                                 data[spans[r, S_NAME_LO]:spans[r, S_NAME_HI]].decode())
+                for r in self.first_row.tolist()]
+
+    def exemplars(self) -> list[tuple[bytes, bytes]]:
+        """Each kept span's ``(trace_id, span_id)``, as bytes."""
+        data = self.data
+        return [(data[a:b], data[c:d]) for a, b, c, d in self.ids.tolist()]
+
+
+class SpanPath:
+    """The compiled traces path of one engine (see the module doc).
+
+    Parameters
+    ----------
+    extractor
+        The engine's traces adapter: its windows, settings and what the walk shares.
+    index
+        The engine's series index (outlier slots are looked up, never created, here).
+    """
+
+    def __init__(self, extractor: TracesExtractor, index: SeriesIndex) -> None:
+        self.extractor = extractor
+        self.index = index
+        self.handled = 0  # span outliers scored from slots, ever (a test reads it)
+        self._spans = np.empty((0, SPAN_COLUMNS), np.int64)
+        self._times = np.empty((0, 2), np.uint64)
+
+    def extract(
+        self, request: ExportTraceServiceRequest, data: bytes, out: Observations,
+        result: IngestResult, now: float, latest: int,
+    ) -> bool:
+        """Like ``TracesExtractor.extract``; False (nothing done) if the bytes need the walk.
+
+        ``data`` must be the serialized ``request``.
+        """
+        scanned = self._scan(request, data, latest)
+        if scanned is None:
+            return False
+        try:
+            labels = scanned.operation_labels()
+        except UnicodeDecodeError:  # not the bytes the message came from
+            return False
+        for reason, n in scanned.rejected.items():
+            result.reject(reason, n)
+        result.accepted += len(scanned.rows)
+        keys = self._count(request, scanned, labels, out, result, now, latest)
+        slots = self._outlier_slots(scanned, keys, out) if keys is not None else None
+        extractor = self.extractor
+        extractor.closed_features(extractor.windows.close_ready(), out)
+        if slots is not None:
+            # The RED points ``out`` holds now come after every outlier, as in the walk.
+            n = len(slots)
+            self.handled += n
+            out.slotted = SlottedRows(slots, scanned.end_ns, scanned.duration_ms,
+                                      np.arange(n, dtype=np.int64), [0], [n], len(out),
+                                      SpanIds(data, scanned.ids))
+        return True
+
+    def _scan(self, request: ExportTraceServiceRequest, data: bytes, latest: int,
+              ) -> _Scanned | None:
+        """The request's spans and operations; None if the walk must take it."""
+        buffer = np.frombuffer(data, np.uint8)
+        n = count_spans(buffer)
+        if n < 0:
+            return None
+        if len(self._spans) < n:
+            self._spans = np.empty((n, SPAN_COLUMNS), np.int64)
+            self._times = np.empty((n, 2), np.uint64)
+        spans, times = self._spans[:n], self._times[:n]
+        if n > _KEEP_ROWS:  # a large request's tables must not stay allocated
+            self._spans, self._times = self._spans[:0].copy(), self._times[:0].copy()
+        status, n_spans, n_groups = scan(buffer, spans, times)
+        if status != OK or n_spans != n or n_groups != len(request.resource_spans):
+            return None
+        per_group = np.bincount(spans[:, S_GROUP], minlength=n_groups)
+        if per_group.tolist() != [sum(len(ss.spans) for ss in rs.scope_spans)
+                                  for rs in request.resource_spans]:
+            return None
+        return _Scanned(data, spans.copy(), times.copy(), latest)
+
+    def _count(
+        self, request: ExportTraceServiceRequest, scanned: _Scanned, labels: list[Labels],
+        out: Observations, result: IngestResult, now: float, latest: int,
+    ) -> list[SeriesKey] | None:
+        """Count each resource's spans into windows, as the walk; each operation's outlier key.
+
+        Returns None when span outliers are off.
+        """
+        extractor = self.extractor
+        n_groups = len(request.resource_spans)
+        bounds = np.searchsorted(scanned.groups, np.arange(n_groups + 1)).tolist()
+        kept = np.searchsorted(scanned.groups[scanned.rows], np.arange(n_groups + 1)).tolist()
+        op_groups = scanned.groups[scanned.first_row]
+        op_bounds = np.searchsorted(op_groups, np.arange(n_groups + 1)).tolist()
+        keys: list[SeriesKey] = []
+        for g, (_, resource, version) in enumerate(resource_groups(request.resource_spans)):
+            if bounds[g] == bounds[g + 1]:
+                continue
+            service = service_labels(resource)
+            lo, hi = kept[g], kept[g + 1]
+            if lo < hi:
+                first, last = op_bounds[g], op_bounds[g + 1]
+                extractor.count_into_windows(
+                    service, resource, labels[first:last],
+                    (scanned.op_of[lo:hi] - first).astype(np.intp), scanned.end_ns[lo:hi],
+                    scanned.errors[lo:hi], scanned.duration_ms[lo:hi], result)
+                if extractor.span_outliers:
+                    keys += extractor.outlier_keys(service, labels[first:last])
+            if extractor.span_coverage is not None:
+                extractor.span_coverage.saw_spans([service], now)
+            if version:
+                note_version(out, service, version,
+                             scanned.ends[bounds[g]:bounds[g + 1]].tolist(), latest)
+        return keys if extractor.span_outliers else None
+
+    def _outlier_slots(self, scanned: _Scanned, keys: list[SeriesKey], out: Observations,
+                       ) -> NDArray[np.intp] | None:
+        """Each kept span's outlier slot, when every operation's series exists.
+
+        Otherwise the outliers go into ``out`` as keys, as the walk gives them (which
+        creates the series), and None is returned.
+        """
+        if not len(scanned.rows):
+            return None
+        slots = [self.index.slot(key) for key in keys]
+        if None in slots:
+            out.extend([keys[o] for o in scanned.op_of.tolist()], scanned.end_ns.tolist(),
+                       scanned.duration_ms.tolist(), scanned.exemplars())
+            return None
+        found: NDArray[np.intp] = np.asarray(slots, np.intp)[scanned.op_of]
+        return found

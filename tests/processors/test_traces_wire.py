@@ -1,0 +1,132 @@
+"""The wire scan of traces requests reads what the protobuf (upb) decoder reads."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers.traces_requests import T0, field, mixed_round, raw_request, request_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from otel_anomaly.processors.signals import traces_wire as w
+from otel_anomaly.processors.signals.traces import TracesExtractor
+from otel_anomaly.processors.testing import SECOND
+
+Scanned = tuple[int, NDArray[np.int64], NDArray[np.uint64], int]
+
+
+def scan(data: bytes) -> Scanned:
+    """(status, spans, times, groups), the tables cut to the rows written."""
+    buffer = np.frombuffer(data, np.uint8)
+    n = w.count_spans(buffer)
+    assert n >= 0
+    spans = np.full((n, w.SPAN_COLUMNS), -7, np.int64)
+    times = np.full((n, 2), 7, np.uint64)
+    status, rows, groups = w.scan(buffer, spans, times)
+    return status, spans[:rows], times[:rows], groups
+
+
+def assert_matches_upb(data: bytes) -> None:
+    request = ExportTraceServiceRequest.FromString(data)
+    status, spans, times, groups = scan(data)
+    assert status == w.OK
+    parsed = [(g, s) for g, rs in enumerate(request.resource_spans)
+              for ss in rs.scope_spans for s in ss.spans]
+    assert (len(spans), groups) == (len(parsed), len(request.resource_spans))
+    assert w.count_spans(np.frombuffer(data, np.uint8)) == TracesExtractor.count(request)
+    for row, (g, s) in enumerate(parsed):
+        r = spans[row]
+        assert (r[w.S_GROUP], r[w.S_KIND], r[w.S_STATUS]) == (g, s.kind, s.status.code)
+        assert data[r[w.S_NAME_LO]:r[w.S_NAME_HI]].decode() == s.name
+        assert data[r[w.S_TRACE_LO]:r[w.S_TRACE_HI]] == s.trace_id
+        assert data[r[w.S_ID_LO]:r[w.S_ID_HI]] == s.span_id
+        assert times[row].tolist() == [s.start_time_unix_nano, s.end_time_unix_nano]
+
+
+def test_scan_reads_every_span_as_upb_does() -> None:
+    for r in (0, 7, 51):
+        assert_matches_upb(mixed_round(r).SerializeToString())
+    assert_matches_upb(b"")
+
+
+def test_repeated_fields_and_odd_values_as_upb_reads_them() -> None:
+    ts = T0 + SECOND
+    assert_matches_upb(raw_request(
+        {"service.name": "raw"},
+        field(1, 2, b"\x03" * 16) + field(1, 2, b"\x04" * 16) + field(2, 2, b"\x05")
+        + field(2, 2, b"\x06" * 8) + field(5, 2, b"a") + field(5, 2, "é".encode())
+        + field(6, 0, 2**32 + 3) + field(7, 1, ts) + field(7, 1, ts + 1) + field(8, 1, 2**64 - 1)
+        + field(15, 2, field(3, 0, 2)) + field(15, 2, field(2, 2, b"m")),
+        field(6, 0, -3) + field(15, 2, field(3, 0, -1)) + field(16, 5, 1) + field(9, 2, b""),
+        field(15, 2, field(3, 0, 1) + field(3, 0, 2**33 + 2)),
+        b"",
+    ))
+
+
+def test_fields_read_with_another_wire_type_are_unusual() -> None:
+    for span in (field(5, 0, 1), field(7, 0, 1), field(8, 5, 1), field(6, 2, b"x"),
+                 field(1, 0, 1), field(2, 1, 1), field(15, 0, 1), field(15, 2, field(3, 2, b""))):
+        assert scan(raw_request({"service.name": "s"}, span))[0] == w.UNUSUAL
+
+
+def test_malformed_bytes_are_refused() -> None:
+    data = request_of(({"service.name": "s"}, [[Span(name="abc")]])).SerializeToString()
+    for broken in (data[:-1], data[:3], b"\x0a\x05\x12"):
+        buffer = np.frombuffer(broken, np.uint8)
+        count = w.count_spans(buffer)
+        spans = np.empty((max(count, 1), w.SPAN_COLUMNS), np.int64)
+        status, _, _ = w.scan(buffer, spans, np.empty((max(count, 1), 2), np.uint64))
+        assert count < 0 or status == w.MALFORMED
+
+
+@st.composite
+def spans_of(draw: st.DrawFn) -> Span:
+    span = Span(
+        name=draw(st.text(max_size=12)),
+        kind=draw(st.integers(-(2**31), 2**31 - 1)),  # type: ignore[arg-type]
+        start_time_unix_nano=draw(st.integers(0, 2**64 - 1)),
+        end_time_unix_nano=draw(st.integers(0, 2**64 - 1)),
+        trace_id=draw(st.binary(max_size=17)), span_id=draw(st.binary(max_size=9)),
+    )
+    if draw(st.booleans()):
+        span.status.code = draw(st.sampled_from(list(Status.StatusCode.values())))  # type: ignore[assignment]
+    if draw(st.booleans()):
+        span.attributes.add(key="k").value.string_value = "v"
+    return span
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.lists(spans_of(), max_size=4), max_size=3), max_size=3))
+def test_generated_requests_match_upb(groups: list[list[list[Span]]]) -> None:
+    request = request_of(*(({"service.name": f"s{g}"}, scopes) for g, scopes in enumerate(groups)))
+    assert_matches_upb(request.SerializeToString())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    buffer = np.frombuffer(data, np.uint8)
+    n = w.count_spans(buffer)
+    if n >= 0:
+        spans = np.empty((n, w.SPAN_COLUMNS), np.int64)
+        status, rows, _ = w.scan(buffer, spans, np.empty((n, 2), np.uint64))
+        assert status in (w.OK, w.UNUSUAL, w.MALFORMED) and rows <= n
+
+
+def test_operations_are_told_apart_by_group_kind_and_name_bytes() -> None:
+    spans = [Span(name=name, kind=kind) for name, kind in  # type: ignore[arg-type]
+             [("a", 2), ("a", 3), ("b", 2), ("a", 2), ("ab", 2), ("", 2), ("b", 2)]]
+    data = request_of(({"service.name": "s"}, [spans]), ({"service.name": "t"}, [spans[:2]])
+                      ).SerializeToString()
+    status, table, _, _ = scan(data)
+    assert status == w.OK
+    rows = np.arange(len(table), dtype=np.int64)
+    op_of, first_row = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+    n_ops = w.operations(np.frombuffer(data, np.uint8), table, rows, op_of, first_row)
+    assert op_of.tolist() == [0, 1, 2, 0, 3, 4, 2, 5, 6]
+    assert first_row[:n_ops].tolist() == [0, 1, 2, 4, 5, 7, 8]
+    picked = rows[[1, 3, 4]]  # numbered among the rows given only
+    n_ops = w.operations(np.frombuffer(data, np.uint8), table, picked, op_of, first_row)
+    assert (n_ops, op_of[:3].tolist()) == (3, [0, 1, 2])
