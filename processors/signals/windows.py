@@ -179,14 +179,15 @@ class WindowAggregator:
                       if kept_errors is not None else [0] * (len(bounds) - 1))
         ordered_durations = None if kept_durations is None else kept_durations[order].tolist()
         # Cells in the order their first item came, as item-by-item adds create them.
-        firsts = order[bounds[:-1]]
-        for k in np.argsort(firsts, kind="stable").tolist():
+        heads = bounds[:-1]
+        head_starts, head_groups = cell_starts[heads].tolist(), cell_groups[heads].tolist()
+        for k in np.argsort(order[heads], kind="stable").tolist():
             low, high = bounds[k], bounds[k + 1]
-            start = int(cell_starts[low])
+            start = head_starts[k]
             cells = src.open.get(start)
             if cells is None:
                 cells = src.open[start] = {}
-            group = groups[int(cell_groups[low])]
+            group = groups[head_groups[k]]
             cell = cells.get(group)
             if cell is None:
                 cell = cells[group] = _Cell()
