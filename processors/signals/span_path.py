@@ -175,7 +175,8 @@ class SpanPath:
         if per_group.tolist() != [sum(len(ss.spans) for ss in rs.scope_spans)
                                   for rs in request.resource_spans]:
             return None
-        return _Scanned(data, spans.copy(), times.copy(), latest)
+        # Views of the kept tables: nothing derived from them outlives the request.
+        return _Scanned(data, spans, times, latest)
 
     def _count(
         self, request: ExportTraceServiceRequest, scanned: _Scanned, labels: list[Labels],
