@@ -65,7 +65,7 @@ METHODS = {
 }
 # Upper bounds of the items/s a run may reach, to pre-build enough fresh items: a repeated
 # timestamp would be refused as out of order (or late) and flatter the figure.
-BUDGET_PER_S = {"metrics": 700_000, "spans": 300_000}
+BUDGET_PER_S = {"metrics": 700_000, "spans": 450_000}
 
 
 def counter_total(metrics_port: int, name: str, **labels: str) -> float:
