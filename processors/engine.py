@@ -242,7 +242,7 @@ class Engine:
         counts = out.count_array()
         if counts is not None:
             counts = np.concatenate([np.full(n_fast, np.nan), counts])
-        # Unpacked, not ``|``: the spans path's exemplars are read lazily (``SpanIds``).
+        # The spans path's exemplars are read lazily (``SpanIds``): merged only if needed.
         exemplars = ({**fast.exemplars, **{n_fast + row: ids for row, ids in out.exemplars.items()}}
                      if out.exemplars else fast.exemplars)
         places = np.concatenate([fast.order, fast.walked_order(len(walked))])
@@ -271,7 +271,7 @@ class Engine:
 
     def _score_points(
         self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
-        exemplars: dict[int, tuple[bytes, bytes]], result: IngestResult,
+        exemplars: Mapping[int, tuple[bytes, bytes]], result: IngestResult,
         counts: NDArray[np.float64] | None = None,
     ) -> None:
         if len(keys):
@@ -279,7 +279,7 @@ class Engine:
 
     def _score_slots(
         self, slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],
-        exemplars: dict[int, tuple[bytes, bytes]], result: IngestResult,
+        exemplars: Mapping[int, tuple[bytes, bytes]], result: IngestResult,
         counts: NDArray[np.float64] | None = None,
     ) -> None:
         if not len(slots):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -247,7 +248,7 @@ class SlottedRows:
     unit_starts: list[int]
     unit_orders: list[int]
     extracted: int
-    exemplars: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    exemplars: Mapping[int, tuple[bytes, bytes]] = field(default_factory=dict)
 
     def walked_order(self, n_rows: int) -> NDArray[np.int64]:
         """The place in the request of each of the ``n_rows`` walked rows."""

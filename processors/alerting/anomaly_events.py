@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +24,7 @@ from otel_anomaly.processors.types import (
 def round_events(  # noqa: PLR0913 -- the round, its moves, and what explains them
     per_slot: SlotArrays, detector: str, part: SeriesBatch, rows: NDArray[np.intp],
     cal: Calibrated, moves: Transitions, evented: NDArray[np.bool_],
-    key_of: Callable[[int], SeriesKey], exemplars: dict[int, tuple[bytes, bytes]],
+    key_of: Callable[[int], SeriesKey], exemplars: Mapping[int, tuple[bytes, bytes]],
     agree: dict[int, tuple[str, ...]], baseline: NDArray[np.bool_] | None,
     drifts: dict[int, float] | None = None,
 ) -> list[AnomalyEvent]:

@@ -8,7 +8,7 @@ scores that feeding its rows one at a time would.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -213,7 +213,7 @@ class Scorer:
         self,
         batch: SeriesBatch,
         key_of: Callable[[int], SeriesKey],
-        exemplars: dict[int, tuple[bytes, bytes]],
+        exemplars: Mapping[int, tuple[bytes, bytes]],
         grace: NDArray[np.bool_] | None = None,
     ) -> tuple[ScoreBatch, list[AnomalyEvent]]:
         """Score then learn every row; return per-row outputs and the events raised.
@@ -375,7 +375,7 @@ class Scorer:
     def _events(
         self, rule_index: int, part: SeriesBatch, rows: NDArray[np.intp], cal: Calibrated,
         moves: Transitions, evented: NDArray[np.bool_], key_of: Callable[[int], SeriesKey],
-        exemplars: dict[int, tuple[bytes, bytes]],
+        exemplars: Mapping[int, tuple[bytes, bytes]],
     ) -> list[AnomalyEvent]:
         return round_events(
             self._per_slot, self.rules[rule_index].detector, part, rows, cal, moves, evented,
