@@ -40,14 +40,22 @@ def gather(
     first_col: NDArray[np.int64], gdev_col: NDArray[np.float32],
     centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
     mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint8],
+    snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32], snap_mean: NDArray[np.float32],
+    snap_dev: NDArray[np.float32],
 ) -> tuple[NDArray[Any], ...]:
-    """Per row: phase bucket, its count and mean, the spread, and whether it is scored."""
+    """Per row: phase bucket, its count and mean, the spread, and whether it is scored.
+
+    Also the mean and spread the row is predicted with: the phase as it was before this
+    cycle's points in it (learning uses the phase as it is).
+    """
     rows = len(slots)
     bucket = np.empty(rows, np.intp)
     count = np.empty(rows)
     mean = np.empty(rows)
     sigma = np.empty(rows)
     ready = np.empty(rows, np.bool_)
+    pred_mean = np.empty(rows)
+    pred_sigma = np.empty(rows)
     for i in range(rows):
         s = slots[i]
         # Float floor division of the phase, as numpy did (int64 % int // float).
@@ -59,7 +67,13 @@ def gather(
         dev = decode_dev(int(dev_col[s, b]), unit)
         sigma[i] = _sigma(dev, float(gdev_col[s]), m, spread_mix)
         ready[i] = n_col[s] > 0 and ts[i] - first_col[s] >= warm_ns and c >= 2
-    return bucket, count, mean, sigma, ready
+        if int(snap_b[s]) == b and int(snap_cycle[s]) == int(ts[i] // period_ns):
+            pm = float(snap_mean[s])
+            pred_mean[i] = pm
+            pred_sigma[i] = _sigma(float(snap_dev[s]), float(gdev_col[s]), pm, spread_mix)
+        else:
+            pred_mean[i], pred_sigma[i] = m, sigma[i]
+    return bucket, count, mean, sigma, ready, pred_mean, pred_sigma
 
 
 @kernel
@@ -151,11 +165,19 @@ def learn(
     last_col: NDArray[np.int64],
     gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
     unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
-    count_col: NDArray[np.uint8],
+    count_col: NDArray[np.uint8], snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32],
+    snap_mean: NDArray[np.float32], snap_dev: NDArray[np.float32],
 ) -> None:
     """Learn one round (distinct slots, finite values) from its gathered state, in place."""
     for i in range(len(slots)):
         s, b, c, x = slots[i], bucket[i], count[i], values[i]
+        cycle = int(ts[i] // period_ns)
+        if int(snap_b[s]) != b or int(snap_cycle[s]) != cycle:
+            # The first point of this phase in this cycle: the phase as it is now predicts
+            # the rest of this cycle's points in it (they must not predict one another).
+            snap_b[s], snap_cycle[s] = b, cycle
+            snap_mean[s] = minimum(maximum(mean[i], -F32_MAX), F32_MAX)
+            snap_dev[s] = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
         fresh = n_col[s] == 0
         if fresh:
             first_col[s] = ts[i]

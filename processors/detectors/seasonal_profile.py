@@ -32,13 +32,17 @@ class SeasonalProfile(SlotStateDetector):
     The update weight is ``alpha`` per cycle, split over the points that land in one
     phase bucket (``alpha * min(1, dt / bucket_width)`` per point, ``dt`` the time since
     the series' previous point), so a 10 s and a 5 min series forget at the same pace.
+    The points of one phase in one cycle are all predicted from the phase as it was before
+    that cycle (a snapshot taken at its first point), so an incident that lasts a phase
+    (an hour of the weekly profile) is not its own reference.
 
     Score: ``|x - profile| / spread``, scale-free, both directions (the alert policy picks
     the direction). 0 (band NaN) until the series has ``warmup_cycles`` of history and the
     phase was seen twice. Cost per row: a few array operations; state per series:
     ``buckets`` times a two-byte code each for the mean and the spread (``seasonal_codes``,
-    relative to the series' own range) and a one-byte count (``seasonal_counts``), plus 32
-    bytes of scalars (1.4 KiB for 288 buckets; 2.8 KiB as float32). Coarser phases were
+    relative to the series' own range) and a one-byte count (``seasonal_counts``), plus 46
+    bytes of scalars, 14 of them the snapshot (1.4 KiB for 288 buckets; 2.8 KiB as
+    float32). Coarser phases were
     measured to cost detection (15 or 10 minute daily phases on NAB's flags, 2 hour weekly
     ones on the incidents), so the defaults keep 5 minutes and an hour.
 
@@ -121,6 +125,11 @@ class SeasonalProfile(SlotStateDetector):
             # Points learned per phase in one-byte codes (seasonal_counts): exact while
             # they set a learning weight.
             count=Column(np.uint8, 0, (buckets,)),
+            # The phase being filled, as it was before this cycle's points in it.
+            snap_b=Column(np.int16, -1),
+            snap_cycle=Column(np.int32, -1),
+            snap_mean=Column(np.float32, 0.0),
+            snap_dev=Column(np.float32, 0.0),
         )
         # A round's gathered state: computed for prediction, reused to learn the round.
         self._memo: RoundMemo = RoundMemo()
@@ -143,7 +152,8 @@ class SeasonalProfile(SlotStateDetector):
         out: tuple[NDArray[Any], ...] = kernels.gather(
             batch.slots, batch.ts_unix_nano, self._period_ns, self._bucket_ns, self.buckets,
             self.spread_mix, self._warm_ns, state.n, state.first, state.gdev, state.centre,
-            state.unit, state.mean_code, state.dev_code, state.count)
+            state.unit, state.mean_code, state.dev_code, state.count, state.snap_b,
+            state.snap_cycle, state.snap_mean, state.snap_dev)
         return out
 
     def _neighbours(
@@ -176,7 +186,7 @@ class SeasonalProfile(SlotStateDetector):
         The union runs over the phases within ``phase_tolerance`` (NaN band while warming).
         Pure.
         """
-        bucket, count, mean, sigma, ready = self._state(batch)
+        bucket, count, _, _, ready, mean, sigma = self._state(batch)
         means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
                          else (_NO_PHASES, _NO_PHASES))
         bands = np.asarray(band, np.float64).reshape(-1)
@@ -189,7 +199,7 @@ class SeasonalProfile(SlotStateDetector):
 
         The smallest over the phases within ``phase_tolerance``.
         """
-        bucket, _, mean, sigma, ready = self._state(batch)
+        bucket, _, _, _, ready, mean, sigma = self._state(batch)
         means, sigmas = (self._neighbours(batch, bucket) if self.phase_tolerance
                          else (_NO_PHASES, _NO_PHASES))
         with float_warnings_ignored():  # as plain Python: inf / inf
@@ -203,13 +213,26 @@ class SeasonalProfile(SlotStateDetector):
         return ready
 
     def _learn_unique(self, batch: SeriesBatch) -> None:
-        bucket, count, mean, sigma, ready = self._state(batch)
+        bucket, count, mean, sigma, ready, _, _ = self._state(batch)
         self._memo.clear()
         state = self._slots
         kernels.learn(batch.slots, batch.ts_unix_nano, batch.values, bucket, count, mean,
                       sigma, ready, self.alpha, self._bucket_ns, self._period_ns, state.n,
                       state.first, state.last, state.gdev, state.centre, state.unit,
-                      state.mean_code, state.dev_code, state.count)
+                      state.mean_code, state.dev_code, state.count, state.snap_b,
+                      state.snap_cycle, state.snap_mean, state.snap_dev)
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        """Restore arrays from ``state_dict``.
+
+        State saved before phase snapshots were kept restores with none: the next point of
+        each phase takes one.
+        """
+        rows = len(state["n"])
+        fresh: dict[str, NDArray[Any]] = {
+            "snap_b": np.full(rows, -1, np.int16), "snap_cycle": np.full(rows, -1, np.int32),
+            "snap_mean": np.zeros(rows, np.float32), "snap_dev": np.zeros(rows, np.float32)}
+        super().load_state_dict({**fresh, **state})
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until a slot has ``warmup_cycles`` of history (at its last point)."""
