@@ -42,9 +42,9 @@ GAUGE, SUM, HISTOGRAM, EXPONENTIAL_HISTOGRAM, SUMMARY = 5, 7, 9, 10, 11
 OK, MALFORMED = 0, -1
 _TOO_MANY = -2  # more rows than the tables hold (cannot happen: sized from the buffer)
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_ALT_OFFSET = np.uint64(0x84222325CBF29CE4)
+ALT_OFFSET = np.uint64(0x84222325CBF29CE4)
 _ALT_PRIME = np.uint64(0x9E3779B97F4A7C15)
 _TIME_MAX = np.uint64(2**63 - 1)
 
@@ -70,7 +70,7 @@ def read_varint(data: NDArray[np.uint8], pos: int, end: int) -> tuple[int, int]:
 
 
 @kernel
-def _fixed64(data: NDArray[np.uint8], pos: int) -> np.uint64:
+def fixed64(data: NDArray[np.uint8], pos: int) -> np.uint64:
     """The little-endian 64-bit word at ``pos`` (unrolled: no loop, so it inlines)."""
     return (np.uint64(data[pos]) | np.uint64(data[pos + 1]) << np.uint64(8)
             | np.uint64(data[pos + 2]) << np.uint64(16)
@@ -124,7 +124,7 @@ def _number_point(  # noqa: PLR0912, PLR0915 - one branch per field of the messa
     """One ``NumberDataPoint`` into ``points[row]``: 0, or -1 if malformed, 1 if unusual."""
     start = time = np.uint64(0)
     flags = 0
-    h1, h2 = _FNV_OFFSET, _ALT_OFFSET
+    h1, h2 = FNV_OFFSET, ALT_OFFSET
     attr_lo, attr_hi = -1, -1
     value = 0.0
     unusual = 0
@@ -139,7 +139,7 @@ def _number_point(  # noqa: PLR0912, PLR0915 - one branch per field of the messa
         if wire == 1 and (field == 2 or field == 3 or field == 4 or field == 6):  # noqa: PLR1714
             if pos + 8 > end:
                 return -1
-            raw = _fixed64(data, pos)
+            raw = fixed64(data, pos)
             pos += 8
             if field == 2:
                 start = raw
@@ -284,7 +284,7 @@ def _metric(  # noqa: PLR0912 - one branch per field of the message
     metrics[m, M_NAME_LO], metrics[m, M_NAME_HI] = name_lo, name_hi
     metrics[m, M_UNIT_LO], metrics[m, M_UNIT_HI] = unit_lo, unit_hi
     metrics[m, M_ROWS] = rows - metrics[m, M_FIRST_ROW]
-    h1, h2 = hash_bytes(data, name_lo, name_hi, _FNV_OFFSET, _ALT_OFFSET)
+    h1, h2 = hash_bytes(data, name_lo, name_hi, FNV_OFFSET, ALT_OFFSET)
     h1, h2 = hash_bytes(data, unit_lo, unit_hi, h1, h2)
     shape = np.uint64(kind * 64 + metrics[m, M_MONOTONIC] * 32 + (metrics[m, M_TEMPORALITY] & 31))
     metrics[m, M_HASH1] = np.int64((h1 ^ shape) * _FNV_PRIME)
@@ -385,7 +385,7 @@ def _resource_metrics(
     groups: NDArray[np.int64], bits: NDArray[np.uint64], as_double: NDArray[np.float64],
 ) -> tuple[int, int, int]:
     """A ``ResourceMetrics``: the hash of its resource (1), its scopes (2)."""
-    h1, h2 = _FNV_OFFSET, _ALT_OFFSET
+    h1, h2 = FNV_OFFSET, ALT_OFFSET
     scope = int(np.int64(0))  # not a literal: see scan
     while pos < end:
         key = int(data[pos]) if pos < end else 0x80

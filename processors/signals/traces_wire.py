@@ -24,6 +24,9 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.signals.metrics_wire import (
+    ALT_OFFSET,
+    FNV_OFFSET,
+    fixed64,
     hash_bytes,
     read_varint,
     skip_field,
@@ -38,21 +41,7 @@ T_START, T_END = range(2)
 
 OK, MALFORMED, UNUSUAL = 0, -1, -2
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_ALT_OFFSET = np.uint64(0x84222325CBF29CE4)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-@kernel
-def _fixed64(data: NDArray[np.uint8], pos: int) -> np.uint64:
-    """The little-endian 64-bit word at ``pos`` (unrolled: no loop, so it inlines)."""
-    return (np.uint64(data[pos]) | np.uint64(data[pos + 1]) << np.uint64(8)
-            | np.uint64(data[pos + 2]) << np.uint64(16)
-            | np.uint64(data[pos + 3]) << np.uint64(24)
-            | np.uint64(data[pos + 4]) << np.uint64(32)
-            | np.uint64(data[pos + 5]) << np.uint64(40)
-            | np.uint64(data[pos + 6]) << np.uint64(48)
-            | np.uint64(data[pos + 7]) << np.uint64(56))
 
 
 @kernel
@@ -126,9 +115,9 @@ def _span(  # noqa: PLR0912 - one branch per field of the message
             if pos + 8 > end:
                 return MALFORMED
             if field == 7:  # noqa: PLR2004
-                start = _fixed64(data, pos)
+                start = fixed64(data, pos)
             else:
-                stop = _fixed64(data, pos)
+                stop = fixed64(data, pos)
             pos += 8
         elif wire == 0 and field == 6:  # noqa: PLR2004
             raw, pos = read_varint(data, pos, end)
@@ -348,8 +337,8 @@ def operations(
     n_ops = 0
     for i in range(len(rows)):
         r = rows[i]
-        h1, _ = hash_bytes(data, spans[r, S_NAME_LO], spans[r, S_NAME_HI], _FNV_OFFSET,
-                           _ALT_OFFSET)
+        h1, _ = hash_bytes(data, spans[r, S_NAME_LO], spans[r, S_NAME_HI], FNV_OFFSET,
+                           ALT_OFFSET)
         h = (h1 ^ np.uint64(spans[r, S_GROUP] * 64 + (spans[r, S_KIND] & 63))) * _MIX
         at = int(h >> np.uint64(33)) & mask
         while slots[at] >= 0 and not _same_operation(data, spans, first_row[slots[at]], r):
