@@ -9,12 +9,10 @@ also checks how much the compiled path did.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any
 
-import numpy as np
 import pytest
+from helpers.engine_twins import assert_same_outcome
 from helpers.traces_requests import T0, field, ids, mixed_round, raw_request, request_of
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -60,26 +58,8 @@ class Twins:
             setattr(self, name, engine)
 
 
-def _same(a: object, b: object) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return a == b
-
-
 def assert_same(walk: Engine, wire: Engine, expected: IngestResult, got: IngestResult) -> None:
-    assert (got.accepted, got.rejected, got.skipped) == (
-        expected.accepted, expected.rejected, expected.skipped)
-    for name in ("slots", "ts_unix_nano", "values", "expected", "lower", "upper", "score",
-                 "flag"):
-        np.testing.assert_array_equal(getattr(got.scores, name), getattr(expected.scores, name),
-                                      err_msg=name)
-    assert len(got.events) == len(expected.events)
-    for a, b in zip(expected.events, got.events, strict=True):
-        for f in dataclasses.fields(a):
-            assert _same(getattr(a, f.name), getattr(b, f.name)), f.name
-    for slot in set(expected.scores.slots.tolist()):
-        assert wire.series_key(slot) == walk.series_key(slot)
-        assert wire.series_labels(slot) == walk.series_labels(slot)
+    assert_same_outcome(walk, wire, expected, got)
     walked, compiled = walk.state_dict(), wire.state_dict()
     for part in ("adapters", "span_coverage", "deploys", "index"):
         assert repr(compiled[part]) == repr(walked[part]), part

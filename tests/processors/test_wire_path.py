@@ -8,12 +8,10 @@ checkpoint saves. Each scenario also checks that the compiled path did run.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any
 
-import numpy as np
 import pytest
+from helpers.engine_twins import assert_same_outcome
 from helpers.metrics_requests import T0, mixed_round, request_of, sdk_requests, updown
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -60,25 +58,8 @@ class Twins:
             setattr(self, name, engine)
 
 
-def _same_float(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
-
-
 def assert_same(walk: Engine, wire: Engine, expected: IngestResult, got: IngestResult) -> None:
-    assert (got.accepted, got.rejected, got.skipped) == (
-        expected.accepted, expected.rejected, expected.skipped)
-    for name in ("slots", "ts_unix_nano", "values", "expected", "lower", "upper", "score",
-                 "flag"):
-        np.testing.assert_array_equal(getattr(got.scores, name), getattr(expected.scores, name),
-                                      err_msg=name)
-    assert len(got.events) == len(expected.events)
-    for a, b in zip(expected.events, got.events, strict=True):
-        for field in dataclasses.fields(a):
-            x, y = getattr(a, field.name), getattr(b, field.name)
-            assert _same_float(x, y) if isinstance(x, float) else x == y, field.name
-    for slot in set(expected.scores.slots.tolist()):
-        assert wire.series_key(slot) == walk.series_key(slot)
-        assert wire.series_labels(slot) == walk.series_labels(slot)
+    assert_same_outcome(walk, wire, expected, got)
     assert repr(wire.state_dict()["sources"]) == repr(walk.state_dict()["sources"])
     assert wire.deploys.state_dict().keys() == walk.deploys.state_dict().keys()
 
