@@ -36,6 +36,7 @@ from otel_anomaly.processors.testing import (
     DAY_S,
     INCIDENT_KINDS,
     INCIDENT_RAMPS,
+    LASTING,
     Incident,
     base_of,
     incident_base,
@@ -97,7 +98,7 @@ def _lasting(out: TextIO, outcome: Outcome, step: float) -> None:
     # Incidents still going on hours later: is the flag still up 2 to 3 hours after onset?
     a, b = int(2 * 3600 / step), int(3 * 3600 / step)
     out.write(f"\n{'lasting incident':20s} {'base':12s} {'flag up 2-3 h after onset':>26s}\n")
-    for kind in ("level_shift", *INCIDENT_RAMPS):
+    for kind in (*LASTING, *INCIDENT_RAMPS):
         shares = [float(flag[case.start + a : case.start + b].mean())
                   for _, case, flag in outcome if case.kind == kind]
         up = sum(share > 0.5 for share in shares)

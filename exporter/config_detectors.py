@@ -48,6 +48,7 @@ class AlertConfig(Model):
     cooldown_time: Duration = Field(default=_ALERT.cooldown_time_s, ge=0)
     relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
     hold: Duration = Field(default=_ALERT.hold_s, ge=0)
+    accept_after: Duration = Field(default=_ALERT.accept_after_s, ge=0)
     false_alarm_budget: float = Field(default=_ALERT.false_alarm_budget, ge=0)
 
     @model_validator(mode="before")
@@ -80,6 +81,7 @@ class AlertConfig(Model):
         fields = self.model_dump()
         fields["update_interval_s"] = fields.pop("update_interval")
         fields["hold_s"] = fields.pop("hold")
+        fields["accept_after_s"] = fields.pop("accept_after")
         fields["min_duration_time_s"] = fields.pop("min_duration_time")
         fields["cooldown_time_s"] = fields.pop("cooldown_time")
         fields["close_after_time_s"] = fields.pop("close_after_time")
@@ -90,6 +92,7 @@ def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
     fields = {name: getattr(policy, name) for name in policy.__dataclass_fields__}
     fields["update_interval"] = fields.pop("update_interval_s")
     fields["hold"] = fields.pop("hold_s")
+    fields["accept_after"] = fields.pop("accept_after_s")
     fields["min_duration_time"] = fields.pop("min_duration_time_s")
     fields["cooldown_time"] = fields.pop("cooldown_time_s")
     fields["close_after_time"] = fields.pop("close_after_time_s")

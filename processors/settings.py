@@ -90,6 +90,14 @@ class AlertPolicy:
         once the leak stops, ``processors.alerting.trend``). Then the
         detector's band decides, and a level it has taken in closes as the new baseline.
         0: the detector's band always decides.
+    accept_after_s
+        A lasting shift is flagged at least this long (event time) after the value last moved
+        further out, as long as the value stays outside the band the anomaly opened against,
+        even where the detector's own band has taken the new level in. The detector keeps
+        learning after ``hold_s`` as before (so its score and band follow the new level);
+        only the flag waits, so that an outage or a regression that holds stays flagged
+        for hours, not for one hold, before it is accepted, with an ``anomaly.close`` that
+        says so. Values at or below ``hold_s``: ``hold_s``.
     """
 
     direction: DirectionPolicy = "both"
@@ -112,6 +120,7 @@ class AlertPolicy:
     cooldown_time_s: float = 0.0
     relearn_after: int = 0
     hold_s: float = 3600.0
+    accept_after_s: float = 4 * 3600.0
     false_alarm_budget: float = 0.0
 
 

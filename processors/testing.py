@@ -196,7 +196,7 @@ DAY_S = 86_400
 BASE_KINDS = ("requests", "latency", "error_ratio", "gauge", "noise")
 INCIDENT_KINDS = ("spike", "level_shift", "slow_leak", "throughput_drop",
                   "latency_regression", "error_burst", "deploy_step", "latency_leak",
-                  "traffic_decline")
+                  "traffic_decline", "latency_shift", "traffic_loss")
 # Which base series each incident is injected into, its length (s) and its size.
 _INCIDENTS: dict[str, tuple[str, float, float]] = {
     "spike": ("gauge", 0.0, 3.0),  # one point at 3x
@@ -208,7 +208,11 @@ _INCIDENTS: dict[str, tuple[str, float, float]] = {
     "deploy_step": ("latency", -1.0, 1.25),  # a release makes p99 25% slower, for good
     "latency_leak": ("latency", 12 * 3600.0, 2.2),  # p99 climbs 10%/h for 12 h, then stays
     "traffic_decline": ("requests", 12 * 3600.0, 0.28),  # traffic falls 6%/h for 12 h
+    "latency_shift": ("latency", -1.0, 2.0),  # p99 doubles for good, with no release
+    "traffic_loss": ("requests", -1.0, 0.5),  # half the traffic gone for good
 }
+LASTING = ("level_shift", "latency_shift", "traffic_loss")
+"""Incidents that start at once and never end: still flagged hours later?"""
 INCIDENT_RAMPS = {"slow_leak": 6 * 3600.0, "latency_leak": 12 * 3600.0,
                   "traffic_decline": 12 * 3600.0}
 """Incidents that ramp linearly to their size over this many seconds, then stay there."""

@@ -13,9 +13,12 @@ its noise from point to point; ``processors.alerting.trend``). While it trends a
 point back inside the held band does not close it either (a leak at the band's edge). A
 leak that keeps growing therefore stays flagged while it grows; a level shift that holds,
 or a leak that stopped (once its trend has faded: about 1 to 4 holds, see ``trend``), is
-handed back to the detector's own band, and when that band has taken the new level in,
-the anomaly closes as "the new level is the baseline". The exported score and band stay
-the detector's own.
+handed back to the detector's own band: the detector learns the values as they are again,
+so its score and band follow the new level. The flag still waits while the value stays
+outside the held band, until ``accept_after_s`` since it last moved out (an outage or a
+regression that holds stays flagged for hours, not for one hold). When the detector's band
+has taken the new level in by then, the anomaly closes as "the new level is the
+baseline". The exported score and band stay the detector's own.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class HeldBands:
     >>> held.remember(slots, opened, np.array([0]))
     >>> adapted = Calibrated(np.array([125.0]), np.array([100.0]), np.array([150.0]),
     ...                      np.array([0.2]))  # the detector's band swallowed the shift
-    >>> out, growing = held.apply(slots, np.array([130.0]), adapted, np.array([True]),
+    >>> out, keep = held.apply(slots, np.array([130.0]), adapted, np.array([True]),
     ...                           np.array([60 * 10**9]), hold_s=3600.0)
     >>> out.expected.tolist(), out.upper.tolist(), out.score.tolist()
     ([100.0], [110.0], [3.0])
@@ -105,11 +108,15 @@ class HeldBands:
         self, slots: NDArray[np.intp], values: NDArray[np.float64], calibrated: Calibrated,
         is_open: NDArray[np.bool_], ts_unix_nano: NDArray[np.int64], hold_s: float,
         direction: DirectionPolicy = "both", sides: NDArray[np.int8] | None = None,
+        accept_after_s: float = 0.0,
     ) -> tuple[Calibrated, NDArray[np.bool_]]:
         """Rows of open anomalies scored against their held band when that scores higher.
 
-        Also returns which open rows are still trending away: they must not close, even
-        when a point dips back inside the held band (a leak at the band's edge).
+        Also returns which open rows must not close: those still trending away, even when a
+        point dips back inside the held band (a leak at the band's edge), and those past
+        ``hold_s`` but within ``accept_after_s`` of their last move out whose value is
+        still outside the held band (a level that holds: the detector learns it again, but
+        the flag waits until it has lasted ``accept_after_s``).
 
         Every row (open or not) also joins its series' trend fit: its deviation from
         ``calibrated.reference`` (the detector's baseline: an ensemble's seasonal profile,
@@ -129,15 +136,16 @@ class HeldBands:
         if sides is None:
             sides = np.ones(len(bands), np.int8)
         with float_warnings_ignored():
-            used, expected, lower, upper, score, growing = _apply_rows(
+            used, expected, lower, upper, score, keep = _apply_rows(
                 slots, values, calibrated.reference, calibrated.expected, calibrated.lower,
                 calibrated.upper, calibrated.score, is_open, ts_unix_nano,
-                _hold_ns(hold_s), hold_s, DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
+                _hold_ns(hold_s), _hold_ns(max(hold_s, accept_after_s)), hold_s,
+                DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
                 sides, bands.trend, bands.trend_ns)
         if not used:
-            return calibrated, growing
-        return Calibrated(expected, lower, upper, score), growing
+            return calibrated, keep
+        return Calibrated(expected, lower, upper, score), keep
 
     def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
                     direction: DirectionPolicy) -> NDArray[np.float64]:
@@ -245,7 +253,8 @@ def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
 @kernel
 def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the held columns
     slots: Any, values: Any, reference: Any, expected: Any, lower: Any, upper: Any,
-    score: Any, is_open: Any, ts: Any, hold_ns: int, hold_s: float, direction: int,
+    score: Any, is_open: Any, ts: Any, hold_ns: int, accept_ns: int, hold_s: float,
+    direction: int,
     growth_step: float, t_crit: float, held_expected: Any, held_lower: Any, held_upper: Any,
     extreme_ns: Any, peak: Any, side: Any, trend: Any, trend_ns: Any,
 ) -> Any:
@@ -253,7 +262,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
     n = len(slots)
     out_expected, out_lower, out_upper = np.empty(n), np.empty(n), np.empty(n)
     out_score = np.empty(n)
-    growing = np.zeros(n, np.bool_)
+    keep = np.zeros(n, np.bool_)
     used = False
     for i in range(n):
         s = slots[i]
@@ -269,8 +278,13 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
                 peak[s], extreme_ns[s] = held, ts[i]
             if side[s] * t >= t_crit:  # drifting further out: the hold starts again
                 extreme_ns[s] = ts[i]
-                growing[i] = True
-            use = ts[i] - extreme_ns[s] <= hold_ns and np.isfinite(held) and held > score[i]
+                keep[i] = True
+            quiet_for = ts[i] - extreme_ns[s]
+            use = quiet_for <= hold_ns and np.isfinite(held) and held > score[i]
+            # Past the hold the detector relearns, but a level still out there stays
+            # flagged until it has lasted ``accept_ns``.
+            if quiet_for > hold_ns and quiet_for <= accept_ns and held >= 1.0:
+                keep[i] = True
         if use:
             out_expected[i], out_lower[i] = held_expected[s], held_lower[s]
             out_upper[i], out_score[i] = held_upper[s], held
@@ -278,7 +292,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
         else:
             out_expected[i], out_lower[i] = expected[i], lower[i]
             out_upper[i], out_score[i] = upper[i], score[i]
-    return used, out_expected, out_lower, out_upper, out_score, growing
+    return used, out_expected, out_lower, out_upper, out_score, keep
 
 
 @kernel

@@ -293,11 +293,11 @@ class Scorer:
         """
         policy = self.rules[rule_index].alert
         part = rnd.part
-        held, growing = rnd.shown, None
+        held, keep = rnd.shown, None
         if policy.hold_s > 0:  # also fits each series' trend, open or not
-            held, growing = self.held.apply(part.slots, part.values, rnd.shown, was_open,
+            held, keep = self.held.apply(part.slots, part.values, rnd.shown, was_open,
                                             part.ts_unix_nano, policy.hold_s, policy.direction,
-                                            self._per_slot.direction)
+                                            self._per_slot.direction, policy.accept_after_s)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
                                 ~np.isnan(rnd.calibrated.upper))
@@ -305,9 +305,9 @@ class Scorer:
             heard = alerting
             alerting = self.feedback.quieted(part.slots, part.ts_unix_nano, alerting,
                                              part.values >= held.expected, self.labels)
-            if growing is not None:  # a verdict or a silence outranks the trend
-                growing = growing & (alerting >= heard)
-        moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy, growing)
+            if keep is not None:  # a verdict or a silence outranks the hold
+                keep = keep & (alerting >= heard)
+        moves = self.hysteresis.step(part.slots, alerting, part.ts_unix_nano, policy, keep)
         if moves.opened.any():
             rows = np.flatnonzero(moves.opened)
             self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])

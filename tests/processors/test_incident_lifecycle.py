@@ -106,21 +106,45 @@ def test_a_leak_stays_flagged_while_it_grows() -> None:
         "it opened")
 
 
-def test_a_lasting_shift_is_closed_as_the_new_baseline_never_silently() -> None:
-    # A step that stays: held while it is new, then handed to the detector; once the
-    # detector has learned the new level, the anomaly closes saying so.
+def _step_events(rule: DetectorRule | None = None) -> list[AnomalyEvent]:
+    """A step of +30 (15 sigmas) that stays for 8 hours, after a day of history."""
     rng = np.random.default_rng(4)
     values = 100.0 + rng.normal(0.0, 2.0, WARM + 8 * 60)
     values[WARM:] += 30.0
-    events = _events(values)
+    if rule is None:
+        return _events(values)
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    engine = Engine(EngineSettings(clock=lambda: 0.0, rules=(rule,)))
+    key = SeriesKey("process_memory_usage_bytes", (("service.name", "db"),), ())
+    return [e for i in range(len(values))
+            for e in engine.ingest_series([key], ts[i : i + 1], values[i : i + 1]).events]
+
+
+def _held_hours(events: list[AnomalyEvent]) -> float:
     kinds = [e.kind for e in events if e.kind != "update"]
     assert kinds[:2] == ["open", "close"], kinds
+    assert kinds.count("open") == 1, f"the accepted level paged again: {kinds}"
     close = next(e for e in events if e.kind == "close")
     assert "new level is now the baseline" in close.explanation, close.explanation
     open_ns = next(e for e in events if e.kind == "open").ts_unix_nano
-    held_h = (close.ts_unix_nano - open_ns) / 3600e9
-    assert held_h >= 1.0, f"closed after {held_h:.2f} h, before the hold (1 h) ran out"
-    assert kinds.count("open") == 1, f"the accepted level paged again: {kinds}"
+    return (close.ts_unix_nano - open_ns) / 3600e9
+
+
+def test_a_lasting_shift_is_closed_as_the_new_baseline_never_silently() -> None:
+    # A step that stays: held while it is new, then handed to the detector, which learns
+    # the new level; the flag waits until the level has lasted ``accept_after`` (4 h), so
+    # an outage that holds is still flagged hours later, then closes saying so.
+    held_h = _held_hours(_step_events())
+    assert 4.0 <= held_h < 6.0, f"closed after {held_h:.2f} h; accept_after is 4 h"
+
+
+def test_accept_after_is_the_rules_choice() -> None:
+    # With ``accept_after`` at or below ``hold`` (1 h), the level is accepted as soon as the
+    # detector has taken it in after the hold, as before ``accept_after`` existed.
+    rule = DetectorRule(name="quick", match=("*",), detector="ensemble",
+                        alert=replace(SEASONAL_ALERT, accept_after_s=0.0))
+    held_h = _held_hours(_step_events(rule))
+    assert 1.0 <= held_h < 2.5, f"closed after {held_h:.2f} h; hold 1 h, accept_after 0"
 
 
 def test_a_long_flat_stretch_scores_finite_and_keeps_a_band_in_the_series_unit() -> None:
@@ -198,9 +222,9 @@ def test_a_pure_linear_leak_stays_flagged_while_it_grows_then_becomes_the_baseli
     assert minute(close) >= ramp, (
         f"let go {minute(close) - minute(lasting)} min after it opened, while it still grew")
     # This leak is steep against its noise (its trend scores t ~ 25): its trend fades in
-    # some 3.5 holds, then the hold (1 h) runs, then the detector takes the level in (as
-    # after a level shift, here about 1.5 h).
-    assert minute(close) <= ramp + 7 * 60, f"accepted {minute(close) - ramp} min after the plateau"
+    # some 3.5 holds, then the level is held until ``accept_after`` (4 h) since the trend
+    # last counted, and the detector has long taken it in by then.
+    assert minute(close) <= ramp + 10 * 60, f"accepted {minute(close) - ramp} min after the plateau"
     assert baseline[0] == len(events) - 1, f"the accepted level paged again: {events[-1]}"
 
 
