@@ -285,6 +285,7 @@ class EnsembleParams(_Params):
     persistence_level: float | None = Field(default=None, gt=0)
     persistence_shrink: float | None = Field(default=None, gt=0, le=1)
     persistence_window: int | None = Field(default=None, ge=2)
+    persistence_alarm: bool | None = None
     log_transform: bool | None = None
     log_offset: float | None = Field(default=None, gt=0)
 

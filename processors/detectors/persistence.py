@@ -25,7 +25,10 @@ class Persistence:
     averages out; a level shift or a regression that keeps the series on one side adds
     up. ``factor`` turns that into a band narrowing on the shifted side only: 1 while
     ``|d|`` is within ``level`` usual sizes, ``level * size / |d|`` beyond, never below
-    ``shrink``. Cost per row: a few float operations per column; state: two float32 per column.
+    ``shrink``. With ``alarm``, ``d`` beyond ``level`` usual sizes is read as an EWMA
+    control chart's alarm (Roberts, 1959): the side narrows to ``shrink`` at once, so a
+    sustained shift of a few sigmas opens although no single point leaves the band. Cost
+    per row: a few float operations per column; state: two float32 per column.
 
     Examples
     --------
@@ -39,9 +42,11 @@ class Persistence:
     """
 
     def __init__(
-        self, *, columns: int, alpha: float, level: float, shrink: float, window: int
+        self, *, columns: int, alpha: float, level: float, shrink: float, window: int,
+        alarm: bool = False,
     ) -> None:
         self.columns = columns
+        self.alarm = alarm
         self.alpha = alpha
         self.level = level
         self.shrink = shrink
@@ -63,7 +68,7 @@ class Persistence:
         """
         self._ensure(slots)
         return _factors(self._slots.d, self._slots.v, slots, self.level, self.shrink,
-                        self._prior)
+                        self._prior, self.alarm)
 
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], ready: NDArray[np.bool_]
@@ -96,8 +101,8 @@ class Persistence:
 
 @kernel
 def _factors(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
-             level: float, shrink: float,
-             prior: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+             level: float, shrink: float, prior: float,
+             alarm: bool) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     rows, columns = len(slots), d.shape[1]
     up = np.ones((rows, columns))
     down = np.ones((rows, columns))
@@ -108,7 +113,7 @@ def _factors(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.i
             limit = level * float(np.sqrt(var if var > 0 else prior))
             size = abs(mean)
             if size > limit:
-                f = limit / size
+                f = shrink if alarm else limit / size
                 f = shrink if f < shrink else f  # keeps a NaN, as np.maximum does
                 if mean > 0:
                     up[i, c] = f

@@ -1,0 +1,61 @@
+"""A lasting slowdown is caught on a young latency series, where no single point leaves the band.
+
+A p99 is noisy from one window to the next (here 15 % per point), so a regression by half is
+about 2.7 of its sigmas per point and a doubling 4.6: inside a band of 3.5 sigmas widened by
+the series' heavy tail, and, before the weekly profile is ready (two weeks), the daily
+profile mixes weekdays and weekends. The built-in latency rules therefore judge a lasting
+slowdown on its average (``persistence_alarm``: an EWMA control chart's alarm narrows the
+slowed side at once).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from otel_anomaly.processors.detectors.persistence import Persistence
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.testing import incident_series, replay_incidents
+
+SEEDS = range(4)
+DAYS, AT_DAY, STEP_S = 9.0, 7.0, 120.0  # a week-old series: the weekly profile is not ready
+
+
+@functools.cache
+def _flags(kind: str | None) -> tuple[tuple[np.ndarray, int, int], ...]:
+    cases = [incident_series(kind, base="latency", days=DAYS, step_s=STEP_S, at_day=AT_DAY,
+                             seed=100 * seed + 7) for seed in SEEDS]
+    results = replay_incidents(Engine(EngineSettings(clock=lambda: 0.0)), cases)
+    return tuple((r.flag, c.start, c.end) for c, r in zip(cases, results, strict=True))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_two_hour_regression_by_half_is_flagged_on_a_week_old_series(seed: int) -> None:
+    flag, start, end = _flags("latency_regression")[seed]
+    during = flag[start:end]
+    assert during.any(), "a p99 50 % slower for two hours was never flagged"
+    first = int(np.argmax(during))
+    assert first * STEP_S <= 3600, f"flagged only after {first * STEP_S / 60:.0f} min"
+
+
+def test_quiet_latency_series_of_the_same_age_are_not_flagged() -> None:
+    # The controls: the same base series with no incident, after their first two days.
+    warm = int(2 * 86400 / STEP_S)
+    opens = sum(int((np.diff(flag[warm - 1:].astype(np.int8)) == 1).sum())
+                for flag, _, _ in _flags(None))
+    assert opens == 0, f"{opens} false opens on {len(SEEDS)} quiet latency series"
+
+
+def test_the_alarm_narrows_at_once_where_the_gradual_rule_narrows_a_little() -> None:
+    slots = np.array([0])
+    args = {"columns": 1, "alpha": 0.2, "level": 3.0, "shrink": 0.3, "window": 100}
+    gradual, alarm = Persistence(**args), Persistence(**args, alarm=True)
+    for z in [0.5, -0.4, 0.3, -0.2] * 10 + [2.0] * 10:  # noise, then a shift up
+        for p in (gradual, alarm):
+            p.update(slots, np.array([[z]]), np.array([[True]]))
+    assert float(gradual.factor(slots)[0][0, 0]) == pytest.approx(0.65, abs=0.01)
+    up, down = alarm.factor(slots)
+    assert (float(up[0, 0]), float(down[0, 0])) == (0.3, 1.0)
