@@ -58,7 +58,7 @@ class HeldBands:
     >>> adapted = Calibrated(np.array([125.0]), np.array([100.0]), np.array([150.0]),
     ...                      np.array([0.2]))  # the detector's band swallowed the shift
     >>> out, keep = held.apply(slots, np.array([130.0]), adapted, np.array([True]),
-    ...                           np.array([60 * 10**9]), hold_s=3600.0)
+    ...                        np.array([60 * 10**9]), hold_s=3600.0)
     >>> out.expected.tolist(), out.upper.tolist(), out.score.tolist()
     ([100.0], [110.0], [3.0])
     """
@@ -254,8 +254,8 @@ def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
 def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the held columns
     slots: Any, values: Any, reference: Any, expected: Any, lower: Any, upper: Any,
     score: Any, is_open: Any, ts: Any, hold_ns: int, accept_ns: int, hold_s: float,
-    direction: int,
-    growth_step: float, t_crit: float, held_expected: Any, held_lower: Any, held_upper: Any,
+    direction: int, growth_step: float, t_crit: float, held_expected: Any, held_lower: Any,
+    held_upper: Any,
     extreme_ns: Any, peak: Any, side: Any, trend: Any, trend_ns: Any,
 ) -> Any:
     """``HeldBands.apply`` row by row: whether any row took its held band, and the band."""
