@@ -40,7 +40,9 @@ _NO_MASK = np.zeros(0, np.bool_)
 class Calibrated:
     """Band and score per row. ``score`` is 0 at ``expected``, 1 at the band edge.
 
-    ``baseline``: the detector's ``Prediction.baseline`` (None: ``expected``).
+    ``baseline``: the detector's ``Prediction.baseline`` (None: ``expected``). ``edge``:
+    the band half-width in the detector's units that ``Calibrator.step`` scored with, kept
+    so that learning the round does not compute it again (None: not known).
     """
 
     expected: NDArray[np.float64]
@@ -48,6 +50,7 @@ class Calibrated:
     upper: NDArray[np.float64]
     score: NDArray[np.float64]
     baseline: NDArray[np.float64] | None = None
+    edge: NDArray[np.float64] | None = None
 
     @property
     def reference(self) -> NDArray[np.float64]:
@@ -197,7 +200,7 @@ class Calibrator:
                 batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
                 self._usual.magnitude, k, scale_floor, float(policy.min_absolute_deviation),
                 float(policy.min_relative_deviation), DIRECTIONS[policy.direction], _MIN_WIDTH)
-        return Calibrated(prediction.expected, lower, upper, score, prediction.baseline)
+        return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual ``|value|`` (0 before its first point)."""
@@ -213,6 +216,8 @@ class Calibrator:
 
         ``quiet``: rows outside an open anomaly, or opening one; only they teach the
         rarity tail, so a lasting incident does not make the next one look ordinary.
+        ``calibrated``: what ``step`` gave for these rows and ``spacing_s`` (its band edge
+        is reused; nothing has learned in between).
         """
         self._learn_magnitude(batch)
         rare, active = self._rare(detector), self._active(detector)
@@ -226,10 +231,11 @@ class Calibrator:
         if rare:
             # The detector's own score: the band's score is measured from an expected value
             # the detector may move as the band widens, so it is not the same rarity.
-            edge = self.edge(detector, batch.slots, spacing)
+            edge = (self.edge(detector, batch.slots, spacing) if calibrated.edge is None
+                    else calibrated.edge)
             self.rarity.update(batch.slots[ready], detector.score(batch)[ready], edge[ready])
         else:
-            k = self.multiplier(batch.slots)
+            k = self.multiplier(batch.slots) if calibrated.edge is None else calibrated.edge
             with float_warnings_ignored():
                 self.scale.update(*scale_lesson(ready, batch.slots, calibrated.score, k,
                                                 batch.values, calibrated.expected))

@@ -400,4 +400,5 @@ class Scorer:
 
 
 def _take(cal: Calibrated, rows: NDArray[np.intp]) -> Calibrated:
-    return Calibrated(cal.expected[rows], cal.lower[rows], cal.upper[rows], cal.score[rows])
+    return Calibrated(cal.expected[rows], cal.lower[rows], cal.upper[rows], cal.score[rows],
+                      edge=None if cal.edge is None else cal.edge[rows])
