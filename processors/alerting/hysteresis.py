@@ -14,6 +14,7 @@ from otel_anomaly.processors.settings import AlertPolicy
 
 _LONG_AGO = (1 << 31) - 1  # "points since the last close" of a slot that never closed
 _COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
+_MAX_POLICIES = 64  # converted policies kept (one per detector rule in practice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class Hysteresis:
             peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
+        self._converted: dict[int, tuple[AlertPolicy, tuple[float | int, ...]]] = {}
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._state.ensure(slots)
@@ -121,20 +123,36 @@ class Hysteresis:
         self._ensure(slots)
         state = self._state
         announce = self._announce(slots, ~np.isnan(score)) if self._resumed else _NO_ROWS
-        # int() of the event-time thresholds in Python, as before (inf still raises here).
-        cooldown_ns = int(policy.cooldown_time_s * 1e9) if policy.cooldown_time_s > 0 else -1
         flag, opened, updated, closed = _step_rows(
             slots, score, ts_unix_nano, announce, _NO_ROWS if keep is None else keep,
             state.above, state.below, state.open, state.last_event_ts, state.open_for,
             state.since_close, state.prev_ts, state.spacing, state.high_for, state.low_for,
-            state.closed_ts, state.peak,
+            state.closed_ts, state.peak, *self._thresholds(policy),
+        )
+        return Transitions(flag, opened, updated, closed)
+
+    def _thresholds(self, policy: AlertPolicy) -> tuple[float | int, ...]:
+        """The policy's thresholds as the kernel takes them, converted once per policy.
+
+        A round would otherwise convert eleven of them again (a policy is frozen; the
+        cache keeps it, so its ``id`` is not reused while cached).
+        """
+        cached = self._converted.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        # int() of the event-time thresholds in Python, as before (inf still raises here).
+        cooldown_ns = int(policy.cooldown_time_s * 1e9) if policy.cooldown_time_s > 0 else -1
+        converted = (
             float(policy.open_threshold), float(policy.close_threshold),
             float(policy.instant_threshold), int(policy.min_duration),
             float(policy.min_duration_time_s * 1e9), int(policy.close_after),
             float(policy.close_after_time_s * 1e9), int(policy.cooldown),
             _int64(cooldown_ns), _int64(int(policy.update_interval_s * 1e9)),
         )
-        return Transitions(flag, opened, updated, closed)
+        if len(self._converted) >= _MAX_POLICIES:  # policies made on the fly (tests)
+            self._converted.clear()
+        self._converted[id(policy)] = (policy, converted)
+        return converted
 
     def _announce(self, slots: NDArray[np.intp], valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
         """Which rows are a restored anomaly's first valid point (each is announced once)."""

@@ -53,7 +53,7 @@ def gated(
     anomalous = cal.score >= policy.open_threshold
     if settled is not None:
         anomalous &= ~settled
-    if not anomalous.any():
+    if not np.count_nonzero(anomalous):  # cheaper than ``any()`` on a round's few rows
         return part
     if policy.learn_gating == "skip":
         return part.take(np.flatnonzero(~anomalous))

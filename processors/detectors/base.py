@@ -75,13 +75,16 @@ class RoundMemo:
     def __init__(self, *, values: bool = False) -> None:
         self.values = values
         """Also key on the rows' values (for what depends on them, e.g. a shape distance)."""
-        self._key: tuple[bytes, bytes, str, str, bytes] | None = None
+        self._key: tuple[bytes, bytes, np.dtype[Any], np.dtype[Any], bytes] | None = None
         self._value: Any = None
 
-    def _key_of(self, batch: SeriesBatch) -> tuple[bytes, bytes, str, str, bytes]:
+    def _key_of(self, batch: SeriesBatch) -> tuple[bytes, bytes, np.dtype[Any], np.dtype[Any],
+                                                   bytes]:
         slots, ts = batch.slots, batch.ts_unix_nano
         values = batch.values.tobytes() if self.values else b""
-        return slots.tobytes(), ts.tobytes(), slots.dtype.str, ts.dtype.str, values
+        # The dtypes themselves (they compare as their ``str`` would): ``dtype.str`` builds a
+        # new string at each call, and a round asks for its key about ten times.
+        return slots.tobytes(), ts.tobytes(), slots.dtype, ts.dtype, values
 
     def get(self, batch: SeriesBatch) -> Any:
         """The value put for these rows since the last ``clear``, else None."""
@@ -169,6 +172,20 @@ class Detector(abc.ABC):
         with np.errstate(over="ignore", invalid="ignore"):
             for rows in occurrence_rounds(batch.slots):
                 self._learn_unique(batch.take(rows) if len(rows) != len(batch) else batch)
+
+    def learn_round(self, batch: SeriesBatch) -> None:
+        """``learn`` for rows whose slots are all distinct (one round of the scorer's).
+
+        The same as ``learn``, without the sort that splits a batch into rounds.
+        """
+        finite = np.isfinite(batch.values)
+        # count_nonzero: a direct C call, where ``all()`` goes through a Python wrapper.
+        if np.count_nonzero(finite) != len(batch):
+            batch = batch.take(np.flatnonzero(finite))
+            if not len(batch):
+                return
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._learn_unique(batch)
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:
