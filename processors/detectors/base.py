@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.series.slot_arrays import SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -115,6 +117,10 @@ class Detector(abc.ABC):
     band_follows_value: ClassVar[bool] = False
     """True if a row's predicted band depends on the row's own value (not only on the state,
     slot and time): what caches a prediction must then key on the values as well."""
+    compiled_learning: bool = False
+    """True if ``_learn_unique`` only calls compiled kernels, which never warn: learning then
+    skips the numpy ``errstate`` that quiets overflows (it costs more than a one-row kernel
+    call), except when kernels run as plain Python (``float_warnings_ignored``)."""
 
     @abc.abstractmethod
     def predict(self, batch: SeriesBatch, band: float | NDArray[np.float64]) -> Prediction:
@@ -164,12 +170,10 @@ class Detector(abc.ABC):
         if not finite.all():
             batch = batch.take(np.flatnonzero(finite))
         if len(batch) == 1:  # one row, one round: the backtest of a single series
-            with np.errstate(over="ignore", invalid="ignore"):
+            with self._quiet():
                 self._learn_unique(batch)
             return
-        # Finite but absurd magnitudes (near 1e308) may overflow in the kernels: they
-        # saturate instead of raising warnings on the hot path.
-        with np.errstate(over="ignore", invalid="ignore"):
+        with self._quiet():
             for rows in occurrence_rounds(batch.slots):
                 self._learn_unique(batch.take(rows) if len(rows) != len(batch) else batch)
 
@@ -184,8 +188,18 @@ class Detector(abc.ABC):
             batch = batch.take(np.flatnonzero(finite))
             if not len(batch):
                 return
-        with np.errstate(over="ignore", invalid="ignore"):
+        with self._quiet():
             self._learn_unique(batch)
+
+    def _quiet(self) -> AbstractContextManager[Any]:
+        """What learning runs under.
+
+        Finite but absurd magnitudes (near 1e308) may overflow: they saturate instead of
+        raising warnings on the hot path.
+        """
+        if self.compiled_learning:
+            return float_warnings_ignored()
+        return np.errstate(over="ignore", invalid="ignore")
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:

@@ -201,6 +201,8 @@ class Ensemble(Detector):
         self._slots = SlotArrays(peak=Column(np.float32, 0.0), age=Column(np.int32),
                                  peak_ns=Column(np.int64))
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
+        # Its own learning is compiled kernels; the members' may not be.
+        self.compiled_learning = all(m.compiled_learning for m in self._members)
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The members' views of a round, computed to score it and reused to learn it.
         self._memo = RoundMemo(values=any(m.band_follows_value for m in self._members))

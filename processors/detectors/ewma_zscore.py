@@ -133,6 +133,7 @@ class EwmaZScore(SlotStateDetector):
     """
 
     name: ClassVar[str] = "ewma_zscore"
+    compiled_learning = True
 
     def __init__(self, *, alpha: float = 0.05, warmup: int = 30, log_transform: bool = False):
         if not 0.0 < alpha <= 1.0:

@@ -80,6 +80,7 @@ class SeasonalProfile(SlotStateDetector):
     """
 
     name: ClassVar[str] = "seasonal_profile"
+    compiled_learning = True
 
     def __init__(
         self, *, period_s: float = 86400.0, buckets: int = 288, alpha: float = 0.25,
