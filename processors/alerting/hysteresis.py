@@ -15,6 +15,9 @@ from otel_anomaly.processors.settings import AlertPolicy
 _LONG_AGO = (1 << 31) - 1  # "points since the last close" of a slot that never closed
 _COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
 _MAX_POLICIES = 64  # converted policies kept (one per detector rule in practice)
+# A policy's thresholds as ``_step_rows`` takes them (open, close, instant, min_duration,
+# its time in ns, close_after, its time in ns, cooldown, its time in ns, update interval).
+_Thresholds = tuple[float, float, float, int, float, int, float, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ class Hysteresis:
             peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
-        self._converted: dict[int, tuple[AlertPolicy, tuple[float | int, ...]]] = {}
+        self._converted: dict[int, tuple[AlertPolicy, _Thresholds]] = {}
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._state.ensure(slots)
@@ -131,7 +134,7 @@ class Hysteresis:
         )
         return Transitions(flag, opened, updated, closed)
 
-    def _thresholds(self, policy: AlertPolicy) -> tuple[float | int, ...]:
+    def _thresholds(self, policy: AlertPolicy) -> _Thresholds:
         """The policy's thresholds as the kernel takes them, converted once per policy.
 
         A round would otherwise convert eleven of them again (a policy is frozen; the
@@ -142,7 +145,7 @@ class Hysteresis:
             return cached[1]
         # int() of the event-time thresholds in Python, as before (inf still raises here).
         cooldown_ns = int(policy.cooldown_time_s * 1e9) if policy.cooldown_time_s > 0 else -1
-        converted = (
+        converted: _Thresholds = (
             float(policy.open_threshold), float(policy.close_threshold),
             float(policy.instant_threshold), int(policy.min_duration),
             float(policy.min_duration_time_s * 1e9), int(policy.close_after),

@@ -300,7 +300,7 @@ class Scorer:
                                             self._per_slot.direction, policy.accept_after_s)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
-                                ~np.isnan(rnd.calibrated.upper))
+                                rnd.calibrated.upper)
         if self.feedback is not None and self.feedback.active:
             heard = alerting
             alerting = self.feedback.quieted(part.slots, part.ts_unix_nano, alerting,
@@ -311,8 +311,7 @@ class Scorer:
         if _any(moves.opened):
             rows = np.flatnonzero(moves.opened)
             self.held.remember(part.slots[rows], _take(held, rows), part.ts_unix_nano[rows])
-        self._agree = self._agreeing(self.detectors[rule_index], rnd.seen,
-                                     moves.opened | moves.updated, policy)
+        self._agree = self._agreeing(self.detectors[rule_index], rnd.seen, moves, policy)
         closing = self.held.active and _any(moves.closed)
         self._baseline = (
             moves.closed & self.held.outside(part.slots, part.values, policy.direction)
@@ -358,13 +357,13 @@ class Scorer:
 
     @staticmethod
     def _agreeing(
-        detector: Detector, seen: SeriesBatch, rows: NDArray[np.bool_], policy: AlertPolicy,
+        detector: Detector, seen: SeriesBatch, moves: Transitions, policy: AlertPolicy,
     ) -> dict[int, tuple[str, ...]]:
-        """Which members see the rows that raise an event as out of band (before learning)."""
+        """Which members see the rows that open or update (before learning) as out of band."""
         agreeing = getattr(detector, "agreeing", None)
-        if agreeing is None or not _any(rows):
+        if agreeing is None or not (_any(moves.opened) or _any(moves.updated)):
             return {}
-        at = np.flatnonzero(rows)
+        at = np.flatnonzero(moves.opened | moves.updated)
         found = agreeing(seen.take(at), policy.band)
         return dict(zip(at.tolist(), found, strict=True))
 

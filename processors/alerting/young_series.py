@@ -15,17 +15,18 @@ this many points: its spreads and tails are still estimated from little data."""
 @kernel
 def young_damped(
     age: NDArray[np.uint8], slots: NDArray[np.intp], score: NDArray[np.float64],
-    ready: NDArray[np.bool_],
+    upper: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Scores of young series divided by up to 2, fading out over ``YOUNG_POINTS``.
 
-    ``age`` counts the scored (``ready``) points of each slot, up to ``YOUNG_POINTS``; it
-    is advanced here.
+    ``age`` counts the scored points of each slot (those with a band: ``upper`` not NaN),
+    up to ``YOUNG_POINTS``; it is advanced here.
     """
     out = np.empty(len(slots))
     for row in range(len(slots)):
         points = int(age[slots[row]])
-        age[slots[row]] = min(points + int(ready[row]), YOUNG_POINTS)
+        ready = not np.isnan(upper[row])
+        age[slots[row]] = min(points + int(ready), YOUNG_POINTS)
         if points < YOUNG_POINTS:
             out[row] = score[row] / (1.0 + max(0.0, 1.0 - points / YOUNG_POINTS))
         else:

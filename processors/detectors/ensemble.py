@@ -28,6 +28,7 @@ REFRACTORY_STEP_S = 300.0
 """Event time that counts as one point of refractory age at most: the 5-minute spacing of
 NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
 _MAX_AGE = np.iinfo(np.int32).max  # points since the last excursion saturate (int32)
+_UNIT_BAND = np.ones(1)  # the members' band one spread wide (an array: no conversion)
 
 class _Round(NamedTuple):
     """The members' raw views of a round, one column per member (see ``ensemble_kernels``)."""
@@ -216,7 +217,7 @@ class Ensemble(Detector):
         expected, upper, lower = np.empty(shape), np.empty(shape), np.empty(shape)
         floor, mult = np.empty(shape), np.empty(shape)
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
-            p = member.predict(batch, 1.0)
+            p = member.predict(batch, _UNIT_BAND)
             expected[:, i], upper[:, i], lower[:, i] = p.expected, p.upper, p.lower
             scale.spread_terms(batch.slots, floor, mult, i)
         if self.persistence_alpha > 0:
