@@ -81,6 +81,11 @@ def uncached() -> tuple[str, ...]:
     return tuple(_uncached)
 
 
+def compiled() -> bool:
+    """Whether kernels are compiled (not run as plain Python under ``NUMBA_DISABLE_JIT=1``)."""
+    return not numba.config.DISABLE_JIT  # type: ignore[attr-defined]
+
+
 def float_warnings_ignored() -> AbstractContextManager[Any]:
     """What a kernel call needs around it, so absurd inputs (near 1e308, infinities) stay quiet.
 
