@@ -207,6 +207,8 @@ class Ensemble(Detector):
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The members' views of a round, computed to score it and reused to learn it.
         self._memo = RoundMemo(values=any(m.band_follows_value for m in self._members))
+        # The round's log-modulus (``log_transform``): predicted, scored, then learned.
+        self._seen_memo = RoundMemo(values=True)
 
     def _round(self, batch: SeriesBatch) -> _Round:
         """The members' views of ``batch`` (values already ``_seen``), memoised until learning."""
@@ -273,8 +275,12 @@ class Ensemble(Detector):
         """
         if not self.log_transform:
             return batch
-        seen = log_modulus(batch.values, self.log_offset)
-        return SeriesBatch(batch.slots, batch.ts_unix_nano, seen)
+        seen: SeriesBatch | None = self._seen_memo.get(batch)
+        if seen is None:
+            seen = SeriesBatch(batch.slots, batch.ts_unix_nano,
+                               log_modulus(batch.values, self.log_offset))
+            self._seen_memo.put(batch, seen)
+        return seen
 
     def _unseen(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """The inverse of ``_seen`` (an overflow becomes an infinite edge)."""
@@ -350,6 +356,7 @@ class Ensemble(Detector):
                 scale.update(batch.slots[rows], unit[rows, i], resid[rows, i])
             member._learn_unique(batch)  # noqa: SLF001 - same contract, rows already unique
         self._memo.clear()
+        self._seen_memo.clear()  # the round is learned: let go of its arrays
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` in every member."""
