@@ -13,7 +13,15 @@ import math
 import numpy as np
 
 from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.types import IngestResult
+
+
+def restarted(engine: Engine, settings: EngineSettings) -> Engine:
+    """A new engine restored from ``engine``'s checkpoint, as after a restart."""
+    fresh = Engine(settings)
+    fresh.load_state_dict(engine.state_dict())
+    return fresh
 
 
 def _same(a: object, b: object) -> bool:

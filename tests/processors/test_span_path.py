@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers.engine_twins import assert_same_outcome
+from helpers.engine_twins import assert_same_outcome, restarted
 from helpers.traces_requests import T0, field, ids, mixed_round, raw_request, request_of
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -52,10 +52,8 @@ class Twins:
 
     def restore(self) -> None:
         """Both engines restart from their own checkpoints."""
-        for name in ("walk", "wire"):
-            engine = Engine(self.settings)
-            engine.load_state_dict(getattr(self, name).state_dict())
-            setattr(self, name, engine)
+        self.walk = restarted(self.walk, self.settings)
+        self.wire = restarted(self.wire, self.settings)
 
 
 def assert_same(walk: Engine, wire: Engine, expected: IngestResult, got: IngestResult) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers.engine_twins import assert_same_outcome
+from helpers.engine_twins import assert_same_outcome, restarted
 from helpers.metrics_requests import T0, mixed_round, request_of, sdk_requests, updown
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -52,10 +52,8 @@ class Twins:
 
     def restore(self) -> None:
         """Both engines restart from their own checkpoints."""
-        for name in ("walk", "wire"):
-            engine = Engine(self.settings)
-            engine.load_state_dict(getattr(self, name).state_dict())
-            setattr(self, name, engine)
+        self.walk = restarted(self.walk, self.settings)
+        self.wire = restarted(self.wire, self.settings)
 
 
 def assert_same(walk: Engine, wire: Engine, expected: IngestResult, got: IngestResult) -> None:
