@@ -65,11 +65,16 @@ class DeployTracker:
     def __init__(self, grace_s: float) -> None:
         self.grace_ns = np.int64(int(grace_s * 1e9))
         self.deploys_total = 0
+        # Per service (few): its versions, its last deploy, and its number in ``service``.
         self._versions: dict[Labels, dict[str, None]] = {}
         self._deployed_at: dict[Labels, int] = {}
-        self._service_of: dict[int, Labels] = {}
-        self._slots_of: dict[Labels, set[int]] = {}
-        self._slot_deploy = SlotArrays(at=Column(np.int64, _NEVER))  # the last deploy's time
+        self._services: list[Labels] = []
+        self._service_ids: dict[Labels, int] = {}
+        # Per series (many): columns only, no Python object per series.
+        self._slots = SlotArrays(
+            service=Column(np.int32, -1),  # the series' service, in ``_services``
+            at=Column(np.int64, _NEVER),  # the last deploy's time
+        )
 
     def observe(self, service: Labels, version: str, ts_unix_nano: int) -> None:
         """Note that ``service`` ran ``version`` at ``ts_unix_nano``."""
@@ -86,19 +91,29 @@ class DeployTracker:
             del seen[next(iter(seen))]
         self.deploys_total += 1
         self._deployed_at[service] = ts_unix_nano
-        slots = self._slots_of.get(service)
-        if slots:
-            self._slot_deploy.at[np.fromiter(slots, np.intp, len(slots))] = ts_unix_nano
+        number = self._service_ids.get(service)
+        if number is not None and len(self._slots):
+            # A scan of one int32 column: deploys are rare, series are many.
+            self._slots.at[self._slots.service == number] = ts_unix_nano
 
     def track(self, slots: NDArray[np.intp], services: Sequence[Labels]) -> None:
         """Remember the service of new ``slots`` (a series created after a deploy inherits it)."""
         if self.grace_ns <= 0 or not len(slots):
             return
-        self._slot_deploy.ensure(slots)
-        for slot, service in zip(slots.tolist(), services, strict=True):
-            self._service_of[slot] = service
-            self._slots_of.setdefault(service, set()).add(slot)
-            self._slot_deploy.at[slot] = self._deployed_at.get(service, _NEVER)
+        self._slots.ensure(slots)
+        numbers = np.fromiter((self._number(service) for service in services), np.int32,
+                              len(services))
+        self._slots.service[slots] = numbers
+        deployed = np.array([self._deployed_at.get(s, _NEVER) for s in self._services],
+                            np.int64)
+        self._slots.at[slots] = deployed[numbers]
+
+    def _number(self, service: Labels) -> int:
+        number = self._service_ids.get(service)
+        if number is None:
+            number = self._service_ids[service] = len(self._services)
+            self._services.append(service)
+        return number
 
     def state_dict(self) -> dict[str, Any]:
         """Versions and deploy times per service, and each tracked slot's service.
@@ -109,8 +124,8 @@ class DeployTracker:
             "deploys_total": self.deploys_total,
             "versions": [(service, list(seen)) for service, seen in self._versions.items()],
             "deployed_at": list(self._deployed_at.items()),
-            "service_of": list(self._service_of.items()),
-            "slot_deploy": self._slot_deploy.state_dict(),
+            "services": list(self._services),
+            "slots": self._slots.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -119,24 +134,13 @@ class DeployTracker:
         self._versions = {as_labels(service): dict.fromkeys(map(str, seen))
                           for service, seen in state["versions"]}
         self._deployed_at = {as_labels(service): int(ts) for service, ts in state["deployed_at"]}
-        self._service_of = {int(slot): as_labels(service) for slot, service in state["service_of"]}
-        self._slots_of = {}
-        for slot, service in self._service_of.items():
-            self._slots_of.setdefault(service, set()).add(slot)
-        self._slot_deploy.load_state_dict(state["slot_deploy"])
+        self._services = [as_labels(service) for service in state["services"]]
+        self._service_ids = {service: i for i, service in enumerate(self._services)}
+        self._slots.load_state_dict(state["slots"])
 
     def forget(self, slots: NDArray[np.intp]) -> None:
         """Drop evicted ``slots``."""
-        for slot in slots.tolist():
-            service = self._service_of.pop(slot, None)
-            if service is not None:
-                mine = self._slots_of.get(service)
-                if mine is not None:
-                    mine.discard(slot)
-                    if not mine:
-                        del self._slots_of[service]
-            if slot < len(self._slot_deploy):
-                self._slot_deploy.at[slot] = _NEVER
+        self._slots.reset(slots[slots < len(self._slots)])
 
     def in_grace(
         self, slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64]
@@ -144,8 +148,8 @@ class DeployTracker:
         """Per row, whether its point falls in its service's grace period; ``None``: no row does."""
         if not self._deployed_at or not len(slots):
             return None
-        known = slots < len(self._slot_deploy)
-        deployed = np.where(known, self._slot_deploy.at[np.where(known, slots, 0)], _NEVER)
+        known = slots < len(self._slots)
+        deployed = np.where(known, self._slots.at[np.where(known, slots, 0)], _NEVER)
         grace = (deployed <= ts_unix_nano) & (ts_unix_nano < deployed + self.grace_ns)
         return grace if grace.any() else None
 

@@ -185,8 +185,36 @@ def _integer_tail_bins(state: Any) -> Any:
     return state
 
 
+def _deploy_columns(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 10 -> 11: the deploy tracker keeps each series' service as a number in a column.
+
+    ``service_of`` (a ``[slot, service]`` pair per series) becomes ``services`` (each
+    service once, in order of first sight) and the int32 column ``slots.service`` (-1 for
+    a slot without one); ``slot_deploy``'s ``at`` column moves to ``slots.at``. A state
+    already in this shape (as a test builds it from a live engine) is left as it is.
+    """
+    deploys = state["deploys"]
+    if "slot_deploy" not in deploys:
+        return state
+    at = np.asarray(deploys.pop("slot_deploy")["at"], np.int64)
+    services: list[Any] = []
+    numbers: dict[Any, int] = {}
+    column = np.full(len(at), -1, np.int32)
+    for slot, service in deploys.pop("service_of"):
+        labels = as_labels(service)
+        number = numbers.setdefault(labels, len(services))
+        if number == len(services):
+            services.append(labels)
+        if 0 <= int(slot) < len(column):
+            column[int(slot)] = number
+    deploys["services"] = services
+    deploys["slots"] = {"service": column, "at": at}
+    return state
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
-                                  7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins}
+                                  7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
+                                  10: _deploy_columns}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

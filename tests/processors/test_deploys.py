@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from otel_anomaly.processors.alerting.deploys import _NEVER, DeployTracker
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.state.migrations import _deploy_columns
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
 from otel_anomaly.processors.types import IngestResult
 
@@ -73,3 +75,41 @@ def test_replay_gives_the_same_scores() -> None:
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a.scores.score, b.scores.score)
         np.testing.assert_array_equal(a.scores.expected, b.scores.expected)
+
+
+CART, SHOP = (("service.name", "cart"),), (("service.name", "shop"),)
+
+
+def test_a_deploy_puts_only_its_service_series_in_grace_and_forgotten_slots_leave() -> None:
+    tracker = DeployTracker(grace_s=60)
+    tracker.track(np.array([0, 1, 2]), [CART, SHOP, CART])
+    tracker.observe(CART, "1", 0)
+    tracker.forget(np.array([2]))
+    tracker.observe(CART, "2", 100 * SECOND)
+    at = np.full(4, 130 * SECOND)
+    assert tracker.in_grace(np.array([0, 1, 2]), at[:3]).tolist() == [True, False, False]
+    tracker.track(np.array([2, 3]), [SHOP, CART])  # a reused slot, and a series born after
+    assert tracker.in_grace(np.array([0, 1, 2, 3]), at).tolist() == [True, False, False, True]
+
+
+def test_format_10_deploy_state_upgrades_to_columns() -> None:
+    # A format-10 checkpoint kept a (slot, service) pair per series and the deploy times
+    # per slot; the upgrade must give the same grace periods.
+    old = {"deploys_total": 1, "versions": [(CART, ["1", "2"]), (SHOP, ["1"])],
+           "deployed_at": [(CART, 100 * SECOND)],
+           "service_of": [(0, CART), (1, SHOP), (3, CART)],
+           "slot_deploy": {"at": np.array([100 * SECOND, _NEVER, _NEVER, 100 * SECOND])}}
+    state = _deploy_columns({"deploys": old})["deploys"]
+    assert state["services"] == [CART, SHOP]
+    assert state["slots"]["service"].tolist() == [0, 1, -1, 0]
+    tracker = DeployTracker(grace_s=60)
+    tracker.load_state_dict(state)
+    at = np.full(4, 130 * SECOND)
+    assert tracker.in_grace(np.arange(4), at).tolist() == [True, False, False, True]
+    tracker.observe(SHOP, "2", 200 * SECOND)  # the service numbers survived the upgrade
+    assert tracker.in_grace(np.arange(4), np.full(4, 230 * SECOND)).tolist() == [
+        False, True, False, False]
+    restored = DeployTracker(grace_s=60)
+    restored.load_state_dict(tracker.state_dict())
+    assert restored.in_grace(np.arange(4), np.full(4, 230 * SECOND)).tolist() == [
+        False, True, False, False]
