@@ -101,12 +101,11 @@ class DeployTracker:
         if self.grace_ns <= 0 or not len(slots):
             return
         self._slots.ensure(slots)
-        numbers = np.fromiter((self._number(service) for service in services), np.int32,
-                              len(services))
-        self._slots.service[slots] = numbers
-        deployed = np.array([self._deployed_at.get(s, _NEVER) for s in self._services],
-                            np.int64)
-        self._slots.at[slots] = deployed[numbers]
+        self._slots.service[slots] = np.fromiter(
+            (self._number(service) for service in services), np.int32, len(services))
+        self._slots.at[slots] = np.fromiter(
+            (self._deployed_at.get(service, _NEVER) for service in services), np.int64,
+            len(services))
 
     def _number(self, service: Labels) -> int:
         number = self._service_ids.get(service)
