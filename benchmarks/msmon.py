@@ -47,6 +47,7 @@ from harness import replay_folder, table
 from numpy.typing import NDArray
 
 from otel_anomaly.exporter.commands.backtest_input import InputSeries
+from otel_anomaly.processors.alerting.silence import duration_text
 from otel_anomaly.processors.backtest import BacktestResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,28 +206,20 @@ def main() -> int:
     sys.stdout.write(table(["folder (series)", *HEADER[1:]], rows))
     # The same methods by the series' spacing: a detector's memories are partly counted in
     # points, which are minutes on one series and hours on another.
-    spacings = {s.name: spacing_label(s.ts) for s in series}
-    rows = [figures(f"{method} [{label}, {sum(v == label for v in spacings.values())}]",
-                    [s for s in series if spacings[s.name] == label], method)
-            for label in sorted(set(spacings.values()), key=_spacing_order)
-            for method in methods]
+    spacing = {s.name: median_spacing_s(s.ts) for s in series}
+    by_label: dict[str, list[Series]] = {}
+    for s in sorted(series, key=lambda s: spacing[s.name]):
+        by_label.setdefault(duration_text(spacing[s.name]), []).append(s)
+    rows = [figures(f"{method} [{label}, {len(group)}]", group, method)
+            for label, group in by_label.items() for method in methods]
     sys.stdout.write("\nby spacing [spacing, series]\n")
     sys.stdout.write(table(["method [spacing, series]", *HEADER[1:]], rows))
     return 0
 
 
-def spacing_label(ts: NDArray[np.int64]) -> str:
-    """A series' median spacing, as a person says it (``1m``, ``1h``, ``300s``)."""
-    seconds = float(np.median(np.diff(ts))) / 1e9 if len(ts) > 1 else 0.0
-    for unit, size in (("h", 3600.0), ("m", 60.0)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-def _spacing_order(label: str) -> float:
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0}[label[-1]]
-    return float(label[:-1]) * scale
+def median_spacing_s(ts: NDArray[np.int64]) -> float:
+    """A series' median gap between points, in seconds (0 for a single point)."""
+    return float(np.median(np.diff(ts))) / 1e9 if len(ts) > 1 else 0.0
 
 
 if __name__ == "__main__":
