@@ -115,7 +115,9 @@ class Calibrator:
 
     Every band is also at least ``min_relative_deviation`` times the series' usual
     magnitude (its mean ``|value|`` over ``MAGNITUDE_MEMORY`` points), a floor in the
-    series' own unit that a long flat stretch cannot shrink to nothing.
+    series' own unit that a long flat stretch cannot shrink to nothing, and, while every
+    value the slot has learned was a whole number (a count), at least 1: the series'
+    resolution, so a count resting at 0 scores a lone 1 at the band's edge, not at 1e9.
 
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
     open anomaly (unless learn gating is off), so an incident's first point teaches "such
@@ -141,7 +143,10 @@ class Calibrator:
         self.rarity = ScoreTail(window=policy.tail_window)
         # Each slot's usual |value|, and how many points it has learned from.
         # float32: a running mean and a count that only matters up to MAGNITUDE_MEMORY.
-        self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0))
+        # ``fractional``: 1 once a value was not a whole number (else the band is at least
+        # 1 wide: the resolution of a count).
+        self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0),
+                                 fractional=Column(np.uint8, 0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -198,8 +203,9 @@ class Calibrator:
         with float_warnings_ignored():  # absurd inputs near +-1e308
             lower, upper, score = calibrate_slots(
                 batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
-                self._usual.magnitude, k, scale_floor, float(policy.min_absolute_deviation),
-                float(policy.min_relative_deviation), DIRECTIONS[policy.direction], _MIN_WIDTH)
+                self._usual.magnitude, self._usual.fractional, k, scale_floor,
+                float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
+                DIRECTIONS[policy.direction], _MIN_WIDTH)
         return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -244,12 +250,12 @@ class Calibrator:
         usual = self._usual
         with float_warnings_ignored():
             if learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
-                                    MAGNITUDE_MEMORY):
+                                    usual.fractional, MAGNITUDE_MEMORY):
                 return
             # A finite row's slot is past the columns (rare: ``step`` grew them): grow, redo.
             usual.ensure(batch.slots[np.isfinite(batch.values)])
             learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
-                                 MAGNITUDE_MEMORY)
+                                 usual.fractional, MAGNITUDE_MEMORY)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

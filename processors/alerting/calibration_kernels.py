@@ -58,17 +58,23 @@ def calibrate_rows(
 @kernel
 def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and the policy
     values: Any, expected: Any, lower: Any, upper: Any, slots: Any, magnitude: Any,
-    k: Any, scale_floor: Any, min_abs: float, min_rel: float, direction: int, min_width: float,
+    fractional: Any, k: Any, scale_floor: Any, min_abs: float, min_rel: float, direction: int,
+    min_width: float,
 ) -> Any:
     """``Calibrator.step``'s floor and ``calibrate`` in one loop.
 
     The floor is ``min_rel`` times the slot's usual magnitude and, when ``scale_floor``
-    has rows (a tail-calibrated detector), at least ``k`` times it.
+    has rows (a tail-calibrated detector), at least ``k`` times it; on a slot whose
+    values have all been whole numbers (``fractional`` 0), at least 1: the series' own
+    resolution, so a count resting at 0 puts a single 1 on the band's edge, not 1e9
+    widths past it.
     """
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         floor: float = min_rel * np.float64(magnitude[slots[i]])
+        if fractional[slots[i]] == 0:
+            floor = maximum(floor, 1.0)
         if len(scale_floor):
             floor = maximum(floor, k[i] * scale_floor[i])
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
@@ -89,10 +95,13 @@ def clip_rows(values: Any, lower: Any, upper: Any) -> Any:
 
 
 @kernel
-def learn_magnitude_rows(slots: Any, values: Any, magnitude: Any, points: Any, memory: int) -> bool:
+def learn_magnitude_rows(
+    slots: Any, values: Any, magnitude: Any, points: Any, fractional: Any, memory: int,
+) -> bool:
     """Move each finite row's slot's usual ``|value|`` toward it, over ``memory`` points.
 
-    ``magnitude`` and ``points`` are float32 columns.
+    ``magnitude`` and ``points`` are float32 columns; ``fractional`` (uint8) becomes 1 at
+    a slot's first finite value that is not a whole number.
 
     Returns False, changing nothing, when a finite row's slot is past the columns (the
     caller grows them and calls again).
@@ -105,6 +114,8 @@ def learn_magnitude_rows(slots: Any, values: Any, magnitude: Any, points: Any, m
         if not np.isfinite(value):
             continue
         s = slots[i]
+        if value != np.floor(value):
+            fractional[s] = 1
         seen = minimum(np.float64(points[s]) + 1.0, np.float64(memory))
         points[s] = seen
         weight = maximum(1.0 / seen, 1.0 / memory)

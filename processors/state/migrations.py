@@ -212,9 +212,30 @@ def _deploy_columns(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _resolution_flags(state: Any) -> Any:
+    """Format 11 -> 12: a calibrator remembers, per slot, whether a value was fractional.
+
+    Every saved ``Calibrator`` (its ``usual.points`` column, wherever it sits in the tree)
+    gains ``usual.fractional``, all 0: what the series sent before is not known, so each
+    counts as whole-numbered until its next fractional value (the first point after the
+    restore, for a series that is not a count).
+    """
+    if isinstance(state, list):
+        return [_resolution_flags(value) for value in state]
+    if not isinstance(state, dict):
+        return state
+    for prefix in [key[: -len("usual.points")] for key in state
+                   if str(key).endswith("usual.points")]:
+        rows = len(np.asarray(state[prefix + "usual.points"]))
+        state.setdefault(prefix + "usual.fractional", np.zeros(rows, np.uint8))
+    for key, value in state.items():
+        state[key] = _resolution_flags(value)
+    return state
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
-                                  10: _deploy_columns}
+                                  10: _deploy_columns, 11: _resolution_flags}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

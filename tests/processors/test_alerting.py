@@ -18,6 +18,7 @@ from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.detectors import Ensemble, EwmaZScore
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule, EngineSettings
+from otel_anomaly.processors.state.migrations import _resolution_flags
 from otel_anomaly.processors.testing import SECOND
 from otel_anomaly.processors.types import SeriesBatch, SeriesKey
 
@@ -91,6 +92,29 @@ def test_calibrator_off_or_self_calibrating_uses_the_band_as_is() -> None:
     batch = SeriesBatch.of([0], [1.0])
     cal.learn(det, batch, cal.step(det, batch))
     assert cal.scale.tails.count(ONE)[0] == 0
+
+
+def test_a_calibrator_flags_a_series_once_it_sends_a_fractional_value() -> None:
+    policy = AlertPolicy()
+    counts = _run_calibrator(policy, np.random.default_rng(6).poisson(3.0, 50).astype(float))
+    gauge = _run_calibrator(policy, 100.0 + np.random.default_rng(6).standard_normal(50))
+    assert counts.state_dict()["usual.fractional"][0] == 0
+    assert gauge.state_dict()["usual.fractional"][0] == 1
+
+
+def test_format_11_calibrator_state_upgrades_as_whole_numbered_until_told_otherwise() -> None:
+    # Format 11 did not keep the flag: an upgraded slot counts as whole-numbered (a band at
+    # least 1 wide) until its next fractional value, which clears it for good.
+    gauge = _run_calibrator(AlertPolicy(), 100.0 + np.random.default_rng(7).standard_normal(50))
+    old = {k: v for k, v in gauge.state_dict().items() if k != "usual.fractional"}
+    tree = _resolution_flags({"scorer": {"calibrators": [old]}})
+    restored = Calibrator(AlertPolicy())
+    restored.load_state_dict(tree["scorer"]["calibrators"][0])
+    assert restored.state_dict()["usual.fractional"][0] == 0
+    det = EwmaZScore(warmup=10)
+    batch = SeriesBatch.of([0], [100.5], [60 * SECOND])
+    restored.learn(det, batch, restored.step(det, batch))
+    assert restored.state_dict()["usual.fractional"][0] == 1
 
 
 def _flags(policy: AlertPolicy, scores: list[float], step_s: float = 1e-9) -> list[bool]:

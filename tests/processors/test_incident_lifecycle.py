@@ -167,6 +167,37 @@ def test_a_long_flat_stretch_scores_finite_and_keeps_a_band_in_the_series_unit()
     assert width >= 0.01 * 1000.0, f"band {width:.3g} wide after the flat night"
 
 
+def _count_backtest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    series = RecordedSeries(SeriesKey("http_503_responses", (), ()), ts, values)
+    (result,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [series])
+    return result.score, result.upper - result.expected, result.flag
+
+
+def test_a_count_resting_at_zero_keeps_a_band_of_its_own_resolution() -> None:
+    # msmon unavail-01: a count of 503s reads exactly 0 for days; a single 1 scored 1e9
+    # (a band of float-noise width) and opened. A whole-numbered series cannot move by
+    # less than 1, so its band is at least 1 wide: a lone 1 sits on the band's edge and
+    # does not open; a burst of them does, with a score in the series' own unit.
+    day = 1440
+    values = np.zeros(4 * day)
+    singles = [2 * day + 100, 2 * day + 900, 3 * day + 500]
+    values[singles] = 1.0
+    burst = slice(3 * day + 900, 3 * day + 915)
+    values[burst] = 6.0
+    score, half_width, flag = _count_backtest(values)
+    assert np.nanmax(score[singles]) <= 1.0 + 1e-9, f"lone 1s scored {score[singles]}"
+    quiet = half_width[day : burst.start]
+    assert np.nanmin(quiet) >= 1.0 - 1e-9, f"band half-width {np.nanmin(quiet)} before the burst"
+    assert not flag[: burst.start].any(), f"flag at {np.flatnonzero(flag[: burst.start])[:5]}"
+    assert flag[burst].any(), "a burst of 6s was never flagged"
+    assert 3.0 <= score[burst.start] <= 10.0, f"a 6 on a resting 0 scored {score[burst.start]}"
+    # A series that has sent a fractional value has no such resolution: no floor of 1.
+    values[10] = 0.25
+    score, half_width, _ = _count_backtest(values)
+    assert score[singles[0]] > 10.0, f"a fractional series' 1 scored {score[singles[0]]}"
+
+
 def test_an_up_only_rule_does_not_hold_a_flag_up_on_a_drop() -> None:
     # The band an anomaly opened on is held in the rule's direction only: with an up-only
     # rule, a rise that turns into a drop far below the band is not "still anomalous".
