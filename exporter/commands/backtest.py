@@ -248,6 +248,8 @@ def prometheus_inputs(source: PrometheusSource) -> list[InputSeries]:
 
 def _warn_problems(err: TextIO, inputs: Sequence[InputSeries]) -> None:
     for series in inputs:
+        for note in series.notes:
+            err.write(f"otel-anomaly: warning: {note}\n")
         for problem in series.problems[:PROBLEMS_SHOWN]:
             err.write(f"otel-anomaly: warning: {problem}\n")
         more = len(series.problems) - PROBLEMS_SHOWN

@@ -1,13 +1,18 @@
 """Backtest input: CSV files with ``timestamp`` and ``value`` columns (the NAB layout).
 
 A file's header must name a ``timestamp`` and a ``value`` column (any case, any position;
-other columns are ignored). Each following non-blank line is one point:
+other columns are ignored). Cells are separated by commas, or by semicolons, tabs or bars
+where the header is (the first of these that splits it into both names). Each following
+non-blank line is one point:
 
 - ``timestamp`` is ISO 8601 (``2014-07-01T00:00:00Z``, ``2014-07-01 00:00:00`` as in NAB,
   with or without an offset; naive times are read as UTC), or Unix time as a number.
   Which one is decided by the file's first row. The unit of Unix times is decided by the
   largest magnitude in the file: below 1e11 seconds, below 1e14 milliseconds, below 1e17
-  microseconds, else nanoseconds (so any time between 1973 and 2262 reads right).
+  microseconds, else nanoseconds (so any time between 1973 and 2262 reads right). Unix
+  times that all fall before 1973 are most likely row numbers (``1, 2, 3`` ...): they are
+  read as seconds all the same, and the file gets a note saying so, since the daily and
+  weekly profiles then see seconds where the data had hours or days.
 - ``value`` is a number. An empty cell, ``nan``, ``na``, ``n/a``, ``null`` or ``none`` (any
   case) is a missing point: it is kept as a row, scored as not finite (empty output
   cells), and never learned.
@@ -46,6 +51,10 @@ _MICROSECOND = timedelta(microseconds=1)
 _INT64_MAX = 2**63 - 1
 # Upper bounds of |t| for Unix seconds, milliseconds and microseconds; above: nanoseconds.
 _UNIT_LIMITS = ((1e11, 10**9), (1e14, 10**6), (1e17, 10**3))
+# Unix seconds below this (1973-03-03) are more likely row numbers than times.
+_ROW_NUMBERS_BELOW = 1e8
+DELIMITERS = (",", ";", "\t", "|")
+"""Cell separators a header may use; a comma unless another splits it into the two names."""
 
 
 class BacktestInputError(ExporterError):
@@ -59,9 +68,10 @@ class InputSeries:
     ``name`` is the path relative to the INPUT folder (the file name for a single file);
     ``stamps`` and ``texts`` are the timestamp and value cells as given (``texts`` is empty
     where the value is missing or bad). ``problems`` names every bad cell (``file:line:
-    ...``); those rows are kept, not scored. ``metric``: the metric name the series is
-    scored as when its source names one (a Prometheus series' ``__name__``); empty for CSV
-    files, which are scored as the backtest's ``--metric``.
+    ...``); those rows are kept, not scored. ``notes`` are warnings about the file as a
+    whole (timestamps that look like row numbers). ``metric``: the metric name the series
+    is scored as when its source names one (a Prometheus series' ``__name__``); empty for
+    CSV files, which are scored as the backtest's ``--metric``.
     """
 
     name: str
@@ -72,6 +82,7 @@ class InputSeries:
     values: NDArray[np.float64]
     problems: tuple[str, ...] = ()
     metric: str = ""
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -116,7 +127,10 @@ def read_series(path: Path, name: str | None = None, *, strict: bool = False) ->
     source = str(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return _parse(csv.reader(handle), source, name or path.name, path, strict)
+            delimiter = _delimiter(handle.readline())
+            handle.seek(0)
+            return _parse(csv.reader(handle, delimiter=delimiter), source, name or path.name,
+                          path, strict)
     except OSError as exc:
         msg = f"{source}: cannot read: {exc.strerror or exc}"
         raise BacktestInputError(msg) from exc
@@ -126,6 +140,15 @@ def read_series(path: Path, name: str | None = None, *, strict: bool = False) ->
     except csv.Error as exc:
         msg = f"{source}: malformed CSV: {exc}"
         raise BacktestInputError(msg) from exc
+
+
+def _delimiter(header: str) -> str:
+    """The separator of ``DELIMITERS`` that splits ``header`` into both names (else a comma)."""
+    for delimiter in DELIMITERS:
+        names = {cell.strip().strip('"').lower() for cell in header.split(delimiter)}
+        if {"timestamp", "value"} <= names:
+            return delimiter
+    return ","
 
 
 def _columns(header: list[str], source: str) -> tuple[int, int]:
@@ -178,7 +201,21 @@ def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> 
         values.append(value)
     ts = _to_unix_nano(raw, numeric is True, source)
     return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64),
-                       tuple(problems))
+                       tuple(problems), notes=_row_number_note(raw, numeric is True, source))
+
+
+def _row_number_note(
+    raw: list[int | float | None], numeric: bool, source: str,
+) -> tuple[str, ...]:
+    """A note when every Unix time falls before 1973: likely row numbers, not times."""
+    known = [x for x in raw if x is not None]
+    if not numeric or not known or max(abs(x) for x in known) >= _ROW_NUMBERS_BELOW:
+        return ()
+    first, last = min(known), max(known)
+    return (f"{source}: timestamps run from {first:g} to {last:g}: read as Unix seconds, "
+            f"{last - first:g} s of data in {1970 + int(last // 31_557_600)}; if they are row "
+            "numbers, give real times (ISO 8601 or Unix time): the daily and weekly profiles "
+            "need days of event time, so these rows are scored without them",)
 
 
 def _value(text: str, where: str) -> float:

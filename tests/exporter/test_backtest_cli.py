@@ -316,6 +316,38 @@ def test_unix_timestamps_read_by_magnitude(tmp_path: Path, scale: int, fmt: str)
     assert strip(read(tmp_path / "unix_out.csv")) == strip(read(tmp_path / "iso_out.csv"))
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_semicolon_tab_and_bar_separated_files_read_like_commas(
+    tmp_path: Path, delimiter: str
+) -> None:
+    rows = regular(series(60, spike_at=50))
+    comma = write(tmp_path / "comma.csv", rows)
+    other = tmp_path / "other.csv"
+    other.write_text(f"timestamp{delimiter}value\n"
+                     + "".join(f"{t}{delimiter}{v}\n" for t, v in rows))
+    assert run(comma, "--output", tmp_path / "comma_out.csv") == 0
+    assert run(other, "--output", tmp_path / "other_out.csv") == 0
+    assert read(tmp_path / "other_out.csv") == read(tmp_path / "comma_out.csv")
+
+
+def test_row_numbers_as_timestamps_are_scored_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = series(60)
+    numbered = write(tmp_path / "numbered.csv",
+                     [(str(i + 1), repr(float(v))) for i, v in enumerate(values)])
+    assert run(numbered, "--output", tmp_path / "out.csv") == 0
+    err = capsys.readouterr().err
+    assert f"otel-anomaly: warning: {numbered}: timestamps run from 1 to 60" in err
+    assert "row numbers" in err
+    assert len(read(tmp_path / "out.csv")) == 60
+    start = int(T0.timestamp())
+    unix = write(tmp_path / "unix.csv", [
+        (str(start + i * 300), repr(float(v))) for i, v in enumerate(values)])
+    assert run(unix, "--output", tmp_path / "unix_out.csv") == 0
+    assert "row numbers" not in capsys.readouterr().err
+
+
 def test_iso_timestamps_with_offsets_and_case_insensitive_header(tmp_path: Path) -> None:
     src = tmp_path / "tz.csv"
     src.write_text("Value,extra,TIMESTAMP\n1,x,2014-07-01T02:00:00+02:00\n2,y,2014-07-01T00:01:00Z\n")
