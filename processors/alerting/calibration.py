@@ -115,9 +115,10 @@ class Calibrator:
 
     Every band is also at least ``min_relative_deviation`` times the series' usual
     magnitude (its mean ``|value|`` over ``MAGNITUDE_MEMORY`` points), a floor in the
-    series' own unit that a long flat stretch cannot shrink to nothing, and, while every
-    value the slot has learned was a whole number (a count), at least 1: the series'
-    resolution, so a count resting at 0 scores a lone 1 at the band's edge, not at 1e9.
+    series' own unit that a long flat stretch cannot shrink to nothing, and, for a whole
+    value while every value the slot has learned was a whole number (a count), at least 1:
+    the series' resolution, so a count resting at 0 scores a lone 1 at the band's edge,
+    not at 1e9. A fractional value (an error ratio leaving 0) is scored without it.
 
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
     open anomaly (unless learn gating is off), so an incident's first point teaches "such

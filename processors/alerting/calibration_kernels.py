@@ -64,16 +64,17 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     """``Calibrator.step``'s floor and ``calibrate`` in one loop.
 
     The floor is ``min_rel`` times the slot's usual magnitude and, when ``scale_floor``
-    has rows (a tail-calibrated detector), at least ``k`` times it; on a slot whose
-    values have all been whole numbers (``fractional`` 0), at least 1: the series' own
-    resolution, so a count resting at 0 puts a single 1 on the band's edge, not 1e9
-    widths past it.
+    has rows (a tail-calibrated detector), at least ``k`` times it; for a whole value on a
+    slot whose values have all been whole numbers (``fractional`` 0), at least 1: the
+    series' own resolution, so a count resting at 0 puts a single 1 on the band's edge, not
+    1e9 widths past it. A fractional value shows the series is no count (an error ratio
+    leaving 0): it is scored without that floor.
     """
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         floor: float = min_rel * np.float64(magnitude[slots[i]])
-        if fractional[slots[i]] == 0:
+        if fractional[slots[i]] == 0 and values[i] == np.floor(values[i]):
             floor = maximum(floor, 1.0)
         if len(scale_floor):
             floor = maximum(floor, k[i] * scale_floor[i])

@@ -198,6 +198,16 @@ def test_a_count_resting_at_zero_keeps_a_band_of_its_own_resolution() -> None:
     assert score[singles[0]] > 10.0, f"a fractional series' 1 scored {score[singles[0]]}"
 
 
+def test_a_ratio_resting_at_zero_is_judged_at_its_first_fractional_value() -> None:
+    # An error ratio that has read exactly 0 for days is whole-numbered so far, but a
+    # window at 30 % is no count: it opens at once, not one point later.
+    values = np.zeros(3 * 1440)
+    burst = slice(2 * 1440 + 500, 2 * 1440 + 520)
+    values[burst] = 0.3
+    score, _, flag = _count_backtest(values)
+    assert flag[burst.start], f"first point of the burst scored {score[burst.start]:.2f}"
+
+
 def test_an_up_only_rule_does_not_hold_a_flag_up_on_a_drop() -> None:
     # The band an anomaly opened on is held in the rule's direction only: with an up-only
     # rule, a rise that turns into a drop far below the band is not "still anomalous".
