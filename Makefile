@@ -43,6 +43,7 @@ bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/nab.py
 	$(BIN)/python benchmarks/msmon.py
 	$(BIN)/python benchmarks/incidents.py
+	$(BIN)/python benchmarks/incidents.py --step 30  # the live regime: points every 30 s
 	$(BIN)/python benchmarks/traces.py
 	$(BIN)/python benchmarks/histograms.py
 	$(BIN)/python benchmarks/backtest_speed.py
