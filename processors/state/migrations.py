@@ -27,6 +27,24 @@ FIRST_FORMAT = 4
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def _each_prefix(state: Any, suffix: str, fix: Callable[[dict[str, Any], str], None]) -> Any:
+    """``fix(table, prefix)`` for every dict of the tree and every key of it ending in ``suffix``.
+
+    A component's columns sit under a prefix (an ensemble member's ``m1.``, or none), in
+    any dict of the decoded state tree; the prefixes are found before ``fix`` changes the
+    dict, then the walk goes on into its values (and into lists).
+    """
+    if isinstance(state, list):
+        return [_each_prefix(value, suffix, fix) for value in state]
+    if not isinstance(state, dict):
+        return state
+    for prefix in [key[: -len(suffix)] for key in state if str(key).endswith(suffix)]:
+        fix(state, prefix)
+    for key, value in state.items():
+        state[key] = _each_prefix(value, suffix, fix)
+    return state
+
+
 
 def _anomaly_stamps(state: dict[str, Any]) -> dict[str, Any]:
     """Format 4 -> 5: open anomalies remember their open's stamp (their ``anomaly_id``).
@@ -88,24 +106,19 @@ def _compact_profiles(state: Any) -> Any:
     the tree) gets its means and spreads encoded as ``seasonal_codes`` encodes them
     (rounded to the nearest code); the rest of the tree is left as it is.
     """
-    if isinstance(state, list):
-        return [_compact_profiles(value) for value in state]
-    if not isinstance(state, dict):
-        return state
-    for prefix in [key[: -len("gdev")] for key in state if str(key).endswith("gdev")]:
-        names = [prefix + name for name in ("mean", "dev", "count")]
-        if all(name in state for name in names) and np.ndim(state[names[0]]) == 2:
-            mean, dev, count = (state.pop(name) for name in names)
-            count = np.ascontiguousarray(count, np.uint16)
-            codes = encode_profiles(np.ascontiguousarray(mean, np.float32),
-                                    np.ascontiguousarray(dev, np.float32), count)
-            for name, array in zip(("centre", "unit", "mean_code", "dev_code"), codes,
-                                   strict=True):
-                state[prefix + name] = array
-            state[prefix + "count"] = count
-    for key, value in state.items():
-        state[key] = _compact_profiles(value)
-    return state
+    return _each_prefix(state, "gdev", _compact_profile)
+
+
+def _compact_profile(state: dict[str, Any], prefix: str) -> None:
+    names = [prefix + name for name in ("mean", "dev", "count")]
+    if all(name in state for name in names) and np.ndim(state[names[0]]) == 2:
+        mean, dev, count = (state.pop(name) for name in names)
+        count = np.ascontiguousarray(count, np.uint16)
+        codes = encode_profiles(np.ascontiguousarray(mean, np.float32),
+                                np.ascontiguousarray(dev, np.float32), count)
+        for name, array in zip(("centre", "unit", "mean_code", "dev_code"), codes, strict=True):
+            state[prefix + name] = array
+        state[prefix + "count"] = count
 
 
 _OLD_TAIL_BINS = 88
@@ -120,25 +133,20 @@ def _fewer_tail_bins(state: Any) -> Any:
     ``TailQuantile``'s columns (``hist``, ``total``, ``q``, under any prefix) wherever it
     sits in the tree; the rest is left as it is.
     """
-    if isinstance(state, list):
-        return [_fewer_tail_bins(value) for value in state]
-    if not isinstance(state, dict):
-        return state
-    for prefix in [key[: -len("hist")] for key in state if str(key).endswith("hist")]:
-        hist = state[prefix + "hist"]
-        if (prefix + "total" in state and np.ndim(hist) == 2
-                and np.shape(hist)[1] == _OLD_TAIL_BINS):
-            top = TAIL_BINS + 1  # the new open end
-            hist = np.asarray(hist, np.float64)
-            folded = np.concatenate([hist[:, :top], hist[:, top:].sum(axis=1, keepdims=True)],
-                                    axis=1)
-            state[prefix + "hist"] = folded.astype(np.float32)
-            if prefix + "q" in state:
-                state[prefix + "q"] = np.minimum(
-                    np.asarray(state[prefix + "q"], np.float32), np.float32(TAIL_TOP))
-    for key, value in state.items():
-        state[key] = _fewer_tail_bins(value)
-    return state
+    return _each_prefix(state, "hist", _fewer_bins)
+
+
+def _fewer_bins(state: dict[str, Any], prefix: str) -> None:
+    hist = state[prefix + "hist"]
+    if prefix + "total" in state and np.ndim(hist) == 2 and np.shape(hist)[1] == _OLD_TAIL_BINS:
+        top = TAIL_BINS + 1  # the new open end
+        hist = np.asarray(hist, np.float64)
+        folded = np.concatenate([hist[:, :top], hist[:, top:].sum(axis=1, keepdims=True)],
+                                axis=1)
+        state[prefix + "hist"] = folded.astype(np.float32)
+        if prefix + "q" in state:
+            state[prefix + "q"] = np.minimum(
+                np.asarray(state[prefix + "q"], np.float32), np.float32(TAIL_TOP))
 
 
 def _count_codes(state: Any) -> Any:
@@ -148,17 +156,13 @@ def _count_codes(state: Any) -> Any:
     prefix, wherever it sits in the tree) becomes the code of the largest count a code
     stands for that is not above it (``seasonal_counts``): counts below 240 as they are.
     """
-    if isinstance(state, list):
-        return [_count_codes(value) for value in state]
-    if not isinstance(state, dict):
-        return state
-    for prefix in [key[: -len("mean_code")] for key in state if str(key).endswith("mean_code")]:
-        count = state.get(prefix + "count")
-        if count is not None and np.asarray(count).dtype != np.uint8:
-            state[prefix + "count"] = encode_counts(count)
-    for key, value in state.items():
-        state[key] = _count_codes(value)
-    return state
+    return _each_prefix(state, "mean_code", _count_code)
+
+
+def _count_code(state: dict[str, Any], prefix: str) -> None:
+    count = state.get(prefix + "count")
+    if count is not None and np.asarray(count).dtype != np.uint8:
+        state[prefix + "count"] = encode_counts(count)
 
 
 def _integer_tail_bins(state: Any) -> Any:
@@ -169,20 +173,16 @@ def _integer_tail_bins(state: Any) -> Any:
     bits, in units that put the largest bin at 2**23) and ``inc`` in those units;
     ``total`` (the bins' sum) goes. The rest is left as it is.
     """
-    if isinstance(state, list):
-        return [_integer_tail_bins(value) for value in state]
-    if not isinstance(state, dict):
-        return state
-    for prefix in [key[: -len("hist")] for key in state if str(key).endswith("hist")]:
-        hist = state[prefix + "hist"]
-        if (prefix + "total" in state and prefix + "inc" in state and np.ndim(hist) == 2
-                and np.asarray(hist).dtype.kind == "f"):
-            del state[prefix + "total"]
-            state[prefix + "hist"], state[prefix + "low"], state[prefix + "inc"] = (
-                integer_bins(hist, state[prefix + "inc"]))
-    for key, value in state.items():
-        state[key] = _integer_tail_bins(value)
-    return state
+    return _each_prefix(state, "hist", _integer_bins)
+
+
+def _integer_bins(state: dict[str, Any], prefix: str) -> None:
+    hist = state[prefix + "hist"]
+    if (prefix + "total" in state and prefix + "inc" in state and np.ndim(hist) == 2
+            and np.asarray(hist).dtype.kind == "f"):
+        del state[prefix + "total"]
+        state[prefix + "hist"], state[prefix + "low"], state[prefix + "inc"] = (
+            integer_bins(hist, state[prefix + "inc"]))
 
 
 def _deploy_columns(state: dict[str, Any]) -> dict[str, Any]:
@@ -220,17 +220,12 @@ def _resolution_flags(state: Any) -> Any:
     counts as whole-numbered until its next fractional value (the first point after the
     restore, for a series that is not a count).
     """
-    if isinstance(state, list):
-        return [_resolution_flags(value) for value in state]
-    if not isinstance(state, dict):
-        return state
-    for prefix in [key[: -len("usual.points")] for key in state
-                   if str(key).endswith("usual.points")]:
-        rows = len(np.asarray(state[prefix + "usual.points"]))
-        state.setdefault(prefix + "usual.fractional", np.zeros(rows, np.uint8))
-    for key, value in state.items():
-        state[key] = _resolution_flags(value)
-    return state
+    return _each_prefix(state, "usual.points", _resolution_flag)
+
+
+def _resolution_flag(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "usual.points"]))
+    state.setdefault(prefix + "usual.fractional", np.zeros(rows, np.uint8))
 
 
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
