@@ -217,16 +217,19 @@ class Calibrator:
     def learn(
         self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
         mask: NDArray[np.bool_] | None = None, spacing_s: NDArray[np.float64] | None = None,
-        quiet: NDArray[np.bool_] | None = None,
+        quiet: NDArray[np.bool_] | None = None, received: NDArray[np.float64] | None = None,
     ) -> None:
         """Learn the deviations of scored rows (``mask``: only those rows).
 
         ``quiet``: rows outside an open anomaly, or opening one; only they teach the
         rarity tail, so a lasting incident does not make the next one look ordinary.
         ``calibrated``: what ``step`` gave for these rows and ``spacing_s`` (its band edge
-        is reused; nothing has learned in between).
+        is reused; nothing has learned in between). ``received``: the rows' values as they
+        arrived, when ``batch`` holds what the detector learns instead (clipped to a held
+        band, less a deploy offset): whether a series is whole-numbered is a property of
+        its data, not of its lessons.
         """
-        self._learn_magnitude(batch)
+        self._learn_magnitude(batch, batch.values if received is None else received)
         rare, active = self._rare(detector), self._active(detector)
         if not (rare or active):
             return
@@ -247,16 +250,16 @@ class Calibrator:
                 self.scale.update(*scale_lesson(ready, batch.slots, calibrated.score, k,
                                                 batch.values, calibrated.expected))
 
-    def _learn_magnitude(self, batch: SeriesBatch) -> None:
+    def _learn_magnitude(self, batch: SeriesBatch, received: NDArray[np.float64]) -> None:
         usual = self._usual
         with float_warnings_ignored():
-            if learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
-                                    usual.fractional, MAGNITUDE_MEMORY):
+            if learn_magnitude_rows(batch.slots, batch.values, received, usual.magnitude,
+                                    usual.points, usual.fractional, MAGNITUDE_MEMORY):
                 return
             # A finite row's slot is past the columns (rare: ``step`` grew them): grow, redo.
             usual.ensure(batch.slots[np.isfinite(batch.values)])
-            learn_magnitude_rows(batch.slots, batch.values, usual.magnitude, usual.points,
-                                 usual.fractional, MAGNITUDE_MEMORY)
+            learn_magnitude_rows(batch.slots, batch.values, received, usual.magnitude,
+                                 usual.points, usual.fractional, MAGNITUDE_MEMORY)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

@@ -21,6 +21,12 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @kernel
+def whole(value: float) -> bool:
+    """Whether ``value`` is a whole number (NaN is not; infinities are)."""
+    return bool(value == np.floor(value))
+
+
+@kernel
 def _calibrate_row(
     value: Any, expected: Any, lower: Any, upper: Any, floor: Any,
     min_abs: float, min_rel: float, direction: int, min_width: float,
@@ -74,7 +80,7 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         floor: float = min_rel * np.float64(magnitude[slots[i]])
-        if fractional[slots[i]] == 0 and values[i] == np.floor(values[i]):
+        if fractional[slots[i]] == 0 and whole(values[i]):
             floor = maximum(floor, 1.0)
         if len(scale_floor):
             floor = maximum(floor, k[i] * scale_floor[i])
@@ -96,13 +102,14 @@ def clip_rows(values: Any, lower: Any, upper: Any) -> Any:
 
 
 @kernel
-def learn_magnitude_rows(
-    slots: Any, values: Any, magnitude: Any, points: Any, fractional: Any, memory: int,
+def learn_magnitude_rows(  # noqa: PLR0913 -- the rows and the slots' three columns
+    slots: Any, values: Any, received: Any, magnitude: Any, points: Any, fractional: Any,
+    memory: int,
 ) -> bool:
     """Move each finite row's slot's usual ``|value|`` toward it, over ``memory`` points.
 
-    ``magnitude`` and ``points`` are float32 columns; ``fractional`` (uint8) becomes 1 at
-    a slot's first finite value that is not a whole number.
+    ``magnitude`` and ``points`` are float32 columns. ``fractional`` (uint8) becomes 1 for
+    a slot whose row as ``received`` is finite and not a whole number.
 
     Returns False, changing nothing, when a finite row's slot is past the columns (the
     caller grows them and calls again).
@@ -115,7 +122,7 @@ def learn_magnitude_rows(
         if not np.isfinite(value):
             continue
         s = slots[i]
-        if value != np.floor(value):
+        if np.isfinite(received[i]) and not whole(received[i]):
             fractional[s] = 1
         seen = minimum(np.float64(points[s]) + 1.0, np.float64(memory))
         points[s] = seen

@@ -342,8 +342,9 @@ class Scorer:
         if gating:
             mask = ~was_open if settled is None else ~was_open | settled
         lesson = rnd.seen if gating else held_lesson(rnd, held)
+        received = rnd.part.values
         if grace is None:
-            calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet)
+            calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received)
             detector.learn_round(gated(lesson, calibrated, policy, settled))
             return
         # A deploy's level change goes into the offset; the detector keeps its shape.
@@ -351,7 +352,8 @@ class Scorer:
         keep = np.flatnonzero(~grace)
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
-                         None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep])
+                         None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep],
+                         received[keep])
         detector.learn_round(gated(lesson.take(keep), kept, policy,
                                     None if settled is None else settled[keep]))
 

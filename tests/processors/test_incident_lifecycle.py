@@ -198,6 +198,22 @@ def test_a_count_resting_at_zero_keeps_a_band_of_its_own_resolution() -> None:
     assert score[singles[0]] > 10.0, f"a fractional series' 1 scored {score[singles[0]]}"
 
 
+def test_a_held_burst_does_not_make_a_count_fractional() -> None:
+    # While an anomaly is held, the detector learns values clipped to the held band, whose
+    # edges are fractional; the count itself never was, so it keeps its resolution.
+    rng = np.random.default_rng(3)
+    values = rng.poisson(0.05, 4 * 1440).astype(np.float64)
+    burst = slice(2 * 1440 + 600, 2 * 1440 + 615)
+    values[burst] = 8.0
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    (result,) = backtest(engine, [RecordedSeries(SeriesKey("http_503_responses", (), ()), ts,
+                                                 values)])
+    assert result.flag[burst].all(), "the burst was not held open"
+    flags = [c["usual.fractional"] for c in engine.state_dict()["scorer"]["calibrators"]]
+    assert not any(f.any() for f in flags), "a whole-numbered series was marked fractional"
+
+
 def test_a_ratio_resting_at_zero_is_judged_at_its_first_fractional_value() -> None:
     # An error ratio that has read exactly 0 for days is whole-numbered so far, but a
     # window at 30 % is no count: it opens at once, not one point later.
