@@ -36,6 +36,7 @@ class AlertConfig(Model):
     close_threshold: float = Field(default=_ALERT.close_threshold, ge=0)
     min_duration: Positive = _ALERT.min_duration
     min_duration_time: Duration = Field(default=_ALERT.min_duration_time_s, ge=0)
+    evidence_point: Duration = Field(default=_ALERT.evidence_point_s, ge=0)
     close_after: Positive = _ALERT.close_after
     close_after_time: Duration = Field(default=_ALERT.close_after_time_s, ge=0)
     update_interval: Duration = Field(default=_ALERT.update_interval_s, gt=0)
@@ -83,6 +84,7 @@ class AlertConfig(Model):
         fields["hold_s"] = fields.pop("hold")
         fields["accept_after_s"] = fields.pop("accept_after")
         fields["min_duration_time_s"] = fields.pop("min_duration_time")
+        fields["evidence_point_s"] = fields.pop("evidence_point")
         fields["cooldown_time_s"] = fields.pop("cooldown_time")
         fields["close_after_time_s"] = fields.pop("close_after_time")
         return AlertPolicy(**fields)
@@ -94,6 +96,7 @@ def _alert_keys(policy: AlertPolicy) -> dict[str, Any]:
     fields["hold"] = fields.pop("hold_s")
     fields["accept_after"] = fields.pop("accept_after_s")
     fields["min_duration_time"] = fields.pop("min_duration_time_s")
+    fields["evidence_point"] = fields.pop("evidence_point_s")
     fields["cooldown_time"] = fields.pop("cooldown_time_s")
     fields["close_after_time"] = fields.pop("close_after_time_s")
     return fields

@@ -16,8 +16,9 @@ _LONG_AGO = (1 << 31) - 1  # "points since the last close" of a slot that never 
 _COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
 _MAX_POLICIES = 64  # converted policies kept (one per detector rule in practice)
 # A policy's thresholds as ``_step_rows`` takes them (open, close, instant, min_duration,
-# its time in ns, close_after, its time in ns, cooldown, its time in ns, update interval).
-_Thresholds = tuple[float, float, float, int, float, int, float, int, int, int]
+# its time in ns, its evidence point in ns, close_after, its time in ns, cooldown, its time
+# in ns, update interval).
+_Thresholds = tuple[float, float, float, int, float, float, int, float, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,14 @@ class Transitions:
 
 class Hysteresis:
     """Per-slot alert state: an anomaly opens after ``min_duration`` high scores in a row.
+
+    With ``evidence_point_s`` set, ``min_duration`` counts evidence instead of points in a
+    row: a CUSUM (Page, 1954) of the scores, tuned to a shift to the open threshold (its
+    reference value is half of it), each point weighted by its share of ``evidence_point_s``
+    (its spacing over it, at most 1). ``min_duration`` points at the open threshold, each
+    at least ``evidence_point_s`` apart, open as before; closer points need as many more as
+    they are closer, and a point back inside the band lowers the evidence instead of
+    restarting the count.
 
     It also opens once the high scores in a row span ``min_duration_time_s`` of event time, each
     point counting as the series' usual spacing (a running average of the gaps between its
@@ -77,6 +86,7 @@ class Hysteresis:
             low_for=Column(np.float64, 0.0),  # event time the low run spans, ns
             closed_ts=Column(np.int64),  # event time of the last close
             peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
+            evidence=Column(np.float32, 0.0),  # the CUSUM of the scores (evidence_point_s)
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
         self._converted: dict[int, tuple[AlertPolicy, _Thresholds]] = {}
@@ -130,7 +140,7 @@ class Hysteresis:
             slots, score, ts_unix_nano, announce, _NO_ROWS if keep is None else keep,
             state.above, state.below, state.open, state.last_event_ts, state.open_for,
             state.since_close, state.prev_ts, state.spacing, state.high_for, state.low_for,
-            state.closed_ts, state.peak, *self._thresholds(policy),
+            state.closed_ts, state.peak, state.evidence, *self._thresholds(policy),
         )
         return Transitions(flag, opened, updated, closed)
 
@@ -148,7 +158,8 @@ class Hysteresis:
         converted: _Thresholds = (
             float(policy.open_threshold), float(policy.close_threshold),
             float(policy.instant_threshold), int(policy.min_duration),
-            float(policy.min_duration_time_s * 1e9), int(policy.close_after),
+            float(policy.min_duration_time_s * 1e9), float(policy.evidence_point_s * 1e9),
+            int(policy.close_after),
             float(policy.close_after_time_s * 1e9), int(policy.cooldown),
             _int64(cooldown_ns), _int64(int(policy.update_interval_s * 1e9)),
         )
@@ -223,12 +234,34 @@ def _learn_spacing_rows(slots: Any, ts: Any, valid: Any, prev_ts: Any, spacing: 
 
 
 @kernel
+def _evidence(  # noqa: PLR0913 -- one row's score and the policy's evidence settings
+    gathered: Any, x: Any, valid: Any, high: Any, usual: Any, run_above: Any,
+    min_duration: int, evidence_ns: float, reference: float,
+) -> Any:
+    """A slot's evidence after a point, and whether it is enough to open an anomaly.
+
+    Without evidence points: ``min_duration`` high points in a row. With them, the CUSUM
+    of ``Hysteresis``: the point adds ``score - reference`` times its share of an evidence
+    point, the sum never falls below 0, and ``min_duration`` points at the open threshold
+    (twice the reference) are enough.
+    """
+    if evidence_ns <= 0:
+        return 0.0, run_above >= min_duration
+    if valid:
+        weight = usual / evidence_ns if usual > 0 else 1.0  # spacing unknown yet: one point
+        gathered = max(0.0, gathered + min(weight, 1.0) * (x - reference))
+    # The flag rises on a point out of the band, never on one that is back inside.
+    return gathered, high and gathered >= min_duration * reference
+
+
+@kernel
 def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's thresholds
     slots: Any, score: Any, ts: Any, announce: Any, keep: Any,
     above: Any, below: Any, is_open: Any, last_event_ts: Any, open_for: Any,
     since_close: Any, prev_ts: Any, spacing: Any, high_for: Any, low_for: Any, closed_ts: Any,
-    peak: Any, open_threshold: float, close_threshold: float, instant_threshold: float,
-    min_duration: int, min_time_ns: float, close_after: int, close_time_ns: float,
+    peak: Any, evidence: Any, open_threshold: float, close_threshold: float,
+    instant_threshold: float, min_duration: int, min_time_ns: float, evidence_ns: float,
+    close_after: int, close_time_ns: float,
     cooldown: int, cooldown_ns: int, interval_ns: int,
 ) -> Any:
     """``Hysteresis.step`` row by row (slots are distinct): the flags, opens, updates, closes."""
@@ -237,6 +270,7 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
     opened = np.empty(n, np.bool_)
     updated = np.empty(n, np.bool_)
     closed = np.empty(n, np.bool_)
+    reference = 0.5 * open_threshold  # the CUSUM's: half the shift it is tuned to
     for i in range(n):
         s, x, t = slots[i], score[i], ts[i]
         valid = not np.isnan(x)
@@ -255,8 +289,9 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         high_for[s] = high_run
         low_run = low_for[s] + usual if low else (0.0 if valid else low_for[s])
         low_for[s] = low_run
-        long_enough = run_above >= min_duration or (
-            high and min_time_ns > 0 and high_run >= min_time_ns)
+        gathered, enough = _evidence(evidence[s], x, valid, high, usual, run_above,
+                                     min_duration, evidence_ns, reference)
+        long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
         opens = not was_open and cooled and (
             long_enough or (valid and x >= instant_threshold))
         # A series whose spacing is not known yet closes on points alone.
@@ -269,6 +304,7 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         above[s] = run_above
         below[s] = run_below
         is_open[s] = now_open
+        evidence[s] = 0.0 if now_open else gathered  # an anomaly's evidence ends with it
         # A NaN score leaves the open anomaly's age as it was (``relearn_after`` counts it).
         open_for[s] = 1 if opens else (
             (_more(open_for[s]) if valid else open_for[s]) if now_open else 0)

@@ -228,9 +228,24 @@ def _resolution_flag(state: dict[str, Any], prefix: str) -> None:
     state.setdefault(prefix + "usual.fractional", np.zeros(rows, np.uint8))
 
 
+def _evidence_columns(state: Any) -> Any:
+    """Format 12 -> 13: the hysteresis keeps each slot's evidence (``evidence_point_s``).
+
+    Every saved ``Hysteresis`` (its ``since_close`` column) gains ``evidence``, all 0: a
+    restored series gathers its evidence afresh, as one that restarted a run of points.
+    """
+    return _each_prefix(state, "since_close", _evidence_column)
+
+
+def _evidence_column(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "since_close"]))
+    state.setdefault(prefix + "evidence", np.zeros(rows, np.float32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
-                                  10: _deploy_columns, 11: _resolution_flags}
+                                  10: _deploy_columns, 11: _resolution_flags,
+                                  12: _evidence_columns}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

@@ -18,7 +18,7 @@ from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.detectors import Ensemble, EwmaZScore
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import AlertPolicy, DetectorRule, EngineSettings
-from otel_anomaly.processors.state.migrations import _resolution_flags
+from otel_anomaly.processors.state.migrations import _evidence_columns, _resolution_flags
 from otel_anomaly.processors.testing import SECOND
 from otel_anomaly.processors.types import SeriesBatch, SeriesKey
 
@@ -140,6 +140,56 @@ def test_min_duration_is_also_reached_by_event_time(step_s: float, opens_at: int
     assert flags.index(True) == opens_at, flags
     off = AlertPolicy(min_duration=3, min_duration_time_s=0, close_after=1)
     assert _flags(off, [0.1, 0.1, 1.5, 1.5, 1.5, 1.5], step_s).index(True) == 4
+
+
+def test_evidence_counts_event_time_not_points() -> None:
+    # min_duration 2 with 5-minute evidence points: two points at the open threshold open
+    # an anomaly 5 minutes apart, as without it; 30 seconds apart they weigh a tenth each.
+    policy = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                         min_duration_time_s=0, evidence_point_s=300)
+    quiet, high = [0.1] * 3, [1.2] * 30
+    assert _flags(policy, quiet + high, 300).index(True) == 4
+    # Each 30-second point adds 0.1 x (1.2 - 0.5) = 0.07: 15 of them reach 1.
+    assert _flags(policy, quiet + high, 30).index(True) == 3 + 14
+    # Without evidence points, two in a row open at any spacing.
+    runs = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                       min_duration_time_s=0)
+    assert _flags(runs, quiet + high, 30).index(True) == 4
+    # One point at the instant threshold still opens at once.
+    assert _flags(policy, [*quiet, 1.6], 30)[-1]
+
+
+def test_evidence_is_not_restarted_by_a_dip_and_fades_on_normal_points() -> None:
+    policy = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                         min_duration_time_s=0, evidence_point_s=300)
+    # 1.3, a dip to 0.9 and 1.3 again: 0.8 + 0.4 + 0.8 of evidence, and the flag rises on
+    # the second point out of the band; points in a row restart at the dip.
+    dipping = [0.1, 0.1, 1.3, 0.9, 1.3]
+    assert _flags(policy, dipping, 300) == [False, False, False, False, True]
+    runs = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                       min_duration_time_s=0)
+    assert not any(_flags(runs, dipping, 300))
+    # Normal points use it up: a high point, then quiet ones, then another high point.
+    assert not any(_flags(policy, [0.1, 0.1, 1.3, 0.0, 0.0, 1.3], 300))
+
+
+def test_evidence_round_trips_and_format_12_state_starts_with_none() -> None:
+    policy = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                         min_duration_time_s=0, evidence_point_s=300)
+    h = Hysteresis()
+    for i, s in enumerate([0.1, 0.1, 1.3], start=1):
+        h.step(ONE, np.array([s]), np.array([i * 300 * SECOND]), policy)
+    saved = h.state_dict()
+    restored, older = Hysteresis(), Hysteresis()
+    restored.load_state_dict(saved)
+    format_12 = {k: v for k, v in saved.items() if k != "evidence"}
+    with pytest.raises(ValueError, match="evidence"):
+        Hysteresis().load_state_dict(format_12)
+    older.load_state_dict(_evidence_columns({"scorer": {"hysteresis": format_12}})
+                          ["scorer"]["hysteresis"])
+    point = (ONE, np.array([1.0]), np.array([4 * 300 * SECOND]), policy)
+    assert restored.step(*point).flag[0]  # 0.8 + 0.5
+    assert not older.step(*point).flag[0]  # 0.5 only
 
 
 def test_a_gap_of_days_is_not_evidence_of_a_long_anomaly() -> None:
