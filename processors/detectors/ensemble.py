@@ -97,7 +97,9 @@ class Ensemble(Detector):
         Per-point (per-step) decay of the stretch after the hold, in (0, 1].
     refractory_grace
         Points right after the peak that are still scored unstretched (an anomaly that
-        needs ``min_duration`` points to open is not suppressed by its own start), >= 0.
+        needs ``min_duration`` points to open is not suppressed by its own start), >= 0;
+        so are those within as many ``REFRACTORY_STEP_S`` of event time, where that is
+        longer (its evidence is gathered in event time: ``AlertPolicy.evidence_point_s``).
     persistence_alpha
         Weight of the newest point in each member's running average of its signed
         deviations, in [0, 1) (about ``1 / alpha`` points of memory); 0 disables. While
@@ -229,7 +231,7 @@ class Ensemble(Detector):
             narrow_up = narrow_down = np.ones(shape)
         recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
         out = _Round(expected, upper, lower, floor, mult, narrow_up, narrow_down, recent,
-                     self._widening(batch.slots, recent))
+                     self._widening(batch.slots, batch.ts_unix_nano, recent))
         self._memo.put(batch, out)
         return out
 
@@ -252,18 +254,22 @@ class Ensemble(Detector):
                                    slots, ts_unix_nano, REFRACTORY_STEP_S * 1e9,
                                    self.refractory_hold, self.refractory_decay)
 
-    def _widening(self, slots: NDArray[np.intp],
+    def _widening(self, slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64],
                   recent: NDArray[np.float64]) -> NDArray[np.float64]:
         """Band stretch after an excursion: ``max(1, recent peak / refractory_level)``.
 
         Capped: after a first point millions of sigmas out (traffic after a week of zeros)
         an unbounded stretch would blind the series for hours. The points right after an
         excursion's peak are scored in full: an anomaly that needs several points in a row
-        to open is not stretched away by its own start.
+        to open is not stretched away by its own start. That grace lasts
+        ``refractory_grace`` points, or as many ``REFRACTORY_STEP_S`` of event time if that
+        is longer: an anomaly's evidence is gathered in event time
+        (``AlertPolicy.evidence_point_s``), so closer points need more of them.
         """
         if self.refractory_level <= 0:
             return np.ones(len(slots))
-        return kernels.widening(recent, self._slots.age, slots, self.refractory_level,
+        return kernels.widening(recent, self._slots.age, self._slots.peak_ns, slots,
+                                ts_unix_nano, REFRACTORY_STEP_S * 1e9, self.refractory_level,
                                 _MAX_STRETCH, self.refractory_grace)
 
     def _seen(self, batch: SeriesBatch) -> SeriesBatch:

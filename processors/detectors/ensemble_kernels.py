@@ -61,17 +61,22 @@ def recent_peak(
 
 
 @kernel
-def widening(
-    recent: NDArray[np.float64], age: NDArray[np.int32], slots: NDArray[np.intp], level: float,
+def widening(  # noqa: PLR0913 -- the excursion memory, the rows and the settings
+    recent: NDArray[np.float64], age: NDArray[np.int32], peak_ns: NDArray[np.int64],
+    slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64], step_ns: float, level: float,
     max_stretch: float, grace: int,
 ) -> NDArray[np.float64]:
-    """``clip(recent / level, 1, max_stretch)``, 1 for the ``grace`` points after a peak."""
+    """``clip(recent / level, 1, max_stretch)``; 1 just after a peak (``grace`` points or steps)."""
     out = np.empty(len(slots))
     for row in range(len(slots)):
+        s = slots[row]
         stretch = recent[row] / level
         if stretch == stretch:  # noqa: PLR0124 - np.clip keeps NaN
             stretch = min(max(stretch, 1.0), max_stretch)
-        out[row] = 1.0 if age[slots[row]] < grace else stretch
+        # A peak of unknown time (saved before times were kept) is "never": points only.
+        since = ts_unix_nano[row] - peak_ns[s]
+        graced = age[s] < grace or (grace > 0 and 0 <= since <= grace * step_ns)
+        out[row] = 1.0 if graced else stretch
     return out
 
 

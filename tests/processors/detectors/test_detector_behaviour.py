@@ -73,6 +73,35 @@ def test_refractory_ends_after_hours_on_a_sparse_series_not_after_ten_points() -
     assert _repeat_after_spike(3600, 6) == pytest.approx(plain)
 
 
+def _shift_scores(step_s: int, points: int, refractory_level: float = 3.5) -> list[float]:
+    """Scores of a lasting +8 sigma shift's first ``points``, at ``step_s`` spacing."""
+    members = (("ewma_zscore", (("warmup", 10), ("alpha", 0.001))),)
+    # The default grace: 2 points.
+    det = Ensemble(members=members, tail_window=200, refractory_level=refractory_level)
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(10.0 + rng.standard_normal(300)):
+        det.learn(SeriesBatch.of([0], [v], [i * step_s * SECOND]))
+    scores = []
+    for i in range(300, 300 + points):
+        row = SeriesBatch.of([0], [18.0], [i * step_s * SECOND])
+        scores.append(float(det.score(row)[0]))
+        det.learn(row)
+    return scores
+
+
+@pytest.mark.parametrize(("step_s", "graced"), [(300, 3), (30, 21)])
+def test_a_lasting_shift_is_scored_in_full_for_the_grace_in_event_time(
+    step_s: int, graced: int,
+) -> None:
+    # The hysteresis gathers an anomaly's evidence in event time (evidence_point_s), so the
+    # refractory stretch spares its start for 2 points after the peak or 10 minutes,
+    # whichever is longer: the peak and 2 more points at 5 minutes, 21 points at 30 s.
+    stretched = _shift_scores(step_s, graced + 1)
+    plain = _shift_scores(step_s, graced + 1, refractory_level=0.0)
+    assert stretched[:graced] == pytest.approx(plain[:graced])
+    assert stretched[graced] < 0.9 * plain[graced]
+
+
 def test_forecast_residual_follows_a_trend_a_level_model_would_flag() -> None:
     det = ForecastResidual(warmup=30)
     for i in range(200):
