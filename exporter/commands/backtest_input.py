@@ -17,11 +17,13 @@ non-blank line is one point:
   case) is a missing point: it is kept as a row, scored as not finite (empty output
   cells), and never learned.
 
-Rows need not be sorted and timestamps may repeat. A bad cell (a value that is not a number,
-a timestamp that cannot be read, a row with too few columns) does not stop the backtest: its
-row is kept like a missing point (at the time of the row before it) and the problem is
-recorded, naming ``file:line`` and the cell; with ``strict`` it is an error instead. A file
-without a ``timestamp``/``value`` header is always an error.
+Rows need not be sorted and timestamps may repeat. A file whose rows mostly repeat another
+row's timestamp likely holds several series (a column such as ``KPI ID`` telling them
+apart): it is still scored as one series, and gets a note saying so. A bad cell (a value
+that is not a number, a timestamp that cannot be read, a row with too few columns) does not
+stop the backtest: its row is kept like a missing point (at the time of the row before it)
+and the problem is recorded, naming ``file:line`` and the cell; with ``strict`` it is an
+error instead. A file without a ``timestamp``/``value`` header is always an error.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ _INT64_MAX = 2**63 - 1
 _UNIT_LIMITS = ((1e11, 10**9), (1e14, 10**6), (1e17, 10**3))
 # Unix seconds below this (1973-03-03) are more likely row numbers than times.
 _ROW_NUMBERS_BELOW = 1e8
+# A file where at least this share of rows repeat another row's time holds several series.
+_SEVERAL_SERIES_SHARE = 0.5
 DELIMITERS = (",", ";", "\t", "|")
 """Cell separators a header may use; a comma unless another splits it into the two names."""
 
@@ -200,8 +204,27 @@ def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> 
         raw.append(when)
         values.append(value)
     ts = _to_unix_nano(raw, numeric is True, source)
+    notes = (*_row_number_note(raw, numeric is True, source),
+             *_several_series_note(ts, header, (t_col, v_col), source))
     return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64),
-                       tuple(problems), notes=_row_number_note(raw, numeric is True, source))
+                       tuple(problems), notes=notes)
+
+
+def _several_series_note(
+    ts: NDArray[np.int64], header: list[str], used: tuple[int, int], source: str,
+) -> tuple[str, ...]:
+    """A note when most rows repeat another row's time: several series in one file."""
+    if len(ts) < 2:
+        return ()
+    _, counts = np.unique(ts, return_counts=True)
+    repeated = int(counts[counts > 1].sum())
+    if repeated < _SEVERAL_SERIES_SHARE * len(ts):
+        return ()
+    others = [cell.strip() for i, cell in enumerate(header) if i not in used and cell.strip()]
+    which = f" (other columns: {', '.join(others)})" if others else ""
+    return (f"{source}: {repeated} of {len(ts)} rows share their timestamp with another "
+            f"row{which}: if the file holds several series, give each its own file; here "
+            "they are scored as one series, in time order",)
 
 
 def _row_number_note(

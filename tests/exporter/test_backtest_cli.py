@@ -348,6 +348,26 @@ def test_row_numbers_as_timestamps_are_scored_with_a_warning(
     assert "row numbers" not in capsys.readouterr().err
 
 
+def test_a_file_holding_several_series_is_scored_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # AIOps-KPI style: one row per series and time, a column naming the series.
+    values = series(60)
+    src = tmp_path / "kpis.csv"
+    src.write_text("timestamp,value,KPI ID\n" + "".join(
+        f"{int(T0.timestamp()) + i * 60},{v},{kpi}\n"
+        for i, v in enumerate(values) for kpi in ("a", "b")))
+    assert run(src, "--output", tmp_path / "out.csv") == 0
+    err = capsys.readouterr().err
+    assert (f"otel-anomaly: warning: {src}: 120 of 120 rows share their timestamp with "
+            "another row (other columns: KPI ID)") in err
+    assert len(read(tmp_path / "out.csv")) == 120
+    # A few repeated rows (msmon's files have some) are one series' duplicates: no note.
+    single = write(tmp_path / "single.csv", [*regular(values), regular(values)[-1]])
+    assert run(single, "--output", tmp_path / "single_out.csv") == 0
+    assert "share their timestamp" not in capsys.readouterr().err
+
+
 def test_iso_timestamps_with_offsets_and_case_insensitive_header(tmp_path: Path) -> None:
     src = tmp_path / "tz.csv"
     src.write_text("Value,extra,TIMESTAMP\n1,x,2014-07-01T02:00:00+02:00\n2,y,2014-07-01T00:01:00Z\n")
