@@ -15,6 +15,12 @@ from otel_anomaly.processors.settings import AlertPolicy
 _LONG_AGO = (1 << 31) - 1  # "points since the last close" of a slot that never closed
 _COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
 _MAX_POLICIES = 64  # converted policies kept (one per detector rule in practice)
+_LAG_CLIP = 2.0  # scores are clipped here before their autocorrelation is learned
+_LAG_KEEP = 1.0 - 1.0 / 500  # the autocorrelation remembers about 500 points
+_PRIOR_MEAN, _PRIOR_SQUARE = 0.25, 0.1  # about a normal's |z| / 3.5: mean and mean square
+LAG_PRIOR = {"lag_prev": 0.0, "lag_mean": _PRIOR_MEAN, "lag_square": _PRIOR_SQUARE,
+             "lag_cross": _PRIOR_MEAN * _PRIOR_MEAN}
+"""A new slot's running moments of its scores: uncorrelated (every point full evidence)."""
 # A policy's thresholds as ``_step_rows`` takes them (open, close, instant, min_duration,
 # its time in ns, its evidence point in ns, close_after, its time in ns, cooldown, its time
 # in ns, update interval).
@@ -37,10 +43,11 @@ class Hysteresis:
     With ``evidence_point_s`` set, ``min_duration`` counts evidence instead of points in a
     row: a CUSUM (Page, 1954) of the scores, tuned to a shift to the open threshold (its
     reference value is half of it), each point weighted by its share of ``evidence_point_s``
-    (its spacing over it, at most 1). ``min_duration`` points at the open threshold, each
-    at least ``evidence_point_s`` apart, open as before; closer points need as many more as
-    they are closer, and a point back inside the band lowers the evidence instead of
-    restarting the count.
+    (its spacing over it) or by its share of independent information (``_independence``),
+    whichever is more, at most 1. ``min_duration`` points at the open threshold, each at
+    least ``evidence_point_s`` apart or independent, open as before; closer, correlated
+    points need more of them, and a point back inside the band lowers the evidence instead
+    of restarting the count.
 
     It also opens once the high scores in a row span ``min_duration_time_s`` of event time, each
     point counting as the series' usual spacing (a running average of the gaps between its
@@ -87,6 +94,9 @@ class Hysteresis:
             closed_ts=Column(np.int64),  # event time of the last close
             peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
             evidence=Column(np.float32, 0.0),  # the CUSUM of the scores (evidence_point_s)
+            # Running moments of the (clipped) scores between anomalies: how much a score
+            # says about the next one (see ``_evidence_weight``); the prior: independent.
+            **{name: Column(np.float32, prior) for name, prior in LAG_PRIOR.items()},
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
         self._converted: dict[int, tuple[AlertPolicy, _Thresholds]] = {}
@@ -140,7 +150,8 @@ class Hysteresis:
             slots, score, ts_unix_nano, announce, _NO_ROWS if keep is None else keep,
             state.above, state.below, state.open, state.last_event_ts, state.open_for,
             state.since_close, state.prev_ts, state.spacing, state.high_for, state.low_for,
-            state.closed_ts, state.peak, state.evidence, *self._thresholds(policy),
+            state.closed_ts, state.peak, state.evidence, state.lag_prev, state.lag_mean,
+            state.lag_square, state.lag_cross, *self._thresholds(policy),
         )
         return Transitions(flag, opened, updated, closed)
 
@@ -234,9 +245,35 @@ def _learn_spacing_rows(slots: Any, ts: Any, valid: Any, prev_ts: Any, spacing: 
 
 
 @kernel
+def _independence(mean: Any, square: Any, cross: Any) -> Any:
+    """The share of a point's evidence that its neighbour does not already carry.
+
+    ``(1 - r) / (1 + r)``, ``r`` the lag-1 autocorrelation of the slot's scores between
+    anomalies (at least 0): the effective number of independent points per point of an
+    AR(1) series. Noise whose excursions last several points (a smooth gauge scraped
+    often) needs more points of evidence; independent windows (counts of calls) need none.
+    """
+    variance = square - mean * mean
+    if not variance > 1e-9:
+        return 1.0
+    r = min(max((cross - mean * mean) / variance, 0.0), 0.99)
+    return (1.0 - r) / (1.0 + r)
+
+
+@kernel
+def _learn_lag(s: Any, x: Any, prev: Any, mean: Any, square: Any, cross: Any) -> None:
+    """Learn slot ``s``'s score ``x`` into the running moments of ``_independence``."""
+    z = min(x, _LAG_CLIP)
+    mean[s] = _LAG_KEEP * mean[s] + (1.0 - _LAG_KEEP) * z
+    square[s] = _LAG_KEEP * square[s] + (1.0 - _LAG_KEEP) * z * z
+    cross[s] = _LAG_KEEP * cross[s] + (1.0 - _LAG_KEEP) * z * prev[s]
+    prev[s] = z
+
+
+@kernel
 def _evidence(  # noqa: PLR0913 -- one row's score and the policy's evidence settings
     gathered: Any, x: Any, valid: Any, high: Any, usual: Any, run_above: Any,
-    min_duration: int, evidence_ns: float, reference: float,
+    min_duration: int, evidence_ns: float, reference: float, independence: float,
 ) -> Any:
     """A slot's evidence after a point, and whether it is enough to open an anomaly.
 
@@ -249,7 +286,7 @@ def _evidence(  # noqa: PLR0913 -- one row's score and the policy's evidence set
         return 0.0, run_above >= min_duration
     if valid:
         weight = usual / evidence_ns if usual > 0 else 1.0  # spacing unknown yet: one point
-        gathered = max(0.0, gathered + min(weight, 1.0) * (x - reference))
+        gathered = max(0.0, gathered + min(max(weight, independence), 1.0) * (x - reference))
     # The flag rises on a point out of the band, never on one that is back inside.
     return gathered, high and gathered >= min_duration * reference
 
@@ -259,7 +296,8 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
     slots: Any, score: Any, ts: Any, announce: Any, keep: Any,
     above: Any, below: Any, is_open: Any, last_event_ts: Any, open_for: Any,
     since_close: Any, prev_ts: Any, spacing: Any, high_for: Any, low_for: Any, closed_ts: Any,
-    peak: Any, evidence: Any, open_threshold: float, close_threshold: float,
+    peak: Any, evidence: Any, lag_prev: Any, lag_mean: Any, lag_square: Any, lag_cross: Any,
+    open_threshold: float, close_threshold: float,
     instant_threshold: float, min_duration: int, min_time_ns: float, evidence_ns: float,
     close_after: int, close_time_ns: float,
     cooldown: int, cooldown_ns: int, interval_ns: int,
@@ -289,8 +327,9 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         high_for[s] = high_run
         low_run = low_for[s] + usual if low else (0.0 if valid else low_for[s])
         low_for[s] = low_run
+        independence = _independence(lag_mean[s], lag_square[s], lag_cross[s])
         gathered, enough = _evidence(evidence[s], x, valid, high, usual, run_above,
-                                     min_duration, evidence_ns, reference)
+                                     min_duration, evidence_ns, reference, independence)
         long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
         opens = not was_open and cooled and (
             long_enough or (valid and x >= instant_threshold))
@@ -305,6 +344,8 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         below[s] = run_below
         is_open[s] = now_open
         evidence[s] = 0.0 if now_open else gathered  # an anomaly's evidence ends with it
+        if valid and evidence_ns > 0 and not (was_open or now_open):
+            _learn_lag(s, x, lag_prev, lag_mean, lag_square, lag_cross)
         # A NaN score leaves the open anomaly's age as it was (``relearn_after`` counts it).
         open_for[s] = 1 if opens else (
             (_more(open_for[s]) if valid else open_for[s]) if now_open else 0)

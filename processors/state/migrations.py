@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.hysteresis import LAG_PRIOR
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, integer_bins
 from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
 from otel_anomaly.processors.detectors.seasonal_counts import encode_counts
@@ -231,8 +232,9 @@ def _resolution_flag(state: dict[str, Any], prefix: str) -> None:
 def _evidence_columns(state: Any) -> Any:
     """Format 12 -> 13: the hysteresis keeps each slot's evidence (``evidence_point_s``).
 
-    Every saved ``Hysteresis`` (its ``since_close`` column) gains ``evidence``, all 0: a
-    restored series gathers its evidence afresh, as one that restarted a run of points.
+    Every saved ``Hysteresis`` (its ``since_close`` column) gains ``evidence``, all 0 (a
+    restored series gathers its evidence afresh, as one that restarted a run of points),
+    and the running moments of its scores at a new slot's prior (``LAG_PRIOR``).
     """
     return _each_prefix(state, "since_close", _evidence_column)
 
@@ -240,6 +242,8 @@ def _evidence_columns(state: Any) -> Any:
 def _evidence_column(state: dict[str, Any], prefix: str) -> None:
     rows = len(np.asarray(state[prefix + "since_close"]))
     state.setdefault(prefix + "evidence", np.zeros(rows, np.float32))
+    for name, prior in LAG_PRIOR.items():
+        state.setdefault(prefix + name, np.full(rows, prior, np.float32))
 
 
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,

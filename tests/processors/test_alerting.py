@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from otel_anomaly.processors.alerting.calibration import Calibrator
-from otel_anomaly.processors.alerting.hysteresis import Hysteresis
+from otel_anomaly.processors.alerting.hysteresis import LAG_PRIOR, Hysteresis
 from otel_anomaly.processors.alerting.tail_quantile import (
     DeviationScale,
     TailQuantile,
@@ -142,21 +142,49 @@ def test_min_duration_is_also_reached_by_event_time(step_s: float, opens_at: int
     assert _flags(off, [0.1, 0.1, 1.5, 1.5, 1.5, 1.5], step_s).index(True) == 4
 
 
-def test_evidence_counts_event_time_not_points() -> None:
-    # min_duration 2 with 5-minute evidence points: two points at the open threshold open
-    # an anomaly 5 minutes apart, as without it; 30 seconds apart they weigh a tenth each.
+def _smooth_scores(n: int = 2000) -> np.ndarray:
+    """Quiet scores in long excursions (|AR(1)|, coefficient 0.95), below 0.6."""
+    rng = np.random.default_rng(0)
+    ar = np.zeros(n)
+    for i in range(1, n):
+        ar[i] = 0.95 * ar[i - 1] + rng.normal(0.0, 0.05)
+    return np.abs(ar)
+
+
+def _opens_at(quiet: np.ndarray, step_s: float, score: float = 1.2) -> int:
+    """Index (after ``quiet``) of the point that opens on a run of ``score``s."""
     policy = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
                          min_duration_time_s=0, evidence_point_s=300)
-    quiet, high = [0.1] * 3, [1.2] * 30
-    assert _flags(policy, quiet + high, 300).index(True) == 4
-    # Each 30-second point adds 0.1 x (1.2 - 0.5) = 0.07: 15 of them reach 1.
-    assert _flags(policy, quiet + high, 30).index(True) == 3 + 14
+    flags = _flags(policy, [*quiet.tolist(), *[score] * 40], step_s)
+    return flags.index(True) - len(quiet)
+
+
+def test_evidence_counts_event_time_not_points() -> None:
+    # min_duration 2 with 5-minute evidence points: two points at the open threshold open
+    # an anomaly 5 minutes apart, as without it; 30 seconds apart (on a series whose
+    # points are not independent, below) each weighs about a tenth (0.1 of 5 minutes, or
+    # 0.13 for the independence of these scores, whichever is more).
+    quiet = _smooth_scores()
+    assert _opens_at(quiet, 300) == 1
+    # Each 30-second point adds 0.13 x (1.2 - 0.5) = 0.09: 11 of them reach 1.
+    assert _opens_at(quiet, 30) == 10
     # Without evidence points, two in a row open at any spacing.
     runs = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
                        min_duration_time_s=0)
-    assert _flags(runs, quiet + high, 30).index(True) == 4
+    assert _flags(runs, [*quiet.tolist(), 1.2, 1.2], 30)[-2:] == [False, True]
     # One point at the instant threshold still opens at once.
-    assert _flags(policy, [*quiet, 1.6], 30)[-1]
+    assert _opens_at(quiet, 30, score=1.6) == 0
+
+
+def test_independent_points_are_full_evidence_however_close() -> None:
+    # Counts of calls in 10-second windows: each window is a new draw, so two out of the
+    # band open as they would 5 minutes apart. A smooth series' scores come in long
+    # excursions: each point says little more than its neighbour, so it weighs its time.
+    independent = np.abs(np.random.default_rng(1).normal(0.0, 0.15, 2000))
+    assert _opens_at(independent, 10) == 1
+    assert _opens_at(_smooth_scores(), 10) >= 9  # about as at 30 s: its independence decides
+    # A new series is taken as independent until its scores say otherwise.
+    assert _opens_at(np.array([0.1, 0.1, 0.1]), 10) == 1
 
 
 def test_evidence_is_not_restarted_by_a_dip_and_fades_on_normal_points() -> None:
@@ -182,7 +210,7 @@ def test_evidence_round_trips_and_format_12_state_starts_with_none() -> None:
     saved = h.state_dict()
     restored, older = Hysteresis(), Hysteresis()
     restored.load_state_dict(saved)
-    format_12 = {k: v for k, v in saved.items() if k != "evidence"}
+    format_12 = {k: v for k, v in saved.items() if k != "evidence" and k not in LAG_PRIOR}
     with pytest.raises(ValueError, match="evidence"):
         Hysteresis().load_state_dict(format_12)
     older.load_state_dict(_evidence_columns({"scorer": {"hysteresis": format_12}})
