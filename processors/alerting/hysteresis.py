@@ -95,7 +95,7 @@ class Hysteresis:
             peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
             evidence=Column(np.float32, 0.0),  # the CUSUM of the scores (evidence_point_s)
             # Running moments of the (clipped) scores between anomalies: how much a score
-            # says about the next one (see ``_evidence_weight``); the prior: independent.
+            # says about the next one (see ``_independence``); the prior: independent.
             **{name: Column(np.float32, prior) for name, prior in LAG_PRIOR.items()},
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
@@ -327,7 +327,8 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         high_for[s] = high_run
         low_run = low_for[s] + usual if low else (0.0 if valid else low_for[s])
         low_for[s] = low_run
-        independence = _independence(lag_mean[s], lag_square[s], lag_cross[s])
+        independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
+                        if evidence_ns > 0 else 1.0)  # points in a row: not needed
         gathered, enough = _evidence(evidence[s], x, valid, high, usual, run_above,
                                      min_duration, evidence_ns, reference, independence)
         long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
