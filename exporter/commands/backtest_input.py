@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,24 +206,28 @@ def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> 
         values.append(value)
     ts = _to_unix_nano(raw, numeric is True, source)
     notes = (*_row_number_note(raw, numeric is True, source),
-             *_several_series_note(ts, header, (t_col, v_col), source))
+             *_several_series_note(raw, header, (t_col, v_col), source))
     return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64),
                        tuple(problems), notes=notes)
 
 
 def _several_series_note(
-    ts: NDArray[np.int64], header: list[str], used: tuple[int, int], source: str,
+    raw: list[int | float | None], header: list[str], used: tuple[int, int], source: str,
 ) -> tuple[str, ...]:
-    """A note when most rows repeat another row's time: several series in one file."""
-    if len(ts) < 2:
+    """A note when most rows repeat another row's time: several series in one file.
+
+    Only readable timestamps count: a row whose timestamp could not be read is kept at the
+    time of the row before it, which is not a repeat (its problem is reported already).
+    """
+    known = [x for x in raw if x is not None]
+    if len(known) < 2:
         return ()
-    _, counts = np.unique(ts, return_counts=True)
-    repeated = int(counts[counts > 1].sum())
-    if repeated < _SEVERAL_SERIES_SHARE * len(ts):
+    repeated = sum(n for n in Counter(known).values() if n > 1)  # exact: no float rounding
+    if repeated < _SEVERAL_SERIES_SHARE * len(known):
         return ()
     others = [cell.strip() for i, cell in enumerate(header) if i not in used and cell.strip()]
     which = f" (other columns: {', '.join(others)})" if others else ""
-    return (f"{source}: {repeated} of {len(ts)} rows share their timestamp with another "
+    return (f"{source}: {repeated} of {len(known)} rows share their timestamp with another "
             f"row{which}: if the file holds several series, give each its own file; here "
             "they are scored as one series, in time order",)
 

@@ -366,6 +366,15 @@ def test_a_file_holding_several_series_is_scored_with_a_warning(
     single = write(tmp_path / "single.csv", [*regular(values), regular(values)[-1]])
     assert run(single, "--output", tmp_path / "single_out.csv") == 0
     assert "share their timestamp" not in capsys.readouterr().err
+    # Rows whose timestamp cannot be read are kept at the time of the row before: they are
+    # reported as bad cells, not taken for a second series.
+    bad = write(tmp_path / "bad.csv", [
+        (stamp(i * 300) if i % 3 == 0 else "not a time", repr(float(v)))
+        for i, v in enumerate(values)])
+    assert run(bad, "--output", tmp_path / "bad_out.csv") == 0
+    err = capsys.readouterr().err
+    assert "not a time" in err
+    assert "share their timestamp" not in err
 
 
 def test_iso_timestamps_with_offsets_and_case_insensitive_header(tmp_path: Path) -> None:
