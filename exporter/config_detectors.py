@@ -73,6 +73,12 @@ class AlertConfig(Model):
                 f"instant_threshold={self.instant_threshold}, "
                 f"open_threshold={self.open_threshold}"
             )
+        if self.false_alarm_budget > 0 and self.evidence_point > 0:
+            problems.append(
+                "`evidence_point` must be 0 with a `false_alarm_budget` (the budget's band "
+                "edge is derived for points in a row); got "
+                f"false_alarm_budget={self.false_alarm_budget}, "
+                f"evidence_point={self.evidence_point}s")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -107,9 +113,14 @@ def fill_alert_keys(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> di
 
     Raising ``open_threshold`` without touching ``close_threshold``/``instant_threshold``
     should not be an ordering error, so those defaults follow it (close at most, instant
-    at least the new open threshold); values the user sets are kept and validated.
+    at least the new open threshold); values the user sets are kept and validated. A
+    ``false_alarm_budget`` set without ``evidence_point`` turns the evidence off, as in the
+    built-in latency rules: the budget's edge is derived for points in a row.
     """
     out = {**defaults, **given}
+    budget = given.get("false_alarm_budget")
+    if isinstance(budget, int | float) and budget > 0 and "evidence_point" not in given:
+        out["evidence_point"] = 0.0
     opened = given.get("open_threshold")
     if isinstance(opened, int | float) and not isinstance(opened, bool):
         if "close_threshold" not in given:

@@ -89,7 +89,8 @@ class AlertPolicy:
         (learn gating stops), so a lasting level shift becomes the new normal. 0: never.
     false_alarm_budget
         For self-calibrating detectors (the ensemble): false anomaly opens allowed per
-        series-day. Each series' band edge widens to where that series' own score tail
+        series-day; only with ``evidence_point_s`` 0 (points in a row). Each series' band
+        edge widens to where that series' own score tail
         (``processors.alerting.rarity``) says opens on its noise alone come about this often, given
         ``min_duration`` (or ``min_duration_time_s``) and ``instant_threshold``; it is never
         narrower than ``band`` sigmas. 0: ``band`` sigmas on every series.
@@ -136,6 +137,14 @@ class AlertPolicy:
     hold_s: float = 3600.0
     accept_after_s: float = 4 * 3600.0
     false_alarm_budget: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.false_alarm_budget > 0 and self.evidence_point_s > 0:
+            # rarity.points_to_open derives the budget's edge for points in a row.
+            msg = ("alert: `false_alarm_budget` needs `evidence_point` 0 (its band edge is "
+                   "derived for points in a row); got false_alarm_budget="
+                   f"{self.false_alarm_budget}, evidence_point={self.evidence_point_s}s")
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,6 +289,21 @@ def test_ensemble_rule_alert_defaults_are_the_tuned_seasonal_policy() -> None:
     assert engine_rule.alert == replace(SEASONAL_ALERT, band=5.0)
 
 
+def test_a_false_alarm_budget_counts_points_in_a_row() -> None:
+    # The budget's band edge is derived for points in a row: a budget set alone turns the
+    # ensemble's evidence points off, as the built-in latency rules have it.
+    rule = {"name": "x", "alert": {"false_alarm_budget": 0.1, "tail_window": 10000}}
+    (engine_rule,) = load_config(None, {"detectors": [rule]}, environ={}).detector_rules()
+    assert engine_rule.alert == replace(SEASONAL_ALERT, false_alarm_budget=0.1,
+                                        tail_window=10000, evidence_point_s=0.0)
+    both = {"name": "x", "alert": {"false_alarm_budget": 0.1, "evidence_point": "5m"}}
+    with pytest.raises(ConfigError, match=r"`evidence_point` must be 0 with a "
+                       r"`false_alarm_budget`.*false_alarm_budget=0\.1, evidence_point=300"):
+        load_config(None, {"detectors": [both]}, environ={})
+    with pytest.raises(ValueError, match="false_alarm_budget"):
+        replace(SEASONAL_ALERT, false_alarm_budget=0.1)
+
+
 def test_unknown_ensemble_member_type_is_named() -> None:
     rule = {"name": "x", "params": {"members": [{"type": "prophet"}]}}
     with pytest.raises(ConfigError, match=r"detectors\[0\]\.params\.members\[0\].*prophet"):
