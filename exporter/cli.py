@@ -110,6 +110,11 @@ def _backtest_parser(commands: Any) -> None:  # argparse's subparsers type is pr
         "--metric", default="value", metavar="NAME",
         help="metric name the series are scored as; selects the detector rule (default value)",
     )
+    backtest.add_argument(
+        "--series-column", metavar="NAME",
+        help="the column telling apart the series of a file that holds several (e.g. 'KPI "
+        "ID'); each is scored as its own (default: found when most rows share timestamps)",
+    )
     backtest.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     backtest.add_argument(
         "--strict", action="store_true",
@@ -219,6 +224,7 @@ def _backtest(args: argparse.Namespace) -> int:
         metric=args.metric,
         progress=progress,
         strict=args.strict,
+        series_column=args.series_column,
     )
     try:
         run_backtest(config, job, sys.stdout, sys.stderr)

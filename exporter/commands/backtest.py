@@ -1,8 +1,9 @@
 """The ``backtest`` command's work: read CSV inputs, replay them through the live path, write.
 
-Every input file is one series, all replayed together in one engine built from the same
-configuration as ``run``; outputs are written only after every input has been read and
-every output path checked, so a bad cell or path fails before the long part.
+Every input file is one series (or several, told apart by a column), all replayed together
+in one engine built from the same configuration as ``run``; outputs are written only after
+every input has been read and every output path checked, so a bad cell or path fails before
+the long part.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class BacktestJob:
     input's relative paths) for an input folder. ``progress`` is where a progress bar is
     drawn (``None``: no bar). ``metric`` is the metric name every series is scored as: it
     selects the detector rule, exactly as a live metric's name would. ``strict``: a bad
-    cell is an error instead of an unscored row.
+    cell is an error instead of an unscored row. ``series_column``: the column telling the
+    series of a file apart (``None``: found when a file's rows mostly share timestamps).
     """
 
     input: Path | None
@@ -85,6 +87,7 @@ class BacktestJob:
     progress: TextIO | None = None
     strict: bool = False
     prometheus: PrometheusSource | None = None
+    series_column: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +104,16 @@ class SeriesSummary:
 
     @classmethod
     def of(cls, series: InputSeries, result: BacktestResult) -> SeriesSummary:
-        """Summarise ``result``; anomalies opened are counted in time order."""
-        order = np.argsort(series.ts_unix_nano, kind="stable")
-        finite = np.isfinite(series.values[order])
-        flag = result.flag[order][finite]
-        opened = int(np.count_nonzero(flag[1:] & ~flag[:-1])) + int(flag[:1].sum())
+        """Summarise ``result``; anomalies opened are counted in time order, per series."""
+        opened = 0
+        for _, rows in series.parts():
+            order = rows[np.argsort(series.ts_unix_nano[rows], kind="stable")]
+            flag = result.flag[order][np.isfinite(series.values[order])]
+            opened += int(np.count_nonzero(flag[1:] & ~flag[:-1])) + int(flag[:1].sum())
         scores = result.score[np.isfinite(result.score)]
         return cls(
             name=series.name, rows=len(series),
-            missing=int((~finite).sum()) - len(series.problems),
+            missing=int((~np.isfinite(series.values)).sum()) - len(series.problems),
             flagged=int(result.flag.sum()), opened=opened,
             max_score=float(scores.max()) if len(scores) else math.nan,
             bad=len(series.problems),
@@ -131,9 +135,13 @@ class SeriesSummary:
                 f"{self.opened} anomalies opened, max score {score}{missing}{bad}")
 
 
-def series_key(metric: str, name: str) -> SeriesKey:
-    """Identity of an input file's series: the file only labels it, it never routes it."""
-    return SeriesKey(metric, (), (("file", name),))
+def series_key(metric: str, name: str, part: str = "") -> SeriesKey:
+    """Identity of an input file's series: the file only labels it, it never routes it.
+
+    ``part``: the series' name in a file of several (its cell in the file's series column).
+    """
+    labels = (("file", name),) if not part else (("file", name), ("series", part))
+    return SeriesKey(metric, (), labels)
 
 
 def _replay_clock() -> float:
@@ -152,15 +160,29 @@ def replay(
     ``max_series`` is raised to the number of inputs if needed: it bounds a live sidecar's
     memory, and a replay must score every file it was given.
     """
+    parts = [(s, part, rows) for s in inputs for part, rows in s.parts()]
     settings = config.engine_settings(clock=_replay_clock)
-    engine = Engine(replace(settings, max_series=max(settings.max_series, len(inputs))))
-    series = [RecordedSeries(series_key(s.metric or metric, s.name), s.ts_unix_nano, s.values)
-              for s in inputs]
+    engine = Engine(replace(settings, max_series=max(settings.max_series, len(parts))))
+    series = [RecordedSeries(series_key(s.metric or metric, s.name, part),
+                             s.ts_unix_nano[rows], s.values[rows]) for s, part, rows in parts]
     total = sum(len(s) for s in inputs)
     hidden = progress is None or total < PROGRESS_MIN_ROWS
     with tqdm(total=total, file=progress, disable=hidden, unit="pt", unit_scale=True,
               desc="backtest", mininterval=0.5, dynamic_ncols=True) as bar:
-        return backtest(engine, series, progress=bar.update)
+        results = backtest(engine, series, progress=bar.update)
+    # Back to one result per file, in its row order.
+    merged = {id(s): _empty_result(len(s)) for s in inputs}
+    for (s, _, rows), result in zip(parts, results, strict=True):
+        out = merged[id(s)]
+        for name in ("score", "expected", "lower", "upper", "flag"):
+            getattr(out, name)[rows] = getattr(result, name)
+    return [merged[id(s)] for s in inputs]
+
+
+def _empty_result(n: int) -> BacktestResult:
+    return BacktestResult(score=np.full(n, np.nan), expected=np.full(n, np.nan),
+                          lower=np.full(n, np.nan), upper=np.full(n, np.nan),
+                          flag=np.zeros(n, np.bool_))
 
 
 def run_backtest(
@@ -198,11 +220,29 @@ def run_backtest(
         from otel_anomaly.exporter.commands.backtest_plot import plot_series  # noqa: PLC0415 - slow
 
         for s, r, summary in zip(inputs, results, summaries, strict=True):
-            plot_series(_target(job.plot, s.name, folder, ".png"), s, r, summary)
+            target = _target(job.plot, s.name, folder, ".png")
+            if not s.series_ids:
+                plot_series(target, s, r, summary)
+                continue
+            for part, picked in s.parts():  # one plot per series of a file of several
+                one, result = s.part(f"{s.name} [{part}]", picked), _rows_of(r, picked)
+                plot_series(target.with_name(f"{target.stem}.{_safe(part)}.png"), one, result,
+                            SeriesSummary.of(one, result))
     out.writelines(f"{s.line()}\n" for s in summaries)
     if folder:
         out.write(f"{_total(summaries).line()}\n")
     return summaries
+
+
+def _rows_of(result: BacktestResult, rows: np.ndarray) -> BacktestResult:
+    return BacktestResult(score=result.score[rows], expected=result.expected[rows],
+                          lower=result.lower[rows], upper=result.upper[rows],
+                          flag=result.flag[rows])
+
+
+def _safe(name: str) -> str:
+    """A series' name as part of a file name: letters, digits, ``-`` and ``_`` kept."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "_"
 
 
 def _read(job: BacktestJob) -> list[InputSeries]:
@@ -211,7 +251,7 @@ def _read(job: BacktestJob) -> list[InputSeries]:
     if job.input is None:
         msg = "nothing to backtest: give an INPUT file or folder, or --prometheus and --query"
         raise BacktestInputError(msg)
-    return read_inputs(job.input, strict=job.strict)
+    return read_inputs(job.input, strict=job.strict, series_column=job.series_column)
 
 
 def prometheus_inputs(source: PrometheusSource) -> list[InputSeries]:
@@ -310,18 +350,25 @@ def _cells(values: np.ndarray) -> list[str]:
 
 
 def write_csv(path: Path, series: InputSeries, result: BacktestResult) -> None:
-    """Write one row per input row, in input order: the ``COLUMNS``, timestamps as given."""
-    columns = zip(
+    """Write one row per input row, in input order: the ``COLUMNS``, timestamps as given.
+
+    A file of several series gets its ``series_column`` last, as given.
+    """
+    cells = [
         series.stamps, series.texts, _cells(result.score), _cells(result.expected),
         _cells(result.lower), _cells(result.upper),
-        ["1" if f else "0" for f in result.flag.tolist()], strict=True,
-    )
+        ["1" if f else "0" for f in result.flag.tolist()],
+    ]
+    header = list(COLUMNS)
+    if series.series_ids:
+        cells.append(list(series.series_ids))
+        header.append(series.series_column)
     _make_parent(path)
     try:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            writer.writerows(columns)
+            writer.writerow(header)
+            writer.writerows(zip(*cells, strict=True))
     except OSError as exc:
         msg = f"{path}: cannot write: {exc.strerror or exc}"
         raise BacktestInputError(msg) from exc

@@ -18,8 +18,12 @@ non-blank line is one point:
   cells), and never learned.
 
 Rows need not be sorted and timestamps may repeat. A file whose rows mostly repeat another
-row's timestamp likely holds several series (a column such as ``KPI ID`` telling them
-apart): it is still scored as one series, and gets a note saying so. A bad cell (a value
+row's timestamp holds several series (the AIOps KPI layout: ``timestamp,value,label,KPI
+ID``). When one other column tells them apart (within each of its values no timestamp
+repeats, and it has from 2 to half as many values as rows), each of its values is scored as
+its own series and the file gets a note naming the column; ``series_column`` names the
+column instead. A label column never qualifies: rows of one label share timestamps. Without
+such a column the file is scored as one series, with a note saying so. A bad cell (a value
 that is not a number, a timestamp that cannot be read, a row with too few columns) does not
 stop the backtest: its row is kept like a missing point (at the time of the row before it)
 and the problem is recorded, naming ``file:line`` and the cell; with ``strict`` it is an
@@ -31,7 +35,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +62,9 @@ _UNIT_LIMITS = ((1e11, 10**9), (1e14, 10**6), (1e17, 10**3))
 _ROW_NUMBERS_BELOW = 1e8
 # A file where at least this share of rows repeat another row's time holds several series.
 _SEVERAL_SERIES_SHARE = 0.5
+# Rows of one series of such a file that may repeat its time (duplicated rows) and still
+# let a column be taken as the series' name.
+_DUPLICATE_SHARE = 0.01
 DELIMITERS = (",", ";", "\t", "|")
 """Cell separators a header may use; a comma unless another splits it into the two names."""
 
@@ -88,9 +95,36 @@ class InputSeries:
     problems: tuple[str, ...] = ()
     metric: str = ""
     notes: tuple[str, ...] = ()
+    series_column: str = ""
+    series_ids: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.stamps)
+
+    def parts(self) -> list[tuple[str, NDArray[np.intp]]]:
+        """Each series of the file and its rows (in file order), in order of first row.
+
+        A file of one series is one part named ``""``.
+
+        >>> s = InputSeries("k.csv", Path("k.csv"), ["1", "1", "2"], ["5", "7", "6"],
+        ...                 np.array([1, 1, 2]), np.array([5.0, 7.0, 6.0]),
+        ...                 series_column="id", series_ids=("b", "a", "b"))
+        >>> [(name, rows.tolist()) for name, rows in s.parts()]
+        [('b', [0, 2]), ('a', [1])]
+        """
+        if not self.series_ids:
+            return [("", np.arange(len(self), dtype=np.intp))]
+        names, first, inverse = np.unique(np.asarray(self.series_ids, dtype=object),
+                                          return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        return [(str(names[i]), np.flatnonzero(inverse == i)) for i in order.tolist()]
+
+    def part(self, name: str, rows: NDArray[np.intp]) -> InputSeries:
+        """The rows ``rows`` as a file of one series, named ``name`` (for plots)."""
+        pick = rows.tolist()
+        return InputSeries(name, self.path, [self.stamps[i] for i in pick],
+                           [self.texts[i] for i in pick], self.ts_unix_nano[rows],
+                           self.values[rows], metric=self.metric)
 
 
 def find_inputs(path: Path) -> list[tuple[Path, str]]:
@@ -115,19 +149,30 @@ def find_inputs(path: Path) -> list[tuple[Path, str]]:
     return [(p, p.relative_to(path).as_posix()) for p in files]
 
 
-def read_inputs(path: Path, *, strict: bool = False) -> list[InputSeries]:
-    """Read ``path`` (a CSV file or a folder of them, recursively), every file a series."""
-    return [read_series(file, name, strict=strict) for file, name in find_inputs(path)]
+def read_inputs(
+    path: Path, *, strict: bool = False, series_column: str | None = None,
+) -> list[InputSeries]:
+    """Read ``path`` (a CSV file or a folder of them, recursively), every file a series.
+
+    A file holding several series is split by the column that tells them apart (see the
+    module's text), or by ``series_column`` when it is given.
+    """
+    return [read_series(file, name, strict=strict, series_column=series_column)
+            for file, name in find_inputs(path)]
 
 
-def read_series(path: Path, name: str | None = None, *, strict: bool = False) -> InputSeries:
+def read_series(
+    path: Path, name: str | None = None, *, strict: bool = False,
+    series_column: str | None = None,
+) -> InputSeries:
     """Read one CSV file; bad cells are recorded in ``problems`` (raised when ``strict``).
 
     Raises
     ------
     BacktestInputError
-        Naming the file if it cannot be read or has no ``timestamp``/``value`` header, and
-        with ``strict``, naming ``file:line`` and the cell of the first bad cell.
+        Naming the file if it cannot be read, has no ``timestamp``/``value`` header or no
+        ``series_column`` (when given), and with ``strict``, naming ``file:line`` and the
+        cell of the first bad cell.
     """
     source = str(path)
     try:
@@ -135,7 +180,7 @@ def read_series(path: Path, name: str | None = None, *, strict: bool = False) ->
             delimiter = _delimiter(handle.readline())
             handle.seek(0)
             return _parse(csv.reader(handle, delimiter=delimiter), source, name or path.name,
-                          path, strict)
+                          path, strict, series_column)
     except OSError as exc:
         msg = f"{source}: cannot read: {exc.strerror or exc}"
         raise BacktestInputError(msg) from exc
@@ -165,12 +210,31 @@ def _columns(header: list[str], source: str) -> tuple[int, int]:
     return names.index("timestamp"), names.index("value")
 
 
-def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> InputSeries:
+def _id_column(header: list[str], series_column: str, source: str) -> int:
+    names = [cell.strip().lower() for cell in header]
+    if series_column.strip().lower() not in names:
+        msg = (f"{source}: no column {series_column!r} to tell series apart "
+               f"(--series-column); the header is {header!r}")
+        raise BacktestInputError(msg)
+    return names.index(series_column.strip().lower())
+
+
+def _parse(
+    reader: Reader, source: str, name: str, path: Path, strict: bool,
+    series_column: str | None = None,
+) -> InputSeries:
     header = next(reader, None)
     if header is None:
         msg = f"{source}: empty file (expected a header with `timestamp` and `value`)"
         raise BacktestInputError(msg)
     t_col, v_col = _columns(header, source)
+    given = None if series_column is None else _id_column(header, series_column, source)
+    if given in (t_col, v_col):
+        msg = f"{source}: --series-column {series_column!r} is the timestamp or value column"
+        raise BacktestInputError(msg)
+    others = [i for i, cell in enumerate(header)
+              if i not in (t_col, v_col) and cell.strip()] if given is None else [given]
+    cells: dict[int, list[str]] = {i: [] for i in others}  # other columns, per row
     width = max(t_col, v_col) + 1
     stamps: list[str] = []
     texts: list[str] = []
@@ -182,6 +246,8 @@ def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> 
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         where = f"{source}:{reader.line_num}"
+        for i, column in cells.items():
+            column.append(row[i].strip() if len(row) > i else "")
         try:
             if len(row) < width:
                 msg = f"{where}: expected at least {width} columns; got {len(row)}: {row!r}"
@@ -204,31 +270,77 @@ def _parse(reader: Reader, source: str, name: str, path: Path, strict: bool) -> 
         texts.append("" if math.isnan(value) else text)
         raw.append(when)
         values.append(value)
-    ts = _to_unix_nano(raw, numeric is True, source)
-    notes = (*_row_number_note(raw, numeric is True, source),
-             *_several_series_note(raw, header, (t_col, v_col), source))
-    return InputSeries(name, path, stamps, texts, ts, np.asarray(values, np.float64),
-                       tuple(problems), notes=notes)
+    series = InputSeries(name, path, stamps, texts, _to_unix_nano(raw, numeric is True, source),
+                         np.asarray(values, np.float64), tuple(problems),
+                         notes=_row_number_note(raw, numeric is True, source))
+    return _split(series, raw, header, (t_col, v_col), cells, given)
+
+
+def _split(
+    series: InputSeries, raw: list[int | float | None], header: list[str],
+    used: tuple[int, int], cells: dict[int, list[str]], given: int | None,
+) -> InputSeries:
+    """``series``, its rows told apart by column ``given`` or by the one found.
+
+    A column is looked for when most rows share their timestamp; the note says which was
+    found, or that none was.
+    """
+    source = str(series.path)
+    repeated, known = _repeated(raw), sum(x is not None for x in raw)
+    several = known >= 2 and repeated >= _SEVERAL_SERIES_SHARE * known
+    column = given if given is not None else (
+        _identifying_column(raw, cells) if several else None)
+    if column is None:
+        if not several:
+            return series
+        return replace(series, notes=series.notes + _several_series_note(
+            repeated, known, header, used, source))
+    ids = tuple(cells[column])
+    notes = series.notes
+    if given is None:  # found, not asked for: say so
+        notes += (f"{source}: rows are told apart by column {header[column].strip()!r}: "
+                  f"{len(set(ids))} series, each scored as its own",)
+    return replace(series, notes=notes, series_column=header[column].strip(), series_ids=ids)
+
+
+def _repeated(raw: list[int | float | None]) -> int:
+    """Rows whose readable timestamp another row shares (exact: no float rounding).
+
+    A row whose timestamp could not be read is kept at the time of the row before it, which
+    is not a repeat (its problem is reported already).
+    """
+    return sum(n for n in Counter(x for x in raw if x is not None).values() if n > 1)
+
+
+def _identifying_column(
+    raw: list[int | float | None], cells: dict[int, list[str]],
+) -> int | None:
+    """The first column within each of whose values readable timestamps (almost) never repeat.
+
+    It must have at least 2 values and at most half as many as rows (a row number or a
+    second measurement is not a series name). Up to ``_DUPLICATE_SHARE`` of the rows may
+    repeat a time within their series (recordings have a few duplicated rows). A label
+    column never qualifies: its rows share timestamps (every series is normal at most times).
+    """
+    known = [i for i, x in enumerate(raw) if x is not None]
+    for column, ids in cells.items():
+        if not 2 <= len(set(ids)) <= len(raw) / 2:
+            continue
+        pairs = {(raw[i], ids[i]) for i in known}
+        if len(known) - len(pairs) <= _DUPLICATE_SHARE * len(known):
+            return column
+    return None
 
 
 def _several_series_note(
-    raw: list[int | float | None], header: list[str], used: tuple[int, int], source: str,
+    repeated: int, known: int, header: list[str], used: tuple[int, int], source: str,
 ) -> tuple[str, ...]:
-    """A note when most rows repeat another row's time: several series in one file.
-
-    Only readable timestamps count: a row whose timestamp could not be read is kept at the
-    time of the row before it, which is not a repeat (its problem is reported already).
-    """
-    known = [x for x in raw if x is not None]
-    if len(known) < 2:
-        return ()
-    repeated = sum(n for n in Counter(known).values() if n > 1)  # exact: no float rounding
-    if repeated < _SEVERAL_SERIES_SHARE * len(known):
-        return ()
+    """The note for a file whose rows mostly repeat a time, with no column telling them apart."""
     others = [cell.strip() for i, cell in enumerate(header) if i not in used and cell.strip()]
     which = f" (other columns: {', '.join(others)})" if others else ""
-    return (f"{source}: {repeated} of {len(known)} rows share their timestamp with another "
-            f"row{which}: if the file holds several series, give each its own file; here "
+    return (f"{source}: {repeated} of {known} rows share their timestamp with another "
+            f"row{which}, and no column tells the series apart: if the file holds several "
+            "series, give each its own file or name the column with --series-column; here "
             "they are scored as one series, in time order",)
 
 

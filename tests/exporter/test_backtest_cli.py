@@ -6,6 +6,7 @@ import csv
 import io
 import math
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -348,19 +349,80 @@ def test_row_numbers_as_timestamps_are_scored_with_a_warning(
     assert "row numbers" not in capsys.readouterr().err
 
 
-def test_a_file_holding_several_series_is_scored_with_a_warning(
+def kpi_file(path: Path, kpis: dict[str, np.ndarray], spike: tuple[str, int]) -> Path:
+    """AIOps-KPI layout: a label column first, then one row per series and time."""
+    lines = []
+    for i in range(max(len(v) for v in kpis.values())):
+        for kpi, values in kpis.items():
+            if i < len(values):
+                label = int((kpi, i) == spike)
+                when = int(T0.timestamp()) + i * 300
+                lines.append(f"{when},{float(values[i])!r},{label},{kpi}\n")
+    path.write_text("timestamp,value,label,KPI ID\n" + "".join(lines))
+    return path
+
+
+def scored(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == (*COLUMNS, "KPI ID")
+        return list(reader)
+
+
+def test_a_file_holding_several_series_scores_each_as_its_own(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # AIOps-KPI style: one row per series and time, a column naming the series.
+    # Two series of different lengths and levels in one file, told apart by `KPI ID`; the
+    # 0/1 label column before it never tells them apart (both series are 0 at most times).
+    a = series(400, seed=1, spike_at=350)
+    b = series(300, seed=2) * 3
+    src = kpi_file(tmp_path / "kpis.csv", {"a": a, "b": b}, ("a", 350))
+    assert run(src, "--output", tmp_path / "out.csv", "--plot", tmp_path / "kpis.png") == 0
+    captured = capsys.readouterr()
+    assert (f"otel-anomaly: warning: {src}: rows are told apart by column 'KPI ID': "
+            "2 series, each scored as its own") in captured.err
+    rows = scored(tmp_path / "out.csv")
+    assert len(rows) == 700
+    # Each series scores exactly as its own file would; the summary adds up their opens.
+    opened = 0
+    for kpi, values in (("a", a), ("b", b)):
+        alone = write(tmp_path / f"{kpi}.csv", [
+            (str(int(T0.timestamp()) + i * 300), repr(float(v))) for i, v in enumerate(values)])
+        assert run(alone, "--output", tmp_path / f"{kpi}_out.csv") == 0
+        opened += int(re.search(r"(\d+) anomalies opened", capsys.readouterr().out)[1])
+        own = read(tmp_path / f"{kpi}_out.csv")
+        mine = [r for r in rows if r["KPI ID"] == kpi]
+        for name in (*FIELDS, "flag"):
+            assert [r[name] for r in mine] == [r[name] for r in own], (kpi, name)
+    flagged = sum(r["flag"] == "1" for r in rows)
+    assert opened >= 1
+    assert f"kpis.csv: 700 rows, {flagged} flagged, {opened} anomalies opened" in captured.out
+    assert column([r for r in rows if r["KPI ID"] == "a"], "anomaly_score")[350] > 1
+    # One plot per series, named after it.
+    for kpi in ("a", "b"):
+        assert (tmp_path / f"kpis.{kpi}.png").read_bytes().startswith(b"\x89PNG")
+    # --series-column names the column; one the file lacks is an error naming it.
+    capsys.readouterr()
+    assert run(src, "--series-column", "kpi id", "--output", tmp_path / "named.csv") == 0
+    assert scored(tmp_path / "named.csv") == rows
+    assert "told apart" not in capsys.readouterr().err  # asked for: no note
+    assert run(src, "--series-column", "host", "--output", tmp_path / "no.csv") == 2
+    assert "no column 'host' to tell series apart (--series-column)" in capsys.readouterr().err
+    assert not (tmp_path / "no.csv").exists()
+
+
+def test_a_file_of_several_series_without_a_column_naming_them_gets_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = series(60)
     src = tmp_path / "kpis.csv"
-    src.write_text("timestamp,value,KPI ID\n" + "".join(
-        f"{int(T0.timestamp()) + i * 60},{v},{kpi}\n"
-        for i, v in enumerate(values) for kpi in ("a", "b")))
+    src.write_text("timestamp,value,host\n" + "".join(
+        f"{int(T0.timestamp()) + i * 60},{v},web\n" for i, v in enumerate(values)
+        for _ in range(2)))
     assert run(src, "--output", tmp_path / "out.csv") == 0
     err = capsys.readouterr().err
     assert (f"otel-anomaly: warning: {src}: 120 of 120 rows share their timestamp with "
-            "another row (other columns: KPI ID)") in err
+            "another row (other columns: host), and no column tells the series apart") in err
     assert len(read(tmp_path / "out.csv")) == 120
     # A few repeated rows (msmon's files have some) are one series' duplicates: no note.
     single = write(tmp_path / "single.csv", [*regular(values), regular(values)[-1]])
