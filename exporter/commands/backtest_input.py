@@ -1,8 +1,10 @@
 """Backtest input: CSV files with ``timestamp`` and ``value`` columns (the NAB layout).
 
 A file's header must name a ``timestamp`` and a ``value`` column (any case, any position;
-other columns are ignored). Cells are separated by commas, or by semicolons, tabs or bars
-where the header is (the first of these that splits it into both names). Each following
+other columns are ignored; ``TIME_COLUMNS`` and ``VALUE_COLUMNS`` list the other names
+taken, such as Yahoo S5's ``timestamps``). Cells are separated by commas, or by
+semicolons, tabs or bars where the header is (the first of these that splits it into both
+names). Each following
 non-blank line is one point:
 
 - ``timestamp`` is ISO 8601 (``2014-07-01T00:00:00Z``, ``2014-07-01 00:00:00`` as in NAB,
@@ -65,6 +67,11 @@ _SEVERAL_SERIES_SHARE = 0.5
 # Rows of one series of such a file that may repeat its time (duplicated rows) and still
 # let a column be taken as the series' name.
 _DUPLICATE_SHARE = 0.01
+TIME_COLUMNS = ("timestamp", "timestamps", "time", "datetime", "date")
+"""Names of the timestamp column (any case), the first found in this order: NAB's, then
+Yahoo S5's ``timestamps`` and other common ones."""
+VALUE_COLUMNS = ("value", "values")
+"""Names of the value column (any case), the first found in this order."""
 DELIMITERS = (",", ";", "\t", "|")
 """Cell separators a header may use; a comma unless another splits it into the two names."""
 
@@ -195,19 +202,26 @@ def read_series(
 def _delimiter(header: str) -> str:
     """The separator of ``DELIMITERS`` that splits ``header`` into both names (else a comma)."""
     for delimiter in DELIMITERS:
-        names = {cell.strip().strip('"').lower() for cell in header.split(delimiter)}
-        if {"timestamp", "value"} <= names:
+        names = [cell.strip().strip('"').lower() for cell in header.split(delimiter)]
+        if _named(names, TIME_COLUMNS) is not None and _named(names, VALUE_COLUMNS) is not None:
             return delimiter
     return ","
 
 
+def _named(names: list[str], accepted: tuple[str, ...]) -> int | None:
+    """The position of the first of ``accepted`` (in its order) among ``names``, if any."""
+    return next((names.index(name) for name in accepted if name in names), None)
+
+
 def _columns(header: list[str], source: str) -> tuple[int, int]:
     names = [cell.strip().lower() for cell in header]
-    if "timestamp" not in names or "value" not in names:
-        msg = (f"{source}: the header must have `timestamp` and `value` columns; "
+    t_col, v_col = _named(names, TIME_COLUMNS), _named(names, VALUE_COLUMNS)
+    if t_col is None or v_col is None:
+        msg = (f"{source}: the header must have `timestamp` and `value` columns (or "
+               f"{', '.join(TIME_COLUMNS[1:])}; {', '.join(VALUE_COLUMNS[1:])}); "
                f"got {header!r}")
         raise BacktestInputError(msg)
-    return names.index("timestamp"), names.index("value")
+    return t_col, v_col
 
 
 def _id_column(header: list[str], series_column: str, source: str) -> int:

@@ -212,7 +212,8 @@ BAD_CELLS = [
 ]
 BAD_FILES = [
     (["time,val", "2014-07-01 00:00:00,1"],
-     "bad.csv: the header must have `timestamp` and `value` columns; got ['time', 'val']"),
+     "bad.csv: the header must have `timestamp` and `value` columns (or timestamps, time, "
+     "datetime, date; values); got ['time', 'val']"),
     ([], "bad.csv: empty file"),
 ]
 
@@ -437,6 +438,23 @@ def test_a_file_of_several_series_without_a_column_naming_them_gets_a_warning(
     err = capsys.readouterr().err
     assert "not a time" in err
     assert "share their timestamp" not in err
+
+
+def test_common_names_of_the_timestamp_and_value_columns(tmp_path: Path) -> None:
+    # Yahoo S5's A2-A4 layout names the column `timestamps`; other files say `time`.
+    yahoo = tmp_path / "yahoo.csv"
+    yahoo.write_text("timestamps,value,anomaly\n" + "".join(
+        f"{1416722400 + i * 3600},{v!r},0\n" for i, v in enumerate([1.0, 2.0, 3.0])))
+    assert run(yahoo, "--output", tmp_path / "yahoo_out.csv") == 0
+    assert [r["value"] for r in read(tmp_path / "yahoo_out.csv")] == ["1.0", "2.0", "3.0"]
+    # With semicolons, and `timestamp` preferred to `time` when a file has both.
+    both = tmp_path / "both.csv"
+    both.write_text("Time;Values;timestamp\nmorning;5;2014-07-01 00:00:00\n"
+                    "noon;6;2014-07-01 00:05:00\n")
+    assert run(both, "--output", tmp_path / "both_out.csv") == 0
+    rows = read(tmp_path / "both_out.csv")
+    assert [(r["timestamp"], r["value"]) for r in rows] == [
+        ("2014-07-01 00:00:00", "5"), ("2014-07-01 00:05:00", "6")]
 
 
 def test_iso_timestamps_with_offsets_and_case_insensitive_header(tmp_path: Path) -> None:
