@@ -160,23 +160,22 @@ def replay(
     ``max_series`` is raised to the number of inputs if needed: it bounds a live sidecar's
     memory, and a replay must score every file it was given.
     """
-    parts = [(s, part, rows) for s in inputs for part, rows in s.parts()]
+    parts = [(i, s, part, rows) for i, s in enumerate(inputs) for part, rows in s.parts()]
     settings = config.engine_settings(clock=_replay_clock)
     engine = Engine(replace(settings, max_series=max(settings.max_series, len(parts))))
     series = [RecordedSeries(series_key(s.metric or metric, s.name, part),
-                             s.ts_unix_nano[rows], s.values[rows]) for s, part, rows in parts]
+                             s.ts_unix_nano[rows], s.values[rows]) for _, s, part, rows in parts]
     total = sum(len(s) for s in inputs)
     hidden = progress is None or total < PROGRESS_MIN_ROWS
     with tqdm(total=total, file=progress, disable=hidden, unit="pt", unit_scale=True,
               desc="backtest", mininterval=0.5, dynamic_ncols=True) as bar:
         results = backtest(engine, series, progress=bar.update)
     # Back to one result per file, in its row order.
-    merged = {id(s): _empty_result(len(s)) for s in inputs}
-    for (s, _, rows), result in zip(parts, results, strict=True):
-        out = merged[id(s)]
+    merged = [_empty_result(len(s)) for s in inputs]
+    for (i, _, _, rows), result in zip(parts, results, strict=True):
         for name in ("score", "expected", "lower", "upper", "flag"):
-            getattr(out, name)[rows] = getattr(result, name)
-    return [merged[id(s)] for s in inputs]
+            getattr(merged[i], name)[rows] = getattr(result, name)
+    return merged
 
 
 def _empty_result(n: int) -> BacktestResult:
@@ -211,8 +210,9 @@ def run_backtest(
     results = replay(config, inputs, job.metric, job.progress)
     elapsed = time.perf_counter() - started
     rows = sum(len(s) for s in inputs)
-    _log.info("backtested %d rows of %d series in %.2fs (%.0f points/s)",
-              rows, len(inputs), elapsed, rows / elapsed if elapsed > 0 else math.inf)
+    _log.info("backtested %d rows of %d series in %.2fs (%.0f points/s)", rows,
+              sum(len(set(s.series_ids)) or 1 for s in inputs), elapsed,
+              rows / elapsed if elapsed > 0 else math.inf)
     for path, s, r in zip(csvs, inputs, results, strict=False):
         write_csv(path, s, r)
     summaries = [SeriesSummary.of(s, r) for s, r in zip(inputs, results, strict=True)]
@@ -247,6 +247,10 @@ def _safe(name: str) -> str:
 
 def _read(job: BacktestJob) -> list[InputSeries]:
     if job.prometheus is not None:
+        if job.series_column is not None:
+            msg = ("--series-column applies to CSV input; a --prometheus query already "
+                   "returns one series per label set")
+            raise BacktestInputError(msg)
         return prometheus_inputs(job.prometheus)
     if job.input is None:
         msg = "nothing to backtest: give an INPUT file or folder, or --prometheus and --query"

@@ -4,8 +4,7 @@ A file's header must name a ``timestamp`` and a ``value`` column (any case, any 
 other columns are ignored; ``TIME_COLUMNS`` and ``VALUE_COLUMNS`` list the other names
 taken, such as Yahoo S5's ``timestamps``). Cells are separated by commas, or by
 semicolons, tabs or bars where the header is (the first of these that splits it into both
-names). Each following
-non-blank line is one point:
+names). Each following non-blank line is one point:
 
 - ``timestamp`` is ISO 8601 (``2014-07-01T00:00:00Z``, ``2014-07-01 00:00:00`` as in NAB,
   with or without an offset; naive times are read as UTC), or Unix time as a number.
@@ -123,8 +122,10 @@ class InputSeries:
             return [("", np.arange(len(self), dtype=np.intp))]
         names, first, inverse = np.unique(np.asarray(self.series_ids, dtype=object),
                                           return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        return [(str(names[i]), np.flatnonzero(inverse == i)) for i in order.tolist()]
+        # Rows grouped by series (file order within each), in one sort: not a pass per series.
+        grouped = np.argsort(inverse, kind="stable").astype(np.intp)
+        rows = np.split(grouped, np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1])
+        return [(str(names[i]), rows[i]) for i in np.argsort(first, kind="stable").tolist()]
 
     def part(self, name: str, rows: NDArray[np.intp]) -> InputSeries:
         """The rows ``rows`` as a file of one series, named ``name`` (for plots)."""

@@ -410,6 +410,10 @@ def test_a_file_holding_several_series_scores_each_as_its_own(
     assert run(src, "--series-column", "host", "--output", tmp_path / "no.csv") == 2
     assert "no column 'host' to tell series apart (--series-column)" in capsys.readouterr().err
     assert not (tmp_path / "no.csv").exists()
+    # A query returns one series per label set already: the column is refused, not ignored.
+    assert run("--prometheus", "http://127.0.0.1:9", "--query", "up",
+               "--series-column", "KPI ID") == 2
+    assert "--series-column applies to CSV input" in capsys.readouterr().err
 
 
 def test_a_file_of_several_series_without_a_column_naming_them_gets_a_warning(
