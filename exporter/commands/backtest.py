@@ -216,22 +216,37 @@ def run_backtest(
     for path, s, r in zip(csvs, inputs, results, strict=False):
         write_csv(path, s, r)
     summaries = [SeriesSummary.of(s, r) for s, r in zip(inputs, results, strict=True)]
+    # A file of several series: each series on its own (plot, summary line).
+    pieces = [_pieces(s, r) for s, r in zip(inputs, results, strict=True)]
     if job.plot is not None:
         from otel_anomaly.exporter.commands.backtest_plot import plot_series  # noqa: PLC0415 - slow
 
-        for s, r, summary in zip(inputs, results, summaries, strict=True):
+        for s, r, summary, parts in zip(inputs, results, summaries, pieces, strict=True):
             target = _target(job.plot, s.name, folder, ".png")
-            if not s.series_ids:
+            if not parts:
                 plot_series(target, s, r, summary)
-                continue
-            for part, picked in s.parts():  # one plot per series of a file of several
-                one, result = s.part(f"{s.name} [{part}]", picked), _rows_of(r, picked)
+            for part, one, result, one_summary in parts:
                 plot_series(target.with_name(f"{target.stem}.{_safe(part)}.png"), one, result,
-                            SeriesSummary.of(one, result))
-    out.writelines(f"{s.line()}\n" for s in summaries)
+                            one_summary)
+    for summary, parts in zip(summaries, pieces, strict=True):
+        out.write(f"{summary.line()}\n")
+        out.writelines(f"  {one_summary.line()}\n" for *_, one_summary in parts)
     if folder:
         out.write(f"{_total(summaries).line()}\n")
     return summaries
+
+
+def _pieces(
+    series: InputSeries, result: BacktestResult,
+) -> list[tuple[str, InputSeries, BacktestResult, SeriesSummary]]:
+    """Each series of a file of several, as a file of its own (none for a file of one)."""
+    if not series.series_ids:
+        return []
+    out = []
+    for part, rows in series.parts():
+        one, mine = series.part(f"{series.name} [{part}]", rows), _rows_of(result, rows)
+        out.append((part, one, mine, SeriesSummary.of(one, mine)))
+    return out
 
 
 def _rows_of(result: BacktestResult, rows: np.ndarray) -> BacktestResult:

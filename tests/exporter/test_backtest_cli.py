@@ -398,6 +398,10 @@ def test_a_file_holding_several_series_scores_each_as_its_own(
     flagged = sum(r["flag"] == "1" for r in rows)
     assert opened >= 1
     assert f"kpis.csv: 700 rows, {flagged} flagged, {opened} anomalies opened" in captured.out
+    # ... and one line per series under it, in order of first row.
+    lines = captured.out.splitlines()
+    assert lines[1].startswith("  kpis.csv [a]: 400 rows, "), lines
+    assert lines[2].startswith("  kpis.csv [b]: 300 rows, 0 flagged, 0 anomalies opened"), lines
     assert column([r for r in rows if r["KPI ID"] == "a"], "anomaly_score")[350] > 1
     # One plot per series, named after it.
     for kpi in ("a", "b"):
