@@ -226,12 +226,13 @@ def _columns(header: list[str], source: str) -> tuple[int, int]:
 
 
 def _id_column(header: list[str], series_column: str, source: str) -> int:
-    names = [cell.strip().lower() for cell in header]
-    if series_column.strip().lower() not in names:
+    wanted = series_column.strip().lower()
+    found = _named([cell.strip().lower() for cell in header], (wanted,)) if wanted else None
+    if found is None:
         msg = (f"{source}: no column {series_column!r} to tell series apart "
                f"(--series-column); the header is {header!r}")
         raise BacktestInputError(msg)
-    return names.index(series_column.strip().lower())
+    return found
 
 
 def _parse(

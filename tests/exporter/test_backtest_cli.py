@@ -414,6 +414,11 @@ def test_a_file_holding_several_series_scores_each_as_its_own(
     assert run(src, "--series-column", "host", "--output", tmp_path / "no.csv") == 2
     assert "no column 'host' to tell series apart (--series-column)" in capsys.readouterr().err
     assert not (tmp_path / "no.csv").exists()
+    # An empty name is no column, even where a header has an empty cell.
+    blank = tmp_path / "blank.csv"
+    blank.write_text("timestamp,value,\n1,2,x\n")
+    assert run(blank, "--series-column", " ", "--output", tmp_path / "no.csv") == 2
+    assert "no column ' ' to tell series apart" in capsys.readouterr().err
     # A query returns one series per label set already: the column is refused, not ignored.
     assert run("--prometheus", "http://127.0.0.1:9", "--query", "up",
                "--series-column", "KPI ID") == 2
