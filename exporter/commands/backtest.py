@@ -12,7 +12,7 @@ import csv
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -368,26 +368,40 @@ def _cells(values: np.ndarray) -> list[str]:
     return ["" if v != v else repr(v) for v in values.tolist()]  # noqa: PLR0124 - NaN test
 
 
+_WRITE_ROWS = 65_536
+
+
+def _output_rows(
+    series: InputSeries, result: BacktestResult, rows: slice,
+) -> Iterator[tuple[str, ...]]:
+    """The output rows of input rows ``rows``: the ``COLUMNS``, then the series column."""
+    cells = [
+        series.stamps[rows], series.texts[rows], _cells(result.score[rows]),
+        _cells(result.expected[rows]), _cells(result.lower[rows]), _cells(result.upper[rows]),
+        ["1" if f else "0" for f in result.flag[rows].tolist()],
+    ]
+    if series.series_ids:
+        cells.append(list(series.series_ids[rows]))
+    return zip(*cells, strict=True)
+
+
 def write_csv(path: Path, series: InputSeries, result: BacktestResult) -> None:
     """Write one row per input row, in input order: the ``COLUMNS``, timestamps as given.
 
     A file of several series gets its ``series_column`` last, as given.
     """
-    cells = [
-        series.stamps, series.texts, _cells(result.score), _cells(result.expected),
-        _cells(result.lower), _cells(result.upper),
-        ["1" if f else "0" for f in result.flag.tolist()],
-    ]
     header = list(COLUMNS)
     if series.series_ids:
-        cells.append(list(series.series_ids))
         header.append(series.series_column)
     _make_parent(path)
     try:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
-            writer.writerows(zip(*cells, strict=True))
+            # In slices: the text of every cell of a file of millions of rows at once
+            # would take gigabytes.
+            for start in range(0, len(series), _WRITE_ROWS):
+                writer.writerows(_output_rows(series, result, slice(start, start + _WRITE_ROWS)))
     except OSError as exc:
         msg = f"{path}: cannot write: {exc.strerror or exc}"
         raise BacktestInputError(msg) from exc

@@ -21,21 +21,21 @@ names). Each following non-blank line is one point:
 Rows need not be sorted and timestamps may repeat. A file whose rows mostly repeat another
 row's timestamp holds several series (the AIOps KPI layout: ``timestamp,value,label,KPI
 ID``). When one other column tells them apart (within each of its values no timestamp
-repeats, and it has from 2 to half as many values as rows), each of its values is scored as
-its own series and the file gets a note naming the column; ``series_column`` names the
-column instead. A label column never qualifies: rows of one label share timestamps. Without
-such a column the file is scored as one series, with a note saying so. A bad cell (a value
-that is not a number, a timestamp that cannot be read, a row with too few columns) does not
-stop the backtest: its row is kept like a missing point (at the time of the row before it)
-and the problem is recorded, naming ``file:line`` and the cell; with ``strict`` it is an
-error instead. A file without a ``timestamp``/``value`` header is always an error.
+repeats, and it has from 2 to half as many values as rows, and at most 100,000), each of its
+values is scored as its own series and the file gets a note naming the column;
+``series_column`` names the column instead (any number of values). A label column never
+qualifies: rows of one label share timestamps. Without such a column the file is scored as
+one series, with a note saying so. A bad cell (a value that is not a number, a timestamp
+that cannot be read, a row with too few columns) does not stop the backtest: its row is kept
+like a missing point (at the time of the row before it) and the problem is recorded, naming
+``file:line`` and the cell; with ``strict`` it is an error instead. A file without a
+``timestamp``/``value`` header is always an error.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +66,11 @@ _SEVERAL_SERIES_SHARE = 0.5
 # Rows of one series of such a file that may repeat its time (duplicated rows) and still
 # let a column be taken as the series' name.
 _DUPLICATE_SHARE = 0.01
+# A column with more distinct values than this is not looked at as the series' name (the
+# sidecar's default series cap): its cells are let go while the file is read, so a wide
+# file's other measurements do not stay in memory as text. ``--series-column`` still
+# takes any column.
+_MAX_SERIES_FOUND = 100_000
 TIME_COLUMNS = ("timestamp", "timestamps", "time", "datetime", "date")
 """Names of the timestamp column (any case), the first found in this order: NAB's, then
 Yahoo S5's ``timestamps`` and other common ones."""
@@ -251,6 +256,8 @@ def _parse(
     others = [i for i, cell in enumerate(header)
               if i not in (t_col, v_col) and cell.strip()] if given is None else [given]
     cells: dict[int, list[str]] = {i: [] for i in others}  # other columns, per row
+    # One string per distinct cell of a column: a series' name repeats on every row.
+    distinct: dict[int, dict[str, str]] = {i: {} for i in others}
     width = max(t_col, v_col) + 1
     stamps: list[str] = []
     texts: list[str] = []
@@ -262,8 +269,8 @@ def _parse(
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         where = f"{source}:{reader.line_num}"
-        for i, column in cells.items():
-            column.append(row[i].strip() if len(row) > i else "")
+        if cells:
+            _keep_cells(row, cells, distinct, given)
         try:
             if len(row) < width:
                 msg = f"{where}: expected at least {width} columns; got {len(row)}: {row!r}"
@@ -289,23 +296,43 @@ def _parse(
     series = InputSeries(name, path, stamps, texts, _to_unix_nano(raw, numeric is True, source),
                          np.asarray(values, np.float64), tuple(problems),
                          notes=_row_number_note(raw, numeric is True, source))
-    return _split(series, raw, header, (t_col, v_col), cells, given)
+    return _split(series, raw, header, (t_col, v_col), cells, distinct, given)
+
+
+def _keep_cells(
+    row: list[str], cells: dict[int, list[str]], distinct: dict[int, dict[str, str]],
+    given: int | None,
+) -> None:
+    """Append the row's cell of each column still looked at; drop columns of too many values."""
+    dropped = []
+    for i, column in cells.items():
+        cell = row[i].strip() if len(row) > i else ""
+        seen = distinct[i]
+        column.append(seen.setdefault(cell, cell))
+        if len(seen) > _MAX_SERIES_FOUND and i != given:
+            dropped.append(i)
+    for i in dropped:
+        del cells[i], distinct[i]
 
 
 def _split(
     series: InputSeries, raw: list[int | float | None], header: list[str],
-    used: tuple[int, int], cells: dict[int, list[str]], given: int | None,
+    used: tuple[int, int], cells: dict[int, list[str]], distinct: dict[int, dict[str, str]],
+    given: int | None,
 ) -> InputSeries:
     """``series``, its rows told apart by column ``given`` or by the one found.
 
     A column is looked for when most rows share their timestamp; the note says which was
-    found, or that none was.
+    found, or that none was. ``distinct``: each column's distinct cells.
     """
     source = str(series.path)
-    repeated, known = _repeated(raw), sum(x is not None for x in raw)
+    # Rows whose timestamp was readable (the others sit at the time of the row before).
+    good = np.fromiter((x is not None for x in raw), np.bool_, len(raw))
+    times = series.ts_unix_nano[good]
+    repeated, known = _repeated(times), len(times)
     several = known >= 2 and repeated >= _SEVERAL_SERIES_SHARE * known
     column = given if given is not None else (
-        _identifying_column(raw, cells) if several else None)
+        _identifying_column(times, good, cells, distinct) if several else None)
     if column is None:
         if not several:
             return series
@@ -315,21 +342,27 @@ def _split(
     notes = series.notes
     if given is None:  # found, not asked for: say so
         notes += (f"{source}: rows are told apart by column {header[column].strip()!r}: "
-                  f"{len(set(ids))} series, each scored as its own",)
+                  f"{len(distinct[column])} series, each scored as its own",)
     return replace(series, notes=notes, series_column=header[column].strip(), series_ids=ids)
 
 
-def _repeated(raw: list[int | float | None]) -> int:
-    """Rows whose readable timestamp another row shares (exact: no float rounding).
+def _repeated(times: NDArray[np.int64]) -> int:
+    """How many of ``times`` (the readable ones) another one equals.
 
     A row whose timestamp could not be read is kept at the time of the row before it, which
-    is not a repeat (its problem is reported already).
+    is not a repeat (its problem is reported already), so it is not among ``times``.
     """
-    return sum(n for n in Counter(x for x in raw if x is not None).values() if n > 1)
+    ordered = np.sort(times)
+    same = ordered[1:] == ordered[:-1]
+    repeats = np.zeros(len(ordered), np.bool_)
+    repeats[1:] |= same
+    repeats[:-1] |= same
+    return int(np.count_nonzero(repeats))
 
 
 def _identifying_column(
-    raw: list[int | float | None], cells: dict[int, list[str]],
+    times: NDArray[np.int64], good: NDArray[np.bool_], cells: dict[int, list[str]],
+    distinct: dict[int, dict[str, str]],
 ) -> int | None:
     """The first column within each of whose values readable timestamps (almost) never repeat.
 
@@ -337,13 +370,18 @@ def _identifying_column(
     second measurement is not a series name). Up to ``_DUPLICATE_SHARE`` of the rows may
     repeat a time within their series (recordings have a few duplicated rows). A label
     column never qualifies: its rows share timestamps (every series is normal at most times).
+    ``times``: the readable rows' times; ``good``: which rows they are.
     """
-    known = [i for i, x in enumerate(raw) if x is not None]
     for column, ids in cells.items():
-        if not 2 <= len(set(ids)) <= len(raw) / 2:
+        if not 2 <= len(distinct[column]) <= len(good) / 2:
             continue
-        pairs = {(raw[i], ids[i]) for i in known}
-        if len(known) - len(pairs) <= _DUPLICATE_SHARE * len(known):
+        code_of = {cell: code for code, cell in enumerate(distinct[column])}
+        codes = np.fromiter((code_of[cell] for cell in ids), np.int64, len(ids))[good]
+        # Rows sorted by (time, value): a repeat is a row equal to the one before it.
+        order = np.lexsort((codes, times))
+        t, c = times[order], codes[order]
+        repeats = np.count_nonzero((t[1:] == t[:-1]) & (c[1:] == c[:-1]))
+        if repeats <= _DUPLICATE_SHARE * len(times):
             return column
     return None
 
@@ -355,7 +393,8 @@ def _several_series_note(
     others = [cell.strip() for i, cell in enumerate(header) if i not in used and cell.strip()]
     which = f" (other columns: {', '.join(others)})" if others else ""
     return (f"{source}: {repeated} of {known} rows share their timestamp with another "
-            f"row{which}, and no column tells the series apart: if the file holds several "
+            f"row{which}, and no column tells the series apart (a column of more than "
+            f"{_MAX_SERIES_FOUND:,} values is not looked at): if the file holds several "
             "series, give each its own file or name the column with --series-column; here "
             "they are scored as one series, in time order",)
 
@@ -421,6 +460,21 @@ def _stamp(stamp: str, numeric: bool, where: str) -> int | float:
     return nanos
 
 
+def _int_unix_nano(
+    raw: list[int | float | None], known: list[int | float], scale: int, source: str,
+) -> NDArray[np.int64]:
+    """``_to_unix_nano`` of whole-numbered times, in numpy: no Python int per row twice."""
+    if max(abs(x) for x in known) * scale > _INT64_MAX:
+        msg = f"{source}: Unix timestamps beyond the year 2262"
+        raise BacktestInputError(msg)
+    good = np.fromiter((x is not None for x in raw), np.bool_, len(raw))
+    times = np.fromiter((0 if x is None else x for x in raw), np.int64, len(raw)) * scale
+    # A bad row takes the time of the good row before it (the first good row's if none is).
+    last_good = np.maximum.accumulate(np.where(good, np.arange(len(raw)), -1))
+    out: NDArray[np.int64] = times[np.where(last_good >= 0, last_good, np.argmax(good))]
+    return out
+
+
 def _to_unix_nano(
     raw: list[int | float | None], numeric: bool, source: str
 ) -> NDArray[np.int64]:
@@ -430,6 +484,8 @@ def _to_unix_nano(
     if numeric and known:
         largest = max(abs(x) for x in known)
         scale = next((s for limit, s in _UNIT_LIMITS if largest < limit), 1)
+    if known and all(type(x) is int for x in known):
+        return _int_unix_nano(raw, known, scale, source)
     converted = [None if x is None else x * scale if isinstance(x, int) else round(x * scale)
                  for x in raw]
     # Bad rows sit at the time of the row before them (the first good time if none is).

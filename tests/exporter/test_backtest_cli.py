@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from otel_anomaly.exporter.cli import main
 from otel_anomaly.exporter.commands import backtest as backtest_run
+from otel_anomaly.exporter.commands import backtest_input
 from otel_anomaly.exporter.commands.backtest import COLUMNS, series_key
 from otel_anomaly.exporter.config import load_config
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
@@ -425,14 +427,21 @@ def test_a_file_holding_several_series_scores_each_as_its_own(
     assert "--series-column applies to CSV input" in capsys.readouterr().err
 
 
+def minutely(path: Path, header: str, values: np.ndarray,
+             rows_of: Callable[[float], list[str]]) -> Path:
+    """A CSV with the rows ``rows_of(value)`` at each minute (their cells after the time)."""
+    path.write_text(header + "\n" + "".join(
+        f"{int(T0.timestamp()) + i * 60},{row}\n" for i, v in enumerate(values.tolist())
+        for row in rows_of(v)))
+    return path
+
+
 def test_a_file_of_several_series_without_a_column_naming_them_gets_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     values = series(60)
-    src = tmp_path / "kpis.csv"
-    src.write_text("timestamp,value,host\n" + "".join(
-        f"{int(T0.timestamp()) + i * 60},{v},web\n" for i, v in enumerate(values)
-        for _ in range(2)))
+    src = minutely(tmp_path / "kpis.csv", "timestamp,value,host", values,
+                   lambda v: [f"{v},web"] * 2)
     assert run(src, "--output", tmp_path / "out.csv") == 0
     err = capsys.readouterr().err
     assert (f"otel-anomaly: warning: {src}: 120 of 120 rows share their timestamp with "
@@ -451,6 +460,26 @@ def test_a_file_of_several_series_without_a_column_naming_them_gets_a_warning(
     err = capsys.readouterr().err
     assert "not a time" in err
     assert "share their timestamp" not in err
+
+
+def test_a_column_of_too_many_values_is_not_taken_for_the_series_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its cells are let go while the file is read (a wide file's other measurements would
+    # otherwise stay in memory as text); naming it still splits the file.
+    monkeypatch.setattr(backtest_input, "_MAX_SERIES_FOUND", 3)
+    src = minutely(tmp_path / "kpis.csv", "timestamp,value,kpi", series(40),
+                   lambda v: [f"{v + k},k{k}" for k in range(4)])
+    assert run(src, "--output", tmp_path / "out.csv") == 0
+    err = capsys.readouterr().err
+    assert ("and no column tells the series apart (a column of more than 3 values is not "
+            "looked at)") in err
+    assert run(src, "--output", tmp_path / "named.csv", "--series-column", "kpi") == 0
+    with (tmp_path / "named.csv").open(newline="") as handle:
+        assert {r["kpi"] for r in csv.DictReader(handle)} == {"k0", "k1", "k2", "k3"}
+    monkeypatch.setattr(backtest_input, "_MAX_SERIES_FOUND", 4)
+    assert run(src, "--output", tmp_path / "found.csv") == 0
+    assert "rows are told apart by column 'kpi': 4 series" in capsys.readouterr().err
 
 
 def test_common_names_of_the_timestamp_and_value_columns(tmp_path: Path) -> None:
