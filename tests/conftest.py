@@ -7,9 +7,15 @@ conftest), so test modules can ``import helpers``.
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from otel_anomaly.exporter.config import load_config
 from otel_anomaly.processors.kernel_warm_up import warm_up
+
+# No wall-clock limit on a property's examples: a first call that loads or compiles a kernel
+# on a busy machine took 254 ms against hypothesis' default deadline of 200 ms.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session", autouse=True)
