@@ -343,13 +343,21 @@ class Scorer:
             mask = ~was_open if settled is None else ~was_open | settled
         lesson = rnd.seen if gating else held_lesson(rnd, held)
         received = rnd.part.values
-        if grace is None:
+        learning = None if grace is None else ~grace
+        if not (gating or detector.learns_held_rows) and held is not rnd.shown:
+            # Rows scored against their anomaly's held band (as ``held_lesson`` finds them)
+            # teach this detector nothing.
+            holding = held.expected != rnd.shown.expected
+            if _any(holding):
+                learning = ~holding if learning is None else learning & ~holding
+        if learning is None:
             calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received)
             detector.learn_round(gated(lesson, calibrated, policy, settled))
             return
-        # A deploy's level change goes into the offset; the detector keeps its shape.
-        self.offsets.absorb(slots[grace], (lesson.values - calibrated.expected)[grace])
-        keep = np.flatnonzero(~grace)
+        if grace is not None:
+            # A deploy's level change goes into the offset; the detector keeps its shape.
+            self.offsets.absorb(slots[grace], (lesson.values - calibrated.expected)[grace])
+        keep = np.flatnonzero(learning)
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
                          None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep],

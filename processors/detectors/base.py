@@ -117,6 +117,10 @@ class Detector(abc.ABC):
     band_follows_value: ClassVar[bool] = False
     """True if a row's predicted band depends on the row's own value (not only on the state,
     slot and time): what caches a prediction must then key on the values as well."""
+    learns_held_rows: bool = True
+    """False if the rows of an anomaly still scored against the band it opened against
+    (``processors.alerting.held_band``) must teach the detector nothing; True: they teach
+    it clipped to that band."""
     compiled_learning: bool = False
     """True if ``_learn_unique`` only calls compiled kernels, which never warn: learning then
     skips the numpy ``errstate`` that quiets overflows (it costs more than a one-row kernel

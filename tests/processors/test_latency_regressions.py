@@ -19,6 +19,7 @@ from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.testing import incident_series, replay_incidents
+from otel_anomaly.processors.types import SeriesKey
 
 SEEDS = range(4)
 DAYS, AT_DAY, STEP_S = 9.0, 7.0, 120.0  # a week-old series: the weekly profile is not ready
@@ -59,3 +60,32 @@ def test_the_alarm_narrows_at_once_where_the_gradual_rule_narrows_a_little() -> 
     assert float(gradual.factor(slots)[0][0, 0]) == pytest.approx(0.65, abs=0.01)
     up, down = alarm.factor(slots)
     assert (float(up[0, 0]), float(down[0, 0])) == (0.3, 1.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_young_latency_series_keeps_a_band_of_its_own_scale_through_a_slowdown(
+    seed: int,
+) -> None:
+    # A p95 a hundred 10-s windows old slows 5x for 5 minutes: its anomaly stays open, and
+    # its exported band (the detector's own) stays within a few times the values it has
+    # seen. When the held anomaly taught the ensemble (each point clipped to the edge of
+    # the band it opened against, far out for its members), the band's top reached 100 s
+    # around a 160 ms expected value within 3 minutes.
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    key = SeriesKey("traces_span_metrics_duration_milliseconds:p95",
+                    (("service.name", "pay"),), ())
+    rng = np.random.default_rng(seed)
+    quiet, slow = 100, 30
+    values = 120.0 * np.exp(rng.normal(0.0, 0.12, quiet + slow))
+    values[quiet:] *= 5.0
+    uppers, flags = [], []
+    for i, value in enumerate(values.tolist()):
+        scores = engine.ingest_series(
+            [key], np.array([1_700_000_000 * 10**9 + i * 10 * 10**9]), np.array([value])).scores
+        uppers.append(float(scores.upper[0]))
+        flags.append(bool(scores.flag[0]))
+    assert all(flags[quiet + 2:]), "the slowdown's anomaly closed while it lasted"
+    highest = max(uppers[quiet:])
+    assert highest < 20 * values.max(), (
+        f"the band's top reached {highest:,.0f} ms for values of at most "
+        f"{values.max():,.0f} ms")
