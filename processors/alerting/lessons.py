@@ -24,6 +24,17 @@ class ScoredRound:
     shown: Calibrated  # the same, offset restored: what is exported
 
 
+def held_rows(rnd: ScoredRound, held: Calibrated) -> NDArray[np.bool_]:
+    """Rows scored against their anomaly's held band instead of the detector's own.
+
+    A series' first point has no expected value (NaN, never equal to itself): it is never
+    held, whatever other rows of its round are.
+    """
+    expected = rnd.shown.expected
+    out: NDArray[np.bool_] = (held.expected != expected) & ~np.isnan(expected)
+    return out
+
+
 def held_lesson(rnd: ScoredRound, held: Calibrated) -> SeriesBatch:
     """What the detector learns without learn gating: values clipped to a held band.
 
@@ -33,7 +44,7 @@ def held_lesson(rnd: ScoredRound, held: Calibrated) -> SeriesBatch:
     if held is rnd.shown:
         return rnd.seen
     seen = rnd.seen
-    holding = held.expected != rnd.shown.expected
+    holding = held_rows(rnd, held)
     shift = 0.0 if rnd.shift is None else rnd.shift
     lo, hi = held.lower - shift, held.upper - shift
     return seen.with_values(np.where(holding, np.clip(seen.values, lo, hi), seen.values))

@@ -21,7 +21,12 @@ from otel_anomaly.processors.alerting.deploys import LevelOffsets
 from otel_anomaly.processors.alerting.feedback import FeedbackBook
 from otel_anomaly.processors.alerting.held_band import HeldBands
 from otel_anomaly.processors.alerting.hysteresis import Hysteresis, Transitions
-from otel_anomaly.processors.alerting.lessons import ScoredRound, gated, held_lesson
+from otel_anomaly.processors.alerting.lessons import (
+    ScoredRound,
+    gated,
+    held_lesson,
+    held_rows,
+)
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
 from otel_anomaly.processors.alerting.young_series import young_damped
 from otel_anomaly.processors.detectors import DETECTORS, Detector
@@ -345,9 +350,8 @@ class Scorer:
         received = rnd.part.values
         learning = None if grace is None else ~grace
         if not (gating or detector.learns_held_rows) and held is not rnd.shown:
-            # Rows scored against their anomaly's held band (as ``held_lesson`` finds them)
-            # teach this detector nothing.
-            holding = held.expected != rnd.shown.expected
+            # Rows scored against their anomaly's held band teach this detector nothing.
+            holding = held_rows(rnd, held)
             if _any(holding):
                 learning = ~holding if learning is None else learning & ~holding
         if learning is None:

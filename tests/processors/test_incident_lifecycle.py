@@ -361,3 +361,27 @@ def test_a_false_positive_verdict_closes_a_leak_that_still_trends_away() -> None
     assert flag[judged_at - 1], "the anomaly was not open when it was judged"
     after = flag[judged_at : judged_at + 10]
     assert not after.all(), "a false-positive verdict left the leak's anomaly open"
+
+
+def test_a_new_series_learns_its_first_point_while_another_anomaly_is_held() -> None:
+    # Rows of one round share the held-band arrays: a first point (no expected value yet)
+    # in a round where another series' anomaly is held was clipped to NaN and never learned,
+    # so the series' next point still had no expected value.
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    shifted = SeriesKey("cpu_usage", (), (("s", "a"),))
+    new = SeriesKey("cpu_usage", (), (("s", "b"),))
+    rng = np.random.default_rng(0)
+    values = np.concatenate([100 + rng.normal(0, 1, 300), 160 + rng.normal(0, 1, 4)])
+    t0 = 1_700_000_000 * SECOND
+    flagged = 0
+    for i, value in enumerate(values[:-1].tolist()):
+        flagged += bool(engine.ingest_series([shifted], np.array([t0 + i * 300 * SECOND]),
+                                             np.array([value])).scores.flag[0])
+    assert flagged, "the shift never opened an anomaly"
+    last = len(values) - 1
+    first = engine.ingest_series([shifted, new], np.full(2, t0 + last * 300 * SECOND),
+                                 np.array([values[-1], 7.0])).scores
+    assert first.flag[0], "the shift's anomaly is no longer open"
+    second = engine.ingest_series([new], np.array([t0 + (last + 1) * 300 * SECOND]),
+                                  np.array([7.5])).scores
+    assert second.expected[0] == pytest.approx(7.0), "the first point was not learned"
