@@ -304,15 +304,15 @@ def _keep_cells(
     given: int | None,
 ) -> None:
     """Append the row's cell of each column still looked at; drop columns of too many values."""
-    dropped = []
+    wide = False
     for i, column in cells.items():
         cell = row[i].strip() if len(row) > i else ""
         seen = distinct[i]
         column.append(seen.setdefault(cell, cell))
-        if len(seen) > _MAX_SERIES_FOUND and i != given:
-            dropped.append(i)
-    for i in dropped:
-        del cells[i], distinct[i]
+        wide = wide or (len(seen) > _MAX_SERIES_FOUND and i != given)
+    if wide:  # rare: once per dropped column and file
+        for i in [i for i in cells if len(distinct[i]) > _MAX_SERIES_FOUND and i != given]:
+            del cells[i], distinct[i]
 
 
 def _split(
@@ -460,41 +460,28 @@ def _stamp(stamp: str, numeric: bool, where: str) -> int | float:
     return nanos
 
 
-def _int_unix_nano(
-    raw: list[int | float | None], known: list[int | float], scale: int, source: str,
-) -> NDArray[np.int64]:
-    """``_to_unix_nano`` of whole-numbered times, in numpy: no Python int per row twice."""
-    if max(abs(x) for x in known) * scale > _INT64_MAX:
-        msg = f"{source}: Unix timestamps beyond the year 2262"
-        raise BacktestInputError(msg)
-    good = np.fromiter((x is not None for x in raw), np.bool_, len(raw))
-    times = np.fromiter((0 if x is None else x for x in raw), np.int64, len(raw)) * scale
-    # A bad row takes the time of the good row before it (the first good row's if none is).
-    last_good = np.maximum.accumulate(np.where(good, np.arange(len(raw)), -1))
-    out: NDArray[np.int64] = times[np.where(last_good >= 0, last_good, np.argmax(good))]
-    return out
-
-
 def _to_unix_nano(
     raw: list[int | float | None], numeric: bool, source: str
 ) -> NDArray[np.int64]:
     """Nanoseconds per row; a row whose timestamp was bad takes the time of the row before."""
     known = [x for x in raw if x is not None]
+    if not known:
+        return np.zeros(len(raw), np.int64)
     scale = 1
-    if numeric and known:
+    if numeric:
         largest = max(abs(x) for x in known)
         scale = next((s for limit, s in _UNIT_LIMITS if largest < limit), 1)
-    if known and all(type(x) is int for x in known):
-        return _int_unix_nano(raw, known, scale, source)
-    converted = [None if x is None else x * scale if isinstance(x, int) else round(x * scale)
-                 for x in raw]
-    # Bad rows sit at the time of the row before them (the first good time if none is).
-    last = next((x for x in converted if x is not None), 0)
-    nanos: list[int] = []
-    for x in converted:
-        last = last if x is None else x
-        nanos.append(last)
-    if nanos and max(abs(x) for x in nanos) > _INT64_MAX:
+    try:
+        # Whole numbers scale exactly (Python ints); fractions round to the nanosecond.
+        nanos = np.fromiter((x * scale if isinstance(x, int) else round(x * scale)
+                             for x in known), np.int64, len(known))
+    except OverflowError:
+        nanos = None
+    if nanos is None or (len(nanos) and nanos.min() == np.iinfo(np.int64).min):
         msg = f"{source}: Unix timestamps beyond the year 2262"
         raise BacktestInputError(msg)
-    return np.asarray(nanos, np.int64)
+    # A bad row takes the time of the good row before it (the first good row's if none is).
+    good = np.fromiter((x is not None for x in raw), np.bool_, len(raw))
+    order = np.cumsum(good) - 1  # each row's latest good row, among the good ones
+    out: NDArray[np.int64] = nanos[np.maximum(order, 0)]
+    return out
