@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import zlib
-from typing import Literal
+from typing import Literal, cast
 
 from aiohttp import web
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
+from isal import isal_zlib
 
 from otel_anomaly.exporter.errors import ExporterError
 from otel_anomaly.exporter.receivers import otlp_json
 from otel_anomaly.exporter.receivers.signals import Received, SignalSpec
+
+_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # isal's stub types it as an instance
 
 Encoding = Literal["protobuf", "json"]
 MEDIA_TYPES: dict[str, Encoding] = {
@@ -74,17 +76,18 @@ def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
     if coding in ("", "identity"):
         return body
     if coding == "gzip":
-        wbits = 16 + zlib.MAX_WBITS
+        wbits = 16 + isal_zlib.MAX_WBITS
     elif coding == "deflate":
         # HTTP "deflate" is zlib-wrapped; some clients send raw deflate.
-        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
+        wbits = isal_zlib.MAX_WBITS if body[:1] == b"\x78" else -isal_zlib.MAX_WBITS
     else:
         msg = f"unsupported Content-Encoding {content_encoding!r}: expected gzip or deflate"
         raise HttpError(415, msg)
-    inflater = zlib.decompressobj(wbits)
+    # ISA-L inflates about twice as fast as zlib, with zlib's interface and checks.
+    inflater = isal_zlib.decompressobj(wbits)
     try:
         data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
+    except _INFLATE_ERROR as exc:
         msg = f"cannot decompress {coding} body: {exc}"
         raise HttpError(400, msg) from exc
     if len(data) > limit:
