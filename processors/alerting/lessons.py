@@ -35,6 +35,19 @@ def held_rows(rnd: ScoredRound, held: Calibrated) -> NDArray[np.bool_]:
     return out
 
 
+def pending_rows(
+    alerting: NDArray[np.float64], open_threshold: float, flag: NDArray[np.bool_],
+    opened: NDArray[np.bool_],
+) -> NDArray[np.bool_]:
+    """Rows at or above the open threshold that may start an anomaly: not open yet, or opening.
+
+    A rule that never opens on one point (``min_duration`` above 1) waits for the next
+    one; ``alerting`` is the score the hysteresis saw. NaN scores are never pending.
+    """
+    out: NDArray[np.bool_] = (alerting >= open_threshold) & (~flag | opened)
+    return out
+
+
 def held_lesson(rnd: ScoredRound, held: Calibrated) -> SeriesBatch:
     """What the detector learns without learn gating: values clipped to a held band.
 

@@ -26,9 +26,10 @@ from otel_anomaly.processors.alerting.lessons import (
     gated,
     held_lesson,
     held_rows,
+    pending_rows,
 )
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
-from otel_anomaly.processors.alerting.young_series import young_damped
+from otel_anomaly.processors.alerting.young_series import YOUNG_POINTS, young_damped
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.series.label_sets import LabelSets
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
@@ -269,8 +270,8 @@ class Scorer:
         """
         rnd = self._predict(rule_index, part)
         was_open = self.hysteresis.is_open(part.slots)  # before this round's points
-        held, moves = self._alert(rule_index, rnd, was_open, grace)
-        self._learn(rule_index, rnd, held, moves, was_open, grace)
+        held, moves, alerting = self._alert(rule_index, rnd, was_open, grace)
+        self._learn(rule_index, rnd, held, moves, alerting, was_open, grace)
         return rnd.shown, held, moves
 
     def _predict(self, rule_index: int, part: SeriesBatch) -> ScoredRound:
@@ -290,11 +291,12 @@ class Scorer:
     def _alert(
         self, rule_index: int, rnd: ScoredRound, was_open: NDArray[np.bool_],
         grace: NDArray[np.bool_] | None,
-    ) -> tuple[Calibrated, Transitions]:
-        """Advance the hysteresis; return the band the alert followed, and the moves.
+    ) -> tuple[Calibrated, Transitions, NDArray[np.float64]]:
+        """Advance the hysteresis; return the band the alert followed, the moves, the score.
 
-        The flag and the events follow the band the anomaly opened against; the exported
-        score and band stay the detector's own (see ``processors.alerting.held_band``).
+        The score is the one the hysteresis saw (held, young-damped, quieted). The flag and
+        the events follow the band the anomaly opened against; the exported score and band
+        stay the detector's own (see ``processors.alerting.held_band``).
         """
         policy = self.rules[rule_index].alert
         part = rnd.part
@@ -323,11 +325,12 @@ class Scorer:
             if closing else None)
         if closing:
             held = self.held.closing(part.slots, held, moves.closed)
-        return held, moves
+        return held, moves, alerting
 
-    def _learn(
+    def _learn(  # noqa: PLR0913 -- the round, what the alert made of it, and the grace
         self, rule_index: int, rnd: ScoredRound, held: Calibrated, moves: Transitions,
-        was_open: NDArray[np.bool_], grace: NDArray[np.bool_] | None,
+        alerting: NDArray[np.float64], was_open: NDArray[np.bool_],
+        grace: NDArray[np.bool_] | None,
     ) -> None:
         """Teach the detector and its calibrator the round, as the policy allows."""
         policy = self.rules[rule_index].alert
@@ -349,23 +352,38 @@ class Scorer:
         lesson = rnd.seen if gating else held_lesson(rnd, held)
         received = rnd.part.values
         learning = None if grace is None else ~grace
-        if not (gating or detector.learns_held_rows) and held is not rnd.shown:
-            # Rows scored against their anomaly's held band teach this detector nothing.
-            holding = held_rows(rnd, held)
-            if _any(holding):
-                learning = ~holding if learning is None else learning & ~holding
-        if learning is None:
+        teaching = learning  # the rows the detector learns (the calibrator: ``learning``)
+        if not (gating or detector.learns_held_rows):
+            if held is not rnd.shown:
+                # Rows scored against their anomaly's held band teach this detector nothing.
+                holding = held_rows(rnd, held)
+                if _any(holding):
+                    learning = ~holding if learning is None else learning & ~holding
+                    teaching = learning
+            # Nor, on a young series, does a point that may start an anomaly: learned fully
+            # by estimates that rest on a few dozen points, it widens the band so far that
+            # the next slow point is inside it, and a lasting slowdown never opens. Older
+            # series dilute it (learning it keeps their bands honest about isolated
+            # outliers). Its calibrator still learns it: the rarity must know the real tail.
+            pending = pending_rows(alerting, policy.open_threshold, moves.flag, moves.opened)
+            pending &= self._per_slot.age[slots] < YOUNG_POINTS
+            if _any(pending):
+                teaching = ~pending if learning is None else learning & ~pending
+        if learning is None and teaching is None:
             calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received)
             detector.learn_round(gated(lesson, calibrated, policy, settled))
             return
         if grace is not None:
             # A deploy's level change goes into the offset; the detector keeps its shape.
             self.offsets.absorb(slots[grace], (lesson.values - calibrated.expected)[grace])
-        keep = np.flatnonzero(learning)
+        keep = np.arange(len(slots)) if learning is None else np.flatnonzero(learning)
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
                          None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep],
                          received[keep])
+        if teaching is not learning:
+            keep = np.arange(len(slots)) if teaching is None else np.flatnonzero(teaching)
+            kept = _take(calibrated, keep)
         detector.learn_round(gated(lesson.take(keep), kept, policy,
                                     None if settled is None else settled[keep]))
 

@@ -125,7 +125,7 @@ class Ensemble(Detector):
         of the value: for series that vary by factors, such as latencies. Members, tails
         and persistence all work on it; the band is mapped back, so it is wider above the
         expected value than below. The rows of an anomaly held against the band it opened
-        against teach it nothing (``learns_held_rows``).
+        against teach it nothing, nor the points that may start one (``learns_held_rows``).
     log_offset
         Where the transform turns from linear to logarithmic, in the series' unit, > 0.
 
@@ -197,8 +197,10 @@ class Ensemble(Detector):
         # the members' spread times their tail multipliers times the alert's rarity edge),
         # so each one widens their spreads and tails, and a wider log-space band is wider
         # by a factor. On a young p95 that slowed 5x the band's top reached 100 s around
-        # 160 ms within 3 minutes. On values as they are, NAB's spiky series need those
-        # lessons (see ``learns_held_rows``).
+        # 160 ms within 3 minutes. Likewise the first slow point of a young series, which
+        # waits for a second one to open: learned, it put the second inside the band. On
+        # values as they are, NAB's spiky series need those lessons (see
+        # ``learns_held_rows``).
         self.learns_held_rows = not log_transform
         self.log_offset = log_offset
         self.persistence_alpha = persistence_alpha

@@ -89,3 +89,27 @@ def test_a_young_latency_series_keeps_a_band_of_its_own_scale_through_a_slowdown
     assert highest < 20 * values.max(), (
         f"the band's top reached {highest:,.0f} ms for values of at most "
         f"{values.max():,.0f} ms")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_young_latency_series_opens_on_its_second_slow_point(seed: int) -> None:
+    # A p95 45 windows old (1.5 s apart, as in ``otel-anomaly demo``) slows 5x for good. No
+    # single point opens a latency anomaly, so the first slow point waits for a second.
+    # When the detector learned that first point, estimates resting on 45 points widened
+    # the band so far (its top from 170 ms to 530 ms, then to 40 s) that no later point
+    # left it: the slowdown was never flagged.
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    key = SeriesKey("traces_span_metrics_duration_milliseconds:p95",
+                    (("service.name", "pay"),), ())
+    rng = np.random.default_rng(seed)
+    quiet, slow = 45, 10
+    values = 120.0 * np.exp(rng.normal(0.0, 0.12, quiet + slow))
+    values[quiet:] *= 5.0
+    opened = []
+    for i, value in enumerate(values.tolist()):
+        ts = np.array([1_700_000_000 * 10**9 + int(i * 1.5e9)])
+        result = engine.ingest_series([key], ts, np.array([value]))
+        opened += [i for event in result.events if event.kind == "open"]
+    assert opened, "a p95 5x slower for good was never flagged"
+    assert opened[0] in (quiet, quiet + 1), (
+        f"opened at point {opened[0]}; the slowdown began at point {quiet}")
