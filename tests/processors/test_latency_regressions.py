@@ -62,6 +62,20 @@ def test_the_alarm_narrows_at_once_where_the_gradual_rule_narrows_a_little() -> 
     assert (float(up[0, 0]), float(down[0, 0])) == (0.3, 1.0)
 
 
+def _young_p95() -> tuple[Engine, SeriesKey]:
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    return engine, SeriesKey("traces_span_metrics_duration_milliseconds:p95",
+                             (("service.name", "pay"),), ())
+
+
+def _slowdown(seed: int, quiet: int, slow: int) -> np.ndarray:
+    """``quiet`` log-normal p95 values around 120 ms (12 % noise), then ``slow`` 5x slower."""
+    rng = np.random.default_rng(seed)
+    values = 120.0 * np.exp(rng.normal(0.0, 0.12, quiet + slow))
+    values[quiet:] *= 5.0
+    return values
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_young_latency_series_keeps_a_band_of_its_own_scale_through_a_slowdown(
     seed: int,
@@ -71,13 +85,9 @@ def test_a_young_latency_series_keeps_a_band_of_its_own_scale_through_a_slowdown
     # seen. When the held anomaly taught the ensemble (each point clipped to the edge of
     # the band it opened against, far out for its members), the band's top reached 100 s
     # around a 160 ms expected value within 3 minutes.
-    engine = Engine(EngineSettings(clock=lambda: 0.0))
-    key = SeriesKey("traces_span_metrics_duration_milliseconds:p95",
-                    (("service.name", "pay"),), ())
-    rng = np.random.default_rng(seed)
-    quiet, slow = 100, 30
-    values = 120.0 * np.exp(rng.normal(0.0, 0.12, quiet + slow))
-    values[quiet:] *= 5.0
+    engine, key = _young_p95()
+    quiet = 100
+    values = _slowdown(seed, quiet, slow=30)
     uppers, flags = [], []
     for i, value in enumerate(values.tolist()):
         scores = engine.ingest_series(
@@ -98,13 +108,9 @@ def test_a_young_latency_series_opens_on_its_second_slow_point(seed: int) -> Non
     # When the detector learned that first point, estimates resting on 45 points widened
     # the band so far (its top from 170 ms to 530 ms, then to 40 s) that no later point
     # left it: the slowdown was never flagged.
-    engine = Engine(EngineSettings(clock=lambda: 0.0))
-    key = SeriesKey("traces_span_metrics_duration_milliseconds:p95",
-                    (("service.name", "pay"),), ())
-    rng = np.random.default_rng(seed)
-    quiet, slow = 45, 10
-    values = 120.0 * np.exp(rng.normal(0.0, 0.12, quiet + slow))
-    values[quiet:] *= 5.0
+    engine, key = _young_p95()
+    quiet = 45
+    values = _slowdown(seed, quiet, slow=10)
     opened = []
     for i, value in enumerate(values.tolist()):
         ts = np.array([1_700_000_000 * 10**9 + int(i * 1.5e9)])
