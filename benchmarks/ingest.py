@@ -1,6 +1,7 @@
 """Ingest throughput of `otel-anomaly run` over OTLP/gRPC, next to the decode floor.
 
 Usage: .venv/bin/python benchmarks/ingest.py [--signal metrics|spans] [--series 10000]
+                                             [--config FILE]
                                              [--operations 100] [--points-per-request 1000]
                                              [--seconds 20] [--in-flight 4]
                                              [--floor-requests 200]
@@ -16,6 +17,10 @@ the clients saw.
 - ``--signal spans``: trace requests of spans over ``--operations`` operations (span
   names) of one service, each request one second of event time later; items are spans,
   counted as received minus dropped and rejected (``otel_anomaly_points_*{signal="traces"}``).
+  Each span is also scored as its operation's span-outlier series, one scoring round per
+  span of an operation in a request: ``--operations 1`` (every span of one endpoint) shows
+  that worst case (7,128 spans/s against 122,666 with 100 operations, on a 2-core machine;
+  416,353 and 264,648 with ``traces: {span_outliers: false}`` through ``--config``).
 
 Every request returns only once the sidecar has scored it, so when the last call returns
 every accepted item has been processed.
@@ -190,11 +195,12 @@ def main() -> int:
     parser.add_argument("--points-per-request", type=int, default=1000,
                         help="data points (or spans) per request")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--config", help="the sidecar's YAML config (default: embedded)")
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--floor-requests", type=int, default=200,
                         help="requests decoded for the floor")
     args = parser.parse_args()
-    with running_sidecar() as sidecar:
+    with running_sidecar(*(["--config", args.config] if args.config else [])) as sidecar:
         if not sidecar.wait_ready():
             sys.stderr.write("sidecar did not start\n")
             return 1
