@@ -41,8 +41,9 @@ def pending_rows(
 ) -> NDArray[np.bool_]:
     """Rows at or above the open threshold that may start an anomaly: not open yet, or opening.
 
-    A rule that never opens on one point (``min_duration`` above 1) waits for the next
-    one; ``alerting`` is the score the hysteresis saw. NaN scores are never pending.
+    A rule that never opens on one point (the latency rules' infinite
+    ``instant_threshold``) waits for the next one; ``alerting`` is the score the hysteresis
+    saw. NaN scores are never pending.
     """
     out: NDArray[np.bool_] = (alerting >= open_threshold) & (~flag | opened)
     return out

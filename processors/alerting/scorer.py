@@ -366,9 +366,10 @@ class Scorer:
             # series dilute it (learning it keeps their bands honest about isolated
             # outliers). Its calibrator still learns it: the rarity must know the real tail.
             pending = pending_rows(alerting, policy.open_threshold, moves.flag, moves.opened)
-            pending &= self._per_slot.age[slots] < YOUNG_POINTS
-            if _any(pending):
-                teaching = ~pending if learning is None else learning & ~pending
+            if _any(pending):  # the slots' ages only then: most rounds have none
+                pending &= self._per_slot.age[slots] < YOUNG_POINTS
+                if _any(pending):
+                    teaching = ~pending if learning is None else learning & ~pending
         if learning is None and teaching is None:
             calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received)
             detector.learn_round(gated(lesson, calibrated, policy, settled))
@@ -381,8 +382,8 @@ class Scorer:
         calibrator.learn(detector, lesson.take(keep), kept,
                          None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep],
                          received[keep])
-        if teaching is not learning:
-            keep = np.arange(len(slots)) if teaching is None else np.flatnonzero(teaching)
+        if teaching is not learning and teaching is not None:  # young pending rows left out
+            keep = np.flatnonzero(teaching)
             kept = _take(calibrated, keep)
         detector.learn_round(gated(lesson.take(keep), kept, policy,
                                     None if settled is None else settled[keep]))

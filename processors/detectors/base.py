@@ -119,10 +119,11 @@ class Detector(abc.ABC):
     slot and time): what caches a prediction must then key on the values as well."""
     learns_held_rows: bool = True
     """False if the rows of an anomaly still scored against the band it opened against
-    (``processors.alerting.held_band``) must teach the detector nothing, nor the points that
-    may start one (``processors.alerting.lessons.pending_rows``: above the band, not open
-    yet or opening; the calibrator still learns those); True: they teach it, held rows
-    clipped to that band."""
+    (``processors.alerting.held_band``) must teach the detector nothing, nor, on a series
+    younger than ``young_series.YOUNG_POINTS``, the points that may start one
+    (``processors.alerting.lessons.pending_rows``: above the band, not open yet or opening;
+    the calibrator still learns those); True: they teach it, held rows clipped to that
+    band."""
     compiled_learning: bool = False
     """True if ``_learn_unique`` only calls compiled kernels, which never warn: learning then
     skips the numpy ``errstate`` that quiets overflows (it costs more than a one-row kernel
