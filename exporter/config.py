@@ -256,6 +256,7 @@ class Config(Model):
                 detector=rule.type,
                 params=rule.params.engine_params(),
                 alert=rule.alert.policy(),
+                max_points_per_request=rule.max_points_per_request,
             )
             for rule in self.detectors
         )

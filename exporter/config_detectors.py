@@ -322,6 +322,8 @@ class _RuleConfig(Model):
     name: str = Field(min_length=1)
     match: tuple[str, ...] = Field(default=("*",), min_length=1)
     alert: AlertConfig = AlertConfig()
+    # Of one series' points in one request: how many are scored (0: all); see DetectorRule.
+    max_points_per_request: int = Field(default=0, ge=0)
 
 
 class EnsembleRule(_RuleConfig):

@@ -223,9 +223,10 @@ class Engine:
             self.deploys.observe(service, version, ts)
         why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
         if out.slotted is None:
-            self._score_points(out.keys, np.array(out.ts, np.int64),
-                               np.array(out.values, np.float64), out.exemplars, result,
-                               out.count_array())
+            if len(out.keys):
+                self._score_slots(self._slots_of(out.keys), np.array(out.ts, np.int64),
+                                  np.array(out.values, np.float64), out.exemplars, result,
+                                  out.count_array(), per_request=True)
         else:
             self._score_merged(out, out.slotted, result)
         if why and result.events:
@@ -256,7 +257,7 @@ class Engine:
                 place = np.empty_like(order)
                 place[order] = np.arange(len(order))
                 exemplars = {int(place[row]): ids for row, ids in exemplars.items()}
-        self._score_slots(slots, ts, values, exemplars, result, counts)
+        self._score_slots(slots, ts, values, exemplars, result, counts, per_request=True)
 
     def _slots_of(self, keys: Sequence[SeriesKey]) -> NDArray[np.intp]:
         """Each key's slot (-1 past ``max_series``); new series start fresh everywhere."""
@@ -277,11 +278,16 @@ class Engine:
         if len(keys):
             self._score_slots(self._slots_of(keys), ts, values, exemplars, result, counts)
 
-    def _score_slots(
+    def _score_slots(  # noqa: PLR0913 -- the rows, their exemplars and counts, and the path
         self, slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],
         exemplars: Mapping[int, tuple[bytes, bytes]], result: IngestResult,
-        counts: NDArray[np.float64] | None = None,
+        counts: NDArray[np.float64] | None = None, per_request: bool = False,
     ) -> None:
+        """Score rows that have slots (-1: past ``max_series``, skipped).
+
+        ``per_request``: the rows are one OTLP request's, so rules that cap a series'
+        points per request apply (``Scorer.sample``); backtests score every row.
+        """
         if not len(slots):
             return
         kept = slots >= 0
@@ -289,8 +295,16 @@ class Engine:
         result.skip("series_limit", len(slots) - n_kept)
         if not n_kept:
             return
-        if n_kept < len(slots):
-            rows = np.flatnonzero(kept)
+        rows = None if n_kept == len(slots) else np.flatnonzero(kept)
+        learned = None
+        if per_request:
+            sampled = self.scorer.sample(slots if rows is None else slots[rows],
+                                         values if rows is None else values[rows])
+            if sampled is not None:
+                picked, learned = sampled
+                result.skip("sampled", (len(slots) if rows is None else len(rows)) - len(picked))
+                rows = picked if rows is None else rows[picked]
+        if rows is not None:
             slots, ts, values = slots[rows], ts[rows], values[rows]
             counts = None if counts is None else counts[rows]
             exemplars = {
@@ -298,7 +312,8 @@ class Engine:
             } if exemplars else {}
         batch = SeriesBatch(slots, ts, values, counts)
         grace = self.deploys.in_grace(slots, ts)
-        result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace)
+        result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace,
+                                                       learned)
         if result.events:
             self.feedback.saw(result.events)
             if self.feedback.active:

@@ -152,6 +152,10 @@ class DetectorRule:
     """Which detector scores which series: the first rule whose glob matches wins.
 
     ``match`` holds ``fnmatch`` globs on the series' ``metric`` name (e.g. ``*:p99``).
+    ``max_points_per_request``: of one series' points in one OTLP request, at most this
+    many are scored and learned (an even spread), plus the most extreme on the alert's side,
+    scored only (``processors.alerting.row_sampling``); 0 scores every point. Backtests
+    score every point.
     """
 
     name: str = "default"
@@ -159,6 +163,7 @@ class DetectorRule:
     detector: str = "ewma_zscore"
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     alert: AlertPolicy = field(default_factory=AlertPolicy)
+    max_points_per_request: int = 0
 
 
 SPAN_DURATION_METRIC = "traces_span_duration_milliseconds"
@@ -245,12 +250,15 @@ def _latency_rule(name: str, unit: str, offset: float) -> DetectorRule:
 DEFAULT_RULES: tuple[DetectorRule, ...] = (
     # One slow span is itself worth reporting (with its trace id), so no min duration;
     # only slower-than-usual matters, and the band is wide because span latency is skewed.
+    # A request's spans of one operation are one series' points, each a scoring round:
+    # 16 of them (learned) and the slowest (judged) cost 17 rounds, not one per span.
     DetectorRule(
         name="span_outliers",
         match=(SPAN_DURATION_METRIC,),
         detector="ewma_zscore",
         params=MappingProxyType({"log_transform": True}),
         alert=AlertPolicy(direction="up", band=6.0, min_duration=1, close_after=1),
+        max_points_per_request=16,
     ),
     # Error ratios of spans and log records carry their calls (records), and are judged as
     # counts: 1 error in 4 calls is not a 25 % error rate.

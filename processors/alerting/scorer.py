@@ -29,6 +29,7 @@ from otel_anomaly.processors.alerting.lessons import (
     pending_rows,
 )
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
+from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
 from otel_anomaly.processors.alerting.young_series import YOUNG_POINTS, young_damped
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.series.label_sets import LabelSets
@@ -90,6 +91,9 @@ class Scorer:
         self._labels = LabelSets(promote, key_of)
         self._route_cache: dict[str, int] = {}
         self.points_scored = 0
+        # Per rule: its cap on a series' points per request, and its alert's side.
+        self._caps = np.array([rule.max_points_per_request for rule in self.rules], np.intp)
+        self._sides = np.array([_SIDES[rule.alert.direction] for rule in self.rules], np.int8)
 
     def rule_for(self, metric: str) -> int:
         """Index of the first rule matching ``metric`` (the last rule if none does)."""
@@ -215,18 +219,32 @@ class Scorer:
                 total += int(detector.warming(self._local(mine)).sum())
         return total
 
-    def run(
+    def sample(self, slots: NDArray[np.intp], values: NDArray[np.float64],
+               ) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
+        """The rows of one request to score, and which to learn, as the rules cap them.
+
+        None when every row is scored and learned (no rule caps its series' points, or no
+        series has more than its cap). See ``row_sampling.sample_rows``.
+        """
+        if not self._caps.any() or not len(slots):
+            return None
+        rules = self._per_slot.rule_of[slots]
+        return sample_rows(slots, values, self._caps[rules], self._sides[rules])
+
+    def run(  # noqa: PLR0913 -- the batch, its keys and exemplars, and two row masks
         self,
         batch: SeriesBatch,
         key_of: Callable[[int], SeriesKey],
         exemplars: Mapping[int, tuple[bytes, bytes]],
         grace: NDArray[np.bool_] | None = None,
+        learned: NDArray[np.bool_] | None = None,
     ) -> tuple[ScoreBatch, list[AnomalyEvent]]:
         """Score then learn every row; return per-row outputs and the events raised.
 
         Rows marked in ``grace`` (their service was just deployed) open no anomaly; their
         gap to the expected value moves the series' level offset instead of teaching the
-        detector (``processors.alerting.deploys``).
+        detector (``processors.alerting.deploys``). Rows not marked in ``learned`` (when
+        given) are scored and teach nothing (``sample``'s extremes).
         """
         n = len(batch)
         # Rows are reordered once so that every round is a contiguous slice (views, no
@@ -234,8 +252,9 @@ class Scorer:
         perm, bounds, round_rules = plan_rounds(
             self._per_slot.rule_of[batch.slots].astype(np.intp), batch.slots)
         ordered = batch if perm is None else batch.take(perm)
-        if grace is not None and perm is not None:
-            grace = grace[perm]
+        if perm is not None:
+            grace = None if grace is None else grace[perm]
+            learned = None if learned is None else learned[perm]
         slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         out = np.empty((len(_FIELDS), n))
         flag = np.empty(n, np.bool_)
@@ -244,7 +263,8 @@ class Scorer:
             part = SeriesBatch(slots[a:b], ts[a:b], values[a:b],
                                None if ordered.counts is None else ordered.counts[a:b])
             calibrated, held, moves = self._step(
-                rule_index, part, None if grace is None else grace[a:b])
+                rule_index, part, None if grace is None else grace[a:b],
+                None if learned is None else learned[a:b])
             for i, name in enumerate(_FIELDS):
                 out[i, a:b] = getattr(calibrated, name)
             flag[a:b] = moves.flag
@@ -263,6 +283,7 @@ class Scorer:
 
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,
+        learned: NDArray[np.bool_] | None = None,
     ) -> tuple[Calibrated, Calibrated, Transitions]:
         """One round of distinct slots: predict, alert, then learn.
 
@@ -271,7 +292,7 @@ class Scorer:
         rnd = self._predict(rule_index, part)
         was_open = self.hysteresis.is_open(part.slots)  # before this round's points
         held, moves, alerting = self._alert(rule_index, rnd, was_open, grace)
-        self._learn(rule_index, rnd, held, moves, alerting, was_open, grace)
+        self._learn(rule_index, rnd, held, moves, alerting, was_open, grace, learned)
         return rnd.shown, held, moves
 
     def _predict(self, rule_index: int, part: SeriesBatch) -> ScoredRound:
@@ -327,10 +348,10 @@ class Scorer:
             held = self.held.closing(part.slots, held, moves.closed)
         return held, moves, alerting
 
-    def _learn(  # noqa: PLR0913 -- the round, what the alert made of it, and the grace
+    def _learn(  # noqa: PLR0913 -- the round, what the alert made of it, and two row masks
         self, rule_index: int, rnd: ScoredRound, held: Calibrated, moves: Transitions,
         alerting: NDArray[np.float64], was_open: NDArray[np.bool_],
-        grace: NDArray[np.bool_] | None,
+        grace: NDArray[np.bool_] | None, learned: NDArray[np.bool_] | None = None,
     ) -> None:
         """Teach the detector and its calibrator the round, as the policy allows."""
         policy = self.rules[rule_index].alert
@@ -352,6 +373,8 @@ class Scorer:
         lesson = rnd.seen if gating else held_lesson(rnd, held)
         received = rnd.part.values
         learning = None if grace is None else ~grace
+        if learned is not None and not learned.all():
+            learning = learned if learning is None else learning & learned
         teaching = learning  # the rows the detector learns (the calibrator: ``learning``)
         if not (gating or detector.learns_held_rows):
             if held is not rnd.shown:
@@ -429,6 +452,9 @@ class Scorer:
         drifts = self.held.drifting(slots, sides)
         return {int(i): d for i, d in zip(at.tolist(), drifts, strict=True)
                 if not math.isnan(d)}
+
+
+_SIDES = {"up": UP, "down": DOWN, "both": BOTH}
 
 
 def _any(mask: NDArray[np.bool_]) -> bool:

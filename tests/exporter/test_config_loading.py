@@ -336,3 +336,12 @@ def test_cross_parameter_rules_of_a_detector_are_reported_at_load() -> None:
     rule = {"name": "x", "type": "forecast_residual", "params": {"order": 8, "warmup": 5}}
     with pytest.raises(ConfigError, match=r"detectors\[0\]\.params: .*warmup"):
         load_config(None, {"detectors": [rule]}, environ={})
+
+
+def test_a_rules_max_points_per_request_reaches_the_engine_and_is_checked() -> None:
+    rule = {"name": "spans", "match": ["traces_span_duration_milliseconds"],
+            "type": "ewma_zscore", "max_points_per_request": 8}
+    config = load_config(None, {"detectors": [rule, {"name": "rest"}]}, environ={})
+    assert [r.max_points_per_request for r in config.detector_rules()] == [8, 0]
+    with pytest.raises(ConfigError, match=r"detectors\[0\]\.max_points_per_request"):
+        load_config(None, {"detectors": [{**rule, "max_points_per_request": -1}]}, environ={})

@@ -84,8 +84,11 @@ def test_span_outlier_carries_trace_and_span_id() -> None:
     engine = _engine()
     rng = np.random.default_rng(0)
     t = 100 * SECOND
-    normal = [span("GET /", t + i * SECOND // 10, float(rng.normal(20, 2))) for i in range(100)]
-    engine.ingest("traces", traces_request(normal))
+    # Ten requests: each teaches its operation's baseline a sample of its spans.
+    for r in range(10):
+        normal = [span("GET /", t + (r * 100 + i) * SECOND // 100, float(rng.normal(20, 2)))
+                  for i in range(100)]
+        engine.ingest("traces", traces_request(normal))
     slow = span("GET /", t + 11 * SECOND, 900.0, trace_id=b"\xab" * 16, span_id=b"\xcd" * 8)
     result = engine.ingest("traces", traces_request([slow]))
     opened = [e for e in result.events if e.kind == "open"]

@@ -1,0 +1,148 @@
+"""A request's many spans of one operation: an even sample learned, the slowest judged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
+from otel_anomaly.processors.alerting.scorer import Scorer
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import (
+    DEFAULT_RULES,
+    SPAN_DURATION_METRIC,
+    EngineSettings,
+)
+from otel_anomaly.processors.state.codec import encode
+from otel_anomaly.processors.testing import SECOND, FakeClock, span, traces_request
+from otel_anomaly.processors.types import SeriesBatch, SeriesKey
+
+CAP = next(r for r in DEFAULT_RULES if r.name == "span_outliers").max_points_per_request
+SLOW_TRACE = b"\xab" * 16
+
+
+def _engine() -> Engine:
+    return Engine(EngineSettings(clock=FakeClock(), lateness_s=0))
+
+
+def _request(t: int, n: int, rng: np.random.Generator, slow_at: int | None = None) -> Any:
+    """``n`` spans of one operation about 20 ms each, 1 ms apart; one of 900 ms at ``slow_at``."""
+    spans = [span("GET /items", t + i * SECOND // 1000, float(rng.lognormal(np.log(20), 0.1)))
+             for i in range(n)]
+    if slow_at is not None:
+        spans[slow_at] = span("GET /items", t + slow_at * SECOND // 1000, 900.0,
+                              trace_id=SLOW_TRACE)
+    return traces_request(spans)
+
+
+def _outlier_rows(result: Any, engine: Engine) -> int:
+    return sum(engine.series_key(slot).metric == SPAN_DURATION_METRIC
+               for slot in result.scores.slots.tolist())
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["walk", "wire"])
+def test_a_request_of_one_operation_scores_a_sample_and_opens_on_its_slowest_span(
+        wire: bool) -> None:
+    engine, rng = _engine(), np.random.default_rng(1)
+
+    def ingest(request: Any) -> Any:
+        return engine.ingest("traces", request, request.SerializeToString() if wire else None)
+
+    n = 1000
+    for r in range(20):  # warm: 20 requests of 1,000 ordinary spans
+        result = ingest(_request((100 + r) * SECOND, n, rng))
+        rows = _outlier_rows(result, engine)  # the slowest adds one, unless in the sample
+        assert rows in (CAP, CAP + 1), result.scores.slots
+        assert result.skipped.get("sampled") == n - rows, result.skipped
+        assert not [e for e in result.events if e.kind == "open"], result.events
+    # 637 is not in the even sample of 1,000 (637 * 16 % 1000 >= 16): scored as the slowest.
+    result = ingest(_request(121 * SECOND, n, rng, slow_at=637))
+    assert result.accepted == n
+    assert _outlier_rows(result, engine) == CAP + 1
+    assert result.skipped.get("sampled") == n - CAP - 1
+    opened = [e for e in result.events if e.kind == "open"]
+    assert len(opened) == 1, result.events
+    assert opened[0].trace_id == SLOW_TRACE and opened[0].value == 900.0
+
+
+def test_a_backtest_scores_every_point_of_the_same_series() -> None:
+    engine = _engine()
+    key = SeriesKey(SPAN_DURATION_METRIC, (("service.name", "test"),),
+                    (("span.kind", "SPAN_KIND_SERVER"), ("span.name", "GET /")))
+    n = 500
+    result = engine.ingest_series([key] * n, np.arange(n, dtype=np.int64) * SECOND,
+                                  np.full(n, 20.0))
+    assert len(result.scores) == n and "sampled" not in result.skipped
+
+
+def _detector_state(scorer: Scorer, rule: int) -> str:
+    doc, arrays = encode({"detector": scorer.detectors[rule].state_dict(),
+                          "calibrator": scorer.calibrators[rule].state_dict()})
+    return json.dumps(doc) + "".join(f"{k}:{v.tobytes().hex()}" for k, v in sorted(arrays.items()))
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_a_row_scored_but_not_learned_leaves_the_detector_and_calibrator_unchanged(
+        learned: bool) -> None:
+    scorer = Scorer(DEFAULT_RULES)
+    key = SeriesKey(SPAN_DURATION_METRIC, (("service.name", "a"),), ())
+    rule = scorer.rule_for(SPAN_DURATION_METRIC)
+    scorer.assign(0, key)
+    rng = np.random.default_rng(2)
+    warm = rng.lognormal(np.log(20), 0.1, 300)
+    scorer.run(SeriesBatch.of([0] * 300, warm, np.arange(300) * SECOND), lambda _: key, {})
+    before = _detector_state(scorer, rule)
+    batch = SeriesBatch.of([0, 0], [25.0, 900.0], [300 * SECOND, 301 * SECOND])
+    scores, _ = scorer.run(batch, lambda _: key, {}, learned=np.array([learned, False]))
+    assert scores.flag.tolist() == [False, True]
+    assert (_detector_state(scorer, rule) == before) is not learned
+
+
+def test_sample_rows_example_per_side() -> None:
+    slots = np.array([5, 5, 5, 5, 5, 5])
+    values = np.array([3.0, 1.0, 9.0, 4.0, 0.5, 2.0])
+    picks = {side: sample_rows(slots, values, np.full(6, 2), np.full(6, side, np.int8))
+             for side in (UP, DOWN, BOTH)}
+    # The even sample of 6 rows by 2 is ranks 0 and 3; the extremes are rows 2 (9) and 4.
+    got = {side: (None if p is None else (p[0].tolist(), p[1].tolist()))
+           for side, p in picks.items()}
+    assert got == {UP: ([0, 2, 3], [True, False, True]),
+                   DOWN: ([0, 3, 4], [True, True, False]),
+                   BOTH: ([0, 2, 3, 4], [True, False, True, False])}
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.floats(-1e6, 1e6)), min_size=0, max_size=80),
+       st.lists(st.integers(0, 6), min_size=5, max_size=5),
+       st.sampled_from([UP, DOWN, BOTH]))
+def test_sample_rows_keeps_a_cap_per_slot_and_its_extreme(
+        rows: list[tuple[int, float]], caps: list[int], side: int) -> None:
+    slots = np.array([s for s, _ in rows], np.intp)
+    values = np.array([v for _, v in rows], np.float64)
+    cap_of: NDArray[np.intp] = np.array(caps, np.intp)
+    limits = cap_of[slots] if len(slots) else np.empty(0, np.intp)
+    picked = sample_rows(slots, values, limits, np.full(len(slots), side, np.int8))
+    if picked is None:  # every row scored: no slot was over its cap
+        for s in set(slots.tolist()):
+            assert caps[s] == 0 or np.count_nonzero(slots == s) <= caps[s]
+        return
+    kept, learned = picked
+    assert (np.diff(kept) > 0).all(), "rows stay in batch order"
+    for s in set(slots.tolist()):
+        mine = np.flatnonzero(slots == s)
+        ours = np.isin(kept, mine)
+        if caps[s] == 0 or len(mine) <= caps[s]:
+            assert ours.sum() == len(mine) and learned[ours].all()
+            continue
+        assert learned[ours].sum() == caps[s], "the cap's worth of rows is learned"
+        scored_values = values[kept[ours]]
+        if side in (UP, BOTH):
+            assert scored_values.max() == values[mine].max()
+        if side in (DOWN, BOTH):
+            assert scored_values.min() == values[mine].min()
+        assert ours.sum() <= caps[s] + (2 if side == BOTH else 1)
