@@ -154,8 +154,8 @@ class DetectorRule:
     ``match`` holds ``fnmatch`` globs on the series' ``metric`` name (e.g. ``*:p99``).
     ``max_points_per_request``: of one series' points in one OTLP request, at most this
     many are scored and learned (an even spread), plus the most extreme on the alert's side,
-    scored only (``processors.alerting.row_sampling``); 0 scores every point. Backtests
-    score every point.
+    scored only (``processors.alerting.row_sampling``; a young series scores more, see
+    ``Scorer.sample``); 0 scores every point. Backtests score every point.
     """
 
     name: str = "default"

@@ -224,12 +224,18 @@ class Scorer:
         """The rows of one request to score, and which to learn, as the rules cap them.
 
         None when every row is scored and learned (no rule caps its series' points, or no
-        series has more than its cap). See ``row_sampling.sample_rows``.
+        series has more than its cap). See ``row_sampling.sample_rows``. A young series
+        (``young_series``) scores up to the points it still needs to come of age instead:
+        a new operation's baseline then matures in one busy request, not in several.
         """
         if not self._caps.any() or not len(slots):
             return None
         rules = self._per_slot.rule_of[slots]
-        return sample_rows(slots, values, self._caps[rules], self._sides[rules])
+        caps = self._caps[rules]
+        if caps.any():
+            missing = YOUNG_POINTS - self._per_slot.age[slots].astype(np.intp)
+            caps = np.where(caps > 0, np.maximum(caps, missing), 0)
+        return sample_rows(slots, values, caps, self._sides[rules])
 
     def run(  # noqa: PLR0913 -- the batch, its keys and exemplars, and two row masks
         self,
