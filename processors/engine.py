@@ -223,10 +223,9 @@ class Engine:
             self.deploys.observe(service, version, ts)
         why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
         if out.slotted is None:
-            if len(out.keys):
-                self._score_slots(self._slots_of(out.keys), np.array(out.ts, np.int64),
-                                  np.array(out.values, np.float64), out.exemplars, result,
-                                  out.count_array(), per_request=True)
+            self._score_points(out.keys, np.array(out.ts, np.int64),
+                               np.array(out.values, np.float64), out.exemplars, result,
+                               out.count_array(), per_request=True)
         else:
             self._score_merged(out, out.slotted, result)
         if why and result.events:
@@ -270,13 +269,14 @@ class Engine:
         self.feedback.reset(created)
         return slots
 
-    def _score_points(
+    def _score_points(  # noqa: PLR0913 -- as ``_score_slots``, with keys for slots
         self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
         exemplars: Mapping[int, tuple[bytes, bytes]], result: IngestResult,
-        counts: NDArray[np.float64] | None = None,
+        counts: NDArray[np.float64] | None = None, per_request: bool = False,
     ) -> None:
         if len(keys):
-            self._score_slots(self._slots_of(keys), ts, values, exemplars, result, counts)
+            self._score_slots(self._slots_of(keys), ts, values, exemplars, result, counts,
+                              per_request)
 
     def _score_slots(  # noqa: PLR0913 -- the rows, their exemplars and counts, and the path
         self, slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],

@@ -6,8 +6,8 @@ series are scored in arrival order), about 140 us each: the request then costs 1
 rule with ``max_points_per_request`` K scores at most K of a series' points per request,
 an even spread of them (every (n/K)-th in arrival order, so the learned baseline stays an
 unbiased sample of the series), plus its most extreme point on the alert's side, which is
-scored but not learned: the slowest span of the request is always judged, and a series
-opens exactly when it would have with every point scored, but the tail is not learned
+scored but not learned: the slowest span of the request is always judged (a request whose
+worst span leaves the band opens its operation's anomaly), but the tail is not learned
 more often than it occurs.
 """
 
