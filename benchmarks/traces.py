@@ -1,6 +1,7 @@
 """Simulated trace traffic through the Engine: false opens per operation-day, incident delays.
 
 Usage: .venv/bin/python benchmarks/traces.py [--days 4] [--warmup-days 1] [--seed 0]
+                                             [--span-outliers]
 
 Four services of three operations each send spans (OTLP trace requests built with
 opentelemetry-proto, one per service every 10 s of event time, no sleeps). Each operation's
@@ -13,9 +14,11 @@ operations of the other services stay quiet.
 Printed: anomaly opens per operation-day on the quiet operations, per metric, after the
 warm-up days (each is a false alarm); multivariate opens per quiet service-day; and, per
 incident, the delay from its onset to the first open on the operation's error ratio
-(bursts) or any of its latency quantiles (regressions). Span outliers are off (per-span
-scores are not what this measures, and they dominate the run time). Seeded: the same
-arguments print the same tables.
+(bursts) or any of its latency quantiles (regressions). Span outliers are off unless
+``--span-outliers``: then each request's spans of an operation are also scored as its
+span-duration series (16 and the slowest, the built-in rule), and their opens on the quiet
+operations count as false alarms too (``traces_span_duration_milliseconds``). Seeded: the
+same arguments print the same tables.
 """
 
 from __future__ import annotations
@@ -133,9 +136,10 @@ class Traffic:
             resource=self.resources[service], scope_spans=[ScopeSpans(spans=spans)])])
 
 
-def run(days: float, warmup_days: float, seed: int) -> tuple[list[AnomalyEvent], int]:
+def run(days: float, warmup_days: float, seed: int, span_outliers: bool = False,
+        ) -> tuple[list[AnomalyEvent], int]:
     """Every window of every service through a fresh engine; the events and spans sent."""
-    engine = Engine(EngineSettings(clock=lambda: 0.0, span_outliers=False,
+    engine = Engine(EngineSettings(clock=lambda: 0.0, span_outliers=span_outliers,
                                    series_ttl_s=10 * DAY_S))
     traffic = Traffic(seed, incidents(days, warmup_days))
     events: list[AnomalyEvent] = []
@@ -190,9 +194,11 @@ def main() -> int:
     parser.add_argument("--days", type=float, default=4.0)
     parser.add_argument("--warmup-days", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--span-outliers", action="store_true",
+                        help="also score span durations (the built-in span_outliers rule)")
     args = parser.parse_args()
     began = time.perf_counter()
-    events, spans = run(args.days, args.warmup_days, args.seed)
+    events, spans = run(args.days, args.warmup_days, args.seed, args.span_outliers)
     elapsed = time.perf_counter() - began
     sys.stdout.write(f"{args.days:g} days, {spans} spans in {elapsed:.0f} s\n")
     report(events, args.days, args.warmup_days, sys.stdout)
