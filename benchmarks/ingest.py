@@ -18,9 +18,9 @@ the clients saw.
   names) of one service, each request one second of event time later; items are spans,
   counted as received minus dropped and rejected (``otel_anomaly_points_*{signal="traces"}``).
   Spans are also scored as their operation's span-outlier series, one scoring round per
-  scored span of an operation in a request; the built-in rule scores at most 16 of them and
+  scored span of an operation in a request; the built-in rule scores at most 4 of them and
   the slowest (``max_points_per_request``). ``--operations 1`` (every span of one endpoint)
-  went at 127,144 spans/s and 100 operations (10 spans each) at 120,935 on a 2-core
+  went at 248,080 spans/s and 100 operations (10 spans each) at 142,216 on a 2-core
   machine; 416,353 and 264,648 with ``traces: {span_outliers: false}`` through
   ``--config`` (before the cap, one operation went at 7,128).
 

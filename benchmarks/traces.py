@@ -16,7 +16,7 @@ warm-up days (each is a false alarm); multivariate opens per quiet service-day; 
 incident, the delay from its onset to the first open on the operation's error ratio
 (bursts) or any of its latency quantiles (regressions). Span outliers are off unless
 ``--span-outliers``: then each request's spans of an operation are also scored as its
-span-duration series (16 and the slowest, the built-in rule), and their opens on the quiet
+span-duration series (4 and the slowest, the built-in rule), and their opens on the quiet
 operations count as false alarms too (``traces_span_duration_milliseconds``). Seeded: the
 same arguments print the same tables.
 """

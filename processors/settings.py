@@ -250,15 +250,17 @@ def _latency_rule(name: str, unit: str, offset: float) -> DetectorRule:
 DEFAULT_RULES: tuple[DetectorRule, ...] = (
     # One slow span is itself worth reporting (with its trace id), so no min duration;
     # only slower-than-usual matters, and the band is wide because span latency is skewed.
-    # A request's spans of one operation are one series' points, each a scoring round:
-    # 16 of them (learned) and the slowest (judged) cost 17 rounds, not one per span.
+    # A request's spans of one operation are one series' points, each a scoring round and
+    # each a chance to pass a band that rests on a short EWMA: 4 of them (learned) and the
+    # slowest (judged) cost 5 rounds, not one per span (``benchmarks/traces.py
+    # --span-outliers``: 1 false open in 27 quiet operation-days, 4 with 16).
     DetectorRule(
         name="span_outliers",
         match=(SPAN_DURATION_METRIC,),
         detector="ewma_zscore",
         params=MappingProxyType({"log_transform": True}),
         alert=AlertPolicy(direction="up", band=6.0, min_duration=1, close_after=1),
-        max_points_per_request=16,
+        max_points_per_request=4,
     ),
     # Error ratios of spans and log records carry their calls (records), and are judged as
     # counts: 1 error in 4 calls is not a 25 % error rate.
