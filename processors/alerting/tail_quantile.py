@@ -193,6 +193,15 @@ class DeviationScale:
         self._typical.ensure(slots)
         return _floors(self._typical.typical, slots)
 
+    def ensure(self, slots: NDArray[np.intp]) -> None:
+        """Make every row in ``slots`` exist."""
+        self.tails._ensure(slots)
+        self._typical.ensure(slots)
+
+    def spread_columns(self) -> tuple[NDArray[np.float32], NDArray[np.float32], float]:
+        """What ``spread_terms`` reads: typical deviations, cached quantiles, the normal's."""
+        return self._typical.typical, self.tails._state.q, self._gauss
+
     def spread_terms(self, slots: NDArray[np.intp], floor: NDArray[np.float64],
                      mult: NDArray[np.float64], column: int) -> None:
         """Write ``floor`` and ``multiplier`` of ``slots`` into column ``column`` of two arrays.

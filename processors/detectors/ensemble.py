@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import ensemble_kernels as kernels
+from otel_anomaly.processors.detectors import ensemble_round
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ensemble_members import (
     DEFAULT_MEMBERS,
@@ -219,6 +220,9 @@ class Ensemble(Detector):
         # Its own learning is compiled kernels; the members' may not be.
         self.compiled_learning = all(m.compiled_learning for m in self._members)
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
+        # The default members' views come from one kernel call (``ensemble_round``).
+        self._fused = (ensemble_round.default_members(self._members)
+                       if persistence_alpha > 0 and refractory_level > 0 else None)
         # The members' views of a round, computed to score it and reused to learn it.
         self._memo = RoundMemo(values=any(m.band_follows_value for m in self._members))
         # The round's log-modulus (``log_transform``): predicted, scored, then learned.
@@ -229,6 +233,10 @@ class Ensemble(Detector):
         cached: _Round | None = self._memo.get(batch)
         if cached is not None:
             return cached
+        if self._fused is not None:
+            out = _Round(*self._fused_views(batch, self._fused))
+            self._memo.put(batch, out)
+            return out
         shape = (len(batch), len(self._members))
         expected, upper, lower = np.empty(shape), np.empty(shape), np.empty(shape)
         floor, mult = np.empty(shape), np.empty(shape)
@@ -246,6 +254,31 @@ class Ensemble(Detector):
                      self._widening(batch.slots, batch.ts_unix_nano, recent))
         self._memo.put(batch, out)
         return out
+
+    def _fused_views(self, batch: SeriesBatch, members: ensemble_round.DefaultMembers,
+                     ) -> tuple[NDArray[np.float64], ...]:
+        """``_round``'s arrays from ``ensemble_round.round_views`` (the default members)."""
+        slots = batch.slots
+        level, daily, weekly = members
+        for member in members:
+            member._ensure(slots)  # noqa: SLF001 -- as their own predict does
+        for scale in self._scales:
+            scale.ensure(slots)
+        self._persistence._ensure(slots)  # noqa: SLF001
+        self._ensure(slots)
+        lv = level._slots  # noqa: SLF001
+        p = self._persistence
+        px = p._slots  # noqa: SLF001
+        ex = self._slots
+        views: tuple[NDArray[np.float64], ...] = ensemble_round.round_views(
+            slots, batch.ts_unix_nano, (lv.n, lv.mean, lv.dev, level.warmup),
+            ensemble_round.profile_args(daily), ensemble_round.profile_args(weekly),
+            tuple(x for scale in self._scales for x in scale.spread_columns()),
+            (px.d, px.v, p.level, p.shrink, p._prior, p.alarm),  # noqa: SLF001
+            (ex.peak, ex.age, ex.peak_ns, REFRACTORY_STEP_S * 1e9, self.refractory_hold,
+             self.refractory_decay, self.refractory_level, _MAX_STRETCH,
+             self.refractory_grace))
+        return views
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)

@@ -1,0 +1,58 @@
+"""The default ensemble's one-call round (``ensemble_round``) against the general path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from otel_anomaly.processors.detectors.ensemble import Ensemble
+from otel_anomaly.processors.detectors.ensemble_members import DEFAULT_MEMBERS
+from otel_anomaly.processors.types import SeriesBatch
+
+STEP_NS = 300 * 10**9
+
+
+def _stream(seed: int, points: int, series: int) -> list[SeriesBatch]:
+    """Rounds of distinct slots: daily cycles, noise, spikes, a level shift and gaps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(points)
+    base = 50 + 20 * np.sin(2 * np.pi * t / 288)[:, None] + rng.normal(0, 2, (points, series))
+    base[rng.random((points, series)) < 0.01] += 60  # spikes
+    base[points // 2:, 0] += 25  # a lasting shift on slot 0
+    rounds = []
+    for i in range(points):
+        keep = rng.random(series) < 0.9  # some series skip a point
+        slots = np.flatnonzero(keep).astype(np.intp)
+        if not len(slots):
+            continue
+        ts = np.full(len(slots), 1_700_000_000 * 10**9 + i * STEP_NS, np.int64)
+        rounds.append(SeriesBatch(slots, ts, base[i, slots]))
+    return rounds
+
+
+def _run(fused: bool, rounds: list[SeriesBatch]) -> list[np.ndarray]:
+    det = Ensemble()
+    if not fused:
+        det._fused = None  # noqa: SLF001 -- the general path
+    out = []
+    for batch in rounds:
+        p = det.predict(batch, 3.5)
+        out.append(np.stack([p.expected, p.lower, p.upper, p.baseline, det.score(batch)]))
+        det.learn_round(batch)
+    return out
+
+
+def test_the_default_members_take_the_one_call_round() -> None:
+    assert Ensemble(members=DEFAULT_MEMBERS)._fused is not None  # noqa: SLF001
+    assert Ensemble(members=DEFAULT_MEMBERS[:2])._fused is None  # noqa: SLF001
+    assert Ensemble(refractory_level=0.0)._fused is None  # noqa: SLF001
+
+
+@pytest.mark.parametrize(("seed", "series"), [(0, 1), (1, 7)])
+def test_one_call_round_equals_the_general_path(seed: int, series: int) -> None:
+    # Twenty days of 5-minute points: the weekly profile warms up for two weeks (its NaN
+    # band is compared then), every member is ready after.
+    rounds = _stream(seed, 2 * 288 * 10, series)
+    fused, general = _run(True, rounds), _run(False, rounds)
+    for i, (a, b) in enumerate(zip(fused, general, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"round {i}")
