@@ -202,6 +202,16 @@ class DeviationScale:
         """What ``spread_terms`` reads: typical deviations, cached quantiles, the normal's."""
         return self._typical.typical, self.tails._state.q, self._gauss
 
+    def learn_columns(self) -> tuple[Any, ...]:
+        """What ``update`` writes and reads, in the order ``_learn_scaled`` takes them.
+
+        (The histogram's columns, the cached quantile, the typical deviation, then the
+        growth, quantile, the normal's quantile and the window.)
+        """
+        tails = self.tails._state
+        return (tails.hist, tails.low, tails.inc, tails.n, tails.q, self._typical.typical,
+                self.tails._growth, self.tails.q, self._gauss, self.tails.window)
+
     def spread_terms(self, slots: NDArray[np.intp], floor: NDArray[np.float64],
                      mult: NDArray[np.float64], column: int) -> None:
         """Write ``floor`` and ``multiplier`` of ``slots`` into column ``column`` of two arrays.

@@ -280,6 +280,24 @@ class Ensemble(Detector):
              self.refractory_grace))
         return views
 
+    def _fused_lessons(self, batch: SeriesBatch, r: _Round,
+                       members: ensemble_round.DefaultMembers) -> None:
+        """``_learn_unique`` through ``ensemble_round.round_lessons`` (the default members)."""
+        level, daily, weekly = members
+        lv, p, ex = level._slots, self._persistence, self._slots  # noqa: SLF001
+        ensemble_round.round_lessons(
+            batch.slots, batch.ts_unix_nano, batch.values,
+            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent), self.combine == "max",
+            (lv.n, lv.mean, lv.dev, level.alpha, level.warmup),
+            ensemble_round.profile_learn_args(daily), ensemble_round.profile_learn_args(weekly),
+            tuple(scale.learn_columns() for scale in self._scales),
+            (p._slots.d, p._slots.v, p.alpha, p._prior, p.window),  # noqa: SLF001
+            (ex.peak, ex.age, ex.peak_ns, _MAX_AGE))
+        daily._memo.clear()  # noqa: SLF001 -- what they gathered before is stale now
+        weekly._memo.clear()  # noqa: SLF001
+        self._memo.clear()
+        self._seen_memo.clear()
+
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
 
@@ -388,6 +406,9 @@ class Ensemble(Detector):
     def _learn_unique(self, batch: SeriesBatch) -> None:
         batch = self._seen(batch)
         r = self._round(batch)
+        if self._fused is not None:
+            self._fused_lessons(batch, r, self._fused)
+            return
         combined, signed, unit, resid, ready, ready_rows = kernels.lessons(
             batch.values, r.expected, r.upper, r.lower, r.floor, r.mult,
             self.combine == "max")

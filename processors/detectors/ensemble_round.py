@@ -104,3 +104,75 @@ def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the
     stretch = ensemble_kernels.widening(recent, age, peak_ns, slots, ts, step_ns, r_level,
                                         max_stretch, grace)
     return expected, upper, lower, floor, mult, narrow_up, narrow_down, recent, stretch
+
+
+def profile_learn_args(member: SeasonalProfile) -> tuple[Any, ...]:
+    """What ``round_lessons`` takes of a profile to learn it, in its order."""
+    st = member._slots  # noqa: SLF001 -- the member's own columns, written by its kernels
+    return (member._period_ns, member._bucket_ns, member.buckets,  # noqa: SLF001
+            member.spread_mix, member._warm_ns, member.alpha,  # noqa: SLF001
+            st.n, st.first, st.last, st.gdev, st.centre, st.unit, st.mean_code, st.dev_code,
+            st.count, st.snap_b, st.snap_cycle, st.snap_mean, st.snap_dev)
+
+
+@kernel
+def _profile_learn(slots: Any, ts: Any, values: Any, period_ns: int, bucket_ns: float,
+                   buckets: int, spread_mix: float, warm_ns: int, alpha: float, n: Any,
+                   first: Any, last: Any, gdev: Any, centre: Any, scale: Any, mean_code: Any,
+                   dev_code: Any, count: Any, snap_b: Any, snap_cycle: Any, snap_mean: Any,
+                   snap_dev: Any) -> None:
+    """``SeasonalProfile._learn_unique`` (its gather, then its learn)."""
+    bucket, counts, mean, sigma, ready, _, _ = seasonal_kernels.gather(
+        slots, ts, period_ns, bucket_ns, buckets, spread_mix, warm_ns, n, first, gdev,
+        centre, scale, mean_code, dev_code, count, snap_b, snap_cycle, snap_mean, snap_dev)
+    seasonal_kernels.learn(slots, ts, values, bucket, counts, mean, sigma, ready, alpha,
+                           bucket_ns, period_ns, n, first, last, gdev, centre, scale,
+                           mean_code, dev_code, count, snap_b, snap_cycle, snap_mean,
+                           snap_dev)
+
+
+@kernel
+def _scale_update(slots: Any, unit: Any, resid: Any, ready: Any, on: int, column: int,
+                  hist: Any, low: Any, inc: Any, n: Any, cached: Any, typical: Any,
+                  growth: float, q: float, gauss: float, window: int) -> None:
+    """``DeviationScale.update`` of one member's column, on the rows it is ready on."""
+    if on == len(slots):
+        tail_quantile._learn_scaled(hist, low, inc, n, cached, typical, slots,
+                                    unit[:, column], resid[:, column], growth, q, gauss,
+                                    window)
+    elif on:
+        rows = np.flatnonzero(ready[:, column])
+        tail_quantile._learn_scaled(hist, low, inc, n, cached, typical, slots[rows],
+                                    unit[rows, column], resid[rows, column], growth, q, gauss,
+                                    window)
+
+
+@kernel
+def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it teaches
+    slots: Any, ts: Any, values: Any, views: tuple[Any, ...], combine_max: bool,
+    level: tuple[Any, ...], daily: tuple[Any, ...], weekly: tuple[Any, ...],
+    scales: tuple[Any, ...], narrowing: tuple[Any, ...], excursions: tuple[Any, ...],
+) -> None:
+    """``Ensemble._learn_unique`` for the default members, in one call.
+
+    ``views``: the round's expected, upper, lower, floor, multiplier and recent peak
+    (``round_views``); ``level``: the level member's columns and settings;
+    ``daily``/``weekly``: ``profile_learn_args``; ``scales``: per member its tail
+    histogram's columns, typical deviation and settings; ``narrowing`` and ``excursions``:
+    the persistence and refractory columns and settings.
+    """
+    expected, upper, lower, floor, mult, recent = views
+    combined, signed, unit, resid, ready, ready_rows = ensemble_kernels.lessons(
+        values, expected, upper, lower, floor, mult, combine_max)
+    peak, age, peak_ns, max_age = excursions
+    ensemble_kernels.learn_peak(peak, age, peak_ns, slots, ts, combined, recent, max_age)
+    d, v, alpha, prior, window = narrowing
+    persistence._learn(d, v, slots, signed, ready, alpha, prior, window)
+    s0, s1, s2 = scales
+    _scale_update(slots, unit, resid, ready, ready_rows[0], 0, *s0)
+    n_col, mean_col, dev_col, level_alpha, warmup = level
+    ewma._learn(slots, values, level_alpha, warmup, n_col, mean_col, dev_col)
+    _scale_update(slots, unit, resid, ready, ready_rows[1], 1, *s1)
+    _profile_learn(slots, ts, values, *daily)
+    _scale_update(slots, unit, resid, ready, ready_rows[2], 2, *s2)
+    _profile_learn(slots, ts, values, *weekly)
