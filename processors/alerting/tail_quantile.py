@@ -218,8 +218,7 @@ class DeviationScale:
 
         One call where an ensemble needs both for each member (rows as ``slots``).
         """
-        self.tails._ensure(slots)
-        self._typical.ensure(slots)
+        self.ensure(slots)
         _spread_terms(self._typical.typical, self.tails._state.q, slots, self._gauss, floor,
                       mult, column)
 
@@ -227,8 +226,7 @@ class DeviationScale:
         self, slots: NDArray[np.intp], z: NDArray[np.float64], resid: NDArray[np.float64]
     ) -> None:
         """Learn one deviation per distinct slot: in spread units and in absolute terms."""
-        self.tails._ensure(slots)
-        self._typical.ensure(slots)
+        self.ensure(slots)
         tails = self.tails._state
         _learn_scaled(tails.hist, tails.low, tails.inc, tails.n, tails.q,
                       self._typical.typical, slots, z, resid, self.tails._growth, self.tails.q,

@@ -1,14 +1,16 @@
-"""The default ensemble's view of a round in one kernel call.
+"""The default ensemble's round in two kernel calls: its views, then its lessons.
 
 ``Ensemble._round`` asks each member for its band, each member's ``DeviationScale`` for its
 floor and tail multiplier, and the ensemble's own state for persistence narrowing and the
-refractory stretch: about ten kernel calls and their Python wrappers per round. On a round
-of one row (a backtest of one series, a series that reports alone) those wrappers cost more
-than the arithmetic: one row's ``Ensemble.predict`` took 145 us, the same kernels composed
-in one compiled call 17 us. ``round_views`` is that call, for the default members (a level,
-then two seasonal profiles, none on log values); other compositions take the general path.
-It calls the very kernels the members and scales call, in the same order, so its results
-are theirs (``tests/processors/detectors/test_ensemble_round.py``).
+refractory stretch; learning a round asks as many objects again. That is about twenty
+kernel calls and their Python wrappers per round. On a round of one row (a backtest of one
+series, a series that reports alone) the wrappers cost more than the arithmetic: one row's
+``Ensemble.predict`` took 145 us, the same kernels composed in one compiled call 17 us.
+``round_views`` and ``round_lessons`` are those calls, for the default members (a level,
+then two seasonal profiles, none on log values; the ensemble itself may model logs); other
+compositions take the general path. They call the very kernels the members and scales
+call, in the same order, so their results are the general path's, bit for bit
+(``tests/processors/detectors/test_ensemble_round.py``).
 """
 
 from __future__ import annotations

@@ -30,8 +30,12 @@ def _stream(seed: int, points: int, series: int) -> list[SeriesBatch]:
     return rounds
 
 
-def _run(fused: bool, rounds: list[SeriesBatch]) -> list[np.ndarray]:
-    det = Ensemble()
+# The general rule's ensemble, and the latency rules' (logs, persistence as an alarm).
+SETTINGS = [{}, {"log_transform": True, "log_offset": 1.0, "persistence_alarm": True}]
+
+
+def _run(fused: bool, rounds: list[SeriesBatch], **settings: object) -> list[np.ndarray]:
+    det = Ensemble(**settings)  # type: ignore[arg-type]
     if not fused:
         det._fused = None  # noqa: SLF001 -- the general path
     out = []
@@ -48,11 +52,13 @@ def test_the_default_members_take_the_one_call_round() -> None:
     assert Ensemble(refractory_level=0.0)._fused is None  # noqa: SLF001
 
 
+@pytest.mark.parametrize("settings", SETTINGS)
 @pytest.mark.parametrize(("seed", "series"), [(0, 1), (1, 7)])
-def test_one_call_round_equals_the_general_path(seed: int, series: int) -> None:
+def test_one_call_round_equals_the_general_path(seed: int, series: int,
+                                                settings: dict[str, object]) -> None:
     # Twenty days of 5-minute points: the weekly profile warms up for two weeks (its NaN
     # band is compared then), every member is ready after.
     rounds = _stream(seed, 2 * 288 * 10, series)
-    fused, general = _run(True, rounds), _run(False, rounds)
+    fused, general = _run(True, rounds, **settings), _run(False, rounds, **settings)
     for i, (a, b) in enumerate(zip(fused, general, strict=True)):
         np.testing.assert_array_equal(a, b, err_msg=f"round {i}")
