@@ -46,6 +46,7 @@ from otel_anomaly.processors.signals.otlp_resources import (
 )
 from otel_anomaly.processors.signals.registry import ADAPTERS
 from otel_anomaly.processors.signals.span_coverage import SpanCoverage
+from otel_anomaly.processors.signals.span_ids import SpanIds
 from otel_anomaly.processors.signals.span_path import SpanPath
 from otel_anomaly.processors.signals.traces import TracesExtractor
 from otel_anomaly.processors.signals.wire_path import WirePath
@@ -307,9 +308,7 @@ class Engine:
         if rows is not None:
             slots, ts, values = slots[rows], ts[rows], values[rows]
             counts = None if counts is None else counts[rows]
-            exemplars = {
-                new: exemplars[old] for new, old in enumerate(rows.tolist()) if old in exemplars
-            } if exemplars else {}
+            exemplars = _exemplars_of(exemplars, rows)
         batch = SeriesBatch(slots, ts, values, counts)
         grace = self.deploys.in_grace(slots, ts)
         result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace,
@@ -450,6 +449,24 @@ class Engine:
             services_silent=self.silence.silent,
         )
 
+
+
+def _exemplars_of(exemplars: Mapping[int, tuple[bytes, bytes]], rows: NDArray[np.intp],
+                  ) -> Mapping[int, tuple[bytes, bytes]]:
+    """The exemplars of ``rows``, renumbered as the rows are.
+
+    The spans path's stay lazy (``SpanIds.take``): the rows a request scores of a busy
+    operation are hundreds, and only those that raise an event read their pair.
+    """
+    if isinstance(exemplars, SpanIds):
+        # Rows past its end have none (the RED points after the outliers): lazily taken
+        # when the rows that have one come first, as the spans path orders them.
+        inside = rows < len(exemplars)
+        k = int(np.count_nonzero(inside))
+        if inside[:k].all():
+            return exemplars.take(rows[:k])
+    return {new: exemplars[old] for new, old in enumerate(rows.tolist()) if old in exemplars
+            } if exemplars else {}
 
 
 def _explained(

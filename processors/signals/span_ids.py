@@ -26,6 +26,9 @@ class SpanIds(Mapping[int, tuple[bytes, bytes]]):
     >>> ids = SpanIds(b"TTTTss", np.array([[0, 4, 4, 6]]))
     >>> ids.get(0), ids.get(1, (b"", b"")), len(ids), dict(ids)
     ((b'TTTT', b'ss'), (b'', b''), 1, {0: (b'TTTT', b'ss')})
+    >>> dict(SpanIds(b"TTTTssUUUUtt", np.array([[0, 4, 4, 6], [6, 10, 10, 12]])).take(
+    ...     np.array([1])))
+    {0: (b'UUUU', b'tt')}
     """
 
     def __init__(self, data: bytes, bounds: NDArray[np.int64]) -> None:
@@ -40,6 +43,10 @@ class SpanIds(Mapping[int, tuple[bytes, bytes]]):
             raise KeyError(row)
         a, b, c, d = self._bounds[int(row)].tolist()
         return self._data[a:b], self._data[c:d]
+
+    def take(self, rows: NDArray[np.intp]) -> SpanIds:
+        """The pairs of ``rows``, renumbered from 0 (still cut only when read)."""
+        return SpanIds(self._data, self._bounds[rows])
 
     def __len__(self) -> int:
         return len(self._bounds)
