@@ -471,6 +471,7 @@ class Ensemble(Detector):
 
     @classmethod
     def _test_params(cls) -> Iterator[dict[str, Any]]:
+        yield {}  # the default members: their one-call round (``ensemble_round``)
         yield {"members": (("ewma_zscore", (("warmup", 10),)),
                            ("seasonal_profile", (("period_s", 60.0), ("buckets", 12),
                                                  ("warmup_cycles", 1.0)))),
