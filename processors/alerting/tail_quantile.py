@@ -198,6 +198,10 @@ class DeviationScale:
         self.tails._ensure(slots)
         self._typical.ensure(slots)
 
+    def holders(self) -> tuple[SlotArrays, SlotArrays]:
+        """Its state containers: the tail histogram's and the typical deviation's."""
+        return self.tails._state, self._typical
+
     def spread_columns(self) -> tuple[NDArray[np.float32], NDArray[np.float32], float]:
         """What ``spread_terms`` reads: typical deviations, cached quantiles, the normal's."""
         return self._typical.typical, self.tails._state.q, self._gauss

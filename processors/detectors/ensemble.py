@@ -24,11 +24,9 @@ from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.types import SeriesBatch
 
-_MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
-REFRACTORY_STEP_S = 300.0
-"""Event time that counts as one point of refractory age at most: the 5-minute spacing of
-NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
-_MAX_AGE = np.iinfo(np.int32).max  # points since the last excursion saturate (int32)
+_MAX_STRETCH = kernels.MAX_STRETCH
+REFRACTORY_STEP_S = kernels.REFRACTORY_STEP_S
+_MAX_AGE = kernels.MAX_AGE
 _UNIT_BAND = np.ones(1)  # the members' band one spread wide (an array: no conversion)
 
 class _Round(NamedTuple):
@@ -223,6 +221,9 @@ class Ensemble(Detector):
         # The default members' views come from one kernel call (``ensemble_round``).
         self._fused = (ensemble_round.default_members(self._members)
                        if persistence_alpha > 0 and refractory_level > 0 else None)
+        self._fused_holders = (() if self._fused is None else
+                               ensemble_round.state_holders(self, self._fused))
+        self._fused_cache: ensemble_round.RoundArgs | None = None
         # The members' views of a round, computed to score it and reused to learn it.
         self._memo = RoundMemo(values=any(m.band_follows_value for m in self._members))
         # The round's log-modulus (``log_transform``): predicted, scored, then learned.
@@ -258,45 +259,41 @@ class Ensemble(Detector):
     def _fused_views(self, batch: SeriesBatch, members: ensemble_round.DefaultMembers,
                      ) -> tuple[NDArray[np.float64], ...]:
         """``_round``'s arrays from ``ensemble_round.round_views`` (the default members)."""
-        slots = batch.slots
-        level, daily, weekly = members
-        for member in members:
-            member._ensure(slots)  # noqa: SLF001 -- as their own predict does
-        for scale in self._scales:
-            scale.ensure(slots)
-        self._persistence._ensure(slots)  # noqa: SLF001
-        self._ensure(slots)
-        lv = level._slots  # noqa: SLF001
-        p = self._persistence
-        px = p._slots  # noqa: SLF001
-        ex = self._slots
+        args = self._fused_args(batch.slots, members)
         views: tuple[NDArray[np.float64], ...] = ensemble_round.round_views(
-            slots, batch.ts_unix_nano, (lv.n, lv.mean, lv.dev, level.warmup),
-            ensemble_round.profile_args(daily), ensemble_round.profile_args(weekly),
-            tuple(x for scale in self._scales for x in scale.spread_columns()),
-            (px.d, px.v, p.level, p.shrink, p._prior, p.alarm),  # noqa: SLF001
-            (ex.peak, ex.age, ex.peak_ns, REFRACTORY_STEP_S * 1e9, self.refractory_hold,
-             self.refractory_decay, self.refractory_level, _MAX_STRETCH,
-             self.refractory_grace))
+            batch.slots, batch.ts_unix_nano, *args.views)
         return views
 
     def _fused_lessons(self, batch: SeriesBatch, r: _Round,
                        members: ensemble_round.DefaultMembers) -> None:
         """``_learn_unique`` through ``ensemble_round.round_lessons`` (the default members)."""
-        level, daily, weekly = members
-        lv, p, ex = level._slots, self._persistence, self._slots  # noqa: SLF001
+        args = self._fused_args(batch.slots, members)
         ensemble_round.round_lessons(
             batch.slots, batch.ts_unix_nano, batch.values,
-            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent), self.combine == "max",
-            (lv.n, lv.mean, lv.dev, level.alpha, level.warmup),
-            ensemble_round.profile_learn_args(daily), ensemble_round.profile_learn_args(weekly),
-            tuple(scale.learn_columns() for scale in self._scales),
-            (p._slots.d, p._slots.v, p.alpha, p._prior, p.window),  # noqa: SLF001
-            (ex.peak, ex.age, ex.peak_ns, _MAX_AGE))
-        daily._memo.clear()  # noqa: SLF001 -- what they gathered before is stale now
-        weekly._memo.clear()  # noqa: SLF001
+            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent), *args.lessons)
+        for profile in members[1:]:
+            profile._memo.clear()  # noqa: SLF001 -- what it gathered before is stale now
         self._memo.clear()
         self._seen_memo.clear()
+
+    def _fused_args(self, slots: NDArray[np.intp], members: ensemble_round.DefaultMembers,
+                    ) -> ensemble_round.RoundArgs:
+        """The one-call kernels' arguments for ``slots``, their rows made to exist.
+
+        Built again only when an array was replaced (grown, restored) or ``slots`` reach
+        past the rows every holder has: on a round of one row, building them cost as much
+        as the kernel.
+        """
+        cached = self._fused_cache
+        holders = self._fused_holders
+        if (cached is not None and ensemble_round.top_slot(slots) < cached.rows
+                and cached.generations == tuple(h.generation for h in holders)):
+            return cached
+        for holder in holders:
+            holder.ensure(slots)
+        built = ensemble_round.round_args(self, members, holders)
+        self._fused_cache = built
+        return built
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)

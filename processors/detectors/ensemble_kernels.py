@@ -24,6 +24,11 @@ from otel_anomaly.processors.kernel_math import fmax, fmin
 
 TINY = 1e-12
 F32_MAX = float(np.finfo(np.float32).max)
+MAX_STRETCH = 10.0  # the refractory stretch of an excursion of 35 sigmas or more
+REFRACTORY_STEP_S = 300.0
+"""Event time that counts as one point of refractory age at most: the 5-minute spacing of
+NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
+MAX_AGE = int(np.iinfo(np.int32).max)  # points since the last excursion saturate (int32)
 
 
 @kernel

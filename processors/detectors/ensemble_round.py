@@ -15,7 +15,7 @@ call, in the same order, so their results are the general path's, bit for bit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,13 @@ from otel_anomaly.processors.detectors import ensemble_kernels, persistence, sea
 from otel_anomaly.processors.detectors import ewma_zscore as ewma
 from otel_anomaly.processors.detectors.base import Detector
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
+from otel_anomaly.processors.series.slot_arrays import SlotArrays, top_slot
+
+if TYPE_CHECKING:
+    from otel_anomaly.processors.detectors.ensemble import Ensemble
+
+__all__ = ["RoundArgs", "default_members", "round_args", "round_lessons", "round_views",
+           "state_holders", "top_slot"]
 
 DefaultMembers = tuple[ewma.EwmaZScore, SeasonalProfile, SeasonalProfile]
 
@@ -40,6 +47,51 @@ def default_members(members: list[Detector]) -> DefaultMembers | None:
             and type(daily) is type(weekly) is SeasonalProfile):
         return level, daily, weekly
     return None
+
+
+class RoundArgs(NamedTuple):
+    """The arguments of ``round_views`` and ``round_lessons`` after the round's rows.
+
+    Valid while no holder's arrays were replaced (``generations``) and for slots below
+    ``rows``.
+    """
+
+    generations: tuple[int, ...]
+    rows: int
+    views: tuple[Any, ...]
+    lessons: tuple[Any, ...]
+
+
+def state_holders(ensemble: Ensemble, members: DefaultMembers) -> tuple[SlotArrays, ...]:
+    """Every ``SlotArrays`` the two kernels read or write."""
+    level, daily, weekly = members
+    scales = ensemble._scales  # noqa: SLF001 -- the ensemble's own parts, read by its kernels
+    return (level._slots, daily._slots, weekly._slots,  # noqa: SLF001
+            *(holder for scale in scales for holder in scale.holders()),
+            ensemble._persistence._slots, ensemble._slots)  # noqa: SLF001
+
+
+def round_args(ensemble: Ensemble, members: DefaultMembers,
+               holders: tuple[SlotArrays, ...]) -> RoundArgs:
+    """The kernels' arguments from the ensemble's parts as they are now."""
+    level, daily, weekly = members
+    lv = level._slots  # noqa: SLF001
+    p = ensemble._persistence  # noqa: SLF001
+    ex = ensemble._slots  # noqa: SLF001
+    scales = ensemble._scales  # noqa: SLF001
+    views = ((lv.n, lv.mean, lv.dev, level.warmup), profile_args(daily), profile_args(weekly),
+             tuple(x for scale in scales for x in scale.spread_columns()),
+             (p._slots.d, p._slots.v, p.level, p.shrink, p._prior, p.alarm),  # noqa: SLF001
+             (ex.peak, ex.age, ex.peak_ns, ensemble_kernels.REFRACTORY_STEP_S * 1e9,
+              ensemble.refractory_hold, ensemble.refractory_decay, ensemble.refractory_level,
+              ensemble_kernels.MAX_STRETCH, ensemble.refractory_grace))
+    lessons = (ensemble.combine == "max", (lv.n, lv.mean, lv.dev, level.alpha, level.warmup),
+               profile_learn_args(daily), profile_learn_args(weekly),
+               tuple(scale.learn_columns() for scale in scales),
+               (p._slots.d, p._slots.v, p.alpha, p._prior, p.window),  # noqa: SLF001
+               (ex.peak, ex.age, ex.peak_ns, ensemble_kernels.MAX_AGE))
+    return RoundArgs(tuple(h.generation for h in holders), min(len(h) for h in holders),
+                     views, lessons)
 
 
 def profile_args(member: SeasonalProfile) -> tuple[Any, ...]:

@@ -63,6 +63,7 @@ class SlotArrays:
             raise ValueError(msg)
         self._columns = columns
         self._rows = 0
+        self.generation = 0  # bumped whenever the arrays are replaced (grown or loaded)
         for name, column in columns.items():
             self.__dict__[name] = self._fresh(column, 0)
 
@@ -103,21 +104,13 @@ class SlotArrays:
             out[: self._rows] = self.__dict__[name]
             self.__dict__[name] = out
         self._rows = rows
+        self.generation += 1
 
     def ensure(self, slots: NDArray[np.intp]) -> None:
         """Make every row in ``slots`` exist."""
-        # Called by every state holder on every round: a round of one row (a series that
-        # reports alone) skips the reduction, whose call costs more than the rest.
-        n = len(slots)
-        if n:
-            if n == 1:
-                top = int(slots[0])
-            elif _COMPILED and slots.dtype == _INTP:
-                top = _top(slots)
-            else:
-                top = int(slots.max())
-            if top >= self._rows:
-                self.grow(top + 1)
+        top = top_slot(slots)
+        if top >= self._rows:
+            self.grow(top + 1)
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Refill the rows of ``slots`` with the fill values (growing to them if needed)."""
@@ -157,6 +150,21 @@ class SlotArrays:
             loaded[name] = _cast(array, np.dtype(column.dtype), adopt=_NO_COPIES.get())
         self.__dict__.update(loaded)
         self._rows = rows.pop() if rows else 0
+        self.generation += 1
+
+
+def top_slot(slots: NDArray[np.intp]) -> int:
+    """The largest of ``slots`` (-1 if empty)."""
+    # Asked by every state holder on every round: a round of one row (a series that
+    # reports alone) skips the reduction, whose call costs more than the rest.
+    n = len(slots)
+    if not n:
+        return -1
+    if n == 1:
+        return int(slots[0])
+    if _COMPILED and slots.dtype == _INTP:
+        return _top(slots)
+    return int(slots.max())
 
 
 @kernel

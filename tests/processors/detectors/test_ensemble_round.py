@@ -23,10 +23,12 @@ def _stream(seed: int, points: int, series: int) -> list[SeriesBatch]:
     for i in range(points):
         keep = rng.random(series) < 0.9  # some series skip a point
         slots = np.flatnonzero(keep).astype(np.intp)
+        if i >= points // 3:  # a series far past the others' rows: the arrays grow mid-run
+            slots = np.r_[slots, 5000].astype(np.intp)
         if not len(slots):
             continue
         ts = np.full(len(slots), 1_700_000_000 * 10**9 + i * STEP_NS, np.int64)
-        rounds.append(SeriesBatch(slots, ts, base[i, slots]))
+        rounds.append(SeriesBatch(slots, ts, base[i, slots % series]))
     return rounds
 
 
@@ -62,3 +64,25 @@ def test_one_call_round_equals_the_general_path(seed: int, series: int,
     fused, general = _run(True, rounds, **settings), _run(False, rounds, **settings)
     for i, (a, b) in enumerate(zip(fused, general, strict=True)):
         np.testing.assert_array_equal(a, b, err_msg=f"round {i}")
+
+
+def test_a_restore_into_the_same_ensemble_is_read_by_the_one_call_round() -> None:
+    # load_state_dict replaces every array the kernels were handed before it.
+    rounds = _stream(2, 288 * 3, 3)
+    det = Ensemble()
+    for batch in rounds[:288]:
+        det.predict(batch, 3.5)
+        det.learn_round(batch)
+    saved = det.state_dict()
+    for batch in rounds[288:576]:
+        det.predict(batch, 3.5)
+        det.learn_round(batch)
+    det.load_state_dict(saved)
+    fresh = Ensemble()
+    fresh.load_state_dict(saved)
+    for batch in rounds[576:]:
+        a, b = det.predict(batch, 3.5), fresh.predict(batch, 3.5)
+        np.testing.assert_array_equal(np.stack([a.expected, a.lower, a.upper]),
+                                      np.stack([b.expected, b.lower, b.upper]))
+        det.learn_round(batch)
+        fresh.learn_round(batch)
