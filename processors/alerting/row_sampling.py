@@ -13,8 +13,12 @@ more often than it occurs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
+
+from otel_anomaly.processors.compiled import kernel
 
 UP, DOWN, BOTH = 1, -1, 0
 """The side of a rule's alert, as ``sample_rows`` takes it (``AlertPolicy.direction``)."""
@@ -40,34 +44,54 @@ def sample_rows(
     ([0, 1, 3, 5], [True, False, True, True])
     """
     n = len(slots)
-    capped = limits > 0
-    if n < 2 or not np.count_nonzero(capped):
+    if n < 2 or not np.count_nonzero(limits > 0):
         return None
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    sizes = np.diff(np.r_[starts, n])
-    size = np.repeat(sizes, sizes)
-    limit = limits[order]
-    over = capped[order] & (size > limit)
-    if not np.count_nonzero(over):
-        return None
-    rank = np.arange(n) - np.repeat(starts, sizes)
-    # Rank r is kept when floor(r * K / n) steps up: K ranks, evenly spread, the first kept.
-    spread = ~over | ((rank * limit) % np.maximum(size, 1) < limit)
-    extreme = np.zeros(n, np.bool_)
-    group = np.repeat(np.arange(len(starts)), sizes)
-    side = sides[order]
-    ordered_values = values[order]
-    for wanted, sign in ((UP, -1.0), (DOWN, 1.0)):
-        # Within each group, sorted by value (largest first for UP): the first is the extreme.
-        by_value = np.lexsort((sign * ordered_values, group))
-        first = by_value[starts]
-        extreme[first] = over[first] & ((side[first] == wanted) | (side[first] == BOTH))
-    keep_sorted = spread | extreme
     keep = np.empty(n, np.bool_)
-    keep[order] = keep_sorted
-    learned_all = np.empty(n, np.bool_)
-    learned_all[order] = spread
+    learned = np.empty(n, np.bool_)
+    if not _sample(slots, values, limits, sides, np.argsort(slots, kind="stable"), keep,
+                   learned):
+        return None
     rows = np.flatnonzero(keep)
-    return rows, learned_all[rows]
+    return rows, learned[rows]
+
+
+@kernel
+def _sample(slots: Any, values: Any, limits: Any, sides: Any, order: Any, keep: Any,
+            learned: Any) -> bool:
+    """``sample_rows``' marks, one pass over the rows grouped by slot (``order``).
+
+    ``learned`` (the even spread) and ``keep`` (the spread and the extremes); False when
+    no slot is over its cap. Within a slot, rows keep their arrival order: the spread
+    counts ranks in it, and the extreme is the first row holding the largest (smallest)
+    value, NaN only where every value is (as a stable sort by value would pick).
+    """
+    n = len(order)
+    any_over = False
+    start = 0
+    while start < n:
+        stop = start + 1
+        while stop < n and slots[order[stop]] == slots[order[start]]:
+            stop += 1
+        size = stop - start
+        top = low = order[start]
+        for rank in range(size):
+            row = order[start + rank]
+            limit = limits[row]
+            over = limit > 0 and size > limit
+            any_over = any_over or over
+            spread = (not over) or (rank * limit) % size < limit
+            learned[row] = spread
+            keep[row] = spread
+            v = values[row]
+            if not np.isnan(v):
+                if np.isnan(values[top]) or v > values[top]:
+                    top = row
+                if np.isnan(values[low]) or v < values[low]:
+                    low = row
+        # The extremes are kept where their own row is over its cap, on the alert's side.
+        if limits[top] > 0 and size > limits[top] and sides[top] != DOWN:
+            keep[top] = True
+        if limits[low] > 0 and size > limits[low] and sides[low] != UP:
+            keep[low] = True
+        start = stop
+    return any_over

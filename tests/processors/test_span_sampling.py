@@ -159,3 +159,62 @@ def test_sample_rows_keeps_a_cap_per_slot_and_its_extreme(
         if side in (DOWN, BOTH):
             assert scored_values.min() == values[mine].min()
         assert ours.sum() <= caps[s] + (2 if side == BOTH else 1)
+
+
+def _numpy_sample_rows(
+    slots: NDArray[np.intp], values: NDArray[np.float64], limits: NDArray[np.intp],
+    sides: NDArray[np.int8],
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
+    """``sample_rows`` as it was written with numpy sorts, before its kernel (reference)."""
+    n = len(slots)
+    capped = limits > 0
+    if n < 2 or not np.count_nonzero(capped):
+        return None
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    size = np.repeat(sizes, sizes)
+    limit = limits[order]
+    over = capped[order] & (size > limit)
+    if not np.count_nonzero(over):
+        return None
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    # Rank r is kept when floor(r * K / n) steps up: K ranks, evenly spread, the first kept.
+    spread = ~over | ((rank * limit) % np.maximum(size, 1) < limit)
+    extreme = np.zeros(n, np.bool_)
+    group = np.repeat(np.arange(len(starts)), sizes)
+    side = sides[order]
+    ordered_values = values[order]
+    for wanted, sign in ((UP, -1.0), (DOWN, 1.0)):
+        # Within each group, sorted by value (largest first for UP): the first is the extreme.
+        by_value = np.lexsort((sign * ordered_values, group))
+        first = by_value[starts]
+        extreme[first] = over[first] & ((side[first] == wanted) | (side[first] == BOTH))
+    keep_sorted = spread | extreme
+    keep = np.empty(n, np.bool_)
+    keep[order] = keep_sorted
+    learned_all = np.empty(n, np.bool_)
+    learned_all[order] = spread
+    rows = np.flatnonzero(keep)
+    return rows, learned_all[rows]
+
+
+@given(st.lists(st.tuples(st.integers(0, 4),
+                          st.sampled_from([0.0, -0.0, 1.0, 2.0, 2.0, -3.0, np.inf, -np.inf,
+                                           np.nan])), min_size=0, max_size=60),
+       st.lists(st.integers(0, 4), min_size=5, max_size=5),
+       st.lists(st.sampled_from([UP, DOWN, BOTH]), min_size=5, max_size=5))
+def test_sample_rows_kernel_equals_the_numpy_sorts(
+        rows: list[tuple[int, float]], caps: list[int], side_of: list[int]) -> None:
+    # Ties, signed zeros, infinities and NaN: the same rows, learned the same, as before.
+    slots = np.array([s for s, _ in rows], np.intp)
+    values = np.array([v for _, v in rows], np.float64)
+    limits = np.array(caps, np.intp)[slots] if len(slots) else np.empty(0, np.intp)
+    sides = np.array(side_of, np.int8)[slots] if len(slots) else np.empty(0, np.int8)
+    got = sample_rows(slots, values, limits, sides)
+    want = _numpy_sample_rows(slots, values, limits, sides)
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert got[0].tolist() == want[0].tolist()
+        assert got[1].tolist() == want[1].tolist()
