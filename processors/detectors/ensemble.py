@@ -218,7 +218,8 @@ class Ensemble(Detector):
         # Its own learning is compiled kernels; the members' may not be.
         self.compiled_learning = all(m.compiled_learning for m in self._members)
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
-        # The default members' views come from one kernel call (``ensemble_round``).
+        # The default members' views of a round, and its lessons, are one kernel call each
+        # (``ensemble_round``), their arguments kept until an array is replaced.
         self._fused = (ensemble_round.default_members(self._members)
                        if persistence_alpha > 0 and refractory_level > 0 else None)
         self._fused_holders = (() if self._fused is None else
