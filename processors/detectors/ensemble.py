@@ -21,7 +21,7 @@ from otel_anomaly.processors.detectors.ensemble_members import (
 )
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
-from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
+from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, top_slot
 from otel_anomaly.processors.types import SeriesBatch
 
 _MAX_STRETCH = kernels.MAX_STRETCH
@@ -287,7 +287,7 @@ class Ensemble(Detector):
         """
         cached = self._fused_cache
         holders = self._fused_holders
-        if (cached is not None and ensemble_round.top_slot(slots) < cached.rows
+        if (cached is not None and top_slot(slots) < cached.rows
                 and cached.generations == tuple(h.generation for h in holders)):
             return cached
         for holder in holders:

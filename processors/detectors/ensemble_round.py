@@ -25,13 +25,13 @@ from otel_anomaly.processors.detectors import ensemble_kernels, persistence, sea
 from otel_anomaly.processors.detectors import ewma_zscore as ewma
 from otel_anomaly.processors.detectors.base import Detector
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
-from otel_anomaly.processors.series.slot_arrays import SlotArrays, top_slot
+from otel_anomaly.processors.series.slot_arrays import SlotArrays
 
 if TYPE_CHECKING:
     from otel_anomaly.processors.detectors.ensemble import Ensemble
 
 __all__ = ["RoundArgs", "default_members", "round_args", "round_lessons", "round_views",
-           "state_holders", "top_slot"]
+           "state_holders"]
 
 DefaultMembers = tuple[ewma.EwmaZScore, SeasonalProfile, SeasonalProfile]
 
@@ -41,10 +41,9 @@ def default_members(members: list[Detector]) -> DefaultMembers | None:
     if len(members) != 3:
         return None
     level, daily, weekly = members
-    if (isinstance(level, ewma.EwmaZScore) and type(level) is ewma.EwmaZScore
-            and not level.log_transform and isinstance(daily, SeasonalProfile)
-            and isinstance(weekly, SeasonalProfile)
-            and type(daily) is type(weekly) is SeasonalProfile):
+    # The exact classes: a subclass may score differently from the kernels called here.
+    if (type(level) is ewma.EwmaZScore and not level.log_transform
+            and type(daily) is SeasonalProfile and type(weekly) is SeasonalProfile):
         return level, daily, weekly
     return None
 
