@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
@@ -190,7 +190,8 @@ def _numpy_sample_rows(
         # Within each group, sorted by value (largest first for UP): the first is the extreme.
         by_value = np.lexsort((sign * ordered_values, group))
         first = by_value[starts]
-        extreme[first] = over[first] & ((side[first] == wanted) | (side[first] == BOTH))
+        # |=: one row can be both extremes (the only value that is not NaN).
+        extreme[first] |= over[first] & ((side[first] == wanted) | (side[first] == BOTH))
     keep_sorted = spread | extreme
     keep = np.empty(n, np.bool_)
     keep[order] = keep_sorted
@@ -205,6 +206,7 @@ def _numpy_sample_rows(
                                            np.nan])), min_size=0, max_size=60),
        st.lists(st.integers(0, 4), min_size=5, max_size=5),
        st.lists(st.sampled_from([UP, DOWN, BOTH]), min_size=5, max_size=5))
+@example(rows=[(0, np.nan), (0, 0.0)], caps=[1, 0, 0, 0, 0], side_of=[UP] * 5)
 def test_sample_rows_kernel_equals_the_numpy_sorts(
         rows: list[tuple[int, float]], caps: list[int], side_of: list[int]) -> None:
     # Ties, signed zeros, infinities and NaN: the same rows, learned the same, as before.
