@@ -433,6 +433,10 @@ class Engine:
         """Prometheus labels of the series in ``slot`` (``metric``, ``detector``, ``job``...)."""
         return self.scorer.labels(slot)
 
+    def series_labels_of(self, slots: list[int]) -> list[Labels]:
+        """``series_labels`` of each of ``slots`` (a round's), in one lookup."""
+        return self.scorer.labels_of(slots)
+
     def stats(self) -> EngineStats:
         """Current counts for self-metrics."""
         live = self.index.live_slots()

@@ -209,6 +209,10 @@ class Scorer:
         """Prometheus labels of a slot, given once when the slot was assigned."""
         return self._labels.of(slot)
 
+    def labels_of(self, slots: list[int]) -> list[Labels]:
+        """``labels`` of each of ``slots``, in one lookup."""
+        return self._labels.of_many(slots)
+
     def count_warming(self, slots: NDArray[np.intp]) -> int:
         """How many of ``slots`` are still warming up."""
         total = 0

@@ -57,3 +57,14 @@ def test_with_key_of_the_keys_are_not_kept_and_collisions_still_resolve() -> Non
     restored = LabelSets(key_of=keys.__getitem__)
     restored.load_state_dict(sets.state_dict(), keys)
     assert restored.of(0) == first and restored.of(1) == second and restored.of(7) == ()
+
+
+def test_of_many_answers_what_of_answers_for_every_slot() -> None:
+    # Assigned, forgotten, never assigned and beyond the table; one slot, many, repeats.
+    sets = LabelSets()
+    for slot in range(6):
+        sets.assign(slot, key(str(slot)), "ensemble")
+    sets.forget(3)
+    for slots in ([], [4], [3], [5, 0, 3, 5], [1, 2], [0, 9], [7]):
+        assert sets.of_many(slots) == [sets.of(slot) for slot in slots], slots
+    assert sets.of_many([3, 1])[0] == () and sets.of_many([3, 1])[1] != ()
