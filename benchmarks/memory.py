@@ -21,7 +21,9 @@ when that is larger (a setting the checkpoint fingerprints, so write and restore
 
 Then, at the same count, it times a checkpoint write through the sidecar's own
 ``StateStore`` (``exporter/checkpoint_file.py``: temporary file, fsync, rename; the data
-is ``processors/state/checkpoint.py``'s ``.npz``), with the file size and the peak RSS
+is ``processors/state/checkpoint.py``'s ``.npz``): how long scoring pauses for it (the
+state written into the file) and how long until it is on disk (the fsync and rename run on
+the store's own thread), with the file size and the peak RSS
 the write added (``VmHWM`` reset through ``/proc/self/clear_refs`` before it, where the
 kernel allows, else the delta of the lifetime peak). The engine is then dropped and the
 checkpoint restored into a new one, as a restarting sidecar does, with its time and the
@@ -147,6 +149,8 @@ def measure(series: int, rounds: int, batch: int, folder: str) -> dict[str, floa
     hwm0 = rss if exact else out["hwm_after_kib"]
     started = time.perf_counter()
     store.save(engine)
+    out["pause_s"] = time.perf_counter() - started  # what scoring waits for
+    store.shutdown(timeout=3600.0)  # the fsync and rename, on the store's commit thread
     out["write_s"] = time.perf_counter() - started
     out["write_peak_kib"] = max(0, status_kib("VmHWM") - hwm0)
     out["file_bytes"] = store.path.stat().st_size if store.path.exists() else 0.0
@@ -176,7 +180,7 @@ def row(r: dict[str, Any], series: int) -> str:
             f"{1024 * (r['hwm_after_kib'] - r['rss_before_kib']) / series:9,.0f} "
             f"{r['ingest_cpu_s']:10.1f} | ")
     if "write_s" in r:
-        text += (f"{r['write_s']:8.2f} {r['file_bytes'] / 2**20:9.1f} "
+        text += (f"{r['pause_s']:8.2f} {r['write_s']:8.2f} {r['file_bytes'] / 2**20:9.1f} "
                  f"{r['file_bytes'] / series:9,.0f} {r['write_peak_kib'] / mib:9.0f} | ")
     if "restore_s" in r:
         text += f"{r['restore_s']:9.2f} {r['restore_peak_kib'] / mib:9.0f}"
@@ -208,7 +212,7 @@ def main() -> int:
           f"batches of {args.batch:,} series; checkpoint in {folder}")
     print(f"{'series':>9s} {'RSS0 MiB':>9s} {'RSS MiB':>9s} {'B/series':>9s} "
           f"{'B/s r1':>9s} {'peak B/s':>9s} {'ingest cpu':>10s} | "
-          f"{'write s':>8s} {'file MiB':>9s} {'B/series':>9s} {'+peak MiB':>9s} | "
+          f"{'pause s':>8s} {'write s':>8s} {'file MiB':>9s} {'B/series':>9s} {'+peak MiB':>9s} | "
           f"{'restore s':>9s} {'+peak MiB':>9s}")
     failed = 0
     for series in args.series:
@@ -233,7 +237,9 @@ def main() -> int:
         Path(folder).rmdir()
     print("B/series: (RSS after - RSS before) / series after the last round; B/s r1: after "
           "the first round; peak B/s: VmHWM over the same baseline; ingest cpu: CPU seconds of "
-          "all rounds. +peak: VmHWM the "
+          "all rounds. pause s: scoring held up by the write (the state into the file); write s: "
+          "until the file was on disk and renamed (fsync on the store's own thread). +peak: "
+          "VmHWM the "
           "checkpoint write (restore) added over the RSS just before it.")
     return 1 if failed else 0
 

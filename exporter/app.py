@@ -154,10 +154,12 @@ class Sidecar:
 
     def _start_order(self) -> list[tuple[str, Component]]:
         # Shutdown runs this backwards: receivers stop first, the pipeline then drains
-        # what they queued, the outputs publish and flush what it produced, the loop goes last.
+        # what they queued (and writes its last checkpoint, which the checkpoint file then
+        # commits), the outputs publish and flush what it produced, the loop goes last.
         components: list[tuple[str, Component]] = [
             ("I/O loop", self.io),
             ("outputs", self.outputs),
+            *([("checkpoint file", self.state)] if self.state else []),
             ("pipeline", self.pipeline),
             ("metrics endpoint", self.metrics),
         ]

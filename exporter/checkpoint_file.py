@@ -2,10 +2,13 @@
 
 Writes are atomic (a temporary file in the same folder, written, flushed and fsynced, then
 renamed over the old checkpoint), so a crash mid-write leaves the previous checkpoint
-intact. A missing or unreadable checkpoint never stops the sidecar: it starts fresh and
-says why. One that cannot be used (corrupt, truncated, foreign, of a future format or of
-other settings) is also moved aside to ``<path>.rejected-<unix time>``, so the next save
-does not destroy what an operator may want to look at or roll back to.
+intact. Scoring pauses only while the state is written into the file (the engine must not
+change meanwhile); the fsync, which waits for the disk, and the rename follow on a thread
+of their own, one checkpoint at a time. A missing or unreadable checkpoint never stops the
+sidecar: it starts fresh and says why. One that cannot be used (corrupt, truncated,
+foreign, of a future format or of other settings) is also moved aside to
+``<path>.rejected-<unix time>``, so the next save does not destroy what an operator may
+want to look at or roll back to.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
+from typing import IO
 
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
@@ -38,9 +44,36 @@ class StateStore:
     def __init__(self, path: str, telemetry: Telemetry) -> None:
         self.path = Path(path)
         self._telemetry = telemetry
+        # Makes written checkpoints durable (fsync, rename); its thread starts at the first.
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="otel-anomaly-checkpoint")
+        self._pending: Future[None] | None = None
+
+    def start(self) -> None:
+        """Nothing to start: the commit thread starts with the first checkpoint."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the last checkpoint to be committed; idempotent.
+
+        Call it after the pipeline's final checkpoint. A commit still running when the
+        timeout ends finishes on its own thread (the interpreter waits for it at exit).
+        """
+        self.flush(timeout)
+        self._committer.shutdown(wait=False)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for the checkpoint being committed, if any; False if ``timeout`` ran out."""
+        pending = self._pending
+        if pending is None:
+            return True
+        try:
+            pending.result(timeout)
+        except FutureTimeoutError:
+            return False
+        return True
 
     def restore(self, settings: EngineSettings) -> Engine | None:
         """The checkpointed engine, or ``None`` (no checkpoint, or one that cannot be used)."""
+        self.flush()  # the file a save of this store is still committing
         try:
             with self.path.open("rb") as source:
                 engine = checkpoint.load(source, settings)
@@ -75,28 +108,52 @@ class StateStore:
                        self.path, reason, aside)
 
     def save(self, engine: Engine) -> None:
-        """Write a checkpoint of ``engine`` (call it on the thread that owns the engine)."""
+        """Write a checkpoint of ``engine`` (call it on the thread that owns the engine).
+
+        Returns once the state is in a temporary file; the file becomes the checkpoint on
+        the commit thread. A save first waits for the previous one's commit, so at most one
+        temporary file exists and checkpoints replace one another in order.
+        """
+        self.flush()
         started = time.perf_counter()
         try:
-            size = self._write(engine)
+            out, tmp = self._write(engine)
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not stop scoring
-            self._telemetry.checkpoint("failed", time.perf_counter() - started, 0)
-            logger.warning("state: checkpoint to %s failed: %s", self.path, exc)
+            self._failed(started, exc)
             return
-        self._telemetry.checkpoint("ok", time.perf_counter() - started, size)
+        self._telemetry.checkpoint_pause(time.perf_counter() - started)
+        try:
+            self._pending = self._committer.submit(self._commit, out, tmp, started)
+        except RuntimeError:  # shut down already (a pipeline that outlived its timeout)
+            self._commit(out, tmp, started)
 
-    def _write(self, engine: Engine) -> int:
-        """Stream the checkpoint into a temporary file, then rename it over the old one."""
+    def _write(self, engine: Engine) -> tuple[IO[bytes], str]:
+        """Stream the checkpoint into a temporary file, flushed to the OS, still open."""
         handle, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
                                        dir=self.path.parent)
+        out = os.fdopen(handle, "wb")
         try:
-            with os.fdopen(handle, "wb") as out:
-                checkpoint.dump(engine, out)
-                out.flush()
+            checkpoint.dump(engine, out)
+            out.flush()
+        except BaseException:
+            out.close()
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out, tmp
+
+    def _commit(self, out: IO[bytes], tmp: str, started: float) -> None:
+        """Make the written file durable, then rename it over the old checkpoint."""
+        try:
+            with out:
                 os.fsync(out.fileno())
                 size = out.tell()
             os.replace(tmp, self.path)
-        except BaseException:
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the old one stays
             Path(tmp).unlink(missing_ok=True)
-            raise
-        return size
+            self._failed(started, exc)
+            return
+        self._telemetry.checkpoint("ok", time.perf_counter() - started, size)
+
+    def _failed(self, started: float, exc: Exception) -> None:
+        self._telemetry.checkpoint("failed", time.perf_counter() - started, 0)
+        logger.warning("state: checkpoint to %s failed: %s", self.path, exc)

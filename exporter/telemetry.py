@@ -129,7 +129,12 @@ class Telemetry:
         )
         self._checkpoint_seconds = Gauge(
             "otel_anomaly_checkpoint_duration_seconds",
-            "Time the last checkpoint took (scoring pauses meanwhile).", registry=registry,
+            "Time the last checkpoint took, until it was on disk.", registry=registry,
+        )
+        self._checkpoint_pause = Gauge(
+            "otel_anomaly_checkpoint_pause_seconds",
+            "Time scoring paused for the last checkpoint: the state written into the file "
+            "(the fsync follows in the background).", registry=registry,
         )
         self._checkpoint_bytes = Gauge(
             "otel_anomaly_checkpoint_size_bytes", "Size of the last checkpoint written.",
@@ -266,6 +271,10 @@ class Telemetry:
         self._checkpoint_seconds.set(seconds)
         if size:
             self._checkpoint_bytes.set(size)
+
+    def checkpoint_pause(self, seconds: float) -> None:
+        """Record how long the last checkpoint held up scoring."""
+        self._checkpoint_pause.set(seconds)
 
     def restored(self, series: int) -> None:
         """Record how many series the start-up restore brought back."""

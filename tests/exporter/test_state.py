@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,7 @@ def test_an_unusable_checkpoint_is_set_aside_and_the_engine_starts_cold(
     for i, value in enumerate(STEADY):
         engine.ingest("metrics", points(i, [value]))
     store.save(engine)
+    assert store.flush(timeout=60), "the checkpoint was not committed"
     damaged = damage(path.read_bytes(), marker)
     path.write_bytes(damaged)
     with caplog.at_level(logging.WARNING):
@@ -156,3 +159,72 @@ def test_an_unusable_checkpoint_is_set_aside_and_the_engine_starts_cold(
     store.save(Engine(settings))
     restored = store.restore(settings)
     assert restored is not None and restored.stats().series_active == 0
+
+
+def _steady_engine(settings: EngineSettings) -> Engine:
+    engine = Engine(settings)
+    for i, value in enumerate(STEADY):
+        engine.ingest("metrics", points(i, [value]))
+    return engine
+
+
+def test_a_save_waits_for_the_write_not_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Scoring pauses while the state goes into the file; the fsync (a slow disk here) and
+    # the rename happen on the store's thread, and the old checkpoint stays until then.
+    path = tmp_path / "state.ckpt"
+    registry = CollectorRegistry()
+    store = StateStore(str(path), Telemetry(registry))
+    settings = EngineSettings(clock=FakeClock())
+    store.save(Engine(settings))
+    assert store.flush(timeout=60), "the first checkpoint was not committed"
+    empty = path.read_bytes()
+    saver, disk, syncing = threading.current_thread(), threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    syncers: list[threading.Thread] = []
+
+    def slow_disk(fd: int) -> None:
+        syncers.append(threading.current_thread())
+        syncing.set()
+        if syncers[-1] is not saver:  # never block the test's own thread
+            assert disk.wait(60), "test: the disk was never released"
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_disk)
+    store.save(_steady_engine(settings))
+    assert syncing.wait(60), "the commit never reached the fsync"
+    assert saver not in syncers, "the fsync ran on the saving thread"
+    assert registry.get_sample_value("otel_anomaly_checkpoint_pause_seconds") is not None
+    assert path.read_bytes() == empty, "renamed before it was on disk"
+    assert not store.flush(timeout=0.05), "the commit did not wait for the disk"
+    disk.set()
+    assert store.flush(timeout=60), "the commit did not finish"
+    restored = store.restore(settings)
+    assert restored is not None and restored.stats().series_active == 1
+    assert registry.get_sample_value("otel_anomaly_checkpoints_total", {"outcome": "ok"}) == 2
+    store.shutdown(timeout=5)
+
+
+def test_a_failed_fsync_is_counted_and_keeps_the_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "state.ckpt"
+    registry = CollectorRegistry()
+    store = StateStore(str(path), Telemetry(registry))
+    settings = EngineSettings(clock=FakeClock())
+    store.save(_steady_engine(settings))
+    assert store.flush(timeout=60), "the first checkpoint was not committed"
+    good = path.read_bytes()
+
+    def broken_disk(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_disk)
+    store.save(Engine(settings))
+    assert store.flush(timeout=60), "the failing commit did not finish"
+    assert path.read_bytes() == good
+    assert list(tmp_path.iterdir()) == [path], "the temporary file was left behind"
+    assert registry.get_sample_value("otel_anomaly_checkpoints_total", {"outcome": "failed"}) == 1
+    store.shutdown(timeout=5)
