@@ -168,22 +168,25 @@ def _steady_engine(settings: EngineSettings) -> Engine:
     return engine
 
 
+def _committed(path: Path, engine: Engine) -> tuple[StateStore, CollectorRegistry, bytes]:
+    """A store at ``path`` that has committed a checkpoint of ``engine``, and its bytes."""
+    registry = CollectorRegistry()
+    store = StateStore(str(path), Telemetry(registry))
+    store.save(engine)
+    assert store.flush(timeout=60), "the first checkpoint was not committed"
+    return store, registry, path.read_bytes()
+
+
 def test_a_save_waits_for_the_write_not_for_the_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Scoring pauses while the state goes into the file; the fsync (a slow disk here) and
     # the rename happen on the store's thread, and the old checkpoint stays until then.
-    path = tmp_path / "state.ckpt"
-    registry = CollectorRegistry()
-    store = StateStore(str(path), Telemetry(registry))
-    settings = EngineSettings(clock=FakeClock())
-    store.save(Engine(settings))
-    assert store.flush(timeout=60), "the first checkpoint was not committed"
-    empty = path.read_bytes()
+    path, settings = tmp_path / "state.ckpt", EngineSettings(clock=FakeClock())
+    store, registry, empty = _committed(path, Engine(settings))
     saver, disk, syncing = threading.current_thread(), threading.Event(), threading.Event()
-    real_fsync = os.fsync
-
     syncers: list[threading.Thread] = []
+    real_fsync = os.fsync
 
     def slow_disk(fd: int) -> None:
         syncers.append(threading.current_thread())
@@ -210,13 +213,8 @@ def test_a_save_waits_for_the_write_not_for_the_disk(
 def test_a_failed_fsync_is_counted_and_keeps_the_old_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = tmp_path / "state.ckpt"
-    registry = CollectorRegistry()
-    store = StateStore(str(path), Telemetry(registry))
-    settings = EngineSettings(clock=FakeClock())
-    store.save(_steady_engine(settings))
-    assert store.flush(timeout=60), "the first checkpoint was not committed"
-    good = path.read_bytes()
+    path, settings = tmp_path / "state.ckpt", EngineSettings(clock=FakeClock())
+    store, registry, good = _committed(path, _steady_engine(settings))
 
     def broken_disk(fd: int) -> None:
         raise OSError(5, "Input/output error")
