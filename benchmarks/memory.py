@@ -192,6 +192,9 @@ def row(r: dict[str, Any], series: int) -> str:
 
 
 def child(series: int, rounds: int, batch: int, folder: str) -> int:
+    from otel_anomaly.exporter.allocator import keep_large_blocks_mapped
+
+    keep_large_blocks_mapped()  # as the CLI does before it builds the engine
     print(json.dumps(measure(series, rounds, batch, folder)), flush=True)
     return 0
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from otel_anomaly.exporter.allocator import keep_large_blocks_mapped
 from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.commands.backtest import BacktestJob, PrometheusSource, run_backtest
 from otel_anomaly.exporter.commands.backtest_input import BacktestInputError
@@ -280,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command != "check-config":
+            # Before the engine allocates anything: freed state arrays must leave memory.
+            keep_large_blocks_mapped()
             _setup_logging(args.log_level)
             if uncached():
                 logging.getLogger(_PROG).warning(
