@@ -290,6 +290,7 @@ class Ensemble(Detector):
         if (cached is not None and top_slot(slots) < cached.rows
                 and cached.generations == tuple(h.generation for h in holders)):
             return cached
+        self._fused_cache = None  # growing below must be free to let go of the old arrays
         for holder in holders:
             holder.ensure(slots)
         built = ensemble_round.round_args(self, members, holders)
@@ -298,6 +299,17 @@ class Ensemble(Detector):
 
     def _ensure(self, slots: NDArray[np.intp]) -> None:
         self._slots.ensure(slots)
+
+    def _before_growing(self, slots: NDArray[np.intp]) -> None:
+        """Drop the kept kernel arguments if ``slots`` will make the state arrays grow.
+
+        They hold every holder's arrays: kept while the holders grow one by one (new series
+        reset their rows), the old copies of all of them stayed alive until the next round,
+        a peak of 1.6x the state at 100,000 series (``benchmarks/memory.py``).
+        """
+        cached = self._fused_cache
+        if cached is not None and top_slot(slots) >= cached.rows:
+            self._fused_cache = None
 
     def _recent_peak(self, slots: NDArray[np.intp],
                      ts_unix_nano: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -431,6 +443,7 @@ class Ensemble(Detector):
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` in every member."""
         self._memo.clear()
+        self._before_growing(slots)
         for member, scale in zip(self._members, self._scales, strict=True):
             member.reset(slots)
             scale.reset(slots)
@@ -439,6 +452,7 @@ class Ensemble(Detector):
 
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True while every member warms up."""
+        self._before_growing(slots)
         out = np.ones(len(slots), np.bool_)
         for member in self._members:
             out &= member.warming(slots)
@@ -456,6 +470,7 @@ class Ensemble(Detector):
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
         """Restore arrays from ``state_dict``."""
         self._memo.clear()
+        self._fused_cache = None  # the arrays it holds are being replaced
         if "peak_ns" not in state and "peak" in state:
             # Saved before excursions kept their time: a time of "never" leaves their
             # refractory age counted in points until the next excursion.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,19 @@ def test_a_restore_into_the_same_ensemble_is_read_by_the_one_call_round() -> Non
                                       np.stack([b.expected, b.lower, b.upper]))
         det.learn_round(batch)
         fresh.learn_round(batch)
+
+
+@pytest.mark.parametrize("grow", ["reset", "warming"])
+def test_growing_through_other_calls_lets_go_of_the_old_arrays(grow: str) -> None:
+    # New series reset their rows (and the scorer asks who is warming) before the next
+    # round: the arrays the kept arguments were built on must be freed when they grow, or
+    # every holder's old copy stays alive at once.
+    det = Ensemble()
+    for batch in _stream(3, 3, 4):
+        det.predict(batch, 3.5)
+        det.learn_round(batch)
+    holder = det._fused_holders[1]  # noqa: SLF001 -- the daily profile's state
+    old = weakref.ref(holder.mean_code)
+    getattr(det, grow)(np.array([20_000], np.intp))
+    assert len(holder) > 20_000
+    assert old() is None, f"the old arrays outlived {grow}"
