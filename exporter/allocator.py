@@ -46,21 +46,3 @@ def keep_large_blocks_mapped(environ: Mapping[str, str] = os.environ) -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1)
-
-
-class MallInfo2(ctypes.Structure):
-    """``struct mallinfo2`` (glibc 2.33 and later): what ``mallinfo2()`` returns."""
-
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
-def mapped_bytes() -> int | None:
-    """Bytes glibc holds in blocks of their own mapping now (None where it cannot say)."""
-    libc = _glibc()
-    info = getattr(libc, "mallinfo2", None) if libc is not None else None
-    if info is None:
-        return None
-    info.restype = MallInfo2
-    return int(info().hblkhd)

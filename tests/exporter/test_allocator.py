@@ -10,8 +10,21 @@ from otel_anomaly.exporter.allocator import keep_large_blocks_mapped
 # In a fresh process, as the CLI calls it: in this long-lived one, earlier tests' freed
 # blocks in the heap would serve the array whatever the threshold.
 _PROBE = """
+import ctypes
 import numpy as np
-from otel_anomaly.exporter.allocator import keep_large_blocks_mapped, mapped_bytes
+from otel_anomaly.exporter.allocator import keep_large_blocks_mapped
+
+class MallInfo2(ctypes.Structure):  # glibc 2.33 and later
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+
+def mapped_bytes():  # bytes in blocks of their own mapping
+    return mallinfo2().hblkhd
+
 assert keep_large_blocks_mapped(environ={}), "mallopt refused the threshold"
 freed = np.ones(4 << 20, np.uint8)  # 4 MiB, its own mapping
 del freed  # left to itself, glibc would now raise its threshold to 4 MiB
