@@ -264,6 +264,26 @@ class Calibrator:
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
 
+    def uses_scale(self, detector: Detector) -> bool:
+        """Whether ``detector``'s bands are widened by a learned tail scale."""
+        return self._active(detector)
+
+    def uses_rarity(self, detector: Detector) -> bool:
+        """Whether ``detector``'s band edge comes from its series' score tail (a budget)."""
+        return self._rare(detector)
+
+    def scan_args(self, slots: NDArray[np.intp]) -> tuple[Any, ...]:
+        """What ``row_scan.scan_rows`` takes of the calibration, rows made for ``slots``.
+
+        The usual-magnitude columns and the policy's floors, for a detector that uses
+        neither a tail scale nor a rarity tail.
+        """
+        usual, policy = self._usual, self.policy
+        usual.ensure(slots)
+        return (usual.magnitude, usual.points, usual.fractional, MAGNITUDE_MEMORY,
+                float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
+                DIRECTIONS[policy.direction], _MIN_WIDTH)
+
     def reset(self, slots: NDArray[np.intp], detector: Detector | None = None) -> None:
         """Forget ``slots``; with ``detector``, allocate only the state it will use.
 

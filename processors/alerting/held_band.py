@@ -147,6 +147,19 @@ class HeldBands:
             return calibrated, keep
         return Calibrated(expected, lower, upper, score), keep
 
+    def scan_args(self, slots: NDArray[np.intp], hold_s: float, accept_after_s: float,
+                  sides: NDArray[np.int8]) -> tuple[Any, ...]:
+        """What ``row_scan.scan_rows`` takes to fit the trends of rows with nothing open.
+
+        ``apply``'s settings and columns, rows made for ``slots``; ``sides`` as for ``apply``.
+        """
+        bands = self._bands
+        if hold_s > 0:
+            bands.ensure(slots)
+        return (hold_s, _hold_ns(hold_s), _hold_ns(max(hold_s, accept_after_s)), GROWTH_STEP,
+                T_CRIT, (bands.expected, bands.lower, bands.upper, bands.extreme_ns,
+                         bands.peak), sides, bands.trend, bands.trend_ns)
+
     def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
                     direction: DirectionPolicy) -> NDArray[np.float64]:
         bands = self._bands

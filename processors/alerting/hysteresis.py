@@ -155,6 +155,27 @@ class Hysteresis:
         )
         return Transitions(flag, opened, updated, closed)
 
+    @property
+    def announcing(self) -> bool:
+        """Whether a restored anomaly still waits for its first valid point's update."""
+        return bool(self._resumed)
+
+    @property
+    def open_column(self) -> NDArray[np.bool_]:
+        """Whether each slot has an open anomaly (the column itself: read, never write)."""
+        return self._state.open
+
+    def scan_args(self, slots: NDArray[np.intp], policy: AlertPolicy,
+                  ) -> tuple[tuple[Any, ...], _Thresholds]:
+        """``_step_rows``' state columns (rows made for ``slots``) and ``policy``'s thresholds."""
+        self._ensure(slots)
+        state = self._state
+        return ((state.above, state.below, state.open, state.last_event_ts, state.open_for,
+                 state.since_close, state.prev_ts, state.spacing, state.high_for,
+                 state.low_for, state.closed_ts, state.peak, state.evidence, state.lag_prev,
+                 state.lag_mean, state.lag_square, state.lag_cross),
+                self._thresholds(policy))
+
     def _thresholds(self, policy: AlertPolicy) -> _Thresholds:
         """The policy's thresholds as the kernel takes them, converted once per policy.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -30,6 +31,12 @@ from otel_anomaly.processors.alerting.lessons import (
 )
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
 from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
+from otel_anomaly.processors.alerting.row_scan import (
+    rounds_learned,
+    scan_args,
+    scan_rows,
+    scannable,
+)
 from otel_anomaly.processors.alerting.young_series import YOUNG_POINTS, young_damped
 from otel_anomaly.processors.detectors import DETECTORS, Detector
 from otel_anomaly.processors.series.label_sets import LabelSets
@@ -44,6 +51,9 @@ from otel_anomaly.processors.types import (
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
+SCAN_ROWS = 8
+"""Rounds of at most this many rows are scanned (``row_scan``), larger ones run whole: a
+round through ``_step`` costs about 90 us plus 0.7 us a row, a scanned row about 10 us."""
 _ROUTE_CACHE_SIZE = 4096
 
 
@@ -94,6 +104,9 @@ class Scorer:
         # Per rule: its cap on a series' points per request, and its alert's side.
         self._caps = np.array([rule.max_points_per_request for rule in self.rules], np.intp)
         self._sides = np.array([_SIDES[rule.alert.direction] for rule in self.rules], np.int8)
+        # Per rule: whether its quiet rows may be scanned (``row_scan``).
+        self._scannable = [scannable(detector, calibrator, rule.alert) for detector, calibrator,
+                           rule in zip(self.detectors, self.calibrators, self.rules, strict=True)]
 
     def rule_for(self, metric: str) -> int:
         """Index of the first rule matching ``metric`` (the last rule if none does)."""
@@ -265,24 +278,26 @@ class Scorer:
         if perm is not None:
             grace = None if grace is None else grace[perm]
             learned = None if learned is None else learned[perm]
-        slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         out = np.empty((len(_FIELDS), n))
         flag = np.empty(n, np.bool_)
         events: list[AnomalyEvent] = []
-        for rule_index, a, b in zip(round_rules, bounds[:-1], bounds[1:], strict=True):
-            part = SeriesBatch(slots[a:b], ts[a:b], values[a:b],
-                               None if ordered.counts is None else ordered.counts[a:b])
-            calibrated, held, moves = self._step(
-                rule_index, part, None if grace is None else grace[a:b],
-                None if learned is None else learned[a:b])
-            for i, name in enumerate(_FIELDS):
-                out[i, a:b] = getattr(calibrated, name)
-            flag[a:b] = moves.flag
-            if _any(moves.opened) or _any(moves.updated) or _any(moves.closed):
-                evented = moves.opened | moves.updated | moves.closed
-                rows = np.arange(a, b) if perm is None else perm[a:b]
-                events += self._events(rule_index, part, rows, held, moves, evented,
-                                       key_of, exemplars)
+        rounds = _Rounds(ordered, perm, grace, learned, out, flag, key_of, exemplars)
+        # Quiet rows may be scanned (``row_scan``): a rule's rounds are contiguous, and
+        # rows of one slot come in order in them, so its rows can be taken one by one.
+        scanning = (grace is None and learned is None and not self.offsets.active
+                    and not self.hysteresis.announcing
+                    and (self.feedback is None or not self.feedback.active))
+        r = 0
+        while r < len(round_rules):
+            rule_index, end = round_rules[r], r + 1
+            if scanning and self._scannable[rule_index] and _small(bounds, r):
+                while (end < len(round_rules) and round_rules[end] == rule_index
+                       and _small(bounds, end)):
+                    end += 1
+                events += self._scan(rule_index, rounds, bounds[r], bounds[end])
+            else:
+                events += self._round(rule_index, rounds, bounds[r], bounds[end])
+            r = end
         if perm is not None:
             out[:, perm], flag[perm] = out.copy(), flag.copy()
         self.points_scored += n
@@ -290,6 +305,62 @@ class Scorer:
         scores = ScoreBatch(batch.slots, batch.ts_unix_nano, batch.values, expected, lower,
                             upper, score, flag)
         return scores, events
+
+    def _round(self, rule_index: int, rounds: _Rounds, a: int, b: int) -> list[AnomalyEvent]:
+        """Score and learn rows ``a`` to ``b`` of ``rounds`` (distinct slots); their events."""
+        ordered, grace, learned = rounds.ordered, rounds.grace, rounds.learned
+        part = SeriesBatch(ordered.slots[a:b], ordered.ts_unix_nano[a:b], ordered.values[a:b],
+                           None if ordered.counts is None else ordered.counts[a:b])
+        calibrated, held, moves = self._step(
+            rule_index, part, None if grace is None else grace[a:b],
+            None if learned is None else learned[a:b])
+        for i, name in enumerate(_FIELDS):
+            rounds.out[i, a:b] = getattr(calibrated, name)
+        rounds.flag[a:b] = moves.flag
+        if not (_any(moves.opened) or _any(moves.updated) or _any(moves.closed)):
+            return []
+        evented = moves.opened | moves.updated | moves.closed
+        rows = np.arange(a, b) if rounds.perm is None else rounds.perm[a:b]
+        return self._events(rule_index, part, rows, held, moves, evented, rounds.key_of,
+                            rounds.exemplars)
+
+    def _scan(self, rule_index: int, rounds: _Rounds, lo: int, hi: int) -> list[AnomalyEvent]:
+        """``_round`` of each of a scannable rule's rounds, rows ``lo`` to ``hi``.
+
+        Quiet rows go through ``row_scan.scan_rows`` many at a time; the others, one by
+        one, through ``_round``.
+        """
+        ordered = rounds.ordered
+        slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
+        local = self._per_slot.local[slots].astype(np.intp)
+        is_open = self.hysteresis.open_column
+        events: list[AnomalyEvent] = []
+        args: tuple[Any, ...] | None = None
+        i = lo
+        while i < hi:
+            if not is_open[slots[i]]:
+                if args is None:
+                    args = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
+                    is_open = self.hysteresis.open_column  # made for the rows just now
+                done = scan_rows(i, hi, slots, local, ts, values, rounds.out, is_open,
+                                 self._per_slot.age, *args)
+                rounds.flag[i:done] = False
+                i = done
+                if i == hi:
+                    break
+            events += self._round(rule_index, rounds, i, i + 1)
+            args = None  # what ``_step`` did may have replaced arrays: gather them again
+            i += 1
+        rounds_learned(self.detectors[rule_index])
+        self._agree, self._baseline = {}, None  # as a quiet round leaves them
+        return events
+
+    def _scan_args(self, rule_index: int, slots: NDArray[np.intp], local: NDArray[np.intp],
+                   ) -> tuple[Any, ...]:
+        """``scan_rows``' arguments after its age column, rows made for every row's slot."""
+        policy = self.rules[rule_index].alert
+        return scan_args(self.detectors[rule_index], self.calibrators[rule_index], self.held,
+                         self.hysteresis, policy, slots, local, self._per_slot.direction)
 
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,
@@ -465,6 +536,25 @@ class Scorer:
 
 
 _SIDES = {"up": UP, "down": DOWN, "both": BOTH}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rounds:
+    """One ``Scorer.run``: its rows in round order, row masks, outputs and event sources."""
+
+    ordered: SeriesBatch
+    perm: NDArray[np.intp] | None  # row order -> the batch's row (None: the same)
+    grace: NDArray[np.bool_] | None
+    learned: NDArray[np.bool_] | None
+    out: NDArray[np.float64]  # _FIELDS x rows, in round order
+    flag: NDArray[np.bool_]
+    key_of: Callable[[int], SeriesKey]
+    exemplars: Mapping[int, tuple[bytes, bytes]]
+
+
+def _small(bounds: list[int], r: int) -> bool:
+    """Whether round ``r`` is scanned rather than run whole (``SCAN_ROWS``)."""
+    return bounds[r + 1] - bounds[r] <= SCAN_ROWS
 
 
 def _any(mask: NDArray[np.bool_]) -> bool:

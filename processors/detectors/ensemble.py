@@ -272,7 +272,29 @@ class Ensemble(Detector):
         ensemble_round.round_lessons(
             batch.slots, batch.ts_unix_nano, batch.values,
             (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent), *args.lessons)
-        for profile in members[1:]:
+        self.rounds_learned()
+
+    @property
+    def fused_round_ready(self) -> bool:
+        """Whether a round is the one-call kernels of ``ensemble_round`` (default members)."""
+        return self._fused is not None
+
+    def fused_round(self, slots: NDArray[np.intp]) -> ensemble_round.RoundArgs:
+        """Those kernels' arguments, rows made for ``slots`` (``fused_round_ready`` only).
+
+        For a caller that runs rounds in the kernels itself (``row_scan``): it must call
+        ``rounds_learned`` when done, since what this ensemble kept of a round is stale.
+        """
+        assert self._fused is not None  # noqa: S101 -- the caller checked fused_round_ready
+        return self._fused_args(slots, self._fused)
+
+    def band_settings(self) -> tuple[bool, float]:
+        """What ``ensemble_kernels.band`` takes of this ensemble: max-combined, centre share."""
+        return self.combine == "max", self._CENTRE
+
+    def rounds_learned(self) -> None:
+        """Forget what was kept of a round: rounds were learned outside ``learn_round``."""
+        for profile in (self._fused or ())[1:]:
             profile._memo.clear()  # noqa: SLF001 -- what it gathered before is stale now
         self._memo.clear()
         self._seen_memo.clear()

@@ -1,0 +1,147 @@
+"""Quiet rows of the default ensemble's rule, scored and learned many at a time in one kernel call.
+
+Through ``Scorer._step`` a round of one row (the backtest of one series) costs about 90 us:
+some 200 Python calls and eight kernel calls, each unboxing its dozens of array arguments
+again. Most rows of a series are quiet: no anomaly is open on it and its score stays below
+every threshold that could open one. ``scan_rows`` runs, for a run of such rows, the
+kernels ``_step`` runs for each of them, in the same order: the ensemble's views
+(``ensemble_round.round_views``) and band, the calibration, the held band's trend fit,
+the young series' damping, the hysteresis, the usual magnitude and the ensemble's lessons
+(``ensemble_round.round_lessons``). It stops at the first row that is not quiet, before
+changing any state for it; the scorer takes that row through ``_step`` (events and all)
+and scans on from the next.
+
+A row is quiet when its series has no open anomaly and its calibrated score is finite and
+below both the open and the instant threshold. The hysteresis then cannot open (every way
+to open needs a score at or above one of them, given ``min_duration >= 1``), no band is
+held, nothing is gated and no event is raised, so ``_step`` would run exactly the sequence
+above. ``scannable`` says which rules that holds for; ``Scorer`` also needs the round to
+have no deploy grace, row sample, feedback, level offset or restored anomaly awaiting its
+announcement. Outputs and state equal ``_step``'s bit for bit
+(``tests/processors/alerting/test_row_scan.py``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from otel_anomaly.processors.alerting.calibration_kernels import (
+    calibrate_slots,
+    learn_magnitude_rows,
+)
+from otel_anomaly.processors.alerting.held_band import _apply_rows
+from otel_anomaly.processors.alerting.hysteresis import _step_rows
+from otel_anomaly.processors.alerting.young_series import young_damped
+from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.detectors import ensemble_kernels
+from otel_anomaly.processors.detectors.ensemble import Ensemble
+from otel_anomaly.processors.detectors.ensemble_round import round_lessons, round_views
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from otel_anomaly.processors.alerting.calibration import Calibrator
+    from otel_anomaly.processors.alerting.held_band import HeldBands
+    from otel_anomaly.processors.alerting.hysteresis import Hysteresis
+    from otel_anomaly.processors.detectors.base import Detector
+    from otel_anomaly.processors.settings import AlertPolicy
+
+__all__ = ["rounds_learned", "scan_args", "scan_rows", "scannable"]
+
+
+def scannable(detector: Detector, calibrator: Calibrator, policy: AlertPolicy) -> bool:
+    """Whether ``scan_rows`` scores a quiet row of this rule exactly as ``_step`` does.
+
+    The ensemble's default members (its views and lessons are the one-call kernels) on
+    values as they are; a band of ``policy.band`` sigmas (no false-alarm budget, no tail
+    scale: a self-calibrating detector); learning not gated, never relearned (the lessons
+    are the values, on every row); opening needs at least one point.
+    """
+    return (type(detector) is Ensemble and detector.fused_round_ready
+            and not detector.log_transform and detector.learns_held_rows
+            and detector.self_calibrating and not calibrator.uses_scale(detector)
+            and not calibrator.uses_rarity(detector)
+            and policy.learn_gating == "off" and policy.relearn_after == 0
+            and policy.min_duration >= 1)
+
+
+def scan_args(  # noqa: PLR0913 -- the rule's components, its policy and the rows' slots
+    detector: Detector, calibrator: Calibrator, held: HeldBands, hysteresis: Hysteresis,
+    policy: AlertPolicy, slots: NDArray[np.intp], local: NDArray[np.intp],
+    sides: NDArray[np.int8],
+) -> tuple[Any, ...]:
+    """``scan_rows``' arguments after ``age``, rows made for ``slots`` (engine) and ``local``.
+
+    Only for a ``scannable`` rule. ``sides``: per engine slot, its open anomaly's side.
+    """
+    assert isinstance(detector, Ensemble)  # noqa: S101 -- ``scannable`` said so
+    fused = detector.fused_round(local)
+    return (fused.views, fused.lessons, (float(policy.band), *detector.band_settings()),
+            calibrator.scan_args(local),
+            held.scan_args(slots, policy.hold_s, policy.accept_after_s, sides),
+            hysteresis.scan_args(slots, policy))
+
+
+def rounds_learned(detector: Detector) -> None:
+    """Tell a scanned rule's ensemble that rows were learned outside ``learn_round``."""
+    assert isinstance(detector, Ensemble)  # noqa: S101 -- ``scannable`` said so
+    detector.rounds_learned()
+
+
+@kernel
+def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component's columns
+    start: int, stop: int, slots: Any, local: Any, ts: Any, values: Any, out: Any,
+    is_open: Any, age: Any, views: tuple[Any, ...], lessons: tuple[Any, ...],
+    band: tuple[Any, ...], calibration: tuple[Any, ...], hold: tuple[Any, ...],
+    hysteresis: tuple[Any, ...],
+) -> int:
+    """Score and learn rows ``start`` to ``stop`` while they are quiet; the first that is not.
+
+    ``slots``: engine slots (alert state); ``local``: the rule's (detector, calibrator).
+    ``out``: the rows' expected, lower, upper and score (4 x rows), written for quiet rows.
+    ``views``/``lessons``: ``RoundArgs``; ``band``: the edge in sigmas, ``combine_max`` and
+    the centre share; ``calibration``: the usual-magnitude columns and the policy's floors;
+    ``hold``: the held band's settings and columns; ``hysteresis``: its columns and
+    thresholds. Rows before the returned index are done; that row and the rest are untouched.
+    """
+    k, combine_max, centre = band
+    magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width = calibration
+    hold_s, hold_ns, accept_ns, growth, t_crit, held, sides, trend, trend_ns = hold
+    held_expected, held_lower, held_upper, extreme_ns, peak = held
+    columns, thresholds = hysteresis
+    limit = min(thresholds[0], thresholds[2])  # open, instant
+    edge = np.full(1, k)
+    not_open = np.zeros(1, np.bool_)
+    no_scale_floor = np.zeros(0)
+    no_announce = np.zeros(0, np.bool_)
+    no_keep = np.zeros(0, np.bool_)
+    for i in range(start, stop):
+        if is_open[slots[i]]:
+            return i
+        here, mine = slots[i:i + 1], local[i:i + 1]
+        t, v = ts[i:i + 1], values[i:i + 1]
+        expected_m, upper_m, lower_m, floor, mult, up, down, recent, stretch = round_views(
+            mine, t, *views)
+        expected, lower, upper, baseline = ensemble_kernels.band(
+            expected_m, upper_m, lower_m, floor, mult, up, down, stretch * edge, combine_max,
+            centre)
+        lower, upper, score = calibrate_slots(
+            v, expected, lower, upper, mine, magnitude, fractional, edge, no_scale_floor,
+            min_abs, min_rel, direction, min_width)
+        if not score[0] < limit:  # may open, or NaN: ``_step`` takes it
+            return i
+        out[0, i], out[1, i], out[2, i], out[3, i] = expected[0], lower[0], upper[0], score[0]
+        keep = no_keep
+        if hold_s > 0:  # every series' trend fit (nothing is open: no band is held)
+            keep = _apply_rows(here, v, baseline, expected, lower, upper, score, not_open, t,
+                               hold_ns, accept_ns, hold_s, direction, growth, t_crit,
+                               held_expected, held_lower, held_upper, extreme_ns, peak,
+                               sides, trend, trend_ns)[5]
+        alerting = young_damped(age, here, score, upper)
+        _step_rows(here, alerting, t, no_announce, keep, *columns, *thresholds)
+        learn_magnitude_rows(mine, v, v, magnitude, points, fractional, memory)
+        round_lessons(mine, t, v, (expected_m, upper_m, lower_m, floor, mult, recent),
+                      *lessons)
+    return stop

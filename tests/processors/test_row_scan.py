@@ -1,0 +1,218 @@
+"""Scanned quiet rows (``row_scan``) score, raise events and learn exactly as ``Scorer._step``.
+
+The reference is the same engine with scanning off (``SCAN_ROWS = 0``: every round through
+``_step``). Outputs, events and the whole learned state must be equal bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from otel_anomaly.processors.alerting import row_scan
+from otel_anomaly.processors.alerting import scorer as scorer_module
+from otel_anomaly.processors.alerting.calibration import Calibrator
+from otel_anomaly.processors.detectors.ensemble import Ensemble
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import (
+    DEFAULT_RULES,
+    SEASONAL_ALERT,
+    AlertPolicy,
+    EngineSettings,
+)
+from otel_anomaly.processors.testing import BASE_METRIC, base_of, incident_cases
+from otel_anomaly.processors.types import SeriesKey
+
+MINUTE = 60 * 10**9
+START = 1_700_000_000 * 10**9
+
+Series = tuple[SeriesKey, np.ndarray, np.ndarray]
+
+
+def _incident_series() -> list[Series]:
+    """Every incident kind and control, 6 days of 5-minute points, each its own service."""
+    return [(SeriesKey(BASE_METRIC[base_of(case)], (("service.name", f"svc{i}"),), ()),
+             case.ts_unix_nano, case.values)
+            for i, case in enumerate(incident_cases(1, days=6.0, step_s=300.0))]
+
+
+def _awkward_series() -> Series:
+    """Values a live sender gives: NaN, infinities, repeated stamps, a flat run, huge jumps."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    ts = START + np.arange(n, dtype=np.int64) * MINUTE
+    values = 50.0 + rng.normal(0.0, 2.0, n)
+    values[400:900] = 0.0  # a flat run of exact zeros, then traffic again
+    values[[1000, 1500, 2100]] = [np.nan, np.inf, -np.inf]
+    values[1200:1210] = 5000.0  # a spike that opens, then closes
+    values[1800] = 1e300
+    values[2500:] *= -1.0  # the sign flips and stays
+    ts[2000:2005] = ts[2000]  # repeated timestamps
+    return SeriesKey("queue_depth", (("service.name", "awkward"),), ()), ts, values
+
+
+def _rows(series: list[Series], per_call: int) -> Iterator[tuple[list[SeriesKey], Any, Any]]:
+    """The series interleaved (the k-th point of each in one round), ``per_call`` rounds a call."""
+    longest = max(len(ts) for _, ts, _ in series)
+    for start in range(0, longest, per_call):
+        keys, ts, values = [], [], []
+        for k in range(start, min(start + per_call, longest)):
+            for key, t, v in series:
+                if k < len(t):
+                    keys.append(key)
+                    ts.append(t[k])
+                    values.append(v[k])
+        yield keys, np.asarray(ts, np.int64), np.asarray(values)
+
+
+def _replay(series: list[Series], per_call: int = 128,
+            engine: Engine | None = None) -> tuple[dict[str, Any], list[tuple[Any, ...]], Engine]:
+    """Scores, flags, events (every field) and the engine after feeding ``series``."""
+    engine = engine or Engine(EngineSettings(clock=lambda: 0.0))
+    outputs: dict[str, list[Any]] = {f: [] for f in ("score", "expected", "lower", "upper",
+                                                     "flag")}
+    events: list[tuple[Any, ...]] = []
+    for keys, ts, values in _rows(series, per_call):
+        result = engine.ingest_series(keys, ts, values)
+        for field, parts in outputs.items():
+            parts.append(getattr(result.scores, field))
+        events += [(e.kind, e.slot, e.ts_unix_nano, e.direction, e.score, e.value, e.expected,
+                    e.lower, e.upper, e.explanation, e.anomaly_id) for e in result.events]
+    return {f: np.concatenate(parts) for f, parts in outputs.items()}, events, engine
+
+
+def _assert_same_state(a: Any, b: Any, path: str = "state") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        same = np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        assert same, f"{path} differs"
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), path  # noqa: PLR0124 -- NaN equals NaN here
+
+
+def _assert_same_run(scanned: tuple[Any, ...], stepped: tuple[Any, ...]) -> None:
+    (out_a, events_a, engine_a), (out_b, events_b, engine_b) = scanned, stepped
+    for field, values in out_a.items():
+        assert np.array_equal(values, out_b[field], equal_nan=True), field
+    assert events_a == events_b
+    _assert_same_state(engine_a.state_dict(), engine_b.state_dict())
+
+
+@pytest.fixture
+def counted_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows ``scan_rows`` took, per call (the scanner itself is unchanged)."""
+    taken: list[int] = []
+    scan = scorer_module.scan_rows
+
+    def counting(start: int, stop: int, *args: Any) -> int:
+        done = scan(start, stop, *args)
+        taken.append(done - start)
+        return int(done)
+
+    monkeypatch.setattr(scorer_module, "scan_rows", counting)
+    return taken
+
+
+def _stepped(monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
+    """``run()`` with scanning off: every round through ``_step``."""
+    with monkeypatch.context() as patch:
+        patch.setattr(scorer_module, "SCAN_ROWS", 0)
+        return run()
+
+
+@pytest.mark.parametrize("together", [1, 3], ids=["alone", "three_together"])
+def test_scanned_incidents_equal_the_stepped_ones(
+    monkeypatch: pytest.MonkeyPatch, counted_scans: list[int], together: int,
+) -> None:
+    # Every incident kind and control: rules scanned (counts, gauges, ratios) and not
+    # (latencies: log values), deploys (grace), opens, updates, closes and held bands.
+    # Alone, a round is one row; three together, three rows (still scanned).
+    cases = _incident_series()
+    groups = [cases[i:i + together] for i in range(0, len(cases), together)]
+    for group in groups:
+        scanned = _replay(group)
+        stepped = _stepped(monkeypatch, lambda group=group: _replay(group))
+        _assert_same_run(scanned, stepped)
+    rows = sum(len(ts) for _, ts, _ in cases)
+    assert sum(counted_scans) > rows / 2, "most rows of these series are quiet: scanned"
+
+
+def test_scanned_awkward_values_equal_the_stepped_ones(
+    monkeypatch: pytest.MonkeyPatch, counted_scans: list[int],
+) -> None:
+    series = [_awkward_series()]
+    scanned = _replay(series, per_call=97)
+    stepped = _stepped(monkeypatch, lambda: _replay(series, per_call=97))
+    _assert_same_run(scanned, stepped)
+    assert scanned[1], "the spike must open an anomaly for the comparison to mean much"
+    assert sum(counted_scans) > 1000  # its long anomalies (the sign flip, ...) are stepped
+
+
+def test_a_restored_engine_scans_as_it_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Restored mid-anomaly: the open anomaly is announced at its first point (``_step``),
+    # then the rows scan again.
+    key, ts, values = _awkward_series()
+    half = 1205  # inside the spike: an anomaly is open
+    first = [(key, ts[:half], values[:half])]
+    rest = [(key, ts[half:], values[half:])]
+
+    def run() -> tuple[Any, ...]:
+        _, _, engine = _replay(first)
+        assert engine.scorer.hysteresis.is_open(np.array([0]))[0], "the spike must be open"
+        restored = Engine(EngineSettings(clock=lambda: 0.0))
+        restored.load_state_dict(engine.state_dict())
+        return _replay(rest, engine=restored)
+
+    scanned = run()
+    _assert_same_run(scanned, _stepped(monkeypatch, run))
+    assert scanned[1][0][0] == "update", "a restored open anomaly is announced first"
+
+
+def test_only_quiet_rows_are_scanned(counted_scans: list[int]) -> None:
+    # A quiet series is scanned whole after its first row (a new series' first point goes
+    # through ``_step``: no band yet, a NaN score); a spike is not.
+    key, ts, values = _awkward_series()
+    quiet = [(key, ts[:350], values[:350])]
+    _replay(quiet, per_call=350)
+    assert sum(counted_scans) >= 340
+    counted_scans.clear()
+    spike = [(key, ts[:1210], values[:1210])]
+    _replay(spike, per_call=1210)
+    assert sum(counted_scans) < 1200, "the spike's rows go through _step"
+
+
+def test_which_rules_are_scannable() -> None:
+    rules = {rule.name: rule for rule in DEFAULT_RULES}
+    default = rules["default"]
+    ensemble = Ensemble(**dict(default.params))
+    assert row_scan.scannable(ensemble, Calibrator(default.alert), default.alert)
+    assert row_scan.scannable(Ensemble(**dict(rules["ratios"].params)),
+                              Calibrator(rules["ratios"].alert), rules["ratios"].alert)
+    latency = rules["latencies_ms"]  # log values: held rows and pending points are gated
+    assert not row_scan.scannable(Ensemble(**dict(latency.params)), Calibrator(latency.alert),
+                                  latency.alert)
+    for policy in (
+        AlertPolicy(**{**_fields(SEASONAL_ALERT), "learn_gating": "clip"}),
+        AlertPolicy(**{**_fields(SEASONAL_ALERT), "relearn_after": 10}),
+        AlertPolicy(**{**_fields(SEASONAL_ALERT), "min_duration": 0}),
+        AlertPolicy(**{**_fields(SEASONAL_ALERT), "evidence_point_s": 0.0,
+                       "false_alarm_budget": 0.1}),
+    ):
+        assert not row_scan.scannable(ensemble, Calibrator(policy), policy), policy
+    other = Ensemble(members=(("ewma_zscore", (("warmup", 10),)),))  # not the fused members
+    assert not row_scan.scannable(other, Calibrator(SEASONAL_ALERT), SEASONAL_ALERT)
+
+
+def _fields(policy: AlertPolicy) -> dict[str, Any]:
+    return {name: getattr(policy, name) for name in policy.__dataclass_fields__}
