@@ -41,7 +41,7 @@ def backtest(
     series: Sequence[RecordedSeries],
     *,
     chunk_rows: int = 50_000,
-    chunk_rounds: int = 128,
+    chunk_rounds: int = 1024,
     progress: Callable[[int], None] | None = None,
 ) -> list[BacktestResult]:
     """Feed every point of every series through ``engine.ingest_series``, oldest first.
@@ -143,7 +143,9 @@ def _chunks(
 
     Each has at most ``chunk_rows`` rows and spans at most ``chunk_rounds`` rounds (plus
     the rest of a round the previous range split). Bounding the rounds bounds the work
-    between ``progress`` calls.
+    between ``progress`` calls: 1,024 rounds of one row (one series) take about 10 ms
+    (``row_scan``); each chunk also costs the engine about 0.2 ms of its own, which 128
+    rounds a chunk made 10 % of a one-series backtest.
     """
     if chunk_rows < 1 or chunk_rounds < 1:
         msg = f"chunk_rows and chunk_rounds must be >= 1; got {chunk_rows}, {chunk_rounds}"

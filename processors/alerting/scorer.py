@@ -51,9 +51,11 @@ from otel_anomaly.processors.types import (
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
-SCAN_ROWS = 8
+SCAN_ROWS = 6
 """Rounds of at most this many rows are scanned (``row_scan``), larger ones run whole: a
-round through ``_step`` costs about 90 us plus 0.7 us a row, a scanned row about 10 us."""
+round through ``_step`` costs about 90 us plus 0.7 us a row, a scanned row about 10 us.
+Backtests of N series together, scanned against not: 4 series 106,000 against 57,000
+points/s, 8 series 97,000 against 103,000."""
 _ROUTE_CACHE_SIZE = 4096
 
 
