@@ -109,6 +109,7 @@ class Scorer:
         # Per rule: whether its quiet rows may be scanned (``row_scan``).
         self._scannable = [scannable(detector, calibrator, rule.alert) for detector, calibrator,
                            rule in zip(self.detectors, self.calibrators, self.rules, strict=True)]
+        self._scannable_rule = np.array(self._scannable, np.bool_)
 
     def rule_for(self, metric: str) -> int:
         """Index of the first rule matching ``metric`` (the last rule if none does)."""
@@ -289,17 +290,11 @@ class Scorer:
         scanning = (grace is None and learned is None and not self.offsets.active
                     and not self.hysteresis.announcing
                     and (self.feedback is None or not self.feedback.active))
-        r = 0
-        while r < len(round_rules):
-            rule_index, end = round_rules[r], r + 1
-            if scanning and self._scannable[rule_index] and _small(bounds, r):
-                while (end < len(round_rules) and round_rules[end] == rule_index
-                       and _small(bounds, end)):
-                    end += 1
-                events += self._scan(rule_index, rounds, bounds[r], bounds[end])
+        for rule_index, a, b, scan in self._segments(round_rules, bounds, scanning):
+            if scan:
+                events += self._scan(rule_index, rounds, a, b)
             else:
-                events += self._round(rule_index, rounds, bounds[r], bounds[end])
-            r = end
+                events += self._round(rule_index, rounds, a, b)
         if perm is not None:
             out[:, perm], flag[perm] = out.copy(), flag.copy()
         self.points_scored += n
@@ -307,6 +302,25 @@ class Scorer:
         scores = ScoreBatch(batch.slots, batch.ts_unix_nano, batch.values, expected, lower,
                             upper, score, flag)
         return scores, events
+
+    def _segments(self, round_rules: list[int], bounds: list[int], scanning: bool,
+                  ) -> list[tuple[int, int, int, bool]]:
+        """The rounds as ``(rule, first row, end row, scanned)``.
+
+        Consecutive rounds of a scannable rule of at most ``SCAN_ROWS`` rows each are one
+        scanned stretch (a rule's rounds are contiguous, and rows of one slot come in order
+        in them, so its rows can be taken one by one); any other round is its own.
+        """
+        if not (scanning and any(self._scannable[r] for r in set(round_rules))):
+            return [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
+                                                         strict=True)]
+        rules, edges = np.asarray(round_rules), np.asarray(bounds)
+        scanned = self._scannable_rule[rules] & (np.diff(edges) <= SCAN_ROWS)
+        starts = np.flatnonzero(np.r_[True, (rules[1:] != rules[:-1]) | ~scanned[1:]
+                                      | ~scanned[:-1]])
+        ends = np.r_[starts[1:], len(rules)]
+        return list(zip(rules[starts].tolist(), edges[starts].tolist(), edges[ends].tolist(),
+                        scanned[starts].tolist(), strict=True))
 
     def _round(self, rule_index: int, rounds: _Rounds, a: int, b: int) -> list[AnomalyEvent]:
         """Score and learn rows ``a`` to ``b`` of ``rounds`` (distinct slots); their events."""
@@ -552,11 +566,6 @@ class _Rounds:
     flag: NDArray[np.bool_]
     key_of: Callable[[int], SeriesKey]
     exemplars: Mapping[int, tuple[bytes, bytes]]
-
-
-def _small(bounds: list[int], r: int) -> bool:
-    """Whether round ``r`` is scanned rather than run whole (``SCAN_ROWS``)."""
-    return bounds[r + 1] - bounds[r] <= SCAN_ROWS
 
 
 def _any(mask: NDArray[np.bool_]) -> bool:

@@ -8,9 +8,10 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import helpers.processes
 import pytest
 from helpers import wait_for
-from helpers.processes import START_TIMEOUT_S, free_port, start_run
+from helpers.processes import START_TIMEOUT_S, free_port, running_cli, start_run
 from helpers.sidecars import answers, grpc_clients
 
 from otel_anomaly.exporter.cli import main
@@ -118,3 +119,20 @@ def test_run_on_a_taken_port_exits_1_with_one_clear_line(ports: dict[str, int]) 
         "otel-anomaly: error: cannot start: OTLP/gRPC receiver (receivers.grpc.endpoint): "
         f"cannot listen on '127.0.0.1:{ports['grpc']}': Address already in use"
     )
+
+
+def test_a_port_taken_before_the_sidecar_binds_it_is_tried_again_on_new_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ports are picked free, then bound by the sidecar: another process may take one in
+    # between (a CI run failed so). The helper starts the sidecar again on new ports.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = iter([free_port(), port, free_port()])
+        monkeypatch.setattr(helpers.processes, "free_port",
+                            lambda: next(picks, None) or free_port())
+        with running_cli() as cli:
+            assert port not in (cli.grpc_port, cli.http_port, cli.metrics_port)
+            assert answers(cli.metrics_port)

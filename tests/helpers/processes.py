@@ -47,16 +47,43 @@ class RunningCli:
     metrics_port: int
 
 
+START_ATTEMPTS = 3
+"""A port free when ``free_port`` picked it may be taken before the sidecar binds it (any
+process's outgoing connection gets an ephemeral port from the same range): the sidecar then
+exits naming the port, and is started again on new ports."""
+
+
+def _started_cli(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    """A ready ``otel-anomaly run`` and its ports (new ports when one was taken meanwhile)."""
+    err = ""
+    for _ in range(START_ATTEMPTS):
+        ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+        process = start_run(*extra, **ports)
+
+        def ready(process: subprocess.Popen[str] = process,
+                  metrics: int = ports["metrics"]) -> bool:
+            return answers(metrics) or process.poll() is not None
+        try:
+            wait_for(ready, START_TIMEOUT_S,
+                     lambda process=process: f"sidecar not ready (exit code {process.poll()})")
+        except BaseException:
+            process.kill()
+            process.communicate()
+            raise
+        if process.poll() is None:
+            return process, ports
+        err = process.communicate()[1]
+        if "Address already in use" not in err:
+            raise AssertionError(err)
+    msg = f"a port was taken before the sidecar bound it, {START_ATTEMPTS} times: {err}"
+    raise AssertionError(msg)
+
+
 @contextmanager
 def running_cli(*extra: str) -> Iterator[RunningCli]:
     """``otel-anomaly run`` until ready (``/readyz`` 200); SIGTERM and exit 0 on leaving."""
-    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
-    process = start_run(*extra, **ports)
+    process, ports = _started_cli(*extra)
     try:
-        def ready() -> bool:
-            return answers(ports["metrics"]) or process.poll() is not None
-        wait_for(ready, START_TIMEOUT_S, lambda: f"sidecar not ready (exit code {process.poll()})")
-        assert process.poll() is None, process.communicate()[1]
         yield RunningCli(process, ports["grpc"], ports["http"], ports["metrics"])
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
