@@ -311,7 +311,8 @@ class Scorer:
         scanned stretch (a rule's rounds are contiguous, and rows of one slot come in order
         in them, so its rows can be taken one by one); any other round is its own.
         """
-        if not (scanning and any(self._scannable[r] for r in set(round_rules))):
+        one_big_round = len(round_rules) == 1 and bounds[1] - bounds[0] > SCAN_ROWS  # live
+        if one_big_round or not (scanning and any(self._scannable[r] for r in set(round_rules))):
             return [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
                                                          strict=True)]
         rules, edges = np.asarray(round_rules), np.asarray(bounds)
