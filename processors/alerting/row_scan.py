@@ -78,7 +78,10 @@ def scan_args(  # noqa: PLR0913 -- the rule's components, its policy and the row
     """
     assert isinstance(detector, Ensemble)  # noqa: S101 -- ``scannable`` said so
     fused = detector.fused_round(local)
-    return (fused.views, fused.lessons, (float(policy.band), *detector.band_settings()),
+    # Below this score no row can open an anomaly (given ``min_duration >= 1``).
+    limit = min(float(policy.open_threshold), float(policy.instant_threshold))
+    return (fused.views, fused.lessons,
+            (float(policy.band), *detector.band_settings(), limit),
             calibrator.scan_args(local),
             held.scan_args(slots, policy.hold_s, policy.accept_after_s, sides),
             hysteresis.scan_args(slots, policy))
@@ -101,17 +104,17 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
 
     ``slots``: engine slots (alert state); ``local``: the rule's (detector, calibrator).
     ``out``: the rows' expected, lower, upper and score (4 x rows), written for quiet rows.
-    ``views``/``lessons``: ``RoundArgs``; ``band``: the edge in sigmas, ``combine_max`` and
-    the centre share; ``calibration``: the usual-magnitude columns and the policy's floors;
-    ``hold``: the held band's settings and columns; ``hysteresis``: its columns and
-    thresholds. Rows before the returned index are done; that row and the rest are untouched.
+    ``views``/``lessons``: ``RoundArgs``; ``band``: the edge in sigmas, ``combine_max``, the
+    centre share and the score a row must stay below to be quiet; ``calibration``: the
+    usual-magnitude columns and the policy's floors; ``hold``: the held band's settings and
+    columns; ``hysteresis``: its columns and thresholds. Rows before the returned index are
+    done; that row and the rest are untouched.
     """
-    k, combine_max, centre = band
+    k, combine_max, centre, limit = band
     magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width = calibration
     hold_s, hold_ns, accept_ns, growth, t_crit, held, sides, trend, trend_ns = hold
     held_expected, held_lower, held_upper, extreme_ns, peak = held
     columns, thresholds = hysteresis
-    limit = min(thresholds[0], thresholds[2])  # open, instant
     edge = np.full(1, k)
     not_open = np.zeros(1, np.bool_)
     no_scale_floor = np.zeros(0)

@@ -350,15 +350,15 @@ class Scorer:
         ordered = rounds.ordered
         slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         local = self._per_slot.local[slots].astype(np.intp)
-        is_open = self.hysteresis.open_column
         events: list[AnomalyEvent] = []
-        args: tuple[Any, ...] | None = None
+        args: tuple[Any, ...] | None = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
+        is_open = self.hysteresis.open_column  # it has the rows' slots now
         i = lo
         while i < hi:
             if not is_open[slots[i]]:
                 if args is None:
                     args = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
-                    is_open = self.hysteresis.open_column  # made for the rows just now
+                    is_open = self.hysteresis.open_column
                 done = scan_rows(i, hi, slots, local, ts, values, rounds.out, is_open,
                                  self._per_slot.age, *args)
                 rounds.flag[i:done] = False
@@ -367,6 +367,7 @@ class Scorer:
                     break
             events += self._round(rule_index, rounds, i, i + 1)
             args = None  # what ``_step`` did may have replaced arrays: gather them again
+            is_open = self.hysteresis.open_column
             i += 1
         rounds_learned(self.detectors[rule_index])
         self._agree, self._baseline = {}, None  # as a quiet round leaves them

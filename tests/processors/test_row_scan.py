@@ -179,6 +179,27 @@ def test_a_restored_engine_scans_as_it_steps(monkeypatch: pytest.MonkeyPatch) ->
     assert scanned[1][0][0] == "update", "a restored open anomaly is announced first"
 
 
+def test_a_new_series_among_many_scans_as_it_steps(
+    monkeypatch: pytest.MonkeyPatch, counted_scans: list[int],
+) -> None:
+    # A hundred series report together (rounds of 100 rows: not scanned), then a new one
+    # alone: its slot lies past the rows its state arrays were first made with.
+    rng = np.random.default_rng(11)
+    ts = START + np.arange(400, dtype=np.int64) * MINUTE
+    crowd = [(SeriesKey("queue_depth", (("service.name", f"crowd{i}"),), ()), ts,
+              10.0 + rng.normal(0.0, 1.0, len(ts))) for i in range(100)]
+    _, later, values = _awkward_series()
+
+    def run() -> tuple[Any, ...]:
+        _, _, engine = _replay(crowd)
+        key = SeriesKey("queue_depth", (("service.name", "newcomer"),), ())
+        return _replay([(key, later[:1300], values[:1300])], engine=engine)
+
+    scanned = run()
+    assert sum(counted_scans) > 600, "the newcomer's quiet rows are scanned"
+    _assert_same_run(scanned, _stepped(monkeypatch, run))
+
+
 def test_only_quiet_rows_are_scanned(counted_scans: list[int]) -> None:
     # A quiet series is scanned whole after its first row (a new series' first point goes
     # through ``_step``: no band yet, a NaN score); a spike is not.
