@@ -10,8 +10,7 @@ from pathlib import Path
 
 import helpers.processes
 import pytest
-from helpers import wait_for
-from helpers.processes import START_TIMEOUT_S, free_port, running_cli, start_run
+from helpers.processes import free_port, running_cli, start_run, started_cli
 from helpers.sidecars import answers, grpc_clients
 
 from otel_anomaly.exporter.cli import main
@@ -87,13 +86,9 @@ def ports() -> Iterator[dict[str, int]]:
     yield {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
 
 
-def test_run_serves_until_sigterm_then_exits_0(ports: dict[str, int]) -> None:
-    process = start_run(**ports)
+def test_run_serves_until_sigterm_then_exits_0() -> None:
+    process, ports = started_cli()  # ready (on new ports if a picked one was taken)
     try:
-        def ready() -> bool:
-            return answers(ports["metrics"]) or process.poll() is not None
-        wait_for(ready, START_TIMEOUT_S, lambda: f"sidecar not ready (exit code {process.poll()})")
-        assert process.poll() is None
         with grpc_clients(ports["grpc"]) as clients:
             clients.metrics.Export(metrics_request([gauge("cpu", [(SECOND, 0.5)])]), timeout=5)
         process.send_signal(signal.SIGTERM)

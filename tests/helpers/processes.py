@@ -53,7 +53,7 @@ process's outgoing connection gets an ephemeral port from the same range): the s
 exits naming the port, and is started again on new ports."""
 
 
-def _started_cli(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def started_cli(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     """A ready ``otel-anomaly run`` and its ports (new ports when one was taken meanwhile)."""
     err = ""
     for _ in range(START_ATTEMPTS):
@@ -82,7 +82,7 @@ def _started_cli(*extra: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
 @contextmanager
 def running_cli(*extra: str) -> Iterator[RunningCli]:
     """``otel-anomaly run`` until ready (``/readyz`` 200); SIGTERM and exit 0 on leaving."""
-    process, ports = _started_cli(*extra)
+    process, ports = started_cli(*extra)
     try:
         yield RunningCli(process, ports["grpc"], ports["http"], ports["metrics"])
         process.send_signal(signal.SIGTERM)
