@@ -30,6 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.signals.metrics_wire_count import count_points
 from otel_anomaly.processors.types import SeriesKey
 
 _warmed: set[tuple[tuple[str, tuple[str, ...]], ...]] = set()  # rule sets this process ran
@@ -83,7 +84,11 @@ def warm_up(settings: EngineSettings) -> float:
 
 
 def _warm_up_wire(engine: Engine) -> None:
-    """Run the compiled metrics path (``signals.wire_path``): first sight, then a cache hit."""
+    """Run the compiled metrics path (``signals.wire_path``): first sight, then a cache hit.
+
+    Also the receivers' count of a request's points (``metrics_wire_count``): left to the
+    first export, it compiled on the event loop (0.76 s with an empty cache).
+    """
     service = KeyValue(key="service.name", value=AnyValue(string_value="otel-anomaly-warm-up"))
     for step in (1, 2, 3):
         point = NumberDataPoint(time_unix_nano=step * _STEP_NS, as_double=1.0)
@@ -91,7 +96,9 @@ def _warm_up_wire(engine: Engine) -> None:
         group = ResourceMetrics(resource=Resource(attributes=[service]),
                                 scope_metrics=[ScopeMetrics(metrics=[metric])])
         request = ExportMetricsServiceRequest(resource_metrics=[group])
-        engine.ingest("metrics", request, request.SerializeToString())
+        data = request.SerializeToString()
+        count_points(data)
+        engine.ingest("metrics", request, data)
 
 
 def _warm_up_spans(engine: Engine) -> None:
