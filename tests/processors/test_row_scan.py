@@ -32,11 +32,29 @@ START = 1_700_000_000 * 10**9
 Series = tuple[SeriesKey, np.ndarray, np.ndarray]
 
 
-def _incident_series() -> list[Series]:
-    """Every incident kind and control, 6 days of 5-minute points, each its own service."""
-    return [(SeriesKey(BASE_METRIC[base_of(case)], (("service.name", f"svc{i}"),), ()),
-             case.ts_unix_nano, case.values)
-            for i, case in enumerate(incident_cases(1, days=6.0, step_s=300.0))]
+def _incident_series() -> tuple[list[Series], dict[SeriesKey, tuple[int, int]]]:
+    """Every incident kind and control, 6 days of 5-minute points, each its own service.
+
+    Also the deploys: per ``deploy_step`` series, when version "1" and version "2" began.
+    """
+    series, deploys = [], {}
+    for i, case in enumerate(incident_cases(1, days=6.0, step_s=300.0)):
+        key = SeriesKey(BASE_METRIC[base_of(case)], (("service.name", f"svc{i}"),), ())
+        series.append((key, case.ts_unix_nano, case.values))
+        if case.kind == "deploy_step":
+            deploys[key] = (int(case.ts_unix_nano[0]), int(case.ts_unix_nano[case.start]))
+    return series, deploys
+
+
+def _deployed(series: list[Series], deploys: dict[SeriesKey, tuple[int, int]]) -> Engine:
+    """A new engine told of the releases of ``series`` (``deploys``), as a sender would."""
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    for key, _, _ in series:
+        if key in deploys:
+            first, second = deploys[key]
+            engine.observe_version(key.resource, "1", first)
+            engine.observe_version(key.resource, "2", second)
+    return engine
 
 
 def _awkward_series() -> Series:
@@ -138,11 +156,13 @@ def test_scanned_incidents_equal_the_stepped_ones(
     # Every incident kind and control: rules scanned (counts, gauges, ratios) and not
     # (latencies: log values), deploys (grace), opens, updates, closes and held bands.
     # Alone, a round is one row; three together, three rows (still scanned).
-    cases = _incident_series()
+    cases, deploys = _incident_series()
+    assert deploys, "a release must be among the incidents"
     groups = [cases[i:i + together] for i in range(0, len(cases), together)]
     for group in groups:
-        scanned = _replay(group)
-        stepped = _stepped(monkeypatch, lambda group=group: _replay(group))
+        scanned = _replay(group, engine=_deployed(group, deploys))
+        stepped = _stepped(monkeypatch, lambda group=group: _replay(
+            group, engine=_deployed(group, deploys)))
         _assert_same_run(scanned, stepped)
     rows = sum(len(ts) for _, ts, _ in cases)
     assert sum(counted_scans) > rows / 2, "most rows of these series are quiet: scanned"
