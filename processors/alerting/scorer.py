@@ -285,12 +285,7 @@ class Scorer:
         flag = np.empty(n, np.bool_)
         events: list[AnomalyEvent] = []
         rounds = _Rounds(ordered, perm, grace, learned, out, flag, key_of, exemplars)
-        # Quiet rows may be scanned (``row_scan``): a rule's rounds are contiguous, and
-        # rows of one slot come in order in them, so its rows can be taken one by one.
-        scanning = (grace is None and learned is None and not self.offsets.active
-                    and not self.hysteresis.announcing
-                    and (self.feedback is None or not self.feedback.active))
-        for rule_index, a, b, scan in self._segments(round_rules, bounds, scanning):
+        for rule_index, a, b, scan in self._segments(round_rules, bounds, rounds):
             if scan:
                 events += self._scan(rule_index, rounds, a, b)
             else:
@@ -303,16 +298,21 @@ class Scorer:
                             upper, score, flag)
         return scores, events
 
-    def _segments(self, round_rules: list[int], bounds: list[int], scanning: bool,
+    def _segments(self, round_rules: list[int], bounds: list[int], rounds: _Rounds,
                   ) -> list[tuple[int, int, int, bool]]:
         """The rounds as ``(rule, first row, end row, scanned)``.
 
         Consecutive rounds of a scannable rule of at most ``SCAN_ROWS`` rows each are one
         scanned stretch (a rule's rounds are contiguous, and rows of one slot come in order
-        in them, so its rows can be taken one by one); any other round is its own.
+        in them, so its rows can be taken one by one); any other round is its own. Nothing
+        is scanned with deploy grace, row sampling, feedback, level offsets or a restored
+        anomaly awaiting its announcement (``row_scan``).
         """
         one_big_round = len(round_rules) == 1 and bounds[1] - bounds[0] > SCAN_ROWS  # live
-        if one_big_round or not (scanning and any(self._scannable[r] for r in set(round_rules))):
+        if (one_big_round or rounds.grace is not None or rounds.learned is not None
+                or not any(self._scannable[r] for r in set(round_rules))
+                or self.offsets.active or self.hysteresis.announcing
+                or (self.feedback is not None and self.feedback.active)):
             return [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
                                                          strict=True)]
         rules, edges = np.asarray(round_rules), np.asarray(bounds)
