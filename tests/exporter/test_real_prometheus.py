@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import helpers.promtool
+import pytest
 import yaml
+from helpers.processes import free_port
 from helpers.promtool import prometheus_running
 from helpers.sidecars import grpc_clients, http_get, loopback_config, running
 from helpers.wait import wait_for
@@ -94,3 +98,18 @@ def test_prometheus_scrapes_scores_with_the_series_own_labels_and_evaluates_the_
                      lambda: f"info still scraped: {query(port, 'otel_anomaly_open_info')}")
             wait_for(lambda: not query(port, 'ALERTS{alertname="OtelAnomalyDetected"}'), 30,
                      "the alert ends with the anomaly")
+
+
+def test_prometheus_starts_again_on_a_new_port_when_its_picked_one_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A port picked free may be taken before Prometheus binds it (see helpers.processes).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks = iter([port])
+        monkeypatch.setattr(helpers.promtool, "free_port", lambda: next(picks, None) or free_port())
+        with prometheus_running(tmp_path, {"global": {"scrape_interval": "15s"}}) as ready:
+            assert ready != port
+            assert http_get(ready, "/-/ready")[0] == 200

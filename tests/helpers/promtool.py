@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers.processes import free_port
+from helpers.processes import START_ATTEMPTS, free_port
 from helpers.sidecars import answers
 from helpers.wait import wait_for
 
@@ -44,16 +44,26 @@ def prometheus_running(tmp_path: Path, config: Mapping[str, Any]) -> Iterator[in
     Its TSDB is ``tmp_path/data`` (kept 30 days); the port is yielded once it is ready.
     """
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(dict(config)))
-    port = free_port()
-    process = subprocess.Popen(
-        [prometheus(), f"--config.file={tmp_path / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path / 'data'}", "--storage.tsdb.retention.time=30d",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        process = subprocess.Popen(
+            [prometheus(), f"--config.file={tmp_path / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'data'}", "--storage.tsdb.retention.time=30d",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda process=process, port=port: process.poll() is not None
+                     or answers(port, "/-/ready"), 30, "Prometheus ready")
+        except BaseException:
+            process.terminate()
+            process.wait(10)
+            raise
+        if process.poll() is None:
+            break
+        err = process.stderr.read() if process.stderr else ""
+        # The picked port was taken before Prometheus bound it: new port (processes.py).
+        assert "address already in use" in err and attempt < START_ATTEMPTS, err
     try:
-        wait_for(lambda: process.poll() is not None or answers(port, "/-/ready"), 30,
-                 "Prometheus ready")
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
         yield port
     finally:
         process.terminate()
