@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.processes import free_port
+from helpers.processes import START_ATTEMPTS, free_port
 from helpers.sidecars import answers
 from helpers.wait import wait_for
 
@@ -287,25 +287,37 @@ def test_image_install_and_entrypoint(box: Box) -> None:
             os.chown(writable, box.uid, box.gid)
     workdir.mkdir(mode=0o555)
     workdir.chmod(0o555)
-    ports = {"GRPC": free_port(), "HTTP": free_port(), "METRICS": free_port()}
     env = {name: box.path(value) for name, value in image_env().items()}
     env["PATH"] = env["PATH"].replace("$PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     env.update({"HOME": "/nonexistent", "TMPDIR": str(tmp), "LANG": "C.UTF-8",
-                **{f"OTEL_ANOMALY_{k}_ENDPOINT": f"127.0.0.1:{p}" for k, p in ports.items()},
                 "OTEL_ANOMALY_STATE_PATH": str(state / "state.ckpt")})
     entrypoint = [str(box.venv / "bin" / exec_form("ENTRYPOINT")[0])]
     config = box.path(IMAGE_CONFIG)
-    _run([*box.drop, *entrypoint, "check-config", config], env=env, cwd=workdir)
-
     command = [*box.drop, *entrypoint, *(box.path(a) for a in exec_form("CMD"))]
-    process = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    for attempt in range(1, START_ATTEMPTS + 1):  # new ports if a picked one was taken
+        ports = {"GRPC": free_port(), "HTTP": free_port(), "METRICS": free_port()}
+        env.update({f"OTEL_ANOMALY_{k}_ENDPOINT": f"127.0.0.1:{p}" for k, p in ports.items()})
+        if attempt == 1:
+            _run([*box.drop, *entrypoint, "check-config", config], env=env, cwd=workdir)
+        process = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            # The installed sidecar compiles its kernels into an empty cache first (about
+            # 25 s on an idle 2-core machine; over 60 s on a busy one): the timeout only
+            # bounds a hang.
+            wait_for(lambda process=process, port=ports["METRICS"]: answers(port)
+                     or process.poll() is not None, 240,
+                     lambda process=process: f"/readyz did not answer 200 (exit code "
+                                             f"{process.poll()})")
+        except BaseException:
+            process.kill()
+            process.communicate()
+            raise
+        if process.poll() is None:
+            break
+        err = process.communicate()[1]
+        assert "Address already in use" in err and attempt < START_ATTEMPTS, err
     try:
-        # The installed sidecar compiles its kernels into an empty cache first (about 25 s
-        # on an idle 2-core machine; over 60 s on a busy one): the timeout only bounds a hang.
-        wait_for(lambda: answers(ports["METRICS"]) or process.poll() is not None, 240,
-                 lambda: f"/readyz did not answer 200 (exit code {process.poll()})")
-        assert process.poll() is None, process.communicate()[1]
         health = exec_form("HEALTHCHECK")
         probe = [str(box.venv / "bin" / health[0]), *health[1:-1],
                  health[-1].replace(":9464/", f":{ports['METRICS']}/")]
