@@ -5,15 +5,17 @@ statistics, hysteresis) are loops over the rows of a round, compiled with numba:
 of one row (a backtest of one series, a live series that reports alone) then costs one
 call per component instead of dozens of small numpy calls.
 
-- ``cache=True``: compiled code is written to ``NUMBA_CACHE_DIR`` if set, else beside the
-  module, else to the user's cache folder, so only the first start on a machine pays for
-  compilation. Under ``NUMBA_CACHE_DIR`` it goes to a folder named after a digest of this
-  package's sources (``kernel_cache_dir``): numba keys a cache entry on the stamp of its
-  own file only, so a kernel that calls a kernel of another file would otherwise keep that
-  file's old code after it changed. Where none of them is writable (a read-only image run
-  as a user without a home), kernels are compiled at every start instead of failing to
-  import (``uncached`` names them; the CLI warns); the container image and the chart set
-  ``NUMBA_CACHE_DIR`` to the state volume.
+- ``cache=True``: compiled code is written to ``NUMBA_CACHE_DIR`` if set, else to this
+  package's ``__pycache__/kernels``, else to the user's cache folder
+  (``$XDG_CACHE_HOME/otel-anomaly`` or ``~/.cache/otel-anomaly``), the first of them that
+  is writable, so only the first start on a machine pays for compilation. Under any of them
+  it goes to a folder named after a digest of this package's sources
+  (``kernel_cache_dir``): numba keys a cache entry on the stamp of its own file only, so a
+  kernel that calls a kernel of another file would otherwise keep that file's old code
+  after it changed (an upgrade, a ``git pull``). Where none of them is writable (a
+  read-only image run as a user without a home), kernels are compiled at every start
+  instead of failing to import (``uncached`` names them; the CLI warns); the container
+  image and the chart set ``NUMBA_CACHE_DIR`` to the state volume.
 - ``error_model="numpy"``: a float division by zero gives inf or NaN, as numpy does, instead
   of raising ``ZeroDivisionError``.
 - ``nogil=True``: a kernel releases the GIL, so the event loop keeps serving while a large
@@ -55,9 +57,27 @@ def kernel_cache_dir(base: str) -> str:
     return os.path.join(base, f"otel-anomaly-{source_digest(Path(__file__).parent)}")
 
 
+def default_cache_base() -> str:
+    """Where kernels are cached without ``NUMBA_CACHE_DIR``: the first writable candidate.
+
+    This package's ``__pycache__/kernels``, then the user's cache folder; "" if neither
+    can be written (numba then finds no cache folder either: kernels are not cached).
+    """
+    user = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for candidate in (Path(__file__).parent / "__pycache__" / "kernels",
+                      Path(user) / "otel-anomaly"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK | os.X_OK):
+            return str(candidate)
+    return ""
+
+
 # numba's own reading of NUMBA_CACHE_DIR, refined before any kernel is defined (numba reads
 # it then); once only, should this file be imported under a second name.
-_base = numba.config.CACHE_DIR  # type: ignore[attr-defined]
+_base = numba.config.CACHE_DIR or default_cache_base()  # type: ignore[attr-defined]
 if _base and not os.path.basename(os.path.normpath(_base)).startswith("otel-anomaly-"):
     numba.config.CACHE_DIR = kernel_cache_dir(_base)  # type: ignore[attr-defined]
 

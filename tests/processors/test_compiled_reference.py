@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from helpers.compiled_reference import FIELDS, kernels_compiled, plain_reference, replay
 
+from otel_anomaly.processors import compiled
 from otel_anomaly.processors.compiled import kernel_cache_dir, source_digest
 
 
@@ -36,3 +40,21 @@ def test_the_kernel_cache_folder_changes_with_any_source_file(tmp_path: Path) ->
     (tmp_path / "sub" / "b.py").write_text("y = 3\n")
     assert source_digest(tmp_path) != before
     assert kernel_cache_dir("/cache").startswith("/cache/otel-anomaly-")
+
+
+def test_without_numba_cache_dir_kernels_still_cache_under_a_digest_of_the_sources(
+    tmp_path: Path,
+) -> None:
+    # Beside its module, numba would key a kernel on its own file only, and keep a changed
+    # kernel of another file it calls (an upgrade, a git pull): the default folder is
+    # digest-named too.
+    probe = "import numba, otel_anomaly.processors.compiled; print(numba.config.CACHE_DIR)"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    folder = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, check=True, timeout=120).stdout.strip()
+    assert folder, "without NUMBA_CACHE_DIR the kernels must still get a cache folder"
+    base = os.path.dirname(folder)
+    assert folder == kernel_cache_dir(base), f"{folder} is not named after the sources"
+    package = Path(compiled.__file__).parent
+    assert base in (str(package / "__pycache__" / "kernels"), str(tmp_path / "otel-anomaly"))
