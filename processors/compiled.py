@@ -6,9 +6,8 @@ of one row (a backtest of one series, a live series that reports alone) then cos
 call per component instead of dozens of small numpy calls.
 
 - ``cache=True``: compiled code is written to ``NUMBA_CACHE_DIR`` if set, else to this
-  package's ``__pycache__/kernels``, else to the user's cache folder
-  (``$XDG_CACHE_HOME/otel-anomaly`` or ``~/.cache/otel-anomaly``), the first of them that
-  is writable, so only the first start on a machine pays for compilation. Under any of them
+  package's ``__pycache__/kernels``, else to ``~/.cache/otel-anomaly``, the first of them
+  that is writable, so only the first start on a machine pays for compilation. Under any of them
   it goes to a folder named after a digest of this package's sources
   (``kernel_cache_dir``): numba keys a cache entry on the stamp of its own file only, so a
   kernel that calls a kernel of another file would otherwise keep that file's old code
@@ -63,9 +62,10 @@ def default_cache_base() -> str:
     This package's ``__pycache__/kernels``, then the user's cache folder; "" if neither
     can be written (numba then finds no cache folder either: kernels are not cached).
     """
-    user = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     for candidate in (Path(__file__).parent / "__pycache__" / "kernels",
-                      Path(user) / "otel-anomaly"):
+                      Path.home() / ".cache" / "otel-anomaly"):
+        if not candidate.is_absolute():  # no home to expand "~" to: not the working folder
+            continue
         try:
             candidate.mkdir(parents=True, exist_ok=True)
         except OSError:

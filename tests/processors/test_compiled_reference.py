@@ -50,11 +50,12 @@ def test_without_numba_cache_dir_kernels_still_cache_under_a_digest_of_the_sourc
     # digest-named too.
     probe = "import numba, otel_anomaly.processors.compiled; print(numba.config.CACHE_DIR)"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-    env["XDG_CACHE_HOME"] = str(tmp_path)
+    env["HOME"] = str(tmp_path)
     folder = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, check=True, timeout=120).stdout.strip()
     assert folder, "without NUMBA_CACHE_DIR the kernels must still get a cache folder"
     base = os.path.dirname(folder)
     assert folder == kernel_cache_dir(base), f"{folder} is not named after the sources"
     package = Path(compiled.__file__).parent
-    assert base in (str(package / "__pycache__" / "kernels"), str(tmp_path / "otel-anomaly"))
+    assert base in (str(package / "__pycache__" / "kernels"),
+                    str(tmp_path / ".cache" / "otel-anomaly"))
