@@ -18,7 +18,7 @@ held, nothing is gated and no event is raised, so ``_step`` would run exactly th
 above. ``scannable`` says which rules that holds for; ``Scorer`` also needs the round to
 have no deploy grace, row sample, feedback, level offset or restored anomaly awaiting its
 announcement. Outputs and state equal ``_step``'s bit for bit
-(``tests/processors/alerting/test_row_scan.py``).
+(``tests/processors/test_row_scan.py``).
 """
 
 from __future__ import annotations
