@@ -57,8 +57,9 @@ def warm_up(settings: EngineSettings) -> float:
 
     Compiled kernels live as long as the process: the same rules are warmed once (0 s).
     Each rule gets one series named after its first glob (when that name is routed to the
-    rule), a slow cycle with noise and, at the end, a spike: enough points to pass warm-up
-    and open an anomaly, so learning and alerting kernels run as well as scoring ones.
+    rule), a slow cycle with noise and, near the end, a spike: enough points to pass
+    warm-up and open an anomaly, then a few while it is open, so learning and alerting
+    kernels (the held band's too) run as well as scoring ones.
     """
     started = time.perf_counter()
     rule_set = tuple((rule.detector, tuple(rule.match)) for rule in settings.rules)
@@ -77,7 +78,7 @@ def warm_up(settings: EngineSettings) -> float:
     cycle = 0.5 + 0.2 * np.sin(np.arange(_POINTS) / 5.0)
     for name in names:
         values = cycle + rng.normal(0.0, 0.02, _POINTS)
-        values[-3:] *= 5.0
+        values[-6:-3] *= 5.0  # opens an anomaly; the rows after it run the held band's kernels
         key = SeriesKey(name, (("service.name", "otel-anomaly-warm-up"),), ())
         engine.ingest_series([key] * _POINTS, ts, values, np.full(_POINTS, 100.0))
     return time.perf_counter() - started

@@ -13,6 +13,37 @@ warm_up(EngineSettings(clock=lambda: 0.0))
 print(len(metrics_wire_count._count_request.signatures))
 """
 
+# After the sidecar's warm-up, scoring the incidents benchmark's series (anomalies that
+# open, are held, close; deploys; ratios) together and one of them alone (the row scan)
+# must compile nothing more: each kernel compiled there would stall the pipeline once.
+LIVE_PROBE = """
+import sys
+import numba
+from otel_anomaly.exporter.config import load_config
+from otel_anomaly.processors.backtest import RecordedSeries, backtest
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.kernel_warm_up import warm_up
+from otel_anomaly.processors.testing import incident_cases, replay_incidents
+from otel_anomaly.processors.types import SeriesKey
+
+def compiled():
+    return {f"{d.py_func.__module__}.{d.py_func.__qualname__}": len(d.signatures)
+            for name, module in list(sys.modules.items())
+            if name.startswith("otel_anomaly.processors")
+            for d in vars(module).values() if isinstance(d, numba.core.registry.CPUDispatcher)}
+
+settings = load_config(None, environ={}).engine_settings(clock=lambda: 0.0)
+warm_up(settings)
+before = compiled()
+cases = incident_cases(1, days=16.0, step_s=300.0)
+replay_incidents(Engine(settings), cases)
+spike = next(case for case in cases if case.kind == "spike")
+backtest(Engine(settings), [RecordedSeries(SeriesKey("queue_depth", (), ()),
+                                           spike.ts_unix_nano, spike.values)])
+after = compiled()
+print(len(before), sorted(name for name, n in after.items() if n > before.get(name, 0)))
+"""
+
 
 def test_warm_up_loads_the_kernel_that_counts_a_metrics_request() -> None:
     # The receivers count a request's points from its bytes on the event loop, before
@@ -21,3 +52,12 @@ def test_warm_up_loads_the_kernel_that_counts_a_metrics_request() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                          check=True, timeout=300)
     assert int(out.stdout.split()[-1]) >= 1, "warm_up must compile or load _count_request"
+
+
+def test_after_the_warm_up_live_scoring_compiles_no_kernel() -> None:
+    # A fresh process, so the kernels compiled are the warm-up's and the workload's only.
+    out = subprocess.run([sys.executable, "-c", LIVE_PROBE], capture_output=True, text=True,
+                         check=True, timeout=600)
+    kernels, compiled_later = out.stdout.strip().split(" ", 1)
+    assert int(kernels) > 100, out.stdout  # the probe saw the package's kernels
+    assert compiled_later == "[]", f"compiled after the warm-up: {compiled_later}"
