@@ -125,8 +125,9 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             return i
         here, mine = slots[i:i + 1], local[i:i + 1]
         t, v = ts[i:i + 1], values[i:i + 1]
-        expected_m, upper_m, lower_m, floor, mult, up, down, recent, stretch = round_views(
-            mine, t, *views)
+        viewed = round_views(mine, t, *views)
+        expected_m, upper_m, lower_m, floor, mult = viewed[:5]
+        up, down, recent, stretch = viewed[5:9]
         expected, lower, upper, baseline = ensemble_kernels.band(
             expected_m, upper_m, lower_m, floor, mult, up, down, stretch * edge, combine_max,
             centre)
@@ -145,6 +146,6 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         alerting = young_damped(age, here, score, upper)
         _step_rows(here, alerting, t, no_announce, keep, *columns, *thresholds)
         learn_magnitude_rows(mine, v, v, magnitude, points, fractional, memory)
-        round_lessons(mine, t, v, (expected_m, upper_m, lower_m, floor, mult, recent),
-                      *lessons)
+        round_lessons(mine, t, v, (expected_m, upper_m, lower_m, floor, mult, recent)
+                      + viewed[9:], *lessons)
     return stop

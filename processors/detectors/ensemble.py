@@ -41,6 +41,8 @@ class _Round(NamedTuple):
     narrow_down: NDArray[np.float64]
     recent: NDArray[np.float64]  # per row: the last excursion's score, decayed (refractory)
     widening: NDArray[np.float64]  # per row: the band's stretch after that excursion
+    # The fused kernels only: each profile's gathered phase, which the lessons learn from.
+    phases: tuple[Any, ...] | None = None
 
     def z(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """Per row and member the deviation in scaled, narrowed spreads (0 while warming)."""
@@ -236,7 +238,8 @@ class Ensemble(Detector):
         if cached is not None:
             return cached
         if self._fused is not None:
-            out = _Round(*self._fused_views(batch, self._fused))
+            views = self._fused_views(batch, self._fused)
+            out = _Round(*views[:9], phases=views[9:])
             self._memo.put(batch, out)
             return out
         shape = (len(batch), len(self._members))
@@ -258,10 +261,10 @@ class Ensemble(Detector):
         return out
 
     def _fused_views(self, batch: SeriesBatch, members: ensemble_round.DefaultMembers,
-                     ) -> tuple[NDArray[np.float64], ...]:
+                     ) -> tuple[Any, ...]:
         """``_round``'s arrays from ``ensemble_round.round_views`` (the default members)."""
         args = self._fused_args(batch.slots, members)
-        views: tuple[NDArray[np.float64], ...] = ensemble_round.round_views(
+        views: tuple[Any, ...] = ensemble_round.round_views(
             batch.slots, batch.ts_unix_nano, *args.views)
         return views
 
@@ -271,7 +274,8 @@ class Ensemble(Detector):
         args = self._fused_args(batch.slots, members)
         ensemble_round.round_lessons(
             batch.slots, batch.ts_unix_nano, batch.values,
-            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent), *args.lessons)
+            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent, *(r.phases or ())),
+            *args.lessons)
         self.rounds_learned()
 
     @property

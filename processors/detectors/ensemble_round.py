@@ -108,8 +108,13 @@ def _profile_band(slots: Any, ts: Any, unit: Any, period_ns: int, bucket_ns: flo
                   first: Any, gdev: Any, centre: Any, scale: Any, mean_code: Any,
                   dev_code: Any, count: Any, snap_b: Any, snap_cycle: Any, snap_mean: Any,
                   snap_dev: Any) -> Any:
-    """``SeasonalProfile.predict`` of a unit band (its gather, neighbours and predict)."""
-    bucket, counts, _, _, ready, mean, sigma = seasonal_kernels.gather(
+    """``SeasonalProfile.predict`` of a unit band (its gather, neighbours and predict).
+
+    Also what the gather found for learning (bucket, count, the phase's mean and spread as
+    they are now, ready): the round's lessons take it instead of gathering again, as the
+    profile's own ``_memo`` does on the general path (nothing changes the profile between).
+    """
+    bucket, counts, now_mean, now_sigma, ready, mean, sigma = seasonal_kernels.gather(
         slots, ts, period_ns, bucket_ns, buckets, spread_mix, warm_ns, n, first, gdev,
         centre, scale, mean_code, dev_code, count, snap_b, snap_cycle, snap_mean, snap_dev)
     if tolerance > 0:
@@ -118,7 +123,8 @@ def _profile_band(slots: Any, ts: Any, unit: Any, period_ns: int, bucket_ns: flo
             dev_code, count)
     else:
         means = sigmas = np.empty((len(slots), 0))
-    return seasonal_kernels.predict(counts, mean, sigma, ready, unit, means, sigmas)
+    band = seasonal_kernels.predict(counts, mean, sigma, ready, unit, means, sigmas)
+    return band, (bucket, counts, now_mean, now_sigma, ready)
 
 
 @kernel
@@ -142,9 +148,9 @@ def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the
     n, mean, sigma = ewma._gather(slots, n_col, mean_col, dev_col)
     e, lo, up = ewma._predict(n, mean, sigma, unit, warmup)
     expected[:, 0], lower[:, 0], upper[:, 0] = e, lo, up
-    e, lo, up = _profile_band(slots, ts, unit, *daily)
+    (e, lo, up), daily_phase = _profile_band(slots, ts, unit, *daily)
     expected[:, 1], lower[:, 1], upper[:, 1] = e, lo, up
-    e, lo, up = _profile_band(slots, ts, unit, *weekly)
+    (e, lo, up), weekly_phase = _profile_band(slots, ts, unit, *weekly)
     expected[:, 2], lower[:, 2], upper[:, 2] = e, lo, up
     typical0, cached0, gauss0, typical1, cached1, gauss1, typical2, cached2, gauss2 = scales
     tail_quantile._spread_terms(typical0, cached0, slots, gauss0, floor, mult, 0)
@@ -156,28 +162,25 @@ def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the
     recent = ensemble_kernels.recent_peak(peak, age, peak_ns, slots, ts, step_ns, hold, decay)
     stretch = ensemble_kernels.widening(recent, age, peak_ns, slots, ts, step_ns, r_level,
                                         max_stretch, grace)
-    return expected, upper, lower, floor, mult, narrow_up, narrow_down, recent, stretch
+    return (expected, upper, lower, floor, mult, narrow_up, narrow_down, recent, stretch,
+            *daily_phase, *weekly_phase)
 
 
 def profile_learn_args(member: SeasonalProfile) -> tuple[Any, ...]:
     """What ``round_lessons`` takes of a profile to learn it, in its order."""
     st = member._slots  # noqa: SLF001 -- the member's own columns, written by its kernels
-    return (member._period_ns, member._bucket_ns, member.buckets,  # noqa: SLF001
-            member.spread_mix, member._warm_ns, member.alpha,  # noqa: SLF001
+    return (member._period_ns, member._bucket_ns, member.alpha,  # noqa: SLF001
             st.n, st.first, st.last, st.gdev, st.centre, st.unit, st.mean_code, st.dev_code,
             st.count, st.snap_b, st.snap_cycle, st.snap_mean, st.snap_dev)
 
 
 @kernel
-def _profile_learn(slots: Any, ts: Any, values: Any, period_ns: int, bucket_ns: float,
-                   buckets: int, spread_mix: float, warm_ns: int, alpha: float, n: Any,
-                   first: Any, last: Any, gdev: Any, centre: Any, scale: Any, mean_code: Any,
-                   dev_code: Any, count: Any, snap_b: Any, snap_cycle: Any, snap_mean: Any,
-                   snap_dev: Any) -> None:
-    """``SeasonalProfile._learn_unique`` (its gather, then its learn)."""
-    bucket, counts, mean, sigma, ready, _, _ = seasonal_kernels.gather(
-        slots, ts, period_ns, bucket_ns, buckets, spread_mix, warm_ns, n, first, gdev,
-        centre, scale, mean_code, dev_code, count, snap_b, snap_cycle, snap_mean, snap_dev)
+def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
+                   bucket_ns: float, alpha: float, n: Any, first: Any, last: Any, gdev: Any,
+                   centre: Any, scale: Any, mean_code: Any, dev_code: Any, count: Any,
+                   snap_b: Any, snap_cycle: Any, snap_mean: Any, snap_dev: Any) -> None:
+    """``SeasonalProfile._learn_unique`` from what ``_profile_band`` gathered (``phase``)."""
+    bucket, counts, mean, sigma, ready = phase
     seasonal_kernels.learn(slots, ts, values, bucket, counts, mean, sigma, ready, alpha,
                            bucket_ns, period_ns, n, first, last, gdev, centre, scale,
                            mean_code, dev_code, count, snap_b, snap_cycle, snap_mean,
@@ -208,13 +211,14 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
 ) -> None:
     """``Ensemble._learn_unique`` for the default members, in one call.
 
-    ``views``: the round's expected, upper, lower, floor, multiplier and recent peak
-    (``round_views``); ``level``: the level member's columns and settings;
+    ``views``: the round's expected, upper, lower, floor, multiplier, recent peak and the
+    profiles' gathered phases (``round_views``); ``level``: the level member's columns and settings;
     ``daily``/``weekly``: ``profile_learn_args``; ``scales``: per member its tail
     histogram's columns, typical deviation and settings; ``narrowing`` and ``excursions``:
     the persistence and refractory columns and settings.
     """
-    expected, upper, lower, floor, mult, recent = views
+    expected, upper, lower, floor, mult, recent = views[:6]
+    daily_phase, weekly_phase = views[6:11], views[11:]
     combined, signed, unit, resid, ready, ready_rows = ensemble_kernels.lessons(
         values, expected, upper, lower, floor, mult, combine_max)
     peak, age, peak_ns, max_age = excursions
@@ -226,6 +230,6 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     n_col, mean_col, dev_col, level_alpha, warmup = level
     ewma._learn(slots, values, level_alpha, warmup, n_col, mean_col, dev_col)
     _scale_update(slots, unit, resid, ready, ready_rows[1], 1, *s1)
-    _profile_learn(slots, ts, values, *daily)
+    _profile_learn(slots, ts, values, daily_phase, *daily)
     _scale_update(slots, unit, resid, ready, ready_rows[2], 2, *s2)
-    _profile_learn(slots, ts, values, *weekly)
+    _profile_learn(slots, ts, values, weekly_phase, *weekly)
