@@ -239,7 +239,7 @@ class Ensemble(Detector):
             return cached
         if self._fused is not None:
             views = self._fused_views(batch, self._fused)
-            out = _Round(*views[:9], phases=views[9:])
+            out = _Round._make((*views[:9], views[9:]))
             self._memo.put(batch, out)
             return out
         shape = (len(batch), len(self._members))
