@@ -24,6 +24,7 @@ HUBER_SIGMAS = 3.0
 GLOBAL_ALPHA = 0.01
 MAX_POINTS = int(np.iinfo(np.int32).max) - 1  # points per slot saturate (int32 storage)
 F32_MAX = float(np.finfo(np.float32).max)
+_EXACT_FLOAT_INT = 2**53  # integers up to this are exact in float64
 
 
 @kernel
@@ -56,10 +57,15 @@ def gather(
     ready = np.empty(rows, np.bool_)
     pred_mean = np.empty(rows)
     pred_sigma = np.empty(rows)
+    # The phase's bucket is the float floor division numpy did (int64 % int // float). With
+    # a whole number of nanoseconds per bucket (the defaults) and phases below 2**53, both
+    # operands are exact, so integer division gives the same quotient, some 4x cheaper.
+    step = int(bucket_ns)
+    exact = step > 0 and float(step) == bucket_ns and period_ns <= _EXACT_FLOAT_INT
     for i in range(rows):
         s = slots[i]
-        # Float floor division of the phase, as numpy did (int64 % int // float).
-        b = min(int(ts[i] % period_ns // bucket_ns), buckets - 1)
+        phase = ts[i] % period_ns
+        b = min(phase // step if exact else int(phase // bucket_ns), buckets - 1)
         c = count_of(int(count_col[s, b]))
         unit = float(unit_col[s])
         m = decode_mean(int(mean_col[s, b]), float(centre_col[s]), unit)

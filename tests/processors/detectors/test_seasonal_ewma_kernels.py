@@ -173,3 +173,25 @@ def test_seasonal_kernels_as_plain_python_give_the_compiled_bits(
     assert len(plain) == len(compiled)
     for a, b in zip(compiled, plain, strict=True):
         _same(a, b)
+
+
+@pytest.mark.parametrize(("period_s", "buckets"), [(86400, 288), (604800, 168), (86400, 7),
+                                                  (3600, 13)])
+def test_gather_buckets_are_numpys_float_floor_division(period_s: int, buckets: int) -> None:
+    # Whole-nanosecond bucket widths (the defaults) take integer division; others (a day in
+    # 7) the float division numpy did. Either way the bucket is numpy's, at every phase.
+    det = SeasonalProfile(period_s=float(period_s), buckets=buckets)
+    rng = np.random.default_rng(buckets)
+    period_ns = period_s * SECOND
+    ts = np.concatenate([rng.integers(0, 2**62, 2000),  # any time, up to year 2116
+                         np.arange(-3, 4) + period_ns * (2**62 // period_ns),  # around a cycle's start
+                         (np.arange(1, buckets) * (period_ns / buckets)).astype(np.int64)])
+    slots = np.zeros(len(ts), np.intp)
+    det.learn(SeriesBatch.of([0], [1.0], [0]))  # one slot's columns exist
+    st = det._slots  # noqa: SLF001 -- the kernel's own arguments
+    got = seasonal_kernels.gather(
+        slots, ts, det._period_ns, det._bucket_ns, det.buckets, det.spread_mix,  # noqa: SLF001
+        det._warm_ns, st.n, st.first, st.gdev, st.centre, st.unit, st.mean_code,  # noqa: SLF001
+        st.dev_code, st.count, st.snap_b, st.snap_cycle, st.snap_mean, st.snap_dev)[0]
+    expected = np.minimum((ts % period_ns) // det._bucket_ns, buckets - 1)  # noqa: SLF001
+    assert np.array_equal(got, expected.astype(np.intp))
