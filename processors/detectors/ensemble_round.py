@@ -10,7 +10,8 @@ series, a series that reports alone) the wrappers cost more than the arithmetic:
 then two seasonal profiles, none on log values; the ensemble itself may model logs); other
 compositions take the general path. They call the very kernels the members and scales
 call, in the same order, so their results are the general path's, bit for bit
-(``tests/processors/detectors/test_ensemble_round.py``).
+(``tests/processors/detectors/test_ensemble_round.py``); the lessons learn the profiles from
+the phases the views gathered, as the profiles' ``_memo`` does on the general path.
 """
 
 from __future__ import annotations
@@ -212,8 +213,9 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     """``Ensemble._learn_unique`` for the default members, in one call.
 
     ``views``: the round's expected, upper, lower, floor, multiplier, recent peak and the
-    profiles' gathered phases (``round_views``); ``level``: the level member's columns and settings;
-    ``daily``/``weekly``: ``profile_learn_args``; ``scales``: per member its tail
+    profiles' gathered phases, flat (``round_views``; passed as a nested tuple from Python,
+    they left cyclic garbage at every call); ``level``: the level member's columns
+    and settings; ``daily``/``weekly``: ``profile_learn_args``; ``scales``: per member its tail
     histogram's columns, typical deviation and settings; ``narrowing`` and ``excursions``:
     the persistence and refractory columns and settings.
     """
