@@ -100,8 +100,10 @@ def gather_neighbours(
             c = (bucket[i] + k - tolerance) % buckets
             m = decode_mean(int(mean_col[s, c]), centre, unit)
             means[i, k] = m
-            sigma = _sigma(decode_dev(int(dev_col[s, c]), unit), gdev, m, spread_mix)
-            sigmas[i, k] = sigma if count_col[s, c] >= 2 else np.inf  # codes below EXACT are counts
+            if count_col[s, c] >= 2:  # codes below EXACT are counts
+                sigmas[i, k] = _sigma(decode_dev(int(dev_col[s, c]), unit), gdev, m, spread_mix)
+            else:  # seen fewer than twice: no spread to compute (a young series' phases)
+                sigmas[i, k] = np.inf
     return means, sigmas
 
 
