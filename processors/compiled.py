@@ -96,6 +96,27 @@ def kernel(function: F) -> F:
         return cast(F, numba.njit(**_OPTIONS)(function))
 
 
+def row_kernel(function: F) -> F:
+    """Compile ``function``, one row of a kernel's loop, to be inlined where it is called.
+
+    ``row_scan`` scores a series' rows one at a time; the round kernels' arrays cost more
+    than their arithmetic there (``detectors/ensemble_row.py``). Row kernels repeat one row
+    of such a loop in scalars, operation for operation (``tests/processors/test_row_scan.py``
+    holds the two paths equal). The loops do not call them: passing arrays to a function
+    inside a loop, inlined or not, made the round kernels twice as slow (each array argument
+    is counted in and out). Inlined in numba's IR (``inline="always"``), a row kernel costs
+    the one-row path no call; a caller must name its arguments (numba cannot inline a call
+    with ``*args``).
+    """
+    if not function.__module__.startswith("otel_anomaly."):  # as ``kernel``
+        return cast(F, numba.njit(inline="always", **_OPTIONS)(function))
+    try:
+        return cast(F, numba.njit(inline="always", cache=True, **_OPTIONS)(function))
+    except RuntimeError:
+        _uncached.append(f"{function.__module__}.{function.__qualname__}")
+        return cast(F, numba.njit(inline="always", **_OPTIONS)(function))
+
+
 def uncached() -> tuple[str, ...]:
     """The kernels compiled without a cache (no writable cache folder was found)."""
     return tuple(_uncached)

@@ -147,18 +147,16 @@ class HeldBands:
             return calibrated, keep
         return Calibrated(expected, lower, upper, score), keep
 
-    def scan_args(self, slots: NDArray[np.intp], hold_s: float, accept_after_s: float,
-                  sides: NDArray[np.int8]) -> tuple[Any, ...]:
+    def scan_args(self, slots: NDArray[np.intp], hold_s: float) -> tuple[Any, ...]:
         """What ``row_scan.scan_rows`` takes to fit the trends of rows with nothing open.
 
-        ``apply``'s settings and columns, rows made for ``slots``; ``sides`` as for ``apply``.
+        With nothing open no band is held and nothing is kept: of ``apply`` only the trend
+        fit of every series is left (``hold_s``, the trend columns), rows made for ``slots``.
         """
         bands = self._bands
         if hold_s > 0:
             bands.ensure(slots)
-        return (hold_s, _hold_ns(hold_s), _hold_ns(max(hold_s, accept_after_s)), GROWTH_STEP,
-                T_CRIT, (bands.expected, bands.lower, bands.upper, bands.extreme_ns,
-                         bands.peak), sides, bands.trend, bands.trend_ns)
+        return hold_s, bands.trend, bands.trend_ns
 
     def _held_score(self, at: NDArray[np.intp], values: NDArray[np.float64],
                     direction: DirectionPolicy) -> NDArray[np.float64]:

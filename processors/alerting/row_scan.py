@@ -4,10 +4,11 @@ Through ``Scorer._step`` a round of one row (the backtest of one series) costs a
 some 200 Python calls and eight kernel calls, each unboxing its dozens of array arguments
 again. Most rows of a series are quiet: no anomaly is open on it and its score stays below
 every threshold that could open one. ``scan_rows`` runs, for a run of such rows, the
-kernels ``_step`` runs for each of them, in the same order: the ensemble's views
-(``ensemble_round.round_views``) and band, the calibration, the held band's trend fit,
+kernels ``_step`` runs for each of them, in the same order: the ensemble's views and band
+(``ensemble_row.row_views`` and ``row_band``: ``round_views`` and ``band`` in scalars,
+which a row at a time cost a fifth as much), the calibration, the held band's trend fit,
 the young series' damping, the hysteresis, the usual magnitude and the ensemble's lessons
-(``ensemble_round.round_lessons``). It stops at the first row that is not quiet, before
+(``ensemble_row.row_lessons``). It stops at the first row that is not quiet, before
 changing any state for it; the scorer takes that row through ``_step`` (events and all)
 and scans on from the next.
 
@@ -31,13 +32,17 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     calibrate_slots,
     learn_magnitude_rows,
 )
-from otel_anomaly.processors.alerting.held_band import _apply_rows
 from otel_anomaly.processors.alerting.hysteresis import _step_rows
+from otel_anomaly.processors.alerting.trend import trend_step
 from otel_anomaly.processors.alerting.young_series import young_damped
 from otel_anomaly.processors.compiled import kernel
-from otel_anomaly.processors.detectors import ensemble_kernels
 from otel_anomaly.processors.detectors.ensemble import Ensemble
-from otel_anomaly.processors.detectors.ensemble_round import round_lessons, round_views
+from otel_anomaly.processors.detectors.ensemble_row import (
+    VIEW_ROWS,
+    row_band,
+    row_lessons,
+    row_views,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -70,11 +75,10 @@ def scannable(detector: Detector, calibrator: Calibrator, policy: AlertPolicy) -
 def scan_args(  # noqa: PLR0913 -- the rule's components, its policy and the rows' slots
     detector: Detector, calibrator: Calibrator, held: HeldBands, hysteresis: Hysteresis,
     policy: AlertPolicy, slots: NDArray[np.intp], local: NDArray[np.intp],
-    sides: NDArray[np.int8],
 ) -> tuple[Any, ...]:
     """``scan_rows``' arguments after ``age``, rows made for ``slots`` (engine) and ``local``.
 
-    Only for a ``scannable`` rule. ``sides``: per engine slot, its open anomaly's side.
+    Only for a ``scannable`` rule.
     """
     assert isinstance(detector, Ensemble)  # noqa: S101 -- ``scannable`` said so
     fused = detector.fused_round(local)
@@ -83,7 +87,7 @@ def scan_args(  # noqa: PLR0913 -- the rule's components, its policy and the row
     return (fused.views, fused.lessons,
             (float(policy.band), *detector.band_settings(), limit),
             calibrator.scan_args(local),
-            held.scan_args(slots, policy.hold_s, policy.accept_after_s, sides),
+            held.scan_args(slots, policy.hold_s),
             hysteresis.scan_args(slots, policy))
 
 
@@ -106,46 +110,47 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     ``out``: the rows' expected, lower, upper and score (4 x rows), written for quiet rows.
     ``views``/``lessons``: ``RoundArgs``; ``band``: the edge in sigmas, ``combine_max``, the
     centre share and the score a row must stay below to be quiet; ``calibration``: the
-    usual-magnitude columns and the policy's floors; ``hold``: the held band's settings and
-    columns; ``hysteresis``: its columns and thresholds. Rows before the returned index are
+    usual-magnitude columns and the policy's floors; ``hold``: the hold and the trend
+    fit's columns; ``hysteresis``: its columns and thresholds. Rows before the returned index are
     done; that row and the rest are untouched.
     """
     k, combine_max, centre, limit = band
     magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width = calibration
-    hold_s, hold_ns, accept_ns, growth, t_crit, held, sides, trend, trend_ns = hold
-    held_expected, held_lower, held_upper, extreme_ns, peak = held
+    hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
+    level, daily, weekly, scales, narrowing, excursions = views
+    (learn_max, learn_level, learn_daily, learn_weekly, learn_scales, learn_narrowing,
+     learn_excursions) = lessons
     edge = np.full(1, k)
-    not_open = np.zeros(1, np.bool_)
     no_scale_floor = np.zeros(0)
     no_announce = np.zeros(0, np.bool_)
     no_keep = np.zeros(0, np.bool_)
+    member_views = np.empty((VIEW_ROWS, 3))
+    # The combined band of the row, as the one-row arrays the alerting kernels take.
+    expected, band_lower, band_upper = np.empty(1), np.empty(1), np.empty(1)
     for i in range(start, stop):
         if is_open[slots[i]]:
             return i
         here, mine = slots[i:i + 1], local[i:i + 1]
         t, v = ts[i:i + 1], values[i:i + 1]
-        viewed = round_views(mine, t, *views)
-        expected_m, upper_m, lower_m, floor, mult = viewed[:5]
-        up, down, recent, stretch = viewed[5:9]
-        expected, lower, upper, baseline = ensemble_kernels.band(
-            expected_m, upper_m, lower_m, floor, mult, up, down, stretch * edge, combine_max,
-            centre)
+        recent, stretch, daily_phase, weekly_phase = row_views(
+            local[i], ts[i], member_views, level, daily, weekly, scales, narrowing, excursions)
+        expected[0], band_lower[0], band_upper[0], baseline = row_band(
+            member_views, stretch * k, combine_max, centre)
         lower, upper, score = calibrate_slots(
-            v, expected, lower, upper, mine, magnitude, fractional, edge, no_scale_floor,
-            min_abs, min_rel, direction, min_width)
+            v, expected, band_lower, band_upper, mine, magnitude, fractional, edge,
+            no_scale_floor, min_abs, min_rel, direction, min_width)
         if not score[0] < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected[0], lower[0], upper[0], score[0]
-        keep = no_keep
-        if hold_s > 0:  # every series' trend fit (nothing is open: no band is held)
-            keep = _apply_rows(here, v, baseline, expected, lower, upper, score, not_open, t,
-                               hold_ns, accept_ns, hold_s, direction, growth, t_crit,
-                               held_expected, held_lower, held_upper, extreme_ns, peak,
-                               sides, trend, trend_ns)[5]
+        if hold_s > 0:  # ``HeldBands.apply`` with nothing open: every series' trend fit
+            away = values[i] - baseline
+            if np.isfinite(away):
+                trend_step(trend, trend_ns, slots[i], away, ts[i], hold_s)
         alerting = young_damped(age, here, score, upper)
-        _step_rows(here, alerting, t, no_announce, keep, *columns, *thresholds)
+        _step_rows(here, alerting, t, no_announce, no_keep, *columns, *thresholds)
         learn_magnitude_rows(mine, v, v, magnitude, points, fractional, memory)
-        round_lessons(mine, t, v, (expected_m, upper_m, lower_m, floor, mult, recent)
-                      + viewed[9:], *lessons)
+        row_lessons(local[i], ts[i], values[i], member_views, recent, daily_phase,
+                    weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
+                    learn_scales, learn_narrowing, learn_excursions)
     return stop

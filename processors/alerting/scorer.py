@@ -378,7 +378,7 @@ class Scorer:
         """``scan_rows``' arguments after its age column, rows made for every row's slot."""
         policy = self.rules[rule_index].alert
         return scan_args(self.detectors[rule_index], self.calibrators[rule_index], self.held,
-                         self.hysteresis, policy, slots, local, self._per_slot.direction)
+                         self.hysteresis, policy, slots, local)
 
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,

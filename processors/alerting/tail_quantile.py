@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 # Geometric bins from _LOW up by _RATIO each: 0.5 ... ~1.3e5 in 56 bins (plus the two open
@@ -412,3 +412,35 @@ def _learn_scaled(hist: NDArray[np.uint16], low: NDArray[np.uint8], inc: NDArray
         if math.isfinite(new):  # saturated(): finite values stay finite in float32
             new = min(max(new, -_FLOAT32_MAX), _FLOAT32_MAX)
         typical[slot] = new
+
+
+# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
+# each the same, operation for operation, as the loop body it repeats:
+# ``tests/processors/test_row_scan.py`` compares the two paths.
+@row_kernel
+def spread_row(typical: NDArray[np.float32], cached: NDArray[np.float32], slot: int,
+               gauss: float) -> tuple[float, float]:
+    """A slot's spread floor and tail multiplier (``DeviationScale.spread_terms``)."""
+    return (_FLOOR_PER_TYPICAL * float(typical[slot]),
+            _widened(float(cached[slot]), gauss) / gauss)
+
+
+@row_kernel
+def learn_scaled_row(hist: NDArray[np.uint16], low: NDArray[np.uint8],
+                     inc: NDArray[np.float64], n: NDArray[np.int32],
+                     cached: NDArray[np.float32], typical: NDArray[np.float32], slot: int,
+                     z: float, resid: float, growth: float, q: float, gauss: float,
+                     window: int) -> None:
+    """One row of ``_learn_scaled``: slot ``slot``'s deviation ``z`` and residual ``resid``."""
+    cap = TAIL_GROWTH * _widened(float(cached[slot]), gauss)
+    score = z
+    if score > cap or math.isnan(cap):  # np.minimum: a NaN on either side wins
+        score = cap
+    if math.isfinite(score):
+        _learn_row(hist, low, inc, n, cached, slot, score, growth, q)
+    weight = max(1.0 / window, 1.0 / max(int(n[slot]), 1))
+    old = float(typical[slot])
+    new = old + weight * (resid - old)
+    if math.isfinite(new):  # saturated(): finite values stay finite in float32
+        new = min(max(new, -_FLOAT32_MAX), _FLOAT32_MAX)
+    typical[slot] = new

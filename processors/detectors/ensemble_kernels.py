@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 from otel_anomaly.processors.kernel_math import fmax, fmin
 
 TINY = 1e-12
@@ -219,3 +219,105 @@ def learn_peak(
             peak_ns[s] = ts_unix_nano[row]
         else:
             age[s] = min(age[s], max_age - 1) + 1
+
+
+# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
+# each the same, operation for operation, as the loop body it repeats:
+# ``tests/processors/test_row_scan.py`` compares the two paths.
+@row_kernel
+def recent_row(peak: NDArray[np.float32], age: NDArray[np.int32], peak_ns: NDArray[np.int64],
+               s: int, t: int, step_ns: float, hold: int, decay: float) -> float:
+    """``recent_peak`` of slot ``s`` at time ``t``."""
+    steps = (t - peak_ns[s]) / step_ns - 1.0
+    points = max(float(age[s]), math.floor(steps))
+    late = max(points - hold, 0.0)
+    held: float = float(peak[s]) * decay ** late
+    return held
+
+
+@row_kernel
+def widening_row(recent: float, age: NDArray[np.int32], peak_ns: NDArray[np.int64], s: int,
+                 t: int, step_ns: float, level: float, max_stretch: float, grace: int,
+                 ) -> float:
+    """``widening`` of slot ``s`` at time ``t``, its recent peak ``recent``."""
+    stretch = recent / level
+    if stretch == stretch:  # noqa: PLR0124 - np.clip keeps NaN
+        stretch = min(max(stretch, 1.0), max_stretch)
+    # A peak of unknown time (saved before times were kept) is "never": points only.
+    since = t - peak_ns[s]
+    graced = age[s] < grace or (grace > 0 and 0 <= since <= grace * step_ns)
+    return 1.0 if graced else stretch
+
+
+@row_kernel
+def band_step(  # noqa: PLR0913 -- the band so far, one member's view, the width
+    lo: float, hi: float, ready_expected: float, first: float, e: float, upper: float,
+    lower: float, floor: float, mult: float, narrow_up: float, narrow_down: float,
+    width: float, combine_max: bool,
+) -> tuple[float, float, float, float]:
+    """``band`` so far, one member more (members in order, starting from NaN).
+
+    The band so far: its edges, the last ready member's and the first member's expected value.
+    """
+    up, down = _spreads(e, upper, lower, floor)
+    up = up * mult * narrow_up
+    down = down * mult * narrow_down
+    member_lo, member_hi = e - width * down, e + width * up
+    ready = upper == upper  # noqa: PLR0124
+    if combine_max:
+        lo, hi = fmax(lo, member_lo), fmin(hi, member_hi)
+    elif ready:
+        lo, hi = member_lo, member_hi
+    if ready:
+        ready_expected = e
+    if first != first:  # noqa: PLR0124
+        first = e
+    return lo, hi, ready_expected, first
+
+
+@row_kernel
+def band_end(lo: float, hi: float, ready_expected: float, first: float, centre: float,
+             ) -> tuple[float, float, float, float]:
+    """``band``'s expected value, lower and upper edge and baseline after every member."""
+    mid = first if ready_expected != ready_expected else ready_expected  # noqa: PLR0124
+    if lo > hi:  # members disagree by more than their bands: a point
+        lo = hi = mid
+    margin = centre * (hi - lo)
+    return fmin(fmax(mid, lo + margin), hi - margin), lo, hi, mid
+
+
+@row_kernel
+def member_z_cell(value: float, e: float, upper: float, lower: float, floor: float,
+                  mult: float, narrow_up: float, narrow_down: float) -> float:
+    """``member_z`` of one row and member."""
+    if upper == upper:  # noqa: PLR0124 - ready
+        up, down = _spreads(e, upper, lower, floor)
+        return _z(value, e, up * mult * narrow_up, down * mult * narrow_down)
+    return 0.0
+
+
+@row_kernel
+def combine_step(combined: float, z_m: float, upper: float, combine_max: bool) -> float:
+    """``combine`` so far (start from 0), one member more (members in order)."""
+    if combine_max:
+        if combined == combined and (z_m != z_m or z_m > combined):  # noqa: PLR0124
+            return z_m
+    elif upper == upper:  # noqa: PLR0124
+        return z_m
+    return combined
+
+
+@row_kernel
+def learn_peak_row(peak: NDArray[np.float32], age: NDArray[np.int32],
+                   peak_ns: NDArray[np.int64], s: int, t: int, z: float, recent: float,
+                   max_age: int) -> None:
+    """``learn_peak`` of slot ``s``: excursion ``z`` at time ``t`` against ``recent``."""
+    if z >= recent:
+        value = z
+        if math.isfinite(value):  # saturated(): finite values clip to float32's range
+            value = min(max(value, -F32_MAX), F32_MAX)
+        peak[s] = value
+        age[s] = 0
+        peak_ns[s] = t
+    else:
+        age[s] = min(age[s], max_age - 1) + 1

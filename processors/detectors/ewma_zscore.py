@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
+from otel_anomaly.processors.compiled import float_warnings_ignored, kernel, row_kernel
 from otel_anomaly.processors.detectors.base import Prediction, SlotStateDetector
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.kernel_math import maximum, minimum
@@ -96,6 +96,46 @@ def _learn(
         # The first point has no deviation to learn from.
         dev_col[s] = dev + (step if n > 1 else 0.0)
         n_col[s] = n
+
+
+# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
+# each the same, operation for operation, as the loop body it repeats:
+# ``tests/processors/test_row_scan.py`` compares the two paths.
+@row_kernel
+def sigma_of(mean: float, dev: float) -> float:
+    """A slot's sigma from its mean and mean absolute deviation (one row of ``_gather``)."""
+    return maximum(dev * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean)))
+
+
+@row_kernel
+def band_of(n: int, mean: float, sigma: float, band: float, warmup: int,
+            ) -> tuple[float, float, float]:
+    """One row of ``_predict``: the mean and ``mean +- band * sigma`` (NaN band while warming)."""
+    ready = n >= warmup
+    expected = mean if n > 0 else np.nan
+    lower = mean - band * sigma if ready else np.nan
+    upper = mean + band * sigma if ready else np.nan
+    return expected, lower, upper
+
+
+@row_kernel
+def learn_row(s: int, seen: float, alpha: float, warmup: int, n_col: NDArray[np.int32],
+              mean_col: NDArray[np.float64], dev_col: NDArray[np.float64]) -> None:
+    """One row of ``_learn``: slot ``s`` learns the finite value ``seen`` in place."""
+    n = min(n_col[s], _MAX_POINTS) + 1
+    # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
+    weight = maximum(alpha, 1.0 / n)
+    diff = seen - mean_col[s]
+    mean_col[s] += weight * diff
+    # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
+    # does not widen the band for the points after it. Not before warm-up, when the
+    # spread itself is still being found.
+    dev = dev_col[s]
+    cap = (_HUBER_SIGMAS * _MAD_TO_SIGMA) * dev if n > warmup else np.inf
+    step = weight * (minimum(abs(diff), cap) - dev)
+    # The first point has no deviation to learn from.
+    dev_col[s] = dev + (step if n > 1 else 0.0)
+    n_col[s] = n
 
 
 class EwmaZScore(SlotStateDetector):

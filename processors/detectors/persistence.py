@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 
 _CAP = 3.0  # one point moves the average by at most alpha * 3 sigmas
@@ -144,3 +144,43 @@ def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.int
             square = _HUBER**2 * var if square > _HUBER**2 * var else square
             d[slots[i], c] = mean
             v[slots[i], c] = var + (square - var) / window
+
+
+# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
+# each the same, operation for operation, as the loop body it repeats:
+# ``tests/processors/test_row_scan.py`` compares the two paths.
+@row_kernel
+def factor_cell(d: NDArray[np.float32], v: NDArray[np.float32], slot: int, c: int,
+                level: float, shrink: float, prior: float, alarm: bool) -> tuple[float, float]:
+    """Slot ``slot``'s narrowing of column ``c``, above and below (1: not narrowed)."""
+    mean = float(d[slot, c])
+    var = float(v[slot, c])
+    limit = level * float(np.sqrt(var if var > 0 else prior))
+    size = abs(mean)
+    if size > limit:
+        f = shrink if alarm else limit / size
+        f = shrink if f < shrink else f  # keeps a NaN, as np.maximum does
+        if mean > 0:
+            return f, 1.0
+        if mean < 0:
+            return 1.0, f
+    return 1.0, 1.0
+
+
+@row_kernel
+def learn_cell(d: NDArray[np.float32], v: NDArray[np.float32], slot: int, c: int, x: float,
+               alpha: float, prior: float, window: int) -> None:
+    """Slot ``slot``'s column ``c`` learns one signed deviation ``x`` (of a ready member)."""
+    mean = float(d[slot, c])
+    old_v = float(v[slot, c])
+    var = old_v if old_v > 0 else prior
+    # Clamps written as comparisons keep a NaN, as np.clip / np.minimum do.
+    if x < -_CAP:
+        x = -_CAP
+    elif x > _CAP:
+        x = _CAP
+    mean += alpha * (x - mean)
+    square = mean * mean
+    square = _HUBER**2 * var if square > _HUBER**2 * var else square
+    d[slot, c] = mean
+    v[slot, c] = var + (square - var) / window

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 from otel_anomaly.processors.detectors.seasonal_codes import decode_dev, decode_mean, store
 from otel_anomaly.processors.detectors.seasonal_counts import advanced, count_of
 from otel_anomaly.processors.kernel_math import fmax, fmin, maximum, minimum
@@ -218,3 +218,133 @@ def learn(
         count_col[s, b] = advanced(int(count_col[s, b]), ts[i])
         last_col[s] = ts[i]
         n_col[s] = n
+
+
+# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
+# each the same, operation for operation, as the loop body it repeats:
+# ``tests/processors/test_row_scan.py`` compares the two paths.
+@row_kernel
+def bucket_of(t: int, period_ns: int, bucket_ns: float, buckets: int) -> int:
+    """The phase bucket of time ``t``: the float floor division numpy did (int64 % int // float).
+
+    With a whole number of nanoseconds per bucket (the defaults) and phases below 2**53,
+    both operands are exact, so integer division gives the same quotient, some 4x cheaper.
+    """
+    step = int(bucket_ns)
+    exact = step > 0 and float(step) == bucket_ns and period_ns <= _EXACT_FLOAT_INT
+    phase = t % period_ns
+    return min(phase // step if exact else int(phase // bucket_ns), buckets - 1)
+
+
+@row_kernel
+def gather_row(
+    s: int, t: int, b: int, period_ns: int, spread_mix: float, warm_ns: int,
+    n_col: NDArray[np.int32], first_col: NDArray[np.int64], gdev_col: NDArray[np.float32],
+    centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
+    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint8],
+    snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32], snap_mean: NDArray[np.float32],
+    snap_dev: NDArray[np.float32],
+) -> tuple[float, float, float, bool, float, float]:
+    """One row of ``gather`` in bucket ``b``: count, mean, spread, ready, the predicted pair."""
+    c = count_of(int(count_col[s, b]))
+    unit = float(unit_col[s])
+    m = decode_mean(int(mean_col[s, b]), float(centre_col[s]), unit)
+    dev = decode_dev(int(dev_col[s, b]), unit)
+    sigma = _sigma(dev, float(gdev_col[s]), m, spread_mix)
+    ready = n_col[s] > 0 and t - first_col[s] >= warm_ns and c >= 2
+    if int(snap_b[s]) == b and int(snap_cycle[s]) == int(t // period_ns):
+        pm = float(snap_mean[s])
+        return c, m, sigma, ready, pm, _sigma(float(snap_dev[s]), float(gdev_col[s]), pm,
+                                              spread_mix)
+    return c, m, sigma, ready, m, sigma
+
+
+@row_kernel
+def neighbour(mean_code: int, dev_code: int, count_code: int, gdev: float, centre: float,
+              unit: float, spread_mix: float) -> tuple[float, float]:
+    """One phase of ``gather_neighbours`` from its codes: mean and spread (inf if seen < 2 times).
+
+    Scalars, not the columns: a row kernel's array arguments are counted in and out at
+    every call, and this one is called nine times a row.
+    """
+    m = decode_mean(mean_code, centre, unit)
+    if count_code >= 2:  # codes below EXACT are counts
+        return m, _sigma(decode_dev(dev_code, unit), gdev, m, spread_mix)
+    return m, np.inf  # seen fewer than twice: no spread to compute (a young series' phases)
+
+
+@row_kernel
+def widened(lo_k: float, hi_k: float, mean: float, sigma: float, band: float,
+            ) -> tuple[float, float]:
+    """The neighbours' band so far, widened by one neighbouring phase (not if its spread is inf).
+
+    nanmin/nanmax with initial=+-inf (fmin/fmax reductions): phases with an infinite spread
+    are left out, NaN edges skipped.
+    """
+    if np.isinf(sigma):
+        return lo_k, hi_k
+    w = band * sigma
+    return fmin(lo_k, mean - w), fmax(hi_k, mean + w)
+
+
+@row_kernel
+def band_row(count: float, mean: float, sigma: float, ready: bool, band: float, lo_k: float,
+             hi_k: float, neighbours: bool) -> tuple[float, float, float]:
+    """One row's expected value and band, widened to its neighbours' ``lo_k``/``hi_k``."""
+    expected = mean if count > 0 else np.nan
+    lo, hi = mean - band * sigma, mean + band * sigma
+    if neighbours:
+        lo, hi = fmin(lo, lo_k), fmax(hi, hi_k)
+    return expected, lo if ready else np.nan, hi if ready else np.nan
+
+
+@row_kernel
+def learn_row(
+    s: int, t: int, x: float, b: int, c: float, mean: float, sigma: float, ready: bool,
+    alpha: float, bucket_ns: float, period_ns: int, n_col: NDArray[np.int32],
+    first_col: NDArray[np.int64], last_col: NDArray[np.int64],
+    gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
+    unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
+    count_col: NDArray[np.uint8], snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32],
+    snap_mean: NDArray[np.float32], snap_dev: NDArray[np.float32],
+) -> None:
+    """Learn one finite value ``x`` of slot ``s`` at time ``t`` from its gathered phase."""
+    cycle = int(t // period_ns)
+    if int(snap_b[s]) != b or int(snap_cycle[s]) != cycle:
+        # The first point of this phase in this cycle: the phase as it is now predicts
+        # the rest of this cycle's points in it (they must not predict one another).
+        snap_b[s], snap_cycle[s] = b, cycle
+        snap_mean[s] = minimum(maximum(mean, -F32_MAX), F32_MAX)
+        snap_dev[s] = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
+    fresh = n_col[s] == 0
+    if fresh:
+        first_col[s] = t
+    dt = 0 if fresh else t - last_col[s]
+    new_cycle = not fresh and t // period_ns != last_col[s] // period_ns
+    share = minimum(maximum(dt / bucket_ns, 0.0), 1.0)
+    resid = x - mean
+    cap = HUBER_SIGMAS * sigma if ready else np.inf
+    capped = minimum(abs(resid), cap)
+    # The all-phase spread learns every residual of a phase seen before.
+    seen = c > 0
+    n = min(n_col[s], MAX_POINTS) + 1
+    g_weight = maximum(GLOBAL_ALPHA, 1.0 / n)
+    gdev = float(gdev_col[s])
+    new_gdev = gdev + g_weight * (capped - gdev) if seen else gdev
+    gdev_col[s] = minimum(new_gdev, F32_MAX)
+    # Plain averaging over the first cycles of a phase, then alpha per cycle.
+    weight = maximum(alpha * share, 1.0 / (c + 1.0))
+    new_mean = mean + weight * maximum(minimum(resid, cap), -cap) if seen else x
+    dev = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
+    if c >= 2:
+        new_dev = dev + weight * (capped - dev)
+    else:
+        new_dev = capped if seen else 0.0
+    # Stored as two-byte codes (state size, see seasonal_codes), within float32's range
+    # as the float32 columns before them: values beyond it saturate instead of inf.
+    store(s, b, minimum(maximum(new_mean, -F32_MAX), F32_MAX), minimum(new_dev, F32_MAX),
+          t, new_cycle, centre_col, unit_col, mean_col, dev_col, count_col)
+    # One-byte count codes (seasonal_counts): the weights above stay the count's.
+    count_col[s, b] = advanced(int(count_col[s, b]), t)
+    last_col[s] = t
+    n_col[s] = n
