@@ -1,4 +1,4 @@
-"""How numeric kernels are compiled: one decorator, so every kernel shares its options.
+"""How numeric kernels are compiled: ``kernel`` and ``row_kernel``, with one set of options.
 
 The per-row steps of detectors and alerting (predict, score, learn, calibration, tail
 statistics, hysteresis) are loops over the rows of a round, compiled with numba: a round
@@ -99,14 +99,13 @@ def kernel(function: F) -> F:
 def row_kernel(function: F) -> F:
     """Compile ``function``, one row of a kernel's loop, to be inlined where it is called.
 
-    ``row_scan`` scores a series' rows one at a time; the round kernels' arrays cost more
-    than their arithmetic there (``detectors/ensemble_row.py``). Row kernels repeat one row
-    of such a loop in scalars, operation for operation (``tests/processors/test_row_scan.py``
-    holds the two paths equal). The loops do not call them: passing arrays to a function
-    inside a loop, inlined or not, made the round kernels twice as slow (each array argument
-    is counted in and out). Inlined in numba's IR (``inline="always"``), a row kernel costs
-    the one-row path no call; a caller must name its arguments (numba cannot inline a call
-    with ``*args``).
+    A round kernel's loop and ``row_scan``'s one-row path (``detectors/ensemble_row.py``)
+    share their arithmetic through these. A row kernel takes and returns scalars: the loop
+    reads the columns and writes the results. Passing arrays instead costs every call two
+    atomic reference counts per array, inlined or not: a loop calling one with the seasonal
+    profile's 13 columns ran the batched backtest 21 % slower (863,000 -> 682,000 points/s).
+    Inlined in numba's IR (``inline="always"``); a caller must name its arguments (numba
+    cannot inline a call with ``*args``).
     """
     if not function.__module__.startswith("otel_anomaly."):  # as ``kernel``
         return cast(F, numba.njit(inline="always", **_OPTIONS)(function))

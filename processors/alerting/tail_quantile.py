@@ -387,8 +387,14 @@ def _spread_terms(typical: NDArray[np.float32], cached: NDArray[np.float32],
                   slots: NDArray[np.intp], gauss: float, floor: NDArray[np.float64],
                   mult: NDArray[np.float64], column: int) -> None:
     for i in range(len(slots)):
-        floor[i, column] = _FLOOR_PER_TYPICAL * float(typical[slots[i]])
-        mult[i, column] = _widened(float(cached[slots[i]]), gauss) / gauss
+        floor[i, column], mult[i, column] = spread_of(float(typical[slots[i]]),
+                                                      float(cached[slots[i]]), gauss)
+
+
+@row_kernel
+def spread_of(typical: float, cached: float, gauss: float) -> tuple[float, float]:
+    """A slot's spread floor and tail multiplier from its typical deviation and tail quantile."""
+    return _FLOOR_PER_TYPICAL * typical, _widened(cached, gauss) / gauss
 
 
 @kernel
@@ -397,50 +403,32 @@ def _learn_scaled(hist: NDArray[np.uint16], low: NDArray[np.uint8], inc: NDArray
                   typical: NDArray[np.float32], slots: NDArray[np.intp], z: NDArray[np.float64],
                   resid: NDArray[np.float64], growth: float, q: float, gauss: float,
                   window: int) -> None:
-    """``DeviationScale.update``: the capped tail update, then the mean absolute deviation."""
+    """``DeviationScale.update``: the capped tail update, then the mean absolute deviation.
+
+    ``ensemble_row._learn_scale`` is this loop's body for one row: change both.
+    """
     for i in range(len(slots)):
         slot = slots[i]
-        cap = TAIL_GROWTH * _widened(float(cached[slot]), gauss)
-        score = z[i]
-        if score > cap or math.isnan(cap):  # np.minimum: a NaN on either side wins
-            score = cap
+        score = capped_score(z[i], float(cached[slot]), gauss)
         if math.isfinite(score):
             _learn_row(hist, low, inc, n, cached, slot, score, growth, q)
-        weight = max(1.0 / window, 1.0 / max(int(n[slot]), 1))
-        old = float(typical[slot])
-        new = old + weight * (resid[i] - old)
-        if math.isfinite(new):  # saturated(): finite values stay finite in float32
-            new = min(max(new, -_FLOAT32_MAX), _FLOAT32_MAX)
-        typical[slot] = new
-
-
-# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
-# each the same, operation for operation, as the loop body it repeats:
-# ``tests/processors/test_row_scan.py`` compares the two paths.
-@row_kernel
-def spread_row(typical: NDArray[np.float32], cached: NDArray[np.float32], slot: int,
-               gauss: float) -> tuple[float, float]:
-    """A slot's spread floor and tail multiplier (``DeviationScale.spread_terms``)."""
-    return (_FLOOR_PER_TYPICAL * float(typical[slot]),
-            _widened(float(cached[slot]), gauss) / gauss)
+        typical[slot] = typical_after(float(typical[slot]), resid[i], int(n[slot]), window)
 
 
 @row_kernel
-def learn_scaled_row(hist: NDArray[np.uint16], low: NDArray[np.uint8],
-                     inc: NDArray[np.float64], n: NDArray[np.int32],
-                     cached: NDArray[np.float32], typical: NDArray[np.float32], slot: int,
-                     z: float, resid: float, growth: float, q: float, gauss: float,
-                     window: int) -> None:
-    """One row of ``_learn_scaled``: slot ``slot``'s deviation ``z`` and residual ``resid``."""
-    cap = TAIL_GROWTH * _widened(float(cached[slot]), gauss)
-    score = z
-    if score > cap or math.isnan(cap):  # np.minimum: a NaN on either side wins
-        score = cap
-    if math.isfinite(score):
-        _learn_row(hist, low, inc, n, cached, slot, score, growth, q)
-    weight = max(1.0 / window, 1.0 / max(int(n[slot]), 1))
-    old = float(typical[slot])
+def capped_score(z: float, cached: float, gauss: float) -> float:
+    """What the tail learns of deviation ``z``: at most ``TAIL_GROWTH`` times its quantile."""
+    cap = TAIL_GROWTH * _widened(cached, gauss)
+    if z > cap or math.isnan(cap):  # np.minimum: a NaN on either side wins
+        return cap
+    return z
+
+
+@row_kernel
+def typical_after(old: float, resid: float, count: int, window: int) -> float:
+    """The mean absolute deviation after ``resid``, over the tail's ``count`` points so far."""
+    weight = max(1.0 / window, 1.0 / max(count, 1))
     new = old + weight * (resid - old)
     if math.isfinite(new):  # saturated(): finite values stay finite in float32
         new = min(max(new, -_FLOAT32_MAX), _FLOAT32_MAX)
-    typical[slot] = new
+    return new

@@ -58,11 +58,20 @@ def recent_peak(
     out = np.empty(len(slots))
     for row in range(len(slots)):
         s = slots[row]
-        steps = (ts_unix_nano[row] - peak_ns[s]) / step_ns - 1.0
-        points = max(float(age[s]), math.floor(steps))
-        late = max(points - hold, 0.0)
-        out[row] = float(peak[s]) * decay ** late
+        out[row] = recent_of(float(peak[s]), age[s], peak_ns[s], ts_unix_nano[row], step_ns,
+                             hold, decay)
     return out
+
+
+@row_kernel
+def recent_of(peak: float, age: int, peak_ns: int, t: int, step_ns: float, hold: int,
+              decay: float) -> float:
+    """``recent_peak`` of one row: its slot's peak, age and peak time, at time ``t``."""
+    steps = (t - peak_ns) / step_ns - 1.0
+    points = max(float(age), math.floor(steps))
+    late = max(points - hold, 0.0)
+    held: float = peak * decay ** late
+    return held
 
 
 @kernel
@@ -75,14 +84,22 @@ def widening(  # noqa: PLR0913 -- the excursion memory, the rows and the setting
     out = np.empty(len(slots))
     for row in range(len(slots)):
         s = slots[row]
-        stretch = recent[row] / level
-        if stretch == stretch:  # noqa: PLR0124 - np.clip keeps NaN
-            stretch = min(max(stretch, 1.0), max_stretch)
-        # A peak of unknown time (saved before times were kept) is "never": points only.
-        since = ts_unix_nano[row] - peak_ns[s]
-        graced = age[s] < grace or (grace > 0 and 0 <= since <= grace * step_ns)
-        out[row] = 1.0 if graced else stretch
+        out[row] = widening_of(recent[row], age[s], peak_ns[s], ts_unix_nano[row], step_ns,
+                               level, max_stretch, grace)
     return out
+
+
+@row_kernel
+def widening_of(recent: float, age: int, peak_ns: int, t: int, step_ns: float, level: float,
+                max_stretch: float, grace: int) -> float:
+    """``widening`` of one row: its recent peak, its slot's age and peak time, at time ``t``."""
+    stretch = recent / level
+    if stretch == stretch:  # noqa: PLR0124 - np.clip keeps NaN
+        stretch = min(max(stretch, 1.0), max_stretch)
+    # A peak of unknown time (saved before times were kept) is "never": points only.
+    since = t - peak_ns
+    graced = age < grace or (grace > 0 and 0 <= since <= grace * step_ns)
+    return 1.0 if graced else stretch
 
 
 @kernel
@@ -103,28 +120,50 @@ def band(
     for row in range(rows):
         lo = hi = ready_expected = first = math.nan
         for m in range(members):
-            e = expected[row, m]
-            up, down = _spreads(e, upper[row, m], lower[row, m], floor[row, m])
-            up = up * mult[row, m] * narrow_up[row, m]
-            down = down * mult[row, m] * narrow_down[row, m]
-            member_lo, member_hi = e - width[row] * down, e + width[row] * up
-            ready = upper[row, m] == upper[row, m]  # noqa: PLR0124
-            if combine_max:
-                lo, hi = fmax(lo, member_lo), fmin(hi, member_hi)
-            elif ready:
-                lo, hi = member_lo, member_hi
-            if ready:
-                ready_expected = e
-            if first != first:  # noqa: PLR0124
-                first = e
-        mid = first if ready_expected != ready_expected else ready_expected  # noqa: PLR0124
-        if lo > hi:  # members disagree by more than their bands: a point
-            lo = hi = mid
-        margin = centre * (hi - lo)
-        out_expected[row] = fmin(fmax(mid, lo + margin), hi - margin)
-        out_lower[row], out_upper[row] = lo, hi
-        out_baseline[row] = mid
+            lo, hi, ready_expected, first = band_step(
+                lo, hi, ready_expected, first, expected[row, m], upper[row, m], lower[row, m],
+                floor[row, m], mult[row, m], narrow_up[row, m], narrow_down[row, m], width[row],
+                combine_max)
+        out_expected[row], out_lower[row], out_upper[row], out_baseline[row] = band_end(
+            lo, hi, ready_expected, first, centre)
     return out_expected, out_lower, out_upper, out_baseline
+
+
+@row_kernel
+def band_step(  # noqa: PLR0913 -- the band so far, one member's view, the width
+    lo: float, hi: float, ready_expected: float, first: float, e: float, upper: float,
+    lower: float, floor: float, mult: float, narrow_up: float, narrow_down: float,
+    width: float, combine_max: bool,
+) -> tuple[float, float, float, float]:
+    """``band`` so far, one member more (members in order, starting from NaN).
+
+    The band so far: its edges, the last ready member's and the first member's expected value.
+    """
+    up, down = _spreads(e, upper, lower, floor)
+    up = up * mult * narrow_up
+    down = down * mult * narrow_down
+    member_lo, member_hi = e - width * down, e + width * up
+    ready = upper == upper  # noqa: PLR0124
+    if combine_max:
+        lo, hi = fmax(lo, member_lo), fmin(hi, member_hi)
+    elif ready:
+        lo, hi = member_lo, member_hi
+    if ready:
+        ready_expected = e
+    if first != first:  # noqa: PLR0124
+        first = e
+    return lo, hi, ready_expected, first
+
+
+@row_kernel
+def band_end(lo: float, hi: float, ready_expected: float, first: float, centre: float,
+             ) -> tuple[float, float, float, float]:
+    """``band``'s expected value, lower and upper edge and baseline after every member."""
+    mid = first if ready_expected != ready_expected else ready_expected  # noqa: PLR0124
+    if lo > hi:  # members disagree by more than their bands: a point
+        lo = hi = mid
+    margin = centre * (hi - lo)
+    return fmin(fmax(mid, lo + margin), hi - margin), lo, hi, mid
 
 
 @kernel
@@ -138,12 +177,20 @@ def member_z(
     out = np.zeros((rows, members))
     for row in range(rows):
         for m in range(members):
-            if upper[row, m] == upper[row, m]:  # noqa: PLR0124 - ready
-                e = expected[row, m]
-                up, down = _spreads(e, upper[row, m], lower[row, m], floor[row, m])
-                out[row, m] = _z(values[row], e, up * mult[row, m] * narrow_up[row, m],
-                                 down * mult[row, m] * narrow_down[row, m])
+            out[row, m] = member_z_cell(values[row], expected[row, m], upper[row, m],
+                                        lower[row, m], floor[row, m], mult[row, m],
+                                        narrow_up[row, m], narrow_down[row, m])
     return out
+
+
+@row_kernel
+def member_z_cell(value: float, e: float, upper: float, lower: float, floor: float,
+                  mult: float, narrow_up: float, narrow_down: float) -> float:
+    """``member_z`` of one row and member."""
+    if upper == upper:  # noqa: PLR0124 - ready
+        up, down = _spreads(e, upper, lower, floor)
+        return _z(value, e, up * mult * narrow_up, down * mult * narrow_down)
+    return 0.0
 
 
 @kernel
@@ -159,14 +206,20 @@ def combine(z: NDArray[np.float64], upper: NDArray[np.float64], combine_max: boo
     for row in range(rows):
         combined = 0.0
         for m in range(members):
-            z_m = z[row, m]
-            if combine_max:
-                if combined == combined and (z_m != z_m or z_m > combined):  # noqa: PLR0124
-                    combined = z_m
-            elif upper[row, m] == upper[row, m]:  # noqa: PLR0124
-                combined = z_m
+            combined = combine_step(combined, z[row, m], upper[row, m], combine_max)
         out[row] = combined
     return out
+
+
+@row_kernel
+def combine_step(combined: float, z_m: float, upper: float, combine_max: bool) -> float:
+    """``combine`` so far (start from 0), one member more (members in order)."""
+    if combine_max:
+        if combined == combined and (z_m != z_m or z_m > combined):  # noqa: PLR0124
+            return z_m
+    elif upper == upper:  # noqa: PLR0124
+        return z_m
+    return combined
 
 
 @kernel
@@ -211,113 +264,18 @@ def learn_peak(
     for row in range(len(slots)):
         s = slots[row]
         if z[row] >= recent[row]:
-            value = z[row]
-            if math.isfinite(value):  # saturated(): finite values clip to float32's range
-                value = min(max(value, -F32_MAX), F32_MAX)
-            peak[s] = value
-            age[s] = 0
-            peak_ns[s] = ts_unix_nano[row]
+            peak[s], age[s], peak_ns[s] = new_peak(z[row]), 0, ts_unix_nano[row]
         else:
-            age[s] = min(age[s], max_age - 1) + 1
-
-
-# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
-# each the same, operation for operation, as the loop body it repeats:
-# ``tests/processors/test_row_scan.py`` compares the two paths.
-@row_kernel
-def recent_row(peak: NDArray[np.float32], age: NDArray[np.int32], peak_ns: NDArray[np.int64],
-               s: int, t: int, step_ns: float, hold: int, decay: float) -> float:
-    """``recent_peak`` of slot ``s`` at time ``t``."""
-    steps = (t - peak_ns[s]) / step_ns - 1.0
-    points = max(float(age[s]), math.floor(steps))
-    late = max(points - hold, 0.0)
-    held: float = float(peak[s]) * decay ** late
-    return held
+            age[s] = older(age[s], max_age)
 
 
 @row_kernel
-def widening_row(recent: float, age: NDArray[np.int32], peak_ns: NDArray[np.int64], s: int,
-                 t: int, step_ns: float, level: float, max_stretch: float, grace: int,
-                 ) -> float:
-    """``widening`` of slot ``s`` at time ``t``, its recent peak ``recent``."""
-    stretch = recent / level
-    if stretch == stretch:  # noqa: PLR0124 - np.clip keeps NaN
-        stretch = min(max(stretch, 1.0), max_stretch)
-    # A peak of unknown time (saved before times were kept) is "never": points only.
-    since = t - peak_ns[s]
-    graced = age[s] < grace or (grace > 0 and 0 <= since <= grace * step_ns)
-    return 1.0 if graced else stretch
+def new_peak(z: float) -> float:
+    """An excursion as the new peak: finite values clip to float32's range (``saturated``)."""
+    return min(max(z, -F32_MAX), F32_MAX) if math.isfinite(z) else z
 
 
 @row_kernel
-def band_step(  # noqa: PLR0913 -- the band so far, one member's view, the width
-    lo: float, hi: float, ready_expected: float, first: float, e: float, upper: float,
-    lower: float, floor: float, mult: float, narrow_up: float, narrow_down: float,
-    width: float, combine_max: bool,
-) -> tuple[float, float, float, float]:
-    """``band`` so far, one member more (members in order, starting from NaN).
-
-    The band so far: its edges, the last ready member's and the first member's expected value.
-    """
-    up, down = _spreads(e, upper, lower, floor)
-    up = up * mult * narrow_up
-    down = down * mult * narrow_down
-    member_lo, member_hi = e - width * down, e + width * up
-    ready = upper == upper  # noqa: PLR0124
-    if combine_max:
-        lo, hi = fmax(lo, member_lo), fmin(hi, member_hi)
-    elif ready:
-        lo, hi = member_lo, member_hi
-    if ready:
-        ready_expected = e
-    if first != first:  # noqa: PLR0124
-        first = e
-    return lo, hi, ready_expected, first
-
-
-@row_kernel
-def band_end(lo: float, hi: float, ready_expected: float, first: float, centre: float,
-             ) -> tuple[float, float, float, float]:
-    """``band``'s expected value, lower and upper edge and baseline after every member."""
-    mid = first if ready_expected != ready_expected else ready_expected  # noqa: PLR0124
-    if lo > hi:  # members disagree by more than their bands: a point
-        lo = hi = mid
-    margin = centre * (hi - lo)
-    return fmin(fmax(mid, lo + margin), hi - margin), lo, hi, mid
-
-
-@row_kernel
-def member_z_cell(value: float, e: float, upper: float, lower: float, floor: float,
-                  mult: float, narrow_up: float, narrow_down: float) -> float:
-    """``member_z`` of one row and member."""
-    if upper == upper:  # noqa: PLR0124 - ready
-        up, down = _spreads(e, upper, lower, floor)
-        return _z(value, e, up * mult * narrow_up, down * mult * narrow_down)
-    return 0.0
-
-
-@row_kernel
-def combine_step(combined: float, z_m: float, upper: float, combine_max: bool) -> float:
-    """``combine`` so far (start from 0), one member more (members in order)."""
-    if combine_max:
-        if combined == combined and (z_m != z_m or z_m > combined):  # noqa: PLR0124
-            return z_m
-    elif upper == upper:  # noqa: PLR0124
-        return z_m
-    return combined
-
-
-@row_kernel
-def learn_peak_row(peak: NDArray[np.float32], age: NDArray[np.int32],
-                   peak_ns: NDArray[np.int64], s: int, t: int, z: float, recent: float,
-                   max_age: int) -> None:
-    """``learn_peak`` of slot ``s``: excursion ``z`` at time ``t`` against ``recent``."""
-    if z >= recent:
-        value = z
-        if math.isfinite(value):  # saturated(): finite values clip to float32's range
-            value = min(max(value, -F32_MAX), F32_MAX)
-        peak[s] = value
-        age[s] = 0
-        peak_ns[s] = t
-    else:
-        age[s] = min(age[s], max_age - 1) + 1
+def older(age: int, max_age: int) -> int:
+    """A peak one point older (saturating below ``max_age``)."""
+    return min(age, max_age - 1) + 1

@@ -5,9 +5,11 @@
 arrays and passing them between kernels cost more than the arithmetic: 65 small arrays
 and some 8 us a row, against about 0.5 us a row in rounds of a thousand. These kernels do
 the same for one row of one slot without making an array, in the same order, through the
-members' row kernels (``compiled.row_kernel``: each repeats one row of a member's loop in
-scalars), so their results are the same bit for bit (``tests/processors/test_row_scan.py``
-compares ``row_scan`` with ``_step``). Together about 1.8 us a row instead of 8.5.
+row kernels the round kernels' loops call (``compiled.row_kernel``), so their results are
+the same bit for bit (``tests/processors/test_row_scan.py`` compares ``row_scan`` with
+``_step``). Reading and writing the columns around those calls is each kernel's own:
+``_learn_profile`` repeats that part of ``seasonal_kernels.learn``'s loop, ``_learn_scale``
+of ``tail_quantile._learn_scaled``'s. Together about 1.8 us a row instead of 8.5.
 
 ``views`` is scratch the caller makes once: a ``(VIEW_ROWS, 3)`` array whose rows are each
 member's expected value, upper and lower edge (a band one spread unit wide), spread floor,
@@ -17,15 +19,24 @@ rows for what each member learns.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from otel_anomaly.processors.alerting.tail_quantile import learn_scaled_row, spread_row
+from otel_anomaly.processors.alerting.tail_quantile import (
+    _learn_row,
+    capped_score,
+    spread_of,
+    typical_after,
+)
 from otel_anomaly.processors.compiled import row_kernel
 from otel_anomaly.processors.detectors import ensemble_kernels as ek
 from otel_anomaly.processors.detectors import ewma_zscore as ewma
 from otel_anomaly.processors.detectors import persistence, seasonal_kernels
+from otel_anomaly.processors.detectors.seasonal_codes import decode_dev, store
+from otel_anomaly.processors.detectors.seasonal_counts import advanced
+from otel_anomaly.processors.kernel_math import maximum, minimum
 
 __all__ = ["VIEW_ROWS", "row_band", "row_lessons", "row_views"]
 
@@ -39,12 +50,14 @@ def _profile_row(s: int, t: int, profile: tuple[Any, ...]) -> Any:
     (period_ns, bucket_ns, buckets, spread_mix, warm_ns, tolerance, n, first, gdev, centre,
      scale, mean_code, dev_code, count, snap_b, snap_cycle, snap_mean, snap_dev) = profile
     b = seasonal_kernels.bucket_of(t, period_ns, bucket_ns, buckets)
-    c, now_mean, now_sigma, ready, mean, sigma = seasonal_kernels.gather_row(
-        s, t, b, period_ns, spread_mix, warm_ns, n, first, gdev, centre, scale, mean_code,
-        dev_code, count, snap_b, snap_cycle, snap_mean, snap_dev)
+    g, mid, unit = float(gdev[s]), float(centre[s]), float(scale[s])
+    c, now_mean, now_sigma, ready, mean, sigma = seasonal_kernels.phase_of(
+        int(count[s, b]), int(mean_code[s, b]), int(dev_code[s, b]), mid, unit, g, spread_mix,
+        n[s] > 0 and t - first[s] >= warm_ns,
+        int(snap_b[s]) == b and int(snap_cycle[s]) == int(t // period_ns), float(snap_mean[s]),
+        float(snap_dev[s]))
     lo_k, hi_k = np.inf, -np.inf
     if tolerance > 0:
-        g, mid, unit = float(gdev[s]), float(centre[s]), float(scale[s])
         for k in range(2 * tolerance + 1):
             c_k = (b + k - tolerance) % buckets
             m_k, sigma_k = seasonal_kernels.neighbour(
@@ -73,17 +86,17 @@ def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
     views[0, 1], views[2, 1], views[1, 1], daily_phase = _profile_row(s, t, daily)
     views[0, 2], views[2, 2], views[1, 2], weekly_phase = _profile_row(s, t, weekly)
     typical0, cached0, gauss0, typical1, cached1, gauss1, typical2, cached2, gauss2 = scales
-    views[3, 0], views[4, 0] = spread_row(typical0, cached0, s, gauss0)
-    views[3, 1], views[4, 1] = spread_row(typical1, cached1, s, gauss1)
-    views[3, 2], views[4, 2] = spread_row(typical2, cached2, s, gauss2)
+    views[3, 0], views[4, 0] = spread_of(float(typical0[s]), float(cached0[s]), gauss0)
+    views[3, 1], views[4, 1] = spread_of(float(typical1[s]), float(cached1[s]), gauss1)
+    views[3, 2], views[4, 2] = spread_of(float(typical2[s]), float(cached2[s]), gauss2)
     d, v, p_level, shrink, prior, alarm = narrowing
     for c in range(MEMBERS):
-        views[5, c], views[6, c] = persistence.factor_cell(d, v, s, c, p_level, shrink, prior,
-                                                           alarm)
+        views[5, c], views[6, c] = persistence.narrowing(float(d[s, c]), float(v[s, c]),
+                                                         p_level, shrink, prior, alarm)
     peak, age, peak_ns, step_ns, hold, decay, r_level, max_stretch, grace = excursions
-    recent = ek.recent_row(peak, age, peak_ns, s, t, step_ns, hold, decay)
-    stretch = ek.widening_row(recent, age, peak_ns, s, t, step_ns, r_level, max_stretch,
-                              grace)
+    recent = ek.recent_of(float(peak[s]), age[s], peak_ns[s], t, step_ns, hold, decay)
+    stretch = ek.widening_of(recent, age[s], peak_ns[s], t, step_ns, r_level, max_stretch,
+                             grace)
     return recent, stretch, daily_phase, weekly_phase
 
 
@@ -101,20 +114,36 @@ def row_band(views: Any, width: float, combine_max: bool, centre: float,
 
 @row_kernel
 def _learn_profile(s: int, t: int, x: float, phase: Any, profile: tuple[Any, ...]) -> None:
-    """``_profile_learn`` of one row."""
+    """``_profile_learn`` of one row: ``seasonal_kernels.learn``'s loop body."""
     (period_ns, bucket_ns, alpha, n, first, last, gdev, centre, scale, mean_code, dev_code,
      count, snap_b, snap_cycle, snap_mean, snap_dev) = profile
     b, c, mean, sigma, ready = phase
-    seasonal_kernels.learn_row(s, t, x, b, c, mean, sigma, ready, alpha, bucket_ns, period_ns,
-                               n, first, last, gdev, centre, scale, mean_code, dev_code, count,
-                               snap_b, snap_cycle, snap_mean, snap_dev)
+    cycle = int(t // period_ns)
+    if int(snap_b[s]) != b or int(snap_cycle[s]) != cycle:
+        snap_b[s], snap_cycle[s] = b, cycle
+        snap_mean[s] = minimum(maximum(mean, -seasonal_kernels.F32_MAX), seasonal_kernels.F32_MAX)
+        snap_dev[s] = decode_dev(int(dev_code[s, b]), float(scale[s]))
+    fresh = n[s] == 0
+    if fresh:
+        first[s] = t
+    points, gdev[s], new_mean, new_dev = seasonal_kernels.learned(
+        x, c, mean, sigma, ready, alpha, 0 if fresh else t - last[s], bucket_ns, n[s],
+        float(gdev[s]), decode_dev(int(dev_code[s, b]), float(scale[s])))
+    new_cycle = not fresh and t // period_ns != last[s] // period_ns
+    store(s, b, new_mean, new_dev, t, new_cycle, centre, scale, mean_code, dev_code, count)
+    count[s, b] = advanced(int(count[s, b]), t)
+    last[s] = t
+    n[s] = points
 
 
 @row_kernel
 def _learn_scale(s: int, z: float, resid: float, scale: tuple[Any, ...]) -> None:
     """``_scale_update`` of one row whose member is ready."""
     hist, low, inc, n, cached, typical, growth, q, gauss, window = scale
-    learn_scaled_row(hist, low, inc, n, cached, typical, s, z, resid, growth, q, gauss, window)
+    score = capped_score(z, float(cached[s]), gauss)
+    if math.isfinite(score):
+        _learn_row(hist, low, inc, n, cached, s, score, growth, q)
+    typical[s] = typical_after(float(typical[s]), resid, int(n[s]), window)
 
 
 @row_kernel
@@ -135,16 +164,21 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
         signed[m] = scaled if x >= e else -scaled
         resid[m] = abs(x - e)
     peak, age, peak_ns, max_age = excursions
-    ek.learn_peak_row(peak, age, peak_ns, s, t, combined, recent, max_age)
+    if combined >= recent:  # ``learn_peak`` of one row
+        peak[s], age[s], peak_ns[s] = ek.new_peak(combined), 0, t
+    else:
+        age[s] = ek.older(age[s], max_age)
     d, v, alpha, prior, window = narrowing
     for m in range(MEMBERS):
         if views[1, m] == views[1, m]:  # noqa: PLR0124 -- ready
-            persistence.learn_cell(d, v, s, m, signed[m], alpha, prior, window)
+            d[s, m], v[s, m] = persistence.learned(float(d[s, m]), float(v[s, m]), signed[m],
+                                                   alpha, prior, window)
     s0, s1, s2 = scales
     if views[1, 0] == views[1, 0]:  # noqa: PLR0124
         _learn_scale(s, unit[0], resid[0], s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
-    ewma.learn_row(s, x, level_alpha, warmup, n_col, mean_col, dev_col)
+    n_col[s], mean_col[s], dev_col[s] = ewma.learned(n_col[s], mean_col[s], dev_col[s], x,
+                                                     level_alpha, warmup)
     if views[1, 1] == views[1, 1]:  # noqa: PLR0124
         _learn_scale(s, unit[1], resid[1], s1)
     _learn_profile(s, t, x, daily_phase, daily)

@@ -38,8 +38,14 @@ def _gather(
     for i in range(rows):
         s = slots[i]
         n[i], mean[i] = n_col[s], mean_col[s]
-        sigma[i] = maximum(dev_col[s] * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean_col[s])))
+        sigma[i] = sigma_of(mean_col[s], dev_col[s])
     return n, mean, sigma
+
+
+@row_kernel
+def sigma_of(mean: float, dev: float) -> float:
+    """A slot's sigma from its mean and mean absolute deviation (floored relative to the mean)."""
+    return maximum(dev * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean)))
 
 
 @kernel
@@ -54,10 +60,18 @@ def _predict(
     upper = np.empty(rows)
     for i in range(rows):
         b = band[0] if len(band) == 1 else band[i]
-        ready = n[i] >= warmup
-        expected[i] = mean[i] if n[i] > 0 else np.nan
-        lower[i] = mean[i] - b * sigma[i] if ready else np.nan
-        upper[i] = mean[i] + b * sigma[i] if ready else np.nan
+        expected[i], lower[i], upper[i] = band_of(n[i], mean[i], sigma[i], b, warmup)
+    return expected, lower, upper
+
+
+@row_kernel
+def band_of(n: int, mean: float, sigma: float, band: float, warmup: int,
+            ) -> tuple[float, float, float]:
+    """One row's mean and ``mean +- band * sigma`` (NaN band while warming)."""
+    ready = n >= warmup
+    expected = mean if n > 0 else np.nan
+    lower = mean - band * sigma if ready else np.nan
+    upper = mean + band * sigma if ready else np.nan
     return expected, lower, upper
 
 
@@ -82,61 +96,25 @@ def _learn(
     """Learn one round (distinct slots, finite values) in place."""
     for i in range(len(slots)):
         s = slots[i]
-        n = min(n_col[s], _MAX_POINTS) + 1
-        # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
-        weight = maximum(alpha, 1.0 / n)
-        diff = seen[i] - mean_col[s]
-        mean_col[s] += weight * diff
-        # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
-        # does not widen the band for the points after it. Not before warm-up, when the
-        # spread itself is still being found.
-        dev = dev_col[s]
-        cap = (_HUBER_SIGMAS * _MAD_TO_SIGMA) * dev if n > warmup else np.inf
-        step = weight * (minimum(abs(diff), cap) - dev)
-        # The first point has no deviation to learn from.
-        dev_col[s] = dev + (step if n > 1 else 0.0)
-        n_col[s] = n
-
-
-# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
-# each the same, operation for operation, as the loop body it repeats:
-# ``tests/processors/test_row_scan.py`` compares the two paths.
-@row_kernel
-def sigma_of(mean: float, dev: float) -> float:
-    """A slot's sigma from its mean and mean absolute deviation (one row of ``_gather``)."""
-    return maximum(dev * _MAD_TO_SIGMA, _TINY * (1.0 + abs(mean)))
+        n_col[s], mean_col[s], dev_col[s] = learned(n_col[s], mean_col[s], dev_col[s], seen[i],
+                                                    alpha, warmup)
 
 
 @row_kernel
-def band_of(n: int, mean: float, sigma: float, band: float, warmup: int,
-            ) -> tuple[float, float, float]:
-    """One row of ``_predict``: the mean and ``mean +- band * sigma`` (NaN band while warming)."""
-    ready = n >= warmup
-    expected = mean if n > 0 else np.nan
-    lower = mean - band * sigma if ready else np.nan
-    upper = mean + band * sigma if ready else np.nan
-    return expected, lower, upper
-
-
-@row_kernel
-def learn_row(s: int, seen: float, alpha: float, warmup: int, n_col: NDArray[np.int32],
-              mean_col: NDArray[np.float64], dev_col: NDArray[np.float64]) -> None:
-    """One row of ``_learn``: slot ``s`` learns the finite value ``seen`` in place."""
-    n = min(n_col[s], _MAX_POINTS) + 1
+def learned(n: int, mean: float, dev: float, seen: float, alpha: float, warmup: int,
+            ) -> tuple[int, float, float]:
+    """A slot's points, mean and deviation after learning the finite value ``seen``."""
+    points = min(n, _MAX_POINTS) + 1
     # Plain averaging until 1/n drops below alpha, so early estimates settle fast.
-    weight = maximum(alpha, 1.0 / n)
-    diff = seen - mean_col[s]
-    mean_col[s] += weight * diff
+    weight = maximum(alpha, 1.0 / points)
+    diff = seen - mean
     # Huber-style cap: one wild point moves the spread by a bounded step, so a spike
     # does not widen the band for the points after it. Not before warm-up, when the
     # spread itself is still being found.
-    dev = dev_col[s]
-    cap = (_HUBER_SIGMAS * _MAD_TO_SIGMA) * dev if n > warmup else np.inf
+    cap = (_HUBER_SIGMAS * _MAD_TO_SIGMA) * dev if points > warmup else np.inf
     step = weight * (minimum(abs(diff), cap) - dev)
     # The first point has no deviation to learn from.
-    dev_col[s] = dev + (step if n > 1 else 0.0)
-    n_col[s] = n
-
+    return points, mean + weight * diff, dev + (step if points > 1 else 0.0)
 
 class EwmaZScore(SlotStateDetector):
     """Robust z-score against an exponentially weighted mean, per series.

@@ -108,53 +108,15 @@ def _factors(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.i
     down = np.ones((rows, columns))
     for i in range(rows):
         for c in range(columns):
-            mean = float(d[slots[i], c])
-            var = float(v[slots[i], c])
-            limit = level * float(np.sqrt(var if var > 0 else prior))
-            size = abs(mean)
-            if size > limit:
-                f = shrink if alarm else limit / size
-                f = shrink if f < shrink else f  # keeps a NaN, as np.maximum does
-                if mean > 0:
-                    up[i, c] = f
-                elif mean < 0:
-                    down[i, c] = f
+            up[i, c], down[i, c] = narrowing(float(d[slots[i], c]), float(v[slots[i], c]),
+                                             level, shrink, prior, alarm)
     return up, down
 
 
-@kernel
-def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
-           z: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, prior: float,
-           window: int) -> None:
-    for i in range(len(slots)):
-        for c in range(d.shape[1]):
-            if not ready[i, c]:  # may hold NaN: left as it was
-                continue
-            mean = float(d[slots[i], c])
-            old_v = float(v[slots[i], c])
-            var = old_v if old_v > 0 else prior
-            x = z[i, c]
-            # Clamps written as comparisons keep a NaN, as np.clip / np.minimum do.
-            if x < -_CAP:
-                x = -_CAP
-            elif x > _CAP:
-                x = _CAP
-            mean += alpha * (x - mean)
-            square = mean * mean
-            square = _HUBER**2 * var if square > _HUBER**2 * var else square
-            d[slots[i], c] = mean
-            v[slots[i], c] = var + (square - var) / window
-
-
-# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
-# each the same, operation for operation, as the loop body it repeats:
-# ``tests/processors/test_row_scan.py`` compares the two paths.
 @row_kernel
-def factor_cell(d: NDArray[np.float32], v: NDArray[np.float32], slot: int, c: int,
-                level: float, shrink: float, prior: float, alarm: bool) -> tuple[float, float]:
-    """Slot ``slot``'s narrowing of column ``c``, above and below (1: not narrowed)."""
-    mean = float(d[slot, c])
-    var = float(v[slot, c])
+def narrowing(mean: float, var: float, level: float, shrink: float, prior: float,
+              alarm: bool) -> tuple[float, float]:
+    """One slot and column's narrowing above and below (1: not narrowed), from ``d`` and ``v``."""
     limit = level * float(np.sqrt(var if var > 0 else prior))
     size = abs(mean)
     if size > limit:
@@ -167,12 +129,22 @@ def factor_cell(d: NDArray[np.float32], v: NDArray[np.float32], slot: int, c: in
     return 1.0, 1.0
 
 
+@kernel
+def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
+           z: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, prior: float,
+           window: int) -> None:
+    for i in range(len(slots)):
+        for c in range(d.shape[1]):
+            if ready[i, c]:  # may hold NaN: left as it was
+                s = slots[i]
+                d[s, c], v[s, c] = learned(float(d[s, c]), float(v[s, c]), z[i, c], alpha,
+                                           prior, window)
+
+
 @row_kernel
-def learn_cell(d: NDArray[np.float32], v: NDArray[np.float32], slot: int, c: int, x: float,
-               alpha: float, prior: float, window: int) -> None:
-    """Slot ``slot``'s column ``c`` learns one signed deviation ``x`` (of a ready member)."""
-    mean = float(d[slot, c])
-    old_v = float(v[slot, c])
+def learned(mean: float, old_v: float, x: float, alpha: float, prior: float,
+            window: int) -> tuple[float, float]:
+    """One slot and column's ``d`` and ``v`` after the signed deviation ``x`` of a ready member."""
     var = old_v if old_v > 0 else prior
     # Clamps written as comparisons keep a NaN, as np.clip / np.minimum do.
     if x < -_CAP:
@@ -182,5 +154,4 @@ def learn_cell(d: NDArray[np.float32], v: NDArray[np.float32], slot: int, c: int
     mean += alpha * (x - mean)
     square = mean * mean
     square = _HUBER**2 * var if square > _HUBER**2 * var else square
-    d[slot, c] = mean
-    v[slot, c] = var + (square - var) / window
+    return mean, var + (square - var) / window

@@ -57,29 +57,48 @@ def gather(
     ready = np.empty(rows, np.bool_)
     pred_mean = np.empty(rows)
     pred_sigma = np.empty(rows)
-    # The phase's bucket is the float floor division numpy did (int64 % int // float). With
-    # a whole number of nanoseconds per bucket (the defaults) and phases below 2**53, both
-    # operands are exact, so integer division gives the same quotient, some 4x cheaper.
+    for i in range(rows):
+        s, t = slots[i], ts[i]
+        b = bucket_of(t, period_ns, bucket_ns, buckets)
+        bucket[i] = b
+        count[i], mean[i], sigma[i], ready[i], pred_mean[i], pred_sigma[i] = phase_of(
+            int(count_col[s, b]), int(mean_col[s, b]), int(dev_col[s, b]), float(centre_col[s]),
+            float(unit_col[s]), float(gdev_col[s]), spread_mix,
+            n_col[s] > 0 and t - first_col[s] >= warm_ns,
+            int(snap_b[s]) == b and int(snap_cycle[s]) == int(t // period_ns),
+            float(snap_mean[s]), float(snap_dev[s]))
+    return bucket, count, mean, sigma, ready, pred_mean, pred_sigma
+
+
+@row_kernel
+def bucket_of(t: int, period_ns: int, bucket_ns: float, buckets: int) -> int:
+    """The phase bucket of time ``t``: the float floor division numpy did (int64 % int // float).
+
+    With a whole number of nanoseconds per bucket (the defaults) and phases below 2**53,
+    both operands are exact, so integer division gives the same quotient, some 4x cheaper.
+    """
     step = int(bucket_ns)
     exact = step > 0 and float(step) == bucket_ns and period_ns <= _EXACT_FLOAT_INT
-    for i in range(rows):
-        s = slots[i]
-        phase = ts[i] % period_ns
-        b = min(phase // step if exact else int(phase // bucket_ns), buckets - 1)
-        c = count_of(int(count_col[s, b]))
-        unit = float(unit_col[s])
-        m = decode_mean(int(mean_col[s, b]), float(centre_col[s]), unit)
-        bucket[i], count[i], mean[i] = b, c, m
-        dev = decode_dev(int(dev_col[s, b]), unit)
-        sigma[i] = _sigma(dev, float(gdev_col[s]), m, spread_mix)
-        ready[i] = n_col[s] > 0 and ts[i] - first_col[s] >= warm_ns and c >= 2
-        if int(snap_b[s]) == b and int(snap_cycle[s]) == int(ts[i] // period_ns):
-            pm = float(snap_mean[s])
-            pred_mean[i] = pm
-            pred_sigma[i] = _sigma(float(snap_dev[s]), float(gdev_col[s]), pm, spread_mix)
-        else:
-            pred_mean[i], pred_sigma[i] = m, sigma[i]
-    return bucket, count, mean, sigma, ready, pred_mean, pred_sigma
+    phase = t % period_ns
+    return min(phase // step if exact else int(phase // bucket_ns), buckets - 1)
+
+
+@row_kernel
+def phase_of(  # noqa: PLR0913 -- a phase's codes, its slot's scalars, the snapshot
+    count_code: int, mean_code: int, dev_code: int, centre: float, unit: float, gdev: float,
+    spread_mix: float, warm: bool, snapped: bool, snap_mean: float, snap_dev: float,
+) -> tuple[float, float, float, bool, float, float]:
+    """One row of ``gather``: the phase's count, mean, spread, readiness, predicted pair.
+
+    The predicted mean and spread are the cycle's snapshot of this phase if ``snapped``.
+    """
+    c = count_of(count_code)
+    m = decode_mean(mean_code, centre, unit)
+    sigma = _sigma(decode_dev(dev_code, unit), gdev, m, spread_mix)
+    ready = warm and c >= 2
+    if snapped:
+        return c, m, sigma, ready, snap_mean, _sigma(snap_dev, gdev, snap_mean, spread_mix)
+    return c, m, sigma, ready, m, sigma
 
 
 @kernel
@@ -98,13 +117,20 @@ def gather_neighbours(
         gdev, centre, unit = float(gdev_col[s]), float(centre_col[s]), float(unit_col[s])
         for k in range(width):
             c = (bucket[i] + k - tolerance) % buckets
-            m = decode_mean(int(mean_col[s, c]), centre, unit)
-            means[i, k] = m
-            if count_col[s, c] >= 2:  # codes below EXACT are counts
-                sigmas[i, k] = _sigma(decode_dev(int(dev_col[s, c]), unit), gdev, m, spread_mix)
-            else:  # seen fewer than twice: no spread to compute (a young series' phases)
-                sigmas[i, k] = np.inf
+            means[i, k], sigmas[i, k] = neighbour(int(mean_col[s, c]), int(dev_col[s, c]),
+                                                  int(count_col[s, c]), gdev, centre, unit,
+                                                  spread_mix)
     return means, sigmas
+
+
+@row_kernel
+def neighbour(mean_code: int, dev_code: int, count_code: int, gdev: float, centre: float,
+              unit: float, spread_mix: float) -> tuple[float, float]:
+    """One phase of ``gather_neighbours`` from its codes: mean, spread (inf if seen < 2 times)."""
+    m = decode_mean(mean_code, centre, unit)
+    if count_code >= 2:  # codes below EXACT are counts
+        return m, _sigma(decode_dev(dev_code, unit), gdev, m, spread_mix)
+    return m, np.inf  # seen fewer than twice: no spread to compute (a young series' phases)
 
 
 @kernel
@@ -124,23 +150,37 @@ def predict(
     upper = np.empty(rows)
     for i in range(rows):
         b = band[0] if len(band) == 1 else band[i]
-        m = mean[i]
-        expected[i] = m if count[i] > 0 else np.nan
-        lo, hi = m - b * sigma[i], m + b * sigma[i]
-        if means.shape[1]:
-            # nanmin/nanmax with initial=+-inf (fmin/fmax reductions): phases with an
-            # infinite spread are left out, NaN edges skipped.
-            lo_k, hi_k = np.inf, -np.inf
-            for k in range(means.shape[1]):
-                if np.isinf(sigmas[i, k]):
-                    continue
-                w = b * sigmas[i, k]
-                lo_k = fmin(lo_k, means[i, k] - w)
-                hi_k = fmax(hi_k, means[i, k] + w)
-            lo, hi = fmin(lo, lo_k), fmax(hi, hi_k)
-        lower[i] = lo if ready[i] else np.nan
-        upper[i] = hi if ready[i] else np.nan
+        lo_k, hi_k = np.inf, -np.inf
+        for k in range(means.shape[1]):
+            lo_k, hi_k = widened(lo_k, hi_k, means[i, k], sigmas[i, k], b)
+        expected[i], lower[i], upper[i] = band_row(count[i], mean[i], sigma[i], ready[i], b,
+                                                   lo_k, hi_k, means.shape[1] > 0)
     return expected, lower, upper
+
+
+@row_kernel
+def widened(lo_k: float, hi_k: float, mean: float, sigma: float, band: float,
+            ) -> tuple[float, float]:
+    """The neighbours' band so far, widened by one neighbouring phase (not if its spread is inf).
+
+    nanmin/nanmax with initial=+-inf (fmin/fmax reductions): phases with an infinite spread
+    are left out, NaN edges skipped.
+    """
+    if np.isinf(sigma):
+        return lo_k, hi_k
+    w = band * sigma
+    return fmin(lo_k, mean - w), fmax(hi_k, mean + w)
+
+
+@row_kernel
+def band_row(count: float, mean: float, sigma: float, ready: bool, band: float, lo_k: float,
+             hi_k: float, neighbours: bool) -> tuple[float, float, float]:
+    """One row's expected value and band, widened to its neighbours' ``lo_k``/``hi_k``."""
+    expected = mean if count > 0 else np.nan
+    lo, hi = mean - band * sigma, mean + band * sigma
+    if neighbours:
+        lo, hi = fmin(lo, lo_k), fmax(hi, hi_k)
+    return expected, lo if ready else np.nan, hi if ready else np.nan
 
 
 @kernel
@@ -176,10 +216,13 @@ def learn(
     count_col: NDArray[np.uint8], snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32],
     snap_mean: NDArray[np.float32], snap_dev: NDArray[np.float32],
 ) -> None:
-    """Learn one round (distinct slots, finite values) from its gathered state, in place."""
+    """Learn one round (distinct slots, finite values) from its gathered state, in place.
+
+    ``ensemble_row._learn_profile`` is this loop's body for one row: change both.
+    """
     for i in range(len(slots)):
-        s, b, c, x = slots[i], bucket[i], count[i], values[i]
-        cycle = int(ts[i] // period_ns)
+        s, b, t = slots[i], bucket[i], ts[i]
+        cycle = int(t // period_ns)
         if int(snap_b[s]) != b or int(snap_cycle[s]) != cycle:
             # The first point of this phase in this cycle: the phase as it is now predicts
             # the rest of this cycle's points in it (they must not predict one another).
@@ -188,163 +231,48 @@ def learn(
             snap_dev[s] = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
         fresh = n_col[s] == 0
         if fresh:
-            first_col[s] = ts[i]
-        dt = 0 if fresh else ts[i] - last_col[s]
-        new_cycle = not fresh and ts[i] // period_ns != last_col[s] // period_ns
-        share = minimum(maximum(dt / bucket_ns, 0.0), 1.0)
-        resid = x - mean[i]
-        cap = HUBER_SIGMAS * sigma[i] if ready[i] else np.inf
-        capped = minimum(abs(resid), cap)
-        # The all-phase spread learns every residual of a phase seen before.
-        seen = c > 0
-        n = min(n_col[s], MAX_POINTS) + 1
-        g_weight = maximum(GLOBAL_ALPHA, 1.0 / n)
-        gdev = float(gdev_col[s])
-        new_gdev = gdev + g_weight * (capped - gdev) if seen else gdev
-        gdev_col[s] = minimum(new_gdev, F32_MAX)
-        # Plain averaging over the first cycles of a phase, then alpha per cycle.
-        weight = maximum(alpha * share, 1.0 / (c + 1.0))
-        new_mean = mean[i] + weight * maximum(minimum(resid, cap), -cap) if seen else x
-        dev = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
-        if c >= 2:
-            new_dev = dev + weight * (capped - dev)
-        else:
-            new_dev = capped if seen else 0.0
-        # Stored as two-byte codes (state size, see seasonal_codes), within float32's range
-        # as the float32 columns before them: values beyond it saturate instead of inf.
-        store(s, b, minimum(maximum(new_mean, -F32_MAX), F32_MAX), minimum(new_dev, F32_MAX),
-              ts[i], new_cycle, centre_col, unit_col, mean_col, dev_col, count_col)
+            first_col[s] = t
+        n, gdev_col[s], new_mean, new_dev = learned(
+            values[i], count[i], mean[i], sigma[i], ready[i], alpha,
+            0 if fresh else t - last_col[s], bucket_ns, n_col[s], float(gdev_col[s]),
+            decode_dev(int(dev_col[s, b]), float(unit_col[s])))
+        # Stored as two-byte codes (state size, see seasonal_codes).
+        new_cycle = not fresh and t // period_ns != last_col[s] // period_ns
+        store(s, b, new_mean, new_dev, t, new_cycle, centre_col, unit_col, mean_col, dev_col,
+              count_col)
         # One-byte count codes (seasonal_counts): the weights above stay the count's.
-        count_col[s, b] = advanced(int(count_col[s, b]), ts[i])
-        last_col[s] = ts[i]
+        count_col[s, b] = advanced(int(count_col[s, b]), t)
+        last_col[s] = t
         n_col[s] = n
 
 
-# One row of the loops above in scalars, for ``row_scan`` (``compiled.row_kernel``). Keep
-# each the same, operation for operation, as the loop body it repeats:
-# ``tests/processors/test_row_scan.py`` compares the two paths.
 @row_kernel
-def bucket_of(t: int, period_ns: int, bucket_ns: float, buckets: int) -> int:
-    """The phase bucket of time ``t``: the float floor division numpy did (int64 % int // float).
+def learned(  # noqa: PLR0913 -- the value, its phase as gathered, the slot's state
+    x: float, c: float, mean: float, sigma: float, ready: bool, alpha: float, dt: int,
+    bucket_ns: float, n: int, gdev: float, dev: float,
+) -> tuple[int, float, float, float]:
+    """A slot's points and all-phase spread, and its phase's mean and spread, after ``x``.
 
-    With a whole number of nanoseconds per bucket (the defaults) and phases below 2**53,
-    both operands are exact, so integer division gives the same quotient, some 4x cheaper.
+    ``c``, ``mean``, ``sigma``, ``ready``: the phase as gathered; ``dt``: time since the
+    slot's last point; ``dev``: the phase's spread as stored. Mean and spread come within
+    float32's range, as the float32 columns before the codes kept them (values beyond it
+    saturate instead of inf).
     """
-    step = int(bucket_ns)
-    exact = step > 0 and float(step) == bucket_ns and period_ns <= _EXACT_FLOAT_INT
-    phase = t % period_ns
-    return min(phase // step if exact else int(phase // bucket_ns), buckets - 1)
-
-
-@row_kernel
-def gather_row(
-    s: int, t: int, b: int, period_ns: int, spread_mix: float, warm_ns: int,
-    n_col: NDArray[np.int32], first_col: NDArray[np.int64], gdev_col: NDArray[np.float32],
-    centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
-    mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16], count_col: NDArray[np.uint8],
-    snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32], snap_mean: NDArray[np.float32],
-    snap_dev: NDArray[np.float32],
-) -> tuple[float, float, float, bool, float, float]:
-    """One row of ``gather`` in bucket ``b``: count, mean, spread, ready, the predicted pair."""
-    c = count_of(int(count_col[s, b]))
-    unit = float(unit_col[s])
-    m = decode_mean(int(mean_col[s, b]), float(centre_col[s]), unit)
-    dev = decode_dev(int(dev_col[s, b]), unit)
-    sigma = _sigma(dev, float(gdev_col[s]), m, spread_mix)
-    ready = n_col[s] > 0 and t - first_col[s] >= warm_ns and c >= 2
-    if int(snap_b[s]) == b and int(snap_cycle[s]) == int(t // period_ns):
-        pm = float(snap_mean[s])
-        return c, m, sigma, ready, pm, _sigma(float(snap_dev[s]), float(gdev_col[s]), pm,
-                                              spread_mix)
-    return c, m, sigma, ready, m, sigma
-
-
-@row_kernel
-def neighbour(mean_code: int, dev_code: int, count_code: int, gdev: float, centre: float,
-              unit: float, spread_mix: float) -> tuple[float, float]:
-    """One phase of ``gather_neighbours`` from its codes: mean and spread (inf if seen < 2 times).
-
-    Scalars, not the columns: a row kernel's array arguments are counted in and out at
-    every call, and this one is called nine times a row.
-    """
-    m = decode_mean(mean_code, centre, unit)
-    if count_code >= 2:  # codes below EXACT are counts
-        return m, _sigma(decode_dev(dev_code, unit), gdev, m, spread_mix)
-    return m, np.inf  # seen fewer than twice: no spread to compute (a young series' phases)
-
-
-@row_kernel
-def widened(lo_k: float, hi_k: float, mean: float, sigma: float, band: float,
-            ) -> tuple[float, float]:
-    """The neighbours' band so far, widened by one neighbouring phase (not if its spread is inf).
-
-    nanmin/nanmax with initial=+-inf (fmin/fmax reductions): phases with an infinite spread
-    are left out, NaN edges skipped.
-    """
-    if np.isinf(sigma):
-        return lo_k, hi_k
-    w = band * sigma
-    return fmin(lo_k, mean - w), fmax(hi_k, mean + w)
-
-
-@row_kernel
-def band_row(count: float, mean: float, sigma: float, ready: bool, band: float, lo_k: float,
-             hi_k: float, neighbours: bool) -> tuple[float, float, float]:
-    """One row's expected value and band, widened to its neighbours' ``lo_k``/``hi_k``."""
-    expected = mean if count > 0 else np.nan
-    lo, hi = mean - band * sigma, mean + band * sigma
-    if neighbours:
-        lo, hi = fmin(lo, lo_k), fmax(hi, hi_k)
-    return expected, lo if ready else np.nan, hi if ready else np.nan
-
-
-@row_kernel
-def learn_row(
-    s: int, t: int, x: float, b: int, c: float, mean: float, sigma: float, ready: bool,
-    alpha: float, bucket_ns: float, period_ns: int, n_col: NDArray[np.int32],
-    first_col: NDArray[np.int64], last_col: NDArray[np.int64],
-    gdev_col: NDArray[np.float32], centre_col: NDArray[np.float32],
-    unit_col: NDArray[np.float32], mean_col: NDArray[np.int16], dev_col: NDArray[np.uint16],
-    count_col: NDArray[np.uint8], snap_b: NDArray[np.int16], snap_cycle: NDArray[np.int32],
-    snap_mean: NDArray[np.float32], snap_dev: NDArray[np.float32],
-) -> None:
-    """Learn one finite value ``x`` of slot ``s`` at time ``t`` from its gathered phase."""
-    cycle = int(t // period_ns)
-    if int(snap_b[s]) != b or int(snap_cycle[s]) != cycle:
-        # The first point of this phase in this cycle: the phase as it is now predicts
-        # the rest of this cycle's points in it (they must not predict one another).
-        snap_b[s], snap_cycle[s] = b, cycle
-        snap_mean[s] = minimum(maximum(mean, -F32_MAX), F32_MAX)
-        snap_dev[s] = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
-    fresh = n_col[s] == 0
-    if fresh:
-        first_col[s] = t
-    dt = 0 if fresh else t - last_col[s]
-    new_cycle = not fresh and t // period_ns != last_col[s] // period_ns
     share = minimum(maximum(dt / bucket_ns, 0.0), 1.0)
     resid = x - mean
     cap = HUBER_SIGMAS * sigma if ready else np.inf
     capped = minimum(abs(resid), cap)
     # The all-phase spread learns every residual of a phase seen before.
     seen = c > 0
-    n = min(n_col[s], MAX_POINTS) + 1
-    g_weight = maximum(GLOBAL_ALPHA, 1.0 / n)
-    gdev = float(gdev_col[s])
+    points = min(n, MAX_POINTS) + 1
+    g_weight = maximum(GLOBAL_ALPHA, 1.0 / points)
     new_gdev = gdev + g_weight * (capped - gdev) if seen else gdev
-    gdev_col[s] = minimum(new_gdev, F32_MAX)
     # Plain averaging over the first cycles of a phase, then alpha per cycle.
     weight = maximum(alpha * share, 1.0 / (c + 1.0))
     new_mean = mean + weight * maximum(minimum(resid, cap), -cap) if seen else x
-    dev = decode_dev(int(dev_col[s, b]), float(unit_col[s]))
     if c >= 2:
         new_dev = dev + weight * (capped - dev)
     else:
         new_dev = capped if seen else 0.0
-    # Stored as two-byte codes (state size, see seasonal_codes), within float32's range
-    # as the float32 columns before them: values beyond it saturate instead of inf.
-    store(s, b, minimum(maximum(new_mean, -F32_MAX), F32_MAX), minimum(new_dev, F32_MAX),
-          t, new_cycle, centre_col, unit_col, mean_col, dev_col, count_col)
-    # One-byte count codes (seasonal_counts): the weights above stay the count's.
-    count_col[s, b] = advanced(int(count_col[s, b]), t)
-    last_col[s] = t
-    n_col[s] = n
+    return (points, minimum(new_gdev, F32_MAX), minimum(maximum(new_mean, -F32_MAX), F32_MAX),
+            minimum(new_dev, F32_MAX))
