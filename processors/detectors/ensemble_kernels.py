@@ -263,19 +263,16 @@ def learn_peak(
     """A bigger excursion than the recent peak becomes the new peak; else the peak ages."""
     for row in range(len(slots)):
         s = slots[row]
-        if z[row] >= recent[row]:
-            peak[s], age[s], peak_ns[s] = new_peak(z[row]), 0, ts_unix_nano[row]
-        else:
-            age[s] = older(age[s], max_age)
+        peak[s], age[s], peak_ns[s] = peak_after(float(peak[s]), age[s], peak_ns[s], z[row],
+                                                 recent[row], ts_unix_nano[row], max_age)
 
 
 @row_kernel
-def new_peak(z: float) -> float:
-    """An excursion as the new peak: finite values clip to float32's range (``saturated``)."""
-    return min(max(z, -F32_MAX), F32_MAX) if math.isfinite(z) else z
-
-
-@row_kernel
-def older(age: int, max_age: int) -> int:
-    """A peak one point older (saturating below ``max_age``)."""
-    return min(age, max_age - 1) + 1
+def peak_after(peak: float, age: int, peak_ns: int, z: float, recent: float, t: int,
+               max_age: int) -> tuple[float, int, int]:
+    """A slot's peak, its age and time after excursion ``z`` at time ``t`` (``learn_peak``)."""
+    if z >= recent:
+        if math.isfinite(z):  # saturated(): finite values clip to float32's range
+            z = min(max(z, -F32_MAX), F32_MAX)
+        return z, 0, t
+    return peak, min(age, max_age - 1) + 1, peak_ns

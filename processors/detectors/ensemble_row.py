@@ -164,10 +164,8 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
         signed[m] = scaled if x >= e else -scaled
         resid[m] = abs(x - e)
     peak, age, peak_ns, max_age = excursions
-    if combined >= recent:  # ``learn_peak`` of one row
-        peak[s], age[s], peak_ns[s] = ek.new_peak(combined), 0, t
-    else:
-        age[s] = ek.older(age[s], max_age)
+    peak[s], age[s], peak_ns[s] = ek.peak_after(float(peak[s]), age[s], peak_ns[s], combined,
+                                                recent, t, max_age)
     d, v, alpha, prior, window = narrowing
     for m in range(MEMBERS):
         if views[1, m] == views[1, m]:  # noqa: PLR0124 -- ready
