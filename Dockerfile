@@ -63,8 +63,10 @@ WORKDIR /
 EXPOSE 4317 4318 9464
 
 # slim has no curl: the venv's Python asks /readyz (exit 1 on a refused connection or a 503).
-# The checkpoint is restored before anything listens, hence the start period.
-HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+# The scoring kernels are loaded (the first start on a volume compiles them: 49 s on a
+# 2-core machine, benchmarks/kernel_startup.py) and the checkpoint restored before anything
+# listens, hence the start period.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9464/readyz', timeout=2).status != 200)"]
 
 ENTRYPOINT ["otel-anomaly"]
