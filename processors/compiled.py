@@ -100,10 +100,13 @@ def row_kernel(function: F) -> F:
     """Compile ``function``, one row of a kernel's loop, to be inlined where it is called.
 
     A round kernel's loop and ``row_scan``'s one-row path (``detectors/ensemble_row.py``)
-    share their arithmetic through these. A row kernel takes and returns scalars: the loop
-    reads the columns and writes the results. Passing arrays instead costs every call two
-    atomic reference counts per array, inlined or not: a loop calling one with the seasonal
-    profile's 13 columns ran the batched backtest 21 % slower (863,000 -> 682,000 points/s).
+    share their arithmetic through these. Row kernels take and return scalars where they
+    can, and the loop reads and writes the columns: an array argument costs two atomic
+    reference counts at every call, inlined or not (a loop calling one with the seasonal
+    profile's 13 columns ran the batched backtest 21 % slower, 863,000 -> 682,000
+    points/s). The few that must update a slot's columns in place (a tail histogram's bins,
+    a profile's codes, a trend fit) are row kernels too: inlined, their calls cost the
+    loops less than called (``benchmarks/engine_speed.py`` folder about 3 % faster).
     Inlined in numba's IR (``inline="always"``); a caller must name its arguments (numba
     cannot inline a call with ``*args``).
     """

@@ -315,7 +315,7 @@ def _halve(hist: NDArray[np.uint16], low: NDArray[np.uint8], slot: int) -> None:
         _set_bin(hist, low, slot, k, half + 1 if h & 1 and half & 1 else half)
 
 
-@kernel
+@row_kernel
 def _learn_row(hist: NDArray[np.uint16], low: NDArray[np.uint8], inc: NDArray[np.float64],
                n: NDArray[np.int32], cached: NDArray[np.float32], slot: int, score: float,
                growth: float, q: float) -> None:

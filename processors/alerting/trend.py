@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 
 T_CRIT = 3.0
 """One-sided critical value of the slope's t statistic (0.13 % for a normal statistic):
@@ -52,7 +52,7 @@ _LAST = FIELDS  # the last deviation: stored after the sums (``FIELDS + 1`` colu
 WIDTH = FIELDS + 1
 
 
-@kernel
+@row_kernel
 def trend_step(trend: Any, last_ns: Any, s: int, x: float, t_ns: int, tau_s: float) -> float:
     """Add deviation ``x`` at ``t_ns`` to slot ``s``'s fit; return the slope's t statistic.
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 
 MEAN_CODES = 32767  # int16 codes used: -32767 .. 32767
 FILL = 16384  # a refit puts the slot's means within +-FILL codes of its centre
@@ -209,7 +209,7 @@ def encode_profiles(
     return centre, unit, mean_col, dev_col
 
 
-@kernel
+@row_kernel
 def store(
     s: int, b: int, new_mean: float, new_dev: float, ts: int, review: bool,
     centre_col: NDArray[np.float32], unit_col: NDArray[np.float32],
