@@ -7,6 +7,8 @@ Cases (default rules, seeded synthetic data: a daily cycle plus noise):
 - ``single``: one NAB-length series (20,000 points at 5-minute spacing) backtested alone;
   every point is its own round, so this measures the engine's per-round cost (quiet points
   are scanned many at a time: ``processors/alerting/row_scan.py``).
+- ``few``: 16 series x 2,500 points at 5-minute spacing backtested together: rounds of
+  16 rows, small enough to be scanned as the single case is (``scorer.SCAN_ROWS``).
 - ``batched``: 1,000 series x 1,440 points (one day at 1-minute spacing) backtested
   together: rounds of 1,000 rows, the vectorised path live traffic takes.
 - ``nab``: the whole NAB data folder through the ``backtest`` command's code path
@@ -110,6 +112,8 @@ def main() -> int:
           f"per process; before this, the single case's first rounds paid it)")
     points, seconds = time_backtest(synthetic(1, single_n, 300, seed=1))
     row("single", 1, points, seconds, ">= 100,000")
+    points, seconds = time_backtest(synthetic(16, int(2_500 * args.scale), 300, seed=3))
+    row("few", 16, points, seconds)
     points, seconds = time_backtest(synthetic(1000, batch_n, 60, seed=2))
     row("batched", 1000, points, seconds, ">= 200,000")
     for case, n_series, points, seconds in time_nab(Path(args.nab)):
