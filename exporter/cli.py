@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from otel_anomaly.exporter.allocator import keep_large_blocks_mapped
-from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.commands.backtest import BacktestJob, PrometheusSource, run_backtest
 from otel_anomaly.exporter.commands.backtest_input import BacktestInputError
-from otel_anomaly.exporter.commands.demo import DemoOptions, run_demo
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
+from otel_anomaly.exporter.distribution import version
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
 from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
-from otel_anomaly.exporter.telemetry import version
 from otel_anomaly.processors.compiled import uncached
 
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
@@ -150,6 +148,9 @@ def _fail(stream: TextIO, message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # The servers load here, not at import: ``backtest`` and ``--version`` do without them.
+    from otel_anomaly.exporter.app import Sidecar  # noqa: PLC0415
+
     config = load_config(args.config or os.environ.get(ENV_CONFIG_FILE), _overrides(args))
     stop = threading.Event()
     previous = _trap_signals(stop)
@@ -257,6 +258,8 @@ def _prometheus_source(args: argparse.Namespace) -> PrometheusSource | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from otel_anomaly.exporter.commands.demo import DemoOptions, run_demo  # noqa: PLC0415
+
     config = load_config(None, _overrides(args))
     stop = threading.Event()
     previous = _trap_signals(stop)

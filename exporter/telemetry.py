@@ -10,7 +10,6 @@ import platform
 import socket
 import threading
 from collections.abc import Callable
-from importlib import metadata
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,20 +20,12 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from otel_anomaly.exporter.distribution import version
 from otel_anomaly.exporter.receivers.signals import SIGNALS, Signal
 from otel_anomaly.processors.engine import EngineStats
 from otel_anomaly.processors.types import IngestResult
 
-DISTRIBUTION = "otel-anomaly"
 _PROCESSING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-
-def version() -> str:
-    """The installed distribution's version (``pyproject.toml``), or ``0+unknown``."""
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "0+unknown"
 
 
 class Telemetry:

@@ -39,8 +39,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from otel_anomaly.exporter.config_outputs import OtlpEventsConfig
+from otel_anomaly.exporter.distribution import version
 from otel_anomaly.exporter.outputs.base import ScoringRound
-from otel_anomaly.exporter.telemetry import Telemetry, version
+from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.settings import EVENTS_SCOPE_NAME
 from otel_anomaly.processors.types import AnomalyEvent, Labels
 

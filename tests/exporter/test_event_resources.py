@@ -8,8 +8,9 @@ from prometheus_client import CollectorRegistry
 
 from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
 from otel_anomaly.exporter.config import OtlpEventsConfig
+from otel_anomaly.exporter.distribution import version
 from otel_anomaly.exporter.outputs import OtlpEventsOutput, ScoringRound
-from otel_anomaly.exporter.telemetry import Telemetry, version
+from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.testing import SECOND
 from otel_anomaly.processors.types import AnomalyEvent, EventKind, SeriesKey, anomaly_id
 
