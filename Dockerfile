@@ -22,13 +22,18 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 FROM ${PYTHON_IMAGE}
 # PYTHONDONTWRITEBYTECODE: the root filesystem may be read-only (pip compiled the
 # bytecode at install time). MPLCONFIGDIR: matplotlib (backtest --plot) caches fonts there.
-# NUMBA_CACHE_DIR: the compiled scoring kernels are cached on the state volume, so only
-# the first start with a volume (and the first after an upgrade) compiles them.
+# NUMBA_CACHE_DIR: the compiled scoring kernels are cached on the state volume. They are
+# compiled once, at build time (below), for a generic CPU of the image's architecture
+# (NUMBA_CPU_NAME: any host of it loads them; scoring costs about 3 % more CPU than code
+# compiled for the host's own CPU), and each start copies what the volume lacks of them
+# (OTEL_ANOMALY_KERNEL_SEED), so no start compiles them: not a new pod, not an emptyDir.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     NUMBA_CACHE_DIR=/var/lib/otel-anomaly/kernels \
+    NUMBA_CPU_NAME=generic \
+    OTEL_ANOMALY_KERNEL_SEED=/opt/otel-anomaly/kernels \
     PATH=/opt/otel-anomaly/bin:$PATH
 
 COPY --from=build /dist/ /tmp/dist/
@@ -47,6 +52,11 @@ RUN mkdir -p /etc/otel-anomaly && printf '%s\n' \
     'state: {path: /var/lib/otel-anomaly/state.ckpt}' \
     > /etc/otel-anomaly/config.yaml
 
+# The seed: every kernel the image's config uses, compiled (49 s on 2 cores) into the
+# image's own folder, read-only at run time.
+RUN NUMBA_CACHE_DIR=/opt/otel-anomaly/kernels \
+    otel-anomaly compile-kernels --config /etc/otel-anomaly/config.yaml
+
 # A fixed numeric uid/gid (the chart's runAsUser/fsGroup), so Kubernetes' runAsNonRoot can
 # verify it and volume ownership is predictable.
 RUN groupadd --system --gid 10001 otel-anomaly \
@@ -63,9 +73,10 @@ WORKDIR /
 EXPOSE 4317 4318 9464
 
 # slim has no curl: the venv's Python asks /readyz (exit 1 on a refused connection or a 503).
-# The scoring kernels are loaded (the first start on a volume compiles them: 49 s on a
-# 2-core machine, benchmarks/kernel_startup.py) and the checkpoint restored before anything
-# listens, hence the start period.
+# The scoring kernels are loaded (from the seed: about 1 s; a config whose rules need other
+# kernels, or another CPU name, compiles them at its first start: 49 s on a 2-core machine,
+# benchmarks/kernel_startup.py) and the checkpoint restored before anything listens, hence
+# the start period.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9464/readyz', timeout=2).status != 200)"]
 

@@ -23,8 +23,10 @@ from otel_anomaly.exporter.commands.backtest_input import BacktestInputError
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
 from otel_anomaly.exporter.distribution import version
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
+from otel_anomaly.exporter.kernel_seed import seed_from_environment
 from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
-from otel_anomaly.processors.compiled import uncached
+from otel_anomaly.processors.compiled import cache_dir, uncached
+from otel_anomaly.processors.kernel_warm_up import warm_up
 
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -62,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE")
     _backtest_parser(commands)
+    kernels = commands.add_parser(
+        "compile-kernels",
+        help="compile the scoring kernels into numba's cache and exit (an image's build step)",
+        description="Compile (or load) every scoring kernel the config's rules use, as "
+        "run does before it listens, so that later starts with the same cache load them. "
+        "The container image runs this at build time (see OTEL_ANOMALY_KERNEL_SEED).",
+    )
+    kernels.add_argument(
+        "--config", metavar="FILE", help="YAML config, as for run (default $OTEL_ANOMALY_CONFIG)"
+    )
+    kernels.add_argument("--log-level", choices=_LEVELS, help=f"default ${ENV_LOG_LEVEL} or info")
     demo = commands.add_parser("demo", help="run a sidecar and feed it simulated incidents")
     demo.add_argument("--duration", type=float, default=180.0, metavar="SECONDS")
     demo.add_argument("--seed", type=int, default=42)
@@ -274,8 +287,19 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compile_kernels(args: argparse.Namespace) -> int:
+    config = load_config(args.config or os.environ.get(ENV_CONFIG_FILE))
+    if not cache_dir():
+        _fail(sys.stderr, "no writable kernel cache folder (set NUMBA_CACHE_DIR)")
+        return EXIT_STARTUP
+    seconds = warm_up(config.engine_settings())
+    sys.stdout.write(f"scoring kernels ready in {seconds:.1f}s, cached in {cache_dir()}\n")
+    return EXIT_OK
+
+
 _COMMANDS = {
     "run": _run, "check-config": _check_config, "backtest": _backtest, "demo": _demo,
+    "compile-kernels": _compile_kernels,
 }
 
 
@@ -291,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logging.getLogger(_PROG).warning(
                     "%d scoring kernels are not cached (no writable NUMBA_CACHE_DIR, package "
                     "folder or home): they are compiled at every start", len(uncached()))
+            seed_from_environment(cache_dir())
         return _COMMANDS[args.command](args)
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")

@@ -141,6 +141,13 @@ def test_dockerfile_invariants() -> None:
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PATH"].startswith(f"{IMAGE_VENV}/bin:")
     assert exec_form("ENTRYPOINT") == ["otel-anomaly"]
+    # The kernels are compiled at build time into the image (read-only at run time), for a
+    # CPU any host of the architecture has, and seeded onto the state volume at start.
+    assignments, command = seed_step()
+    assert env["NUMBA_CPU_NAME"] == "generic"
+    assert assignments == {"NUMBA_CACHE_DIR": env["OTEL_ANOMALY_KERNEL_SEED"]}
+    assert env["OTEL_ANOMALY_KERNEL_SEED"].startswith(f"{IMAGE_VENV}/")
+    assert command == ["otel-anomaly", "compile-kernels", "--config", IMAGE_CONFIG]
     assert exec_form("CMD") == ["run", "--config", IMAGE_CONFIG]
     health = exec_form("HEALTHCHECK")
     assert health[0] == "python" and "http://127.0.0.1:9464/readyz" in health[-1]
@@ -272,10 +279,33 @@ def install_wheel(box: Box, wheel: Path) -> None:
         target = Path(box.path(image_path))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+    compile_seed(box)
     if not box.drop:  # not root: make the "image" read-only by mode instead of by owner
         for path in (box.venv, *box.venv.rglob("*"), box.root / "etc"):
             if path.is_dir() and not path.is_symlink():
                 path.chmod(path.stat().st_mode & ~0o222)
+
+
+def seed_step() -> tuple[dict[str, str], list[str]]:
+    """The runtime stage's ``RUN VAR=value... otel-anomaly compile-kernels ...``."""
+    [command] = [run for run in RUNTIME.all("RUN") if "compile-kernels" in run]
+    words = shlex.split(command)
+    at = words.index("otel-anomaly")
+    assignments = dict(word.partition("=")[::2] for word in words[:at])
+    return assignments, words[at:]
+
+
+def compile_seed(box: Box) -> None:
+    """The build's kernel seed: ``compile-kernels`` under the image's ENV, as root builds."""
+    assignments, command = seed_step()
+    env = {name: box.path(value) for name, value in {**image_env(), **assignments}.items()}
+    env["PATH"] = env["PATH"].replace("$PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update({"HOME": "/nonexistent", "LANG": "C.UTF-8"})
+    _run([str(box.venv / "bin" / command[0]), *(box.path(a) for a in command[1:])], env=env)
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def test_image_install_and_entrypoint(box: Box) -> None:
@@ -332,7 +362,12 @@ def test_image_install_and_entrypoint(box: Box) -> None:
     assert "Traceback" not in stderr, stderr
     assert (state / "state.ckpt").is_file(), f"no checkpoint in the state volume:\n{stderr}"
     assert (state / "state.ckpt").stat().st_uid == (box.uid if box.drop else os.geteuid())
-    assert list(Path(env["NUMBA_CACHE_DIR"]).rglob("*.nbi")), "no compiled kernel was cached"
+    # The start copied the build's kernels onto the volume and compiled none: the volume's
+    # cache is the seed, file for file (a compiled kernel rewrites its index file).
+    seed = files_under(Path(env["OTEL_ANOMALY_KERNEL_SEED"]))
+    assert any(name.endswith(".nbi") for name in seed), "the build compiled no kernel"
+    assert files_under(Path(env["NUMBA_CACHE_DIR"])) == seed
+    assert f"copied {len(seed)} compiled kernel files" in stderr, stderr
     assert not list(workdir.iterdir())
     # Without a writable cache folder (the variable unset, the venv read-only, no home) the
     # kernels are compiled in memory: the sidecar still scores, and says why it is slower.

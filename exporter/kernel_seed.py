@@ -1,0 +1,68 @@
+"""Compiled kernels shipped in an image, copied into the cache numba reads at start.
+
+A first start compiles the scoring kernels (about 50 s on 2 cores), and so does every start
+on an empty volume (a new pod, an ``emptyDir``). The container image compiles them once at
+build time (``otel-anomaly compile-kernels``) into a folder of its own, for a generic CPU of
+its architecture (``NUMBA_CPU_NAME=generic``, so they load on any x86-64 or arm64 host), and
+names that folder in ``OTEL_ANOMALY_KERNEL_SEED``. At start, the files of the seed that
+numba's cache (``NUMBA_CACHE_DIR``, on the state volume) lacks are copied into it; numba then
+loads them instead of compiling. Files already in the cache are kept: numba checks every
+entry against the sources' stamps and the CPU, and recompiles what does not match.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from otel_anomaly.exporter.config import ENV_KERNEL_SEED
+from otel_anomaly.processors.compiled import cache_folder_name
+
+logger = logging.getLogger(__name__)
+
+
+def seed_kernel_cache(seed_base: str, cache_dir: str) -> int:
+    """Copy what ``cache_dir`` lacks of the seed under ``seed_base``; the number of files.
+
+    ``seed_base`` is the ``NUMBA_CACHE_DIR`` the seed was compiled with: its kernels for
+    these sources are in its ``cache_folder_name()`` folder, as ``cache_dir``'s are. A
+    missing seed copies nothing; a file that cannot be copied is left to compile.
+    """
+    seed = Path(seed_base) / cache_folder_name()
+    if not seed.is_dir() or Path(cache_dir).resolve() == seed.resolve():
+        return 0
+    copied = 0
+    for source in sorted(seed.rglob("*")):
+        if not source.is_file():
+            continue
+        target = Path(cache_dir) / source.relative_to(seed)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(source, partial)
+        partial.replace(target)  # numba never reads a file half copied
+        copied += 1
+    return copied
+
+
+def seed_from_environment(cache_dir: str | None) -> None:
+    """``seed_kernel_cache`` from ``OTEL_ANOMALY_KERNEL_SEED`` into ``cache_dir``; logs it.
+
+    Best effort: without a seed or a cache folder nothing happens, and a seed that cannot
+    be read or copied only means the kernels compile, as without one.
+    """
+    seed_base = os.environ.get(ENV_KERNEL_SEED, "")
+    if not seed_base or not cache_dir:
+        return
+    try:
+        copied = seed_kernel_cache(seed_base, cache_dir)
+    except OSError as exc:
+        logger.warning("%s=%s: cannot copy the compiled kernels (%s); they compile instead",
+                       ENV_KERNEL_SEED, seed_base, exc)
+        return
+    if copied:
+        logger.info("copied %d compiled kernel files from %s into %s", copied, seed_base,
+                    cache_dir)
