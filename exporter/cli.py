@@ -1,4 +1,4 @@
-"""The ``otel-anomaly`` command: ``run``, ``check-config``, ``backtest`` and ``demo``.
+"""The ``otel-anomaly`` command: run, check-config, backtest, demo and compile-kernels.
 
 The only module that sets up logging or decides the exit status: 0 ok, 1 startup failure,
 2 invalid configuration (every problem listed) or unusable backtest input.
