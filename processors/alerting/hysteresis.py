@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import AlertPolicy
 
@@ -238,11 +238,9 @@ def _more(count: Any) -> Any:
     return more if more < _COUNT_MAX else np.int64(_COUNT_MAX)
 
 
-@kernel
-def _spacing_row(s: Any, t: Any, valid: Any, prev_ts: Any, spacing: Any) -> Any:
-    """Slot ``s``'s usual gap (ns) after a point at ``t``: a running mean of its gaps."""
-    prev = prev_ts[s]
-    usual = spacing[s]
+@row_kernel
+def spacing_after(prev: Any, usual: Any, t: Any, valid: Any) -> Any:
+    """A slot's last stamp and usual gap (ns) after a point at ``t``: a running mean of its gaps."""
     if valid and prev > 0 and t > prev:
         gap = np.float64(t - prev)
         if usual > 0:
@@ -251,17 +249,19 @@ def _spacing_row(s: Any, t: Any, valid: Any, prev_ts: Any, spacing: Any) -> Any:
             usual = usual + 0.1 * ((gap if gap < twice else twice) - usual)
         else:
             usual = gap
-    spacing[s] = usual
     if valid and t > prev:
-        prev_ts[s] = t
-    return usual
+        prev = t
+    return prev, usual
 
 
 @kernel
 def _learn_spacing_rows(slots: Any, ts: Any, valid: Any, prev_ts: Any, spacing: Any) -> Any:
     out = np.empty(len(slots))
     for i in range(len(slots)):
-        out[i] = _spacing_row(slots[i], ts[i], valid[i], prev_ts, spacing)
+        s = slots[i]
+        prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=ts[i],
+                                               valid=valid[i])
+        out[i] = spacing[s]
     return out
 
 
@@ -281,14 +281,13 @@ def _independence(mean: Any, square: Any, cross: Any) -> Any:
     return (1.0 - r) / (1.0 + r)
 
 
-@kernel
-def _learn_lag(s: Any, x: Any, prev: Any, mean: Any, square: Any, cross: Any) -> None:
-    """Learn slot ``s``'s score ``x`` into the running moments of ``_independence``."""
+@row_kernel
+def lag_after(x: Any, prev: Any, mean: Any, square: Any, cross: Any) -> Any:
+    """A slot's running moments of ``_independence`` after learning its score ``x``."""
     z = min(x, _LAG_CLIP)
-    mean[s] = _LAG_KEEP * mean[s] + (1.0 - _LAG_KEEP) * z
-    square[s] = _LAG_KEEP * square[s] + (1.0 - _LAG_KEEP) * z * z
-    cross[s] = _LAG_KEEP * cross[s] + (1.0 - _LAG_KEEP) * z * prev[s]
-    prev[s] = z
+    return (z, _LAG_KEEP * mean + (1.0 - _LAG_KEEP) * z,
+            _LAG_KEEP * square + (1.0 - _LAG_KEEP) * z * z,
+            _LAG_KEEP * cross + (1.0 - _LAG_KEEP) * z * prev)
 
 
 @kernel
@@ -312,6 +311,56 @@ def _evidence(  # noqa: PLR0913 -- one row's score and the policy's evidence set
     return gathered, high and gathered >= min_duration * reference
 
 
+@row_kernel
+def transition(  # noqa: PLR0913 -- one row, its slot's alert state, the policy's thresholds
+    x: Any, t: Any, announce_row: Any, keep_row: Any,
+    above: Any, below: Any, was_open: Any, last_event_ts: Any, open_for: Any,
+    since_close: Any, usual: Any, high_for: Any, low_for: Any, closed_ts: Any, peak: Any,
+    evidence: Any, independence: Any,
+    open_threshold: float, close_threshold: float,
+    instant_threshold: float, min_duration: int, min_time_ns: float, evidence_ns: float,
+    close_after: int, close_time_ns: float,
+    cooldown: int, cooldown_ns: int, interval_ns: int,
+) -> Any:
+    """One row of ``Hysteresis.step`` for its slot's state (``usual``: its spacing after it).
+
+    Returns the slot's new state (above, below, open, last event, open for, since close,
+    high for, low for, closed at, peak, evidence), whether the score teaches the
+    autocorrelation (``lag_after``), and whether the row opened, updated or closed.
+    """
+    reference = 0.5 * open_threshold  # the CUSUM's: half the shift it is tuned to
+    valid = not np.isnan(x)
+    high = valid and x >= open_threshold
+    low = valid and x < close_threshold
+    run_above = _more(above) if high else (np.int64(0) if valid else np.int64(above))
+    run_below = _more(below) if low else (np.int64(0) if valid else np.int64(below))
+    since = _more(since_close) if valid else np.int64(since_close)
+    cooled = since > cooldown or (cooldown_ns >= 0 and t - closed_ts >= cooldown_ns)
+    # The cooldown keeps the rest of one event from opening again; a point scoring above
+    # that event's peak is more than its rest (as the ensemble's refractory stretch).
+    cooled = cooled or (valid and x > peak)
+    high_run = high_for + usual if high else (0.0 if valid else high_for)
+    low_run = low_for + usual if low else (0.0 if valid else low_for)
+    gathered, enough = _evidence(evidence, x, valid, high, usual, run_above,
+                                 min_duration, evidence_ns, reference, independence)
+    long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
+    opens = not was_open and cooled and (
+        long_enough or (valid and x >= instant_threshold))
+    # A series whose spacing is not known yet closes on points alone.
+    closes = was_open and run_below >= close_after and (
+        low_run >= close_time_ns or usual <= 0) and not keep_row
+    updates = was_open and not closes and (
+        (high and t - last_event_ts >= interval_ns) or (announce_row and valid))
+    now_open = (was_open or opens) and not closes
+    # A NaN score leaves the open anomaly's age as it was (``relearn_after`` counts it).
+    age = 1 if opens else ((_more(open_for) if valid else open_for) if now_open else 0)
+    top = x if opens or (now_open and valid and x > peak) else peak
+    return (run_above, run_below, now_open, t if opens or updates or closes else last_event_ts,
+            age, 0 if closes else since, high_run, low_run, t if closes else closed_ts, top,
+            0.0 if now_open else gathered,  # an anomaly's evidence ends with it
+            valid and evidence_ns > 0 and not (was_open or now_open), opens, updates, closes)
+
+
 @kernel
 def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's thresholds
     slots: Any, score: Any, ts: Any, announce: Any, keep: Any,
@@ -329,56 +378,31 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
     opened = np.empty(n, np.bool_)
     updated = np.empty(n, np.bool_)
     closed = np.empty(n, np.bool_)
-    reference = 0.5 * open_threshold  # the CUSUM's: half the shift it is tuned to
     for i in range(n):
         s, x, t = slots[i], score[i], ts[i]
-        valid = not np.isnan(x)
-        high = valid and x >= open_threshold
-        low = valid and x < close_threshold
-        run_above = _more(above[s]) if high else (np.int64(0) if valid else np.int64(above[s]))
-        run_below = _more(below[s]) if low else (np.int64(0) if valid else np.int64(below[s]))
-        was_open = is_open[s]
-        since = _more(since_close[s]) if valid else np.int64(since_close[s])
-        cooled = since > cooldown or (cooldown_ns >= 0 and t - closed_ts[s] >= cooldown_ns)
-        # The cooldown keeps the rest of one event from opening again; a point scoring above
-        # that event's peak is more than its rest (as the ensemble's refractory stretch).
-        cooled = cooled or (valid and x > peak[s])
-        usual = _spacing_row(s, t, valid, prev_ts, spacing)
-        high_run = high_for[s] + usual if high else (0.0 if valid else high_for[s])
-        high_for[s] = high_run
-        low_run = low_for[s] + usual if low else (0.0 if valid else low_for[s])
-        low_for[s] = low_run
+        prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=t,
+                                               valid=not np.isnan(x))
         independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
                         if evidence_ns > 0 else 1.0)  # points in a row: not needed
-        gathered, enough = _evidence(evidence[s], x, valid, high, usual, run_above,
-                                     min_duration, evidence_ns, reference, independence)
-        long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
-        opens = not was_open and cooled and (
-            long_enough or (valid and x >= instant_threshold))
-        # A series whose spacing is not known yet closes on points alone.
-        closes = was_open and run_below >= close_after and (
-            low_run >= close_time_ns or usual <= 0) and not (len(keep) > 0 and keep[i])
-        updates = was_open and not closes and (
-            (high and t - last_event_ts[s] >= interval_ns)
-            or (len(announce) > 0 and valid and announce[i]))
-        now_open = (was_open or opens) and not closes
-        above[s] = run_above
-        below[s] = run_below
-        is_open[s] = now_open
-        evidence[s] = 0.0 if now_open else gathered  # an anomaly's evidence ends with it
-        if valid and evidence_ns > 0 and not (was_open or now_open):
-            _learn_lag(s, x, lag_prev, lag_mean, lag_square, lag_cross)
-        # A NaN score leaves the open anomaly's age as it was (``relearn_after`` counts it).
-        open_for[s] = 1 if opens else (
-            (_more(open_for[s]) if valid else open_for[s]) if now_open else 0)
-        since_close[s] = 0 if closes else since
-        if closes:
-            closed_ts[s] = t
-        if opens:
-            peak[s] = x
-        elif now_open and valid and x > peak[s]:
-            peak[s] = x
-        if opens or updates or closes:
-            last_event_ts[s] = t
-        flag[i], opened[i], updated[i], closed[i] = now_open, opens, updates, closes
+        # (numba cannot compile a call of many keywords with a condition among them)
+        announce_row = len(announce) > 0 and announce[i]
+        keep_row = len(keep) > 0 and keep[i]
+        (above[s], below[s], is_open[s], last_event_ts[s], open_for[s], since_close[s],
+         high_for[s], low_for[s], closed_ts[s], peak[s], evidence[s], learns_lag,
+         opened[i], updated[i], closed[i]) = transition(
+            x=x, t=t, announce_row=announce_row, keep_row=keep_row, above=above[s],
+            below=below[s],
+            was_open=is_open[s], last_event_ts=last_event_ts[s], open_for=open_for[s],
+            since_close=since_close[s], usual=spacing[s], high_for=high_for[s],
+            low_for=low_for[s], closed_ts=closed_ts[s], peak=peak[s], evidence=evidence[s],
+            independence=independence, open_threshold=open_threshold,
+            close_threshold=close_threshold, instant_threshold=instant_threshold,
+            min_duration=min_duration, min_time_ns=min_time_ns, evidence_ns=evidence_ns,
+            close_after=close_after, close_time_ns=close_time_ns, cooldown=cooldown,
+            cooldown_ns=cooldown_ns, interval_ns=interval_ns)
+        if learns_lag:
+            lag_prev[s], lag_mean[s], lag_square[s], lag_cross[s] = lag_after(
+                x=x, prev=lag_prev[s], mean=lag_mean[s], square=lag_square[s],
+                cross=lag_cross[s])
+        flag[i] = is_open[s]
     return flag, opened, updated, closed

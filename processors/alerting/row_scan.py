@@ -32,7 +32,12 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     calibrate_slots,
     learn_magnitude_rows,
 )
-from otel_anomaly.processors.alerting.hysteresis import _step_rows
+from otel_anomaly.processors.alerting.hysteresis import (
+    _independence,
+    lag_after,
+    spacing_after,
+    transition,
+)
 from otel_anomaly.processors.alerting.trend import trend_step
 from otel_anomaly.processors.alerting.young_series import young_damped
 from otel_anomaly.processors.compiled import kernel
@@ -118,13 +123,15 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width = calibration
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
+    (above, below, _open, last_event_ts, open_for, since_close, prev_ts, spacing, high_for,
+     low_for, closed_ts, peak, evidence, lag_prev, lag_mean, lag_square, lag_cross) = columns
+    (open_threshold, close_threshold, instant_threshold, min_duration, min_time_ns,
+     evidence_ns, close_after, close_time_ns, cooldown, cooldown_ns, interval_ns) = thresholds
     level, daily, weekly, scales, narrowing, excursions = views
     (learn_max, learn_level, learn_daily, learn_weekly, learn_scales, learn_narrowing,
      learn_excursions) = lessons
     edge = np.full(1, k)
     no_scale_floor = np.zeros(0)
-    no_announce = np.zeros(0, np.bool_)
-    no_keep = np.zeros(0, np.bool_)
     member_views = np.empty((VIEW_ROWS, 3))
     # The combined band of the row, as the one-row arrays the alerting kernels take.
     expected, band_lower, band_upper = np.empty(1), np.empty(1), np.empty(1)
@@ -132,7 +139,7 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         if is_open[slots[i]]:
             return i
         here, mine = slots[i:i + 1], local[i:i + 1]
-        t, v = ts[i:i + 1], values[i:i + 1]
+        v = values[i:i + 1]
         recent, stretch, daily_phase, weekly_phase = row_views(
             local[i], ts[i], member_views, level, daily, weekly, scales, narrowing, excursions)
         expected[0], band_lower[0], band_upper[0], baseline = row_band(
@@ -147,8 +154,32 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             away = values[i] - baseline
             if np.isfinite(away):
                 trend_step(trend, trend_ns, slots[i], away, ts[i], hold_s)
-        alerting = young_damped(age, here, score, upper)
-        _step_rows(here, alerting, t, no_announce, no_keep, *columns, *thresholds)
+        x = young_damped(age, here, score, upper)[0]
+        # ``hysteresis._step_rows``' loop body for this row: the same column glue around the
+        # same row kernels (change both; ``test_row_scan`` fails if they differ). Passing
+        # the 17 columns to a shared helper instead would cost the live loop their
+        # reference counts at every row.
+        s = slots[i]
+        prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=ts[i],
+                                               valid=not np.isnan(x))
+        independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
+                        if evidence_ns > 0 else 1.0)
+        (above[s], below[s], is_open[s], last_event_ts[s], open_for[s], since_close[s],
+         high_for[s], low_for[s], closed_ts[s], peak[s], evidence[s], learns_lag,
+         _opened, _updated, _closed) = transition(
+            x=x, t=ts[i], announce_row=False, keep_row=False, above=above[s], below=below[s],
+            was_open=is_open[s], last_event_ts=last_event_ts[s], open_for=open_for[s],
+            since_close=since_close[s], usual=spacing[s], high_for=high_for[s],
+            low_for=low_for[s], closed_ts=closed_ts[s], peak=peak[s], evidence=evidence[s],
+            independence=independence, open_threshold=open_threshold,
+            close_threshold=close_threshold, instant_threshold=instant_threshold,
+            min_duration=min_duration, min_time_ns=min_time_ns, evidence_ns=evidence_ns,
+            close_after=close_after, close_time_ns=close_time_ns, cooldown=cooldown,
+            cooldown_ns=cooldown_ns, interval_ns=interval_ns)
+        if learns_lag:
+            lag_prev[s], lag_mean[s], lag_square[s], lag_cross[s] = lag_after(
+                x=x, prev=lag_prev[s], mean=lag_mean[s], square=lag_square[s],
+                cross=lag_cross[s])
         learn_magnitude_rows(mine, v, v, magnitude, points, fractional, memory)
         row_lessons(local[i], ts[i], values[i], member_views, recent, daily_phase,
                     weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
