@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 from otel_anomaly.processors.kernel_math import maximum, minimum
 
 DIRECTIONS = {"both": 0, "up": 1, "down": 2}
@@ -61,6 +61,15 @@ def calibrate_rows(
     return band_lower, band_upper, score
 
 
+@row_kernel
+def floor_of(value: Any, magnitude: Any, fractional: Any, min_rel: float) -> Any:
+    """A row's band floor from its slot's usual magnitude (see ``calibrate_slots``)."""
+    floor: float = min_rel * np.float64(magnitude)
+    if fractional == 0 and whole(value):
+        floor = maximum(floor, 1.0)
+    return floor
+
+
 @kernel
 def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and the policy
     values: Any, expected: Any, lower: Any, upper: Any, slots: Any, magnitude: Any,
@@ -79,9 +88,8 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
-        floor: float = min_rel * np.float64(magnitude[slots[i]])
-        if fractional[slots[i]] == 0 and whole(values[i]):
-            floor = maximum(floor, 1.0)
+        floor = floor_of(value=values[i], magnitude=magnitude[slots[i]],
+                         fractional=fractional[slots[i]], min_rel=min_rel)
         if len(scale_floor):
             floor = maximum(floor, k[i] * scale_floor[i])
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
@@ -118,21 +126,29 @@ def learn_magnitude_rows(  # noqa: PLR0913 -- the rows and the slots' three colu
         if np.isfinite(values[i]) and slots[i] >= len(magnitude):
             return False
     for i in range(len(slots)):
-        value = values[i]
-        if not np.isfinite(value):
+        if not np.isfinite(values[i]):
             continue
         s = slots[i]
-        if np.isfinite(received[i]) and not whole(received[i]):
-            fractional[s] = 1
-        seen = minimum(np.float64(points[s]) + 1.0, np.float64(memory))
-        points[s] = seen
-        weight = maximum(1.0 / seen, 1.0 / memory)
-        typical = np.float64(magnitude[s])
-        learned = typical + weight * (np.abs(value) - typical)
-        if np.isfinite(learned):  # ``saturated``: finite values stay finite in float32
-            learned = minimum(maximum(learned, -_FLOAT32_MAX), _FLOAT32_MAX)
-        magnitude[s] = learned
+        magnitude[s], points[s], fractional[s] = magnitude_after(
+            value=values[i], received=received[i], magnitude=magnitude[s], points=points[s],
+            fractional=fractional[s], memory=memory)
     return True
+
+
+@row_kernel
+def magnitude_after(  # noqa: PLR0913 -- a finite row and its slot's three cells
+    value: Any, received: Any, magnitude: Any, points: Any, fractional: Any, memory: int,
+) -> Any:
+    """A slot's usual ``|value|``, points seen and fractional flag after a finite row."""
+    if np.isfinite(received) and not whole(received):
+        fractional = 1
+    seen = minimum(np.float64(points) + 1.0, np.float64(memory))
+    weight = maximum(1.0 / seen, 1.0 / memory)
+    typical = np.float64(magnitude)
+    learned = typical + weight * (np.abs(value) - typical)
+    if np.isfinite(learned):  # ``saturated``: finite values stay finite in float32
+        learned = minimum(maximum(learned, -_FLOAT32_MAX), _FLOAT32_MAX)
+    return learned, seen, fractional
 
 
 @kernel

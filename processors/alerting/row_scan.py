@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
-    calibrate_slots,
-    learn_magnitude_rows,
+    _calibrate_row,
+    floor_of,
+    magnitude_after,
 )
 from otel_anomaly.processors.alerting.hysteresis import (
     _independence,
@@ -39,7 +40,7 @@ from otel_anomaly.processors.alerting.hysteresis import (
     transition,
 )
 from otel_anomaly.processors.alerting.trend import trend_step
-from otel_anomaly.processors.alerting.young_series import young_damped
+from otel_anomaly.processors.alerting.young_series import damped
 from otel_anomaly.processors.compiled import kernel
 from otel_anomaly.processors.detectors.ensemble import Ensemble
 from otel_anomaly.processors.detectors.ensemble_row import (
@@ -130,36 +131,33 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     level, daily, weekly, scales, narrowing, excursions = views
     (learn_max, learn_level, learn_daily, learn_weekly, learn_scales, learn_narrowing,
      learn_excursions) = lessons
-    edge = np.full(1, k)
-    no_scale_floor = np.zeros(0)
     member_views = np.empty((VIEW_ROWS, 3))
-    # The combined band of the row, as the one-row arrays the alerting kernels take.
-    expected, band_lower, band_upper = np.empty(1), np.empty(1), np.empty(1)
     for i in range(start, stop):
         if is_open[slots[i]]:
             return i
-        here, mine = slots[i:i + 1], local[i:i + 1]
-        v = values[i:i + 1]
+        mine = local[i]
         recent, stretch, daily_phase, weekly_phase = row_views(
-            local[i], ts[i], member_views, level, daily, weekly, scales, narrowing, excursions)
-        expected[0], band_lower[0], band_upper[0], baseline = row_band(
+            mine, ts[i], member_views, level, daily, weekly, scales, narrowing, excursions)
+        expected, band_lower, band_upper, baseline = row_band(
             member_views, stretch * k, combine_max, centre)
-        lower, upper, score = calibrate_slots(
-            v, expected, band_lower, band_upper, mine, magnitude, fractional, edge,
-            no_scale_floor, min_abs, min_rel, direction, min_width)
-        if not score[0] < limit:  # may open, or NaN: ``_step`` takes it
+        # ``calibrate_slots`` of this row (no tail scale: ``scannable``).
+        floor = floor_of(value=values[i], magnitude=magnitude[mine],
+                         fractional=fractional[mine], min_rel=min_rel)
+        lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
+                                             floor, min_abs, min_rel, direction, min_width)
+        if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
-        out[0, i], out[1, i], out[2, i], out[3, i] = expected[0], lower[0], upper[0], score[0]
+        out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score
         if hold_s > 0:  # ``HeldBands.apply`` with nothing open: every series' trend fit
             away = values[i] - baseline
             if np.isfinite(away):
                 trend_step(trend, trend_ns, slots[i], away, ts[i], hold_s)
-        x = young_damped(age, here, score, upper)[0]
+        s = slots[i]
+        age[s], x = damped(points=age[s], score=score, upper=upper)  # ``young_damped``
         # ``hysteresis._step_rows``' loop body for this row: the same column glue around the
         # same row kernels (change both; ``test_row_scan`` fails if they differ). Passing
         # the 17 columns to a shared helper instead would cost the live loop their
         # reference counts at every row.
-        s = slots[i]
         prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=ts[i],
                                                valid=not np.isnan(x))
         independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
@@ -180,8 +178,11 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             lag_prev[s], lag_mean[s], lag_square[s], lag_cross[s] = lag_after(
                 x=x, prev=lag_prev[s], mean=lag_mean[s], square=lag_square[s],
                 cross=lag_cross[s])
-        learn_magnitude_rows(mine, v, v, magnitude, points, fractional, memory)
-        row_lessons(local[i], ts[i], values[i], member_views, recent, daily_phase,
+        # ``learn_magnitude_rows`` of this row (finite: its score is)
+        magnitude[mine], points[mine], fractional[mine] = magnitude_after(
+            value=values[i], received=values[i], magnitude=magnitude[mine],
+            points=points[mine], fractional=fractional[mine], memory=memory)
+        row_lessons(mine, ts[i], values[i], member_views, recent, daily_phase,
                     weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
                     learn_scales, learn_narrowing, learn_excursions)
     return stop

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.compiled import kernel
+from otel_anomaly.processors.compiled import kernel, row_kernel
 
 YOUNG_POINTS = 100
 """A series' first scored points alert only on larger deviations, fading to normal over
@@ -24,11 +26,16 @@ def young_damped(
     """
     out = np.empty(len(slots))
     for row in range(len(slots)):
-        points = int(age[slots[row]])
-        ready = not np.isnan(upper[row])
-        age[slots[row]] = min(points + int(ready), YOUNG_POINTS)
-        if points < YOUNG_POINTS:
-            out[row] = score[row] / (1.0 + max(0.0, 1.0 - points / YOUNG_POINTS))
-        else:
-            out[row] = score[row]
+        age[slots[row]], out[row] = damped(points=age[slots[row]], score=score[row],
+                                           upper=upper[row])
     return out
+
+
+@row_kernel
+def damped(points: Any, score: Any, upper: Any) -> Any:
+    """A slot's age after a row (``young_damped``) and the row's damped score."""
+    seen = int(points)
+    ready = not np.isnan(upper)
+    damped_score = (score / (1.0 + max(0.0, 1.0 - seen / YOUNG_POINTS))
+                    if seen < YOUNG_POINTS else score)
+    return min(seen + int(ready), YOUNG_POINTS), damped_score
