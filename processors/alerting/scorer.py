@@ -51,13 +51,13 @@ from otel_anomaly.processors.types import (
 )
 
 _FIELDS = ("expected", "lower", "upper", "score")
-SCAN_ROWS = 40
+SCAN_ROWS = 60
 """Rounds of at most this many rows are scanned (``row_scan``), larger ones run whole: a
-round through ``_step`` costs about 90 us plus 0.7 us a row, a scanned quiet row about 3 us.
+round through ``_step`` costs about 90 us plus 0.7 us a row, a scanned quiet row about 2 us.
 Backtests of N series together (40,000 synthetic points, points per CPU second), scanned
-against not: 8 series 388,000 against 92,000; 32 series 298,000 against 266,000; 40 series
-371,000 against 329,000; 48 series 292,000 against 334,000; 64 series 286,000 against
-402,000."""
+against not: 8 series 388,000 against 92,000 (when a scanned row cost 3 us); 48 series
+397,000 against 341,000; 56 series 513,000-521,000 against 409,000-418,000; 64 series
+382,000-387,000 against 397,000-400,000; 96 series 467,000 against 539,000."""
 _ROUTE_CACHE_SIZE = 4096
 
 
