@@ -9,7 +9,7 @@ over the default rules, as ``otel-anomaly run`` does before it listens:
   container whose /tmp is new);
 - ``cached``: the same folder again: kernels are loaded from the cache;
 - ``seeded``: a new, empty ``NUMBA_CACHE_DIR`` with ``OTEL_ANOMALY_KERNEL_SEED`` naming the
-  first (as the container image starts on an empty volume, ``exporter/kernel_seed.py``): the
+  first (as the container image starts on an empty volume, ``exporter/kernel_cache.py``): the
   kernels are copied from the seed (counted in its import time), then loaded;
 - ``uncompiled``: ``NUMBA_DISABLE_JIT=1``, the kernels run as plain Python (no numba cost at
   all; the baseline for the other two).
@@ -33,7 +33,7 @@ PROBE = """
 import json, time
 started = time.perf_counter()
 from otel_anomaly.exporter.config import load_config
-from otel_anomaly.exporter.kernel_seed import seed_from_environment
+from otel_anomaly.exporter.kernel_cache import seed_from_environment
 from otel_anomaly.processors.compiled import cache_dir
 from otel_anomaly.processors.kernel_warm_up import warm_up
 seed_from_environment(cache_dir())

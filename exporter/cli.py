@@ -23,7 +23,7 @@ from otel_anomaly.exporter.commands.backtest_input import BacktestInputError
 from otel_anomaly.exporter.config import ENV_CONFIG_FILE, ENV_LOG_LEVEL, Config, load_config
 from otel_anomaly.exporter.distribution import version
 from otel_anomaly.exporter.errors import ConfigError, ExporterError
-from otel_anomaly.exporter.kernel_seed import seed_from_environment
+from otel_anomaly.exporter.kernel_cache import tidy_from_environment
 from otel_anomaly.exporter.prometheus_history import HistoryError, parse_time
 from otel_anomaly.processors.compiled import cache_dir, uncached
 from otel_anomaly.processors.kernel_warm_up import warm_up
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logging.getLogger(_PROG).warning(
                     "%d scoring kernels are not cached (no writable NUMBA_CACHE_DIR, package "
                     "folder or home): they are compiled at every start", len(uncached()))
-            seed_from_environment(cache_dir())
+            tidy_from_environment(cache_dir())
         return _COMMANDS[args.command](args)
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")

@@ -309,7 +309,7 @@ _SERVICE_LINK_ENV = re.compile(
 )
 ENV_CONFIG_FILE = "OTEL_ANOMALY_CONFIG"
 ENV_LOG_LEVEL = "OTEL_ANOMALY_LOG_LEVEL"
-ENV_KERNEL_SEED = "OTEL_ANOMALY_KERNEL_SEED"  # compiled kernels to start from (kernel_seed)
+ENV_KERNEL_SEED = "OTEL_ANOMALY_KERNEL_SEED"  # compiled kernels to start from (kernel_cache)
 _ENV_OTHER = (ENV_CONFIG_FILE, ENV_LOG_LEVEL, ENV_KERNEL_SEED)
 
 

@@ -1,14 +1,21 @@
-"""Compiled kernels copied from a seed folder into numba's cache (``kernel_seed``)."""
+"""The compiled-kernel cache at start: seeded from a folder of compiled kernels, old versions pruned."""
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from otel_anomaly.exporter.cli import main
-from otel_anomaly.exporter.kernel_seed import seed_from_environment, seed_kernel_cache
+from otel_anomaly.exporter.kernel_cache import (
+    STALE_AFTER_S,
+    prune_other_versions,
+    seed_from_environment,
+    seed_kernel_cache,
+)
 from otel_anomaly.processors.compiled import cache_dir, cache_folder_name
 
 
@@ -72,3 +79,35 @@ def test_compile_kernels_loads_every_kernel_and_says_where(
     out = capsys.readouterr().out
     assert out.startswith("scoring kernels ready in ")
     assert out.rstrip().endswith(f"cached in {cache_dir()}")
+
+
+def _aged(folder: Path, days: float, now: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "f.nbi").write_bytes(b"index")
+    os.utime(folder, (now - days * 86_400, now - days * 86_400))
+    return folder
+
+
+def test_other_versions_unused_for_a_week_are_removed_and_this_one_marked_used(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    current = _aged(tmp_path / cache_folder_name(), 30, now)  # compiled long ago, in use now
+    old = _aged(tmp_path / "otel-anomaly-00000000000000aa", 8, now)
+    recent = _aged(tmp_path / "otel-anomaly-00000000000000bb", 6, now)  # a branch visited
+    foreign = _aged(tmp_path / "otel-anomaly-notadigest", 90, now)  # not ours to remove
+    other = _aged(tmp_path / "somebody-else", 90, now)
+    assert prune_other_versions(str(current), now) == [old.name]
+    assert not old.exists()
+    assert recent.is_dir() and foreign.is_dir() and other.is_dir()
+    assert now - current.stat().st_mtime < STALE_AFTER_S / 2
+    # A week later, without a start of that branch, its folder goes too.
+    assert prune_other_versions(str(current), now + 2 * 86_400) == [recent.name]
+
+
+def test_a_cache_folder_not_named_by_a_digest_prunes_nothing(tmp_path: Path) -> None:
+    now = time.time()
+    old = _aged(tmp_path / "otel-anomaly-00000000000000aa", 30, now)
+    assert prune_other_versions(str(tmp_path / "kernels"), now) == []
+    assert prune_other_versions(str(tmp_path / cache_folder_name()), now) == []  # missing
+    assert old.is_dir()

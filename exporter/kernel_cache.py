@@ -1,4 +1,4 @@
-"""Compiled kernels shipped in an image, copied into the cache numba reads at start.
+"""The compiled-kernel cache at start: seeded from an image's kernels, old versions pruned.
 
 A first start compiles the scoring kernels (about 50 s on 2 cores), and so does every start
 on an empty volume (a new pod, an ``emptyDir``). The container image compiles them once at
@@ -8,19 +8,30 @@ names that folder in ``OTEL_ANOMALY_KERNEL_SEED``. At start, the files of the se
 numba's cache (``NUMBA_CACHE_DIR``, on the state volume) lacks are copied into it; numba then
 loads them instead of compiling. Files already in the cache are kept: numba checks every
 entry against the sources' stamps and the CPU, and recompiles what does not match.
+
+Each version of the sources caches its kernels in a folder of its own (about 8 MiB), so
+every upgrade would leave one more on the state volume. At start the folder in use is
+marked used (its modification time) and the folders of other versions unused for
+``STALE_AFTER_S`` are removed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 from otel_anomaly.exporter.config import ENV_KERNEL_SEED
 from otel_anomaly.processors.compiled import cache_folder_name
 
 logger = logging.getLogger(__name__)
+STALE_AFTER_S = 7 * 86_400.0
+"""A cache folder of other sources unused this long is removed (a week: a checkout moving
+between branches keeps the kernels of the ones it visits)."""
+_VERSION_FOLDER = re.compile(r"otel-anomaly-[0-9a-f]{16}")
 
 
 def seed_kernel_cache(seed_base: str, cache_dir: str) -> int:
@@ -66,3 +77,44 @@ def seed_from_environment(cache_dir: str | None) -> None:
     if copied:
         logger.info("copied %d compiled kernel files from %s into %s", copied, seed_base,
                     cache_dir)
+
+
+def prune_other_versions(cache_dir: str, now: float,
+                         stale_after_s: float = STALE_AFTER_S) -> list[str]:
+    """Mark ``cache_dir`` used; remove its siblings of other sources unused for ``stale_after_s``.
+
+    ``cache_dir`` is this process's kernel folder (``compiled.cache_dir()``); siblings are
+    removed only when named as such a folder is (``otel-anomaly-`` and 16 hex digits) and
+    not modified for ``stale_after_s`` seconds before ``now``. Returns their names.
+    """
+    current = Path(cache_dir)
+    if not _VERSION_FOLDER.fullmatch(current.name) or not current.is_dir():
+        return []
+    os.utime(current)  # in use: a process of these sources started now
+    removed = []
+    for sibling in sorted(current.parent.iterdir()):
+        if (sibling.name == current.name or not _VERSION_FOLDER.fullmatch(sibling.name)
+                or sibling.is_symlink() or not sibling.is_dir()
+                or now - sibling.stat().st_mtime < stale_after_s):
+            continue
+        shutil.rmtree(sibling)
+        removed.append(sibling.name)
+    return removed
+
+
+def tidy_from_environment(cache_dir: str | None) -> None:
+    """Seed ``cache_dir`` (``seed_from_environment``), then prune other versions; logs it.
+
+    Best effort: a folder that cannot be removed is left, with a warning.
+    """
+    seed_from_environment(cache_dir)
+    if not cache_dir:
+        return
+    try:
+        removed = prune_other_versions(cache_dir, time.time())
+    except OSError as exc:
+        logger.warning("cannot remove old compiled kernels next to %s (%s)", cache_dir, exc)
+        return
+    if removed:
+        logger.info("removed the compiled kernels of %d other versions unused for %d days "
+                    "(%s)", len(removed), STALE_AFTER_S // 86_400, ", ".join(removed))
