@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from otel_anomaly.exporter.config import ENV_KERNEL_SEED
-from otel_anomaly.processors.compiled import cache_folder_name
 
 logger = logging.getLogger(__name__)
 STALE_AFTER_S = 7 * 86_400.0
@@ -34,15 +33,18 @@ between branches keeps the kernels of the ones it visits)."""
 _VERSION_FOLDER = re.compile(r"otel-anomaly-[0-9a-f]{16}")
 
 
-def seed_kernel_cache(seed_base: str, cache_dir: str) -> int:
+def seed_kernel_cache(seed_base: str, cache_dir: str) -> int | None:
     """Copy what ``cache_dir`` lacks of the seed under ``seed_base``; the number of files.
 
     ``seed_base`` is the ``NUMBA_CACHE_DIR`` the seed was compiled with: its kernels for
-    these sources are in its ``cache_folder_name()`` folder, as ``cache_dir``'s are. A
-    missing seed copies nothing; a file that cannot be copied is left to compile.
+    these sources are in the folder named as ``cache_dir`` is (``otel-anomaly-<digest>``,
+    ``compiled.kernel_cache_dir``). None when the seed has no such folder (other sources,
+    or no seed at all).
     """
-    seed = Path(seed_base) / cache_folder_name()
-    if not seed.is_dir() or Path(cache_dir).resolve() == seed.resolve():
+    seed = Path(seed_base) / Path(cache_dir).name
+    if not seed.is_dir():
+        return None
+    if Path(cache_dir).resolve() == seed.resolve():  # compiling the seed itself
         return 0
     copied = 0
     for source in sorted(seed.rglob("*")):
@@ -74,7 +76,11 @@ def seed_from_environment(cache_dir: str | None) -> None:
         logger.warning("%s=%s: cannot copy the compiled kernels (%s); they compile instead",
                        ENV_KERNEL_SEED, seed_base, exc)
         return
-    if copied:
+    if copied is None:
+        logger.warning("%s=%s holds no compiled kernels of these sources (no folder %s); "
+                       "they compile instead", ENV_KERNEL_SEED, seed_base,
+                       Path(cache_dir).name)
+    elif copied:
         logger.info("copied %d compiled kernel files from %s into %s", copied, seed_base,
                     cache_dir)
 

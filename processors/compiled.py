@@ -51,14 +51,9 @@ def source_digest(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_folder_name() -> str:
-    """The folder under ``NUMBA_CACHE_DIR`` holding the kernels compiled from these sources."""
-    return f"otel-anomaly-{source_digest(Path(__file__).parent)}"
-
-
 def kernel_cache_dir(base: str) -> str:
     """Where kernels compiled from these sources are cached under ``NUMBA_CACHE_DIR=base``."""
-    return os.path.join(base, cache_folder_name())
+    return os.path.join(base, f"otel-anomaly-{source_digest(Path(__file__).parent)}")
 
 
 def cache_dir() -> str:

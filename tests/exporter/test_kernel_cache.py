@@ -16,11 +16,13 @@ from otel_anomaly.exporter.kernel_cache import (
     seed_from_environment,
     seed_kernel_cache,
 )
-from otel_anomaly.processors.compiled import cache_dir, cache_folder_name
+from otel_anomaly.processors.compiled import cache_dir
+
+FOLDER = "otel-anomaly-0123456789abcdef"  # a version's kernel folder (compiled.kernel_cache_dir)
 
 
 def _seed(base: Path, files: dict[str, bytes]) -> Path:
-    folder = base / cache_folder_name()
+    folder = base / FOLDER
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
@@ -34,7 +36,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_the_files_the_cache_lacks_are_copied_and_its_own_are_kept(tmp_path: Path) -> None:
     _seed(tmp_path / "seed", {"a_1/f-1.py311.nbi": b"index", "a_1/f-1.py311.1.nbc": b"code",
                               "b_2/g-9.py311.nbi": b"seed's index"})
-    cache = tmp_path / "volume" / cache_folder_name()
+    cache = tmp_path / "volume" / FOLDER
     (cache / "b_2").mkdir(parents=True)
     (cache / "b_2" / "g-9.py311.nbi").write_bytes(b"compiled here")  # e.g. another CPU's
     assert seed_kernel_cache(str(tmp_path / "seed"), str(cache)) == 2
@@ -47,10 +49,20 @@ def test_a_seed_of_other_sources_or_none_copies_nothing(tmp_path: Path) -> None:
     other = tmp_path / "seed" / "otel-anomaly-0000000000000000"
     other.mkdir(parents=True)
     (other / "f.nbi").write_bytes(b"old release")
-    cache = tmp_path / "volume" / cache_folder_name()
-    assert seed_kernel_cache(str(tmp_path / "seed"), str(cache)) == 0
-    assert seed_kernel_cache(str(tmp_path / "missing"), str(cache)) == 0
+    cache = tmp_path / "volume" / FOLDER
+    assert seed_kernel_cache(str(tmp_path / "seed"), str(cache)) is None
+    assert seed_kernel_cache(str(tmp_path / "missing"), str(cache)) is None
     assert not cache.exists()
+
+
+def test_a_seed_without_these_kernels_is_named_in_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("OTEL_ANOMALY_KERNEL_SEED", str(tmp_path / "typo"))
+    with caplog.at_level(logging.WARNING):
+        seed_from_environment(str(tmp_path / "volume" / FOLDER))
+    assert f"OTEL_ANOMALY_KERNEL_SEED={tmp_path / 'typo'} holds no compiled kernels" in caplog.text
+    assert FOLDER in caplog.text
 
 
 def test_the_seed_is_not_copied_onto_itself(tmp_path: Path) -> None:
@@ -66,7 +78,7 @@ def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failure(
     blocked.write_bytes(b"")  # a file where the cache folder should be
     monkeypatch.setenv("OTEL_ANOMALY_KERNEL_SEED", str(tmp_path / "seed"))
     with caplog.at_level(logging.WARNING):
-        seed_from_environment(str(blocked / "kernels"))
+        seed_from_environment(str(blocked / FOLDER))
     assert "cannot copy the compiled kernels" in caplog.text
     assert str(tmp_path / "seed") in caplog.text
 
@@ -92,7 +104,7 @@ def test_other_versions_unused_for_a_week_are_removed_and_this_one_marked_used(
     tmp_path: Path,
 ) -> None:
     now = time.time()
-    current = _aged(tmp_path / cache_folder_name(), 30, now)  # compiled long ago, in use now
+    current = _aged(tmp_path / FOLDER, 30, now)  # compiled long ago, in use now
     old = _aged(tmp_path / "otel-anomaly-00000000000000aa", 8, now)
     recent = _aged(tmp_path / "otel-anomaly-00000000000000bb", 6, now)  # a branch visited
     foreign = _aged(tmp_path / "otel-anomaly-notadigest", 90, now)  # not ours to remove
@@ -109,5 +121,5 @@ def test_a_cache_folder_not_named_by_a_digest_prunes_nothing(tmp_path: Path) -> 
     now = time.time()
     old = _aged(tmp_path / "otel-anomaly-00000000000000aa", 30, now)
     assert prune_other_versions(str(tmp_path / "kernels"), now) == []
-    assert prune_other_versions(str(tmp_path / cache_folder_name()), now) == []  # missing
+    assert prune_other_versions(str(tmp_path / FOLDER), now) == []  # missing
     assert old.is_dir()

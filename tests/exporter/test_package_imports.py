@@ -22,6 +22,10 @@ def test_the_cli_module_imports_no_server() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
+def test_the_public_names_are_the_lazily_loaded_ones() -> None:
+    assert sorted(exporter.__all__) == sorted(exporter._HOMES)
+
+
 @pytest.mark.parametrize("name", exporter.__all__)
 def test_every_public_name_loads_from_its_module(name: str) -> None:
     value = getattr(exporter, name)
