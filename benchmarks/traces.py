@@ -14,7 +14,9 @@ operations of the other services stay quiet.
 Printed: anomaly opens per operation-day on the quiet operations, per metric, after the
 warm-up days (each is a false alarm); multivariate opens per quiet service-day; and, per
 incident, the delay from its onset to the first open on the operation's error ratio
-(bursts) or any of its latency quantiles (regressions). Span outliers are off unless
+(bursts) or any of its latency quantiles (regressions), and how much of the incident an
+anomaly covered: on those series ("held"), and on the service's multivariate score
+("service"). Span outliers are off unless
 ``--span-outliers``: then each request's spans of an operation are also scored as its
 span-duration series (4 and the slowest, the built-in rule), and their opens on the quiet
 operations count as false alarms too (``traces_span_duration_milliseconds``). Seeded: the
@@ -27,7 +29,9 @@ import argparse
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TextIO
 
 import numpy as np
@@ -38,7 +42,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.types import AnomalyEvent
+from otel_anomaly.processors.types import AnomalyEvent, SeriesKey
 
 SECOND = 1_000_000_000
 DAY_S = 86_400
@@ -152,8 +156,43 @@ def run(days: float, warmup_days: float, seed: int, span_outliers: bool = False,
     return events, spans
 
 
+def _label(key: SeriesKey, name: str) -> str:
+    return dict(key.resource).get(name, "") or dict(key.attributes).get(name, "")
+
+
+def _is_checkout(key: SeriesKey, operation: str, wanted: tuple[str, ...]) -> bool:
+    """A series of checkout's ``operation`` ("": the service's own) named like ``wanted``."""
+    return (_label(key, "service.name") == "checkout"
+            and _label(key, "span.name") == operation and any(w in key.metric for w in wanted))
+
+
 def _attr(event: AnomalyEvent, name: str) -> str:
-    return dict(event.key.resource).get(name, "") or dict(event.key.attributes).get(name, "")
+    return _label(event.key, name)
+
+
+def _open_spans(events: list[AnomalyEvent], end_ns: int) -> dict[tuple[SeriesKey, int], int]:
+    """Each anomaly's open time to its close time (``end_ns`` if still open), by series."""
+    spans: dict[tuple[SeriesKey, int], int] = {}
+    opened: dict[SeriesKey, int] = {}
+    for event in events:
+        if event.kind == "open":
+            opened[event.key] = event.ts_unix_nano
+        elif event.kind == "close" and event.key in opened:
+            spans[(event.key, opened.pop(event.key))] = event.ts_unix_nano
+    spans.update({(key, at): end_ns for key, at in opened.items()})
+    return spans
+
+
+def _covered(spans: dict[tuple[SeriesKey, int], int], keep: Callable[[SeriesKey], bool],
+             start: float, end: float) -> float:
+    """Share of ``[start, end)`` inside an anomaly of a series that ``keep`` selects."""
+    marks = sorted((max(at, start), min(until, end)) for (key, at), until in spans.items()
+                   if keep(key) and at < end and until > start)
+    covered, reach = 0.0, start
+    for lo, hi in marks:
+        covered += max(0, hi - max(lo, reach))
+        reach = max(reach, hi)
+    return covered / (end - start)
 
 
 def report(events: list[AnomalyEvent], days: float, warmup_days: float, out: TextIO) -> None:
@@ -174,7 +213,10 @@ def report(events: list[AnomalyEvent], days: float, warmup_days: float, out: Tex
     univariate = sum(n for m, n in per_metric.items() if not m.startswith("service_"))
     out.write(f"  {'all operation series':50s} {univariate:5d}  {univariate / op_days:7.3f} "
               "per operation-day\n")
-    out.write("incidents on checkout (delay from onset to the first open):\n")
+    out.write("incidents on checkout (delay from onset to the first open; share of the "
+              "incident covered by an anomaly on those series and on the service's "
+              "multivariate score):\n")
+    spans = _open_spans(events, int((START_S + days * DAY_S) * SECOND))
     for inc in incidents(days, warmup_days):
         start = (START_S + inc.start_s) * SECOND
         wanted = ("error:ratio",) if inc.kind == "error_burst" else ("milliseconds:p",)
@@ -185,8 +227,14 @@ def report(events: list[AnomalyEvent], days: float, warmup_days: float, out: Tex
         first = min(hits, key=lambda e: e.ts_unix_nano, default=None)
         found = ("missed" if first is None else
                  f"{(first.ts_unix_nano - start) / SECOND:6.0f} s  {first.key.metric}")
+        end = start + int(inc.length_s * SECOND)
+        held = _covered(spans, partial(_is_checkout, operation=inc.operation, wanted=wanted),
+                        start, end)
+        service = _covered(spans, partial(_is_checkout, operation="", wanted=("service_",)),
+                           start, end)
         out.write(f"  {inc.kind:12s} x{inc.size:<4g} {inc.operation:13s} at "
-                  f"{inc.start_s / 3600 % 24:5.1f} h for {inc.length_s:5.0f} s: {found}\n")
+                  f"{inc.start_s / 3600 % 24:5.1f} h for {inc.length_s:5.0f} s: "
+                  f"held {held:4.0%} service {service:4.0%}  {found}\n")
 
 
 def main() -> int:

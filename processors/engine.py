@@ -103,8 +103,10 @@ class Engine:
         self.spans = SpanPath(traces, self.index) if isinstance(traces, TracesExtractor) else None
         self.deploys = DeployTracker(settings.deploy_grace_s)
         # Per-service vectors span traces and logs: they share the traces window.
+        # Its models hold lasting outliers as long as the score's rule holds the anomaly.
         self.multivariate = MultivariateStage(
-            multivariate, int(settings.traces_window_s * 1e9)
+            multivariate, int(settings.traces_window_s * 1e9),
+            self.scorer.rules[self.scorer.rule_for(MULTIVARIATE_METRIC)].alert.lasting_s,
         ) if multivariate.enabled else None
         self.silence = SilenceWatch(settings.silence_after_s, settings.max_series)
         # Alert review: the scorer consults the book before its hysteresis.

@@ -138,6 +138,17 @@ class AlertPolicy:
     accept_after_s: float = 4 * 3600.0
     false_alarm_budget: float = 0.0
 
+    @property
+    def lasting_s(self) -> float:
+        """How long a level that holds stays flagged before it is accepted as the baseline.
+
+        That is ``max(hold_s, accept_after_s)``, or 0 without a hold.
+
+        >>> AlertPolicy().lasting_s, AlertPolicy(hold_s=0).lasting_s
+        (14400.0, 0.0)
+        """
+        return max(self.hold_s, self.accept_after_s) if self.hold_s > 0 else 0.0
+
     def __post_init__(self) -> None:
         if self.false_alarm_budget > 0 and self.evidence_point_s > 0:
             # rarity.points_to_open derives the budget's edge for points in a row.

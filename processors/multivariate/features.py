@@ -14,7 +14,12 @@ feature                   value                                               un
 ``log_error_ratio``       error-or-worse records / (records + 50)             ratio
 ========================  ==================================================  =========
 
-A feature the window lacks (no calls, so no error ratio; a service without logs) is NaN.
+A feature the window lacks (no calls, so no error ratio; a service without logs) is NaN,
+except the p95 latency: it is emitted only once enough calls have been pooled
+(``signals.quantile_pools``), so a quiet window takes the service's latest p95, at most
+``MAX_SPAN_S`` old, as Prometheus lets a sample stand for its five-minute lookback.
+Otherwise a service at a few calls per window alternates between windows with and without
+its latency, and a latency regression scores as unusual only every other window.
 Error ratios are shrunk by ``PRIOR_CALLS`` calls (records) of no error when their counts
 are known: a window with few calls says little about the error rate, so 1 error in 4
 calls is 1.9 % rather than 25 % (a deviation the model would weigh like an outage), while
@@ -34,6 +39,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.signals.logs import ERROR_RATIO_METRIC as LOG_ERROR_METRIC
 from otel_anomaly.processors.signals.logs import RATE_METRIC as LOG_RATE_METRIC
 from otel_anomaly.processors.signals.otlp_resources import service_labels
+from otel_anomaly.processors.signals.quantile_pools import MAX_SPAN_S
 from otel_anomaly.processors.signals.traces import CALLS_METRIC, DURATION_METRIC, ERROR_RATIO_METRIC
 from otel_anomaly.processors.state.codec import as_labels
 from otel_anomaly.processors.types import Labels, SeriesKey
@@ -70,6 +76,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("log_error_ratio", "log error ratio", 0.01, log=False),
 )
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
+CARRIED = (FEATURE_NAMES.index("p95_latency"),)
+"""Features a window without its own value takes from the service's latest window (above)."""
 FLOORS = np.array([f.floor for f in FEATURES])
 SOURCE_METRICS = frozenset({CALLS_METRIC, ERROR_RATIO_METRIC, P95_METRIC, LOG_RATE_METRIC,
                             LOG_ERROR_METRIC})
@@ -167,6 +175,11 @@ class ServiceVectors:
     >>> done = sv.add([SeriesKey(CALLS_METRIC, svc, ())], [30], [1.0], now=1.0)
     >>> [(v.end_unix_nano, round(float(v.x[0]), 3)) for v in done]
     [(10, 1.609)]
+    >>> p95 = SeriesKey(P95_METRIC, svc, (("span.name", "a"),))
+    >>> calls = SeriesKey(CALLS_METRIC, svc, (("span.name", "a"),))
+    >>> done = sv.add([calls, p95, calls, calls], [40, 40, 50, 60], [2.0, 99.0, 2.0, 2.0], 2.0)
+    >>> [(v.end_unix_nano, float(np.expm1(v.x[2]))) for v in done]  # none at 30 or 50
+    [(30, nan), (40, 99.0), (50, 99.0)]
     """
 
     def __init__(self, window_ns: int, max_services: int = 500, slack: int = 1) -> None:
@@ -179,6 +192,9 @@ class ServiceVectors:
         self._pending: dict[Labels, dict[int, tuple[_Points, _Points]]] = {}
         self._finished: dict[Labels, int] = {}  # service -> newest finished window index
         self._seen: dict[Labels, float] = {}  # service -> ingest time it last had a point
+        # service -> the latest (window index, value) of each ``CARRIED`` feature
+        self._carried: dict[Labels, dict[int, tuple[int, float]]] = {}
+        self._carry_windows = max(1, math.ceil(MAX_SPAN_S * 1e9 / window_ns))
 
     def add(
         self, keys: Sequence[SeriesKey], ts: Sequence[int], values: Sequence[float], now: float,
@@ -215,10 +231,20 @@ class ServiceVectors:
                 pending = windows.pop(window)
                 # (A checkpoint from before counts holds the points alone.)
                 x = vector_of(*pending) if isinstance(pending, tuple) else vector_of(pending)
+                self._carry(service, window, x)
                 self._finished[service] = window
                 out.append(ServiceVector(service, (window + 1) * self.window_ns, x))
         out.sort(key=lambda v: v.end_unix_nano)
         return out
+
+    def _carry(self, service: Labels, window: int, x: NDArray[np.float64]) -> None:
+        """Fill ``x``'s missing ``CARRIED`` features from the service's recent windows."""
+        latest = self._carried.setdefault(service, {})
+        for j in CARRIED:
+            if math.isfinite(x[j]):
+                latest[j] = (window, float(x[j]))
+            elif j in latest and window - latest[j][0] <= self._carry_windows:
+                x[j] = latest[j][1]
 
     def _admit(self, service: Labels) -> bool:
         if len(self._finished) >= self.max_services:
@@ -234,7 +260,9 @@ class ServiceVectors:
     def state_dict(self) -> dict[str, Any]:
         """Windows being assembled, the newest finished window and last sight per service."""
         return {"skipped_points": self.skipped_points, "pending": self._pending,
-                "finished": self._finished, "seen": self._seen}
+                "finished": self._finished, "seen": self._seen,
+                "carried": {service: [[j, window, value] for j, (window, value) in latest.items()]
+                            for service, latest in self._carried.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict``."""
@@ -245,6 +273,9 @@ class ServiceVectors:
             for service, windows in state["pending"].items()}
         self._finished = {as_labels(s): int(window) for s, window in state["finished"].items()}
         self._seen = {as_labels(s): float(seen) for s, seen in state["seen"].items()}
+        self._carried = {  # (older checkpoints carried nothing)
+            as_labels(s): {int(j): (int(window), float(value)) for j, window, value in latest}
+            for s, latest in state.get("carried", {}).items()}
 
     def shift_clock(self, delta: float) -> None:
         """Move every ingest-time "last seen" by ``delta`` seconds (after a restore)."""
@@ -256,5 +287,6 @@ class ServiceVectors:
         for service in stale:
             self._pending.pop(service, None)
             self._finished.pop(service, None)
+            self._carried.pop(service, None)
             del self._seen[service]
         return stale

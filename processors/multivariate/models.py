@@ -2,10 +2,13 @@
 
 Every model standardises each feature by its running mean and spread (floored, see
 ``features.FLOORS``) and learns points clipped to ``CLIP`` spreads from the mean, so one
-extreme window teaches little. Scores are distances (the SVM's a margin), higher = more unusual;
-contributions are each feature's share of the score (they sum to 1). Models run once per
-service per window, so a Python object per service is affordable; the number of services
-is capped by the stage that owns them.
+extreme window teaches little. A window beyond the moments' 99.9 % radius (an outlier under
+a Gaussian of the learned mean and covariance) teaches nothing until outliers have gone on
+for the stage's ``lasting_s`` (``MultivariateModel.holds``): a lasting incident stays as
+unusual as at its onset instead of being learned within a few windows. Scores are distances
+(the SVM's a margin), higher = more unusual; contributions are each feature's share of the
+score (they sum to 1). Models run once per service per window, so a Python object per
+service is affordable; the number of services is capped by the stage that owns them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,23 @@ CLIP = 5.0
 """Spreads from the running mean beyond which a learned point is clipped..."""
 CLIP_AFTER = 10
 """... once this many points have been learned (before, the spread is not known yet)."""
+OUTLIER_Z = 3.090
+"""Standard normal quantile of the outlier radius (0.999): see ``outlier_radius2``."""
+
+
+def outlier_radius2(known: int) -> float:
+    """Squared Mahalanobis radius holding 99.9 % of a Gaussian in ``known`` dimensions.
+
+    The chi-square quantile by the Wilson-Hilferty cube approximation (within 3 % for
+    ``known`` >= 1, where an outlier is a window far beyond it anyway).
+
+    Examples
+    --------
+    >>> [round(outlier_radius2(k), 1) for k in (1, 5)]  # exact: 10.8, 20.5
+    [11.1, 20.7]
+    """
+    c = 2.0 / (9.0 * known)
+    return known * (1.0 - c + OUTLIER_Z * math.sqrt(c)) ** 3
 
 
 class RunningMoments:
@@ -80,6 +100,16 @@ class RunningMoments:
         known = np.isfinite(x) & self.seen
         return np.where(known, x - self.mean, 0.0), known
 
+    def outlying(self, x: NDArray[np.float64]) -> bool:
+        """Whether ``x`` lies beyond the 99.9 % radius of the learned (floored) Gaussian."""
+        delta, known = self.deviation(x)
+        k = int(known.sum())
+        if not self.n or not k:
+            return False
+        sub = self.floored_cov()[np.ix_(known, known)]
+        d = delta[known]
+        return float(d @ np.linalg.solve(sub, d)) > outlier_radius2(k)
+
     def standardized(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """Deviation from the mean in spreads (0 where missing)."""
         return self.deviation(x)[0] / self.spread()
@@ -108,14 +138,42 @@ class MultivariateModel(abc.ABC):
 
     def __init__(self, floors: NDArray[np.float64], alpha: float) -> None:
         self.moments = RunningMoments(floors, alpha)
+        self.outliers_since_ns = -1
+        """Event time of the first window of the current run of outliers (-1: none)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The model's learned state (only for ``savable`` models)."""
-        return {"moments": self.moments.state_dict()}
+        return {"moments": self.moments.state_dict(), "outliers_since_ns": self.outliers_since_ns}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the state saved by ``state_dict``."""
+        """Restore the state saved by ``state_dict`` (older saves have no outlier run)."""
         self.moments.load_state_dict(state["moments"])
+        self.outliers_since_ns = int(state.get("outliers_since_ns", -1))
+
+    def holds(self, x: NDArray[np.float64], at_ns: int, accept_after_ns: int) -> bool:
+        """Whether ``x`` (ending at ``at_ns``) must not be learned.
+
+        That is, whether it is an outlier of a run younger than ``accept_after_ns``. Once
+        outliers have lasted that long they are the new normal and are learned (clipped, as
+        any window), so the model adapts to them.
+
+        Examples
+        --------
+        >>> model = PcaModel(np.full(2, 0.01), alpha=0.1)
+        >>> for x in np.random.default_rng(0).normal(0.0, 1.0, (50, 2)):
+        ...     model.learn_one(x)
+        >>> far = np.array([9.0, 9.0])
+        >>> [model.holds(far, t, accept_after_ns=20) for t in (0, 10, 20)]
+        [True, True, False]
+        >>> model.holds(np.zeros(2), 30, accept_after_ns=20), model.outliers_since_ns
+        (False, -1)
+        """
+        if self.moments.n < CLIP_AFTER or not self.moments.outlying(x):
+            self.outliers_since_ns = -1
+            return False
+        if self.outliers_since_ns < 0:
+            self.outliers_since_ns = at_ns
+        return at_ns - self.outliers_since_ns < accept_after_ns
 
     @property
     def n_learned(self) -> int:

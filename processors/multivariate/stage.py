@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,10 @@ class MultivariateStage:
 
     Each finished vector is scored by its service's model (once warm), the score is added
     to the request's observations as ``service_multivariate:score{model=...}`` (calibrated
-    and alerted on like any series), then the vector is learned.
+    and alerted on like any series), then the vector is learned, unless it is an outlier
+    of a run younger than ``lasting_s`` (``MultivariateModel.holds``). The engine passes
+    the score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps its score as
+    long as the score's own anomaly is held, instead of being learned within a few windows.
 
     Examples
     --------
@@ -62,8 +66,12 @@ class MultivariateStage:
     FeatureShare(label='call rate', share=1.0, value='50', usual='5.4')
     """
 
-    def __init__(self, settings: MultivariateSettings, window_ns: int) -> None:
+    def __init__(self, settings: MultivariateSettings, window_ns: int,
+                 lasting_s: float = 0.0) -> None:
         self.settings = settings
+        # Clipped to int64 nanoseconds: ``inf`` holds for good.
+        self.accept_after_ns = min(int(lasting_s * 1e9), (1 << 63) - 1) \
+            if math.isfinite(lasting_s) else (1 << 63) - 1
         self.vectors = ServiceVectors(window_ns, settings.max_services)
         self.models: dict[Labels, MultivariateModel] = {}
         self._model = MODELS[settings.model]
@@ -107,7 +115,8 @@ class MultivariateStage:
                 key = SeriesKey(MULTIVARIATE_METRIC, vector.service, self._attributes)
                 out.add(key, vector.end_unix_nano, score)
                 why[(key, vector.end_unix_nano)] = self._attribution(model, vector.x, shares)
-            model.learn_one(vector.x)
+            if not model.holds(vector.x, vector.end_unix_nano, self.accept_after_ns):
+                model.learn_one(vector.x)
         return why
 
     def _attribution(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from otel_anomaly.processors.multivariate import (
     FEATURES,
     MODELS,
     MULTIVARIATE_METRIC,
+    MULTIVARIATE_RULE,
     MultivariateSettings,
 )
 from otel_anomaly.processors.multivariate.features import FLOORS
@@ -80,15 +82,18 @@ def _window_request(service: str, k: int, rng: np.random.Generator, *, error_p: 
 
 
 def _run(engine: Engine, services: list[str], windows: int, incident: range = range(0),
-         seed: int = 0) -> tuple[list[float], list[AnomalyEvent]]:
-    """Feed ``windows`` windows of traces per service; return mv scores and mv events."""
+         seed: int = 0, *, errors: bool = True) -> tuple[list[float], list[AnomalyEvent]]:
+    """Feed ``windows`` windows of traces per service; return mv scores and mv events.
+
+    In ``incident`` windows latency is x4 and, with ``errors``, 40 % of calls fail.
+    """
     rng = np.random.default_rng(seed)
     scores: list[float] = []
     events: list[AnomalyEvent] = []
     for k in range(windows):
         bad = k in incident
         for service in services:
-            request = _window_request(service, k, rng, error_p=0.4 if bad else 0.01,
+            request = _window_request(service, k, rng, error_p=0.4 if bad and errors else 0.01,
                                       latency_ms=400.0 if bad else 100.0)
             result = engine.ingest("traces", request)
             for row, slot in enumerate(result.scores.slots.tolist()):
@@ -181,3 +186,28 @@ def test_a_configured_rule_naming_the_score_replaces_the_built_in_one() -> None:
     assert [rule.name for rule in engine.scorer.rules] == ["mine", "default"]
     assert [rule.name for rule in Engine(EngineSettings(clock=FakeClock())).scorer.rules][0] == (
         "multivariate")
+
+
+def test_a_lasting_incident_stays_unusual_until_the_score_rule_accepts_it() -> None:
+    # p95 latency x4 from window 60 on, a regression that holds. The default rule's
+    # lasting_s is 4 h, far beyond these 100 windows of 10 s.
+    scores, events = _run(_engine(), ["checkout"], 160, range(60, 160), seed=3, errors=False)
+    opens = [e for e in events if e.kind == "open"]
+    assert opens and opens[0].ts_unix_nano >= 60 * 10 * SECOND, [e.kind for e in events]
+    assert not [e for e in events if e.kind == "close"], (
+        f"closed while the regression went on; raw scores {[round(s, 1) for s in scores[-40:]]}")
+    # One score a window; the last window is still open: the last 99 are windows 60-158.
+    onset = max(scores[-99:-94])
+    assert min(scores[-20:]) > 0.8 * onset, (onset, scores[-20:])
+
+
+def test_after_lasting_s_the_model_learns_the_new_level_and_the_anomaly_closes() -> None:
+    alert = replace(MULTIVARIATE_RULE.alert, hold_s=200.0, accept_after_s=200.0)
+    engine = _engine(rule=replace(MULTIVARIATE_RULE, alert=alert))
+    scores, events = _run(engine, ["checkout"], 160, range(60, 160), seed=3, errors=False)
+    kinds = [(e.kind, e.ts_unix_nano // (10 * SECOND)) for e in events]
+    closes = [k for kind, k in kinds if kind == "close"]
+    assert closes, kinds
+    # Held for the 20 windows of lasting_s, then learned within a few more.
+    assert 60 + 20 <= closes[0] <= 60 + 40, kinds
+    assert max(scores[-20:]) < 0.5 * max(scores[-99:-94]), scores[-40:]
