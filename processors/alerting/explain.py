@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from otel_anomaly.processors.alerting.silence import duration_text
 from otel_anomaly.processors.multivariate.stage import Attribution
 from otel_anomaly.processors.types import SeriesKey
 
@@ -185,8 +186,18 @@ def explain_multivariate(kind: str, key: SeriesKey, *, score: float, why: Attrib
     service checkout: unusual mix of features, error ratio contributes 81% (0.35, usual
     0.012), then p95 latency (ms) 15% (820, usual 120); multivariate score 7.2x the band
     half-width, by pca
+
+    A close after the model took a lasting change in as normal says so:
+
+    >>> print(explain_multivariate("close", key, score=0.5, why=Attribution("pca", (), 14400)))
+    service checkout: the new mix of features is now the baseline, unusual for 4h until the
+    model accepted it as normal, by pca
     """
     service = service_name(key)
+    if kind == "close" and why.baseline_after_s > 0:
+        return (f"service {service}: the new mix of features is now the baseline, unusual for "
+                f"{duration_text(why.baseline_after_s)} until the model accepted it as normal, "
+                f"by {why.model}")
     if kind == "close":
         return f"service {service}: features back to their usual mix, by {why.model}"
     parts = [f"{f.share:.0%} ({f.value}, usual {f.usual})" for f in why.top]

@@ -140,15 +140,22 @@ class MultivariateModel(abc.ABC):
         self.moments = RunningMoments(floors, alpha)
         self.outliers_since_ns = -1
         """Event time of the first window of the current run of outliers (-1: none)."""
+        self.accepted_ns = -1
+        """Event time the model last began learning a run of outliers as normal (-1: never)..."""
+        self.accepted_after_ns = 0
+        """... and how long that run had lasted then."""
 
     def state_dict(self) -> dict[str, Any]:
         """The model's learned state (only for ``savable`` models)."""
-        return {"moments": self.moments.state_dict(), "outliers_since_ns": self.outliers_since_ns}
+        return {"moments": self.moments.state_dict(), "outliers_since_ns": self.outliers_since_ns,
+                "accepted_ns": self.accepted_ns, "accepted_after_ns": self.accepted_after_ns}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict`` (older saves have no outlier run)."""
         self.moments.load_state_dict(state["moments"])
         self.outliers_since_ns = int(state.get("outliers_since_ns", -1))
+        self.accepted_ns = int(state.get("accepted_ns", -1))
+        self.accepted_after_ns = int(state.get("accepted_after_ns", 0))
 
     def holds(self, x: NDArray[np.float64], at_ns: int, accept_after_ns: int) -> bool:
         """Whether ``x`` (ending at ``at_ns``) must not be learned.
@@ -165,6 +172,8 @@ class MultivariateModel(abc.ABC):
         >>> far = np.array([9.0, 9.0])
         >>> [model.holds(far, t, accept_after_ns=20) for t in (0, 10, 20)]
         [True, True, False]
+        >>> model.accepted_ns, model.accepted_after_ns  # when it was taken in, after how long
+        (20, 20)
         >>> model.holds(np.zeros(2), 30, accept_after_ns=20), model.outliers_since_ns
         (False, -1)
         """
@@ -173,7 +182,12 @@ class MultivariateModel(abc.ABC):
             return False
         if self.outliers_since_ns < 0:
             self.outliers_since_ns = at_ns
-        return at_ns - self.outliers_since_ns < accept_after_ns
+        lasted = at_ns - self.outliers_since_ns
+        if lasted < accept_after_ns:
+            return True
+        if self.accepted_ns < self.outliers_since_ns:  # this run's first window learned
+            self.accepted_ns, self.accepted_after_ns = at_ns, lasted
+        return False
 
     @property
     def n_learned(self) -> int:

@@ -34,6 +34,9 @@ class Attribution:
 
     model: str
     top: tuple[FeatureShare, ...]
+    baseline_after_s: float = 0.0
+    """> 0: the model recently took a run of unusual windows in as normal, after this long
+    (a close then says the new mix is the baseline, not that the features came back)."""
 
 
 class MultivariateStage:
@@ -114,13 +117,26 @@ class MultivariateStage:
                 score, shares = model.score_one(vector.x)
                 key = SeriesKey(MULTIVARIATE_METRIC, vector.service, self._attributes)
                 out.add(key, vector.end_unix_nano, score)
-                why[(key, vector.end_unix_nano)] = self._attribution(model, vector.x, shares)
+                why[(key, vector.end_unix_nano)] = self._attribution(
+                    model, vector.x, shares, self._baseline_after_s(model, vector.end_unix_nano))
             if not model.holds(vector.x, vector.end_unix_nano, self.accept_after_ns):
                 model.learn_one(vector.x)
         return why
 
+    def _baseline_after_s(self, model: MultivariateModel, at_ns: int) -> float:
+        """How long the run was that ``model`` took in, if within its memory before ``at_ns``.
+
+        The memory is ``1 / alpha`` windows: a score that fell because the model learned the
+        new level closes within it; later closes are ordinary ones.
+        """
+        memory_ns = self.vectors.window_ns / self.settings.alpha
+        if model.accepted_ns < 0 or at_ns - model.accepted_ns > memory_ns:
+            return 0.0
+        return model.accepted_after_ns / 1e9
+
     def _attribution(
-        self, model: MultivariateModel, x: NDArray[np.float64], shares: NDArray[np.float64]
+        self, model: MultivariateModel, x: NDArray[np.float64], shares: NDArray[np.float64],
+        baseline_after_s: float = 0.0,
     ) -> Attribution:
         order = np.argsort(-shares, kind="stable")[:TOP_FEATURES]
         usual = model.usual
@@ -129,7 +145,7 @@ class MultivariateStage:
                          FEATURES[j].show(float(usual[j])))
             for j in order.tolist() if shares[j] > 0
         )
-        return Attribution(self.settings.model, top)
+        return Attribution(self.settings.model, top, baseline_after_s)
 
     def expire(self, now: float, ttl_s: float) -> None:
         """Free the models of services without a point for ``ttl_s``."""

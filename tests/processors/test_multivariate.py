@@ -211,3 +211,14 @@ def test_after_lasting_s_the_model_learns_the_new_level_and_the_anomaly_closes()
     # Held for the 20 windows of lasting_s, then learned within a few more.
     assert 60 + 20 <= closes[0] <= 60 + 40, kinds
     assert max(scores[-20:]) < 0.5 * max(scores[-99:-94]), scores[-40:]
+    # The close announces the acceptance, with how long the change had lasted.
+    close = next(e for e in events if e.kind == "close")
+    assert "the new mix of features is now the baseline, unusual for 3m20s" in (
+        close.explanation), close.explanation
+
+
+def test_an_incident_that_ends_closes_as_back_to_the_usual_mix() -> None:
+    _, events = _run(_engine(), ["checkout"], windows=80, incident=range(60, 64))
+    closes = [e for e in events if e.kind == "close"]
+    assert closes, [e.kind for e in events]
+    assert "features back to their usual mix" in closes[0].explanation, closes[0].explanation
