@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import replace
 
@@ -21,6 +22,7 @@ from otel_anomaly.processors.multivariate import (
 )
 from otel_anomaly.processors.multivariate.features import FLOORS
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.state import checkpoint
 from otel_anomaly.processors.testing import SECOND, FakeClock, span, traces_request
 from otel_anomaly.processors.types import AnomalyEvent
 
@@ -222,3 +224,26 @@ def test_an_incident_that_ends_closes_as_back_to_the_usual_mix() -> None:
     closes = [e for e in events if e.kind == "close"]
     assert closes, [e.kind for e in events]
     assert "features back to their usual mix" in closes[0].explanation, closes[0].explanation
+
+
+def test_a_restart_in_the_middle_of_a_hold_keeps_it() -> None:
+    alert = replace(MULTIVARIATE_RULE.alert, hold_s=400.0, accept_after_s=400.0)
+    rule = replace(MULTIVARIATE_RULE, alert=alert)
+    rng = np.random.default_rng(3)
+    requests = [_window_request("checkout", k, rng, error_p=0.01,
+                                latency_ms=400.0 if k >= 60 else 100.0) for k in range(160)]
+
+    def events(engine: Engine, part: list) -> list[tuple[str, int, str]]:
+        return [(e.kind, e.ts_unix_nano, e.explanation) for request in part
+                for e in engine.ingest("traces", request).events
+                if e.key.metric == MULTIVARIATE_METRIC]
+
+    whole = events(_engine(rule=rule), requests)
+    before = _engine(rule=rule)
+    first = events(before, requests[:80])  # 20 windows into the 40-window hold
+    saved = io.BytesIO()
+    checkpoint.dump(before, saved)
+    saved.seek(0)
+    after = checkpoint.load(saved, before.settings)
+    assert first + events(after, requests[80:]) == whole
+    assert [kind for kind, _, _ in whole][:1] == ["open"] and "baseline" in whole[-1][2], whole
