@@ -3,9 +3,10 @@
 Every model standardises each feature by its running mean and spread (floored, see
 ``features.FLOORS``) and learns points clipped to ``CLIP`` spreads from the mean, so one
 extreme window teaches little. A window beyond the moments' 99.9 % radius (an outlier under
-a Gaussian of the learned mean and covariance) teaches nothing until outliers have gone on
-for the stage's ``lasting_s`` (``MultivariateModel.holds``): a lasting incident stays as
-unusual as at its onset instead of being learned within a few windows. Scores are distances
+a Gaussian of the learned mean and covariance) starts a hold: no window is learned until
+one is back inside the 90 % radius, or until the hold has lasted the stage's ``lasting_s``
+(``MultivariateModel.holds``), so a lasting incident stays as unusual as at its onset
+instead of being learned within a few windows. Scores are distances
 (the SVM's a margin), higher = more unusual; contributions are each feature's share of the
 score (they sum to 1). Models run once per service per window, so a Python object per
 service is affordable; the number of services is capped by the stage that owns them.
@@ -25,22 +26,30 @@ CLIP = 5.0
 CLIP_AFTER = 10
 """... once this many points have been learned (before, the spread is not known yet)."""
 OUTLIER_Z = 3.090
-"""Standard normal quantile of the outlier radius (0.999): see ``outlier_radius2``."""
+"""Standard normal quantile of the radius that starts a hold (0.999): see ``radius2``."""
+USUAL_Z = 1.282
+"""... and of the radius a window must be inside to count as usual again (0.9) ..."""
+BACK_AFTER = 3
+"""... for this many windows in a row to end it: a shift whose noise reaches back inside
+now and then is still held (each window of a 4-spread shift falls inside about 1 time in
+20), while a usual stretch ends it within a few windows (3 in a row: 0.73 of the time)."""
 
 
-def outlier_radius2(known: int) -> float:
-    """Squared Mahalanobis radius holding 99.9 % of a Gaussian in ``known`` dimensions.
+def radius2(known: int, z: float) -> float:
+    """Squared Mahalanobis radius holding a Gaussian's ``Phi(z)`` in ``known`` dimensions.
 
     The chi-square quantile by the Wilson-Hilferty cube approximation (within 3 % for
-    ``known`` >= 1, where an outlier is a window far beyond it anyway).
+    ``known`` >= 1 at these quantiles).
 
     Examples
     --------
-    >>> [round(outlier_radius2(k), 1) for k in (1, 5)]  # exact: 10.8, 20.5
+    >>> [round(radius2(k, OUTLIER_Z), 1) for k in (1, 5)]  # exact: 10.8, 20.5
     [11.1, 20.7]
+    >>> [round(radius2(k, USUAL_Z), 1) for k in (1, 5)]  # exact: 2.7, 9.2
+    [2.6, 9.2]
     """
     c = 2.0 / (9.0 * known)
-    return known * (1.0 - c + OUTLIER_Z * math.sqrt(c)) ** 3
+    return known * (1.0 - c + z * math.sqrt(c)) ** 3
 
 
 class RunningMoments:
@@ -100,15 +109,18 @@ class RunningMoments:
         known = np.isfinite(x) & self.seen
         return np.where(known, x - self.mean, 0.0), known
 
-    def outlying(self, x: NDArray[np.float64]) -> bool:
-        """Whether ``x`` lies beyond the 99.9 % radius of the learned (floored) Gaussian."""
+    def distance2(self, x: NDArray[np.float64]) -> tuple[float, int]:
+        """Squared Mahalanobis distance of ``x`` from the mean, and its known features' count.
+
+        Over the known features only, with the floored covariance (count 0: nothing to
+        measure).
+        """
         delta, known = self.deviation(x)
         k = int(known.sum())
         if not self.n or not k:
-            return False
-        sub = self.floored_cov()[np.ix_(known, known)]
+            return 0.0, 0
         d = delta[known]
-        return float(d @ np.linalg.solve(sub, d)) > outlier_radius2(k)
+        return float(d @ np.linalg.solve(self.floored_cov()[np.ix_(known, known)], d)), k
 
     def standardized(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """Deviation from the mean in spreads (0 where missing)."""
@@ -139,7 +151,9 @@ class MultivariateModel(abc.ABC):
     def __init__(self, floors: NDArray[np.float64], alpha: float) -> None:
         self.moments = RunningMoments(floors, alpha)
         self.outliers_since_ns = -1
-        """Event time of the first window of the current run of outliers (-1: none)."""
+        """Event time the current hold began (-1: none)."""
+        self.usual_in_a_row = 0
+        """Windows in a row back inside the usual radius, during a hold."""
         self.accepted_ns = -1
         """Event time the model last began learning a run of outliers as normal (-1: never)..."""
         self.accepted_after_ns = 0
@@ -148,44 +162,62 @@ class MultivariateModel(abc.ABC):
     def state_dict(self) -> dict[str, Any]:
         """The model's learned state (only for ``savable`` models)."""
         return {"moments": self.moments.state_dict(), "outliers_since_ns": self.outliers_since_ns,
-                "accepted_ns": self.accepted_ns, "accepted_after_ns": self.accepted_after_ns}
+                "usual_in_a_row": self.usual_in_a_row, "accepted_ns": self.accepted_ns,
+                "accepted_after_ns": self.accepted_after_ns}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict`` (older saves have no outlier run)."""
         self.moments.load_state_dict(state["moments"])
         self.outliers_since_ns = int(state.get("outliers_since_ns", -1))
+        self.usual_in_a_row = int(state.get("usual_in_a_row", 0))
         self.accepted_ns = int(state.get("accepted_ns", -1))
         self.accepted_after_ns = int(state.get("accepted_after_ns", 0))
 
     def holds(self, x: NDArray[np.float64], at_ns: int, accept_after_ns: int) -> bool:
-        """Whether ``x`` (ending at ``at_ns``) must not be learned.
+        """Whether ``x`` (ending at ``at_ns``) must not be learned: it belongs to a hold.
 
-        That is, whether it is an outlier of a run younger than ``accept_after_ns``. Once
-        outliers have lasted that long they are the new normal and are learned (clipped, as
-        any window), so the model adapts to them.
+        A hold starts at a window beyond the 99.9 % radius and ends once ``BACK_AFTER``
+        windows in a row are inside the 90 % one (hysteresis: a shift that hovers around
+        the outer radius is not learned window by window, nor is the way back then flagged
+        as a change of its own). Its windows are not learned until the hold has lasted
+        ``accept_after_ns``; then they are (clipped, as any window), so the model takes the
+        new level in.
 
         Examples
         --------
         >>> model = PcaModel(np.full(2, 0.01), alpha=0.1)
         >>> for x in np.random.default_rng(0).normal(0.0, 1.0, (50, 2)):
         ...     model.learn_one(x)
-        >>> far = np.array([9.0, 9.0])
-        >>> [model.holds(far, t, accept_after_ns=20) for t in (0, 10, 20)]
+        >>> far, near = np.array([9.0, 9.0]), np.array([2.5, 2.5])
+        >>> [model.holds(v, t, accept_after_ns=30) for v, t in ((near, 0), (far, 10), (near, 20))]
+        [False, True, True]
+        >>> model.holds(far, 40, accept_after_ns=30)  # lasted 30: taken in from now on
+        False
+        >>> model.accepted_ns, model.accepted_after_ns
+        (40, 30)
+        >>> [model.holds(np.zeros(2), t, accept_after_ns=90) for t in (50, 60, 70)]
         [True, True, False]
-        >>> model.accepted_ns, model.accepted_after_ns  # when it was taken in, after how long
-        (20, 20)
-        >>> model.holds(np.zeros(2), 30, accept_after_ns=20), model.outliers_since_ns
-        (False, -1)
+        >>> model.outliers_since_ns  # three usual windows in a row ended it
+        -1
         """
-        if self.moments.n < CLIP_AFTER or not self.moments.outlying(x):
-            self.outliers_since_ns = -1
+        if self.moments.n < CLIP_AFTER:
             return False
+        d2, known = self.moments.distance2(x)
         if self.outliers_since_ns < 0:
-            self.outliers_since_ns = at_ns
+            if not known or d2 <= radius2(known, OUTLIER_Z):
+                return False
+            self.outliers_since_ns, self.usual_in_a_row = at_ns, 0
+        elif not known or d2 <= radius2(known, USUAL_Z):
+            self.usual_in_a_row += 1
+            if self.usual_in_a_row >= BACK_AFTER:  # back among the usual windows
+                self.outliers_since_ns = -1
+                return False
+        else:
+            self.usual_in_a_row = 0
         lasted = at_ns - self.outliers_since_ns
         if lasted < accept_after_ns:
             return True
-        if self.accepted_ns < self.outliers_since_ns:  # this run's first window learned
+        if self.accepted_ns < self.outliers_since_ns:  # this hold's first window learned
             self.accepted_ns, self.accepted_after_ns = at_ns, lasted
         return False
 

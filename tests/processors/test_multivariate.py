@@ -247,3 +247,28 @@ def test_a_restart_in_the_middle_of_a_hold_keeps_it() -> None:
     after = checkpoint.load(saved, before.settings)
     assert first + events(after, requests[80:]) == whole
     assert [kind for kind, _, _ in whole][:1] == ["open"] and "baseline" in whole[-1][2], whole
+
+
+def test_a_shift_near_the_outer_radius_is_held_whole_and_its_end_is_no_news() -> None:
+    # p95 up ~4 of its spreads: windows on both sides of the 99.9 % radius, beyond the 90 %.
+    model = MODELS["pca"](FLOORS, 0.02)
+    for x in _normal_vectors(600):
+        model.learn_one(x)
+    usual = [model.score_one(x)[0] for x in _normal_vectors(200, seed=1)]
+    before = model.usual.copy()
+    j = FEATURE_NAMES.index("p95_latency")
+    shifted = _normal_vectors(300, seed=2)
+    shifted[:, j] += 5 * _NOISE[j]
+    learned = 0
+    for k, x in enumerate(shifted):
+        if not model.holds(x, k * 10 * SECOND, accept_after_ns=4 * 3600 * SECOND):
+            model.learn_one(x)
+            learned += 1
+    assert learned < 10, learned  # the few before the first window beyond 99.9 %
+    assert abs(model.usual[j] - before[j]) < 0.5 * _NOISE[j], (model.usual[j], before[j])
+    # Back to normal: the hold ends within a few windows, which score as usual, not as news.
+    after = _normal_vectors(50, seed=3)
+    held = [model.holds(x, (300 + k) * 10 * SECOND, accept_after_ns=4 * 3600 * SECOND)
+            for k, x in enumerate(after[:10])]
+    assert False in held[:6] and model.outliers_since_ns == -1, held
+    assert max(model.score_one(x)[0] for x in after) <= max(usual), max(usual)
