@@ -224,7 +224,8 @@ class Engine:
     def _score(self, out: Observations, result: IngestResult) -> None:
         for service, version, ts in out.versions:
             self.deploys.observe(service, version, ts)
-        why = self.multivariate.observe(out, self.settings.clock()) if self.multivariate else {}
+        why = self.multivariate.observe(out, self.settings.clock(),
+                                        self.deploys.service_in_grace) if self.multivariate else {}
         if out.slotted is None:
             self._score_points(out.keys, np.array(out.ts, np.int64),
                                np.array(out.values, np.float64), out.exemplars, result,

@@ -96,6 +96,19 @@ class DeployTracker:
             # A scan of one int32 column: deploys are rare, series are many.
             self._slots.at[self._slots.service == number] = ts_unix_nano
 
+    def service_in_grace(self, service: Labels, ts_unix_nano: int) -> bool:
+        """Whether ``ts_unix_nano`` falls in ``service``'s grace period after its last deploy.
+
+        >>> tracker = DeployTracker(grace_s=600)
+        >>> cart = (("service.name", "cart"),)
+        >>> tracker.observe(cart, "1.0", 0)
+        >>> tracker.observe(cart, "1.1", 1_000 * 10**9)
+        >>> [tracker.service_in_grace(cart, t * 10**9) for t in (999, 1_100, 1_700)]
+        [False, True, False]
+        """
+        deployed = self._deployed_at.get(service)
+        return deployed is not None and 0 <= ts_unix_nano - deployed < int(self.grace_ns)
+
     def track(self, slots: NDArray[np.intp], services: Sequence[Labels]) -> None:
         """Remember the service of new ``slots`` (a series created after a deploy inherits it)."""
         if self.grace_ns <= 0 or not len(slots):

@@ -221,6 +221,10 @@ class MultivariateModel(abc.ABC):
             self.accepted_ns, self.accepted_after_ns = at_ns, lasted
         return False
 
+    def end_hold(self) -> None:
+        """Forget the current hold (a deploy's grace: its windows are learned as they come)."""
+        self.outliers_since_ns, self.usual_in_a_row = -1, 0
+
     @property
     def n_learned(self) -> int:
         """Windows learned so far."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,8 +105,16 @@ class MultivariateStage:
         """Derived points of services beyond ``max_services``, not modelled."""
         return self.vectors.skipped_points
 
-    def observe(self, out: Observations, now: float) -> dict[tuple[SeriesKey, int], Attribution]:
-        """Append the score points of the windows ``out`` finished; return why each scored."""
+    def observe(
+        self, out: Observations, now: float,
+        in_grace: Callable[[Labels, int], bool] | None = None,
+    ) -> dict[tuple[SeriesKey, int], Attribution]:
+        """Append the score points of the windows ``out`` finished; return why each scored.
+
+        ``in_grace(service, end_unix_nano)``: whether the window falls in its service's
+        grace period after a deploy. Such windows are learned whatever their distance, and
+        end any hold: a deploy's new level is the new normal, as for every other series.
+        """
         why: dict[tuple[SeriesKey, int], Attribution] = {}
         sizes = out.count_array()
         for vector in self.vectors.add(list(out.keys), list(out.ts), list(out.values), now,
@@ -119,7 +128,10 @@ class MultivariateStage:
                 out.add(key, vector.end_unix_nano, score)
                 why[(key, vector.end_unix_nano)] = self._attribution(
                     model, vector.x, shares, self._baseline_after_s(model, vector.end_unix_nano))
-            if not model.holds(vector.x, vector.end_unix_nano, self.accept_after_ns):
+            if in_grace is not None and in_grace(vector.service, vector.end_unix_nano):
+                model.end_hold()
+                model.learn_one(vector.x)
+            elif not model.holds(vector.x, vector.end_unix_nano, self.accept_after_ns):
                 model.learn_one(vector.x)
         return why
 

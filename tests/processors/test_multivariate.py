@@ -272,3 +272,24 @@ def test_a_shift_near_the_outer_radius_is_held_whole_and_its_end_is_no_news() ->
             for k, x in enumerate(after[:10])]
     assert False in held[:6] and model.outliers_since_ns == -1, held
     assert max(model.score_one(x)[0] for x in after) <= max(usual), max(usual)
+
+
+def test_a_deploy_that_changes_the_mix_is_learned_in_its_grace_not_held() -> None:
+    # Version 2 from window 60 on, 4x slower: the new normal, as for every series.
+    engine = _engine()
+    rng = np.random.default_rng(3)
+    events: list[AnomalyEvent] = []
+    for k in range(160):
+        request = _window_request("checkout", k, rng, error_p=0.01,
+                                  latency_ms=400.0 if k >= 60 else 100.0)
+        version = "2" if k >= 60 else "1"
+        request.resource_spans[0].resource.attributes.add(
+            key="service.version").value.string_value = version
+        events += [e for e in engine.ingest("traces", request).events
+                   if e.key.metric == MULTIVARIATE_METRIC]
+    assert engine.deploys.deploys_total == 1
+    assert not events, [(e.kind, e.explanation) for e in events]
+    [model] = engine.multivariate.models.values()  # type: ignore[union-attr]
+    assert model.outliers_since_ns == -1  # not holding the new level as an incident
+    p95 = FEATURE_NAMES.index("p95_latency")
+    assert np.expm1(model.usual[p95]) > 300, np.expm1(model.usual[p95])
