@@ -45,10 +45,10 @@ class MultivariateStage:
 
     Each finished vector is scored by its service's model (once warm), the score is added
     to the request's observations as ``service_multivariate:score{model=...}`` (calibrated
-    and alerted on like any series), then the vector is learned, unless it is an outlier
-    of a run younger than ``lasting_s`` (``MultivariateModel.holds``). The engine passes
-    the score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps its score as
-    long as the score's own anomaly is held, instead of being learned within a few windows.
+    and alerted on like any series), then the vector is learned, unless it belongs to a
+    hold younger than ``lasting_s`` (``MultivariateModel.holds``). The engine passes the
+    score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps its score as long
+    as the score's own anomaly is held, instead of being learned within a few windows.
 
     Examples
     --------
