@@ -26,6 +26,7 @@ from otel_anomaly.processors.alerting.feedback import (
     Silence,
     Verdict,
 )
+from otel_anomaly.processors.alerting.held_band import hold_ns
 from otel_anomaly.processors.alerting.scorer import Scorer
 from otel_anomaly.processors.alerting.silence import SilenceWatch
 from otel_anomaly.processors.multivariate import (
@@ -106,7 +107,7 @@ class Engine:
         # Its models hold lasting outliers as long as the score's rule holds the anomaly.
         self.multivariate = MultivariateStage(
             multivariate, int(settings.traces_window_s * 1e9),
-            self.scorer.rules[self.scorer.rule_for(MULTIVARIATE_METRIC)].alert.lasting_s,
+            hold_ns(self.scorer.rules[self.scorer.rule_for(MULTIVARIATE_METRIC)].alert.lasting_s),
         ) if multivariate.enabled else None
         self.silence = SilenceWatch(settings.silence_after_s, settings.max_series)
         # Alert review: the scorer consults the book before its hysteresis.

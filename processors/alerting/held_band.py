@@ -139,7 +139,7 @@ class HeldBands:
             used, expected, lower, upper, score, keep = _apply_rows(
                 slots, values, calibrated.reference, calibrated.expected, calibrated.lower,
                 calibrated.upper, calibrated.score, is_open, ts_unix_nano,
-                _hold_ns(hold_s), _hold_ns(max(hold_s, accept_after_s)), hold_s,
+                hold_ns(hold_s), hold_ns(max(hold_s, accept_after_s)), hold_s,
                 DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
                 sides, bands.trend, bands.trend_ns)
@@ -210,8 +210,8 @@ class HeldBands:
         self._bands.reset(slots[slots < len(self._bands)])
 
 
-def _hold_ns(hold_s: float) -> int:
-    """``hold_s`` in ns, clipped to int64 (a kernel argument must fit)."""
+def hold_ns(hold_s: float) -> int:
+    """``hold_s`` in ns, clipped to int64 (a kernel argument must fit; ``inf``: for good)."""
     return min(int(hold_s * 1e9), (1 << 63) - 1) if math.isfinite(hold_s) else (1 << 63) - 1
 
 

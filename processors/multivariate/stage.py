@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +45,9 @@ class MultivariateStage:
     Each finished vector is scored by its service's model (once warm), the score is added
     to the request's observations as ``service_multivariate:score{model=...}`` (calibrated
     and alerted on like any series), then the vector is learned, unless it belongs to a
-    hold younger than ``lasting_s`` (``MultivariateModel.holds``). The engine passes the
-    score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps its score as long
-    as the score's own anomaly is held, instead of being learned within a few windows.
+    hold younger than ``accept_after_ns`` (``MultivariateModel.holds``). The engine passes
+    the score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps its score as
+    long as the score's own anomaly is held, instead of being learned within a few windows.
 
     Examples
     --------
@@ -71,11 +70,9 @@ class MultivariateStage:
     """
 
     def __init__(self, settings: MultivariateSettings, window_ns: int,
-                 lasting_s: float = 0.0) -> None:
+                 accept_after_ns: int = 0) -> None:
         self.settings = settings
-        # Clipped to int64 nanoseconds: ``inf`` holds for good.
-        self.accept_after_ns = min(int(lasting_s * 1e9), (1 << 63) - 1) \
-            if math.isfinite(lasting_s) else (1 << 63) - 1
+        self.accept_after_ns = accept_after_ns
         self.vectors = ServiceVectors(window_ns, settings.max_services)
         self.models: dict[Labels, MultivariateModel] = {}
         self._model = MODELS[settings.model]
