@@ -147,6 +147,32 @@ class HeldBands:
             return calibrated, keep
         return Calibrated(expected, lower, upper, score), keep
 
+    def limits_within_hold(
+        self, slots: NDArray[np.intp], ts_unix_nano: NDArray[np.int64],
+        is_open: NDArray[np.bool_], hold_s: float,
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]] | None:
+        """Open rows whose anomaly last moved further out at most ``hold_s`` before them.
+
+        Their held band is in force, whichever band scored the row higher (call after
+        ``apply``, which notes when each anomaly moved out). Returns the rows and every
+        row's held lower and upper limit (infinite where none), or None if no row is.
+        """
+        if hold_s <= 0:
+            return None
+        bands = self._bands
+        rows = is_open & (slots < len(bands))
+        if not rows.any():
+            return None
+        at = np.flatnonzero(rows)
+        rows[at] = ts_unix_nano[at] - bands.extreme_ns[slots[at]] <= hold_ns(hold_s)
+        if not rows.any():
+            return None
+        lower, upper = np.full(len(slots), -np.inf), np.full(len(slots), np.inf)
+        held_lower, held_upper = bands.lower[slots[at]], bands.upper[slots[at]]
+        lower[at] = np.where(np.isnan(held_lower), -np.inf, held_lower)
+        upper[at] = np.where(np.isnan(held_upper), np.inf, held_upper)
+        return rows, lower, upper
+
     def scan_args(self, slots: NDArray[np.intp], hold_s: float) -> tuple[Any, ...]:
         """What ``row_scan.scan_rows`` takes to fit the trends of rows with nothing open.
 

@@ -494,6 +494,8 @@ class Scorer:
                 pending &= self._per_slot.age[slots] < YOUNG_POINTS
                 if _any(pending):
                     teaching = ~pending if learning is None else learning & ~pending
+            if _any(was_open):
+                lesson = self._within_hold(rnd, lesson, was_open, policy.hold_s)
         if learning is None and teaching is None:
             calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received)
             detector.learn_round(gated(lesson, calibrated, policy, settled))
@@ -511,6 +513,25 @@ class Scorer:
             kept = _take(calibrated, keep)
         detector.learn_round(gated(lesson.take(keep), kept, policy,
                                     None if settled is None else settled[keep]))
+
+    def _within_hold(self, rnd: ScoredRound, lesson: SeriesBatch, was_open: NDArray[np.bool_],
+                     hold_s: float) -> SeriesBatch:
+        """``lesson`` with the rows of anomalies within their hold clipped to the held band.
+
+        For detectors that learn no held row: a row its own band scored higher (a band the
+        persistence alarm narrowed) is still part of the anomaly. Learned at its full
+        deviation, a few such rows filled the members' tails, and the band stayed several
+        times its width for hours after the incident
+        (``tests/processors/test_latency_after_an_incident.py``).
+        """
+        found = self.held.limits_within_hold(rnd.part.slots, rnd.part.ts_unix_nano, was_open,
+                                             hold_s)
+        if found is None:
+            return lesson
+        rows, lower, upper = found
+        shift = 0.0 if rnd.shift is None else rnd.shift
+        clipped = np.clip(lesson.values, lower - shift, upper - shift)
+        return lesson.with_values(np.where(rows, clipped, lesson.values))
 
     @staticmethod
     def _agreeing(

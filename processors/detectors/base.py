@@ -119,7 +119,8 @@ class Detector(abc.ABC):
     slot and time): what caches a prediction must then key on the values as well."""
     learns_held_rows: bool = True
     """False if the rows of an anomaly still scored against the band it opened against
-    (``processors.alerting.held_band``) must teach the detector nothing, nor, on a series
+    (``processors.alerting.held_band``) must teach the detector nothing (its other rows
+    within the hold teach at most that band, ``Scorer._within_hold``), nor, on a series
     younger than ``young_series.YOUNG_POINTS``, the points that may start one
     (``processors.alerting.lessons.pending_rows``: above the band, not open yet or opening;
     the calibrator still learns those); True: they teach it, held rows clipped to that

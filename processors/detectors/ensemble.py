@@ -126,8 +126,8 @@ class Ensemble(Detector):
         of the value: for series that vary by factors, such as latencies. Members, tails
         and persistence all work on it; the band is mapped back, so it is wider above the
         expected value than below. The rows of an anomaly held against the band it opened
-        against teach it nothing, nor, on a young series, the points that may start one
-        (``learns_held_rows``).
+        against teach it nothing (its other rows within the hold at most that band), nor,
+        on a young series, the points that may start one (``learns_held_rows``).
     log_offset
         Where the transform turns from linear to logarithmic, in the series' unit, > 0.
 
