@@ -174,9 +174,22 @@ class DemoReport:
         more = f" (+{len(flagged) - 3})" if len(flagged) > 3 else ""
         self._write(f"[{t:5.0f}s] series {snapshot.total}, flagged {len(flagged)}"
                     f"{': ' + names + more if flagged else ''}")
-        for record in events[self._shown_events:][-5:]:
-            self._write(f"         {self._event_line(record)}")
+        self.new_events(events)
+
+    def new_events(self, events: list[SinkRecord]) -> None:
+        """Every open and close received since the last call, and how many updates.
+
+        Updates are only counted: an anomaly that stays open sends one a minute, and listing
+        them would push the opens and closes off the screen.
+        """
+        fresh = events[self._shown_events:]
         self._shown_events = len(events)
+        for record in fresh:
+            if record.event_name != "anomaly.update":
+                self._write(f"         {self._event_line(record)}")
+        updates = sum(record.event_name == "anomaly.update" for record in fresh)
+        if updates:
+            self._write(f"         ({updates} anomaly.update event{'s' * (updates > 1)})")
 
     def _event_line(self, record: SinkRecord) -> str:
         attrs = record.attributes
