@@ -230,7 +230,8 @@ class Engine:
         if out.slotted is None:
             self._score_points(out.keys, np.array(out.ts, np.int64),
                                np.array(out.values, np.float64), out.exemplars, result,
-                               out.count_array(), per_request=True)
+                               out.count_array(), per_request=True,
+                               teaches=out.learned_array())
         else:
             self._score_merged(out, out.slotted, result)
         if why and result.events:
@@ -247,6 +248,9 @@ class Engine:
         counts = out.count_array()
         if counts is not None:
             counts = np.concatenate([np.full(n_fast, np.nan), counts])
+        teaches = out.learned_array()
+        if teaches is not None:
+            teaches = np.concatenate([np.ones(n_fast, np.bool_), teaches])
         # The spans path's exemplars are read lazily (``SpanIds``): merged only if needed.
         exemplars = ({**fast.exemplars, **{n_fast + row: ids for row, ids in out.exemplars.items()}}
                      if out.exemplars else fast.exemplars)
@@ -257,11 +261,13 @@ class Engine:
             order = np.argsort(places, kind="stable")
             slots, ts, values = slots[order], ts[order], values[order]
             counts = None if counts is None else counts[order]
+            teaches = None if teaches is None else teaches[order]
             if exemplars:
                 place = np.empty_like(order)
                 place[order] = np.arange(len(order))
                 exemplars = {int(place[row]): ids for row, ids in exemplars.items()}
-        self._score_slots(slots, ts, values, exemplars, result, counts, per_request=True)
+        self._score_slots(slots, ts, values, exemplars, result, counts, per_request=True,
+                          teaches=teaches)
 
     def _slots_of(self, keys: Sequence[SeriesKey]) -> NDArray[np.intp]:
         """Each key's slot (-1 past ``max_series``); new series start fresh everywhere."""
@@ -278,20 +284,23 @@ class Engine:
         self, keys: Sequence[SeriesKey], ts: NDArray[np.int64], values: NDArray[np.float64],
         exemplars: Mapping[int, tuple[bytes, bytes]], result: IngestResult,
         counts: NDArray[np.float64] | None = None, per_request: bool = False,
+        teaches: NDArray[np.bool_] | None = None,
     ) -> None:
         if len(keys):
             self._score_slots(self._slots_of(keys), ts, values, exemplars, result, counts,
-                              per_request)
+                              per_request, teaches)
 
     def _score_slots(  # noqa: PLR0913 -- the rows, their exemplars and counts, and the path
         self, slots: NDArray[np.intp], ts: NDArray[np.int64], values: NDArray[np.float64],
         exemplars: Mapping[int, tuple[bytes, bytes]], result: IngestResult,
         counts: NDArray[np.float64] | None = None, per_request: bool = False,
+        teaches: NDArray[np.bool_] | None = None,
     ) -> None:
         """Score rows that have slots (-1: past ``max_series``, skipped).
 
         ``per_request``: the rows are one OTLP request's, so rules that cap a series'
         points per request apply (``Scorer.sample``); backtests score every row.
+        ``teaches``: per row, whether it may teach its detector (None: every row may).
         """
         if not len(slots):
             return
@@ -309,6 +318,9 @@ class Engine:
                 picked, learned = sampled
                 result.skip("sampled", (len(slots) if rows is None else len(rows)) - len(picked))
                 rows = picked if rows is None else rows[picked]
+        if teaches is not None:
+            mine = teaches if rows is None else teaches[rows]
+            learned = mine if learned is None else learned & mine
         if rows is not None:
             slots, ts, values = slots[rows], ts[rows], values[rows]
             counts = None if counts is None else counts[rows]

@@ -264,10 +264,13 @@ class Observations:
     ``versions`` lists ``(service labels, service.version, earliest point time)`` per
     resource that carried a version (deploy awareness). ``counts`` maps a row to its
     sample size (the calls or records behind a ratio): sparse, as most points have none.
-    ``slotted``: points the compiled metrics path scored without keys, if it ran.
+    ``unlearned``: rows to be scored that must teach their detector nothing (a service's
+    multivariate score while its model holds an incident). ``slotted``: points the
+    compiled metrics path scored without keys, if it ran.
     """
 
-    __slots__ = ("counts", "exemplars", "keys", "slotted", "ts", "values", "versions")
+    __slots__ = ("counts", "exemplars", "keys", "slotted", "ts", "unlearned", "values",
+                 "versions")
 
     def __init__(self) -> None:
         self.keys: list[SeriesKey] = []
@@ -276,6 +279,7 @@ class Observations:
         self.counts: dict[int, float] = {}
         self.exemplars: dict[int, tuple[bytes, bytes]] = {}
         self.versions: list[tuple[Labels, str, int]] = []
+        self.unlearned: set[int] = set()
         self.slotted: SlottedRows | None = None
 
     def __len__(self) -> int:
@@ -300,6 +304,14 @@ class Observations:
         self.keys.extend(keys)
         self.ts.extend(ts_unix_nano)
         self.values.extend(values)
+
+    def learned_array(self) -> NDArray[np.bool_] | None:
+        """Per row, whether it may teach its detector; None when every row may."""
+        if not self.unlearned:
+            return None
+        out = np.ones(len(self.keys), np.bool_)
+        out[list(self.unlearned)] = False
+        return out
 
     def count_array(self) -> NDArray[np.float64] | None:
         """Sample sizes per row, NaN where unknown; None when no row has one."""

@@ -45,9 +45,11 @@ class MultivariateStage:
     Each finished vector is scored by its service's model (once warm), the score is added
     to the request's observations as ``service_multivariate:score{model=...}`` (calibrated
     and alerted on like any series), then the vector is learned, unless it belongs to a
-    hold younger than ``accept_after_ns`` (``MultivariateModel.holds``). The engine passes
-    the score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps its score as
-    long as the score's own anomaly is held, instead of being learned within a few windows.
+    hold younger than ``accept_after_ns`` (``MultivariateModel.holds``); its score point
+    then teaches the score's own rule nothing either (``Observations.unlearned``). The
+    engine passes the score rule's ``AlertPolicy.lasting_s``, so a lasting incident keeps
+    its score as long as the score's own anomaly is held, instead of being learned within a
+    few windows.
 
     Examples
     --------
@@ -119,9 +121,11 @@ class MultivariateStage:
             model = self.models.get(vector.service)
             if model is None:
                 model = self.models[vector.service] = self._model(FLOORS, self.settings.alpha)
+            row = -1
             if model.n_learned >= self.settings.warmup:
                 score, shares = model.score_one(vector.x)
                 key = SeriesKey(MULTIVARIATE_METRIC, vector.service, self._attributes)
+                row = len(out)
                 out.add(key, vector.end_unix_nano, score)
                 why[(key, vector.end_unix_nano)] = self._attribution(
                     model, vector.x, shares, self._baseline_after_s(model, vector.end_unix_nano))
@@ -130,6 +134,10 @@ class MultivariateStage:
                 model.learn_one(vector.x)
             elif not model.holds(vector.x, vector.end_unix_nano, self.accept_after_ns):
                 model.learn_one(vector.x)
+            elif row >= 0:
+                # Nor does the score's own rule learn it: its band would take the incident
+                # in within a window or two, while the model still calls it unusual.
+                out.unlearned.add(row)
         return why
 
     def _baseline_after_s(self, model: MultivariateModel, at_ns: int) -> float:
