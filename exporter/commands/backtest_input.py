@@ -71,9 +71,10 @@ _DUPLICATE_SHARE = 0.01
 # file's other measurements do not stay in memory as text. ``--series-column`` still
 # takes any column.
 _MAX_SERIES_FOUND = 100_000
-TIME_COLUMNS = ("timestamp", "timestamps", "time", "datetime", "date")
+TIME_COLUMNS = ("timestamp", "timestamps", "time", "datetime", "date", "ts")
 """Names of the timestamp column (any case), the first found in this order: NAB's, then
-Yahoo S5's ``timestamps`` and other common ones."""
+Yahoo S5's ``timestamps`` and other common ones (``ts``: exports of time-series databases
+and pandas frames)."""
 VALUE_COLUMNS = ("value", "values")
 """Names of the value column (any case), the first found in this order."""
 DELIMITERS = (",", ";", "\t", "|")

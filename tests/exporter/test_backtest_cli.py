@@ -215,7 +215,7 @@ BAD_CELLS = [
 BAD_FILES = [
     (["time,val", "2014-07-01 00:00:00,1"],
      "bad.csv: the header must have `timestamp` and `value` columns (or timestamps, time, "
-     "datetime, date; values); got ['time', 'val']"),
+     "datetime, date, ts; values); got ['time', 'val']"),
     ([], "bad.csv: empty file"),
 ]
 
@@ -489,6 +489,13 @@ def test_common_names_of_the_timestamp_and_value_columns(tmp_path: Path) -> None
         f"{1416722400 + i * 3600},{v!r},0\n" for i, v in enumerate([1.0, 2.0, 3.0])))
     assert run(yahoo, "--output", tmp_path / "yahoo_out.csv") == 0
     assert [r["value"] for r in read(tmp_path / "yahoo_out.csv")] == ["1.0", "2.0", "3.0"]
+    # `ts` in milliseconds, as time-series databases and pandas export it.
+    short = tmp_path / "ts.csv"
+    short.write_text("ts,value\n" + "".join(
+        f"{1416722400000 + i * 60_000},{v!r}\n" for i, v in enumerate([4.0, 5.0])))
+    assert run(short, "--output", tmp_path / "ts_out.csv") == 0
+    assert [(r["timestamp"], r["value"]) for r in read(tmp_path / "ts_out.csv")] == [
+        ("1416722400000", "4.0"), ("1416722460000", "5.0")]
     # With semicolons, and `timestamp` preferred to `time` when a file has both.
     both = tmp_path / "both.csv"
     both.write_text("Time;Values;timestamp\nmorning;5;2014-07-01 00:00:00\n"
