@@ -16,7 +16,7 @@ from typing import TextIO
 
 from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.commands.demo_traffic import Incident, ShopTraffic
-from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord
+from otel_anomaly.exporter.commands.otlp_sink import OtlpSink, SinkRecord, any_value
 from otel_anomaly.exporter.config import Config
 
 # Trace and log features are computed over event-time windows; 1 s windows give the
@@ -192,10 +192,14 @@ class DemoReport:
             self._write(f"         ({updates} anomaly.update event{'s' * (updates > 1)})")
 
     def _event_line(self, record: SinkRecord) -> str:
+        """The event, then its explanation on a line of its own (why it opened or closed)."""
         attrs = record.attributes
         at = (record.record.time_unix_nano - self._t0_ns) / 1e9
+        metric = str(attrs.get("anomaly.metric", "?"))
+        why = _without_series(str(any_value(record.record.body) or ""), metric)
         return (f"{record.event_name:14} at {at:5.0f}s {record.resource.get('service.name', '?')} "
-                f"{attrs.get('anomaly.metric', '?')} score {_num(attrs.get('anomaly.score'))}")
+                f"{metric} score {_num(attrs.get('anomaly.score'))}"
+                + (f"\n{'':26}{why}" if why else ""))
 
     def final(self, events: list[SinkRecord]) -> None:
         """What was flagged, and which incidents were detected."""
@@ -234,6 +238,20 @@ def _by_series(records: list[SinkRecord]) -> dict[tuple[str, str], tuple[float, 
         first, count, top = groups.get(key, (at, 0, 0.0))
         groups[key] = (min(first, at), count + 1, max(top, score))
     return groups
+
+
+def _without_series(explanation: str, metric: str) -> str:
+    """``explanation`` without its leading ``metric{labels}: `` (the line names the series).
+
+    >>> _without_series('cpu{host="a"}: back to normal, value 3', "cpu")
+    'back to normal, value 3'
+    >>> _without_series("cpu: value 9, above the expected 3", "cpu")
+    'value 9, above the expected 3'
+    """
+    if explanation.startswith(metric + "{"):
+        end = explanation.find("}: ", len(metric))
+        return explanation[end + 3:] if end >= 0 else explanation
+    return explanation.removeprefix(metric + ": ")
 
 
 def _num(value: object) -> str:

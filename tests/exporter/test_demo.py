@@ -35,10 +35,11 @@ def test_demo_config_points_events_at_the_sink_and_shortens_windows() -> None:
     assert demo_config(configured, "127.0.0.1:5555").outputs.otlp_events.endpoint == "collector:4319"
 
 
-def _event(name: str, at_s: int, metric: str) -> SinkRecord:
+def _event(name: str, at_s: int, metric: str, body: str = "") -> SinkRecord:
     record = LogRecord(event_name=name, time_unix_nano=at_s * 10**9, attributes=[
         KeyValue(key="anomaly.metric", value=AnyValue(string_value=metric)),
-        KeyValue(key="anomaly.score", value=AnyValue(double_value=2.0))])
+        KeyValue(key="anomaly.score", value=AnyValue(double_value=2.0))],
+        body=AnyValue(string_value=body) if body else None)
     return SinkRecord({"service.name": "shop"}, "otel-anomaly", record)
 
 
@@ -60,6 +61,24 @@ def test_every_open_and_close_is_printed_and_updates_are_counted() -> None:
         "         anomaly.close  at     8s shop m2 score 2.0",
         "         anomaly.close  at     9s shop m3 score 2.0",
         "         (2 anomaly.update events)"], lines
+
+
+def test_each_open_and_close_is_followed_by_its_explanation_without_the_series() -> None:
+    # The line already names the service and metric; the explanation says why.
+    out = io.StringIO()
+    report = DemoReport(out, incidents_for(180.0), t0_ns=0)
+    report.new_events([
+        _event("anomaly.open", 3, "cpu", 'cpu{service.name="shop"}: value 95%, above the '
+               "expected 40% (band 30 to 50%)"),
+        _event("anomaly.close", 9, "cpu", 'cpu{service.name="shop"}: back to normal'),
+        _event("anomaly.close", 10, "queue", "queue: the new level is now the baseline")])
+    assert out.getvalue().splitlines() == [
+        "         anomaly.open   at     3s shop cpu score 2.0",
+        "                          value 95%, above the expected 40% (band 30 to 50%)",
+        "         anomaly.close  at     9s shop cpu score 2.0",
+        "                          back to normal",
+        "         anomaly.close  at    10s shop queue score 2.0",
+        "                          the new level is now the baseline"]
 
 
 def test_a_short_demo_runs_end_to_end() -> None:
