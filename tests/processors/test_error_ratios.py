@@ -83,7 +83,11 @@ def test_explanations_say_the_counts() -> None:
     [opened] = _feed(scorer, TRACES_KEY, t, [(12, 40)])
     assert "12 errors in 40 calls (30%), usual 0.5" in opened.explanation, opened.explanation
     assert "band up to" in opened.explanation and "for 40 calls" in opened.explanation
-    closes = [e for e in _feed(scorer, TRACES_KEY, t + 1, [(1, 200)] * 3) if e.kind == "close"]
+    # It closes at the fifth quiet window in a row (``ERROR_RATIO_ALERT.close_after``).
+    quiet = [_feed(scorer, TRACES_KEY, t + 1 + i, [(1, 200)]) for i in range(5)]
+    closing = [i for i, events in enumerate(quiet) for e in events if e.kind == "close"]
+    assert closing == [4], closing
+    closes = [e for e in quiet[4] if e.kind == "close"]
     assert "back to normal, 1 error in 200 calls (0.5%)" in closes[0].explanation
 
     scorer, t = _warm_scorer(LOGS_KEY)
@@ -245,3 +249,43 @@ def test_a_slow_burst_in_windows_of_few_calls_is_caught_by_pooling_recent_window
     alone, pooled = _slow_burst_opens(0.0), _slow_burst_opens(0.8)
     assert pooled >= 0.6 * 40, f"{pooled}/40 caught"
     assert pooled > 2 * alone, (pooled, alone)
+
+
+def _burst_course(calls: float, burst: float, seed: int) -> tuple[int, int, float]:
+    """40 operations at ``calls`` per window: an hour at 0.5 % errors, then ``burst`` for
+    5 minutes (30 windows). Returns how many opened, how many of those closed while the
+    burst went on, and the share of the burst flagged from each one's first open."""
+    scorer, ops, onset, end = Scorer(DEFAULT_RULES), 40, 360, 390
+    keys = [TRACES_KEY._replace(attributes=(("span.name", f"op-{i}"),)) for i in range(ops)]
+    scorer.assign_many(np.arange(ops), keys)
+    rng = np.random.default_rng(seed)
+    first, closed_early = np.full(ops, -1), np.zeros(ops, np.bool_)
+    is_open, flagged = np.zeros(ops, np.bool_), np.zeros(ops, np.int64)
+    for w in range(end):
+        n = rng.poisson(calls, ops).astype(np.float64)
+        errors = rng.binomial(n.astype(np.int64), burst if w >= onset else 0.005)
+        rows = np.flatnonzero(n > 0)
+        batch = SeriesBatch(rows, np.full(len(rows), w * WINDOW), errors[rows] / n[rows],
+                            n[rows])
+        for event in scorer.run(batch, lambda slot: keys[slot], {})[1]:
+            assert w >= onset, event.explanation
+            is_open[event.slot] = event.kind != "close"
+            first[event.slot] = w if first[event.slot] < 0 else first[event.slot]
+            closed_early[event.slot] |= event.kind == "close"
+        flagged += is_open
+    opened = first >= 0
+    share = flagged[opened].sum() / (end - first[opened]).sum()
+    return int(opened.sum()), int(closed_early[opened].sum()), float(share)
+
+
+def test_an_error_burst_in_windows_of_few_calls_stays_open_while_it_lasts() -> None:
+    # A third of the windows of 5 calls at 20 % errors hold no error at all, so one window
+    # back inside the band is no sign that the burst is over (closed on it, 40 of 40 did
+    # so within the burst, and the cooldown then kept them closed).
+    for calls, burst, seed in ((5.0, 0.4, 0), (20.0, 0.1, 1)):
+        opened, closed, share = _burst_course(calls, burst, seed)
+        assert opened >= 36, f"{burst:.0%} errors at {calls:g} calls a window: {opened}/40 opened"
+        assert closed <= opened // 4, (
+            f"{burst:.0%} errors at {calls:g} calls a window: {closed} of {opened} anomalies "
+            f"closed while the burst went on ({share:.0%} of it flagged after the open)")
+        assert share >= 0.9, f"{share:.0%} of the burst flagged after the open"
