@@ -15,6 +15,7 @@ interleaving during a rolling update mark one deploy, not many.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -166,34 +167,97 @@ class DeployTracker:
         return grace if grace.any() else None
 
 
-class LevelOffsets:
-    """Per-slot additive level corrections learned during grace periods.
+@dataclass(frozen=True, slots=True)
+class LevelCorrection:
+    """A round's deploy corrections: between the values received and what the detector sees.
 
-    Detectors see ``value - offset``; their expected value and band are shifted back by
-    ``offset`` for the outside world, so scores are unchanged by the correction itself.
+    Per row an ``amount`` and a ``log_factor``: a detector that models log values gets a
+    factor (a release moves a latency by a factor: p99 +25 % at every hour of the day), any
+    other an amount; only a checkpoint saved before factors existed leaves a log model
+    with an amount, until its next point (``LevelOffsets.convert``).
+
+    >>> c = LevelCorrection(np.array([0.0]), np.array([np.log(1.25)]))
+    >>> c.removed(np.array([125.0])).round(6).tolist(), c.restored(np.array([80.0])).tolist()
+    ([100.0], [100.0])
+    """
+
+    amount: NDArray[np.float64]
+    log_factor: NDArray[np.float64]
+
+    def removed(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``values`` as the detector sees them."""
+        out: NDArray[np.float64] = (values - self.amount) * np.exp(-self.log_factor)
+        return out
+
+    def restored(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The detector's ``values`` (expected, band) as the outside world sees them."""
+        out: NDArray[np.float64] = values * np.exp(self.log_factor) + self.amount
+        return out
+
+
+class LevelOffsets:
+    """Per-slot level corrections learned during grace periods.
+
+    Detectors see the values with the correction removed; their expected value and band are
+    corrected back for the outside world, so scores are unchanged by the correction itself.
+    A detector that models log values (``relative``) learns a factor, any other an amount
+    (``LevelCorrection``); a slot keeps its rule, so each slot uses one of the two.
     """
 
     def __init__(self) -> None:
-        self._offsets = SlotArrays(offset=Column(np.float64, 0.0))
+        self._offsets = SlotArrays(amount=Column(np.float64, 0.0),
+                                   log_factor=Column(np.float32, 0.0))
         self.active = False  # no slot has an offset: every method is a no-op
 
-    def of(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
-        """The offset of each row's slot (0 for slots never corrected)."""
+    def correction(self, slots: NDArray[np.intp]) -> LevelCorrection | None:
+        """The rows' corrections (none for slots never corrected), or None while no slot has one."""
+        if not self.active:
+            return None
         known = slots < len(self._offsets)
-        return np.where(known, self._offsets.offset[np.where(known, slots, 0)], 0.0)
+        at = np.where(known, slots, 0)
+        return LevelCorrection(np.where(known, self._offsets.amount[at], 0.0),
+                               np.where(known, self._offsets.log_factor[at], 0.0))
 
     def absorb(
-        self, slots: NDArray[np.intp], residuals: NDArray[np.float64],
-        rate: float = OFFSET_RATE,
+        self, slots: NDArray[np.intp], seen: NDArray[np.float64],
+        expected: NDArray[np.float64], relative: bool, rate: float = OFFSET_RATE,
     ) -> None:
-        """Move the offsets of ``slots`` (distinct) by ``rate`` times their finite residuals."""
-        finite = np.isfinite(residuals)
+        """Move the offsets of ``slots`` (distinct) by ``rate`` of the gap from ``expected``.
+
+        Both are as the detector sees them. ``relative``: the gap is a log ratio and moves
+        the factor (only where both are positive); else it is a difference and moves the
+        amount. Non-finite gaps move nothing.
+        """
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gaps = np.log(seen / expected) if relative else seen - expected
+        if relative:
+            gaps = np.where((seen > 0) & (expected > 0), gaps, np.nan)
+        finite = np.isfinite(gaps)
         if not finite.any():
             return
-        slots, residuals = slots[finite], residuals[finite]
+        slots, gaps = slots[finite], gaps[finite]
         self._offsets.ensure(slots)
-        self._offsets.offset[slots] += rate * residuals
+        column = self._offsets.log_factor if relative else self._offsets.amount
+        column[slots] += rate * gaps
         self.active = True
+
+    def convert(
+        self, slots: NDArray[np.intp], shift: LevelCorrection, expected: NDArray[np.float64],
+    ) -> None:
+        """Turn the amounts of a log model's ``slots`` into the factor that shows the same.
+
+        ``expected``: the detector's, as it sees them (before ``shift`` restores it). An
+        amount ``a`` on an expected ``e`` shows ``e + a``; the factor ``(e + a) / e`` does
+        too, at this point, and scales with the level from then on. Rows where either is
+        not positive keep their amount until a later point.
+        """
+        restored = expected + shift.amount
+        rows = (shift.amount != 0) & (expected > 0) & (restored > 0)
+        if not rows.any():
+            return
+        at = slots[rows]
+        self._offsets.log_factor[at] += np.log(restored[rows] / expected[rows])
+        self._offsets.amount[at] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """The offsets, and whether any slot has one."""

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated, clip_to_band
+from otel_anomaly.processors.alerting.deploys import LevelCorrection
 from otel_anomaly.processors.settings import AlertPolicy
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -18,7 +19,7 @@ class ScoredRound:
 
     part: SeriesBatch  # engine slots, values as received
     seen: SeriesBatch  # the rule's own slots, values less the deploy offset
-    shift: NDArray[np.float64] | None  # the deploy offset per row, None: no offsets
+    shift: LevelCorrection | None  # the rows' deploy corrections, None: no offsets
     spacing: NDArray[np.float64]  # each series' usual spacing, seconds
     calibrated: Calibrated  # band and score around ``seen``
     shown: Calibrated  # the same, offset restored: what is exported
@@ -59,8 +60,8 @@ def held_lesson(rnd: ScoredRound, held: Calibrated) -> SeriesBatch:
         return rnd.seen
     seen = rnd.seen
     holding = held_rows(rnd, held)
-    shift = 0.0 if rnd.shift is None else rnd.shift
-    lo, hi = held.lower - shift, held.upper - shift
+    lo, hi = ((held.lower, held.upper) if rnd.shift is None
+              else (rnd.shift.removed(held.lower), rnd.shift.removed(held.upper)))
     return seen.with_values(np.where(holding, np.clip(seen.values, lo, hi), seen.values))
 
 

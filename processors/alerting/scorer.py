@@ -399,15 +399,19 @@ class Scorer:
     def _predict(self, rule_index: int, part: SeriesBatch) -> ScoredRound:
         """The rule's band and score for each row, as the detector and the outside see them."""
         detector, calibrator = self.detectors[rule_index], self.calibrators[rule_index]
-        shift = self.offsets.of(part.slots) if self.offsets.active else None
+        shift = self.offsets.correction(part.slots)
         # What the detector and calibrator see: their own slots, the deploy offset removed.
         seen = SeriesBatch(self._local(part.slots), part.ts_unix_nano,
-                           part.values if shift is None else part.values - shift, part.counts)
+                           part.values if shift is None else shift.removed(part.values),
+                           part.counts)
         spacing = self.hysteresis.spacing_s(part.slots)
         calibrated = calibrator.step(detector, seen, spacing)
         shown = calibrated if shift is None else Calibrated(
-            calibrated.expected + shift, calibrated.lower + shift, calibrated.upper + shift,
-            calibrated.score, None if calibrated.baseline is None else calibrated.baseline + shift)
+            shift.restored(calibrated.expected), shift.restored(calibrated.lower),
+            shift.restored(calibrated.upper), calibrated.score,
+            None if calibrated.baseline is None else shift.restored(calibrated.baseline))
+        if shift is not None and _relative(detector):  # amounts of an older checkpoint
+            self.offsets.convert(part.slots, shift, calibrated.expected)
         return ScoredRound(part, seen, shift, spacing, calibrated, shown)
 
     def _alert(
@@ -502,7 +506,8 @@ class Scorer:
             return
         if grace is not None:
             # A deploy's level change goes into the offset; the detector keeps its shape.
-            self.offsets.absorb(slots[grace], (lesson.values - calibrated.expected)[grace])
+            self.offsets.absorb(slots[grace], lesson.values[grace], calibrated.expected[grace],
+                                _relative(detector))
         keep = np.arange(len(slots)) if learning is None else np.flatnonzero(learning)
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
@@ -529,8 +534,9 @@ class Scorer:
         if found is None:
             return lesson
         rows, lower, upper = found
-        shift = 0.0 if rnd.shift is None else rnd.shift
-        clipped = np.clip(lesson.values, lower - shift, upper - shift)
+        if rnd.shift is not None:
+            lower, upper = rnd.shift.removed(lower), rnd.shift.removed(upper)
+        clipped = np.clip(lesson.values, lower, upper)
         return lesson.with_values(np.where(rows, clipped, lesson.values))
 
     @staticmethod
@@ -591,6 +597,11 @@ class _Rounds:
     flag: NDArray[np.bool_]
     key_of: Callable[[int], SeriesKey]
     exemplars: Mapping[int, tuple[bytes, bytes]]
+
+
+def _relative(detector: Detector) -> bool:
+    """Whether a release moves this detector's series by a factor: it models log values."""
+    return bool(getattr(detector, "log_transform", False))
 
 
 def _any(mask: NDArray[np.bool_]) -> bool:

@@ -246,10 +246,26 @@ def _evidence_column(state: dict[str, Any], prefix: str) -> None:
         state.setdefault(prefix + name, np.full(rows, prior, np.float32))
 
 
+def _offset_factors(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 13 -> 14: deploy offsets are an amount or, for log models, a factor.
+
+    The saved ``offsets.offset`` column (amounts, for every rule) becomes ``amount``, and
+    ``log_factor`` is added, all 0. A log model's slot turns its amount into the factor that
+    shows the same expected value at its first point after the restore
+    (``LevelOffsets.convert``): which rule a slot has is known only then.
+    """
+    offsets = state["scorer"]["offsets"]
+    if "offset" in offsets:
+        amount = np.asarray(offsets.pop("offset"), np.float64)
+        offsets["amount"] = amount
+        offsets["log_factor"] = np.zeros(len(amount), np.float32)
+    return state
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
-                                  12: _evidence_columns}
+                                  12: _evidence_columns, 13: _offset_factors}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 
