@@ -171,27 +171,27 @@ class DeployTracker:
 class LevelCorrection:
     """A round's deploy corrections: between the values received and what the detector sees.
 
-    Per row an ``amount`` and a ``log_factor``: a detector that models log values gets a
-    factor (a release moves a latency by a factor: p99 +25 % at every hour of the day), any
-    other an amount; only a checkpoint saved before factors existed leaves a log model
-    with an amount, until its next point (``LevelOffsets.convert``).
+    Per row an ``amount`` and a ``scale``: a detector that models log values gets a factor
+    (a release moves a latency by a factor: p99 +25 % at every hour of the day), any other
+    an amount; only a checkpoint saved before factors existed leaves a log model with an
+    amount, until its next point (``LevelOffsets.convert``).
 
-    >>> c = LevelCorrection(np.array([0.0]), np.array([np.log(1.25)]))
-    >>> c.removed(np.array([125.0])).round(6).tolist(), c.restored(np.array([80.0])).tolist()
+    >>> c = LevelCorrection(np.array([0.0]), np.array([1.25]))
+    >>> c.removed(np.array([125.0])).tolist(), c.restored(np.array([80.0])).tolist()
     ([100.0], [100.0])
     """
 
     amount: NDArray[np.float64]
-    log_factor: NDArray[np.float64]
+    scale: NDArray[np.float64]  # exp of the slot's log factor, computed once per round
 
     def removed(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """``values`` as the detector sees them."""
-        out: NDArray[np.float64] = (values - self.amount) * np.exp(-self.log_factor)
+        out: NDArray[np.float64] = (values - self.amount) / self.scale
         return out
 
     def restored(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """The detector's ``values`` (expected, band) as the outside world sees them."""
-        out: NDArray[np.float64] = values * np.exp(self.log_factor) + self.amount
+        out: NDArray[np.float64] = values * self.scale + self.amount
         return out
 
 
@@ -216,7 +216,7 @@ class LevelOffsets:
         known = slots < len(self._offsets)
         at = np.where(known, slots, 0)
         return LevelCorrection(np.where(known, self._offsets.amount[at], 0.0),
-                               np.where(known, self._offsets.log_factor[at], 0.0))
+                               np.exp(np.where(known, self._offsets.log_factor[at], 0.0)))
 
     def absorb(
         self, slots: NDArray[np.intp], seen: NDArray[np.float64],
