@@ -220,11 +220,11 @@ class Engine:
         series raise no flag for ``deploy_grace_s`` while they learn the new level. The
         OTLP paths call this from each resource's ``service.version``; backtests may too.
         """
-        self.deploys.observe(service, version, ts_unix_nano)
+        self.scorer.offsets.restart(self.deploys.observe(service, version, ts_unix_nano))
 
     def _score(self, out: Observations, result: IngestResult) -> None:
         for service, version, ts in out.versions:
-            self.deploys.observe(service, version, ts)
+            self.scorer.offsets.restart(self.deploys.observe(service, version, ts))
         why = self.multivariate.observe(out, self.settings.clock(),
                                         self.deploys.service_in_grace) if self.multivariate else {}
         if out.slotted is None:

@@ -27,9 +27,16 @@ from otel_anomaly.processors.types import Labels
 
 VERSION_ATTRIBUTE = "service.version"
 _NEVER = np.int64(-(2**62))  # far enough from int64's limits to add a grace period to
+_NO_SLOTS = np.empty(0, np.intp)
 _VERSIONS_KEPT = 32  # per service: older versions are forgotten (a rollback re-deploys)
-OFFSET_RATE = 0.3
-"""Share of each grace-period residual the level offset absorbs (~97 % after 10 points)."""
+OFFSET_FLOOR = 0.1
+"""Least share of a grace-period gap the level offset takes in. The offset is the mean of the
+gaps since the deploy (the n-th point weighs 1/n), so the level is learned from all of the
+grace period's points, not from its last few; from the tenth point on, each weighs a tenth,
+so a rolling update whose new level arrives over several minutes is still followed."""
+RESTORED_COUNT = 1.0 / 0.3 - 1.0
+"""Points a restored offset counts as (checkpoints before counts): its next point weighs 0.3,
+the share every point had before."""
 
 
 def split_version(resource: Labels, attribute: str = VERSION_ATTRIBUTE) -> tuple[Labels, str]:
@@ -57,8 +64,10 @@ class DeployTracker:
     >>> tracker = DeployTracker(grace_s=600)
     >>> cart = (("service.name", "cart"),)
     >>> tracker.track(np.array([0]), [cart])
-    >>> tracker.observe(cart, "1.0", 0)  # first sight: not a deploy
-    >>> tracker.observe(cart, "1.1", 1_000 * 10**9)
+    >>> tracker.observe(cart, "1.0", 0).tolist()  # first sight: not a deploy
+    []
+    >>> tracker.observe(cart, "1.1", 1_000 * 10**9).tolist()  # a deploy: its slots
+    [0]
     >>> tracker.in_grace(np.array([0, 0]), np.array([1_100, 1_700]) * 10**9).tolist()
     [True, False]
     """
@@ -77,33 +86,38 @@ class DeployTracker:
             at=Column(np.int64, _NEVER),  # the last deploy's time
         )
 
-    def observe(self, service: Labels, version: str, ts_unix_nano: int) -> None:
-        """Note that ``service`` ran ``version`` at ``ts_unix_nano``."""
+    def observe(self, service: Labels, version: str, ts_unix_nano: int) -> NDArray[np.intp]:
+        """Note that ``service`` ran ``version`` at ``ts_unix_nano``.
+
+        Returns the slots this put in a grace period (a deploy of their service), if any.
+        """
         if not version or self.grace_ns <= 0:
-            return
+            return _NO_SLOTS
         seen = self._versions.get(service)
         if seen is None:
             self._versions[service] = {version: None}
-            return
+            return _NO_SLOTS
         if version in seen:
-            return
+            return _NO_SLOTS
         seen[version] = None
         if len(seen) > _VERSIONS_KEPT:
             del seen[next(iter(seen))]
         self.deploys_total += 1
         self._deployed_at[service] = ts_unix_nano
         number = self._service_ids.get(service)
-        if number is not None and len(self._slots):
-            # A scan of one int32 column: deploys are rare, series are many.
-            self._slots.at[self._slots.service == number] = ts_unix_nano
+        if number is None or not len(self._slots):
+            return _NO_SLOTS
+        # A scan of one int32 column: deploys are rare, series are many.
+        deployed = np.flatnonzero(self._slots.service == number)
+        self._slots.at[deployed] = ts_unix_nano
+        return deployed
 
     def service_in_grace(self, service: Labels, ts_unix_nano: int) -> bool:
         """Whether ``ts_unix_nano`` falls in ``service``'s grace period after its last deploy.
 
         >>> tracker = DeployTracker(grace_s=600)
         >>> cart = (("service.name", "cart"),)
-        >>> tracker.observe(cart, "1.0", 0)
-        >>> tracker.observe(cart, "1.1", 1_000 * 10**9)
+        >>> _ = tracker.observe(cart, "1.0", 0), tracker.observe(cart, "1.1", 1_000 * 10**9)
         >>> [tracker.service_in_grace(cart, t * 10**9) for t in (999, 1_100, 1_700)]
         [False, True, False]
         """
@@ -206,7 +220,8 @@ class LevelOffsets:
 
     def __init__(self) -> None:
         self._offsets = SlotArrays(amount=Column(np.float64, 0.0),
-                                   log_factor=Column(np.float32, 0.0))
+                                   log_factor=Column(np.float32, 0.0),
+                                   count=Column(np.float32, 0.0))  # gaps since the deploy
         self.active = False  # no slot has an offset: every method is a no-op
 
     def correction(self, slots: NDArray[np.intp]) -> LevelCorrection | None:
@@ -218,15 +233,20 @@ class LevelOffsets:
         return LevelCorrection(np.where(known, self._offsets.amount[at], 0.0),
                                np.exp(np.where(known, self._offsets.log_factor[at], 0.0)))
 
+    def restart(self, slots: NDArray[np.intp]) -> None:
+        """A deploy of these slots' service: their offsets average the gaps afresh."""
+        self._offsets.count[slots[slots < len(self._offsets)]] = 0.0
+
     def absorb(
         self, slots: NDArray[np.intp], seen: NDArray[np.float64],
-        expected: NDArray[np.float64], relative: bool, rate: float = OFFSET_RATE,
+        expected: NDArray[np.float64], relative: bool,
     ) -> None:
-        """Move the offsets of ``slots`` (distinct) by ``rate`` of the gap from ``expected``.
+        """Move the offsets of ``slots`` (distinct) toward the gap from ``expected``.
 
         Both are as the detector sees them. ``relative``: the gap is a log ratio and moves
         the factor (only where both are positive); else it is a difference and moves the
-        amount. Non-finite gaps move nothing.
+        amount. The offset is the running mean of the gaps since the slot's deploy (the n-th
+        weighs 1/n, at least ``OFFSET_FLOOR``). Non-finite gaps move nothing.
         """
         with np.errstate(divide="ignore", invalid="ignore"):
             gaps = np.log(seen / expected) if relative else seen - expected
@@ -237,8 +257,10 @@ class LevelOffsets:
             return
         slots, gaps = slots[finite], gaps[finite]
         self._offsets.ensure(slots)
+        count = self._offsets.count[slots] + 1.0
+        self._offsets.count[slots] = count
         column = self._offsets.log_factor if relative else self._offsets.amount
-        column[slots] += rate * gaps
+        column[slots] += np.maximum(1.0 / count, OFFSET_FLOOR) * gaps
         self.active = True
 
     def convert(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.deploys import RESTORED_COUNT
 from otel_anomaly.processors.alerting.hysteresis import LAG_PRIOR
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, integer_bins
 from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
@@ -252,13 +253,16 @@ def _offset_factors(state: dict[str, Any]) -> dict[str, Any]:
     The saved ``offsets.offset`` column (amounts, for every rule) becomes ``amount``, and
     ``log_factor`` is added, all 0. A log model's slot turns its amount into the factor that
     shows the same expected value at its first point after the restore
-    (``LevelOffsets.convert``): which rule a slot has is known only then.
+    (``LevelOffsets.convert``): which rule a slot has is known only then. Offsets now
+    average the gaps since their deploy; ``count`` (gaps so far) is added at
+    ``RESTORED_COUNT``, so a grace period cut by the restart goes on as it did before.
     """
     offsets = state["scorer"]["offsets"]
     if "offset" in offsets:
         amount = np.asarray(offsets.pop("offset"), np.float64)
         offsets["amount"] = amount
         offsets["log_factor"] = np.zeros(len(amount), np.float32)
+        offsets["count"] = np.full(len(amount), RESTORED_COUNT, np.float32)
     return state
 
 
