@@ -506,8 +506,8 @@ class Scorer:
             return
         if grace is not None:
             # A deploy's level change goes into the offset; the detector keeps its shape.
-            self.offsets.absorb(slots[grace], lesson.values[grace],
-                                calibrated.reference[grace], _relative(detector))
+            self.offsets.absorb(slots[grace], lesson.values[grace], calibrated.expected[grace],
+                                _relative(detector))
         keep = np.arange(len(slots)) if learning is None else np.flatnonzero(learning)
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
