@@ -224,7 +224,7 @@ class Engine:
 
     def _score(self, out: Observations, result: IngestResult) -> None:
         for service, version, ts in out.versions:
-            self.scorer.offsets.restart(self.deploys.observe(service, version, ts))
+            self.observe_version(service, version, ts)
         why = self.multivariate.observe(out, self.settings.clock(),
                                         self.deploys.service_in_grace) if self.multivariate else {}
         if out.slotted is None:

@@ -235,7 +235,8 @@ class LevelOffsets:
 
     def restart(self, slots: NDArray[np.intp]) -> None:
         """A deploy of these slots' service: their offsets average the gaps afresh."""
-        self._offsets.count[slots[slots < len(self._offsets)]] = 0.0
+        if len(slots):  # every resource of every request asks; deploys are rare
+            self._offsets.count[slots[slots < len(self._offsets)]] = 0.0
 
     def absorb(
         self, slots: NDArray[np.intp], seen: NDArray[np.float64],
