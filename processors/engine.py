@@ -246,8 +246,10 @@ class Engine:
         ts = np.concatenate([fast.ts_unix_nano, np.array(out.ts, np.int64)])
         values = np.concatenate([fast.values, np.array(out.values, np.float64)])
         counts = out.count_array()
-        if counts is not None:
-            counts = np.concatenate([np.full(n_fast, np.nan), counts])
+        if counts is not None or fast.counts is not None:
+            counts = np.concatenate([np.full(n_fast, np.nan) if fast.counts is None else
+                                     fast.counts,
+                                     np.full(len(walked), np.nan) if counts is None else counts])
         teaches = out.learned_array()
         if teaches is not None:
             teaches = np.concatenate([np.ones(n_fast, np.bool_), teaches])

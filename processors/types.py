@@ -39,8 +39,10 @@ class SeriesBatch:
     """Points of many series: ``slots[i]`` had ``values[i]`` at ``ts_unix_nano[i]``.
 
     All arrays have equal length. Rows of one slot are in arrival order. ``counts[i]`` is
-    the sample size behind a ratio (the calls or log records of its window), NaN where
-    unknown; ``None`` (the usual case) means unknown for every row.
+    the sample size behind the row, NaN where unknown: for a ratio, its trials (the calls
+    or log records of its window); for a rate, the seconds it was counted over (a
+    counter's interval, a window of spans or log records). ``None`` means unknown for
+    every row.
     """
 
     slots: NDArray[np.intp]
@@ -238,7 +240,8 @@ class SlottedRows:
     handled) are placed by unit: rows from ``unit_starts[u]`` up to the next unit's start
     (or ``extracted``) have place ``unit_orders[u]``; rows appended after extraction (the
     multivariate stage's) come last. ``exemplars`` maps a row of these to the
-    ``(trace_id, span_id)`` it came from (span outliers).
+    ``(trace_id, span_id)`` it came from (span outliers). ``counts``: each row's sample
+    size as ``SeriesBatch.counts`` has it (a rate's seconds), None when no row has one.
     """
 
     slots: NDArray[np.intp]
@@ -249,6 +252,7 @@ class SlottedRows:
     unit_orders: list[int]
     extracted: int
     exemplars: Mapping[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    counts: NDArray[np.float64] | None = None
 
     def walked_order(self, n_rows: int) -> NDArray[np.int64]:
         """The place in the request of each of the ``n_rows`` walked rows."""
@@ -287,7 +291,7 @@ class Observations:
 
     def add(self, key: SeriesKey, ts_unix_nano: int, value: float, count: float | None = None,
             ) -> None:
-        """Append one point (``count``: its sample size, if it is a ratio)."""
+        """Append one point (``count``: its sample size, see ``SeriesBatch``)."""
         if count is not None:
             self.counts[len(self.keys)] = count
         self.keys.append(key)

@@ -120,6 +120,15 @@ class Calibrator:
     the series' resolution, so a count resting at 0 scores a lone 1 at the band's edge,
     not at 1e9. A fractional value (an error ratio leaving 0) is scored without it.
 
+    A rate that comes with the seconds it was counted over (``SeriesBatch.counts``: a
+    counter's interval, a window of spans or log records) and has counted whole events so
+    far is judged as a count: each side of its band is at least as wide as Poisson noise
+    around the expected number of events allows at the band's sigmas (``count_widths``).
+    An error counter that ticks about once an hour rests at an expected 0 events a
+    minute, and its band was only what its rare events had taught it: two errors in a
+    minute scored up to 1.8 and opened, about once a series-day. Now one error scores 0.3
+    to 0.5 and two 0.6 to 1.1 (``tests/processors/test_count_rates.py``).
+
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
     open anomaly (unless learn gating is off), so an incident's first point teaches "such
     excursions happen" but a lasting incident does not widen the band under itself.
@@ -206,7 +215,7 @@ class Calibrator:
                 batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
                 self._usual.magnitude, self._usual.fractional, k, scale_floor,
                 float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
-                DIRECTIONS[policy.direction], _MIN_WIDTH)
+                DIRECTIONS[policy.direction], _MIN_WIDTH, exposures(detector, batch))
         return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -229,7 +238,8 @@ class Calibrator:
         band, less a deploy offset): whether a series is whole-numbered is a property of
         its data, not of its lessons.
         """
-        self._learn_magnitude(batch, batch.values if received is None else received)
+        self._learn_magnitude(batch, batch.values if received is None else received,
+                              exposures(detector, batch))
         rare, active = self._rare(detector), self._active(detector)
         if not (rare or active):
             return
@@ -250,16 +260,17 @@ class Calibrator:
                 self.scale.update(*scale_lesson(ready, batch.slots, calibrated.score, k,
                                                 batch.values, calibrated.expected))
 
-    def _learn_magnitude(self, batch: SeriesBatch, received: NDArray[np.float64]) -> None:
+    def _learn_magnitude(self, batch: SeriesBatch, received: NDArray[np.float64],
+                         exposure: NDArray[np.float64]) -> None:
         usual = self._usual
         with float_warnings_ignored():
             if learn_magnitude_rows(batch.slots, batch.values, received, usual.magnitude,
-                                    usual.points, usual.fractional, MAGNITUDE_MEMORY):
+                                    usual.points, usual.fractional, MAGNITUDE_MEMORY, exposure):
                 return
             # A finite row's slot is past the columns (rare: ``step`` grew them): grow, redo.
             usual.ensure(batch.slots[np.isfinite(batch.values)])
             learn_magnitude_rows(batch.slots, batch.values, received, usual.magnitude,
-                                 usual.points, usual.fractional, MAGNITUDE_MEMORY)
+                                 usual.points, usual.fractional, MAGNITUDE_MEMORY, exposure)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
@@ -295,6 +306,17 @@ class Calibrator:
         if detector is None or self._rare(detector):
             self.rarity.reset(slots)
         self._usual.reset(slots)
+
+
+def exposures(detector: Detector, batch: SeriesBatch) -> NDArray[np.float64]:
+    """The seconds each row's rate was counted over (``SeriesBatch.counts``), if any.
+
+    Empty when no row has them, or when the detector judges the counts itself (the trials
+    of a ratio): the calibrator's count floor is then off.
+    """
+    if batch.counts is None or detector.counts_are_trials:
+        return _NO_ROWS
+    return batch.counts
 
 
 def _prefixed(state: dict[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:

@@ -26,15 +26,57 @@ def whole(value: float) -> bool:
     return bool(value == np.floor(value))
 
 
+_COUNT_TOLERANCE = 1e-9
+"""How far (relative) a rate times its exposure may be from a whole number and still be a
+count: ``k / dt * dt`` is ``k`` only to a few float roundings."""
+
+
+@row_kernel
+def resolved_whole(value: Any, exposure: Any) -> bool:
+    """Whether a row is a whole number of its series' resolution.
+
+    A rate with its ``exposure`` (the seconds it was counted over; NaN: none) is whole when
+    it counted a whole number of events (``value * exposure``); any other value when it
+    is a whole number itself.
+    """
+    if exposure > 0:
+        events = np.float64(value) * np.float64(exposure)
+        return bool(abs(events - np.round(events)) <= _COUNT_TOLERANCE * maximum(1.0, abs(events)))
+    return whole(value)
+
+
+@row_kernel
+def count_widths(expected: Any, exposure: Any, k: Any) -> Any:
+    """The band half-widths above and below ``expected`` that Poisson noise alone needs.
+
+    A rate counted over ``exposure`` seconds at an expected ``expected`` per second holds
+    ``mu = expected * exposure`` events on average; its edges at ``k`` Gaussian-equivalent
+    sigmas are the Cornish-Fisher quantiles ``mu +- k sqrt(mu) + (k^2 - 1) / 6`` events (the
+    skew term keeps a rate resting near 0 at about 2 events, where the exact Poisson tail
+    is: at ``mu = 0.02`` two events are 3.5 sigmas out). Returned per second; 0 and 0
+    without an exposure.
+    """
+    if not (exposure > 0 and np.isfinite(expected) and np.isfinite(k)):
+        return 0.0, 0.0
+    mu = maximum(np.float64(expected), 0.0) * np.float64(exposure)
+    spread, skew = k * np.sqrt(mu), (k * k - 1.0) / 6.0
+    return (spread + skew) / exposure, maximum(spread - skew, 0.0) / exposure
+
+
 @kernel
-def _calibrate_row(
+def _calibrate_row(  # noqa: PLR0913 -- a row, its floors and the policy's
     value: Any, expected: Any, lower: Any, upper: Any, floor: Any,
     min_abs: float, min_rel: float, direction: int, min_width: float,
+    count_up: Any = 0.0, count_down: Any = 0.0,
 ) -> Any:
-    """One row of ``calibrate``: its band's lower and upper edge, and its score."""
+    """One row of ``calibrate``: its band's lower and upper edge, and its score.
+
+    ``count_up``/``count_down``: the least half-width on each side a count's noise needs
+    (``count_widths``; 0 for no count).
+    """
     floor = maximum(maximum(min_abs, floor), min_rel * np.abs(expected))
-    up_width = maximum(maximum(upper - expected, floor), min_width)
-    down_width = maximum(maximum(expected - lower, floor), min_width)
+    up_width = maximum(maximum(maximum(upper - expected, floor), count_up), min_width)
+    down_width = maximum(maximum(maximum(expected - lower, floor), count_down), min_width)
     deviation = value - expected
     score = deviation / up_width if deviation >= 0 else -deviation / down_width
     if (direction == _UP and deviation < 0) or (direction == _DOWN and deviation > 0):
@@ -57,24 +99,42 @@ def calibrate_rows(
     for i in range(n):
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
             values[i], expected[i], lower[i], upper[i], floor[i], min_abs, min_rel, direction,
-            min_width)
+            min_width, 0.0, 0.0)
     return band_lower, band_upper, score
 
 
 @row_kernel
-def floor_of(value: Any, magnitude: Any, fractional: Any, min_rel: float) -> Any:
-    """A row's band floor from its slot's usual magnitude (see ``calibrate_slots``)."""
+def floor_of(value: Any, magnitude: Any, fractional: Any, min_rel: float,
+             exposure: Any = np.nan) -> Any:
+    """A row's band floor from its slot's usual magnitude (see ``calibrate_slots``).
+
+    A rate with its exposure gets no floor of 1: its resolution is an event, which
+    ``count_floors`` judges.
+    """
     floor: float = min_rel * np.float64(magnitude)
-    if fractional == 0 and whole(value):
+    if fractional == 0 and not exposure > 0 and whole(value):
         floor = maximum(floor, 1.0)
     return floor
+
+
+@row_kernel
+def count_floors(value: Any, expected: Any, exposure: Any, fractional: Any, k: Any) -> Any:
+    """A rate's least half-widths above and below (``count_widths``), or 0 and 0.
+
+    Only for a row with an exposure that counted a whole number of events, on a slot whose
+    every row has (``fractional`` 0): a counter of seconds or bytes, with fractional
+    increments, is no count of events, and its band stays its own.
+    """
+    if fractional == 0 and exposure > 0 and resolved_whole(value=value, exposure=exposure):
+        return count_widths(expected=expected, exposure=exposure, k=k)
+    return 0.0, 0.0
 
 
 @kernel
 def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and the policy
     values: Any, expected: Any, lower: Any, upper: Any, slots: Any, magnitude: Any,
     fractional: Any, k: Any, scale_floor: Any, min_abs: float, min_rel: float, direction: int,
-    min_width: float,
+    min_width: float, exposure: Any,
 ) -> Any:
     """``Calibrator.step``'s floor and ``calibrate`` in one loop.
 
@@ -83,18 +143,24 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     slot whose values have all been whole numbers (``fractional`` 0), at least 1: the
     series' own resolution, so a count resting at 0 puts a single 1 on the band's edge, not
     1e9 widths past it. A fractional value shows the series is no count (an error ratio
-    leaving 0): it is scored without that floor.
+    leaving 0): it is scored without that floor. A rate whose row has an ``exposure``
+    (seconds; empty: no row has) is whole when it counted whole events, and its band is at
+    least as wide as Poisson noise at ``k`` sigmas (``count_floors``).
     """
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
+        seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[slots[i]],
-                         fractional=fractional[slots[i]], min_rel=min_rel)
+                         fractional=fractional[slots[i]], min_rel=min_rel, exposure=seconds)
         if len(scale_floor):
             floor = maximum(floor, k[i] * scale_floor[i])
+        count_up, count_down = count_floors(value=values[i], expected=expected[i],
+                                            exposure=seconds,
+                                            fractional=fractional[slots[i]], k=k[i])
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
             values[i], expected[i], lower[i], upper[i], floor, min_abs, min_rel, direction,
-            min_width)
+            min_width, count_up, count_down)
     return band_lower, band_upper, score
 
 
@@ -112,12 +178,13 @@ def clip_rows(values: Any, lower: Any, upper: Any) -> Any:
 @kernel
 def learn_magnitude_rows(  # noqa: PLR0913 -- the rows and the slots' three columns
     slots: Any, values: Any, received: Any, magnitude: Any, points: Any, fractional: Any,
-    memory: int,
+    memory: int, exposure: Any,
 ) -> bool:
     """Move each finite row's slot's usual ``|value|`` toward it, over ``memory`` points.
 
     ``magnitude`` and ``points`` are float32 columns. ``fractional`` (uint8) becomes 1 for
-    a slot whose row as ``received`` is finite and not a whole number.
+    a slot whose row as ``received`` is finite and not a whole number (of events, for a
+    row with an ``exposure``: see ``resolved_whole``; empty: no row has one).
 
     Returns False, changing nothing, when a finite row's slot is past the columns (the
     caller grows them and calls again).
@@ -131,16 +198,18 @@ def learn_magnitude_rows(  # noqa: PLR0913 -- the rows and the slots' three colu
         s = slots[i]
         magnitude[s], points[s], fractional[s] = magnitude_after(
             value=values[i], received=received[i], magnitude=magnitude[s], points=points[s],
-            fractional=fractional[s], memory=memory)
+            fractional=fractional[s], memory=memory,
+            exposure=exposure[i] if len(exposure) else np.nan)
     return True
 
 
 @row_kernel
 def magnitude_after(  # noqa: PLR0913 -- a finite row and its slot's three cells
     value: Any, received: Any, magnitude: Any, points: Any, fractional: Any, memory: int,
+    exposure: Any = np.nan,
 ) -> Any:
     """A slot's usual ``|value|``, points seen and fractional flag after a finite row."""
-    if np.isfinite(received) and not whole(received):
+    if np.isfinite(received) and not resolved_whole(value=received, exposure=exposure):
         fractional = 1
     seen = minimum(np.float64(points) + 1.0, np.float64(memory))
     weight = maximum(1.0 / seen, 1.0 / memory)

@@ -30,6 +30,7 @@ import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
     _calibrate_row,
+    count_floors,
     floor_of,
     magnitude_after,
 )
@@ -105,14 +106,15 @@ def rounds_learned(detector: Detector) -> None:
 
 @kernel
 def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component's columns
-    start: int, stop: int, slots: Any, local: Any, ts: Any, values: Any, out: Any,
-    is_open: Any, age: Any, views: tuple[Any, ...], lessons: tuple[Any, ...],
+    start: int, stop: int, slots: Any, local: Any, ts: Any, values: Any, exposure: Any,
+    out: Any, is_open: Any, age: Any, views: tuple[Any, ...], lessons: tuple[Any, ...],
     band: tuple[Any, ...], calibration: tuple[Any, ...], hold: tuple[Any, ...],
     hysteresis: tuple[Any, ...],
 ) -> int:
     """Score and learn rows ``start`` to ``stop`` while they are quiet; the first that is not.
 
     ``slots``: engine slots (alert state); ``local``: the rule's (detector, calibrator).
+    ``exposure``: the seconds each row's rate was counted over (empty: no row has any).
     ``out``: the rows' expected, lower, upper and score (4 x rows), written for quiet rows.
     ``views``/``lessons``: ``RoundArgs``; ``band``: the edge in sigmas, ``combine_max``, the
     centre share and the score a row must stay below to be quiet; ``calibration``: the
@@ -141,10 +143,15 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         expected, band_lower, band_upper, baseline = row_band(
             member_views, stretch * k, combine_max, centre)
         # ``calibrate_slots`` of this row (no tail scale: ``scannable``).
+        seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
-                         fractional=fractional[mine], min_rel=min_rel)
+                         fractional=fractional[mine], min_rel=min_rel, exposure=seconds)
+        count_up, count_down = count_floors(value=values[i], expected=expected,
+                                            exposure=seconds, fractional=fractional[mine],
+                                            k=k)
         lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
-                                             floor, min_abs, min_rel, direction, min_width)
+                                             floor, min_abs, min_rel, direction, min_width,
+                                             count_up, count_down)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score
@@ -181,7 +188,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         # ``learn_magnitude_rows`` of this row (finite: its score is)
         magnitude[mine], points[mine], fractional[mine] = magnitude_after(
             value=values[i], received=values[i], magnitude=magnitude[mine],
-            points=points[mine], fractional=fractional[mine], memory=memory)
+            points=points[mine], fractional=fractional[mine], memory=memory,
+            exposure=seconds)
         row_lessons(mine, ts[i], values[i], member_views, recent, daily_phase,
                     weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
                     learn_scales, learn_narrowing, learn_excursions)

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.anomaly_events import round_events
-from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator
+from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator, exposures
 from otel_anomaly.processors.alerting.deploys import LevelOffsets
 from otel_anomaly.processors.alerting.feedback import FeedbackBook
 from otel_anomaly.processors.alerting.held_band import HeldBands
@@ -352,6 +352,7 @@ class Scorer:
         ordered = rounds.ordered
         slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         local = self._per_slot.local[slots].astype(np.intp)
+        exposure = exposures(self.detectors[rule_index], ordered)
         events: list[AnomalyEvent] = []
         args: tuple[Any, ...] | None = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
         is_open = self.hysteresis.open_column  # it has the rows' slots now
@@ -361,8 +362,8 @@ class Scorer:
                 if args is None:
                     args = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
                     is_open = self.hysteresis.open_column
-                done = scan_rows(i, hi, slots, local, ts, values, rounds.out, is_open,
-                                 self._per_slot.age, *args)
+                done = scan_rows(i, hi, slots, local, ts, values, exposure, rounds.out,
+                                 is_open, self._per_slot.age, *args)
                 rounds.flag[i:done] = False
                 i = done
                 if i == hi:

@@ -114,6 +114,10 @@ class Detector(abc.ABC):
     self_calibrating: ClassVar[bool] = False
     """True if scores are already in Gaussian-equivalent sigmas per series (the calibrator
     then applies the policy's band as it is instead of learning a tail scale)."""
+    counts_are_trials: ClassVar[bool] = False
+    """True if a row's ``SeriesBatch.counts`` is the trials of a ratio, judged by the detector
+    itself; False: a count with a rate is the seconds it was counted over, and the
+    calibrator keeps the band at least as wide as Poisson noise (``Calibrator``)."""
     band_follows_value: ClassVar[bool] = False
     """True if a row's predicted band depends on the row's own value (not only on the state,
     slot and time): what caches a prediction must then key on the values as well."""

@@ -122,6 +122,7 @@ class BinomialRatio(SlotStateDetector):
 
     name: ClassVar[str] = "binomial_ratio"
     self_calibrating: ClassVar[bool] = True
+    counts_are_trials: ClassVar[bool] = True
     _conformance_scale: ClassVar[float] = 0.005  # the suite's spiky series (~100) as ratios
 
     def __init__(

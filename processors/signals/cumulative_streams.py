@@ -174,3 +174,8 @@ class SourceTable:
 def per_second(delta: float, dt_ns: int) -> float:
     """Rate per second of ``delta`` over ``dt_ns`` nanoseconds (NaN for a zero interval)."""
     return delta / (dt_ns / 1e9) if dt_ns > 0 else float(np.nan)
+
+
+def seconds(dt_ns: int) -> float:
+    """``dt_ns`` in seconds: the exposure a rate of ``per_second`` was counted over."""
+    return dt_ns / 1e9

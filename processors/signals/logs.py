@@ -105,7 +105,7 @@ class LogsExtractor:
         for cell in self.by_severity.close_ready():
             service, severity = cast(tuple[Labels, Labels], cell.group)
             out.add(SeriesKey(RATE_METRIC, service, severity), cell.end_unix_nano,
-                    cell.count / self.window_s)
+                    cell.count / self.window_s, self.window_s)
         self._ratios(self.by_service.close_ready(), out)
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from otel_anomaly.processors.signals.cumulative_streams import (
     RESET,
     SourceTable,
     per_second,
+    seconds,
 )
 from otel_anomaly.processors.signals.histogram_quantiles import (
     downscale,
@@ -279,12 +280,14 @@ class _Walk:
                 if value < prev:  # a counter only goes down when it restarted
                     self.result.skip(RESET)
                     continue
-                rate = per_second(value - prev, p.time_unix_nano - prev_ts)
+                dt = p.time_unix_nano - prev_ts
+                rate = per_second(value - prev, dt)
             else:
-                start = p.start_time_unix_nano or prev_ts
-                rate = per_second(value, p.time_unix_nano - start)
-            if math.isfinite(rate):
-                self.out.add(SeriesKey(name, self.resource, attrs), p.time_unix_nano, rate)
+                dt = p.time_unix_nano - (p.start_time_unix_nano or prev_ts)
+                rate = per_second(value, dt)
+            if math.isfinite(rate):  # with its interval: a rate of events is a count
+                self.out.add(SeriesKey(name, self.resource, attrs), p.time_unix_nano, rate,
+                             seconds(dt))
 
     def summary(self, name: str, metric: Metric) -> None:
         for p in metric.summary.data_points:
@@ -334,7 +337,7 @@ class _Walk:
         count = delta["count"]
         rate = per_second(count, dt)
         if math.isfinite(rate):
-            self.out.add(SeriesKey(name + ":rate", self.resource, attrs), ts, rate)
+            self.out.add(SeriesKey(name + ":rate", self.resource, attrs), ts, rate, seconds(dt))
         if count <= 0:
             return
         if delta["sum"] is not None and math.isfinite(delta["sum"]):

@@ -32,6 +32,7 @@ from otel_anomaly.processors.signals.cumulative_streams import (
     PARTIAL,
     SourceTable,
     per_second,
+    seconds,
 )
 from otel_anomaly.processors.signals.otlp_resources import time_problem
 from otel_anomaly.processors.signals.remote_write_proto import COUNTER, WriteRequest
@@ -205,4 +206,5 @@ class RemoteWriteAdapter:
             elif sample.value < prev:
                 result.skip("counter_reset")  # the process restarted: no interval to rate
             else:
-                out.add(key, ts_ns, per_second(sample.value - prev, ts_ns - prev_ts))
+                out.add(key, ts_ns, per_second(sample.value - prev, ts_ns - prev_ts),
+                        seconds(ts_ns - prev_ts))

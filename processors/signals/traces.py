@@ -197,7 +197,8 @@ class TracesExtractor:
         for cell in cells:
             service, operation = cast(tuple[Labels, Labels], cell.group)
             ts = cell.end_unix_nano
-            out.add(SeriesKey(CALLS_METRIC, service, operation), ts, cell.count / self.window_s)
+            out.add(SeriesKey(CALLS_METRIC, service, operation), ts, cell.count / self.window_s,
+                    self.window_s)
             if cell.count == 0:
                 continue
             # The calls travel with the ratio: 1 error in 4 calls is not 25 in 100.

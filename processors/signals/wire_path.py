@@ -199,17 +199,18 @@ class WirePath:
             self._resolve(walk, rows[unknown], keys[unknown], outcome, found, unknown)
         walk.slow_units(np.flatnonzero(~fast), rows[outcome == UNKNOWN])
         arrays = self.sources.arrays
-        values = np.empty(len(rows), np.float64)
+        values, exposure = np.empty(len(rows), np.float64), np.empty(len(rows), np.float64)
         advance(rows, points, tables.values, mode_of[points[rows, P_METRIC]], outcome, found,
                 arrays.start, arrays.last_ts, arrays.newest_ts, arrays.interval,
-                arrays.last_seen, arrays.level, now, values)
+                arrays.last_seen, arrays.level, now, values, exposure)
         _count(outcome, result)
         scored = np.flatnonzero(outcome == SCORED)
         self.handled += len(scored)
         picked = rows[scored]
         order = (points[picked, P_METRIC] << _POINT_SHIFT) | points[picked, P_INDEX]
         out.slotted = SlottedRows(found[scored, 1], points[picked, P_TIME], values[scored],
-                                  order, walk.starts, walk.orders, len(out))
+                                  order, walk.starts, walk.orders, len(out),
+                                  counts=exposure[scored])
         group_of = metrics[points[picked, P_METRIC], M_GROUP]
         walk.versions(groups, out.slotted.ts_unix_nano, group_of)
         return True

@@ -82,15 +82,17 @@ def advance(  # noqa: PLR0912 - the branches of SourceTable.advance and _Walk.su
     modes: NDArray[np.int64], status: NDArray[np.int64], found: NDArray[np.int64],
     start: NDArray[np.uint64], last_ts: NDArray[np.int64], newest_ts: NDArray[np.int64],
     interval: NDArray[np.int64], last_seen: NDArray[np.float64], level: NDArray[np.float64],
-    now: float, scored: NDArray[np.float64],
+    now: float, scored: NDArray[np.float64], exposure: NDArray[np.float64],
 ) -> None:
     """Move the streams of the ``SCORED`` rows on, in row order; ``scored`` what is scored.
 
     ``SourceTable.advance`` with the arguments ``_Walk`` gives it: a level has no start
     time; a cumulative counter holds partial intervals and restarts when its start time
-    moves; a delta counter does neither. Then ``_Walk.sum``'s rate.
+    moves; a delta counter does neither. Then ``_Walk.sum``'s rate, and in ``exposure``
+    the seconds it was counted over (NaN for a level).
     """
     for i in range(len(rows)):
+        exposure[i] = np.nan
         if status[i] != SCORED:
             continue
         sid, r, mode = found[i, 0], rows[i], modes[i]
@@ -124,10 +126,12 @@ def advance(  # noqa: PLR0912 - the branches of SourceTable.advance and _Walk.su
                 status[i] = RESET
                 continue
             scored[i] = _per_second(value - prev, t - prev_ts)
+            exposure[i] = (t - prev_ts) / 1e9
         else:
             since = np.uint64(points[r, P_START])
             began = prev_ts if since == 0 else np.int64(since) if since < _INT64_END else -1
             scored[i] = _per_second(value, t - began) if began >= 0 else np.nan
+            exposure[i] = (t - began) / 1e9
         if not np.isfinite(scored[i]):
             status[i] = UNRATED
 

@@ -21,7 +21,12 @@ from otel_anomaly.processors.alerting.hysteresis import LAG_PRIOR
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, integer_bins
 from otel_anomaly.processors.detectors.seasonal_codes import encode_profiles
 from otel_anomaly.processors.detectors.seasonal_counts import encode_counts
-from otel_anomaly.processors.state.codec import as_labels, pack_labels, pack_strings
+from otel_anomaly.processors.state.codec import (
+    as_labels,
+    pack_labels,
+    pack_strings,
+    unpack_strings,
+)
 
 FIRST_FORMAT = 4
 """The oldest format that can be read (the first saved as arrays and JSON)."""
@@ -266,10 +271,33 @@ def _offset_factors(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _event_resolution(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 14 -> 15: a rate counted over known seconds is whole when its events are.
+
+    A counter's rate (``<name>:rate``: events over their interval) was marked fractional
+    by its first value that was not a whole number per second, so it would never be judged
+    as a count. Its calibrator row's ``usual.fractional`` is reset to 0: the series is
+    whole-numbered again until its first increase that is not a whole number of events
+    (a counter of seconds or bytes: its first point). Every other series keeps its flag.
+    """
+    scorer = state["scorer"]
+    metrics = unpack_strings(state["index"]["metric"])
+    rates = np.array([name.endswith(":rate") for name in metrics], np.bool_)
+    rule_of = np.asarray(scorer["per_slot"]["rule_of"])[: len(rates)]
+    local = np.asarray(scorer["per_slot"]["local"])[: len(rates)]
+    for rule, calibrator in enumerate(scorer["calibrators"]):
+        flags = np.array(calibrator["usual.fractional"], np.uint8)
+        rows = local[rates[: len(local)] & (rule_of == rule) & (local >= 0)]
+        flags[rows[rows < len(flags)]] = 0
+        calibrator["usual.fractional"] = flags
+    return state
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
-                                  12: _evidence_columns, 13: _offset_factors}
+                                  12: _evidence_columns, 13: _offset_factors,
+                                  14: _event_resolution}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

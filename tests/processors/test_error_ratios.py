@@ -32,7 +32,8 @@ from otel_anomaly.processors.types import (
 TRACES_KEY = SeriesKey(red.ERROR_RATIO_METRIC, (("service.name", "cart"),),
                        (("span.kind", "SPAN_KIND_SERVER"), ("span.name", "GET /items")))
 LOGS_KEY = SeriesKey(otlp_logs.ERROR_RATIO_METRIC, (("service.name", "cart"),), ())
-WINDOW = 10 * SECOND
+WINDOW_S = 10.0
+WINDOW = int(WINDOW_S) * SECOND
 
 
 def _warm_scorer(key: SeriesKey, windows: int = 600) -> tuple[Scorer, int]:
@@ -106,7 +107,8 @@ def test_traces_and_logs_extractors_send_the_calls_with_the_ratio() -> None:
     rows = {(k.metric, t): (v, n) for k, t, v, n in zip(out.keys, out.ts, out.values,
                                                          out.count_array(), strict=True)}
     assert rows[(red.ERROR_RATIO_METRIC, 110 * SECOND)] == (3 / 8, 8)
-    assert np.isnan(rows[(red.CALLS_METRIC, 110 * SECOND)][1])  # a rate has no sample size
+    # A rate's sample size is the seconds it was counted over (judged as a count).
+    assert rows[(red.CALLS_METRIC, 110 * SECOND)] == (8 / WINDOW_S, WINDOW_S)
 
     logs = otlp_logs.LogsExtractor(WindowAggregator(WINDOW, 0), WindowAggregator(WINDOW, 0))
     records = [((101 + 2 * i) * SECOND, 17 if i < 2 else 9) for i in range(5)]
@@ -117,6 +119,8 @@ def test_traces_and_logs_extractors_send_the_calls_with_the_ratio() -> None:
                  0.0, 2**62)
     i = out.keys.index(SeriesKey(otlp_logs.ERROR_RATIO_METRIC, (("service.name", "test"),), ()))
     assert (out.values[i], out.counts.get(i)) == (2 / 5, 5)
+    rates = [j for j, key in enumerate(out.keys) if key.metric == otlp_logs.RATE_METRIC]
+    assert rates and all(out.counts.get(j) == WINDOW_S for j in rates)
 
 
 # --- Trace traffic through the engine, in event time ---------------------------------

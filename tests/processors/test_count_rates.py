@@ -1,0 +1,180 @@
+"""Rates of events are judged as counts: a band never narrower than Poisson noise allows.
+
+A counter's rate, a window's calls or log records come with the seconds they were counted
+over (``SeriesBatch.counts``). An error counter that ticks a few times an hour rests at an
+expected fraction of an event per interval, and its learned spread at about nothing: one
+event must not page, a burst of them must.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics, ScopeMetrics
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from otel_anomaly.processors.alerting.calibration_kernels import count_widths
+from otel_anomaly.processors.backtest import RecordedSeries, backtest
+from otel_anomaly.processors.engine import Engine
+from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.state import checkpoint
+from otel_anomaly.processors.state.codec import decode, encode
+from otel_anomaly.processors.state.migrations import upgrade
+from otel_anomaly.processors.testing import SECOND, FakeClock, counter, kv
+from otel_anomaly.processors.types import SeriesKey
+
+STEP_S = 60
+PER_DAY = 86400 // STEP_S
+T0 = 1_700_000_000
+
+
+def _poisson_upper_edge(mu: float, p: float) -> int:
+    """The smallest ``k`` with ``P(K >= k) <= p`` for ``K ~ Poisson(mu)``, exactly."""
+    pmf, below, k = math.exp(-mu), 0.0, 0
+    while 1.0 - below > p:
+        below += pmf
+        k += 1
+        pmf *= mu / k
+    return k
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.001, 0.02, 0.1, 0.5, 1.0, 3.0, 10.0, 30.0, 100.0, 400.0])
+def test_the_count_band_is_the_poisson_tail_at_its_sigmas(mu: float) -> None:
+    # 3.5 Gaussian-equivalent sigmas, one-sided: the fewest events that score above 1 are
+    # the exact tail's, within one event (measured: equal, or one off either way).
+    exposure = 60.0
+    up, down = count_widths(mu / exposure, exposure, 3.5)
+    first_out = math.floor(mu + up * exposure) + 1
+    exact = _poisson_upper_edge(mu, 0.5 * math.erfc(3.5 / math.sqrt(2.0)))
+    assert abs(first_out - exact) <= 1, f"mu {mu}: {first_out} events score above 1, exact {exact}"
+    assert 0.0 <= down * exposure <= up * exposure
+
+
+def test_no_exposure_no_count_band() -> None:
+    assert count_widths(0.5, math.nan, 3.5) == (0.0, 0.0)
+
+
+def _counter_rates(mean: float, seed: int, days: float = 10.0, burst: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray, slice]:
+    rng = np.random.default_rng(seed)
+    n = int(days * PER_DAY)
+    t = np.arange(n) * STEP_S
+    lam = mean * (1.0 + 0.5 * np.sin(2 * np.pi * t / 86400))
+    at = slice(n - PER_DAY // 2, n - PER_DAY // 2 + 10)
+    lam[at] += burst
+    events = rng.poisson(lam).astype(np.float64)
+    return (t + T0).astype(np.int64) * SECOND, events / STEP_S, at
+
+
+def _opens(flag: np.ndarray, start: int) -> int:
+    return int((np.diff(flag[start - 1 :].astype(np.int8)) == 1).sum())
+
+
+@pytest.mark.parametrize("mean", [0.02, 0.1, 0.5])
+def test_a_rare_counter_with_its_interval_pages_nothing(mean: float) -> None:
+    # Without the interval, the same rates open about 0.1 to 1.2 times a series-day
+    # (measured: 1.22, 0.51, 0.08 for these means at one-minute points).
+    series, bare = [], []
+    for i in range(6):
+        ts, rates, _ = _counter_rates(mean, seed=i)
+        key = SeriesKey("app_errors_total:rate", (("instance", str(i)),), ())
+        series.append(RecordedSeries(key, ts, rates, np.full(len(ts), float(STEP_S))))
+        bare.append(RecordedSeries(key, ts, rates))
+    warm = 2 * PER_DAY
+    counted = sum(_opens(r.flag, warm) for r in backtest(Engine(EngineSettings(
+        clock=lambda: 0.0)), series))
+    days = len(series) * (len(series[0].values) - warm) / PER_DAY
+    assert counted / days <= 0.05, f"{counted} opens in {days:.0f} series-days"
+    if mean <= 0.1:  # the test can fail: the bare rates do page
+        uncounted = sum(_opens(r.flag, warm) for r in backtest(Engine(EngineSettings(
+            clock=lambda: 0.0)), bare))
+        assert uncounted >= 5 * max(counted, 1), f"{uncounted} bare, {counted} counted"
+
+
+def test_a_burst_on_a_rare_counter_opens_at_once() -> None:
+    for seed in range(4):
+        ts, rates, at = _counter_rates(0.02, seed=seed, burst=8.0)
+        key = SeriesKey("app_errors_total:rate", (), ())
+        (result,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [
+            RecordedSeries(key, ts, rates, np.full(len(ts), float(STEP_S)))])
+        first = np.flatnonzero(result.flag[at])
+        assert len(first) and first[0] <= 1, f"seed {seed}: flags {result.flag[at]}"
+
+
+def test_a_counter_of_seconds_keeps_its_own_band() -> None:
+    # CPU seconds: increments are fractions, so they are no events and get no count band.
+    rng = np.random.default_rng(3)
+    n = 3 * PER_DAY
+    ts = (np.arange(n) * STEP_S + T0).astype(np.int64) * SECOND
+    rates = np.abs(rng.normal(0.4, 0.05, n))
+    key = SeriesKey("process_cpu_seconds_total:rate", (), ())
+    (timed,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [
+        RecordedSeries(key, ts, rates, np.full(n, float(STEP_S)))])
+    (plain,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [
+        RecordedSeries(key, ts, rates)])
+    assert np.array_equal(timed.upper, plain.upper, equal_nan=True)
+    assert np.array_equal(timed.score, plain.score, equal_nan=True)
+
+
+def _counter_request(ts: int, totals: np.ndarray) -> ExportMetricsServiceRequest:
+    metrics = [counter("app.errors", [(ts, float(total))], start=T0 * SECOND,
+                       attributes={"route": f"/r{i}"}, unit="{error}")
+               for i, total in enumerate(totals)]
+    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(
+        resource=Resource(attributes=kv({"service.name": "shop"})),
+        scope_metrics=[ScopeMetrics(metrics=metrics)])])
+
+
+@pytest.mark.parametrize("wire", [True, False], ids=["compiled", "walk"])
+def test_rare_errors_over_otlp_page_only_on_a_burst(wire: bool) -> None:
+    # Six routes' error counters, cumulative, exported every minute for three days; about
+    # one error per route every 20 minutes, then a burst on route 0 in the last hour.
+    clock = FakeClock(0.0)
+    engine = Engine(EngineSettings(clock=clock, series_ttl_s=1e9))
+    rng = np.random.default_rng(11)
+    minutes = 3 * PER_DAY
+    burst_at = minutes - 60
+    totals = np.zeros(6)
+    opened: list[tuple[int, str]] = []
+    for m in range(1, minutes):
+        totals += rng.poisson(0.05, 6)
+        if burst_at <= m < burst_at + 5:
+            totals[0] += 6
+        request = _counter_request((T0 + m * STEP_S) * SECOND, totals)
+        result = engine.ingest("metrics", request,
+                               request.SerializeToString() if wire else None)
+        opened += [(m, dict(e.key.attributes)["route"]) for e in result.events
+                   if e.kind == "open"]
+    if wire:
+        assert engine.wire is not None and engine.wire.handled > 0, "the compiled path never ran"
+    quiet = [(m, route) for m, route in opened if not (route == "/r0" and m >= burst_at)]
+    assert quiet == [], f"opens outside the burst: {quiet}"
+    burst = [m for m, route in opened if route == "/r0" and m >= burst_at]
+    assert burst and burst[0] <= burst_at + 1, f"the burst opened at {burst}"
+
+
+def test_a_counter_restored_from_format_14_is_judged_as_a_count_again() -> None:
+    # Format 14 marked a counter's slot fractional at its first rate that was not a whole
+    # number per second; the upgrade clears the mark, so the restored engine goes on as
+    # one that never stopped.
+    ts, rates, _ = _counter_rates(0.02, seed=5, days=3.0)
+    exposure = np.full(len(ts), float(STEP_S))
+    key = SeriesKey("app_errors_total:rate", (), ())
+    cut = 2 * PER_DAY
+    live = Engine(EngineSettings(clock=lambda: 0.0))
+    backtest(live, [RecordedSeries(key, ts[:cut], rates[:cut], exposure[:cut])])
+    state = decode(*encode(live.state_dict()))
+    for calibrator in state["scorer"]["calibrators"]:
+        calibrator["usual.fractional"] = np.ones_like(calibrator["usual.fractional"])
+    restored = Engine(live.settings)
+    restored.load_state_dict(upgrade(state, 14, checkpoint.FORMAT))
+    rest = RecordedSeries(key, ts[cut:], rates[cut:], exposure[cut:])
+    (went_on,) = backtest(live, [rest])
+    (came_back,) = backtest(restored, [rest])
+    assert np.array_equal(came_back.upper, went_on.upper, equal_nan=True)
+    assert np.array_equal(came_back.flag, went_on.flag)
