@@ -122,8 +122,9 @@ class Calibrator:
 
     A rate that comes with the seconds it was counted over (``SeriesBatch.counts``: a
     counter's interval, a window of spans or log records) and has counted whole events so
-    far is judged as a count: each side of its band is at least as wide as Poisson noise
-    around the expected number of events allows at the band's sigmas (``count_widths``).
+    far is judged as a count: the upper side of its band is at least as wide as Poisson
+    noise around the expected number of events allows at the band's sigmas
+    (``count_width``; the lower tail of a count is shorter than its spread suggests).
     An error counter that ticks about once an hour rests at an expected 0 events a
     minute, and its band was only what its rare events had taught it: two errors in a
     minute scored up to 1.8 and opened, about once a series-day. Now one error scores 0.3

@@ -30,7 +30,7 @@ import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
     _calibrate_row,
-    count_floors,
+    count_floor,
     floor_of,
     magnitude_after,
 )
@@ -146,12 +146,11 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
                          fractional=fractional[mine], min_rel=min_rel, exposure=seconds)
-        count_up, count_down = count_floors(value=values[i], expected=expected,
-                                            exposure=seconds, fractional=fractional[mine],
-                                            k=k)
+        count_up = count_floor(value=values[i], expected=expected, exposure=seconds,
+                               fractional=fractional[mine], k=k)
         lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
                                              floor, min_abs, min_rel, direction, min_width,
-                                             count_up, count_down)
+                                             count_up)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score
