@@ -208,9 +208,10 @@ class WirePath:
         self.handled += len(scored)
         picked = rows[scored]
         order = (points[picked, P_METRIC] << _POINT_SHIFT) | points[picked, P_INDEX]
+        rated = exposure[scored]  # the seconds of each counter's rate (NaN: a level)
         out.slotted = SlottedRows(found[scored, 1], points[picked, P_TIME], values[scored],
                                   order, walk.starts, walk.orders, len(out),
-                                  counts=exposure[scored])
+                                  counts=rated if np.isfinite(rated).any() else None)
         group_of = metrics[points[picked, P_METRIC], M_GROUP]
         walk.versions(groups, out.slotted.ts_unix_nano, group_of)
         return True
