@@ -55,6 +55,29 @@ _COUNTED = {"traces_span_metrics_error": ("error", "call"),
             "logs_error": ("error record", "record")}
 
 
+# What a rate counts, by the metric's base name (anything else counts events).
+_RATE_EVENTS = {"traces_span_metrics_calls_total": "call", "logs_records_total": "log record"}
+
+
+def _events(metric: str, value: float, seconds: float) -> str:
+    """`` (4 errors... in 1m)``: a rate's events over the interval it was counted over.
+
+    Empty unless the rate came with its seconds and counted whole events (a counter of
+    seconds or bytes is no count of events).
+
+    >>> _events("app_errors_total:rate", 4 / 60, 60.0), _events("x:rate", 0.41, 60.0)
+    (' (4 events in 1m)', '')
+    """
+    if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(value)):
+        return ""
+    events = value * seconds
+    if abs(events - round(events)) > 1e-9 * max(1.0, abs(events)):
+        return ""
+    noun = _RATE_EVENTS.get(metric.partition(":")[0], "event")
+    n = round(events)
+    return f" ({n} {noun}{'' if n == 1 else 's'} in {duration_text(seconds)})"
+
+
 def _counted(metric: str, value: float, count: float) -> str:
     """``12 errors in 40 calls (30%)``: a ratio with its sample size, as counts."""
     hit, of = _COUNTED.get(metric.partition(":")[0], ("error", "sample"))
@@ -81,7 +104,8 @@ def explain(
 
     ``baseline``: a close because the detector has taken the new level in (the value is
     still where the anomaly took it), not because the value came back. ``count``: a
-    ratio's sample size (calls, log records), said in counts when known. ``drift``: the
+    ratio's sample size (calls, log records), said in counts when known; a rate's seconds,
+    its events then said too. ``drift``: the
     value still moves away (a leak) at this rate per hour; its sign is said, when known.
 
     Examples
@@ -111,6 +135,14 @@ def explain(
     ...               detector="binomial_ratio", count=40))
     traces_span_metrics_error:ratio{service.name="cart"}: 12 errors in 40 calls (30%), usual
     0.5% (band up to 12% for 40 calls), 2.5x the band half-width, by binomial_ratio
+
+    A rate counted over known seconds says its events:
+
+    >>> key = SeriesKey("app_errors_total:rate", (("service.name", "cart"),), ())
+    >>> print(explain("open", key, value=0.1, expected=0.02, lower=0, upper=0.06, score=2.0,
+    ...               detector="ensemble", count=60))
+    app_errors_total:rate{service.name="cart"}: rate 0.1/s (6 events in 1m), above the expected
+    0.02/s (5x; band 0 to 0.06/s), 2x the band half-width, by ensemble
     """
     name = series_name(key)
     feature, unit, scale = metric_unit(key.metric)
@@ -120,6 +152,9 @@ def explain(
         return f"{_num(x * scale)}{space}{unit}".rstrip()
 
     band = f"band {_num(lower * scale)} to {show(upper)}"
+    seen = f"{feature} {show(value)}"
+    if unit == "/s":
+        seen += _events(key.metric, value, count)
     if unit == "%" and math.isfinite(count) and count > 0 and not baseline:
         return _explain_counted(kind, name, key.metric, value=value, expected=expected,
                                 upper=upper, score=score, detector=detector, count=count)
@@ -128,8 +163,7 @@ def explain(
                 f"outside the band it left ({band}, expected {show(expected)}) until the "
                 "detector accepted it as normal")
     if kind == "close":
-        return (f"{name}: back to normal, {feature} {show(value)} vs expected {show(expected)} "
-                f"({band})")
+        return f"{name}: back to normal, {seen} vs expected {show(expected)} ({band})"
     side = "above" if value >= expected else "below"
     change = _change(value, expected)
     detail = f"{change}; {band}" if change else band
@@ -144,7 +178,7 @@ def explain(
     if math.isfinite(drift) and drift != 0:
         moving = f"; still {'rising' if drift > 0 else 'falling'}"
     return (
-        f"{name}: {feature} {show(value)}, {side} the expected {show(expected)} ({detail}), "
+        f"{name}: {seen}, {side} the expected {show(expected)} ({detail}), "
         f"{score:.2g}x the band half-width, by {detector}{members}{moving}"
     )
 

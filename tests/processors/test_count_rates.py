@@ -9,6 +9,7 @@ event must not page, a burst of them must.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -140,6 +141,7 @@ def test_rare_errors_over_otlp_page_only_on_a_burst(wire: bool) -> None:
     burst_at = minutes - 60
     totals = np.zeros(6)
     opened: list[tuple[int, str]] = []
+    explained: list[str] = []
     for m in range(1, minutes):
         totals += rng.poisson(0.05, 6)
         if burst_at <= m < burst_at + 5:
@@ -149,12 +151,15 @@ def test_rare_errors_over_otlp_page_only_on_a_burst(wire: bool) -> None:
                                request.SerializeToString() if wire else None)
         opened += [(m, dict(e.key.attributes)["route"]) for e in result.events
                    if e.kind == "open"]
+        explained += [e.explanation for e in result.events if e.kind == "open"]
     if wire:
         assert engine.wire is not None and engine.wire.handled > 0, "the compiled path never ran"
     quiet = [(m, route) for m, route in opened if not (route == "/r0" and m >= burst_at)]
     assert quiet == [], f"opens outside the burst: {quiet}"
     burst = [m for m, route in opened if route == "/r0" and m >= burst_at]
     assert burst and burst[0] <= burst_at + 1, f"the burst opened at {burst}"
+    # Said in events: the minute's errors, not only a rate per second.
+    assert re.search(r"rate [0-9.]+/s \(\d+ events in 1m\)", explained[-1]), explained[-1]
 
 
 def test_a_counter_restored_from_format_14_is_judged_as_a_count_again() -> None:
