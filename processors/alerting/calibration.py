@@ -198,10 +198,13 @@ class Calibrator:
     def step(
         self, detector: Detector, batch: SeriesBatch,
         spacing_s: NDArray[np.float64] | None = None,
+        received: NDArray[np.float64] | None = None,
     ) -> Calibrated:
         """Band and score of each row of distinct slots. Pure (see ``learn``).
 
         ``spacing_s``: each row's series' usual spacing in seconds (0 or None: unknown).
+        ``received``: the rows' values as they arrived, when ``batch`` holds them less a
+        deploy's level offset (an amount): a count is judged in the events it counted.
         """
         slots = batch.slots
         spacing = np.zeros(len(slots)) if spacing_s is None else spacing_s
@@ -216,7 +219,8 @@ class Calibrator:
                 batch.values, prediction.expected, prediction.lower, prediction.upper, slots,
                 self._usual.magnitude, self._usual.fractional, k, scale_floor,
                 float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
-                DIRECTIONS[policy.direction], _MIN_WIDTH, exposures(detector, batch))
+                DIRECTIONS[policy.direction], _MIN_WIDTH, exposures(detector, batch),
+                _NO_ROWS if received is None else received)
         return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:

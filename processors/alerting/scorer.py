@@ -406,7 +406,8 @@ class Scorer:
                            part.values if shift is None else shift.removed(part.values),
                            part.counts)
         spacing = self.hysteresis.spacing_s(part.slots)
-        calibrated = calibrator.step(detector, seen, spacing)
+        calibrated = calibrator.step(detector, seen, spacing,
+                                     None if shift is None else part.values)
         shown = calibrated if shift is None else Calibrated(
             shift.restored(calibrated.expected), shift.restored(calibrated.lower),
             shift.restored(calibrated.upper), calibrated.score,

@@ -182,3 +182,25 @@ def test_a_counter_restored_from_format_14_is_judged_as_a_count_again() -> None:
     (came_back,) = backtest(restored, [rest])
     assert np.array_equal(came_back.upper, went_on.upper, equal_nan=True)
     assert np.array_equal(came_back.flag, went_on.flag)
+
+
+def test_a_counter_stays_a_count_after_its_service_deploys() -> None:
+    # A release gives every series of the service a level offset (an amount here), taken
+    # out of what the detector sees from then on: the count is still judged in the events
+    # it counted, so the rare errors after the release page no more than before it.
+    series = []
+    for i in range(6):
+        ts, rates, _ = _counter_rates(0.1, seed=20 + i, days=6.0)
+        service = (("service.name", f"shop{i}"),)
+        series.append(RecordedSeries(SeriesKey("app_errors_total:rate", service, ()), ts, rates,
+                                     np.full(len(ts), float(STEP_S))))
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    release = 2 * PER_DAY + 100
+    for s in series:
+        engine.observe_version(s.key.resource, "1", int(s.ts_unix_nano[0]))
+        engine.observe_version(s.key.resource, "2", int(s.ts_unix_nano[release]))
+    results = backtest(engine, series)
+    after = release + PER_DAY // 24  # past the grace period (15 minutes)
+    opens = sum(_opens(r.flag, after) for r in results)
+    assert engine.scorer.offsets.active, "the release left no level offset"
+    assert opens == 0, f"{opens} opens after the release"
