@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from otel_anomaly.processors.alerting.calibration_kernels import resolved_whole
 from otel_anomaly.processors.alerting.silence import duration_text
 from otel_anomaly.processors.multivariate.stage import Attribution
 from otel_anomaly.processors.types import SeriesKey
@@ -68,13 +69,11 @@ def _events(metric: str, value: float, seconds: float) -> str:
     >>> _events("app_errors_total:rate", 4 / 60, 60.0), _events("x:rate", 0.41, 60.0)
     (' (4 events in 1m)', '')
     """
-    if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(value)):
-        return ""
-    events = value * seconds
-    if abs(events - round(events)) > 1e-9 * max(1.0, abs(events)):
+    if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(value)
+            and resolved_whole(value, seconds)):  # the calibrator's test of a count
         return ""
     noun = _RATE_EVENTS.get(metric.partition(":")[0], "event")
-    n = round(events)
+    n = round(value * seconds)
     return f" ({n} {noun}{'' if n == 1 else 's'} in {duration_text(seconds)})"
 
 
