@@ -16,7 +16,8 @@ from otel_anomaly.processors.types import SeriesKey
 class RecordedSeries:
     """One series to replay: its identity and its points (timestamps need not be unique).
 
-    ``counts``: for a ratio, each point's sample size (calls, records; NaN where unknown).
+    ``counts``: each point's sample size, NaN where unknown: a ratio's calls or records, a
+    rate's seconds (``SeriesBatch.counts``; a rate of whole events is then judged as a count).
     """
 
     key: SeriesKey

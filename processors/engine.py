@@ -190,7 +190,8 @@ class Engine:
         """Score already-extracted points (the path backtests and every signal share).
 
         Non-finite values are rejected as ``non_finite``; they are not learned. ``counts``:
-        each ratio's sample size (calls, records), NaN or None where unknown.
+        each point's sample size (``SeriesBatch.counts``: a ratio's calls or records, a
+        rate's seconds), NaN or None where unknown.
         """
         # Copies: the scores returned must not alias the caller's arrays.
         ts = np.array(ts_unix_nano, np.int64)

@@ -61,7 +61,7 @@ _RATE_EVENTS = {"traces_span_metrics_calls_total": "call", "logs_records_total":
 
 
 def _events(metric: str, value: float, seconds: float) -> str:
-    """`` (4 errors... in 1m)``: a rate's events over the interval it was counted over.
+    """`` (4 events in 1m)``: a rate's events over the interval it was counted over.
 
     Empty unless the rate came with its seconds and counted whole events (a counter of
     seconds or bytes is no count of events).
