@@ -74,6 +74,24 @@ def spiky_series(
     return Synthetic(values, labels)
 
 
+def bursty_counts(
+    rate: NDArray[np.float64], size: float, rng: np.random.Generator,
+) -> NDArray[np.float64]:
+    """Events per interval that arrive in bursts: ``rate`` events per interval on average.
+
+    Bursts come as Poisson arrivals at ``rate / size`` per interval, each of a geometric
+    number of events with mean ``size`` (a retry storm, a stack trace's log lines); their
+    variance is ``2 size - 1`` times a Poisson count's. ``size`` 1: Poisson counts.
+    """
+    if size <= 1.0:
+        return rng.poisson(rate).astype(np.float64)
+    bursts = rng.poisson(rate / size)
+    events = rng.geometric(1.0 / size, size=int(bursts.sum())).astype(np.float64)
+    # Weighted, bincount sums the bursts' events in floats already (typed as ints).
+    return np.bincount(np.repeat(np.arange(len(rate)), bursts), weights=events,
+                       minlength=len(rate)).astype(np.float64)
+
+
 def kv(attributes: Mapping[str, AttrValue]) -> list[KeyValue]:
     """OTLP attributes from a mapping."""
     out = []

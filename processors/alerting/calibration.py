@@ -10,9 +10,11 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
     DIRECTIONS,
+    DISPERSION_MEMORY,
     calibrate_rows,
     calibrate_slots,
     clip_rows,
+    learn_count_rows,
     learn_magnitude_rows,
     ready_rows,
     scale_lesson,
@@ -32,6 +34,7 @@ _MIN_WIDTH = 1e-9
 MAGNITUDE_MEMORY = 50_000
 """Points a series' usual magnitude remembers: long enough that a long flat stretch (a rate
 resting at 0 overnight) does not make the series forget the size its values usually have."""
+_DISPERSION_DECAY = 1.0 - 1.0 / DISPERSION_MEMORY
 _NO_ROWS = np.zeros(0)  # an optional per-row argument of a kernel, not given
 _NO_MASK = np.zeros(0, np.bool_)
 
@@ -128,7 +131,10 @@ class Calibrator:
     An error counter that ticks about once an hour rests at an expected 0 events a
     minute, and its band was only what its rare events had taught it: two errors in a
     minute scored up to 1.8 and opened, about once a series-day. Now one error scores 0.3
-    to 0.5 and two 0.6 to 1.1 (``tests/processors/test_count_rates.py``).
+    to 0.5 and two 0.6 to 1.1 (``tests/processors/test_count_rates.py``). Events that
+    come in bursts vary more: each count learns its ``dispersion`` (a multiple of the
+    Poisson variance, once evident), its band is as wide as a count of that variance
+    needs, and a rise that lasts narrows it back to Poisson's (``count_floor``).
 
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
     open anomaly (unless learn gating is off), so an incident's first point teaches "such
@@ -155,9 +161,16 @@ class Calibrator:
         # Each slot's usual |value|, and how many points it has learned from.
         # float32: a running mean and a count that only matters up to MAGNITUDE_MEMORY.
         # ``fractional``: 1 once a value was not a whole number (else the band is at least
-        # 1 wide: the resolution of a count).
+        # 1 wide: the resolution of a count). ``count_*``: the sums a count's
+        # ``dispersion`` is measured from, and its recent events (``count_floor``; all 0
+        # on a series that is no count).
         self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0),
-                                 fractional=Column(np.uint8, 0))
+                                 fractional=Column(np.uint8, 0),
+                                 count_excess=Column(np.float32, 0.0),
+                                 count_excess_sq=Column(np.float32, 0.0),
+                                 count_events=Column(np.float32, 0.0),
+                                 count_recent_events=Column(np.float32, 0.0),
+                                 count_recent_expected=Column(np.float32, 0.0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -220,7 +233,7 @@ class Calibrator:
                 self._usual.magnitude, self._usual.fractional, k, scale_floor,
                 float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
                 DIRECTIONS[policy.direction], _MIN_WIDTH, exposures(detector, batch),
-                _NO_ROWS if received is None else received)
+                _NO_ROWS if received is None else received, self._count_sums())
         return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -236,15 +249,22 @@ class Calibrator:
         """Learn the deviations of scored rows (``mask``: only those rows).
 
         ``quiet``: rows outside an open anomaly, or opening one; only they teach the
-        rarity tail, so a lasting incident does not make the next one look ordinary.
+        rarity tail and a count's dispersion, so a lasting incident does not make the next
+        one look ordinary.
         ``calibrated``: what ``step`` gave for these rows and ``spacing_s`` (its band edge
         is reused; nothing has learned in between). ``received``: the rows' values as they
         arrived, when ``batch`` holds what the detector learns instead (clipped to a held
         band, less a deploy offset): whether a series is whole-numbered is a property of
         its data, not of its lessons.
         """
-        self._learn_magnitude(batch, batch.values if received is None else received,
-                              exposures(detector, batch))
+        got = batch.values if received is None else received
+        exposure = exposures(detector, batch)
+        self._learn_magnitude(batch, got, exposure)
+        if len(exposure):  # rows of counts (most rounds of gauges have none: no call)
+            with float_warnings_ignored():
+                learn_count_rows(batch.slots, batch.values, got, calibrated.expected, exposure,
+                                 self._usual.fractional, _NO_MASK if quiet is None else quiet,
+                                 self._count_sums(), _DISPERSION_DECAY)
         rare, active = self._rare(detector), self._active(detector)
         if not (rare or active):
             return
@@ -277,6 +297,11 @@ class Calibrator:
             learn_magnitude_rows(batch.slots, batch.values, received, usual.magnitude,
                                  usual.points, usual.fractional, MAGNITUDE_MEMORY, exposure)
 
+    def _count_sums(self) -> tuple[NDArray[np.float32], ...]:
+        usual = self._usual
+        return (usual.count_excess, usual.count_excess_sq, usual.count_events,
+                usual.count_recent_events, usual.count_recent_expected)
+
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating
 
@@ -298,7 +323,8 @@ class Calibrator:
         usual.ensure(slots)
         return (usual.magnitude, usual.points, usual.fractional, MAGNITUDE_MEMORY,
                 float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
-                DIRECTIONS[policy.direction], _MIN_WIDTH)
+                DIRECTIONS[policy.direction], _MIN_WIDTH, self._count_sums(),
+                _DISPERSION_DECAY)
 
     def reset(self, slots: NDArray[np.intp], detector: Detector | None = None) -> None:
         """Forget ``slots``; with ``detector``, allocate only the state it will use.

@@ -31,8 +31,12 @@ import numpy as np
 from otel_anomaly.processors.alerting.calibration_kernels import (
     _calibrate_row,
     count_floor,
+    counts_events,
+    dispersion,
+    dispersion_after,
     floor_of,
     magnitude_after,
+    recent_after,
 )
 from otel_anomaly.processors.alerting.hysteresis import (
     _independence,
@@ -118,12 +122,15 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     ``out``: the rows' expected, lower, upper and score (4 x rows), written for quiet rows.
     ``views``/``lessons``: ``RoundArgs``; ``band``: the edge in sigmas, ``combine_max``, the
     centre share and the score a row must stay below to be quiet; ``calibration``: the
-    usual-magnitude columns and the policy's floors; ``hold``: the hold and the trend
-    fit's columns; ``hysteresis``: its columns and thresholds. Rows before the returned index are
-    done; that row and the rest are untouched.
+    usual-magnitude columns, the policy's floors, and a count's dispersion sums and their
+    decay; ``hold``: the hold and the trend fit's columns; ``hysteresis``: its columns and
+    thresholds. Rows before the returned index are done; that row and the rest are
+    untouched.
     """
     k, combine_max, centre, limit = band
-    magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width = calibration
+    (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
+     count_decay) = calibration
+    excess, excess_sq, events, recent_events, recent_expected = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
     (above, below, _open, last_event_ts, open_for, since_close, prev_ts, spacing, high_for,
@@ -147,7 +154,12 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
                          fractional=fractional[mine], min_rel=min_rel, exposure=seconds)
         count_up = count_floor(value=values[i], expected=expected, exposure=seconds,
-                               fractional=fractional[mine], k=k)
+                               fractional=fractional[mine], k=k,
+                               dispersion=dispersion(excess=excess[mine],
+                                                     excess_sq=excess_sq[mine],
+                                                     events=events[mine]),
+                               recent_events=recent_events[mine],
+                               recent_expected=recent_expected[mine])
         lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
                                              floor, min_abs, min_rel, direction, min_width,
                                              count_up)
@@ -189,6 +201,15 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             value=values[i], received=values[i], magnitude=magnitude[mine],
             points=points[mine], fractional=fractional[mine], memory=memory,
             exposure=seconds)
+        # ``learn_count_rows`` of this row (quiet: ``scan_rows`` stops at any other)
+        if np.isfinite(expected) and counts_events(value=values[i], exposure=seconds,
+                                                   fractional=fractional[mine]):
+            recent_events[mine], recent_expected[mine] = recent_after(
+                value=values[i], expected=expected, exposure=seconds,
+                recent_events=recent_events[mine], recent_expected=recent_expected[mine])
+            excess[mine], excess_sq[mine], events[mine] = dispersion_after(
+                value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
+                excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)
         row_lessons(mine, ts[i], values[i], member_views, recent, daily_phase,
                     weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
                     learn_scales, learn_narrowing, learn_excursions)

@@ -293,11 +293,28 @@ def _event_resolution(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _count_dispersions(state: Any) -> Any:
+    """Format 15 -> 16: a calibrator learns how bursty each count is (``dispersion``).
+
+    Every saved ``Calibrator`` (its ``usual.points`` column) gains the three sums it is
+    measured from and the two recent sums of its pooled test, all 0: a restored count
+    starts again from Poisson noise, the edge it had before, and learns its bursts anew.
+    """
+    return _each_prefix(state, "usual.points", _count_dispersion)
+
+
+def _count_dispersion(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "usual.points"]))
+    for name in ("count_excess", "count_excess_sq", "count_events", "count_recent_events",
+                 "count_recent_expected"):
+        state.setdefault(f"{prefix}usual.{name}", np.zeros(rows, np.float32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
                                   12: _evidence_columns, 13: _offset_factors,
-                                  14: _event_resolution}
+                                  14: _event_resolution, 15: _count_dispersions}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

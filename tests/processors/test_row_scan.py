@@ -23,7 +23,7 @@ from otel_anomaly.processors.settings import (
     AlertPolicy,
     EngineSettings,
 )
-from otel_anomaly.processors.testing import BASE_METRIC, base_of, incident_cases
+from otel_anomaly.processors.testing import BASE_METRIC, base_of, bursty_counts, incident_cases
 from otel_anomaly.processors.types import SeriesKey
 
 MINUTE = 60 * 10**9
@@ -86,15 +86,20 @@ def _rows(series: list[Series], per_call: int) -> Iterator[tuple[list[SeriesKey]
         yield keys, np.asarray(ts, np.int64), np.asarray(values)
 
 
-def _replay(series: list[Series], per_call: int = 128,
-            engine: Engine | None = None) -> tuple[dict[str, Any], list[tuple[Any, ...]], Engine]:
-    """Scores, flags, events (every field) and the engine after feeding ``series``."""
+def _replay(series: list[Series], per_call: int = 128, engine: Engine | None = None,
+            seconds: float | None = None,
+            ) -> tuple[dict[str, Any], list[tuple[Any, ...]], Engine]:
+    """Scores, flags, events (every field) and the engine after feeding ``series``.
+
+    ``seconds``: every point is a rate counted over that many seconds (its count).
+    """
     engine = engine or Engine(EngineSettings(clock=lambda: 0.0))
     outputs: dict[str, list[Any]] = {f: [] for f in ("score", "expected", "lower", "upper",
                                                      "flag")}
     events: list[tuple[Any, ...]] = []
     for keys, ts, values in _rows(series, per_call):
-        result = engine.ingest_series(keys, ts, values)
+        counts = None if seconds is None else np.full(len(values), seconds)
+        result = engine.ingest_series(keys, ts, values, counts)
         for field, parts in outputs.items():
             parts.append(getattr(result.scores, field))
         events += [(e.kind, e.slot, e.ts_unix_nano, e.direction, e.score, e.value, e.expected,
@@ -182,6 +187,30 @@ def test_scanned_awkward_values_equal_the_stepped_ones(
     _assert_same_run(scanned, stepped)
     assert scanned[1], "the spike must open an anomaly for the comparison to mean much"
     assert sum(counted_scans) > 1000  # its long anomalies (the sign flip, ...) are stepped
+
+
+def test_scanned_bursty_counts_equal_the_stepped_ones(
+    monkeypatch: pytest.MonkeyPatch, counted_scans: list[int],
+) -> None:
+    # Rates of events with their interval: the count's dispersion and recent sums are
+    # learned on both paths, through ordinary bursts, a lasting rise that opens, and a
+    # counter of seconds (no count) beside them.
+    rng = np.random.default_rng(8)
+    n = 4000
+    ts = START + np.arange(n, dtype=np.int64) * MINUTE
+    rate = np.full(n, 2.0)
+    rate[3000:3030] *= 6.0
+    series = [(SeriesKey("app_events_total:rate", (("i", str(i)),), ()), ts,
+               bursty_counts(rate, size, rng) / 60.0) for i, size in enumerate((1.0, 3.0))]
+    series.append((SeriesKey("cpu_seconds_total:rate", (), ()), ts,
+                   np.abs(rng.normal(0.4, 0.05, n))))
+    scanned = _replay(series, per_call=97, seconds=60.0)
+    stepped = _stepped(monkeypatch, lambda: _replay(series, per_call=97, seconds=60.0))
+    _assert_same_run(scanned, stepped)
+    assert scanned[1], "the rise must open an anomaly for the comparison to mean much"
+    learned = [c.state_dict()["usual.count_events"] for c in scanned[2].scorer.calibrators]
+    assert max(float(e.max(initial=0.0)) for e in learned) > 0, "no count was learned"
+    assert sum(counted_scans) > n, "quiet rows must be scanned"
 
 
 def test_a_restored_engine_scans_as_it_steps(monkeypatch: pytest.MonkeyPatch) -> None:
