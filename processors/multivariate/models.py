@@ -35,6 +35,13 @@ now and then is still held (each window of a 4-spread shift falls inside about 1
 20), while a usual stretch ends it within a few windows (3 in a row: 0.73 of the time)."""
 
 
+SURPRISE_MEMORY = 1000
+"""Windows the rate of would-be holds remembers (``MultivariateModel.surprises``) ..."""
+COMMON_SURPRISES = 0.01
+"""... and the rate at which they are the service's usual behaviour, not incidents: ten
+times the 0.1 % of windows a Gaussian puts beyond the outer radius."""
+
+
 def radius2(known: int, z: float) -> float:
     """Squared Mahalanobis radius holding a Gaussian's ``Phi(z)`` in ``known`` dimensions.
 
@@ -158,12 +165,14 @@ class MultivariateModel(abc.ABC):
         """Event time the model last began learning a run of outliers as normal (-1: never)..."""
         self.accepted_after_ns = 0
         """... and how long that run had lasted then."""
+        self.surprises = 0.0
+        """Share of recent windows outside a hold that were beyond the outer radius."""
 
     def state_dict(self) -> dict[str, Any]:
         """The model's learned state (only for ``savable`` models)."""
         return {"moments": self.moments.state_dict(), "outliers_since_ns": self.outliers_since_ns,
                 "usual_in_a_row": self.usual_in_a_row, "accepted_ns": self.accepted_ns,
-                "accepted_after_ns": self.accepted_after_ns}
+                "accepted_after_ns": self.accepted_after_ns, "surprises": self.surprises}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the state saved by ``state_dict`` (older saves have no outlier run)."""
@@ -172,6 +181,7 @@ class MultivariateModel(abc.ABC):
         self.usual_in_a_row = int(state.get("usual_in_a_row", 0))
         self.accepted_ns = int(state.get("accepted_ns", -1))
         self.accepted_after_ns = int(state.get("accepted_after_ns", 0))
+        self.surprises = float(state.get("surprises", 0.0))
 
     def holds(self, x: NDArray[np.float64], at_ns: int, accept_after_ns: int) -> bool:
         """Whether ``x`` (ending at ``at_ns``) must not be learned: it belongs to a hold.
@@ -181,7 +191,10 @@ class MultivariateModel(abc.ABC):
         the outer radius is not learned window by window, nor is the way back then flagged
         as a change of its own). Its windows are not learned until the hold has lasted
         ``accept_after_ns``; then they are (clipped, as any window), so the model takes the
-        new level in.
+        new level in. Where windows beyond the outer radius come often (``surprises`` above
+        ``COMMON_SURPRISES``: error records that come in bursts), they are the service's
+        usual behaviour and start no hold: they are learned (clipped) like any window.
+        Held, every burst stayed an outlier for good and scored as an incident.
 
         Examples
         --------
@@ -204,7 +217,9 @@ class MultivariateModel(abc.ABC):
             return False
         d2, known = self.moments.distance2(x)
         if self.outliers_since_ns < 0:
-            if not known or d2 <= radius2(known, OUTLIER_Z):
+            outlier = known > 0 and d2 > radius2(known, OUTLIER_Z)
+            self.surprises += (float(outlier) - self.surprises) / SURPRISE_MEMORY
+            if not outlier or self.surprises > COMMON_SURPRISES:
                 return False
             self.outliers_since_ns, self.usual_in_a_row = at_ns, 0
         elif not known or d2 <= radius2(known, USUAL_Z):
