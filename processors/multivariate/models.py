@@ -166,7 +166,10 @@ class MultivariateModel(abc.ABC):
         self.accepted_after_ns = 0
         """... and how long that run had lasted then."""
         self.surprises = 0.0
-        """Share of recent windows outside a hold that were beyond the outer radius."""
+        """Share of recent windows outside a hold that were beyond the outer radius, counted
+        once the moments have settled (``1 / alpha`` windows learned): a young model's
+        windows are often beyond a radius it has not learned yet (in ``otel-anomaly demo``,
+        counted from the start, they ended every hold before the first incident)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The model's learned state (only for ``savable`` models)."""
@@ -218,7 +221,8 @@ class MultivariateModel(abc.ABC):
         d2, known = self.moments.distance2(x)
         if self.outliers_since_ns < 0:
             outlier = known > 0 and d2 > radius2(known, OUTLIER_Z)
-            self.surprises += (float(outlier) - self.surprises) / SURPRISE_MEMORY
+            if self.moments.n * self.moments.alpha >= 1.0:  # not while the moments settle
+                self.surprises += (float(outlier) - self.surprises) / SURPRISE_MEMORY
             if not outlier or self.surprises > COMMON_SURPRISES:
                 return False
             self.outliers_since_ns, self.usual_in_a_row = at_ns, 0
