@@ -6,7 +6,8 @@ extreme window teaches little. A window beyond the moments' 99.9 % radius (an ou
 a Gaussian of the learned mean and covariance) starts a hold: no window is learned until
 three in a row are back inside the 90 % radius, or until the hold has lasted the stage's
 ``accept_after_ns`` (``MultivariateModel.holds``), so a lasting incident stays as unusual
-as at its onset instead of being learned within a few windows. Scores are distances (the
+as at its onset instead of being learned within a few windows; while such windows are
+common (``COMMON_SURPRISES``: bursts of errors), they start no hold and are learned. Scores are distances (the
 SVM's a margin), higher = more unusual; contributions are each feature's share of the score
 (they sum to 1). Models run once per service per window, so a Python object per service
 is affordable; the number of services is capped by the stage that owns them.
