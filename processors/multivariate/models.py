@@ -7,10 +7,11 @@ a Gaussian of the learned mean and covariance) starts a hold: no window is learn
 three in a row are back inside the 90 % radius, or until the hold has lasted the stage's
 ``accept_after_ns`` (``MultivariateModel.holds``), so a lasting incident stays as unusual
 as at its onset instead of being learned within a few windows; while such windows are
-common (``COMMON_SURPRISES``: bursts of errors), they start no hold and are learned. Scores are distances (the
-SVM's a margin), higher = more unusual; contributions are each feature's share of the score
-(they sum to 1). Models run once per service per window, so a Python object per service
-is affordable; the number of services is capped by the stage that owns them.
+common (``COMMON_SURPRISES``: bursts of errors), they start no hold and are learned.
+Scores are distances (the SVM's a margin), higher = more unusual; contributions are each
+feature's share of the score (they sum to 1). Models run once per service per window, so
+a Python object per service is affordable; the number of services is capped by the stage
+that owns them.
 """
 
 from __future__ import annotations
