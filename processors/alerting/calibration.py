@@ -134,7 +134,10 @@ class Calibrator:
     to 0.5 and two 0.6 to 1.1 (``tests/processors/test_count_rates.py``). Events that
     come in bursts vary more: each count learns its ``dispersion`` (a multiple of the
     Poisson variance, once evident), its band is as wide as a count of that variance
-    needs, and a rise that lasts narrows it back to Poisson's (``count_floor``).
+    needs, and a rise that lasts narrows it back to Poisson's (``count_floor``). Below,
+    a count's lower tail ends at 0: no single interval of 10 events or fewer is far out,
+    so the recent intervals pooled and a run of empty ones are tested as counts
+    (``count_drop_score``), and a row scores at least what they say.
 
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
     open anomaly (unless learn gating is off), so an incident's first point teaches "such
@@ -162,15 +165,19 @@ class Calibrator:
         # float32: a running mean and a count that only matters up to MAGNITUDE_MEMORY.
         # ``fractional``: 1 once a value was not a whole number (else the band is at least
         # 1 wide: the resolution of a count). ``count_*``: the sums a count's
-        # ``dispersion`` is measured from, and its recent events (``count_floor``; all 0
-        # on a series that is no count).
+        # ``dispersion`` is measured from, its recent events (``count_floor``) and its
+        # runs of empty windows (``count_drop_score``); all 0 on a series that is no count.
         self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0),
                                  fractional=Column(np.uint8, 0),
                                  count_excess=Column(np.float32, 0.0),
                                  count_excess_sq=Column(np.float32, 0.0),
                                  count_events=Column(np.float32, 0.0),
                                  count_recent_events=Column(np.float32, 0.0),
-                                 count_recent_expected=Column(np.float32, 0.0))
+                                 count_recent_expected=Column(np.float32, 0.0),
+                                 count_run_expected=Column(np.float32, 0.0),
+                                 count_run_rows=Column(np.float32, 0.0),
+                                 count_gap_sum=Column(np.float32, 0.0),
+                                 count_gap_runs=Column(np.float32, 0.0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -300,7 +307,9 @@ class Calibrator:
     def _count_sums(self) -> tuple[NDArray[np.float32], ...]:
         usual = self._usual
         return (usual.count_excess, usual.count_excess_sq, usual.count_events,
-                usual.count_recent_events, usual.count_recent_expected)
+                usual.count_recent_events, usual.count_recent_expected,
+                usual.count_run_expected, usual.count_run_rows, usual.count_gap_sum,
+                usual.count_gap_runs)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

@@ -7,6 +7,7 @@ row, with the same arithmetic: ``nan_max``/``nan_min`` are ``np.maximum``/``np.m
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,7 @@ def count_width(expected: Any, exposure: Any, k: Any, dispersion: Any) -> Any:
     false open of Poisson series at 0.02 to 100 events a window (one-minute and 10-second
     windows, 10 series each), and hid sustained drops that the learned band catches (5
     events a window falling to 0 for 30 minutes: 2 of 10 caught without it, 0 with it).
+    A count that falls or stops is ``count_drop_score``'s.
     """
     if not (exposure > 0 and np.isfinite(expected) and np.isfinite(k)):
         return 0.0
@@ -130,16 +132,22 @@ def dispersion_after(  # noqa: PLR0913 -- a count row and its slot's three cells
 def _calibrate_row(  # noqa: PLR0913 -- a row, its floors and the policy's
     value: Any, expected: Any, lower: Any, upper: Any, floor: Any,
     min_abs: float, min_rel: float, direction: int, min_width: float, count_up: Any,
+    count_down: Any,
 ) -> Any:
     """One row of ``calibrate``: its band's lower and upper edge, and its score.
 
     ``count_up``: the least half-width above that a count's noise needs (``count_width``;
-    0 for no count).
+    0 for no count). ``count_down``: how far below its expected events a count's recent
+    rows are, as a score (``count_drop_score``; 0 for no count): a row below the expected
+    value scores at least that, its band's lower edge narrowed to where it does.
     """
     floor = maximum(maximum(min_abs, floor), min_rel * np.abs(expected))
     up_width = maximum(maximum(maximum(upper - expected, floor), count_up), min_width)
-    down_width = maximum(maximum(expected - lower, floor), min_width)
     deviation = value - expected
+    learned_down = expected - lower
+    if deviation < 0 and count_down > 0 and not np.isnan(lower):
+        learned_down = minimum(learned_down, -deviation / count_down)
+    down_width = maximum(maximum(learned_down, floor), min_width)
     score = deviation / up_width if deviation >= 0 else -deviation / down_width
     if (direction == _UP and deviation < 0) or (direction == _DOWN and deviation > 0):
         score = 0.0
@@ -161,7 +169,7 @@ def calibrate_rows(
     for i in range(n):
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
             values[i], expected[i], lower[i], upper[i], floor[i], min_abs, min_rel, direction,
-            min_width, 0.0)
+            min_width, 0.0, 0.0)
     return band_lower, band_upper, score
 
 
@@ -215,6 +223,72 @@ def count_floor(  # noqa: PLR0913 -- a row and its slot's count columns
     return maximum(poisson, minimum(window, needed))
 
 
+DROP_OPENS_PER_DAY = 0.01
+"""False opens a series-day that ``count_drop_score``'s tests may add at most, were the
+expected events right: a tenth of the 0.1 a series-day the product aims at. A run of
+empty windows, once rare, only grows rarer, so it opens where one window as far out would
+not; its threshold is set per window of the day, not per point of the band."""
+
+
+@row_kernel
+def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
+    value: Any, expected: Any, exposure: Any, fractional: Any, k: Any, dispersion: Any,
+    recent_events: Any, recent_expected: Any, run_expected: Any, gap_sum: Any,
+    gap_runs: Any,
+) -> Any:
+    """How far below its expected events a count's recent rows are, as a score; 0 if not.
+
+    A count's lower tail is bounded by 0: at 10 events a window or fewer, no single window
+    is ``k`` sigmas low, so a count that stopped (a service's calls falling to 0 for half
+    an hour) stayed inside its learned band. Two tests of the rows up to this one, each
+    scored by the exponent of a Chernoff bound on its probability, ``-ln P``:
+
+    - pooled: the recent events (``RECENT`` per row, as ``count_floor``'s) against their
+      pooled expected events, ``x`` against ``m``: ``m - x + x ln(x / m)`` for Poisson
+      counts, over ``dispersion`` for counts that vary more;
+    - a run of empty windows (``value`` 0): ``run_expected`` events were expected since
+      the last window with any (``run_after``), with this one ``E``: ``E`` over the
+      count's ``gap_scale`` (Poisson events, rightly expected, leave a run that long
+      empty with probability ``exp(-E)``; the scale is what the count's own past runs
+      say instead, bursts and the detector's errors included), and at least over
+      ``(dispersion + 1) / 2``: events in bursts of that mean size (geometric sizes have
+      that variance) leave a window empty as often as ``2 / (dispersion + 1)`` times as
+      many single events would. Where windows hold many events, runs are one window long
+      and their lessons cannot tell bursts from Poisson events; the dispersion can.
+
+    The score is the larger exponent over the one a row must reach: that of ``k`` sigmas,
+    and at least ``ln(windows a day / DROP_OPENS_PER_DAY)``, as at most one run starts per
+    window. Only for a row below its expected events that counts whole events on a slot
+    of counts (``counts_events``).
+    """
+    if not (counts_events(value=value, exposure=exposure, fractional=fractional)
+            and np.isfinite(expected) and np.isfinite(k)):
+        return 0.0
+    mu = maximum(np.float64(expected), 0.0) * np.float64(exposure)
+    got = np.float64(value) * np.float64(exposure)
+    if not got < mu:
+        return 0.0
+    phi = maximum(np.float64(dispersion), 1.0)
+    pooled = RECENT * np.float64(recent_expected) + mu
+    seen = minimum(RECENT * np.float64(recent_events) + got, pooled)
+    exponent: float = pooled - seen
+    if seen > 0.0:
+        exponent += seen * math.log(seen / pooled)
+    exponent /= phi
+    if got == 0.0:
+        scale = maximum(gap_scale(gap_sum=gap_sum, gap_runs=gap_runs), (phi + 1.0) / 2.0)
+        exponent = maximum(exponent, (np.float64(run_expected) + mu) / scale)
+    windows = 86400.0 / np.float64(exposure)
+    return exponent / maximum(_rare_exponent(k=k), math.log(windows / DROP_OPENS_PER_DAY))
+
+
+@row_kernel
+def _rare_exponent(k: Any) -> Any:
+    """``-ln p``, ``p`` the probability that a Gaussian lies more than ``k`` sigmas above."""
+    tail = 0.5 * math.erfc(np.float64(k) / math.sqrt(2.0))
+    return -math.log(maximum(tail, 1e-300))
+
+
 @row_kernel
 def recent_after(value: Any, expected: Any, exposure: Any, recent_events: Any,
                  recent_expected: Any) -> Any:
@@ -223,6 +297,53 @@ def recent_after(value: Any, expected: Any, exposure: Any, recent_events: Any,
                     _FLOAT32_MAX),
             minimum(RECENT * np.float64(recent_expected)
                     + maximum(np.float64(expected), 0.0) * exposure, _FLOAT32_MAX))
+
+
+GAP_MEMORY = 1000
+"""Runs of empty windows a count's ``gap_scale`` remembers: about six weeks of them at one
+event an hour, a week at two a minute."""
+_GAP_DECAY = 1.0 - 1.0 / GAP_MEMORY
+
+
+@row_kernel
+def run_after(  # noqa: PLR0913 -- a count row and its slot's four cells
+    value: Any, expected: Any, exposure: Any, run_expected: Any, run_rows: Any, gap_sum: Any,
+    gap_runs: Any,
+) -> Any:
+    """A slot's empty run (expected events, windows) and ``gap_scale`` sums after a count row.
+
+    A window with events ends the run; a run of ``j`` windows that expected ``E`` events
+    teaches ``j (1 - exp(-E / j))``: its expected events rescaled so that, were the expected
+    events right, a run's lesson is 1 on average (a Poisson count's empty windows in a
+    row are geometric), at one event a day as at ten a window.
+    """
+    mu = maximum(np.float64(expected), 0.0) * exposure
+    if not np.float64(value) * exposure > 0.0:
+        return (minimum(np.float64(run_expected) + mu, _FLOAT32_MAX),
+                minimum(np.float64(run_rows) + 1.0, _FLOAT32_MAX), gap_sum, gap_runs)
+    if not run_rows > 0:
+        return 0.0, 0.0, gap_sum, gap_runs
+    rows = np.float64(run_rows)
+    lesson = rows * -math.expm1(-np.float64(run_expected) / rows)
+    return (0.0, 0.0, minimum(np.float64(gap_sum) * _GAP_DECAY + lesson, _FLOAT32_MAX),
+            np.float64(gap_runs) * _GAP_DECAY + 1.0)
+
+
+@row_kernel
+def gap_scale(gap_sum: Any, gap_runs: Any) -> Any:
+    """How many times its expected events a count's runs of empty windows usually hold.
+
+    1 were the expected events right and the events Poisson's (``run_after``); events in
+    bursts of ``S`` leave runs ``S`` times as long, a detector that expects too many
+    after each burst longer still. The mean lesson, at least 1, times ``1 + 2 / sqrt(n)``
+    for ``n`` runs learned (an exponential mean's upper bound at about two standard
+    errors): a young count, with few runs seen, judges a run cautiously. Infinite before
+    any run.
+    """
+    if not gap_runs > 0:
+        return np.inf
+    runs = np.float64(gap_runs)
+    return maximum(np.float64(gap_sum) / runs, 1.0) * (1.0 + 2.0 / np.sqrt(runs))
 
 
 @row_kernel
@@ -255,7 +376,8 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     """
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
-    excess, excess_sq, events, recent_events, recent_expected = count_sums
+    (excess, excess_sq, events, recent_events, recent_expected, run_expected, _run_rows,
+     gap_sum, gap_runs) = count_sums
     for i in range(n):
         seconds = exposure[i] if len(exposure) else np.nan
         got = received[i] if len(received) else values[i]
@@ -264,15 +386,21 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
         if len(scale_floor):
             floor = maximum(floor, k[i] * scale_floor[i])
         s = slots[i]
-        count_up = count_floor(value=got, expected=expected[i] + (got - values[i]),
-                               exposure=seconds, fractional=fractional[s], k=k[i],
-                               dispersion=dispersion(excess=excess[s], excess_sq=excess_sq[s],
-                                                     events=events[s]),
+        phi = dispersion(excess=excess[s], excess_sq=excess_sq[s], events=events[s])
+        mu = expected[i] + (got - values[i])
+        count_up = count_floor(value=got, expected=mu, exposure=seconds,
+                               fractional=fractional[s], k=k[i], dispersion=phi,
                                recent_events=recent_events[s],
                                recent_expected=recent_expected[s])
+        count_down = count_drop_score(value=got, expected=mu, exposure=seconds,
+                                      fractional=fractional[s], k=k[i], dispersion=phi,
+                                      recent_events=recent_events[s],
+                                      recent_expected=recent_expected[s],
+                                      run_expected=run_expected[s], gap_sum=gap_sum[s],
+                                      gap_runs=gap_runs[s])
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
             values[i], expected[i], lower[i], upper[i], floor, min_abs, min_rel, direction,
-            min_width, count_up)
+            min_width, count_up, count_down)
     return band_lower, band_upper, score
 
 
@@ -327,24 +455,32 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
     (measured, like ``values``, without a deploy's offset: it is put back). ``quiet``
     (empty: every row): the rows outside an open anomaly, or opening one. A lasting
     incident does not teach that its series bursts (``dispersion_after``), and the recent
-    sums (``recent_after``) keep the evidence it opened on until it closes; the other rows
+    sums (``recent_after``) and an empty run (``run_after``) keep the evidence it opened
+    on until it closes (a window with events in it only ends the run); the other rows
     are also the only ones whose ``values`` are as received less the offset (an open
     anomaly's lesson is clipped). The slots are within the columns
     (``learn_magnitude_rows`` grew them).
     """
     if len(exposure) == 0:
         return
-    excess, excess_sq, events, recent_events, recent_expected = count_sums
+    (excess, excess_sq, events, recent_events, recent_expected, run_expected, run_rows,
+     gap_sum, gap_runs) = count_sums
     for i in range(len(slots)):
         s = slots[i]
-        if (len(quiet) and not quiet[i]) or not np.isfinite(expected[i]):
+        if not (np.isfinite(expected[i]) and counts_events(
+                value=received[i], exposure=exposure[i], fractional=fractional[s])):
             continue
-        if not counts_events(value=received[i], exposure=exposure[i], fractional=fractional[s]):
+        if len(quiet) and not quiet[i]:
+            if received[i] * exposure[i] > 0.0:  # a run that ended in an anomaly: no lesson
+                run_expected[s], run_rows[s] = 0.0, 0.0
             continue
         mu = expected[i] + (received[i] - values[i])
         recent_events[s], recent_expected[s] = recent_after(
             value=received[i], expected=mu, exposure=exposure[i],
             recent_events=recent_events[s], recent_expected=recent_expected[s])
+        run_expected[s], run_rows[s], gap_sum[s], gap_runs[s] = run_after(
+            value=received[i], expected=mu, exposure=exposure[i], run_expected=run_expected[s],
+            run_rows=run_rows[s], gap_sum=gap_sum[s], gap_runs=gap_runs[s])
         excess[s], excess_sq[s], events[s] = dispersion_after(
             value=received[i], expected=mu, exposure=exposure[i], excess=excess[s],
             excess_sq=excess_sq[s], events=events[s], decay=decay)

@@ -30,6 +30,7 @@ import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
     _calibrate_row,
+    count_drop_score,
     count_floor,
     counts_events,
     dispersion,
@@ -37,6 +38,7 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     floor_of,
     magnitude_after,
     recent_after,
+    run_after,
 )
 from otel_anomaly.processors.alerting.hysteresis import (
     _independence,
@@ -130,7 +132,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     k, combine_max, centre, limit = band
     (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
      count_decay) = calibration
-    excess, excess_sq, events, recent_events, recent_expected = count_sums
+    (excess, excess_sq, events, recent_events, recent_expected, run_expected, run_rows,
+     gap_sum, gap_runs) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
     (above, below, _open, last_event_ts, open_for, since_close, prev_ts, spacing, high_for,
@@ -153,16 +156,20 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
                          fractional=fractional[mine], min_rel=min_rel, exposure=seconds)
+        phi = dispersion(excess=excess[mine], excess_sq=excess_sq[mine], events=events[mine])
         count_up = count_floor(value=values[i], expected=expected, exposure=seconds,
-                               fractional=fractional[mine], k=k,
-                               dispersion=dispersion(excess=excess[mine],
-                                                     excess_sq=excess_sq[mine],
-                                                     events=events[mine]),
+                               fractional=fractional[mine], k=k, dispersion=phi,
                                recent_events=recent_events[mine],
                                recent_expected=recent_expected[mine])
+        count_down = count_drop_score(value=values[i], expected=expected, exposure=seconds,
+                                      fractional=fractional[mine], k=k, dispersion=phi,
+                                      recent_events=recent_events[mine],
+                                      recent_expected=recent_expected[mine],
+                                      run_expected=run_expected[mine],
+                                      gap_sum=gap_sum[mine], gap_runs=gap_runs[mine])
         lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
                                              floor, min_abs, min_rel, direction, min_width,
-                                             count_up)
+                                             count_up, count_down)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score
@@ -207,6 +214,10 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             recent_events[mine], recent_expected[mine] = recent_after(
                 value=values[i], expected=expected, exposure=seconds,
                 recent_events=recent_events[mine], recent_expected=recent_expected[mine])
+            run_expected[mine], run_rows[mine], gap_sum[mine], gap_runs[mine] = run_after(
+                value=values[i], expected=expected, exposure=seconds,
+                run_expected=run_expected[mine], run_rows=run_rows[mine],
+                gap_sum=gap_sum[mine], gap_runs=gap_runs[mine])
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
                 value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
                 excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)

@@ -310,11 +310,28 @@ def _count_dispersion(state: dict[str, Any], prefix: str) -> None:
         state.setdefault(f"{prefix}usual.{name}", np.zeros(rows, np.float32))
 
 
+def _count_runs(state: Any) -> Any:
+    """Format 16 -> 17: a count learns its runs of empty windows (``count_drop_score``).
+
+    Every saved ``Calibrator`` gains the current run's expected events and windows and the
+    two sums of its ``gap_scale``, all 0: a restored count judges a run only once it has
+    seen one end again.
+    """
+    return _each_prefix(state, "usual.points", _count_run)
+
+
+def _count_run(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "usual.points"]))
+    for name in ("count_run_expected", "count_run_rows", "count_gap_sum", "count_gap_runs"):
+        state.setdefault(f"{prefix}usual.{name}", np.zeros(rows, np.float32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
                                   12: _evidence_columns, 13: _offset_factors,
-                                  14: _event_resolution, 15: _count_dispersions}
+                                  14: _event_resolution, 15: _count_dispersions,
+                                  16: _count_runs}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

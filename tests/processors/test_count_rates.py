@@ -316,29 +316,45 @@ def test_a_counter_stays_a_count_after_its_service_deploys() -> None:
     assert opens == 0, f"{opens} opens after the release"
 
 
-def test_a_count_restored_from_format_15_learns_its_bursts_anew() -> None:
-    # Format 15 had no dispersion: the upgrade starts every count at Poisson noise (the
-    # edge it had), and the restored engine learns its bursts again from there.
-    series, _ = _bursty_series(0.5, 4.0, seed=3, days=4.0)
+def _restored_without(series: RecordedSeries, names: tuple[str, ...], version: int,
+                      learned: str) -> None:
+    """Learn ``series``' first two days, save them as format ``version`` (the calibrators'
+    ``usual.<names>`` columns left out), upgrade and restore: the restored columns are 0,
+    and the rest of ``series`` teaches ``usual.<learned>`` again."""
     cut = 2 * PER_DAY
     live = Engine(EngineSettings(clock=lambda: 0.0))
     backtest(live, [RecordedSeries(series.key, series.ts_unix_nano[:cut],
                                    series.values[:cut], series.counts[:cut])])
     state = decode(*encode(live.state_dict()))
-    names = ("count_excess", "count_excess_sq", "count_events", "count_recent_events",
-             "count_recent_expected")
     for calibrator in state["scorer"]["calibrators"]:
         for name in names:
             del calibrator[f"usual.{name}"]
     restored = Engine(live.settings)
-    restored.load_state_dict(upgrade(state, 15, checkpoint.FORMAT))
+    restored.load_state_dict(upgrade(state, version, checkpoint.FORMAT))
     for calibrator in restored.state_dict()["scorer"]["calibrators"]:
         assert all(not calibrator[f"usual.{name}"].any() for name in names)
     rest = RecordedSeries(series.key, series.ts_unix_nano[cut:], series.values[cut:],
                           series.counts[cut:])
     backtest(restored, [rest])
-    learned = [c["usual.count_events"] for c in restored.state_dict()["scorer"]["calibrators"]]
-    assert max(float(e.max(initial=0.0)) for e in learned) > 0
+    after = [c[f"usual.{learned}"] for c in restored.state_dict()["scorer"]["calibrators"]]
+    assert max(float(column.max(initial=0.0)) for column in after) > 0, learned
+
+
+def test_a_count_restored_from_format_15_learns_its_bursts_anew() -> None:
+    # Format 15 had no dispersion: the upgrade starts every count at Poisson noise (the
+    # edge it had), and the restored engine learns its bursts again from there.
+    series, _ = _bursty_series(0.5, 4.0, seed=3, days=4.0)
+    _restored_without(series, ("count_excess", "count_excess_sq", "count_events",
+                               "count_recent_events", "count_recent_expected"), 15,
+                      "count_events")
+
+
+def test_a_count_restored_from_format_16_learns_its_runs_anew() -> None:
+    # Format 16 had no runs of empty windows: a restored count judges a run only once it
+    # has seen one end again (``calibration_kernels.gap_scale``: none seen, no run test).
+    series, _ = _bursty_series(0.5, 1.0, seed=3, days=4.0)
+    _restored_without(series, ("count_run_expected", "count_run_rows", "count_gap_sum",
+                               "count_gap_runs"), 16, "count_gap_runs")
 
 
 def test_error_log_lines_in_bursts_over_otlp_page_nothing() -> None:

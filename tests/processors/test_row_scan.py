@@ -192,21 +192,30 @@ def test_scanned_awkward_values_equal_the_stepped_ones(
 def test_scanned_bursty_counts_equal_the_stepped_ones(
     monkeypatch: pytest.MonkeyPatch, counted_scans: list[int],
 ) -> None:
-    # Rates of events with their interval: the count's dispersion and recent sums are
-    # learned on both paths, through ordinary bursts, a lasting rise that opens, and a
-    # counter of seconds (no count) beside them.
+    # Rates of events with their interval: the count's dispersion, recent sums and runs of
+    # empty windows are learned on both paths, through ordinary bursts, a lasting rise
+    # that opens, a count that stops for half an hour (dense and sparse: the pooled test
+    # and the run), and a counter of seconds (no count) beside them.
     rng = np.random.default_rng(8)
     n = 4000
     ts = START + np.arange(n, dtype=np.int64) * MINUTE
     rate = np.full(n, 2.0)
     rate[3000:3030] *= 6.0
+    rate[3500:3530] = 0.0
+    sparse = np.full(n, 0.3)
+    sparse[3500:3600] = 0.0
     series = [(SeriesKey("app_events_total:rate", (("i", str(i)),), ()), ts,
                bursty_counts(rate, size, rng) / 60.0) for i, size in enumerate((1.0, 3.0))]
+    series.append((SeriesKey("app_events_total:rate", (("i", "sparse"),), ()), ts,
+                   bursty_counts(sparse, 1.0, rng) / 60.0))
     series.append((SeriesKey("cpu_seconds_total:rate", (), ()), ts,
                    np.abs(rng.normal(0.4, 0.05, n))))
     scanned = _replay(series, per_call=97, seconds=60.0)
     stepped = _stepped(monkeypatch, lambda: _replay(series, per_call=97, seconds=60.0))
     _assert_same_run(scanned, stepped)
+    stops = {(event[1], event[0]) for event in scanned[1]
+             if event[3] == "down" and START + 3500 * MINUTE <= event[2] < START + 3600 * MINUTE}
+    assert len({slot for slot, _ in stops}) == 3, f"not every stop opened an anomaly: {stops}"
     assert scanned[1], "the rise must open an anomaly for the comparison to mean much"
     learned = [c.state_dict()["usual.count_events"] for c in scanned[2].scorer.calibrators]
     assert max(float(e.max(initial=0.0)) for e in learned) > 0, "no count was learned"

@@ -15,8 +15,10 @@ from otel_anomaly.processors.series.slot_arrays import SlotArrays
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.types import SeriesKey
 
-ROW_BYTES_BOUND = 3320
-"""Bytes of slot-array state per gauge series (3,312 today, 20 of them a count's dispersion
+ROW_BYTES_BOUND = 3336
+"""Bytes of slot-array state per gauge series (3,328 today, 16 of them a count's run of
+empty windows and its gap sums (``calibration_kernels.count_drop_score``); 3,312 before,
+20 of them a count's dispersion
 and recent sums (``calibration_kernels.count_floor``), kept for every series as its other
 usual-magnitude columns are; 3,292 before, 20 of them the hysteresis'
 evidence and its scores' running moments (``AlertPolicy.evidence_point_s``); 3,272 before,
