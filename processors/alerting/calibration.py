@@ -175,9 +175,8 @@ class Calibrator:
                                  count_recent_events=Column(np.float32, 0.0),
                                  count_recent_expected=Column(np.float32, 0.0),
                                  count_run_expected=Column(np.float32, 0.0),
-                                 count_run_rows=Column(np.float32, 0.0),
                                  count_gap_sum=Column(np.float32, 0.0),
-                                 count_gap_runs=Column(np.float32, 0.0))
+                                 count_gaps=Column(np.float32, 0.0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -252,6 +251,7 @@ class Calibrator:
         self, detector: Detector, batch: SeriesBatch, calibrated: Calibrated,
         mask: NDArray[np.bool_] | None = None, spacing_s: NDArray[np.float64] | None = None,
         quiet: NDArray[np.bool_] | None = None, received: NDArray[np.float64] | None = None,
+        unclipped: NDArray[np.float64] | None = None,
     ) -> None:
         """Learn the deviations of scored rows (``mask``: only those rows).
 
@@ -262,7 +262,9 @@ class Calibrator:
         is reused; nothing has learned in between). ``received``: the rows' values as they
         arrived, when ``batch`` holds what the detector learns instead (clipped to a held
         band, less a deploy offset): whether a series is whole-numbered is a property of
-        its data, not of its lessons.
+        its data, not of its lessons. ``unclipped``: the rows' values less a deploy's
+        offset only, where ``batch`` holds clipped ones (None: as ``batch``): a count's
+        recent sums follow every row, and put the offset back into the expected events.
         """
         got = batch.values if received is None else received
         exposure = exposures(detector, batch)
@@ -271,7 +273,8 @@ class Calibrator:
             with float_warnings_ignored():
                 learn_count_rows(batch.slots, batch.values, got, calibrated.expected, exposure,
                                  self._usual.fractional, _NO_MASK if quiet is None else quiet,
-                                 self._count_sums(), _DISPERSION_DECAY)
+                                 self._count_sums(), _DISPERSION_DECAY,
+                                 _NO_ROWS if unclipped is None else unclipped)
         rare, active = self._rare(detector), self._active(detector)
         if not (rare or active):
             return
@@ -308,8 +311,7 @@ class Calibrator:
         usual = self._usual
         return (usual.count_excess, usual.count_excess_sq, usual.count_events,
                 usual.count_recent_events, usual.count_recent_expected,
-                usual.count_run_expected, usual.count_run_rows, usual.count_gap_sum,
-                usual.count_gap_runs)
+                usual.count_run_expected, usual.count_gap_sum, usual.count_gaps)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

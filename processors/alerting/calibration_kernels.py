@@ -233,8 +233,7 @@ not; its threshold is set per window of the day, not per point of the band."""
 @row_kernel
 def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
     value: Any, expected: Any, exposure: Any, fractional: Any, k: Any, dispersion: Any,
-    recent_events: Any, recent_expected: Any, run_expected: Any, gap_sum: Any,
-    gap_runs: Any,
+    recent_events: Any, recent_expected: Any, run_expected: Any, gap_sum: Any, gaps: Any,
 ) -> Any:
     """How far below its expected events a count's recent rows are, as a score; 0 if not.
 
@@ -249,12 +248,12 @@ def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
     - a run of empty windows (``value`` 0): ``run_expected`` events were expected since
       the last window with any (``run_after``), with this one ``E``: ``E`` over the
       count's ``gap_scale`` (Poisson events, rightly expected, leave a run that long
-      empty with probability ``exp(-E)``; the scale is what the count's own past runs
+      empty with probability ``exp(-E)``; the scale is what the count's own past gaps
       say instead, bursts and the detector's errors included), and at least over
       ``(dispersion + 1) / 2``: events in bursts of that mean size (geometric sizes have
       that variance) leave a window empty as often as ``2 / (dispersion + 1)`` times as
-      many single events would. Where windows hold many events, runs are one window long
-      and their lessons cannot tell bursts from Poisson events; the dispersion can.
+      many single events would. Where windows hold many events, gaps end within them,
+      unseen, and cannot tell bursts from Poisson events; the dispersion can.
 
     The score is the larger exponent over the one a row must reach: that of ``k`` sigmas,
     and at least ``ln(windows a day / DROP_OPENS_PER_DAY)``, as at most one run starts per
@@ -276,7 +275,7 @@ def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
         exponent += seen * math.log(seen / pooled)
     exponent /= phi
     if got == 0.0:
-        scale = maximum(gap_scale(gap_sum=gap_sum, gap_runs=gap_runs), (phi + 1.0) / 2.0)
+        scale = maximum(gap_scale(gap_sum=gap_sum, gaps=gaps), (phi + 1.0) / 2.0)
         exponent = maximum(exponent, (np.float64(run_expected) + mu) / scale)
     windows = 86400.0 / np.float64(exposure)
     return exponent / maximum(_rare_exponent(k=k), math.log(windows / DROP_OPENS_PER_DAY))
@@ -300,50 +299,45 @@ def recent_after(value: Any, expected: Any, exposure: Any, recent_events: Any,
 
 
 GAP_MEMORY = 1000
-"""Runs of empty windows a count's ``gap_scale`` remembers: about six weeks of them at one
-event an hour, a week at two a minute."""
+"""Gaps a count's ``gap_scale`` remembers (one ends at each window with events): about
+five weeks of them at one event an hour, 17 hours at ten a minute."""
 _GAP_DECAY = 1.0 - 1.0 / GAP_MEMORY
 
 
 @row_kernel
-def run_after(  # noqa: PLR0913 -- a count row and its slot's four cells
-    value: Any, expected: Any, exposure: Any, run_expected: Any, run_rows: Any, gap_sum: Any,
-    gap_runs: Any,
-) -> Any:
-    """A slot's empty run (expected events, windows) and ``gap_scale`` sums after a count row.
+def run_after(value: Any, expected: Any, exposure: Any, run_expected: Any, gap_sum: Any,
+              gaps: Any) -> Any:
+    """A slot's empty run (its expected events) and ``gap_scale`` sums after a count row.
 
-    A window with events ends the run; a run of ``j`` windows that expected ``E`` events
-    teaches ``j (1 - exp(-E / j))``: its expected events rescaled so that, were the expected
-    events right, a run's lesson is 1 on average (a Poisson count's empty windows in a
-    row are geometric), at one event a day as at ten a window.
+    A window without events adds its expected events to the run; a window with events
+    ends the gap before it, and teaches the events expected over that gap (0 if there was
+    none).
     """
     mu = maximum(np.float64(expected), 0.0) * exposure
     if not np.float64(value) * exposure > 0.0:
-        return (minimum(np.float64(run_expected) + mu, _FLOAT32_MAX),
-                minimum(np.float64(run_rows) + 1.0, _FLOAT32_MAX), gap_sum, gap_runs)
-    if not run_rows > 0:
-        return 0.0, 0.0, gap_sum, gap_runs
-    rows = np.float64(run_rows)
-    lesson = rows * -math.expm1(-np.float64(run_expected) / rows)
-    return (0.0, 0.0, minimum(np.float64(gap_sum) * _GAP_DECAY + lesson, _FLOAT32_MAX),
-            np.float64(gap_runs) * _GAP_DECAY + 1.0)
+        return minimum(np.float64(run_expected) + mu, _FLOAT32_MAX), gap_sum, gaps
+    return (0.0, minimum(np.float64(gap_sum) * _GAP_DECAY + np.float64(run_expected),
+                         _FLOAT32_MAX), np.float64(gaps) * _GAP_DECAY + 1.0)
 
 
 @row_kernel
-def gap_scale(gap_sum: Any, gap_runs: Any) -> Any:
+def gap_scale(gap_sum: Any, gaps: Any) -> Any:
     """How many times its expected events a count's runs of empty windows usually hold.
 
-    1 were the expected events right and the events Poisson's (``run_after``); events in
-    bursts of ``S`` leave runs ``S`` times as long, a detector that expects too many
-    after each burst longer still. The mean lesson, at least 1, times ``1 + 2 / sqrt(n)``
-    for ``n`` runs learned (an exponential mean's upper bound at about two standard
-    errors): a young count, with few runs seen, judges a run cautiously. Infinite before
-    any run.
+    By the time-rescaling theorem, the events expected between two of a Poisson count's
+    events are exponential with mean 1 where they are expected rightly, so where windows
+    hold few events the mean gap (``run_after``) is about 1 (less where they hold many: a
+    gap then ends within a window, unseen). Events in bursts of ``S`` leave gaps ``S``
+    times as long, a detector that expects too many after each burst longer still. The
+    mean gap times ``1 + 2 / sqrt(n)`` for ``n`` gaps learned (an exponential mean's upper
+    bound at about two standard errors), at least 1: a young count, with few gaps seen,
+    judges a run cautiously once its gaps are long; one whose windows mostly hold events
+    is judged as Poisson events would be (its ``dispersion`` still widens them).
     """
-    if not gap_runs > 0:
-        return np.inf
-    runs = np.float64(gap_runs)
-    return maximum(np.float64(gap_sum) / runs, 1.0) * (1.0 + 2.0 / np.sqrt(runs))
+    if not gaps > 0:
+        return 1.0
+    n = np.float64(gaps)
+    return maximum(np.float64(gap_sum) / n * (1.0 + 2.0 / np.sqrt(n)), 1.0)
 
 
 @row_kernel
@@ -376,8 +370,8 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     """
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
-    (excess, excess_sq, events, recent_events, recent_expected, run_expected, _run_rows,
-     gap_sum, gap_runs) = count_sums
+    (excess, excess_sq, events, recent_events, recent_expected, run_expected, gap_sum,
+     gaps) = count_sums
     for i in range(n):
         seconds = exposure[i] if len(exposure) else np.nan
         got = received[i] if len(received) else values[i]
@@ -397,7 +391,7 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
                                       recent_events=recent_events[s],
                                       recent_expected=recent_expected[s],
                                       run_expected=run_expected[s], gap_sum=gap_sum[s],
-                                      gap_runs=gap_runs[s])
+                                      gaps=gaps[s])
         band_lower[i], band_upper[i], score[i] = _calibrate_row(
             values[i], expected[i], lower[i], upper[i], floor, min_abs, min_rel, direction,
             min_width, count_up, count_down)
@@ -446,41 +440,41 @@ def learn_magnitude_rows(  # noqa: PLR0913 -- the rows and the slots' three colu
 @kernel
 def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
     slots: Any, values: Any, received: Any, expected: Any, exposure: Any, fractional: Any,
-    quiet: Any, count_sums: tuple[Any, ...], decay: float,
+    quiet: Any, count_sums: tuple[Any, ...], decay: float, unclipped: Any,
 ) -> None:
-    """Each quiet count row's lesson to its slot's ``count_sums`` (see ``calibrate_slots``).
+    """Each count row's lesson to its slot's ``count_sums`` (see ``calibrate_slots``).
 
     A count row: an ``exposure``, a whole number of events as ``received``, on a slot of
     counts (``fractional`` 0, as learned from this round), with a finite ``expected``
-    (measured, like ``values``, without a deploy's offset: it is put back). ``quiet``
-    (empty: every row): the rows outside an open anomaly, or opening one. A lasting
-    incident does not teach that its series bursts (``dispersion_after``), and the recent
-    sums (``recent_after``) and an empty run (``run_after``) keep the evidence it opened
-    on until it closes (a window with events in it only ends the run); the other rows
-    are also the only ones whose ``values`` are as received less the offset (an open
-    anomaly's lesson is clipped). The slots are within the columns
-    (``learn_magnitude_rows`` grew them).
+    (measured, like ``unclipped``, without a deploy's offset: it is put back).
+    ``unclipped``: the rows' values less that offset, before any clipping (empty: as
+    ``values``). ``quiet`` (empty: every row): the rows outside an open anomaly, or opening
+    one. Every count row moves the recent sums (``recent_after``) and the run of empty
+    windows (``run_after``), so an anomaly opened on them closes once its count is back,
+    not while the rise or the stop goes on; only quiet rows teach how bursty the series is
+    (``dispersion_after``) and how long its gaps usually are (``run_after``). The slots
+    are within the columns (``learn_magnitude_rows`` grew them).
     """
     if len(exposure) == 0:
         return
-    (excess, excess_sq, events, recent_events, recent_expected, run_expected, run_rows,
-     gap_sum, gap_runs) = count_sums
+    (excess, excess_sq, events, recent_events, recent_expected, run_expected, gap_sum,
+     gaps) = count_sums
     for i in range(len(slots)):
         s = slots[i]
         if not (np.isfinite(expected[i]) and counts_events(
                 value=received[i], exposure=exposure[i], fractional=fractional[s])):
             continue
-        if len(quiet) and not quiet[i]:
-            if received[i] * exposure[i] > 0.0:  # a run that ended in an anomaly: no lesson
-                run_expected[s], run_rows[s] = 0.0, 0.0
-            continue
-        mu = expected[i] + (received[i] - values[i])
+        mu = expected[i] + (received[i] - (unclipped[i] if len(unclipped) else values[i]))
         recent_events[s], recent_expected[s] = recent_after(
             value=received[i], expected=mu, exposure=exposure[i],
             recent_events=recent_events[s], recent_expected=recent_expected[s])
-        run_expected[s], run_rows[s], gap_sum[s], gap_runs[s] = run_after(
+        run, gap_sum_after, gaps_after = run_after(
             value=received[i], expected=mu, exposure=exposure[i], run_expected=run_expected[s],
-            run_rows=run_rows[s], gap_sum=gap_sum[s], gap_runs=gap_runs[s])
+            gap_sum=gap_sum[s], gaps=gaps[s])
+        run_expected[s] = run
+        if len(quiet) and not quiet[i]:  # a gap that ends in an anomaly teaches nothing
+            continue
+        gap_sum[s], gaps[s] = gap_sum_after, gaps_after
         excess[s], excess_sq[s], events[s] = dispersion_after(
             value=received[i], expected=mu, exposure=exposure[i], excess=excess[s],
             excess_sq=excess_sq[s], events=events[s], decay=decay)

@@ -132,8 +132,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     k, combine_max, centre, limit = band
     (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
      count_decay) = calibration
-    (excess, excess_sq, events, recent_events, recent_expected, run_expected, run_rows,
-     gap_sum, gap_runs) = count_sums
+    (excess, excess_sq, events, recent_events, recent_expected, run_expected, gap_sum,
+     gaps) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
     (above, below, _open, last_event_ts, open_for, since_close, prev_ts, spacing, high_for,
@@ -166,7 +166,7 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
                                       recent_events=recent_events[mine],
                                       recent_expected=recent_expected[mine],
                                       run_expected=run_expected[mine],
-                                      gap_sum=gap_sum[mine], gap_runs=gap_runs[mine])
+                                      gap_sum=gap_sum[mine], gaps=gaps[mine])
         lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
                                              floor, min_abs, min_rel, direction, min_width,
                                              count_up, count_down)
@@ -214,10 +214,9 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             recent_events[mine], recent_expected[mine] = recent_after(
                 value=values[i], expected=expected, exposure=seconds,
                 recent_events=recent_events[mine], recent_expected=recent_expected[mine])
-            run_expected[mine], run_rows[mine], gap_sum[mine], gap_runs[mine] = run_after(
+            run_expected[mine], gap_sum[mine], gaps[mine] = run_after(
                 value=values[i], expected=expected, exposure=seconds,
-                run_expected=run_expected[mine], run_rows=run_rows[mine],
-                gap_sum=gap_sum[mine], gap_runs=gap_runs[mine])
+                run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine])
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
                 value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
                 excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)

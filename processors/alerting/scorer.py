@@ -503,7 +503,8 @@ class Scorer:
             if _any(was_open):
                 lesson = self._within_hold(rnd, lesson, was_open, policy.hold_s)
         if learning is None and teaching is None:
-            calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received)
+            calibrator.learn(detector, lesson, calibrated, mask, rnd.spacing, quiet, received,
+                             rnd.seen.values)
             detector.learn_round(gated(lesson, calibrated, policy, settled))
             return
         if grace is not None:
@@ -514,7 +515,7 @@ class Scorer:
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,
                          None if mask is None else mask[keep], rnd.spacing[keep], quiet[keep],
-                         received[keep])
+                         received[keep], rnd.seen.values[keep])
         if teaching is not learning and teaching is not None:  # young pending rows left out
             keep = np.flatnonzero(teaching)
             kept = _take(calibrated, keep)

@@ -313,16 +313,16 @@ def _count_dispersion(state: dict[str, Any], prefix: str) -> None:
 def _count_runs(state: Any) -> Any:
     """Format 16 -> 17: a count learns its runs of empty windows (``count_drop_score``).
 
-    Every saved ``Calibrator`` gains the current run's expected events and windows and the
-    two sums of its ``gap_scale``, all 0: a restored count judges a run only once it has
-    seen one end again.
+    Every saved ``Calibrator`` gains the current run's expected events and the two sums of
+    its ``gap_scale``, all 0: a restored count judges its next run of empty windows by its
+    dispersion alone, and learns its gaps anew.
     """
     return _each_prefix(state, "usual.points", _count_run)
 
 
 def _count_run(state: dict[str, Any], prefix: str) -> None:
     rows = len(np.asarray(state[prefix + "usual.points"]))
-    for name in ("count_run_expected", "count_run_rows", "count_gap_sum", "count_gap_runs"):
+    for name in ("count_run_expected", "count_gap_sum", "count_gaps"):
         state.setdefault(f"{prefix}usual.{name}", np.zeros(rows, np.float32))
 
 

@@ -350,11 +350,11 @@ def test_a_count_restored_from_format_15_learns_its_bursts_anew() -> None:
 
 
 def test_a_count_restored_from_format_16_learns_its_runs_anew() -> None:
-    # Format 16 had no runs of empty windows: a restored count judges a run only once it
-    # has seen one end again (``calibration_kernels.gap_scale``: none seen, no run test).
+    # Format 16 had no runs of empty windows: a restored count judges its next run by its
+    # dispersion alone (``calibration_kernels.gap_scale``: none seen, 1), and learns anew.
     series, _ = _bursty_series(0.5, 1.0, seed=3, days=4.0)
-    _restored_without(series, ("count_run_expected", "count_run_rows", "count_gap_sum",
-                               "count_gap_runs"), 16, "count_gap_runs")
+    _restored_without(series, ("count_run_expected", "count_gap_sum", "count_gaps"), 16,
+                      "count_gaps")
 
 
 def test_error_log_lines_in_bursts_over_otlp_page_nothing() -> None:
