@@ -260,12 +260,12 @@ def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
     window. Only for a row below its expected events that counts whole events on a slot
     of counts (``counts_events``).
     """
-    if not (counts_events(value=value, exposure=exposure, fractional=fractional)
-            and np.isfinite(expected) and np.isfinite(k)):
-        return 0.0
     mu = maximum(np.float64(expected), 0.0) * np.float64(exposure)
     got = np.float64(value) * np.float64(exposure)
-    if not got < mu:
+    if not got < mu:  # first: the cheapest test, and half of all rows
+        return 0.0
+    if not (np.isfinite(expected) and np.isfinite(k)
+            and counts_events(value=value, exposure=exposure, fractional=fractional)):
         return 0.0
     phi = maximum(np.float64(dispersion), 1.0)
     pooled = RECENT * np.float64(recent_expected) + mu
