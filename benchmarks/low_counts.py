@@ -14,7 +14,8 @@ shows what the count floor does).
 
 Printed per mean count per interval (0.02 to 100 events):
 
-- false opens per series-day over 12 days, after 2 days of warm-up (controls, 14 days);
+- false opens per series-day over the first 2 days (a young series, still learning how
+  its counts vary), then over the 12 days after them (controls, 14 days);
 - bursts: on day 10, 10 intervals with 3 (or 10) more events on average; caught if flagged
   in them;
 - a lasting rise: on day 10, the rate x5 for 30 minutes (at least 3 intervals); caught if
@@ -82,6 +83,8 @@ def main() -> int:
                          for s in range(k)])
         opens = sum(int((np.diff(r.flag[2 * per_day - 1 :].astype(np.int8)) == 1).sum())
                     for r in controls)
+        young = sum(int((np.diff(r.flag[: 2 * per_day].astype(np.int8), prepend=0) == 1).sum())
+                    for r in controls)
         caught = []
         for add in (3.0, 10.0):
             out = _run([_series(mean, s, step, 14, burst, add=add, exposure=exposure, size=size)
@@ -94,10 +97,11 @@ def main() -> int:
             out = _run([_series(mean, s, step, 5, drop, factor=factor, exposure=exposure,
                                 size=size) for s in range(k)])
             caught.append(f"{sum(int(r.flag[drop].any()) for r in out)}/{k}")
-        rows.append([f"{mean:g}", opens / (k * 12), *caught])
+        rows.append([f"{mean:g}", young / (k * 2), opens / (k * 12), *caught])
     print(f"step {step:g} s, {k} series per case, exposure "
           f"{'given' if exposure else 'left out'}, events in bursts of {size:g} on average")
-    print(table(["events per interval", "false opens/series-day", "burst +3", "burst +10",
+    print(table(["events per interval", "days 0-2: false opens/series-day",
+                 "then: false opens/series-day", "burst +3", "burst +10",
                  "rise x5", "drop x0", "drop x0.25"], rows), end="")
     return 0
 

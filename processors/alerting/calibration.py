@@ -133,7 +133,8 @@ class Calibrator:
     minute scored up to 1.8 and opened, about once a series-day. Now one error scores 0.3
     to 0.5 and two 0.6 to 1.1 (``tests/processors/test_count_rates.py``). Events that
     come in bursts vary more: each count learns its ``dispersion`` (a multiple of the
-    Poisson variance, once evident), its band is as wide as a count of that variance
+    Poisson variance, once evident, or as its gaps between events say where most
+    intervals are empty: ``count_dispersion``), its band is as wide as a count of that variance
     needs, and a rise that lasts narrows it back to Poisson's (``count_floor``). Below,
     a count's lower tail ends at 0: no single interval of 10 events or fewer is far out,
     so the recent intervals pooled and a run of empty ones are tested as counts

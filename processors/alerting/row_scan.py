@@ -30,10 +30,10 @@ import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
     _calibrate_row,
+    count_dispersion,
     count_drop_score,
     count_floor,
     counts_events,
-    dispersion,
     dispersion_after,
     floor_of,
     magnitude_after,
@@ -156,7 +156,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
                          fractional=fractional[mine], min_rel=min_rel, exposure=seconds)
-        phi = dispersion(excess=excess[mine], excess_sq=excess_sq[mine], events=events[mine])
+        phi = count_dispersion(excess=excess[mine], excess_sq=excess_sq[mine],
+                               events=events[mine], gap_sum=gap_sum[mine], gaps=gaps[mine])
         count_up = count_floor(value=values[i], expected=expected, exposure=seconds,
                                fractional=fractional[mine], k=k, dispersion=phi,
                                recent_events=recent_events[mine],
