@@ -81,6 +81,14 @@ def warm_up(settings: EngineSettings) -> float:
         values[-6:-3] *= 5.0  # opens an anomaly; the rows after it run the held band's kernels
         key = SeriesKey(name, (("service.name", "otel-anomaly-warm-up"),), ())
         engine.ingest_series([key] * _POINTS, ts, values, np.full(_POINTS, 100.0))
+    # A deploy's grace period (its offsets ask which rows count events), on its own service.
+    if names:
+        deployed = (("service.name", "otel-anomaly-warm-up-deploy"),)
+        engine.observe_version(deployed, "1", int(ts[0]))
+        engine.observe_version(deployed, "2", int(ts[-5]))
+        key = SeriesKey(names[-1], deployed, ())
+        engine.ingest_series([key] * _POINTS, ts, np.round(cycle * 10.0) / 100.0,
+                             np.full(_POINTS, 100.0))
     return time.perf_counter() - started
 
 

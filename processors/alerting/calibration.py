@@ -14,6 +14,7 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     calibrate_rows,
     calibrate_slots,
     clip_rows,
+    count_rows,
     learn_count_rows,
     learn_magnitude_rows,
     ready_rows,
@@ -167,7 +168,8 @@ class Calibrator:
         # ``fractional``: 1 once a value was not a whole number (else the band is at least
         # 1 wide: the resolution of a count). ``count_*``: the sums a count's
         # ``dispersion`` is measured from, its recent events (``count_floor``) and its
-        # runs of empty windows (``count_drop_score``); all 0 on a series that is no count.
+        # runs of empty windows and its drop CUSUM (``count_drop_score``); all 0 on a series
+        # that is no count.
         self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0),
                                  fractional=Column(np.uint8, 0),
                                  count_excess=Column(np.float32, 0.0),
@@ -177,7 +179,8 @@ class Calibrator:
                                  count_recent_expected=Column(np.float32, 0.0),
                                  count_run_expected=Column(np.float32, 0.0),
                                  count_gap_sum=Column(np.float32, 0.0),
-                                 count_gaps=Column(np.float32, 0.0))
+                                 count_gaps=Column(np.float32, 0.0),
+                                 count_drop_cusum=Column(np.float32, 0.0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -242,6 +245,16 @@ class Calibrator:
                 DIRECTIONS[policy.direction], _MIN_WIDTH, exposures(detector, batch),
                 _NO_ROWS if received is None else received, self._count_sums())
         return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
+
+    def counted(self, detector: Detector, batch: SeriesBatch,
+                received: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Per row of ``batch``, whether it counts whole events (``count_floor``'s rows).
+
+        ``received``: the rows' values as they arrived (a deploy's offset not taken out).
+        """
+        out: NDArray[np.bool_] = count_rows(batch.slots, received, exposures(detector, batch),
+                                            self._usual.fractional)
+        return out
 
     def magnitude(self, slots: NDArray[np.intp]) -> NDArray[np.float64]:
         """Each slot's usual ``|value|`` (0 before its first point)."""
@@ -312,7 +325,8 @@ class Calibrator:
         usual = self._usual
         return (usual.count_excess, usual.count_excess_sq, usual.count_events,
                 usual.count_recent_events, usual.count_recent_expected,
-                usual.count_run_expected, usual.count_gap_sum, usual.count_gaps)
+                usual.count_run_expected, usual.count_gap_sum, usual.count_gaps,
+                usual.count_drop_cusum)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

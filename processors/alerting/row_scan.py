@@ -35,6 +35,7 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     count_floor,
     counts_events,
     dispersion_after,
+    drop_cusum_after,
     floor_of,
     magnitude_after,
     recent_after,
@@ -133,7 +134,7 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
      count_decay) = calibration
     (excess, excess_sq, events, recent_events, recent_expected, run_expected, gap_sum,
-     gaps) = count_sums
+     gaps, drop_cusum) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
     (above, below, _open, last_event_ts, open_for, since_close, prev_ts, spacing, high_for,
@@ -167,7 +168,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
                                       recent_events=recent_events[mine],
                                       recent_expected=recent_expected[mine],
                                       run_expected=run_expected[mine],
-                                      gap_sum=gap_sum[mine], gaps=gaps[mine])
+                                      gap_sum=gap_sum[mine], gaps=gaps[mine],
+                                      drop_cusum=drop_cusum[mine])
         lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
                                              floor, min_abs, min_rel, direction, min_width,
                                              count_up, count_down)
@@ -218,6 +220,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             run_expected[mine], gap_sum[mine], gaps[mine] = run_after(
                 value=values[i], expected=expected, exposure=seconds,
                 run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine])
+            drop_cusum[mine] = drop_cusum_after(value=values[i], expected=expected,
+                                                exposure=seconds, drop_cusum=drop_cusum[mine])
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
                 value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
                 excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)

@@ -326,12 +326,29 @@ def _count_run(state: dict[str, Any], prefix: str) -> None:
         state.setdefault(f"{prefix}usual.{name}", np.zeros(rows, np.float32))
 
 
+def _drops_and_evident_offsets(state: Any) -> Any:
+    """Format 17 -> 18: a count's drop CUSUM, and the spread of a deploy offset's gaps.
+
+    Every saved ``Calibrator`` gains ``count_drop_cusum``, 0 (no evidence of a drop yet),
+    and the deploy offsets gain ``square``, 0: an offset saved before is taken whole
+    (``deploys.evident_offset``) until its service's next deploy.
+    """
+    offsets = state["scorer"]["offsets"]
+    offsets.setdefault("square", np.zeros(len(np.asarray(offsets["count"])), np.float32))
+    return _each_prefix(state, "usual.points", _drop_cusum)
+
+
+def _drop_cusum(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "usual.points"]))
+    state.setdefault(f"{prefix}usual.count_drop_cusum", np.zeros(rows, np.float32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
                                   12: _evidence_columns, 13: _offset_factors,
                                   14: _event_resolution, 15: _count_dispersions,
-                                  16: _count_runs}
+                                  16: _count_runs, 17: _drops_and_evident_offsets}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

@@ -374,6 +374,8 @@ def _restored_without(series: RecordedSeries, names: tuple[str, ...], version: i
     for calibrator in state["scorer"]["calibrators"]:
         for name in names:
             del calibrator[f"usual.{name}"]
+    if version <= 17:  # nor the spread of a deploy offset's gaps
+        del state["scorer"]["offsets"]["square"]
     restored = Engine(live.settings)
     restored.load_state_dict(upgrade(state, version, checkpoint.FORMAT))
     for calibrator in restored.state_dict()["scorer"]["calibrators"]:
@@ -400,6 +402,17 @@ def test_a_count_restored_from_format_16_learns_its_runs_anew() -> None:
     series, _ = _bursty_series(0.5, 1.0, seed=3, days=4.0)
     _restored_without(series, ("count_run_expected", "count_gap_sum", "count_gaps"), 16,
                       "count_gaps")
+
+
+def test_a_count_restored_from_format_17_learns_its_falls_anew() -> None:
+    # Format 17 had no drop CUSUM (nor the spread of a deploy offset's gaps): a restored
+    # count starts it at 0 (no evidence of a fall yet). The series stops in its last 10
+    # minutes, so the restored engine's sum has grown by its end.
+    series, _ = _bursty_series(2.0, 1.0, seed=3, days=4.0)
+    values = series.values.copy()
+    values[-10:] = 0.0
+    stopped = RecordedSeries(series.key, series.ts_unix_nano, values, series.counts)
+    _restored_without(stopped, ("count_drop_cusum",), 17, "count_drop_cusum")
 
 
 def test_error_log_lines_in_bursts_over_otlp_page_nothing() -> None:
