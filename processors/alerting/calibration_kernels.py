@@ -310,7 +310,7 @@ def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
         scale = maximum(gap_scale(gap_sum=gap_sum, gaps=gaps), (phi + 1.0) / 2.0)
         exponent = maximum(exponent, (np.float64(run_expected) + mu) / scale)
     lasting = drop_cusum_after(value=value, expected=expected, exposure=exposure,
-                               drop_cusum=drop_cusum)
+                               drop_cusum=drop_cusum, dispersion=phi)
     exponent = maximum(exponent, lasting / phi)
     windows = 86400.0 / np.float64(exposure)
     return exponent / maximum(_rare_exponent(k=k), math.log(windows / DROP_OPENS_PER_DAY))
@@ -363,18 +363,29 @@ _DROP_LOG = math.log(1.0 / DROP_RATIO)
 
 
 @row_kernel
-def drop_cusum_after(value: Any, expected: Any, exposure: Any, drop_cusum: Any) -> Any:
+def drop_cusum_after(value: Any, expected: Any, exposure: Any, drop_cusum: Any,
+                     dispersion: Any) -> Any:
     """A slot's drop CUSUM after a count row: ``max(0, S + mu (1 - r) - k ln(1 / r))``.
 
     ``k`` events where ``mu`` were expected; the increment is the log-likelihood ratio of
     Poisson counts at ``r = DROP_RATIO`` times the expected rate against it. ``S`` crosses
     ``h`` about once in ``e^h`` windows of counts as expected (Lorden's bound on the
     average run length), so ``count_drop_score`` holds it to its per-day threshold.
+
+    A row at or above its expected events while the sum is past that threshold (times
+    ``dispersion``, as it is scored) ends the alarm, and the sum starts again from 0, as
+    a CUSUM does after it signals: left to drift down, the sum of a 30-minute stop at 2
+    events a minute held rows below the expected value at 3.3 times the band for over an
+    hour after the count was back (a detector that expects 0.8 of it drains it slowly).
     """
     mu = maximum(np.float64(expected), 0.0) * np.float64(exposure)
     got = np.float64(value) * np.float64(exposure)
+    cusum = np.float64(drop_cusum)
+    if got >= mu and cusum >= np.float64(dispersion) * math.log(
+            86400.0 / np.float64(exposure) / DROP_OPENS_PER_DAY):
+        return 0.0
     step = mu * (1.0 - DROP_RATIO) - got * _DROP_LOG
-    return minimum(maximum(np.float64(drop_cusum) + step, 0.0), _FLOAT32_MAX)
+    return minimum(maximum(cusum + step, 0.0), _FLOAT32_MAX)
 
 
 @row_kernel
@@ -544,8 +555,10 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
             value=received[i], expected=mu, exposure=exposure[i], run_expected=run_expected[s],
             gap_sum=gap_sum[s], gaps=gaps[s])
         run_expected[s] = run
-        drop_cusum[s] = drop_cusum_after(value=received[i], expected=mu, exposure=exposure[i],
-                                         drop_cusum=drop_cusum[s])
+        drop_cusum[s] = drop_cusum_after(
+            value=received[i], expected=mu, exposure=exposure[i], drop_cusum=drop_cusum[s],
+            dispersion=count_dispersion(excess=excess[s], excess_sq=excess_sq[s],
+                                        events=events[s], gap_sum=gap_sum[s], gaps=gaps[s]))
         if len(quiet) and not quiet[i]:  # a gap that ends in an anomaly teaches nothing
             continue
         gap_sum[s], gaps[s] = gap_sum_after, gaps_after

@@ -221,7 +221,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
                 value=values[i], expected=expected, exposure=seconds,
                 run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine])
             drop_cusum[mine] = drop_cusum_after(value=values[i], expected=expected,
-                                                exposure=seconds, drop_cusum=drop_cusum[mine])
+                                                exposure=seconds, drop_cusum=drop_cusum[mine],
+                                                dispersion=phi)
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
                 value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
                 excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)

@@ -70,6 +70,22 @@ def test_a_count_that_stops_or_falls_opens_within_minutes(
         assert first is not None and first <= within, f"seed {seed}: first flag {first}"
 
 
+def test_once_a_count_is_back_its_fall_is_forgotten() -> None:
+    # A stop's drop CUSUM grows about an event a minute at 2 events; left to drift down once
+    # the count was back, near a detector that then expected 0.8 of it, it scored the
+    # count's rows below their expected value at 2.1 to 3.5 times the band from 15 minutes
+    # to two hours after the stop (8 to 48 of those 105 rows over 1 in each series), and
+    # opened again in one. The first window back at its expected events ends the alarm and
+    # restarts the sum: now at most 0.84.
+    for seed in range(4):
+        series, at = _counts(2.0, seed, factor=0.0)
+        (result,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [series])
+        after = slice(at.stop + 15, at.stop + 120)
+        assert result.flag[at].any(), f"seed {seed}: the stop was not flagged"
+        assert float(np.nanmax(result.score[after])) < 1.0, (
+            f"seed {seed}: scores after the stop up to {np.nanmax(result.score[after]):.2f}")
+
+
 def test_the_usual_gaps_of_a_count_in_bursts_do_not_page() -> None:
     # Two events a minute in bursts of 4: a minute with none is 8 times as common as for
     # single events, and the run test learns it (its dispersion and its past gaps).
