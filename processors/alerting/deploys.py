@@ -28,6 +28,7 @@ from otel_anomaly.processors.types import Labels
 VERSION_ATTRIBUTE = "service.version"
 _NEVER = np.int64(-(2**62))  # far enough from int64's limits to add a grace period to
 _NO_SLOTS = np.empty(0, np.intp)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _VERSIONS_KEPT = 32  # per service: older versions are forgotten (a rollback re-deploys)
 OFFSET_FLOOR = 0.1
 """Least share of a grace-period gap the level offset takes in. The offset is the mean of the
@@ -243,10 +244,11 @@ def evident_offset(mean: NDArray[Any], square: NDArray[Any],
     array([4.83..., 0.        ])
     """
     m = np.asarray(mean, np.float64)
-    spread = np.maximum(np.asarray(square, np.float64) - m * m, 0.0)
-    error = EVIDENT_ERRORS * np.sqrt(spread * mean_weight_squares(count))
-    out: NDArray[np.float64] = np.sign(m) * np.maximum(np.abs(m) - error, 0.0)
-    return out
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd gaps: no evident offset
+        spread = np.maximum(np.asarray(square, np.float64) - m * m, 0.0)
+        error = EVIDENT_ERRORS * np.sqrt(spread * mean_weight_squares(count))
+        out: NDArray[np.float64] = np.sign(m) * np.maximum(np.abs(m) - error, 0.0)
+    return np.where(np.isfinite(out), out, 0.0)
 
 
 class LevelOffsets:
@@ -280,9 +282,12 @@ class LevelOffsets:
     def _evident(self, at: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The amounts and log factors of slots ``at`` that are evident (``evident_offset``)."""
         offsets = self._offsets
-        square, count = offsets.square[at], offsets.count[at]
-        return (evident_offset(offsets.amount[at], square, count),
-                evident_offset(offsets.log_factor[at], square, count))
+        amount, log_factor, square = (offsets.amount[at], offsets.log_factor[at],
+                                      offsets.square[at])
+        if not square.any():  # no count among them: every offset is taken whole
+            return amount.astype(np.float64), log_factor.astype(np.float64)
+        count = offsets.count[at]
+        return (evident_offset(amount, square, count), evident_offset(log_factor, square, count))
 
     def restart(self, slots: NDArray[np.intp]) -> None:
         """A deploy of these slots' service: their offsets average the gaps afresh."""
@@ -325,8 +330,10 @@ class LevelOffsets:
         weight = np.maximum(1.0 / count, OFFSET_FLOOR)
         column = offsets.log_factor if relative else offsets.amount
         column[slots] += weight * (gaps - column[slots])
-        square = offsets.square[slots]
-        offsets.square[slots] = np.where(counted, square + weight * (gaps * gaps - square), 0.0)
+        square = offsets.square[slots].astype(np.float64)
+        with np.errstate(over="ignore"):  # a float32 mean: absurd gaps saturate it
+            learned = np.minimum(square + weight * (np.square(gaps) - square), _FLOAT32_MAX)
+        offsets.square[slots] = np.where(counted, learned, 0.0)
         self.active = True
 
     def convert(

@@ -226,3 +226,19 @@ def test_an_offset_gives_a_count_only_its_evident_part() -> None:
     assert means[1] > 0.05, means
     assert given[1] == 0.0, (given, means)  # within the noise of a few events: not taken
     assert 0.7 * means[2] < given[2] < means[2], (given, means)  # less 2 errors (2.4)
+
+
+def test_an_absurd_count_in_a_grace_period_saturates_its_spread_without_warnings() -> None:
+    # A sender's bug: 1e200 events in a minute of the grace period. The squares' float32
+    # mean saturates (no overflow warning: the suite turns them into errors) and the
+    # other slot's offset is unaffected.
+    offsets, slots = LevelOffsets(), np.array([0, 1])
+    for gap in (2.0, 1e200, 3.0):
+        shift = offsets.correction(slots)
+        given = np.zeros(2) if shift is None else shift.amount
+        offsets.absorb(slots, np.array([gap, 2.0]) - given, np.zeros(2), relative=False,
+                       counted=np.array([True, True]))
+    given = offsets.correction(slots).amount
+    assert np.isfinite(given).all(), given
+    assert given[1] == pytest.approx(2.0)
+    assert offsets.state_dict()["square"][0] > 1e38  # saturated, then averaged down
