@@ -100,6 +100,34 @@ def _at(y: float, n: float, p: float, sign: float, up: bool, end: float) -> floa
 
 
 @kernel
+def _below(lo: float, hi: float, n: float, p: float, sign: float, up: bool, end: float,
+           want: float, grid: Any) -> int:
+    """How many points of ``grid`` over ``lo`` to ``hi`` are below ``want`` sigmas.
+
+    Bisected (6 evaluations of 33): the sigmas grow monotonically away from ``p``, so
+    those below come first. Not quite at 0 sigmas: for ``n`` under 4 the approximation
+    dips below 0 just past the mean, so ``want`` of 0 or less counts every point, as
+    numpy's count of ``< want`` did (a rule's band is above 0; 400,000 random rows
+    with ``want`` above 0 bisect to the same count, ``test_binomial_kernels``). A NaN
+    counts as not below; NaNs come from NaN arguments, which make every point NaN.
+    """
+    if not want > 0.0:
+        below = 0
+        for j in range(len(grid)):
+            if _at(lo + (hi - lo) * grid[j], n, p, sign, up, end) < want:
+                below += 1
+        return below
+    a, b = 0, len(grid)
+    while a < b:
+        mid = (a + b) // 2
+        if _at(lo + (hi - lo) * grid[mid], n, p, sign, up, end) < want:
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+@kernel
 def edge(n: float, p: float, want: float, up: bool, grid: Any) -> float:
     """The ratio above (``up``) or below ``p`` whose sigmas are ``want``: see ``band_edges``."""
     sign = 1.0 if up else -1.0
@@ -108,11 +136,7 @@ def edge(n: float, p: float, want: float, up: bool, grid: Any) -> float:
     lo, hi = 0.0, span
     last = len(grid) - 1
     for _ in range(_ROUNDS):
-        # Every grid point is counted (not bisected) so NaNs count as numpy's sum did.
-        below = 0
-        for j in range(len(grid)):
-            if _at(lo + (hi - lo) * grid[j], n, p, sign, up, end) < want:
-                below += 1
+        below = _below(lo, hi, n, p, sign, up, end, want, grid)
         at = min(max(below, 1), last)
         lo, hi = lo + (hi - lo) * grid[at - 1], lo + (hi - lo) * grid[at]
     z_lo = _at(lo, n, p, sign, up, end)
