@@ -181,6 +181,34 @@ def _calibrate_row(  # noqa: PLR0913 -- a row, its floors and the policy's
     return expected - down_width, expected + up_width, score
 
 
+@row_kernel
+def count_calibrated(  # noqa: PLR0913 -- a row, its slot's count cells and the policy's floors
+    value: Any, expected: Any, lower: Any, upper: Any, floor: Any, k: Any, exposure: Any,
+    fractional: Any, excess: Any, excess_sq: Any, events: Any, recent_events: Any,
+    recent_expected: Any, run_expected: Any, gap_sum: Any, gaps: Any, drop_cusum: Any,
+    min_abs: float, min_rel: float, direction: int, min_width: float,
+) -> Any:
+    """``_calibrate_row`` with a count's floors, from its slot's cells (``calibrate_slots``).
+
+    For a row judged as it arrived (no deploy offset). Returns the band's lower and upper
+    edge, the score, and the count's ``dispersion`` (the row scans learn with it).
+    """
+    phi = count_dispersion(excess=excess, excess_sq=excess_sq, events=events,
+                           gap_sum=gap_sum, gaps=gaps)
+    count_up = count_floor(value=value, expected=expected, exposure=exposure,
+                           fractional=fractional, k=k, dispersion=phi,
+                           recent_events=recent_events, recent_expected=recent_expected)
+    count_down = count_drop_score(value=value, expected=expected, exposure=exposure,
+                                  fractional=fractional, k=k, dispersion=phi,
+                                  recent_events=recent_events,
+                                  recent_expected=recent_expected, run_expected=run_expected,
+                                  gap_sum=gap_sum, gaps=gaps, drop_cusum=drop_cusum)
+    band_lower, band_upper, score = _calibrate_row(value, expected, lower, upper, floor,
+                                                   min_abs, min_rel, direction, min_width,
+                                                   count_up, count_down)
+    return band_lower, band_upper, score, phi
+
+
 @kernel
 def calibrate_rows(
     values: Any, expected: Any, lower: Any, upper: Any, floor: Any,

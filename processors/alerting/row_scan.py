@@ -29,10 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
-    _calibrate_row,
-    count_dispersion,
-    count_drop_score,
-    count_floor,
+    count_calibrated,
     counts_events,
     dispersion_after,
     drop_cusum_after,
@@ -41,12 +38,7 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     recent_after,
     run_after,
 )
-from otel_anomaly.processors.alerting.hysteresis import (
-    _independence,
-    lag_after,
-    spacing_after,
-    transition,
-)
+from otel_anomaly.processors.alerting.hysteresis import quiet_step
 from otel_anomaly.processors.alerting.trend import trend_step
 from otel_anomaly.processors.alerting.young_series import damped
 from otel_anomaly.processors.compiled import kernel
@@ -137,10 +129,6 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
      gaps, drop_cusum) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
-    (above, below, _open, last_event_ts, open_for, since_close, prev_ts, spacing, high_for,
-     low_for, closed_ts, peak, evidence, lag_prev, lag_mean, lag_square, lag_cross) = columns
-    (open_threshold, close_threshold, instant_threshold, min_duration, min_time_ns,
-     evidence_ns, close_after, close_time_ns, cooldown, cooldown_ns, interval_ns) = thresholds
     level, daily, weekly, scales, narrowing, excursions = views
     (learn_max, learn_level, learn_daily, learn_weekly, learn_scales, learn_narrowing,
      learn_excursions) = lessons
@@ -157,22 +145,14 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
                          fractional=fractional[mine], min_rel=min_rel, exposure=seconds)
-        phi = count_dispersion(excess=excess[mine], excess_sq=excess_sq[mine],
-                               events=events[mine], gap_sum=gap_sum[mine], gaps=gaps[mine])
-        count_up = count_floor(value=values[i], expected=expected, exposure=seconds,
-                               fractional=fractional[mine], k=k, dispersion=phi,
-                               recent_events=recent_events[mine],
-                               recent_expected=recent_expected[mine])
-        count_down = count_drop_score(value=values[i], expected=expected, exposure=seconds,
-                                      fractional=fractional[mine], k=k, dispersion=phi,
-                                      recent_events=recent_events[mine],
-                                      recent_expected=recent_expected[mine],
-                                      run_expected=run_expected[mine],
-                                      gap_sum=gap_sum[mine], gaps=gaps[mine],
-                                      drop_cusum=drop_cusum[mine])
-        lower, upper, score = _calibrate_row(values[i], expected, band_lower, band_upper,
-                                             floor, min_abs, min_rel, direction, min_width,
-                                             count_up, count_down)
+        lower, upper, score, phi = count_calibrated(
+            value=values[i], expected=expected, lower=band_lower, upper=band_upper,
+            floor=floor, k=k, exposure=seconds, fractional=fractional[mine],
+            excess=excess[mine], excess_sq=excess_sq[mine], events=events[mine],
+            recent_events=recent_events[mine], recent_expected=recent_expected[mine],
+            run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine],
+            drop_cusum=drop_cusum[mine], min_abs=min_abs, min_rel=min_rel,
+            direction=direction, min_width=min_width)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score
@@ -182,30 +162,7 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
                 trend_step(trend, trend_ns, slots[i], away, ts[i], hold_s)
         s = slots[i]
         age[s], x = damped(points=age[s], score=score, upper=upper)  # ``young_damped``
-        # ``hysteresis._step_rows``' loop body for this row: the same column glue around the
-        # same row kernels (change both; ``test_row_scan`` fails if they differ). Passing
-        # the 17 columns to a shared helper instead would cost the live loop their
-        # reference counts at every row.
-        prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=ts[i],
-                                               valid=not np.isnan(x))
-        independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
-                        if evidence_ns > 0 else 1.0)
-        (above[s], below[s], is_open[s], last_event_ts[s], open_for[s], since_close[s],
-         high_for[s], low_for[s], closed_ts[s], peak[s], evidence[s], learns_lag,
-         _opened, _updated, _closed) = transition(
-            x=x, t=ts[i], announce_row=False, keep_row=False, above=above[s], below=below[s],
-            was_open=is_open[s], last_event_ts=last_event_ts[s], open_for=open_for[s],
-            since_close=since_close[s], usual=spacing[s], high_for=high_for[s],
-            low_for=low_for[s], closed_ts=closed_ts[s], peak=peak[s], evidence=evidence[s],
-            independence=independence, open_threshold=open_threshold,
-            close_threshold=close_threshold, instant_threshold=instant_threshold,
-            min_duration=min_duration, min_time_ns=min_time_ns, evidence_ns=evidence_ns,
-            close_after=close_after, close_time_ns=close_time_ns, cooldown=cooldown,
-            cooldown_ns=cooldown_ns, interval_ns=interval_ns)
-        if learns_lag:
-            lag_prev[s], lag_mean[s], lag_square[s], lag_cross[s] = lag_after(
-                x=x, prev=lag_prev[s], mean=lag_mean[s], square=lag_square[s],
-                cross=lag_cross[s])
+        quiet_step(s=s, x=x, t=ts[i], columns=columns, thresholds=thresholds)
         # ``learn_magnitude_rows`` of this row (finite: its score is)
         magnitude[mine], points[mine], fractional[mine] = magnitude_after(
             value=values[i], received=values[i], magnitude=magnitude[mine],

@@ -19,6 +19,11 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.alerting.anomaly_events import round_events
 from otel_anomaly.processors.alerting.calibration import Calibrated, Calibrator, exposures
 from otel_anomaly.processors.alerting.deploys import LevelOffsets
+from otel_anomaly.processors.alerting.ewma_scan import (
+    ewma_scan_args,
+    ewma_scannable,
+    scan_ewma_rows,
+)
 from otel_anomaly.processors.alerting.feedback import FeedbackBook
 from otel_anomaly.processors.alerting.held_band import HeldBands
 from otel_anomaly.processors.alerting.hysteresis import Hysteresis, Transitions
@@ -59,6 +64,8 @@ against not: 8 series 388,000 against 92,000 (when a scanned row cost 3 us); 48 
 397,000 against 341,000; 56 series 513,000-521,000 against 409,000-418,000; 64 series
 382,000-387,000 against 397,000-400,000; 96 series 467,000 against 539,000."""
 _ROUTE_CACHE_SIZE = 4096
+_NO_SCAN, _ROWS, _EWMA = 0, 1, 2  # how a rule's quiet rows are scanned
+_NO_TEACHING = np.zeros(0, np.bool_)  # ``scan_ewma_rows``: every row teaches
 
 
 class Scorer:
@@ -108,10 +115,13 @@ class Scorer:
         # Per rule: its cap on a series' points per request, and its alert's side.
         self._caps = np.array([rule.max_points_per_request for rule in self.rules], np.intp)
         self._sides = np.array([_SIDES[rule.alert.direction] for rule in self.rules], np.int8)
-        # Per rule: whether its quiet rows may be scanned (``row_scan``).
-        self._scannable = [scannable(detector, calibrator, rule.alert) for detector, calibrator,
-                           rule in zip(self.detectors, self.calibrators, self.rules, strict=True)]
-        self._scannable_rule = np.array(self._scannable, np.bool_)
+        # Per rule: how its quiet rows may be scanned: _ROWS (``row_scan``), _EWMA
+        # (``ewma_scan``) or not at all (_NO_SCAN).
+        self._scan_kind = np.array([
+            _ROWS if scannable(detector, calibrator, rule.alert) else
+            _EWMA if ewma_scannable(detector, calibrator, rule.alert) else _NO_SCAN
+            for detector, calibrator, rule in zip(self.detectors, self.calibrators, self.rules,
+                                                  strict=True)], np.int8)
 
     def rule_for(self, metric: str) -> int:
         """Index of the first rule matching ``metric`` (the last rule if none does)."""
@@ -304,26 +314,38 @@ class Scorer:
                   ) -> list[tuple[int, int, int, bool]]:
         """The rounds as ``(rule, first row, end row, scanned)``.
 
-        Consecutive rounds of a scannable rule of at most ``SCAN_ROWS`` rows each are one
-        scanned stretch (a rule's rounds are contiguous, and rows of one slot come in order
-        in them, so its rows can be taken one by one); any other round is its own. Nothing
-        is scanned with deploy grace, row sampling, feedback, level offsets or a restored
-        anomaly awaiting its announcement (``row_scan``).
+        Consecutive scannable rounds of one rule are one scanned stretch (a rule's rounds
+        are contiguous, and rows of one slot come in order in them, so its rows can be
+        taken one by one); any other round is its own. Scannable: a ``row_scan`` rule's
+        rounds of at most ``SCAN_ROWS`` rows, without row sampling; an ``ewma_scan`` rule's
+        rounds of any size whose rows carry no exposure. Nothing is scanned with deploy
+        grace, feedback, level offsets or a restored anomaly awaiting its announcement.
         """
-        one_big_round = len(round_rules) == 1 and bounds[1] - bounds[0] > SCAN_ROWS  # live
-        if (one_big_round or rounds.grace is not None or rounds.learned is not None
-                or not any(self._scannable[r] for r in set(round_rules))
-                or self.offsets.active or self.hysteresis.announcing
+        kinds = self._scan_kind[round_rules]
+        if (not kinds.any() or rounds.grace is not None or self.offsets.active
+                or self.hysteresis.announcing
                 or (self.feedback is not None and self.feedback.active)):
             return [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
                                                          strict=True)]
         rules, edges = np.asarray(round_rules), np.asarray(bounds)
-        scanned = self._scannable_rule[rules] & (np.diff(edges) <= SCAN_ROWS)
+        scanned = (kinds == _EWMA) & self._unexposed(rounds, edges)
+        if rounds.learned is None:
+            scanned |= (kinds == _ROWS) & (np.diff(edges) <= SCAN_ROWS)
         starts = np.flatnonzero(np.r_[True, (rules[1:] != rules[:-1]) | ~scanned[1:]
                                       | ~scanned[:-1]])
         ends = np.r_[starts[1:], len(rules)]
         return list(zip(rules[starts].tolist(), edges[starts].tolist(), edges[ends].tolist(),
                         scanned[starts].tolist(), strict=True))
+
+    @staticmethod
+    def _unexposed(rounds: _Rounds, edges: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Per round, whether none of its rows has an exposure (``exposures``: NaN counts)."""
+        counts = rounds.ordered.counts
+        if counts is None:
+            return np.ones(len(edges) - 1, np.bool_)
+        exposed = np.r_[0, np.cumsum(~np.isnan(counts))][edges]
+        out: NDArray[np.bool_] = np.diff(exposed) == 0
+        return out
 
     def _round(self, rule_index: int, rounds: _Rounds, a: int, b: int) -> list[AnomalyEvent]:
         """Score and learn rows ``a`` to ``b`` of ``rounds`` (distinct slots); their events."""
@@ -346,13 +368,17 @@ class Scorer:
     def _scan(self, rule_index: int, rounds: _Rounds, lo: int, hi: int) -> list[AnomalyEvent]:
         """``_round`` of each of a scannable rule's rounds, rows ``lo`` to ``hi``.
 
-        Quiet rows go through ``row_scan.scan_rows`` many at a time; the others, one by
-        one, through ``_round``.
+        Quiet rows go through ``row_scan.scan_rows`` (or ``ewma_scan.scan_ewma_rows``)
+        many at a time; the others, one by one, through ``_round``.
         """
         ordered = rounds.ordered
         slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         local = self._per_slot.local[slots].astype(np.intp)
-        exposure = exposures(self.detectors[rule_index], ordered)
+        ewma = self._scan_kind[rule_index] == _EWMA
+        # The rows' exposures (``row_scan``), or the rows a request's sample teaches.
+        rows = ((_NO_TEACHING if rounds.learned is None else rounds.learned) if ewma
+                else exposures(self.detectors[rule_index], ordered))
+        scan = scan_ewma_rows if ewma else scan_rows
         events: list[AnomalyEvent] = []
         args: tuple[Any, ...] | None = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
         is_open = self.hysteresis.open_column  # it has the rows' slots now
@@ -362,8 +388,8 @@ class Scorer:
                 if args is None:
                     args = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
                     is_open = self.hysteresis.open_column
-                done = scan_rows(i, hi, slots, local, ts, values, exposure, rounds.out,
-                                 is_open, self._per_slot.age, *args)
+                done = scan(i, hi, slots, local, ts, values, rows, rounds.out, is_open,
+                            self._per_slot.age, *args)
                 rounds.flag[i:done] = False
                 i = done
                 if i == hi:
@@ -372,16 +398,18 @@ class Scorer:
             args = None  # what ``_step`` did may have replaced arrays: gather them again
             is_open = self.hysteresis.open_column
             i += 1
-        rounds_learned(self.detectors[rule_index])
+        if not ewma:
+            rounds_learned(self.detectors[rule_index])
         self._agree, self._baseline = {}, None  # as a quiet round leaves them
         return events
 
     def _scan_args(self, rule_index: int, slots: NDArray[np.intp], local: NDArray[np.intp],
                    ) -> tuple[Any, ...]:
-        """``scan_rows``' arguments after its age column, rows made for every row's slot."""
+        """The scan's arguments after its age column, rows made for every row's slot."""
         policy = self.rules[rule_index].alert
-        return scan_args(self.detectors[rule_index], self.calibrators[rule_index], self.held,
-                         self.hysteresis, policy, slots, local)
+        make = ewma_scan_args if self._scan_kind[rule_index] == _EWMA else scan_args
+        return make(self.detectors[rule_index], self.calibrators[rule_index], self.held,
+                    self.hysteresis, policy, slots, local)
 
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,

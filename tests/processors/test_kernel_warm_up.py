@@ -8,8 +8,9 @@ import sys
 # After the sidecar's warm-up, counting a metrics request's points as the receivers do (on
 # the event loop: compiled there at the first export it held the loop for 0.76 s with an
 # empty cache) and scoring the incidents benchmark's series (anomalies that open, are held,
-# close; deploys; ratios) together and one of them alone (the row scan) must compile
-# nothing more: each kernel compiled there would stall the sidecar once.
+# close; deploys; ratios) together and one of them alone (the row scan), and span outliers
+# (the ewma scan), must compile nothing more: each kernel compiled there would stall the
+# sidecar once.
 LIVE_PROBE = """
 import sys
 import numba
@@ -18,7 +19,8 @@ from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.kernel_warm_up import warm_up
 from otel_anomaly.processors.signals.metrics_wire_count import count_points
-from otel_anomaly.processors.testing import gauge, incident_cases, metrics_request, replay_incidents
+from otel_anomaly.processors.testing import (
+    gauge, incident_cases, metrics_request, replay_incidents, span, traces_request)
 from otel_anomaly.processors.types import SeriesKey
 
 def compiled():
@@ -33,6 +35,12 @@ before = compiled()
 assert count_points(metrics_request([gauge("cpu", [(1, 0.5)])]).SerializeToString()) == 1
 cases = incident_cases(1, days=16.0, step_s=300.0)
 replay_incidents(Engine(settings), cases)
+spans_engine = Engine(settings)
+for r in range(40):  # span outliers of three operations (``ewma_scan``), windows closing
+    spans = [span(f"op{i % 3}", 1_700_000_000 * 10**9 + r * 10**9 + i, 40.0 + i % 7)
+             for i in range(30)]
+    request = traces_request(spans)
+    spans_engine.ingest("traces", request, request.SerializeToString())
 spike = next(case for case in cases if case.kind == "spike")
 backtest(Engine(settings), [RecordedSeries(SeriesKey("queue_depth", (), ()),
                                            spike.ts_unix_nano, spike.values)])
