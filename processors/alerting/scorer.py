@@ -321,12 +321,19 @@ class Scorer:
         rounds of any size whose rows carry no exposure. Nothing is scanned with deploy
         grace, feedback, level offsets or a restored anomaly awaiting its announcement.
         """
-        kinds = self._scan_kind[round_rules]
-        if (not kinds.any() or rounds.grace is not None or self.offsets.active
-                or self.hysteresis.announcing
+        unscanned = [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
+                                                          strict=True)]
+        if (rounds.grace is not None or self.offsets.active or self.hysteresis.announcing
                 or (self.feedback is not None and self.feedback.active)):
-            return [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
-                                                         strict=True)]
+            return unscanned
+        if len(round_rules) == 1:  # a live request of one rule: no arrays to build
+            rule, kind = round_rules[0], self._scan_kind[round_rules[0]]
+            scan = bool(kind == _EWMA and self._unexposed(rounds, np.asarray(bounds))[0]) or bool(
+                kind == _ROWS and rounds.learned is None and bounds[1] - bounds[0] <= SCAN_ROWS)
+            return [(rule, bounds[0], bounds[1], scan)]
+        kinds = self._scan_kind[round_rules]
+        if not kinds.any():
+            return unscanned
         rules, edges = np.asarray(round_rules), np.asarray(bounds)
         scanned = (kinds == _EWMA) & self._unexposed(rounds, edges)
         if rounds.learned is None:
