@@ -81,16 +81,12 @@ def ewma_scan_args(  # noqa: PLR0913 -- the rule's components, its policy and th
     Only for an ``ewma_scannable`` rule.
     """
     assert isinstance(detector, EwmaZScore)  # noqa: S101 -- ``ewma_scannable`` said so
-    detector._ensure(local)  # noqa: SLF001 -- its columns, as ``predict`` would make them
-    scale = calibrator.scale
-    scale.ensure(local)
-    columns = detector._slots  # noqa: SLF001
-    tails = scale.learn_columns()
+    calibrator.scale.ensure(local)
     # Below this score no row can open an anomaly (given ``min_duration >= 1``).
     limit = min(float(policy.open_threshold), float(policy.instant_threshold))
-    return ((columns.n, columns.mean, columns.dev, detector.alpha, detector.warmup,
+    return ((*detector.row_columns(local), detector.alpha, detector.warmup,
              detector.log_transform),
-            (float(policy.band), limit), tails,
+            (float(policy.band), limit), calibrator.scale.learn_columns(),
             calibrator.scan_args(local),
             held.scan_args(slots, policy.hold_s),
             hysteresis.scan_args(slots, policy))

@@ -205,6 +205,11 @@ class EwmaZScore(SlotStateDetector):
         _learn(batch.slots, self._transform(batch.values), self.alpha, self.warmup,
                self._slots.n, self._slots.mean, self._slots.dev)
 
+    def row_columns(self, slots: NDArray[np.intp]) -> tuple[NDArray[Any], ...]:
+        """Points, mean and deviation columns, rows made for ``slots`` (``ewma_scan``)."""
+        self._ensure(slots)
+        return self._slots.n, self._slots.mean, self._slots.dev
+
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True where fewer than ``warmup`` points were learned."""
         self._ensure(slots)
