@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 _STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR
 _KEEP_ROWS = 1 << 16  # tables up to this many spans are kept between requests
+_KNOWN_OPERATIONS = 1 << 16  # operations whose labels are kept between requests
 
 
 class _Scanned:
@@ -93,12 +94,25 @@ class _Scanned:
         self.ids = kept[:, [S_TRACE_LO, S_TRACE_HI, S_ID_LO, S_ID_HI]]
         self.spans = spans
 
-    def operation_labels(self) -> list[Labels]:
-        """Each operation's attributes; raises ``UnicodeDecodeError`` on a name upb refused."""
-        data, spans = self.data, self.spans
-        return [operation_labels(int(spans[r, S_KIND]),
-                                 data[spans[r, S_NAME_LO]:spans[r, S_NAME_HI]].decode())
-                for r in self.first_row.tolist()]
+    def operation_labels(self, known: dict[tuple[int, bytes], Labels]) -> list[Labels]:
+        """Each operation's attributes; raises ``UnicodeDecodeError`` on a name upb refused.
+
+        ``known``: the labels of operations seen before, by kind and name bytes (a request
+        names the same operations as the last one: no decoding or new tuples for them).
+        """
+        data = self.data
+        first = self.spans[self.first_row]
+        out = []
+        for kind, lo, hi in zip(first[:, S_KIND].tolist(), first[:, S_NAME_LO].tolist(),
+                                first[:, S_NAME_HI].tolist(), strict=True):
+            name = data[lo:hi]
+            labels = known.get((kind, name))
+            if labels is None:
+                if len(known) >= _KNOWN_OPERATIONS:  # bounded: names come from clients
+                    known.clear()
+                labels = known[kind, name] = operation_labels(kind, name.decode())
+            out.append(labels)
+        return out
 
     def exemplars(self) -> list[tuple[bytes, bytes]]:
         """Each kept span's ``(trace_id, span_id)``, as bytes."""
@@ -123,6 +137,7 @@ class SpanPath:
         self.handled = 0  # span outliers scored from slots, ever (a test reads it)
         self._spans = np.empty((0, SPAN_COLUMNS), np.int64)
         self._times = np.empty((0, 2), np.uint64)
+        self._operations: dict[tuple[int, bytes], Labels] = {}  # ``_Scanned.operation_labels``
 
     def extract(
         self, request: ExportTraceServiceRequest, data: bytes, out: Observations,
@@ -136,7 +151,7 @@ class SpanPath:
         if scanned is None:
             return False
         try:
-            labels = scanned.operation_labels()
+            labels = scanned.operation_labels(self._operations)
         except UnicodeDecodeError:  # not the bytes the message came from
             return False
         for reason, n in scanned.rejected.items():

@@ -73,6 +73,25 @@ def test_mixed_requests_match_the_walk() -> None:
     assert twins.walk.deploys.deploys_total == 1  # 1.0 -> 1.1 (the first version is none)
 
 
+def test_operations_known_from_earlier_requests_match_the_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The labels of operations seen before are kept (``_KNOWN_OPERATIONS`` of them): with
+    # room for 2 of the requests' 4 operations (one name of two kinds), the kept ones are
+    # forgotten and found again, and nothing differs from the walk.
+    monkeypatch.setattr(span_path, "_KNOWN_OPERATIONS", 2)
+    twins = Twins()
+    for r in range(60):
+        ts = T0 + r * SECOND
+        spans = [span(name, ts + i * 1000, 1.0 + i % 5, kind=1 + i % 2, **ids(r, i))
+                 for i, name in enumerate(["GET /a", "café", "訂單", "GET /a"] * 3)]
+        twins.ingest(request_of(({"service.name": "s"}, [spans])))
+        twins.clock.advance(1.0)
+    assert twins.compiled > 50 * 12
+    assert twins.wire.spans is not None
+    assert len(twins.wire.spans._operations) <= 2  # noqa: SLF001 -- the bound itself
+
+
 def test_new_operations_and_expired_series_go_by_key_then_by_slot() -> None:
     twins = Twins(series_ttl_s=30.0)
     for r in range(120):
