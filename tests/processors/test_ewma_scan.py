@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers.engine_state import assert_same_state
+from helpers.scan_counts import count_scanned_rows
 
 from otel_anomaly.processors.alerting import scorer as scorer_module
 from otel_anomaly.processors.engine import Engine
@@ -28,17 +29,8 @@ Run = tuple[dict[str, np.ndarray], list[tuple[Any, ...]], Engine]
 
 @pytest.fixture
 def counted_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows ``scan_ewma_rows`` took, per call (the scanner itself is unchanged)."""
-    taken: list[int] = []
-    scan = scorer_module.scan_ewma_rows
-
-    def counting(start: int, stop: int, *args: Any) -> int:
-        done = scan(start, stop, *args)
-        taken.append(done - start)
-        return int(done)
-
-    monkeypatch.setattr(scorer_module, "scan_ewma_rows", counting)
-    return taken
+    """Rows ``scan_ewma_rows`` took, per call."""
+    return count_scanned_rows(monkeypatch, "scan_ewma_rows")
 
 
 def _spans(r: int, operations: int, per_operation: int, rng: np.random.Generator) -> Any:

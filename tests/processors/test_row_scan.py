@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.scan_counts import count_scanned_rows
 
 from otel_anomaly.processors.alerting import row_scan
 from otel_anomaly.processors.alerting import scorer as scorer_module
@@ -134,17 +135,8 @@ def _assert_same_run(scanned: tuple[Any, ...], stepped: tuple[Any, ...]) -> None
 
 @pytest.fixture
 def counted_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows ``scan_rows`` took, per call (the scanner itself is unchanged)."""
-    taken: list[int] = []
-    scan = scorer_module.scan_rows
-
-    def counting(start: int, stop: int, *args: Any) -> int:
-        done = scan(start, stop, *args)
-        taken.append(done - start)
-        return int(done)
-
-    monkeypatch.setattr(scorer_module, "scan_rows", counting)
-    return taken
+    """Rows ``scan_rows`` took, per call."""
+    return count_scanned_rows(monkeypatch, "scan_rows")
 
 
 def _stepped(monkeypatch: pytest.MonkeyPatch, run: Any) -> Any:
