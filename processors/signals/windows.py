@@ -29,11 +29,85 @@ _NEVER = -(2**62)
 _FORGET_AFTER_NS = 6 * 3600 * 1_000_000_000
 
 
-@dataclass(slots=True)
-class _Cell:
-    count: int = 0
-    errors: int = 0
-    durations: list[float] = field(default_factory=list)
+class _OpenWindow:
+    """One open window's items as they came, in chunks (a batch each), by group number.
+
+    Groups are numbered in the order their first item came (as cells were created item
+    by item); a window is counted and its durations grouped once, when it closes.
+    """
+
+    __slots__ = ("chunks", "groups", "number")
+
+    def __init__(self) -> None:
+        self.number: dict[Hashable, int] = {}
+        self.groups: list[Hashable] = []
+        # Per batch: its items' group numbers, errors and durations (None: not given).
+        self.chunks: list[tuple[NDArray[np.intp], NDArray[np.bool_] | None,
+                                NDArray[np.float64] | None]] = []
+
+    def numbers(self, groups: Sequence[Hashable], used: NDArray[np.intp],
+                ) -> NDArray[np.intp]:
+        """Each of ``groups``' number here (-1 where unused), numbering new ones in order.
+
+        ``used``: the group indices of the batch's items, in order.
+        """
+        local = np.full(len(groups), -1, np.intp)
+        distinct, first = np.unique(used, return_index=True)
+        number = self.number
+        for g in distinct[np.argsort(first)].tolist():
+            group = groups[g]
+            found = number.get(group)
+            if found is None:
+                found = number[group] = len(self.groups)
+                self.groups.append(group)
+            local[g] = found
+        return local
+
+    def totals(self) -> tuple[list[int], list[int], list[NDArray[np.float64]]]:
+        """Per group number: its items, its errors and its durations in item order."""
+        n = len(self.groups)
+        ids = [chunk[0] for chunk in self.chunks]
+        counts = np.bincount(np.concatenate(ids), minlength=n).tolist()
+        errors = np.zeros(n, np.int64)
+        for chunk_ids, chunk_errors, _ in self.chunks:
+            if chunk_errors is not None:
+                errors += np.bincount(chunk_ids[chunk_errors], minlength=n)
+        timed = [(chunk_ids, durations) for chunk_ids, _, durations in self.chunks
+                 if durations is not None]
+        if not timed:
+            return counts, errors.tolist(), [_NO_DURATIONS] * n
+        timed_ids = np.concatenate([chunk_ids for chunk_ids, _ in timed])
+        order = np.argsort(timed_ids, kind="stable")  # stable: each group's items in order
+        durations = np.concatenate([d for _, d in timed])[order]
+        bounds = np.cumsum(np.bincount(timed_ids, minlength=n))[:-1]
+        return counts, errors.tolist(), np.split(durations, bounds)
+
+    def cells(self) -> list[tuple[Hashable, int, int, list[float]]]:
+        """``(group, count, errors, durations)`` per group, as ``state_dict`` saves them."""
+        counts, errors, durations = self.totals()
+        return [(group, count, error, d.tolist()) for group, count, error, d
+                in zip(self.groups, counts, errors, durations, strict=True)]
+
+    @classmethod
+    def of_cells(cls, cells: list[tuple[Hashable, int, int, list[float]]]) -> _OpenWindow:
+        """A window holding ``cells`` (``cells()``'s form), one chunk per cell."""
+        window = cls()
+        for group, count, errors, durations in cells:
+            window.number[group] = len(window.groups)
+            ids = np.full(int(count), len(window.groups), np.intp)
+            window.groups.append(group)
+            flags = np.arange(int(count)) < int(errors)
+            timed = len(durations)  # items added without a duration come after (none, here)
+            if timed:
+                window.chunks.append((ids[:timed], flags[:timed],
+                                      np.asarray(durations, np.float64)))
+            if timed < len(ids):
+                window.chunks.append((ids[timed:], flags[timed:], None))
+        return window
+
+
+_NO_DURATIONS = np.zeros(0, np.float64)
+_ONE_ITEM = np.zeros(1, np.intp)
 
 
 @dataclass(slots=True)
@@ -42,11 +116,14 @@ class _Source:
 
     newest: int
     senders: dict[Hashable, int] = field(default_factory=dict)
-    open: dict[int, dict[Hashable, _Cell]] = field(default_factory=dict)
+    open: dict[int, _OpenWindow] = field(default_factory=dict)
     # Ranges of window starts the source did not cover whole: where it went quiet, through
     # where it began again (a straggler may land before the first window it sent to).
     incomplete: list[tuple[int, int]] = field(default_factory=list)
     last_active: dict[Hashable, int] = field(default_factory=dict)
+    # Each group's place among the source's groups (its repr), kept while it is active:
+    # closed cells come in that order.
+    order_keys: dict[Hashable, str] = field(default_factory=dict)
     closed_before: int = _NEVER  # windows starting before this are closed
 
 
@@ -110,30 +187,11 @@ class WindowAggregator:
         ``source`` is what windows close by (a service); ``sender`` one of its instances
         (a resource), whose own progress the source waits for.
         """
-        start = ts_unix_nano - ts_unix_nano % self.window_ns
-        src = self._sources.get(source)
-        if src is None:
-            src = self._sources[source] = _Source(newest=ts_unix_nano)
-            src.incomplete.append((_NEVER, start))
-        elif ts_unix_nano > src.newest + self.gap_ns:
-            src.incomplete.append((src.newest - src.newest % self.window_ns, start))
-        if start < src.closed_before:
-            return False
-        cells = src.open.get(start)
-        if cells is None:
-            cells = src.open[start] = {}
-        cell = cells.get(group)
-        if cell is None:
-            cell = cells[group] = _Cell()
-        cell.count += 1
-        cell.errors += error
-        if duration is not None:
-            cell.durations.append(duration)
-        src.newest = max(src.newest, ts_unix_nano)
-        src.senders[sender] = max(src.senders.get(sender, ts_unix_nano), ts_unix_nano)
-        self._newest = max(self._newest, ts_unix_nano)
-        self._touched.add(source)
-        return True
+        counted = self.add_many(
+            [group], _ONE_ITEM, np.array([ts_unix_nano], np.int64), source=source,
+            sender=sender, errors=np.array([error], np.bool_),
+            durations=None if duration is None else np.array([duration], np.float64))
+        return bool(counted[0])
 
     def add_many(
         self, groups: Sequence[Hashable], group_of: NDArray[np.intp],
@@ -143,9 +201,11 @@ class WindowAggregator:
     ) -> NDArray[np.bool_]:
         """``add`` of many items of one source and sender, in order; True where counted.
 
-        Item ``i`` belongs to ``groups[group_of[i]]``. The same state as calling ``add`` for
-        each item in turn, with a Python step per distinct (window, group) instead of per
-        item: a request's spans of one service fall in a few windows of a few operations.
+        Item ``i`` belongs to ``groups[group_of[i]]``. The same state and closed cells as
+        adding the items one by one (``tests/helpers/window_reference.py`` keeps that
+        model), with a Python step per distinct (window, group) of the batch, to number
+        the groups: items are counted and their durations grouped by group, in one go per
+        window, when it closes.
         """
         n = len(ts_unix_nano)
         if not n:
@@ -170,37 +230,34 @@ class WindowAggregator:
         kept_groups = np.asarray(group_of, np.intp)[rows]
         kept_errors = None if errors is None else np.asarray(errors, np.bool_)[rows]
         kept_durations = None if durations is None else np.asarray(durations, np.float64)[rows]
-        # Stable: each cell's durations keep the items' order.
-        order = np.lexsort((kept_groups, kept_starts))
-        cell_starts, cell_groups = kept_starts[order], kept_groups[order]
-        edges = np.flatnonzero((np.diff(cell_starts) != 0) | (np.diff(cell_groups) != 0)) + 1
-        bounds = np.concatenate(([0], edges, [len(order)])).tolist()
-        error_sums = (np.add.reduceat(kept_errors[order].astype(np.int64), bounds[:-1]).tolist()
-                      if kept_errors is not None else [0] * (len(bounds) - 1))
-        ordered_durations = None if kept_durations is None else kept_durations[order].tolist()
-        # Cells in the order their first item came, as item-by-item adds create them.
-        heads = bounds[:-1]
-        head_starts, head_groups = cell_starts[heads].tolist(), cell_groups[heads].tolist()
-        for k in np.argsort(order[heads], kind="stable").tolist():
-            low, high = bounds[k], bounds[k + 1]
-            start = head_starts[k]
-            cells = src.open.get(start)
-            if cells is None:
-                cells = src.open[start] = {}
-            group = groups[head_groups[k]]
-            cell = cells.get(group)
-            if cell is None:
-                cell = cells[group] = _Cell()
-            cell.count += high - low
-            cell.errors += error_sums[k]
-            if ordered_durations is not None:
-                cell.durations.extend(ordered_durations[low:high])
+        first_start, last_start = int(kept_starts.min()), int(kept_starts.max())
+        if first_start == last_start:  # the usual batch: one window
+            self._add_to(src, first_start, groups, kept_groups, kept_errors, kept_durations)
+        else:
+            # Windows in the order their first item came, as item-by-item adds open them.
+            distinct, first = np.unique(kept_starts, return_index=True)
+            for start in distinct[np.argsort(first)].tolist():
+                part = kept_starts == start
+                self._add_to(src, start, groups, kept_groups[part],
+                             None if kept_errors is None else kept_errors[part],
+                             None if kept_durations is None else kept_durations[part])
         newest = int(kept_ts.max())
         src.newest = max(src.newest, newest)
         src.senders[sender] = max(src.senders.get(sender, newest), newest)
         self._newest = max(self._newest, newest)
         self._touched.add(source)
         return accepted
+
+    @staticmethod
+    def _add_to(
+        src: _Source, start: int, groups: Sequence[Hashable], group_of: NDArray[np.intp],
+        errors: NDArray[np.bool_] | None, durations: NDArray[np.float64] | None,
+    ) -> None:
+        """Append one batch's items of the window at ``start`` (opening it) to it."""
+        window = src.open.get(start)
+        if window is None:
+            window = src.open[start] = _OpenWindow()
+        window.chunks.append((window.numbers(groups, group_of)[group_of], errors, durations))
 
     def close_ready(self) -> list[ClosedCell]:
         """Close the windows their sources' watermarks passed; complete ones, in time order."""
@@ -222,23 +279,27 @@ class WindowAggregator:
         horizon = min(src.senders.values()) - self.lateness_ns
         closed: list[ClosedCell] = []
         for start in sorted(s for s in src.open if s + self.window_ns <= horizon):
-            cells = src.open.pop(start)
+            window = src.open.pop(start)
             end = start + self.window_ns
             src.closed_before = end
             oldest_active = start - self.zero_fill_windows * self.window_ns
             for group, last in list(src.last_active.items()):
-                if group not in cells and last < oldest_active:
+                if last < oldest_active and group not in window.number:
                     del src.last_active[group]
-            for group, cell in cells.items():
-                if cell.count:
-                    src.last_active[group] = start
+                    del src.order_keys[group]
+            for group in window.groups:  # every group of a window has items in it
+                if group not in src.last_active:
+                    src.order_keys[group] = repr(group)
+                src.last_active[group] = start
             if any(low <= start <= high for low, high in src.incomplete):
                 continue
-            for group in sorted(src.last_active, key=repr):
-                cell = cells.get(group) or _Cell()
+            counts, errors, durations = window.totals()
+            number = window.number
+            for group in sorted(src.last_active, key=src.order_keys.__getitem__):
+                k = number.get(group)
                 closed.append(
-                    ClosedCell(group, end, cell.count, cell.errors, np.asarray(cell.durations))
-                )
+                    ClosedCell(group, end, 0, 0, _NO_DURATIONS) if k is None else
+                    ClosedCell(group, end, counts[k], errors[k], durations[k]))
         src.incomplete = [(low, high) for low, high in src.incomplete
                           if high >= src.closed_before]
         return closed
@@ -247,8 +308,7 @@ class WindowAggregator:
         """Every source's open windows and progress; the window settings are not saved."""
         sources = [
             (source, src.newest, list(src.senders.items()),
-             [(start, [(group, c.count, c.errors, list(c.durations)) for group, c in cells.items()])
-              for start, cells in src.open.items()],
+             [(start, window.cells()) for start, window in src.open.items()],
              list(src.incomplete), list(src.last_active.items()), src.closed_before)
             for source, src in self._sources.items()]
         return {"sources": sources, "touched": list(self._touched), "newest": self._newest,
@@ -260,11 +320,10 @@ class WindowAggregator:
         for source, newest, senders, windows, incomplete, last_active, closed in state["sources"]:
             src = sources[source] = _Source(newest=int(newest), closed_before=int(closed))
             src.senders = {sender: int(ts) for sender, ts in senders}
-            src.open = {int(start): {group: _Cell(int(count), int(errors), list(durations))
-                                     for group, count, errors, durations in cells}
-                        for start, cells in windows}
+            src.open = {int(start): _OpenWindow.of_cells(cells) for start, cells in windows}
             src.incomplete = [(int(low), int(high)) for low, high in incomplete]
             src.last_active = {group: int(start) for group, start in last_active}
+            src.order_keys = {group: repr(group) for group in src.last_active}
         self._sources = sources
         self._touched = set(state["touched"])
         self._newest, self._forget_at = int(state["newest"]), int(state["forget_at"])

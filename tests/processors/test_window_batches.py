@@ -1,4 +1,5 @@
-"""``WindowAggregator.add_many`` keeps exactly the state ``add`` item by item would."""
+"""``WindowAggregator`` keeps exactly the state and closes exactly the cells that adding
+the items one by one to dicts of cells did (``tests/helpers/window_reference.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_anomaly.processors.signals.windows import WindowAggregator
+from tests.helpers.window_reference import ReferenceWindows
 
 WINDOW, LATENESS = 10, 3
 
@@ -18,32 +20,50 @@ _batches = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([1, 2
                               st.booleans()), min_size=1, max_size=10)
 
 
-def _closed(agg: WindowAggregator) -> list[tuple[object, ...]]:
+def _closed(agg: WindowAggregator | ReferenceWindows) -> list[tuple[object, ...]]:
     return [(c.group, c.end_unix_nano, c.count, c.errors, c.durations.tolist())
             for c in agg.close_ready()]
 
 
 @settings(max_examples=200, deadline=None)
-@given(_batches)
-def test_a_batch_adds_as_its_items_one_by_one(batches: list[tuple[str, int, list, bool]]) -> None:
-    one_by_one = WindowAggregator(WINDOW, LATENESS)
+@given(_batches, st.booleans())
+def test_a_batch_adds_as_its_items_one_by_one(batches: list[tuple[str, int, list, bool]],
+                                              timed: bool) -> None:
+    """Batches, single adds and checkpoints between them: the reference's state and cells.
+
+    ``timed``: items carry durations (spans) or not (log records).
+    """
+    reference = ReferenceWindows(WINDOW, LATENESS)
     batched = WindowAggregator(WINDOW, LATENESS)
+    single = WindowAggregator(WINDOW, LATENESS)
     groups = [f"op{i}" for i in range(4)]
     base = 0
-    for source, sender, items, close in batches:
+    for step, (source, sender, items, close) in enumerate(batches):
         base += 7  # time moves on between batches, with items behind it too
         ts = np.array([base + t for t, _, _, _ in items], np.int64)
-        expected = [one_by_one.add(groups[g], int(t), source=source, sender=sender,
-                                   error=e, duration=d)
+        expected = [reference.add(groups[g], int(t), source=source, sender=sender,
+                                  error=e, duration=d if timed else None)
                     for t, (_, g, e, d) in zip(ts.tolist(), items, strict=True)]
         got = batched.add_many(groups, np.array([g for _, g, _, _ in items], np.intp), ts,
                                source=source, sender=sender,
                                errors=np.array([e for _, _, e, _ in items], np.bool_),
-                               durations=np.array([d for _, _, _, d in items], np.float64))
+                               durations=(np.array([d for _, _, _, d in items], np.float64)
+                                          if timed else None))
+        one_by_one = [single.add(groups[g], int(t), source=source, sender=sender, error=e,
+                                 duration=d if timed else None)
+                      for t, (_, g, e, d) in zip(ts.tolist(), items, strict=True)]
         assert got.tolist() == expected
-        assert batched.state_dict() == one_by_one.state_dict()
+        assert one_by_one == expected
+        assert batched.state_dict() == reference.state_dict()
+        assert single.state_dict() == reference.state_dict()
+        if step % 3 == 2:  # a checkpoint restored in a new aggregator goes on the same
+            restored = WindowAggregator(WINDOW, LATENESS)
+            restored.load_state_dict(batched.state_dict())
+            batched = restored
         if close:
-            assert _closed(batched) == _closed(one_by_one)
+            closed = _closed(reference)
+            assert _closed(batched) == closed
+            assert _closed(single) == closed
 
 
 def test_a_batch_without_errors_or_durations_counts_calls_only() -> None:
