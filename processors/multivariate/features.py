@@ -207,10 +207,13 @@ class ServiceVectors:
         """
         touched: dict[Labels, int] = {}
         sizes = [math.nan] * len(keys) if counts is None else counts
+        resource: Labels | None = None
+        service: Labels = ()
         for key, t, value, count in zip(keys, ts, values, sizes, strict=True):
             if key.metric not in _SOURCES:
                 continue
-            service = service_labels(key.resource)
+            if key.resource is not resource:  # a window's points share their resource
+                resource, service = key.resource, service_labels(key.resource)
             if service not in self._finished and not self._admit(service):
                 self.skipped_points += 1
                 continue

@@ -59,6 +59,7 @@ class QuantilePools(Generic[Sample]):
     def __init__(self, quantiles: Sequence[float], max_span_ns: int) -> None:
         self.needed = tuple(observations_needed(q) for q in quantiles)
         self.max_span_ns = max_span_ns
+        self._most_needed = max(self.needed, default=0)
         # Per series: its pending windows (event time, observations, sample), and per
         # quantile the index of the first window it has not been emitted from.
         self._pools: dict[Hashable, tuple[list[tuple[int, float, Sample]], list[int]]] = {}
@@ -70,7 +71,11 @@ class QuantilePools(Generic[Sample]):
     def add(self, key: Hashable, ts: int, count: float,
             sample: Sample) -> list[tuple[int, list[Sample]]]:
         """Pool one window of ``key``; the quantiles (by index) that are ready, with samples."""
-        entries, starts = self._pools.get(key) or ([], [0] * len(self.needed))
+        pool = self._pools.get(key)
+        if pool is None and count >= self._most_needed:  # a busy window: every quantile
+            self._sweep(ts)
+            return [(i, [sample]) for i in range(len(self.needed))]
+        entries, starts = pool or ([], [0] * len(self.needed))
         entries.append((int(ts), float(count), sample))
         oldest = ts - self.max_span_ns
         ready: list[tuple[int, list[Sample]]] = []

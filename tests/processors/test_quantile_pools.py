@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
@@ -99,6 +101,22 @@ def test_pooled_windows_survive_a_checkpoint() -> None:
     restored.load_state_dict(pools.state_dict())
     assert restored.add("op", 20, 40, "b") == [(0, ["a", "b"])]
     assert len(restored) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 200), st.integers(0, 150)),
+                max_size=30))
+def test_a_busy_window_of_an_empty_pool_takes_the_short_way_to_the_same_result(
+        windows: list[tuple[str, int, int]]) -> None:
+    """Busy windows skip the pool when it is empty; the general path gives the same."""
+    short: QuantilePools[int] = QuantilePools((0.5, 0.95, 0.99), max_span_ns=300)
+    general: QuantilePools[int] = QuantilePools((0.5, 0.95, 0.99), max_span_ns=300)
+    general._most_needed = 10**9  # noqa: SLF001 - the short way never taken
+    ts = 0
+    for i, (key, step, count) in enumerate(windows):
+        ts += step
+        assert short.add(key, ts, count, i) == general.add(key, ts, count, i)
+        assert short.state_dict() == general.state_dict()
 
 
 def test_a_series_that_stops_reporting_does_not_keep_its_pool() -> None:
