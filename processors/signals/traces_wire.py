@@ -314,19 +314,6 @@ def scan(data: NDArray[np.uint8], spans: NDArray[np.int64], times: NDArray[np.ui
 
 
 @kernel
-def _same_operation(data: NDArray[np.uint8], spans: NDArray[np.int64], a: int, b: int) -> bool:
-    if (spans[a, S_GROUP] != spans[b, S_GROUP] or spans[a, S_KIND] != spans[b, S_KIND]
-            or spans[a, S_NAME_HI] - spans[a, S_NAME_LO]
-            != spans[b, S_NAME_HI] - spans[b, S_NAME_LO]):
-        return False
-    offset = spans[b, S_NAME_LO] - spans[a, S_NAME_LO]
-    for i in range(spans[a, S_NAME_LO], spans[a, S_NAME_HI]):
-        if data[i] != data[i + offset]:
-            return False
-    return True
-
-
-@kernel
 def operations(
     data: NDArray[np.uint8], spans: NDArray[np.int64], rows: NDArray[np.int64],
     op_of: NDArray[np.int64], first_row: NDArray[np.int64],
@@ -349,7 +336,22 @@ def operations(
                            ALT_OFFSET)
         h = (h1 ^ np.uint64(spans[r, S_GROUP] * 64 + (spans[r, S_KIND] & 63))) * _MIX
         at = int(h >> np.uint64(33)) & mask
-        while slots[at] >= 0 and not _same_operation(data, spans, first_row[slots[at]], r):
+        # Probe until a free slot or the same operation (compared inline: as a call per
+        # span it cost a quarter of this kernel).
+        lo, hi = spans[r, S_NAME_LO], spans[r, S_NAME_HI]
+        while slots[at] >= 0:
+            other = first_row[slots[at]]
+            if (spans[other, S_GROUP] == spans[r, S_GROUP]
+                    and spans[other, S_KIND] == spans[r, S_KIND]
+                    and spans[other, S_NAME_HI] - spans[other, S_NAME_LO] == hi - lo):
+                offset = spans[other, S_NAME_LO] - lo
+                same = True
+                for k in range(lo, hi):
+                    if data[k] != data[k + offset]:
+                        same = False
+                        break
+                if same:
+                    break
             at = (at + 1) & mask
         if slots[at] < 0:
             slots[at] = n_ops
