@@ -80,7 +80,9 @@ class _OpenWindow:
         order = np.argsort(timed_ids, kind="stable")  # stable: each group's items in order
         durations = np.concatenate([d for _, d in timed])[order]
         bounds = np.cumsum(np.bincount(timed_ids, minlength=n))[:-1]
-        return counts, errors.tolist(), np.split(durations, bounds)
+        # Copies, not views: a quiet operation's durations wait in its quantile pool for
+        # minutes, and a view would keep the whole window's durations alive with them.
+        return counts, errors.tolist(), [part.copy() for part in np.split(durations, bounds)]
 
     def cells(self) -> list[tuple[Hashable, int, int, list[float]]]:
         """``(group, count, errors, durations)`` per group, as ``state_dict`` saves them."""

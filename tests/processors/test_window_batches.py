@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_anomaly.processors.signals.windows import WindowAggregator
+from otel_anomaly.processors.signals.windows import ClosedCell, WindowAggregator
 from tests.helpers.window_reference import ReferenceWindows
 
 WINDOW, LATENESS = 10, 3
@@ -20,9 +20,12 @@ _batches = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([1, 2
                               st.booleans()), min_size=1, max_size=10)
 
 
+def _cells(cells: list[ClosedCell]) -> list[tuple[object, ...]]:
+    return [(c.group, c.end_unix_nano, c.count, c.errors, c.durations.tolist()) for c in cells]
+
+
 def _closed(agg: WindowAggregator | ReferenceWindows) -> list[tuple[object, ...]]:
-    return [(c.group, c.end_unix_nano, c.count, c.errors, c.durations.tolist())
-            for c in agg.close_ready()]
+    return _cells(agg.close_ready())
 
 
 @settings(max_examples=200, deadline=None)
@@ -62,7 +65,11 @@ def test_a_batch_adds_as_its_items_one_by_one(batches: list[tuple[str, int, list
             batched = restored
         if close:
             closed = _closed(reference)
-            assert _closed(batched) == closed
+            cells = batched.close_ready()
+            assert _cells(cells) == closed
+            # Each cell's durations own their memory: a pooled quantile sample must not
+            # keep the whole window's durations alive.
+            assert all(cell.durations.base is None for cell in cells)
             assert _closed(single) == closed
 
 
