@@ -452,8 +452,8 @@ class Engine:
         """Prometheus labels of the series in ``slot`` (``metric``, ``detector``, ``job``...)."""
         return self.scorer.labels(slot)
 
-    def series_labels_of(self, slots: list[int]) -> list[Labels]:
-        """``series_labels`` of each of ``slots`` (a round's), in one lookup."""
+    def series_labels_of(self, slots: NDArray[np.intp]) -> NDArray[np.object_]:
+        """``series_labels`` of each of ``slots`` (a round's; None: no series), a copy."""
         return self.scorer.labels_of(slots)
 
     def stats(self) -> EngineStats:

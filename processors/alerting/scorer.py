@@ -237,8 +237,8 @@ class Scorer:
         """Prometheus labels of a slot, given once when the slot was assigned."""
         return self._labels.of(slot)
 
-    def labels_of(self, slots: list[int]) -> list[Labels]:
-        """``labels`` of each of ``slots``, in one lookup."""
+    def labels_of(self, slots: NDArray[np.intp]) -> NDArray[np.object_]:
+        """``labels`` of each of ``slots`` (None: never assigned), a copy, in one lookup."""
         return self._labels.of_many(slots)
 
     def count_warming(self, slots: NDArray[np.intp]) -> int:

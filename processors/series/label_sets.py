@@ -13,8 +13,10 @@ apart (point attributes equal after name sanitising) remain, and are counted dow
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from otel_anomaly.processors.series.prometheus_names import (
     prometheus_label_name,
@@ -49,7 +51,10 @@ class LabelSets:
                  key_of: Callable[[int], SeriesKey] | None = None) -> None:
         self.promote = promote
         self.key_of = key_of
-        self._labels: list[Labels | None] = []  # by slot; None: not assigned
+        # By slot (room for more: ``_size`` slots were ever assigned); None: not assigned.
+        # An array, so a round's thousand slots are looked up in one fancy index.
+        self._labels: NDArray[np.object_] = np.full(0, None, object)
+        self._size = 0
         self._keys: dict[int, SeriesKey] = {}  # only without ``key_of``
         self._slot_of: dict[Labels, int] = {}
         self._unresolved: dict[Labels, set[int]] = {}  # later slots that still collide
@@ -98,7 +103,10 @@ class LabelSets:
 
     def _put(self, slot: int, labels: Labels, key: SeriesKey) -> None:
         if slot >= len(self._labels):
-            self._labels.extend([None] * (slot + 1 - len(self._labels)))
+            grown = np.full(max(slot + 1, 2 * len(self._labels)), None, object)
+            grown[:len(self._labels)] = self._labels
+            self._labels = grown
+        self._size = max(self._size, slot + 1)
         self._labels[slot] = labels
         if self.key_of is None:
             self._keys[slot] = key
@@ -127,36 +135,39 @@ class LabelSets:
         labels = self._labels[slot] if 0 <= slot < len(self._labels) else None
         return () if labels is None else labels
 
-    def of_many(self, slots: list[int]) -> list[Labels]:
-        """``of`` for each of ``slots``, in one C-level lookup (a round's thousand slots).
+    def of_many(self, slots: NDArray[np.intp]) -> NDArray[np.object_]:
+        """Each of ``slots``' labels (None: never assigned), a copy: one fancy index.
 
         >>> sets = LabelSets()
         >>> _ = sets.assign(2, SeriesKey("up", (), ()), "ensemble")
-        >>> sets.of_many([2, 0, 9])
-        [(('detector', 'ensemble'), ('metric', 'up')), (), ()]
+        >>> sets.of_many(np.array([2, 0, 9])).tolist()
+        [(('detector', 'ensemble'), ('metric', 'up')), None, None]
         """
-        known = self._labels
-        if not slots or not 0 <= min(slots) <= max(slots) < len(known):
-            return [self.of(slot) for slot in slots]
-        found = itemgetter(*slots)(known)
-        found = [found] if len(slots) == 1 else list(found)
-        if None in found:
-            return [() if labels is None else labels for labels in found]
-        return found
+        if len(slots) and not 0 <= int(slots.min()) <= int(slots.max()) < len(self._labels):
+            found: NDArray[np.object_] = np.full(len(slots), None, object)
+            inside = (slots >= 0) & (slots < len(self._labels))
+            found[inside] = self._labels[slots[inside]]
+            return found
+        out: NDArray[np.object_] = self._labels[slots]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Each slot's labels, as ``codec.pack_labels`` columns (none for a slot without).
 
         Saved, not recomputed: who was told apart depends on the order series came.
         """
-        return {"labels": pack_labels(self._labels)}
+        return {"labels": pack_labels(self._labels[:self._size].tolist())}
 
     def load_state_dict(self, state: dict[str, Any], keys: dict[int, SeriesKey]) -> None:
         """Restore the labels saved by ``state_dict`` for the live slots ``keys`` names."""
         labels: list[Labels | None] = [
             None if row is None or slot not in keys else row
             for slot, row in enumerate(unpack_labels(state["labels"]))]
-        self._labels, self._unresolved = labels, {}
+        self._labels, self._size, self._unresolved = np.full(len(labels), None, object), 0, {}
+        for slot, row in enumerate(labels):
+            if row is not None:  # one by one: numpy would unpack the tuples as a sequence
+                self._labels[slot] = row
+        self._size = len(labels)
         self._keys = ({} if self.key_of is not None else
                       {slot: keys[slot] for slot, row in enumerate(labels) if row is not None})
         # The first slot of a label set owns it (built backwards: the first one written wins).

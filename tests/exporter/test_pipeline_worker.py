@@ -336,3 +336,26 @@ def test_series_counts_catch_up_while_the_sidecar_is_idle(clock: FakeClock) -> N
                  lambda: f"series_active {h.metric('otel_anomaly_series_active')}")
     finally:
         h.pipeline.shutdown(5)
+
+
+def test_each_round_keeps_the_labels_of_its_own_series_when_a_slot_is_reused(
+        clock: FakeClock) -> None:
+    # One series at a time: the first is evicted (idle past its ttl), the second takes its
+    # slot. The first round, read only afterwards, still names the first series.
+    engine = Engine(EngineSettings(clock=clock, max_series=1, series_ttl_s=5.0))
+    h = Harness(engine)  # type: ignore[arg-type] # a real engine: it scores and evicts
+    h.pipeline.start()
+    try:
+        for name in ("cpu", "mem"):
+            request = metrics_request([gauge(name, [(1, 0.5), (2, 0.6)])])
+            future = h.pipeline.submit("metrics", request, 2)
+            assert future is not None
+            future.result(5)
+            clock.advance(11.0)  # past the ttl and the eviction interval
+            wait_for(lambda: any(len(r.evicted) for r in h.rounds), 5, "nothing evicted")
+        scored = [r for r in h.rounds if len(r.scores)]
+        assert [dict(r.labels[int(r.scores.slots[0])])["metric"] for r in scored] == [
+            "cpu", "mem"]
+        assert scored[0].scores.slots[0] == scored[1].scores.slots[0]  # the same slot
+    finally:
+        h.pipeline.shutdown(5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from otel_anomaly.processors.series.label_sets import LabelSets
 from otel_anomaly.processors.types import SeriesKey
 
@@ -65,6 +67,13 @@ def test_of_many_answers_what_of_answers_for_every_slot() -> None:
     for slot in range(6):
         sets.assign(slot, key(str(slot)), "ensemble")
     sets.forget(3)
-    for slots in ([], [4], [3], [5, 0, 3, 5], [1, 2], [0, 9], [7]):
-        assert sets.of_many(slots) == [sets.of(slot) for slot in slots], slots
-    assert sets.of_many([3, 1])[0] == () and sets.of_many([3, 1])[1] != ()
+    for slots in ([], [4], [3], [5, 0, 3, 5], [1, 2], [0, 9], [7], [-1, 2]):
+        found = sets.of_many(np.array(slots, np.intp)).tolist()
+        assert [() if labels is None else labels for labels in found] == [
+            sets.of(slot) for slot in slots], slots
+    assert sets.of_many(np.array([3, 1]))[0] is None and sets.of_many(np.array([3, 1]))[1]
+    # A copy: forgetting a slot later does not change a round's labels already taken.
+    before = sets.of(1)
+    taken = sets.of_many(np.array([1, 2]))
+    sets.forget(1)
+    assert sets.of(1) == () and taken[0] == before != ()
