@@ -29,6 +29,8 @@ CALLS_METRIC = "traces_span_metrics_calls_total:rate"
 ERROR_RATIO_METRIC = "traces_span_metrics_error:ratio"
 DURATION_METRIC = "traces_span_metrics_duration_milliseconds"
 _QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+_QUANTILE_METRICS = tuple(f"{DURATION_METRIC}:{name}" for name, _ in _QUANTILES)
+_KNOWN_GROUPS = 1 << 16  # operations whose feature keys are kept between windows
 _KIND_NAMES: dict[int, str] = {int(v): str(k) for k, v in Span.SpanKind.items()}
 
 
@@ -76,6 +78,9 @@ class TracesExtractor:
         # A p99 of five calls is their maximum: quiet windows pool their durations.
         self.duration_pools: QuantilePools[NDArray[np.float64]] = QuantilePools(
             [q for _, q in _QUANTILES], int(MAX_SPAN_S * 1e9))
+        # Each (service, operation)'s RED keys: calls, error ratio, then the quantiles
+        # (built once, not five named tuples per operation per window).
+        self._feature_keys: dict[tuple[Labels, Labels], tuple[SeriesKey, ...]] = {}
 
     @classmethod
     def create(cls, context: AdapterContext) -> TracesExtractor:
@@ -195,15 +200,13 @@ class TracesExtractor:
         qs: list[float] = []
         rows: list[int] = []
         for cell in cells:
-            service, operation = cast(tuple[Labels, Labels], cell.group)
+            keys = self._keys_of(cast(tuple[Labels, Labels], cell.group))
             ts = cell.end_unix_nano
-            out.add(SeriesKey(CALLS_METRIC, service, operation), ts, cell.count / self.window_s,
-                    self.window_s)
+            out.add(keys[0], ts, cell.count / self.window_s, self.window_s)
             if cell.count == 0:
                 continue
             # The calls travel with the ratio: 1 error in 4 calls is not 25 in 100.
-            out.add(SeriesKey(ERROR_RATIO_METRIC, service, operation), ts,
-                    cell.errors / cell.count, cell.count)
+            out.add(keys[1], ts, cell.errors / cell.count, cell.count)
             ready = self.duration_pools.add(cell.group, ts, cell.count,
                                             np.asarray(cell.durations, np.float64))
             # Quantiles ready from the same windows (all of them, in a busy window) share
@@ -217,8 +220,7 @@ class TracesExtractor:
                     sample_of.append(len(samples) - 1)
                     qs.append(_QUANTILES[i][1])
                     rows.append(len(out))
-                    out.add(SeriesKey(f"{DURATION_METRIC}:{_QUANTILES[i][0]}", service,
-                                      operation), ts, math.nan)
+                    out.add(keys[2 + i], ts, math.nan)
         if rows:
             bounds = np.cumsum([0] + [len(sample) for sample in samples], dtype=np.int64)
             values = np.empty(len(qs), np.float64)
@@ -226,3 +228,14 @@ class TracesExtractor:
                       np.asarray(sample_of, np.int64), np.asarray(qs, np.float64), values)
             for row, value in zip(rows, values.tolist(), strict=True):
                 out.values[row] = value
+
+    def _keys_of(self, group: tuple[Labels, Labels]) -> tuple[SeriesKey, ...]:
+        keys = self._feature_keys.get(group)
+        if keys is None:
+            if len(self._feature_keys) >= _KNOWN_GROUPS:  # bounded: operations come and go
+                self._feature_keys.clear()
+            service, operation = group
+            keys = self._feature_keys[group] = tuple(
+                SeriesKey(metric, service, operation)
+                for metric in (CALLS_METRIC, ERROR_RATIO_METRIC, *_QUANTILE_METRICS))
+        return keys
