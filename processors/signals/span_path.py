@@ -34,6 +34,7 @@ from otel_anomaly.processors.signals.otlp_resources import (
 from otel_anomaly.processors.signals.span_ids import SpanIds
 from otel_anomaly.processors.signals.traces import operation_labels, time_checks
 from otel_anomaly.processors.signals.traces_wire import (
+    FULL,
     OK,
     S_GROUP,
     S_ID_HI,
@@ -174,17 +175,20 @@ class SpanPath:
               ) -> _Scanned | None:
         """The request's spans and operations; None if the walk must take it."""
         buffer = np.frombuffer(data, np.uint8)
-        n = count_spans(buffer)
-        if n < 0:
-            return None
-        if len(self._spans) < n:
+        # Into the last request's tables: counting first (a walk of the bytes) only when
+        # they are too small.
+        status, n_spans, n_groups = scan(buffer, self._spans, self._times)
+        if status == FULL:
+            n = count_spans(buffer)
+            if n < 0:
+                return None
             self._spans = np.empty((n, SPAN_COLUMNS), np.int64)
             self._times = np.empty((n, 2), np.uint64)
-        spans, times = self._spans[:n], self._times[:n]
-        if n > _KEEP_ROWS:  # a large request's tables must not stay allocated
+            status, n_spans, n_groups = scan(buffer, self._spans, self._times)
+        spans, times = self._spans[:n_spans], self._times[:n_spans]
+        if len(self._spans) > _KEEP_ROWS:  # a large request's tables must not stay allocated
             self._spans, self._times = self._spans[:0].copy(), self._times[:0].copy()
-        status, n_spans, n_groups = scan(buffer, spans, times)
-        if status != OK or n_spans != n or n_groups != len(request.resource_spans):
+        if status != OK or n_groups != len(request.resource_spans):
             return None
         per_group = np.bincount(spans[:, S_GROUP], minlength=n_groups)
         if per_group.tolist() != [sum(len(ss.spans) for ss in rs.scope_spans)

@@ -39,7 +39,7 @@ SPAN_COLUMNS = 9
 # Columns of the times table (uint64, as OTLP's fixed64).
 T_START, T_END = range(2)
 
-OK, MALFORMED, UNUSUAL = 0, -1, -2
+OK, MALFORMED, UNUSUAL, FULL = 0, -1, -2, -3
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -163,7 +163,7 @@ def _scope_spans(
             if pos < 0 or length < 0 or length > end - pos:
                 return MALFORMED, rows
             if rows >= len(spans):
-                return MALFORMED, rows  # more spans than counted: not the bytes counted
+                return FULL, rows  # the tables are too small: count, and scan again
             spans[rows, S_GROUP] = g
             status = _span(data, pos, pos + length, rows, spans, times)
             if status != OK:
@@ -280,8 +280,9 @@ def scan(data: NDArray[np.uint8], spans: NDArray[np.int64], times: NDArray[np.ui
          ) -> tuple[int, int, int]:
     """Scan a request into the tables; (status, spans, resource groups) read.
 
-    The tables need ``count_spans(data)`` rows; ``status`` is ``OK``, ``UNUSUAL`` or
-    ``MALFORMED`` (see the module doc).
+    ``status`` is ``OK``, ``UNUSUAL`` or ``MALFORMED`` (see the module doc), or ``FULL``
+    when the tables have fewer rows than the request has spans (``count_spans`` says how
+    many it needs).
     """
     # np.int64, not 0: numba would compile each callee again for a literal 0 argument.
     rows = n_groups = int(np.int64(0))
