@@ -88,6 +88,10 @@ class SeriesIndex:
         """The slot of ``key`` if it has one (nothing changes)."""
         return self._slot_of.get(key)
 
+    def holds(self, slot: int, key: SeriesKey) -> bool:
+        """Whether ``slot`` holds this very key object (the one ``key(slot)`` gave)."""
+        return 0 <= slot < len(self._keys) and self._keys[slot] is key
+
     def touch(self, slots: NDArray[np.intp], now: float) -> None:
         """Mark live ``slots`` seen at ``now``, as ``lookup`` does for the keys it finds."""
         if len(slots):

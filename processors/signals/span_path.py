@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
 from otel_anomaly.processors.signals.otlp_resources import (
     note_version,
     resource_groups,
@@ -139,6 +140,8 @@ class SpanPath:
         self._spans = np.empty((0, SPAN_COLUMNS), np.int64)
         self._times = np.empty((0, 2), np.uint64)
         self._operations: dict[tuple[int, bytes], Labels] = {}  # ``_Scanned.operation_labels``
+        # (service, operation) -> its outlier series' slot and key (``_outlier_slot``)
+        self._outlier_slots_of: dict[tuple[Labels, Labels], tuple[int, SeriesKey]] = {}
 
     def extract(
         self, request: ExportTraceServiceRequest, data: bytes, out: Observations,
@@ -158,8 +161,9 @@ class SpanPath:
         for reason, n in scanned.rejected.items():
             result.reject(reason, n)
         result.accepted += len(scanned.rows)
-        keys = self._count(request, scanned, labels, out, result, now, latest)
-        slots = self._outlier_slots(scanned, keys, out) if keys is not None else None
+        operations = self._count(request, scanned, labels, out, result, now, latest)
+        slots = (self._outlier_slots(scanned, operations, out) if operations is not None
+                 else None)
         extractor = self.extractor
         extractor.closed_features(extractor.windows.close_ready(), out)
         if slots is not None:
@@ -200,8 +204,8 @@ class SpanPath:
     def _count(
         self, request: ExportTraceServiceRequest, scanned: _Scanned, labels: list[Labels],
         out: Observations, result: IngestResult, now: float, latest: int,
-    ) -> list[SeriesKey] | None:
-        """Count each resource's spans into windows, as the walk; each operation's outlier key.
+    ) -> list[tuple[Labels, list[Labels]]] | None:
+        """Count each resource's spans into windows, as the walk; its service and operations.
 
         Returns None when span outliers are off.
         """
@@ -211,7 +215,7 @@ class SpanPath:
         kept = np.searchsorted(scanned.groups[scanned.rows], np.arange(n_groups + 1)).tolist()
         op_groups = scanned.groups[scanned.first_row]
         op_bounds = np.searchsorted(op_groups, np.arange(n_groups + 1)).tolist()
-        keys: list[SeriesKey] = []
+        operations: list[tuple[Labels, list[Labels]]] = []
         for g, (_, resource, version) in enumerate(resource_groups(request.resource_spans)):
             if bounds[g] == bounds[g + 1]:
                 continue
@@ -224,16 +228,18 @@ class SpanPath:
                     (scanned.op_of[lo:hi] - first).astype(np.intp), scanned.end_ns[lo:hi],
                     scanned.errors[lo:hi], scanned.duration_ms[lo:hi], result)
                 if extractor.span_outliers:
-                    keys += extractor.outlier_keys(service, labels[first:last])
+                    operations.append((service, labels[first:last]))
             if extractor.span_coverage is not None:
                 extractor.span_coverage.saw_spans([service], now)
             if version:
                 note_version(out, service, version,
                              scanned.ends[bounds[g]:bounds[g + 1]].tolist(), latest)
-        return keys if extractor.span_outliers else None
+        return operations if extractor.span_outliers else None
 
-    def _outlier_slots(self, scanned: _Scanned, keys: list[SeriesKey], out: Observations,
-                       ) -> NDArray[np.intp] | None:
+    def _outlier_slots(
+        self, scanned: _Scanned, operations: list[tuple[Labels, list[Labels]]],
+        out: Observations,
+    ) -> NDArray[np.intp] | None:
         """Each kept span's outlier slot, when every operation's series exists.
 
         Otherwise the outliers go into ``out`` as keys, as the walk gives them (which
@@ -241,10 +247,29 @@ class SpanPath:
         """
         if not len(scanned.rows):
             return None
-        slots = [self.index.slot(key) for key in keys]
+        slots = [self._outlier_slot(service, operation)
+                 for service, ops in operations for operation in ops]
         if None in slots:
+            keys = [key for service, ops in operations
+                    for key in self.extractor.outlier_keys(service, ops)]
             out.extend([keys[o] for o in scanned.op_of.tolist()], scanned.end_ns.tolist(),
                        scanned.duration_ms.tolist(), scanned.exemplars())
             return None
         found: NDArray[np.intp] = np.asarray(slots, np.intp)[scanned.op_of]
         return found
+
+    def _outlier_slot(self, service: Labels, operation: Labels) -> int | None:
+        """The slot of the operation's outlier series, if it has one.
+
+        Kept between requests with the key the index holds: while the index still holds
+        that very key in that slot, the slot is the series' (no key to build and hash).
+        """
+        known = self._outlier_slots_of.get((service, operation))
+        if known is not None and self.index.holds(*known):
+            return known[0]
+        slot = self.index.slot(SeriesKey(SPAN_DURATION_METRIC, service, operation))
+        if slot is not None:
+            if len(self._outlier_slots_of) >= _KNOWN_OPERATIONS:  # bounded, as operations
+                self._outlier_slots_of.clear()
+            self._outlier_slots_of[service, operation] = (slot, self.index.key(slot))
+        return slot
