@@ -33,23 +33,18 @@ from otel_anomaly.processors.signals.otlp_resources import (
     service_labels,
 )
 from otel_anomaly.processors.signals.span_ids import SpanIds
-from otel_anomaly.processors.signals.traces import operation_labels, time_checks
+from otel_anomaly.processors.signals.traces import operation_labels
 from otel_anomaly.processors.signals.traces_wire import (
     FULL,
     OK,
     S_GROUP,
-    S_ID_HI,
-    S_ID_LO,
     S_KIND,
     S_NAME_HI,
     S_NAME_LO,
-    S_STATUS,
-    S_TRACE_HI,
-    S_TRACE_LO,
     SPAN_COLUMNS,
     T_END,
-    T_START,
     count_spans,
+    kept_spans,
     operations,
     scan,
 )
@@ -69,7 +64,6 @@ if TYPE_CHECKING:
     from otel_anomaly.processors.series.index import SeriesIndex
     from otel_anomaly.processors.signals.traces import TracesExtractor
 
-_STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR
 _KEEP_ROWS = 1 << 16  # tables up to this many spans are kept between requests
 _KNOWN_OPERATIONS = 1 << 16  # operations whose labels are kept between requests
 
@@ -81,19 +75,24 @@ class _Scanned:
                  latest: int) -> None:
         self.data = data
         self.groups = spans[:, S_GROUP]
-        self.ends, self.starts = times[:, T_END], times[:, T_START]
-        self.usable, self.rejected = time_checks(self.ends, self.starts, np.uint64(latest))
-        self.rows = np.flatnonzero(self.usable).astype(np.int64)
-        self.op_of = np.empty(len(self.rows), np.int64)
-        first_row = np.empty(len(self.rows), np.int64)
+        self.ends = times[:, T_END]
+        n = len(spans)
+        rows, end_ns = np.empty(n, np.int64), np.empty(n, np.int64)
+        duration_ms, errors = np.empty(n, np.float64), np.empty(n, np.bool_)
+        ids, reasons = np.empty((n, 4), np.int64), np.zeros(3, np.int64)
+        kept = kept_spans(spans, times, np.uint64(latest), rows, end_ns, duration_ms, errors,
+                          ids, reasons)
+        missing, future, negative = reasons.tolist()
+        # As ``traces.time_checks`` counts them for the walk.
+        self.rejected = {"missing_timestamp": missing, "future_timestamp": future,
+                         "negative_duration": negative}
+        self.rows, self.end_ns = rows[:kept], end_ns[:kept]
+        self.duration_ms, self.errors, self.ids = duration_ms[:kept], errors[:kept], ids[:kept]
+        self.op_of = np.empty(kept, np.int64)
+        first_row = np.empty(kept, np.int64)
         n_ops = operations(np.frombuffer(data, np.uint8), spans, self.rows, self.op_of,
                            first_row)
         self.first_row = first_row[:n_ops]
-        kept = spans[self.rows]
-        self.end_ns = self.ends[self.rows].astype(np.int64)
-        self.duration_ms = (self.end_ns - self.starts[self.rows].astype(np.int64)) / 1e6
-        self.errors = kept[:, S_STATUS] == _STATUS_CODE_ERROR
-        self.ids = kept[:, [S_TRACE_LO, S_TRACE_HI, S_ID_LO, S_ID_HI]]
         self.spans = spans
 
     def operation_labels(self, known: dict[tuple[int, bytes], Labels]) -> list[Labels]:

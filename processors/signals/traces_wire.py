@@ -360,3 +360,44 @@ def operations(
             n_ops += 1
         op_of[i] = slots[at]
     return n_ops
+
+
+_STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR
+
+
+@kernel
+def kept_spans(  # noqa: PLR0913 - the table, the clock and one output column each
+    spans: NDArray[np.int64], times: NDArray[np.uint64], latest: np.uint64,
+    rows: NDArray[np.int64], end_ns: NDArray[np.int64], duration_ms: NDArray[np.float64],
+    errors: NDArray[np.bool_], ids: NDArray[np.int64], reasons: NDArray[np.int64],
+) -> int:
+    """The spans whose times ``traces.time_checks`` accepts, as columns; how many.
+
+    Fills the first ``kept`` entries of ``rows`` (table rows), ``end_ns``, ``duration_ms``,
+    ``errors`` and ``ids`` (trace id and span id byte ranges), and ``reasons`` with the
+    refused: missing timestamp, future timestamp, negative duration (the checks' order:
+    the end before the start). One pass instead of twenty array steps a request.
+    """
+    kept = missing = future = negative = 0
+    for r in range(len(times)):
+        start, end = times[r, T_START], times[r, T_END]
+        if end == 0:
+            missing += 1
+        elif end > latest:
+            future += 1
+        elif start == 0:
+            missing += 1
+        elif start > latest:
+            future += 1
+        elif end < start:
+            negative += 1
+        else:
+            rows[kept] = r
+            end_ns[kept] = np.int64(end)
+            duration_ms[kept] = (np.int64(end) - np.int64(start)) / 1e6
+            errors[kept] = spans[r, S_STATUS] == _STATUS_CODE_ERROR
+            ids[kept, 0], ids[kept, 1] = spans[r, S_TRACE_LO], spans[r, S_TRACE_HI]
+            ids[kept, 2], ids[kept, 3] = spans[r, S_ID_LO], spans[r, S_ID_HI]
+            kept += 1
+    reasons[0], reasons[1], reasons[2] = missing, future, negative
+    return kept

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from otel_anomaly.processors.signals import traces_wire as w
-from otel_anomaly.processors.signals.traces import TracesExtractor
+from otel_anomaly.processors.signals.traces import TracesExtractor, time_checks
 from otel_anomaly.processors.testing import SECOND
 
 Scanned = tuple[int, NDArray[np.int64], NDArray[np.uint64], int]
@@ -147,3 +147,32 @@ def test_operations_are_told_apart_by_group_kind_and_name_bytes() -> None:
     picked = rows[[1, 3, 4]]  # numbered among the rows given only
     n_ops = w.operations(np.frombuffer(data, np.uint8), table, picked, op_of, first_row)
     assert (n_ops, op_of[:3].tolist()) == (3, [0, 1, 2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 5, 2**62, 2**63 + 5, 2**64 - 1]),
+                          st.sampled_from([0, 1, 5, 2**62, 2**63 + 5, 2**64 - 1]),
+                          st.sampled_from([0, 1, 2])), max_size=12),
+       st.sampled_from([0, 5, 2**62, 2**64 - 1]))
+def test_kept_spans_are_what_the_walks_time_checks_keep(
+        rows: list[tuple[int, int, int]], latest: int) -> None:
+    """Times near every edge (zero, the clock, past 2**63): the same rows and reasons."""
+    n = len(rows)
+    times = np.array([(start, end) for start, end, _ in rows], np.uint64).reshape(n, 2)
+    spans = np.zeros((n, w.SPAN_COLUMNS), np.int64)
+    spans[:, w.S_STATUS] = [status for _, _, status in rows]
+    spans[:, w.S_TRACE_LO] = np.arange(n)
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64),
+           np.empty(n, np.bool_), np.empty((n, 4), np.int64), np.zeros(3, np.int64))
+    kept = w.kept_spans(spans, times, np.uint64(latest), *out)
+    usable, reasons = time_checks(times[:, w.T_END], times[:, w.T_START], np.uint64(latest))
+    expected = np.flatnonzero(usable)
+    assert out[0][:kept].tolist() == expected.tolist()
+    assert out[5].tolist() == [reasons["missing_timestamp"], reasons["future_timestamp"],
+                               reasons["negative_duration"]]
+    ends = times[expected, w.T_END].astype(np.int64)
+    assert out[1][:kept].tolist() == ends.tolist()
+    assert out[2][:kept].tolist() == ((ends - times[expected, w.T_START].astype(np.int64))
+                                      / 1e6).tolist()
+    assert out[3][:kept].tolist() == (spans[expected, w.S_STATUS] == 2).tolist()  # noqa: PLR2004
+    assert out[4][:kept, 0].tolist() == expected.tolist()
