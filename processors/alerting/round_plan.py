@@ -5,6 +5,51 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.compiled import kernel
+
+
+@kernel
+def _round_keys(rules: NDArray[np.int64], slots: NDArray[np.int64], order: NDArray[np.int64],
+                key: NDArray[np.int64]) -> bool:
+    """Each row's round key (rule, then occurrence rank of its slot); False: batch order.
+
+    ``order`` sorts ``slots`` stably. Sorting stays numpy's (its stable sort is fast on the
+    nearly sorted batches of a backtest); the steps around it are one pass each here.
+    """
+    n = len(slots)
+    first_rule = rules[0]
+    one_rule, distinct = True, True
+    top = 0
+    for k in range(n):
+        i = order[k]
+        if k > 0 and slots[i] == slots[order[k - 1]]:
+            key[i] = key[order[k - 1]] + 1
+            distinct = False
+            top = max(top, key[i])
+        else:
+            key[i] = 0
+        one_rule = one_rule and rules[i] == first_rule
+    if distinct and one_rule:
+        return False
+    if not one_rule:
+        for i in range(n):
+            key[i] += rules[i] * (top + 1)
+    return True
+
+
+@kernel
+def _round_bounds(rules: NDArray[np.int64], key: NDArray[np.int64], perm: NDArray[np.int64],
+                  bounds: NDArray[np.int64], round_rules: NDArray[np.int64]) -> int:
+    """Where each round starts in ``perm`` (rows sorted stably by key), and its rule."""
+    rounds = 0
+    for k in range(len(perm)):
+        if k == 0 or key[perm[k]] != key[perm[k - 1]]:
+            bounds[rounds] = k
+            round_rules[rounds] = rules[perm[k]]
+            rounds += 1
+    bounds[rounds] = len(perm)
+    return rounds
+
 
 def plan_rounds(
     rules: NDArray[np.intp], slots: NDArray[np.intp]
@@ -27,19 +72,12 @@ def plan_rounds(
     n = len(slots)
     if n == 0:
         return None, [0], []
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    first_rule = int(rules[0])
-    one_rule = bool((rules == first_rule).all())
-    if len(starts) == n and one_rule:
-        return None, [0, n], [first_rule]
-    rank = np.empty(n, np.intp)
-    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
-    key = rank if one_rule else rules * (int(rank.max()) + 1) + rank
+    rules64, slots64 = np.asarray(rules, np.int64), np.asarray(slots, np.int64)
+    key = np.empty(n, np.int64)
+    if not _round_keys(rules64, slots64, np.argsort(slots64, kind="stable"), key):
+        return None, [0, n], [int(rules[0])]
     perm = np.argsort(key, kind="stable")
-    ordered_key = key[perm]
-    cuts = np.flatnonzero(ordered_key[1:] != ordered_key[:-1]) + 1
-    bounds = [0, *cuts.tolist(), n]
-    round_rules = rules[perm[bounds[:-1]]].tolist()
-    return perm, bounds, round_rules
+    bounds = np.empty(n + 1, np.int64)
+    round_rules = np.empty(n, np.int64)
+    rounds = _round_bounds(rules64, key, perm, bounds, round_rules)
+    return perm, bounds[:rounds + 1].tolist(), round_rules[:rounds].tolist()
