@@ -5,8 +5,10 @@ status and ids attribute by attribute in Python (about 1 µs a span). This scan 
 protobuf wire format once and writes one row per span: its resource group, kind, status
 code, the byte spans of its name, trace id and span id, and (in a table of their own, as
 OTLP's uint64) its start and end times. Names and ids stay bytes in the request until
-someone needs them: ``operations`` tells a request's operations apart by comparing name
-bytes, so only one name per operation is ever decoded.
+someone needs them: ``kept_spans`` takes the rows whose times the walk's checks accept
+(with their end, duration, error flag and ids as columns), and ``operations`` tells a
+request's operations apart by comparing name bytes, so only one name per operation is
+ever decoded.
 
 The structure follows the messages (``scan`` → ``_resource_spans`` → ``_scope_spans`` →
 ``_span`` → ``_status``); each reads fields as protobuf parsers do: unknown fields are
@@ -14,7 +16,8 @@ skipped, a repeated scalar or string keeps its last value, a repeated ``status``
 (its code is the last one set). A field this scan reads that comes with another wire type
 (parsers keep it as an unknown field) gives ``UNUSUAL``, and a malformed buffer (or a wire
 type of a group) ``MALFORMED``: the caller then walks the decoded message instead, so
-behaviour never depends on the scan.
+behaviour never depends on the scan. Tables too small for the request give ``FULL``
+(``count_spans`` says how many rows it takes).
 """
 
 from __future__ import annotations
