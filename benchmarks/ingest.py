@@ -15,7 +15,8 @@ the clients saw.
 - ``--signal metrics`` (default): gauge requests, one point per series per round over
   ``--series`` series; items are data points, counted by ``otel_anomaly_points_scored``.
   At a991c9f (``--seconds 15``, three runs alternated with 3820a65): 512,462-517,394
-  points/s, ratio 1.022-1.027 (3820a65: 484,189-489,138, ratio 0.955-0.991).
+  points/s, ratio 1.022-1.027 (3820a65: 484,189-489,138, ratio 0.955-0.991); at 20d8475
+  510,377-526,526, ratio 1.024-1.070 (3820a65: 478,690-487,900, 0.962-0.975).
 - ``--signal spans``: trace requests of spans over ``--operations`` operations (span
   names) of one service, each request one second of event time later; items are spans,
   counted as received minus dropped and rejected (``otel_anomaly_points_*{signal="traces"}``).
@@ -34,6 +35,9 @@ the clients saw.
   100 operations 526,183 (ratio 0.55); off 1,007,788 and 710,574. At d4dd8c6 (columnar
   windows, a quicker span scan, busy windows' quantiles at once): one operation 845,334,
   10 operations 777,660, 100 operations 611,901 (ratio 0.65); off 1,108,657 and 852,359.
+  At 20d8475 (time checks, labels and round plans compiled, outlier slots kept): one
+  operation 960,390 (ratio 0.995), 10 operations 869,425, 100 operations 679,475 (0.71);
+  off 1,256,360 and 971,290 (1.00).
 
 Every request returns only once the sidecar has scored it, so when the last call returns
 every accepted item has been processed.
