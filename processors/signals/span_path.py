@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.settings import SPAN_DURATION_METRIC
 from otel_anomaly.processors.signals.otlp_resources import (
     note_version,
     resource_groups,
     service_labels,
 )
 from otel_anomaly.processors.signals.span_ids import SpanIds
-from otel_anomaly.processors.signals.traces import operation_labels
+from otel_anomaly.processors.signals.traces import TIME_REJECTIONS, operation_labels
 from otel_anomaly.processors.signals.traces_wire import (
     FULL,
     OK,
@@ -82,10 +81,7 @@ class _Scanned:
         ids, reasons = np.empty((n, 4), np.int64), np.zeros(3, np.int64)
         kept = kept_spans(spans, times, np.uint64(latest), rows, end_ns, duration_ms, errors,
                           ids, reasons)
-        missing, future, negative = reasons.tolist()
-        # As ``traces.time_checks`` counts them for the walk.
-        self.rejected = {"missing_timestamp": missing, "future_timestamp": future,
-                         "negative_duration": negative}
+        self.rejected = dict(zip(TIME_REJECTIONS, reasons.tolist(), strict=True))
         self.rows, self.end_ns = rows[:kept], end_ns[:kept]
         self.duration_ms, self.errors, self.ids = duration_ms[:kept], errors[:kept], ids[:kept]
         self.op_of = np.empty(kept, np.int64)
@@ -266,7 +262,7 @@ class SpanPath:
         known = self._outlier_slots_of.get((service, operation))
         if known is not None and self.index.holds(*known):
             return known[0]
-        slot = self.index.slot(SeriesKey(SPAN_DURATION_METRIC, service, operation))
+        slot = self.index.slot(self.extractor.outlier_key(service, operation))
         if slot is not None:
             if len(self._outlier_slots_of) >= _KNOWN_OPERATIONS:  # bounded, as operations
                 self._outlier_slots_of.clear()

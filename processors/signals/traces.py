@@ -34,6 +34,11 @@ _KNOWN_GROUPS = 1 << 16  # operations whose feature keys are kept between window
 _KIND_NAMES: dict[int, str] = {int(v): str(k) for k, v in Span.SpanKind.items()}
 
 
+TIME_REJECTIONS = ("missing_timestamp", "future_timestamp", "negative_duration")
+"""Why spans are refused for their times, in the order ``time_checks`` counts them (and
+``traces_wire.kept_spans`` fills its ``reasons``)."""
+
+
 def time_checks(ends: NDArray[np.uint64], starts: NDArray[np.uint64], latest: np.uint64,
                 ) -> tuple[NDArray[np.bool_], dict[str, int]]:
     """Spans with usable times, and how many of the others are rejected for which reason.
@@ -48,9 +53,8 @@ def time_checks(ends: NDArray[np.uint64], starts: NDArray[np.uint64], latest: np
     negative = ~bad & (ends < starts)
     missing = int(np.count_nonzero(missing_end | missing_start))
     usable: NDArray[np.bool_] = ~bad & ~negative
-    return usable, {"missing_timestamp": missing,
-                    "future_timestamp": int(np.count_nonzero(bad)) - missing,
-                    "negative_duration": int(np.count_nonzero(negative))}
+    counts = (missing, int(np.count_nonzero(bad)) - missing, int(np.count_nonzero(negative)))
+    return usable, dict(zip(TIME_REJECTIONS, counts, strict=True))
 
 
 def operation_labels(kind: int, name: str) -> Labels:
@@ -185,9 +189,14 @@ class TracesExtractor:
         result.skip("late", len(counted) - int(np.count_nonzero(counted)))
 
     @staticmethod
+    def outlier_key(service: Labels, operation: Labels) -> SeriesKey:
+        """The series an operation's span durations are scored in (span outliers)."""
+        return SeriesKey(SPAN_DURATION_METRIC, service, operation)
+
+    @staticmethod
     def outlier_keys(service: Labels, operations: list[Labels]) -> list[SeriesKey]:
-        """The series each operation's span durations are scored in (span outliers)."""
-        return [SeriesKey(SPAN_DURATION_METRIC, service, operation) for operation in operations]
+        """``outlier_key`` of each of ``operations``."""
+        return [TracesExtractor.outlier_key(service, operation) for operation in operations]
 
     def closed_features(self, cells: list[ClosedCell], out: Observations) -> None:
         """RED features of closed windows: call rate, error ratio, duration quantiles.
