@@ -176,7 +176,8 @@ class WindowAggregator:
         self.gap_ns = window_ns + lateness_ns
         self.forget_after_ns = max(forget_after_ns, zero_fill_windows * window_ns)
         self._sources: dict[Hashable, _Source] = {}
-        self._touched: set[Hashable] = set()
+        # Insertion-ordered, so checkpoints and the close order do not depend on hashing.
+        self._touched: dict[Hashable, None] = {}
         self._newest = _NEVER
         self._forget_at = _NEVER
 
@@ -247,7 +248,7 @@ class WindowAggregator:
         src.newest = max(src.newest, newest)
         src.senders[sender] = max(src.senders.get(sender, newest), newest)
         self._newest = max(self._newest, newest)
-        self._touched.add(source)
+        self._touched[source] = None
         return accepted
 
     @staticmethod
@@ -264,7 +265,7 @@ class WindowAggregator:
     def close_ready(self) -> list[ClosedCell]:
         """Close the windows their sources' watermarks passed; complete ones, in time order."""
         closed: list[ClosedCell] = []
-        touched, self._touched = self._touched, set()
+        touched, self._touched = self._touched, {}
         for source in touched:
             src = self._sources.get(source)
             if src is not None:
@@ -327,7 +328,7 @@ class WindowAggregator:
             src.last_active = {group: int(start) for group, start in last_active}
             src.order_keys = {group: repr(group) for group in src.last_active}
         self._sources = sources
-        self._touched = set(state["touched"])
+        self._touched = dict.fromkeys(state["touched"])
         self._newest, self._forget_at = int(state["newest"]), int(state["forget_at"])
 
     def _forget_quiet(self) -> None:

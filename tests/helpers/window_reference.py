@@ -49,7 +49,8 @@ class ReferenceWindows:
         self.gap_ns = window_ns + lateness_ns
         self.forget_after_ns = max(_FORGET_AFTER_NS, 60 * window_ns)
         self._sources: dict[Hashable, _Source] = {}
-        self._touched: set[Hashable] = set()
+        # Insertion-ordered, so checkpoints and the close order do not depend on hashing.
+        self._touched: dict[Hashable, None] = {}
         self._newest = self._forget_at = _NEVER
 
     def add(
@@ -79,13 +80,13 @@ class ReferenceWindows:
         src.newest = max(src.newest, ts_unix_nano)
         src.senders[sender] = max(src.senders.get(sender, ts_unix_nano), ts_unix_nano)
         self._newest = max(self._newest, ts_unix_nano)
-        self._touched.add(source)
+        self._touched[source] = None
         return True
 
     def close_ready(self) -> list[ClosedCell]:
         """Close the windows their sources' watermarks passed; complete ones, in time order."""
         closed: list[ClosedCell] = []
-        touched, self._touched = self._touched, set()
+        touched, self._touched = self._touched, {}
         for source in touched:
             src = self._sources.get(source)
             if src is not None:
