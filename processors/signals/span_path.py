@@ -44,6 +44,7 @@ from otel_anomaly.processors.signals.traces_wire import (
     T_END,
     count_spans,
     kept_spans,
+    operation_names,
     operations,
     scan,
 )
@@ -65,6 +66,9 @@ if TYPE_CHECKING:
 
 _KEEP_ROWS = 1 << 16  # tables up to this many spans are kept between requests
 _KNOWN_OPERATIONS = 1 << 16  # operations whose labels are kept between requests
+# Requests' operation lists remembered (``SpanPath._request_labels``), each key at most
+# this long: at most 16 MiB of keys, whatever clients name their spans.
+_KNOWN_REQUESTS, _MAX_KEY_BYTES = 256, 1 << 16
 
 
 class _Scanned:
@@ -137,6 +141,12 @@ class SpanPath:
         self._operations: dict[tuple[int, bytes], Labels] = {}  # ``_Scanned.operation_labels``
         # (service, operation) -> its outlier series' slot and key (``_outlier_slot``)
         self._outlier_slots_of: dict[tuple[Labels, Labels], tuple[int, SeriesKey]] = {}
+        # A client sends the same operations request after request: their labels, and
+        # with the services their outlier slots, by the request's ``operation_names``.
+        self._names = np.empty(4096, np.uint8)
+        self._request_labels: dict[bytes, list[Labels]] = {}
+        self._request_slots: dict[tuple[bytes, tuple[Labels, ...]], NDArray[np.intp]] = {}
+        self._slots_generation = index.generation  # the index's, when those slots were found
 
     def extract(
         self, request: ExportTraceServiceRequest, data: bytes, out: Observations,
@@ -149,16 +159,23 @@ class SpanPath:
         scanned = self._scan(request, data, latest)
         if scanned is None:
             return False
-        try:
-            labels = scanned.operation_labels(self._operations)
-        except UnicodeDecodeError:  # not the bytes the message came from
-            return False
+        names = self._operation_names(scanned)
+        labels = self._request_labels.get(names)
+        if labels is None:
+            try:
+                labels = scanned.operation_labels(self._operations)
+            except UnicodeDecodeError:  # not the bytes the message came from
+                return False
+            if len(names) <= _MAX_KEY_BYTES:
+                if len(self._request_labels) >= _KNOWN_REQUESTS:
+                    self._request_labels.clear()
+                self._request_labels[names] = labels
         for reason, n in scanned.rejected.items():
             result.reject(reason, n)
         result.accepted += len(scanned.rows)
         operations = self._count(request, scanned, labels, out, result, now, latest)
-        slots = (self._outlier_slots(scanned, operations, out) if operations is not None
-                 else None)
+        slots = (self._outlier_slots(scanned, names, operations, out)
+                 if operations is not None else None)
         extractor = self.extractor
         extractor.closed_features(extractor.windows.close_ready(), out)
         if slots is not None:
@@ -196,6 +213,19 @@ class SpanPath:
         # Views of the kept tables: nothing derived from them outlives the request.
         return _Scanned(data, spans, times, latest)
 
+    def _operation_names(self, scanned: _Scanned) -> bytes:
+        """The request's operations as one key (``traces_wire.operation_names``)."""
+        n = operation_names(np.frombuffer(scanned.data, np.uint8), scanned.spans,
+                            scanned.first_row, self._names)
+        if n < 0:
+            self._names = np.empty(max(-n, 2 * len(self._names)), np.uint8)
+            n = operation_names(np.frombuffer(scanned.data, np.uint8), scanned.spans,
+                                scanned.first_row, self._names)
+        names = self._names[:n].tobytes()
+        if len(self._names) > _MAX_KEY_BYTES:  # a large request's buffer is not kept
+            self._names = np.empty(4096, np.uint8)
+        return names
+
     def _count(
         self, request: ExportTraceServiceRequest, scanned: _Scanned, labels: list[Labels],
         out: Observations, result: IngestResult, now: float, latest: int,
@@ -232,25 +262,38 @@ class SpanPath:
         return operations if extractor.span_outliers else None
 
     def _outlier_slots(
-        self, scanned: _Scanned, operations: list[tuple[Labels, list[Labels]]],
+        self, scanned: _Scanned, names: bytes, operations: list[tuple[Labels, list[Labels]]],
         out: Observations,
     ) -> NDArray[np.intp] | None:
         """Each kept span's outlier slot, when every operation's series exists.
 
         Otherwise the outliers go into ``out`` as keys, as the walk gives them (which
-        creates the series), and None is returned.
+        creates the series), and None is returned. ``names``: the request's operations
+        (``_operation_names``); with the services they are the key to the slots an
+        earlier request found, kept until the index frees a slot.
         """
         if not len(scanned.rows):
             return None
-        slots = [self._outlier_slot(service, operation)
-                 for service, ops in operations for operation in ops]
-        if None in slots:
-            keys = [key for service, ops in operations
-                    for key in self.extractor.outlier_keys(service, ops)]
-            out.extend([keys[o] for o in scanned.op_of.tolist()], scanned.end_ns.tolist(),
-                       scanned.duration_ms.tolist(), scanned.exemplars())
-            return None
-        found: NDArray[np.intp] = np.asarray(slots, np.intp)[scanned.op_of]
+        if self._slots_generation != self.index.generation:
+            self._request_slots.clear()
+            self._slots_generation = self.index.generation
+        known = (names, tuple(service for service, _ in operations))
+        per_operation = self._request_slots.get(known)
+        if per_operation is None:
+            slots = [self._outlier_slot(service, operation)
+                     for service, ops in operations for operation in ops]
+            if None in slots:
+                keys = [key for service, ops in operations
+                        for key in self.extractor.outlier_keys(service, ops)]
+                out.extend([keys[o] for o in scanned.op_of.tolist()], scanned.end_ns.tolist(),
+                           scanned.duration_ms.tolist(), scanned.exemplars())
+                return None
+            per_operation = np.asarray(slots, np.intp)
+            if len(names) <= _MAX_KEY_BYTES:
+                if len(self._request_slots) >= _KNOWN_REQUESTS:
+                    self._request_slots.clear()
+                self._request_slots[known] = per_operation
+        found: NDArray[np.intp] = per_operation[scanned.op_of]
         return found
 
     def _outlier_slot(self, service: Labels, operation: Labels) -> int | None:

@@ -8,7 +8,8 @@ OTLP's uint64) its start and end times. Names and ids stay bytes in the request 
 someone needs them: ``kept_spans`` takes the rows whose times the walk's checks accept
 (with their end, duration, error flag and ids as columns), and ``operations`` tells a
 request's operations apart by comparing name bytes, so only one name per operation is
-ever decoded.
+ever decoded, and ``operation_names`` writes them as one key, so a request naming the
+operations of an earlier one is known in one lookup.
 
 The structure follows the messages (``scan`` → ``_resource_spans`` → ``_scope_spans`` →
 ``_span`` → ``_status``); each reads fields as protobuf parsers do: unknown fields are
@@ -363,6 +364,36 @@ def operations(
             n_ops += 1
         op_of[i] = slots[at]
     return n_ops
+
+
+@kernel
+def operation_names(data: NDArray[np.uint8], spans: NDArray[np.int64],
+                    first_row: NDArray[np.int64], out: NDArray[np.uint8]) -> int:
+    """Each operation's group, kind and name bytes, one after another, into ``out``.
+
+    Operation ``op`` is the one of row ``first_row[op]``; each is written as its group,
+    kind and name length (8 bytes each, little-endian) then the name. Equal bytes, the
+    same operations in the same order: a request's key to what an earlier one resolved.
+    Returns the length written, or minus the length needed if ``out`` is too short.
+    """
+    need = 0
+    for op in range(len(first_row)):
+        r = first_row[op]
+        need += 24 + spans[r, S_NAME_HI] - spans[r, S_NAME_LO]
+    if need > len(out):
+        return -need
+    pos = 0
+    for op in range(len(first_row)):
+        r = first_row[op]
+        lo, hi = spans[r, S_NAME_LO], spans[r, S_NAME_HI]
+        for value in (spans[r, S_GROUP], spans[r, S_KIND], hi - lo):
+            for k in range(8):
+                out[pos + k] = np.uint8((value >> (8 * k)) & 0xFF)
+            pos += 8
+        for k in range(lo, hi):
+            out[pos] = data[k]
+            pos += 1
+    return pos
 
 
 _STATUS_CODE_ERROR = 2  # Status.STATUS_CODE_ERROR

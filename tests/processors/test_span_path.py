@@ -92,6 +92,32 @@ def test_operations_known_from_earlier_requests_match_the_walk(
     assert len(twins.wire.spans._operations) <= 2  # noqa: SLF001 -- the bound itself
 
 
+@pytest.mark.parametrize("key_bytes", [1 << 16, 8])
+def test_requests_known_from_earlier_ones_match_the_walk(
+    monkeypatch: pytest.MonkeyPatch, key_bytes: int,
+) -> None:
+    # Requests' operation lists are kept (``_KNOWN_REQUESTS`` of them, keys up to
+    # ``_MAX_KEY_BYTES``): with room for one list, three that take turns (one a list of the
+    # same operations in another order) are forgotten and found again; with keys too long
+    # to keep, none is kept. Nothing differs from the walk.
+    monkeypatch.setattr(span_path, "_KNOWN_REQUESTS", 1)
+    monkeypatch.setattr(span_path, "_MAX_KEY_BYTES", key_bytes)
+    twins = Twins()
+    lists = [["GET /a", "POST /b"], ["POST /b", "GET /a"], ["GET /a", "GET /c"]]
+    for r in range(60):
+        ts = T0 + r * SECOND
+        names = lists[r % 3] if r % 10 else lists[0]
+        spans = [span(name, ts + i * 1000, 1.0 + i % 5, **ids(r, i))
+                 for i, name in enumerate(names * 3)]
+        twins.ingest(request_of(({"service.name": "s"}, [spans]),
+                                ({"service.name": "t"}, [spans[:2]])))
+        twins.clock.advance(1.0)
+    assert twins.compiled > 50 * 8
+    assert twins.wire.spans is not None
+    kept = twins.wire.spans._request_labels  # noqa: SLF001 -- the bound itself
+    assert len(kept) == (1 if key_bytes > 8 else 0)  # noqa: PLR2004
+
+
 def test_new_operations_and_expired_series_go_by_key_then_by_slot() -> None:
     twins = Twins(series_ttl_s=30.0)
     for r in range(120):

@@ -149,6 +149,31 @@ def test_operations_are_told_apart_by_group_kind_and_name_bytes() -> None:
     assert (n_ops, op_of[:3].tolist()) == (3, [0, 1, 2])
 
 
+def test_operation_names_are_one_key_per_list_of_operations() -> None:
+    def key(*groups: list[tuple[str, int]]) -> bytes:
+        data = request_of(*(({"service.name": "s"}, [[Span(name=n, kind=k)  # type: ignore[arg-type]
+                                                       for n, k in ops]]) for ops in groups)
+                          ).SerializeToString()
+        buffer = np.frombuffer(data, np.uint8)
+        status, table, _, _ = scan(data)
+        assert status == w.OK
+        rows = np.arange(len(table), dtype=np.int64)
+        op_of, first_row = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+        first_row = first_row[:w.operations(buffer, table, rows, op_of, first_row)]
+        need = -w.operation_names(buffer, table, first_row, np.empty(0, np.uint8))
+        out = np.empty(need, np.uint8)
+        assert w.operation_names(buffer, table, first_row, out) == need
+        return out.tobytes()
+
+    base = key([("GET /a", 2), ("b", 3)])
+    assert key([("GET /a", 2), ("b", 3), ("GET /a", 2)]) == base  # the same operations
+    assert len(base) == 2 * 24 + len("GET /a") + len("b")
+    different = [key([("b", 3), ("GET /a", 2)]), key([("GET /a", 2), ("b", 2)]),
+                 key([("GET /a", 2), ("c", 3)]), key([("GET /a", 2)], [("b", 3)]),
+                 key([("GET /", 2), ("ab", 3)]), key([("GET /a", 2 + 256), ("b", 3)])]
+    assert len({base, *different}) == 1 + len(different)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0, 1, 5, 2**62, 2**63 + 5, 2**64 - 1]),
                           st.sampled_from([0, 1, 5, 2**62, 2**63 + 5, 2**64 - 1]),
