@@ -207,25 +207,34 @@ class ServiceVectors:
         """
         touched: dict[Labels, int] = {}
         sizes = [math.nan] * len(keys) if counts is None else counts
+        # A window's points come in runs of one resource and time: each run finds its
+        # service's window once. ``points`` is None for a run whose window is finished.
         resource: Labels | None = None
         service: Labels = ()
+        run_ts = -1
+        points: _Points | None = None
+        known: _Points = {}
         for key, t, value, count in zip(keys, ts, values, sizes, strict=True):
             if key.metric not in _SOURCES:
                 continue
-            if key.resource is not resource:  # a window's points share their resource
-                resource, service = key.resource, service_labels(key.resource)
-            if service not in self._finished and not self._admit(service):
-                self.skipped_points += 1
+            if key.resource is not resource or t != run_ts:
+                if key.resource is not resource:
+                    resource, service = key.resource, service_labels(key.resource)
+                run_ts, points = t, None
+                if service not in self._finished and not self._admit(service):
+                    self.skipped_points += 1
+                    run_ts = -1  # refused: each of its points counts as skipped
+                    continue
+                window = (t - 1) // self.window_ns
+                if window > self._finished[service]:
+                    windows = self._pending.setdefault(service, {})
+                    points, known = windows.setdefault(window, ({}, {}))
+                    touched[service] = max(window, touched.get(service, window))
+            if points is None:
                 continue
-            window = (t - 1) // self.window_ns
-            if window <= self._finished[service]:
-                continue
-            windows = self._pending.setdefault(service, {})
-            points, known = windows.setdefault(window, ({}, {}))
             points[(key.metric, key.attributes)] = value
             if count > 0:  # NaN: unknown
                 known[(key.metric, key.attributes)] = count
-            touched[service] = max(window, touched.get(service, window))
         out = []
         for service, newest in touched.items():
             self._seen[service] = now

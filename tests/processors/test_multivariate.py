@@ -344,3 +344,32 @@ def test_outliers_that_come_often_are_learned_not_held(monkeypatch: pytest.Monke
         always = sum(_bursts_held()[-100:])
     assert always >= 90, always
     assert late <= 10, late
+
+
+def test_service_vectors_take_runs_of_points_as_each_point() -> None:
+    """A request's points in runs of one resource and time: refused services' points each
+    count as skipped, a finished window's points are ignored, a later one's kept."""
+    from otel_anomaly.processors.multivariate.features import (
+        CALLS_METRIC,
+        P95_METRIC,
+        ServiceVectors,
+    )
+    from otel_anomaly.processors.types import SeriesKey
+
+    sv = ServiceVectors(window_ns=10, max_services=1)
+    api, web = (("service.name", "api"),), (("service.name", "web"),)
+    op = (("span.name", "a"),)
+    calls, p95 = SeriesKey(CALLS_METRIC, api, op), SeriesKey(P95_METRIC, api, op)
+    web_calls, web_p95 = SeriesKey(CALLS_METRIC, web, op), SeriesKey(P95_METRIC, web, op)
+    done = sv.add([calls, p95, web_calls, web_p95, calls], [10, 10, 10, 10, 20],
+                  [4.0, 50.0, 1.0, 1.0, 4.0], now=0.0)
+    assert [(v.end_unix_nano, float(np.expm1(v.x[2]))) for v in done] == [(10, 50.0)]
+    assert sv.skipped_points == 2  # noqa: PLR2004
+    # A point for the finished window (0, 10] is ignored; the same request's points of
+    # newer windows are not.
+    done = sv.add([calls, calls, p95, web_calls], [30, 10, 30, 30], [4.0, 9.0, 70.0, 1.0],
+                  now=1.0)
+    assert [(v.end_unix_nano, round(float(v.x[0]), 3)) for v in done] == [(20, 1.609)]
+    assert sv.skipped_points == 3  # noqa: PLR2004
+    done = sv.add([calls, p95], [50, 50], [4.0, 80.0], now=2.0)
+    assert [(v.end_unix_nano, float(np.expm1(v.x[2]))) for v in done] == [(30, 70.0)]
