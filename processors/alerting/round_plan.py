@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.slot_order import rows_by_slot
 from otel_anomaly.processors.compiled import kernel
 
 
@@ -13,8 +14,7 @@ def _round_keys(rules: NDArray[np.int64], slots: NDArray[np.int64], order: NDArr
                 key: NDArray[np.int64]) -> bool:
     """Each row's round key (rule, then occurrence rank of its slot); False: batch order.
 
-    ``order`` sorts ``slots`` stably. Sorting stays numpy's (its stable sort is fast on the
-    nearly sorted batches of a backtest); the steps around it are one pass each here.
+    ``order`` holds the rows slot by slot, each slot's in batch order (``rows_by_slot``).
     """
     n = len(slots)
     first_rule = rules[0]
@@ -35,6 +35,19 @@ def _round_keys(rules: NDArray[np.int64], slots: NDArray[np.int64], order: NDArr
         for i in range(n):
             key[i] += rules[i] * (top + 1)
     return True
+
+
+@kernel
+def _by_key(key: NDArray[np.int64], perm: NDArray[np.int64]) -> None:
+    """``perm``: the rows sorted stably by ``key`` (small non-negative ints: counted)."""
+    counts = np.zeros(key.max() + 2, np.int64)
+    for i in range(len(key)):
+        counts[key[i] + 1] += 1
+    for k in range(1, len(counts)):
+        counts[k] += counts[k - 1]
+    for i in range(len(key)):
+        perm[counts[key[i]]] = i
+        counts[key[i]] += 1
 
 
 @kernel
@@ -74,9 +87,12 @@ def plan_rounds(
         return None, [0], []
     rules64, slots64 = np.asarray(rules, np.int64), np.asarray(slots, np.int64)
     key = np.empty(n, np.int64)
-    if not _round_keys(rules64, slots64, np.argsort(slots64, kind="stable"), key):
+    order = np.empty(n, np.int64)
+    rows_by_slot(slots64, order)
+    if not _round_keys(rules64, slots64, order, key):
         return None, [0, n], [int(rules[0])]
-    perm = np.argsort(key, kind="stable")
+    perm = np.empty(n, np.int64)
+    _by_key(key, perm)
     bounds = np.empty(n + 1, np.int64)
     round_rules = np.empty(n, np.int64)
     rounds = _round_bounds(rules64, key, perm, bounds, round_rules)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from otel_anomaly.processors.alerting.slot_order import rows_by_slot
 from otel_anomaly.processors.compiled import kernel
 
 UP, DOWN, BOTH = 1, -1, 0
@@ -48,8 +49,9 @@ def sample_rows(
         return None
     keep = np.empty(n, np.bool_)
     learned = np.empty(n, np.bool_)
-    if not _sample(slots, values, limits, sides, np.argsort(slots, kind="stable"), keep,
-                   learned):
+    order = np.empty(n, np.int64)
+    rows_by_slot(np.asarray(slots, np.int64), order)
+    if not _sample(slots, values, limits, sides, order, keep, learned):
         return None
     rows = np.flatnonzero(keep)
     return rows, learned[rows]
@@ -58,7 +60,7 @@ def sample_rows(
 @kernel
 def _sample(slots: Any, values: Any, limits: Any, sides: Any, order: Any, keep: Any,
             learned: Any) -> bool:
-    """``sample_rows``' marks, one pass over the rows grouped by slot (``order``).
+    """``sample_rows``' marks, one pass over the rows grouped by slot (``rows_by_slot``).
 
     ``learned`` (the even spread) and ``keep`` (the spread and the extremes); False when
     no slot is over its cap. Within a slot, rows keep their arrival order: the spread

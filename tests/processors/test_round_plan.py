@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_anomaly.processors.alerting.round_plan import plan_rounds
+from otel_anomaly.processors.alerting.slot_order import rows_by_slot
 
 
 def reference(rules: list[int], slots: list[int]) -> tuple[list[int] | None, list[int],
@@ -40,3 +41,14 @@ def test_rounds_are_the_plain_sort(rows: list[tuple[int, int]]) -> None:
 
 def test_an_empty_batch_has_no_rounds() -> None:
     assert plan_rounds(np.zeros(0, np.intp), np.zeros(0, np.intp)) == (None, [0], [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2, 7, 16, 1024, 65_536, 2**40 + 3, 2**62]), max_size=60))
+def test_rows_by_slot_groups_each_slots_rows_in_batch_order(slots: list[int]) -> None:
+    """Slots in order of their first row (slots that share hash bits included)."""
+    order = np.empty(len(slots), np.int64)
+    groups = rows_by_slot(np.array(slots, np.int64), order)
+    firsts = list(dict.fromkeys(slots))
+    assert groups == len(firsts)
+    assert order.tolist() == [i for slot in firsts for i, s in enumerate(slots) if s == slot]
