@@ -1,4 +1,7 @@
-"""How a scored batch is cut into rounds, so a batch scores exactly like its rows one by one."""
+"""How a scored batch is cut into rounds, so a batch scores exactly like its rows one by one.
+
+``scan_stretches`` then says which runs of those rounds are scanned.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.slot_order import rows_by_slot
 from otel_anomaly.processors.compiled import kernel
+
+NO_SCAN, ROW_SCAN, EWMA_SCAN = 0, 1, 2
+"""How a rule's quiet rows may be scanned: not at all, ``row_scan``, ``ewma_scan``."""
 
 
 @kernel
@@ -66,7 +72,7 @@ def _round_bounds(rules: NDArray[np.int64], key: NDArray[np.int64], perm: NDArra
 
 def plan_rounds(
     rules: NDArray[np.intp], slots: NDArray[np.intp]
-) -> tuple[NDArray[np.intp] | None, list[int], list[int]]:
+) -> tuple[NDArray[np.intp] | None, NDArray[np.int64], NDArray[np.int64]]:
     """Plan a batch's rounds: a row order, round boundaries in it, and each round's rule.
 
     Rounds go by rule, then by occurrence rank (a slot's ``r``-th row is in its rule's
@@ -77,23 +83,59 @@ def plan_rounds(
     Examples
     --------
     >>> perm, bounds, rules = plan_rounds(np.array([1, 0, 1, 1, 0]), np.array([3, 1, 3, 3, 2]))
-    >>> [(rule, perm[a:b].tolist()) for rule, a, b in zip(rules, bounds, bounds[1:])]
+    >>> [(int(rule), perm[a:b].tolist()) for rule, a, b in zip(rules, bounds, bounds[1:])]
     [(0, [1, 4]), (1, [0]), (1, [2]), (1, [3])]
-    >>> plan_rounds(np.array([0, 0]), np.array([5, 2]))
+    >>> perm, bounds, rules = plan_rounds(np.array([0, 0]), np.array([5, 2]))
+    >>> perm, bounds.tolist(), rules.tolist()
     (None, [0, 2], [0])
     """
     n = len(slots)
     if n == 0:
-        return None, [0], []
+        return None, np.zeros(1, np.int64), np.zeros(0, np.int64)
     rules64, slots64 = np.asarray(rules, np.int64), np.asarray(slots, np.int64)
     key = np.empty(n, np.int64)
     order = np.empty(n, np.int64)
     rows_by_slot(slots64, order)
     if not _round_keys(rules64, slots64, order, key):
-        return None, [0, n], [int(rules[0])]
+        return None, np.array([0, n], np.int64), rules64[:1].copy()
     perm = np.empty(n, np.int64)
     _by_key(key, perm)
     bounds = np.empty(n + 1, np.int64)
     round_rules = np.empty(n, np.int64)
     rounds = _round_bounds(rules64, key, perm, bounds, round_rules)
-    return perm, bounds[:rounds + 1].tolist(), round_rules[:rounds].tolist()
+    return perm, bounds[:rounds + 1], round_rules[:rounds]
+
+
+@kernel
+def scan_stretches(  # noqa: PLR0913 -- the plan, the rules' kinds and the rows' exposures
+    round_rules: NDArray[np.int64], bounds: NDArray[np.int64], kind_of_rule: NDArray[np.int8],
+    counts: NDArray[np.float64], sampled: bool, scan_rows: int, out: NDArray[np.int64],
+) -> int:
+    """The rounds as stretches ``(rule, first row, end row, scanned)`` in ``out``; how many.
+
+    A round is scannable when its rule's rows scan with ``ewma_scan`` and none of them has
+    an exposure (a non-NaN count; ``counts`` is empty when no row has one), or with
+    ``row_scan``, the request is not ``sampled`` and the round has at most ``scan_rows``
+    rows. Consecutive scannable rounds of one rule are one stretch; any other round is
+    its own.
+    """
+    m = 0
+    for r in range(len(round_rules)):
+        rule, a, b = round_rules[r], bounds[r], bounds[r + 1]
+        kind = kind_of_rule[rule]
+        scan = False
+        if kind == EWMA_SCAN:
+            scan = True
+            if len(counts):
+                for i in range(a, b):
+                    if not np.isnan(counts[i]):
+                        scan = False
+                        break
+        elif kind == ROW_SCAN:
+            scan = not sampled and b - a <= scan_rows
+        if scan and m > 0 and out[m - 1, 3] == 1 and out[m - 1, 0] == rule:
+            out[m - 1, 2] = b
+        else:
+            out[m, 0], out[m, 1], out[m, 2], out[m, 3] = rule, a, b, scan
+            m += 1
+    return m

@@ -34,7 +34,13 @@ from otel_anomaly.processors.alerting.lessons import (
     held_rows,
     pending_rows,
 )
-from otel_anomaly.processors.alerting.round_plan import plan_rounds
+from otel_anomaly.processors.alerting.round_plan import (
+    EWMA_SCAN,
+    NO_SCAN,
+    ROW_SCAN,
+    plan_rounds,
+    scan_stretches,
+)
 from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
 from otel_anomaly.processors.alerting.row_scan import (
     rounds_learned,
@@ -64,7 +70,7 @@ against not: 8 series 388,000 against 92,000 (when a scanned row cost 3 us); 48 
 397,000 against 341,000; 56 series 513,000-521,000 against 409,000-418,000; 64 series
 382,000-387,000 against 397,000-400,000; 96 series 467,000 against 539,000."""
 _ROUTE_CACHE_SIZE = 4096
-_NO_SCAN, _ROWS, _EWMA = 0, 1, 2  # how a rule's quiet rows are scanned
+_NO_COUNTS = np.zeros(0, np.float64)  # ``scan_stretches``: no row has an exposure
 _NO_TEACHING = np.zeros(0, np.bool_)  # ``scan_ewma_rows``: every row teaches
 
 
@@ -115,11 +121,11 @@ class Scorer:
         # Per rule: its cap on a series' points per request, and its alert's side.
         self._caps = np.array([rule.max_points_per_request for rule in self.rules], np.intp)
         self._sides = np.array([_SIDES[rule.alert.direction] for rule in self.rules], np.int8)
-        # Per rule: how its quiet rows may be scanned: _ROWS (``row_scan``), _EWMA
-        # (``ewma_scan``) or not at all (_NO_SCAN).
+        # Per rule: how its quiet rows may be scanned: ROW_SCAN (``row_scan``), EWMA_SCAN
+        # (``ewma_scan``) or not at all (NO_SCAN).
         self._scan_kind = np.array([
-            _ROWS if scannable(detector, calibrator, rule.alert) else
-            _EWMA if ewma_scannable(detector, calibrator, rule.alert) else _NO_SCAN
+            ROW_SCAN if scannable(detector, calibrator, rule.alert) else
+            EWMA_SCAN if ewma_scannable(detector, calibrator, rule.alert) else NO_SCAN
             for detector, calibrator, rule in zip(self.detectors, self.calibrators, self.rules,
                                                   strict=True)], np.int8)
 
@@ -310,49 +316,28 @@ class Scorer:
                             upper, score, flag)
         return scores, events
 
-    def _segments(self, round_rules: list[int], bounds: list[int], rounds: _Rounds,
-                  ) -> list[tuple[int, int, int, bool]]:
+    def _segments(self, round_rules: NDArray[np.int64], bounds: NDArray[np.int64],
+                  rounds: _Rounds) -> list[tuple[int, int, int, bool]]:
         """The rounds as ``(rule, first row, end row, scanned)``.
 
         Consecutive scannable rounds of one rule are one scanned stretch (a rule's rounds
         are contiguous, and rows of one slot come in order in them, so its rows can be
         taken one by one); any other round is its own. Scannable: a ``row_scan`` rule's
         rounds of at most ``SCAN_ROWS`` rows, without row sampling; an ``ewma_scan`` rule's
-        rounds of any size whose rows carry no exposure. Nothing is scanned with deploy
-        grace, feedback, level offsets or a restored anomaly awaiting its announcement.
+        rounds of any size whose rows carry no exposure (``round_plan.scan_stretches``).
+        Nothing is scanned with deploy grace, feedback, level offsets or a restored anomaly
+        awaiting its announcement.
         """
-        unscanned = [(r, a, b, False) for r, a, b in zip(round_rules, bounds[:-1], bounds[1:],
-                                                          strict=True)]
         if (rounds.grace is not None or self.offsets.active or self.hysteresis.announcing
                 or (self.feedback is not None and self.feedback.active)):
-            return unscanned
-        if len(round_rules) == 1:  # a live request of one rule: no arrays to build
-            rule, kind = round_rules[0], self._scan_kind[round_rules[0]]
-            scan = bool(kind == _EWMA and self._unexposed(rounds, np.asarray(bounds))[0]) or bool(
-                kind == _ROWS and rounds.learned is None and bounds[1] - bounds[0] <= SCAN_ROWS)
-            return [(rule, bounds[0], bounds[1], scan)]
-        kinds = self._scan_kind[round_rules]
-        if not kinds.any():
-            return unscanned
-        rules, edges = np.asarray(round_rules), np.asarray(bounds)
-        scanned = (kinds == _EWMA) & self._unexposed(rounds, edges)
-        if rounds.learned is None:
-            scanned |= (kinds == _ROWS) & (np.diff(edges) <= SCAN_ROWS)
-        starts = np.flatnonzero(np.r_[True, (rules[1:] != rules[:-1]) | ~scanned[1:]
-                                      | ~scanned[:-1]])
-        ends = np.r_[starts[1:], len(rules)]
-        return list(zip(rules[starts].tolist(), edges[starts].tolist(), edges[ends].tolist(),
-                        scanned[starts].tolist(), strict=True))
-
-    @staticmethod
-    def _unexposed(rounds: _Rounds, edges: NDArray[np.intp]) -> NDArray[np.bool_]:
-        """Per round, whether none of its rows has an exposure (``exposures``: NaN counts)."""
+            return [(r, a, b, False) for r, a, b in zip(
+                round_rules.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
         counts = rounds.ordered.counts
-        if counts is None:
-            return np.ones(len(edges) - 1, np.bool_)
-        exposed = np.r_[0, np.cumsum(~np.isnan(counts))][edges]
-        out: NDArray[np.bool_] = np.diff(exposed) == 0
-        return out
+        out = np.empty((len(round_rules), 4), np.int64)
+        m = scan_stretches(round_rules, bounds, self._scan_kind,
+                           _NO_COUNTS if counts is None else counts, rounds.learned is not None,
+                           SCAN_ROWS, out)
+        return [(r, a, b, scan == 1) for r, a, b, scan in out[:m].tolist()]
 
     def _round(self, rule_index: int, rounds: _Rounds, a: int, b: int) -> list[AnomalyEvent]:
         """Score and learn rows ``a`` to ``b`` of ``rounds`` (distinct slots); their events."""
@@ -381,7 +366,7 @@ class Scorer:
         ordered = rounds.ordered
         slots, ts, values = ordered.slots, ordered.ts_unix_nano, ordered.values
         local = self._per_slot.local[slots].astype(np.intp)
-        ewma = self._scan_kind[rule_index] == _EWMA
+        ewma = self._scan_kind[rule_index] == EWMA_SCAN
         # The rows' exposures (``row_scan``), or the rows a request's sample teaches.
         rows = ((_NO_TEACHING if rounds.learned is None else rounds.learned) if ewma
                 else exposures(self.detectors[rule_index], ordered))
@@ -414,7 +399,7 @@ class Scorer:
                    ) -> tuple[Any, ...]:
         """The scan's arguments after its age column, rows made for every row's slot."""
         policy = self.rules[rule_index].alert
-        make = ewma_scan_args if self._scan_kind[rule_index] == _EWMA else scan_args
+        make = ewma_scan_args if self._scan_kind[rule_index] == EWMA_SCAN else scan_args
         return make(self.detectors[rule_index], self.calibrators[rule_index], self.held,
                     self.hysteresis, policy, slots, local)
 
