@@ -57,6 +57,44 @@ def sample_rows(
     return rows, learned[rows]
 
 
+def sample_by_rule(  # noqa: PLR0913 -- the rows, and per slot and per rule what caps them
+    slots: NDArray[np.intp], values: NDArray[np.float64], rule_of: NDArray[np.int16],
+    age: NDArray[np.uint8], caps: NDArray[np.intp], sides: NDArray[np.int8], young: int,
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
+    """``sample_rows`` with each row's cap and side its slot's rule's, in one compiled pass.
+
+    ``rule_of`` and ``age`` are per slot, ``caps`` and ``sides`` per rule. A capped slot
+    younger than ``young`` points keeps up to the points it still needs, if that is more.
+    """
+    n = len(slots)
+    if n < 2:  # noqa: PLR2004 -- one row is never over a cap
+        return None
+    keep = np.empty(n, np.bool_)
+    learned = np.empty(n, np.bool_)
+    if not _sample_by_rule(np.asarray(slots, np.int64), values, rule_of, age, caps, sides,
+                           young, keep, learned):
+        return None
+    rows = np.flatnonzero(keep)
+    return rows, learned[rows]
+
+
+@kernel
+def _sample_by_rule(slots: Any, values: Any, rule_of: Any, age: Any, caps: Any, sides: Any,
+                    young: int, keep: Any, learned: Any) -> bool:
+    """``sample_by_rule``'s marks: each row's cap and side, then ``_sample``."""
+    n = len(slots)
+    limits = np.empty(n, np.int64)
+    row_sides = np.empty(n, np.int8)
+    for i in range(n):
+        rule = rule_of[slots[i]]
+        cap = caps[rule]
+        limits[i] = max(cap, young - np.int64(age[slots[i]])) if cap > 0 else 0
+        row_sides[i] = sides[rule]
+    order = np.empty(n, np.int64)
+    rows_by_slot(slots, order)
+    return _sample(slots, values, limits, row_sides, order, keep, learned)
+
+
 @kernel
 def _sample(slots: Any, values: Any, limits: Any, sides: Any, order: Any, keep: Any,
             learned: Any) -> bool:

@@ -41,7 +41,7 @@ from otel_anomaly.processors.alerting.round_plan import (
     plan_rounds,
     scan_stretches,
 )
-from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
+from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_by_rule
 from otel_anomaly.processors.alerting.row_scan import (
     rounds_learned,
     scan_args,
@@ -121,6 +121,7 @@ class Scorer:
         # Per rule: its cap on a series' points per request, and its alert's side.
         self._caps = np.array([rule.max_points_per_request for rule in self.rules], np.intp)
         self._sides = np.array([_SIDES[rule.alert.direction] for rule in self.rules], np.int8)
+        self._capped = bool(self._caps.any())
         # Per rule: how its quiet rows may be scanned: ROW_SCAN (``row_scan``), EWMA_SCAN
         # (``ewma_scan``) or not at all (NO_SCAN).
         self._scan_kind = np.array([
@@ -266,14 +267,10 @@ class Scorer:
         (``young_series``) scores up to the points it still needs to come of age instead:
         a new operation's baseline then matures in one busy request, not in several.
         """
-        if not self._caps.any() or not len(slots):
+        if not self._capped:
             return None
-        rules = self._per_slot.rule_of[slots]
-        caps = self._caps[rules]
-        if caps.any():
-            missing = YOUNG_POINTS - self._per_slot.age[slots].astype(np.intp)
-            caps = np.where(caps > 0, np.maximum(caps, missing), 0)
-        return sample_rows(slots, values, caps, self._sides[rules])
+        return sample_by_rule(slots, values, self._per_slot.rule_of, self._per_slot.age,
+                              self._caps, self._sides, YOUNG_POINTS)
 
     def run(  # noqa: PLR0913 -- the batch, its keys and exemplars, and two row masks
         self,

@@ -11,7 +11,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
+from otel_anomaly.processors.alerting.row_sampling import (
+    BOTH,
+    DOWN,
+    UP,
+    sample_by_rule,
+    sample_rows,
+)
 from otel_anomaly.processors.alerting.scorer import Scorer
 from otel_anomaly.processors.alerting.young_series import YOUNG_POINTS
 from otel_anomaly.processors.engine import Engine
@@ -216,6 +222,31 @@ def test_sample_rows_kernel_equals_the_numpy_sorts(
     sides = np.array(side_of, np.int8)[slots] if len(slots) else np.empty(0, np.int8)
     got = sample_rows(slots, values, limits, sides)
     want = _numpy_sample_rows(slots, values, limits, sides)
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert got[0].tolist() == want[0].tolist()
+        assert got[1].tolist() == want[1].tolist()
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([1.0, 2.0, 5.0, np.nan])),
+                max_size=40),
+       st.lists(st.integers(0, 2), min_size=6, max_size=6),
+       st.lists(st.integers(0, 12), min_size=6, max_size=6),
+       st.lists(st.integers(0, 3), min_size=3, max_size=3),
+       st.lists(st.sampled_from([UP, DOWN, BOTH]), min_size=3, max_size=3))
+def test_sample_by_rule_is_sample_rows_with_its_rules_caps(
+        rows: list[tuple[int, float]], rule_of: list[int], age: list[int], caps: list[int],
+        sides: list[int]) -> None:
+    """Caps and sides by each slot's rule; a young slot's cap raised to the points it needs
+    (``young`` 8 here), as ``Scorer.sample`` computed them with numpy before."""
+    slots = np.array([s for s, _ in rows], np.intp)
+    values = np.array([v for _, v in rows], np.float64)
+    rules, ages = np.array(rule_of, np.int16), np.array(age, np.uint8)
+    rule_caps, rule_sides = np.array(caps, np.intp), np.array(sides, np.int8)
+    got = sample_by_rule(slots, values, rules, ages, rule_caps, rule_sides, 8)
+    limits = rule_caps[rules[slots]]
+    limits = np.where(limits > 0, np.maximum(limits, 8 - ages[slots].astype(np.intp)), 0)
+    want = sample_rows(slots, values, limits, rule_sides[rules[slots]])
     assert (got is None) == (want is None)
     if got is not None and want is not None:
         assert got[0].tolist() == want[0].tolist()
