@@ -25,53 +25,34 @@ UP, DOWN, BOTH = 1, -1, 0
 """The side of a rule's alert, as ``sample_rows`` takes it (``AlertPolicy.direction``)."""
 
 
-def sample_rows(
-    slots: NDArray[np.intp], values: NDArray[np.float64], limits: NDArray[np.intp],
-    sides: NDArray[np.int8],
-) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
-    """The rows to score, in batch order, and which of them are learned; None: every row.
-
-    ``limits`` and ``sides`` are per row (its rule's cap, 0 for none, and its alert side).
-    A slot with more rows than its cap keeps ``cap`` of them evenly spread, learned, and
-    its largest (``UP``), smallest (``DOWN``) or both (``BOTH``) values, scored only
-    unless they are in the spread.
-
-    Examples
-    --------
-    >>> rows, learned = sample_rows(np.array([7, 7, 7, 7, 7, 3]),
-    ...                             np.array([1.0, 9.0, 2.0, 3.0, 4.0, 5.0]),
-    ...                             np.array([2, 2, 2, 2, 2, 2]), np.full(6, UP, np.int8))
-    >>> rows.tolist(), learned.tolist()
-    ([0, 1, 3, 5], [True, False, True, True])
-    """
-    n = len(slots)
-    if n < 2 or not np.count_nonzero(limits > 0):
-        return None
-    keep = np.empty(n, np.bool_)
-    learned = np.empty(n, np.bool_)
-    order = np.empty(n, np.int64)
-    rows_by_slot(np.asarray(slots, np.int64), order)
-    if not _sample(slots, values, limits, sides, order, keep, learned):
-        return None
-    rows = np.flatnonzero(keep)
-    return rows, learned[rows]
-
-
-def sample_by_rule(  # noqa: PLR0913 -- the rows, and per slot and per rule what caps them
+def sample_rows(  # noqa: PLR0913 -- the rows, and per slot and per rule what caps them
     slots: NDArray[np.intp], values: NDArray[np.float64], rule_of: NDArray[np.int16],
     age: NDArray[np.uint8], caps: NDArray[np.intp], sides: NDArray[np.int8], young: int,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
-    """``sample_rows`` with each row's cap and side its slot's rule's, in one compiled pass.
+    """The rows to score, in batch order, and which of them are learned; None: every row.
 
-    ``rule_of`` and ``age`` are per slot, ``caps`` and ``sides`` per rule. A capped slot
-    younger than ``young`` points keeps up to the points it still needs, if that is more.
+    ``rule_of`` and ``age`` are per slot, ``caps`` (0 for none) and ``sides`` (the alert's
+    side) per rule. A slot with more rows than its rule's cap keeps ``cap`` of them evenly
+    spread, learned, and its largest (``UP``), smallest (``DOWN``) or both (``BOTH``)
+    values, scored only unless they are in the spread. A capped slot younger than
+    ``young`` points keeps up to the points it still needs, if that is more. One
+    compiled call.
+
+    Examples
+    --------
+    >>> rule_of, age = np.array([0, 0, 0, 0, 0, 0, 0, 0], np.int16), np.zeros(8, np.uint8)
+    >>> rows, learned = sample_rows(np.array([7, 7, 7, 7, 7, 3]),
+    ...                             np.array([1.0, 9.0, 2.0, 3.0, 4.0, 5.0]), rule_of, age,
+    ...                             np.array([2]), np.array([UP], np.int8), young=0)
+    >>> rows.tolist(), learned.tolist()
+    ([0, 1, 3, 5], [True, False, True, True])
     """
     n = len(slots)
     if n < 2:  # noqa: PLR2004 -- one row is never over a cap
         return None
     keep = np.empty(n, np.bool_)
     learned = np.empty(n, np.bool_)
-    if not _sample_by_rule(np.asarray(slots, np.int64), values, rule_of, age, caps, sides,
+    if not _capped_marks(np.asarray(slots, np.int64), values, rule_of, age, caps, sides,
                            young, keep, learned):
         return None
     rows = np.flatnonzero(keep)
@@ -79,9 +60,9 @@ def sample_by_rule(  # noqa: PLR0913 -- the rows, and per slot and per rule what
 
 
 @kernel
-def _sample_by_rule(slots: Any, values: Any, rule_of: Any, age: Any, caps: Any, sides: Any,
+def _capped_marks(slots: Any, values: Any, rule_of: Any, age: Any, caps: Any, sides: Any,
                     young: int, keep: Any, learned: Any) -> bool:
-    """``sample_by_rule``'s marks: each row's cap and side, then ``_sample``."""
+    """``sample_rows``' marks: each row's cap and side, then ``_sample``."""
     n = len(slots)
     limits = np.empty(n, np.int64)
     row_sides = np.empty(n, np.int8)

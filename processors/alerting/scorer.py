@@ -41,7 +41,7 @@ from otel_anomaly.processors.alerting.round_plan import (
     plan_rounds,
     scan_stretches,
 )
-from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_by_rule
+from otel_anomaly.processors.alerting.row_sampling import BOTH, DOWN, UP, sample_rows
 from otel_anomaly.processors.alerting.row_scan import (
     rounds_learned,
     scan_args,
@@ -269,7 +269,7 @@ class Scorer:
         """
         if not self._capped:
             return None
-        return sample_by_rule(slots, values, self._per_slot.rule_of, self._per_slot.age,
+        return sample_rows(slots, values, self._per_slot.rule_of, self._per_slot.age,
                               self._caps, self._sides, YOUNG_POINTS)
 
     def run(  # noqa: PLR0913 -- the batch, its keys and exemplars, and two row masks

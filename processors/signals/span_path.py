@@ -77,6 +77,7 @@ class _Scanned:
     def __init__(self, data: bytes, spans: NDArray[np.int64], times: NDArray[np.uint64],
                  latest: int) -> None:
         self.data = data
+        self.buffer = np.frombuffer(data, np.uint8)
         self.groups = spans[:, S_GROUP]
         self.ends = times[:, T_END]
         n = len(spans)
@@ -90,8 +91,7 @@ class _Scanned:
         self.duration_ms, self.errors, self.ids = duration_ms[:kept], errors[:kept], ids[:kept]
         self.op_of = np.empty(kept, np.int64)
         first_row = np.empty(kept, np.int64)
-        n_ops = operations(np.frombuffer(data, np.uint8), spans, self.rows, self.op_of,
-                           first_row)
+        n_ops = operations(self.buffer, spans, self.rows, self.op_of, first_row)
         self.first_row = first_row[:n_ops]
         self.spans = spans
 
@@ -215,12 +215,11 @@ class SpanPath:
 
     def _operation_names(self, scanned: _Scanned) -> bytes:
         """The request's operations as one key (``traces_wire.operation_names``)."""
-        n = operation_names(np.frombuffer(scanned.data, np.uint8), scanned.spans,
-                            scanned.first_row, self._names)
+        n = operation_names(scanned.buffer, scanned.spans, scanned.first_row, self._names)
         if n < 0:
             self._names = np.empty(max(-n, 2 * len(self._names)), np.uint8)
-            n = operation_names(np.frombuffer(scanned.data, np.uint8), scanned.spans,
-                                scanned.first_row, self._names)
+            n = operation_names(scanned.buffer, scanned.spans, scanned.first_row,
+                                self._names)
         names = self._names[:n].tobytes()
         if len(self._names) > _MAX_KEY_BYTES:  # a large request's buffer is not kept
             self._names = np.empty(4096, np.uint8)

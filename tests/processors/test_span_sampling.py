@@ -15,7 +15,6 @@ from otel_anomaly.processors.alerting.row_sampling import (
     BOTH,
     DOWN,
     UP,
-    sample_by_rule,
     sample_rows,
 )
 from otel_anomaly.processors.alerting.scorer import Scorer
@@ -123,10 +122,19 @@ def test_a_row_scored_but_not_learned_leaves_the_detector_and_calibrator_unchang
     assert (_detector_state(scorer, rule) == before) is not learned
 
 
+def _sample_per_slot(slots: NDArray[np.intp], values: NDArray[np.float64],
+                     caps: list[int], sides: list[int]
+                     ) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
+    """``sample_rows`` with each slot its own rule (cap and side), none of them young."""
+    rule_of = np.arange(len(caps), dtype=np.int16)
+    return sample_rows(slots, values, rule_of, np.zeros(len(caps), np.uint8),
+                       np.array(caps, np.intp), np.array(sides, np.int8), young=0)
+
+
 def test_sample_rows_example_per_side() -> None:
     slots = np.array([5, 5, 5, 5, 5, 5])
     values = np.array([3.0, 1.0, 9.0, 4.0, 0.5, 2.0])
-    picks = {side: sample_rows(slots, values, np.full(6, 2), np.full(6, side, np.int8))
+    picks = {side: _sample_per_slot(slots, values, [2] * 6, [side] * 6)
              for side in (UP, DOWN, BOTH)}
     # The even sample of 6 rows by 2 is ranks 0 and 3; the extremes are rows 2 (9) and 4.
     got = {side: (None if p is None else (p[0].tolist(), p[1].tolist()))
@@ -143,9 +151,7 @@ def test_sample_rows_keeps_a_cap_per_slot_and_its_extreme(
         rows: list[tuple[int, float]], caps: list[int], side: int) -> None:
     slots = np.array([s for s, _ in rows], np.intp)
     values = np.array([v for _, v in rows], np.float64)
-    cap_of: NDArray[np.intp] = np.array(caps, np.intp)
-    limits = cap_of[slots] if len(slots) else np.empty(0, np.intp)
-    picked = sample_rows(slots, values, limits, np.full(len(slots), side, np.int8))
+    picked = _sample_per_slot(slots, values, caps, [side] * len(caps))
     if picked is None:  # every row scored: no slot was over its cap
         for s in set(slots.tolist()):
             assert caps[s] == 0 or np.count_nonzero(slots == s) <= caps[s]
@@ -220,7 +226,7 @@ def test_sample_rows_kernel_equals_the_numpy_sorts(
     values = np.array([v for _, v in rows], np.float64)
     limits = np.array(caps, np.intp)[slots] if len(slots) else np.empty(0, np.intp)
     sides = np.array(side_of, np.int8)[slots] if len(slots) else np.empty(0, np.int8)
-    got = sample_rows(slots, values, limits, sides)
+    got = _sample_per_slot(slots, values, caps, side_of)
     want = _numpy_sample_rows(slots, values, limits, sides)
     assert (got is None) == (want is None)
     if got is not None and want is not None:
@@ -234,7 +240,7 @@ def test_sample_rows_kernel_equals_the_numpy_sorts(
        st.lists(st.integers(0, 12), min_size=6, max_size=6),
        st.lists(st.integers(0, 3), min_size=3, max_size=3),
        st.lists(st.sampled_from([UP, DOWN, BOTH]), min_size=3, max_size=3))
-def test_sample_by_rule_is_sample_rows_with_its_rules_caps(
+def test_sample_rows_takes_caps_and_sides_by_rule_and_raises_young_caps(
         rows: list[tuple[int, float]], rule_of: list[int], age: list[int], caps: list[int],
         sides: list[int]) -> None:
     """Caps and sides by each slot's rule; a young slot's cap raised to the points it needs
@@ -243,10 +249,10 @@ def test_sample_by_rule_is_sample_rows_with_its_rules_caps(
     values = np.array([v for _, v in rows], np.float64)
     rules, ages = np.array(rule_of, np.int16), np.array(age, np.uint8)
     rule_caps, rule_sides = np.array(caps, np.intp), np.array(sides, np.int8)
-    got = sample_by_rule(slots, values, rules, ages, rule_caps, rule_sides, 8)
+    got = sample_rows(slots, values, rules, ages, rule_caps, rule_sides, 8)
     limits = rule_caps[rules[slots]]
     limits = np.where(limits > 0, np.maximum(limits, 8 - ages[slots].astype(np.intp)), 0)
-    want = sample_rows(slots, values, limits, rule_sides[rules[slots]])
+    want = _numpy_sample_rows(slots, values, limits, rule_sides[rules[slots]])
     assert (got is None) == (want is None)
     if got is not None and want is not None:
         assert got[0].tolist() == want[0].tolist()
