@@ -146,6 +146,8 @@ class SpanPath:
         self._names = np.empty(4096, np.uint8)
         self._request_labels: dict[bytes, list[Labels]] = {}
         self._request_slots: dict[tuple[bytes, tuple[Labels, ...]], NDArray[np.intp]] = {}
+        self._request_groups: dict[tuple[bytes, int],
+                                   tuple[Labels, list[tuple[Labels, Labels]]]] = {}
         self._slots_generation = index.generation  # the index's, when those slots were found
 
     def extract(
@@ -173,7 +175,7 @@ class SpanPath:
         for reason, n in scanned.rejected.items():
             result.reject(reason, n)
         result.accepted += len(scanned.rows)
-        operations = self._count(request, scanned, labels, out, result, now, latest)
+        operations = self._count(request, scanned, names, labels, out, result, now, latest)
         slots = (self._outlier_slots(scanned, names, operations, out)
                  if operations is not None else None)
         extractor = self.extractor
@@ -225,13 +227,31 @@ class SpanPath:
             self._names = np.empty(4096, np.uint8)
         return names
 
+    def _window_groups(self, names: bytes, g: int, service: Labels, operations: list[Labels],
+                       ) -> list[tuple[Labels, Labels]]:
+        """Resource group ``g``'s window groups: an earlier request's list, if it had them.
+
+        The same operations and service are the same list object, which the windows know
+        (``_OpenWindow.numbers``).
+        """
+        known = self._request_groups.get((names, g))
+        if known is not None and known[0] == service:
+            return known[1]
+        groups = self.extractor.window_groups(service, operations)
+        if len(names) <= _MAX_KEY_BYTES:
+            if len(self._request_groups) >= _KNOWN_REQUESTS:
+                self._request_groups.clear()
+            self._request_groups[names, g] = (service, groups)
+        return groups
+
     def _count(
-        self, request: ExportTraceServiceRequest, scanned: _Scanned, labels: list[Labels],
-        out: Observations, result: IngestResult, now: float, latest: int,
+        self, request: ExportTraceServiceRequest, scanned: _Scanned, names: bytes,
+        labels: list[Labels], out: Observations, result: IngestResult, now: float, latest: int,
     ) -> list[tuple[Labels, list[Labels]]] | None:
         """Count each resource's spans into windows, as the walk; its service and operations.
 
-        Returns None when span outliers are off.
+        ``names``: the request's operations (``_operation_names``). Returns None when span
+        outliers are off.
         """
         extractor = self.extractor
         n_groups = len(request.resource_spans)
@@ -248,7 +268,8 @@ class SpanPath:
             if lo < hi:
                 first, last = op_bounds[g], op_bounds[g + 1]
                 extractor.count_into_windows(
-                    service, resource, labels[first:last],
+                    service, resource,
+                    self._window_groups(names, g, service, labels[first:last]),
                     (scanned.op_of[lo:hi] - first).astype(np.intp), scanned.end_ns[lo:hi],
                     scanned.errors[lo:hi], scanned.duration_ms[lo:hi], result)
                 if extractor.span_outliers:

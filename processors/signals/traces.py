@@ -165,27 +165,33 @@ class TracesExtractor:
         operations = [operation_labels(kind, name) for kind, name in ids]
         errors = np.fromiter((s.status.code == Status.STATUS_CODE_ERROR for s in kept),
                              np.bool_, len(kept))
-        self.count_into_windows(service, resource, operations, group_of, end_ns, errors,
-                                duration_ms, result)
+        self.count_into_windows(service, resource, self.window_groups(service, operations),
+                                group_of, end_ns, errors, duration_ms, result)
         if self.span_outliers:
             keys = self.outlier_keys(service, operations)
             out.extend([keys[g] for g in group_of.tolist()], end_ns.tolist(), duration_ms.tolist(),
                        [(bytes(s.trace_id), bytes(s.span_id)) for s in kept])
         return end_times
 
+    @staticmethod
+    def window_groups(service: Labels, operations: list[Labels]) -> list[tuple[Labels, Labels]]:
+        """The window group of each of a service's ``operations``."""
+        return [(service, operation) for operation in operations]
+
     def count_into_windows(
-        self, service: Labels, resource: Labels, operations: list[Labels],
+        self, service: Labels, resource: Labels, groups: list[tuple[Labels, Labels]],
         group_of: NDArray[np.intp], end_ns: NDArray[np.int64], errors: NDArray[np.bool_],
         duration_ms: NDArray[np.float64], result: IngestResult,
     ) -> None:
         """Count one resource's usable spans into their operations' windows; skip the late.
 
-        Span ``i`` is of ``operations[group_of[i]]``. Windows close per service, each
-        waiting for all of its instances (resources).
+        Span ``i`` is of ``groups[group_of[i]]`` (``window_groups``: the same list object
+        batch after batch spares the windows hashing its groups again). Windows close per
+        service, each waiting for all of its instances (resources).
         """
         counted = self.windows.add_many(
-            [(service, operation) for operation in operations], group_of, end_ns,
-            source=service, sender=resource, errors=errors, durations=duration_ms)
+            groups, group_of, end_ns, source=service, sender=resource, errors=errors,
+            durations=duration_ms)
         result.skip("late", len(counted) - int(np.count_nonzero(counted)))
 
     @staticmethod

@@ -114,8 +114,9 @@ def test_requests_known_from_earlier_ones_match_the_walk(
         twins.clock.advance(1.0)
     assert twins.compiled > 50 * 8
     assert twins.wire.spans is not None
-    kept = twins.wire.spans._request_labels  # noqa: SLF001 -- the bound itself
-    assert len(kept) == (1 if key_bytes > 8 else 0)  # noqa: PLR2004
+    spans = twins.wire.spans
+    kept = (spans._request_labels, spans._request_groups)  # noqa: SLF001 -- the bounds
+    assert [len(k) for k in kept] == [1 if key_bytes > 8 else 0] * 2  # noqa: PLR2004
 
 
 def test_new_operations_and_expired_series_go_by_key_then_by_slot() -> None:
