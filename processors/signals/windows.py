@@ -92,10 +92,12 @@ class _OpenWindow:
         timed_ids = np.concatenate([chunk_ids for chunk_ids, _ in timed])
         order = np.argsort(timed_ids, kind="stable")  # stable: each group's items in order
         durations = np.concatenate([d for _, d in timed])[order]
-        bounds = np.cumsum(np.bincount(timed_ids, minlength=n))[:-1]
+        ends = np.cumsum(np.bincount(timed_ids, minlength=n)).tolist()
         # Copies, not views: a quiet operation's durations wait in its quantile pool for
         # minutes, and a view would keep the whole window's durations alive with them.
-        return counts, errors.tolist(), [part.copy() for part in np.split(durations, bounds)]
+        # (Slices, not ``np.split``: its Python steps per part cost 2 us each.)
+        return counts, errors.tolist(), [durations[a:b].copy()
+                                         for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
     def cells(self) -> list[tuple[Hashable, int, int, list[float]]]:
         """``(group, count, errors, durations)`` per group, as ``state_dict`` saves them."""
