@@ -37,10 +37,11 @@ the clients saw.
   10 operations 777,660, 100 operations 611,901 (ratio 0.65); off 1,108,657 and 852,359.
   At 20d8475 (time checks, labels and round plans compiled, outlier slots kept): one
   operation 960,390 (ratio 0.995), 10 operations 869,425, 100 operations 679,475 (0.71);
-  off 1,256,360 and 971,290 (1.00). At cd1b8dc (a request's operations, their labels and
-  outlier slots known from an earlier request by one key; row sampling and scan planning
-  compiled): one operation 1,007,946 (1.048), 100 operations 742,843-750,889 (0.77-0.85;
-  89373ce alternated with it: 659,938-661,927, 0.69), CPU 1.29-1.31 s a million spans.
+  off 1,256,360 and 971,290 (1.00). At d4e8985 (a request's operations, their labels,
+  outlier slots and window groups known from an earlier request by one key; row sampling
+  and scan planning compiled): one operation 1,031,002 (1.064), 10 operations 991,346
+  (1.028), 100 operations 776,874-800,338 (0.82-0.84; 89373ce alternated with it:
+  663,515-678,568, 0.70), CPU 1.22-1.26 s a million spans (1.44-1.47).
 
 Every request returns only once the sidecar has scored it, so when the last call returns
 every accepted item has been processed.
