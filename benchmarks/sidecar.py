@@ -31,7 +31,37 @@ def free_port() -> int:
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time of a process' threads, summed by kernel name (``comm``).
+
+    The sidecar names its threads (``exporter/thread_names.py``: ``pipeline``, ``io``, ...);
+    gRPC's own threads keep theirs, the rest share the process' name.
+    """
+    seconds: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            cpu = _cpu_seconds(task / "stat")
+        except (OSError, IndexError):  # the thread ended meanwhile
+            continue
+        seconds[name] = seconds.get(name, 0.0) + cpu
+    return seconds
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of the whole machine so far: busy and idle (idle and iowait), /proc/stat."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    busy = sum(ticks[:8]) - idle  # user .. steal; guest time is already in user
+    tick = os.sysconf("SC_CLK_TCK")
+    return busy / tick, idle / tick
+
+
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from otel_anomaly.exporter.thread_names import name_this_thread
+
 THREAD_NAME = "otel-anomaly-io"
 
 _T = TypeVar("_T")
@@ -68,6 +70,7 @@ class IoLoop:
 
     @staticmethod
     def _run(loop: asyncio.AbstractEventLoop) -> None:
+        name_this_thread()
         asyncio.set_event_loop(loop)
         try:
             loop.run_forever()

@@ -32,6 +32,7 @@ from otel_anomaly.exporter.security import (
     listening_context,
     load_server_tls,
 )
+from otel_anomaly.exporter.thread_names import name_this_thread
 from otel_anomaly.exporter.web import start_app, stop_app
 
 SCRAPE_THREAD_PREFIX = "otel-anomaly-scrape"
@@ -123,7 +124,8 @@ class MetricsServer:
             middlewares.append(http_middleware(tokens, _refuse, open_paths=_PROBES | own_token))
         sockets = listen_sockets(self._endpoint, f"{_WHAT} (exposition.endpoint)")
         self._port = sockets[0].getsockname()[1]
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=SCRAPE_THREAD_PREFIX)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=SCRAPE_THREAD_PREFIX,
+                                            initializer=name_this_thread)
         app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)

@@ -24,6 +24,7 @@ from otel_anomaly.exporter.errors import ExporterError
 from otel_anomaly.exporter.outputs.base import RoundLabels, ScoringRound
 from otel_anomaly.exporter.receivers.signals import Signal
 from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.exporter.thread_names import name_this_thread
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.types import IngestResult, Labels, ScoreBatch
 
@@ -213,6 +214,7 @@ class Pipeline:
             self._queue.put_nowait(_STOP)
 
     def _run(self) -> None:
+        name_this_thread()
         while True:
             try:
                 item = self._queue.get(timeout=_IDLE_WAIT_S)

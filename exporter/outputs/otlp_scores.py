@@ -37,6 +37,7 @@ from otel_anomaly.exporter.outputs.otlp_events import SERVICE_NAME, event_resour
 from otel_anomaly.exporter.outputs.prometheus import SCORE_GAUGES
 from otel_anomaly.exporter.outputs.score_table import ScoreSnapshot, ScoreTable
 from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.exporter.thread_names import name_this_thread
 from otel_anomaly.processors.types import Labels
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ class OtlpScoresOutput:
                 timeout=config.timeout,
                 max_export_batch_size=self._points_per_request,
             )
-        self._thread = threading.Thread(target=self._run, name="otlp-scores-push", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="otel-anomaly-scores-push",
+                                        daemon=True)
         self._thread.start()
 
     def publish(self, scoring_round: ScoringRound) -> None:
@@ -174,6 +176,7 @@ class OtlpScoresOutput:
         return result
 
     def _run(self) -> None:
+        name_this_thread()
         while not self._stop.wait(self._config.interval):
             try:
                 self.push()

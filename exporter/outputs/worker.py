@@ -9,6 +9,7 @@ import time
 
 from otel_anomaly.exporter.outputs.base import Output, ScoringRound
 from otel_anomaly.exporter.telemetry import Telemetry
+from otel_anomaly.exporter.thread_names import name_this_thread
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class OutputWorker:
         return self._thread is not None
 
     def _run(self) -> None:
+        name_this_thread()
         while True:
             with self._ready:
                 while not self._rounds and not self._closed:

@@ -48,6 +48,7 @@ from otel_anomaly.exporter.security import (
     listening_context,
     load_server_tls,
 )
+from otel_anomaly.exporter.thread_names import name_this_thread
 from otel_anomaly.exporter.web import start_app, stop_app
 
 DECODE_THREAD_PREFIX = "otel-anomaly-decode"
@@ -112,7 +113,8 @@ class HttpReceiver:
             middlewares.append(http_middleware(tokens, self._refuse))
         sockets = listen_sockets(self._config.endpoint, f"{_WHAT} (receivers.http.endpoint)")
         self._port = sockets[0].getsockname()[1]
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=DECODE_THREAD_PREFIX)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=DECODE_THREAD_PREFIX,
+                                            initializer=name_this_thread)
         app = web.Application(client_max_size=self._limit, middlewares=middlewares)
         for spec in SPECS.values():
             app.router.add_post(spec.http_path, self._route(spec))
