@@ -8,9 +8,30 @@ Usage: .venv/bin/python benchmarks/ingest.py [--signal metrics|spans] [--series 
 
 Starts the real CLI in a subprocess on free loopback ports, sends pre-built requests (the
 generated stubs, not the SDK: the SDK's exporter tops out far below the sidecar) for a
-fixed time with N requests in flight, and prints items/s from the sidecar's own counters,
-the CPU seconds the sidecar used per million items, and the request latency (p50, p99)
-the clients saw.
+fixed time with N requests in flight (each of N threads sends the next request as soon as
+its last one returned), and prints items/s from the sidecar's own counters, the CPU
+seconds the sidecar used per million items (its child processes included), and the
+request latency (p50, p99) the clients saw. A second table splits the sidecar's CPU by
+thread (its threads carry kernel names: ``pipeline`` scores, ``io`` receives) and says how
+busy the machine was: a sidecar near one core with a core idle is held by the GIL.
+
+At COMMIT, 2 cores, ``--seconds 10``, alternated twice in one sitting
+(``/work/dev_notes/s46/ingest_ab.txt``), with the default config and with
+``receivers: {grpc: {separate_process: true}}`` through ``--config`` (the gRPC receiver in
+a process of its own):
+
+| signal | default | ratio | separate process | ratio |
+|---|---|---|---|---|
+| spans, 100 operations | 801,295-807,594 | 0.83-0.85 | 1,051,622-1,055,178 | 1.10 |
+| metrics, 10,000 series | 534,417-536,985 | 1.09-1.10 | 636,179-639,198 | 1.28-1.30 |
+
+By default the sidecar used 1.04-1.12 cores with the machine 36-37 % idle: ``pipeline``
+0.69-0.79 cores and ``io`` 0.30-0.31, taking turns under the GIL. With the separate
+process it used 1.36-1.40 (``pipeline`` 0.83-0.90, the sidecar's ``forward`` thread 0.12,
+the ``grpc-receiver`` process 0.35-0.39); CPU per item about the same (spans 1.29 s a
+million either way, metrics 2.08 against 2.17-2.20). Before the senders kept N calls open
+(rounds of N that waited for the slowest), the same head's default went at 782,626-793,506
+spans/s and metrics at about 498,000 (d4e8985).
 
 - ``--signal metrics`` (default): gauge requests, one point per series per round over
   ``--series`` series; items are data points, counted by ``otel_anomaly_points_scored``.
@@ -59,6 +80,7 @@ only, plus the walk of the fields, plus the attributes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -268,8 +290,6 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
     sys.stdout.flush()
     before = processed_items(args.signal, metrics_port)
     readings = [cpu_readings(proc.pid)]
-    latencies: list[float] = []
-    errors = 0
 
     def send(i: int) -> float | None:
         started = time.perf_counter()
@@ -280,16 +300,11 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
         return time.perf_counter() - started
 
     started = time.monotonic()
-    sent = 0
-    with ThreadPoolExecutor(args.in_flight) as pool:
-        while time.monotonic() - started < args.seconds and sent + args.in_flight <= len(requests):
-            for latency in pool.map(send, range(sent, sent + args.in_flight)):
-                if latency is None:
-                    errors += 1
-                else:
-                    latencies.append(latency)
-            sent += args.in_flight
+    outcomes = send_for(args.seconds, args.in_flight, len(requests), send)
     elapsed = time.monotonic() - started
+    sent = len(outcomes)
+    latencies = [latency for latency in outcomes if latency is not None]
+    errors = sent - len(latencies)
     readings.append(cpu_readings(proc.pid))
     cpu = readings[1].process - readings[0].process
     if elapsed < args.seconds:
@@ -326,6 +341,30 @@ def print_floor(requests: int, floor: list[tuple[str, float]], unit: str) -> Non
         print(f"{name:34s} {per_s:11,.0f} {1e6 / per_s:8.2f}")
 
 
+def send_for(seconds: float, in_flight: int, requests: int,
+             send: Callable[[int], float | None]) -> list[float | None]:
+    """``send`` requests 0, 1, ... with ``in_flight`` calls always open, for ``seconds``.
+
+    Each of ``in_flight`` threads sends the next request as soon as its last one returned
+    (not in rounds that wait for the slowest). Returns each call's latency (None: failed).
+    """
+    numbers = itertools.count()
+    outcomes: list[float | None] = []
+    deadline = time.monotonic() + seconds
+
+    def slot() -> None:
+        while time.monotonic() < deadline:
+            i = next(numbers)
+            if i >= requests:
+                return
+            outcomes.append(send(i))
+
+    with ThreadPoolExecutor(in_flight) as pool:
+        for running in [pool.submit(slot) for _ in range(in_flight)]:
+            running.result()
+    return outcomes
+
+
 @dataclass(frozen=True, slots=True)
 class CpuReadings:
     """CPU seconds so far: the sidecar's, its threads' by name, the machine's busy and idle."""
@@ -351,10 +390,10 @@ def print_threads(before: CpuReadings, after: CpuReadings, items: float, elapsed
     used = {name: seconds - before.threads.get(name, 0.0)
             for name, seconds in after.threads.items()}
     print(f"\nsidecar threads while sending ({items:,.0f} {unit} in {elapsed:.1f}s):")
-    print(f"{'thread':16s} {'CPU s/M':>8s} {'cores':>6s}")
+    print(f"{'thread':27s} {'CPU s/M':>8s} {'cores':>6s}")
     for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
         if seconds > 0.005 * cpu:  # threads that did something
-            print(f"{name:16s} {1e6 * seconds / max(items, 1):8.2f} {seconds / elapsed:6.2f}")
+            print(f"{name:27s} {1e6 * seconds / max(items, 1):8.2f} {seconds / elapsed:6.2f}")
     busy = after.machine[0] - before.machine[0]
     idle = after.machine[1] - before.machine[1]
     print(f"machine: {os.cpu_count() or 1} cores, {busy / elapsed:.2f} of them busy (the "

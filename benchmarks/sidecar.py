@@ -30,25 +30,48 @@ def free_port() -> int:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    return _cpu_seconds(Path(f"/proc/{pid}/stat"))
+    """User + system CPU time of a process and its live child processes (Linux /proc).
+
+    With ``receivers.grpc.separate_process`` the sidecar's gRPC receiver is a child.
+    """
+    return sum(_cpu_seconds(Path(f"/proc/{p}/stat")) for p in _process_tree(pid))
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """User + system CPU time of a process' threads, summed by kernel name (``comm``).
+    """User + system CPU time of the threads of a process and its children, by kernel name.
 
     The sidecar names its threads (``exporter/thread_names.py``: ``pipeline``, ``io``, ...);
-    gRPC's own threads keep theirs, the rest share the process' name.
+    gRPC's own threads keep theirs. A child process' threads are named after it
+    (``grpc-receiver/io``).
     """
     seconds: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            cpu = _cpu_seconds(task / "stat")
-        except (OSError, IndexError):  # the thread ended meanwhile
-            continue
-        seconds[name] = seconds.get(name, 0.0) + cpu
+    for process in _process_tree(pid):
+        prefix = "" if process == pid else f"{_comm(Path(f'/proc/{process}'))}/"
+        for task in Path(f"/proc/{process}/task").iterdir():
+            try:
+                name = prefix + _comm(task)
+                cpu = _cpu_seconds(task / "stat")
+            except (OSError, IndexError):  # the thread ended meanwhile
+                continue
+            seconds[name] = seconds.get(name, 0.0) + cpu
     return seconds
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (``/proc/<pid>/task/<tid>/children``)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in Path(f"/proc/{tree[i]}/task").glob("*/children"):
+            try:
+                tree += [int(child) for child in task.read_text().split()]
+            except OSError:
+                continue
+        i += 1
+    return tree
+
+
+def _comm(path: Path) -> str:
+    return (path / "comm").read_text().strip()
 
 
 def machine_cpu_seconds() -> tuple[float, float]:

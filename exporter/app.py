@@ -28,6 +28,7 @@ from otel_anomaly.exporter.outputs import (
 from otel_anomaly.exporter.pipeline import Pipeline
 from otel_anomaly.exporter.prometheus_history import HistoryError
 from otel_anomaly.exporter.receivers.grpc import GrpcReceiver
+from otel_anomaly.exporter.receivers.grpc_process import GrpcProcessReceiver
 from otel_anomaly.exporter.receivers.http import HttpReceiver
 from otel_anomaly.exporter.receivers.intake import Intake
 from otel_anomaly.exporter.telemetry import Telemetry
@@ -125,7 +126,8 @@ class Sidecar:
         intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
         grpc, http = config.receivers.grpc, config.receivers.http
         auth = config.receivers.auth
-        self.grpc = GrpcReceiver(grpc, intake, self.io, auth) if grpc.enabled else None
+        receiver = GrpcProcessReceiver if grpc.separate_process else GrpcReceiver
+        self.grpc = receiver(grpc, intake, self.io, auth) if grpc.enabled else None
         self.http = HttpReceiver(http, intake, self.io, auth) if http.enabled else None
         exposition = config.exposition
         review = FeedbackApi(self.pipeline, self.registry)

@@ -94,6 +94,7 @@ class GrpcReceiverConfig(Model):
     endpoint: Endpoint = "localhost:4317"
     max_recv_msg_size_mib: Positive = 64
     tls: TlsServerConfig = TlsServerConfig()
+    separate_process: bool = False
 
     @model_validator(mode="after")
     def _tls_version_grpc_can_enforce(self) -> GrpcReceiverConfig:

@@ -30,7 +30,7 @@ from otel_anomaly.exporter.config import BearerAuthConfig, GrpcReceiverConfig
 from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.net import probe_bind_error
-from otel_anomaly.exporter.receivers.intake import Intake
+from otel_anomaly.exporter.receivers.intake import Exports
 from otel_anomaly.exporter.receivers.signals import SPECS, Received, SignalSpec
 from otel_anomaly.exporter.security import (
     BearerTokens,
@@ -72,7 +72,7 @@ class _OtlpServicer:
 
     spec: SignalSpec
 
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Exports) -> None:
         self._intake = intake
 
     async def Export(  # noqa: N802 - the generated servicer's method name
@@ -155,7 +155,7 @@ class GrpcReceiver:
     """
 
     def __init__(
-        self, config: GrpcReceiverConfig, intake: Intake, io: IoLoop,
+        self, config: GrpcReceiverConfig, intake: Exports, io: IoLoop,
         auth: BearerAuthConfig | None = None,
     ) -> None:
         self._config = config

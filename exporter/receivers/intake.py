@@ -8,6 +8,8 @@ are written once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -35,6 +37,35 @@ class IntakeSpec(Protocol):
 
     def response(self, result: IngestResult | None = None) -> Message | None:
         """The protocol's reply to a request taken with ``result`` (None: no body)."""
+        ...
+
+
+class RequestCounter(Protocol):
+    """Where a receiver counts the calls it answers itself (``Telemetry.request``)."""
+
+    def request(self, transport: str, signal: Signal, outcome: str) -> None:
+        """Count one export request and how it ended."""
+        ...
+
+
+class Exports(Protocol):
+    """What a receiver hands requests to: ``Intake``, or a receiver process' forwarder."""
+
+    @property
+    def telemetry(self) -> RequestCounter:
+        """Where refused and undecodable calls are counted."""
+        ...
+
+    @property
+    def retry_after_s(self) -> float:
+        """Back-off suggested to clients when the queue is full."""
+        ...
+
+    async def export(
+        self, transport: str, spec: IntakeSpec, request: Message, data: bytes | None = None,
+        count: int | None = None,
+    ) -> Outcome:
+        """Process one decoded request (``Intake.export``)."""
         ...
 
 
@@ -74,6 +105,22 @@ class Intake:
         ``data``: the bytes ``request`` was decoded from, if the engine may scan them;
         ``count``: its items, if already known (else ``spec.count`` counts them).
         """
+        submitted = self.submit(transport, spec, request, data, count)
+        if isinstance(submitted, Outcome):
+            return submitted
+        with contextlib.suppress(Exception):  # ``finish`` reads and reports the failure
+            await asyncio.wrap_future(submitted)
+        return self.finish(transport, spec, submitted)
+
+    def submit(
+        self, transport: str, spec: IntakeSpec, request: Message, data: bytes | None = None,
+        count: int | None = None,
+    ) -> Outcome | Future[IngestResult]:
+        """``export``'s first half, without an event loop: queue the request.
+
+        The outcome at once (an empty request, a full queue), else the pipeline's future,
+        to be passed to ``finish`` once done.
+        """
         signal = spec.signal
         if count is None:
             count = spec.count(request)
@@ -87,8 +134,13 @@ class Intake:
             self.telemetry.dropped(signal, reason, count)
             self.telemetry.request(transport, signal, reason)
             return Outcome("unavailable", self._unavailable_message(reason))
+        return future
+
+    def finish(self, transport: str, spec: IntakeSpec, done: Future[IngestResult]) -> Outcome:
+        """``export``'s second half: the outcome of a request the pipeline is done with."""
+        signal = spec.signal
         try:
-            result = await asyncio.wrap_future(future)
+            result = done.result()
         except Exception as exc:  # noqa: BLE001 - reported to the client, counted by the worker
             self.telemetry.request(transport, signal, "internal_error")
             message = f"processing the {signal} request failed: {type(exc).__name__}: {exc}"

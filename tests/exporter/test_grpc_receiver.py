@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+from collections.abc import Callable, Mapping
 
 import grpc
 import hypothesis
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otel_anomaly.exporter.app import SidecarSettings
+from otel_anomaly.exporter.config import Config
 from otel_anomaly.exporter.outputs import SCORE_GAUGES
 from otel_anomaly.exporter.receivers.grpc import retry_trailers
 from otel_anomaly.exporter.receivers.signals import LogsRequest, MetricsRequest, TracesRequest
@@ -38,9 +40,27 @@ def settings(holder: EngineHolder) -> SidecarSettings:
     return SidecarSettings(engine_factory=holder)
 
 
-def test_every_signal_reaches_the_engine() -> None:
+ConfigFactory = Callable[..., Config]
+
+
+@pytest.fixture(params=[False, True], ids=["in_process", "separate_process"])
+def grpc_config(request: pytest.FixtureRequest) -> ConfigFactory:
+    """``loopback_config``, with the gRPC receiver in the sidecar's process or its own.
+
+    Every test below holds for both: the receiver process forwards each call to the same
+    intake (``exporter/receivers/grpc_process.py``).
+    """
+
+    def make(overrides: Mapping[str, object] | None = None) -> Config:
+        return loopback_config({"receivers.grpc.separate_process": request.param,
+                                **(overrides or {})})
+
+    return make
+
+
+def test_every_signal_reaches_the_engine(grpc_config: ConfigFactory) -> None:
     holder = EngineHolder(RecordingEngine)
-    with running(loopback_config(), settings(holder)) as sidecar, \
+    with running(grpc_config(), settings(holder)) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
         response = clients.metrics.Export(CPU, timeout=5)
         assert not response.HasField("partial_success")
@@ -58,9 +78,9 @@ def test_every_signal_reaches_the_engine() -> None:
                             signal="metrics", outcome="empty") == 1
 
 
-def test_empty_request_is_answered_without_the_engine() -> None:
+def test_empty_request_is_answered_without_the_engine(grpc_config: ConfigFactory) -> None:
     holder = EngineHolder(RecordingEngine)
-    with running(loopback_config(), settings(holder)) as sidecar, \
+    with running(grpc_config(), settings(holder)) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
         empty_resource = MetricsRequest()
         empty_resource.resource_metrics.add().scope_metrics.add()  # a scope without metrics
@@ -72,19 +92,19 @@ def test_empty_request_is_answered_without_the_engine() -> None:
         assert holder.engine is not None and holder.engine.requests == []
 
 
-def test_gzip_request_is_accepted() -> None:
+def test_gzip_request_is_accepted(grpc_config: ConfigFactory) -> None:
     holder = EngineHolder(RecordingEngine)
-    with running(loopback_config(), settings(holder)) as sidecar, \
+    with running(grpc_config(), settings(holder)) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
         clients.metrics.Export(CPU, timeout=5, compression=grpc.Compression.Gzip)
         assert holder.engine is not None
         assert holder.engine.requests == [("metrics", CPU)]
 
 
-def test_rejected_points_come_back_as_partial_success() -> None:
+def test_rejected_points_come_back_as_partial_success(grpc_config: ConfigFactory) -> None:
     request = metrics_request([gauge("cpu", [(SECOND, 0.5), (2 * SECOND, math.nan),
                                              (0, 0.7)])])
-    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+    with running(grpc_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         response = clients.metrics.Export(request, timeout=5)
         assert response.partial_success.rejected_data_points == 2
         assert response.partial_success.error_message == \
@@ -96,12 +116,12 @@ def test_rejected_points_come_back_as_partial_success() -> None:
 
 @pytest.mark.parametrize(("max_future", "rejected"), [("10m", 1), ("0s", 0)])
 def test_points_stamped_too_far_ahead_of_the_wall_clock_are_rejected(
-    max_future: str, rejected: int
+    max_future: str, rejected: int, grpc_config: ConfigFactory,
 ) -> None:
     now_s = 1_700_000_000
     request = metrics_request([gauge("cpu", [(now_s * SECOND, 0.5),
                                              ((now_s + 86_400) * SECOND, 0.6)])])
-    config = loopback_config({"series.max_future": max_future})
+    config = grpc_config({"series.max_future": max_future})
     with running(config, SidecarSettings(wall_clock=lambda: float(now_s))) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
         response = clients.metrics.Export(request, timeout=5)
@@ -110,8 +130,10 @@ def test_points_stamped_too_far_ahead_of_the_wall_clock_are_rejected(
             assert response.partial_success.error_message == "rejected: 1 future_timestamp"
 
 
-def test_undecodable_bytes_are_invalid_argument_and_the_server_survives() -> None:
-    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+def test_undecodable_bytes_are_invalid_argument_and_the_server_survives(
+    grpc_config: ConfigFactory,
+) -> None:
+    with running(grpc_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         clients.metrics.Export(CPU, timeout=5)
         before = scrape(sidecar.metrics_port)["otel_anomaly_value"].samples
         for garbage in (b"\xff\xff\xff\xff", b"\x0a\x05ab", bytes(range(256))):
@@ -134,9 +156,11 @@ def _retry_delay(metadata: dict[str, bytes]) -> tuple[int, float]:
     return status.code, info.retry_delay.ToTimedelta().total_seconds()
 
 
-def test_full_queue_is_unavailable_with_retry_info_in_both_forms() -> None:
+def test_full_queue_is_unavailable_with_retry_info_in_both_forms(
+    grpc_config: ConfigFactory,
+) -> None:
     holder = EngineHolder(GatedEngine)
-    config = loopback_config({"pipeline.queue_size": 1, "pipeline.retry_after": "2s"})
+    config = grpc_config({"pipeline.queue_size": 1, "pipeline.retry_after": "2s"})
     with running(config, settings(holder)) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
         engine = holder.engine
@@ -164,9 +188,11 @@ def test_full_queue_is_unavailable_with_retry_info_in_both_forms() -> None:
                             reason="queue_full") == 2
 
 
-def test_engine_failure_is_internal_with_the_message_and_the_next_call_works() -> None:
+def test_engine_failure_is_internal_with_the_message_and_the_next_call_works(
+    grpc_config: ConfigFactory,
+) -> None:
     holder = EngineHolder(FailingEngine)
-    with running(loopback_config(), settings(holder)) as sidecar, \
+    with running(grpc_config(), settings(holder)) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
         with pytest.raises(grpc.RpcError) as caught:
             clients.metrics.Export(CPU, timeout=5)
@@ -181,8 +207,8 @@ def test_engine_failure_is_internal_with_the_message_and_the_next_call_works() -
         clients.metrics.Export(CPU, timeout=5)
 
 
-def test_request_over_the_size_limit_is_resource_exhausted() -> None:
-    config = loopback_config({"receivers.grpc.max_recv_msg_size_mib": 1})
+def test_request_over_the_size_limit_is_resource_exhausted(grpc_config: ConfigFactory) -> None:
+    config = grpc_config({"receivers.grpc.max_recv_msg_size_mib": 1})
     big = metrics_request([gauge("cpu", [(SECOND, 1.0)], {"blob": "x" * (2 << 20)})])
     with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         with pytest.raises(grpc.RpcError) as caught:
@@ -197,8 +223,8 @@ def test_retry_info_duration_is_exact() -> None:
     assert code == code_pb2.UNAVAILABLE and delay == 1.5
 
 
-def test_random_bytes_never_crash_the_receiver() -> None:
-    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+def test_random_bytes_never_crash_the_receiver(grpc_config: ConfigFactory) -> None:
+    with running(grpc_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
 
         @hypothesis.settings(max_examples=60, deadline=None,
                              suppress_health_check=[hypothesis.HealthCheck.too_slow])
@@ -214,14 +240,16 @@ def test_random_bytes_never_crash_the_receiver() -> None:
         clients.metrics.Export(CPU, timeout=5)
 
 
-def test_bad_points_and_unknown_metric_types_leave_earlier_series_intact() -> None:
+def test_bad_points_and_unknown_metric_types_leave_earlier_series_intact(
+    grpc_config: ConfigFactory,
+) -> None:
     steady = metrics_request([gauge("cpu", [(i * SECOND, 0.5 + i % 2 * 0.01)
                                             for i in range(1, 40)])])
     bad = metrics_request([gauge("cpu", [(50 * SECOND, math.inf), (51 * SECOND, -math.inf),
                                          (52 * SECOND, math.nan)])])
     unknown = metrics_pb2.Metric(name="mystery")  # no data field: a type this build lacks
     bad.resource_metrics[0].scope_metrics[0].metrics.append(unknown)
-    with running(loopback_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+    with running(grpc_config()) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
         clients.metrics.Export(steady, timeout=5)
         before = {k: v for k, v in scrape(sidecar.metrics_port).items()
                   if k.startswith("otel_anomaly_") and k in OUTPUT_FAMILIES}

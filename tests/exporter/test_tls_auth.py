@@ -271,11 +271,14 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_restart(
 # --- Bearer tokens -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("separate_process", [False, True],
+                         ids=["grpc_in_process", "grpc_separate_process"])
 def test_the_right_token_is_accepted_and_a_wrong_or_missing_one_refused(
-    pki: Pki, token_file: Path, token: str
+    pki: Pki, token_file: Path, token: str, separate_process: bool
 ) -> None:
     config = loopback_config({**tls_keys(pki, "receivers.grpc", "receivers.http"),
-                              "receivers.auth.bearer_token_file": str(token_file)})
+                              "receivers.auth.bearer_token_file": str(token_file),
+                              "receivers.grpc.separate_process": separate_process})
     with running(config) as sidecar:
         grpc_port, http_port = sidecar.grpc_port, sidecar.http_port
         assert sdk_grpc_export(grpc_port, pki, token) == MetricExportResult.SUCCESS
@@ -299,15 +302,17 @@ def test_the_right_token_is_accepted_and_a_wrong_or_missing_one_refused(
                                       headers={**PROTOBUF, **bearer("wrong")})
         assert (status, headers["WWW-Authenticate"][:6]) == (401, "Bearer")
         assert b"bearer token" in body
-        families = scrape(sidecar.metrics_port)
 
-    def unauthenticated(transport: str, signal: str) -> float:
-        return sample_value(families, "otel_anomaly_requests_total", transport=transport,
-                            signal=signal, outcome="unauthenticated")
+        def unauthenticated(transport: str, signal: str) -> float:
+            return sample_value(scrape(sidecar.metrics_port), "otel_anomaly_requests_total",
+                                transport=transport, signal=signal, outcome="unauthenticated")
 
-    assert unauthenticated("grpc", "metrics") == 5  # the SDK's wrong token and four raw calls
-    assert unauthenticated("http", "metrics") == 2
-    assert unauthenticated("http", "prometheus") == 1
+        # The SDK's wrong token and four raw calls (a receiver process counts them in the
+        # sidecar's telemetry as it forwards them: soon, not before its answer).
+        wait_for(lambda: unauthenticated("grpc", "metrics") == 5, 5,
+                 lambda: f"{unauthenticated('grpc', 'metrics')} of 5 gRPC calls counted")
+        assert unauthenticated("http", "metrics") == 2
+        assert unauthenticated("http", "prometheus") == 1
 
 
 def test_a_rotated_token_file_takes_effect_without_restart(

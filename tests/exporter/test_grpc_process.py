@@ -1,0 +1,120 @@
+"""The OTLP/gRPC receiver in a process of its own: started, stopped and lost with the sidecar.
+
+What it answers is ``test_grpc_receiver.py``'s (every test there runs both ways) and
+``test_tls_auth.py``'s bearer-token test; these are the process' own lifecycle.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from helpers import wait_for
+from helpers.processes import running_cli
+from helpers.sidecars import grpc_clients, http_get, loopback_config, running
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+
+from otel_anomaly.exporter.app import Sidecar
+from otel_anomaly.exporter.errors import StartupError
+from otel_anomaly.exporter.receivers.frames import recv_frame, send_frame
+from otel_anomaly.exporter.receivers.grpc_process import GrpcProcessReceiver
+from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
+
+SEPARATE = {"receivers.grpc.separate_process": True}
+CPU = metrics_request([gauge("cpu", [(SECOND, 0.5)])], {"service.name": "checkout"})
+
+
+def receiver_pid(sidecar: Sidecar) -> int:
+    receiver = sidecar.grpc
+    assert isinstance(receiver, GrpcProcessReceiver)
+    pid = receiver.pid
+    assert pid is not None
+    return pid
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The child processes of ``pid``, with their names."""
+    children = [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children")
+                for child in task.read_text().split()]
+    return {child: Path(f"/proc/{child}/comm").read_text().strip() for child in children}
+
+
+def test_the_receiver_process_serves_and_stops_with_the_sidecar() -> None:
+    with running(loopback_config(SEPARATE)) as sidecar, \
+            grpc_clients(sidecar.grpc_port) as clients:
+        pid = receiver_pid(sidecar)
+        assert pid != os.getpid() and alive(pid)
+        assert not clients.metrics.Export(CPU, timeout=10).HasField("partial_success")
+        assert sidecar.ready
+    assert not alive(pid)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_taken_port_fails_start_up_naming_the_endpoint() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = loopback_config({**SEPARATE, "receivers.grpc.endpoint": f"127.0.0.1:{port}"})
+        with pytest.raises(StartupError, match=r"receivers\.grpc\.endpoint"):
+            Sidecar(config).start()
+    assert multiprocessing.active_children() == []
+
+
+def test_a_receiver_process_that_dies_makes_the_sidecar_unready(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    with running(loopback_config(SEPARATE)) as sidecar:
+        assert http_get(sidecar.metrics_port, "/readyz")[0] == 200
+        os.kill(receiver_pid(sidecar), signal.SIGKILL)
+        wait_for(lambda: http_get(sidecar.metrics_port, "/readyz")[0] == 503, 10,
+                 "/readyz still answers 200 with the gRPC receiver gone")
+        wait_for(lambda: "OTLP/gRPC is not served" in caplog.text, 10,
+                 lambda: f"no error logged about the receiver process: {caplog.text!r}")
+        assert sidecar.pipeline.running  # the rest of the sidecar goes on
+
+
+def test_the_receiver_process_exits_when_the_sidecar_is_killed(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("receivers:\n  grpc:\n    separate_process: true\n")
+    with running_cli("--config", str(config)) as cli:
+        children = children_of(cli.process.pid)  # the receiver, and multiprocessing's tracker
+        assert sorted(children.values()).count("grpc-receiver") == 1, children
+        with grpc_clients(cli.grpc_port) as clients:
+            assert clients.metrics.Export(ExportMetricsServiceRequest(), timeout=10) is not None
+        cli.process.kill()  # no shutdown: the receiver process finds its socket closed
+        cli.process.wait(10)  # not ``communicate``: a receiver left over would hold its pipes
+        wait_for(lambda: not any(alive(child) for child in children), 10,
+                 lambda: f"{children} outlived the sidecar (the receiver would hold the port)")
+        cli.process.returncode = 0  # killed on purpose: ``running_cli`` expects exit 0
+
+
+def test_frames_of_any_size_cross_a_socket_pair_whole() -> None:
+    ours, theirs = socket.socketpair()
+    big = bytes(range(256)) * 8192  # 2 MiB: more than a socket's buffer, so recv is partial
+    frames = [("export", 1, "grpc", "metrics", big, 7), ("stop", 2.5), ("started", 4317)]
+    with ours, theirs, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(lambda: [send_frame(ours, frame) for frame in frames])
+        assert [recv_frame(theirs) for _ in frames] == frames
+        sent.result(10)
+        ours.close()
+        with pytest.raises(EOFError):
+            recv_frame(theirs)
