@@ -15,7 +15,7 @@ request latency (p50, p99) the clients saw. A second table splits the sidecar's 
 thread (its threads carry kernel names: ``pipeline`` scores, ``io`` receives) and says how
 busy the machine was: a sidecar near one core with a core idle is held by the GIL.
 
-At COMMIT, 2 cores, ``--seconds 10``, alternated twice in one sitting
+At e339913, 2 cores, ``--seconds 10``, alternated twice in one sitting
 (``/work/dev_notes/s46/ingest_ab.txt``), with the default config and with
 ``receivers: {grpc: {separate_process: true}}`` through ``--config`` (the gRPC receiver in
 a process of its own):
