@@ -12,8 +12,10 @@ outcome goes back from the pipeline's completion (``finish``).
 
 The component has ``GrpcReceiver``'s lifecycle: ``start`` returns once the process listens
 (or raises its ``StartupError``); ``shutdown`` tells it to stop with a grace for calls in
-flight, whose outcomes this end still sends. If the process dies, ``listening`` turns
-false (``/readyz`` fails) and the error is logged.
+flight, whose outcomes this end still sends. If the process dies, the error is logged,
+``listening`` turns false (``/readyz`` fails) and the process is started again on the same
+port after a second (then 2, 4, ... up to 30 s while that fails); calls it had in flight
+fail on the client's side, which retries them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from otel_anomaly.processors.types import IngestResult
 
 logger = logging.getLogger(__name__)
 _START_TIMEOUT_S = 60.0  # a spawned interpreter imports grpc and the package first
+_RESTART_FIRST_S = 1.0  # a process that died is restarted after this, then twice as long
+_RESTART_LAST_S = 30.0  # ... up to this, while restarts fail
 _WHAT = "OTLP/gRPC receiver"
 
 
@@ -70,6 +74,8 @@ class GrpcProcessReceiver:
         self._reader: threading.Thread | None = None
         self._port: int | None = None
         self._stopping = False
+        self._stopped = threading.Event()  # wakes a restart's back-off at shutdown
+        self.restarts = 0
 
     @property
     def port(self) -> int | None:
@@ -83,7 +89,7 @@ class GrpcProcessReceiver:
 
     @property
     def listening(self) -> bool:
-        """True while the receiver process serves calls."""
+        """True while a receiver process serves calls (not while one is being restarted)."""
         return (self._process is not None and self._process.is_alive()
                 and self._reader is not None and self._reader.is_alive()
                 and not self._stopping)
@@ -92,25 +98,30 @@ class GrpcProcessReceiver:
         """Spawn the process; return once it listens (raises ``StartupError`` if it cannot)."""
         if self._process is not None or self._stopping:
             return
+        self._spawn(self._config)
+        self._reader = threading.Thread(target=self._forward, name="otel-anomaly-forward",
+                                        daemon=True)
+        self._reader.start()
+
+    def _spawn(self, config: GrpcReceiverConfig) -> None:
+        """Start a receiver process on ``config``; once it listens, it is the one in use."""
         ours, theirs = socket.socketpair()
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         process = context.Process(
             target=serve, name="otel-anomaly-grpc", daemon=True,
-            args=(self._config, self._auth, self._intake.retry_after_s, theirs,
+            args=(config, self._auth, self._intake.retry_after_s, theirs,
                   logging.getLogger().getEffectiveLevel()),
         )
         process.start()
         theirs.close()
-        self._process, self._sock = process, ours
         try:
-            self._port = self._listened(ours)
+            port = self._listened(ours)
         except BaseException:
-            self._stop_process(0.0)
+            _stop(process, 0.0)
             ours.close()
             raise
-        self._reader = threading.Thread(target=self._read, args=(ours,),
-                                        name="otel-anomaly-forward", daemon=True)
-        self._reader.start()
+        with self._sending:
+            self._process, self._sock, self._port = process, ours, port
 
     @staticmethod
     def _listened(sock: socket.socket) -> int:
@@ -130,48 +141,75 @@ class GrpcProcessReceiver:
             raise StartupError(str(first[1]))
         return int(first[1])
 
-    def _read(self, sock: socket.socket) -> None:
+    def _forward(self) -> None:
+        """The forward thread: each receiver process' requests in turn, restarting it if it dies."""
         name_this_thread()
+        delay = _RESTART_FIRST_S
+        while True:
+            sock = self._sock
+            if sock is not None:
+                self._read(sock)
+            if self._stopping:
+                return
+            process = self._process
+            logger.error("the %s process exited (exit code %s): OTLP/gRPC is not served; "
+                         "restarting it in %gs", _WHAT,
+                         None if process is None else process.exitcode, delay)
+            if self._stopped.wait(delay):
+                return
+            try:  # on the port it had, even where the config says 0
+                self._spawn(self._config.model_copy(update={"endpoint": self._endpoint()}))
+            except StartupError as exc:
+                logger.error("%s: restart failed: %s", _WHAT, exc)
+                delay = min(2 * delay, _RESTART_LAST_S)
+                continue
+            if self._stopping:  # shut down while it started: ``shutdown`` missed this one
+                self._halt(1.0)
+                return
+            self.restarts += 1
+            logger.info("%s restarted (pid %s)", _WHAT, self.pid)
+            delay = _RESTART_FIRST_S
+
+    def _endpoint(self) -> str:
+        host = self._config.endpoint.rpartition(":")[0]
+        return f"{host}:{self._port}" if self._port is not None else self._config.endpoint
+
+    def _read(self, sock: socket.socket) -> None:
         try:
             while True:
                 frame = recv_frame(sock)
                 if frame[0] == "export":
-                    self._export(frame)
+                    self._export(sock, frame)
                 elif frame[0] == "request":
                     self._intake.telemetry.request(*frame[1:])
         except (EOFError, OSError):
             pass
-        if not self._stopping:
-            process = self._process
-            logger.error("the %s process exited (exit code %s): OTLP/gRPC is not served",
-                         _WHAT, None if process is None else process.exitcode)
 
-    def _export(self, frame: Frame) -> None:
+    def _export(self, sock: socket.socket, frame: Frame) -> None:
         _, call_id, transport, signal, data, count = frame
         spec = SPECS[signal]
         try:
             message = spec.parse(data)  # the process decoded these bytes already
         except Exception as exc:  # noqa: BLE001 -- answered, never raised on the thread
-            self._reply(call_id, Outcome("internal", f"cannot decode the forwarded request: {exc}"))
+            self._reply(sock, call_id,
+                        Outcome("internal", f"cannot decode the forwarded request: {exc}"))
             return
         scanned = data if signal != "logs" else None  # as ``SignalSpec.receive`` keeps
         submitted = self._intake.submit(transport, spec, message, scanned, count)
         if isinstance(submitted, Outcome):
-            self._reply(call_id, submitted)
+            self._reply(sock, call_id, submitted)
         else:  # answered from the pipeline's thread once it is done
             submitted.add_done_callback(
-                lambda done: self._finished(call_id, transport, spec, done))
+                lambda done: self._finished(sock, call_id, transport, spec, done))
 
-    def _finished(self, call_id: int, transport: str, spec: SignalSpec,
+    def _finished(self, sock: socket.socket, call_id: int, transport: str, spec: SignalSpec,
                   done: Future[IngestResult]) -> None:
-        self._reply(call_id, self._intake.finish(transport, spec, done))
+        self._reply(sock, call_id, self._intake.finish(transport, spec, done))
 
-    def _reply(self, call_id: int, outcome: Outcome) -> None:
+    def _reply(self, sock: socket.socket, call_id: int, outcome: Outcome) -> None:
+        """Answer on the socket the call came from (a process gone, or replaced, needs none)."""
         reply = None if outcome.response is None else outcome.response.SerializeToString()
-        sock = self._sock
-        if sock is None:
-            return
-        with self._sending, contextlib.suppress(OSError):  # a process gone needs no answer
+        with self._sending, contextlib.suppress(OSError):
             send_frame(sock, ("outcome", call_id, outcome.status, outcome.message, reply))
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -179,26 +217,30 @@ class GrpcProcessReceiver:
         if self._stopping:
             return
         self._stopping = True
-        sock = self._sock
-        if sock is not None:
-            with self._sending, contextlib.suppress(OSError):
-                send_frame(sock, ("stop", timeout))
-        self._stop_process(timeout + 1.0)
+        self._stopped.set()
+        self._halt(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout + 1.0)
+
+    def _halt(self, grace_s: float) -> None:
+        """Stop the current process (``grace_s`` for its calls) and end its socket."""
+        with self._sending:
+            sock, process = self._sock, self._process
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    send_frame(sock, ("stop", grace_s))
+        if process is not None:
+            _stop(process, grace_s + 1.0)
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # ends the reading thread's recv
-            if self._reader is not None:
-                self._reader.join(1.0)
-            with self._sending:
-                self._sock = None
+                sock.shutdown(socket.SHUT_RDWR)  # ends the forward thread's recv
             sock.close()
 
-    def _stop_process(self, timeout: float) -> None:
-        process = self._process
-        if process is None:
-            return
-        process.join(timeout)
-        if process.is_alive():
-            logger.warning("the %s process did not stop within %.1fs: killed", _WHAT, timeout)
-            process.kill()
-            process.join(1.0)
+
+def _stop(process: BaseProcess, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``process`` to exit, then kill it."""
+    process.join(timeout)
+    if process.is_alive():
+        logger.warning("the %s process did not stop within %.1fs: killed", _WHAT, timeout)
+        process.kill()
+        process.join(1.0)

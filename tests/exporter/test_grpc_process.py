@@ -78,18 +78,24 @@ def test_a_taken_port_fails_start_up_naming_the_endpoint() -> None:
     assert multiprocessing.active_children() == []
 
 
-def test_a_receiver_process_that_dies_makes_the_sidecar_unready(
+def test_a_receiver_process_that_dies_is_restarted_on_its_port(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR)
+    caplog.set_level(logging.INFO)
     with running(loopback_config(SEPARATE)) as sidecar:
+        port, first = sidecar.grpc_port, receiver_pid(sidecar)
         assert http_get(sidecar.metrics_port, "/readyz")[0] == 200
-        os.kill(receiver_pid(sidecar), signal.SIGKILL)
-        wait_for(lambda: http_get(sidecar.metrics_port, "/readyz")[0] == 503, 10,
+        os.kill(first, signal.SIGKILL)
+        # Unready while it is down (a second before the restart), then ready again.
+        wait_for(lambda: http_get(sidecar.metrics_port, "/readyz")[0] == 503, 5,
                  "/readyz still answers 200 with the gRPC receiver gone")
-        wait_for(lambda: "OTLP/gRPC is not served" in caplog.text, 10,
-                 lambda: f"no error logged about the receiver process: {caplog.text!r}")
-        assert sidecar.pipeline.running  # the rest of the sidecar goes on
+        assert "OTLP/gRPC is not served; restarting it in 1s" in caplog.text
+        wait_for(lambda: http_get(sidecar.metrics_port, "/readyz")[0] == 200, 30,
+                 lambda: f"the receiver was not restarted: {caplog.text!r}")
+        assert receiver_pid(sidecar) != first and sidecar.grpc_port == port
+        with grpc_clients(port) as clients:
+            assert not clients.metrics.Export(CPU, timeout=10).HasField("partial_success")
+    assert multiprocessing.active_children() == []
 
 
 def test_the_receiver_process_exits_when_the_sidecar_is_killed(tmp_path: Path) -> None:
