@@ -2,9 +2,9 @@
 
 One Python process scores on about one core whatever the machine has: its threads take
 turns under the GIL. Receiving over gRPC is a third of that turn on a busy sidecar (the
-aio server's callbacks, decoding, counting: ``benchmarks/ingest.py``'s ``io`` thread). Here
+aio server's callbacks, decoding, counting: ``benchmarks/ingest.py``'s ``io`` thread). So
 a spawned process (``grpc_child.serve``) runs the same ``GrpcReceiver`` and forwards each
-request's bytes over a socket pair (``frames``). Here a thread of its own
+request's bytes over a socket pair (``frames``). In the sidecar a thread of its own
 (``otel-anomaly-forward``, no event loop: blocking reads release the GIL) decodes them again
 (upb, a small share of what receiving cost) and queues them through the usual ``Intake``
 (``submit``), so queue limits, partial success, telemetry and errors are the same; the
@@ -75,7 +75,6 @@ class GrpcProcessReceiver:
         self._port: int | None = None
         self._stopping = False
         self._stopped = threading.Event()  # wakes a restart's back-off at shutdown
-        self.restarts = 0
 
     @property
     def port(self) -> int | None:
@@ -151,6 +150,8 @@ class GrpcProcessReceiver:
                 self._read(sock)
             if self._stopping:
                 return
+            if sock is not None:
+                sock.close()  # calls still answering on it find it closed: the client retries
             process = self._process
             logger.error("the %s process exited (exit code %s): OTLP/gRPC is not served; "
                          "restarting it in %gs", _WHAT,
@@ -166,7 +167,6 @@ class GrpcProcessReceiver:
             if self._stopping:  # shut down while it started: ``shutdown`` missed this one
                 self._halt(1.0)
                 return
-            self.restarts += 1
             logger.info("%s restarted (pid %s)", _WHAT, self.pid)
             delay = _RESTART_FIRST_S
 
