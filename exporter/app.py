@@ -28,9 +28,9 @@ from otel_anomaly.exporter.outputs import (
 from otel_anomaly.exporter.pipeline import Pipeline
 from otel_anomaly.exporter.prometheus_history import HistoryError
 from otel_anomaly.exporter.receivers.grpc import GrpcReceiver
-from otel_anomaly.exporter.receivers.grpc_process import GrpcProcessReceiver
 from otel_anomaly.exporter.receivers.http import HttpReceiver
 from otel_anomaly.exporter.receivers.intake import Intake
+from otel_anomaly.exporter.receivers.receiver_process import ReceiverProcess
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.exporter.warm_start import WarmStartSource, prime
 from otel_anomaly.processors.engine import Engine
@@ -50,6 +50,18 @@ class Component(Protocol):
 
     def shutdown(self, timeout: float) -> None:
         """Stop; idempotent, safe before ``start``, bounded by ``timeout``."""
+
+
+class Receiver(Component, Protocol):
+    """A receiver component: in this process, or in one of its own (``ReceiverProcess``)."""
+
+    @property
+    def port(self) -> int | None:
+        """The bound port once started."""
+
+    @property
+    def listening(self) -> bool:
+        """True while it serves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +138,14 @@ class Sidecar:
         intake = Intake(self.pipeline, self.telemetry, config.pipeline.retry_after)
         grpc, http = config.receivers.grpc, config.receivers.http
         auth = config.receivers.auth
-        receiver = GrpcProcessReceiver if grpc.separate_process else GrpcReceiver
-        self.grpc = receiver(grpc, intake, self.io, auth) if grpc.enabled else None
-        self.http = HttpReceiver(http, intake, self.io, auth) if http.enabled else None
+        self.grpc: Receiver | None = None
+        self.http: Receiver | None = None
+        if grpc.enabled:
+            self.grpc = (ReceiverProcess(grpc, intake, self.io, auth) if grpc.separate_process
+                         else GrpcReceiver(grpc, intake, self.io, auth))
+        if http.enabled:
+            self.http = (ReceiverProcess(http, intake, self.io, auth) if http.separate_process
+                         else HttpReceiver(http, intake, self.io, auth))
         exposition = config.exposition
         review = FeedbackApi(self.pipeline, self.registry)
         self.metrics = MetricsServer(

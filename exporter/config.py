@@ -113,6 +113,7 @@ class HttpReceiverConfig(Model):
     endpoint: Endpoint = "localhost:4318"
     max_request_body_size_mib: Positive = 64
     tls: TlsServerConfig = TlsServerConfig()
+    separate_process: bool = False
 
 
 class ReceiversConfig(Model):

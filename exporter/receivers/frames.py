@@ -6,7 +6,9 @@ package, started together, so pickle is safe here; the request bytes travel as t
 From the receiver process:
 
 - ``("started", port)`` once it listens, or ``("failed", message)`` if it cannot;
-- ``("export", call_id, transport, signal, data, count)``: a decoded, non-empty request;
+- ``("export", call_id, transport, signal, data, count, scan)``: a decoded, non-empty
+  request (``scan``: ``data`` are the bytes the client sent, which the engine may scan; else
+  the request serialized for the trip, from JSON or a remote-write body);
 - ``("request", transport, signal, outcome)``: a call it answered itself (a request that
   does not decode, an unauthenticated one, an empty one), for the sidecar's telemetry.
 

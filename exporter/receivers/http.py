@@ -33,7 +33,7 @@ from otel_anomaly.exporter.receivers.http_codec import (
     message_response,
     status_response,
 )
-from otel_anomaly.exporter.receivers.intake import Intake
+from otel_anomaly.exporter.receivers.intake import Exports
 from otel_anomaly.exporter.receivers.remote_write import (
     REMOTE_WRITE_PATH,
     RemoteWriteSpec,
@@ -74,7 +74,7 @@ class HttpReceiver:
     """
 
     def __init__(
-        self, config: HttpReceiverConfig, intake: Intake, io: IoLoop,
+        self, config: HttpReceiverConfig, intake: Exports, io: IoLoop,
         auth: BearerAuthConfig | None = None,
     ) -> None:
         self._config = config

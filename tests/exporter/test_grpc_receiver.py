@@ -48,7 +48,7 @@ def grpc_config(request: pytest.FixtureRequest) -> ConfigFactory:
     """``loopback_config``, with the gRPC receiver in the sidecar's process or its own.
 
     Every test below holds for both: the receiver process forwards each call to the same
-    intake (``exporter/receivers/grpc_process.py``).
+    intake (``exporter/receivers/receiver_process.py``).
     """
 
     def make(overrides: Mapping[str, object] | None = None) -> Config:

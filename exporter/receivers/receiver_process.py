@@ -1,16 +1,16 @@
-"""The OTLP/gRPC receiver in a process of its own (``receivers.grpc.separate_process``).
+"""A receiver in a process of its own (``receivers.grpc.separate_process``, ``.http.``).
 
 One Python process scores on about one core whatever the machine has: its threads take
 turns under the GIL. Receiving over gRPC is a third of that turn on a busy sidecar (the
 aio server's callbacks, decoding, counting: ``benchmarks/ingest.py``'s ``io`` thread). So
-a spawned process (``grpc_child.serve``) runs the same ``GrpcReceiver`` and forwards each
-request's bytes over a socket pair (``frames``). In the sidecar a thread of its own
-(``otel-anomaly-forward``, no event loop: blocking reads release the GIL) decodes them again
-(upb, a small share of what receiving cost) and queues them through the usual ``Intake``
-(``submit``), so queue limits, partial success, telemetry and errors are the same; the
-outcome goes back from the pipeline's completion (``finish``).
+a spawned process (``receiver_child.serve``) runs the same ``GrpcReceiver`` (or
+``HttpReceiver``) and forwards each request's bytes over a socket pair (``frames``). In the
+sidecar a thread of its own (``otel-anomaly-forward``, no event loop: blocking reads release
+the GIL) decodes them again (upb, a small share of what receiving cost) and queues them
+through the usual ``Intake`` (``submit``), so queue limits, partial success, telemetry and
+errors are the same; the outcome goes back from the pipeline's completion (``finish``).
 
-The component has ``GrpcReceiver``'s lifecycle: ``start`` returns once the process listens
+The component has the receiver's lifecycle: ``start`` returns once the process listens
 (or raises its ``StartupError``); ``shutdown`` tells it to stop with a grace for calls in
 flight, whose outcomes this end still sends. If the process dies, the error is logged,
 ``listening`` turns false (``/readyz`` fails) and the process is started again on the same
@@ -28,30 +28,34 @@ import threading
 from concurrent.futures import Future
 from multiprocessing.process import BaseProcess
 
-from otel_anomaly.exporter.config import BearerAuthConfig, GrpcReceiverConfig
+from google.protobuf.message import Message
+
+from otel_anomaly.exporter.config import BearerAuthConfig, GrpcReceiverConfig, HttpReceiverConfig
 from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.receivers.frames import Frame, recv_frame, send_frame
-from otel_anomaly.exporter.receivers.grpc_child import serve
-from otel_anomaly.exporter.receivers.intake import Intake, Outcome
-from otel_anomaly.exporter.receivers.signals import SPECS, SignalSpec
+from otel_anomaly.exporter.receivers.intake import Intake, IntakeSpec, Outcome
+from otel_anomaly.exporter.receivers.receiver_child import serve
+from otel_anomaly.exporter.receivers.remote_write import RemoteWriteSpec
+from otel_anomaly.exporter.receivers.signals import SPECS, Signal
 from otel_anomaly.exporter.thread_names import name_this_thread
+from otel_anomaly.processors.signals.remote_write_proto import WriteRequest
 from otel_anomaly.processors.types import IngestResult
 
 logger = logging.getLogger(__name__)
 _START_TIMEOUT_S = 60.0  # a spawned interpreter imports grpc and the package first
 _RESTART_FIRST_S = 1.0  # a process that died is restarted after this, then twice as long
 _RESTART_LAST_S = 30.0  # ... up to this, while restarts fail
-_WHAT = "OTLP/gRPC receiver"
+_REMOTE_WRITE = RemoteWriteSpec()
 
 
-class GrpcProcessReceiver:
-    """``GrpcReceiver`` in a spawned process; requests come back here for the pipeline.
+class ReceiverProcess:
+    """``GrpcReceiver`` or ``HttpReceiver`` in a spawned process; requests come back here.
 
     Parameters
     ----------
     config
-        ``receivers.grpc``.
+        ``receivers.grpc`` or ``receivers.http``: which receiver, and its settings.
     intake
         Where decoded requests go.
     io
@@ -61,11 +65,14 @@ class GrpcProcessReceiver:
     """
 
     def __init__(
-        self, config: GrpcReceiverConfig, intake: Intake, io: IoLoop | None = None,
-        auth: BearerAuthConfig | None = None,
+        self, config: GrpcReceiverConfig | HttpReceiverConfig, intake: Intake,
+        io: IoLoop | None = None, auth: BearerAuthConfig | None = None,
     ) -> None:
         del io
         self._config = config
+        grpc = isinstance(config, GrpcReceiverConfig)
+        self._what = "OTLP/gRPC receiver" if grpc else "OTLP/HTTP receiver"
+        self._serves = "OTLP/gRPC" if grpc else "OTLP/HTTP and remote-write"
         self._intake = intake
         self._auth = auth or BearerAuthConfig()
         self._process: BaseProcess | None = None
@@ -102,12 +109,12 @@ class GrpcProcessReceiver:
                                         daemon=True)
         self._reader.start()
 
-    def _spawn(self, config: GrpcReceiverConfig) -> None:
+    def _spawn(self, config: GrpcReceiverConfig | HttpReceiverConfig) -> None:
         """Start a receiver process on ``config``; once it listens, it is the one in use."""
         ours, theirs = socket.socketpair()
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         process = context.Process(
-            target=serve, name="otel-anomaly-grpc", daemon=True,
+            target=serve, name="otel-anomaly-receiver", daemon=True,
             args=(config, self._auth, self._intake.retry_after_s, theirs,
                   logging.getLogger().getEffectiveLevel()),
         )
@@ -122,17 +129,16 @@ class GrpcProcessReceiver:
         with self._sending:
             self._process, self._sock, self._port = process, ours, port
 
-    @staticmethod
-    def _listened(sock: socket.socket) -> int:
+    def _listened(self, sock: socket.socket) -> int:
         """The port the process reports, once it listens."""
         sock.settimeout(_START_TIMEOUT_S)
         try:
             first = recv_frame(sock)
         except TimeoutError as exc:
-            msg = f"{_WHAT}: its process did not listen within {_START_TIMEOUT_S:g}s"
+            msg = f"{self._what}: its process did not listen within {_START_TIMEOUT_S:g}s"
             raise StartupError(msg) from exc
         except (EOFError, OSError) as exc:
-            msg = f"{_WHAT}: its process exited before it listened"
+            msg = f"{self._what}: its process exited before it listened"
             raise StartupError(msg) from exc
         finally:
             sock.settimeout(None)
@@ -153,21 +159,21 @@ class GrpcProcessReceiver:
             if sock is not None:
                 sock.close()  # calls still answering on it find it closed: the client retries
             process = self._process
-            logger.error("the %s process exited (exit code %s): OTLP/gRPC is not served; "
-                         "restarting it in %gs", _WHAT,
-                         None if process is None else process.exitcode, delay)
+            logger.error("the %s process exited (exit code %s): %s is not served; "
+                         "restarting it in %gs", self._what,
+                         None if process is None else process.exitcode, self._serves, delay)
             if self._stopped.wait(delay):
                 return
             try:  # on the port it had, even where the config says 0
                 self._spawn(self._config.model_copy(update={"endpoint": self._endpoint()}))
             except StartupError as exc:
-                logger.error("%s: restart failed: %s", _WHAT, exc)
+                logger.error("%s: restart failed: %s", self._what, exc)
                 delay = min(2 * delay, _RESTART_LAST_S)
                 continue
             if self._stopping:  # shut down while it started: ``shutdown`` missed this one
                 self._halt(1.0)
                 return
-            logger.info("%s restarted (pid %s)", _WHAT, self.pid)
+            logger.info("%s restarted (pid %s)", self._what, self.pid)
             delay = _RESTART_FIRST_S
 
     def _endpoint(self) -> str:
@@ -186,15 +192,15 @@ class GrpcProcessReceiver:
             pass
 
     def _export(self, sock: socket.socket, frame: Frame) -> None:
-        _, call_id, transport, signal, data, count = frame
-        spec = SPECS[signal]
+        _, call_id, transport, signal, data, count, scan = frame
+        spec: IntakeSpec = _REMOTE_WRITE if signal == _REMOTE_WRITE.signal else SPECS[signal]
         try:
-            message = spec.parse(data)  # the process decoded these bytes already
+            message = _parse(signal, data)  # the process decoded these bytes already
         except Exception as exc:  # noqa: BLE001 -- answered, never raised on the thread
             self._reply(sock, call_id,
                         Outcome("internal", f"cannot decode the forwarded request: {exc}"))
             return
-        scanned = data if signal != "logs" else None  # as ``SignalSpec.receive`` keeps
+        scanned = data if scan else None  # the client's own bytes, as ``receive`` keeps
         submitted = self._intake.submit(transport, spec, message, scanned, count)
         if isinstance(submitted, Outcome):
             self._reply(sock, call_id, submitted)
@@ -202,7 +208,7 @@ class GrpcProcessReceiver:
             submitted.add_done_callback(
                 lambda done: self._finished(sock, call_id, transport, spec, done))
 
-    def _finished(self, sock: socket.socket, call_id: int, transport: str, spec: SignalSpec,
+    def _finished(self, sock: socket.socket, call_id: int, transport: str, spec: IntakeSpec,
                   done: Future[IngestResult]) -> None:
         self._reply(sock, call_id, self._intake.finish(transport, spec, done))
 
@@ -241,6 +247,16 @@ def _stop(process: BaseProcess, timeout: float) -> None:
     """Wait up to ``timeout`` for ``process`` to exit, then kill it."""
     process.join(timeout)
     if process.is_alive():
-        logger.warning("the %s process did not stop within %.1fs: killed", _WHAT, timeout)
+        logger.warning("a receiver process (pid %s) did not stop within %.1fs: killed",
+                       process.pid, timeout)
         process.kill()
         process.join(1.0)
+
+
+def _parse(signal: Signal, data: bytes) -> Message:
+    """The request a receiver process forwarded, decoded again."""
+    if signal == _REMOTE_WRITE.signal:
+        request: Message = WriteRequest()
+        request.ParseFromString(data)
+        return request
+    return SPECS[signal].parse(data)

@@ -1,10 +1,10 @@
-"""The OTLP/gRPC receiver process: the usual ``GrpcReceiver``, its requests sent to the sidecar.
+"""A receiver process: the usual ``GrpcReceiver`` or ``HttpReceiver``, its requests sent on.
 
-``serve`` is the process' main (``grpc_process.GrpcProcessReceiver`` spawns it). It runs the
-same server as the sidecar would (TLS, bearer tokens, size limit, decoding and its errors),
+``serve`` is the process' main (``receiver_process.ReceiverProcess`` spawns it). It runs the
+same server as the sidecar would (TLS, bearer tokens, size limits, decoding and its errors),
 but its intake forwards each decoded request's bytes over the socket pair
-(``frames``) and answers the call with the outcome the sidecar sends back. So gRPC's own
-Python work (the aio server's callbacks, decoding, counting) runs on a core of its own
+(``frames``) and answers the call with the outcome the sidecar sends back. So the server's
+own Python work (callbacks, decompression, decoding, counting) runs on a core of its own
 instead of taking turns with the scoring under one GIL.
 
 The process ignores SIGINT and SIGTERM: the sidecar stops it (``stop``, with a grace for
@@ -23,11 +23,12 @@ from typing import Any, cast
 
 from google.protobuf.message import Message
 
-from otel_anomaly.exporter.config import BearerAuthConfig, GrpcReceiverConfig
+from otel_anomaly.exporter.config import BearerAuthConfig, GrpcReceiverConfig, HttpReceiverConfig
 from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.loop import IoLoop
 from otel_anomaly.exporter.receivers.frames import read_frame, write_frame
 from otel_anomaly.exporter.receivers.grpc import GrpcReceiver
+from otel_anomaly.exporter.receivers.http import HttpReceiver
 from otel_anomaly.exporter.receivers.intake import IntakeSpec, Outcome, Status
 from otel_anomaly.exporter.thread_names import name_this_thread
 from otel_anomaly.processors.signals.adapter import Signal
@@ -58,7 +59,7 @@ class _Link:
         await self._writer.drain()
 
     async def call(self, transport: str, signal_name: Signal, data: bytes, count: int,
-                   ) -> tuple[str, str, bytes | None]:
+                   scan: bool) -> tuple[str, str, bytes | None]:
         """Forward one request; the sidecar's status, message and serialized reply."""
         if self.stop.is_set() and self.grace_s <= 0:
             return "unavailable", _GONE, None
@@ -67,7 +68,8 @@ class _Link:
             asyncio.get_running_loop().create_future())
         self._pending[call_id] = future
         try:
-            write_frame(self._writer, ("export", call_id, transport, signal_name, data, count))
+            write_frame(self._writer,
+                        ("export", call_id, transport, signal_name, data, count, scan))
             await self._writer.drain()  # a sidecar that reads slowly slows the calls down
             return await future
         except ConnectionError:
@@ -122,26 +124,37 @@ class ForwardingIntake:
         if count == 0:
             self.telemetry.request(transport, spec.signal, "empty")
             return Outcome("ok", response=spec.response())
-        body = request.SerializeToString() if data is None else data
-        status, message, reply = await self._link.call(transport, spec.signal, body, count)
+        # Bytes the client sent are scanned by the engine; a request decoded from JSON (or
+        # a remote-write body) is serialized for the trip only, and walked, as in-process.
+        scan = data is not None
+        body = data if data is not None else request.SerializeToString()
+        status, message, reply = await self._link.call(transport, spec.signal, body, count,
+                                                       scan)
         response = None if reply is None else spec.response()
         if response is not None and reply is not None:
             response.ParseFromString(reply)
         return Outcome(cast(Status, status), message, response)
 
 
-def serve(config: GrpcReceiverConfig, auth: BearerAuthConfig, retry_after_s: float,
-          sock: socket.socket, log_level: int) -> None:
-    """The receiver process' main: serve until the sidecar says stop (or goes away)."""
+def serve(config: GrpcReceiverConfig | HttpReceiverConfig, auth: BearerAuthConfig,
+          retry_after_s: float, sock: socket.socket, log_level: int) -> None:
+    """The receiver process' main: serve until the sidecar says stop (or goes away).
+
+    ``config`` says which receiver: ``receivers.grpc`` or ``receivers.http``.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.current_thread().name = "otel-anomaly-grpc-receiver"
+    kind = "grpc" if isinstance(config, GrpcReceiverConfig) else "http"
+    threading.current_thread().name = f"otel-anomaly-{kind}-receiver"
     name_this_thread()  # the main thread's name is the process' in ps and top
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     io = IoLoop()
     io.start()
     link: _Link = io.run(_open(sock))
-    receiver = GrpcReceiver(config, ForwardingIntake(link, retry_after_s), io, auth)
+    intake = ForwardingIntake(link, retry_after_s)
+    receiver: GrpcReceiver | HttpReceiver = (
+        GrpcReceiver(config, intake, io, auth) if isinstance(config, GrpcReceiverConfig)
+        else HttpReceiver(config, intake, io, auth))
     try:
         receiver.start()
     except StartupError as exc:

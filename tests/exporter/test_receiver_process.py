@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 from helpers import wait_for
 from helpers.processes import running_cli
-from helpers.sidecars import grpc_clients, http_get, loopback_config, running
+from helpers.sidecars import (
+    grpc_clients,
+    http_get,
+    http_post,
+    loopback_config,
+    running,
+    sample_value,
+    scrape,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -25,16 +33,18 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.receivers.frames import recv_frame, send_frame
-from otel_anomaly.exporter.receivers.grpc_process import GrpcProcessReceiver
+from otel_anomaly.exporter.receivers.receiver_process import ReceiverProcess
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
 
 SEPARATE = {"receivers.grpc.separate_process": True}
+BOTH = {**SEPARATE, "receivers.http.separate_process": True}
 CPU = metrics_request([gauge("cpu", [(SECOND, 0.5)])], {"service.name": "checkout"})
+LATER = metrics_request([gauge("cpu", [(2 * SECOND, 0.6)])], {"service.name": "checkout"})
 
 
-def receiver_pid(sidecar: Sidecar) -> int:
-    receiver = sidecar.grpc
-    assert isinstance(receiver, GrpcProcessReceiver)
+def receiver_pid(sidecar: Sidecar, kind: str = "grpc") -> int:
+    receiver = sidecar.grpc if kind == "grpc" else sidecar.http
+    assert isinstance(receiver, ReceiverProcess)
     pid = receiver.pid
     assert pid is not None
     return pid
@@ -56,14 +66,19 @@ def children_of(pid: int) -> dict[int, str]:
     return {child: Path(f"/proc/{child}/comm").read_text().strip() for child in children}
 
 
-def test_the_receiver_process_serves_and_stops_with_the_sidecar() -> None:
-    with running(loopback_config(SEPARATE)) as sidecar, \
+def test_the_receiver_processes_serve_and_stop_with_the_sidecar() -> None:
+    with running(loopback_config(BOTH)) as sidecar, \
             grpc_clients(sidecar.grpc_port) as clients:
-        pid = receiver_pid(sidecar)
-        assert pid != os.getpid() and alive(pid)
+        pids = {kind: receiver_pid(sidecar, kind) for kind in ("grpc", "http")}
+        assert len({os.getpid(), *pids.values()}) == 3 and all(map(alive, pids.values()))
         assert not clients.metrics.Export(CPU, timeout=10).HasField("partial_success")
+        status, _, _ = http_post(sidecar.http_port, "/v1/metrics", LATER.SerializeToString(),
+                                 {"Content-Type": "application/x-protobuf"})
+        assert status == 200
         assert sidecar.ready
-    assert not alive(pid)
+        assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_requests_total",
+                            transport="http", signal="metrics", outcome="ok") == 1
+    assert not any(map(alive, pids.values()))
     assert multiprocessing.active_children() == []
 
 
@@ -78,23 +93,31 @@ def test_a_taken_port_fails_start_up_naming_the_endpoint() -> None:
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.parametrize("kind", ["grpc", "http"])
 def test_a_receiver_process_that_dies_is_restarted_on_its_port(
-    caplog: pytest.LogCaptureFixture,
+    kind: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    with running(loopback_config(SEPARATE)) as sidecar:
-        port, first = sidecar.grpc_port, receiver_pid(sidecar)
+    with running(loopback_config(BOTH)) as sidecar:
+        port = sidecar.grpc_port if kind == "grpc" else sidecar.http_port
+        first = receiver_pid(sidecar, kind)
         assert http_get(sidecar.metrics_port, "/readyz")[0] == 200
         os.kill(first, signal.SIGKILL)
         # Unready while it is down (a second before the restart), then ready again.
         wait_for(lambda: http_get(sidecar.metrics_port, "/readyz")[0] == 503, 5,
                  "/readyz still answers 200 with the gRPC receiver gone")
-        assert "OTLP/gRPC is not served; restarting it in 1s" in caplog.text
+        served = "OTLP/gRPC" if kind == "grpc" else "OTLP/HTTP and remote-write"
+        wait_for(lambda: f"{served} is not served; restarting it in 1s" in caplog.text, 5,
+                 lambda: f"no error logged about the receiver process: {caplog.text!r}")
         wait_for(lambda: http_get(sidecar.metrics_port, "/readyz")[0] == 200, 30,
                  lambda: f"the receiver was not restarted: {caplog.text!r}")
-        assert receiver_pid(sidecar) != first and sidecar.grpc_port == port
-        with grpc_clients(port) as clients:
+        assert receiver_pid(sidecar, kind) != first
+        assert port == (sidecar.grpc_port if kind == "grpc" else sidecar.http_port)
+        with grpc_clients(sidecar.grpc_port) as clients:
             assert not clients.metrics.Export(CPU, timeout=10).HasField("partial_success")
+        status, _, _ = http_post(sidecar.http_port, "/v1/metrics", CPU.SerializeToString(),
+                                 {"Content-Type": "application/x-protobuf"})
+        assert status == 200
     assert multiprocessing.active_children() == []
 
 
@@ -116,7 +139,7 @@ def test_the_receiver_process_exits_when_the_sidecar_is_killed(tmp_path: Path) -
 def test_frames_of_any_size_cross_a_socket_pair_whole() -> None:
     ours, theirs = socket.socketpair()
     big = bytes(range(256)) * 8192  # 2 MiB: more than a socket's buffer, so recv is partial
-    frames = [("export", 1, "grpc", "metrics", big, 7), ("stop", 2.5), ("started", 4317)]
+    frames = [("export", 1, "grpc", "metrics", big, 7, True), ("stop", 2.5), ("started", 4317)]
     with ours, theirs, concurrent.futures.ThreadPoolExecutor(1) as pool:
         sent = pool.submit(lambda: [send_frame(ours, frame) for frame in frames])
         assert [recv_frame(theirs) for _ in frames] == frames
