@@ -11,7 +11,7 @@ from collections.abc import Callable
 import hypothesis
 import pytest
 from google.rpc import code_pb2, status_pb2
-from helpers import sidecars, wait_for
+from helpers import wait_for
 from helpers.engines import EngineHolder, FailingEngine, GatedEngine, RecordingEngine
 from helpers.sidecars import http_get, http_post, loopback_config, running, sample_value, scrape
 from hypothesis import strategies as st
@@ -35,17 +35,7 @@ JSON_SPANS = json.dumps({"resourceSpans": [{
 }]}).encode()
 
 
-@pytest.fixture(autouse=True, params=[False, True],
-                ids=["http_in_process", "http_separate_process"])
-def _http_receiver_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test here runs with the HTTP receiver in the sidecar's process and in its own.
-
-    In its own (``exporter/receivers/receiver_process.py``) it forwards each request to the
-    same intake, so the answers must be the same.
-    """
-    mode = {"receivers.http.separate_process": request.param}
-    monkeypatch.setitem(globals(), "loopback_config",
-                        lambda extra=None: sidecars.loopback_config({**mode, **(extra or {})}))
+pytestmark = pytest.mark.usefixtures("http_receiver_modes")  # each test both ways
 
 
 Recorded = tuple[EngineHolder, SidecarSettings]

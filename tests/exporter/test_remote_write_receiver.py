@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cramjam
 import pytest
-from helpers import sidecars
 from helpers.processes import free_port
 from helpers.promtool import prometheus_running
 from helpers.sidecars import (
@@ -28,17 +27,7 @@ PROTOBUF = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snapp
             "X-Prometheus-Remote-Write-Version": "0.1.0"}
 
 
-@pytest.fixture(autouse=True, params=[False, True],
-                ids=["http_in_process", "http_separate_process"])
-def _http_receiver_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test here runs with the HTTP receiver in the sidecar's process and in its own.
-
-    In its own (``exporter/receivers/receiver_process.py``) it forwards each request to the
-    same intake, so the answers must be the same.
-    """
-    mode = {"receivers.http.separate_process": request.param}
-    monkeypatch.setitem(globals(), "loopback_config",
-                        lambda extra=None: sidecars.loopback_config({**mode, **(extra or {})}))
+pytestmark = pytest.mark.usefixtures("http_receiver_modes")  # each test both ways
 
 
 @contextmanager
