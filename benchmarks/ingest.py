@@ -1,7 +1,7 @@
 """Ingest throughput of `otel-anomaly run` over OTLP/gRPC, next to the decode floor.
 
 Usage: .venv/bin/python benchmarks/ingest.py [--signal metrics|spans] [--series 10000]
-                                             [--config FILE]
+                                             [--config FILE] [--transport grpc|http]
                                              [--operations 100] [--points-per-request 1000]
                                              [--seconds 20] [--in-flight 4]
                                              [--floor-requests 200]
@@ -24,6 +24,11 @@ a process of its own):
 |---|---|---|---|---|
 | spans, 100 operations | 801,295-807,594 | 0.83-0.85 | 1,051,622-1,055,178 | 1.10 |
 | metrics, 10,000 series | 534,417-536,985 | 1.09-1.10 | 636,179-639,198 | 1.28-1.30 |
+
+Over OTLP/HTTP (``--transport http``, protobuf bodies, one kept-alive connection per
+sender; ``receivers: {http: {separate_process: true}}``), at 893842c, one run each
+(``/work/dev_notes/s46/ingest_http.txt``): spans 932,070 (0.97) and 1,050,633 (1.11),
+metrics 560,982 (1.14) and 649,455 (1.30).
 
 By default the sidecar used 1.04-1.12 cores with the machine 36-37 % idle: ``pipeline``
 0.69-0.79 cores and ``io`` 0.30-0.31, taking turns under the GIL. With the separate
@@ -80,10 +85,12 @@ only, plus the walk of the fields, plus the attributes.
 from __future__ import annotations
 
 import argparse
+import http.client
 import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -114,6 +121,7 @@ from otel_anomaly.processors.testing import (
 )
 
 START_S = 1_700_000_000
+HTTP_PATHS = {"metrics": "/v1/metrics", "spans": "/v1/traces"}
 METHODS = {
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
     "spans": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -247,6 +255,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--config", help="the sidecar's YAML config (default: embedded)")
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--transport", choices=("grpc", "http"), default="grpc",
+                        help="OTLP/gRPC, or OTLP/HTTP with protobuf bodies")
     parser.add_argument("--floor-requests", type=int, default=200,
                         help="requests decoded for the floor")
     args = parser.parse_args()
@@ -254,7 +264,8 @@ def main() -> int:
         if not sidecar.wait_ready():
             sys.stderr.write("sidecar did not start\n")
             return 1
-        return run(args, sidecar.proc, sidecar.grpc_port, sidecar.metrics_port)
+        return run(args, sidecar.proc, sidecar.grpc_port, sidecar.metrics_port,
+                   sidecar.http_port)
 
 
 def processed_items(signal_name: str, metrics_port: int) -> tuple[float, float, float]:
@@ -270,7 +281,7 @@ def processed_items(signal_name: str, metrics_port: int) -> tuple[float, float, 
 
 
 def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
-        metrics_port: int) -> int:
+        metrics_port: int, http_port: int) -> int:
     per_request = args.points_per_request
     budget = int(BUDGET_PER_S[args.signal] * args.seconds / per_request) + args.in_flight
     built = time.monotonic()
@@ -281,10 +292,8 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
     else:
         requests = build_span_requests(args.operations, per_request, max(2, budget))
         what = f"operations={args.operations}"
-    export = grpc.insecure_channel(
-        f"127.0.0.1:{grpc_port}", options=[("grpc.max_send_message_length", 64 << 20)],
-    ).unary_unary(METHODS[args.signal], request_serializer=lambda b: b,
-                  response_deserializer=lambda b: b)
+    export = (grpc_export(grpc_port, args.signal) if args.transport == "grpc"
+              else http_export(http_port, args.signal))
     sys.stdout.write(f"built {len(requests)} requests in {time.monotonic() - built:.0f}s; "
                      f"sending for {args.seconds:.0f}s\n")
     sys.stdout.flush()
@@ -293,11 +302,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
 
     def send(i: int) -> float | None:
         started = time.perf_counter()
-        try:
-            export(requests[i], timeout=30)
-        except grpc.RpcError:
-            return None
-        return time.perf_counter() - started
+        return time.perf_counter() - started if export(requests[i]) else None
 
     started = time.monotonic()
     outcomes = send_for(args.seconds, args.in_flight, len(requests), send)
@@ -320,7 +325,8 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
     floor_rate = floor[-1][1]
     p50, p99 = (1e3 * np.percentile(latencies, q) if latencies else float("nan")
                 for q in (50, 99))
-    print(f"{what} {unit}/request={per_request} in_flight={args.in_flight} "
+    print(f"{what} {unit}/request={per_request} transport={args.transport} "
+          f"in_flight={args.in_flight} "
           f"seconds={elapsed:.1f} requests={sent} failed={errors} "
           f"rejected={rejected:,.0f} skipped={skipped:,.0f}")
     print(f"{'signal':8s} {unit:>10s} {unit + '/s':>10s} {'CPU s/M':>8s} {'cores':>6s} "
@@ -339,6 +345,45 @@ def print_floor(requests: int, floor: list[tuple[str, float]], unit: str) -> Non
     print(f"{'step':34s} {unit + '/s':>11s} {'CPU s/M':>8s}")
     for name, per_s in floor:
         print(f"{name:34s} {per_s:11,.0f} {1e6 / per_s:8.2f}")
+
+
+def grpc_export(port: int, signal_name: str) -> Callable[[bytes], bool]:
+    """A sender of serialized requests over OTLP/gRPC: whether each call succeeded."""
+    call = grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)],
+    ).unary_unary(METHODS[signal_name], request_serializer=lambda b: b,
+                  response_deserializer=lambda b: b)
+
+    def export(body: bytes) -> bool:
+        try:
+            call(body, timeout=30)
+        except grpc.RpcError:
+            return False
+        return True
+
+    return export
+
+
+def http_export(port: int, signal_name: str) -> Callable[[bytes], bool]:
+    """A sender over OTLP/HTTP (protobuf), one kept-alive connection per sending thread."""
+    path = HTTP_PATHS[signal_name]
+    local = threading.local()
+
+    def export(body: bytes) -> bool:
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection("127.0.0.1", port,
+                                                                       timeout=30)
+        try:
+            connection.request("POST", path, body, {"Content-Type": "application/x-protobuf"})
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            local.connection = None
+            return False
+        return response.status == 200
+
+    return export
 
 
 def send_for(seconds: float, in_flight: int, requests: int,

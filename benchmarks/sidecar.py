@@ -95,6 +95,7 @@ class Sidecar:
     proc: subprocess.Popen[bytes]
     grpc_port: int
     metrics_port: int
+    http_port: int
 
     def wait_ready(self, timeout: float = 30) -> bool:
         """Whether ``/metrics`` answers within ``timeout`` seconds (False if it exited)."""
@@ -114,16 +115,17 @@ class Sidecar:
 @contextmanager
 def running_sidecar(*args: str, stop_timeout: float = 60) -> Iterator[Sidecar]:
     """``otel-anomaly run`` with ``args`` on free ports; stopped with SIGTERM on exit."""
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     cli = [str(ROOT / ".venv" / "bin" / "otel-anomaly"), "run", *args,
-           "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--http-endpoint", "127.0.0.1:0",
+           "--grpc-endpoint", f"127.0.0.1:{grpc_port}",
+           "--http-endpoint", f"127.0.0.1:{http_port}",
            "--metrics-endpoint", f"127.0.0.1:{metrics_port}"]
     # The benchmark's own settings, not whatever the shell exports.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_ANOMALY_")}
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=log, env=env)
         try:
-            yield Sidecar(proc, grpc_port, metrics_port)
+            yield Sidecar(proc, grpc_port, metrics_port, http_port)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=stop_timeout)
