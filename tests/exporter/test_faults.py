@@ -181,9 +181,14 @@ def checkpointed_series(config: Path, state: Path) -> set[int]:
     return {int(dict(key.attributes)["n"]) for key in keys if key.metric == "load_depth"}
 
 
-def test_kill_9_under_load_then_restart_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("separate_process", [False, True],
+                         ids=["grpc_in_process", "grpc_separate_process"])
+def test_kill_9_under_load_then_restart_resumes_from_the_last_checkpoint(
+    tmp_path: Path, separate_process: bool,
+) -> None:
     state = tmp_path / "state.ckpt"
-    config = write_config(tmp_path, state={"path": str(state), "interval": "200ms"})
+    config = write_config(tmp_path, state={"path": str(state), "interval": "200ms"},
+                          receivers={"grpc": {"separate_process": separate_process}})
     with sidecar_process(config, tmp_path / "first.log") as first, Load(first.grpc_port) as load:
         wait_for(lambda: load.acked_count() >= 20, 30, lambda: f"{load.acked_count()}/20 acked")
         # Every request acknowledged now is in any checkpoint counted from now on (the
@@ -223,12 +228,15 @@ def test_kill_9_under_load_then_restart_resumes_from_the_last_checkpoint(tmp_pat
                 sent, len(acked), len(restored), len(lost), exit_s)
 
 
+@pytest.mark.parametrize("separate_process", [False, True],
+                         ids=["grpc_in_process", "grpc_separate_process"])
 def test_sigterm_under_load_scores_flushes_and_checkpoints_everything_acknowledged(
-    tmp_path: Path, sink: OtlpSink,
+    tmp_path: Path, sink: OtlpSink, separate_process: bool,
 ) -> None:
     state = tmp_path / "state.ckpt"
     config = write_config(tmp_path, state={"path": str(state)},
-                          outputs={"otlp_events": {"endpoint": sink.endpoint}})
+                          outputs={"otlp_events": {"endpoint": sink.endpoint}},
+                          receivers={"grpc": {"separate_process": separate_process}})
     # Two clients at once, so requests wait in the intake queue when the signal comes.
     with sidecar_process(config, tmp_path / "sidecar.log") as sidecar, \
             Load(sidecar.grpc_port) as load, Load(sidecar.grpc_port, first=10**5) as other:
