@@ -10,10 +10,11 @@ From the receiver process:
   request (``scan``: ``data`` are the bytes the client sent, which the engine may scan; else
   the request serialized for the trip, from JSON or a remote-write body);
 - ``("request", transport, signal, outcome)``: a call it answered itself (a request that
-  does not decode, an unauthenticated one, an empty one), for the sidecar's telemetry.
+  does not decode, an unauthenticated one, an empty one), for the sidecar's telemetry;
+- ``("pong", n)``: the answer to ``("ping", n)``.
 
 From the sidecar: ``("outcome", call_id, status, message, response)`` (``response`` the
-serialized reply, or None) and ``("stop", grace_s)``.
+serialized reply, or None), ``("ping", n)`` every few seconds and ``("stop", grace_s)``.
 """
 
 from __future__ import annotations

@@ -85,6 +85,8 @@ class _Link:
                     future = self._pending.get(frame[1])
                     if future is not None and not future.done():
                         future.set_result((frame[2], frame[3], frame[4]))
+                elif frame[0] == "ping":  # the sidecar checks that this loop still runs
+                    self.post(("pong", frame[1]))
                 elif frame[0] == "stop":
                     self.grace_s = float(frame[1])
                     self.stop.set()

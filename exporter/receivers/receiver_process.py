@@ -15,7 +15,8 @@ The component has the receiver's lifecycle: ``start`` returns once the process l
 flight, whose outcomes this end still sends. If the process dies, the error is logged,
 ``listening`` turns false (``/readyz`` fails) and the process is started again on the same
 port after a second (then 2, 4, ... up to 30 s while that fails); calls it had in flight
-fail on the client's side, which retries them.
+fail on the client's side, which retries them. A process alive but hung (its event loop
+answers no ping for ``HUNG_AFTER_S``) is killed, and so restarted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import multiprocessing
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from multiprocessing.process import BaseProcess
 
@@ -46,6 +48,11 @@ logger = logging.getLogger(__name__)
 _START_TIMEOUT_S = 60.0  # a spawned interpreter imports grpc and the package first
 _RESTART_FIRST_S = 1.0  # a process that died is restarted after this, then twice as long
 _RESTART_LAST_S = 30.0  # ... up to this, while restarts fail
+PING_EVERY_S = 2.0
+"""How often the sidecar pings a receiver process' event loop."""
+HUNG_AFTER_S = 20.0
+"""A receiver process whose loop has not answered a ping for this long is killed (and so
+restarted): alive but hung, it would serve nothing while ``/readyz`` said ready."""
 _REMOTE_WRITE = RemoteWriteSpec()
 
 
@@ -79,9 +86,11 @@ class ReceiverProcess:
         self._sock: socket.socket | None = None
         self._sending = threading.Lock()
         self._reader: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
         self._port: int | None = None
         self._stopping = False
         self._stopped = threading.Event()  # wakes a restart's back-off at shutdown
+        self._answered = 0.0  # when the process last answered a ping (monotonic)
 
     @property
     def port(self) -> int | None:
@@ -108,6 +117,9 @@ class ReceiverProcess:
         self._reader = threading.Thread(target=self._forward, name="otel-anomaly-forward",
                                         daemon=True)
         self._reader.start()
+        self._watcher = threading.Thread(target=self._watch, name="otel-anomaly-watch",
+                                         daemon=True)
+        self._watcher.start()
 
     def _spawn(self, config: GrpcReceiverConfig | HttpReceiverConfig) -> None:
         """Start a receiver process on ``config``; once it listens, it is the one in use."""
@@ -128,6 +140,7 @@ class ReceiverProcess:
             raise
         with self._sending:
             self._process, self._sock, self._port = process, ours, port
+            self._answered = time.monotonic()  # as if it had just answered a ping
 
     def _listened(self, sock: socket.socket) -> int:
         """The port the process reports, once it listens."""
@@ -176,6 +189,25 @@ class ReceiverProcess:
             logger.info("%s restarted (pid %s)", self._what, self.pid)
             delay = _RESTART_FIRST_S
 
+    def _watch(self) -> None:
+        """Ping the receiver process; kill it if its loop stopped answering (it restarts)."""
+        name_this_thread()
+        pings = 0
+        while not self._stopped.wait(PING_EVERY_S):
+            with self._sending:
+                sock, process = self._sock, self._process
+                answered = self._answered
+            if sock is None or process is None or not process.is_alive():
+                continue  # not started yet, or dead: the forward thread restarts it
+            if time.monotonic() - answered > HUNG_AFTER_S:
+                logger.error("the %s process (pid %s) answered no ping for %gs: killed, to "
+                             "be restarted", self._what, process.pid, HUNG_AFTER_S)
+                process.kill()
+                continue
+            pings += 1
+            with self._sending, contextlib.suppress(OSError):
+                send_frame(sock, ("ping", pings))
+
     def _endpoint(self) -> str:
         host = self._config.endpoint.rpartition(":")[0]
         return f"{host}:{self._port}" if self._port is not None else self._config.endpoint
@@ -188,6 +220,8 @@ class ReceiverProcess:
                     self._export(sock, frame)
                 elif frame[0] == "request":
                     self._intake.telemetry.request(*frame[1:])
+                elif frame[0] == "pong":
+                    self._answered = time.monotonic()
         except (EOFError, OSError):
             pass
 
@@ -227,6 +261,8 @@ class ReceiverProcess:
         self._halt(timeout)
         if self._reader is not None:
             self._reader.join(timeout + 1.0)
+        if self._watcher is not None:
+            self._watcher.join(1.0)
 
     def _halt(self, grace_s: float) -> None:
         """Stop the current process (``grace_s`` for its calls) and end its socket."""

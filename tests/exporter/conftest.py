@@ -13,7 +13,8 @@ from otel_anomaly.exporter.commands.otlp_sink import OtlpSink
 
 _OUR_THREADS = (
     "otel-anomaly-pipeline", "otel-anomaly-io", "otel-anomaly-scrape", "otel-anomaly-decode",
-    "otel-anomaly-output-", "otel-anomaly-forward", "otel-anomaly-scores-push",
+    "otel-anomaly-output-", "otel-anomaly-forward", "otel-anomaly-watch",
+    "otel-anomaly-scores-push",
 )
 
 

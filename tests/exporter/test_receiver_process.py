@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.errors import StartupError
+from otel_anomaly.exporter.receivers import receiver_process
 from otel_anomaly.exporter.receivers.frames import recv_frame, send_frame
 from otel_anomaly.exporter.receivers.receiver_process import ReceiverProcess
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
@@ -119,6 +120,26 @@ def test_a_receiver_process_that_dies_is_restarted_on_its_port(
                                  {"Content-Type": "application/x-protobuf"})
         assert status == 200
     assert multiprocessing.active_children() == []
+
+
+def test_a_hung_receiver_process_is_killed_and_restarted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(receiver_process, "PING_EVERY_S", 0.1)
+    monkeypatch.setattr(receiver_process, "HUNG_AFTER_S", 1.0)
+    caplog.set_level(logging.ERROR)
+    with running(loopback_config(SEPARATE)) as sidecar:
+        hung = receiver_pid(sidecar)
+        os.kill(hung, signal.SIGSTOP)  # alive, but its loop answers nothing
+        try:
+            wait_for(lambda: receiver_pid(sidecar) != hung and sidecar.ready, 30,
+                     lambda: f"the stopped receiver was not replaced: {caplog.text!r}")
+        finally:
+            if alive(hung):
+                os.kill(hung, signal.SIGKILL)
+        assert f"(pid {hung}) answered no ping for 1s: killed" in caplog.text
+        with grpc_clients(sidecar.grpc_port) as clients:
+            assert not clients.metrics.Export(CPU, timeout=10).HasField("partial_success")
 
 
 def test_the_receiver_process_exits_when_the_sidecar_is_killed(tmp_path: Path) -> None:
