@@ -11,7 +11,6 @@ changes: a name is a convenience, never a reason to stop.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 import threading
 
@@ -33,8 +32,8 @@ def kernel_name(python_name: str) -> bytes:
 def _prctl() -> object | None:
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    try:  # the process' own symbols, libc's among them (no library search at import)
+        libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
     return getattr(libc, "prctl", None)

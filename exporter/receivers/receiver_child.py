@@ -159,8 +159,10 @@ def serve(config: GrpcReceiverConfig | HttpReceiverConfig, auth: BearerAuthConfi
         else HttpReceiver(config, intake, io, auth))
     try:
         receiver.start()
-    except StartupError as exc:
-        io.run(link.send(("failed", str(exc))))
+    except Exception as exc:  # noqa: BLE001 -- any reason goes to the sidecar, which says it
+        reason = str(exc) if isinstance(exc, StartupError) else (
+            f"{type(receiver).__name__} failed to start: {type(exc).__name__}: {exc}")
+        io.run(link.send(("failed", reason)))
         io.shutdown()
         return
     io.run(link.send(("started", receiver.port)))
