@@ -136,9 +136,10 @@ class Calibrator:
     come in bursts vary more: each count learns its ``dispersion`` (a multiple of the
     Poisson variance, once evident, or as its gaps between events say where most
     intervals are empty: ``count_dispersion``), its band is as wide as a count of that variance
-    needs, and a rise that lasts narrows it back to Poisson's (``count_floor``). Below,
-    a count's lower tail ends at 0: no single interval of 10 events or fewer is far out,
-    so the recent intervals pooled and a run of empty ones are tested as counts
+    needs, and a rise that lasts narrows it back to Poisson's (``count_floor``), and past
+    it as a CUSUM of the intervals' events says (``count_rise_score``). Below, a count's
+    lower tail ends at 0: no single interval of 10 events or fewer is far out, so the
+    recent intervals pooled and a run of empty ones are tested as counts
     (``count_drop_score``), and a row scores at least what they say.
 
     ``step`` scores, ``learn`` then learns; the scorer masks out rows inside an already
@@ -168,8 +169,9 @@ class Calibrator:
         # ``fractional``: 1 once a value was not a whole number (else the band is at least
         # 1 wide: the resolution of a count). ``count_*``: the sums a count's
         # ``dispersion`` is measured from, its recent events (``count_floor``) and its
-        # runs of empty windows and its drop CUSUM (``count_drop_score``); all 0 on a series
-        # that is no count.
+        # runs of empty windows and its drop CUSUM (``count_drop_score``), its rise CUSUM
+        # and the seconds its mean rate is measured over (``count_rise_score``); all 0 on a
+        # series that is no count.
         self._usual = SlotArrays(magnitude=Column(np.float32, 0.0), points=Column(np.float32, 0.0),
                                  fractional=Column(np.uint8, 0),
                                  count_excess=Column(np.float32, 0.0),
@@ -180,7 +182,9 @@ class Calibrator:
                                  count_run_expected=Column(np.float32, 0.0),
                                  count_gap_sum=Column(np.float32, 0.0),
                                  count_gaps=Column(np.float32, 0.0),
-                                 count_drop_cusum=Column(np.float32, 0.0))
+                                 count_drop_cusum=Column(np.float32, 0.0),
+                                 count_rise_cusum=Column(np.float32, 0.0),
+                                 count_exposure_sum=Column(np.float32, 0.0))
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """Copies of the per-slot arrays (the usual magnitude, the tail scale, the rarity)."""
@@ -326,7 +330,7 @@ class Calibrator:
         return (usual.count_excess, usual.count_excess_sq, usual.count_events,
                 usual.count_recent_events, usual.count_recent_expected,
                 usual.count_run_expected, usual.count_gap_sum, usual.count_gaps,
-                usual.count_drop_cusum)
+                usual.count_drop_cusum, usual.count_rise_cusum, usual.count_exposure_sum)
 
     def _active(self, detector: Detector) -> bool:
         return self.policy.tail_calibration and not detector.self_calibrating

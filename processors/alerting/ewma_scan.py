@@ -128,7 +128,7 @@ def scan_ewma_rows(  # noqa: PLR0913, PLR0915 -- the rows, their outputs, every 
     (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
      _count_decay) = calibration
     (excess, excess_sq, events, recent_events, recent_expected, run_expected, gap_sum,
-     gaps, drop_cusum) = count_sums
+     gaps, drop_cusum, rise_cusum, exposure_sum) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
     seconds = np.nan  # no row has an exposure (``Scorer`` scans no other)
@@ -154,7 +154,8 @@ def scan_ewma_rows(  # noqa: PLR0913, PLR0915 -- the rows, their outputs, every 
             excess=excess[mine], excess_sq=excess_sq[mine], events=events[mine],
             recent_events=recent_events[mine], recent_expected=recent_expected[mine],
             run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine],
-            drop_cusum=drop_cusum[mine], min_abs=min_abs, min_rel=min_rel,
+            drop_cusum=drop_cusum[mine], rise_cusum=rise_cusum[mine],
+            exposure_sum=exposure_sum[mine], min_abs=min_abs, min_rel=min_rel,
             direction=direction, min_width=min_width)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i

@@ -33,10 +33,13 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     counts_events,
     dispersion_after,
     drop_cusum_after,
+    exposure_sum_after,
     floor_of,
     magnitude_after,
     recent_after,
+    rise_cusum_after,
     run_after,
+    usual_events,
 )
 from otel_anomaly.processors.alerting.hysteresis import quiet_step
 from otel_anomaly.processors.alerting.trend import trend_step
@@ -126,7 +129,7 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
     (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
      count_decay) = calibration
     (excess, excess_sq, events, recent_events, recent_expected, run_expected, gap_sum,
-     gaps, drop_cusum) = count_sums
+     gaps, drop_cusum, rise_cusum, exposure_sum) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
     level, daily, weekly, scales, narrowing, excursions = views
@@ -151,7 +154,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             excess=excess[mine], excess_sq=excess_sq[mine], events=events[mine],
             recent_events=recent_events[mine], recent_expected=recent_expected[mine],
             run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine],
-            drop_cusum=drop_cusum[mine], min_abs=min_abs, min_rel=min_rel,
+            drop_cusum=drop_cusum[mine], rise_cusum=rise_cusum[mine],
+            exposure_sum=exposure_sum[mine], min_abs=min_abs, min_rel=min_rel,
             direction=direction, min_width=min_width)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
@@ -180,9 +184,16 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             drop_cusum[mine] = drop_cusum_after(value=values[i], expected=expected,
                                                 exposure=seconds, drop_cusum=drop_cusum[mine],
                                                 dispersion=phi)
+            rise_cusum[mine] = rise_cusum_after(
+                value=values[i], exposure=seconds, rise_cusum=rise_cusum[mine], dispersion=phi,
+                usual=usual_events(expected=expected, exposure=seconds, events=events[mine],
+                                   exposure_sum=exposure_sum[mine]))
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
                 value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
                 excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)
+            exposure_sum[mine] = exposure_sum_after(exposure=seconds,
+                                                    exposure_sum=exposure_sum[mine],
+                                                    decay=count_decay)
         row_lessons(mine, ts[i], values[i], member_views, recent, daily_phase,
                     weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
                     learn_scales, learn_narrowing, learn_excursions)

@@ -343,12 +343,30 @@ def _drop_cusum(state: dict[str, Any], prefix: str) -> None:
     state.setdefault(f"{prefix}usual.count_drop_cusum", np.zeros(rows, np.float32))
 
 
+def _rise_cusums(state: Any) -> Any:
+    """Format 18 -> 19: a count's rise CUSUM and its seconds counted (``count_rise_score``).
+
+    Every saved ``Calibrator`` gains ``count_rise_cusum``, 0 (no evidence of a rise yet),
+    and ``count_exposure_sum``, 0. The count's mean rate (``usual_events``: its events
+    over those seconds) then starts high and falls to its level as the seconds add up, so
+    a restored count's rise test is slow at first, never loud.
+    """
+    return _each_prefix(state, "usual.points", _rise_cusum)
+
+
+def _rise_cusum(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "usual.points"]))
+    state.setdefault(f"{prefix}usual.count_rise_cusum", np.zeros(rows, np.float32))
+    state.setdefault(f"{prefix}usual.count_exposure_sum", np.zeros(rows, np.float32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
                                   12: _evidence_columns, 13: _offset_factors,
                                   14: _event_resolution, 15: _count_dispersions,
-                                  16: _count_runs, 17: _drops_and_evident_offsets}
+                                  16: _count_runs, 17: _drops_and_evident_offsets,
+                                  18: _rise_cusums}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

@@ -26,7 +26,9 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     count_width,
     dispersion,
     dispersion_after,
+    rise_cusum_after,
     run_after,
+    usual_events,
 )
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
@@ -261,6 +263,64 @@ def test_a_lasting_rise_of_a_bursty_counter_opens() -> None:
     assert caught >= 9, f"caught in {caught} of 20"
 
 
+@pytest.mark.parametrize(("mean", "size", "least"), [(0.5, 1.0, 9), (2.0, 4.0, 5)])
+def test_a_counter_that_rises_for_half_an_hour_opens(mean: float, size: float,
+                                                     least: int) -> None:
+    # Five times the events for 30 minutes: at half an event a minute, 75 where 15 were
+    # expected, yet few single minutes are past a minute's Poisson edge. Judged minute by
+    # minute (and pooled over the last five, for bursts) it was caught in 2 of these 10
+    # series, and in 1 of 10 at two events a minute in bursts of 4 (measured before the
+    # rise CUSUM); with it, in 10 and 7, a median of 10 and 24 minutes in.
+    caught = 0
+    for seed in range(10):
+        series, at = _bursty_series(mean, size, seed, rise=5.0)
+        (result,) = backtest(Engine(EngineSettings(clock=lambda: 0.0)), [series])
+        caught += int(result.flag[at].any())
+    assert caught >= least, f"caught in {caught} of 10"
+
+
+def test_a_rise_is_tested_against_the_count_s_mean_where_the_detector_expects_less() -> None:
+    # A robust centre of a sparse count sits near 0 where most minutes are empty; the
+    # count's mean over its quiet rows (0.1 a minute: 50 events in 500 minutes) is the
+    # floor of the events a rise is tested against.
+    assert usual_events(expected=0.01 / 60, exposure=60.0, events=50.0,
+                        exposure_sum=500 * 60.0) == pytest.approx(0.1)
+    assert usual_events(expected=0.3 / 60, exposure=60.0, events=50.0,
+                        exposure_sum=500 * 60.0) == pytest.approx(0.3)
+    assert usual_events(expected=0.01 / 60, exposure=60.0, events=0.0,
+                        exposure_sum=0.0) == pytest.approx(0.01)
+
+
+def test_the_rise_cusum_grows_on_a_doubling_and_restarts_once_the_count_is_back() -> None:
+    # Poisson counts: twice the usual events add ``2 mu ln 2 - mu`` each (0.386 mu); the
+    # usual events take ``mu (1 - ln 2)`` off, down to 0. Past the per-day threshold, a row
+    # at or below the usual events ends the alarm.
+    grown = rise_cusum_after(value=20.0 / 60, exposure=60.0, rise_cusum=0.0, dispersion=1.0,
+                             usual=10.0)
+    assert grown == pytest.approx(20 * math.log(2) - 10)
+    assert rise_cusum_after(value=10.0 / 60, exposure=60.0, rise_cusum=1.0, dispersion=1.0,
+                            usual=10.0) == 0.0
+    threshold = math.log(1440 / 0.01)
+    assert rise_cusum_after(value=10.0 / 60, exposure=60.0, rise_cusum=threshold + 5.0,
+                            dispersion=1.0, usual=10.0) == 0.0
+    assert rise_cusum_after(value=20.0 / 60, exposure=60.0, rise_cusum=threshold + 5.0,
+                            dispersion=1.0, usual=10.0) > threshold + 5.0
+
+
+def test_a_bursty_count_s_rise_cusum_counts_a_burst_as_one_rise() -> None:
+    # Negative binomial counts (dispersion 2: shape mu, c = 1): ``k ln(r (1 + c) / (r + c))
+    # - c mu ln((r + c) / (1 + c))``. A burst of 40 events where 0.5 were expected, in a
+    # count 7 times as variable as Poisson's, adds less than the Poisson ratio scaled down
+    # by the dispersion would (3.9).
+    assert rise_cusum_after(value=20.0 / 60, exposure=60.0, rise_cusum=0.0, dispersion=2.0,
+                            usual=10.0) == pytest.approx(20 * math.log(4 / 3)
+                                                         - 10 * math.log(3 / 2))
+    burst = rise_cusum_after(value=40.0 / 60, exposure=60.0, rise_cusum=0.0, dispersion=7.0,
+                             usual=0.5)
+    assert burst == pytest.approx(40 * math.log(14 / 13) - 0.5 / 6 * math.log(13 / 7))
+    assert burst < (40 * math.log(2) - 0.5) / 7
+
+
 def test_a_counter_of_seconds_keeps_its_own_band() -> None:
     # CPU seconds: increments are fractions, so they are no events and get no count band.
     rng = np.random.default_rng(3)
@@ -413,6 +473,14 @@ def test_a_count_restored_from_format_17_learns_its_falls_anew() -> None:
     values[-10:] = 0.0
     stopped = RecordedSeries(series.key, series.ts_unix_nano, values, series.counts)
     _restored_without(stopped, ("count_drop_cusum",), 17, "count_drop_cusum")
+
+
+def test_a_count_restored_from_format_18_learns_its_rises_anew() -> None:
+    # Format 18 had no rise CUSUM nor the seconds a count's mean rate is measured over: a
+    # restored count starts both at 0 and counts its seconds again.
+    series, _ = _bursty_series(2.0, 1.0, seed=3, days=4.0)
+    _restored_without(series, ("count_rise_cusum", "count_exposure_sum"), 18,
+                      "count_exposure_sum")
 
 
 def test_error_log_lines_in_bursts_over_otlp_page_nothing() -> None:

@@ -15,9 +15,10 @@ from otel_anomaly.processors.series.slot_arrays import SlotArrays
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.types import SeriesKey
 
-ROW_BYTES_BOUND = 3336
-"""Bytes of slot-array state per gauge series (3,328 today, 4 of them a count's drop CUSUM;
-3,324 before, 12 of them a count's run of
+ROW_BYTES_BOUND = 3344
+"""Bytes of slot-array state per gauge series (3,336 today, 8 of them a count's rise CUSUM
+and the seconds its mean rate is measured over (``calibration_kernels.count_rise_score``);
+3,328 before, 4 of them a count's drop CUSUM; 3,324 before, 12 of them a count's run of
 empty windows and its gap sums (``calibration_kernels.count_drop_score``); 3,312 before,
 20 of them a count's dispersion
 and recent sums (``calibration_kernels.count_floor``), kept for every series as its other
