@@ -1,7 +1,7 @@
 """Synthetic production incidents: detection rate, delay and false alarms of the live path.
 
 Usage: .venv/bin/python benchmarks/incidents.py [--series 10] [--days 21] [--step 120]
-                                                [--config FILE]
+                                                [--config FILE] [--intervals]
 
 Every series (``processors.testing.incident_series``: daily and weekly seasonality, counter
 rates, skewed latencies, error ratios, noise-only controls) goes through
@@ -15,6 +15,10 @@ Every series is its own service (resource ``service.name``). A ``deploy_step`` i
 release: its service reports ``service.version`` "1" from the start and "2" at the onset
 (``Engine.observe_version``), so the step should raise no flag at all, neither during the
 grace period nor after it; it is reported as the anomalies opened from the onset on.
+``--intervals``: request rates carry their interval (``--step``), as a counter's rate does
+on the live path, so they are judged as counts of events (``calibration_kernels``); without
+it they are judged as the gauges a CSV backtest gives.
+
 Seeded: the same arguments print the same table.
 """
 
@@ -54,18 +58,22 @@ def main() -> int:
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--step", type=float, default=120.0, help="seconds between points")
     parser.add_argument("--config", default=None, help="a sidecar config file (its rules)")
+    parser.add_argument("--intervals", action="store_true",
+                        help="request rates carry their interval (as a live counter's do)")
     args = parser.parse_args()
     cases = incident_cases(args.series, days=args.days, step_s=args.step)
     settings = (EngineSettings(clock=lambda: 0.0) if args.config is None
                 else load_config(args.config).engine_settings(clock=lambda: 0.0))
     engine = Engine(settings)
     started = time.perf_counter()
-    results = replay_incidents(engine, cases)
+    results = replay_incidents(engine, cases,
+                               interval_s=args.step if args.intervals else None)
     elapsed = time.perf_counter() - started
     rows = sum(len(c.values) for c in cases)
     out = sys.stdout
     out.write(f"{len(cases)} series, {rows} points in {elapsed:.1f}s "
-              f"({rows / elapsed:,.0f} points/s), one point per {args.step:g}s\n\n")
+              f"({rows / elapsed:,.0f} points/s), one point per {args.step:g}s"
+              f"{', request rates with their interval' if args.intervals else ''}\n\n")
     outcome = [(base_of(case), case, res.flag) for case, res in zip(cases, results, strict=True)]
     _detections(out, outcome, int(GRACE_S / args.step))
     _lasting(out, outcome, args.step)

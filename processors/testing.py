@@ -360,17 +360,23 @@ def incident_cases(
     return cases
 
 
-def replay_incidents(engine: Engine, cases: Sequence[Incident]) -> list[BacktestResult]:
+def replay_incidents(engine: Engine, cases: Sequence[Incident], *,
+                     interval_s: float | None = None) -> list[BacktestResult]:
     """Backtest ``cases`` together through ``engine``, each series its own service.
 
     A ``deploy_step`` is a release: its service reports ``service.version`` "1" from the
-    start and "2" at the onset (``Engine.observe_version``).
+    start and "2" at the onset (``Engine.observe_version``). With ``interval_s`` (the
+    cases' spacing), request rates carry it as each row's interval, as the live path gives
+    a counter's rate: they are then judged as counts of events.
     """
     services = [(("service.name", f"svc{i}"),) for i in range(len(cases))]
     series = []
     for service, case in zip(services, cases, strict=True):
-        series.append(RecordedSeries(SeriesKey(BASE_METRIC[base_of(case)], service, ()),
-                                     case.ts_unix_nano, case.values))
+        base = base_of(case)
+        counts = (np.full(len(case.values), float(interval_s))
+                  if interval_s is not None and base == "requests" else None)
+        series.append(RecordedSeries(SeriesKey(BASE_METRIC[base], service, ()),
+                                     case.ts_unix_nano, case.values, counts))
         # The grace period only compares event times, so the releases can be announced first.
         if case.kind == "deploy_step":
             engine.observe_version(service, "1", int(case.ts_unix_nano[0]))
