@@ -512,11 +512,10 @@ def count_rise_score(  # noqa: PLR0913 -- a row and its slot's count cells
     15 were expected) was caught in 5 of 10 series, at 0.1 a minute in none. Page's CUSUM
     of the rows' events at ``RISE_RATIO`` times their expected rate (``rise_cusum_after``,
     with this row's, as negative binomial counts of the count's ``dispersion``; the
-    expected events are ``usual_events``) finds such a
-    change soonest for its false-alarm rate. The score is that exponent over the one a
-    row must reach: that of ``k`` sigmas, and at least ``ln(windows a day /
-    RISE_OPENS_PER_DAY)``. Only for a row above its expected events that counts whole
-    events on a slot of counts (``counts_events``).
+    expected events are ``usual_events``) finds such a change soonest for its false-alarm
+    rate. The score is that exponent over the one a row must reach: that of ``k`` sigmas,
+    and at least ``ln(windows a day / RISE_OPENS_PER_DAY)``. Only for a row above its
+    expected events that counts whole events on a slot of counts (``counts_events``).
     """
     mu = maximum(np.float64(expected), 0.0) * np.float64(exposure)
     got = np.float64(value) * np.float64(exposure)
@@ -686,9 +685,10 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
     one. Every count row moves the recent sums (``recent_after``) and the run of empty
     windows (``run_after``), so an anomaly opened on them closes once its count is back,
     not while the rise or the stop goes on (so do the drop and rise CUSUMs,
-    ``drop_cusum_after`` and ``rise_cusum_after``); only quiet rows teach how bursty the series is
-    (``dispersion_after``) and how long its gaps usually are (``run_after``). The slots
-    are within the columns (``learn_magnitude_rows`` grew them).
+    ``drop_cusum_after`` and ``rise_cusum_after``); only quiet rows teach how bursty the
+    series is (``dispersion_after``), its mean rate (``exposure_sum_after``) and how long
+    its gaps usually are (``run_after``). The slots are within the columns
+    (``learn_magnitude_rows`` grew them).
     """
     if len(exposure) == 0:
         return
