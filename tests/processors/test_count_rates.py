@@ -377,6 +377,37 @@ def test_rare_errors_over_otlp_page_only_on_a_burst(wire: bool) -> None:
     assert re.search(r"rate [0-9.]+/s \(\d+ events in 1m\)", explained[-1]), explained[-1]
 
 
+@pytest.mark.parametrize("wire", [True, False], ids=["compiled", "walk"])
+def test_errors_that_rise_fivefold_for_half_an_hour_over_otlp_open(wire: bool) -> None:
+    # Six routes' error counters, cumulative, exported every minute for three days at about
+    # half an error a minute each; in the last hour every route errs five times as often
+    # for 30 minutes. Few single minutes are past a minute's Poisson edge; the half hour
+    # is (about 75 errors where 15 were expected). Each route is its own series.
+    clock = FakeClock(0.0)
+    engine = Engine(EngineSettings(clock=clock, series_ttl_s=1e9))
+    rng = np.random.default_rng(5)
+    minutes = 3 * PER_DAY
+    rise_at = minutes - 60
+    totals = np.zeros(6)
+    opened: list[tuple[int, str]] = []
+    explained: list[str] = []
+    for m in range(1, minutes):
+        rate = 2.5 if rise_at <= m < rise_at + 30 else 0.5
+        totals += rng.poisson(rate, 6)
+        request = _counter_request((T0 + m * STEP_S) * SECOND, totals)
+        result = engine.ingest("metrics", request,
+                               request.SerializeToString() if wire else None)
+        opened += [(m, dict(e.key.attributes)["route"]) for e in result.events
+                   if e.kind == "open"]
+        if m >= rise_at:
+            explained += [e.explanation for e in result.events if e.kind == "open"]
+    before = [(m, route) for m, route in opened if m < rise_at]
+    assert len(before) <= 1, f"opens before the rise: {before}"
+    during = {route for m, route in opened if rise_at <= m < rise_at + 30}
+    assert len(during) >= 5, f"routes opened during the rise: {sorted(during)}"
+    assert any("above the expected" in text for text in explained), explained[-3:]
+
+
 def test_a_counter_restored_from_format_14_is_judged_as_a_count_again() -> None:
     # Format 14 marked a counter's slot fractional at its first rate that was not a whole
     # number per second; the upgrade clears the mark, so the restored engine goes on as
