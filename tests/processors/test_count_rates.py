@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -345,67 +346,69 @@ def _counter_request(ts: int, totals: np.ndarray) -> ExportMetricsServiceRequest
         scope_metrics=[ScopeMetrics(metrics=metrics)])])
 
 
-@pytest.mark.parametrize("wire", [True, False], ids=["compiled", "walk"])
-def test_rare_errors_over_otlp_page_only_on_a_burst(wire: bool) -> None:
-    # Six routes' error counters, cumulative, exported every minute for three days; about
-    # one error per route every 20 minutes, then a burst on route 0 in the last hour.
-    clock = FakeClock(0.0)
-    engine = Engine(EngineSettings(clock=clock, series_ttl_s=1e9))
-    rng = np.random.default_rng(11)
-    minutes = 3 * PER_DAY
-    burst_at = minutes - 60
+def _errors_over_otlp(
+    increments: Callable[[int], np.ndarray], wire: bool,
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Six routes' cumulative error counters exported every minute for three days, each
+    minute's errors from ``increments(minute)``, through ``Engine.ingest`` (its compiled
+    wire path, or the walk). Returns the opens and their explanations, each with its
+    minute."""
+    engine = Engine(EngineSettings(clock=FakeClock(0.0), series_ttl_s=1e9))
     totals = np.zeros(6)
     opened: list[tuple[int, str]] = []
-    explained: list[str] = []
-    for m in range(1, minutes):
-        totals += rng.poisson(0.05, 6)
-        if burst_at <= m < burst_at + 5:
-            totals[0] += 6
+    explained: list[tuple[int, str]] = []
+    for m in range(1, 3 * PER_DAY):
+        totals += increments(m)
         request = _counter_request((T0 + m * STEP_S) * SECOND, totals)
         result = engine.ingest("metrics", request,
                                request.SerializeToString() if wire else None)
-        opened += [(m, dict(e.key.attributes)["route"]) for e in result.events
-                   if e.kind == "open"]
-        explained += [e.explanation for e in result.events if e.kind == "open"]
+        opens = [e for e in result.events if e.kind == "open"]
+        opened += [(m, dict(e.key.attributes)["route"]) for e in opens]
+        explained += [(m, e.explanation) for e in opens]
     if wire:
         assert engine.wire is not None and engine.wire.handled > 0, "the compiled path never ran"
+    return opened, explained
+
+
+@pytest.mark.parametrize("wire", [True, False], ids=["compiled", "walk"])
+def test_rare_errors_over_otlp_page_only_on_a_burst(wire: bool) -> None:
+    # About one error per route every 20 minutes, then a burst on route 0 in the last hour.
+    rng = np.random.default_rng(11)
+    burst_at = 3 * PER_DAY - 60
+
+    def increments(m: int) -> np.ndarray:
+        errors = rng.poisson(0.05, 6).astype(np.float64)
+        if burst_at <= m < burst_at + 5:
+            errors[0] += 6
+        return errors
+
+    opened, explained = _errors_over_otlp(increments, wire)
     quiet = [(m, route) for m, route in opened if not (route == "/r0" and m >= burst_at)]
     assert quiet == [], f"opens outside the burst: {quiet}"
     burst = [m for m, route in opened if route == "/r0" and m >= burst_at]
     assert burst and burst[0] <= burst_at + 1, f"the burst opened at {burst}"
     # Said in events: the minute's errors, not only a rate per second.
-    assert re.search(r"rate [0-9.]+/s \(\d+ events in 1m\)", explained[-1]), explained[-1]
+    text = explained[-1][1]
+    assert re.search(r"rate [0-9.]+/s \(\d+ events in 1m\)", text), text
 
 
 @pytest.mark.parametrize("wire", [True, False], ids=["compiled", "walk"])
 def test_errors_that_rise_fivefold_for_half_an_hour_over_otlp_open(wire: bool) -> None:
-    # Six routes' error counters, cumulative, exported every minute for three days at about
-    # half an error a minute each; in the last hour every route errs five times as often
-    # for 30 minutes. Few single minutes are past a minute's Poisson edge; the half hour
-    # is (about 75 errors where 15 were expected). Each route is its own series.
-    clock = FakeClock(0.0)
-    engine = Engine(EngineSettings(clock=clock, series_ttl_s=1e9))
+    # About half an error a minute on each route; in the last hour every route errs five
+    # times as often for 30 minutes. Few single minutes are past a minute's Poisson edge;
+    # the half hour is (about 75 errors where 15 were expected). Each route is its own
+    # series. Before the rise CUSUM, 2 of the 6 opened.
     rng = np.random.default_rng(5)
-    minutes = 3 * PER_DAY
-    rise_at = minutes - 60
-    totals = np.zeros(6)
-    opened: list[tuple[int, str]] = []
-    explained: list[str] = []
-    for m in range(1, minutes):
-        rate = 2.5 if rise_at <= m < rise_at + 30 else 0.5
-        totals += rng.poisson(rate, 6)
-        request = _counter_request((T0 + m * STEP_S) * SECOND, totals)
-        result = engine.ingest("metrics", request,
-                               request.SerializeToString() if wire else None)
-        opened += [(m, dict(e.key.attributes)["route"]) for e in result.events
-                   if e.kind == "open"]
-        if m >= rise_at:
-            explained += [e.explanation for e in result.events if e.kind == "open"]
+    rise_at = 3 * PER_DAY - 60
+    opened, explained = _errors_over_otlp(
+        lambda m: rng.poisson(2.5 if rise_at <= m < rise_at + 30 else 0.5, 6).astype(
+            np.float64), wire)
     before = [(m, route) for m, route in opened if m < rise_at]
     assert len(before) <= 1, f"opens before the rise: {before}"
     during = {route for m, route in opened if rise_at <= m < rise_at + 30}
     assert len(during) >= 5, f"routes opened during the rise: {sorted(during)}"
-    assert any("above the expected" in text for text in explained), explained[-3:]
+    texts = [text for m, text in explained if m >= rise_at]
+    assert any("above the expected" in text for text in texts), texts[-3:]
 
 
 def test_a_counter_restored_from_format_14_is_judged_as_a_count_again() -> None:
