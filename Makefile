@@ -44,6 +44,8 @@ bench: setup  ## long benchmarks, not part of the suite (each prints a table)
 	$(BIN)/python benchmarks/msmon.py
 	$(BIN)/python benchmarks/incidents.py
 	$(BIN)/python benchmarks/incidents.py --step 30  # the live regime: points every 30 s
+	$(BIN)/python benchmarks/incidents.py --intervals  # request rates as live counters' (counts)
+	$(BIN)/python benchmarks/low_counts.py
 	$(BIN)/python benchmarks/traces.py
 	$(BIN)/python benchmarks/histograms.py
 	$(BIN)/python benchmarks/backtest_speed.py
