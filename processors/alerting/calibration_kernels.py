@@ -350,8 +350,8 @@ def count_drop_score(  # noqa: PLR0913 -- a row and its slot's count columns
     lasting = drop_cusum_after(value=value, expected=expected, exposure=exposure,
                                drop_cusum=drop_cusum, dispersion=phi)
     exponent = maximum(exponent, lasting / phi)
-    windows = 86400.0 / np.float64(exposure)
-    return exponent / maximum(_rare_exponent(k=k), math.log(windows / DROP_OPENS_PER_DAY))
+    return exponent / maximum(_rare_exponent(k=k),
+                              alarm_exponent(exposure=exposure, opens_per_day=DROP_OPENS_PER_DAY))
 
 
 @row_kernel
@@ -359,6 +359,16 @@ def _rare_exponent(k: Any) -> Any:
     """``-ln p``, ``p`` the probability that a Gaussian lies more than ``k`` sigmas above."""
     tail = 0.5 * math.erfc(np.float64(k) / math.sqrt(2.0))
     return -math.log(maximum(tail, 1e-300))
+
+
+@row_kernel
+def alarm_exponent(exposure: Any, opens_per_day: float) -> Any:
+    """The ``-ln p`` a test of windows must reach to alarm ``opens_per_day`` times a day.
+
+    ``ln(windows a day / opens_per_day)`` for windows of ``exposure`` seconds: at most one
+    alarm can start per window.
+    """
+    return math.log(86400.0 / np.float64(exposure) / opens_per_day)
 
 
 @row_kernel
@@ -419,8 +429,8 @@ def drop_cusum_after(value: Any, expected: Any, exposure: Any, drop_cusum: Any,
     mu = maximum(np.float64(expected), 0.0) * np.float64(exposure)
     got = np.float64(value) * np.float64(exposure)
     cusum = np.float64(drop_cusum)
-    if got >= mu and cusum >= np.float64(dispersion) * math.log(
-            86400.0 / np.float64(exposure) / DROP_OPENS_PER_DAY):
+    if got >= mu and cusum >= np.float64(dispersion) * alarm_exponent(
+            exposure=exposure, opens_per_day=DROP_OPENS_PER_DAY):
         return 0.0
     step = mu * (1.0 - DROP_RATIO) - got * _DROP_LOG
     return minimum(maximum(cusum + step, 0.0), _FLOAT32_MAX)
@@ -487,7 +497,8 @@ def rise_cusum_after(value: Any, exposure: Any, rise_cusum: Any, dispersion: Any
     mu = np.float64(usual)
     got = np.float64(value) * np.float64(exposure)
     cusum = np.float64(rise_cusum)
-    if got <= mu and cusum >= math.log(86400.0 / np.float64(exposure) / RISE_OPENS_PER_DAY):
+    if got <= mu and cusum >= alarm_exponent(exposure=exposure,
+                                             opens_per_day=RISE_OPENS_PER_DAY):
         return 0.0
     phi = np.float64(dispersion)
     if phi > 1.0 + 1e-6:
@@ -531,8 +542,8 @@ def count_rise_score(  # noqa: PLR0913 -- a row and its slot's count cells
         return 0.0
     lasting = rise_cusum_after(value=value, exposure=exposure, rise_cusum=rise_cusum,
                                dispersion=phi, usual=usual)
-    windows = 86400.0 / np.float64(exposure)
-    return lasting / maximum(_rare_exponent(k=k), math.log(windows / RISE_OPENS_PER_DAY))
+    return lasting / maximum(_rare_exponent(k=k),
+                             alarm_exponent(exposure=exposure, opens_per_day=RISE_OPENS_PER_DAY))
 
 
 @row_kernel
