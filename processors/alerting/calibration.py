@@ -47,6 +47,8 @@ class Calibrated:
     ``baseline``: the detector's ``Prediction.baseline`` (None: ``expected``). ``edge``:
     the band half-width in the detector's units that ``Calibrator.step`` scored with, kept
     so that learning the round does not compute it again (None: not known).
+    ``last_cycle``: the detector's ``Prediction.last_cycle``, which a count's tests were
+    scored with and learn with (None: not known).
     """
 
     expected: NDArray[np.float64]
@@ -55,6 +57,7 @@ class Calibrated:
     score: NDArray[np.float64]
     baseline: NDArray[np.float64] | None = None
     edge: NDArray[np.float64] | None = None
+    last_cycle: NDArray[np.float64] | None = None
 
     @property
     def reference(self) -> NDArray[np.float64]:
@@ -247,8 +250,10 @@ class Calibrator:
                 self._usual.magnitude, self._usual.fractional, k, scale_floor,
                 float(policy.min_absolute_deviation), float(policy.min_relative_deviation),
                 DIRECTIONS[policy.direction], _MIN_WIDTH, exposures(detector, batch),
-                _NO_ROWS if received is None else received, self._count_sums())
-        return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k)
+                _NO_ROWS if received is None else received, self._count_sums(),
+                _NO_ROWS if prediction.last_cycle is None else prediction.last_cycle)
+        return Calibrated(prediction.expected, lower, upper, score, prediction.baseline, k,
+                          prediction.last_cycle)
 
     def counted(self, detector: Detector, batch: SeriesBatch,
                 received: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -292,7 +297,9 @@ class Calibrator:
                 learn_count_rows(batch.slots, batch.values, got, calibrated.expected, exposure,
                                  self._usual.fractional, _NO_MASK if quiet is None else quiet,
                                  self._count_sums(), _DISPERSION_DECAY,
-                                 _NO_ROWS if unclipped is None else unclipped)
+                                 _NO_ROWS if unclipped is None else unclipped,
+                                 _NO_ROWS if calibrated.last_cycle is None
+                                 else calibrated.last_cycle)
         rare, active = self._rare(detector), self._active(detector)
         if not (rare or active):
             return

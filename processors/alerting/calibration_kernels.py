@@ -187,29 +187,63 @@ def _calibrate_row(  # noqa: PLR0913 -- a row, its floors and the policy's
 
 
 @row_kernel
+def count_references(expected: Any, last_cycle: Any) -> Any:
+    """The expected value a count's fall is tested against, and the one its rise is.
+
+    The lower and the higher of the detector's ``expected`` and its ``last_cycle`` (what
+    its longest seasonal model saw at this phase a cycle ago; NaN: none): a count's
+    sequential tests take the expected events as the truth, and at thousands of events a
+    window even a seasonal model's error is far beyond their noise. Before a weekly
+    profile is ready, the daily one expects a busy day's traffic on a quiet day; at 0.6
+    of it, request rates at 2-minute points opened for 5 to 20 hours on each quiet day of
+    a series' first two weeks. What the weekly profile saw a week ago says such a day is
+    usual. A fall or rise against both models is one still.
+    """
+    if not (np.isfinite(last_cycle) and np.isfinite(expected)):
+        return expected, expected
+    return minimum(expected, last_cycle), maximum(expected, last_cycle)
+
+
+@row_kernel
+def nearer_reference(value: Any, fall_expected: Any, rise_expected: Any) -> Any:
+    """What a count's dispersion is learned around: the nearer of ``count_references``.
+
+    The count's own noise, not the error of a model that the other opinion corrects: on
+    the quiet days of a second week, learned around the daily profile's busy-day
+    expectation, a request counter's dispersion grew until half its traffic lost for an
+    hour on such a day stayed below the threshold.
+    """
+    if abs(value - rise_expected) < abs(value - fall_expected):
+        return rise_expected
+    return fall_expected
+
+
+@row_kernel
 def count_calibrated(  # noqa: PLR0913 -- a row, its slot's count cells and the policy's floors
     value: Any, expected: Any, lower: Any, upper: Any, floor: Any, k: Any, exposure: Any,
     fractional: Any, excess: Any, excess_sq: Any, events: Any, recent_events: Any,
     recent_expected: Any, run_expected: Any, gap_sum: Any, gaps: Any, drop_cusum: Any,
     rise_cusum: Any, exposure_sum: Any, min_abs: float, min_rel: float, direction: int,
-    min_width: float,
+    min_width: float, last_cycle: Any,
 ) -> Any:
     """``_calibrate_row`` with a count's floors, from its slot's cells (``calibrate_slots``).
 
-    For a row judged as it arrived (no deploy offset). Returns the band's lower and upper
-    edge, the score, and the count's ``dispersion`` (the row scans learn with it).
+    For a row judged as it arrived (no deploy offset). ``last_cycle``: the detector's
+    (``count_references``; NaN: none). Returns the band's lower and upper edge, the score,
+    and the count's ``dispersion`` (the row scans learn with it).
     """
+    fall_expected, rise_expected = count_references(expected=expected, last_cycle=last_cycle)
     phi = count_dispersion(excess=excess, excess_sq=excess_sq, events=events,
                            gap_sum=gap_sum, gaps=gaps)
     count_up = count_floor(value=value, expected=expected, exposure=exposure,
                            fractional=fractional, k=k, dispersion=phi,
                            recent_events=recent_events, recent_expected=recent_expected)
-    count_down = count_drop_score(value=value, expected=expected, exposure=exposure,
+    count_down = count_drop_score(value=value, expected=fall_expected, exposure=exposure,
                                   fractional=fractional, k=k, dispersion=phi,
                                   recent_events=recent_events,
                                   recent_expected=recent_expected, run_expected=run_expected,
                                   gap_sum=gap_sum, gaps=gaps, drop_cusum=drop_cusum)
-    count_rise = count_rise_score(value=value, expected=expected, exposure=exposure,
+    count_rise = count_rise_score(value=value, expected=rise_expected, exposure=exposure,
                                   fractional=fractional, k=k, dispersion=phi,
                                   rise_cusum=rise_cusum, events=events,
                                   exposure_sum=exposure_sum)
@@ -591,6 +625,7 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     values: Any, expected: Any, lower: Any, upper: Any, slots: Any, magnitude: Any,
     fractional: Any, k: Any, scale_floor: Any, min_abs: float, min_rel: float, direction: int,
     min_width: float, exposure: Any, received: Any, count_sums: tuple[Any, ...],
+    last_cycle: Any,
 ) -> Any:
     """``Calibrator.step``'s floor and ``calibrate`` in one loop.
 
@@ -605,7 +640,8 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
     slot's ``count_sums``: the excess, excess_sq and events columns of its ``dispersion``,
     and its recent events and recent expected events). Both judge the value as
     ``received`` (empty: as ``values``): a deploy's level offset, taken out of ``values``
-    and ``expected`` alike, does not make a count fractional.
+    and ``expected`` alike, does not make a count fractional. ``last_cycle`` (empty: none):
+    the detector's ``Prediction.last_cycle``, a count's second opinion (``count_references``).
     """
     n = len(values)
     band_lower, band_upper, score = np.empty(n), np.empty(n), np.empty(n)
@@ -622,17 +658,20 @@ def calibrate_slots(  # noqa: PLR0913 -- a round's rows, the slots' state and th
         phi = count_dispersion(excess=excess[s], excess_sq=excess_sq[s], events=events[s],
                                gap_sum=gap_sum[s], gaps=gaps[s])
         mu = expected[i] + (got - values[i])
+        fall_mu, rise_mu = count_references(
+            expected=mu,
+            last_cycle=last_cycle[i] + (got - values[i]) if len(last_cycle) else np.nan)
         count_up = count_floor(value=got, expected=mu, exposure=seconds,
                                fractional=fractional[s], k=k[i], dispersion=phi,
                                recent_events=recent_events[s],
                                recent_expected=recent_expected[s])
-        count_down = count_drop_score(value=got, expected=mu, exposure=seconds,
+        count_down = count_drop_score(value=got, expected=fall_mu, exposure=seconds,
                                       fractional=fractional[s], k=k[i], dispersion=phi,
                                       recent_events=recent_events[s],
                                       recent_expected=recent_expected[s],
                                       run_expected=run_expected[s], gap_sum=gap_sum[s],
                                       gaps=gaps[s], drop_cusum=drop_cusum[s])
-        count_rise = count_rise_score(value=got, expected=mu, exposure=seconds,
+        count_rise = count_rise_score(value=got, expected=rise_mu, exposure=seconds,
                                       fractional=fractional[s], k=k[i], dispersion=phi,
                                       rise_cusum=rise_cusum[s], events=events[s],
                                       exposure_sum=exposure_sum[s])
@@ -684,7 +723,7 @@ def learn_magnitude_rows(  # noqa: PLR0913 -- the rows and the slots' three colu
 @kernel
 def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
     slots: Any, values: Any, received: Any, expected: Any, exposure: Any, fractional: Any,
-    quiet: Any, count_sums: tuple[Any, ...], decay: float, unclipped: Any,
+    quiet: Any, count_sums: tuple[Any, ...], decay: float, unclipped: Any, last_cycle: Any,
 ) -> None:
     """Each count row's lesson to its slot's ``count_sums`` (see ``calibrate_slots``).
 
@@ -698,8 +737,10 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
     not while the rise or the stop goes on (so do the drop and rise CUSUMs,
     ``drop_cusum_after`` and ``rise_cusum_after``); only quiet rows teach how bursty the
     series is (``dispersion_after``), its mean rate (``exposure_sum_after``) and how long
-    its gaps usually are (``run_after``). The slots are within the columns
-    (``learn_magnitude_rows`` grew them).
+    its gaps usually are (``run_after``). The tests of a fall follow the lower of
+    ``expected`` and ``last_cycle`` (empty: none), the rise test the higher
+    (``count_references``), the dispersion the nearer (``nearer_reference``). The slots
+    are within the columns (``learn_magnitude_rows`` grew them).
     """
     if len(exposure) == 0:
         return
@@ -710,28 +751,34 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
         if not (np.isfinite(expected[i]) and counts_events(
                 value=received[i], exposure=exposure[i], fractional=fractional[s])):
             continue
-        mu = expected[i] + (received[i] - (unclipped[i] if len(unclipped) else values[i]))
+        offset = received[i] - (unclipped[i] if len(unclipped) else values[i])
+        mu = expected[i] + offset
+        fall_mu, rise_mu = count_references(
+            expected=mu, last_cycle=last_cycle[i] + offset if len(last_cycle) else np.nan)
         recent_events[s], recent_expected[s] = recent_after(
-            value=received[i], expected=mu, exposure=exposure[i],
+            value=received[i], expected=fall_mu, exposure=exposure[i],
             recent_events=recent_events[s], recent_expected=recent_expected[s])
         run, gap_sum_after, gaps_after = run_after(
-            value=received[i], expected=mu, exposure=exposure[i], run_expected=run_expected[s],
-            gap_sum=gap_sum[s], gaps=gaps[s])
+            value=received[i], expected=fall_mu, exposure=exposure[i],
+            run_expected=run_expected[s], gap_sum=gap_sum[s], gaps=gaps[s])
         run_expected[s] = run
         phi = count_dispersion(excess=excess[s], excess_sq=excess_sq[s], events=events[s],
                                gap_sum=gap_sum[s], gaps=gaps[s])
-        drop_cusum[s] = drop_cusum_after(value=received[i], expected=mu, exposure=exposure[i],
-                                         drop_cusum=drop_cusum[s], dispersion=phi)
+        drop_cusum[s] = drop_cusum_after(value=received[i], expected=fall_mu,
+                                         exposure=exposure[i], drop_cusum=drop_cusum[s],
+                                         dispersion=phi)
         rise_cusum[s] = rise_cusum_after(
             value=received[i], exposure=exposure[i], rise_cusum=rise_cusum[s], dispersion=phi,
-            usual=usual_events(expected=mu, exposure=exposure[i], events=events[s],
+            usual=usual_events(expected=rise_mu, exposure=exposure[i], events=events[s],
                                exposure_sum=exposure_sum[s]))
         if len(quiet) and not quiet[i]:  # a gap that ends in an anomaly teaches nothing
             continue
         gap_sum[s], gaps[s] = gap_sum_after, gaps_after
         excess[s], excess_sq[s], events[s] = dispersion_after(
-            value=received[i], expected=mu, exposure=exposure[i], excess=excess[s],
-            excess_sq=excess_sq[s], events=events[s], decay=decay)
+            value=received[i], expected=nearer_reference(
+                value=received[i], fall_expected=fall_mu, rise_expected=rise_mu),
+            exposure=exposure[i], excess=excess[s], excess_sq=excess_sq[s], events=events[s],
+            decay=decay)
         exposure_sum[s] = exposure_sum_after(exposure=exposure[i],
                                              exposure_sum=exposure_sum[s], decay=decay)
 

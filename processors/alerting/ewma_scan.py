@@ -156,7 +156,7 @@ def scan_ewma_rows(  # noqa: PLR0913, PLR0915 -- the rows, their outputs, every 
             run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine],
             drop_cusum=drop_cusum[mine], rise_cusum=rise_cusum[mine],
             exposure_sum=exposure_sum[mine], min_abs=min_abs, min_rel=min_rel,
-            direction=direction, min_width=min_width)
+            direction=direction, min_width=min_width, last_cycle=np.nan)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score

@@ -30,12 +30,14 @@ import numpy as np
 
 from otel_anomaly.processors.alerting.calibration_kernels import (
     count_calibrated,
+    count_references,
     counts_events,
     dispersion_after,
     drop_cusum_after,
     exposure_sum_after,
     floor_of,
     magnitude_after,
+    nearer_reference,
     recent_after,
     rise_cusum_after,
     run_after,
@@ -49,6 +51,7 @@ from otel_anomaly.processors.detectors.ensemble import Ensemble
 from otel_anomaly.processors.detectors.ensemble_row import (
     VIEW_ROWS,
     row_band,
+    row_last_cycle,
     row_lessons,
     row_views,
 )
@@ -144,6 +147,9 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             mine, ts[i], member_views, level, daily, weekly, scales, narrowing, excursions)
         expected, band_lower, band_upper, baseline = row_band(
             member_views, stretch * k, combine_max, centre)
+        last_cycle = row_last_cycle(mine, ts[i], member_views, weekly)
+        fall_expected, rise_expected = count_references(expected=expected,
+                                                        last_cycle=last_cycle)
         # ``calibrate_slots`` of this row (no tail scale: ``scannable``).
         seconds = exposure[i] if len(exposure) else np.nan
         floor = floor_of(value=values[i], magnitude=magnitude[mine],
@@ -156,7 +162,7 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
             run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine],
             drop_cusum=drop_cusum[mine], rise_cusum=rise_cusum[mine],
             exposure_sum=exposure_sum[mine], min_abs=min_abs, min_rel=min_rel,
-            direction=direction, min_width=min_width)
+            direction=direction, min_width=min_width, last_cycle=last_cycle)
         if not score < limit:  # may open, or NaN: ``_step`` takes it
             return i
         out[0, i], out[1, i], out[2, i], out[3, i] = expected, lower, upper, score
@@ -176,21 +182,24 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
         if np.isfinite(expected) and counts_events(value=values[i], exposure=seconds,
                                                    fractional=fractional[mine]):
             recent_events[mine], recent_expected[mine] = recent_after(
-                value=values[i], expected=expected, exposure=seconds,
+                value=values[i], expected=fall_expected, exposure=seconds,
                 recent_events=recent_events[mine], recent_expected=recent_expected[mine])
             run_expected[mine], gap_sum[mine], gaps[mine] = run_after(
-                value=values[i], expected=expected, exposure=seconds,
+                value=values[i], expected=fall_expected, exposure=seconds,
                 run_expected=run_expected[mine], gap_sum=gap_sum[mine], gaps=gaps[mine])
-            drop_cusum[mine] = drop_cusum_after(value=values[i], expected=expected,
+            drop_cusum[mine] = drop_cusum_after(value=values[i], expected=fall_expected,
                                                 exposure=seconds, drop_cusum=drop_cusum[mine],
                                                 dispersion=phi)
             rise_cusum[mine] = rise_cusum_after(
                 value=values[i], exposure=seconds, rise_cusum=rise_cusum[mine], dispersion=phi,
-                usual=usual_events(expected=expected, exposure=seconds, events=events[mine],
-                                   exposure_sum=exposure_sum[mine]))
+                usual=usual_events(expected=rise_expected, exposure=seconds,
+                                   events=events[mine], exposure_sum=exposure_sum[mine]))
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
-                value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
-                excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)
+                value=values[i], expected=nearer_reference(
+                    value=values[i], fall_expected=fall_expected,
+                    rise_expected=rise_expected),
+                exposure=seconds, excess=excess[mine], excess_sq=excess_sq[mine],
+                events=events[mine], decay=count_decay)
             exposure_sum[mine] = exposure_sum_after(exposure=seconds,
                                                     exposure_sum=exposure_sum[mine],
                                                     decay=count_decay)

@@ -636,4 +636,5 @@ def _any(mask: NDArray[np.bool_]) -> bool:
 
 def _take(cal: Calibrated, rows: NDArray[np.intp]) -> Calibrated:
     return Calibrated(cal.expected[rows], cal.lower[rows], cal.upper[rows], cal.score[rows],
-                      edge=None if cal.edge is None else cal.edge[rows])
+                      edge=None if cal.edge is None else cal.edge[rows],
+                      last_cycle=None if cal.last_cycle is None else cal.last_cycle[rows])

@@ -23,12 +23,17 @@ class Prediction:
     ``lower``/``upper`` are NaN while the row's series is warming up. ``baseline``: what
     the series' slowest-adapting model expects (an ensemble's seasonal profile), where
     ``expected`` may already follow an incident; None: the same as ``expected``.
+    ``last_cycle``: what the longest seasonal model saw at this phase a cycle or more ago,
+    before it is ready (an ensemble's weekly profile in its second week; NaN where it has
+    no cycle of history), or as it is once ready; None: not known. A count's sequential
+    tests take it as a second opinion of the usual events (``calibration_kernels``).
     """
 
     expected: NDArray[np.float64]
     lower: NDArray[np.float64]
     upper: NDArray[np.float64]
     baseline: NDArray[np.float64] | None = None
+    last_cycle: NDArray[np.float64] | None = None
 
 
 def occurrence_rounds(slots: NDArray[np.intp]) -> list[NDArray[np.intp]]:

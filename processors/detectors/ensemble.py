@@ -21,6 +21,7 @@ from otel_anomaly.processors.detectors.ensemble_members import (
 )
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
+from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays, top_slot
 from otel_anomaly.processors.types import SeriesBatch
 
@@ -418,10 +419,25 @@ class Ensemble(Detector):
             expected, lower, upper, baseline = kernels.band(
                 r.expected, r.upper, r.lower, r.floor, r.mult, r.narrow_up, r.narrow_down,
                 width, self.combine == "max", self._CENTRE)
+        last_cycle = self._last_cycle(batch, r.expected[:, -1])
         if self.log_transform:
             expected, lower, upper, baseline = (
                 self._unseen(x) for x in (expected, lower, upper, baseline))
-        return Prediction(expected, lower, upper, baseline)
+            last_cycle = None if last_cycle is None else self._unseen(last_cycle)
+        return Prediction(expected, lower, upper, baseline, last_cycle)
+
+    def _last_cycle(self, batch: SeriesBatch,
+                    expected: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """``Prediction.last_cycle``: the last member's expected value, if a seasonal one.
+
+        ``expected``: that member's column of the round. NaN where its slot is younger
+        than its cycle; None if the last member is no seasonal profile.
+        """
+        last = self._members[-1]
+        if not isinstance(last, SeasonalProfile):
+            return None
+        out: NDArray[np.float64] = np.where(last.cycle_old(batch), expected, np.nan)
+        return out
 
     def score(self, batch: SeriesBatch) -> NDArray[np.float64]:
         """Deviation in Gaussian-equivalent sigmas (0 while warming). Pure."""

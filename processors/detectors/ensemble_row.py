@@ -38,7 +38,7 @@ from otel_anomaly.processors.detectors.seasonal_codes import decode_dev, store
 from otel_anomaly.processors.detectors.seasonal_counts import advanced
 from otel_anomaly.processors.kernel_math import maximum, minimum
 
-__all__ = ["VIEW_ROWS", "row_band", "row_lessons", "row_views"]
+__all__ = ["VIEW_ROWS", "row_band", "row_last_cycle", "row_lessons", "row_views"]
 
 VIEW_ROWS = 10
 MEMBERS = 3  # the default members: a level, a daily and a weekly profile
@@ -98,6 +98,19 @@ def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
     stretch = ek.widening_of(recent, age[s], peak_ns[s], t, step_ns, r_level, max_stretch,
                              grace)
     return recent, stretch, daily_phase, weekly_phase
+
+
+@row_kernel
+def row_last_cycle(s: int, t: int, views: Any, weekly: tuple[Any, ...]) -> float:
+    """``Ensemble._last_cycle`` of one row.
+
+    The weekly profile's expected value in ``views`` (``row_views``), NaN while slot ``s``
+    is younger than a cycle at ``t``.
+    """
+    period_ns, n, first = weekly[0], weekly[6], weekly[7]
+    if n[s] > 0 and t - first[s] >= period_ns:
+        return float(views[0, MEMBERS - 1])
+    return np.nan
 
 
 @row_kernel

@@ -235,6 +235,19 @@ class SeasonalProfile(SlotStateDetector):
             "snap_mean": np.zeros(rows, np.float32), "snap_dev": np.zeros(rows, np.float32)}
         super().load_state_dict({**fresh, **state})
 
+    def cycle_old(self, batch: SeriesBatch) -> NDArray[np.bool_]:
+        """Per row, whether its slot's first point is a cycle or more before the row.
+
+        Each phase's mean then holds an earlier cycle's points, where within the first
+        cycle it holds none (a phase's first points predict the rest from the snapshot of
+        a phase not yet seen).
+        """
+        self._ensure(batch.slots)
+        state = self._slots
+        age = batch.ts_unix_nano - state.first[batch.slots]
+        out: NDArray[np.bool_] = (state.n[batch.slots] > 0) & (age >= self._period_ns)
+        return out
+
     def warming(self, slots: NDArray[np.intp]) -> NDArray[np.bool_]:
         """True until a slot has ``warmup_cycles`` of history (at its last point)."""
         self._ensure(slots)

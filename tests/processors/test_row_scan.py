@@ -24,7 +24,13 @@ from otel_anomaly.processors.settings import (
     AlertPolicy,
     EngineSettings,
 )
-from otel_anomaly.processors.testing import BASE_METRIC, base_of, bursty_counts, incident_cases
+from otel_anomaly.processors.testing import (
+    BASE_METRIC,
+    base_of,
+    bursty_counts,
+    incident_cases,
+    production_series,
+)
 from otel_anomaly.processors.types import SeriesKey
 
 MINUTE = 60 * 10**9
@@ -212,6 +218,27 @@ def test_scanned_bursty_counts_equal_the_stepped_ones(
     learned = [c.state_dict()["usual.count_events"] for c in scanned[2].scorer.calibrators]
     assert max(float(e.max(initial=0.0)) for e in learned) > 0, "no count was learned"
     assert sum(counted_scans) > n, "quiet rows must be scanned"
+
+
+def test_scanned_weekly_counters_equal_the_stepped_ones(
+    monkeypatch: pytest.MonkeyPatch, counted_scans: list[int],
+) -> None:
+    # Request counters past their first week: the weekly profile's last cycle is a second
+    # opinion of a count's usual events (``count_references``) on both paths, through
+    # quiet days and a drop that opens.
+    series: list[Series] = []
+    for seed in range(2):
+        ts, values = production_series("requests", days=10, step_s=600.0, seed=seed)
+        if seed:
+            values = values.copy()
+            values[1300:1310] *= 0.2
+        series.append((SeriesKey("http_server_requests_total:rate", (("i", str(seed)),), ()),
+                       ts, values))
+    scanned = _replay(series, per_call=97, seconds=600.0)
+    stepped = _stepped(monkeypatch, lambda: _replay(series, per_call=97, seconds=600.0))
+    _assert_same_run(scanned, stepped)
+    assert scanned[1], "the drop must open an anomaly for the comparison to mean much"
+    assert sum(counted_scans) > 2000, "quiet rows must be scanned"
 
 
 def test_a_restored_engine_scans_as_it_steps(monkeypatch: pytest.MonkeyPatch) -> None:
