@@ -321,6 +321,8 @@ def incident_series(
         values[part] += size
     else:
         values[part] *= size
+    if base == "requests":  # a counter's rate: whole events a window, as a counter counts
+        values = np.round(values * step_s) / step_s
     return Incident(kind, ts, values, start, end)
 
 
