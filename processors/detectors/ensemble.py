@@ -431,10 +431,12 @@ class Ensemble(Detector):
         """``Prediction.last_cycle``: the last member's expected value, if a seasonal one.
 
         ``expected``: that member's column of the round. NaN where its slot is younger
-        than its cycle; None if the last member is no seasonal profile.
+        than its cycle; None if the last member is no seasonal profile, or if no row has a
+        count (``SeriesBatch.counts``): only a count's tests read it, and most rounds are
+        of gauges.
         """
         last = self._members[-1]
-        if not isinstance(last, SeasonalProfile):
+        if batch.counts is None or not isinstance(last, SeasonalProfile):
             return None
         out: NDArray[np.float64] = np.where(last.cycle_old(batch), expected, np.nan)
         return out

@@ -56,7 +56,7 @@ def test_the_weekly_profile_s_last_cycle_is_known_after_one_week() -> None:
     ensemble = Ensemble()
     seen: list[float] = []
     for i in range(2 * week):
-        batch = SeriesBatch.of([0], [values[i]], [int(ts[i])])
+        batch = SeriesBatch.of([0], [values[i]], [int(ts[i])], counts=[3600.0])
         prediction = ensemble.predict(batch, 3.0)
         assert prediction.last_cycle is not None
         seen.append(float(prediction.last_cycle[0]))
@@ -64,6 +64,8 @@ def test_the_weekly_profile_s_last_cycle_is_known_after_one_week() -> None:
     assert all(math.isnan(x) for x in seen[:week]), "no cycle of history in the first week"
     second = np.array(seen[week:])
     assert np.allclose(second, values[:week], rtol=0.02), "the second week sees the first"
+    gauge = SeriesBatch.of([0], [100.0], [int(ts[-1])])  # no count: no test reads it
+    assert ensemble.predict(gauge, 3.0).last_cycle is None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
