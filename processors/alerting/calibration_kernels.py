@@ -205,20 +205,6 @@ def count_references(expected: Any, last_cycle: Any) -> Any:
 
 
 @row_kernel
-def nearer_reference(value: Any, fall_expected: Any, rise_expected: Any) -> Any:
-    """What a count's dispersion is learned around: the nearer of ``count_references``.
-
-    The count's own noise, not the error of a model that the other opinion corrects: on
-    the quiet days of a second week, learned around the daily profile's busy-day
-    expectation, a request counter's dispersion grew until half its traffic lost for an
-    hour on such a day stayed below the threshold.
-    """
-    if abs(value - rise_expected) < abs(value - fall_expected):
-        return rise_expected
-    return fall_expected
-
-
-@row_kernel
 def count_calibrated(  # noqa: PLR0913 -- a row, its slot's count cells and the policy's floors
     value: Any, expected: Any, lower: Any, upper: Any, floor: Any, k: Any, exposure: Any,
     fractional: Any, excess: Any, excess_sq: Any, events: Any, recent_events: Any,
@@ -739,8 +725,8 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
     series is (``dispersion_after``), its mean rate (``exposure_sum_after``) and how long
     its gaps usually are (``run_after``). The tests of a fall follow the lower of
     ``expected`` and ``last_cycle`` (empty: none), the rise test the higher
-    (``count_references``), the dispersion the nearer (``nearer_reference``). The slots
-    are within the columns (``learn_magnitude_rows`` grew them).
+    (``count_references``); the dispersion is the detector's error, as the band's is. The
+    slots are within the columns (``learn_magnitude_rows`` grew them).
     """
     if len(exposure) == 0:
         return
@@ -775,10 +761,8 @@ def learn_count_rows(  # noqa: PLR0913 -- the rows and the slots' count columns
             continue
         gap_sum[s], gaps[s] = gap_sum_after, gaps_after
         excess[s], excess_sq[s], events[s] = dispersion_after(
-            value=received[i], expected=nearer_reference(
-                value=received[i], fall_expected=fall_mu, rise_expected=rise_mu),
-            exposure=exposure[i], excess=excess[s], excess_sq=excess_sq[s], events=events[s],
-            decay=decay)
+            value=received[i], expected=mu, exposure=exposure[i], excess=excess[s],
+            excess_sq=excess_sq[s], events=events[s], decay=decay)
         exposure_sum[s] = exposure_sum_after(exposure=exposure[i],
                                              exposure_sum=exposure_sum[s], decay=decay)
 

@@ -37,7 +37,6 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     exposure_sum_after,
     floor_of,
     magnitude_after,
-    nearer_reference,
     recent_after,
     rise_cusum_after,
     run_after,
@@ -195,11 +194,8 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
                 usual=usual_events(expected=rise_expected, exposure=seconds,
                                    events=events[mine], exposure_sum=exposure_sum[mine]))
             excess[mine], excess_sq[mine], events[mine] = dispersion_after(
-                value=values[i], expected=nearer_reference(
-                    value=values[i], fall_expected=fall_expected,
-                    rise_expected=rise_expected),
-                exposure=seconds, excess=excess[mine], excess_sq=excess_sq[mine],
-                events=events[mine], decay=count_decay)
+                value=values[i], expected=expected, exposure=seconds, excess=excess[mine],
+                excess_sq=excess_sq[mine], events=events[mine], decay=count_decay)
             exposure_sum[mine] = exposure_sum_after(exposure=seconds,
                                                     exposure_sum=exposure_sum[mine],
                                                     decay=count_decay)
