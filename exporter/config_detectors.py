@@ -50,6 +50,7 @@ class AlertConfig(Model):
     relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
     hold: Duration = Field(default=_ALERT.hold_s, ge=0)
     accept_after: Duration = Field(default=_ALERT.accept_after_s, ge=0)
+    close_odds: float = Field(default=_ALERT.close_odds, ge=0)
     false_alarm_budget: float = Field(default=_ALERT.false_alarm_budget, ge=0)
 
     @model_validator(mode="before")
@@ -73,6 +74,10 @@ class AlertConfig(Model):
                 f"instant_threshold={self.instant_threshold}, "
                 f"open_threshold={self.open_threshold}"
             )
+        if 0 < self.close_odds <= 1:
+            problems.append(
+                "`close_odds` must be 0 (off) or above 1 (odds of back to normal against "
+                f"still out); got close_odds={self.close_odds}")
         if self.false_alarm_budget > 0 and self.evidence_point > 0:
             problems.append(
                 "`evidence_point` must be 0 with a `false_alarm_budget` (the budget's band "

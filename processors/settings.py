@@ -112,6 +112,13 @@ class AlertPolicy:
         only the flag waits, so that an outage or a regression that holds stays flagged
         for hours, not for one hold, before it is accepted, with an ``anomaly.close`` that
         says so. Values at or below ``hold_s``: ``hold_s``.
+    close_odds
+        With ``hold_s``: an open anomaly closes only once its points since it opened are this
+        many times likelier back at the level it opened against than still at the anomaly's
+        own level (Wald's sequential test, ``processors.alerting.held_band``), so one noisy
+        dip of a level that holds does not end it, while the first normal point after a
+        spike does. Until then a point back inside the band keeps it open, for at most
+        ``accept_after_s``. 0: the first point back inside the band closes it.
     """
 
     direction: DirectionPolicy = "both"
@@ -136,6 +143,7 @@ class AlertPolicy:
     relearn_after: int = 0
     hold_s: float = 3600.0
     accept_after_s: float = 4 * 3600.0
+    close_odds: float = 0.0
     false_alarm_budget: float = 0.0
 
     @property
@@ -187,6 +195,7 @@ service's: they are accepted and skipped, never counted as the service's logs.""
 SEASONAL_ALERT = AlertPolicy(
     band=3.5, min_duration=2, instant_threshold=1.5, close_threshold=1.0, close_after=1,
     cooldown=60, cooldown_time_s=5 * 3600.0, learn_gating="off", evidence_point_s=300.0,
+    close_odds=20.0,
 )
 """Alerting for the default ensemble rules (tuned once on NAB's DEV files, see
 ``benchmarks/nab.py``, then the band widened from 3 to 3.5 for ``benchmarks/incidents.py``:
@@ -194,7 +203,10 @@ autocorrelated gauges false-flagged 0.26 times a series-day at 3, 0.03 at 3.5, w
 ensemble's persistence narrowing keeps sustained regressions detected): the ensemble
 calibrates itself (3.5 Gaussian-equivalent sigmas), its members cap what one point teaches
 them (so gating is off), an anomaly opens on 2 points out of band or one at 1.5x the band,
-closes as soon as a point is back inside, and for the next 60 points or the next 5 hours,
+closes at a point back inside once the points since it opened are 20 times likelier back
+at the level before than still at the anomaly's (``close_odds``: about Wald's odds for 5 %
+errors either way, chosen before any measurement and not swept), and for the next 60
+points or the next 5 hours,
 whichever ends first, no other one opens (the same event) unless a point scores above that
 anomaly's peak. 5 hours is what the 60 points
 were tuned as on NAB's 5-minute series; counted in points alone, an hourly series was

@@ -31,13 +31,21 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS
-from otel_anomaly.processors.alerting.trend import T_CRIT, WIDTH, drift, trend_step
+from otel_anomaly.processors.alerting.trend import (
+    T_CRIT,
+    WIDTH,
+    drift,
+    last_deviation,
+    level_before,
+    trend_step,
+)
 from otel_anomaly.processors.compiled import float_warnings_ignored, kernel
 from otel_anomaly.processors.kernel_math import maximum, minimum
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
 
 _UP, _DOWN = DIRECTIONS["up"], DIRECTIONS["down"]
+_COUNT_MAX = (1 << 31) - 1  # an anomaly's point count saturates here (int32 storage)
 
 GROWTH_STEP = 0.5
 """How much further out (in half-widths of the held band) a value must go to count as the
@@ -72,6 +80,16 @@ class HeldBands:
             peak=Column(np.float64, 0.0),  # the furthest out it went, in held half-widths
             trend=Column(np.float64, 0.0, (WIDTH,)),  # its deviation's trend fit (``trend``)
             trend_ns=Column(np.int64),  # the event time of the fit's last point
+            # Wald's test of "back at the level before the anomaly" against "still at the
+            # anomaly's", on deviations from the baseline (value units): the level before
+            # (the trend fit's mean at the open) and its noise variance, the
+            # anomaly's level (mean deviation of its points out of the band), how many
+            # points it is the mean of, and the test's log odds (a CUSUM, >= 0).
+            before=Column(np.float32, 0.0),
+            before_variance=Column(np.float32, 0.0),
+            level=Column(np.float32, 0.0),
+            level_points=Column(np.int32, 0),
+            back=Column(np.float32, 0.0),
         )
         self.active = False  # no band held anywhere yet: no close reports a held band
 
@@ -87,7 +105,10 @@ class HeldBands:
         """
         rows = len(state["expected"])
         fresh: dict[str, NDArray[Any]] = {
-            "trend": np.zeros((rows, WIDTH)), "trend_ns": np.zeros(rows, np.int64)}
+            "trend": np.zeros((rows, WIDTH)), "trend_ns": np.zeros(rows, np.int64),
+            "before": np.zeros(rows, np.float32), "before_variance": np.zeros(rows, np.float32),
+            "level": np.zeros(rows, np.float32),
+            "level_points": np.zeros(rows, np.int32), "back": np.zeros(rows, np.float32)}
         self._bands.load_state_dict({**fresh, **state})
         self.active = bool(state["active"])
 
@@ -101,14 +122,16 @@ class HeldBands:
         bands = self._bands
         _remember_rows(slots, ts_unix_nano, calibrated.expected, calibrated.lower,
                        calibrated.upper, calibrated.score, bands.extreme_ns, bands.peak,
-                       bands.expected, bands.lower, bands.upper)
+                       bands.expected, bands.lower, bands.upper, bands.trend,
+                       bands.before, bands.before_variance, bands.level,
+                       bands.level_points, bands.back)
         self.active = True
 
     def apply(
         self, slots: NDArray[np.intp], values: NDArray[np.float64], calibrated: Calibrated,
         is_open: NDArray[np.bool_], ts_unix_nano: NDArray[np.int64], hold_s: float,
         direction: DirectionPolicy = "both", sides: NDArray[np.int8] | None = None,
-        accept_after_s: float = 0.0,
+        accept_after_s: float = 0.0, close_odds: float = 0.0,
     ) -> tuple[Calibrated, NDArray[np.bool_]]:
         """Rows of open anomalies scored against their held band when that scores higher.
 
@@ -126,6 +149,20 @@ class HeldBands:
         (``trend.T_CRIT``), restarts its ``hold_s``. ``sides``: per slot, the side (+1 / -1)
         its open anomaly is on, as the scorer recorded it at the open (None: above). Only
         deviations on the rule's ``direction`` count, as for the detector's own score.
+
+        With ``close_odds`` (> 1), an open row is also kept until Wald's sequential test
+        (1945) of its points since the open says, at those odds, that the value is back at
+        the level it had before the anomaly (its deviation from ``calibrated.reference``:
+        the trend fit's mean over the last ``hold_s`` at the open) rather than still at the
+        anomaly's (the mean deviation of its points out of the held band), or until
+        ``accept_after_s`` since it last moved out. Each point adds its log-likelihood
+        ratio under Gaussian noise of the variance the fit saw before the open to a sum
+        that never falls below 0 (``back_step``). So a noisy dip of a level that holds (a
+        point just inside the band, nearer the anomaly's level than the one before) counts
+        against closing, while the first point back after a spike far out closes it at
+        once. An anomaly whose
+        level is within noise of the level before it (one point at that level could not
+        settle the test: a band that was narrow for a moment) is not kept by the test.
         """
         if hold_s <= 0:
             return calibrated, np.zeros(len(slots), np.bool_)
@@ -142,7 +179,9 @@ class HeldBands:
                 hold_ns(hold_s), hold_ns(max(hold_s, accept_after_s)), hold_s,
                 DIRECTIONS[direction], GROWTH_STEP, T_CRIT,
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
-                sides, bands.trend, bands.trend_ns)
+                sides, bands.trend, bands.trend_ns,
+                math.log(close_odds) if close_odds > 1 else 0.0, bands.before,
+                bands.before_variance, bands.level, bands.level_points, bands.back)
         if not used:
             return calibrated, keep
         return Calibrated(expected, lower, upper, score), keep
@@ -277,14 +316,46 @@ def _outside_rows(
 
 
 @kernel
-def _remember_rows(  # noqa: PLR0913 -- the opened rows and the five columns
+def _remember_rows(  # noqa: PLR0913 -- the opened rows and the columns they start
     slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any,
     extreme_ns: Any, peak: Any, held_expected: Any, held_lower: Any, held_upper: Any,
+    trend: Any, before: Any, before_variance: Any, level: Any, level_points: Any, back: Any,
 ) -> None:
     for i in range(len(slots)):
         s = slots[i]
         extreme_ns[s], peak[s] = ts[i], score[i]
         held_expected[s], held_lower[s], held_upper[s] = expected[i], lower[i], upper[i]
+        # The fit already holds the opening point: its deviation is the anomaly's first.
+        before[s], before_variance[s] = level_before(trend, s)
+        level[s], level_points[s], back[s] = last_deviation(trend, s), 1, 0.0
+
+
+@kernel
+def back_step(  # noqa: PLR0913 -- a point's deviation, whether it is out, the test's columns
+    away: Any, out: Any, before: Any, variance: Any, level: Any, points: Any, back: Any,
+) -> Any:
+    """An open anomaly's level, its points, Wald's log odds of "back", and whether it tells.
+
+    The log-likelihood ratio of a deviation ``x`` under "back" (mean ``m0``, the level
+    before) against "still out" (mean ``m1``, the anomaly's level), both Gaussian with
+    the variance ``v`` before, is ``(m1 - m0) * ((m1 + m0) / 2 - x) / v``. Each point
+    counts as independent: the slow noise of a smooth gauge then looks like evidence of
+    "back" sooner than it is, which errs towards closing, as the hysteresis did before.
+    (The fit's lag-1 correlation from successive differences was tried as a weight: its
+    Huber-capped differences make a spiky series look almost perfectly correlated, so a
+    spike's anomaly stayed open for hours.) The test tells the two apart when one point
+    at ``m0`` is worth ``(m1 - m0)**2 / (2 v)`` of log odds: the last value returned, to
+    compare with the odds asked for.
+    """
+    if out:
+        points = min(points + 1, _COUNT_MAX)
+        level = level + (away - level) / points
+    if not variance >= 0:  # too little seen before the open to tell its level
+        return level, points, back, 0.0
+    gap = level - before
+    v = maximum(variance, (1e-9 * (1.0 + np.abs(before) + np.abs(level))) ** 2)
+    back = maximum(back + gap * (0.5 * (level + before) - away) / v, 0.0)
+    return level, points, back, gap * gap / (2.0 * v)
 
 
 @kernel
@@ -294,8 +365,13 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
     direction: int, growth_step: float, t_crit: float, held_expected: Any, held_lower: Any,
     held_upper: Any,
     extreme_ns: Any, peak: Any, side: Any, trend: Any, trend_ns: Any,
+    log_odds: float, before: Any, before_variance: Any, level: Any, level_points: Any,
+    back: Any,
 ) -> Any:
-    """``HeldBands.apply`` row by row: whether any row took its held band, and the band."""
+    """``HeldBands.apply`` row by row: whether any row took its held band, and the band.
+
+    ``log_odds`` 0: no test of "back" (``back_step``).
+    """
     n = len(slots)
     out_expected, out_lower, out_upper = np.empty(n), np.empty(n), np.empty(n)
     out_score = np.empty(n)
@@ -322,6 +398,13 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
             # flagged until it has lasted ``accept_ns``.
             if quiet_for > hold_ns and quiet_for <= accept_ns and held >= 1.0:
                 keep[i] = True
+            if log_odds > 0 and np.isfinite(away) and np.isfinite(held):
+                level[s], level_points[s], back[s], tells = back_step(
+                    away, held >= 1.0, before[s], before_variance[s], level[s],
+                    level_points[s], back[s])
+                # Not yet shown to be back: kept, until accepted as the new baseline.
+                if tells >= log_odds and back[s] < log_odds and quiet_for <= accept_ns:
+                    keep[i] = True
         if use:
             out_expected[i], out_lower[i] = held_expected[s], held_lower[s]
             out_upper[i], out_score[i] = held_upper[s], held

@@ -449,7 +449,8 @@ class Scorer:
         if policy.hold_s > 0:  # also fits each series' trend, open or not
             held, keep = self.held.apply(part.slots, part.values, rnd.shown, was_open,
                                             part.ts_unix_nano, policy.hold_s, policy.direction,
-                                            self._per_slot.direction, policy.accept_after_s)
+                                            self._per_slot.direction, policy.accept_after_s,
+                                            policy.close_odds)
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
                                 rnd.calibrated.upper)

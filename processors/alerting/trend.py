@@ -42,6 +42,9 @@ T_CRIT = 3.0
 noise alone, white or autocorrelated, reaches it at well under 1 % of points
 (``tests/processors/test_trend.py``), so a level rarely passes for a trend."""
 
+MIN_POINTS_BEFORE = 3.0
+"""Effective points a fit needs before ``level_before`` reports a level and its noise."""
+
 FIELDS = 10
 # Weight sum, weighted means of time (s, relative to the last point) and deviation, the
 # centred comoments tt, tx, xx; the same for the squared weights (sum, mean time, tt);
@@ -133,3 +136,34 @@ def _t_statistic(n: float, mt: float, ctt: float, ctx: float, cxx: float, q: flo
     if not var > 0:
         return math.inf if slope > 0 else 0.0
     return slope / math.sqrt(var)
+
+
+@kernel
+def level_before(trend: Any, s: int) -> tuple[float, float]:
+    """Slot ``s``'s level of its deviation before its last point, and its noise variance.
+
+    The fit without its last point (Welford's update undone: the point that opened an
+    anomaly is not the level before it): its weighted mean deviation (over about the
+    last ``tau_s``) and the weighted residual variance around its line. The variance is
+    NaN when that fit holds less than ``MIN_POINTS_BEFORE`` points' worth of weight
+    (Kish's effective size): points an hour or more apart leave a fit over the last hour
+    too few to tell a level from its noise.
+    """
+    n1, q1 = trend[s, _N], trend[s, _Q]
+    n0, q0 = n1 - 1.0, q1 - 1.0
+    if not (n0 > 0 and q0 > 0 and n0 * n0 / q0 >= MIN_POINTS_BEFORE):
+        return 0.0, math.nan
+    x = trend[s, _LAST]
+    mt1, mx1 = trend[s, _MT], trend[s, _MX]
+    mt0, mx0 = n1 * mt1 / n0, (n1 * mx1 - x) / n0
+    ctt = trend[s, _CTT] - mt0 * mt1
+    ctx = trend[s, _CTX] + mt0 * (x - mx1)
+    cxx = trend[s, _CXX] - (x - mx0) * (x - mx1)
+    rss = cxx - ctx * ctx / ctt if ctt > 1e-12 * (1.0 + mt0 * mt0) else cxx
+    return mx0, max(rss, 0.0) / n0
+
+
+@kernel
+def last_deviation(trend: Any, s: int) -> Any:
+    """The deviation of slot ``s``'s last point in its fit."""
+    return trend[s, _LAST]
