@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS
+from otel_anomaly.processors.alerting.hysteresis import LAG_PRIOR, score_independence
 from otel_anomaly.processors.alerting.trend import (
     T_CRIT,
     WIDTH,
@@ -132,6 +133,7 @@ class HeldBands:
         is_open: NDArray[np.bool_], ts_unix_nano: NDArray[np.int64], hold_s: float,
         direction: DirectionPolicy = "both", sides: NDArray[np.int8] | None = None,
         accept_after_s: float = 0.0, close_odds: float = 0.0,
+        noise: tuple[NDArray[np.float32], ...] | None = None,
     ) -> tuple[Calibrated, NDArray[np.bool_]]:
         """Rows of open anomalies scored against their held band when that scores higher.
 
@@ -156,11 +158,13 @@ class HeldBands:
         the trend fit's mean over the last ``hold_s`` at the open) rather than still at the
         anomaly's (the mean deviation of its points out of the held band), or until
         ``accept_after_s`` since it last moved out. Each point adds its log-likelihood
-        ratio under Gaussian noise of the variance the fit saw before the open to a sum
-        that never falls below 0 (``back_step``). So a noisy dip of a level that holds (a
-        point just inside the band, nearer the anomaly's level than the one before) counts
-        against closing, while the first point back after a spike far out closes it at
-        once. An anomaly whose
+        ratio under Gaussian noise of the variance the fit saw before the open, times its
+        share of independent information (``noise``: the hysteresis' running moments of
+        the series' scores between anomalies, ``Hysteresis.noise_columns``; None: every
+        point independent), to a sum that never falls below 0 (``back_step``). So a noisy
+        dip of a level that holds (a point just inside the band, nearer the anomaly's level
+        than the one before) counts against closing, while the first point back after a
+        spike far out closes it at once. An anomaly whose
         level is within noise of the level before it (one point at that level could not
         settle the test: a band that was narrow for a moment) is not kept by the test.
         """
@@ -181,7 +185,8 @@ class HeldBands:
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
                 sides, bands.trend, bands.trend_ns,
                 math.log(close_odds) if close_odds > 1 else 0.0, bands.before,
-                bands.before_variance, bands.level, bands.level_points, bands.back)
+                bands.before_variance, bands.level, bands.level_points, bands.back,
+                *(noise if noise is not None else _UNIT_NOISE))
         if not used:
             return calibrated, keep
         return Calibrated(expected, lower, upper, score), keep
@@ -330,22 +335,37 @@ def _remember_rows(  # noqa: PLR0913 -- the opened rows and the columns they sta
         level[s], level_points[s], back[s] = last_deviation(trend, s), 1, 0.0
 
 
+_UNIT_NOISE = tuple(np.full(1, LAG_PRIOR[name], np.float32)
+                    for name in ("lag_mean", "lag_square", "lag_cross"))
+"""``apply``'s noise columns without a hysteresis: one row at the prior (independent points)."""
+
+
+@kernel
+def _slot_independence(mean: Any, square: Any, cross: Any, s: int) -> Any:
+    """``hysteresis.score_independence`` of slot ``s`` (row 0 when one row stands for all)."""
+    r = s if len(mean) > 1 else 0
+    return score_independence(mean[r], square[r], cross[r])
+
+
 @kernel
 def back_step(  # noqa: PLR0913 -- a point's deviation, whether it is out, the test's columns
     away: Any, out: Any, before: Any, variance: Any, level: Any, points: Any, back: Any,
+    weight: Any = 1.0,
 ) -> Any:
     """An open anomaly's level, its points, Wald's log odds of "back", and whether it tells.
 
     The log-likelihood ratio of a deviation ``x`` under "back" (mean ``m0``, the level
     before) against "still out" (mean ``m1``, the anomaly's level), both Gaussian with
-    the variance ``v`` before, is ``(m1 - m0) * ((m1 + m0) / 2 - x) / v``. Each point
-    counts as independent: the slow noise of a smooth gauge then looks like evidence of
-    "back" sooner than it is, which errs towards closing, as the hysteresis did before.
-    (The fit's lag-1 correlation from successive differences was tried as a weight: its
-    Huber-capped differences make a spiky series look almost perfectly correlated, so a
-    spike's anomaly stayed open for hours.) The test tells the two apart when one point
-    at ``m0`` is worth ``(m1 - m0)**2 / (2 v)`` of log odds: the last value returned, to
-    compare with the odds asked for.
+    the variance ``v`` before, is ``(m1 - m0) * ((m1 + m0) / 2 - x) / v``, times the
+    point's ``weight``: its share of independent information (the slow noise of a smooth
+    gauge carries a shifted level back near the old one for several points in a row,
+    which is less evidence than as many independent points; ``hysteresis
+    .score_independence`` of the series' scores between anomalies, as for opening). (The
+    fit's own lag-1 correlation, from its Huber-capped successive differences, was tried
+    first: it makes a spiky series look almost perfectly correlated, so a spike's anomaly
+    stayed open for hours.) The test tells the two apart when one point at ``m0`` is
+    worth ``(m1 - m0)**2 / (2 v)`` of log odds: the last value returned, to compare with
+    the odds asked for.
     """
     if out:
         points = min(points + 1, _COUNT_MAX)
@@ -354,7 +374,7 @@ def back_step(  # noqa: PLR0913 -- a point's deviation, whether it is out, the t
         return level, points, back, 0.0
     gap = level - before
     v = maximum(variance, (1e-9 * (1.0 + np.abs(before) + np.abs(level))) ** 2)
-    back = maximum(back + gap * (0.5 * (level + before) - away) / v, 0.0)
+    back = maximum(back + weight * gap * (0.5 * (level + before) - away) / v, 0.0)
     return level, points, back, gap * gap / (2.0 * v)
 
 
@@ -366,7 +386,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
     held_upper: Any,
     extreme_ns: Any, peak: Any, side: Any, trend: Any, trend_ns: Any,
     log_odds: float, before: Any, before_variance: Any, level: Any, level_points: Any,
-    back: Any,
+    back: Any, lag_mean: Any, lag_square: Any, lag_cross: Any,
 ) -> Any:
     """``HeldBands.apply`` row by row: whether any row took its held band, and the band.
 
@@ -401,7 +421,8 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
             if log_odds > 0 and np.isfinite(away) and np.isfinite(held):
                 level[s], level_points[s], back[s], tells = back_step(
                     away, held >= 1.0, before[s], before_variance[s], level[s],
-                    level_points[s], back[s])
+                    level_points[s], back[s],
+                    _slot_independence(lag_mean, lag_square, lag_cross, s))
                 # Not yet shown to be back: kept, until accepted as the new baseline.
                 if tells >= log_odds and back[s] < log_odds and quiet_for <= accept_ns:
                     keep[i] = True

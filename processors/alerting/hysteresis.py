@@ -43,11 +43,11 @@ class Hysteresis:
     With ``evidence_point_s`` set, ``min_duration`` counts evidence instead of points in a
     row: a CUSUM (Page, 1954) of the scores, tuned to a shift to the open threshold (its
     reference value is half of it), each point weighted by its share of ``evidence_point_s``
-    (its spacing over it) or by its share of independent information (``_independence``),
-    whichever is more, at most 1. ``min_duration`` points at the open threshold, each at
-    least ``evidence_point_s`` apart or independent, open as before; closer, correlated
-    points need more of them, and a point back inside the band lowers the evidence instead
-    of restarting the count.
+    (its spacing over it) or by its share of independent information
+    (``score_independence``), whichever is more, at most 1. ``min_duration`` points at the
+    open threshold, each at least ``evidence_point_s`` apart or independent, open as before;
+    closer, correlated points need more of them, and a point back inside the band lowers
+    the evidence instead of restarting the count.
 
     It also opens once the high scores in a row span ``min_duration_time_s`` of event time, each
     point counting as the series' usual spacing (a running average of the gaps between its
@@ -95,7 +95,7 @@ class Hysteresis:
             peak=Column(np.float32, 0.0),  # the highest score of the open or last anomaly
             evidence=Column(np.float32, 0.0),  # the CUSUM of the scores (evidence_point_s)
             # Running moments of the (clipped) scores between anomalies: how much a score
-            # says about the next one (see ``_independence``); the prior: independent.
+            # says about the next one (see ``score_independence``); the prior: independent.
             **{name: Column(np.float32, prior) for name, prior in LAG_PRIOR.items()},
         )
         self._resumed: set[int] = set()  # restored open anomalies not yet announced
@@ -159,6 +159,15 @@ class Hysteresis:
     def announcing(self) -> bool:
         """Whether a restored anomaly still waits for its first valid point's update."""
         return bool(self._resumed)
+
+    def noise_columns(self) -> tuple[NDArray[np.float32], ...]:
+        """Each slot's running moments of its scores between anomalies: mean, square, cross.
+
+        The columns themselves, as ``HeldBands.apply`` takes them (read, never write); they
+        have rows for the slots ``is_open`` or ``step`` saw.
+        """
+        state = self._state
+        return state.lag_mean, state.lag_square, state.lag_cross
 
     @property
     def open_column(self) -> NDArray[np.bool_]:
@@ -266,7 +275,7 @@ def _learn_spacing_rows(slots: Any, ts: Any, valid: Any, prev_ts: Any, spacing: 
 
 
 @kernel
-def _independence(mean: Any, square: Any, cross: Any) -> Any:
+def score_independence(mean: Any, square: Any, cross: Any) -> Any:
     """The share of a point's evidence that its neighbour does not already carry.
 
     ``(1 - r) / (1 + r)``, ``r`` the lag-1 autocorrelation of the slot's scores between
@@ -283,7 +292,7 @@ def _independence(mean: Any, square: Any, cross: Any) -> Any:
 
 @row_kernel
 def lag_after(x: Any, prev: Any, mean: Any, square: Any, cross: Any) -> Any:
-    """A slot's running moments of ``_independence`` after learning its score ``x``."""
+    """A slot's running moments of ``score_independence`` after learning its score ``x``."""
     z = min(x, _LAG_CLIP)
     return (z, _LAG_KEEP * mean + (1.0 - _LAG_KEEP) * z,
             _LAG_KEEP * square + (1.0 - _LAG_KEEP) * z * z,
@@ -377,7 +386,7 @@ def quiet_step(s: Any, x: Any, t: Any, columns: tuple[Any, ...],
      evidence_ns, close_after, close_time_ns, cooldown, cooldown_ns, interval_ns) = thresholds
     prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=t,
                                            valid=not np.isnan(x))
-    independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
+    independence = (score_independence(lag_mean[s], lag_square[s], lag_cross[s])
                     if evidence_ns > 0 else 1.0)
     (above[s], below[s], is_open[s], last_event_ts[s], open_for[s], since_close[s],
      high_for[s], low_for[s], closed_ts[s], peak[s], evidence[s], learns_lag,
@@ -422,7 +431,7 @@ def _step_rows(  # noqa: PLR0913 -- the state columns and the policy's threshold
         s, x, t = slots[i], score[i], ts[i]
         prev_ts[s], spacing[s] = spacing_after(prev=prev_ts[s], usual=spacing[s], t=t,
                                                valid=not np.isnan(x))
-        independence = (_independence(lag_mean[s], lag_square[s], lag_cross[s])
+        independence = (score_independence(lag_mean[s], lag_square[s], lag_cross[s])
                         if evidence_ns > 0 else 1.0)  # points in a row: not needed
         # (numba cannot compile a call of many keywords with a condition among them)
         announce_row = len(announce) > 0 and announce[i]

@@ -450,7 +450,7 @@ class Scorer:
             held, keep = self.held.apply(part.slots, part.values, rnd.shown, was_open,
                                             part.ts_unix_nano, policy.hold_s, policy.direction,
                                             self._per_slot.direction, policy.accept_after_s,
-                                            policy.close_odds)
+                                            policy.close_odds, self.hysteresis.noise_columns())
         alerting = held.score if grace is None else np.where(grace, 0.0, held.score)
         alerting = young_damped(self._per_slot.age, part.slots, alerting,
                                 rnd.calibrated.upper)
