@@ -113,12 +113,12 @@ class AlertPolicy:
         for hours, not for one hold, before it is accepted, with an ``anomaly.close`` that
         says so. Values at or below ``hold_s``: ``hold_s``.
     close_odds
-        With ``hold_s``: an open anomaly closes only once its points since it opened are this
-        many times likelier back at the level it opened against than still at the anomaly's
-        own level (Wald's sequential test, ``processors.alerting.held_band``), so one noisy
-        dip of a level that holds does not end it, while the first normal point after a
-        spike does. Until then a point back inside the band keeps it open, for at most
-        ``accept_after_s``. 0: the first point back inside the band closes it.
+        With ``hold_s``: an open anomaly closes only once its points since it opened are
+        this many times likelier back at the level the series had before it than still at
+        the anomaly's own level (Wald's sequential test, ``processors.alerting.held_band``),
+        so one noisy dip of a level that holds does not end it, while the first normal
+        point after a spike does. Until then a point back inside the band keeps it open,
+        for at most ``accept_after_s``. 0: the first point back inside the band closes it.
     """
 
     direction: DirectionPolicy = "both"

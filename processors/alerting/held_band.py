@@ -31,7 +31,11 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.alerting.calibration import Calibrated
 from otel_anomaly.processors.alerting.calibration_kernels import DIRECTIONS
-from otel_anomaly.processors.alerting.hysteresis import LAG_PRIOR, score_independence
+from otel_anomaly.processors.alerting.hysteresis import (
+    LAG_PRIOR,
+    more_points,
+    score_independence,
+)
 from otel_anomaly.processors.alerting.trend import (
     T_CRIT,
     WIDTH,
@@ -46,7 +50,6 @@ from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
 
 _UP, _DOWN = DIRECTIONS["up"], DIRECTIONS["down"]
-_COUNT_MAX = (1 << 31) - 1  # an anomaly's point count saturates here (int32 storage)
 
 GROWTH_STEP = 0.5
 """How much further out (in half-widths of the held band) a value must go to count as the
@@ -106,10 +109,7 @@ class HeldBands:
         """
         rows = len(state["expected"])
         fresh: dict[str, NDArray[Any]] = {
-            "trend": np.zeros((rows, WIDTH)), "trend_ns": np.zeros(rows, np.int64),
-            "before": np.zeros(rows, np.float32), "before_variance": np.zeros(rows, np.float32),
-            "level": np.zeros(rows, np.float32),
-            "level_points": np.zeros(rows, np.int32), "back": np.zeros(rows, np.float32)}
+            "trend": np.zeros((rows, WIDTH)), "trend_ns": np.zeros(rows, np.int64)}
         self._bands.load_state_dict({**fresh, **state})
         self.active = bool(state["active"])
 
@@ -164,9 +164,9 @@ class HeldBands:
         point independent), to a sum that never falls below 0 (``back_step``). So a noisy
         dip of a level that holds (a point just inside the band, nearer the anomaly's level
         than the one before) counts against closing, while the first point back after a
-        spike far out closes it at once. An anomaly whose
-        level is within noise of the level before it (one point at that level could not
-        settle the test: a band that was narrow for a moment) is not kept by the test.
+        spike far out closes it at once. An anomaly whose level is within noise of the
+        level before it (one point at that level could not settle the test: a band that
+        was narrow for a moment) is not kept by the test.
         """
         if hold_s <= 0:
             return calibrated, np.zeros(len(slots), np.bool_)
@@ -368,7 +368,7 @@ def back_step(  # noqa: PLR0913 -- a point's deviation, whether it is out, the t
     the odds asked for.
     """
     if out:
-        points = min(points + 1, _COUNT_MAX)
+        points = more_points(points)
         level = level + (away - level) / points
     if not variance >= 0:  # too little seen before the open to tell its level
         return level, points, back, 0.0

@@ -241,7 +241,7 @@ def _int64(ns: int) -> int:
 
 
 @kernel
-def _more(count: Any) -> Any:
+def more_points(count: Any) -> Any:
     """``count + 1``, saturating at the largest count an int32 column holds."""
     more = np.int64(count) + 1
     return more if more < _COUNT_MAX else np.int64(_COUNT_MAX)
@@ -341,9 +341,9 @@ def transition(  # noqa: PLR0913 -- one row, its slot's alert state, the policy'
     valid = not np.isnan(x)
     high = valid and x >= open_threshold
     low = valid and x < close_threshold
-    run_above = _more(above) if high else (np.int64(0) if valid else np.int64(above))
-    run_below = _more(below) if low else (np.int64(0) if valid else np.int64(below))
-    since = _more(since_close) if valid else np.int64(since_close)
+    run_above = more_points(above) if high else (np.int64(0) if valid else np.int64(above))
+    run_below = more_points(below) if low else (np.int64(0) if valid else np.int64(below))
+    since = more_points(since_close) if valid else np.int64(since_close)
     cooled = since > cooldown or (cooldown_ns >= 0 and t - closed_ts >= cooldown_ns)
     # The cooldown keeps the rest of one event from opening again; a point scoring above
     # that event's peak is more than its rest (as the ensemble's refractory stretch).
@@ -362,7 +362,7 @@ def transition(  # noqa: PLR0913 -- one row, its slot's alert state, the policy'
         (high and t - last_event_ts >= interval_ns) or (announce_row and valid))
     now_open = (was_open or opens) and not closes
     # A NaN score leaves the open anomaly's age as it was (``relearn_after`` counts it).
-    age = 1 if opens else ((_more(open_for) if valid else open_for) if now_open else 0)
+    age = 1 if opens else ((more_points(open_for) if valid else open_for) if now_open else 0)
     top = x if opens or (now_open and valid and x > peak) else peak
     return (run_above, run_below, now_open, t if opens or updates or closes else last_event_ts,
             age, 0 if closes else since, high_run, low_run, t if closes else closed_ts, top,

@@ -360,13 +360,32 @@ def _rise_cusum(state: dict[str, Any], prefix: str) -> None:
     state.setdefault(f"{prefix}usual.count_exposure_sum", np.zeros(rows, np.float32))
 
 
+def _back_tests(state: Any) -> Any:
+    """Format 19 -> 20: held bands test whether an open anomaly is back (``close_odds``).
+
+    Every saved ``HeldBands`` gains the test's columns: the level before each anomaly, its
+    variance (NaN: unknown, so a restored open anomaly is not kept open by the test and
+    closes at its first point back inside its band, as it would have before), the
+    anomaly's level and its points (0), and the test's log odds (0).
+    """
+    return _each_prefix(state, "trend_ns", _back_test)
+
+
+def _back_test(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "trend_ns"]))
+    for name in ("before", "level", "back"):
+        state.setdefault(prefix + name, np.zeros(rows, np.float32))
+    state.setdefault(prefix + "before_variance", np.full(rows, np.nan, np.float32))
+    state.setdefault(prefix + "level_points", np.zeros(rows, np.int32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
                                   12: _evidence_columns, 13: _offset_factors,
                                   14: _event_resolution, 15: _count_dispersions,
                                   16: _count_runs, 17: _drops_and_evident_offsets,
-                                  18: _rise_cusums}
+                                  18: _rise_cusums, 19: _back_tests}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

@@ -22,6 +22,9 @@ from otel_anomaly.processors.alerting.trend import WIDTH, level_before, trend_st
 from otel_anomaly.processors.backtest import RecordedSeries, backtest
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import SEASONAL_ALERT, DetectorRule, EngineSettings
+from otel_anomaly.processors.state import checkpoint
+from otel_anomaly.processors.state.codec import decode, encode
+from otel_anomaly.processors.state.migrations import upgrade
 from otel_anomaly.processors.testing import (
     BASE_METRIC,
     SECOND,
@@ -158,3 +161,30 @@ def test_a_slow_leak_is_kept_open_through_its_dips() -> None:
     assert during.any(), "the leak was never flagged"
     first = int(np.argmax(during))
     assert during[first:].all(), f"flag dropped: up {during[first:].mean():.0%}"
+
+
+def test_a_format_19_checkpoint_restores_open_anomalies_without_the_test() -> None:
+    # Saved before the test existed, mid-shift: the upgrade leaves the level before its
+    # anomaly unknown (NaN variance: ``back_step`` tells nothing, so it keeps nothing open);
+    # restored, the anomaly stays open while the shift lasts and closes once it is over.
+    rng = np.random.default_rng(11)
+    values = 100.0 + rng.normal(0.0, 2.0, 1_500 + 30)
+    values[1_500:] *= 1.3
+    ts = (np.arange(len(values), dtype=np.int64) * 60 + 1_700_000_000) * SECOND
+    key = SeriesKey(BASE_METRIC["gauge"], (("service.name", "db"),), ())
+    live = Engine(EngineSettings(clock=lambda: 0.0))
+    (result,) = backtest(live, [RecordedSeries(key, ts, values)])
+    assert result.flag[-1], "the shift was not flagged"
+    old = decode(*encode(live.state_dict()))
+    for name in ("before", "before_variance", "level", "level_points", "back"):
+        del old["scorer"]["held"][name]
+    state = upgrade(old, 19, checkpoint.FORMAT)
+    held = state["scorer"]["held"]
+    assert np.isnan(held["before_variance"]).all()
+    assert not any(held[name].any() for name in ("before", "level", "level_points", "back"))
+    restored = Engine(live.settings)
+    restored.load_state_dict(state)
+    later = ts[-1] + np.arange(1, 5, dtype=np.int64) * 60 * SECOND
+    (res,) = backtest(restored, [RecordedSeries(key, later, np.array([131.0, 129.0, 100.0,
+                                                                       101.0]))])
+    assert res.flag.tolist() == [True, True, False, False], res.flag.tolist()
