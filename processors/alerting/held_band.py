@@ -88,12 +88,14 @@ class HeldBands:
             # anomaly's", on deviations from the baseline (value units): the level before
             # (the trend fit's mean at the open) and its noise variance, the
             # anomaly's level (mean deviation of its points out of the band), how many
-            # points it is the mean of, and the test's log odds (a CUSUM, >= 0).
+            # points it is the mean of, the test's log odds (a CUSUM, >= 0), and whether
+            # the two levels have stood apart yet (the test keeps nothing open before).
             before=Column(np.float32, 0.0),
             before_variance=Column(np.float32, 0.0),
             level=Column(np.float32, 0.0),
             level_points=Column(np.int32, 0),
             back=Column(np.float32, 0.0),
+            told=Column(np.bool_, False),
         )
         self.active = False  # no band held anywhere yet: no close reports a held band
 
@@ -125,7 +127,7 @@ class HeldBands:
                        calibrated.upper, calibrated.score, bands.extreme_ns, bands.peak,
                        bands.expected, bands.lower, bands.upper, bands.trend,
                        bands.before, bands.before_variance, bands.level,
-                       bands.level_points, bands.back)
+                       bands.level_points, bands.back, bands.told)
         self.active = True
 
     def apply(
@@ -166,7 +168,10 @@ class HeldBands:
         than the one before) counts against closing, while the first point back after a
         spike far out closes it at once. An anomaly whose level is within noise of the
         level before it (one point at that level could not settle the test: a band that
-        was narrow for a moment) is not kept by the test.
+        was narrow for a moment) is not kept by the test, until its level stands out once:
+        from then on it is tested until it is back (a leak's first points out of the band
+        stand out, and its level, their mean, then falls back towards the level before as
+        points just out of the band join it).
         """
         if hold_s <= 0:
             return calibrated, np.zeros(len(slots), np.bool_)
@@ -185,7 +190,7 @@ class HeldBands:
                 bands.expected, bands.lower, bands.upper, bands.extreme_ns, bands.peak,
                 sides, bands.trend, bands.trend_ns,
                 math.log(close_odds) if close_odds > 1 else 0.0, bands.before,
-                bands.before_variance, bands.level, bands.level_points, bands.back,
+                bands.before_variance, bands.level, bands.level_points, bands.back, bands.told,
                 *(noise if noise is not None else _UNIT_NOISE))
         if not used:
             return calibrated, keep
@@ -325,6 +330,7 @@ def _remember_rows(  # noqa: PLR0913 -- the opened rows and the columns they sta
     slots: Any, ts: Any, expected: Any, lower: Any, upper: Any, score: Any,
     extreme_ns: Any, peak: Any, held_expected: Any, held_lower: Any, held_upper: Any,
     trend: Any, before: Any, before_variance: Any, level: Any, level_points: Any, back: Any,
+    told: Any,
 ) -> None:
     for i in range(len(slots)):
         s = slots[i]
@@ -333,6 +339,7 @@ def _remember_rows(  # noqa: PLR0913 -- the opened rows and the columns they sta
         # The fit already holds the opening point: its deviation is the anomaly's first.
         before[s], before_variance[s] = level_before(trend, s)
         level[s], level_points[s], back[s] = last_deviation(trend, s), 1, 0.0
+        told[s] = False
 
 
 _UNIT_NOISE = tuple(np.full(1, LAG_PRIOR[name], np.float32)
@@ -386,7 +393,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
     held_upper: Any,
     extreme_ns: Any, peak: Any, side: Any, trend: Any, trend_ns: Any,
     log_odds: float, before: Any, before_variance: Any, level: Any, level_points: Any,
-    back: Any, lag_mean: Any, lag_square: Any, lag_cross: Any,
+    back: Any, told: Any, lag_mean: Any, lag_square: Any, lag_cross: Any,
 ) -> Any:
     """``HeldBands.apply`` row by row: whether any row took its held band, and the band.
 
@@ -424,7 +431,8 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
                     level_points[s], back[s],
                     _slot_independence(lag_mean, lag_square, lag_cross, s))
                 # Not yet shown to be back: kept, until accepted as the new baseline.
-                if tells >= log_odds and back[s] < log_odds and quiet_for <= accept_ns:
+                told[s] = told[s] or tells >= log_odds
+                if told[s] and back[s] < log_odds and quiet_for <= accept_ns:
                     keep[i] = True
         if use:
             out_expected[i], out_lower[i] = held_expected[s], held_lower[s]

@@ -366,7 +366,8 @@ def _back_tests(state: Any) -> Any:
     Every saved ``HeldBands`` gains the test's columns: the level before each anomaly, its
     variance (NaN: unknown, so a restored open anomaly is not kept open by the test and
     closes at its first point back inside its band, as it would have before), the
-    anomaly's level and its points (0), and the test's log odds (0).
+    anomaly's level and its points (0), the test's log odds (0), and whether its levels
+    have stood apart (no).
     """
     return _each_prefix(state, "trend_ns", _back_test)
 
@@ -377,6 +378,7 @@ def _back_test(state: dict[str, Any], prefix: str) -> None:
         state.setdefault(prefix + name, np.zeros(rows, np.float32))
     state.setdefault(prefix + "before_variance", np.full(rows, np.nan, np.float32))
     state.setdefault(prefix + "level_points", np.zeros(rows, np.int32))
+    state.setdefault(prefix + "told", np.zeros(rows, np.bool_))
 
 
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,

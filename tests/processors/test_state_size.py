@@ -16,9 +16,9 @@ from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.types import SeriesKey
 
 ROW_BYTES_BOUND = 3364
-"""Bytes of slot-array state per gauge series (3,356 today, 20 of them the held band's test of
+"""Bytes of slot-array state per gauge series (3,357 today, 21 of them the held band's test of
 "back" (``AlertPolicy.close_odds``: the level before an anomaly, its variance, the anomaly's
-level, its points and the test's log odds); 3,336 before, 8 of them a count's rise CUSUM
+level, its points, the test's log odds and whether it tells); 3,336 before, 8 of them a count's rise CUSUM
 and the seconds its mean rate is measured over (``calibration_kernels.count_rise_score``);
 3,328 before, 4 of them a count's drop CUSUM; 3,324 before, 12 of them a count's run of
 empty windows and its gap sums (``calibration_kernels.count_drop_score``); 3,312 before,
@@ -33,7 +33,7 @@ histograms' 24-bit bins, 3,893 before the profiles' one-byte counts, 4,249 befor
 histograms ended at ~1.3e5, 6,058 before the profiles' two-byte codes, 8,010 before the
 compact dtypes), with a little headroom: raise it only on purpose. Most of it is the daily
 and weekly profiles (1,472 and 872 bytes) and the three tail histograms (190 bytes each).
-The held bands' 157 bytes (97 of them the trend fit of ``processors.alerting.trend``) are
+The held bands' 158 bytes (97 of them the trend fit of ``processors.alerting.trend``) are
 kept for every series since #7: a leak's trend must predate its open (5,921 before)."""
 
 
