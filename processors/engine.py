@@ -313,12 +313,12 @@ class Engine:
         if not n_kept:
             return
         rows = None if n_kept == len(slots) else np.flatnonzero(kept)
-        learned = None
+        learned = drawn = None
         if per_request:
             sampled = self.scorer.sample(slots if rows is None else slots[rows],
                                          values if rows is None else values[rows])
             if sampled is not None:
-                picked, learned = sampled
+                picked, learned, drawn = sampled
                 result.skip("sampled", (len(slots) if rows is None else len(rows)) - len(picked))
                 rows = picked if rows is None else rows[picked]
         if teaches is not None:
@@ -331,7 +331,7 @@ class Engine:
         batch = SeriesBatch(slots, ts, values, counts)
         grace = self.deploys.in_grace(slots, ts)
         result.scores, result.events = self.scorer.run(batch, self.index.key, exemplars, grace,
-                                                       learned)
+                                                       learned, drawn)
         if result.events:
             self.feedback.saw(result.events)
             if self.feedback.active:

@@ -23,6 +23,7 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
 from otel_anomaly.processors.alerting.rarity import (
     ScoreTail,
 )
+from otel_anomaly.processors.alerting.row_sampling import max_of_n_factors
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors.base import Detector, Prediction
@@ -229,16 +230,21 @@ class Calibrator:
         self, detector: Detector, batch: SeriesBatch,
         spacing_s: NDArray[np.float64] | None = None,
         received: NDArray[np.float64] | None = None,
+        drawn: NDArray[np.float64] | None = None,
     ) -> Calibrated:
         """Band and score of each row of distinct slots. Pure (see ``learn``).
 
         ``spacing_s``: each row's series' usual spacing in seconds (0 or None: unknown).
         ``received``: the rows' values as they arrived, when ``batch`` holds them less a
         deploy's level offset (an amount): a count is judged in the events it counted.
+        ``drawn``: per row, of how many of a request's rows it is the extreme (None: each
+        row is one draw); such a row's band is wider (``row_sampling.max_of_n_band``).
         """
         slots = batch.slots
         spacing = np.zeros(len(slots)) if spacing_s is None else spacing_s
         k = self.edge(detector, slots, spacing)
+        if drawn is not None:
+            k = k * max_of_n_factors(self.policy.band, drawn)
         prediction = detector.predict(batch, k)
         self._usual.ensure(slots)
         # The floor: the usual magnitude's share, and k scale floors when tail-calibrated.

@@ -33,6 +33,7 @@ from otel_anomaly.processors.alerting.calibration_kernels import (
     magnitude_after,
 )
 from otel_anomaly.processors.alerting.hysteresis import quiet_step
+from otel_anomaly.processors.alerting.row_sampling import max_of_n_factor
 from otel_anomaly.processors.alerting.tail_quantile import (
     _FLOOR_PER_TYPICAL,
     _learn_row,
@@ -75,10 +76,12 @@ def ewma_scannable(detector: Detector, calibrator: Calibrator, policy: AlertPoli
 def ewma_scan_args(  # noqa: PLR0913 -- the rule's components, its policy and the rows' slots
     detector: Detector, calibrator: Calibrator, held: HeldBands, hysteresis: Hysteresis,
     policy: AlertPolicy, slots: NDArray[np.intp], local: NDArray[np.intp],
+    drawn: NDArray[np.float64],
 ) -> tuple[Any, ...]:
     """``scan_ewma_rows``' arguments after ``age``, rows made for ``slots`` and ``local``.
 
-    Only for an ``ewma_scannable`` rule.
+    ``drawn``: per row of the scan, of how many of a request's rows it is the extreme
+    (empty: every row is one draw). Only for an ``ewma_scannable`` rule.
     """
     assert isinstance(detector, EwmaZScore)  # noqa: S101 -- ``ewma_scannable`` said so
     calibrator.scale.ensure(local)
@@ -86,7 +89,7 @@ def ewma_scan_args(  # noqa: PLR0913 -- the rule's components, its policy and th
     limit = min(float(policy.open_threshold), float(policy.instant_threshold))
     return ((*detector.row_columns(local), detector.alpha, detector.warmup,
              detector.log_transform),
-            (float(policy.band), limit), calibrator.scale.learn_columns(),
+            (float(policy.band), limit, drawn), calibrator.scale.learn_columns(),
             calibrator.scan_args(local),
             held.scan_args(slots, policy.hold_s),
             hysteresis.scan_args(slots, policy))
@@ -116,14 +119,15 @@ def scan_ewma_rows(  # noqa: PLR0913, PLR0915 -- the rows, their outputs, every 
     ``slots``: engine slots (alert state); ``local``: the rule's (detector, calibrator).
     ``teaches``: which rows teach (empty: every row). ``out``: the rows' expected, lower,
     upper and score (4 x rows), written for quiet rows. ``detector``: its columns (points,
-    mean, deviation), alpha, warmup and log transform; ``band``: the band in sigmas and
-    the score a row must stay below to be quiet; ``tails``: ``DeviationScale
+    mean, deviation), alpha, warmup and log transform; ``band``: the band in sigmas, the
+    score a row must stay below to be quiet, and per row of how many rows it is the
+    extreme (empty: one; ``row_sampling.max_of_n_band``); ``tails``: ``DeviationScale
     .learn_columns``; ``calibration``, ``hold``, ``hysteresis``: as ``row_scan.scan_rows``
     takes them. Rows before the returned index are done; that row and the rest are
     untouched.
     """
     n_col, mean_col, dev_col, alpha, warmup, log_values = detector
-    sigmas, limit = band
+    sigmas, limit, drawn = band
     hist, low, inc, tail_n, cached, typical, growth, q, gauss, window = tails
     (magnitude, points, fractional, memory, min_abs, min_rel, direction, min_width, count_sums,
      _count_decay) = calibration
@@ -138,6 +142,8 @@ def scan_ewma_rows(  # noqa: PLR0913, PLR0915 -- the rows, their outputs, every 
         mine = local[i]
         # ``Calibrator.step``: the tail-scaled band, the detector's prediction, the floors.
         k = sigmas * (_widened(float(cached[mine]), gauss) / gauss)
+        if len(drawn):  # wider for a request's extreme row, as ``Calibrator.step`` makes it
+            k = k * max_of_n_factor(sigmas, drawn[i])
         expected, band_lower, band_upper = band_of(
             n=n_col[mine], mean=mean_col[mine], sigma=sigma_of(mean=mean_col[mine],
                                                                dev=dev_col[mine]),

@@ -72,6 +72,7 @@ against not: 8 series 388,000 against 92,000 (when a scanned row cost 3 us); 48 
 _ROUTE_CACHE_SIZE = 4096
 _NO_COUNTS = np.zeros(0, np.float64)  # ``scan_stretches``: no row has an exposure
 _NO_TEACHING = np.zeros(0, np.bool_)  # ``scan_ewma_rows``: every row teaches
+_NO_DRAWS = np.zeros(0)  # ``scan_ewma_rows``: every row is one draw
 
 
 class Scorer:
@@ -259,8 +260,10 @@ class Scorer:
         return total
 
     def sample(self, slots: NDArray[np.intp], values: NDArray[np.float64],
-               ) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
-        """The rows of one request to score, and which to learn, as the rules cap them.
+               ) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.float64]] | None:
+        """The rows of one request to score, which to learn, and of how many each is the extreme.
+
+        As the rules cap them; the last array is ``run``'s ``drawn``.
 
         None when every row is scored and learned (no rule caps its series' points, or no
         series has more than its cap). See ``row_sampling.sample_rows``. A young series
@@ -279,13 +282,16 @@ class Scorer:
         exemplars: Mapping[int, tuple[bytes, bytes]],
         grace: NDArray[np.bool_] | None = None,
         learned: NDArray[np.bool_] | None = None,
+        drawn: NDArray[np.float64] | None = None,
     ) -> tuple[ScoreBatch, list[AnomalyEvent]]:
         """Score then learn every row; return per-row outputs and the events raised.
 
         Rows marked in ``grace`` (their service was just deployed) open no anomaly; their
         gap to the expected value moves the series' level offset instead of teaching the
         detector (``processors.alerting.deploys``). Rows not marked in ``learned`` (when
-        given) are scored and teach nothing (``sample``'s extremes).
+        given) are scored and teach nothing (``sample``'s extremes); ``drawn`` (when given)
+        says of how many rows each is the extreme, which widens its band
+        (``row_sampling.max_of_n_band``).
         """
         n = len(batch)
         # Rows are reordered once so that every round is a contiguous slice (views, no
@@ -296,10 +302,11 @@ class Scorer:
         if perm is not None:
             grace = None if grace is None else grace[perm]
             learned = None if learned is None else learned[perm]
+            drawn = None if drawn is None else drawn[perm]
         out = np.empty((len(_FIELDS), n))
         flag = np.empty(n, np.bool_)
         events: list[AnomalyEvent] = []
-        rounds = _Rounds(ordered, perm, grace, learned, out, flag, key_of, exemplars)
+        rounds = _Rounds(ordered, perm, grace, learned, drawn, out, flag, key_of, exemplars)
         for rule_index, a, b, scan in self._segments(round_rules, bounds, rounds):
             if scan:
                 events += self._scan(rule_index, rounds, a, b)
@@ -343,7 +350,8 @@ class Scorer:
                            None if ordered.counts is None else ordered.counts[a:b])
         calibrated, held, moves = self._step(
             rule_index, part, None if grace is None else grace[a:b],
-            None if learned is None else learned[a:b])
+            None if learned is None else learned[a:b],
+            None if rounds.drawn is None else rounds.drawn[a:b])
         for i, name in enumerate(_FIELDS):
             rounds.out[i, a:b] = getattr(calibrated, name)
         rounds.flag[a:b] = moves.flag
@@ -369,13 +377,15 @@ class Scorer:
                 else exposures(self.detectors[rule_index], ordered))
         scan = scan_ewma_rows if ewma else scan_rows
         events: list[AnomalyEvent] = []
-        args: tuple[Any, ...] | None = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
+        drawn = _NO_DRAWS if rounds.drawn is None else rounds.drawn
+        args: tuple[Any, ...] | None = self._scan_args(rule_index, slots[lo:hi], local[lo:hi],
+                                                       drawn)
         is_open = self.hysteresis.open_column  # it has the rows' slots now
         i = lo
         while i < hi:
             if not is_open[slots[i]]:
                 if args is None:
-                    args = self._scan_args(rule_index, slots[lo:hi], local[lo:hi])
+                    args = self._scan_args(rule_index, slots[lo:hi], local[lo:hi], drawn)
                     is_open = self.hysteresis.open_column
                 done = scan(i, hi, slots, local, ts, values, rows, rounds.out, is_open,
                             self._per_slot.age, *args)
@@ -393,29 +403,38 @@ class Scorer:
         return events
 
     def _scan_args(self, rule_index: int, slots: NDArray[np.intp], local: NDArray[np.intp],
-                   ) -> tuple[Any, ...]:
-        """The scan's arguments after its age column, rows made for every row's slot."""
+                   drawn: NDArray[np.float64]) -> tuple[Any, ...]:
+        """The scan's arguments after its age column, rows made for every row's slot.
+
+        ``drawn``: the rounds' extremes (``run``), which an ``ewma_scan`` takes with its band.
+        """
         policy = self.rules[rule_index].alert
-        make = ewma_scan_args if self._scan_kind[rule_index] == EWMA_SCAN else scan_args
-        return make(self.detectors[rule_index], self.calibrators[rule_index], self.held,
-                    self.hysteresis, policy, slots, local)
+        if self._scan_kind[rule_index] == EWMA_SCAN:
+            return ewma_scan_args(self.detectors[rule_index], self.calibrators[rule_index],
+                                  self.held, self.hysteresis, policy, slots, local, drawn)
+        return scan_args(self.detectors[rule_index], self.calibrators[rule_index], self.held,
+                         self.hysteresis, policy, slots, local)
 
     def _step(
         self, rule_index: int, part: SeriesBatch, grace: NDArray[np.bool_] | None = None,
-        learned: NDArray[np.bool_] | None = None,
+        learned: NDArray[np.bool_] | None = None, drawn: NDArray[np.float64] | None = None,
     ) -> tuple[Calibrated, Calibrated, Transitions]:
         """One round of distinct slots: predict, alert, then learn.
 
         Returns the exported band and score, the ones the alert followed, and the moves.
         """
-        rnd = self._predict(rule_index, part)
+        rnd = self._predict(rule_index, part, drawn)
         was_open = self.hysteresis.is_open(part.slots)  # before this round's points
         held, moves, alerting = self._alert(rule_index, rnd, was_open, grace)
         self._learn(rule_index, rnd, held, moves, alerting, was_open, grace, learned)
         return rnd.shown, held, moves
 
-    def _predict(self, rule_index: int, part: SeriesBatch) -> ScoredRound:
-        """The rule's band and score for each row, as the detector and the outside see them."""
+    def _predict(self, rule_index: int, part: SeriesBatch,
+                 drawn: NDArray[np.float64] | None = None) -> ScoredRound:
+        """The rule's band and score for each row, as the detector and the outside see them.
+
+        ``drawn``: of how many of a request's rows each row is the extreme (None: one).
+        """
         detector, calibrator = self.detectors[rule_index], self.calibrators[rule_index]
         shift = self.offsets.correction(part.slots)
         # What the detector and calibrator see: their own slots, the deploy offset removed.
@@ -424,7 +443,7 @@ class Scorer:
                            part.counts)
         spacing = self.hysteresis.spacing_s(part.slots)
         calibrated = calibrator.step(detector, seen, spacing,
-                                     None if shift is None else part.values)
+                                     None if shift is None else part.values, drawn)
         shown = calibrated if shift is None else Calibrated(
             shift.restored(calibrated.expected), shift.restored(calibrated.lower),
             shift.restored(calibrated.upper), calibrated.score,
@@ -615,6 +634,7 @@ class _Rounds:
     perm: NDArray[np.intp] | None  # row order -> the batch's row (None: the same)
     grace: NDArray[np.bool_] | None
     learned: NDArray[np.bool_] | None
+    drawn: NDArray[np.float64] | None  # of how many rows each is the extreme (None: one)
     out: NDArray[np.float64]  # _FIELDS x rows, in round order
     flag: NDArray[np.bool_]
     key_of: Callable[[int], SeriesKey]

@@ -9,8 +9,8 @@ import sys
 # the event loop: compiled there at the first export it held the loop for 0.76 s with an
 # empty cache) and scoring the incidents benchmark's series (anomalies that open, are held,
 # close; deploys; ratios) together and one of them alone (the row scan), and span outliers
-# (the ewma scan), must compile nothing more: each kernel compiled there would stall the
-# sidecar once.
+# (the ewma scan, and a slow span judged as its request's slowest), must compile nothing
+# more: each kernel compiled there would stall the sidecar once.
 LIVE_PROBE = """
 import sys
 import numba
@@ -41,6 +41,12 @@ for r in range(40):  # span outliers of three operations (``ewma_scan``), window
              for i in range(30)]
     request = traces_request(spans)
     spans_engine.ingest("traces", request, request.SerializeToString())
+# A slow span, the slowest of its operation's 10 in a busy request: judged on a wider band.
+spans = [span(f"op{i % 3}", 1_700_000_041 * 10**9 + i, 4000.0 if i == 3 else 40.0 + i % 7)
+         for i in range(30)]
+request = traces_request(spans)
+opened = spans_engine.ingest("traces", request, request.SerializeToString()).events
+assert any(e.kind == "open" and e.value == 4000.0 for e in opened), opened
 spike = next(case for case in cases if case.kind == "spike")
 backtest(Engine(settings), [RecordedSeries(SeriesKey("queue_depth", (), ()),
                                            spike.ts_unix_nano, spike.values)])

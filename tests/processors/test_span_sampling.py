@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from otel_anomaly.processors.alerting.row_sampling import (
     BOTH,
     DOWN,
     UP,
+    max_of_n_band,
     sample_rows,
 )
 from otel_anomaly.processors.alerting.scorer import Scorer
@@ -124,7 +126,7 @@ def test_a_row_scored_but_not_learned_leaves_the_detector_and_calibrator_unchang
 
 def _sample_per_slot(slots: NDArray[np.intp], values: NDArray[np.float64],
                      caps: list[int], sides: list[int]
-                     ) -> tuple[NDArray[np.intp], NDArray[np.bool_]] | None:
+                     ) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.float64]] | None:
     """``sample_rows`` with each slot its own rule (cap and side), none of them young."""
     rule_of = np.arange(len(caps), dtype=np.int16)
     return sample_rows(slots, values, rule_of, np.zeros(len(caps), np.uint8),
@@ -156,15 +158,19 @@ def test_sample_rows_keeps_a_cap_per_slot_and_its_extreme(
         for s in set(slots.tolist()):
             assert caps[s] == 0 or np.count_nonzero(slots == s) <= caps[s]
         return
-    kept, learned = picked
+    kept, learned, drawn = picked
     assert (np.diff(kept) > 0).all(), "rows stay in batch order"
     for s in set(slots.tolist()):
         mine = np.flatnonzero(slots == s)
         ours = np.isin(kept, mine)
         if caps[s] == 0 or len(mine) <= caps[s]:
             assert ours.sum() == len(mine) and learned[ours].all()
+            assert (drawn[ours] == 1).all()
             continue
         assert learned[ours].sum() == caps[s], "the cap's worth of rows is learned"
+        # A row of the spread is one draw; an extreme outside it, the largest of them all.
+        assert (drawn[ours & learned] == 1).all()
+        assert (drawn[ours & ~learned] == len(mine)).all(), drawn[ours]
         scored_values = values[kept[ours]]
         if side in (UP, BOTH):
             assert scored_values.max() == values[mine].max()
@@ -257,3 +263,57 @@ def test_sample_rows_takes_caps_and_sides_by_rule_and_raises_young_caps(
     if got is not None and want is not None:
         assert got[0].tolist() == want[0].tolist()
         assert got[1].tolist() == want[1].tolist()
+
+
+@given(st.floats(0.5, 29.0), st.integers(1, 10**7))
+def test_max_of_n_band_is_the_band_the_largest_of_n_draws_leaves_as_rarely(
+        band: float, n: int) -> None:
+    wide = max_of_n_band(band, float(n))
+
+    def tail(z: float) -> float:  # P(N(0, 1) > z)
+        return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+    if n == 1:
+        assert wide == band
+        return
+    assert wide > band
+    # Sidak: the largest of n draws passes ``wide`` as often as one draw passes ``band``.
+    largest = -math.expm1(n * math.log1p(-tail(wide)))
+    assert largest == pytest.approx(tail(band), rel=1e-9)
+
+
+def test_max_of_n_band_of_a_band_past_any_float_tail_is_its_limit() -> None:
+    # Past 30 sigmas no tail resolves; the limit sqrt(b**2 + 2 log n) is where it tends.
+    assert max_of_n_band(40.0, 1000.0) == pytest.approx(math.sqrt(1600 + 2 * math.log(1000)))
+    assert max_of_n_band(6.0, math.nan) == 6.0
+
+
+def test_the_slowest_of_a_thousand_spans_is_judged_against_a_wider_band() -> None:
+    """The same duration opens as one span and not as the slowest of 1,000 (Sidak)."""
+    scorer = Scorer(DEFAULT_RULES)
+    key = SeriesKey(SPAN_DURATION_METRIC, (("service.name", "a"),), ())
+    rule = scorer.rules[scorer.rule_for(SPAN_DURATION_METRIC)]
+    scorer.assign(0, key)
+    rng = np.random.default_rng(4)
+    warm = rng.lognormal(np.log(20), 0.4, 300)
+    scorer.run(SeriesBatch.of([0] * 300, warm, np.arange(300) * SECOND), lambda _: key, {})
+    factor = max_of_n_band(rule.alert.band, 1000.0) / rule.alert.band
+    assert factor > 1.15  # noqa: PLR2004 -- 7.04 / 6 sigmas: a band 17 % wider
+
+    def judged(value: float, drawn: float) -> tuple[float, float, bool]:
+        """The row's log half-width, score and flag, as the slowest of ``drawn`` spans."""
+        batch = SeriesBatch.of([0], [value], [400 * SECOND])
+        scores, _ = scorer.run(batch, lambda _: key, {}, learned=np.array([False]),
+                               drawn=np.array([drawn]))
+        width = math.log1p(scores.upper[0]) - math.log1p(scores.expected[0])
+        return width, float(scores.score[0]), bool(scores.flag[0])
+
+    one, _, _ = judged(20.0, 1.0)
+    # Halfway (in log space) between the band of one span and the band of the slowest.
+    value = math.expm1(math.log1p(20.0) + one * (1 + factor) / 2)
+    width_max, score_max, flag_max = judged(value, 1000.0)  # first: it opens nothing
+    width_one, score_one, flag_one = judged(value, 1.0)
+    assert width_one == pytest.approx(one, rel=1e-12)  # nothing learned in between
+    assert width_max == pytest.approx(factor * width_one, rel=1e-12)
+    assert flag_one and score_one > 1.0
+    assert not flag_max and score_max < 1.0
