@@ -291,8 +291,8 @@ DEFAULT_RULES: tuple[DetectorRule, ...] = (
     # A request's spans of one operation are one series' points, each a scoring round and
     # each a chance to pass a band that rests on a short EWMA: 4 of them (learned) and the
     # slowest (judged as the slowest of them all, ``row_sampling.max_of_n_band``) cost 5
-    # rounds, not one per span (``benchmarks/traces.py --span-outliers``, seeds 0, 1, 2, 7:
-    # no false open in 27 quiet operation-days each; 1, 8, 1 and 3 with one span's band).
+    # rounds, not one per span (``benchmarks/traces.py --span-outliers``, seeds 0-4 and 7:
+    # 1 false open in 162 quiet operation-days; 23 with one span's band).
     DetectorRule(
         name="span_outliers",
         match=(SPAN_DURATION_METRIC,),
