@@ -45,9 +45,9 @@ def sample_rows(  # noqa: PLR0913 -- the rows, and per slot and per rule what ca
     side) per rule. A slot with more rows than its rule's cap keeps ``cap`` of them evenly
     spread, learned, and its largest (``UP``), smallest (``DOWN``) or both (``BOTH``)
     values, scored only unless they are in the spread: their ``drawn`` is the slot's row
-    count in the batch (1 for every other row; see ``max_of_n_band``). A capped slot
-    younger than ``young`` points keeps up to the points it still needs, if that is more.
-    One compiled call.
+    count in the batch, in the spread or not (1 for every other row; see
+    ``max_of_n_band``). A capped slot younger than ``young`` points keeps up to the points
+    it still needs, if that is more. One compiled call.
 
     Examples
     --------
@@ -94,7 +94,7 @@ def _sample(slots: Any, values: Any, limits: Any, sides: Any, order: Any, keep: 
     """``sample_rows``' marks, one pass over the rows grouped by slot (``rows_by_slot``).
 
     ``learned`` (the even spread), ``keep`` (the spread and the extremes) and ``drawn``
-    (an extreme outside the spread: the slot's row count; any other row: 1); False when
+    (an extreme, in the spread or not: the slot's row count; any other row: 1); False when
     no slot is over its cap. Within a slot, rows keep their arrival order: the spread
     counts ranks in it, and the extreme is the first row holding the largest (smallest)
     value, NaN only where every value is (as a stable sort by value would pick).
@@ -124,13 +124,12 @@ def _sample(slots: Any, values: Any, limits: Any, sides: Any, order: Any, keep: 
                 if np.isnan(values[low]) or v < values[low]:
                     low = row
         # The extremes are kept where their own row is over its cap, on the alert's side.
+        # An extreme is the extreme of all the slot's rows, also when the spread has it.
         if limits[top] > 0 and size > limits[top] and sides[top] != DOWN:
-            if not keep[top]:
-                drawn[top] = size
+            drawn[top] = size
             keep[top] = True
         if limits[low] > 0 and size > limits[low] and sides[low] != UP:
-            if not keep[low]:
-                drawn[low] = size
+            drawn[low] = size
             keep[low] = True
         start = stop
     return any_over

@@ -133,6 +133,17 @@ def _sample_per_slot(slots: NDArray[np.intp], values: NDArray[np.float64],
                        np.array(caps, np.intp), np.array(sides, np.int8), young=0)
 
 
+def test_the_slowest_in_the_spread_is_still_the_slowest_of_all() -> None:
+    # Ranks 0 and 2 of 4 are the spread; the slowest (rank 0) is one of them, learned, and
+    # still the largest of the request's 4 (before: judged as one draw, 4 times in n).
+    picked = _sample_per_slot(np.array([7, 7, 7, 7]), np.array([9.0, 1.0, 2.0, 3.0]), [2],
+                              [UP])
+    assert picked is not None
+    rows, learned, drawn = picked
+    assert rows.tolist() == [0, 2] and learned.tolist() == [True, True]
+    assert drawn.tolist() == [4.0, 1.0]
+
+
 def test_sample_rows_example_per_side() -> None:
     slots = np.array([5, 5, 5, 5, 5, 5])
     values = np.array([3.0, 1.0, 9.0, 4.0, 0.5, 2.0])
@@ -168,8 +179,11 @@ def test_sample_rows_keeps_a_cap_per_slot_and_its_extreme(
             assert (drawn[ours] == 1).all()
             continue
         assert learned[ours].sum() == caps[s], "the cap's worth of rows is learned"
-        # A row of the spread is one draw; an extreme outside it, the largest of them all.
-        assert (drawn[ours & learned] == 1).all()
+        # A row is one draw; the slot's extreme, in the spread or not, the largest of them all.
+        extremes = {_first_extreme(values[mine], up) for up, wanted in
+                    ((True, (UP, BOTH)), (False, (DOWN, BOTH))) if side in wanted}
+        want = [len(mine) if i in extremes else 1 for i in np.flatnonzero(np.isin(mine, kept))]
+        assert drawn[ours].tolist() == want, (drawn[ours], want)
         assert (drawn[ours & ~learned] == len(mine)).all(), drawn[ours]
         scored_values = values[kept[ours]]
         if side in (UP, BOTH):
@@ -177,6 +191,13 @@ def test_sample_rows_keeps_a_cap_per_slot_and_its_extreme(
         if side in (DOWN, BOTH):
             assert scored_values.min() == values[mine].min()
         assert ours.sum() <= caps[s] + (2 if side == BOTH else 1)
+
+
+def _first_extreme(values: NDArray[np.float64], up: bool) -> int:
+    """Index of the first largest (``up``) or smallest value; 0 if every value is NaN."""
+    if np.isnan(values).all():
+        return 0
+    return int(np.nanargmax(values) if up else np.nanargmin(values))
 
 
 def _numpy_sample_rows(
