@@ -290,10 +290,16 @@ class Observations:
         return len(self.keys)
 
     def add(self, key: SeriesKey, ts_unix_nano: int, value: float, count: float | None = None,
-            ) -> None:
-        """Append one point (``count``: its sample size, see ``SeriesBatch``)."""
+            exemplar: tuple[bytes, bytes] | None = None) -> None:
+        """Append one point.
+
+        ``count``: its sample size (see ``SeriesBatch``); ``exemplar``: the trace and span
+        id of a measurement behind it.
+        """
         if count is not None:
             self.counts[len(self.keys)] = count
+        if exemplar is not None:
+            self.exemplars[len(self.keys)] = exemplar
         self.keys.append(key)
         self.ts.append(ts_unix_nano)
         self.values.append(value)

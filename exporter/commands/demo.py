@@ -199,6 +199,7 @@ class DemoReport:
         why = _without_series(str(any_value(record.record.body) or ""), metric)
         return (f"{record.event_name:14} at {at:5.0f}s {record.resource.get('service.name', '?')} "
                 f"{metric} score {_num(attrs.get('anomaly.score'))}"
+                + (f" trace {record.record.trace_id.hex()}" if record.record.trace_id else "")
                 + (f"\n{'':26}{why}" if why else ""))
 
     def final(self, events: list[SinkRecord]) -> None:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, use_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +181,12 @@ class ShopTraffic:
                                      attributes=attributes)
             if error:
                 span.set_status(Status(StatusCode.ERROR, "upstream failed"))
+            # Measured inside its server span, as instrumentation does: the histogram's
+            # exemplars then name the request's trace, and so do latency anomaly events.
+            with use_span(span, end_on_exit=False):
+                service.requests.add(1, attributes)
+                service.duration.record(duration_ms, attributes)
             span.end(end_time=end)
-            service.requests.add(1, attributes)
-            service.duration.record(duration_ms, attributes)
             if error:
                 logger.emit(timestamp=end, severity_number=SeverityNumber.ERROR,
                             severity_text="ERROR", body=f"{op.name} failed: upstream error")

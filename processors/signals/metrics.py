@@ -340,15 +340,19 @@ class _Walk:
             self.out.add(SeriesKey(name + ":rate", self.resource, attrs), ts, rate, seconds(dt))
         if count <= 0:
             return
+        # The latency features' events carry the slowest traced measurement of the interval.
+        slowest = slowest_exemplar(p.exemplars) if len(p.exemplars) else None
         if delta["sum"] is not None and math.isfinite(delta["sum"]):
-            self.out.add(SeriesKey(name + ":mean", self.resource, attrs), ts, delta["sum"] / count)
+            self.out.add(SeriesKey(name + ":mean", self.resource, attrs), ts, delta["sum"] / count,
+                         exemplar=slowest)
         sample = self._quantile_sample(p, delta, exponential, cumulative)
         for i, samples in self.pools.add(SeriesKey(name, self.resource, attrs), ts, count,
                                          sample):
             value = pooled_quantile(samples, exponential, HISTOGRAM_QUANTILES[i])
             if math.isfinite(value):
                 feature = _QUANTILE_FEATURES[i]
-                self.out.add(SeriesKey(f"{name}:{feature}", self.resource, attrs), ts, value)
+                self.out.add(SeriesKey(f"{name}:{feature}", self.resource, attrs), ts, value,
+                             exemplar=slowest)
 
     @staticmethod
     def _quantile_sample(p: Any, delta: dict[str, Any], exponential: bool,
@@ -360,6 +364,26 @@ class _Walk:
         low = p.min if p.HasField("min") and not cumulative else np.nan
         high = p.max if p.HasField("max") and not cumulative else np.nan
         return {"bounds": delta["bounds"], "counts": delta["counts"], "low": low, "high": high}
+
+
+def slowest_exemplar(exemplars: Any) -> tuple[bytes, bytes] | None:
+    """``(trace_id, span_id)`` of the largest of a point's exemplars that name a span.
+
+    A histogram point's exemplars are measurements the SDK sampled in the interval, with
+    the span they were recorded in (``TraceBasedExemplarFilter``: sampled spans only; one
+    per bucket with the default reservoir), so the largest is a slow request to look at.
+    Exemplars without a valid trace (16 bytes, not all zero) and span id (8 bytes) are
+    skipped (one without a value counts as 0, a NaN as the smallest); None if none is left.
+    """
+    # Values first (cheap), ids only from the largest down: most exemplars are never read.
+    values = [e.as_double or e.as_int for e in exemplars]
+    values = [v if v == v else -math.inf for v in values]  # noqa: PLR0124 -- NaN last
+    for i in sorted(range(len(values)), key=values.__getitem__, reverse=True):
+        e = exemplars[i]
+        trace_id, span_id = e.trace_id, e.span_id
+        if len(trace_id) == 16 and len(span_id) == 8 and any(trace_id):  # noqa: PLR2004
+            return bytes(trace_id), bytes(span_id)
+    return None
 
 
 def _has_interval(status: str, cumulative: bool, point: Any) -> bool:
