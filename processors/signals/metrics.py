@@ -372,7 +372,7 @@ def slowest_exemplar(exemplars: Any) -> tuple[bytes, bytes] | None:
     A histogram point's exemplars are measurements the SDK sampled in the interval, with
     the span they were recorded in (``TraceBasedExemplarFilter``: sampled spans only; one
     per bucket with the default reservoir), so the largest is a slow request to look at.
-    Exemplars without a valid trace (16 bytes, not all zero) and span id (8 bytes) are
+    Exemplars without a valid trace (16 bytes) and span id (8 bytes, neither all zero) are
     skipped (one without a value counts as 0, a NaN as the smallest); None if none is left.
     """
     # Values first (cheap), ids only from the largest down: most exemplars are never read.
@@ -381,7 +381,8 @@ def slowest_exemplar(exemplars: Any) -> tuple[bytes, bytes] | None:
     for i in sorted(range(len(values)), key=values.__getitem__, reverse=True):
         e = exemplars[i]
         trace_id, span_id = e.trace_id, e.span_id
-        if len(trace_id) == 16 and len(span_id) == 8 and any(trace_id):  # noqa: PLR2004
+        sized = len(trace_id) == 16 and len(span_id) == 8  # noqa: PLR2004
+        if sized and any(trace_id) and any(span_id):
             return bytes(trace_id), bytes(span_id)
     return None
 

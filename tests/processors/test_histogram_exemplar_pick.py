@@ -24,6 +24,7 @@ def test_exemplars_that_name_no_span_or_no_value_are_skipped() -> None:
     point = _point(Exemplar(as_double=1e9),  # not recorded in a span: no ids
                    Exemplar(as_double=5e8, trace_id=bytes(16), span_id=SPAN),  # invalid trace
                    Exemplar(as_double=4e8, trace_id=TRACE[:8], span_id=SPAN),  # short id
+                   Exemplar(as_double=3e8, trace_id=TRACE, span_id=bytes(8)),  # invalid span
                    Exemplar(trace_id=TRACE[::-1], span_id=SPAN),  # no value: 0
                    Exemplar(as_double=float("nan"), trace_id=TRACE[::-1], span_id=SPAN),
                    Exemplar(as_double=3.0, trace_id=TRACE, span_id=SPAN))
