@@ -376,8 +376,8 @@ def slowest_exemplar(exemplars: Any) -> tuple[bytes, bytes] | None:
     skipped (one without a value counts as 0, a NaN as the smallest); None if none is left.
     """
     # Values first (cheap), ids only from the largest down: most exemplars are never read.
-    values = [e.as_double or e.as_int for e in exemplars]
-    values = [v if v == v else -math.inf for v in values]  # noqa: PLR0124 -- NaN last
+    values = [v if v == v else -math.inf  # noqa: PLR0124 -- NaN last
+              for v in (e.as_double or e.as_int for e in exemplars)]
     for i in sorted(range(len(values)), key=values.__getitem__, reverse=True):
         e = exemplars[i]
         trace_id, span_id = e.trace_id, e.span_id
