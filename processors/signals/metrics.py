@@ -31,7 +31,7 @@ from otel_anomaly.processors.signals.cumulative_streams import (
 )
 from otel_anomaly.processors.signals.histogram_quantiles import (
     downscale,
-    pooled_quantile,
+    pooled_quantiles,
     subtract_buckets,
 )
 from otel_anomaly.processors.signals.otlp_resources import (
@@ -346,13 +346,20 @@ class _Walk:
             self.out.add(SeriesKey(name + ":mean", self.resource, attrs), ts, delta["sum"] / count,
                          exemplar=slowest)
         sample = self._quantile_sample(p, delta, exponential, cumulative)
-        for i, samples in self.pools.add(SeriesKey(name, self.resource, attrs), ts, count,
-                                         sample):
-            value = pooled_quantile(samples, exponential, HISTOGRAM_QUANTILES[i])
-            if math.isfinite(value):
-                feature = _QUANTILE_FEATURES[i]
-                self.out.add(SeriesKey(f"{name}:{feature}", self.resource, attrs), ts, value,
-                             exemplar=slowest)
+        ready = self.pools.add(SeriesKey(name, self.resource, attrs), ts, count, sample)
+        # A quantile's windows are the newest ones of its series: quantiles ready from as many
+        # windows share one merge (a busy window readies them all from itself).
+        groups: dict[int, tuple[list[dict[str, Any]], list[int]]] = {}
+        for i, samples in ready:
+            groups.setdefault(len(samples), (samples, []))[1].append(i)
+        values: dict[int, float] = {}
+        for samples, indices in groups.values():
+            quantiles = pooled_quantiles(samples, exponential, HISTOGRAM_QUANTILES[indices])
+            values.update(zip(indices, quantiles.tolist(), strict=True))
+        for i, _ in ready:
+            if math.isfinite(values[i]):
+                self.out.add(SeriesKey(f"{name}:{_QUANTILE_FEATURES[i]}", self.resource, attrs),
+                             ts, values[i], exemplar=slowest)
 
     @staticmethod
     def _quantile_sample(p: Any, delta: dict[str, Any], exponential: bool,
