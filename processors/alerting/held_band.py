@@ -4,7 +4,8 @@ Detectors keep adapting during an incident (their spreads and tails learn the fi
 excursions, a refractory stretch damps repeats), so their own band soon swallows a
 lasting shift: the flag would drop minutes into an outage that is still going on. While
 an anomaly is open, the value is therefore also scored against the band it opened
-against, and the larger score is what alerts and what events report: the flag stays up
+against, on the side it opened on (``anomaly_direction``), and the larger score is what
+alerts and what events report: the flag stays up
 until the value is back inside that band, or until the value has gone ``hold_s`` (event
 time) without moving further away: neither a new extreme at least ``GROWTH_STEP`` band
 half-widths beyond the last (a jump), nor a significant upward trend of its deviation from
@@ -49,7 +50,7 @@ from otel_anomaly.processors.kernel_math import maximum, minimum
 from otel_anomaly.processors.series.slot_arrays import Column, SlotArrays
 from otel_anomaly.processors.settings import DirectionPolicy
 
-_UP, _DOWN = DIRECTIONS["up"], DIRECTIONS["down"]
+_UP, _DOWN, _BOTH = DIRECTIONS["up"], DIRECTIONS["down"], DIRECTIONS["both"]
 
 GROWTH_STEP = 0.5
 """How much further out (in half-widths of the held band) a value must go to count as the
@@ -255,17 +256,22 @@ class HeldBands:
         return out
 
     def outside(self, slots: NDArray[np.intp], values: NDArray[np.float64],
-                direction: DirectionPolicy = "both") -> NDArray[np.bool_]:
+                direction: DirectionPolicy = "both",
+                sides: NDArray[np.int8] | None = None) -> NDArray[np.bool_]:
         """Whether each value is still outside the band its slot's anomaly opened against.
 
-        Only the rule's ``direction`` counts. An anomaly that closes while its value is still
-        out there closed because the detector took the new level in: the level is the new
-        baseline.
+        Only the rule's ``direction`` counts, and of it the anomaly's side (``sides``, per
+        slot, as ``apply`` takes them; None: either side). An anomaly that closes while its
+        value is still out there closed because the detector took the new level in: the
+        level is the new baseline.
         """
         bands = self._bands
+        if sides is None:
+            sides = np.zeros(len(bands), np.int8)
         with float_warnings_ignored():
             out: NDArray[np.bool_] = _outside_rows(
-                slots, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction])
+                slots, values, bands.expected, bands.lower, bands.upper, DIRECTIONS[direction],
+                sides)
         return out
 
     def closing(self, slots: NDArray[np.intp], calibrated: Calibrated,
@@ -303,6 +309,20 @@ def _held_row(value: Any, expected: Any, lower: Any, upper: Any, direction: int)
 
 
 @kernel
+def anomaly_direction(direction: int, side: Any) -> int:
+    """The direction a held band judges: the rule's, narrowed to the anomaly's side.
+
+    An anomaly is a fall or a rise (``side`` -1 or +1, as it opened); a value that swings
+    past the other edge of its held band is not that anomaly growing (a drop at midnight
+    followed by the day's normal rise would otherwise read as an anomaly still moving
+    further out all day). The detector's own band still judges that side.
+    """
+    if direction != _BOTH or side == 0:
+        return direction
+    return _UP if side > 0 else _DOWN
+
+
+@kernel
 def _held_scores(
     at: Any, values: Any, expected: Any, lower: Any, upper: Any, direction: int,
 ) -> Any:
@@ -316,12 +336,14 @@ def _held_scores(
 @kernel
 def _outside_rows(
     slots: Any, values: Any, expected: Any, lower: Any, upper: Any, direction: int,
+    sides: Any,
 ) -> Any:
     out = np.zeros(len(slots), np.bool_)
     for i in range(len(slots)):
         s = slots[i]
         if s < len(expected):
-            out[i] = _held_row(values[i], expected[s], lower[s], upper[s], direction) >= 1.0
+            out[i] = _held_row(values[i], expected[s], lower[s], upper[s],
+                               anomaly_direction(direction, sides[s])) >= 1.0
     return out
 
 
@@ -413,7 +435,7 @@ def _apply_rows(  # noqa: PLR0913 -- the round's rows and band, the policy, the 
             t = trend_step(trend, trend_ns, s, away, ts[i], hold_s)
         if is_open[i]:
             held = _held_row(values[i], held_expected[s], held_lower[s], held_upper[s],
-                             direction)
+                             anomaly_direction(direction, side[s]))
             if held >= peak[s] + growth_step:  # still growing: the hold starts again
                 peak[s], extreme_ns[s] = held, ts[i]
             if side[s] * t >= t_crit:  # drifting further out: the hold starts again

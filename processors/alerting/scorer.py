@@ -486,7 +486,8 @@ class Scorer:
         self._agree = self._agreeing(self.detectors[rule_index], rnd.seen, moves, policy)
         closing = self.held.active and _any(moves.closed)
         self._baseline = (
-            moves.closed & self.held.outside(part.slots, part.values, policy.direction)
+            moves.closed & self.held.outside(part.slots, part.values, policy.direction,
+                                             self._per_slot.direction)
             if closing else None)
         if closing:
             held = self.held.closing(part.slots, held, moves.closed)
