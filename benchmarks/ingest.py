@@ -1,6 +1,7 @@
 """Ingest throughput of `otel-anomaly run` over OTLP/gRPC, next to the decode floor.
 
-Usage: .venv/bin/python benchmarks/ingest.py [--signal metrics|spans] [--series 10000]
+Usage: .venv/bin/python benchmarks/ingest.py [--signal metrics|histograms|spans]
+                                             [--series 10000]
                                              [--config FILE] [--transport grpc|http]
                                              [--operations 100] [--points-per-request 1000]
                                              [--seconds 20] [--in-flight 4]
@@ -43,6 +44,18 @@ spans/s and metrics at about 498,000 (d4e8985).
   At a991c9f (``--seconds 15``, three runs alternated with 3820a65): 512,462-517,394
   points/s, ratio 1.022-1.027 (3820a65: 484,189-489,138, ratio 0.955-0.991); at 20d8475
   510,377-526,526, ratio 1.024-1.070 (3820a65: 478,690-487,900, 0.962-0.975).
+- ``--signal histograms``: as ``metrics``, of cumulative explicit-bucket histograms (the
+  SDK's 15 default duration bounds, 20 observations a series and round); items are
+  histogram points, counted as received minus dropped and rejected (each point is scored
+  as five series: rate, mean, p50, p95, p99). At 03db0f5 (``--seconds 15``, 1,000 and
+  10,000 series, ``/work/dev_notes/s52/ingest_hist*.txt``): 9,399 and 9,963 points/s, CPU
+  117 and 110 s a million points, against a floor of 214,488 and 219,214 (ratio 0.044 and
+  0.045): histograms take the Python walk (``processors/signals/metrics.py``), where a
+  point's snapshot, cumulative delta, quantile pools and five scored rows cost about
+  100 µs of the pipeline thread (py-spy: the snapshot's two array conversions 23 % of the
+  walk, the quantiles 26 %). Before the quantiles were compiled (2d90c8d) a histogram point
+  cost 155 to 205 µs through ``Engine.ingest`` alone, 57 to 75 after (alternated,
+  ``/work/dev_notes/s52/hist_cost_ab.txt``).
 - ``--signal spans``: trace requests of spans over ``--operations`` operations (span
   names) of one service, each request one second of event time later; items are spans,
   counted as received minus dropped and rejected (``otel_anomaly_points_*{signal="traces"}``).
@@ -115,20 +128,24 @@ from sidecar import (
 from otel_anomaly.processors.testing import (
     SECOND,
     gauge,
+    histogram,
     metrics_request,
     span,
     traces_request,
 )
 
 START_S = 1_700_000_000
-HTTP_PATHS = {"metrics": "/v1/metrics", "spans": "/v1/traces"}
+HTTP_PATHS = {"metrics": "/v1/metrics", "histograms": "/v1/metrics", "spans": "/v1/traces"}
 METHODS = {
     "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
     "spans": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
 }
+METHODS["histograms"] = METHODS["metrics"]
+# The explicit bounds of the SDK's default duration histogram (ms).
+HISTOGRAM_BOUNDS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
 # Upper bounds of the items/s a run may reach, to pre-build enough fresh items: a repeated
 # timestamp would be refused as out of order (or late) and flatter the figure.
-BUDGET_PER_S = {"metrics": 700_000, "spans": 1_200_000}
+BUDGET_PER_S = {"metrics": 700_000, "histograms": 100_000, "spans": 1_200_000}
 
 
 def counter_total(metrics_port: int, name: str, **labels: str) -> float:
@@ -161,6 +178,40 @@ def build_metric_requests(series: int, per_request: int, rounds: int) -> list[by
                 point = metric.gauge.data_points[0]
                 point.time_unix_nano = ts
                 point.as_double = float(100 + (i * 7 + r) % 13)
+            out.append(template.SerializeToString())
+    return out
+
+
+def build_histogram_requests(series: int, per_request: int, rounds: int) -> list[bytes]:
+    """As ``build_metric_requests``, of cumulative latency histograms (15 bounds).
+
+    Each round adds 20 observations to every series' buckets (each a share of 20 spread
+    over the buckets 10 to 100 ms, shifted by the round), so every point closes an interval
+    with enough observations for the p50 (pooled ones for p95 and p99).
+    """
+    templates = [
+        metrics_request(
+            [histogram("bench.duration", [(0, [])], HISTOGRAM_BOUNDS,
+                       attributes={"series": str(i)})
+             for i in range(start, min(start + per_request, series))],
+            {"service.name": "bench"},
+        )
+        for start in range(0, series, per_request)
+    ]
+    counts = np.zeros((series, len(HISTOGRAM_BOUNDS) + 1), np.int64)
+    out = []
+    for r in range(rounds):
+        ts = (START_S + r * 10) * SECOND
+        counts[:, 2 + r % 3] += 8
+        counts[:, 3 + r % 2] += 12
+        for t, template in enumerate(templates):
+            for i, metric in enumerate(template.resource_metrics[0].scope_metrics[0].metrics):
+                point = metric.histogram.data_points[0]
+                row = counts[t * per_request + i]
+                point.time_unix_nano = ts
+                point.count = int(row.sum())
+                point.sum = 40.0 * point.count
+                point.bucket_counts[:] = row.tolist()
             out.append(template.SerializeToString())
     return out
 
@@ -198,7 +249,9 @@ def walk_points(request: Any, attributes: bool) -> int:
                 if kind is None:
                     continue
                 for p in getattr(metric, kind).data_points:
-                    _ = (p.time_unix_nano, p.as_double)
+                    _ = ((p.time_unix_nano, p.as_double) if kind in ("gauge", "sum") else
+                         (p.time_unix_nano, p.count, p.sum, tuple(p.bucket_counts),
+                          tuple(p.explicit_bounds)))
                     if attributes:
                         _ = tuple((kv.key, kv.value.string_value) for kv in p.attributes)
                     n += 1
@@ -222,10 +275,10 @@ def walk_spans(request: Any, attributes: bool) -> int:
 def floor_rates(signal_name: str, requests: list[bytes], repeat: int = 3
                 ) -> list[tuple[str, float]]:
     """Items per CPU second of decode, decode + fields, decode + fields + attributes."""
-    parse: Callable[[bytes], Any] = (ExportMetricsServiceRequest.FromString
-                                     if signal_name == "metrics"
+    metrics = signal_name != "spans"
+    parse: Callable[[bytes], Any] = (ExportMetricsServiceRequest.FromString if metrics
                                      else ExportTraceServiceRequest.FromString)
-    walk = walk_points if signal_name == "metrics" else walk_spans
+    walk = walk_points if metrics else walk_spans
     items = sum(walk(parse(b), attributes=False) for b in requests)
     steps: list[tuple[str, Callable[[bytes], object]]] = [
         ("decode (FromString)", parse),
@@ -247,8 +300,10 @@ def floor_rates(signal_name: str, requests: list[bytes], repeat: int = 3
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--signal", choices=("metrics", "spans"), default="metrics")
-    parser.add_argument("--series", type=int, default=10_000, help="metrics: gauge series")
+    parser.add_argument("--signal", choices=("metrics", "histograms", "spans"),
+                        default="metrics")
+    parser.add_argument("--series", type=int, default=10_000,
+                        help="metrics, histograms: series (of gauges, of histograms)")
     parser.add_argument("--operations", type=int, default=100, help="spans: operations")
     parser.add_argument("--points-per-request", type=int, default=1000,
                         help="data points (or spans) per request")
@@ -270,7 +325,7 @@ def main() -> int:
 
 def processed_items(signal_name: str, metrics_port: int) -> tuple[float, float, float]:
     """Items the sidecar processed, rejected and skipped (accepted, no score), so far."""
-    label = "metrics" if signal_name == "metrics" else "traces"
+    label = "traces" if signal_name == "spans" else "metrics"
     rejected = counter_total(metrics_port, "otel_anomaly_points_rejected_total", signal=label)
     skipped = counter_total(metrics_port, "otel_anomaly_points_skipped_total", signal=label)
     if signal_name == "metrics":
@@ -285,9 +340,10 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
     per_request = args.points_per_request
     budget = int(BUDGET_PER_S[args.signal] * args.seconds / per_request) + args.in_flight
     built = time.monotonic()
-    if args.signal == "metrics":
+    if args.signal != "spans":
         rounds = max(2, budget * per_request // args.series + 1)
-        requests = build_metric_requests(args.series, per_request, rounds)
+        build = build_metric_requests if args.signal == "metrics" else build_histogram_requests
+        requests = build(args.series, per_request, rounds)
         what = f"series={args.series}"
     else:
         requests = build_span_requests(args.operations, per_request, max(2, budget))
@@ -319,7 +375,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], grpc_port: int,
     items, rejected, skipped = (a - b for a, b in zip(after, before, strict=True))
     floored = requests[:args.floor_requests]  # the first requests, the ones sent first
     floor = floor_rates(args.signal, floored)
-    unit = "points" if args.signal == "metrics" else "spans"
+    unit = "spans" if args.signal == "spans" else "points"
     rate = items / elapsed
     cpu_per_m = 1e6 * cpu / max(items, 1)
     floor_rate = floor[-1][1]
