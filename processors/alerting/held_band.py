@@ -342,8 +342,9 @@ def _outside_rows(
     for i in range(len(slots)):
         s = slots[i]
         if s < len(expected):
+            side = sides[s] if s < len(sides) else 0  # a kernel reads past an end unchecked
             out[i] = _held_row(values[i], expected[s], lower[s], upper[s],
-                               anomaly_direction(direction, sides[s])) >= 1.0
+                               anomaly_direction(direction, side)) >= 1.0
     return out
 
 
