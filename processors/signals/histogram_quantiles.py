@@ -109,35 +109,75 @@ def exponential_bucket_quantiles(
     ...                              np.array([0.5]))
     array([2.82...])
     """
-    width = 2.0 ** -float(scale)  # log2 of base: bucket i covers (2**(i*w), 2**((i+1)*w)]
     n_off, n_counts = negative
     p_off, p_counts = positive
-    # Ascending value order: negative buckets from the largest magnitude down, zero, positive.
-    neg_idx = np.arange(n_off, n_off + len(n_counts), dtype=np.float64)[::-1]
-    pos_idx = np.arange(p_off, p_off + len(p_counts), dtype=np.float64)
-    counts = np.concatenate((n_counts[::-1], [zero_count], p_counts))
-    # Valid scales reach -10 (base 2**1024) and offsets reach 2**31: edges beyond a float
-    # are infinite (and those below it 0), and such buckets answer no finite quantile.
-    with np.errstate(over="ignore", under="ignore"):
-        lows = np.concatenate((-np.exp2((neg_idx + 1.0) * width), [0.0],
-                               np.exp2(pos_idx * width)))
-        highs = np.concatenate((-np.exp2(neg_idx * width), [0.0],
-                                np.exp2((pos_idx + 1.0) * width)))
-    total = counts.sum()
-    if total <= 0:
-        return np.full(len(qs), np.nan)
-    cumulative = np.cumsum(counts)
-    ranks = qs * total
-    idx = np.minimum(np.searchsorted(cumulative, ranks, side="left"), len(counts) - 1)
-    before = np.where(idx > 0, cumulative[idx - 1], 0.0)
-    frac = np.clip((ranks - before) / np.maximum(counts[idx], 1e-300), 0.0, 1.0)
-    lo, hi = lows[idx], highs[idx]
-    positive_side = lo > 0
-    negative_side = hi < 0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        geometric = lo * (hi / lo) ** frac
-        geometric_neg = hi * (lo / hi) ** (1.0 - frac)
-    return np.where(positive_side, geometric, np.where(negative_side, geometric_neg, 0.0))
+    out = np.empty(len(qs))
+    _exponential_quantiles_into(2.0 ** -float(scale), float(zero_count), float(p_off),
+                                np.asarray(p_counts, np.float64), float(n_off),
+                                np.asarray(n_counts, np.float64), np.asarray(qs, np.float64),
+                                out)
+    return out
+
+
+@row_kernel
+def _exponential_bucket(k: int, width: float, zero_count: float, p_off: float,
+                        p_counts: NDArray[np.float64], n_off: float,
+                        n_counts: NDArray[np.float64]) -> tuple[float, float, float]:
+    """Bucket ``k`` in ascending value order: its count, lower and upper edge.
+
+    The negative buckets from the largest magnitude down, the zero bucket, the positive
+    ones; bucket ``i`` of a side covers magnitudes ``(2**(i*width), 2**((i+1)*width)]``.
+    Valid scales reach -10 (base 2**1024) and offsets 2**31: edges beyond a float are
+    infinite (and those below it 0), and such buckets answer no finite quantile.
+    """
+    negatives = len(n_counts)
+    if k < negatives:
+        i = n_off + (negatives - 1 - k)
+        return n_counts[negatives - 1 - k], -np.exp2((i + 1.0) * width), -np.exp2(i * width)
+    if k == negatives:
+        return zero_count, 0.0, 0.0
+    i = p_off + (k - negatives - 1)
+    return p_counts[k - negatives - 1], np.exp2(i * width), np.exp2((i + 1.0) * width)
+
+
+@kernel
+def _exponential_quantiles_into(width: float, zero_count: float, p_off: float,
+                                p_counts: NDArray[np.float64], n_off: float,
+                                n_counts: NDArray[np.float64], qs: NDArray[np.float64],
+                                out: NDArray[np.float64]) -> None:
+    # Compiled for the same reason as ``_explicit_quantiles_into``.
+    buckets = len(n_counts) + 1 + len(p_counts)
+    total = zero_count
+    for c in n_counts:
+        total += c
+    for c in p_counts:
+        total += c
+    if not total > 0:
+        out[:] = np.nan
+        return
+    for j in range(len(qs)):
+        rank = qs[j] * total
+        # The first bucket whose cumulative count reaches the rank (the last if none does).
+        k = buckets - 1
+        before = 0.0
+        for b in range(buckets - 1):
+            count = _exponential_bucket(k=b, width=width, zero_count=zero_count, p_off=p_off,
+                                        p_counts=p_counts, n_off=n_off, n_counts=n_counts)[0]
+            if before + count >= rank:
+                k = b
+                break
+            before += count
+        count, lo, hi = _exponential_bucket(k=k, width=width, zero_count=zero_count,
+                                            p_off=p_off, p_counts=p_counts, n_off=n_off,
+                                            n_counts=n_counts)
+        frac = min(max((rank - before) / max(count, 1e-300), 0.0), 1.0)
+        # Log-linear inside the bucket, towards the larger magnitude.
+        if lo > 0:
+            out[j] = lo * (hi / lo) ** frac
+        elif hi < 0:
+            out[j] = hi * (lo / hi) ** (1.0 - frac)
+        else:
+            out[j] = 0.0
 
 
 def downscale(offset: int, counts: NDArray[np.float64], by: int) -> tuple[int, NDArray[np.float64]]:
@@ -227,8 +267,9 @@ def merge_exponential(deltas: list[dict[str, Any]]) -> dict[str, Any]:
 def pooled_quantiles(samples: list[dict[str, Any]], exponential: bool,
                      qs: NDArray[np.float64]) -> NDArray[np.float64]:
     """The ``qs`` quantiles of interval histograms added up (exponential ones or explicit)."""
+    # One window (a busy one) needs no merge.
     if exponential:
-        m = merge_exponential(samples)
+        m = samples[0] if len(samples) == 1 else merge_exponential(samples)
         return exponential_bucket_quantiles(m["scale"], m["zero"], m["pos"], m["neg"], qs)
     m = samples[0] if len(samples) == 1 else merge_explicit(samples)
     return explicit_bucket_quantiles(m["bounds"], m["counts"], qs, m["low"], m["high"])

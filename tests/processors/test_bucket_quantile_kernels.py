@@ -1,4 +1,4 @@
-"""The compiled explicit-bucket quantiles equal Prometheus' rule as numpy computes it."""
+"""The compiled bucket quantiles (explicit and exponential) equal their numpy references."""
 
 from __future__ import annotations
 
@@ -9,8 +9,18 @@ from numpy.typing import NDArray
 
 from otel_anomaly.processors.signals.histogram_quantiles import (
     explicit_bucket_quantiles,
+    exponential_bucket_quantiles,
     pooled_quantiles,
 )
+
+
+def _ranked(counts: NDArray[np.float64], ranks: NDArray[np.float64]
+            ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Per rank, its bucket (the first whose cumulative count reaches it) and where in it."""
+    cumulative = np.cumsum(counts)
+    idx = np.minimum(np.searchsorted(cumulative, ranks, side="left"), len(counts) - 1)
+    before = np.where(idx > 0, cumulative[idx - 1], 0.0)
+    return idx, np.clip((ranks - before) / np.maximum(counts[idx], 1e-300), 0.0, 1.0)
 
 
 def _reference(bounds: NDArray[np.float64], counts: NDArray[np.float64],
@@ -26,11 +36,7 @@ def _reference(bounds: NDArray[np.float64], counts: NDArray[np.float64],
         lows[0] = min(low, highs[0])
     if np.isfinite(high):
         highs[-1] = max(high, lows[-1])
-    cumulative = np.cumsum(counts)
-    ranks = qs * total
-    idx = np.minimum(np.searchsorted(cumulative, ranks, side="left"), len(counts) - 1)
-    before = np.where(idx > 0, cumulative[idx - 1], 0.0)
-    frac = np.clip((ranks - before) / np.maximum(counts[idx], 1e-300), 0.0, 1.0)
+    idx, frac = _ranked(counts, qs * total)
     lo, hi = lows[idx], highs[idx]
     with np.errstate(invalid="ignore"):
         out = lo + (hi - lo) * frac
@@ -87,3 +93,57 @@ def test_pooled_windows_are_merged_before_the_quantiles() -> None:
     np.testing.assert_array_equal(pooled_quantiles(windows, False, qs), merged)
     alone = explicit_bucket_quantiles(bounds, np.array([4.0, 0.0, 0.0]), qs, 2.0, 9.0)
     np.testing.assert_array_equal(pooled_quantiles(windows[:1], False, qs), alone)
+
+
+def _exponential_reference(scale: int, zero_count: float,
+                           positive: tuple[int, NDArray[np.float64]],
+                           negative: tuple[int, NDArray[np.float64]],
+                           qs: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Log-linear interpolation over whole arrays (the implementation the kernel replaced)."""
+    width = 2.0 ** -float(scale)
+    n_off, n_counts = negative
+    p_off, p_counts = positive
+    neg_idx = np.arange(n_off, n_off + len(n_counts), dtype=np.float64)[::-1]
+    pos_idx = np.arange(p_off, p_off + len(p_counts), dtype=np.float64)
+    counts = np.concatenate((n_counts[::-1], [zero_count], p_counts))
+    with np.errstate(over="ignore", under="ignore"):
+        lows = np.concatenate((-np.exp2((neg_idx + 1.0) * width), [0.0],
+                               np.exp2(pos_idx * width)))
+        highs = np.concatenate((-np.exp2(neg_idx * width), [0.0],
+                                np.exp2((pos_idx + 1.0) * width)))
+    total = counts.sum()
+    if total <= 0:
+        return np.full(len(qs), np.nan)
+    idx, frac = _ranked(counts, qs * total)
+    lo, hi = lows[idx], highs[idx]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        geometric = lo * (hi / lo) ** frac
+        geometric_neg = hi * (lo / hi) ** (1.0 - frac)
+    return np.where(lo > 0, geometric, np.where(hi < 0, geometric_neg, 0.0))
+
+
+_counts = st.lists(st.integers(0, 1000), min_size=0, max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    scale=st.integers(-10, 20),
+    zero=st.integers(0, 50),
+    positive=st.tuples(st.integers(-2**31, 2**31 - 1), _counts),
+    negative=st.tuples(st.integers(-2**31, 2**31 - 1), _counts),
+    qs=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
+)
+# An empty histogram; one at scale 0 with both sides and a zero bucket; edges past a float.
+@example(scale=0, zero=0, positive=(0, []), negative=(0, []), qs=[0.5])
+@example(scale=0, zero=3, positive=(1, [2, 5]), negative=(0, [4, 1]), qs=[0.0, 0.3, 0.5, 0.99])
+@example(scale=-10, zero=0, positive=(2**31 - 2, [1, 1]), negative=(0, []), qs=[0.5])
+def test_compiled_exponential_quantiles_equal_the_array_reference(  # type: ignore[no-untyped-def]
+        scale, zero, positive, negative, qs) -> None:
+    pos = (positive[0], np.array(positive[1], np.float64))
+    neg = (negative[0], np.array(negative[1], np.float64))
+    q = np.array(qs, np.float64)
+    have = exponential_bucket_quantiles(scale, float(zero), pos, neg, q)
+    want = _exponential_reference(scale, float(zero), pos, neg, q)
+    # exp2 and pow may round their last bit differently compiled.
+    np.testing.assert_allclose(have, want, rtol=1e-12, atol=0.0,
+                               err_msg=f"scale {scale} zero {zero} {pos} {neg} qs {q}")
