@@ -226,6 +226,30 @@ def add_buckets(
     return offset, negated
 
 
+_INTERNED_BOUNDS: dict[tuple[float, ...], NDArray[np.float64]] = {}
+_MOST_INTERNED = 4096  # distinct bucket layouts kept (a sender inventing them starts it over)
+
+
+def interned_bounds(bounds: Any) -> NDArray[np.float64]:
+    """One array (never written to) per distinct list of explicit bounds.
+
+    Histograms mostly share a few layouts (an SDK's default), so their points share the
+    array, and two points' bounds are then compared by identity (``same_bounds``).
+    """
+    key = tuple(bounds)
+    found = _INTERNED_BOUNDS.get(key)
+    if found is None:
+        if len(_INTERNED_BOUNDS) >= _MOST_INTERNED:
+            _INTERNED_BOUNDS.clear()
+        found = _INTERNED_BOUNDS[key] = np.array(key, np.float64)
+    return found
+
+
+def same_bounds(a: NDArray[np.float64], b: NDArray[np.float64]) -> bool:
+    """Whether two histograms' explicit bounds are equal (by identity where interned)."""
+    return a is b or np.array_equal(a, b)
+
+
 def merge_explicit(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     """Explicit-bucket interval histograms added up (those with the newest's bounds).
 
@@ -236,7 +260,7 @@ def merge_explicit(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     ([1.0, 2.0], 0.5, 3.0)
     """
     newest = deltas[-1]
-    same = [d for d in deltas if np.array_equal(d["bounds"], newest["bounds"])]
+    same = [d for d in deltas if same_bounds(d["bounds"], newest["bounds"])]
     return {
         "bounds": newest["bounds"],
         "counts": np.sum([d["counts"] for d in same], axis=0),

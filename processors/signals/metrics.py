@@ -31,7 +31,9 @@ from otel_anomaly.processors.signals.cumulative_streams import (
 )
 from otel_anomaly.processors.signals.histogram_quantiles import (
     downscale,
+    interned_bounds,
     pooled_quantiles,
+    same_bounds,
     subtract_buckets,
 )
 from otel_anomaly.processors.signals.otlp_resources import (
@@ -403,9 +405,10 @@ def _has_interval(status: str, cumulative: bool, point: Any) -> bool:
 
 
 def _explicit_snapshot(p: Any) -> dict[str, Any]:
+    counts = p.bucket_counts
     return {
-        "bounds": np.asarray(p.explicit_bounds, np.float64),
-        "counts": np.asarray(p.bucket_counts, np.float64),
+        "bounds": interned_bounds(p.explicit_bounds),
+        "counts": np.fromiter(counts, np.float64, len(counts)),
         "count": float(p.count),
         "sum": p.sum if p.HasField("sum") else None,
     }
@@ -413,13 +416,13 @@ def _explicit_snapshot(p: Any) -> dict[str, Any]:
 
 def _explicit_delta(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any] | None:
     """Difference of two cumulative points, or None when they are not one sequence."""
-    if not np.array_equal(cur["bounds"], prev["bounds"]) or len(cur["counts"]) != len(
+    if not same_bounds(cur["bounds"], prev["bounds"]) or len(cur["counts"]) != len(
         prev["counts"]
     ):
         return None
     counts = cur["counts"] - prev["counts"]
     count = cur["count"] - prev["count"]
-    if count < 0 or (counts < 0).any():
+    if count < 0 or counts.min(initial=0.0) < 0:
         return None
     total = None if cur["sum"] is None or prev["sum"] is None else cur["sum"] - prev["sum"]
     return {"bounds": cur["bounds"], "counts": counts, "count": count, "sum": total}

@@ -10,7 +10,9 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.signals.histogram_quantiles import (
     explicit_bucket_quantiles,
     exponential_bucket_quantiles,
+    interned_bounds,
     pooled_quantiles,
+    same_bounds,
 )
 
 
@@ -147,3 +149,14 @@ def test_compiled_exponential_quantiles_equal_the_array_reference(  # type: igno
     # exp2 and pow may round their last bit differently compiled.
     np.testing.assert_allclose(have, want, rtol=1e-12, atol=0.0,
                                err_msg=f"scale {scale} zero {zero} {pos} {neg} qs {q}")
+
+
+def test_points_with_the_same_bounds_share_one_array() -> None:
+    first = interned_bounds([5.0, 10.0, 25.0])
+    again = interned_bounds((5.0, 10.0, 25.0))
+    other = interned_bounds([5.0, 10.0, 50.0])
+    assert first is again, "equal bounds should come back as the same array"
+    assert other is not first and not same_bounds(first, other)
+    # Arrays that were not interned (restored from a checkpoint) compare by value.
+    assert same_bounds(first, np.array([5.0, 10.0, 25.0]))
+    np.testing.assert_array_equal(first, [5.0, 10.0, 25.0])
