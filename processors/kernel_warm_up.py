@@ -31,6 +31,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from otel_anomaly.processors.alerting.row_sampling import max_of_n_factors
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.signals.histogram_quantiles import (
+    explicit_bucket_quantiles,
+    exponential_bucket_quantiles,
+)
 from otel_anomaly.processors.signals.metrics_wire_count import count_points
 from otel_anomaly.processors.types import SeriesKey
 
@@ -72,6 +76,11 @@ def warm_up(settings: EngineSettings) -> float:
     _warm_up_spans(engine)
     # The band of a request's extreme row (only a busy request's slow span reaches it).
     max_of_n_factors(6.0, np.array([1.0, 2.0]))
+    # Histogram quantiles (a histogram's second point reaches them).
+    explicit_bucket_quantiles(np.array([1.0, 2.0]), np.array([1.0, 2.0, 1.0]),
+                              np.array([0.5, 0.99]))
+    exponential_bucket_quantiles(0, 1.0, (0, np.array([1.0, 2.0])), (0, np.array([1.0])),
+                                 np.array([0.5, 0.99]))
     rng = np.random.default_rng(0)
     scorer = engine.scorer
     names = [name for rule in settings.rules if rule.match

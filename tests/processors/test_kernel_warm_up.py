@@ -8,9 +8,10 @@ import sys
 # After the sidecar's warm-up, counting a metrics request's points as the receivers do (on
 # the event loop: compiled there at the first export it held the loop for 0.76 s with an
 # empty cache) and scoring the incidents benchmark's series (anomalies that open, are held,
-# close; deploys; ratios) together and one of them alone (the row scan), and span outliers
-# (the ewma scan, and a slow span judged as its request's slowest), must compile nothing
-# more: each kernel compiled there would stall the sidecar once.
+# close; deploys; ratios) together and one of them alone (the row scan), span outliers
+# (the ewma scan, and a slow span judged as its request's slowest) and histograms (their
+# quantiles), must compile nothing more: each kernel compiled there would stall the
+# sidecar once.
 LIVE_PROBE = """
 import sys
 import numba
@@ -20,7 +21,8 @@ from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.kernel_warm_up import warm_up
 from otel_anomaly.processors.signals.metrics_wire_count import count_points
 from otel_anomaly.processors.testing import (
-    gauge, incident_cases, metrics_request, replay_incidents, span, traces_request)
+    gauge, histogram, incident_cases, metrics_request, replay_incidents, span, traces_request)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from otel_anomaly.processors.types import SeriesKey
 
 def compiled():
@@ -47,6 +49,24 @@ spans = [span(f"op{i % 3}", 1_700_000_041 * 10**9 + i, 4000.0 if i == 3 else 40.
 request = traces_request(spans)
 opened = spans_engine.ingest("traces", request, request.SerializeToString()).events
 assert any(e.kind == "open" and e.value == 4000.0 for e in opened), opened
+# Histograms, explicit and exponential: their quantiles from the second point on.
+times = [1_700_000_000 * 10**9 + r * 10**10 for r in range(3)]
+explicit = histogram("latency", [(ts, [5.0, 20.0, 30.0] * 40) for ts in times],
+                     [10.0, 25.0, 50.0])
+exponential = Metric(name="size", unit="By")
+exponential.exponential_histogram.aggregation_temporality = 2  # cumulative
+for r, ts in enumerate(times):
+    point = exponential.exponential_histogram.data_points.add(
+        start_time_unix_nano=1, time_unix_nano=ts, count=120 * (r + 1), sum=900.0 * (r + 1),
+        scale=2, zero_count=0)
+    point.positive.offset = 10
+    point.positive.bucket_counts.extend([40 * (r + 1)] * 3)
+metrics_engine = Engine(settings)
+request = metrics_request([explicit, exponential])
+metrics_engine.ingest("metrics", request, request.SerializeToString())
+index = metrics_engine.index
+names = {index.key(int(slot)).metric for slot in index.live_slots()}
+assert {"latency_milliseconds:p99", "size_bytes:p99"} <= names, sorted(names)
 spike = next(case for case in cases if case.kind == "spike")
 backtest(Engine(settings), [RecordedSeries(SeriesKey("queue_depth", (), ()),
                                            spike.ts_unix_nano, spike.values)])
