@@ -8,7 +8,9 @@ instead of corrupting the series.
 A rate is taken over a whole reporting interval. A point that closes an interval much
 shorter than the stream's usual one (an SDK's final collection at shutdown, a
 ``force_flush``) is a partial interval: it is not rated on its own but folded into the next
-one, so a sender that stops mid-interval does not read as a drop in throughput.
+one, so a sender that stops mid-interval does not read as a drop in throughput. The usual
+interval is the last full one, or the spacing of the point that closed it when shorter
+(``usual_interval``), so a gap in a stream's points is not taken for its cadence.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ PARTIAL = "partial_interval"
 # readers keep their interval to within a few percent; an out-of-schedule collection is
 # shorter by a good part of it.
 _PARTIAL_FRACTION = 0.75
+
+
+def usual_interval(full: int, spacing: int) -> int:
+    """A stream's usual interval after a full one: the shorter of it and the point's spacing.
+
+    ``full`` is the interval closed, ``spacing`` the point's distance from the point before
+    it, folded or not. After a gap (a missed export: one interval twice the usual) the
+    next point is partial and the one after closes a full interval of twice the usual
+    again; taken as the usual, it made every other point partial for good (a 60-s stream
+    rated every 120 s). The spacing of the points that close it says what the cadence is.
+
+    >>> usual_interval(120, 60), usual_interval(60, 60)
+    (60, 60)
+    """
+    return min(full, spacing)
 
 
 class SourceTable:
@@ -121,7 +138,8 @@ class SourceTable:
                 return "series_limit", 0, None
             self._new(key, start, ts, payload, now)
             return FIRST, 0, None
-        if ts <= self._newest[sid]:
+        previous = self._newest[sid]
+        if ts <= previous:
             return OUT_OF_ORDER, 0, None
         self._newest[sid], self._seen[sid] = ts, now
         base = self._start[sid]
@@ -130,7 +148,7 @@ class SourceTable:
         if hold_partial and not restarted:
             if ts - last_ts < _PARTIAL_FRACTION * self._interval[sid]:
                 return PARTIAL, 0, None
-            self._interval[sid] = ts - last_ts
+            self._interval[sid] = usual_interval(ts - last_ts, ts - previous)
         prev_payload = self._payload(sid)
         self._start[sid], self._last_ts[sid] = start, ts
         self._set_payload(sid, payload)

@@ -97,7 +97,8 @@ def advance(  # noqa: PLR0912 - the branches of SourceTable.advance and _Walk.su
             continue
         sid, r, mode = found[i, 0], rows[i], modes[i]
         t, value = points[r, P_TIME], values[r]
-        if t <= newest_ts[sid]:
+        previous = newest_ts[sid]
+        if t <= previous:
             status[i] = OUT_OF_ORDER
             continue
         newest_ts[sid] = t
@@ -109,7 +110,7 @@ def advance(  # noqa: PLR0912 - the branches of SourceTable.advance and _Walk.su
             if t - last_ts[sid] < _PARTIAL_FRACTION * interval[sid]:
                 status[i] = PARTIAL
                 continue
-            interval[sid] = t - last_ts[sid]
+            interval[sid] = min(t - last_ts[sid], t - previous)  # ``usual_interval``
         prev_ts, prev = last_ts[sid], level[sid]
         start[sid], last_ts[sid] = begin, t
         if mode != LEVEL:

@@ -228,6 +228,26 @@ def test_a_final_collection_at_shutdown_is_a_partial_interval_not_a_drop() -> No
     assert _series(later, engine) == {"http_server_requests_total:rate": [7.0]}
 
 
+def test_a_missed_export_does_not_slow_a_counters_rates_for_good() -> None:
+    # Every 1 s, one export missed (a 2 s gap), then the schedule again: the point after
+    # the gap is folded into the next (its interval looks short beside the gap), and every
+    # later point is rated on its own, in one request (the Python walk) as in one request
+    # per point (the compiled path, once the stream is known).
+    times = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
+    points = [(t * SECOND, 10.0 * t) for t in times]
+    one = _engine().ingest("metrics", metrics_request([counter("http.server.requests",
+                                                                points)]))
+    assert one.skipped == {"first_point": 1, "partial_interval": 1}, one.skipped
+    engine = _engine()
+    skipped: dict[str, int] = {}
+    for point in points:
+        result = engine.ingest("metrics", metrics_request([counter("http.server.requests",
+                                                                    [point])]))
+        for reason, n in result.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    assert skipped == {"first_point": 1, "partial_interval": 1}, skipped
+
+
 def test_a_histogram_partial_interval_is_folded_into_the_next() -> None:
     engine = _engine()
     points: list[tuple[int, list[float]]] = [(t * SECOND, [50.0] * 10) for t in range(1, 4)]
