@@ -131,13 +131,27 @@ def _exponential_bucket(k: int, width: float, zero_count: float, p_off: float,
     infinite (and those below it 0), and such buckets answer no finite quantile.
     """
     negatives = len(n_counts)
+    count = _exponential_count(k=k, zero_count=zero_count, p_counts=p_counts,
+                               n_counts=n_counts)
     if k < negatives:
         i = n_off + (negatives - 1 - k)
-        return n_counts[negatives - 1 - k], -np.exp2((i + 1.0) * width), -np.exp2(i * width)
+        return count, -np.exp2((i + 1.0) * width), -np.exp2(i * width)
     if k == negatives:
-        return zero_count, 0.0, 0.0
+        return count, 0.0, 0.0
     i = p_off + (k - negatives - 1)
-    return p_counts[k - negatives - 1], np.exp2(i * width), np.exp2((i + 1.0) * width)
+    return count, np.exp2(i * width), np.exp2((i + 1.0) * width)
+
+
+@row_kernel
+def _exponential_count(k: int, zero_count: float, p_counts: NDArray[np.float64],
+                       n_counts: NDArray[np.float64]) -> float:
+    """Bucket ``k``'s count in ascending value order (``_exponential_bucket``'s order)."""
+    negatives = len(n_counts)
+    if k < negatives:
+        return float(n_counts[negatives - 1 - k])
+    if k == negatives:
+        return zero_count
+    return float(p_counts[k - negatives - 1])
 
 
 @kernel
@@ -161,8 +175,8 @@ def _exponential_quantiles_into(width: float, zero_count: float, p_off: float,
         k = buckets - 1
         before = 0.0
         for b in range(buckets - 1):
-            count = _exponential_bucket(k=b, width=width, zero_count=zero_count, p_off=p_off,
-                                        p_counts=p_counts, n_off=n_off, n_counts=n_counts)[0]
+            count = _exponential_count(k=b, zero_count=zero_count, p_counts=p_counts,
+                                       n_counts=n_counts)  # no edges: only the last is used
             if before + count >= rank:
                 k = b
                 break
