@@ -244,18 +244,24 @@ _INTERNED_BOUNDS: dict[tuple[float, ...], NDArray[np.float64]] = {}
 _MOST_INTERNED = 4096  # distinct bucket layouts kept (a sender inventing them starts it over)
 
 
-def interned_bounds(bounds: Any) -> NDArray[np.float64]:
-    """One array (never written to) per distinct list of explicit bounds.
+def interned_bounds(bounds: Any) -> NDArray[np.float64] | None:
+    """One array (never written to) per distinct list of explicit bounds; None if not valid.
 
     Histograms mostly share a few layouts (an SDK's default), so their points share the
-    array, and two points' bounds are then compared by identity (``same_bounds``).
+    array, and two points' bounds are then compared by identity (``same_bounds``). Bounds
+    must be strictly increasing (the OTLP data model's buckets; an infinite first or last
+    bound is let through: a quantile in its bucket is not finite, and is not reported);
+    others are checked at each point and never kept.
     """
     key = tuple(bounds)
     found = _INTERNED_BOUNDS.get(key)
     if found is None:
+        array = np.array(key, np.float64)
+        if np.isnan(array).any() or not (array[1:] > array[:-1]).all():
+            return None
         if len(_INTERNED_BOUNDS) >= _MOST_INTERNED:
             _INTERNED_BOUNDS.clear()
-        found = _INTERNED_BOUNDS[key] = np.array(key, np.float64)
+        found = _INTERNED_BOUNDS[key] = array
     return found
 
 

@@ -316,6 +316,9 @@ class _Walk:
             if not self._valid(p):
                 continue
             snap = _exp_snapshot(p) if exponential else _explicit_snapshot(p)
+            if snap is None:
+                self.result.reject("invalid_histogram")
+                continue
             attrs = labels_of(p.attributes)
             key = (kind, name, self.resource, attrs)
             status, prev_ts, prev = self._advance(key, p, snap, cumulative)
@@ -404,10 +407,20 @@ def _has_interval(status: str, cumulative: bool, point: Any) -> bool:
     return status == FIRST and not cumulative and point.start_time_unix_nano > 0
 
 
-def _explicit_snapshot(p: Any) -> dict[str, Any]:
+def _explicit_snapshot(p: Any) -> dict[str, Any] | None:
+    """A point's buckets, count and sum; None if its buckets break the OTLP data model.
+
+    ``bucket_counts`` holds one count more than ``explicit_bounds`` has bounds (or none at
+    all, with no bounds: a count and sum only), and the bounds are strictly increasing.
+    Kept, a point of another shape was summed with its stream's earlier ones when their
+    quantiles were pooled: the merge raised, failing every request carrying the stream.
+    """
     counts = p.bucket_counts
+    bounds = interned_bounds(p.explicit_bounds)
+    if bounds is None or not (len(counts) == len(bounds) + 1 or len(counts) == len(bounds) == 0):
+        return None
     return {
-        "bounds": interned_bounds(p.explicit_bounds),
+        "bounds": bounds,
         "counts": np.fromiter(counts, np.float64, len(counts)),
         "count": float(p.count),
         "sum": p.sum if p.HasField("sum") else None,

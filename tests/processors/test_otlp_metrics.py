@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
@@ -176,6 +179,71 @@ def test_histogram_bucket_layout_change_is_a_reset() -> None:
     ]))
     assert result.skipped == {"counter_reset": 1}
     assert len(result.scores) == 0
+
+
+def _broken(point: Any, bounds: list[float] | None, counts: list[int] | None) -> None:
+    if bounds is not None:
+        point.ClearField("explicit_bounds")
+        point.explicit_bounds.extend(bounds)
+    if counts is not None:
+        point.ClearField("bucket_counts")
+        point.bucket_counts.extend(counts)
+
+
+@pytest.mark.parametrize(("bounds", "counts"), [
+    (None, [3, 4]),  # fewer counts than buckets
+    ([10.0, 50.0, 20.0, 100.0], None),  # bounds not increasing
+    ([10.0, 10.0, 50.0, 100.0], None),  # nor strictly
+    ([10.0, float("nan"), 50.0, 100.0], None),
+    ([10.0, 20.0, math.inf, math.inf], None),
+    ([], None),  # counts but no bounds
+    (None, []),  # bounds but no counts
+], ids=["short counts", "decreasing", "repeated", "nan", "two inf", "no bounds", "no counts"])
+def test_a_histogram_point_that_breaks_the_data_model_is_refused_alone(
+        bounds: list[float] | None, counts: list[int] | None) -> None:
+    # Kept, a point of another shape was pooled with its stream's earlier ones: the merge
+    # raised, and every later request carrying the stream failed whole.
+    rng = np.random.default_rng(2)
+    good = histogram("lat", [((i + 1) * 10 * SECOND, rng.lognormal(3.0, 0.3, 40))
+                             for i in range(12)], [10.0, 20.0, 50.0, 100.0])
+    engine = _engine()
+    scored: list[dict[str, list[float]]] = []
+    for i, point in enumerate(good.histogram.data_points):
+        metric = Metric(name="lat", unit="ms")
+        metric.histogram.aggregation_temporality = good.histogram.aggregation_temporality
+        metric.histogram.data_points.add().CopyFrom(point)
+        if i in (6, 7, 8):
+            _broken(metric.histogram.data_points[0], bounds, counts)
+        result = engine.ingest("metrics", metrics_request([
+            metric, gauge("queue", [((i + 1) * 10 * SECOND, float(i))])]))
+        assert result.rejected == ({"invalid_histogram": 1} if i in (6, 7, 8) else {}), i
+        assert "1 invalid_histogram" in result.error_message() or i not in (6, 7, 8)
+        scored.append(_series(result, engine))
+    assert all(s["queue"] == [float(i)] for i, s in enumerate(scored)), "the gauge was lost"
+    # The stream goes on from its last valid point: the first one after is a full interval.
+    assert "lat_milliseconds:rate" in scored[9], scored[9]
+
+
+def test_an_infinite_last_bound_is_let_through() -> None:
+    # Redundant (the last bucket is unbounded anyway) but not against the data model.
+    metric = histogram("lat", [(10 * SECOND, [5.0, 7.0]), (20 * SECOND, [1.0, 3.0, 5.0])],
+                       [2.0, 4.0, math.inf])
+    engine = _engine()
+    result = engine.ingest("metrics", metrics_request([metric]))
+    assert result.rejected == {}
+    assert _series(result, engine)["lat_milliseconds:p50"] == [pytest.approx(3.0)]
+
+
+def test_a_histogram_of_count_and_sum_only_gives_its_rate_and_mean() -> None:
+    metric = histogram("lat", [(10 * SECOND, [5.0, 7.0]), (20 * SECOND, [1.0, 3.0, 5.0])], [])
+    for point in metric.histogram.data_points:
+        _broken(point, [], [])
+    engine = _engine()
+    result = engine.ingest("metrics", metrics_request([metric]))
+    assert result.rejected == {}
+    series = _series(result, engine)
+    assert series["lat_milliseconds:rate"] == [pytest.approx(0.3)]
+    assert series["lat_milliseconds:mean"] == [pytest.approx(3.0)]
 
 
 def test_series_identity_ignores_attribute_order() -> None:
