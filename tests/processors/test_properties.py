@@ -54,8 +54,15 @@ def metrics(draw: st.DrawFn) -> Metric:
                 p.as_double = v
         elif kind == "histogram":
             n = draw(st.integers(0, 3))
-            p.explicit_bounds.extend(sorted(draw(st.lists(st.floats(-1e6, 1e6), min_size=n, max_size=n))))
-            p.bucket_counts.extend(draw(st.lists(st.integers(0, 100), min_size=n + 1, max_size=n + 1)))
+            # Mostly well formed; else bounds out of order or NaN, and counts of any length
+            # (``invalid_histogram``).
+            bounds = draw(st.lists(st.floats(-1e6, 1e6), min_size=n, max_size=n))
+            well_formed = draw(st.integers(0, 3)) > 0
+            p.explicit_bounds.extend(sorted(bounds) if well_formed else bounds + draw(
+                st.lists(st.floats(allow_nan=True), max_size=1)))
+            buckets = n + 1 if well_formed else draw(st.integers(0, n + 2))
+            p.bucket_counts.extend(draw(st.lists(st.integers(0, 100), min_size=buckets,
+                                                 max_size=buckets)))
             p.count = draw(st.integers(0, 400))
             if draw(st.booleans()):
                 p.sum = float(draw(st.floats(allow_nan=True)))
@@ -161,3 +168,36 @@ def test_traces_and_logs_never_raise_and_every_item_is_accounted(
         assert received == items
         result = engine.ingest(signal, request)
         assert result.accepted + result.rejected_total == received, (result, received)
+
+
+@st.composite
+def histogram_streams(draw: st.DrawFn) -> list[Metric]:
+    """Points of one histogram stream in time order, each of any bucket shape."""
+    temporality = draw(st.integers(1, 2))
+    out = []
+    for i in range(draw(st.integers(2, 8))):
+        metric = Metric(name="lat", unit="ms")
+        metric.histogram.aggregation_temporality = temporality
+        n = draw(st.integers(0, 3))
+        bounds = draw(st.lists(st.sampled_from([1.0, 2.0, 5.0, float("nan"), float("inf")]),
+                               min_size=n, max_size=n))
+        buckets = draw(st.integers(0, n + 2))
+        p = metric.histogram.data_points.add(start_time_unix_nano=1,
+                                             time_unix_nano=(i + 1) * 10**10)
+        p.explicit_bounds.extend(bounds)
+        p.bucket_counts.extend(draw(st.lists(st.integers(0, 100), min_size=buckets,
+                                             max_size=buckets)))
+        p.count = (i + 1) * 3  # few calls a point: quantiles pool several points
+        out.append(metric)
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histogram_streams())
+def test_a_histogram_stream_of_any_bucket_shapes_never_raises(stream: list[Metric]) -> None:
+    # Points of one stream are pooled for quantiles: a shape that disagrees with the points
+    # before it failed the merge, and with it every request carrying the stream.
+    engine = Engine(EngineSettings(clock=FakeClock()))
+    for metric in stream:
+        result = engine.ingest("metrics", metrics_request([metric]))
+        assert result.accepted + result.rejected_total == 1, result
