@@ -350,6 +350,8 @@ class _Walk:
         if delta["sum"] is not None and math.isfinite(delta["sum"]):
             self.out.add(SeriesKey(name + ":mean", self.resource, attrs), ts, delta["sum"] / count,
                          exemplar=slowest)
+        if not exponential and not len(delta["counts"]):
+            return  # a count and sum only: no buckets to take quantiles of
         sample = self._quantile_sample(p, delta, exponential, cumulative)
         ready = self.pools.add(SeriesKey(name, self.resource, attrs), ts, count, sample)
         # A quantile's windows are the newest ones of its series: quantiles ready from as many
