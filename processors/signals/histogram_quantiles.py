@@ -210,6 +210,31 @@ def downscale(offset: int, counts: NDArray[np.float64], by: int) -> tuple[int, N
     return new_offset, merged
 
 
+MAX_BUCKET_SPAN = 2048
+"""Most buckets a side of an exponential histogram is worked on with, between its lowest and
+highest bucket: its points' runs are laid out densely when they are subtracted or added up,
+so runs far apart (offsets up to 2**31) would take gigabytes. Ten times what the SDKs keep
+by default (``max_size`` 160), so their histograms are never coarsened."""
+
+
+def span_steps(runs: list[tuple[int, NDArray[np.float64]]]) -> int:
+    """Scale steps down at which bucket runs of one scale span ``MAX_BUCKET_SPAN`` at most.
+
+    ``runs``: (offset, counts) pairs, one a point.
+
+    >>> span_steps([(0, np.ones(3)), (5000, np.ones(2))])
+    2
+    """
+    filled = [(offset, offset + len(counts) - 1) for offset, counts in runs if len(counts)]
+    if not filled:
+        return 0
+    low, high = min(lo for lo, _ in filled), max(hi for _, hi in filled)
+    steps = 0
+    while (high >> steps) - (low >> steps) >= MAX_BUCKET_SPAN:
+        steps += 1
+    return steps
+
+
 def subtract_buckets(
     cur: tuple[int, NDArray[np.float64]], prev: tuple[int, NDArray[np.float64]]
 ) -> tuple[int, NDArray[np.float64]]:
@@ -299,11 +324,14 @@ def merge_exponential(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     (0, 1.0, 1, [5.0])
     """
     scale = min(d["scale"] for d in deltas)
-    out: dict[str, Any] = {"scale": scale, "zero": sum(d["zero"] for d in deltas)}
-    for side in ("pos", "neg"):
+    runs = {side: [downscale(d[side][0], d[side][1], d["scale"] - scale) for d in deltas]
+            for side in ("pos", "neg")}
+    steps = max(span_steps(side_runs) for side_runs in runs.values())
+    out: dict[str, Any] = {"scale": scale - steps, "zero": sum(d["zero"] for d in deltas)}
+    for side, side_runs in runs.items():
         total: tuple[int, NDArray[np.float64]] = (0, np.zeros(0))
-        for d in deltas:
-            total = add_buckets(total, downscale(d[side][0], d[side][1], d["scale"] - scale))
+        for offset, counts in side_runs:
+            total = add_buckets(total, downscale(offset, counts, steps))
         out[side] = total
     return out
 

@@ -34,6 +34,7 @@ from otel_anomaly.processors.signals.histogram_quantiles import (
     interned_bounds,
     pooled_quantiles,
     same_bounds,
+    span_steps,
     subtract_buckets,
 )
 from otel_anomaly.processors.signals.otlp_resources import (
@@ -457,11 +458,13 @@ def _exp_snapshot(p: Any) -> dict[str, Any]:
 def _exp_delta(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any] | None:
     """Difference of two cumulative exponential points, at the coarser of their scales."""
     scale = min(cur["scale"], prev["scale"])
-    parts = {}
-    for side in ("pos", "neg"):
-        c = downscale(cur[side][0], cur[side][1], cur["scale"] - scale)
-        p = downscale(prev[side][0], prev[side][1], prev["scale"] - scale)
-        parts[side] = subtract_buckets(c, p)
+    runs = {side: [downscale(point[side][0], point[side][1], point["scale"] - scale)
+                   for point in (cur, prev)] for side in ("pos", "neg")}
+    # Coarser still where the two points' buckets lie too far apart to lay out densely.
+    steps = max(span_steps(side_runs) for side_runs in runs.values())
+    scale -= steps
+    parts = {side: subtract_buckets(downscale(*c, steps), downscale(*p, steps))
+             for side, (c, p) in runs.items()}
     zero = cur["zero"] - prev["zero"]
     count = cur["count"] - prev["count"]
     if count < 0 or zero < 0 or any((v[1] < 0).any() for v in parts.values()):

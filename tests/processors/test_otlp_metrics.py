@@ -12,6 +12,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
+from otel_anomaly.processors.signals.histogram_quantiles import MAX_BUCKET_SPAN, merge_exponential
 from otel_anomaly.processors.signals.otlp_resources import labels_of
 from otel_anomaly.processors.testing import (
     SECOND,
@@ -169,6 +170,40 @@ def test_exponential_histogram_quantiles() -> None:
     truth = np.quantile(samples, 0.99)
     assert abs(series["lat_milliseconds:p99"][0] / truth - 1) < base - 1
     assert series["lat_milliseconds:rate"][0] == pytest.approx(5000.0)
+
+
+def _exponential_point(metric: Metric, ts: int, count: int, scale: int, offset: int,
+                       counts: list[int]) -> None:
+    p = metric.exponential_histogram.data_points.add(
+        start_time_unix_nano=SECOND, time_unix_nano=ts, count=count, sum=float(count),
+        scale=scale)
+    p.positive.offset = offset
+    p.positive.bucket_counts.extend(counts)
+
+
+@pytest.mark.parametrize("cumulative", [True, False])
+def test_exponential_buckets_far_apart_are_worked_on_coarser_not_laid_out_densely(
+        cumulative: bool) -> None:
+    # Offsets 2**31 apart were subtracted (cumulative) or pooled (delta) as one dense run
+    # of 2**31 buckets: 16 GiB, and the process was killed.
+    metric = Metric(name="lat", unit="ms")
+    metric.exponential_histogram.aggregation_temporality = 2 if cumulative else 1
+    _exponential_point(metric, 10 * SECOND, 3, 3, -2**31, [1, 2])
+    _exponential_point(metric, 20 * SECOND, 6, 3, 2**31 - 3, [1, 2])
+    _exponential_point(metric, 30 * SECOND, 9, 3, 0, [1, 2])
+    engine = _engine()
+    result = engine.ingest("metrics", metrics_request([metric]))
+    assert result.rejected == {}
+    if cumulative:  # buckets that moved away are no continuation of the point before
+        assert result.skipped == {"first_point": 1, "counter_reset": 2}
+    else:
+        assert len(_series(result, engine)["lat_milliseconds:rate"]) == 3
+    far = {"scale": 3, "zero": 0.0, "count": 6.0, "sum": None,
+           "pos": (2**31 - 3, np.array([2.0, 4.0])), "neg": (0, np.zeros(0))}
+    near = {**far, "count": 3.0, "pos": (-2**31, np.array([1.0, 2.0]))}
+    merged = merge_exponential([near, far])
+    assert len(merged["pos"][1]) <= MAX_BUCKET_SPAN
+    assert merged["pos"][1].sum() == 9.0 and merged["scale"] < 3
 
 
 def test_histogram_bucket_layout_change_is_a_reset() -> None:
