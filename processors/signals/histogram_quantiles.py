@@ -267,6 +267,7 @@ def add_buckets(
 
 _INTERNED_BOUNDS: dict[tuple[float, ...], NDArray[np.float64]] = {}
 _MOST_INTERNED = 4096  # distinct bucket layouts kept (a sender inventing them starts it over)
+_LONGEST_INTERNED = 256  # bounds of a layout kept: the map holds 40 MB at most
 
 
 def interned_bounds(bounds: Any) -> NDArray[np.float64] | None:
@@ -284,6 +285,8 @@ def interned_bounds(bounds: Any) -> NDArray[np.float64] | None:
         array = np.array(key, np.float64)
         if np.isnan(array).any() or not (array[1:] > array[:-1]).all():
             return None
+        if len(array) > _LONGEST_INTERNED:  # compared by value (``same_bounds``), not kept
+            return array
         if len(_INTERNED_BOUNDS) >= _MOST_INTERNED:
             _INTERNED_BOUNDS.clear()
         found = _INTERNED_BOUNDS[key] = array

@@ -160,3 +160,14 @@ def test_points_with_the_same_bounds_share_one_array() -> None:
     # Arrays that were not interned (restored from a checkpoint) compare by value.
     assert same_bounds(first, np.array([5.0, 10.0, 25.0]))
     np.testing.assert_array_equal(first, [5.0, 10.0, 25.0])
+
+
+def test_long_layouts_are_not_kept_and_invalid_ones_are_refused() -> None:
+    # A layout is kept while the map has room: a sender inventing layouts of 500,000 bounds
+    # (4 MB a request) would otherwise fill it with gigabytes.
+    long = np.arange(1.0, 300.0)
+    first, again = interned_bounds(long), interned_bounds(long)
+    assert first is not None and again is not None
+    assert first is not again and same_bounds(first, again)
+    assert interned_bounds([1.0, 3.0, 2.0]) is None
+    assert interned_bounds([1.0, float("nan")]) is None
