@@ -225,10 +225,13 @@ def span_steps(runs: list[tuple[int, NDArray[np.float64]]]) -> int:
     >>> span_steps([(0, np.ones(3)), (5000, np.ones(2))])
     2
     """
-    filled = [(offset, offset + len(counts) - 1) for offset, counts in runs if len(counts)]
-    if not filled:
-        return 0
-    low, high = min(lo for lo, _ in filled), max(hi for _, hi in filled)
+    low, high = 0, -1  # nothing yet (a loop: per point, cheaper than min and max of lists)
+    for offset, counts in runs:
+        n = len(counts)
+        if n and high < low:
+            low, high = offset, offset + n - 1
+        elif n:
+            low, high = min(low, offset), max(high, offset + n - 1)
     steps = 0
     while (high >> steps) - (low >> steps) >= MAX_BUCKET_SPAN:
         steps += 1

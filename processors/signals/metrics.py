@@ -30,6 +30,7 @@ from otel_anomaly.processors.signals.cumulative_streams import (
     seconds,
 )
 from otel_anomaly.processors.signals.histogram_quantiles import (
+    MAX_BUCKET_SPAN,
     downscale,
     interned_bounds,
     pooled_quantiles,
@@ -445,11 +446,17 @@ def _explicit_delta(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any]
 
 
 def _exp_snapshot(p: Any) -> dict[str, Any]:
+    """A point's buckets (each side at most ``MAX_BUCKET_SPAN`` of them), count and sum."""
+    pos = (int(p.positive.offset), np.asarray(p.positive.bucket_counts, np.float64))
+    neg = (int(p.negative.offset), np.asarray(p.negative.bucket_counts, np.float64))
+    # A point of more buckets is kept coarser: what is stored per stream stays bounded.
+    longest = max(len(pos[1]), len(neg[1]))
+    steps = 0 if longest <= MAX_BUCKET_SPAN else max(span_steps([pos]), span_steps([neg]))
     return {
-        "scale": int(p.scale),
+        "scale": int(p.scale) - steps,
         "zero": float(p.zero_count),
-        "pos": (int(p.positive.offset), np.asarray(p.positive.bucket_counts, np.float64)),
-        "neg": (int(p.negative.offset), np.asarray(p.negative.bucket_counts, np.float64)),
+        "pos": downscale(*pos, steps),
+        "neg": downscale(*neg, steps),
         "count": float(p.count),
         "sum": p.sum if p.HasField("sum") else None,
     }
@@ -458,13 +465,15 @@ def _exp_snapshot(p: Any) -> dict[str, Any]:
 def _exp_delta(cur: dict[str, Any], prev: dict[str, Any]) -> dict[str, Any] | None:
     """Difference of two cumulative exponential points, at the coarser of their scales."""
     scale = min(cur["scale"], prev["scale"])
-    runs = {side: [downscale(point[side][0], point[side][1], point["scale"] - scale)
-                   for point in (cur, prev)] for side in ("pos", "neg")}
+    pos = [downscale(p["pos"][0], p["pos"][1], p["scale"] - scale) for p in (cur, prev)]
+    neg = [downscale(p["neg"][0], p["neg"][1], p["scale"] - scale) for p in (cur, prev)]
     # Coarser still where the two points' buckets lie too far apart to lay out densely.
-    steps = max(span_steps(side_runs) for side_runs in runs.values())
-    scale -= steps
-    parts = {side: subtract_buckets(downscale(*c, steps), downscale(*p, steps))
-             for side, (c, p) in runs.items()}
+    steps = max(span_steps(pos), span_steps(neg))
+    if steps:
+        scale -= steps
+        pos = [downscale(offset, counts, steps) for offset, counts in pos]
+        neg = [downscale(offset, counts, steps) for offset, counts in neg]
+    parts = {"pos": subtract_buckets(pos[0], pos[1]), "neg": subtract_buckets(neg[0], neg[1])}
     zero = cur["zero"] - prev["zero"]
     count = cur["count"] - prev["count"]
     if count < 0 or zero < 0 or any((v[1] < 0).any() for v in parts.values()):

@@ -368,3 +368,16 @@ def test_ingest_names_an_unknown_signal_and_a_request_of_another_signal() -> Non
     with pytest.raises(ValueError, match="a traces request must be ExportTraceServiceRequest, "
                                          "not ExportMetricsServiceRequest"):
         engine.ingest("traces", metrics_request([]))
+
+
+def test_an_exponential_point_of_more_buckets_than_the_span_is_kept_coarser() -> None:
+    metric = Metric(name="lat", unit="ms")
+    metric.exponential_histogram.aggregation_temporality = 1  # delta
+    _exponential_point(metric, 10 * SECOND, 10_000, 3, 0, [1] * 10_000)
+    _exponential_point(metric, 20 * SECOND, 10_000, 3, 0, [1] * 10_000)
+    engine = _engine()
+    result = engine.ingest("metrics", metrics_request([metric]))
+    series = _series(result, engine)
+    # Uniform over buckets 0..9,999 at scale 3: the median is near bucket 5,000 (2**625),
+    # one scale step coarser at most a factor 2**(1/4) off.
+    assert series["lat_milliseconds:p50"][-1] == pytest.approx(2.0 ** (5000 / 8), rel=0.2)
