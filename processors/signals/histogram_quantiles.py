@@ -344,8 +344,15 @@ def merge_exponential(deltas: list[dict[str, Any]]) -> dict[str, Any]:
 
 def pooled_quantiles(samples: list[dict[str, Any]], exponential: bool,
                      qs: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The ``qs`` quantiles of interval histograms added up (exponential ones or explicit)."""
+    """The ``qs`` quantiles of interval histograms added up (exponential ones or explicit).
+
+    Windows of the other kind are left out: a histogram of one name and attributes that
+    changes its aggregation (an SDK's view set to exponential buckets) shares its pools.
+    """
     # One window (a busy one) needs no merge.
+    kind = "scale" if exponential else "bounds"
+    if any(kind not in sample for sample in samples):
+        samples = [sample for sample in samples if kind in sample]
     if exponential:
         m = samples[0] if len(samples) == 1 else merge_exponential(samples)
         return exponential_bucket_quantiles(m["scale"], m["zero"], m["pos"], m["neg"], qs)

@@ -381,3 +381,17 @@ def test_an_exponential_point_of_more_buckets_than_the_span_is_kept_coarser() ->
     # Uniform over buckets 0..9,999 at scale 3: the median is near bucket 5,000 (2**625),
     # one scale step coarser at most a factor 2**(1/4) off.
     assert series["lat_milliseconds:p50"][-1] == pytest.approx(2.0 ** (5000 / 8), rel=0.2)
+
+
+def test_a_histogram_that_turns_exponential_keeps_its_quantiles() -> None:
+    # An SDK's view switched to exponential buckets: the same name and attributes share
+    # the quantile pools, and a merge of both kinds raised (the request failed whole).
+    engine = _engine()
+    explicit = histogram("lat", [(10 * SECOND, [5.0] * 10)], [1.0, 10.0], cumulative=False)
+    engine.ingest("metrics", metrics_request([explicit]))  # too few calls for a p95 yet
+    metric = Metric(name="lat", unit="ms")
+    metric.exponential_histogram.aggregation_temporality = 1  # delta
+    _exponential_point(metric, 20 * SECOND, 15, 0, 2, [15])  # (4, 8]
+    result = engine.ingest("metrics", metrics_request([metric]))
+    assert result.rejected == {}
+    assert 4.0 < _series(result, engine)["lat_milliseconds:p95"][0] <= 8.0
