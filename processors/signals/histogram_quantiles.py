@@ -350,8 +350,8 @@ def pooled_quantiles(samples: list[dict[str, Any]], exponential: bool,
     changes its aggregation (an SDK's view set to exponential buckets) shares its pools.
     """
     # One window (a busy one) needs no merge.
-    kind = "scale" if exponential else "bounds"
-    if any(kind not in sample for sample in samples):
+    kind = "scale" if exponential else "bounds"  # the newest window is of the current kind
+    if len(samples) > 1 and any(kind not in sample for sample in samples):
         samples = [sample for sample in samples if kind in sample]
     if exponential:
         m = samples[0] if len(samples) == 1 else merge_exponential(samples)
