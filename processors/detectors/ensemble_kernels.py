@@ -118,27 +118,30 @@ def band(
     out_expected, out_lower, out_upper = np.empty(rows), np.empty(rows), np.empty(rows)
     out_baseline = np.empty(rows)
     for row in range(rows):
-        lo = hi = ready_expected = first = math.nan
+        so_far = BAND_START
         for m in range(members):
-            lo, hi, ready_expected, first = band_step(
-                lo, hi, ready_expected, first, expected[row, m], upper[row, m], lower[row, m],
-                floor[row, m], mult[row, m], narrow_up[row, m], narrow_down[row, m], width[row],
-                combine_max)
+            so_far = band_step(
+                so_far, expected[row, m], upper[row, m], lower[row, m], floor[row, m],
+                mult[row, m], narrow_up[row, m], narrow_down[row, m], width[row], combine_max)
         out_expected[row], out_lower[row], out_upper[row], out_baseline[row] = band_end(
-            lo, hi, ready_expected, first, centre)
+            so_far, centre)
     return out_expected, out_lower, out_upper, out_baseline
+
+
+BAND_START = (math.nan,) * 6
+"""``band_step``'s state before the first member: the band so far (lower, upper edge), the
+last ready member's expected value, the first member's, and the last ready member's own
+lower and upper edge."""
 
 
 @row_kernel
 def band_step(  # noqa: PLR0913 -- the band so far, one member's view, the width
-    lo: float, hi: float, ready_expected: float, first: float, e: float, upper: float,
+    so_far: tuple[float, float, float, float, float, float], e: float, upper: float,
     lower: float, floor: float, mult: float, narrow_up: float, narrow_down: float,
     width: float, combine_max: bool,
-) -> tuple[float, float, float, float]:
-    """``band`` so far, one member more (members in order, starting from NaN).
-
-    The band so far: its edges, the last ready member's and the first member's expected value.
-    """
+) -> tuple[float, float, float, float, float, float]:
+    """``band`` so far (``BAND_START`` before the first member), one member more."""
+    lo, hi, ready_expected, first, ready_lo, ready_hi = so_far
     up, down = _spreads(e, upper, lower, floor)
     up = up * mult * narrow_up
     down = down * mult * narrow_down
@@ -149,19 +152,23 @@ def band_step(  # noqa: PLR0913 -- the band so far, one member's view, the width
     elif ready:
         lo, hi = member_lo, member_hi
     if ready:
-        ready_expected = e
+        ready_expected, ready_lo, ready_hi = e, member_lo, member_hi
     if first != first:  # noqa: PLR0124
         first = e
-    return lo, hi, ready_expected, first
+    return lo, hi, ready_expected, first, ready_lo, ready_hi
 
 
 @row_kernel
-def band_end(lo: float, hi: float, ready_expected: float, first: float, centre: float,
+def band_end(so_far: tuple[float, float, float, float, float, float], centre: float,
              ) -> tuple[float, float, float, float]:
     """``band``'s expected value, lower and upper edge and baseline after every member."""
+    lo, hi, ready_expected, first, ready_lo, ready_hi = so_far
     mid = first if ready_expected != ready_expected else ready_expected  # noqa: PLR0124
-    if lo > hi:  # members disagree by more than their bands: a point
-        lo = hi = mid
+    if lo > hi:
+        # The members disagree by more than their bands: one of them is wrong, most often
+        # the level, lagging a step its seasonal profiles foresee (a weekend's end), so the
+        # most specific ready member's band stands alone.
+        lo, hi = ready_lo, ready_hi
     margin = centre * (hi - lo)
     return fmin(fmax(mid, lo + margin), hi - margin), lo, hi, mid
 

@@ -117,12 +117,11 @@ def row_last_cycle(s: int, t: int, views: Any, weekly: tuple[Any, ...]) -> float
 def row_band(views: Any, width: float, combine_max: bool, centre: float,
              ) -> tuple[float, float, float, float]:
     """``ensemble_kernels.band`` of one row: expected value, lower, upper edge, baseline."""
-    lo = hi = ready_expected = first = np.nan
+    so_far = ek.BAND_START
     for m in range(MEMBERS):
-        lo, hi, ready_expected, first = ek.band_step(
-            lo, hi, ready_expected, first, views[0, m], views[1, m], views[2, m], views[3, m],
-            views[4, m], views[5, m], views[6, m], width, combine_max)
-    return ek.band_end(lo, hi, ready_expected, first, centre)
+        so_far = ek.band_step(so_far, views[0, m], views[1, m], views[2, m], views[3, m],
+                              views[4, m], views[5, m], views[6, m], width, combine_max)
+    return ek.band_end(so_far, centre)
 
 
 @row_kernel

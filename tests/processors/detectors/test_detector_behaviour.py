@@ -156,6 +156,28 @@ def test_expected_value_stays_off_the_band_edges() -> None:
     assert np.all(p.upper - p.expected >= 0.25 * width - 1e-9)
 
 
+def test_a_level_lagging_a_step_its_profile_foresees_leaves_the_profile_s_band() -> None:
+    # Five busy "days" at 20 and two quiet ones at 12 a "week" (a point a second, the
+    # quiet days longer than the level's tail remembers): at the week's step up the level
+    # (50 points of memory) still sits at 12, the weekly profile expects 20, and their
+    # bands do not meet. The profile's band stands: a value within the noise of 20 is
+    # ordinary (it used to be scored against a band shrunk to a point at 20).
+    members = (("ewma_zscore", (("alpha", 0.02),)),
+               ("seasonal_profile", (("period_s", 21000.0), ("buckets", 7),
+                                     ("warmup_cycles", 1.0))))
+    det = Ensemble(members=members)
+    rng = np.random.default_rng(0)
+    weeks = 3
+    for i in range(weeks * 21000):
+        busy = (i % 21000) < 15000
+        det.learn(SeriesBatch.of([0], [(20.0 if busy else 12.0) + rng.normal(0.0, 0.8)],
+                                 [i * SECOND]))
+    step = SeriesBatch.of([0, 0], [18.6, 12.0], [weeks * 21000 * SECOND] * 2)
+    p = det.predict(step, 3.5)
+    assert p.lower[0] < 18.6 < p.upper[0], (p.lower, p.expected, p.upper)
+    assert p.lower[1] > 12.0  # a value where the lagging level is is still out
+
+
 def test_predict_then_learn_learns_what_learn_alone_does() -> None:
     # The round's views are kept from predict for learn: it must not change what is learned
     # (also when learn gets other values than predict, e.g. clipped by learn gating).
