@@ -73,11 +73,47 @@ def test_attribute_named_like_an_id_is_left_alone() -> None:
     (encode({"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": TRACE_ID}]}]}]}),
      "resourceSpans[0].scopeSpans[0].spans[0].spanId: expected 16 hex digits"),
     (encode({"resourceSpans": 3}), "invalid OTLP/JSON"),
+    # json_format with ignore_unknown_fields read these as 0 or as an empty message: a
+    # failed span would have counted as a success.
+    (encode({"resourceSpans": [{"scopeSpans": [{"spans": [{"status": {"code": "ERROR"}}]}]}]}),
+     "resourceSpans[0].scopeSpans[0].spans[0].status.code: unknown StatusCode 'ERROR'; "
+     "expected one of STATUS_CODE_UNSET, STATUS_CODE_OK, STATUS_CODE_ERROR"),
+    (encode({"resourceSpans": [{"scopeSpans": [{"spans": [{"status": "STATUS_CODE_ERROR"}]}]}]}),
+     "resourceSpans[0].scopeSpans[0].spans[0].status: expected an object (Status); got str"),
+    (encode({"resourceSpans": [{"resource": "service.name=checkout"}]}),
+     "resourceSpans[0].resource: expected an object (Resource); got str"),
+    (encode({"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "SERVER"}]}]}]}),
+     "spans[0].kind: unknown SpanKind 'SERVER'"),
+    (encode({"resourceSpans": [{"scopeSpans": [{"spans": [[]]}]}]}),
+     "resourceSpans[0].scopeSpans[0].spans[0]: expected an object (Span); got list"),
 ])
 def test_invalid_bodies_name_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(otlp_json.OtlpJsonError) as caught:
         otlp_json.parse(body, TracesRequest)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("severity", ["SEVERITY_NUMBER_ERROR", 17, "17"])
+def test_an_enum_is_read_by_its_name_or_number(severity: object) -> None:
+    body = encode({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"severityNumber": severity}]}]}]})
+    record = otlp_json.parse(body, LogsRequest).resource_logs[0].scope_logs[0].log_records[0]
+    assert record.severity_number == 17
+
+
+def test_a_misspelt_severity_is_refused_not_read_as_unspecified() -> None:
+    body = encode({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"severityNumber": "SEVERITY_NUMBER_EROR"}]}]}]})
+    with pytest.raises(otlp_json.OtlpJsonError, match=r"logRecords\[0\]\.severityNumber: "
+                       r"unknown SeverityNumber 'SEVERITY_NUMBER_EROR'"):
+        otlp_json.parse(body, LogsRequest)
+
+
+def test_unknown_fields_are_ignored_whatever_they_hold() -> None:
+    body = encode({"resourceSpans": [{"extension": {"traceId": "zz", "resource": "x"},
+                                      "scopeSpans": [{"spans": [{"traceId": TRACE_ID}]}]}]})
+    span = otlp_json.parse(body, TracesRequest).resource_spans[0].scope_spans[0].spans[0]
+    assert span.trace_id == bytes.fromhex(TRACE_ID)
 
 
 def test_dumps_writes_hex_ids_and_round_trips() -> None:
