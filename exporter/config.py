@@ -41,6 +41,7 @@ from otel_anomaly.exporter.config_outputs import (
 )
 from otel_anomaly.exporter.config_security import BearerAuthConfig, TlsServerConfig
 from otel_anomaly.exporter.config_types import (
+    LARGEST_COUNT,
     Duration,
     Endpoint,
     Model,
@@ -186,7 +187,7 @@ class ExpositionConfig(Model):
     """
 
     endpoint: Endpoint = "localhost:9464"
-    max_exported_series: int = Field(default=0, ge=0)
+    max_exported_series: int = Field(default=0, ge=0, le=LARGEST_COUNT)
     gauges: tuple[ScoreGauge, ...] = SCORE_GAUGE_NAMES
     promote_resource_attributes: tuple[str, ...] = ()
     tls: TlsServerConfig = TlsServerConfig()
@@ -210,6 +211,25 @@ class StateConfig(Model):
 
     path: str = ""
     interval: Duration = Field(default=300.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _writable(cls, path: str) -> str:
+        # Checked at start-up: a checkpoint that cannot be written only warned at every
+        # save, so a restart found nothing to resume from.
+        if not path:
+            return path
+        if os.path.isdir(path):
+            msg = f"{path!r} is a directory; expected the checkpoint file's path in it"
+            raise ValueError(msg)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            msg = f"the folder {folder!r} does not exist"
+            raise ValueError(msg)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            msg = f"cannot write to the folder {folder!r}"
+            raise ValueError(msg)
+        return path
 
 
 class WarmStartConfig(Model):
@@ -388,12 +408,38 @@ def _read_file(path: str | None) -> dict[str, Any]:
             text = handle.read()
     except OSError as exc:
         raise ConfigError(path, [f"cannot read file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        raise ConfigError(path, [msg]) from exc
     return _read_yaml(text, path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key repeated in one mapping.
+
+    PyYAML keeps the last of two ``series:`` sections and drops the first without a word;
+    the Collector refuses such a file, and so does this loader, naming the line.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if repeated:
+                context, problem = "while reading a mapping", f"found the key {key!r} a second time"
+                raise yaml.constructor.ConstructorError(context, node.start_mark, problem,
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
-from otel_anomaly.exporter.config_types import Duration, Model, Positive
+from otel_anomaly.exporter.config_types import LARGEST_COUNT, Duration, Model, Positive
 from otel_anomaly.processors.detectors import DETECTORS
 from otel_anomaly.processors.detectors.ensemble_members import MEMBER_TYPES
 from otel_anomaly.processors.settings import (
@@ -43,11 +43,12 @@ class AlertConfig(Model):
     learn_gating: LearnGating = _ALERT.learn_gating
     tail_calibration: bool = _ALERT.tail_calibration
     tail_quantile: float = Field(default=_ALERT.tail_quantile, gt=0, lt=1)
-    tail_window: int = Field(default=_ALERT.tail_window, ge=2)
-    instant_threshold: float = Field(default=_ALERT.instant_threshold, gt=0)
-    cooldown: int = Field(default=_ALERT.cooldown, ge=0)
+    tail_window: int = Field(default=_ALERT.tail_window, ge=2, le=LARGEST_COUNT)
+    # .inf: never on one point (the built-in latency rules)
+    instant_threshold: float = Field(default=_ALERT.instant_threshold, gt=0, allow_inf_nan=True)
+    cooldown: int = Field(default=_ALERT.cooldown, ge=0, le=LARGEST_COUNT)
     cooldown_time: Duration = Field(default=_ALERT.cooldown_time_s, ge=0)
-    relearn_after: int = Field(default=_ALERT.relearn_after, ge=0)
+    relearn_after: int = Field(default=_ALERT.relearn_after, ge=0, le=LARGEST_COUNT)
     hold: Duration = Field(default=_ALERT.hold_s, ge=0)
     accept_after: Duration = Field(default=_ALERT.accept_after_s, ge=0)
     close_odds: float = Field(default=_ALERT.close_odds, ge=0)
@@ -161,8 +162,9 @@ class _Params(Model):
         # detector itself; building one here reports them at start-up, in its words.
         try:
             {**MEMBER_TYPES, **DETECTORS}[self.detector_type](**self.engine_params())
-        except ValueError as exc:
-            raise ValueError(str(exc).removeprefix(f"{self.detector_type}: ")) from None
+        except (ValueError, OverflowError, MemoryError) as exc:
+            raise ValueError(str(exc).removeprefix(f"{self.detector_type}: ")
+                             or type(exc).__name__) from None
         return self
 
 
@@ -181,11 +183,11 @@ class SeasonalProfileParams(_Params):
 
     detector_type: ClassVar[str] = "seasonal_profile"
     period: Duration = Field(default=86400.0, gt=0)
-    buckets: Positive = 288
+    buckets: int = Field(default=288, ge=1, le=10_080)  # a minute of a week: state per series
     alpha: Alpha = 0.25
     warmup_cycles: float = Field(default=2.0, ge=0)
     spread_mix: float = Field(default=0.1, ge=0)
-    phase_tolerance: int = Field(default=0, ge=0)
+    phase_tolerance: int = Field(default=0, ge=0, le=LARGEST_COUNT)
 
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of ``SeasonalProfile``."""
@@ -198,7 +200,7 @@ class ForecastResidualParams(_Params):
     """Parameters of ``forecast_residual`` (see ``processors.detectors.ForecastResidual``)."""
 
     detector_type: ClassVar[str] = "forecast_residual"
-    order: Positive = 4
+    order: int = Field(default=4, ge=1, le=64)  # order**2 state per series
     forgetting: Alpha = 0.999
     alpha: Alpha = 0.02
     warmup: Positive = 50
@@ -208,27 +210,27 @@ class HalfSpaceTreesParams(_Params):
     """Parameters of ``half_space_trees`` (see ``processors.detectors.HalfSpaceTrees``)."""
 
     detector_type: ClassVar[str] = "half_space_trees"
-    window: Positive = 4
-    trees: Positive = 16
+    window: int = Field(default=4, ge=1, le=1024)
+    trees: int = Field(default=16, ge=1, le=256)  # trees * 2**height state per series
     height: int = Field(default=7, ge=1, le=12)
-    memory: int = Field(default=1000, ge=2)
+    memory: int = Field(default=1000, ge=2, le=LARGEST_COUNT)
     warmup: Positive = 100
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
 class DiscordParams(_Params):
     """Parameters of the ``discord`` member (see ``processors.detectors.discord.Discord``)."""
 
     detector_type: ClassVar[str] = "discord"
-    length: int = Field(default=16, ge=3)
-    history: Positive = 256
+    length: int = Field(default=16, ge=3, le=1024)
+    history: int = Field(default=256, ge=1, le=16_384)  # length + history per series
 
 
 class BinomialRatioParams(_Params):
     """Parameters of ``binomial_ratio`` (see ``processors.detectors.BinomialRatio``)."""
 
     detector_type: ClassVar[str] = "binomial_ratio"
-    memory: int = Field(default=8640, ge=2)
+    memory: int = Field(default=8640, ge=2, le=LARGEST_COUNT)
     prior_rate: float = Field(default=0.01, gt=0, lt=1)
     prior_calls: float = Field(default=100.0, gt=0)
     warmup: Positive = 30
@@ -328,7 +330,7 @@ class _RuleConfig(Model):
     match: tuple[str, ...] = Field(default=("*",), min_length=1)
     alert: AlertConfig = AlertConfig()
     # Of one series' points in one request: how many are scored (0: all); see DetectorRule.
-    max_points_per_request: int = Field(default=0, ge=0)
+    max_points_per_request: int = Field(default=0, ge=0, le=LARGEST_COUNT)
 
 
 class EnsembleRule(_RuleConfig):

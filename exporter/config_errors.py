@@ -77,6 +77,8 @@ def _describe(error: ErrorDetails, root: type[BaseModel]) -> tuple[str, str]:
         return path, f"must be {op} {_show(ctx[name])}; got {got}"
     if kind in ("too_short", "string_too_short"):
         return path, f"must not be empty; got {got}"
+    if kind == "finite_number":
+        return path, f"must be a finite number; got {got}"
     if kind == "literal_error":
         return path, f"must be one of {ctx['expected']}; got {got}"
     if kind in _EXPECTED:
@@ -107,7 +109,7 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return repr(int(value))
     if isinstance(value, int | float | str):
         return repr(value)

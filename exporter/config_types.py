@@ -53,10 +53,21 @@ def check_endpoint(value: str) -> str:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+LONGEST_DURATION_S = 100 * 365 * 86400.0
+"""The longest duration a key takes (100 years): event times plus durations stay within
+int64 nanoseconds (292 years), which an infinite ``hold`` or ``max_future`` overflowed on
+the first request, failing every request after start-up."""
+LARGEST_COUNT = 2**31 - 1
+"""The largest count a key takes: counts are compared and summed in int32 and int64
+state, and a detector's size parameters allocate per series."""
+
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     Field(le=LONGEST_DURATION_S, allow_inf_nan=False)]
 """Seconds; written in YAML as a number or a string like ``30s``."""
 Endpoint = Annotated[str, AfterValidator(check_endpoint)]
-Positive = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(le=LARGEST_COUNT)]
+"""A whole number of points, calls or steps (``Positive`` if it must be at least 1)."""
+Positive = Annotated[int, Field(ge=1, le=LARGEST_COUNT)]
 ReadableFile = Annotated[str, AfterValidator(check_readable_file)]
 """A path that must be readable when set; empty means not set."""
 
@@ -64,5 +75,7 @@ ReadableFile = Annotated[str, AfterValidator(check_readable_file)]
 class Model(BaseModel):
     """Frozen, and unknown keys are errors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity in any float key (a threshold that is never reached is a large
+    # number, not .inf); a key that means "never" says so with 0 where it documents it.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 

@@ -80,6 +80,20 @@ invalid configuration in {path} (1 error):
     "bad_silence_after": """\
 invalid configuration in {path} (1 error):
   series.silence_after: must be >= 0; got -30""",
+    "unbounded_values": """\
+invalid configuration in {path} (6 errors):
+  series.max_future: must be a finite number; got inf
+  detectors[0].alert.min_duration: must be <= 2147483647; got 100000000000000000000
+  detectors[0].alert.update_interval: must be <= 3153600000; got 1e+300
+  detectors[0].alert.hold: must be a finite number; got inf
+  detectors[0].params.members[0].params.period: must be a finite number; got inf
+  detectors[1].params.order: must be <= 64; got 100000""",
+    "duplicate_key": """\
+invalid configuration in {path} (1 error):
+  invalid YAML at line 4, column 1: found the key 'series' a second time""",
+    "state_folder": """\
+invalid configuration in {path} (1 error):
+  state.path: '/' is a directory; expected the checkpoint file's path in it""",
 }
 
 
@@ -89,6 +103,25 @@ def test_invalid_config_reports_every_problem_exactly(scenario: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, {}, environ={})
     assert str(caught.value) == EXPECTED_ERRORS[scenario].format(path=path)
+
+
+def test_a_config_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("series:\n  ttl: 10m  # d\u00e9lai\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text: byte 0xe9 at offset 23"):
+        load_config(str(path), {}, environ={})
+
+
+def test_a_state_path_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"state: {{path: {tmp_path / 'missing' / 'state.ckpt'}}}\n")
+    with pytest.raises(ConfigError, match=r"state\.path: the folder '.*missing' does not exist"):
+        load_config(str(path), {}, environ={})
+
+
+def test_an_infinite_instant_threshold_means_never_on_one_point() -> None:
+    # The built-in latency rules' setting, so a rule written after them can say it too.
+    assert AlertConfig(instant_threshold=float("inf")).instant_threshold == float("inf")
 
 
 def test_valid_config_maps_onto_engine_settings() -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -89,10 +90,13 @@ def test_a_bad_checkpoint_is_logged_and_the_sidecar_starts_fresh(
     assert aside.read_bytes() == content  # kept for the operator, out of the way
 
 
-def test_an_unwritable_state_path_is_counted_not_fatal(tmp_path: Path) -> None:
-    config = loopback_config({"state.path": str(tmp_path / "missing" / "state.ckpt"),
+def test_a_state_folder_lost_while_running_is_counted_not_fatal(tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    config = loopback_config({"state.path": str(volume / "state.ckpt"),
                               "state.interval": "100ms"})
     with running(config) as sidecar, grpc_clients(sidecar.grpc_port) as clients:
+        shutil.rmtree(volume)  # the volume goes away under a running sidecar
         wait_for(lambda: sample_value(scrape(sidecar.metrics_port),
                                       "otel_anomaly_checkpoints_total", outcome="failed") >= 1,
                  10, "the failed checkpoint was not counted")
