@@ -31,19 +31,29 @@ from otel_anomaly.processors.engine import Engine
 
 FEEDBACK_PATH = "/api/v1/feedback"
 _MAX_BODY = 64 * 1024
+_LATEST_S = (2**63 - 1) / 1e9 - 1.0
 
 
 def _unix_nano(value: object) -> int:
-    """RFC 3339 text or Unix seconds to Unix nanoseconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return int(value * 1e9)
-    if isinstance(value, str):
+    """RFC 3339 text or Unix seconds to Unix nanoseconds, from 1970 to 2262 (int64)."""
+    seconds = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            seconds = math.inf
+    elif isinstance(value, str):
+        try:
+            seconds = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             pass
-    msg = f"a time must be RFC 3339 (2026-12-03T10:00:00Z) or Unix seconds; got {value!r}"
-    raise ValueError(msg)
+    if not math.isfinite(seconds):
+        msg = f"a time must be RFC 3339 (2026-12-03T10:00:00Z) or Unix seconds; got {value!r}"
+        raise ValueError(msg)
+    if not 0 <= seconds < _LATEST_S:
+        msg = f"a time must be from 1970 to 2262 (event times are int64 nanoseconds); got {value!r}"
+        raise ValueError(msg)
+    return int(seconds * 1e9)
 
 
 class SilenceRequest(BaseModel):
@@ -119,7 +129,7 @@ class FeedbackApi:
             answer = await asyncio.wrap_future(future)
         except UnknownAnomalyError as exc:
             return _error(404, str(exc.args[0]))
-        if feedback.verdict is not None:
+        if feedback.verdict is not None and answer.get("changed", False):
             self._count.labels(feedback.verdict).inc()
         if feedback.silence is not None:
             self._count.labels("silence").inc()
@@ -132,7 +142,7 @@ def _apply(engine: Engine, feedback: FeedbackRequest) -> dict[str, Any]:
         judged = engine.judge(feedback.anomaly_id, feedback.verdict, feedback.author)
         answer.update(anomaly_id=judged.anomaly_id, verdict=judged.verdict,
                       series=dict(engine.series_labels(judged.slot)),
-                      peak_score=judged.peak_score, bar=judged.bar)
+                      peak_score=judged.peak_score, bar=judged.bar, changed=judged.changed)
     if feedback.silence is not None:
         s = feedback.silence
         engine.silence_series(s.matchers, s.start, s.end, feedback.author)

@@ -43,6 +43,7 @@ class Judged:
     verdict: Verdict
     peak_score: float
     bar: float  # the alerting score new excursions must exceed (0: no lesson)
+    changed: bool = True  # False: the anomaly already had this verdict (nothing new)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,21 +121,27 @@ class FeedbackBook:
         """
         seen = self._seen.get(anomaly_id)
         if seen is None:
-            msg = f"no anomaly {anomaly_id!r} is remembered (the last {_REMEMBERED} are)"
+            msg = (f"no anomaly {anomaly_id!r} is remembered (its series was evicted, or it "
+                   f"is older than the last {_REMEMBERED})")
             raise UnknownAnomalyError(msg)
+        before = seen.verdict
         seen.verdict, seen.author = verdict, author
         if ts_unix_nano is None:
             ts_unix_nano = seen.last_ts
-        self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
+        if verdict != before:  # a repeated verdict is not counted twice
+            self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
         state = self._slots
         state.ensure(np.array([seen.slot]))
-        if verdict == "false_positive":
+        if verdict == "false_positive" and before != verdict:
             bar = FALSE_POSITIVE_MARGIN * seen.peak
             state.bar[seen.slot] = max(bar, float(self._bar_now(seen.slot, ts_unix_nano)))
             state.side[seen.slot] = seen.direction
             state.taught_ns[seen.slot] = ts_unix_nano
+        elif verdict == "true_positive" and before == "false_positive":
+            # A corrected verdict takes its lesson back: the series opens as before.
+            state.reset(np.array([seen.slot]))
         return Judged(anomaly_id, seen.slot, verdict, seen.peak,
-                      float(self._bar_now(seen.slot, ts_unix_nano)))
+                      float(self._bar_now(seen.slot, ts_unix_nano)), verdict != before)
 
     def verdict_of(self, anomaly_id: str) -> tuple[str, str]:
         """The verdict given on an anomaly and by whom (empty strings if none)."""
@@ -190,9 +197,17 @@ class FeedbackBook:
         return f"opened past a bar of {bar:.1f} raised by a false-positive verdict"
 
     def reset(self, slots: NDArray[np.intp]) -> None:
-        """Forget the lessons of ``slots`` (evicted or reused)."""
+        """Forget the lessons and anomalies of ``slots`` (evicted or reused).
+
+        An evicted series' anomalies go too: its slot may be given to another series, which
+        a late verdict on them would otherwise teach.
+        """
         if len(self._slots):
             self._slots.reset(slots[slots < len(self._slots)])
+        if len(slots) and self._seen:
+            gone = set(slots.tolist())
+            for anomaly_id in [k for k, seen in self._seen.items() if seen.slot in gone]:
+                del self._seen[anomaly_id]
 
     def state_dict(self) -> dict[str, Any]:
         """Lessons, silences, remembered anomalies and verdict counts, as plain data."""

@@ -78,3 +78,26 @@ def test_state_round_trips_and_reset_forgets_the_slot() -> None:
     assert copy.verdict_of("a1")[0] == "false_positive" and len(copy.silences) == 1
     copy.reset(np.array([3]))
     assert quieted(copy, [5.0], ts=2 * DAY) == [5.0]
+
+
+def test_an_evicted_series_anomalies_go_with_it_so_no_verdict_lands_on_its_slot() -> None:
+    # The slot of an evicted series is given to the next new one: a late verdict on the
+    # old series' anomaly used to raise the new series' bar and mute its first incident.
+    book = FeedbackBook()
+    book.saw([event("open", 4.0)])
+    book.reset(np.array([3]))
+    with pytest.raises(UnknownAnomalyError):
+        book.judge("a1", "false_positive", 0)
+    assert quieted(book, [5.0]) == [5.0]
+
+
+def test_a_corrected_verdict_takes_its_lesson_back_and_a_repeat_counts_once() -> None:
+    book = FeedbackBook()
+    book.saw([event("open", 4.0)])
+    assert book.judge("a1", "false_positive", 0).changed
+    assert not book.judge("a1", "false_positive", 0).changed
+    assert quieted(book, [5.0]) == [0.0]
+    judged = book.judge("a1", "true_positive", 0)
+    assert judged.changed and judged.bar == 0.0
+    assert quieted(book, [5.0]) == [5.0]
+    assert book.verdicts == {"false_positive": 1, "true_positive": 1}
