@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -144,11 +145,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _setup_logging(level: str | None) -> None:
+def _log_level(level: str | None) -> str:
     name = (level or os.environ.get(ENV_LOG_LEVEL) or "info").lower()
     if name not in _LEVELS:
         msg = f"{ENV_LOG_LEVEL}: expected one of {', '.join(_LEVELS)}; got {name!r}"
         raise ConfigError(None, [msg])
+    return name
+
+
+def _setup_logging(level: str | None) -> None:
+    name = _log_level(level)
     logging.basicConfig(
         level=name.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -262,6 +268,10 @@ def _prometheus_source(args: argparse.Namespace) -> PrometheusSource | None:
     if args.input:
         msg = "give either INPUT (CSV) or --prometheus, not both"
         raise BacktestInputError(msg)
+    if not re.match(r"^https?://[^/]", args.prometheus):
+        msg = ("--prometheus must be an http(s) URL such as http://prometheus:9090; "
+               f"got {args.prometheus!r}")
+        raise BacktestInputError(msg)
     if not args.query:
         msg = "--prometheus needs --query PROMQL"
         raise BacktestInputError(msg)
@@ -307,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``otel-anomaly``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        if args.command != "check-config":
+        if args.command == "check-config":
+            _log_level(getattr(args, "log_level", None))  # what `run` would refuse
+        else:
             # Before the engine allocates anything: freed state arrays must leave memory.
             keep_large_blocks_mapped()
             _setup_logging(args.log_level)

@@ -10,6 +10,9 @@ from pydantic import Field, field_validator
 
 from otel_anomaly.exporter.config_types import Duration, Model, Positive, check_endpoint
 
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+
 
 class OtlpExporterConfig(Model):
     """Where an OTLP output sends to (its ``endpoint`` empty: the output is off)."""
@@ -18,6 +21,25 @@ class OtlpExporterConfig(Model):
     insecure: bool = True
     headers: dict[str, str] = {}
     timeout: Duration = Field(default=10.0, gt=0)
+
+    @field_validator("headers")
+    @classmethod
+    def _grpc_metadata(cls, headers: dict[str, str]) -> dict[str, str]:
+        # gRPC metadata keys are lower case (gRPC-Go, so the Collector, lowercases them;
+        # grpcio refuses every call that carries "Authorization"); values are printable
+        # ASCII, a newline in one would fail every export.
+        out = {}
+        for key, value in headers.items():
+            name = key.strip().lower()
+            if not _METADATA_KEY.fullmatch(name) or name.startswith("grpc-"):
+                msg = (f"header {key!r}: a gRPC metadata key is letters, digits, '-', '_' "
+                       "and '.' (not starting with 'grpc-')")
+                raise ValueError(msg)
+            if not name.endswith("-bin") and not _METADATA_VALUE.fullmatch(value):
+                msg = f"header {key!r}: the value must be printable ASCII, without line breaks"
+                raise ValueError(msg)
+            out[name] = value
+        return out
 
     @field_validator("endpoint")
     @classmethod

@@ -69,6 +69,20 @@ def test_check_config_applies_the_environment(
     assert "did you mean OTEL_ANOMALY_GRPC_ENDPOINT?" in capsys.readouterr().err
 
 
+def test_check_config_refuses_the_log_level_run_would_refuse(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_ANOMALY_LOG_LEVEL", "verbose")
+    assert main(["check-config", str(CONFIGS / "valid.yaml")]) == 2
+    assert "OTEL_ANOMALY_LOG_LEVEL: expected one of debug, info" in capsys.readouterr().err
+
+
+def test_backtest_from_prometheus_needs_a_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backtest", "--prometheus", "notaurl", "--query", "up"]) == 2
+    assert ("--prometheus must be an http(s) URL such as http://prometheus:9090; got 'notaurl'"
+            in capsys.readouterr().err)
+
+
 def test_run_with_invalid_config_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--config", str(CONFIGS / "bad_range.yaml")]) == 2
     assert "detectors[0].params.alpha: must be in (0, 1]; got 1.5" in capsys.readouterr().err

@@ -378,3 +378,14 @@ def test_a_rules_max_points_per_request_reaches_the_engine_and_is_checked() -> N
     assert [r.max_points_per_request for r in config.detector_rules()] == [8, 0]
     with pytest.raises(ConfigError, match=r"detectors\[0\]\.max_points_per_request"):
         load_config(None, {"detectors": [{**rule, "max_points_per_request": -1}]}, environ={})
+
+
+def test_export_headers_are_lower_case_grpc_metadata() -> None:
+    # grpcio refuses a call carrying "Authorization"; gRPC-Go (so the Collector) lowercases.
+    config = load_config(None, {"outputs.otlp_events.headers": {"Authorization": "Bearer x"}},
+                         environ={})
+    assert config.outputs.otlp_events.headers == {"authorization": "Bearer x"}
+    for headers, problem in (({"bad key": "x"}, "header 'bad key': a gRPC metadata key"),
+                             ({"x-tenant": "a\nb"}, "header 'x-tenant': the value must be")):
+        with pytest.raises(ConfigError, match=problem):
+            load_config(None, {"outputs.otlp_events.headers": headers}, environ={})
