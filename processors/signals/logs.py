@@ -23,6 +23,7 @@ from otel_anomaly.processors.types import IngestResult, Labels, Observations, Se
 RATE_METRIC = "logs_records_total:rate"
 ERROR_RATIO_METRIC = "logs_error:ratio"
 _ERROR_FROM = SeverityNumber.SEVERITY_NUMBER_ERROR
+_HIGHEST_SEVERITY = SeverityNumber.SEVERITY_NUMBER_FATAL4
 _SEVERITY_CLASSES = ("UNSPECIFIED", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 _TEXT_SEVERITY = {
     "TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "WARNING": 13, "ERROR": 17,
@@ -40,11 +41,15 @@ def severity_name(record: LogRecord) -> tuple[str, int]:
 
 
 def severity_number(record: LogRecord) -> int:
-    """The record's severity number, from its text when it has none; 0 if unknown."""
+    """The record's severity number, from its text when it has none; 0 if unknown.
+
+    A number outside the data model's 1 to 24 is no number: the text decides (a -3 with
+    "ERROR" is an error, a 99 alone is unspecified, not FATAL).
+    """
     number = int(record.severity_number)
-    if number == 0 and record.severity_text:
-        number = _TEXT_SEVERITY.get(record.severity_text.upper(), 0)
-    return max(number, 0)
+    if not 1 <= number <= _HIGHEST_SEVERITY:
+        number = _TEXT_SEVERITY.get(record.severity_text.upper(), 0) if record.severity_text else 0
+    return number
 
 
 def severity_class(number: int) -> int:

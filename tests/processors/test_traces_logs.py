@@ -350,3 +350,16 @@ def test_the_sidecars_own_events_sent_back_are_skipped_not_counted_as_service_lo
                                    strict=True)}
     assert rows == {"logs_records_total:rate(('severity', 'INFO'),)": 0.3,
                     "logs_error:ratio()": 0.0}
+
+
+def test_a_severity_number_outside_1_to_24_leaves_the_text_to_decide() -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord  # noqa: PLC0415
+
+    from otel_anomaly.processors.signals.logs import severity_name  # noqa: PLC0415
+
+    def named(number: int, text: str = "") -> str:
+        return severity_name(LogRecord(severity_number=number, severity_text=text))[0]  # type: ignore[arg-type]
+
+    assert [named(-3, "ERROR"), named(99), named(99, "warning"), named(0, "ERROR")] == [
+        "ERROR", "UNSPECIFIED", "WARN", "ERROR"]
+    assert [named(17), named(24, "info"), named(1)] == ["ERROR", "FATAL", "TRACE"]
