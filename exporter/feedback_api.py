@@ -116,8 +116,11 @@ class FeedbackApi:
         """Validate, apply on the worker, answer what was taught."""
         if request.content_length is not None and request.content_length > _MAX_BODY:
             return _error(413, f"body over {_MAX_BODY} bytes")
+        body = await _body_within(request, _MAX_BODY)  # a chunked one has no length
+        if body is None:
+            return _error(413, f"body over {_MAX_BODY} bytes")
         try:
-            feedback = FeedbackRequest.model_validate_json(await request.read())
+            feedback = FeedbackRequest.model_validate_json(body)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
@@ -134,6 +137,17 @@ class FeedbackApi:
         if feedback.silence is not None:
             self._count.labels("silence").inc()
         return web.json_response(answer)
+
+
+async def _body_within(request: web.Request, limit: int) -> bytes | None:
+    """The request's body, or None once it passes ``limit`` bytes (read no further)."""
+    chunks, size = [], 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _apply(engine: Engine, feedback: FeedbackRequest) -> dict[str, Any]:

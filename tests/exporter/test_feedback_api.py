@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from pathlib import Path
 
@@ -77,6 +78,13 @@ def test_bad_feedback_is_refused_with_a_reason(tmp_path: Path) -> None:
                                                  "start": "2026-12-03T10:00:00Z",
                                                  "end": 1764760000}}, auth)
         assert status == 400 and "silence.end must be after silence.start" in str(answer)
+        # A chunked body carries no Content-Length: its size is counted as it is read.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/api/v1/feedback", iter([b" " * 50_000] * 2),
+                           {**auth, "Transfer-Encoding": "chunked"}, encode_chunked=True)
+        reply = connection.getresponse()
+        assert reply.status == 413 and b"body over 65536 bytes" in reply.read()
+        connection.close()
         for end in (1e300, 10**400, "9999-12-31T00:00:00Z"):  # used to be a 500 for the first two
             status, answer = post(port, {"silence": {"matchers": {"job": "worker"}, "start": 0,
                                                      "end": end}}, auth)
