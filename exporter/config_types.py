@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from otel_anomaly.exporter.net import split_endpoint
 
@@ -78,4 +86,16 @@ class Model(BaseModel):
     # No NaN or infinity in any float key (a threshold that is never reached is a large
     # number, not .inf); a key that means "never" says so with 0 where it documents it.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # YAML reads `yes`, `on` and `true` as booleans, which pydantic would take as 1:
+        # `max_series: yes` became "at most 1 series".
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields[info.field_name]
+            if field.annotation in (int, float):
+                msg = f"expected a number; got {str(value).lower()}"
+                raise ValueError(msg)
+        return value
 

@@ -88,6 +88,11 @@ invalid configuration in {path} (6 errors):
   detectors[0].alert.hold: must be a finite number; got inf
   detectors[0].params.members[0].params.period: must be a finite number; got inf
   detectors[1].params.order: must be <= 64; got 100000""",
+    "booleans_as_numbers": """\
+invalid configuration in {path} (3 errors):
+  series.max_series: expected a number; got true
+  series.ttl: expected a number; got true
+  detectors[0].alert.open_threshold: expected a number; got true""",
     "duplicate_key": """\
 invalid configuration in {path} (1 error):
   invalid YAML at line 4, column 1: found the key 'series' a second time""",
