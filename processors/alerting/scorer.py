@@ -225,6 +225,7 @@ class Scorer:
         self._per_slot.load_state_dict(state["per_slot"])
         self._next_local = [int(n) for n in state["next_local"]]
         self._free_local = [[int(i) for i in free] for free in state["free_local"]]
+        self._check_routing(np.fromiter(live, np.intp, len(live)))
         self.points_scored = int(state["points_scored"])
         for detector, saved in zip(self.detectors, state["detectors"], strict=True):
             detector.load_state_dict(saved)
@@ -240,6 +241,40 @@ class Scorer:
             slots = sorted(live)
             if slots:
                 self._label(np.asarray(slots, np.intp), [live[slot] for slot in slots])
+
+    def _check_routing(self, live: NDArray[np.intp]) -> None:
+        """Refuse a routing that would index outside the rules' state (``ValueError``).
+
+        A checkpoint's parts are checked one by one as they load; these ties between them
+        are not, and a live slot routed to rule -1 crashed the process in a kernel (an
+        unchecked index), at every start, since the same file was restored again.
+        """
+        rules = len(self.rules)
+        if len(self._next_local) != rules or len(self._free_local) != rules:
+            msg = (f"scorer state allocates for {len(self._next_local)} and "
+                   f"{len(self._free_local)} rules; the settings have {rules}")
+            raise ValueError(msg)
+        if len(live) and int(live.max()) >= len(self._per_slot):
+            msg = (f"scorer state has {len(self._per_slot)} slots; the series index uses "
+                   f"slot {int(live.max())}")
+            raise ValueError(msg)
+        rule = self._per_slot.rule_of[live].astype(np.int64)
+        local = self._per_slot.local[live].astype(np.int64)
+        ends = np.array(self._next_local, np.int64)
+        bad = (rule < 0) | (rule >= rules)
+        bad |= ~bad & ((local < 0) | (local >= ends[np.clip(rule, 0, rules - 1)]))
+        if bad.any():
+            slot = int(live[np.argmax(bad)])
+            msg = (f"scorer state routes slot {slot} to rule {int(rule[np.argmax(bad)])}, "
+                   f"row {int(local[np.argmax(bad)])}, outside the rules' state")
+            raise ValueError(msg)
+        if len(np.unique(rule * (2**32) + local)) != len(live):
+            msg = "scorer state gives two live series one detector row"
+            raise ValueError(msg)
+        for index, free in enumerate(self._free_local):
+            if any(not 0 <= row < ends[index] for row in free):
+                msg = f"scorer state frees rows outside rule {index}'s state"
+                raise ValueError(msg)
 
     def labels(self, slot: int) -> Labels:
         """Prometheus labels of a slot, given once when the slot was assigned."""

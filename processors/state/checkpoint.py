@@ -42,7 +42,7 @@ import numpy as np
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.series.slot_arrays import no_copies
 from otel_anomaly.processors.settings import EngineSettings
-from otel_anomaly.processors.state.codec import StateFormatError, decode, encode
+from otel_anomaly.processors.state.codec import decode, encode
 from otel_anomaly.processors.state.migrations import FIRST_FORMAT, upgrade
 
 MAGIC = "otel-anomaly-checkpoint"
@@ -156,10 +156,12 @@ def _load(source: IO[bytes], settings: EngineSettings) -> Engine:
             header, doc = _read_head(members)
             _check_header(header, settings)
             state = decode(doc, members)
-    except CheckpointError:
+    except (CheckpointError, MemoryError):  # too large for this machine is not corrupt
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError,
-            RecursionError, struct.error) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt file raises what its parser does
+        # zipfile, numpy's .npy header parser and json raise many types on a flipped bit
+        # (NotImplementedError for a compression method, SyntaxError and tokenize.TokenError
+        # from the header's literal); each is a file to set aside, not a failed start-up.
         msg = f"checkpoint is truncated or corrupt ({type(exc).__name__}: {exc})"
         raise CheckpointError(msg) from None
     return _restore(state, int(header["version"]), float(header["clock"]), settings)
@@ -260,9 +262,16 @@ def _check_header(header: dict[str, Any], settings: EngineSettings) -> None:
         msg = ("checkpoint was written under other settings (detector rules, windows, limits "
                "or multivariate model differ)")
         raise CheckpointError(msg)
-    if not isinstance(header.get("clock"), (int, float)):
-        msg = "checkpoint header has no ingest clock"
+    clock = header.get("clock")
+    if (isinstance(clock, bool) or not isinstance(clock, (int, float))
+            or not -_LONGEST_CLOCK_S < clock < _LONGEST_CLOCK_S):
+        # A NaN clock made every restored series immortal (never expired by the TTL).
+        msg = f"checkpoint header has no finite ingest clock; got {clock!r}"
         raise CheckpointError(msg)
+
+
+_LONGEST_CLOCK_S = 1e15
+"""A saved ingest clock (monotonic seconds) beyond this is no clock."""
 
 
 def _restore(state: Any, version: int, clock: float, settings: EngineSettings) -> Engine:
@@ -271,8 +280,10 @@ def _restore(state: Any, version: int, clock: float, settings: EngineSettings) -
         # The arrays were read for this engine alone: it keeps them rather than copies.
         with no_copies():
             engine.load_state_dict(upgrade(state, version, FORMAT))
-    except (StateFormatError, ValueError, KeyError, TypeError, IndexError, AttributeError,
-            RecursionError) as exc:
+        engine.stats()  # reads every component: a state that does not hang together fails here
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any part of a foreign state may refuse it
         msg = (f"checkpoint state does not fit this version's engine "
                f"({type(exc).__name__}: {exc})")
         raise CheckpointError(msg) from None

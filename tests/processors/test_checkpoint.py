@@ -147,7 +147,25 @@ def _rewritten(data: bytes, **header: Any) -> bytes:
     return out.getvalue()
 
 
+def _npy_header_broken(data: bytes) -> bytes:
+    """One byte of a member's .npy header changed: numpy's parser raises SyntaxError."""
+    at = data.index(b"'descr': '<") + len(b"'descr': '")
+    return data[:at] + b"," + data[at + 1:]
+
+
+def _unknown_compression(data: bytes) -> bytes:
+    """A central-directory entry names compression method 1: NotImplementedError."""
+    at = data.index(b"PK\x01\x02") + 10
+    return data[:at] + b"\x01\x00" + data[at + 2:]
+
+
 @pytest.mark.parametrize(("damage", "reason"), [
+    # Each of the next four escaped as its own exception type and failed the start-up,
+    # leaving the file in place for the next start to fail on.
+    (_npy_header_broken, "truncated or corrupt"),
+    (_unknown_compression, "truncated or corrupt"),
+    (lambda data: _rewritten(data, clock=10**400), "no finite ingest clock"),
+    (lambda data: _rewritten(data, clock=float("nan")), "no finite ingest clock"),
     (lambda data: data[: len(data) // 2], "truncated or corrupt"),
     (lambda data: data[:-1], "truncated or corrupt"),
     (_flipped, "truncated or corrupt"),
@@ -245,3 +263,29 @@ def test_river_models_are_left_out_and_restart_cold(tmp_path: Path) -> None:
     assert not restored.multivariate.models_savable
     assert restored.multivariate.models == {}
     assert restored.stats().series_active == engine.stats().series_active
+
+
+@pytest.mark.parametrize(("part", "change", "reason"), [
+    ("rule_of", -1, "routes slot 0 to rule -1"),  # crashed the process in a kernel
+    ("rule_of", 99, "routes slot 0 to rule 99"),
+    ("local", 10**6, "row 1000000, outside the rules' state"),
+])
+def test_a_state_whose_parts_disagree_on_routing_is_refused(
+    part: str, change: int, reason: str,
+) -> None:
+    engine = Engine(_settings())
+    _fed(range(5), engine)
+    state = engine.state_dict()
+    state["scorer"]["per_slot"][part] = np.array(state["scorer"]["per_slot"][part])
+    state["scorer"]["per_slot"][part][0] = change
+    with pytest.raises(ValueError, match=reason):
+        Engine(_settings()).load_state_dict(state)
+
+
+def test_a_state_allocating_for_fewer_rules_is_refused() -> None:
+    engine = Engine(_settings())
+    _fed(range(5), engine)
+    state = engine.state_dict()
+    state["scorer"]["next_local"] = state["scorer"]["next_local"][:-1]
+    with pytest.raises(ValueError, match="scorer state allocates for"):
+        Engine(_settings()).load_state_dict(state)
