@@ -267,6 +267,29 @@ class Config(Model):
     state: StateConfig = StateConfig()
     warm_start: WarmStartConfig = WarmStartConfig()
 
+    @field_validator("detectors")
+    @classmethod
+    def _rules_all_reachable(
+        cls, rules: tuple[DetectorConfig, ...] | None,
+    ) -> tuple[DetectorConfig, ...] | None:
+        # A series goes to the first rule that matches it: a rule after one matching every
+        # metric never scores anything, and two rules of one name cannot be told apart.
+        named: dict[str, int] = {}
+        catch_all = None
+        for index, rule in enumerate(rules or ()):
+            if rule.name in named:
+                msg = (f"detectors[{index}] is named {rule.name!r}, as detectors"
+                       f"[{named[rule.name]}] is: rule names must differ")
+                raise ValueError(msg)
+            named[rule.name] = index
+            if catch_all is not None:
+                msg = (f"detectors[{index}] ({rule.name!r}) is never used: detectors"
+                       f"[{catch_all}] matches every metric before it")
+                raise ValueError(msg)
+            if "*" in rule.match:
+                catch_all = index
+        return rules
+
     def detector_rules(self) -> tuple[DetectorRule, ...]:
         """The engine's rules; ``DEFAULT_RULES`` when the config names none."""
         if not self.detectors:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from otel_anomaly.exporter.config_types import LARGEST_COUNT, Duration, Model, Positive
 from otel_anomaly.processors.detectors import DETECTORS
@@ -331,6 +331,14 @@ class _RuleConfig(Model):
     alert: AlertConfig = AlertConfig()
     # Of one series' points in one request: how many are scored (0: all); see DetectorRule.
     max_points_per_request: int = Field(default=0, ge=0, le=LARGEST_COUNT)
+
+    @field_validator("match")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        if "" in patterns:
+            msg = "an empty pattern matches no metric; use '*' for every metric"
+            raise ValueError(msg)
+        return patterns
 
 
 class EnsembleRule(_RuleConfig):

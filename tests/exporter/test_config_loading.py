@@ -93,6 +93,12 @@ invalid configuration in {path} (3 errors):
   series.max_series: expected a number; got true
   series.ttl: expected a number; got true
   detectors[0].alert.open_threshold: expected a number; got true""",
+    "unreachable_rule": """\
+invalid configuration in {path} (1 error):
+  detectors: detectors[1] ('b') is never used: detectors[0] matches every metric before it""",
+    "rule_names_and_patterns": """\
+invalid configuration in {path} (1 error):
+  detectors[1].match: an empty pattern matches no metric; use '*' for every metric""",
     "duplicate_key": """\
 invalid configuration in {path} (1 error):
   invalid YAML at line 4, column 1: found the key 'series' a second time""",
@@ -121,6 +127,13 @@ def test_a_state_path_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(f"state: {{path: {tmp_path / 'missing' / 'state.ckpt'}}}\n")
     with pytest.raises(ConfigError, match=r"state\.path: the folder '.*missing' does not exist"):
+        load_config(str(path), {}, environ={})
+
+
+def test_two_rules_of_one_name_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("detectors:\n  - {name: a, match: [x]}\n  - {name: a, match: ['*']}\n")
+    with pytest.raises(ConfigError, match=r"detectors\[1\] is named 'a', as detectors\[0\] is"):
         load_config(str(path), {}, environ={})
 
 
