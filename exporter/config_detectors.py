@@ -124,16 +124,30 @@ def fill_alert_keys(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> di
     built-in latency rules: the budget's edge is derived for points in a row.
     """
     out = {**defaults, **given}
-    budget = given.get("false_alarm_budget")
-    if isinstance(budget, int | float) and budget > 0 and "evidence_point" not in given:
+    budget = _number(given.get("false_alarm_budget"))
+    if budget is not None and budget > 0 and "evidence_point" not in given:
         out["evidence_point"] = 0.0
-    opened = given.get("open_threshold")
-    if isinstance(opened, int | float) and not isinstance(opened, bool):
+    opened = _number(given.get("open_threshold"))
+    if opened is not None:
         if "close_threshold" not in given:
             out["close_threshold"] = min(defaults["close_threshold"], opened)
         if "instant_threshold" not in given:
             out["instant_threshold"] = max(defaults["instant_threshold"], opened)
     return out
+
+
+def _number(value: object) -> float | None:
+    """``value`` as validation will read it (a quoted ``'3'`` too), or None if not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 # --- Detector types: a params class and a rule class per type, both listed below. ---

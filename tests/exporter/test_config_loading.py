@@ -362,8 +362,11 @@ def test_unknown_ensemble_member_type_is_named() -> None:
 
 
 @pytest.mark.parametrize("detector_type", ["ensemble", "ewma_zscore"])
-def test_open_threshold_alone_carries_close_and_instant_thresholds(detector_type: str) -> None:
-    rule = {"name": "x", "type": detector_type, "alert": {"open_threshold": 2.5}}
+@pytest.mark.parametrize("written", [2.5, "2.5"])  # quoted in YAML, or from a flag
+def test_open_threshold_alone_carries_close_and_instant_thresholds(
+    detector_type: str, written: object,
+) -> None:
+    rule = {"name": "x", "type": detector_type, "alert": {"open_threshold": written}}
     (engine_rule,) = load_config(None, {"detectors": [rule]}, environ={}).detector_rules()
     alert = engine_rule.alert
     assert alert.close_threshold <= alert.open_threshold == 2.5 <= alert.instant_threshold
