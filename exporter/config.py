@@ -246,8 +246,12 @@ class WarmStartConfig(Model):
             msg = ("`selectors` must list at least one PromQL series selector when "
                    "`prometheus` is set, e.g. ['{job=\"cart\"}']")
             raise ValueError(msg)
-        if self.prometheus and not re.match(r"^https?://", self.prometheus):
-            msg = f"`prometheus` must be an http(s) URL; got {self.prometheus!r}"
+        if self.prometheus and not re.match(r"^https?://[^/]", self.prometheus):
+            msg = f"`prometheus` must be an http(s) URL with a host; got {self.prometheus!r}"
+            raise ValueError(msg)
+        if self.selectors and not self.prometheus:
+            msg = ("`selectors` are read from `prometheus`, which is not set: give the query "
+                   "API's URL, e.g. http://prometheus:9090, or leave `selectors` out")
             raise ValueError(msg)
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,18 @@ def test_two_rules_of_one_name_are_refused(tmp_path: Path) -> None:
     path.write_text("detectors:\n  - {name: a, match: [x]}\n  - {name: a, match: ['*']}\n")
     with pytest.raises(ConfigError, match=r"detectors\[1\] is named 'a', as detectors\[0\] is"):
         load_config(str(path), {}, environ={})
+
+
+@pytest.mark.parametrize(("warm_start", "problem"), [
+    ({"selectors": ["up"]}, "`selectors` are read from `prometheus`, which is not set"),
+    ({"prometheus": "http://", "selectors": ["up"]}, "must be an http(s) URL with a host"),
+])
+def test_warm_start_needs_both_its_source_and_its_selectors(
+    warm_start: dict[str, object], problem: str,
+) -> None:
+    overrides = {f"warm_start.{key}": value for key, value in warm_start.items()}
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(None, overrides, environ={})
 
 
 def test_an_infinite_instant_threshold_means_never_on_one_point() -> None:
