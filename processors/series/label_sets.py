@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from otel_anomaly.processors.series.prometheus_names import (
-    prometheus_label_name,
+    attribute_label_name,
     prometheus_labels,
 )
 from otel_anomaly.processors.state.codec import pack_labels, unpack_labels
@@ -83,9 +83,13 @@ class LabelSets:
         taken = dict(labels)
         extra = {}
         for name in differing:
-            label = prometheus_label_name(name)
-            if label not in taken:
-                extra[label] = mine.get(name, "")
+            # Named as any attribute label is (a resource attribute "__name__" or "job"
+            # made the whole page unscrapable, or re-labelled the series' job), and only
+            # with a value: Prometheus reads an empty one as no label.
+            label = attribute_label_name(name)
+            value = mine.get(name, "")
+            if label not in taken and value:
+                extra[label] = value
         if not extra:
             return labels
         told = tuple(sorted({**taken, **extra}.items()))

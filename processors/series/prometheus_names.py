@@ -92,7 +92,13 @@ detectors set ``host.name`` while ``service.instance.id`` is often missing, and 
 of one service would otherwise share one label set (one of them hidden from scrapes)."""
 
 
-def _unreserved(label: str) -> str:
+def attribute_label_name(name: str) -> str:
+    """The label an attribute becomes: valid, and never one the sidecar or Prometheus owns.
+
+    >>> attribute_label_name("__name__"), attribute_label_name("job"), attribute_label_name("k.v")
+    ('attr___name__', 'attr_job', 'k_v')
+    """
+    label = prometheus_label_name(name)
     return "attr_" + label if label in _RESERVED or label.startswith("__") else label
 
 
@@ -118,9 +124,12 @@ def prometheus_labels(key: SeriesKey, detector: str, promote: tuple[str, ...] = 
     instance = resource.get("service.instance.id", "")
     if instance:
         labels["instance"] = instance
+    # An empty value is no label to Prometheus (``{a=""}`` is ``{}``): kept, it would make
+    # two series that Prometheus stores as one look distinct here, and one would be lost.
     for name in (*IDENTIFYING_ATTRIBUTES, *promote):
-        if name in resource:
-            labels.setdefault(_unreserved(prometheus_label_name(name)), resource[name])
+        if resource.get(name):
+            labels.setdefault(attribute_label_name(name), resource[name])
     for name, value in key.attributes:
-        labels.setdefault(_unreserved(prometheus_label_name(name)), value)
+        if value:
+            labels.setdefault(attribute_label_name(name), value)
     return tuple(sorted(labels.items()))

@@ -77,3 +77,28 @@ def test_of_many_answers_what_of_answers_for_every_slot() -> None:
     taken = sets.of_many(np.array([1, 2]))
     sets.forget(1)
     assert sets.of(1) == () and taken[0] == before != ()
+
+
+def test_replicas_told_apart_by_a_reserved_name_get_an_attr_label_not_a_reserved_one() -> None:
+    # `__name__="b"` on the second replica made Prometheus refuse the whole page ("label
+    # name __name__ is not unique"), and `job="y"` would have re-labelled its job.
+    sets = LabelSets()
+    sets.assign(0, SeriesKey("load", (("__name__", "a"), ("job", "x"), ("service.name", "api")),
+                             ()), "ensemble")
+    second = dict(sets.assign(1, SeriesKey(
+        "load", (("__name__", "b"), ("job", "y"), ("service.name", "api")), ()), "ensemble"))
+    assert second["attr___name__"] == "b" and second["attr_job"] == "y"
+    assert second["job"] == "api" and not any(name.startswith("__") for name in second)
+
+
+def test_an_empty_value_is_no_label_so_series_prometheus_would_merge_are_duplicates() -> None:
+    # Prometheus reads {route=""} as {}: two such series were exported as two and stored as
+    # one, the later one's values lost and not counted as a duplicate.
+    sets = LabelSets()
+    pid = sets.assign(0, SeriesKey("m", (("process.pid", "1"), ("service.name", "s")), ()),
+                      "ensemble")
+    bare = sets.assign(1, SeriesKey("m", (("service.name", "s"),), ()), "ensemble")
+    empty = sets.assign(2, SeriesKey("m", (("service.name", "s"),), (("route", ""),)),
+                        "ensemble")
+    assert "process_pid" not in dict(bare) and "route" not in dict(empty)  # were ""
+    assert pid == bare == empty  # one set to Prometheus: duplicates, exported once, counted
