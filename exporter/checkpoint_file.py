@@ -22,12 +22,32 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
 from typing import IO
 
+from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
 from otel_anomaly.processors.state import checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+def _check_writable(path: str) -> None:
+    """Refuse, at start-up, a checkpoint path that could never be written (``StartupError``).
+
+    It only warned at every save, and a restart found nothing to resume from. Checked when
+    the sidecar starts, not by ``check-config``: a config is checked where the volume is
+    not mounted (CI, an image build).
+    """
+    if os.path.isdir(path):
+        msg = f"state.path: {path!r} is a folder; give the checkpoint file's path in it"
+        raise StartupError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        msg = f"state.path: the folder {folder!r} does not exist"
+        raise StartupError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"state.path: cannot write to the folder {folder!r}"
+        raise StartupError(msg)
 
 
 class StateStore:
@@ -42,6 +62,7 @@ class StateStore:
     """
 
     def __init__(self, path: str, telemetry: Telemetry) -> None:
+        _check_writable(path)
         self.path = Path(path)
         self._telemetry = telemetry
         # Makes written checkpoints durable (fsync, rename); its thread starts at the first.

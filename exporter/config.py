@@ -212,24 +212,6 @@ class StateConfig(Model):
     path: str = ""
     interval: Duration = Field(default=300.0, gt=0)
 
-    @field_validator("path")
-    @classmethod
-    def _writable(cls, path: str) -> str:
-        # Checked at start-up: a checkpoint that cannot be written only warned at every
-        # save, so a restart found nothing to resume from.
-        if not path:
-            return path
-        if os.path.isdir(path):
-            msg = f"{path!r} is a directory; expected the checkpoint file's path in it"
-            raise ValueError(msg)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            msg = f"the folder {folder!r} does not exist"
-            raise ValueError(msg)
-        if not os.access(folder, os.W_OK | os.X_OK):
-            msg = f"cannot write to the folder {folder!r}"
-            raise ValueError(msg)
-        return path
 
 
 class WarmStartConfig(Model):

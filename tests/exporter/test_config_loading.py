@@ -103,9 +103,6 @@ invalid configuration in {path} (1 error):
     "duplicate_key": """\
 invalid configuration in {path} (1 error):
   invalid YAML at line 4, column 1: found the key 'series' a second time""",
-    "state_folder": """\
-invalid configuration in {path} (1 error):
-  state.path: '/' is a directory; expected the checkpoint file's path in it""",
 }
 
 
@@ -121,13 +118,6 @@ def test_a_config_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("series:\n  ttl: 10m  # d\u00e9lai\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"not UTF-8 text: byte 0xe9 at offset 23"):
-        load_config(str(path), {}, environ={})
-
-
-def test_a_state_path_in_a_missing_folder_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(f"state: {{path: {tmp_path / 'missing' / 'state.ckpt'}}}\n")
-    with pytest.raises(ConfigError, match=r"state\.path: the folder '.*missing' does not exist"):
         load_config(str(path), {}, environ={})
 
 

@@ -19,7 +19,9 @@ from helpers import wait_for
 from helpers.sidecars import grpc_clients, loopback_config, running, sample_value, scrape
 from prometheus_client import CollectorRegistry
 
+from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.checkpoint_file import StateStore
+from otel_anomaly.exporter.errors import StartupError
 from otel_anomaly.exporter.telemetry import Telemetry
 from otel_anomaly.processors.engine import Engine
 from otel_anomaly.processors.settings import EngineSettings
@@ -88,6 +90,21 @@ def test_a_bad_checkpoint_is_logged_and_the_sidecar_starts_fresh(
     assert state.read_bytes().startswith(b"PK\x03\x04")  # replaced at shutdown
     [aside] = tmp_path.glob("state.ckpt.rejected-*")
     assert aside.read_bytes() == content  # kept for the operator, out of the way
+
+
+@pytest.mark.parametrize(("where", "problem"), [
+    ("missing/state.ckpt", "state.path: the folder '{tmp}/missing' does not exist"),
+    ("", "state.path: '{tmp}' is a folder; give the checkpoint file's path in it"),
+])
+def test_a_state_path_that_could_never_be_written_fails_the_start(
+    tmp_path: Path, where: str, problem: str,
+) -> None:
+    # It used to start, warn at every save and keep nothing; `check-config` still accepts
+    # it (configs are checked where the volume is not mounted: CI, an image build).
+    path = str(tmp_path / where) if where else str(tmp_path)
+    with pytest.raises(StartupError) as caught:
+        Sidecar(loopback_config({"state.path": path}))
+    assert str(caught.value) == problem.format(tmp=tmp_path)
 
 
 def test_a_state_folder_lost_while_running_is_counted_not_fatal(tmp_path: Path) -> None:
