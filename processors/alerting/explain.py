@@ -26,6 +26,27 @@ _UNITS = (("_milliseconds", "ms"), ("_seconds", "s"), ("_bytes", "B"), ("_percen
 _FEATURES = {"mean": "mean", "rate": "rate", "ratio": "ratio"}
 
 
+_DERIVED = frozenset({"rate", "ratio", "mean", "score", "silence_seconds"})
+
+
+def split_feature(metric: str) -> tuple[str, str]:
+    """A ``metric`` label's source name and the feature the sidecar derived from it.
+
+    Only the sidecar's own suffixes count: a colon is also part of names such as a
+    Prometheus recording rule's (``job:http_requests:rate5m``, remote-written).
+
+    >>> split_feature("http_server_duration_milliseconds:p99"), split_feature("job:x:rate5m")
+    (('http_server_duration_milliseconds', 'p99'), ('job:x:rate5m', ''))
+    >>> split_feature("job:x:rate5m:rate")
+    ('job:x:rate5m', 'rate')
+    """
+    base, _, feature = metric.rpartition(":")
+    quantile = feature.startswith("p") and feature[1:].isdigit()
+    if base and (feature in _DERIVED or quantile):
+        return base, feature
+    return metric, ""
+
+
 def metric_unit(metric: str) -> tuple[str, str, float]:
     """What a ``metric`` label's value is: a short feature name, its unit and display scale.
 
@@ -35,10 +56,10 @@ def metric_unit(metric: str) -> tuple[str, str, float]:
     ('ratio', '%', 100.0)
     >>> metric_unit("http_server_requests_total:rate")
     ('rate', '/s', 1.0)
-    >>> metric_unit("queue_depth")
-    ('value', '', 1.0)
+    >>> metric_unit("queue_depth"), metric_unit("job:request_duration_seconds:mean5m")
+    (('value', '', 1.0), ('value', '', 1.0))
     """
-    base, _, feature = metric.partition(":")
+    base, feature = split_feature(metric)
     if feature == "rate":
         return "rate", "/s", 1.0
     if feature == "ratio" or base.endswith("_ratio"):
@@ -72,14 +93,14 @@ def _events(metric: str, value: float, seconds: float) -> str:
     if not (math.isfinite(seconds) and seconds > 0 and math.isfinite(value)
             and resolved_whole(value, seconds)):  # the calibrator's test of a count
         return ""
-    noun = _RATE_EVENTS.get(metric.partition(":")[0], "event")
+    noun = _RATE_EVENTS.get(split_feature(metric)[0], "event")
     n = round(value * seconds)
     return f" ({n} {noun}{'' if n == 1 else 's'} in {duration_text(seconds)})"
 
 
 def _counted(metric: str, value: float, count: float) -> str:
     """``12 errors in 40 calls (30%)``: a ratio with its sample size, as counts."""
-    hit, of = _COUNTED.get(metric.partition(":")[0], ("error", "sample"))
+    hit, of = _COUNTED.get(split_feature(metric)[0], ("error", "sample"))
     n = round(count)
     k = round(value * count)
     return (f"{k} {hit}{'' if k == 1 else 's'} in {n} {of}{'' if n == 1 else 's'} "
@@ -192,7 +213,7 @@ def _explain_counted(
     if kind == "close":
         return f"{name}: back to normal, {seen}, {usual}"
     # The band depends on the calls: say where it was for these.
-    of = _COUNTED.get(metric.partition(":")[0], ("error", "sample"))[1]
+    of = _COUNTED.get(split_feature(metric)[0], ("error", "sample"))[1]
     return (f"{name}: {seen}, {usual} (band up to {upper * 100:.3g}% for {round(count)} "
             f"{of}{'' if round(count) == 1 else 's'}), {score:.2g}x the band half-width, "
             f"by {detector}")

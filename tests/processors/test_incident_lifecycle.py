@@ -404,3 +404,17 @@ def test_a_new_series_learns_its_first_point_while_another_anomaly_is_held() -> 
     second = engine.ingest_series([new], np.array([t0 + (last + 1) * 300 * SECOND]),
                                   np.array([7.5])).scores
     assert second.expected[0] == pytest.approx(7.0), "the first point was not learned"
+
+
+def test_a_recording_rule_name_is_explained_as_a_value_not_as_its_last_colon_part() -> None:
+    # `job:queue_depth:max5m` (remote-written) was explained as "queue_depth:max5m 128.6".
+    rng = np.random.default_rng(3)
+    values = 100.0 + rng.normal(0.0, 2.0, WARM + 10)
+    values[WARM:] *= 1.3
+    ts = (np.arange(len(values), dtype=np.int64) * STEP_S + 1_700_000_000) * SECOND
+    engine = Engine(EngineSettings(clock=lambda: 0.0))
+    key = SeriesKey("job:queue_depth:max5m", (("service.name", "db"),), ())
+    result = engine.ingest_series([key] * len(values), ts, values)
+    [opened, *_] = [e for e in result.events if e.kind == "open"]
+    assert opened.explanation.startswith("job:queue_depth:max5m{service.name=\"db\"}: value "), (
+        opened.explanation)
