@@ -83,20 +83,31 @@ def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
     else:
         msg = f"unsupported Content-Encoding {content_encoding!r}: expected gzip or deflate"
         raise HttpError(415, msg)
-    # ISA-L inflates about twice as fast as zlib, with zlib's interface and checks.
-    inflater = isal_zlib.decompressobj(wbits)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except _INFLATE_ERROR as exc:
-        msg = f"cannot decompress {coding} body: {exc}"
-        raise HttpError(400, msg) from exc
-    if len(data) > limit:
-        msg = f"decompressed body exceeds {limit} bytes (max_request_body_size_mib)"
-        raise HttpError(413, msg)
-    if not inflater.eof:
-        msg = f"truncated {coding} body"
-        raise HttpError(400, msg)
-    return data
+    # A gzip body may be several members one after another (RFC 1952; `cat a.gz b.gz`),
+    # each inflated in turn as Go's gzip reader (so the Collector) does: only the first was,
+    # and the rest of the request was dropped without a word. Anything after a member that
+    # is not another member is an error.
+    parts: list[bytes] = []
+    size, rest = 0, body
+    while True:
+        # ISA-L inflates about twice as fast as zlib, with zlib's interface and checks.
+        inflater = isal_zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(rest, limit + 1 - size)  # never 0: that is no limit
+        except _INFLATE_ERROR as exc:
+            msg = f"cannot decompress {coding} body: {exc}"
+            raise HttpError(400, msg) from exc
+        size += len(data)
+        parts.append(data)
+        if size > limit:
+            msg = f"decompressed body exceeds {limit} bytes (max_request_body_size_mib)"
+            raise HttpError(413, msg)
+        if not inflater.eof:
+            msg = f"truncated {coding} body"
+            raise HttpError(400, msg)
+        rest = inflater.unused_data
+        if coding != "gzip" or not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def decode(spec: SignalSpec, encoding: Encoding, body: bytes, content_encoding: str,

@@ -71,6 +71,9 @@ def test_protobuf_request_gets_a_protobuf_reply(recorded: Recorded) -> None:
 @pytest.mark.parametrize(("encoding", "compress"), [
     ("gzip", gzip.compress), ("deflate", zlib.compress),
     ("deflate", lambda data: zlib.compress(data, wbits=-15)),  # raw deflate, seen in the wild
+    # Two gzip members one after the other (`cat a.gz b.gz`): the second was dropped.
+    ("gzip", lambda data: gzip.compress(data[:len(data) // 2]) + gzip.compress(
+        data[len(data) // 2:])),
 ])
 def test_compressed_bodies_are_accepted(
     recorded: Recorded, encoding: str, compress: Callable[[bytes], bytes]
@@ -119,6 +122,8 @@ def test_json_partial_success_from_the_real_engine() -> None:
     (b"{oops", JSON, "cannot decode ExportMetricsServiceRequest (json): invalid JSON"),
     (gzip.compress(b"x")[:-4], {**PROTOBUF, "Content-Encoding": "gzip"}, "truncated gzip body"),
     (b"not gzip at all", {**PROTOBUF, "Content-Encoding": "gzip"}, "cannot decompress gzip"),
+    (gzip.compress(b"x", mtime=0) + b"not gzip at all", {**PROTOBUF, "Content-Encoding": "gzip"},
+     "cannot decompress gzip"),  # was accepted: what followed the first member was ignored
 ])
 def test_undecodable_body_is_400_with_a_status_and_the_server_survives(
     body: bytes, headers: dict[str, str], message: str
