@@ -56,6 +56,8 @@ _MIB = 1024 * 1024
 _INLINE_BYTES = 256 * 1024  # small uncompressed protobuf bodies decode on the loop
 _SHUTDOWN_GRACE_S = 5.0  # in-flight requests may finish within this
 _WHAT = "OTLP/HTTP receiver"
+_CLIENT_GONE = 499  # nginx's "client closed request": never sent, only counted
+_OUTCOMES = {400: "malformed", 413: "too_large", _CLIENT_GONE: "disconnected"}
 
 
 class HttpReceiver:
@@ -150,8 +152,7 @@ class HttpReceiver:
                 raise HttpError(415, msg)
             received = await self._decode(spec, encoding, request)
         except HttpError as exc:
-            kind = {400: "malformed", 413: "too_large"}.get(exc.status, "unsupported")
-            telemetry.request("http", spec.signal, kind)
+            telemetry.request("http", spec.signal, _OUTCOMES.get(exc.status, "unsupported"))
             return status_response(exc.status, exc.message, encoding)
         outcome = await self._intake.export("http", spec, received.message, received.data,
                                             received.count)
@@ -174,8 +175,8 @@ class HttpReceiver:
                 self._executor, decode_write_request, body,
                 request.headers.get("Content-Encoding", ""), self._limit)
         except HttpError as exc:
-            kind = {400: "malformed", 413: "too_large"}.get(exc.status, "unsupported")
-            self._intake.telemetry.request("http", spec.signal, kind)
+            self._intake.telemetry.request("http", spec.signal,
+                                           _OUTCOMES.get(exc.status, "unsupported"))
             return status_response(exc.status, exc.message, None)
         outcome = await self._intake.export("http", spec, message)
         if outcome.status == "unavailable":
@@ -208,6 +209,11 @@ class HttpReceiver:
         except web.HTTPRequestEntityTooLarge as exc:
             msg = f"body exceeds {self._limit} bytes (max_request_body_size_mib)"
             raise HttpError(413, msg) from exc
+        except ConnectionResetError as exc:
+            # The client went away mid-body: counted, not an ERROR traceback per client
+            # (anyone could fill the log with them). Nobody reads the answer.
+            msg = "the client closed the connection before its body was complete"
+            raise HttpError(_CLIENT_GONE, msg) from exc
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop accepting requests and close connections."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import gzip
 import json
+import socket
 import zlib
 from collections.abc import Callable
 
@@ -175,6 +176,24 @@ def test_too_large_bodies_are_413_before_and_after_decompression() -> None:
         assert post_metrics(sidecar, CPU.SerializeToString(), PROTOBUF)[0] == 200
         assert sample_value(scrape(sidecar.metrics_port), "otel_anomaly_requests_total",
                             transport="http", signal="metrics", outcome="too_large") == 2
+
+
+def test_a_client_gone_mid_body_is_counted_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each such client logged a 28-line ERROR traceback from aiohttp and went uncounted.
+    with running(loopback_config()) as sidecar:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", sidecar.http_port)) as client:
+                client.sendall(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               b"application/x-protobuf\r\nContent-Length: 1000\r\n\r\n"
+                               + b"\x0a" * 10)
+        wait_for(lambda: sample_value(
+            scrape(sidecar.metrics_port), "otel_anomaly_requests_total", transport="http",
+            signal="metrics", outcome="disconnected") == 3, 10, "the lost clients were not counted")
+        assert post_metrics(sidecar, CPU.SerializeToString(), PROTOBUF)[0] == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [], errors
 
 
 def test_full_queue_is_503_with_retry_after() -> None:
