@@ -46,16 +46,27 @@ class _Link:
         self._ids = itertools.count()
         self.stop = threading.Event()
         self.grace_s = 0.0
+        # The sidecar reads "started" (or "failed") as the first frame; the receiver listens
+        # before it can say so, and a client's call in between came first: the sidecar
+        # took it for a failed start and killed a healthy process. Calls and posts wait.
+        self._announced = asyncio.Event()
+        self._held: list[tuple[Any, ...]] = []
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     def post(self, frame: tuple[Any, ...]) -> None:
-        """Send a frame that needs no answer."""
-        if not self._writer.is_closing():
+        """Send a frame that needs no answer (held until the process has announced itself)."""
+        if not self._announced.is_set():
+            self._held.append(frame)
+        elif not self._writer.is_closing():
             write_frame(self._writer, frame)
 
-    async def send(self, frame: tuple[Any, ...]) -> None:
-        """Send a frame and wait until it is written."""
-        self.post(frame)
+    async def announce(self, frame: tuple[Any, ...]) -> None:
+        """Send the first frame ("started" or "failed"), then what waited for it."""
+        if not self._writer.is_closing():
+            for each in (frame, *self._held):
+                write_frame(self._writer, each)
+        self._held.clear()
+        self._announced.set()
         await self._writer.drain()
 
     async def call(self, transport: str, signal_name: Signal, data: bytes, count: int,
@@ -63,6 +74,7 @@ class _Link:
         """Forward one request; the sidecar's status, message and serialized reply."""
         if self.stop.is_set() and self.grace_s <= 0:
             return "unavailable", _GONE, None
+        await self._announced.wait()
         call_id = next(self._ids)
         future: asyncio.Future[tuple[str, str, bytes | None]] = (
             asyncio.get_running_loop().create_future())
@@ -162,10 +174,10 @@ def serve(config: GrpcReceiverConfig | HttpReceiverConfig, auth: BearerAuthConfi
     except Exception as exc:  # noqa: BLE001 -- any reason goes to the sidecar, which says it
         reason = str(exc) if isinstance(exc, StartupError) else (
             f"{type(receiver).__name__} failed to start: {type(exc).__name__}: {exc}")
-        io.run(link.send(("failed", reason)))
+        io.run(link.announce(("failed", reason)))
         io.shutdown()
         return
-    io.run(link.send(("started", receiver.port)))
+    io.run(link.announce(("started", receiver.port)))
     link.stop.wait()
     receiver.shutdown(link.grace_s)
     io.shutdown()

@@ -6,6 +6,7 @@ What it answers is ``test_grpc_receiver.py``'s (every test there runs both ways)
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
@@ -32,7 +33,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 from otel_anomaly.exporter.app import Sidecar
 from otel_anomaly.exporter.errors import StartupError
-from otel_anomaly.exporter.receivers import receiver_process
+from otel_anomaly.exporter.receivers import receiver_child, receiver_process
 from otel_anomaly.exporter.receivers.frames import recv_frame, send_frame
 from otel_anomaly.exporter.receivers.receiver_process import ReceiverProcess
 from otel_anomaly.processors.testing import SECOND, gauge, metrics_request
@@ -168,3 +169,25 @@ def test_frames_of_any_size_cross_a_socket_pair_whole() -> None:
         ours.close()
         with pytest.raises(EOFError):
             recv_frame(theirs)
+
+
+def test_a_call_made_before_the_process_says_it_started_waits_behind_that_frame() -> None:
+    # The receiver listens before it can announce itself; a client's call in between went
+    # out first, the sidecar read it as a failed start and killed the healthy process (3 of
+    # 5 restarts under steady traffic). Now "started" is always the first frame.
+    async def scenario(theirs: socket.socket, ours: socket.socket) -> list[tuple[object, ...]]:
+        reader, writer = await asyncio.open_connection(sock=ours)
+        link = receiver_child._Link(reader, writer)
+        call = asyncio.create_task(link.call("http", "metrics", b"\x0a", 1, False))
+        link.post(("request", "http", "metrics", "malformed"))
+        await asyncio.sleep(0)  # a turn of the loop: the call runs up to where it waits
+        await link.announce(("started", 4318))
+        frames = [await asyncio.to_thread(recv_frame, theirs) for _ in range(3)]
+        call.cancel()
+        writer.close()
+        return frames
+
+    theirs, ours = socket.socketpair()
+    with theirs:
+        frames = asyncio.run(scenario(theirs, ours))
+    assert [frame[0] for frame in frames] == ["started", "request", "export"], frames
