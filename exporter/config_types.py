@@ -73,8 +73,6 @@ Duration = Annotated[float, BeforeValidator(parse_duration),
                      Field(le=LONGEST_DURATION_S, allow_inf_nan=False)]
 """Seconds; written in YAML as a number or a string like ``30s``."""
 Endpoint = Annotated[str, AfterValidator(check_endpoint)]
-Count = Annotated[int, Field(le=LARGEST_COUNT)]
-"""A whole number of points, calls or steps (``Positive`` if it must be at least 1)."""
 Positive = Annotated[int, Field(ge=1, le=LARGEST_COUNT)]
 ReadableFile = Annotated[str, AfterValidator(check_readable_file)]
 """A path that must be readable when set; empty means not set."""

@@ -63,6 +63,10 @@ def message_response(
     return web.Response(status=status, body=data, headers=all_headers)
 
 
+_SLICE = 1 << 20  # compressed bytes given to the inflater at a time
+_MEMBERS = 64  # gzip members one body may hold (one, in practice; a few when concatenated)
+
+
 def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
     """Undo ``Content-Encoding`` (gzip, deflate, identity), never producing over ``limit``.
 
@@ -86,28 +90,39 @@ def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
     # A gzip body may be several members one after another (RFC 1952; `cat a.gz b.gz`),
     # each inflated in turn as Go's gzip reader (so the Collector) does: only the first was,
     # and the rest of the request was dropped without a word. Anything after a member that
-    # is not another member is an error.
+    # is not another member is an error. The first member gets the whole body (one call,
+    # one output: no join); later ones slices of ``_SLICE`` bytes: the inflater copies
+    # what follows a member's end (its ``unused_data``), and a whole remaining body per
+    # member made a body of many tiny members quadratic (50,000 empty members in 1 MB
+    # took 0.67 s); members past ``_MEMBERS`` are refused.
+    view = memoryview(body)
     parts: list[bytes] = []
-    size, rest = 0, body
-    while True:
+    size = at = 0
+    for member in range(_MEMBERS):
+        step = len(view) if member == 0 else _SLICE
         # ISA-L inflates about twice as fast as zlib, with zlib's interface and checks.
         inflater = isal_zlib.decompressobj(wbits)
-        try:
-            data = inflater.decompress(rest, limit + 1 - size)  # never 0: that is no limit
-        except _INFLATE_ERROR as exc:
-            msg = f"cannot decompress {coding} body: {exc}"
-            raise HttpError(400, msg) from exc
-        size += len(data)
-        parts.append(data)
-        if size > limit:
-            msg = f"decompressed body exceeds {limit} bytes (max_request_body_size_mib)"
-            raise HttpError(413, msg)
-        if not inflater.eof:
-            msg = f"truncated {coding} body"
-            raise HttpError(400, msg)
-        rest = inflater.unused_data
-        if coding != "gzip" or not rest:
+        while not inflater.eof:
+            if at >= len(view):
+                msg = f"truncated {coding} body"
+                raise HttpError(400, msg)
+            piece = view[at:at + step]
+            at += len(piece)
+            try:
+                data = inflater.decompress(piece, limit + 1 - size)  # never 0: no limit
+            except _INFLATE_ERROR as exc:
+                msg = f"cannot decompress {coding} body: {exc}"
+                raise HttpError(400, msg) from exc
+            size += len(data)
+            parts.append(data)
+            if size > limit:  # output stopped at the limit, so no input was left unread
+                msg = f"decompressed body exceeds {limit} bytes (max_request_body_size_mib)"
+                raise HttpError(413, msg)
+        at -= len(inflater.unused_data)
+        if coding != "gzip" or at >= len(view):
             return parts[0] if len(parts) == 1 else b"".join(parts)
+    msg = f"{coding} body of more than {_MEMBERS} members"
+    raise HttpError(400, msg)
 
 
 def decode(spec: SignalSpec, encoding: Encoding, body: bytes, content_encoding: str,

@@ -83,9 +83,12 @@ def _check(node: dict[str, Any], descriptor: Descriptor, path: list[str]) -> Non
         field = fields.get(key)
         if field is None or value is None:
             continue  # unknown fields are ignored; ``json_format`` judges nulls
-        if field.message_type is None and field.enum_type is None and key not in _ID_BYTES:
+        is_id = key in _ID_BYTES and field.type == FieldDescriptor.TYPE_BYTES
+        if field.message_type is None and field.enum_type is None and not is_id:
             continue
         repeated = field.is_repeated
+        if is_id and repeated:  # no OTLP id is repeated; json_format judges what it gets
+            continue
         if repeated and not isinstance(value, list):
             continue  # ``json_format`` names it
         items = enumerate(value) if repeated else ((None, value),)
