@@ -124,6 +124,16 @@ class ReceiversConfig(Model):
     http: HttpReceiverConfig = HttpReceiverConfig()
     auth: BearerAuthConfig = BearerAuthConfig()
 
+    @model_validator(mode="after")
+    def _at_least_one_enabled(self) -> ReceiversConfig:
+        # As the Collector refuses a pipeline without receivers: nothing could reach the
+        # detectors, and /metrics would stay empty without saying why.
+        if not (self.grpc.enabled or self.http.enabled):
+            msg = ("at least one of `grpc` and `http` must be enabled: with both disabled "
+                   "no telemetry can reach the sidecar")
+            raise ValueError(msg)
+        return self
+
 
 class PipelineConfig(Model):
     """The bounded intake queue in front of the scoring worker."""

@@ -140,6 +140,15 @@ def test_warm_start_needs_both_its_source_and_its_selectors(
         load_config(None, overrides, environ={})
 
 
+def test_both_receivers_disabled_is_refused_and_either_alone_is_fine() -> None:
+    overrides = {"receivers.grpc.enabled": False, "receivers.http.enabled": False}
+    with pytest.raises(ConfigError, match=r"receivers: .*at least one of `grpc` and `http`"):
+        load_config(None, overrides, environ={})
+    for side in ("grpc", "http"):
+        config = load_config(None, {f"receivers.{side}.enabled": False}, environ={})
+        assert getattr(config.receivers, side).enabled is False
+
+
 def test_an_infinite_instant_threshold_means_never_on_one_point() -> None:
     # The built-in latency rules' setting, so a rule written after them can say it too.
     assert AlertConfig(instant_threshold=float("inf")).instant_threshold == float("inf")
