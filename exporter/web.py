@@ -8,16 +8,41 @@ an ``ssl.SSLContext``. A failed start closes what it opened.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from otel_anomaly.exporter.loop import IoLoop
 
 _START_TIMEOUT_S = 10.0
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, with a client's malformed request as one WARNING line.
+
+    aiohttp answers a request whose head it cannot parse (a 9 KB header line, too many
+    headers, bad framing) with 400 and logs it through ``exception``: an ERROR and a
+    traceback per such client, though nothing here failed. Those become a WARNING naming
+    the client and the fault; any other exception stays an ERROR with its traceback.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        """Log ``msg``: one WARNING line for a malformed request, else as ``Logger``."""
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(error, HttpProcessingError):
+            self.warning("%s: %s (answered 400)", str(msg) % args if args else msg,
+                         error.message or type(error).__name__)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+SERVER_LOG = ServerLog(logging.getLogger("aiohttp.server"), {})
 
 
 def start_app(
@@ -28,7 +53,8 @@ def start_app(
     """Serve ``app`` on ``sockets``; on failure close them and ``executor``, then re-raise."""
 
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, **runner_options)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=SERVER_LOG,
+                               **runner_options)
         await runner.setup()
         for sock in sockets:
             await web.SockSite(runner, sock, ssl_context=ssl_context).start()

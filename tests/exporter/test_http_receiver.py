@@ -212,6 +212,29 @@ def test_a_client_gone_mid_body_is_counted_not_logged_as_an_error(
     assert errors == [], errors
 
 
+def test_a_malformed_request_head_is_400_and_one_warning_line_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiohttp logged each one as an ERROR with a traceback, though only the client was wrong.
+    heads = [b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+             b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n"]
+    config = loopback_config()
+    with running(config) as sidecar:
+        for head in heads:
+            with socket.create_connection(("127.0.0.1", sidecar.http_port)) as client:
+                client.sendall(head)
+                assert client.recv(64).split(b" ")[1] == b"400", head[:60]
+        assert post_metrics(sidecar, CPU.SerializeToString(), PROTOBUF)[0] == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [], errors
+    if config.receivers.http.separate_process:
+        return  # the receiver's own process logs to its stderr, which caplog does not see
+    warned = [r for r in caplog.records
+              if r.name == "aiohttp.server" and "answered 400" in r.getMessage()]
+    assert len(warned) == 2, [r.getMessage() for r in caplog.records]
+    assert all(r.exc_info is None for r in warned)
+
+
 def test_full_queue_is_503_with_retry_after() -> None:
     holder = EngineHolder(GatedEngine)
     config = loopback_config({"pipeline.queue_size": 1, "pipeline.retry_after": "1.5s"})
