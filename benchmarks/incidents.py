@@ -8,7 +8,9 @@ rates, skewed latencies, error ratios, noise-only controls) goes through
 ``Engine.ingest_series`` with the default rules (or those of ``--config``, a sidecar config
 file, as ``nab.py`` and ``msmon.py`` take), all series together as live traffic would. An
 incident counts as detected when the ``flag`` is raised between its onset and its end plus
-one hour; the delay is in points from the onset. False alarms are anomaly openings on the
+one hour; the delay is in points from the onset. ``opened`` counts the incidents for which
+an anomaly opened in that window: a flag already up at the onset (a false anomaly held
+since before it) is detected but not opened. False alarms are anomaly openings on the
 control series after their first three days (warm-up), per series-day.
 
 Every series is its own service (resource ``service.name``). A ``deploy_step`` is a
@@ -87,19 +89,23 @@ Outcome = list[tuple[str, Incident, NDArray[np.bool_]]]
 
 def _detections(out: TextIO, outcome: Outcome, grace: int) -> None:
     out.write(f"{'incident':20s} {'base':12s} {'detected':>9s} {'rate':>6s} "
-              f"{'median delay (points)':>22s}\n")
+              f"{'median delay (points)':>22s} {'opened':>9s}\n")
     for kind in INCIDENT_KINDS:
         if kind == "deploy_step":  # not an incident: reported on its own
             continue
-        delays = []
+        delays, opened = [], 0
         mine = [(case, flag) for _, case, flag in outcome if case.kind == kind]
         for case, flag in mine:
-            hits = np.flatnonzero(flag[case.start : min(case.end + grace, len(flag))])
+            window = flag[case.start : min(case.end + grace, len(flag))]
+            hits = np.flatnonzero(window)
             if len(hits):
                 delays.append(int(hits[0]))
+            # A rising edge in the window; its first point counts only if the flag was down.
+            was_up = case.start > 0 and bool(flag[case.start - 1])
+            opened += _opens(window, count_first=not was_up) > 0
         delay = f"{np.median(delays):.0f}" if delays else "-"
         out.write(f"{kind:20s} {incident_base(kind):12s} {len(delays):>4d}/{len(mine):<4d} "
-                  f"{len(delays) / len(mine):>6.0%} {delay:>22s}\n")
+                  f"{len(delays) / len(mine):>6.0%} {delay:>22s} {opened:>4d}/{len(mine):<4d}\n")
 
 
 def _lasting(out: TextIO, outcome: Outcome, step: float) -> None:
