@@ -36,8 +36,9 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         """Log ``msg``: one WARNING line for a malformed request, else as ``Logger``."""
         error = exc_info if isinstance(exc_info, BaseException) else None
         if isinstance(error, HttpProcessingError):
-            self.warning("%s: %s (answered 400)", str(msg) % args if args else msg,
-                         error.message or type(error).__name__)
+            # Formatted by logging, lazily, as aiohttp's own message would have been.
+            self.warning(f"{msg}: %s (answered %s)", *args,
+                         error.message or type(error).__name__, error.code)
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
