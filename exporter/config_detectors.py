@@ -323,6 +323,7 @@ class EnsembleParams(_Params):
     persistence_alarm: bool | None = None
     log_transform: bool | None = None
     log_offset: float | None = Field(default=None, gt=0)
+    level_follows_season: bool | None = None
 
     def engine_params(self) -> dict[str, Any]:
         """Keyword arguments of ``Ensemble``: only the keys the config sets."""

@@ -134,16 +134,17 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
      gaps, drop_cusum, rise_cusum, exposure_sum) = count_sums
     hold_s, trend, trend_ns = hold
     columns, thresholds = hysteresis
-    level, daily, weekly, scales, narrowing, excursions = views
+    level, daily, weekly, scales, narrowing, excursions, follow = views
     (learn_max, learn_level, learn_daily, learn_weekly, learn_scales, learn_narrowing,
-     learn_excursions) = lessons
+     learn_excursions, learn_follow) = lessons
     member_views = np.empty((VIEW_ROWS, 3))
     for i in range(start, stop):
         if is_open[slots[i]]:
             return i
         mine = local[i]
-        recent, stretch, daily_phase, weekly_phase = row_views(
-            mine, ts[i], member_views, level, daily, weekly, scales, narrowing, excursions)
+        recent, stretch, daily_phase, weekly_phase, stepped = row_views(
+            mine, ts[i], member_views, level, daily, weekly, scales, narrowing, excursions,
+            follow)
         expected, band_lower, band_upper, baseline = row_band(
             member_views, stretch * k, combine_max, centre)
         last_cycle = row_last_cycle(mine, ts[i], member_views, weekly)
@@ -200,6 +201,6 @@ def scan_rows(  # noqa: PLR0913 -- the rows, their outputs, and every component'
                                                     exposure_sum=exposure_sum[mine],
                                                     decay=count_decay)
         row_lessons(mine, ts[i], values[i], member_views, recent, daily_phase,
-                    weekly_phase, learn_max, learn_level, learn_daily, learn_weekly,
-                    learn_scales, learn_narrowing, learn_excursions)
+                    weekly_phase, stepped, learn_max, learn_level, learn_daily, learn_weekly,
+                    learn_scales, learn_narrowing, learn_excursions, learn_follow)
     return stop

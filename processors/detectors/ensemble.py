@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from otel_anomaly.processors.alerting.tail_quantile import DeviationScale
 from otel_anomaly.processors.compiled import float_warnings_ignored
 from otel_anomaly.processors.detectors import ensemble_kernels as kernels
-from otel_anomaly.processors.detectors import ensemble_round
+from otel_anomaly.processors.detectors import ensemble_round, level_follow
 from otel_anomaly.processors.detectors.base import Detector, Prediction, RoundMemo
 from otel_anomaly.processors.detectors.ensemble_members import (
     DEFAULT_MEMBERS,
@@ -19,6 +19,7 @@ from otel_anomaly.processors.detectors.ensemble_members import (
     MemberSpec,
     member_label,
 )
+from otel_anomaly.processors.detectors.ewma_zscore import EwmaZScore
 from otel_anomaly.processors.detectors.log_modulus import inverse_log_modulus, log_modulus
 from otel_anomaly.processors.detectors.persistence import Persistence
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
@@ -28,6 +29,7 @@ from otel_anomaly.processors.types import SeriesBatch
 _MAX_STRETCH = kernels.MAX_STRETCH
 REFRACTORY_STEP_S = kernels.REFRACTORY_STEP_S
 _MAX_AGE = kernels.MAX_AGE
+WEEK_S = 604800.0  # the shortest profile cycle the level follows (level_follow)
 _UNIT_BAND = np.ones(1)  # the members' band one spread wide (an array: no conversion)
 
 class _Round(NamedTuple):
@@ -44,6 +46,9 @@ class _Round(NamedTuple):
     widening: NDArray[np.float64]  # per row: the band's stretch after that excursion
     # The fused kernels only: each profile's gathered phase, which the lessons learn from.
     phases: tuple[Any, ...] | None = None
+    # The level's step along the weekly profile, the profile's value and the level's extra
+    # variance per row (``level_follow``), which the lessons keep; None: not followed.
+    follow: tuple[Any, ...] | None = None
 
     def z(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """Per row and member the deviation in scaled, narrowed spreads (0 while warming)."""
@@ -131,6 +136,11 @@ class Ensemble(Detector):
         on a young series, the points that may start one (``learns_held_rows``).
     log_offset
         Where the transform turns from linear to logarithmic, in the series' unit, > 0.
+    level_follows_season
+        Carry the first member, a level (``ewma_zscore``), along the step the last member,
+        a weekly profile, foresees between a series' points (``level_follow``), so a
+        weekly step (the start of a quiet day) is not an anomaly of the lagging level.
+        Only with those two members; off otherwise.
 
     Examples
     --------
@@ -158,6 +168,7 @@ class Ensemble(Detector):
         persistence_alpha: float = 0.1, persistence_level: float = 4.0,
         persistence_shrink: float = 0.3, persistence_window: int = 1200,
         persistence_alarm: bool = False, log_transform: bool = False, log_offset: float = 1.0,
+        level_follows_season: bool = True,
     ) -> None:
         if not members:
             msg = "ensemble: members must name at least one detector"
@@ -216,7 +227,13 @@ class Ensemble(Detector):
             shrink=persistence_shrink, window=persistence_window, alarm=persistence_alarm)
         # The last excursion's score, and the points since.
         self._slots = SlotArrays(peak=Column(np.float32, 0.0), age=Column(np.int32),
-                                 peak_ns=Column(np.int64))
+                                 peak_ns=Column(np.int64),
+                                 # level_follow: the weekly profile's value at the last
+                                 # point (NaN: not ready) and the level's extra variance.
+                                 follow_ref=Column(np.float64, np.nan),
+                                 follow_var=Column(np.float32, 0.0))
+        self.level_follows_season = level_follows_season
+        self._follows = level_follows_season and _follows_season(members)
         self._members = [MEMBER_TYPES[kind](**dict(params)) for kind, params in members]
         # Its own learning is compiled kernels; the members' may not be.
         self.compiled_learning = all(m.compiled_learning for m in self._members)
@@ -240,7 +257,7 @@ class Ensemble(Detector):
             return cached
         if self._fused is not None:
             views = self._fused_views(batch, self._fused)
-            out = _Round._make((*views[:9], views[9:]))
+            out = _Round._make((*views[:9], views[9:19], views[19:22]))
             self._memo.put(batch, out)
             return out
         shape = (len(batch), len(self._members))
@@ -256,8 +273,13 @@ class Ensemble(Detector):
         else:
             narrow_up = narrow_down = np.ones(shape)
         recent = self._recent_peak(batch.slots, batch.ts_unix_nano)
+        follow = None
+        if self._follows:
+            self._ensure(batch.slots)
+            follow = level_follow.follow_rows(batch.slots, expected, upper, lower,
+                                              self._slots.follow_ref, self._slots.follow_var)
         out = _Round(expected, upper, lower, floor, mult, narrow_up, narrow_down, recent,
-                     self._widening(batch.slots, batch.ts_unix_nano, recent))
+                     self._widening(batch.slots, batch.ts_unix_nano, recent), follow=follow)
         self._memo.put(batch, out)
         return out
 
@@ -275,7 +297,8 @@ class Ensemble(Detector):
         args = self._fused_args(batch.slots, members)
         ensemble_round.round_lessons(
             batch.slots, batch.ts_unix_nano, batch.values,
-            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent, *(r.phases or ())),
+            (r.expected, r.upper, r.lower, r.floor, r.mult, r.recent, *(r.phases or ()),
+             *(r.follow or ())),
             *args.lessons)
         self.rounds_learned()
 
@@ -473,6 +496,14 @@ class Ensemble(Detector):
                                batch.slots, batch.ts_unix_nano, combined, r.recent, _MAX_AGE)
         if self.persistence_alpha > 0:
             self._persistence.update(batch.slots, signed, ready)
+        if r.follow is not None:
+            level = self._members[0]
+            assert isinstance(level, EwmaZScore)  # noqa: S101 -- _follows_season said so
+            level._ensure(batch.slots)  # noqa: SLF001 -- its mean moves before it learns
+            step, keep, extra = r.follow
+            level_follow.learn_follow(batch.slots, level._slots.mean,  # noqa: SLF001
+                                      self._slots.follow_ref, self._slots.follow_var,
+                                      step, keep, extra, level.alpha)
         for i, (member, scale, on) in enumerate(
                 zip(self._members, self._scales, ready_rows.tolist(), strict=True)):
             if on == len(batch):
@@ -520,6 +551,12 @@ class Ensemble(Detector):
             # refractory age counted in points until the next excursion.
             never = np.iinfo(np.int64).max
             state = {**state, "peak_ns": np.full(len(state["peak"]), never, np.int64)}
+        if "follow_ref" not in state and "peak" in state:
+            # Saved before the level followed the weekly profile (checkpoint format 20):
+            # no value to step from, so each slot's first point starts following.
+            rows = len(state["peak"])
+            state = {**state, "follow_ref": np.full(rows, np.nan),
+                     "follow_var": np.zeros(rows, np.float32)}
         self._slots.load_state_dict(state)
         self._persistence.load_state_dict(_prefixed(state, "p."))
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
@@ -540,6 +577,16 @@ class Ensemble(Detector):
                "log_offset": 0.5, "persistence_alarm": True}
         yield {"members": (("ewma_zscore", (("warmup", 10),)),
                            ("discord", (("length", 4), ("history", 16))))}
+
+
+def _follows_season(members: tuple[MemberSpec, ...]) -> bool:
+    """Whether ``members`` are a level first and a weekly (or longer) profile last."""
+    if len(members) < 2:  # noqa: PLR2004 -- a level and a profile
+        return False
+    (first, first_params), (last, last_params) = members[0], members[-1]
+    period = float(dict(last_params).get("period_s", 86400.0))
+    return (first == "ewma_zscore" and not dict(first_params).get("log_transform", False)
+            and last == "seasonal_profile" and period >= WEEK_S)
 
 
 def _prefixed(state: dict[str, NDArray[Any]], prefix: str) -> dict[str, NDArray[Any]]:

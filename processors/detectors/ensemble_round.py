@@ -22,7 +22,12 @@ import numpy as np
 
 from otel_anomaly.processors.alerting import tail_quantile
 from otel_anomaly.processors.compiled import kernel
-from otel_anomaly.processors.detectors import ensemble_kernels, persistence, seasonal_kernels
+from otel_anomaly.processors.detectors import (
+    ensemble_kernels,
+    level_follow,
+    persistence,
+    seasonal_kernels,
+)
 from otel_anomaly.processors.detectors import ewma_zscore as ewma
 from otel_anomaly.processors.detectors.base import Detector
 from otel_anomaly.processors.detectors.seasonal_profile import SeasonalProfile
@@ -84,12 +89,14 @@ def round_args(ensemble: Ensemble, members: DefaultMembers,
              (p._slots.d, p._slots.v, p.level, p.shrink, p._prior, p.alarm),  # noqa: SLF001
              (ex.peak, ex.age, ex.peak_ns, ensemble_kernels.REFRACTORY_STEP_S * 1e9,
               ensemble.refractory_hold, ensemble.refractory_decay, ensemble.refractory_level,
-              ensemble_kernels.MAX_STRETCH, ensemble.refractory_grace))
+              ensemble_kernels.MAX_STRETCH, ensemble.refractory_grace),
+             (ensemble._follows, ex.follow_ref, ex.follow_var))  # noqa: SLF001
     lessons = (ensemble.combine == "max", (lv.n, lv.mean, lv.dev, level.alpha, level.warmup),
                profile_learn_args(daily), profile_learn_args(weekly),
                tuple(scale.learn_columns() for scale in scales),
                (p._slots.d, p._slots.v, p.alpha, p._prior, p.window),  # noqa: SLF001
-               (ex.peak, ex.age, ex.peak_ns, ensemble_kernels.MAX_AGE))
+               (ex.peak, ex.age, ex.peak_ns, ensemble_kernels.MAX_AGE),
+               (ensemble._follows, ex.follow_ref, ex.follow_var))  # noqa: SLF001
     return RoundArgs(tuple(h.generation for h in holders), min(len(h) for h in holders),
                      views, lessons)
 
@@ -132,14 +139,15 @@ def _profile_band(slots: Any, ts: Any, unit: Any, period_ns: int, bucket_ns: flo
 def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the settings
     slots: Any, ts: Any, level: tuple[Any, ...], daily: tuple[Any, ...],
     weekly: tuple[Any, ...], scales: tuple[Any, ...], narrowing: tuple[Any, ...],
-    excursions: tuple[Any, ...],
+    excursions: tuple[Any, ...], follow: tuple[Any, ...],
 ) -> Any:
     """``Ensemble._round``'s arrays for the default members, in one call.
 
     ``level``: the level member's columns and warm-up; ``daily``/``weekly``:
     ``profile_args``; ``scales``: per member its typical deviation, cached tail quantile
     and Gaussian quantile; ``narrowing``: the persistence columns and settings;
-    ``excursions``: the refractory columns and settings.
+    ``excursions``: the refractory columns and settings; ``follow``: whether the level
+    follows the weekly profile, and ``level_follow``'s columns.
     """
     rows = len(slots)
     expected, upper, lower = np.empty((rows, 3)), np.empty((rows, 3)), np.empty((rows, 3))
@@ -153,6 +161,12 @@ def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the
     expected[:, 1], lower[:, 1], upper[:, 1] = e, lo, up
     (e, lo, up), weekly_phase = _profile_band(slots, ts, unit, *weekly)
     expected[:, 2], lower[:, 2], upper[:, 2] = e, lo, up
+    follows, follow_ref, follow_var = follow
+    if follows:
+        step, keep, extra = level_follow.follow_rows(slots, expected, upper, lower,
+                                                     follow_ref, follow_var)
+    else:
+        step, keep, extra = np.zeros(rows), np.full(rows, np.nan), np.zeros(rows)
     typical0, cached0, gauss0, typical1, cached1, gauss1, typical2, cached2, gauss2 = scales
     tail_quantile._spread_terms(typical0, cached0, slots, gauss0, floor, mult, 0)
     tail_quantile._spread_terms(typical1, cached1, slots, gauss1, floor, mult, 1)
@@ -164,7 +178,7 @@ def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the
     stretch = ensemble_kernels.widening(recent, age, peak_ns, slots, ts, step_ns, r_level,
                                         max_stretch, grace)
     return (expected, upper, lower, floor, mult, narrow_up, narrow_down, recent, stretch,
-            *daily_phase, *weekly_phase)
+            *daily_phase, *weekly_phase, step, keep, extra)
 
 
 def profile_learn_args(member: SeasonalProfile) -> tuple[Any, ...]:
@@ -209,6 +223,7 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     slots: Any, ts: Any, values: Any, views: tuple[Any, ...], combine_max: bool,
     level: tuple[Any, ...], daily: tuple[Any, ...], weekly: tuple[Any, ...],
     scales: tuple[Any, ...], narrowing: tuple[Any, ...], excursions: tuple[Any, ...],
+    follow: tuple[Any, ...],
 ) -> None:
     """``Ensemble._learn_unique`` for the default members, in one call.
 
@@ -217,10 +232,12 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     they left cyclic garbage at every call); ``level``: the level member's columns
     and settings; ``daily``/``weekly``: ``profile_learn_args``; ``scales``: per member its tail
     histogram's columns, typical deviation and settings; ``narrowing`` and ``excursions``:
-    the persistence and refractory columns and settings.
+    the persistence and refractory columns and settings; ``follow``: as ``round_views``
+    takes it (the round's steps are the last three ``views``).
     """
     expected, upper, lower, floor, mult, recent = views[:6]
-    daily_phase, weekly_phase = views[6:11], views[11:]
+    daily_phase, weekly_phase = views[6:11], views[11:16]
+    step, keep, extra = views[16], views[17], views[18]
     combined, signed, unit, resid, ready, ready_rows = ensemble_kernels.lessons(
         values, expected, upper, lower, floor, mult, combine_max)
     peak, age, peak_ns, max_age = excursions
@@ -230,6 +247,10 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     s0, s1, s2 = scales
     _scale_update(slots, unit, resid, ready, ready_rows[0], 0, *s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
+    follows, follow_ref, follow_var = follow
+    if follows:
+        level_follow.learn_follow(slots, mean_col, follow_ref, follow_var, step, keep, extra,
+                                  level_alpha)
     ewma._learn(slots, values, level_alpha, warmup, n_col, mean_col, dev_col)
     _scale_update(slots, unit, resid, ready, ready_rows[1], 1, *s1)
     _profile_learn(slots, ts, values, daily_phase, *daily)

@@ -33,7 +33,7 @@ from otel_anomaly.processors.alerting.tail_quantile import (
 from otel_anomaly.processors.compiled import row_kernel
 from otel_anomaly.processors.detectors import ensemble_kernels as ek
 from otel_anomaly.processors.detectors import ewma_zscore as ewma
-from otel_anomaly.processors.detectors import persistence, seasonal_kernels
+from otel_anomaly.processors.detectors import level_follow, persistence, seasonal_kernels
 from otel_anomaly.processors.detectors.seasonal_codes import decode_dev, store
 from otel_anomaly.processors.detectors.seasonal_counts import advanced
 from otel_anomaly.processors.kernel_math import maximum, minimum
@@ -73,11 +73,12 @@ def _profile_row(s: int, t: int, profile: tuple[Any, ...]) -> Any:
 def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
     s: int, t: int, views: Any, level: tuple[Any, ...], daily: tuple[Any, ...],
     weekly: tuple[Any, ...], scales: tuple[Any, ...], narrowing: tuple[Any, ...],
-    excursions: tuple[Any, ...],
+    excursions: tuple[Any, ...], follow: tuple[Any, ...],
 ) -> Any:
     """``round_views`` of slot ``s`` at time ``t``, the members' views written into ``views``.
 
-    Returns the recent peak, the refractory stretch and the two profiles' gathered phases.
+    Returns the recent peak, the refractory stretch, the two profiles' gathered phases and
+    the level's step along the weekly profile (``level_follow``: step, value, variance).
     """
     n_col, mean_col, dev_col, warmup = level
     sigma = ewma.sigma_of(mean_col[s], dev_col[s])
@@ -85,6 +86,13 @@ def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
                                                          warmup)
     views[0, 1], views[2, 1], views[1, 1], daily_phase = _profile_row(s, t, daily)
     views[0, 2], views[2, 2], views[1, 2], weekly_phase = _profile_row(s, t, weekly)
+    follows, follow_ref, follow_var = follow
+    stepped = (0.0, math.nan, 0.0)
+    if follows:
+        views[0, 0], views[1, 0], views[2, 0], step, keep, extra = level_follow.follow_row(
+            views[0, 0], views[1, 0], views[2, 0], views[0, 2], views[1, 2], follow_ref[s],
+            float(follow_var[s]))
+        stepped = (step, keep, extra)
     typical0, cached0, gauss0, typical1, cached1, gauss1, typical2, cached2, gauss2 = scales
     views[3, 0], views[4, 0] = spread_of(float(typical0[s]), float(cached0[s]), gauss0)
     views[3, 1], views[4, 1] = spread_of(float(typical1[s]), float(cached1[s]), gauss1)
@@ -97,7 +105,7 @@ def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
     recent = ek.recent_of(float(peak[s]), age[s], peak_ns[s], t, step_ns, hold, decay)
     stretch = ek.widening_of(recent, age[s], peak_ns[s], t, step_ns, r_level, max_stretch,
                              grace)
-    return recent, stretch, daily_phase, weekly_phase
+    return recent, stretch, daily_phase, weekly_phase, stepped
 
 
 @row_kernel
@@ -161,11 +169,14 @@ def _learn_scale(s: int, z: float, resid: float, scale: tuple[Any, ...]) -> None
 @row_kernel
 def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons``
     s: int, t: int, x: float, views: Any, recent: float, daily_phase: Any, weekly_phase: Any,
-    combine_max: bool, level: tuple[Any, ...], daily: tuple[Any, ...],
+    stepped: Any, combine_max: bool, level: tuple[Any, ...], daily: tuple[Any, ...],
     weekly: tuple[Any, ...], scales: tuple[Any, ...], narrowing: tuple[Any, ...],
-    excursions: tuple[Any, ...],
+    excursions: tuple[Any, ...], follow: tuple[Any, ...],
 ) -> None:
-    """``round_lessons`` of slot ``s``'s finite value ``x`` at time ``t``, from ``row_views``."""
+    """``round_lessons`` of slot ``s``'s finite value ``x`` at time ``t``, from ``row_views``.
+
+    ``stepped``: what ``row_views`` returned of the level's step.
+    """
     combined = 0.0
     unit, signed, resid = views[7], views[8], views[9]  # scratch: no array made per row
     for m in range(MEMBERS):
@@ -187,6 +198,12 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
     if views[1, 0] == views[1, 0]:  # noqa: PLR0124
         _learn_scale(s, unit[0], resid[0], s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
+    follows, follow_ref, follow_var = follow
+    if follows:
+        step, keep, extra = stepped
+        mean_col[s], follow_var[s] = level_follow.followed_row(mean_col[s], step, extra,
+                                                               level_alpha)
+        follow_ref[s] = keep
     n_col[s], mean_col[s], dev_col[s] = ewma.learned(n_col[s], mean_col[s], dev_col[s], x,
                                                      level_alpha, warmup)
     if views[1, 1] == views[1, 1]:  # noqa: PLR0124

@@ -46,7 +46,7 @@ from otel_anomaly.processors.state.codec import decode, encode
 from otel_anomaly.processors.state.migrations import FIRST_FORMAT, upgrade
 
 MAGIC = "otel-anomaly-checkpoint"
-FORMAT = 20  # bump (and add a migration) whenever a component's saved state changes shape
+FORMAT = 21  # bump (and add a migration) whenever a component's saved state changes shape
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"otel-anomaly-checkpoint\n"  # formats 1 to 3: a pickle behind this line
 

@@ -381,13 +381,28 @@ def _back_test(state: dict[str, Any], prefix: str) -> None:
     state.setdefault(prefix + "told", np.zeros(rows, np.bool_))
 
 
+def _level_follows(state: Any) -> Any:
+    """Format 20 -> 21: the ensemble's level follows its weekly profile (``level_follow``).
+
+    Every saved ``Ensemble`` gains ``follow_ref``, NaN (the profile's value at the last
+    point is not known: each slot's next point starts following) and ``follow_var``, 0.
+    """
+    return _each_prefix(state, "peak_ns", _follow_columns)
+
+
+def _follow_columns(state: dict[str, Any], prefix: str) -> None:
+    rows = len(np.asarray(state[prefix + "peak_ns"]))
+    state.setdefault(prefix + "follow_ref", np.full(rows, np.nan))
+    state.setdefault(prefix + "follow_var", np.zeros(rows, np.float32))
+
+
 MIGRATIONS: dict[int, Upgrade] = {4: _anomaly_stamps, 5: _text_columns, 6: _compact_profiles,
                                   7: _fewer_tail_bins, 8: _count_codes, 9: _integer_tail_bins,
                                   10: _deploy_columns, 11: _resolution_flags,
                                   12: _evidence_columns, 13: _offset_factors,
                                   14: _event_resolution, 15: _count_dispersions,
                                   16: _count_runs, 17: _drops_and_evident_offsets,
-                                  18: _rise_cusums, 19: _back_tests}
+                                  18: _rise_cusums, 19: _back_tests, 20: _level_follows}
 """Format ``N`` -> the step that turns its state into format ``N + 1``'s."""
 
 

@@ -225,10 +225,11 @@ def test_scanned_weekly_counters_equal_the_stepped_ones(
 ) -> None:
     # Request counters past their first week: the weekly profile's last cycle is a second
     # opinion of a count's usual events (``count_references``) on both paths, through
-    # quiet days and a drop that opens.
+    # quiet days and a drop that opens. Past two weeks the level follows the weekly
+    # profile's steps (``level_follow``) on both paths too.
     series: list[Series] = []
     for seed in range(2):
-        ts, values = production_series("requests", days=10, step_s=600.0, seed=seed)
+        ts, values = production_series("requests", days=17, step_s=600.0, seed=seed)
         if seed:
             values = values.copy()
             values[1300:1310] *= 0.2
@@ -239,6 +240,9 @@ def test_scanned_weekly_counters_equal_the_stepped_ones(
     _assert_same_run(scanned, stepped)
     assert scanned[1], "the drop must open an anomaly for the comparison to mean much"
     assert sum(counted_scans) > 2000, "quiet rows must be scanned"
+    followed = [d.state_dict()["follow_ref"] for d in scanned[2].scorer.detectors
+                if "follow_ref" in d.state_dict()]
+    assert any(np.isfinite(ref).any() for ref in followed), "no level followed its profile"
 
 
 def test_a_restored_engine_scans_as_it_steps(monkeypatch: pytest.MonkeyPatch) -> None:

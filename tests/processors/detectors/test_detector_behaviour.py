@@ -178,6 +178,28 @@ def test_a_level_lagging_a_step_its_profile_foresees_leaves_the_profile_s_band()
     assert p.lower[1] > 12.0  # a value where the lagging level is is still out
 
 
+@pytest.mark.parametrize("follows", [True, False])
+def test_the_level_follows_the_weekly_step_so_a_quiet_day_starts_inside_the_band(
+    follows: bool,
+) -> None:
+    # The default members, 5-minute points: five busy days at 20 and two quiet ones at 15
+    # a week, for three weeks and five days. At the start of the fourth quiet day the
+    # weekly profile expects 15 and the level (50 points of memory) still sits at 20; the
+    # members' bands meet between them (the daily profile's is wide), so without following
+    # the ensemble's band starts above a quiet day's ordinary values.
+    det = Ensemble(level_follows_season=follows)
+    rng = np.random.default_rng(0)
+    step_s, day_s = 300, 86400
+    ts = np.arange((3 * 7 + 5) * day_s // step_s) * step_s
+    values = np.where((ts // day_s) % 7 < 5, 20.0, 15.0) + rng.normal(0.0, 1.0, len(ts))
+    for t, x in zip(ts.tolist(), values.tolist(), strict=True):
+        det.learn(SeriesBatch.of([0], [x], [t * SECOND]))
+    quiet_day = SeriesBatch.of([0, 0], [14.0, 20.0], [(ts[-1] + step_s) * SECOND] * 2)
+    p = det.predict(quiet_day, 3.5)
+    assert (p.lower[0] < 14.0) == follows, (p.lower, p.expected, p.upper)
+    assert p.upper[1] < 20.0  # a busy value on a quiet day is out either way
+
+
 def test_predict_then_learn_learns_what_learn_alone_does() -> None:
     # The round's views are kept from predict for learn: it must not change what is learned
     # (also when learn gets other values than predict, e.g. clipped by learn gating).
