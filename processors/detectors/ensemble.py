@@ -228,9 +228,10 @@ class Ensemble(Detector):
         # The last excursion's score, and the points since.
         self._slots = SlotArrays(peak=Column(np.float32, 0.0), age=Column(np.int32),
                                  peak_ns=Column(np.int64),
-                                 # level_follow: the weekly profile's value at the last
-                                 # point (NaN: not ready) and the level's extra variance.
-                                 follow_ref=Column(np.float64, np.nan),
+                                 # level_follow: the weekly profile's value and spread at
+                                 # the last point (NaN: not seen, not ready) and the
+                                 # level's extra variance.
+                                 follow_ref=Column(np.float64, np.nan, (2,)),
                                  follow_var=Column(np.float32, 0.0))
         self.level_follows_season = level_follows_season
         self._follows = level_follows_season and _follows_season(members)
@@ -555,7 +556,7 @@ class Ensemble(Detector):
             # Saved before the level followed the weekly profile (checkpoint format 20):
             # no value to step from, so each slot's first point starts following.
             rows = len(state["peak"])
-            state = {**state, "follow_ref": np.full(rows, np.nan),
+            state = {**state, "follow_ref": np.full((rows, 2), np.nan),
                      "follow_var": np.zeros(rows, np.float32)}
         self._slots.load_state_dict(state)
         self._persistence.load_state_dict(_prefixed(state, "p."))

@@ -166,7 +166,7 @@ def round_views(  # noqa: PLR0913 -- every member's and scale's columns, and the
         step, keep, extra = level_follow.follow_rows(slots, expected, upper, lower,
                                                      follow_ref, follow_var)
     else:
-        step, keep, extra = np.zeros(rows), np.full(rows, np.nan), np.zeros(rows)
+        step, keep, extra = np.zeros(rows), np.full((rows, 2), np.nan), np.zeros(rows)
     typical0, cached0, gauss0, typical1, cached1, gauss1, typical2, cached2, gauss2 = scales
     tail_quantile._spread_terms(typical0, cached0, slots, gauss0, floor, mult, 0)
     tail_quantile._spread_terms(typical1, cached1, slots, gauss1, floor, mult, 1)

@@ -87,12 +87,13 @@ def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
     views[0, 1], views[2, 1], views[1, 1], daily_phase = _profile_row(s, t, daily)
     views[0, 2], views[2, 2], views[1, 2], weekly_phase = _profile_row(s, t, weekly)
     follows, follow_ref, follow_var = follow
-    stepped = (0.0, math.nan, 0.0)
+    stepped = (0.0, math.nan, math.nan, 0.0)
     if follows:
-        views[0, 0], views[1, 0], views[2, 0], step, keep, extra = level_follow.follow_row(
-            views[0, 0], views[1, 0], views[2, 0], views[0, 2], views[1, 2], follow_ref[s],
-            float(follow_var[s]))
-        stepped = (step, keep, extra)
+        (views[0, 0], views[1, 0], views[2, 0], step, keep, keep_spread,
+         extra) = level_follow.follow_row(views[0, 0], views[1, 0], views[2, 0], views[0, 2],
+                                          views[1, 2], follow_ref[s, 0], follow_ref[s, 1],
+                                          float(follow_var[s]))
+        stepped = (step, keep, keep_spread, extra)
     typical0, cached0, gauss0, typical1, cached1, gauss1, typical2, cached2, gauss2 = scales
     views[3, 0], views[4, 0] = spread_of(float(typical0[s]), float(cached0[s]), gauss0)
     views[3, 1], views[4, 1] = spread_of(float(typical1[s]), float(cached1[s]), gauss1)
@@ -200,10 +201,10 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow
     if follows:
-        step, keep, extra = stepped
+        step, keep, keep_spread, extra = stepped
         mean_col[s], follow_var[s] = level_follow.followed_row(mean_col[s], step, extra,
                                                                level_alpha)
-        follow_ref[s] = keep
+        follow_ref[s, 0], follow_ref[s, 1] = keep, keep_spread
     n_col[s], mean_col[s], dev_col[s] = ewma.learned(n_col[s], mean_col[s], dev_col[s], x,
                                                      level_alpha, warmup)
     if views[1, 1] == views[1, 1]:  # noqa: PLR0124

@@ -13,30 +13,34 @@ So between a slot's consecutive points the level's mean moves by the change in t
 profile's expected value, where the profile had seen both phases (a level on the series
 less its weekly profile, as in Holt-Winters' additive model). The step itself may not
 happen (the profile can be wrong: a holiday, a phase it learned from an incident), so the
-level's band also takes in ``min(step, profile spread)`` squared as extra variance, which
-fades as the level learns (by ``(1 - alpha)`` squared a point). A wrong step then widens
-the level's band towards the value instead of leaving it far off.
+level's band also takes in the step's own uncertainty as extra variance, which fades as
+the level learns (by ``(1 - alpha)`` squared a point): the step is the difference of two
+phases' means, so that is both phases' spreads squared and added, or the step squared if
+smaller. A wrong step then widens the level's band towards the value instead of leaving
+it far off. (With the new phase's spread alone, a step out of a phase the profile knew
+badly, learned from an anomaly's clipped lessons, opened: 2 of 180 series-days of request
+rates every 30 s, each held 12 to 16 hours.)
 
-The second week is followed too: a phase seen once has a mean but no spread yet, so its
-step is followed only when it goes beyond the level's own spread (one sigma: one week's
-phase means are noisy, a weekday's start is not), and the whole step is borrowed as
-variance. Waiting
-for the profile to be ready (two weeks) was measured first: the second week's first busy
-day then opened on the lagging level, the anomaly was held all day against the band it
-opened against, and the weekly profile learned that day from its clipped lessons, so it
-under-predicted that day from then on (request rates judged as gauges every 30 s: 31 false
-opens in 180 series-days, 10 of 10 series on each of the first three weeks' first busy
-day; following from the second week: 12, of which 10 on the first week's).
+The second week is followed too: a phase seen once has a mean but no spread yet, so a step
+from or to it is followed only when it goes beyond the level's own spread (one sigma: one
+week's phase means are noisy, a weekday's start is not), and the whole step is borrowed as
+variance. Waiting for the profile to be ready (two weeks) was measured first: the second
+week's first busy day then opened on the lagging level, the anomaly was held all day
+against the band it opened against, and the weekly profile learned that day from its
+clipped lessons, so it under-predicted that day from then on (request rates judged as
+gauges every 30 s, ``benchmarks/incidents.py --step 30``: 31 false opens in 180
+series-days, 10 of 10 series at each of the first three weeks' first busy day; now 10,
+all at the first week's, before the profile has seen a week).
 
 Only a weekly (or longer) profile is followed. Following the daily profile as well was
 measured: it carried every daily phase's noise into the level, and, before the weekly
 profile is ready, the daily profile's mistake at each busy/quiet change of the week (NAB
 ``flag`` column, tuning half: 50.7 -> 28.6).
 
-Per slot: the profile's expected value at the slot's last point (NaN: not seen) and the
-borrowed variance. ``follow_row`` is one row's step; the array kernels call it in the same
-order, so the ensemble's three paths (``Ensemble._round``, ``ensemble_round``,
-``ensemble_row``) give the same bits.
+Per slot: the profile's expected value and spread at the slot's last point (NaN: not
+seen, not ready) and the borrowed variance. ``follow_row`` is one row's step; the array
+kernels call it in the same order, so the ensemble's three paths (``Ensemble._round``,
+``ensemble_round``, ``ensemble_row``) give the same bits.
 """
 
 from __future__ import annotations
@@ -53,35 +57,40 @@ __all__ = ["follow_row", "follow_rows", "followed_row", "learn_follow"]
 
 @row_kernel
 def follow_row(e0: float, up0: float, lo0: float, e_p: float, up_p: float, ref: float,
-               borrowed: float) -> tuple[float, float, float, float, float, float]:
+               ref_spread: float, borrowed: float,
+               ) -> tuple[float, float, float, float, float, float, float]:
     """The level's unit band ``(e0, up0, lo0)`` carried along the profile's step.
 
     ``e_p``/``up_p``: the followed profile's expected value and upper edge now (NaN value:
     the phase not seen yet; NaN edge: seen once, no spread yet); ``ref``: its expected
-    value at the slot's last point (NaN: not seen then); ``borrowed``: the level's extra
-    variance so far. Returns the level's expected value, upper and lower edge, the step,
-    the profile's expected value to keep (NaN if not seen) and the extra variance after
-    this row (before learning fades it).
+    value at the slot's last point (NaN: not seen then) and ``ref_spread`` its spread there
+    (NaN: seen once then); ``borrowed``: the level's extra variance so far. Returns the
+    level's expected value, upper and lower edge, the step, the profile's expected value
+    and spread to keep (NaN if not seen, not ready) and the extra variance after this row
+    (before learning fades it).
     """
     seen = e_p == e_p  # noqa: PLR0124 -- NaN until the phase was seen once
     ready = up_p == up_p  # noqa: PLR0124 -- NaN until it was seen twice (a spread)
     step = e_p - ref if seen and ref == ref else 0.0  # noqa: PLR0124
     if step != step:  # noqa: PLR0124 -- an infinite expected value
         step = 0.0
-    if not ready and not (up0 == up0 and abs(step) > up0 - e0):  # noqa: PLR0124
-        # One cycle seen: only a step beyond the level's own spread (its unit band) is
+    spread = up_p - e_p if ready else math.nan
+    known = ready and ref_spread == ref_spread  # noqa: PLR0124
+    if not known and not (up0 == up0 and abs(step) > up0 - e0):  # noqa: PLR0124
+        # A phase seen once: only a step beyond the level's own spread (its unit band) is
         # followed, not the noise of one week's phase means; all of it is borrowed.
         step = 0.0
     keep = e_p if seen else math.nan
-    spread = up_p - e_p if ready else abs(step)
+    # The step is the difference of two phases' means: both spreads count.
+    variance = spread * spread + ref_spread * ref_spread if known else step * step
     extra = borrowed
     if step != 0.0:
-        extra = max(borrowed, min(step * step, spread * spread))
+        extra = max(borrowed, min(step * step, variance))
     e = e0 + step
     if up0 != up0:  # noqa: PLR0124 -- the level warms up: no band to widen
-        return e, up0, lo0, step, keep, extra
+        return e, up0, lo0, step, keep, spread, extra
     half = math.sqrt((up0 - e0) * (up0 - e0) + extra)
-    return e, e + half, e - half, step, keep, extra
+    return e, e + half, e - half, step, keep, spread, extra
 
 
 @row_kernel
@@ -99,16 +108,17 @@ def follow_rows(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """``follow_row`` of each row: column 0 (the level) moved in place, along the last column.
 
-    Returns per row the step, the profile's expected value to keep and the extra variance.
+    Returns per row the step, the profile's expected value and spread to keep (two
+    columns, as ``ref``) and the extra variance.
     """
     rows = len(slots)
     last = expected.shape[1] - 1
-    step, keep, extra = np.empty(rows), np.empty(rows), np.empty(rows)
+    step, keep, extra = np.empty(rows), np.empty((rows, 2)), np.empty(rows)
     for i in range(rows):
         s = slots[i]
-        expected[i, 0], upper[i, 0], lower[i, 0], step[i], keep[i], extra[i] = follow_row(
-            expected[i, 0], upper[i, 0], lower[i, 0], expected[i, last], upper[i, last],
-            ref[s], float(borrowed[s]))
+        (expected[i, 0], upper[i, 0], lower[i, 0], step[i], keep[i, 0], keep[i, 1],
+         extra[i]) = follow_row(expected[i, 0], upper[i, 0], lower[i, 0], expected[i, last],
+                                upper[i, last], ref[s, 0], ref[s, 1], float(borrowed[s]))
     return step, keep, extra
 
 
@@ -123,4 +133,4 @@ def learn_follow(
         s = slots[i]
         mean[s], faded = followed_row(mean[s], step[i], extra[i], alpha)
         borrowed[s] = faded
-        ref[s] = keep[i]
+        ref[s, 0], ref[s, 1] = keep[i, 0], keep[i, 1]

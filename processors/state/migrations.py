@@ -384,15 +384,16 @@ def _back_test(state: dict[str, Any], prefix: str) -> None:
 def _level_follows(state: Any) -> Any:
     """Format 20 -> 21: the ensemble's level follows its weekly profile (``level_follow``).
 
-    Every saved ``Ensemble`` gains ``follow_ref``, NaN (the profile's value at the last
-    point is not known: each slot's next point starts following) and ``follow_var``, 0.
+    Every saved ``Ensemble`` gains ``follow_ref``, two NaN columns (the profile's value and
+    spread at the last point are not known: each slot's next point starts following) and
+    ``follow_var``, 0.
     """
     return _each_prefix(state, "peak_ns", _follow_columns)
 
 
 def _follow_columns(state: dict[str, Any], prefix: str) -> None:
     rows = len(np.asarray(state[prefix + "peak_ns"]))
-    state.setdefault(prefix + "follow_ref", np.full(rows, np.nan))
+    state.setdefault(prefix + "follow_ref", np.full((rows, 2), np.nan))
     state.setdefault(prefix + "follow_var", np.zeros(rows, np.float32))
 
 
