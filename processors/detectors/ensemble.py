@@ -46,8 +46,9 @@ class _Round(NamedTuple):
     widening: NDArray[np.float64]  # per row: the band's stretch after that excursion
     # The fused kernels only: each profile's gathered phase, which the lessons learn from.
     phases: tuple[Any, ...] | None = None
-    # The level's step along the weekly profile, the profile's value and the level's extra
-    # variance per row (``level_follow``), which the lessons keep; None: not followed.
+    # The level's step along the weekly profile, the profile's value and spread and the
+    # level's extra variance per row (``level_follow``), which the lessons keep; None: not
+    # followed.
     follow: tuple[Any, ...] | None = None
 
     def z(self, values: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -78,7 +78,7 @@ def row_views(  # noqa: PLR0913 -- the row, the scratch, and ``RoundArgs.views``
     """``round_views`` of slot ``s`` at time ``t``, the members' views written into ``views``.
 
     Returns the recent peak, the refractory stretch, the two profiles' gathered phases and
-    the level's step along the weekly profile (``level_follow``: step, value, variance).
+    the level's step along the weekly profile (``level_follow``: step, value, spread, variance).
     """
     n_col, mean_col, dev_col, warmup = level
     sigma = ewma.sigma_of(mean_col[s], dev_col[s])
