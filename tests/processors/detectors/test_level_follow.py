@@ -9,7 +9,12 @@ import pytest
 
 from otel_anomaly.processors.detectors.ensemble import Ensemble
 from otel_anomaly.processors.detectors.ensemble_members import DEFAULT_MEMBERS
-from otel_anomaly.processors.detectors.level_follow import follow_row, followed_row
+from otel_anomaly.processors.detectors.level_follow import (
+    ONCE_SEEN_STEP,
+    follow_row,
+    followed_row,
+)
+from otel_anomaly.processors.settings import SEASONAL_ALERT
 from otel_anomaly.processors.state import checkpoint
 from otel_anomaly.processors.state.migrations import upgrade
 from otel_anomaly.processors.testing import SECOND
@@ -64,8 +69,10 @@ def test_a_phase_seen_once_is_followed_only_beyond_the_level_spread_and_all_borr
     assert up == pytest.approx(14.0 + math.sqrt(37.0))
     # So is a step from a phase seen once (ready now, no spread then).
     assert follow_row(20.0, 21.0, 19.0, 14.0, 16.0, 20.0, nan, 0.0)[6] == 36.0
-    # A step within the level's spread is one week's noise: not followed, the value kept.
-    assert follow_row(20.0, 21.0, 19.0, 19.5, nan, 20.0, nan, 0.0)[3:5] == (0.0, 19.5)
+    # A step the level's band holds (2 spreads, within ONCE_SEEN_STEP) may be one week's
+    # noise or the day's shape: not followed, the value kept.
+    assert follow_row(20.0, 21.0, 19.0, 18.0, nan, 20.0, nan, 0.0)[3:5] == (0.0, 18.0)
+    assert ONCE_SEEN_STEP == SEASONAL_ALERT.band  # the band the level would alarm at
     # Nor is any step while the level has no spread of its own.
     assert follow_row(20.0, nan, nan, 14.0, nan, 20.0, nan, 0.0)[0] == 20.0
 
