@@ -553,12 +553,6 @@ class Ensemble(Detector):
             # refractory age counted in points until the next excursion.
             never = np.iinfo(np.int64).max
             state = {**state, "peak_ns": np.full(len(state["peak"]), never, np.int64)}
-        if "follow_ref" not in state and "peak" in state:
-            # Saved before the level followed the weekly profile (checkpoint format 20):
-            # no value to step from, so each slot's first point starts following.
-            rows = len(state["peak"])
-            state = {**state, "follow_ref": np.full((rows, 2), np.nan),
-                     "follow_var": np.zeros(rows, np.float32)}
         self._slots.load_state_dict(state)
         self._persistence.load_state_dict(_prefixed(state, "p."))
         for i, (member, scale) in enumerate(zip(self._members, self._scales, strict=True)):
