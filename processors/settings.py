@@ -54,7 +54,13 @@ class AlertPolicy:
         sent every 5 minutes. A point back inside the band lowers the sum instead of
         restarting the count. 0: points in a row.
     close_after
-        Normal points in a row before an open anomaly closes.
+        Normal points in a row before an open anomaly closes. With ``evidence_point_s``
+        each counts as the share of an evidence point it would add when opening: being
+        back needs as much evidence as being out, so on that smooth gauge one point back
+        inside is not 5 minutes back, while points 5 minutes apart or independent windows
+        still close on one. (An autocorrelation of the scores within two standard errors
+        of 0, about 0.063, counts as 0: independent windows are not discounted for the
+        noise of its estimate.)
     close_after_time_s
         ... and only once those normal points span this much event time, each counted as
         the series' usual spacing: a level that stays shifted, with noise that dips inside
@@ -222,16 +228,18 @@ dip changed it)."""
 
 ERROR_RATIO_ALERT = replace(SEASONAL_ALERT, direction="up", min_absolute_deviation=0.02,
                             false_alarm_budget=0.0, close_after=5)
-"""Alerting for ``binomial_ratio`` rules: as the ensemble's, but up only, never for a rise
-of less than 2 points of ratio, without a false-alarm budget (the detector's sigmas are
-already each series' own tail probabilities), and closed only after 5 windows in a row back
-inside the band. One window of a few calls is no sign that a burst is over: at 5 calls a
-window and 20 % errors, a third of the windows hold no error at all. Closed at the first
-such window (the ensemble's ``close_after`` of 1, tuned on NAB's series, which carry no
-counts), 39 of 39 bursts of 5 minutes at that traffic closed while they went on, and the
-cooldown then kept them closed (19 % of each burst flagged after its open); with 3 windows
-25-32 closed (61-70 % flagged), with 5 windows 9-16 (88-90 %), closing 3-4 windows after
-the burst ended (``tests/processors/test_error_ratios.py``)."""
+"""Alerting for ``binomial_ratio`` rules: as the ensemble's, but up only, never for a rise of
+less than 2 points of ratio, without a false-alarm budget (the detector's sigmas are already
+each series' own tail probabilities), and closed only after 5 windows in a row back inside
+the band (5 windows' evidence: the detector pools each window with the recent ones, so its
+scores are correlated and a window back counts as about 0.6 of one, see ``close_after``; 9
+windows in ``tests/processors/test_error_ratios.py``). One window of a few calls is no sign
+that a burst is over: at 5 calls a window and 20 % errors, a third of the windows hold no
+error at all. Closed at the first such window (the ensemble's ``close_after`` of 1, tuned on
+NAB's series, which carry no counts), 39 of 39 bursts of 5 minutes at that traffic closed
+while they went on, and the cooldown then kept them closed (19 % of each burst flagged after
+its open); with 3 windows 25-32 closed (61-70 % flagged), with 5 windows 9-16 (88-90 %),
+closing 3-4 windows after the burst ended (``tests/processors/test_error_ratios.py``)."""
 
 
 LATENCY_ALERT = replace(SEASONAL_ALERT, false_alarm_budget=0.1, tail_window=10000,

@@ -17,6 +17,10 @@ _COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
 _MAX_POLICIES = 64  # converted policies kept (one per detector rule in practice)
 _LAG_CLIP = 2.0  # scores are clipped here before their autocorrelation is learned
 _LAG_KEEP = 1.0 - 1.0 / 500  # the autocorrelation remembers about 500 points
+# Two standard errors of a lag-1 autocorrelation estimated from independent scores over
+# the (1 + keep) / (1 - keep) points an exponential average that long weighs as many as.
+_CLOSE_SLACK = 1e-9  # weighted points back inside that make ``close_after`` in float
+_LAG_NOISE = 2.0 / float(np.sqrt((1.0 + _LAG_KEEP) / (1.0 - _LAG_KEEP)))
 _PRIOR_MEAN, _PRIOR_SQUARE = 0.25, 0.1  # about a normal's |z| / 3.5: mean and mean square
 LAG_PRIOR = {"lag_prev": 0.0, "lag_mean": _PRIOR_MEAN, "lag_square": _PRIOR_SQUARE,
              "lag_cross": _PRIOR_MEAN * _PRIOR_MEAN}
@@ -53,7 +57,9 @@ class Hysteresis:
     point counting as the series' usual spacing (a running average of the gaps between its
     points, so one point after a gap of days does not count as days of evidence). One
     score at or above ``instant_threshold`` opens it at once. It closes after
-    ``close_after`` scores below ``close_threshold`` in a row, and only once they also span
+    ``close_after`` scores below ``close_threshold`` in a row (with ``evidence_point_s``,
+    each counted as the share of an evidence point it adds when opening: closer, correlated
+    points need more of them), and only once they also span
     ``close_after_time_s`` of event time (a shifted level whose noise dips inside the band
     now and then is not over); while open it asks for at
     most one update per ``update_interval_s`` of event time. For ``cooldown`` points after
@@ -287,6 +293,10 @@ def score_independence(mean: Any, square: Any, cross: Any) -> Any:
     if not variance > 1e-9:
         return 1.0
     r = min(max((cross - mean * mean) / variance, 0.0), 0.99)
+    # An autocorrelation within its sampling noise of 0 (independent windows learn up to
+    # about 0.07) is no reason to discount a point: independent windows count whole.
+    if r <= _LAG_NOISE:
+        return 1.0
     return (1.0 - r) / (1.0 + r)
 
 
@@ -297,6 +307,18 @@ def lag_after(x: Any, prev: Any, mean: Any, square: Any, cross: Any) -> Any:
     return (z, _LAG_KEEP * mean + (1.0 - _LAG_KEEP) * z,
             _LAG_KEEP * square + (1.0 - _LAG_KEEP) * z * z,
             _LAG_KEEP * cross + (1.0 - _LAG_KEEP) * z * prev)
+
+
+@row_kernel
+def point_weight(usual: Any, evidence_ns: float, independence: Any) -> Any:
+    """A point's share of an evidence point: its spacing's share, or its independence.
+
+    Whichever is more, at most 1; 1 without evidence points or while the spacing is unknown.
+    """
+    if evidence_ns <= 0:
+        return 1.0
+    weight = usual / evidence_ns if usual > 0 else 1.0
+    return min(max(weight, independence), 1.0)
 
 
 @kernel
@@ -314,8 +336,8 @@ def _evidence(  # noqa: PLR0913 -- one row's score and the policy's evidence set
     if evidence_ns <= 0:
         return 0.0, run_above >= min_duration
     if valid:
-        weight = usual / evidence_ns if usual > 0 else 1.0  # spacing unknown yet: one point
-        gathered = max(0.0, gathered + min(max(weight, independence), 1.0) * (x - reference))
+        gathered = max(0.0, gathered + point_weight(usual, evidence_ns, independence)
+                       * (x - reference))
     # The flag rises on a point out of the band, never on one that is back inside.
     return gathered, high and gathered >= min_duration * reference
 
@@ -355,8 +377,11 @@ def transition(  # noqa: PLR0913 -- one row, its slot's alert state, the policy'
     long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
     opens = not was_open and cooled and (
         long_enough or (valid and x >= instant_threshold))
+    # Points back inside count as the evidence opening counts them (``point_weight``): on a
+    # smooth gauge scraped every 30 s one point back is not 5 minutes of being back.
     # A series whose spacing is not known yet closes on points alone.
-    closes = was_open and run_below >= close_after and (
+    back = run_below * point_weight(usual, evidence_ns, independence)
+    closes = was_open and back >= close_after - _CLOSE_SLACK and (
         low_run >= close_time_ns or usual <= 0) and not keep_row
     updates = was_open and not closes and (
         (high and t - last_event_ts >= interval_ns) or (announce_row and valid))

@@ -187,6 +187,31 @@ def test_independent_points_are_full_evidence_however_close() -> None:
     assert _opens_at(np.array([0.1, 0.1, 0.1]), 10) == 1
 
 
+def _closes_after(quiet: np.ndarray, step_s: float) -> int:
+    """Points back inside (score 0.5) after which an anomaly opened at once closes."""
+    policy = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                         min_duration_time_s=0, evidence_point_s=300)
+    flags = _flags(policy, [*quiet.tolist(), 1.6, *[0.5] * 40], step_s)
+    assert flags[len(quiet)], "the instant point did not open"
+    return flags.index(False, len(quiet)) - len(quiet)
+
+
+def test_being_back_takes_as_much_evidence_as_being_out() -> None:
+    # One point back inside closes where one point out is full evidence: 5 minutes apart,
+    # or independent windows however close (their learned independence, 0.93 here, is
+    # close enough to 1). A smooth series' point 30 s after the last says little more than
+    # it: the whole number of them nearest to one point back (0.10 each) is 10, the 5
+    # minutes one point back would be at the spacing the evidence point stands for.
+    assert _closes_after(_smooth_scores(), 300) == 1
+    independent = np.abs(np.random.default_rng(1).normal(0.0, 0.15, 2000))
+    assert _closes_after(independent, 10) == 1
+    assert _closes_after(_smooth_scores(), 30) == 10
+    # Without evidence points, close_after counts points at any spacing.
+    runs = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
+                       min_duration_time_s=0)
+    assert _flags(runs, [*_smooth_scores().tolist(), 1.6, 0.5], 30)[-2:] == [True, False]
+
+
 def test_evidence_is_not_restarted_by_a_dip_and_fades_on_normal_points() -> None:
     policy = AlertPolicy(min_duration=2, close_after=1, instant_threshold=1.5,
                          min_duration_time_s=0, evidence_point_s=300)
