@@ -17,9 +17,9 @@ _COUNT_MAX = (1 << 31) - 1  # point counts saturate here (int32 storage)
 _MAX_POLICIES = 64  # converted policies kept (one per detector rule in practice)
 _LAG_CLIP = 2.0  # scores are clipped here before their autocorrelation is learned
 _LAG_KEEP = 1.0 - 1.0 / 500  # the autocorrelation remembers about 500 points
+_CLOSE_SLACK = 1e-9  # weighted points back inside that make ``close_after`` in float
 # Two standard errors of a lag-1 autocorrelation estimated from independent scores over
 # the (1 + keep) / (1 - keep) points an exponential average that long weighs as many as.
-_CLOSE_SLACK = 1e-9  # weighted points back inside that make ``close_after`` in float
 _LAG_NOISE = 2.0 / float(np.sqrt((1.0 + _LAG_KEEP) / (1.0 - _LAG_KEEP)))
 _PRIOR_MEAN, _PRIOR_SQUARE = 0.25, 0.1  # about a normal's |z| / 3.5: mean and mean square
 LAG_PRIOR = {"lag_prev": 0.0, "lag_mean": _PRIOR_MEAN, "lag_square": _PRIOR_SQUARE,
