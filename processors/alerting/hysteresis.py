@@ -323,21 +323,20 @@ def point_weight(usual: Any, evidence_ns: float, independence: Any) -> Any:
 
 @kernel
 def _evidence(  # noqa: PLR0913 -- one row's score and the policy's evidence settings
-    gathered: Any, x: Any, valid: Any, high: Any, usual: Any, run_above: Any,
-    min_duration: int, evidence_ns: float, reference: float, independence: float,
+    gathered: Any, x: Any, valid: Any, high: Any, weight: Any, run_above: Any,
+    min_duration: int, evidence_ns: float, reference: float,
 ) -> Any:
     """A slot's evidence after a point, and whether it is enough to open an anomaly.
 
     Without evidence points: ``min_duration`` high points in a row. With them, the CUSUM
     of ``Hysteresis``: the point adds ``score - reference`` times its share of an evidence
-    point, the sum never falls below 0, and ``min_duration`` points at the open threshold
-    (twice the reference) are enough.
+    point (``weight``, from ``point_weight``), the sum never falls below 0, and
+    ``min_duration`` points at the open threshold (twice the reference) are enough.
     """
     if evidence_ns <= 0:
         return 0.0, run_above >= min_duration
     if valid:
-        gathered = max(0.0, gathered + point_weight(usual, evidence_ns, independence)
-                       * (x - reference))
+        gathered = max(0.0, gathered + weight * (x - reference))
     # The flag rises on a point out of the band, never on one that is back inside.
     return gathered, high and gathered >= min_duration * reference
 
@@ -372,15 +371,17 @@ def transition(  # noqa: PLR0913 -- one row, its slot's alert state, the policy'
     cooled = cooled or (valid and x > peak)
     high_run = high_for + usual if high else (0.0 if valid else high_for)
     low_run = low_for + usual if low else (0.0 if valid else low_for)
-    gathered, enough = _evidence(evidence, x, valid, high, usual, run_above,
-                                 min_duration, evidence_ns, reference, independence)
+    # One weight for the evidence out (opening) and back (closing).
+    weight = point_weight(usual, evidence_ns, independence)
+    gathered, enough = _evidence(evidence, x, valid, high, weight, run_above,
+                                 min_duration, evidence_ns, reference)
     long_enough = enough or (high and min_time_ns > 0 and high_run >= min_time_ns)
     opens = not was_open and cooled and (
         long_enough or (valid and x >= instant_threshold))
     # Points back inside count as the evidence opening counts them (``point_weight``): on a
     # smooth gauge scraped every 30 s one point back is not 5 minutes of being back.
     # A series whose spacing is not known yet closes on points alone.
-    back = run_below * point_weight(usual, evidence_ns, independence)
+    back = run_below * weight
     closes = was_open and back >= close_after - _CLOSE_SLACK and (
         low_run >= close_time_ns or usual <= 0) and not keep_row
     updates = was_open and not closes and (

@@ -198,10 +198,10 @@ def _closes_after(quiet: np.ndarray, step_s: float) -> int:
 
 def test_being_back_takes_as_much_evidence_as_being_out() -> None:
     # One point back inside closes where one point out is full evidence: 5 minutes apart,
-    # or independent windows however close (their learned independence, 0.93 here, is
-    # close enough to 1). A smooth series' point 30 s after the last says little more than
-    # it: the whole number of them nearest to one point back (0.10 each) is 10, the 5
-    # minutes one point back would be at the spacing the evidence point stands for.
+    # or independent windows however close (their learned autocorrelation, 0.035 here, is
+    # within its noise of 0, so they count whole). A smooth series' point 30 s after the
+    # last says little more than it (0.10 of a point each): 10 of them make one point back,
+    # the 5 minutes it would be at the spacing the evidence point stands for.
     assert _closes_after(_smooth_scores(), 300) == 1
     independent = np.abs(np.random.default_rng(1).normal(0.0, 0.15, 2000))
     assert _closes_after(independent, 10) == 1
