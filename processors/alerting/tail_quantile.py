@@ -405,7 +405,8 @@ def _learn_scaled(hist: NDArray[np.uint16], low: NDArray[np.uint8], inc: NDArray
                   window: int) -> None:
     """``DeviationScale.update``: the capped tail update, then the mean absolute deviation.
 
-    ``ensemble_row._learn_scale`` is this loop's body for one row: change both.
+    (The default ensemble's own loop, ``ensemble_round._scale_update``, remembers each row's
+    ``time_window`` instead of ``window``.)
     """
     for i in range(len(slots)):
         slot = slots[i]
@@ -424,8 +425,33 @@ def capped_score(z: float, cached: float, gauss: float) -> float:
     return z
 
 
+TIME_MEMORY_NS = 7 * 86400 * 10**9
+"""Event time an ensemble's tail statistics remember at least: a week, the longest cycle its
+default members model (``Ensemble``'s ``tail_window`` is the least in points)."""
+
+
 @row_kernel
-def typical_after(old: float, resid: float, count: int, window: int) -> float:
+def time_window(window: float, gap_ns: float) -> float:
+    """Points a tail remembers at a row ``gap_ns`` after its slot's previous one.
+
+    ``window`` points, or as many as ``TIME_MEMORY_NS`` of event time holds at that gap,
+    whichever is more: each row then decays the tail by at most its share of a week (the
+    exponential forgetting of a clock, not of a count). A row without a previous one (0)
+    keeps ``window``; so does one after a long gap (it is not a week's decay on its own).
+    """
+    if gap_ns > 0.0:
+        return max(float(window), TIME_MEMORY_NS / float(gap_ns))
+    return float(window)
+
+
+@row_kernel
+def growth_of(window: float) -> float:
+    """The increment's growth per point of a tail remembering ``window`` points."""
+    return 1.0 / (1.0 - 1.0 / window)
+
+
+@row_kernel
+def typical_after(old: float, resid: float, count: int, window: float) -> float:
     """The mean absolute deviation after ``resid``, over the tail's ``count`` points so far."""
     weight = max(1.0 / window, 1.0 / max(count, 1))
     new = old + weight * (resid - old)

@@ -93,7 +93,12 @@ class Ensemble(Detector):
     tail_quantile
         Quantile of each member's deviations that defines its usual extreme, in (0, 1).
     tail_window
-        Points the tail statistics effectively remember (exponential decay), >= 2.
+        Points the tail statistics effectively remember (exponential decay), >= 2. With
+        the default members, also at least a week of event time
+        (``tail_quantile.time_window``): 5,000 points are 17 days at 5-minute points but 21
+        hours at 15-s ones, where a tail that followed a latency leak's climb left 8 of 10
+        unflagged for its 12 hours (``benchmarks/incidents.py --step 15 --intervals``:
+        latency_leak 2/10 -> 9/10; 2-minute and slower points, NAB's, unchanged).
     refractory_level
         After an excursion, the band stretches by ``max(1, peak / refractory_level)``
         (``peak`` the excursion's combined score), so the rest of one event does not score

@@ -16,6 +16,7 @@ the phases the views gathered, as the profiles' ``_memo`` does on the general pa
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -203,19 +204,41 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 
 
 @kernel
+def _memories(slots: Any, ts: Any, n: Any, last: Any, window: float) -> Any:
+    """Per row, the points its tails remember (``tail_quantile.time_window``).
+
+    The gap is the one since the slot's previous row, as the daily profile's ``n`` and
+    ``last`` say before it learns this round.
+    """
+    memory = np.empty(len(slots))
+    for i in range(len(slots)):
+        s = slots[i]
+        gap = float(ts[i] - last[s]) if n[s] > 0 else 0.0
+        memory[i] = tail_quantile.time_window(window, gap)
+    return memory
+
+
+@kernel
 def _scale_update(slots: Any, unit: Any, resid: Any, ready: Any, on: int, column: int,
-                  hist: Any, low: Any, inc: Any, n: Any, cached: Any, typical: Any,
-                  growth: float, q: float, gauss: float, window: int) -> None:
-    """``DeviationScale.update`` of one member's column, on the rows it is ready on."""
-    if on == len(slots):
-        tail_quantile._learn_scaled(hist, low, inc, n, cached, typical, slots,
-                                    unit[:, column], resid[:, column], growth, q, gauss,
-                                    window)
-    elif on:
-        rows = np.flatnonzero(ready[:, column])
-        tail_quantile._learn_scaled(hist, low, inc, n, cached, typical, slots[rows],
-                                    unit[rows, column], resid[rows, column], growth, q, gauss,
-                                    window)
+                  memory: Any, hist: Any, low: Any, inc: Any, n: Any, cached: Any,
+                  typical: Any, growth: float, q: float, gauss: float, window: int) -> None:
+    """``DeviationScale.update`` of one member's column, on the rows it is ready on.
+
+    Each row remembers its own ``memory`` points (``growth`` and ``window`` are the
+    scale's, in points only). ``ensemble_row._learn_scale`` is this loop's body: change both.
+    """
+    if not on:
+        return
+    for i in range(len(slots)):
+        if on != len(slots) and not ready[i, column]:
+            continue
+        s = slots[i]
+        score = tail_quantile.capped_score(unit[i, column], float(cached[s]), gauss)
+        if math.isfinite(score):
+            tail_quantile._learn_row(hist, low, inc, n, cached, s, score,
+                                     tail_quantile.growth_of(memory[i]), q)
+        typical[s] = tail_quantile.typical_after(float(typical[s]), resid[i, column],
+                                                 int(n[s]), memory[i])
 
 
 @kernel
@@ -245,14 +268,16 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     d, v, alpha, prior, window = narrowing
     persistence._learn(d, v, slots, signed, ready, alpha, prior, window)
     s0, s1, s2 = scales
-    _scale_update(slots, unit, resid, ready, ready_rows[0], 0, *s0)
+    # The tails remember a week of event time at least (``tail_quantile.time_window``).
+    memory = _memories(slots, ts, daily[3], daily[5], s0[9])
+    _scale_update(slots, unit, resid, ready, ready_rows[0], 0, memory, *s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow
     if follows:
         level_follow.learn_follow(slots, mean_col, follow_ref, follow_var, step, keep, extra,
                                   level_alpha)
     ewma._learn(slots, values, level_alpha, warmup, n_col, mean_col, dev_col)
-    _scale_update(slots, unit, resid, ready, ready_rows[1], 1, *s1)
+    _scale_update(slots, unit, resid, ready, ready_rows[1], 1, memory, *s1)
     _profile_learn(slots, ts, values, daily_phase, *daily)
-    _scale_update(slots, unit, resid, ready, ready_rows[2], 2, *s2)
+    _scale_update(slots, unit, resid, ready, ready_rows[2], 2, memory, *s2)
     _profile_learn(slots, ts, values, weekly_phase, *weekly)

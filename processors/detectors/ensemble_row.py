@@ -27,7 +27,9 @@ import numpy as np
 from otel_anomaly.processors.alerting.tail_quantile import (
     _learn_row,
     capped_score,
+    growth_of,
     spread_of,
+    time_window,
     typical_after,
 )
 from otel_anomaly.processors.compiled import row_kernel
@@ -158,13 +160,13 @@ def _learn_profile(s: int, t: int, x: float, phase: Any, profile: tuple[Any, ...
 
 
 @row_kernel
-def _learn_scale(s: int, z: float, resid: float, scale: tuple[Any, ...]) -> None:
-    """``_scale_update`` of one row whose member is ready."""
-    hist, low, inc, n, cached, typical, growth, q, gauss, window = scale
+def _learn_scale(s: int, z: float, resid: float, scale: tuple[Any, ...], memory: float) -> None:
+    """``_scale_update`` of one row whose member is ready, remembering ``memory`` points."""
+    hist, low, inc, n, cached, typical, _growth, q, gauss, _window = scale
     score = capped_score(z, float(cached[s]), gauss)
     if math.isfinite(score):
-        _learn_row(hist, low, inc, n, cached, s, score, growth, q)
-    typical[s] = typical_after(float(typical[s]), resid, int(n[s]), window)
+        _learn_row(hist, low, inc, n, cached, s, score, growth_of(memory), q)
+    typical[s] = typical_after(float(typical[s]), resid, int(n[s]), memory)
 
 
 @row_kernel
@@ -196,8 +198,11 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
             d[s, m], v[s, m] = persistence.learned(float(d[s, m]), float(v[s, m]), signed[m],
                                                    alpha, prior, window)
     s0, s1, s2 = scales
+    # The tails remember a week of event time at least: the gap since the slot's previous
+    # row, as the daily profile knows it before it learns this one.
+    memory = time_window(s0[9], float(t - daily[5][s]) if daily[3][s] > 0 else 0.0)
     if views[1, 0] == views[1, 0]:  # noqa: PLR0124
-        _learn_scale(s, unit[0], resid[0], s0)
+        _learn_scale(s, unit[0], resid[0], s0, memory)
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow
     if follows:
@@ -208,8 +213,8 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
     n_col[s], mean_col[s], dev_col[s] = ewma.learned(n_col[s], mean_col[s], dev_col[s], x,
                                                      level_alpha, warmup)
     if views[1, 1] == views[1, 1]:  # noqa: PLR0124
-        _learn_scale(s, unit[1], resid[1], s1)
+        _learn_scale(s, unit[1], resid[1], s1, memory)
     _learn_profile(s, t, x, daily_phase, daily)
     if views[1, 2] == views[1, 2]:  # noqa: PLR0124
-        _learn_scale(s, unit[2], resid[2], s2)
+        _learn_scale(s, unit[2], resid[2], s2, memory)
     _learn_profile(s, t, x, weekly_phase, weekly)

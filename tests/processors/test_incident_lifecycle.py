@@ -339,6 +339,23 @@ def test_a_latency_leak_stays_one_anomaly_while_it_grows() -> None:
             f"seed {seed}: up {kept.mean():.0%} of the time after the first open, {opens} opens")
 
 
+def test_a_latency_leak_scraped_every_15_seconds_is_caught_as_one_scraped_every_2_minutes() -> None:
+    # The same leaks as above (the benchmark's seeds) at 15-s points: eight times the points
+    # a day. With tails that remembered 5,000 points (21 hours here, a week at 2 minutes)
+    # the members' usual extremes followed the climb and 2 of 10 were flagged in its 12
+    # hours (``benchmarks/incidents.py --step 15 --intervals``: 2/10); remembering a week
+    # of event time, 9 (in 1 to 11 hours, while they still grew).
+    step = 15
+    cases = [incident_series("latency_leak", days=21, step_s=step, at_day=17, seed=100 * i + 7)
+             for i in range(10)]
+    series = [RecordedSeries(SeriesKey(BASE_METRIC["latency"], (("service.name", f"s{i}"),), ()),
+                             case.ts_unix_nano, case.values) for i, case in enumerate(cases)]
+    results = backtest(Engine(EngineSettings(clock=lambda: 0.0)), series)
+    caught = [bool(result.flag[case.start : case.start + 12 * 3600 // step].any())
+              for case, result in zip(cases, results, strict=True)]
+    assert sum(caught) >= 8, f"leaks flagged while they grew: {caught}"
+
+
 def test_a_leak_stays_flagged_while_it_grows_where_the_level_follows_it() -> None:
     # A gauge with daily and weekly cycles, ten days old (its weekly profile is not ready),
     # leaks 10 % an hour for twelve hours. The ensemble's expected value follows the leak
