@@ -431,16 +431,16 @@ default members model (``Ensemble``'s ``tail_window`` is the least in points).""
 
 
 @row_kernel
-def time_window(window: float, gap_ns: float) -> float:
-    """Points a tail remembers at a row ``gap_ns`` after its slot's previous one.
+def time_window(window: float, gap_ns: float, span_ns: float) -> float:
+    """Points an exponential memory keeps at a row ``gap_ns`` after its slot's previous one.
 
-    ``window`` points, or as many as ``TIME_MEMORY_NS`` of event time holds at that gap,
-    whichever is more: each row then decays the tail by at most its share of a week (the
+    ``window`` points, or as many as ``span_ns`` of event time holds at that gap, whichever
+    is more: each row then decays the memory by at most its share of ``span_ns`` (the
     exponential forgetting of a clock, not of a count). A row without a previous one (0)
-    keeps ``window``; so does one after a long gap (it is not a week's decay on its own).
+    keeps ``window``; so does one after a long gap (it is not ``span_ns``' decay on its own).
     """
     if gap_ns > 0.0:
-        return max(float(window), TIME_MEMORY_NS / float(gap_ns))
+        return max(float(window), float(span_ns) / float(gap_ns))
     return float(window)
 
 

@@ -127,6 +127,12 @@ class Ensemble(Detector):
     persistence_window
         Points the usual size of the average effectively remembers, >= 2: a shift that
         lasts well beyond it (that the members do not re-learn) stops narrowing the band.
+        With the default members, also at least a day of event time
+        (``persistence.USUAL_MEMORY_NS``): 1,200 points are 5 hours at 15-s points, where
+        the usual size followed a latency leak's climb (with the week-long tails, leaks
+        were flagged 4 to 7 hours in; with a day here, within 2: ``benchmarks/incidents.py
+        --step 15 --intervals`` latency_leak median delay 1353 -> 335 points; 2-minute and
+        slower points unchanged).
     persistence_alarm
         Narrow the shifted side to ``persistence_shrink`` at once when the average passes
         ``persistence_level`` usual sizes (an EWMA control chart's alarm), instead of by

@@ -204,17 +204,17 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 
 
 @kernel
-def _memories(slots: Any, ts: Any, n: Any, last: Any, window: float) -> Any:
-    """Per row, the points its tails remember (``tail_quantile.time_window``).
+def _memories(slots: Any, ts: Any, n: Any, last: Any, window: float, span_ns: float) -> Any:
+    """Per row, the points a memory of ``window`` points and ``span_ns`` keeps.
 
-    The gap is the one since the slot's previous row, as the daily profile's ``n`` and
-    ``last`` say before it learns this round.
+    (``tail_quantile.time_window``.) The gap is the one since the slot's previous row, as
+    the daily profile's ``n`` and ``last`` say before it learns this round.
     """
     memory = np.empty(len(slots))
     for i in range(len(slots)):
         s = slots[i]
         gap = float(ts[i] - last[s]) if n[s] > 0 else 0.0
-        memory[i] = tail_quantile.time_window(window, gap)
+        memory[i] = tail_quantile.time_window(window, gap, span_ns)
     return memory
 
 
@@ -265,11 +265,14 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
         values, expected, upper, lower, floor, mult, combine_max)
     peak, age, peak_ns, max_age = excursions
     ensemble_kernels.learn_peak(peak, age, peak_ns, slots, ts, combined, recent, max_age)
+    # The usual sizes remember a day of event time at least, the tails a week
+    # (``tail_quantile.time_window``).
     d, v, alpha, prior, window = narrowing
-    persistence._learn(d, v, slots, signed, ready, alpha, prior, window)
+    persistence.learn_timed(d, v, slots, signed, ready, alpha, prior,
+                            _memories(slots, ts, daily[3], daily[5], window,
+                                      persistence.USUAL_MEMORY_NS))
     s0, s1, s2 = scales
-    # The tails remember a week of event time at least (``tail_quantile.time_window``).
-    memory = _memories(slots, ts, daily[3], daily[5], s0[9])
+    memory = _memories(slots, ts, daily[3], daily[5], s0[9], tail_quantile.TIME_MEMORY_NS)
     _scale_update(slots, unit, resid, ready, ready_rows[0], 0, memory, *s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow

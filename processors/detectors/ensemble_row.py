@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from otel_anomaly.processors.alerting.tail_quantile import (
+    TIME_MEMORY_NS,
     _learn_row,
     capped_score,
     growth_of,
@@ -192,15 +193,18 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
     peak, age, peak_ns, max_age = excursions
     peak[s], age[s], peak_ns[s] = ek.peak_after(float(peak[s]), age[s], peak_ns[s], combined,
                                                 recent, t, max_age)
+    # The usual sizes remember a day of event time at least, the tails a week: the gap is
+    # the one since the slot's previous row, as the daily profile knows it before it
+    # learns this one.
+    gap = float(t - daily[5][s]) if daily[3][s] > 0 else 0.0
     d, v, alpha, prior, window = narrowing
+    usual = time_window(window, gap, persistence.USUAL_MEMORY_NS)
     for m in range(MEMBERS):
         if views[1, m] == views[1, m]:  # noqa: PLR0124 -- ready
             d[s, m], v[s, m] = persistence.learned(float(d[s, m]), float(v[s, m]), signed[m],
-                                                   alpha, prior, window)
+                                                   alpha, prior, usual)
     s0, s1, s2 = scales
-    # The tails remember a week of event time at least: the gap since the slot's previous
-    # row, as the daily profile knows it before it learns this one.
-    memory = time_window(s0[9], float(t - daily[5][s]) if daily[3][s] > 0 else 0.0)
+    memory = time_window(s0[9], gap, TIME_MEMORY_NS)
     if views[1, 0] == views[1, 0]:  # noqa: PLR0124
         _learn_scale(s, unit[0], resid[0], s0, memory)
     n_col, mean_col, dev_col, level_alpha, warmup = level

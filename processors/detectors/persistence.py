@@ -141,9 +141,28 @@ def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.int
                                            prior, window)
 
 
+USUAL_MEMORY_NS = 86400 * 10**9
+"""Event time the usual size of the default ensemble's averages remembers at least: a day,
+so it has seen the day's quiet and busy hours (``Ensemble``'s ``persistence_window`` is
+the least in points)."""
+
+
+@kernel
+def learn_timed(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
+                z: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, prior: float,
+                windows: NDArray[np.float64]) -> None:
+    """``_learn`` with each row's own window (``windows``, per row)."""
+    for i in range(len(slots)):
+        for c in range(d.shape[1]):
+            if ready[i, c]:  # may hold NaN: left as it was
+                s = slots[i]
+                d[s, c], v[s, c] = learned(float(d[s, c]), float(v[s, c]), z[i, c], alpha,
+                                           prior, windows[i])
+
+
 @row_kernel
 def learned(mean: float, old_v: float, x: float, alpha: float, prior: float,
-            window: int) -> tuple[float, float]:
+            window: float) -> tuple[float, float]:
     """One slot and column's ``d`` and ``v`` after the signed deviation ``x`` of a ready member."""
     var = old_v if old_v > 0 else prior
     # Clamps written as comparisons keep a NaN, as np.clip / np.minimum do.
