@@ -204,18 +204,21 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 
 
 @kernel
-def _memories(slots: Any, ts: Any, n: Any, last: Any, window: float, span_ns: float) -> Any:
-    """Per row, the points a memory of ``window`` points and ``span_ns`` keeps.
+def _memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
+              tail_window: float) -> Any:
+    """Per row, the points the usual sizes and the tails remember (``time_window``).
 
-    (``tail_quantile.time_window``.) The gap is the one since the slot's previous row, as
-    the daily profile's ``n`` and ``last`` say before it learns this round.
+    At least a day and a week of event time (``persistence.USUAL_MEMORY_NS``,
+    ``tail_quantile.TIME_MEMORY_NS``) at the gap since the slot's previous row, as the
+    daily profile's ``n`` and ``last`` say before it learns this round.
     """
-    memory = np.empty(len(slots))
+    usual, tails = np.empty(len(slots)), np.empty(len(slots))
     for i in range(len(slots)):
         s = slots[i]
         gap = float(ts[i] - last[s]) if n[s] > 0 else 0.0
-        memory[i] = tail_quantile.time_window(window, gap, span_ns)
-    return memory
+        usual[i] = tail_quantile.time_window(usual_window, gap, persistence.USUAL_MEMORY_NS)
+        tails[i] = tail_quantile.time_window(tail_window, gap, tail_quantile.TIME_MEMORY_NS)
+    return usual, tails
 
 
 @kernel
@@ -265,14 +268,11 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
         values, expected, upper, lower, floor, mult, combine_max)
     peak, age, peak_ns, max_age = excursions
     ensemble_kernels.learn_peak(peak, age, peak_ns, slots, ts, combined, recent, max_age)
-    # The usual sizes remember a day of event time at least, the tails a week
-    # (``tail_quantile.time_window``).
     d, v, alpha, prior, window = narrowing
-    persistence.learn_timed(d, v, slots, signed, ready, alpha, prior,
-                            _memories(slots, ts, daily[3], daily[5], window,
-                                      persistence.USUAL_MEMORY_NS))
     s0, s1, s2 = scales
-    memory = _memories(slots, ts, daily[3], daily[5], s0[9], tail_quantile.TIME_MEMORY_NS)
+    # The usual sizes remember a day of event time at least, the tails a week.
+    usual, memory = _memories(slots, ts, daily[3], daily[5], window, s0[9])
+    persistence.learn_timed(d, v, slots, signed, ready, alpha, prior, usual)
     _scale_update(slots, unit, resid, ready, ready_rows[0], 0, memory, *s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow
