@@ -406,7 +406,7 @@ def _learn_scaled(hist: NDArray[np.uint16], low: NDArray[np.uint8], inc: NDArray
     """``DeviationScale.update``: the capped tail update, then the mean absolute deviation.
 
     (The default ensemble's own loop, ``ensemble_round._scale_update``, remembers each row's
-    ``time_window`` instead of ``window``.)
+    ``ensemble_kernels.time_window`` instead of ``window``.)
     """
     for i in range(len(slots)):
         slot = slots[i]
@@ -423,25 +423,6 @@ def capped_score(z: float, cached: float, gauss: float) -> float:
     if z > cap or math.isnan(cap):  # np.minimum: a NaN on either side wins
         return cap
     return z
-
-
-TIME_MEMORY_NS = 7 * 86400 * 10**9
-"""Event time an ensemble's tail statistics remember at least: a week, the longest cycle its
-default members model (``Ensemble``'s ``tail_window`` is the least in points)."""
-
-
-@row_kernel
-def time_window(window: float, gap_ns: float, span_ns: float) -> float:
-    """Points an exponential memory keeps at a row ``gap_ns`` after its slot's previous one.
-
-    ``window`` points, or as many as ``span_ns`` of event time holds at that gap, whichever
-    is more: each row then decays the memory by at most its share of ``span_ns`` (the
-    exponential forgetting of a clock, not of a count). A row without a previous one (0)
-    keeps ``window``; so does one after a long gap (it is not ``span_ns``' decay on its own).
-    """
-    if gap_ns > 0.0:
-        return max(float(window), float(span_ns) / float(gap_ns))
-    return float(window)
 
 
 @row_kernel

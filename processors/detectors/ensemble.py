@@ -95,7 +95,7 @@ class Ensemble(Detector):
     tail_window
         Points the tail statistics effectively remember (exponential decay), >= 2. With
         the default members, also at least a week of event time
-        (``tail_quantile.time_window``): 5,000 points are 17 days at 5-minute points but 21
+        (``ensemble_kernels.time_window``): 5,000 points are 17 days at 5-minute points but 21
         hours at 15-s ones, where a tail that followed a latency leak's climb left 8 of 10
         unflagged for its 12 hours (``benchmarks/incidents.py --step 15 --intervals``:
         latency_leak 2/10 -> 9/10; 2-minute and slower points, NAB's, unchanged).
@@ -128,7 +128,7 @@ class Ensemble(Detector):
         Points the usual size of the average effectively remembers, >= 2: a shift that
         lasts well beyond it (that the members do not re-learn) stops narrowing the band.
         With the default members, also at least a day of event time
-        (``persistence.USUAL_MEMORY_NS``): 1,200 points are 5 hours at 15-s points, where
+        (``ensemble_kernels.USUAL_MEMORY_NS``): 1,200 points are 5 hours at 15-s points, where
         the usual size followed a latency leak's climb (with the week-long tails, leaks
         were flagged 4 to 7 hours in; with a day here, within 2: ``benchmarks/incidents.py
         --step 15 --intervals`` latency_leak median delay 1353 -> 335 points; 2-minute and

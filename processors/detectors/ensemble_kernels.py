@@ -29,6 +29,33 @@ REFRACTORY_STEP_S = 300.0
 """Event time that counts as one point of refractory age at most: the 5-minute spacing of
 NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
 MAX_AGE = int(np.iinfo(np.int32).max)  # points since the last excursion saturate (int32)
+TAIL_MEMORY_NS = 7 * 86400 * 10**9
+"""Event time the members' tail statistics remember at least: a week, the longest cycle the
+default members model (``tail_window`` is the least in points)."""
+USUAL_MEMORY_NS = 86400 * 10**9
+"""Event time the usual size of the persistence averages remembers at least: a day, so it
+has seen the day's quiet and busy hours (``persistence_window`` is the least in points)."""
+
+
+@row_kernel
+def time_window(window: float, gap_ns: float, span_ns: float) -> float:
+    """Points an exponential memory keeps at a row ``gap_ns`` after its slot's previous one.
+
+    ``window`` points, or as many as ``span_ns`` of event time holds at that gap, whichever
+    is more: each row then decays the memory by at most its share of ``span_ns`` (the
+    exponential forgetting of a clock, not of a count). A row without a previous one (0)
+    keeps ``window``; so does one after a long gap (it is not ``span_ns``' decay on its own).
+    """
+    if gap_ns > 0.0:
+        return max(float(window), float(span_ns) / float(gap_ns))
+    return float(window)
+
+
+@row_kernel
+def memories(usual_window: float, tail_window: float, gap_ns: float) -> tuple[float, float]:
+    """What a row's persistence usual sizes and tails remember, in points (``time_window``)."""
+    return (time_window(usual_window, gap_ns, USUAL_MEMORY_NS),
+            time_window(tail_window, gap_ns, TAIL_MEMORY_NS))
 
 
 @kernel

@@ -206,18 +206,16 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 @kernel
 def _memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
               tail_window: float) -> Any:
-    """Per row, the points the usual sizes and the tails remember (``time_window``).
+    """Per row, the points the usual sizes and the tails remember (``ensemble_kernels.memories``).
 
-    At least a day and a week of event time (``persistence.USUAL_MEMORY_NS``,
-    ``tail_quantile.TIME_MEMORY_NS``) at the gap since the slot's previous row, as the
-    daily profile's ``n`` and ``last`` say before it learns this round.
+    At the gap since the slot's previous row, as the daily profile's ``n`` and ``last`` say
+    before it learns this round.
     """
     usual, tails = np.empty(len(slots)), np.empty(len(slots))
     for i in range(len(slots)):
         s = slots[i]
         gap = float(ts[i] - last[s]) if n[s] > 0 else 0.0
-        usual[i] = tail_quantile.time_window(usual_window, gap, persistence.USUAL_MEMORY_NS)
-        tails[i] = tail_quantile.time_window(tail_window, gap, tail_quantile.TIME_MEMORY_NS)
+        usual[i], tails[i] = ensemble_kernels.memories(usual_window, tail_window, gap)
     return usual, tails
 
 

@@ -25,12 +25,10 @@ from typing import Any
 import numpy as np
 
 from otel_anomaly.processors.alerting.tail_quantile import (
-    TIME_MEMORY_NS,
     _learn_row,
     capped_score,
     growth_of,
     spread_of,
-    time_window,
     typical_after,
 )
 from otel_anomaly.processors.compiled import row_kernel
@@ -198,13 +196,12 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
     # learns this one.
     gap = float(t - daily[5][s]) if daily[3][s] > 0 else 0.0
     d, v, alpha, prior, window = narrowing
-    usual = time_window(window, gap, persistence.USUAL_MEMORY_NS)
+    s0, s1, s2 = scales
+    usual, memory = ek.memories(window, s0[9], gap)
     for m in range(MEMBERS):
         if views[1, m] == views[1, m]:  # noqa: PLR0124 -- ready
             d[s, m], v[s, m] = persistence.learned(float(d[s, m]), float(v[s, m]), signed[m],
                                                    alpha, prior, usual)
-    s0, s1, s2 = scales
-    memory = time_window(s0[9], gap, TIME_MEMORY_NS)
     if views[1, 0] == views[1, 0]:  # noqa: PLR0124
         _learn_scale(s, unit[0], resid[0], s0, memory)
     n_col, mean_col, dev_col, level_alpha, warmup = level

@@ -141,12 +141,6 @@ def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.int
                                            prior, window)
 
 
-USUAL_MEMORY_NS = 86400 * 10**9
-"""Event time the usual size of the default ensemble's averages remembers at least: a day,
-so it has seen the day's quiet and busy hours (``Ensemble``'s ``persistence_window`` is
-the least in points)."""
-
-
 @kernel
 def learn_timed(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
                 z: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, prior: float,

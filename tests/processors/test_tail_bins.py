@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from otel_anomaly.processors.alerting import tail_quantile as tq_module
 from otel_anomaly.processors.alerting.tail_quantile import TAIL_BINS, TAIL_TOP, TailQuantile
+from otel_anomaly.processors.detectors import ensemble_kernels as ek
 from otel_anomaly.processors.state.migrations import upgrade
 
 
@@ -152,16 +153,16 @@ def test_24_bit_bins_round_trip_and_halve_to_even(values: list[int]) -> None:
 def test_a_tail_remembers_a_week_of_event_time_or_its_window_whichever_is_more() -> None:
     week_ns = 7 * 86400 * 10**9
     # 15-s points: a week of them (40,320), not the 5,000 that are 21 hours there.
-    assert tq_module.time_window(5000.0, 15e9, week_ns) == pytest.approx(week_ns / 15e9)
+    assert ek.time_window(5000.0, 15e9, week_ns) == pytest.approx(week_ns / 15e9)
     # 5-minute points: 5,000 of them are 17 days, more than a week.
-    assert tq_module.time_window(5000.0, 300e9, week_ns) == 5000.0
+    assert ek.time_window(5000.0, 300e9, week_ns) == 5000.0
     # The first point of a slot, and one after a day's silence: the window in points (a
     # gap is not a week's decay on its own).
-    assert tq_module.time_window(5000.0, 0.0, week_ns) == 5000.0
-    assert tq_module.time_window(5000.0, 86400e9, week_ns) == 5000.0
+    assert ek.time_window(5000.0, 0.0, week_ns) == 5000.0
+    assert ek.time_window(5000.0, 86400e9, week_ns) == 5000.0
     # The growth of the newest point's weight decays the older ones by the same factor
     # over a day, at 15-s points as at 2-minute ones.
-    at_15s = tq_module.growth_of(tq_module.time_window(5000.0, 15e9, week_ns))
-    at_2min = tq_module.growth_of(tq_module.time_window(5000.0, 120e9, week_ns))
+    at_15s = tq_module.growth_of(ek.time_window(5000.0, 15e9, week_ns))
+    at_2min = tq_module.growth_of(ek.time_window(5000.0, 120e9, week_ns))
     day_at_15s, day_at_2min = at_15s ** (86400 // 15), at_2min ** (86400 // 120)
     assert day_at_15s == pytest.approx(day_at_2min, rel=1e-3)
