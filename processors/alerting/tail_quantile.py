@@ -405,8 +405,8 @@ def _learn_scaled(hist: NDArray[np.uint16], low: NDArray[np.uint8], inc: NDArray
                   window: int) -> None:
     """``DeviationScale.update``: the capped tail update, then the mean absolute deviation.
 
-    (The default ensemble's own loop, ``ensemble_round._scale_update``, remembers each row's
-    ``ensemble_kernels.time_window`` instead of ``window``.)
+    (The default ensemble's own loop, ``ensemble_round.scale_update``, remembers each row's
+    ``ensemble_kernels.tail_memory`` instead of ``window``.)
     """
     for i in range(len(slots)):
         slot = slots[i]

@@ -93,12 +93,16 @@ class Ensemble(Detector):
     tail_quantile
         Quantile of each member's deviations that defines its usual extreme, in (0, 1).
     tail_window
-        Points the tail statistics effectively remember (exponential decay), >= 2. With
-        the default members, also at least a week of event time
-        (``ensemble_kernels.time_window``): 5,000 points are 17 days at 5-minute points but 21
-        hours at 15-s ones, where a tail that followed a latency leak's climb left 8 of 10
-        unflagged for its 12 hours (``benchmarks/incidents.py --step 15 --intervals``:
-        latency_leak 2/10 -> 9/10; 2-minute and slower points, NAB's, unchanged).
+        Points the tail statistics effectively remember (exponential decay), >= 2. The
+        default members instead remember a week of event time at each row's gap since the
+        slot's previous one (``ensemble_kernels.tail_memory``), and ``tail_window`` points
+        only at a slot's first row and after a silence of over two hours. In points, 5,000
+        were 21 hours at 15-s points, where a tail that followed a latency leak's climb left
+        8 of 10 unflagged for its 12 hours (``benchmarks/incidents.py --step 15
+        --intervals``), and 208 days at hourly ones, where a week of wide swings still set
+        every member's floor and tail three calm weeks later (msmon's hourly series: 131 ->
+        138 of 256 events caught; NAB's held-out half at the tuning half's threshold 55.2 ->
+        58.2).
     refractory_level
         After an excursion, the band stretches by ``max(1, peak / refractory_level)``
         (``peak`` the excursion's combined score), so the rest of one event does not score
@@ -507,8 +511,10 @@ class Ensemble(Detector):
             # the last one becomes the new peak, smaller ones let the old one fade.
             kernels.learn_peak(self._slots.peak, self._slots.age, self._slots.peak_ns,
                                batch.slots, batch.ts_unix_nano, combined, r.recent, _MAX_AGE)
+        timed = self._timed_memories(batch)
         if self.persistence_alpha > 0:
-            self._persistence.update(batch.slots, signed, ready)
+            self._persistence.update(batch.slots, signed, ready,
+                                     None if timed is None else timed[0])
         if r.follow is not None:
             level = self._members[0]
             assert isinstance(level, EwmaZScore)  # noqa: S101 -- _follows_season said so
@@ -519,7 +525,11 @@ class Ensemble(Detector):
                                       step, keep, extra, level.alpha)
         for i, (member, scale, on) in enumerate(
                 zip(self._members, self._scales, ready_rows.tolist(), strict=True)):
-            if on == len(batch):
+            if timed is not None:
+                scale.ensure(batch.slots)
+                ensemble_round.scale_update(batch.slots, unit, resid, ready, on, i, timed[1],
+                                            *scale.learn_columns())
+            elif on == len(batch):
                 scale.update(batch.slots, unit[:, i], resid[:, i])
             elif on:
                 rows = ready[:, i]
@@ -527,6 +537,25 @@ class Ensemble(Detector):
             member._learn_unique(batch)  # noqa: SLF001 - same contract, rows already unique
         self._memo.clear()
         self._seen_memo.clear()  # the round is learned: let go of its arrays
+
+    def _timed_memories(self, batch: SeriesBatch) -> tuple[Any, Any] | None:
+        """Per row, the points the usual sizes and the tails remember, for the default members.
+
+        As the one-call round reads them (``ensemble_round.memories``), so the same members
+        remember the same event time on either path (the general one is taken with
+        ``refractory_level`` or ``persistence_alpha`` 0); None for other member lists, whose
+        memories are points only.
+        """
+        members = ensemble_round.default_members(self._members)
+        if members is None:
+            return None
+        daily = members[1]
+        daily._ensure(batch.slots)  # noqa: SLF001 -- read before it learns the round
+        columns = daily._slots  # noqa: SLF001
+        usual, tails = ensemble_round.memories(batch.slots, batch.ts_unix_nano, columns.n,
+                                               columns.last, self.persistence_window,
+                                               self.tail_window)
+        return usual, tails
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` in every member."""

@@ -30,8 +30,11 @@ REFRACTORY_STEP_S = 300.0
 NAB's series, on which ``refractory_hold`` and ``refractory_decay`` were set."""
 MAX_AGE = int(np.iinfo(np.int32).max)  # points since the last excursion saturate (int32)
 TAIL_MEMORY_NS = 7 * 86400 * 10**9
-"""Event time the members' tail statistics remember at least: a week, the longest cycle the
-default members model (``tail_window`` is the least in points)."""
+"""Event time the members' tail statistics remember: a week, the longest cycle the default
+members model (``tail_window`` points at a slot's first row and after a silence)."""
+SILENCE_NS = 2 * 3600 * 10**9
+"""A gap longer than this is a silence, not a spacing: two of the weekly profile's hourly
+phases, so an hourly series' jitter or one missed point is still its spacing."""
 USUAL_MEMORY_NS = 86400 * 10**9
 """Event time the usual size of the persistence averages remembers at least: a day, so it
 has seen the day's quiet and busy hours (``persistence_window`` is the least in points)."""
@@ -52,10 +55,25 @@ def time_window(window: float, gap_ns: float, span_ns: float) -> float:
 
 
 @row_kernel
+def tail_memory(window: float, gap_ns: float) -> float:
+    """Points the tails remember at a row ``gap_ns`` after its slot's previous one.
+
+    A week of event time at that gap, not a count: ``window`` points were 17 days at
+    5-minute points and 200 at hourly ones, where a regime weeks gone (a week of wide
+    swings, then three calm ones) still set the floor and tail of every member. A slot's
+    first row (0) keeps ``window``; so does a row after a silence (over ``SILENCE_NS``):
+    a silence is not a week's decay on its own.
+    """
+    if 0.0 < gap_ns <= SILENCE_NS:
+        return float(TAIL_MEMORY_NS) / float(gap_ns)
+    return float(window)
+
+
+@row_kernel
 def memories(usual_window: float, tail_window: float, gap_ns: float) -> tuple[float, float]:
-    """What a row's persistence usual sizes and tails remember, in points (``time_window``)."""
+    """Points a row's persistence usual sizes and tails remember (each its own clock)."""
     return (time_window(usual_window, gap_ns, USUAL_MEMORY_NS),
-            time_window(tail_window, gap_ns, TAIL_MEMORY_NS))
+            tail_memory(tail_window, gap_ns))
 
 
 @kernel

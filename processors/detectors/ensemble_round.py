@@ -204,7 +204,7 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 
 
 @kernel
-def _memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
+def memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
               tail_window: float) -> Any:
     """Per row, the points the usual sizes and the tails remember (``ensemble_kernels.memories``).
 
@@ -220,7 +220,7 @@ def _memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
 
 
 @kernel
-def _scale_update(slots: Any, unit: Any, resid: Any, ready: Any, on: int, column: int,
+def scale_update(slots: Any, unit: Any, resid: Any, ready: Any, on: int, column: int,
                   memory: Any, hist: Any, low: Any, inc: Any, n: Any, cached: Any,
                   typical: Any, growth: float, q: float, gauss: float, window: int) -> None:
     """``DeviationScale.update`` of one member's column, on the rows it is ready on.
@@ -269,16 +269,16 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     d, v, alpha, prior, window = narrowing
     s0, s1, s2 = scales
     # The usual sizes remember a day of event time at least, the tails a week.
-    usual, memory = _memories(slots, ts, daily[3], daily[5], window, s0[9])
+    usual, memory = memories(slots, ts, daily[3], daily[5], window, s0[9])
     persistence.learn_timed(d, v, slots, signed, ready, alpha, prior, usual)
-    _scale_update(slots, unit, resid, ready, ready_rows[0], 0, memory, *s0)
+    scale_update(slots, unit, resid, ready, ready_rows[0], 0, memory, *s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow
     if follows:
         level_follow.learn_follow(slots, mean_col, follow_ref, follow_var, step, keep, extra,
                                   level_alpha)
     ewma._learn(slots, values, level_alpha, warmup, n_col, mean_col, dev_col)
-    _scale_update(slots, unit, resid, ready, ready_rows[1], 1, memory, *s1)
+    scale_update(slots, unit, resid, ready, ready_rows[1], 1, memory, *s1)
     _profile_learn(slots, ts, values, daily_phase, *daily)
-    _scale_update(slots, unit, resid, ready, ready_rows[2], 2, memory, *s2)
+    scale_update(slots, unit, resid, ready, ready_rows[2], 2, memory, *s2)
     _profile_learn(slots, ts, values, weekly_phase, *weekly)

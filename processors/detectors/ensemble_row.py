@@ -160,7 +160,7 @@ def _learn_profile(s: int, t: int, x: float, phase: Any, profile: tuple[Any, ...
 
 @row_kernel
 def _learn_scale(s: int, z: float, resid: float, scale: tuple[Any, ...], memory: float) -> None:
-    """``_scale_update`` of one row whose member is ready, remembering ``memory`` points."""
+    """``ensemble_round.scale_update`` of one ready member's row, remembering ``memory``."""
     hist, low, inc, n, cached, typical, _growth, q, gauss, _window = scale
     score = capped_score(z, float(cached[s]), gauss)
     if math.isfinite(score):

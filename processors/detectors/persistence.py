@@ -71,13 +71,19 @@ class Persistence:
                         self._prior, self.alarm)
 
     def update(
-        self, slots: NDArray[np.intp], z: NDArray[np.float64], ready: NDArray[np.bool_]
+        self, slots: NDArray[np.intp], z: NDArray[np.float64], ready: NDArray[np.bool_],
+        windows: NDArray[np.float64] | None = None,
     ) -> None:
         """Learn signed deviations (Gaussian-equivalent sigmas).
 
         One row per distinct slot, one column per column; cells not ``ready`` are skipped.
+        ``windows``: per row, the points the usual size remembers (else ``window``).
         """
         self._ensure(slots)
+        if windows is not None:
+            learn_timed(self._slots.d, self._slots.v, slots, z, ready, self.alpha,
+                        self._prior, windows)
+            return
         _learn(self._slots.d, self._slots.v, slots, z, ready, self.alpha, self._prior,
                self.window)
 

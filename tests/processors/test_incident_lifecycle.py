@@ -360,6 +360,37 @@ def test_a_latency_leak_scraped_every_15_seconds_is_caught_as_one_scraped_every_
         f"hours from each leak's onset to its flag (None: never in 12 hours): {hours}")
 
 
+def _wild_week_then_calm(seed: int, step: int) -> np.ndarray:
+    """A gauge that swings widely for a week (a daily cycle of 100-300, noise 80), then
+    rests calm at 60 (noise 2) for three weeks, then steps to 105 for 8 hours."""
+    rng = np.random.default_rng(seed)
+    per_day = 86400 // step
+    t = np.arange(30 * per_day)
+    wild = 200 + 100 * np.sin(2 * np.pi * (t % per_day) / per_day) + 80 * rng.standard_normal(len(t))
+    values = np.where(t < 7 * per_day, np.maximum(wild, 0.0), 60 + 2 * rng.standard_normal(len(t)))
+    step_rows = slice(29 * per_day, 29 * per_day + 8 * 3600 // step)
+    values[step_rows] = 105 + 2 * rng.standard_normal(8 * 3600 // step)
+    return values
+
+
+def test_a_regime_weeks_gone_does_not_hide_a_step_on_an_hourly_series() -> None:
+    # Hourly points (msmon's outbound latencies): the members' tails and floors remembered
+    # 5,000 points, 208 days there, so the wild first week still set every band three
+    # weeks later and the step (22 of the calm noise's sigmas) scored 0.1-0.6: 0 of 10
+    # flagged. They now remember a week of event time: 10 of 10, and no flag in the calm
+    # weeks.
+    step, per_day = 3600, 24
+    ts = (np.arange(30 * per_day) * step + 1_600_041_600) * SECOND
+    cases = [_wild_week_then_calm(seed, step) for seed in range(10)]
+    series = [RecordedSeries(SeriesKey(BASE_METRIC["gauge"], (("service.name", f"s{i}"),), ()),
+                             ts, values) for i, values in enumerate(cases)]
+    results = backtest(Engine(EngineSettings(clock=lambda: 0.0)), series)
+    flagged = [bool(r.flag[29 * per_day : 29 * per_day + 8].any()) for r in results]
+    calm = [int(r.flag[8 * per_day : 29 * per_day].sum()) for r in results]
+    assert all(flagged), f"steps flagged within their 8 hours, per seed: {flagged}"
+    assert calm == [0] * 10, f"flagged hours in the calm weeks, per seed: {calm}"
+
+
 def test_a_leak_stays_flagged_while_it_grows_where_the_level_follows_it() -> None:
     # A gauge with daily and weekly cycles, ten days old (its weekly profile is not ready),
     # leaks 10 % an hour for twelve hours. The ensemble's expected value follows the leak

@@ -150,19 +150,31 @@ def test_24_bit_bins_round_trip_and_halve_to_even(values: list[int]) -> None:
     assert halved == np.rint(np.array(values) / 2).tolist()
 
 
-def test_a_tail_remembers_a_week_of_event_time_or_its_window_whichever_is_more() -> None:
+def test_a_tail_remembers_a_week_of_event_time_and_its_window_after_a_silence() -> None:
     week_ns = 7 * 86400 * 10**9
     # 15-s points: a week of them (40,320), not the 5,000 that are 21 hours there.
-    assert ek.time_window(5000.0, 15e9, week_ns) == pytest.approx(week_ns / 15e9)
-    # 5-minute points: 5,000 of them are 17 days, more than a week.
-    assert ek.time_window(5000.0, 300e9, week_ns) == 5000.0
-    # The first point of a slot, and one after a day's silence: the window in points (a
-    # gap is not a week's decay on its own).
-    assert ek.time_window(5000.0, 0.0, week_ns) == 5000.0
-    assert ek.time_window(5000.0, 86400e9, week_ns) == 5000.0
+    assert ek.tail_memory(5000.0, 15e9) == pytest.approx(week_ns / 15e9)
+    # 5-minute and hourly points: a week of them too (2,016 and 168), not the 5,000 that
+    # are 17 and 208 days there.
+    assert ek.tail_memory(5000.0, 300e9) == pytest.approx(2016.0)
+    assert ek.tail_memory(5000.0, 3600e9) == pytest.approx(168.0)
+    # The first point of a slot, and one after a silence (over two hours): the window in
+    # points (a silence is not a week's decay on its own).
+    assert ek.tail_memory(5000.0, 0.0) == 5000.0
+    assert ek.tail_memory(5000.0, ek.SILENCE_NS) == pytest.approx(84.0)
+    assert ek.tail_memory(5000.0, ek.SILENCE_NS + 1e9) == 5000.0
+    assert ek.tail_memory(5000.0, 86400e9) == 5000.0
     # The growth of the newest point's weight decays the older ones by the same factor
-    # over a day, at 15-s points as at 2-minute ones.
-    at_15s = tq_module.growth_of(ek.time_window(5000.0, 15e9, week_ns))
-    at_2min = tq_module.growth_of(ek.time_window(5000.0, 120e9, week_ns))
-    day_at_15s, day_at_2min = at_15s ** (86400 // 15), at_2min ** (86400 // 120)
-    assert day_at_15s == pytest.approx(day_at_2min, rel=1e-3)
+    # over a day, at 15-s points as at 5-minute ones.
+    at_15s = tq_module.growth_of(ek.tail_memory(5000.0, 15e9))
+    at_5min = tq_module.growth_of(ek.tail_memory(5000.0, 300e9))
+    day_at_15s, day_at_5min = at_15s ** (86400 // 15), at_5min ** (86400 // 300)
+    assert day_at_15s == pytest.approx(day_at_5min, rel=1e-3)
+
+
+def test_the_usual_sizes_remember_a_day_of_event_time_or_their_window_whichever_is_more() -> None:
+    day_ns = 86400 * 10**9
+    assert ek.time_window(1200.0, 15e9, day_ns) == pytest.approx(day_ns / 15e9)
+    assert ek.time_window(1200.0, 300e9, day_ns) == 1200.0
+    assert ek.time_window(1200.0, 0.0, day_ns) == 1200.0
+    assert ek.memories(1200.0, 5000.0, 300e9) == (1200.0, pytest.approx(2016.0))
