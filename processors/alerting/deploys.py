@@ -35,6 +35,11 @@ OFFSET_FLOOR = 0.1
 gaps since the deploy (the n-th point weighs 1/n), so the level is learned from all of the
 grace period's points, not from its last few; from the tenth point on, each weighs a tenth,
 so a rolling update whose new level arrives over several minutes is still followed."""
+OFFSET_MEMORY_S = 300.0
+"""Event time the offset remembers at least: ``OFFSET_FLOOR`` of a gap is 10 points, 5
+minutes at 30-s points but 2.5 at 15-s ones, where a p99's last 10 points set a release's
+offset 25 % too high and the series opened after the grace; a point of spacing ``s``
+weighs at least ``min(OFFSET_FLOOR, s / OFFSET_MEMORY_S)``."""
 EVIDENT_ERRORS = 2.0
 """Standard errors of the mean gap a deploy's offset leaves out (``evident_offset``)."""
 RESTORED_COUNT = 1.0 / 0.3 - 1.0
@@ -298,6 +303,7 @@ class LevelOffsets:
         self, slots: NDArray[np.intp], seen: NDArray[np.float64],
         expected: NDArray[np.float64], relative: bool,
         counted: NDArray[np.bool_] | None = None,
+        spacing_s: NDArray[np.float64] | None = None,
     ) -> None:
         """Move the offsets of ``slots`` (distinct) toward the gap from ``expected``.
 
@@ -305,12 +311,14 @@ class LevelOffsets:
         ``relative``: the gap is a log ratio and moves the factor (only where both are
         positive); else it is a difference and moves the amount. The offset is the running
         mean of the gaps from the detector's expected value since the slot's deploy (the
-        n-th weighs 1/n, at least ``OFFSET_FLOOR``). Rows that count events (``counted``)
-        also keep the mean of the squared gaps, and the detector is given the evident part
-        of their mean (``evident_offset``); any other offset is taken whole: what a shrunk
-        offset leaves of a gauge's step lasts, and its detector's persistence narrowing
-        finds it (a p99 release x1.25 at 30-s points paged after its grace period in 6 of
-        10 series, against 1; ``benchmarks/incidents.py``). Non-finite gaps move nothing.
+        n-th weighs 1/n, at least ``OFFSET_FLOOR``, or its share of ``OFFSET_MEMORY_S`` at
+        the row's usual ``spacing_s`` if that is less, 0 while unknown). Rows that count
+        events (``counted``) also keep the mean of the squared gaps, and the detector is
+        given the evident part of their mean (``evident_offset``); any other offset is
+        taken whole: what a shrunk offset leaves of a gauge's step lasts, and its
+        detector's persistence narrowing finds it (a p99 release x1.25 at 30-s points
+        paged after its grace period in 6 of 10 series, against 1;
+        ``benchmarks/incidents.py``). Non-finite gaps move nothing.
         """
         with np.errstate(divide="ignore", invalid="ignore"):
             gaps = np.log(seen / expected) if relative else seen - expected
@@ -321,13 +329,17 @@ class LevelOffsets:
             return
         slots, gaps = slots[finite], gaps[finite]
         counted = np.zeros(len(slots), np.bool_) if counted is None else counted[finite]
+        floor = np.full(len(slots), OFFSET_FLOOR)
+        if spacing_s is not None:
+            spacing = spacing_s[finite]
+            floor = np.where(spacing > 0, np.minimum(floor, spacing / OFFSET_MEMORY_S), floor)
         offsets = self._offsets
         offsets.ensure(slots)
         given = self._evident(slots)[1 if relative else 0]
         gaps = gaps + given  # from the expected value, as the offset's mean is
         count = offsets.count[slots] + 1.0
         offsets.count[slots] = count
-        weight = np.maximum(1.0 / count, OFFSET_FLOOR)
+        weight = np.maximum(1.0 / count, floor)
         column = offsets.log_factor if relative else offsets.amount
         column[slots] += weight * (gaps - column[slots])
         square = offsets.square[slots].astype(np.float64)

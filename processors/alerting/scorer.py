@@ -584,7 +584,7 @@ class Scorer:
             # A deploy's level change goes into the offset; the detector keeps its shape.
             counted = calibrator.counted(detector, rnd.seen, received)[grace]
             self.offsets.absorb(slots[grace], lesson.values[grace], calibrated.expected[grace],
-                                _relative(detector), counted)
+                                _relative(detector), counted, rnd.spacing[grace])
         keep = np.arange(len(slots)) if learning is None else np.flatnonzero(learning)
         kept = _take(calibrated, keep)
         calibrator.learn(detector, lesson.take(keep), kept,

@@ -171,6 +171,28 @@ def test_a_latency_offset_of_an_older_checkpoint_becomes_the_factor_that_shows_t
                           rtol=1e-5), i
 
 
+def test_an_offset_remembers_five_minutes_of_points_at_least() -> None:
+    # From the tenth gap on each weighed a tenth: 2.5 minutes at 15-s points, where a p99's
+    # last 10 points set a release's offset 25 % too high and the series opened after the
+    # grace period (`benchmarks/incidents.py --step 15 --intervals`, deploy_step: 1 of 10,
+    # now 0). A row now weighs at least its share of 5 minutes at its usual spacing if that
+    # is less than a tenth; 30-s points and slower keep the tenth.
+    def last_step(spacing: float | None) -> float:
+        offsets, slots = LevelOffsets(), np.array([0])
+        for _ in range(40):
+            offsets.absorb(slots, np.array([100.0]), np.array([100.0]), relative=False,
+                           spacing_s=None if spacing is None else np.array([spacing]))
+        offsets.absorb(slots, np.array([110.0]), np.array([100.0]), relative=False,
+                       spacing_s=None if spacing is None else np.array([spacing]))
+        return float(offsets.state_dict()["amount"][0])
+
+    assert last_step(15.0) == pytest.approx(10.0 * 15.0 / 300.0)
+    assert last_step(30.0) == pytest.approx(1.0)
+    assert last_step(120.0) == pytest.approx(1.0)
+    assert last_step(0.0) == pytest.approx(1.0)  # spacing not known yet
+    assert last_step(None) == pytest.approx(1.0)
+
+
 def test_an_offset_is_the_mean_of_the_gaps_since_its_deploy() -> None:
     # The last few points of a grace period alone (a fixed share each) left a p99 release
     # learned 6 to 17 % off its new level, and some such series paged for hours afterwards.
