@@ -100,7 +100,7 @@ class Ensemble(Detector):
         were 21 hours at 15-s points, where a tail that followed a latency leak's climb left
         8 of 10 unflagged for its 12 hours (``benchmarks/incidents.py --step 15
         --intervals``), and 208 days at hourly ones, where a week of wide swings still set
-        every member's floor and tail three calm weeks later (msmon's hourly series: 131 ->
+        every member's floor and tail three calm weeks later (msmon's hourly series: 128 ->
         138 of 256 events caught; NAB's held-out half at the tuning half's threshold 55.2 ->
         58.2).
     refractory_level
@@ -548,12 +548,10 @@ class Ensemble(Detector):
     def _timed_memories(self, batch: SeriesBatch) -> tuple[Any, Any, Any] | None:
         """Per row, the usual sizes' and the tails' memories and the persistence weight.
 
-        For the default members only.
-
-        As the one-call round reads them (``ensemble_round.memories``), so the same members
-        remember the same event time on either path (the general one is taken with
-        ``refractory_level`` or ``persistence_alpha`` 0); None for other member lists, whose
-        memories are points only.
+        For the default members, as the one-call round reads them
+        (``ensemble_round.memories``), so they remember the same event time on either path
+        (the general one is taken with ``refractory_level`` or ``persistence_alpha`` 0);
+        None for other member lists, whose memories are points only.
         """
         members = ensemble_round.default_members(self._members)
         if members is None:

@@ -63,7 +63,7 @@ def tail_memory(window: float, gap_ns: float) -> float:
     """Points the tails remember at a row ``gap_ns`` after its slot's previous one.
 
     A week of event time at that gap, not a count: ``window`` points were 17 days at
-    5-minute points and 200 at hourly ones, where a regime weeks gone (a week of wide
+    5-minute points and 208 at hourly ones, where a regime weeks gone (a week of wide
     swings, then three calm ones) still set the floor and tail of every member. A slot's
     first row (0) keeps ``window``; so does a row after a silence (over ``SILENCE_NS``):
     a silence is not a week's decay on its own.
