@@ -119,14 +119,7 @@ class Ensemble(Detector):
         longer (its evidence is gathered in event time: ``AlertPolicy.evidence_point_s``).
     persistence_alpha
         Weight of the newest point in each member's running average of its signed
-        deviations, in [0, 1) (about ``1 / alpha`` points of memory); 0 disables. With the
-        default members it is the weight at 2-minute points and slower; closer points weigh
-        less, compounding to it every 2 minutes (``ensemble_kernels.persistence_weight``),
-        so the average remembers about 20 minutes at any spacing: 10 points were 2.5
-        minutes at 15-s points (``benchmarks/incidents.py --step 15 --intervals``: latency
-        leaks flagged a median 54 minutes in instead of 84, false opens 26 -> 24 in 540
-        control series-days; msmon's one-minute series 0.204 -> 0.177 false opens a
-        series-day). While
+        deviations, in [0, 1) (about ``1 / alpha`` points of memory); 0 disables. While
         that average stays beyond ``persistence_level`` times its usual size (a level shift,
         a latency regression: deviations that keep one sign), the member's band narrows on
         that side only, by ``persistence_level * usual / |average|``; bursty noise, which
@@ -521,7 +514,7 @@ class Ensemble(Detector):
         timed = self._timed_memories(batch)
         if self.persistence_alpha > 0:
             self._persistence.update(batch.slots, signed, ready,
-                                     None if timed is None else (timed[2], timed[0]))
+                                     None if timed is None else timed[0])
         if r.follow is not None:
             level = self._members[0]
             assert isinstance(level, EwmaZScore)  # noqa: S101 -- _follows_season said so
@@ -545,8 +538,8 @@ class Ensemble(Detector):
         self._memo.clear()
         self._seen_memo.clear()  # the round is learned: let go of its arrays
 
-    def _timed_memories(self, batch: SeriesBatch) -> tuple[Any, Any, Any] | None:
-        """Per row, the usual sizes' and the tails' memories and the persistence weight.
+    def _timed_memories(self, batch: SeriesBatch) -> tuple[Any, Any] | None:
+        """Per row, the points the usual sizes and the tails remember.
 
         For the default members, as the one-call round reads them
         (``ensemble_round.memories``), so they remember the same event time on either path
@@ -559,10 +552,10 @@ class Ensemble(Detector):
         daily = members[1]
         daily._ensure(batch.slots)  # noqa: SLF001 -- read before it learns the round
         columns = daily._slots  # noqa: SLF001
-        usual, tails, weights = ensemble_round.memories(
-            batch.slots, batch.ts_unix_nano, columns.n, columns.last, self.persistence_window,
-            self.tail_window, self.persistence_alpha)
-        return usual, tails, weights
+        usual, tails = ensemble_round.memories(batch.slots, batch.ts_unix_nano, columns.n,
+                                               columns.last, self.persistence_window,
+                                               self.tail_window)
+        return usual, tails
 
     def reset(self, slots: NDArray[np.intp]) -> None:
         """Forget ``slots`` in every member."""

@@ -32,10 +32,6 @@ MAX_AGE = int(np.iinfo(np.int32).max)  # points since the last excursion saturat
 TAIL_MEMORY_NS = 7 * 86400 * 10**9
 """Event time the members' tail statistics remember: a week, the longest cycle the default
 members model (``tail_window`` points at a slot's first row and after a silence)."""
-PERSISTENCE_STEP_NS = 120 * 10**9
-"""The spacing ``persistence_alpha`` is a point's weight at: 2 minutes (``benchmarks/
-incidents.py``'s), where the persistence average remembers about 20 minutes; closer points
-weigh less (``persistence_weight``), so it remembers those 20 minutes at any spacing."""
 SILENCE_NS = 2 * 3600 * 10**9
 """A gap longer than this is a silence, not a spacing: two of the weekly profile's hourly
 phases, so an hourly series' jitter or one missed point is still its spacing."""
@@ -74,27 +70,10 @@ def tail_memory(window: float, gap_ns: float) -> float:
 
 
 @row_kernel
-def persistence_weight(alpha: float, gap_ns: float) -> float:
-    """The newest signed deviation's weight in the persistence average, ``gap_ns`` on.
-
-    ``alpha`` per ``PERSISTENCE_STEP_NS`` since the slot's previous row, compounded;
-    ``alpha`` at that spacing and slower (and at a slot's first row); at 15-s points 0.013,
-    so the average is one of 20 minutes there too, not of 10 points (2.5 minutes).
-    """
-    if 0.0 < gap_ns < PERSISTENCE_STEP_NS:
-        return 1.0 - math.pow(1.0 - alpha, gap_ns / PERSISTENCE_STEP_NS)
-    return alpha
-
-
-@row_kernel
-def memories(usual_window: float, tail_window: float, alpha: float,
-             gap_ns: float) -> tuple[float, float, float]:
-    """A row's usual sizes' and tails' memories (points) and persistence weight.
-
-    Each by its own clock: ``time_window``, ``tail_memory``, ``persistence_weight``.
-    """
+def memories(usual_window: float, tail_window: float, gap_ns: float) -> tuple[float, float]:
+    """Points a row's persistence usual sizes and tails remember (each its own clock)."""
     return (time_window(usual_window, gap_ns, USUAL_MEMORY_NS),
-            tail_memory(tail_window, gap_ns), persistence_weight(alpha, gap_ns))
+            tail_memory(tail_window, gap_ns))
 
 
 @kernel

@@ -205,22 +205,18 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 
 @kernel
 def memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
-             tail_window: float, alpha: float) -> Any:
-    """Per row, the usual sizes' and tails' memories and the persistence weight.
-
-    As ``ensemble_kernels.memories`` says them.
+              tail_window: float) -> Any:
+    """Per row, the points the usual sizes and the tails remember (``ensemble_kernels.memories``).
 
     At the gap since the slot's previous row, as the daily profile's ``n`` and ``last`` say
     before it learns this round.
     """
     usual, tails = np.empty(len(slots)), np.empty(len(slots))
-    weights = np.empty(len(slots))
     for i in range(len(slots)):
         s = slots[i]
         gap = float(ts[i] - last[s]) if n[s] > 0 else 0.0
-        usual[i], tails[i], weights[i] = ensemble_kernels.memories(usual_window, tail_window,
-                                                                   alpha, gap)
-    return usual, tails, weights
+        usual[i], tails[i] = ensemble_kernels.memories(usual_window, tail_window, gap)
+    return usual, tails
 
 
 @kernel
@@ -273,8 +269,8 @@ def round_lessons(  # noqa: PLR0913 -- the round, its views, and every column it
     d, v, alpha, prior, window = narrowing
     s0, s1, s2 = scales
     # The usual sizes remember a day of event time at least, the tails a week.
-    usual, memory, weights = memories(slots, ts, daily[3], daily[5], window, s0[9], alpha)
-    persistence.learn_timed(d, v, slots, signed, ready, weights, prior, usual)
+    usual, memory = memories(slots, ts, daily[3], daily[5], window, s0[9])
+    persistence.learn_timed(d, v, slots, signed, ready, alpha, prior, usual)
     scale_update(slots, unit, resid, ready, ready_rows[0], 0, memory, *s0)
     n_col, mean_col, dev_col, level_alpha, warmup = level
     follows, follow_ref, follow_var = follow

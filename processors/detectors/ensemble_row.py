@@ -197,11 +197,11 @@ def row_lessons(  # noqa: PLR0913 -- the row, its views, and ``RoundArgs.lessons
     gap = float(t - daily[5][s]) if daily[3][s] > 0 else 0.0
     d, v, alpha, prior, window = narrowing
     s0, s1, s2 = scales
-    usual, memory, weight = ek.memories(window, s0[9], alpha, gap)
+    usual, memory = ek.memories(window, s0[9], gap)
     for m in range(MEMBERS):
         if views[1, m] == views[1, m]:  # noqa: PLR0124 -- ready
             d[s, m], v[s, m] = persistence.learned(float(d[s, m]), float(v[s, m]), signed[m],
-                                                   weight, prior, usual)
+                                                   alpha, prior, usual)
     if views[1, 0] == views[1, 0]:  # noqa: PLR0124
         _learn_scale(s, unit[0], resid[0], s0, memory)
     n_col, mean_col, dev_col, level_alpha, warmup = level

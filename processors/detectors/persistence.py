@@ -72,19 +72,17 @@ class Persistence:
 
     def update(
         self, slots: NDArray[np.intp], z: NDArray[np.float64], ready: NDArray[np.bool_],
-        timed: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
+        windows: NDArray[np.float64] | None = None,
     ) -> None:
         """Learn signed deviations (Gaussian-equivalent sigmas).
 
         One row per distinct slot, one column per column; cells not ``ready`` are skipped.
-        ``timed``: per row, the newest deviation's weight and the points the usual size
-        remembers (else ``alpha`` and ``window``).
+        ``windows``: per row, the points the usual size remembers (else ``window``).
         """
         self._ensure(slots)
-        if timed is not None:
-            weights, windows = timed
-            learn_timed(self._slots.d, self._slots.v, slots, z, ready, weights, self._prior,
-                        windows)
+        if windows is not None:
+            learn_timed(self._slots.d, self._slots.v, slots, z, ready, self.alpha,
+                        self._prior, windows)
             return
         _learn(self._slots.d, self._slots.v, slots, z, ready, self.alpha, self._prior,
                self.window)
@@ -151,16 +149,15 @@ def _learn(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.int
 
 @kernel
 def learn_timed(d: NDArray[np.float32], v: NDArray[np.float32], slots: NDArray[np.intp],
-                z: NDArray[np.float64], ready: NDArray[np.bool_],
-                weights: NDArray[np.float64], prior: float,
+                z: NDArray[np.float64], ready: NDArray[np.bool_], alpha: float, prior: float,
                 windows: NDArray[np.float64]) -> None:
-    """``_learn`` with each row's own weight and window (``weights``, ``windows``)."""
+    """``_learn`` with each row's own window (``windows``, per row)."""
     for i in range(len(slots)):
         for c in range(d.shape[1]):
             if ready[i, c]:  # may hold NaN: left as it was
                 s = slots[i]
-                d[s, c], v[s, c] = learned(float(d[s, c]), float(v[s, c]), z[i, c],
-                                           weights[i], prior, windows[i])
+                d[s, c], v[s, c] = learned(float(d[s, c]), float(v[s, c]), z[i, c], alpha,
+                                           prior, windows[i])
 
 
 @row_kernel

@@ -177,15 +177,4 @@ def test_the_usual_sizes_remember_a_day_of_event_time_or_their_window_whichever_
     assert ek.time_window(1200.0, 15e9, day_ns) == pytest.approx(day_ns / 15e9)
     assert ek.time_window(1200.0, 300e9, day_ns) == 1200.0
     assert ek.time_window(1200.0, 0.0, day_ns) == 1200.0
-    assert ek.memories(1200.0, 5000.0, 0.1, 300e9) == (1200.0, pytest.approx(2016.0), 0.1)
-
-
-def test_the_persistence_average_remembers_twenty_minutes_at_any_spacing() -> None:
-    # alpha 0.1 a point: 10 points, 20 minutes at 2-minute points but 2.5 at 15-s ones.
-    # Closer points weigh less, compounding to alpha every 2 minutes.
-    at_15s = ek.persistence_weight(0.1, 15e9)
-    assert (1.0 - at_15s) ** 8 == pytest.approx(0.9)
-    assert ek.persistence_weight(0.1, 60e9) == pytest.approx(1.0 - 0.9**0.5)
-    # 2 minutes and slower, a slot's first row: alpha.
-    for gap in (120e9, 300e9, 3600e9, 0.0):
-        assert ek.persistence_weight(0.1, gap) == 0.1
+    assert ek.memories(1200.0, 5000.0, 300e9) == (1200.0, pytest.approx(2016.0))
