@@ -257,7 +257,9 @@ class Ensemble(Detector):
         self._scales = [DeviationScale(q=tail_quantile, window=tail_window) for _ in members]
         # The default members' views of a round, and its lessons, are one kernel call each
         # (``ensemble_round``), their arguments kept until an array is replaced.
-        self._fused = (ensemble_round.default_members(self._members)
+        # The default members also on the general path, for their event-time memories.
+        self._defaults = ensemble_round.default_members(self._members)
+        self._fused = (self._defaults
                        if persistence_alpha > 0 and refractory_level > 0 else None)
         self._fused_holders = (() if self._fused is None else
                                ensemble_round.state_holders(self, self._fused))
@@ -546,10 +548,9 @@ class Ensemble(Detector):
         (the general one is taken with ``refractory_level`` or ``persistence_alpha`` 0);
         None for other member lists, whose memories are points only.
         """
-        members = ensemble_round.default_members(self._members)
-        if members is None:
+        if self._defaults is None:
             return None
-        daily = members[1]
+        daily = self._defaults[1]
         daily._ensure(batch.slots)  # noqa: SLF001 -- read before it learns the round
         columns = daily._slots  # noqa: SLF001
         usual, tails = ensemble_round.memories(batch.slots, batch.ts_unix_nano, columns.n,

@@ -205,7 +205,7 @@ def _profile_learn(slots: Any, ts: Any, values: Any, phase: Any, period_ns: int,
 
 @kernel
 def memories(slots: Any, ts: Any, n: Any, last: Any, usual_window: float,
-              tail_window: float) -> Any:
+             tail_window: float) -> Any:
     """Per row, the points the usual sizes and the tails remember (``ensemble_kernels.memories``).
 
     At the gap since the slot's previous row, as the daily profile's ``n`` and ``last`` say
